@@ -1,0 +1,74 @@
+//! Pieces both kinds share: where a base model comes from, and how a pod is
+//! placed on GPU nodes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{GPUS_MAX, NAME_MAX, SOURCE_URI_PATTERN, URI_MAX};
+
+/// The model to start from: a Hugging Face-format folder (config.json,
+/// tokenizer.json, *.safetensors).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseModelSpec {
+    /// Model name as users know it, e.g. `Qwen/Qwen2.5-7B-Instruct`; it becomes
+    /// part of the fine-tuned model id.
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub name: String,
+    /// Where the folder is: `s3://`, `gs://`, `az://`, `pvc://CLAIM/path`,
+    /// `file://` (local mode) or `hf://org/name` (clusters with internet).
+    #[schemars(length(min = 1, max = URI_MAX), pattern(SOURCE_URI_PATTERN))]
+    pub source: String,
+}
+
+/// Where and how big the pods are.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// GPUs per pod; 0 runs on the CPU backend.
+    #[serde(default = "default_gpus")]
+    #[schemars(range(max = GPUS_MAX))]
+    pub gpus: u32,
+    /// The extended resource the GPUs are requested as.
+    #[serde(default = "default_gpu_resource_name")]
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub gpu_resource_name: String,
+    /// Node labels the pod must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Extra tolerations; the GPU resource's own `NoSchedule` toleration is added for you.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Memory limit of the pod, e.g. `64Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// Container image to run instead of the operator's configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = URI_MAX))]
+    pub image: Option<String>,
+}
+
+impl Default for ResourcesSpec {
+    fn default() -> Self {
+        Self {
+            gpus: default_gpus(),
+            gpu_resource_name: default_gpu_resource_name(),
+            node_selector: None,
+            tolerations: None,
+            memory: None,
+            image: None,
+        }
+    }
+}
+
+fn default_gpus() -> u32 {
+    1
+}
+
+fn default_gpu_resource_name() -> String {
+    "nvidia.com/gpu".to_owned()
+}

@@ -1,0 +1,312 @@
+//! `FineTuneJob`: a base model, a chat dataset and hyperparameters in; a trained
+//! adapter (or full model), its checkpoints and metrics out.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{BaseModelSpec, ResourcesSpec};
+use crate::dataset::ChatMessage;
+use crate::hyperparameters::{HyperparametersSpec, ResolvedHyperparameters};
+use crate::limits::{
+    CHECKPOINTS_KEEP_MAX, NAME_MAX, PROMPT_MESSAGES_MAX, SAMPLE_PROMPTS_MAX, SOURCE_URI_PATTERN,
+    STORAGE_URI_PATTERN, URI_MAX, VALIDATION_SPLIT_MAX,
+};
+
+/// The training objective.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainingMethod {
+    /// Supervised fine-tuning on chat samples.
+    #[default]
+    Sft,
+    /// Direct preference optimisation on chosen/rejected pairs.
+    Dpo,
+}
+
+/// Which weights are trained.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainingType {
+    /// A LoRA adapter; the base weights stay frozen.
+    #[default]
+    Lora,
+    /// Every weight (small models).
+    Full,
+}
+
+/// Fine-tune a base model on a chat dataset.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "anneal.dev",
+    version = "v1alpha1",
+    kind = "FineTuneJob",
+    namespaced,
+    shortname = "ftj",
+    category = "anneal",
+    status = "FineTuneJobStatus",
+    cel,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.baseModel.name"}"#,
+    printcolumn = r#"{"name":"Progress","type":"integer","jsonPath":".status.progress.percent"}"#,
+    printcolumn = r#"{"name":"Train loss","type":"number","jsonPath":".status.metrics.trainLoss"}"#,
+    printcolumn = r#"{"name":"Valid loss","type":"number","jsonPath":".status.metrics.validLoss"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 48").message("metadata.name must be at most 48 characters, so that the names of the trainer Job and its Secret fit"),
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.hyperparameters.dpo) || self.method == 'dpo'").message("hyperparameters.dpo is only allowed with method: dpo").field_path(".hyperparameters.dpo"),
+    validation = Rule::new(crate::hyperparameters::gradient_accumulation_divides_batch_rule()).message("hyperparameters.gradientAccumulation must divide the batch size (hyperparameters.batchSize, or the preset's)").field_path(".hyperparameters.gradientAccumulation"),
+    validation = Rule::new("has(self.output) == has(oldSelf.output)").message("output is immutable once the job is created").field_path(".output"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FineTuneJobSpec {
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("method is immutable once the job is created"))]
+    pub method: TrainingMethod,
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("training is immutable once the job is created"))]
+    pub training: TrainingType,
+    #[x_kube(validation = Rule::new("self == oldSelf").message("baseModel is immutable once the job is created"))]
+    pub base_model: BaseModelSpec,
+    #[x_kube(validation = Rule::new("self == oldSelf").message("dataset is immutable once the job is created"))]
+    pub dataset: DatasetSpec,
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("hyperparameters are immutable once the job is created"))]
+    pub hyperparameters: HyperparametersSpec,
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("checkpoints are immutable once the job is created"))]
+    pub checkpoints: CheckpointsSpec,
+    /// Where checkpoints go; default: the operator's configured object storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("output is immutable once the job is created"))]
+    pub output: Option<OutputSpec>,
+    /// Pod placement and size; changes apply to the next trainer pod (after suspend/resume).
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    /// Kueue LocalQueue to admit the trainer Job through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub queue_name: Option<String>,
+    /// Pause: the pod is removed, and training resumes from the last checkpoint when set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Training data from a URI or, for small data, a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.train) != has(self.configMap)").message("set exactly one of dataset.train and dataset.configMap"),
+    validation = Rule::new("!(has(self.validation) && has(self.validationSplit))").message("set at most one of dataset.validation and dataset.validationSplit"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetSpec {
+    /// JSONL training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = URI_MAX), pattern(SOURCE_URI_PATTERN))]
+    pub train: Option<String>,
+    /// JSONL validation data; without it `validationSplit` of the training data is held out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = URI_MAX), pattern(SOURCE_URI_PATTERN))]
+    pub validation: Option<String>,
+    /// Fraction held out for validation (seeded, deterministic); default 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = VALIDATION_SPLIT_MAX))]
+    pub validation_split: Option<f64>,
+    /// Training data inline in a ConfigMap of the job's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapDataset>,
+}
+
+/// Default fraction of the training data held out for validation.
+pub const DEFAULT_VALIDATION_SPLIT: f64 = 0.1;
+
+/// A dataset held in one key of a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapDataset {
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub name: String,
+    /// Key holding the JSONL text; default `train.jsonl`.
+    #[serde(default = "default_config_map_key")]
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub key: String,
+}
+
+fn default_config_map_key() -> String {
+    "train.jsonl".to_owned()
+}
+
+/// When to save checkpoints and what to ask the model at each.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointsSpec {
+    /// Checkpoint at the end of every epoch.
+    #[serde(default = "default_true")]
+    pub every_epoch: bool,
+    /// Also checkpoint every N optimizer steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub every_steps: Option<u32>,
+    /// Keep only the newest N checkpoints (the best and the final are always kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = CHECKPOINTS_KEEP_MAX))]
+    pub keep: Option<u32>,
+    /// Conversations answered at every checkpoint; the answers land in status and storage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = SAMPLE_PROMPTS_MAX))]
+    pub sample_prompts: Vec<SamplePrompt>,
+}
+
+impl Default for CheckpointsSpec {
+    fn default() -> Self {
+        Self {
+            every_epoch: true,
+            every_steps: None,
+            keep: None,
+            sample_prompts: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A conversation to answer at each checkpoint; it ends on a user message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SamplePrompt {
+    #[schemars(length(min = 1, max = PROMPT_MESSAGES_MAX))]
+    #[x_kube(validation = Rule::new("self[size(self) - 1].role == 'user'").message("a sample prompt must end on a user message"))]
+    pub messages: Vec<ChatMessage>,
+}
+
+/// Where checkpoints and the final adapter are written.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    /// Prefix in object storage; checkpoints go to `{uri}/{namespace}/{job}/{uid}/`.
+    #[schemars(length(min = 1, max = URI_MAX), pattern(STORAGE_URI_PATTERN))]
+    pub uri: String,
+    /// Secret in the job's namespace with the storage credentials (e.g. `AWS_ACCESS_KEY_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub credentials_secret: Option<String>,
+}
+
+/// Where a job is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum JobPhase {
+    Pending,
+    Validating,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Suspended,
+    Cancelled,
+}
+
+/// `status` of a FineTuneJob, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FineTuneJobStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+    /// `Validated`, `Admitted`, `Running`, `Complete`, `Failed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<CheckpointStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// A human-readable account of the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How far training is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Fractional epoch, e.g. 1.5 halfway through the second.
+    pub epoch: f64,
+    pub step: u64,
+    pub total_steps: u64,
+    /// Whole percent, for the printer column.
+    pub percent: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+}
+
+/// The latest training metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+}
+
+/// One saved checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointStatus {
+    pub name: String,
+    pub step: u64,
+    pub epoch: f64,
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_loss: Option<f64>,
+    /// Answers to `spec.checkpoints.samplePrompts`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<String>,
+}
+
+/// What a finished job produced.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    /// e.g. `ft:qwen2.5-7b-instruct:my-job:ckpt-3`.
+    pub model_id: String,
+    pub uri: String,
+}
+
+impl FineTuneJob {
+    /// The hyperparameters training runs with: the preset overridden by the spec.
+    pub fn resolved_hyperparameters(&self) -> ResolvedHyperparameters {
+        self.spec.hyperparameters.resolve()
+    }
+}
+
+impl DatasetSpec {
+    /// Fraction of the training data held out when no validation file is given.
+    pub fn resolved_validation_split(&self) -> f64 {
+        match (&self.validation, self.validation_split) {
+            (Some(_), _) => 0.0,
+            (None, split) => split.unwrap_or(DEFAULT_VALIDATION_SPLIT),
+        }
+    }
+}

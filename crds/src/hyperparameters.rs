@@ -1,0 +1,334 @@
+//! Training hyperparameters: what a user may write, the presets, and the one
+//! place where presets and defaults turn into the values the trainer uses.
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{
+    BATCH_SIZE, DPO_BETA_MAX, DPO_LABEL_SMOOTHING_MAX, EPOCHS, GRADIENT_ACCUMULATION,
+    LEARNING_RATE_MAX, LORA_ALPHA, LORA_DROPOUT_MAX, LORA_RANK, MAX_TOKENS, WARMUP_RATIO_MAX,
+    WEIGHT_DECAY_MAX,
+};
+
+/// A named starting point for the hyperparameters; any field set beside it wins.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    #[default]
+    Standard,
+    Quality,
+    Fast,
+}
+
+/// Linear layers a LoRA adapter can be attached to (Hugging Face module names).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetModule {
+    QProj,
+    KProj,
+    VProj,
+    OProj,
+    GateProj,
+    UpProj,
+    DownProj,
+}
+
+impl TargetModule {
+    /// Every attention and MLP projection: the default, as the hosted platforms do.
+    pub const ALL: [TargetModule; 7] = [
+        TargetModule::QProj,
+        TargetModule::KProj,
+        TargetModule::VProj,
+        TargetModule::OProj,
+        TargetModule::GateProj,
+        TargetModule::UpProj,
+        TargetModule::DownProj,
+    ];
+
+    /// The module's name in Hugging Face checkpoints and PEFT configs.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            TargetModule::QProj => "q_proj",
+            TargetModule::KProj => "k_proj",
+            TargetModule::VProj => "v_proj",
+            TargetModule::OProj => "o_proj",
+            TargetModule::GateProj => "gate_proj",
+            TargetModule::UpProj => "up_proj",
+            TargetModule::DownProj => "down_proj",
+        }
+    }
+}
+
+// No field but `preset` carries a schema default, on purpose: an apiserver-filled
+// default would be indistinguishable from a user's override and would mask the preset.
+/// Training hyperparameters. Every field is optional: unset fields come from the preset.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HyperparametersSpec {
+    #[serde(default)]
+    pub preset: Preset,
+    /// Peak learning rate, 0 < x <= 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = LEARNING_RATE_MAX), extend("exclusiveMinimum" = true))]
+    pub learning_rate: Option<f64>,
+    /// Passes over the training set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = EPOCHS.0, max = EPOCHS.1))]
+    pub epochs: Option<u32>,
+    /// Samples per optimizer step (across gradient-accumulation micro-batches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = BATCH_SIZE.0, max = BATCH_SIZE.1))]
+    pub batch_size: Option<u32>,
+    /// Samples with more tokens than this are dropped and counted, never truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MAX_TOKENS.0, max = MAX_TOKENS.1))]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
+    /// Fraction of the steps spent warming the learning rate up linearly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = WARMUP_RATIO_MAX))]
+    pub warmup_ratio: Option<f64>,
+    /// AdamW decoupled weight decay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = WEIGHT_DECAY_MAX))]
+    pub weight_decay: Option<f64>,
+    /// Micro-batches per optimizer step; must divide `batchSize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = GRADIENT_ACCUMULATION.0, max = GRADIENT_ACCUMULATION.1))]
+    pub gradient_accumulation: Option<u32>,
+    /// Seed for initialisation, data order, validation split and dropout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// DPO settings; only with `method: dpo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpo: Option<DpoSpec>,
+}
+
+/// LoRA adapter shape.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoraSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = LORA_RANK.0, max = LORA_RANK.1))]
+    pub rank: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = LORA_ALPHA.0, max = LORA_ALPHA.1))]
+    pub alpha: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = LORA_DROPOUT_MAX))]
+    pub dropout: Option<f64>,
+    /// Modules to adapt; default all attention and MLP projections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 7))]
+    pub target_modules: Option<Vec<TargetModule>>,
+    /// Scale by `alpha / sqrt(rank)` (rsLoRA) instead of `alpha / rank`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_rslora: Option<bool>,
+}
+
+/// DPO settings; only with `method: dpo`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DpoSpec {
+    /// Strength of the pull towards the reference model, 0 < beta <= 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = DPO_BETA_MAX), extend("exclusiveMinimum" = true))]
+    pub beta: Option<f64>,
+    /// Conservative DPO: the assumed probability that a preference label is flipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = DPO_LABEL_SMOOTHING_MAX))]
+    pub label_smoothing: Option<f64>,
+}
+
+/// The values training runs with, every one decided.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedHyperparameters {
+    pub learning_rate: f64,
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub max_tokens: u32,
+    pub lora_rank: u32,
+    pub lora_alpha: u32,
+    pub lora_dropout: f64,
+    pub target_modules: Vec<TargetModule>,
+    pub use_rslora: bool,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub gradient_accumulation: u32,
+    pub seed: u64,
+    pub dpo_beta: f64,
+    pub dpo_label_smoothing: f64,
+}
+
+impl ResolvedHyperparameters {
+    /// Samples in one forward/backward pass.
+    pub fn micro_batch_size(&self) -> u32 {
+        self.batch_size / self.gradient_accumulation
+    }
+
+    /// The LoRA output scale: `alpha / rank`, or `alpha / sqrt(rank)` with rsLoRA.
+    pub fn lora_scale(&self) -> f64 {
+        let rank = f64::from(self.lora_rank);
+        let alpha = f64::from(self.lora_alpha);
+        if self.use_rslora {
+            alpha / rank.sqrt()
+        } else {
+            alpha / rank
+        }
+    }
+}
+
+/// One row of the presets table in DESIGN.md.
+struct PresetRow {
+    learning_rate: f64,
+    epochs: u32,
+    batch_size: u32,
+    rank: u32,
+    alpha: u32,
+    dropout: f64,
+}
+
+impl Preset {
+    fn row(self) -> PresetRow {
+        match self {
+            Preset::Standard => PresetRow {
+                learning_rate: 1e-4,
+                epochs: 3,
+                batch_size: 8,
+                rank: 8,
+                alpha: 32,
+                dropout: 0.05,
+            },
+            Preset::Quality => PresetRow {
+                learning_rate: 1e-4,
+                epochs: 5,
+                batch_size: 16,
+                rank: 16,
+                alpha: 64,
+                dropout: 0.1,
+            },
+            Preset::Fast => PresetRow {
+                learning_rate: 1e-4,
+                epochs: 2,
+                batch_size: 8,
+                rank: 4,
+                alpha: 16,
+                dropout: 0.05,
+            },
+        }
+    }
+}
+
+/// Defaults that no preset varies.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+pub const DEFAULT_WARMUP_RATIO: f64 = 0.03;
+pub const DEFAULT_WEIGHT_DECAY: f64 = 0.0;
+pub const DEFAULT_SEED: u64 = 42;
+pub const DEFAULT_DPO_BETA: f64 = 0.1;
+
+/// The CEL rule that `gradientAccumulation` divides the effective batch size; the
+/// presets' batch sizes are written into it from the table above, so the rule and
+/// [`HyperparametersSpec::resolve`] cannot disagree.
+pub fn gradient_accumulation_divides_batch_rule() -> String {
+    let preset_batches: Vec<String> = [Preset::Standard, Preset::Quality, Preset::Fast]
+        .into_iter()
+        .map(|preset| {
+            let name = serde_json::to_value(preset).expect("presets serialize");
+            format!("{name}: {}", preset.row().batch_size).replace('"', "'")
+        })
+        .collect();
+    format!(
+        "!has(self.hyperparameters.gradientAccumulation) || (has(self.hyperparameters.batchSize) ? self.hyperparameters.batchSize : {{{}}}[self.hyperparameters.preset]) % self.hyperparameters.gradientAccumulation == 0",
+        preset_batches.join(", ")
+    )
+}
+
+impl HyperparametersSpec {
+    /// The preset's row, overridden field by field by what the user wrote.
+    pub fn resolve(&self) -> ResolvedHyperparameters {
+        let row = self.preset.row();
+        let lora = self.lora.clone().unwrap_or_default();
+        let dpo = self.dpo.clone().unwrap_or_default();
+        ResolvedHyperparameters {
+            learning_rate: self.learning_rate.unwrap_or(row.learning_rate),
+            epochs: self.epochs.unwrap_or(row.epochs),
+            batch_size: self.batch_size.unwrap_or(row.batch_size),
+            max_tokens: self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            lora_rank: lora.rank.unwrap_or(row.rank),
+            lora_alpha: lora.alpha.unwrap_or(row.alpha),
+            lora_dropout: lora.dropout.unwrap_or(row.dropout),
+            target_modules: lora
+                .target_modules
+                .unwrap_or_else(|| TargetModule::ALL.to_vec()),
+            use_rslora: lora.use_rslora.unwrap_or(false),
+            warmup_ratio: self.warmup_ratio.unwrap_or(DEFAULT_WARMUP_RATIO),
+            weight_decay: self.weight_decay.unwrap_or(DEFAULT_WEIGHT_DECAY),
+            gradient_accumulation: self.gradient_accumulation.unwrap_or(1),
+            seed: self.seed.unwrap_or(DEFAULT_SEED),
+            dpo_beta: dpo.beta.unwrap_or(DEFAULT_DPO_BETA),
+            dpo_label_smoothing: dpo.label_smoothing.unwrap_or(0.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_follow_the_design_table() {
+        let cases = [
+            (Preset::Standard, 1e-4, 3, 8, 8, 32, 0.05),
+            (Preset::Quality, 1e-4, 5, 16, 16, 64, 0.1),
+            (Preset::Fast, 1e-4, 2, 8, 4, 16, 0.05),
+        ];
+        for (preset, lr, epochs, batch, rank, alpha, dropout) in cases {
+            let r = HyperparametersSpec {
+                preset,
+                ..Default::default()
+            }
+            .resolve();
+            assert_eq!(
+                (r.learning_rate, r.epochs, r.batch_size),
+                (lr, epochs, batch),
+                "{preset:?}"
+            );
+            assert_eq!(
+                (r.lora_rank, r.lora_alpha, r.lora_dropout),
+                (rank, alpha, dropout),
+                "{preset:?}"
+            );
+            assert_eq!(r.target_modules, TargetModule::ALL.to_vec());
+            assert_eq!(
+                (r.max_tokens, r.seed, r.gradient_accumulation),
+                (4096, 42, 1)
+            );
+        }
+    }
+
+    #[test]
+    fn a_field_beside_the_preset_wins() {
+        let spec: HyperparametersSpec = serde_json::from_value(serde_json::json!({
+            "preset": "quality",
+            "epochs": 1,
+            "lora": {"rank": 2, "targetModules": ["q_proj", "v_proj"], "useRslora": true},
+            "gradientAccumulation": 4,
+        }))
+        .unwrap();
+        let r = spec.resolve();
+        assert_eq!(r.epochs, 1);
+        assert_eq!(r.batch_size, 16, "unset fields still come from the preset");
+        assert_eq!(r.lora_rank, 2);
+        assert_eq!(r.lora_alpha, 64);
+        assert_eq!(
+            r.target_modules,
+            vec![TargetModule::QProj, TargetModule::VProj]
+        );
+        assert_eq!(r.micro_batch_size(), 4);
+        assert_eq!(r.lora_scale(), 64.0 / 2f64.sqrt());
+    }
+}

@@ -1,0 +1,27 @@
+//! Anneal's API, group `anneal.dev`, version `v1alpha1`: what users write and what
+//! the operator, the trainer and the CRD generator all agree on.
+//!
+//! Defaults and presets are resolved in [`hyperparameters`]; every rule the API
+//! states is checked by [`validation`] (the same rules the CRD schema and its CEL
+//! expressions enforce at apply time, so local mode without an apiserver refuses
+//! the same manifests); datasets are checked line by line by [`dataset`].
+
+pub mod common;
+pub mod crdgen;
+pub mod dataset;
+pub mod finetunejob;
+pub mod hyperparameters;
+pub mod limits;
+pub mod manifest;
+pub mod modeldeployment;
+pub mod validation;
+
+pub use finetunejob::{FineTuneJob, FineTuneJobSpec, FineTuneJobStatus};
+pub use hyperparameters::{Preset, ResolvedHyperparameters};
+pub use modeldeployment::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};
+pub use validation::{FieldError, FieldErrors};
+
+/// API group of both kinds.
+pub const GROUP: &str = "anneal.dev";
+/// API version of both kinds.
+pub const VERSION: &str = "v1alpha1";

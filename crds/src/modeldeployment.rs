@@ -1,0 +1,137 @@
+//! `ModelDeployment`: serve a fine-tuned checkpoint (or a base model with
+//! adapters) behind an OpenAI-compatible endpoint.
+//!
+//! Not called `Deployment`, so that it never shadows `apps/v1 Deployment` in kubectl.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{BaseModelSpec, ResourcesSpec};
+use crate::limits::{ADAPTERS_MAX, NAME_MAX, REPLICAS_MAX, STORAGE_URI_PATTERN, URI_MAX};
+
+/// Serve a fine-tuned model.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "anneal.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    namespaced,
+    shortname = "mdep",
+    category = "anneal",
+    status = "ModelDeploymentStatus",
+    cel,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Model","type":"string","jsonPath":".status.modelId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentSpec {
+    pub model: ModelSource,
+    /// Name clients pass as `model`; default: the model id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub served_model_name: Option<String>,
+    /// Serving pods (the capacity).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(max = REPLICAS_MAX))]
+    pub replicas: u32,
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    #[serde(default)]
+    pub runtime: ServingRuntime,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+/// What to serve: a FineTuneJob's checkpoint, or a base model with adapters.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.fineTuneJob) != has(self.baseModel)").message("set exactly one of model.fineTuneJob and model.baseModel"),
+    validation = Rule::new("!has(self.adapters) || size(self.adapters) == 0 || has(self.baseModel)").message("model.adapters go with model.baseModel; a fineTuneJob brings its own adapter").field_path(".adapters"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tune_job: Option<FineTuneJobRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<BaseModelSpec>,
+    /// LoRA adapters served beside the base model, each under its own name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = ADAPTERS_MAX))]
+    pub adapters: Vec<AdapterSpec>,
+}
+
+/// A FineTuneJob in the same namespace and which of its checkpoints to serve.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FineTuneJobRef {
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub name: String,
+    /// `final`, `best` (lowest validation loss) or a checkpoint's name.
+    #[serde(default = "default_checkpoint")]
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub checkpoint: String,
+}
+
+fn default_checkpoint() -> String {
+    "final".to_owned()
+}
+
+/// A LoRA adapter folder in PEFT format.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterSpec {
+    /// The model name clients ask for.
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub name: String,
+    #[schemars(length(min = 1, max = URI_MAX), pattern(STORAGE_URI_PATTERN))]
+    pub uri: String,
+}
+
+/// The server that runs in the pods.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ServingRuntime {
+    /// Anneal's own `trainer serve`.
+    #[default]
+    Builtin,
+    /// vLLM's OpenAI server with `--enable-lora`.
+    Vllm,
+}
+
+/// Where a deployment is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeploymentPhase {
+    Pending,
+    Loading,
+    Ready,
+    Failed,
+}
+
+/// `status` of a ModelDeployment, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<DeploymentPhase>,
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// e.g. `http://NAME.NS.svc:8000/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

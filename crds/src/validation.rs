@@ -1,0 +1,421 @@
+//! Spec validation in Rust: every rule of the API, each error with its JSON path.
+//!
+//! The CRD schema and its CEL rules refuse bad manifests at apply time, but local
+//! mode (`trainer train job.yaml`) has no apiserver, and the operator must not trust
+//! an object written before a CRD upgrade. So this module checks the same bounds and
+//! cross-field rules again, plus what a schema cannot say (URI structure, the shape
+//! of sample prompts). Immutability needs the old object and is left to CEL.
+
+use std::fmt;
+
+use crate::dataset::Role;
+use crate::finetunejob::{FineTuneJob, FineTuneJobSpec, TrainingMethod};
+use crate::limits::*;
+use crate::modeldeployment::{ModelDeployment, ModelDeploymentSpec};
+
+/// One problem with one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted JSON path, e.g. `spec.hyperparameters.lora.rank`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in one object, in field order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
+pub struct FieldErrors(pub Vec<FieldError>);
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl FieldErrors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn into_result(self) -> Result<(), FieldErrors> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+
+    fn range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        path: &str,
+        value: Option<T>,
+        (min, max): (T, T),
+    ) {
+        if let Some(value) = value
+            && !(min <= value && value <= max)
+        {
+            self.push(
+                path,
+                format!("must be between {min} and {max}, got {value}"),
+            );
+        }
+    }
+
+    fn at_most(&mut self, path: &str, value: Option<f64>, max: f64) {
+        self.range(path, value, (0.0, max));
+    }
+
+    fn positive_at_most(&mut self, path: &str, value: Option<f64>, max: f64) {
+        if let Some(value) = value
+            && !(value > 0.0 && value <= max)
+        {
+            self.push(
+                path,
+                format!("must be greater than 0 and at most {max}, got {value}"),
+            );
+        }
+    }
+
+    fn length(&mut self, path: &str, value: &str, max: usize) {
+        if value.is_empty() {
+            self.push(path, "must not be empty");
+        } else if value.chars().count() > max {
+            self.push(path, format!("must be at most {max} characters"));
+        }
+    }
+
+    fn uri(&mut self, path: &str, value: &str, schemes: &[&str]) {
+        self.length(path, value, URI_MAX);
+        if !value.is_empty()
+            && let Some(problem) = uri_problem(value, schemes)
+        {
+            self.push(path, problem);
+        }
+    }
+}
+
+const SOURCE_SCHEMES: [&str; 6] = ["s3", "gs", "az", "pvc", "file", "hf"];
+const STORAGE_SCHEMES: [&str; 5] = ["s3", "gs", "az", "pvc", "file"];
+
+/// What is wrong with a storage URI, if anything: a known scheme, and for bucket
+/// and claim schemes a non-empty bucket or claim name.
+fn uri_problem(uri: &str, schemes: &[&str]) -> Option<String> {
+    let expected = || {
+        let list: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        format!("must start with one of {}, got {uri:?}", list.join(", "))
+    };
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Some(expected());
+    };
+    if !schemes.contains(&scheme) || rest.is_empty() {
+        return Some(expected());
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    match scheme {
+        "s3" | "gs" | "az" if authority.is_empty() => {
+            Some(format!("{scheme}:// needs a bucket name, got {uri:?}"))
+        }
+        "pvc" if !is_dns_label(authority) => Some(format!(
+            "pvc://CLAIM/path needs a PersistentVolumeClaim name (lowercase letters, digits and '-'), got {authority:?}"
+        )),
+        "hf" if rest.split('/').filter(|part| !part.is_empty()).count() != 2 => {
+            Some(format!("hf:// takes the form hf://org/name, got {uri:?}"))
+        }
+        _ => None,
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Checks a FineTuneJob: its name and its spec.
+pub fn validate_finetunejob(job: &FineTuneJob) -> Result<(), FieldErrors> {
+    let mut errors = FieldErrors::default();
+    if let Some(name) = &job.metadata.name
+        && name.chars().count() > JOB_NAME_MAX
+    {
+        errors.push(
+            "metadata.name",
+            format!(
+                "must be at most {JOB_NAME_MAX} characters, so that the names of the trainer Job and its Secret fit"
+            ),
+        );
+    }
+    if let Err(spec_errors) = job.spec.validate() {
+        errors.0.extend(spec_errors.0);
+    }
+    errors.into_result()
+}
+
+impl FineTuneJobSpec {
+    /// Every field error in the spec; paths start at `spec.`.
+    pub fn validate(&self) -> Result<(), FieldErrors> {
+        let mut e = FieldErrors::default();
+
+        e.length("spec.baseModel.name", &self.base_model.name, NAME_MAX);
+        e.uri(
+            "spec.baseModel.source",
+            &self.base_model.source,
+            &SOURCE_SCHEMES,
+        );
+
+        let dataset = &self.dataset;
+        match (&dataset.train, &dataset.config_map) {
+            (Some(train), None) => e.uri("spec.dataset.train", train, &SOURCE_SCHEMES),
+            (None, Some(config_map)) => {
+                e.length("spec.dataset.configMap.name", &config_map.name, NAME_MAX);
+                e.length("spec.dataset.configMap.key", &config_map.key, NAME_MAX);
+            }
+            _ => e.push(
+                "spec.dataset",
+                "set exactly one of dataset.train and dataset.configMap",
+            ),
+        }
+        if let Some(validation) = &dataset.validation {
+            e.uri("spec.dataset.validation", validation, &SOURCE_SCHEMES);
+            if dataset.validation_split.is_some() {
+                e.push(
+                    "spec.dataset",
+                    "set at most one of dataset.validation and dataset.validationSplit",
+                );
+            }
+        }
+        e.at_most(
+            "spec.dataset.validationSplit",
+            dataset.validation_split,
+            VALIDATION_SPLIT_MAX,
+        );
+
+        let h = &self.hyperparameters;
+        e.positive_at_most(
+            "spec.hyperparameters.learningRate",
+            h.learning_rate,
+            LEARNING_RATE_MAX,
+        );
+        e.range("spec.hyperparameters.epochs", h.epochs, EPOCHS);
+        e.range("spec.hyperparameters.batchSize", h.batch_size, BATCH_SIZE);
+        e.range("spec.hyperparameters.maxTokens", h.max_tokens, MAX_TOKENS);
+        e.at_most(
+            "spec.hyperparameters.warmupRatio",
+            h.warmup_ratio,
+            WARMUP_RATIO_MAX,
+        );
+        e.at_most(
+            "spec.hyperparameters.weightDecay",
+            h.weight_decay,
+            WEIGHT_DECAY_MAX,
+        );
+        e.range(
+            "spec.hyperparameters.gradientAccumulation",
+            h.gradient_accumulation,
+            GRADIENT_ACCUMULATION,
+        );
+        let batch = h.resolve().batch_size;
+        if let Some(accumulation) = h.gradient_accumulation
+            && accumulation != 0
+            && !batch.is_multiple_of(accumulation)
+        {
+            e.push(
+                "spec.hyperparameters.gradientAccumulation",
+                format!("must divide the batch size ({batch}), got {accumulation}"),
+            );
+        }
+        if let Some(lora) = &h.lora {
+            e.range("spec.hyperparameters.lora.rank", lora.rank, LORA_RANK);
+            e.range("spec.hyperparameters.lora.alpha", lora.alpha, LORA_ALPHA);
+            e.at_most(
+                "spec.hyperparameters.lora.dropout",
+                lora.dropout,
+                LORA_DROPOUT_MAX,
+            );
+            if let Some(modules) = &lora.target_modules {
+                if modules.is_empty() {
+                    e.push(
+                        "spec.hyperparameters.lora.targetModules",
+                        "must name at least one module",
+                    );
+                }
+                for (i, module) in modules.iter().enumerate() {
+                    if modules[..i].contains(module) {
+                        e.push(
+                            format!("spec.hyperparameters.lora.targetModules[{i}]"),
+                            format!("{} is listed twice", module.hf_name()),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(dpo) = &h.dpo {
+            if self.method != TrainingMethod::Dpo {
+                e.push(
+                    "spec.hyperparameters.dpo",
+                    "hyperparameters.dpo is only allowed with method: dpo",
+                );
+            }
+            e.positive_at_most("spec.hyperparameters.dpo.beta", dpo.beta, DPO_BETA_MAX);
+            e.at_most(
+                "spec.hyperparameters.dpo.labelSmoothing",
+                dpo.label_smoothing,
+                DPO_LABEL_SMOOTHING_MAX,
+            );
+        }
+
+        let c = &self.checkpoints;
+        if c.every_steps == Some(0) {
+            e.push("spec.checkpoints.everySteps", "must be at least 1, got 0");
+        }
+        e.range("spec.checkpoints.keep", c.keep, (1, CHECKPOINTS_KEEP_MAX));
+        if c.sample_prompts.len() > SAMPLE_PROMPTS_MAX {
+            e.push(
+                "spec.checkpoints.samplePrompts",
+                format!(
+                    "at most {SAMPLE_PROMPTS_MAX} prompts, got {}",
+                    c.sample_prompts.len()
+                ),
+            );
+        }
+        for (i, prompt) in c.sample_prompts.iter().enumerate() {
+            let path = format!("spec.checkpoints.samplePrompts[{i}].messages");
+            check_prompt(&mut e, &path, &prompt.messages);
+        }
+
+        if let Some(output) = &self.output {
+            e.uri("spec.output.uri", &output.uri, &STORAGE_SCHEMES);
+            if let Some(secret) = &output.credentials_secret {
+                e.length("spec.output.credentialsSecret", secret, NAME_MAX);
+            }
+        }
+        check_resources(&mut e, "spec.resources", &self.resources);
+        if let Some(queue) = &self.queue_name {
+            e.length("spec.queueName", queue, 63);
+        }
+        e.into_result()
+    }
+}
+
+/// A sample prompt is a conversation the model answers next: it follows the
+/// dataset's turn rules and ends on a user message.
+fn check_prompt(e: &mut FieldErrors, path: &str, messages: &[crate::dataset::ChatMessage]) {
+    if messages.is_empty() || messages.len() > PROMPT_MESSAGES_MAX {
+        e.push(
+            path,
+            format!(
+                "must hold 1 to {PROMPT_MESSAGES_MAX} messages, got {}",
+                messages.len()
+            ),
+        );
+        return;
+    }
+    for (i, message) in messages.iter().enumerate() {
+        let content_len = message.content.chars().count();
+        if content_len > PROMPT_CONTENT_MAX {
+            e.push(
+                format!("{path}[{i}].content"),
+                format!("must be at most {PROMPT_CONTENT_MAX} characters, got {content_len}"),
+            );
+        }
+        if message.role == Role::System && i > 0 {
+            e.push(
+                format!("{path}[{i}].role"),
+                "a system message may only be first",
+            );
+        }
+    }
+    if messages.last().map(|m| m.role) != Some(Role::User) {
+        e.push(path, "a sample prompt must end on a user message");
+    }
+}
+
+fn check_resources(e: &mut FieldErrors, path: &str, resources: &crate::common::ResourcesSpec) {
+    e.range(&format!("{path}.gpus"), Some(resources.gpus), (0, GPUS_MAX));
+    e.length(
+        &format!("{path}.gpuResourceName"),
+        &resources.gpu_resource_name,
+        NAME_MAX,
+    );
+    if let Some(image) = &resources.image {
+        e.length(&format!("{path}.image"), image, URI_MAX);
+    }
+}
+
+/// Checks a ModelDeployment's spec.
+pub fn validate_modeldeployment(deployment: &ModelDeployment) -> Result<(), FieldErrors> {
+    deployment.spec.validate()
+}
+
+impl ModelDeploymentSpec {
+    /// Every field error in the spec; paths start at `spec.`.
+    pub fn validate(&self) -> Result<(), FieldErrors> {
+        let mut e = FieldErrors::default();
+        let model = &self.model;
+        match (&model.fine_tune_job, &model.base_model) {
+            (Some(job), None) => {
+                e.length("spec.model.fineTuneJob.name", &job.name, NAME_MAX);
+                e.length(
+                    "spec.model.fineTuneJob.checkpoint",
+                    &job.checkpoint,
+                    NAME_MAX,
+                );
+            }
+            (None, Some(base)) => {
+                e.length("spec.model.baseModel.name", &base.name, NAME_MAX);
+                e.uri("spec.model.baseModel.source", &base.source, &SOURCE_SCHEMES);
+            }
+            _ => e.push(
+                "spec.model",
+                "set exactly one of model.fineTuneJob and model.baseModel",
+            ),
+        }
+        if !model.adapters.is_empty() && model.base_model.is_none() {
+            e.push(
+                "spec.model.adapters",
+                "model.adapters go with model.baseModel; a fineTuneJob brings its own adapter",
+            );
+        }
+        if model.adapters.len() > ADAPTERS_MAX {
+            e.push(
+                "spec.model.adapters",
+                format!(
+                    "at most {ADAPTERS_MAX} adapters, got {}",
+                    model.adapters.len()
+                ),
+            );
+        }
+        for (i, adapter) in model.adapters.iter().enumerate() {
+            e.length(
+                &format!("spec.model.adapters[{i}].name"),
+                &adapter.name,
+                NAME_MAX,
+            );
+            e.uri(
+                &format!("spec.model.adapters[{i}].uri"),
+                &adapter.uri,
+                &STORAGE_SCHEMES,
+            );
+            if model.adapters[..i].iter().any(|a| a.name == adapter.name) {
+                e.push(
+                    format!("spec.model.adapters[{i}].name"),
+                    format!("{:?} is used by an earlier adapter", adapter.name),
+                );
+            }
+        }
+        if let Some(name) = &self.served_model_name {
+            e.length("spec.servedModelName", name, NAME_MAX);
+        }
+        e.range("spec.replicas", Some(self.replicas), (0, REPLICAS_MAX));
+        check_resources(&mut e, "spec.resources", &self.resources);
+        e.into_result()
+    }
+}

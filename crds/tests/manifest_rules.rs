@@ -1,0 +1,468 @@
+//! Bad manifests, judged the way an apiserver would (the generated openAPIV3Schema
+//! with strict field validation, then the CEL rules) and the way local mode does
+//! (`manifest::parse_*`). Every row asserts the exact errors of both.
+
+mod support;
+
+use anneal_crds::limits::{SOURCE_URI_PATTERN, STORAGE_URI_PATTERN};
+use anneal_crds::manifest::{parse_finetunejob, parse_modeldeployment};
+use anneal_crds::{FineTuneJob, ModelDeployment};
+use serde_json::{Value, json};
+use support::{ApiServerRules, merge_patch};
+
+fn base_job() -> Value {
+    json!({
+        "apiVersion": "anneal.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "support-bot", "namespace": "team-a"},
+        "spec": {
+            "baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct", "source": "s3://models/qwen2.5-7b-instruct"},
+            "dataset": {"train": "s3://data/support.jsonl"},
+            "hyperparameters": {"preset": "standard", "lora": {"rank": 16}},
+            "checkpoints": {"samplePrompts": [{"messages": [{"role": "user", "content": "Hi"}]}]},
+        }
+    })
+}
+
+fn base_deployment() -> Value {
+    json!({
+        "apiVersion": "anneal.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "support-bot", "namespace": "team-a"},
+        "spec": {"model": {"fineTuneJob": {"name": "support-bot"}}},
+    })
+}
+
+/// (what is wrong, merge patch onto the base, apiserver errors, local-mode errors)
+type Case = (
+    &'static str,
+    Value,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+fn job_cases() -> Vec<Case> {
+    vec![
+        (
+            "learning rate above 0.1",
+            json!({"spec": {"hyperparameters": {"learningRate": 0.5}}}),
+            &["/spec/hyperparameters/learningRate: 0.5 is greater than the maximum of 0.1"],
+            &["spec.hyperparameters.learningRate: must be greater than 0 and at most 0.1, got 0.5"],
+        ),
+        (
+            "learning rate of zero",
+            json!({"spec": {"hyperparameters": {"learningRate": 0.0}}}),
+            &[
+                "/spec/hyperparameters/learningRate: 0.0 is less than or equal to the minimum of 0.0",
+            ],
+            &["spec.hyperparameters.learningRate: must be greater than 0 and at most 0.1, got 0"],
+        ),
+        (
+            "zero epochs",
+            json!({"spec": {"hyperparameters": {"epochs": 0}}}),
+            &["/spec/hyperparameters/epochs: 0 is less than the minimum of 1.0"],
+            &["spec.hyperparameters.epochs: must be between 1 and 10, got 0"],
+        ),
+        (
+            "eleven epochs",
+            json!({"spec": {"hyperparameters": {"epochs": 11}}}),
+            &["/spec/hyperparameters/epochs: 11 is greater than the maximum of 10.0"],
+            &["spec.hyperparameters.epochs: must be between 1 and 10, got 11"],
+        ),
+        (
+            "batch size 64",
+            json!({"spec": {"hyperparameters": {"batchSize": 64}}}),
+            &["/spec/hyperparameters/batchSize: 64 is greater than the maximum of 32.0"],
+            &["spec.hyperparameters.batchSize: must be between 1 and 32, got 64"],
+        ),
+        (
+            "max tokens 0",
+            json!({"spec": {"hyperparameters": {"maxTokens": 0}}}),
+            &["/spec/hyperparameters/maxTokens: 0 is less than the minimum of 1.0"],
+            &["spec.hyperparameters.maxTokens: must be between 1 and 131072, got 0"],
+        ),
+        (
+            "max tokens past 131072",
+            json!({"spec": {"hyperparameters": {"maxTokens": 200000}}}),
+            &["/spec/hyperparameters/maxTokens: 200000 is greater than the maximum of 131072.0"],
+            &["spec.hyperparameters.maxTokens: must be between 1 and 131072, got 200000"],
+        ),
+        (
+            "lora rank 128",
+            json!({"spec": {"hyperparameters": {"lora": {"rank": 128}}}}),
+            &["/spec/hyperparameters/lora/rank: 128 is greater than the maximum of 64.0"],
+            &["spec.hyperparameters.lora.rank: must be between 1 and 64, got 128"],
+        ),
+        (
+            "lora alpha 0",
+            json!({"spec": {"hyperparameters": {"lora": {"alpha": 0}}}}),
+            &["/spec/hyperparameters/lora/alpha: 0 is less than the minimum of 1.0"],
+            &["spec.hyperparameters.lora.alpha: must be between 1 and 128, got 0"],
+        ),
+        (
+            "lora dropout 1.5",
+            json!({"spec": {"hyperparameters": {"lora": {"dropout": 1.5}}}}),
+            &["/spec/hyperparameters/lora/dropout: 1.5 is greater than the maximum of 1.0"],
+            &["spec.hyperparameters.lora.dropout: must be between 0 and 1, got 1.5"],
+        ),
+        (
+            "validation split 0.9",
+            json!({"spec": {"dataset": {"validationSplit": 0.9}}}),
+            &["/spec/dataset/validationSplit: 0.9 is greater than the maximum of 0.5"],
+            &["spec.dataset.validationSplit: must be between 0 and 0.5, got 0.9"],
+        ),
+        (
+            "unknown method",
+            json!({"spec": {"method": "ppo"}}),
+            &[r#"/spec/method: "ppo" is not one of "sft" or "dpo""#],
+            &["spec.method: unknown variant `ppo`, expected `sft` or `dpo`"],
+        ),
+        (
+            "unknown training",
+            json!({"spec": {"training": "qlora"}}),
+            &[r#"/spec/training: "qlora" is not one of "lora" or "full""#],
+            &["spec.training: unknown variant `qlora`, expected `lora` or `full`"],
+        ),
+        (
+            "unknown preset",
+            json!({"spec": {"hyperparameters": {"preset": "turbo"}}}),
+            &[
+                r#"/spec/hyperparameters/preset: "turbo" is not one of "standard", "quality" or "fast""#,
+            ],
+            &[
+                "spec.hyperparameters.preset: unknown variant `turbo`, expected one of `standard`, `quality`, `fast`",
+            ],
+        ),
+        (
+            "unknown target module",
+            json!({"spec": {"hyperparameters": {"lora": {"targetModules": ["lm_head"]}}}}),
+            &[
+                r#"/spec/hyperparameters/lora/targetModules/0: "lm_head" is not one of "q_proj", "k_proj" or 5 other candidates"#,
+            ],
+            &[
+                "spec.hyperparameters.lora.targetModules[0]: unknown variant `lm_head`, expected one of `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`",
+            ],
+        ),
+        (
+            "unsupported source scheme",
+            json!({"spec": {"baseModel": {"source": "ftp://models/qwen"}}}),
+            &[
+                r#"/spec/baseModel/source: "ftp://models/qwen" does not match "{SOURCE_URI_PATTERN}""#,
+            ],
+            &[
+                r#"spec.baseModel.source: must start with one of s3://, gs://, az://, pvc://, file://, hf://, got "ftp://models/qwen""#,
+            ],
+        ),
+        (
+            "misspelled field",
+            json!({"spec": {"hyperparameters": {"learningrate": 0.001}}}),
+            &[
+                "/spec/hyperparameters: Additional properties are not allowed ('learningrate' was unexpected)",
+            ],
+            &["spec.hyperparameters.learningrate: unknown field (check its spelling and nesting)"],
+        ),
+        (
+            "missing base model",
+            json!({"spec": {"baseModel": null}}),
+            &[r#"/spec: "baseModel" is a required property"#],
+            &["spec: missing field `baseModel`"],
+        ),
+        (
+            "dpo settings on an sft job",
+            json!({"spec": {"hyperparameters": {"dpo": {"beta": 0.2}}}}),
+            &["spec.hyperparameters.dpo: hyperparameters.dpo is only allowed with method: dpo"],
+            &["spec.hyperparameters.dpo: hyperparameters.dpo is only allowed with method: dpo"],
+        ),
+        (
+            "dpo beta of zero",
+            json!({"spec": {"method": "dpo", "hyperparameters": {"dpo": {"beta": 0.0}}}}),
+            &["/spec/hyperparameters/dpo/beta: 0.0 is less than or equal to the minimum of 0.0"],
+            &["spec.hyperparameters.dpo.beta: must be greater than 0 and at most 10, got 0"],
+        ),
+        (
+            "both train file and configMap",
+            json!({"spec": {"dataset": {"configMap": {"name": "support-data"}}}}),
+            &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],
+            &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],
+        ),
+        (
+            "neither train file nor configMap",
+            json!({"spec": {"dataset": {"train": null}}}),
+            &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],
+            &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],
+        ),
+        (
+            "validation file and split together",
+            json!({"spec": {"dataset": {"validation": "s3://data/valid.jsonl", "validationSplit": 0.2}}}),
+            &["spec.dataset: set at most one of dataset.validation and dataset.validationSplit"],
+            &["spec.dataset: set at most one of dataset.validation and dataset.validationSplit"],
+        ),
+        (
+            "accumulation not dividing the batch",
+            json!({"spec": {"hyperparameters": {"batchSize": 8, "gradientAccumulation": 3}}}),
+            &[
+                "spec.hyperparameters.gradientAccumulation: hyperparameters.gradientAccumulation must divide the batch size (hyperparameters.batchSize, or the preset's)",
+            ],
+            &["spec.hyperparameters.gradientAccumulation: must divide the batch size (8), got 3"],
+        ),
+        (
+            "accumulation not dividing the preset batch",
+            json!({"spec": {"hyperparameters": {"preset": "quality", "gradientAccumulation": 3}}}),
+            &[
+                "spec.hyperparameters.gradientAccumulation: hyperparameters.gradientAccumulation must divide the batch size (hyperparameters.batchSize, or the preset's)",
+            ],
+            &["spec.hyperparameters.gradientAccumulation: must divide the batch size (16), got 3"],
+        ),
+        (
+            "name too long for the children",
+            json!({"metadata": {"name": "a-very-long-fine-tune-job-name-that-goes-on-and-on"}}),
+            &[
+                "metadata.name must be at most 48 characters, so that the names of the trainer Job and its Secret fit",
+            ],
+            &[
+                "metadata.name: must be at most 48 characters, so that the names of the trainer Job and its Secret fit",
+            ],
+        ),
+        (
+            "sample prompt ending on assistant",
+            json!({"spec": {"checkpoints": {"samplePrompts": [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}]}}}),
+            &[
+                "spec.checkpoints.samplePrompts[0].messages: a sample prompt must end on a user message",
+            ],
+            &[
+                "spec.checkpoints.samplePrompts[0].messages: a sample prompt must end on a user message",
+            ],
+        ),
+        (
+            "s3 uri without bucket",
+            json!({"spec": {"dataset": {"train": "s3:///support.jsonl"}}}),
+            &[
+                r#"/spec/dataset/train: "s3:///support.jsonl" does not match "{SOURCE_URI_PATTERN}""#,
+            ],
+            &[r#"spec.dataset.train: s3:// needs a bucket name, got "s3:///support.jsonl""#],
+        ),
+        (
+            "pvc uri with a bad claim name",
+            json!({"spec": {"baseModel": {"source": "pvc://Models_1/qwen"}}}),
+            &[
+                r#"/spec/baseModel/source: "pvc://Models_1/qwen" does not match "{SOURCE_URI_PATTERN}""#,
+            ],
+            &[
+                r#"spec.baseModel.source: pvc://CLAIM/path needs a PersistentVolumeClaim name (lowercase letters, digits and '-'), got "Models_1""#,
+            ],
+        ),
+        (
+            "too many gpus",
+            json!({"spec": {"resources": {"gpus": 16}}}),
+            &["/spec/resources/gpus: 16 is greater than the maximum of 8.0"],
+            &["spec.resources.gpus: must be between 0 and 8, got 16"],
+        ),
+    ]
+}
+
+fn deployment_cases() -> Vec<Case> {
+    vec![
+        (
+            "both a job and a base model",
+            json!({"spec": {"model": {"baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct", "source": "s3://models/qwen"}}}}),
+            &["spec.model: set exactly one of model.fineTuneJob and model.baseModel"],
+            &["spec.model: set exactly one of model.fineTuneJob and model.baseModel"],
+        ),
+        (
+            "no model at all",
+            json!({"spec": {"model": {"fineTuneJob": null}}}),
+            &["spec.model: set exactly one of model.fineTuneJob and model.baseModel"],
+            &["spec.model: set exactly one of model.fineTuneJob and model.baseModel"],
+        ),
+        (
+            "adapters beside a job",
+            json!({"spec": {"model": {"adapters": [{"name": "a", "uri": "s3://adapters/a"}]}}}),
+            &[
+                "spec.model.adapters: model.adapters go with model.baseModel; a fineTuneJob brings its own adapter",
+            ],
+            &[
+                "spec.model.adapters: model.adapters go with model.baseModel; a fineTuneJob brings its own adapter",
+            ],
+        ),
+        (
+            "unknown runtime",
+            json!({"spec": {"runtime": "tgi"}}),
+            &[r#"/spec/runtime: "tgi" is not one of "builtin" or "vllm""#],
+            &["spec.runtime: unknown variant `tgi`, expected `builtin` or `vllm`"],
+        ),
+        (
+            "too many replicas",
+            json!({"spec": {"replicas": 100}}),
+            &["/spec/replicas: 100 is greater than the maximum of 64.0"],
+            &["spec.replicas: must be between 0 and 64, got 100"],
+        ),
+        (
+            "adapter from hf",
+            json!({"spec": {"model": {"fineTuneJob": null, "baseModel": {"name": "m", "source": "s3://models/m"}, "adapters": [{"name": "a", "uri": "hf://org/a"}]}}}),
+            &[r#"/spec/model/adapters/0/uri: "hf://org/a" does not match "{STORAGE_URI_PATTERN}""#],
+            &[
+                r#"spec.model.adapters[0].uri: must start with one of s3://, gs://, az://, pvc://, file://, got "hf://org/a""#,
+            ],
+        ),
+    ]
+}
+
+fn check_cases(
+    cases: Vec<Case>,
+    base: Value,
+    rules: &ApiServerRules,
+    local: impl Fn(&str) -> Vec<String>,
+) {
+    let mut failures = Vec::new();
+    for (what, patch, want_apiserver, want_local) in cases {
+        let manifest = merge_patch(base.clone(), patch);
+        let got_apiserver = rules.create(&manifest);
+        let want_apiserver: Vec<String> = want_apiserver.iter().map(|w| with_patterns(w)).collect();
+        let yaml = serde_yaml_ng::to_string(&manifest).unwrap();
+        let got_local = local(&yaml);
+        if got_apiserver != want_apiserver || got_local != want_local {
+            failures.push(format!(
+                "{what}:\n  apiserver want {want_apiserver:?}\n            got  {got_apiserver:?}\n  local     want {want_local:?}\n            got  {got_local:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Expected texts name the URI patterns rather than spell out their regular expressions.
+fn with_patterns(text: &str) -> String {
+    text.replace("{SOURCE_URI_PATTERN}", SOURCE_URI_PATTERN)
+        .replace("{STORAGE_URI_PATTERN}", STORAGE_URI_PATTERN)
+}
+
+fn local_job_errors(yaml: &str) -> Vec<String> {
+    match parse_finetunejob(yaml) {
+        Ok(_) => vec![],
+        Err(err) => err.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+fn local_deployment_errors(yaml: &str) -> Vec<String> {
+    match parse_modeldeployment(yaml) {
+        Ok(_) => vec![],
+        Err(err) => err.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+#[test]
+fn the_base_manifests_pass_everywhere() {
+    let rules = ApiServerRules::for_crd::<FineTuneJob>();
+    assert_eq!(rules.create(&base_job()), Vec::<String>::new());
+    assert_eq!(
+        local_job_errors(&serde_yaml_ng::to_string(&base_job()).unwrap()),
+        Vec::<String>::new()
+    );
+    let rules = ApiServerRules::for_crd::<ModelDeployment>();
+    assert_eq!(rules.create(&base_deployment()), Vec::<String>::new());
+}
+
+#[test]
+fn bad_finetunejobs_are_refused_with_the_exact_errors() {
+    check_cases(
+        job_cases(),
+        base_job(),
+        &ApiServerRules::for_crd::<FineTuneJob>(),
+        local_job_errors,
+    );
+}
+
+#[test]
+fn bad_modeldeployments_are_refused_with_the_exact_errors() {
+    check_cases(
+        deployment_cases(),
+        base_deployment(),
+        &ApiServerRules::for_crd::<ModelDeployment>(),
+        local_deployment_errors,
+    );
+}
+
+/// (what changes, merge patch from the base to the new object, apiserver errors)
+type UpdateCase = (&'static str, Value, &'static [&'static str]);
+
+fn job_update_cases() -> Vec<UpdateCase> {
+    vec![
+        ("suspend", json!({"spec": {"suspend": true}}), &[]),
+        (
+            "node selector and GPU count",
+            json!({"spec": {"resources": {"gpus": 2, "nodeSelector": {"gpu": "h100"}}}}),
+            &[],
+        ),
+        ("queue name", json!({"spec": {"queueName": "team-a"}}), &[]),
+        (
+            "epochs",
+            json!({"spec": {"hyperparameters": {"epochs": 5}}}),
+            &["spec.hyperparameters: hyperparameters are immutable once the job is created"],
+        ),
+        (
+            "training data",
+            json!({"spec": {"dataset": {"train": "s3://data/other.jsonl"}}}),
+            &["spec.dataset: dataset is immutable once the job is created"],
+        ),
+        (
+            "base model",
+            json!({"spec": {"baseModel": {"source": "s3://models/other"}}}),
+            &["spec.baseModel: baseModel is immutable once the job is created"],
+        ),
+        (
+            "method",
+            json!({"spec": {"method": "dpo"}}),
+            &["spec.method: method is immutable once the job is created"],
+        ),
+        (
+            "training type",
+            json!({"spec": {"training": "full"}}),
+            &["spec.training: training is immutable once the job is created"],
+        ),
+        (
+            "sample prompts",
+            json!({"spec": {"checkpoints": {"samplePrompts": null}}}),
+            &["spec.checkpoints: checkpoints are immutable once the job is created"],
+        ),
+        (
+            "output added after creation",
+            json!({"spec": {"output": {"uri": "s3://ckpts/team-a"}}}),
+            &["spec.output: output is immutable once the job is created"],
+        ),
+    ]
+}
+
+#[test]
+fn the_training_spec_is_immutable_and_suspend_is_not() {
+    let rules = ApiServerRules::for_crd::<FineTuneJob>();
+    let mut failures = Vec::new();
+    for (what, patch, want) in job_update_cases() {
+        let new = merge_patch(base_job(), patch);
+        let got = rules.update(&base_job(), &new);
+        if got != want {
+            failures.push(format!("changing {what}: want {want:?}\n  got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn an_output_can_not_be_changed_either() {
+    let rules = ApiServerRules::for_crd::<FineTuneJob>();
+    let old = merge_patch(
+        base_job(),
+        json!({"spec": {"output": {"uri": "s3://ckpts/a"}}}),
+    );
+    let new = merge_patch(
+        old.clone(),
+        json!({"spec": {"output": {"uri": "s3://ckpts/b"}}}),
+    );
+    assert_eq!(
+        rules.update(&old, &new),
+        vec!["spec.output: output is immutable once the job is created"]
+    );
+    let removed = merge_patch(old.clone(), json!({"spec": {"output": null}}));
+    assert_eq!(
+        rules.update(&old, &removed),
+        vec!["spec.output: output is immutable once the job is created"]
+    );
+}

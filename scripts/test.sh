@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it. Installs what it needs (Python tools in
+# .venv, from PyPI) on a fresh machine that has only Rust and Python 3.11.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python test tools (.venv)"
+if [ ! -x .venv/bin/kubernetes-validate ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "generated CRDs are up to date"
+cargo run --quiet --locked -p anneal-crds --bin crdgen -- --check
+
+step "CRDs validate against the Kubernetes 1.33 API schema"
+.venv/bin/kubernetes-validate --strict --quiet -k 1.33.0 deploy/crds/*.yaml charts/anneal/crds/*.yaml
+
+step "cargo test"
+cargo test --workspace --locked

@@ -1,0 +1,236 @@
+//! `trainer validate`: check a JSONL dataset, or a FineTuneJob manifest together
+//! with the local datasets it names, and say in plain words what is wrong.
+//!
+//! Exit codes: 0 valid, 1 invalid, 2 the input could not be read at all.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anneal_crds::dataset::{DatasetKind, DatasetLimits, DatasetReport, validate_dataset};
+use anneal_crds::finetunejob::TrainingMethod;
+use anneal_crds::manifest::parse_finetunejob;
+use anneal_crds::{FineTuneJob, FineTuneJobSpec};
+
+use crate::local_paths::resolve_file_uri;
+
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// A dataset (.jsonl) or a FineTuneJob manifest (.yaml / .yml).
+    pub file: PathBuf,
+    /// Line shape to expect in a dataset; a manifest brings its own method.
+    #[arg(long, value_enum, default_value_t = MethodArg::Sft)]
+    pub method: MethodArg,
+    /// Stop listing problems after this many (all are still counted).
+    #[arg(long, default_value_t = 20)]
+    pub max_errors: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodArg {
+    Sft,
+    Dpo,
+}
+
+impl From<MethodArg> for DatasetKind {
+    fn from(method: MethodArg) -> Self {
+        match method {
+            MethodArg::Sft => DatasetKind::Sft,
+            MethodArg::Dpo => DatasetKind::Dpo,
+        }
+    }
+}
+
+fn dataset_kind(method: TrainingMethod) -> DatasetKind {
+    match method {
+        TrainingMethod::Sft => DatasetKind::Sft,
+        TrainingMethod::Dpo => DatasetKind::Dpo,
+    }
+}
+
+/// Runs the command, printing its report; the exit code says valid (0) or not (1).
+pub fn run(args: &ValidateArgs) -> ExitCode {
+    let limits = DatasetLimits {
+        max_errors: args.max_errors,
+        ..DatasetLimits::default()
+    };
+    let is_manifest = matches!(
+        args.file.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let outcome = if is_manifest {
+        check_manifest(&args.file, &limits)
+    } else {
+        check_dataset(&args.file, args.method.into(), &limits)
+    };
+    match outcome {
+        Ok(Verdict { report, valid }) => {
+            print!("{report}");
+            if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(message) => {
+            eprintln!("trainer validate: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What to print, and whether the input passed.
+pub struct Verdict {
+    pub report: String,
+    pub valid: bool,
+}
+
+/// Checks one dataset file.
+pub fn check_dataset(
+    path: &Path,
+    kind: DatasetKind,
+    limits: &DatasetLimits,
+) -> Result<Verdict, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let report = validate_dataset(file, kind, limits)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(Verdict {
+        valid: report.is_valid(),
+        report: render_dataset_report(&path.display().to_string(), kind, &report),
+    })
+}
+
+/// Checks a FineTuneJob manifest and every `file://` dataset it names.
+pub fn check_manifest(path: &Path, limits: &DatasetLimits) -> Result<Verdict, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let job = match parse_finetunejob(&text) {
+        Ok(job) => job,
+        Err(err) => {
+            return Ok(Verdict {
+                report: format!(
+                    "{}: invalid FineTuneJob\n{}\n",
+                    path.display(),
+                    indent(&err.to_string())
+                ),
+                valid: false,
+            });
+        }
+    };
+    let mut report = render_job(path, &job);
+    let mut valid = true;
+    let manifest_dir = path.parent().unwrap_or(Path::new("."));
+    let kind = dataset_kind(job.spec.method);
+    for (field, uri) in dataset_uris(&job.spec) {
+        match resolve_file_uri(uri, manifest_dir) {
+            Some(local) => {
+                let verdict = check_dataset(&local, kind, limits)
+                    .map_err(|e| format!("spec.dataset.{field}: {e}"))?;
+                valid &= verdict.valid;
+                report.push_str(&verdict.report);
+            }
+            None => {
+                let _ = writeln!(
+                    report,
+                    "{uri}: not read here (only file:// datasets are checked locally; the operator checks the rest before training)"
+                );
+            }
+        }
+    }
+    Ok(Verdict { report, valid })
+}
+
+fn dataset_uris(spec: &FineTuneJobSpec) -> Vec<(&'static str, &str)> {
+    let mut uris = Vec::new();
+    if let Some(train) = &spec.dataset.train {
+        uris.push(("train", train.as_str()));
+    }
+    if let Some(validation) = &spec.dataset.validation {
+        uris.push(("validation", validation.as_str()));
+    }
+    uris
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn render_job(path: &Path, job: &FineTuneJob) -> String {
+    let h = job.resolved_hyperparameters();
+    let name = job.metadata.name.as_deref().unwrap_or("(unnamed)");
+    let modules: Vec<&str> = h.target_modules.iter().map(|m| m.hf_name()).collect();
+    format!(
+        "{}: valid FineTuneJob {name}\n  model             {}\n  method            {}, training {}\n  hyperparameters   lr {}, epochs {}, batch {} (micro-batch {}), max tokens {}\n  lora              rank {}, alpha {}, dropout {}, modules {}\n",
+        path.display(),
+        job.spec.base_model.name,
+        serde_json::to_value(job.spec.method)
+            .unwrap_or_default()
+            .as_str()
+            .unwrap_or_default(),
+        serde_json::to_value(job.spec.training)
+            .unwrap_or_default()
+            .as_str()
+            .unwrap_or_default(),
+        h.learning_rate,
+        h.epochs,
+        h.batch_size,
+        h.micro_batch_size(),
+        h.max_tokens,
+        h.lora_rank,
+        h.lora_alpha,
+        h.lora_dropout,
+        modules.join(","),
+    )
+}
+
+/// The one-screen report for a dataset: the summary when it is valid, every
+/// problem (up to the limit) when it is not.
+pub fn render_dataset_report(name: &str, kind: DatasetKind, report: &DatasetReport) -> String {
+    let kind_name = match kind {
+        DatasetKind::Sft => "SFT",
+        DatasetKind::Dpo => "DPO",
+    };
+    let s = &report.summary;
+    let mut out = String::new();
+    if report.is_valid() {
+        let _ = writeln!(out, "{name}: valid {kind_name} dataset");
+    } else {
+        let _ = writeln!(out, "{name}: invalid {kind_name} dataset");
+        for problem in &report.problems {
+            let _ = writeln!(out, "  {problem}");
+        }
+        let shown = report.problems.len() as u64;
+        if report.problems_total > shown {
+            let _ = writeln!(
+                out,
+                "  ... and {} more ({} problems in all; raise --max-errors to see them)",
+                report.problems_total - shown,
+                report.problems_total
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  samples           {} valid of {} lines",
+        s.samples, s.lines
+    );
+    let _ = writeln!(
+        out,
+        "  turns             {} (system {}, user {}, assistant {})",
+        s.turns, s.system_messages, s.user_messages, s.assistant_messages
+    );
+    let mean = s.characters.checked_div(s.samples).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  characters        {} (mean {mean} per sample)",
+        s.characters
+    );
+    if let Some((line, chars)) = s.longest_sample {
+        let _ = writeln!(out, "  longest sample    line {line}, {chars} characters");
+    }
+    for note in &s.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    out
+}

@@ -1,0 +1,130 @@
+//! `trainer validate` as a user runs it: exit codes, and the report on stdout.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("the trainer binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn a_good_dataset_exits_0_with_its_summary() {
+    let path = examples().join("datasets/support-sft.jsonl");
+    let output = trainer(&["validate", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    assert!(text.contains(": valid SFT dataset\n"), "{text}");
+    assert!(
+        text.contains("  samples           40 valid of 40 lines\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_dataset_exits_1_listing_each_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &path,
+        concat!(
+            r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#,
+            "\n",
+            r#"{"messages": [{"role": "user", "content": "Hi"}]}"#,
+            "\n",
+            "not json\n",
+            r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let output = trainer(&["validate", "--max-errors", "1", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with("bad.jsonl: invalid SFT dataset"),
+        "{text}"
+    );
+    assert!(lines[1].starts_with("  line 2: "), "{text}");
+    assert_eq!(
+        lines[2],
+        "  ... and 1 more (2 problems in all; raise --max-errors to see them)"
+    );
+    assert!(
+        text.contains("  samples           2 valid of 4 lines\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dpo_file_is_checked_as_dpo_only_when_asked() {
+    let path = examples().join("datasets/support-dpo.jsonl");
+    let path = path.to_str().unwrap();
+    assert_eq!(
+        trainer(&["validate", "--method", "dpo", path])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(trainer(&["validate", path]).status.code(), Some(1));
+}
+
+#[test]
+fn a_manifest_is_checked_with_the_datasets_it_names() {
+    let path = examples().join("support-dpo.yaml");
+    let output = trainer(&["validate", path.to_str().unwrap()]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("valid FineTuneJob pedalhop-support-dpo\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  method            dpo, training lora\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("support-dpo.jsonl: valid DPO dataset\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_manifest_exits_1_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.yaml");
+    let text = std::fs::read_to_string(examples().join("support-sft.yaml"))
+        .unwrap()
+        .replace("epochs: 3", "epochs: 30");
+    std::fs::write(&path, text).unwrap();
+    let output = trainer(&["validate", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output)
+            .contains("  spec.hyperparameters.epochs: must be between 1 and 10, got 30\n"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn a_missing_file_exits_2() {
+    let output = trainer(&["validate", "/nonexistent/data.jsonl"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("trainer validate: cannot open /nonexistent/data.jsonl"),
+        "{stderr}"
+    );
+}
