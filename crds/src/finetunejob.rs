@@ -26,6 +26,16 @@ pub enum TrainingMethod {
     Dpo,
 }
 
+impl From<TrainingMethod> for crate::dataset::DatasetKind {
+    /// The line shape a method trains on.
+    fn from(method: TrainingMethod) -> Self {
+        match method {
+            TrainingMethod::Sft => Self::Sft,
+            TrainingMethod::Dpo => Self::Dpo,
+        }
+    }
+}
+
 /// Which weights are trained.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,

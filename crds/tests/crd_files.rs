@@ -1,6 +1,8 @@
 //! The committed CRD YAML is what the types generate, and it is a CRD an apiserver
 //! accepts: structural, with the names, columns and subresources users rely on.
 
+mod support;
+
 use std::path::Path;
 
 use anneal_crds::crdgen;
@@ -137,16 +139,7 @@ fn structural_problems(node: &Value, path: &str, problems: &mut Vec<String>) {
 #[test]
 fn the_schemas_are_structural() {
     for crd in [FineTuneJob::crd(), ModelDeployment::crd()] {
-        let schema = serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        let schema = support::open_api_schema(&crd);
         let mut problems = Vec::new();
         structural_problems(&schema, "", &mut problems);
         assert!(problems.is_empty(), "{:?}: {problems:?}", crd.metadata.name);

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anneal_crds::dataset::{DatasetKind, DatasetLimits, DatasetReport, validate_dataset};
-use anneal_crds::finetunejob::TrainingMethod;
 use anneal_crds::manifest::parse_finetunejob;
 use anneal_crds::{FineTuneJob, FineTuneJobSpec};
 
@@ -39,13 +38,6 @@ impl From<MethodArg> for DatasetKind {
             MethodArg::Sft => DatasetKind::Sft,
             MethodArg::Dpo => DatasetKind::Dpo,
         }
-    }
-}
-
-fn dataset_kind(method: TrainingMethod) -> DatasetKind {
-    match method {
-        TrainingMethod::Sft => DatasetKind::Sft,
-        TrainingMethod::Dpo => DatasetKind::Dpo,
     }
 }
 
@@ -121,7 +113,7 @@ pub fn check_manifest(path: &Path, limits: &DatasetLimits) -> Result<Verdict, St
     let mut report = render_job(path, &job);
     let mut valid = true;
     let manifest_dir = path.parent().unwrap_or(Path::new("."));
-    let kind = dataset_kind(job.spec.method);
+    let kind = DatasetKind::from(job.spec.method);
     for (field, uri) in dataset_uris(&job.spec) {
         match resolve_file_uri(uri, manifest_dir) {
             Some(local) => {

@@ -13,6 +13,7 @@
 //! Not emulated: pruning (unknown fields are refused instead), CEL cost limits,
 //! `x-kubernetes-int-or-string` coercion, and defaulting inside lists.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,17 +32,7 @@ fn defaulted<T: Serialize + DeserializeOwned>(value: &Value) -> Result<Value, St
 
 impl ApiServerRules {
     pub fn for_crd<K: CustomResourceExt + Serialize + DeserializeOwned>() -> Self {
-        let crd = K::crd();
-        let schema = serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        let schema = open_api_schema(&K::crd());
         let mut strict = schema.clone();
         // Every object has these; the apiserver checks them before the CRD schema.
         let root = strict["properties"].as_object_mut().unwrap();
@@ -93,6 +84,16 @@ impl ApiServerRules {
             Err(errors) => errors.into_vec().iter().map(ToString::to_string).collect(),
         }
     }
+}
+
+/// The openAPIV3Schema of a CRD's only version, as JSON.
+pub fn open_api_schema(crd: &CustomResourceDefinition) -> Value {
+    let version = &crd.spec.versions[0];
+    let schema = version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref());
+    serde_json::to_value(schema.expect("the CRD has a schema")).unwrap()
 }
 
 /// `additionalProperties: false` wherever the schema lists properties and does not

@@ -30,33 +30,19 @@ fn in_house_style(reply: &str) -> bool {
 }
 
 #[test]
-fn the_sft_example_is_valid() {
-    let report = validate_dataset(
-        example("support-sft.jsonl"),
-        DatasetKind::Sft,
-        &DatasetLimits::default(),
-    )
-    .expect("the example is readable");
-    assert_eq!(report.problems, vec![]);
-    assert_eq!(report.problems_total, 0);
-    assert_eq!(report.summary.samples, 40);
-    assert_eq!(report.summary.lines, 40);
-    assert_eq!(report.summary.notes, Vec::<String>::new());
-}
-
-#[test]
-fn the_dpo_example_is_valid() {
-    let report = validate_dataset(
-        example("support-dpo.jsonl"),
-        DatasetKind::Dpo,
-        &DatasetLimits::default(),
-    )
-    .expect("the example is readable");
-    assert_eq!(report.problems, vec![]);
-    assert_eq!(report.problems_total, 0);
-    assert_eq!(report.summary.samples, 40);
-    assert_eq!(report.summary.lines, 40);
-    assert_eq!(report.summary.notes, Vec::<String>::new());
+fn both_examples_are_valid() {
+    for (file, kind) in [
+        ("support-sft.jsonl", DatasetKind::Sft),
+        ("support-dpo.jsonl", DatasetKind::Dpo),
+    ] {
+        let report = validate_dataset(example(file), kind, &DatasetLimits::default())
+            .expect("the example is readable");
+        assert_eq!(report.problems, vec![], "{file}");
+        assert_eq!(report.problems_total, 0, "{file}");
+        assert_eq!(report.summary.samples, 40, "{file}");
+        assert_eq!(report.summary.lines, 40, "{file}");
+        assert_eq!(report.summary.notes, Vec::<String>::new(), "{file}");
+    }
 }
 
 #[test]
