@@ -1,0 +1,199 @@
+//! Tokenizer and chat formatting for the trainer, driven by a Hugging Face model folder.
+//!
+//! [`ModelTokenizer`] loads `tokenizer.json`, tells the chat format (ChatML or Llama 3) from the
+//! folder's chat template, and encodes conversations into token ids with a loss mask that is true
+//! on assistant replies and their end-of-turn token only.
+//!
+//! We do not run the Jinja template: each format is rendered in code, piece by piece, so the mask
+//! is exact. For ordinary conversations the ids equal what transformers' `apply_chat_template`
+//! gives for the rendered text (tests/chat_reference.rs checks this against transformers), with
+//! two deliberate differences:
+//! - Llama 3 gets exactly one `<|begin_of_text|>`, never the double BOS that rendering the
+//!   template and tokenizing the text with special tokens produces.
+//! - Special-token text inside message content (a literal `<|im_end|>` in a dataset) is
+//!   tokenized as plain text, so data can never end a turn early or forge a role header.
+
+mod error;
+mod model_files;
+mod render;
+mod template;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use anneal_crds::dataset::ChatMessage;
+use tokenizers::Tokenizer;
+
+pub use error::ChatError;
+pub use render::EncodedChat;
+pub use template::ChatFormat;
+
+use model_files::{ModelFiles, TOKENIZER_FILE};
+use render::{FormatTokens, Special};
+
+/// A model folder's tokenizer together with its special tokens and chat format.
+#[derive(Debug, Clone)]
+pub struct ModelTokenizer {
+    /// As loaded (minus truncation and padding): matches special-token text, for [`Self::encode`].
+    tokenizer: Tokenizer,
+    /// The same tokenizer with special-token matching off, for message content in [`Self::encode_chat`].
+    content_tokenizer: Tokenizer,
+    tokens: FormatTokens,
+    eos_token_ids: Vec<u32>,
+}
+
+impl ModelTokenizer {
+    /// Loads `dir/tokenizer.json` and the chat format from `dir`'s template (`chat_template.jinja`,
+    /// else `tokenizer_config.json`'s `chat_template`), or from `architecture` (config.json's
+    /// `architectures[0]`, e.g. `Qwen2ForCausalLM`) when the folder has no template.
+    pub fn from_model_dir(dir: &Path, architecture: &str) -> Result<Self, ChatError> {
+        let tokenizer_path = dir.join(TOKENIZER_FILE);
+        // Read the file ourselves so a missing file is reported as such, not as a parse error.
+        let bytes = std::fs::read(&tokenizer_path).map_err(|source| ChatError::Read {
+            path: tokenizer_path.clone(),
+            source,
+        })?;
+        let tokenizer =
+            Tokenizer::from_bytes(&bytes).map_err(|source| ChatError::LoadTokenizer {
+                path: tokenizer_path.clone(),
+                source,
+            })?;
+        let files = ModelFiles::read(dir)?;
+        Self::new(tokenizer, &tokenizer_path, files, architecture)
+    }
+
+    fn new(
+        mut tokenizer: Tokenizer,
+        tokenizer_path: &Path,
+        files: ModelFiles,
+        architecture: &str,
+    ) -> Result<Self, ChatError> {
+        // Some tokenizer.json files carry truncation or padding settings; samples are never
+        // silently truncated (over-long ones are dropped and counted), and batches pad themselves.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|source| ChatError::LoadTokenizer {
+                path: tokenizer_path.to_owned(),
+                source,
+            })?;
+        tokenizer.with_padding(None);
+        let mut content_tokenizer = tokenizer.clone();
+        content_tokenizer.set_encode_special_tokens(true);
+
+        let format = template::detect_format(files.template.as_ref(), architecture)?;
+        let special = |text: &'static str| {
+            tokenizer
+                .token_to_id(text)
+                .map(|id| Special { id, text })
+                .ok_or_else(|| ChatError::MissingToken {
+                    path: tokenizer_path.to_owned(),
+                    token: text.to_owned(),
+                    format: format.name(),
+                })
+        };
+        let tokens = match &format {
+            ChatFormat::ChatMl { default_system } => FormatTokens::ChatMl {
+                im_start: special(template::IM_START)?,
+                im_end: special(template::IM_END)?,
+                default_system: default_system.clone(),
+            },
+            ChatFormat::Llama3 => FormatTokens::Llama3 {
+                begin_of_text: special(template::BEGIN_OF_TEXT)?,
+                start_header: special(template::START_HEADER)?,
+                end_header: special(template::END_HEADER)?,
+                eot: special(template::EOT)?,
+            },
+        };
+
+        // The end-of-turn token first (what a chat reply stops on), then generation_config.json's
+        // ids; without those, tokenizer_config.json's eos_token if the tokenizer knows it.
+        let mut eos_token_ids = vec![tokens.end_of_turn().id];
+        let listed = files.generation_eos_ids.unwrap_or_else(|| {
+            let config_eos = files
+                .config_eos_token
+                .as_deref()
+                .and_then(|token| tokenizer.token_to_id(token));
+            config_eos.into_iter().collect()
+        });
+        for id in listed {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
+            }
+        }
+        Ok(Self {
+            tokenizer,
+            content_tokenizer,
+            tokens,
+            eos_token_ids,
+        })
+    }
+
+    /// Token ids of raw text, no chat template. `add_special_tokens` runs the tokenizer's
+    /// post-processor (Llama 3's adds `<|begin_of_text|>`; Qwen's adds nothing).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ChatError> {
+        self.tokenizer
+            .encode(text, add_special_tokens)
+            .map(|encoding| encoding.get_ids().to_vec())
+            .map_err(|source| ChatError::Encode { source })
+    }
+
+    /// Text of token ids; `skip_special_tokens` leaves out special tokens such as `<|im_end|>`.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ChatError> {
+        self.tokenizer
+            .decode(ids, skip_special_tokens)
+            .map_err(|source| ChatError::Decode { source })
+    }
+
+    /// The ids generation stops on: the chat format's end-of-turn token first, then
+    /// generation_config.json's `eos_token_id`s, without duplicates.
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos_token_ids
+    }
+
+    /// The chat format found in the model folder.
+    pub fn chat_format(&self) -> ChatFormat {
+        match &self.tokens {
+            FormatTokens::ChatMl { default_system, .. } => ChatFormat::ChatMl {
+                default_system: default_system.clone(),
+            },
+            FormatTokens::Llama3 { .. } => ChatFormat::Llama3,
+        }
+    }
+
+    /// The tokenizer's vocabulary size, added tokens included. A model's embedding may have more
+    /// rows than this (Qwen pads its vocabulary), never fewer.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Formats a conversation with the model's chat format and returns ids plus the loss mask:
+    /// true on every assistant content token and the assistant turn's end-of-turn token
+    /// (`<|im_end|>` / `<|eot_id|>`), false on system and user turns, role headers, and anything
+    /// after the end-of-turn token (ChatML's `\n`). With `add_generation_prompt`, ends with the
+    /// assistant header a reply is generated after. The conversation is not validated here: the
+    /// dataset rules do that before tokenization.
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<EncodedChat, ChatError> {
+        let pieces = render::pieces(&self.tokens, messages, add_generation_prompt);
+        render::encode_pieces(&pieces, |text| {
+            self.content_tokenizer
+                .encode(text, false)
+                .map(|encoding| encoding.get_ids().to_vec())
+                .map_err(|source| ChatError::Encode { source })
+        })
+    }
+
+    /// The text the chat template renders for a conversation (what `apply_chat_template` with
+    /// `tokenize=False` gives), for logs and checks. [`Self::encode_chat`] gives its tokens.
+    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> String {
+        render::render_pieces(&render::pieces(
+            &self.tokens,
+            messages,
+            add_generation_prompt,
+        ))
+    }
+}

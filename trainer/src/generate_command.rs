@@ -1,0 +1,122 @@
+//! `trainer generate`: load a model folder and continue a raw prompt or a chat.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anneal_crds::dataset::ChatMessage;
+use burn::prelude::Backend;
+use burn::tensor::DType;
+
+use crate::backend::{BackendJob, DeviceChoice, run_on};
+use crate::chat::ModelTokenizer;
+use crate::generate::{SamplingParams, generate};
+use crate::model::load_model;
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages"])))]
+pub struct GenerateArgs {
+    /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Raw text, tokenized as it is, with no chat template.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A JSON file with an OpenAI-style message list, formatted with the model's chat template.
+    #[arg(long)]
+    pub messages: Option<PathBuf>,
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop at this text (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Print the result as `{"token_ids": [...], "text": "..."}` on the last line.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// Runs the command; errors are messages for the user.
+pub fn run(args: GenerateArgs) -> Result<(), String> {
+    if args.temperature.is_nan() || args.temperature < 0.0 {
+        return Err(format!(
+            "--temperature must be 0 or more, got {}",
+            args.temperature
+        ));
+    }
+    if !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
+        return Err(format!("--top-p must be in (0, 1], got {}", args.top_p));
+    }
+    run_on(args.device, GenerateJob(args))?
+}
+
+struct GenerateJob(GenerateArgs);
+
+impl BackendJob for GenerateJob {
+    type Output = Result<(), String>;
+
+    fn run<B: Backend>(self, device: B::Device, dtype: DType) -> Self::Output {
+        let args = self.0;
+        let (config, model) =
+            load_model::<B>(&args.model, &device, dtype).map_err(|e| e.to_string())?;
+        let tokenizer = ModelTokenizer::from_model_dir(&args.model, &config.architecture)
+            .map_err(|e| e.to_string())?;
+        let prompt = match (&args.prompt, &args.messages) {
+            (Some(text), _) => tokenizer.encode(text, false).map_err(|e| e.to_string())?,
+            (None, Some(path)) => {
+                let messages = read_messages(path)?;
+                tokenizer
+                    .encode_chat(&messages, true)
+                    .map_err(|e| e.to_string())?
+                    .ids
+            }
+            (None, None) => unreachable!("clap requires --prompt or --messages"),
+        };
+        let params = SamplingParams {
+            max_new_tokens: args.max_new_tokens,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+            stop: args.stop.clone(),
+        };
+        let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
+        let generation = generate(
+            &model,
+            &prompt,
+            tokenizer.eos_token_ids(),
+            &params,
+            decode,
+            |_| {},
+        );
+        let mut stdout = std::io::stdout();
+        let line = if args.json {
+            serde_json::json!({"token_ids": generation.token_ids, "text": generation.text})
+                .to_string()
+        } else {
+            generation.text
+        };
+        writeln!(stdout, "{line}").map_err(|e| format!("writing the output: {e}"))?;
+        Ok(())
+    }
+}
+
+/// An OpenAI-style message list: a JSON array, or an object with a `messages` array.
+fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let list = value.get("messages").cloned().unwrap_or(value);
+    serde_json::from_value(list).map_err(|e| {
+        format!(
+            "{}: expected a list of {{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": \"...\"}}: {e}",
+            path.display()
+        )
+    })
+}
