@@ -4,14 +4,18 @@
 //! folder's chat template, and encodes conversations into token ids with a loss mask that is true
 //! on assistant replies and their end-of-turn token only.
 //!
-//! We do not run the Jinja template: each format is rendered in code, piece by piece, so the mask
-//! is exact. For ordinary conversations the ids equal what transformers' `apply_chat_template`
-//! gives for the rendered text (tests/chat_reference.rs checks this against transformers), with
-//! two deliberate differences:
-//! - Llama 3 gets exactly one `<|begin_of_text|>`, never the double BOS that rendering the
-//!   template and tokenizing the text with special tokens produces.
+//! We do not run the Jinja template: each format is rendered in code, piece by piece (special
+//! tokens by id, each text piece encoded alone), so the mask is exact. For ordinary conversations
+//! the ids equal transformers' `apply_chat_template` (tests/chat_reference.rs checks this against
+//! transformers 5.23), with three deliberate differences:
+//! - Llama 3 gets exactly one `<|begin_of_text|>`: the tokenizer's post-processor never runs on a
+//!   chat, so there is never the double BOS that tokenizing rendered template text with special
+//!   tokens gives (`tokenizer(apply_chat_template(.., tokenize=False))`, and `apply_chat_template`
+//!   itself with some tokenizers and transformers versions).
 //! - Special-token text inside message content (a literal `<|im_end|>` in a dataset) is
 //!   tokenized as plain text, so data can never end a turn early or forge a role header.
+//! - A ChatML reply starting with whitespace and a newline keeps the header's `\n` as its own
+//!   token, as after the generation prompt at inference, where whole-text encoding would merge it.
 
 mod error;
 mod model_files;

@@ -1,0 +1,178 @@
+//! `trainer generate` as a user runs it, against the transformers reference:
+//! the greedy continuation of a raw prompt and of a chat rendered with the model's
+//! template are the token ids transformers produced.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anneal_trainer::chat::ModelTokenizer;
+use serde_json::Value;
+
+fn qwen() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/qwen2-tiny")
+}
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(qwen().join("reference.json")).unwrap()).unwrap()
+}
+
+fn ids(value: &Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn generate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("generate")
+        .arg("--model")
+        .arg(qwen())
+        .args(["--device", "cpu", "--json"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The JSON object on the last line of stdout.
+fn last_json(output: &Output) -> Value {
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn a_raw_prompt_continues_as_in_transformers() {
+    let tokenizer = ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
+    let case = &reference()["greedy"][0];
+    let prompt_ids = ids(&case["input_ids"]);
+    let prompt = tokenizer.decode(&prompt_ids, false).unwrap();
+    assert_eq!(
+        tokenizer.encode(&prompt, false).unwrap(),
+        prompt_ids,
+        "the prompt text round-trips"
+    );
+
+    let result = last_json(&generate(&[
+        "--prompt",
+        &prompt,
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "0",
+    ]));
+    assert_eq!(ids(&result["token_ids"]), ids(&case["output_ids"]));
+    let text = tokenizer.decode(&ids(&case["output_ids"]), true).unwrap();
+    assert_eq!(result["text"], Value::String(text));
+}
+
+#[test]
+fn ids_past_the_tokenizer_vocabulary_do_not_break_decoding() {
+    // The config's vocabulary (512) is larger than the tokenizer's (493), as with real
+    // Qwen models; this greedy case produces ids 503 and 511 from those padding rows.
+    let tokenizer = ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
+    let case = &reference()["greedy"][2];
+    assert!(
+        ids(&case["output_ids"])
+            .iter()
+            .any(|&id| id as usize >= tokenizer.vocab_size())
+    );
+    let prompt = tokenizer.decode(&ids(&case["input_ids"]), false).unwrap();
+    let result = last_json(&generate(&["--prompt", &prompt, "--max-new-tokens", "12"]));
+    assert_eq!(ids(&result["token_ids"]), ids(&case["output_ids"]));
+    let text = result["text"].as_str().unwrap();
+    assert!(!text.is_empty() && !text.contains('\u{fffd}'), "{text:?}");
+}
+
+#[test]
+fn messages_are_formatted_with_the_chat_template() {
+    let reference = reference();
+    // The chat case with a generation prompt is the prompt of the last greedy case.
+    let chat = reference["chat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["add_generation_prompt"] == Value::Bool(true))
+        .unwrap();
+    let case = &reference["greedy"][3];
+    assert_eq!(chat["input_ids"], case["input_ids"]);
+    let dir = tempfile::tempdir().unwrap();
+    let messages = dir.path().join("messages.json");
+    std::fs::write(&messages, chat["messages"].to_string()).unwrap();
+
+    // transformers' case stops at an ordinary token it was told is the end; take the tokens before it.
+    let want: Vec<u32> = ids(&case["output_ids"]).into_iter().take(2).collect();
+    let result = last_json(&generate(&[
+        "--messages",
+        messages.to_str().unwrap(),
+        "--max-new-tokens",
+        "2",
+    ]));
+    assert_eq!(ids(&result["token_ids"]), want);
+}
+
+#[test]
+fn a_stop_string_ends_the_text_before_it() {
+    let tokenizer = ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
+    let case = &reference()["greedy"][0];
+    let prompt = tokenizer.decode(&ids(&case["input_ids"]), false).unwrap();
+    let full = tokenizer.decode(&ids(&case["output_ids"]), true).unwrap();
+    // Stop at the text of the fourth new token: generation ends with that token, the text before it.
+    let upto = tokenizer
+        .decode(&ids(&case["output_ids"])[..3], true)
+        .unwrap();
+    let stop = tokenizer
+        .decode(&ids(&case["output_ids"])[3..4], true)
+        .unwrap();
+    assert!(
+        full.starts_with(&format!("{upto}{stop}")) && !upto.contains(&stop),
+        "{full:?}"
+    );
+    let result = last_json(&generate(&[
+        "--prompt",
+        &prompt,
+        "--max-new-tokens",
+        "12",
+        "--stop",
+        &stop,
+    ]));
+    assert_eq!(
+        ids(&result["token_ids"]),
+        ids(&case["output_ids"])[..4].to_vec()
+    );
+    assert_eq!(result["text"], Value::String(upto));
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_message() {
+    let output = generate(&["--prompt", "hi", "--top-p", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "trainer generate: --top-p must be in (0, 1], got 0\n"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args([
+            "generate",
+            "--model",
+            "/nonexistent",
+            "--prompt",
+            "hi",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .starts_with("trainer generate: /nonexistent/config.json: "),
+    );
+}
