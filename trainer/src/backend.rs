@@ -45,6 +45,13 @@ fn run_cpu<J: BackendJob>(job: J) -> J::Output {
 
 #[cfg(feature = "cuda")]
 fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, String> {
+    // burn-cuda panics deep inside driver loading when there is no GPU; say so first.
+    if !gpu_visible() {
+        return Err(
+            "--device cuda: no NVIDIA GPU is visible (no /dev/nvidiactl, or CUDA_VISIBLE_DEVICES is empty)"
+                .to_owned(),
+        );
+    }
     Ok(job.run::<CudaBackend>(Default::default(), DType::F32))
 }
 
