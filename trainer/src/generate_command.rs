@@ -10,6 +10,7 @@ use burn::tensor::DType;
 use crate::backend::{BackendJob, DeviceChoice, run_on};
 use crate::chat::ModelTokenizer;
 use crate::generate::{SamplingParams, generate};
+use crate::lora::peft::load_adapter;
 use crate::model::load_model;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -18,6 +19,9 @@ pub struct GenerateArgs {
     /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors).
     #[arg(long)]
     pub model: PathBuf,
+    /// A LoRA adapter folder in PEFT format (adapter_config.json, adapter_model.safetensors).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Raw text, tokenized as it is, with no chat template.
     #[arg(long)]
     pub prompt: Option<String>,
@@ -66,6 +70,10 @@ impl BackendJob for GenerateJob {
         let args = self.0;
         let (config, model) =
             load_model::<B>(&args.model, &device, dtype).map_err(|e| e.to_string())?;
+        let model = match &args.adapter {
+            Some(dir) => load_adapter(model, dir, &device).map_err(|e| e.to_string())?,
+            None => model,
+        };
         let tokenizer = ModelTokenizer::from_model_dir(&args.model, &config.architecture)
             .map_err(|e| e.to_string())?;
         let prompt = match (&args.prompt, &args.messages) {

@@ -9,5 +9,6 @@ pub mod chat;
 pub mod generate;
 pub mod generate_command;
 pub mod local_paths;
+pub mod lora;
 pub mod model;
 pub mod validate_command;

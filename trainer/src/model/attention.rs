@@ -1,9 +1,9 @@
 //! Grouped-query self-attention with a KV cache, as Qwen2 and Llama compute it.
 
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use super::projection::Projection;
 use super::rope::Rope;
 
 /// Keys and values of the positions seen so far, per layer: `[batch, kv_heads, seq, head_dim]`,
@@ -16,10 +16,10 @@ pub struct LayerCache<B: Backend> {
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    pub q_proj: Linear<B>,
-    pub k_proj: Linear<B>,
-    pub v_proj: Linear<B>,
-    pub o_proj: Linear<B>,
+    pub q_proj: Projection<B>,
+    pub k_proj: Projection<B>,
+    pub v_proj: Projection<B>,
+    pub o_proj: Projection<B>,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,

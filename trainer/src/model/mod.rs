@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod config;
 pub mod mlp;
+pub mod projection;
 pub mod rope;
 pub mod transformer;
 pub mod weights;

@@ -20,6 +20,7 @@ use super::ModelError;
 use super::attention::Attention;
 use super::config::ModelConfig;
 use super::mlp::Mlp;
+use super::projection::Projection;
 use super::rope::Rope;
 use super::transformer::{CausalLm, DecoderLayer};
 
@@ -156,28 +157,38 @@ pub fn build_model<B: Backend>(
         let mlp = format!("{p}.mlp");
         layers.push(DecoderLayer {
             self_attn: Attention {
-                q_proj: loader.linear(&format!("{attn}.q_proj"), hidden, q_out, config.qkv_bias)?,
-                k_proj: loader.linear(
+                q_proj: loader.projection(
+                    &format!("{attn}.q_proj"),
+                    hidden,
+                    q_out,
+                    config.qkv_bias,
+                )?,
+                k_proj: loader.projection(
                     &format!("{attn}.k_proj"),
                     hidden,
                     kv_out,
                     config.qkv_bias,
                 )?,
-                v_proj: loader.linear(
+                v_proj: loader.projection(
                     &format!("{attn}.v_proj"),
                     hidden,
                     kv_out,
                     config.qkv_bias,
                 )?,
-                o_proj: loader.linear(&format!("{attn}.o_proj"), q_out, hidden, config.o_bias)?,
+                o_proj: loader.projection(
+                    &format!("{attn}.o_proj"),
+                    q_out,
+                    hidden,
+                    config.o_bias,
+                )?,
                 num_heads: config.num_heads,
                 num_kv_heads: config.num_kv_heads,
                 head_dim: config.head_dim,
             },
             mlp: Mlp {
-                gate_proj: loader.linear(&format!("{mlp}.gate_proj"), hidden, inter, false)?,
-                up_proj: loader.linear(&format!("{mlp}.up_proj"), hidden, inter, false)?,
-                down_proj: loader.linear(&format!("{mlp}.down_proj"), inter, hidden, false)?,
+                gate_proj: loader.projection(&format!("{mlp}.gate_proj"), hidden, inter, false)?,
+                up_proj: loader.projection(&format!("{mlp}.up_proj"), hidden, inter, false)?,
+                down_proj: loader.projection(&format!("{mlp}.down_proj"), inter, hidden, false)?,
             },
             input_layernorm: loader.rms_norm(
                 &format!("{p}.input_layernorm"),
@@ -237,13 +248,13 @@ impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
         Ok(Tensor::from_data(data, (self.device, self.dtype)))
     }
 
-    fn linear(
+    fn projection(
         &self,
         name: &str,
         input: usize,
         out: usize,
         bias: bool,
-    ) -> Result<Linear<B>, ModelError> {
+    ) -> Result<Projection<B>, ModelError> {
         let weight = Param::from_tensor(self.transposed(&format!("{name}.weight"), out, input)?);
         let bias = if bias {
             Some(Param::from_tensor(
@@ -252,7 +263,7 @@ impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Projection::new(Linear { weight, bias }))
     }
 
     fn rms_norm(&self, name: &str, size: usize, epsilon: f64) -> Result<RmsNorm<B>, ModelError> {
