@@ -11,4 +11,5 @@ pub mod generate_command;
 pub mod local_paths;
 pub mod lora;
 pub mod model;
+pub mod sft;
 pub mod validate_command;

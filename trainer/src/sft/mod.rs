@@ -1,0 +1,4 @@
+//! Supervised fine-tuning: data preparation and the masked objective.
+
+pub mod data;
+pub mod loss;
