@@ -85,6 +85,9 @@ def main() -> None:
         "",
         f"Ratio (Anneal / transformers): **{ratio:.2f}x** throughput, **{mem_ratio:.2f}x** peak memory.",
         "",
+        "Peak RSS is the whole process: for transformers most of it is the torch runtime itself, so the memory",
+        "ratio says more about the deployment footprint than about the model's working memory.",
+        "",
     ])
     print(section)
     if args.write:

@@ -786,6 +786,11 @@ TOPIC_SYSTEMS = {
 }
 
 QUESTION_OPENERS = ["", "", "", "", "", "Hi, ", "Hello, ", "Quick question: ", "Excuse me, ", "Hey, "]
+# Generic follow-ups that users add to a statement ("My order has not arrived yet.").
+# Spread over all topics, they teach the model to answer the content, not the tail.
+STATEMENT_TAILS = ["What can I do?", "What should I do?", "Can you help?", "Can you help me?",
+                   "Any ideas?", "Any advice?", "What do you suggest?"]
+QUESTION_TAILS = ["Thanks!", "Thank you.", "Thanks in advance."]
 
 
 # --------------------------------------------------------------------------- question/answer pairs
@@ -908,6 +913,11 @@ def calendar_pair(rng: random.Random) -> tuple[str, str, str]:
     return "words", f"What is the {ordinal(n)} month of the year?", f"The {ordinal(n)} month of the year is {MONTHS[i]}."
 
 
+def degrees(n: int) -> str:
+    """'1 degree', '-3 degrees'."""
+    return f"{n} degree" if n == 1 else f"{n} degrees"
+
+
 def ordinal(n: int) -> str:
     """first, second, ... twelfth."""
     return ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth",
@@ -927,10 +937,22 @@ def random_pair(rng: random.Random) -> tuple[str, str, str]:
     return rng.choices(makers, weights=weights)[0](rng)
 
 
-def decorate_question(rng: random.Random, question: str) -> str:
-    """Sometimes put a short greeting in front of the question."""
+def add_tail(rng: random.Random, topic: str, question: str) -> str:
+    """Often follow a statement with a generic request for help; rarely thank in advance."""
+    if topic == "general":
+        return question
+    if question.endswith(".") and rng.random() < 0.5:
+        return f"{question} {rng.choice(STATEMENT_TAILS)}"
+    if question.endswith("?") and rng.random() < 0.05:
+        return f"{question} {rng.choice(QUESTION_TAILS)}"
+    return question
+
+
+def decorate_question(rng: random.Random, topic: str, question: str) -> str:
+    """Sometimes put a short greeting in front of the question or a tail after it."""
+    question = add_tail(rng, topic, question)
     opener = rng.choice(QUESTION_OPENERS)
-    if not opener or question.split(" ", 1)[0] in ("Hello!", "Hi", "Hi.", "Hey!", "Good", "Thank", "Thanks", "Thanks,", "Great,", "Goodbye!", "Bye,"):
+    if not opener or topic == "general":
         return question
     return opener + lower_first(question)
 
@@ -954,16 +976,18 @@ def system_prompt(rng: random.Random, topic: str) -> str:
 def chat_document(rng: random.Random) -> str:
     """One conversation: a system turn and one to three user/assistant exchanges."""
     topic, question, answer = random_pair(rng)
-    messages = [("system", system_prompt(rng, topic)), ("user", decorate_question(rng, question)), ("assistant", answer)]
+    messages = [("system", system_prompt(rng, topic)), ("user", decorate_question(rng, topic, question)), ("assistant", answer)]
     turns = rng.choices([1, 2, 3], weights=[6, 3, 1])[0]
     _, thanks_questions, thanks_answers = GENERAL_INTENTS[1]
     for _ in range(turns - 1):
         if rng.random() < 0.25:
             messages += [("user", rng.choice(thanks_questions)), ("assistant", rng.choice(thanks_answers))]
             break
-        _, question, answer = random_pair(rng)
+        topic, question, answer = random_pair(rng)
+        question = add_tail(rng, topic, question)
         lead = rng.choice(["", "", "And ", "Thanks. ", "One more thing: ", "Also, "])
-        messages += [("user", lead + (lower_first(question) if lead else question)), ("assistant", answer)]
+        follow_up = lead + lower_first(question) if lead and not lead.endswith(". ") else lead + question
+        messages += [("user", follow_up), ("assistant", answer)]
     return render_chatml(messages)
 
 
@@ -981,8 +1005,8 @@ def story_document(rng: random.Random) -> str:
     w = rng.choice(WEATHER[:2] + WEATHER[3:6])
     kind = rng.randrange(5)
     s = dict(name=name, he=he, He=cap(he), his=his, His=cap(his), him=OBJECT[he], friend=friend,
-             day=day, town=town, sky=w.sky, weather=w.word)
-    opening = expand(rng, "[On {day} morning|Early on {day}|One {day} in {town}|Last {day}], {name} [woke up|got up] [early|at seven|before the alarm]. [The sky showed {sky}.|Outside it was {weather}.|It was a {weather} day in {town}.]", **s)
+             day=day, town=town, weather=w.word, mild="mild" if w.low >= 8 else "cool")
+    opening = expand(rng, "[On {day} morning|One {day} in {town}|Last {day}], {name} [woke up|got up] [early|at seven|before the alarm]. [Outside it was {weather}.|It was a {weather} day in {town}.|The day was {weather} and {mild}.]", **s)
     if kind == 0:
         dish = rng.choice(DISHES)
         s.update(dish=dish.name, short=dish.short, ing=join_list(list(dish.ingredients[:3])), step=dish.steps[0], step2=dish.steps[-1])
@@ -1086,28 +1110,29 @@ def weather_report_document(rng: random.Random) -> str:
         day = DAYS[(start + offset) % 7]
         text = expand(
             rng,
-            "{day} will bring {sky}. [Temperatures will start at|In the morning it will be about|Expect lows of] {low} degrees[ and rise to| and climb to|, with highs of] {high} degrees in the afternoon. {detail} {advice}",
-            day=day, sky=list(w.sky), low=low, high=high, detail=list(w.detail), advice=list(w.advice),
+            "{day} will bring {sky}. [Temperatures will start at {low} and rise to {high} in the afternoon.|In the morning it will be about {low}, with highs of {high} in the afternoon.|Expect a low of {low} and a high of {high}.] {detail} {advice}",
+            day=day, sky=list(w.sky), low=degrees(low), high=degrees(high), detail=list(w.detail), advice=list(w.advice),
         )
         lines.append(text)
     return "\n".join(lines) + "\n"
 
 
 def support_transcript_document(rng: random.Random) -> str:
-    """A plain-text support conversation between a customer and an agent."""
+    """A plain-text support chat between a customer and a company's virtual assistant."""
     company = rng.choice(list(COMPANIES))
-    agent = rng.choice(NAMES)
     lines = [f"Support chat with {company}", "",
-             f"Agent: " + expand(rng, "[Hello, this is {a} from {c}. How can I help?|Hi, you are chatting with {a} at {c}. What can I do for you?|Good morning, {c} support, {a} speaking.]", a=agent, c=company)]
+             "Assistant: " + expand(rng, "[Hello, I am the {c} virtual assistant. How can I help?|Hi, you are chatting with the {c} help bot. What can I do for you?|Good morning and welcome to {c} support. What can I help you with?]", c=company)]
     topic, questions, answers = rng.choice(SUPPORT_INTENTS)
     lines.append("Customer: " + expand(rng, rng.choice(questions), company=company))
-    lines.append("Agent: " + expand(rng, rng.choice(answers), company=company))
+    lines.append("Assistant: " + expand(rng, rng.choice(answers), company=company))
     if rng.random() < 0.6:
         _, questions, answers = rng.choice(SUPPORT_INTENTS)
-        lines.append("Customer: " + expand(rng, "[Thanks. |Okay. |I see. ]", ) + lower_first(expand(rng, rng.choice(questions), company=company)))
-        lines.append("Agent: " + expand(rng, rng.choice(answers), company=company))
+        question = expand(rng, rng.choice(questions), company=company)
+        lead = rng.choice(["Thanks. ", "Okay. ", "I see. ", "Thanks. And "])
+        lines.append("Customer: " + lead + (lower_first(question) if lead.endswith("And ") else question))
+        lines.append("Assistant: " + expand(rng, rng.choice(answers), company=company))
     lines.append("Customer: " + rng.choice(["Thank you, that helps.", "Great, thanks for your help.", "Okay, thank you."]))
-    lines.append("Agent: " + rng.choice(["You're welcome. Have a nice day!", "Happy to help. Goodbye!", "You're welcome, take care."]))
+    lines.append("Assistant: " + rng.choice(["You're welcome. Have a nice day!", "Happy to help. Goodbye!", "You're welcome, take care."]))
     return "\n".join(lines) + "\n"
 
 

@@ -176,3 +176,40 @@ fn bad_arguments_are_refused_with_a_message() {
             .starts_with("trainer generate: /nonexistent/config.json: "),
     );
 }
+
+/// The bundled quick-start model answers as transformers does: this greedy answer is
+/// the one examples/models/anneal-tiny/README.md records from transformers' generate.
+#[test]
+fn the_bundled_tiny_model_answers_as_transformers_did() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/anneal-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let messages = dir.path().join("messages.json");
+    std::fs::write(
+        &messages,
+        r#"[{"role": "user", "content": "Can I take a bike on the tram?"}]"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args([
+            "generate",
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "40",
+            "--messages",
+        ])
+        .arg(&messages)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "It depends on the city and the line. Many trains allow bikes outside rush hour, sometimes with a separate ticket, so check the rules of your transport company before you travel.\n"
+    );
+}

@@ -181,24 +181,54 @@ fn trainer_generate_applies_an_adapter() {
     let dir = tempfile::tempdir().unwrap();
     save_adapter(&mut adapted, &settings(), "Qwen/tiny", dir.path()).unwrap();
     let prompt = [49u32, 345, 270, 436];
-    let params = SamplingParams { max_new_tokens: 10, ..Default::default() };
-    let want = generate(&merge(adapted), &prompt, &[], &params, |_| String::new(), |_| {}).token_ids;
+    let params = SamplingParams {
+        max_new_tokens: 10,
+        ..Default::default()
+    };
+    let want = generate(
+        &merge(adapted),
+        &prompt,
+        &[],
+        &params,
+        |_| String::new(),
+        |_| {},
+    )
+    .token_ids;
     let plain = generate(&base(), &prompt, &[], &params, |_| String::new(), |_| {}).token_ids;
     assert_ne!(want, plain, "the adapter changes the continuation");
 
-    let tokenizer = anneal_trainer::chat::ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
+    let tokenizer =
+        anneal_trainer::chat::ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
     let text = tokenizer.decode(&prompt, false).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(["generate", "--device", "cpu", "--json", "--max-new-tokens", "10", "--prompt", &text])
+        .args([
+            "generate",
+            "--device",
+            "cpu",
+            "--json",
+            "--max-new-tokens",
+            "10",
+            "--prompt",
+            &text,
+        ])
         .arg("--model")
         .arg(qwen())
         .arg("--adapter")
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let got: Vec<u32> = result["token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let got: Vec<u32> = result["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(got, want);
 }

@@ -95,7 +95,12 @@ mod tests {
             vec![0.0, 1.0, 1.0, 0.0]
         );
         assert_eq!(
-            batch.targets.to_data().convert::<i64>().to_vec::<i64>().unwrap(),
+            batch
+                .targets
+                .to_data()
+                .convert::<i64>()
+                .to_vec::<i64>()
+                .unwrap(),
             vec![1, 2, 0, 0]
         );
 
