@@ -2,28 +2,14 @@
 //! the greedy continuation of a raw prompt and of a chat rendered with the model's
 //! template are the token ids transformers produced.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
 use anneal_trainer::chat::ModelTokenizer;
 use serde_json::Value;
-
-fn qwen() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/qwen2-tiny")
-}
-
-fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(qwen().join("reference.json")).unwrap()).unwrap()
-}
-
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
+use support::{ids, qwen, reference};
 
 fn generate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
@@ -50,7 +36,7 @@ fn last_json(output: &Output) -> Value {
 #[test]
 fn a_raw_prompt_continues_as_in_transformers() {
     let tokenizer = ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
-    let case = &reference()["greedy"][0];
+    let case = &reference("qwen2-tiny")["greedy"][0];
     let prompt_ids = ids(&case["input_ids"]);
     let prompt = tokenizer.decode(&prompt_ids, false).unwrap();
     assert_eq!(
@@ -77,7 +63,7 @@ fn ids_past_the_tokenizer_vocabulary_do_not_break_decoding() {
     // The config's vocabulary (512) is larger than the tokenizer's (493), as with real
     // Qwen models; this greedy case produces ids 503 and 511 from those padding rows.
     let tokenizer = ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
-    let case = &reference()["greedy"][2];
+    let case = &reference("qwen2-tiny")["greedy"][2];
     assert!(
         ids(&case["output_ids"])
             .iter()
@@ -92,7 +78,7 @@ fn ids_past_the_tokenizer_vocabulary_do_not_break_decoding() {
 
 #[test]
 fn messages_are_formatted_with_the_chat_template() {
-    let reference = reference();
+    let reference = reference("qwen2-tiny");
     // The chat case with a generation prompt is the prompt of the last greedy case.
     let chat = reference["chat"]
         .as_array()
@@ -120,7 +106,7 @@ fn messages_are_formatted_with_the_chat_template() {
 #[test]
 fn a_stop_string_ends_the_text_before_it() {
     let tokenizer = ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
-    let case = &reference()["greedy"][0];
+    let case = &reference("qwen2-tiny")["greedy"][0];
     let prompt = tokenizer.decode(&ids(&case["input_ids"]), false).unwrap();
     let full = tokenizer.decode(&ids(&case["output_ids"]), true).unwrap();
     // Stop at the text of the fourth new token: generation ends with that token, the text before it.

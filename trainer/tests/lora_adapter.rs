@@ -2,7 +2,7 @@
 //! B moves; a merged model computes what the adapter does; the PEFT files carry
 //! PEFT's names, shapes and config, and load back to the same function.
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use anneal_crds::hyperparameters::TargetModule;
 use anneal_trainer::backend::CpuBackend;
@@ -14,12 +14,9 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
 use safetensors::SafeTensors;
+use support::qwen;
 
 type B = CpuBackend;
-
-fn qwen() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/qwen2-tiny")
-}
 
 fn base() -> CausalLm<B> {
     load_model::<B>(&qwen(), &Default::default(), DType::F32)

@@ -1,17 +1,16 @@
 //! Loading refuses a model folder it cannot serve, naming what is wrong.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use anneal_trainer::backend::CpuBackend;
 use anneal_trainer::model::load_model;
 use burn::tensor::DType;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-
-fn qwen_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/qwen2-tiny")
-}
+use support::qwen;
 
 /// A copy of the Qwen2 fixture whose weights went through `edit` (name -> (shape, f32 values)).
 fn edited_copy(
@@ -19,9 +18,9 @@ fn edited_copy(
 ) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(qwen_fixture().join(file), dir.path().join(file)).unwrap();
+        std::fs::copy(qwen().join(file), dir.path().join(file)).unwrap();
     }
-    let bytes = std::fs::read(qwen_fixture().join("model.safetensors")).unwrap();
+    let bytes = std::fs::read(qwen().join("model.safetensors")).unwrap();
     let tensors = SafeTensors::deserialize(&bytes).unwrap();
     let mut weights: HashMap<String, (Vec<usize>, Vec<f32>)> = tensors
         .tensors()

@@ -3,7 +3,7 @@
 //! scripts/reference/make_fixtures.py writes (Qwen2: f32, one file, 4.x config;
 //! Llama 3: bf16, two shards, 5.x config with llama3 RoPE scaling).
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use anneal_trainer::backend::CpuBackend;
 use anneal_trainer::generate::{SamplingParams, generate};
@@ -11,31 +11,16 @@ use anneal_trainer::model::{CausalLm, load_model};
 use burn::prelude::*;
 use burn::tensor::DType;
 use serde_json::Value;
+use support::{fixture, ids};
 
 /// Largest absolute logit difference accepted. transformers and burn compute in f32
 /// with different summation orders; on these models logits span roughly ±10.
 const LOGIT_TOLERANCE: f32 = 1e-4;
 
-fn fixture(model: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/reference")
-        .join(model)
-}
-
 fn load(model: &str) -> (CausalLm<CpuBackend>, Value) {
     let dir = fixture(model);
     let (_, lm) = load_model::<CpuBackend>(&dir, &Default::default(), DType::F32).unwrap();
-    let reference = std::fs::read_to_string(dir.join("reference.json")).unwrap();
-    (lm, serde_json::from_str(&reference).unwrap())
-}
-
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
+    (lm, support::reference(model))
 }
 
 fn check_logits(model: &str) {

@@ -1,0 +1,36 @@
+//! Shared by the trainer's integration tests: where the reference checkpoints are,
+//! and reading their transformers outputs.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// A checkpoint under tests/fixtures/reference/ (`qwen2-tiny` or `llama3-tiny`).
+pub fn fixture(model: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(model)
+}
+
+/// The Qwen2 reference checkpoint.
+pub fn qwen() -> PathBuf {
+    fixture("qwen2-tiny")
+}
+
+/// The transformers outputs recorded beside a checkpoint.
+pub fn reference(model: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(model).join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A JSON array of token ids.
+pub fn ids(value: &Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
