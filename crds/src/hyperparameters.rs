@@ -170,15 +170,24 @@ impl ResolvedHyperparameters {
         self.batch_size / self.gradient_accumulation
     }
 
-    /// The LoRA output scale: `alpha / rank`, or `alpha / sqrt(rank)` with rsLoRA.
+    /// The LoRA output scale of these hyperparameters.
     pub fn lora_scale(&self) -> f64 {
-        let rank = f64::from(self.lora_rank);
-        let alpha = f64::from(self.lora_alpha);
-        if self.use_rslora {
-            alpha / rank.sqrt()
-        } else {
-            alpha / rank
-        }
+        lora_scale(
+            f64::from(self.lora_alpha),
+            self.lora_rank as usize,
+            self.use_rslora,
+        )
+    }
+}
+
+/// The LoRA output scale: `alpha / rank`, or `alpha / sqrt(rank)` with rsLoRA. The
+/// trainer, PEFT adapter loading and the API all use this one definition.
+pub fn lora_scale(alpha: f64, rank: usize, use_rslora: bool) -> f64 {
+    let rank = rank as f64;
+    if use_rslora {
+        alpha / rank.sqrt()
+    } else {
+        alpha / rank
     }
 }
 

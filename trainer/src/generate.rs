@@ -133,7 +133,7 @@ pub fn generate<B: Backend>(
     let mut input: Vec<u32> = prompt.to_vec();
     let mut tokens = Vec::new();
     let mut finish = FinishReason::Length;
-    let mut text = String::new();
+    let mut stopped_at = None;
     while tokens.len() < params.max_new_tokens {
         let ids: Vec<i64> = input.iter().map(|&t| i64::from(t)).collect();
         let len = ids.len();
@@ -151,22 +151,24 @@ pub fn generate<B: Backend>(
         }
         tokens.push(token);
         on_token(token);
-        text = decode(&tokens);
-        if let Some(cut) = params
-            .stop
-            .iter()
-            .filter_map(|s| text.find(s.as_str()))
-            .min()
-        {
-            text.truncate(cut);
-            finish = FinishReason::Stop;
-            return Generation {
-                token_ids: tokens,
-                text,
-                finish_reason: finish,
-            };
+        // Decoding the text so far costs O(tokens) each step: only stop strings need it.
+        if !params.stop.is_empty() {
+            let text = decode(&tokens);
+            stopped_at = params
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min();
+            if stopped_at.is_some() {
+                finish = FinishReason::Stop;
+                break;
+            }
         }
         input = vec![token];
+    }
+    let mut text = decode(&tokens);
+    if let Some(cut) = stopped_at {
+        text.truncate(cut);
     }
     Generation {
         token_ids: tokens,

@@ -9,28 +9,10 @@ use std::process::{Command, Output};
 
 use anneal_trainer::chat::ModelTokenizer;
 use serde_json::Value;
-use support::{ids, qwen, reference};
+use support::{ids, last_json, qwen, reference, trainer_generate};
 
 fn generate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .arg("generate")
-        .arg("--model")
-        .arg(qwen())
-        .args(["--device", "cpu", "--json"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// The JSON object on the last line of stdout.
-fn last_json(output: &Output) -> Value {
-    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    trainer_generate(&qwen(), args)
 }
 
 #[test]

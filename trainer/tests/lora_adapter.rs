@@ -14,7 +14,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
 use safetensors::SafeTensors;
-use support::qwen;
+use support::{last_json, qwen, trainer_generate};
 
 type B = CpuBackend;
 
@@ -197,35 +197,17 @@ fn trainer_generate_applies_an_adapter() {
     let tokenizer =
         anneal_trainer::chat::ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap();
     let text = tokenizer.decode(&prompt, false).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args([
-            "generate",
-            "--device",
-            "cpu",
-            "--json",
+    let adapter = dir.path().to_str().unwrap();
+    let output = trainer_generate(
+        &qwen(),
+        &[
             "--max-new-tokens",
             "10",
             "--prompt",
             &text,
-        ])
-        .arg("--model")
-        .arg(qwen())
-        .arg("--adapter")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+            "--adapter",
+            adapter,
+        ],
     );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let got: Vec<u32> = result["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    assert_eq!(got, want);
+    assert_eq!(support::ids(&last_json(&output)["token_ids"]), want);
 }

@@ -4,7 +4,7 @@
 
 pub mod peft;
 
-use anneal_crds::hyperparameters::{ResolvedHyperparameters, TargetModule};
+use anneal_crds::hyperparameters::{ResolvedHyperparameters, TargetModule, lora_scale};
 use burn::module::Param;
 use burn::nn::Dropout;
 use burn::prelude::*;
@@ -40,11 +40,7 @@ impl From<&ResolvedHyperparameters> for LoraSettings {
 
 impl LoraSettings {
     pub fn scale(&self) -> f64 {
-        if self.use_rslora {
-            self.alpha / (self.rank as f64).sqrt()
-        } else {
-            self.alpha / self.rank as f64
-        }
+        lora_scale(self.alpha, self.rank, self.use_rslora)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anneal_crds::hyperparameters::TargetModule;
+use anneal_crds::hyperparameters::{TargetModule, lora_scale};
 use burn::module::Param;
 use burn::nn::Dropout;
 use burn::prelude::*;
@@ -160,11 +160,7 @@ pub fn load_adapter<B: Backend>(
     if config.r == 0 {
         return Err(file_err(&config_path, "r must be at least 1".into()));
     }
-    let scale = if config.use_rslora {
-        config.lora_alpha / (config.r as f64).sqrt()
-    } else {
-        config.lora_alpha / config.r as f64
-    };
+    let scale = lora_scale(config.lora_alpha, config.r, config.use_rslora);
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).map_err(|e| file_err(&weights_path, e.to_string()))?;
     let tensors =

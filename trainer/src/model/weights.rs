@@ -85,11 +85,6 @@ impl SafetensorsFiles {
         }
         Ok(Self { files, index })
     }
-
-    /// Whether the files hold a tensor of this name.
-    pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
 }
 
 impl WeightSource for SafetensorsFiles {

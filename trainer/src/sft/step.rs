@@ -3,7 +3,7 @@
 //! then AdamW on the adapter parameters. The frozen base has no gradient and so no
 //! optimizer state.
 
-use burn::module::{AutodiffModule, ParamId};
+use burn::module::ParamId;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -105,9 +105,4 @@ fn clip_global_norm<B: AutodiffBackend>(
         }
     }
     norm
-}
-
-/// The model without autodiff, for evaluation and generation.
-pub fn inference_copy<B: AutodiffBackend>(model: &CausalLm<B>) -> CausalLm<B::InnerBackend> {
-    model.valid()
 }

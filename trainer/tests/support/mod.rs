@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -33,4 +34,27 @@ pub fn ids(value: &Value) -> Vec<u32> {
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect()
+}
+
+/// Runs `trainer generate --model MODEL --device cpu --json ARGS...`.
+pub fn trainer_generate(model: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("generate")
+        .arg("--model")
+        .arg(model)
+        .args(["--device", "cpu", "--json"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The JSON object on the last line of a successful command's stdout.
+pub fn last_json(output: &Output) -> Value {
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
