@@ -96,7 +96,8 @@ def main() -> None:
         start = text.find("## forward (CPU)")
         if start >= 0:
             end = text.find("\n## ", start + 1)
-            text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+            # A blank line before the next section, whichever script wrote it.
+            text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
         else:
             text = text.rstrip("\n") + "\n\n" + section
         results.write_text(text)

@@ -7,9 +7,13 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "Python test tools (.venv)"
-if [ ! -x .venv/bin/kubernetes-validate ]; then
+# Installed again whenever scripts/requirements-test.txt changes: the stamp is a copy
+# of the requirements the venv was last installed from.
+stamp=.venv/requirements-test.installed
+if ! cmp -s scripts/requirements-test.txt "$stamp"; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+    cp scripts/requirements-test.txt "$stamp"
 fi
 
 step "cargo fmt --check"

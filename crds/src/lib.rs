@@ -9,6 +9,7 @@
 pub mod common;
 pub mod crdgen;
 pub mod dataset;
+pub mod events;
 pub mod finetunejob;
 pub mod hyperparameters;
 pub mod limits;
@@ -18,6 +19,8 @@ pub mod validation;
 
 pub use finetunejob::{FineTuneJob, FineTuneJobSpec, FineTuneJobStatus};
 pub use hyperparameters::{Preset, ResolvedHyperparameters};
+/// Time for stamps and run ids, the same library the API types use.
+pub use k8s_openapi::jiff;
 pub use modeldeployment::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};
 pub use validation::{FieldError, FieldErrors};
 

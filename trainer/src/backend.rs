@@ -4,6 +4,7 @@
 
 use burn::prelude::Backend;
 use burn::tensor::DType;
+use burn::tensor::backend::AutodiffBackend;
 
 /// `--device`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -27,6 +28,44 @@ pub type CudaBackend = burn::backend::Cuda;
 pub trait BackendJob {
     type Output;
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> Self::Output;
+}
+
+/// Training work: it needs gradients, so it runs on a backend wrapped in `Autodiff`.
+pub trait TrainBackendJob {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs training `job` on the backend `choice` names.
+pub fn run_training_on<J: TrainBackendJob>(
+    choice: DeviceChoice,
+    job: J,
+) -> Result<J::Output, String> {
+    let cuda = match choice {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Cuda => true,
+        DeviceChoice::Auto => gpu_visible(),
+    };
+    if !cuda {
+        return Ok(job.run::<CpuTrainBackend>(Default::default()));
+    }
+    train_on_cuda(job)
+}
+
+#[cfg(feature = "cuda")]
+fn train_on_cuda<J: TrainBackendJob>(job: J) -> Result<J::Output, String> {
+    if !gpu_visible() {
+        return Err(
+            "--device cuda: no NVIDIA GPU is visible (no /dev/nvidiactl, or CUDA_VISIBLE_DEVICES is empty)"
+                .to_owned(),
+        );
+    }
+    Ok(job.run::<burn::backend::Autodiff<CudaBackend>>(Default::default()))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn train_on_cuda<J: TrainBackendJob>(_job: J) -> Result<J::Output, String> {
+    Err("this trainer was built without CUDA; rebuild with `--features cuda`".to_owned())
 }
 
 /// Runs `job` on the backend `choice` names, with the weight dtype that backend wants.

@@ -2,7 +2,8 @@
 //!
 //! So far: `validate` (the dataset and manifest check users run before they
 //! spend GPU time), the Qwen2 / Llama models with their tokenizers and chat
-//! templates, and `generate`.
+//! templates, `generate`, LoRA, and `train` (the SFT loop, checkpoints, events
+//! and resume, through the object storage layer in [`storage`]).
 
 pub mod backend;
 pub mod chat;
@@ -11,5 +12,10 @@ pub mod generate_command;
 pub mod local_paths;
 pub mod lora;
 pub mod model;
+pub mod safetensors_out;
 pub mod sft;
+pub mod storage;
+pub mod train;
+pub mod train_command;
+pub mod train_progress;
 pub mod validate_command;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anneal_trainer::generate_command::{self, GenerateArgs};
+use anneal_trainer::train_command::{self, TrainArgs};
 use anneal_trainer::validate_command::{self, ValidateArgs};
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train the FineTuneJob in a manifest, here (local mode) or in a trainer pod.
+    Train(TrainArgs),
     /// Check a JSONL dataset, or a FineTuneJob manifest and the local datasets it names.
     Validate(ValidateArgs),
     /// Continue a prompt or a chat with a model folder.
@@ -28,6 +31,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Train(args) => train_command::run(args),
         Command::Validate(args) => validate_command::run(&args),
         Command::Generate(args) => match generate_command::run(args) {
             Ok(()) => ExitCode::SUCCESS,

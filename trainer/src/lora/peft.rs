@@ -9,13 +9,13 @@ use anneal_crds::hyperparameters::{TargetModule, lora_scale};
 use burn::module::Param;
 use burn::nn::Dropout;
 use burn::prelude::*;
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use super::{LoraSettings, projections_mut};
 use crate::model::CausalLm;
 use crate::model::projection::LoraAdapter;
+use crate::safetensors_out::{TensorRow, write_safetensors};
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -81,7 +81,7 @@ pub fn save_adapter<B: Backend>(
         message: e.to_string(),
     };
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, &e))?;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: Vec<TensorRow> = Vec::new();
     for (layer, module, projection) in projections_mut(model) {
         let Some(lora) = &projection.lora else {
             continue;
@@ -93,21 +93,14 @@ pub fn save_adapter<B: Backend>(
             let data = value.into_data().convert::<f32>();
             tensors.push((
                 tensor_name(layer, module, which),
+                Dtype::F32,
                 shape,
                 data.as_bytes().to_vec(),
             ));
         }
     }
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view =
-                TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches the data");
-            (name.clone(), view)
-        })
-        .collect();
     let weights = dir.join(WEIGHTS_FILE);
-    safetensors::serialize_to_file(views, None, &weights).map_err(|e| file_err(&weights, &e))?;
+    write_safetensors(&tensors, &weights).map_err(|e| file_err(&weights, &e))?;
 
     let config = AdapterConfig {
         peft_type: "LORA".into(),
@@ -185,9 +178,13 @@ pub fn load_adapter<B: Backend>(
             [output, config.r],
             device,
         )?;
+        // Stored transposed, and copied into our layout rather than kept as transposed
+        // views: an adapter read back then computes exactly as the one that was saved
+        // (a matrix product's rounding depends on its operands' memory layout).
+        let ours = |t: Tensor<B, 2>| Tensor::<B, 2>::from_data(t.transpose().into_data(), device);
         projection.lora = Some(LoraAdapter {
-            a: Param::from_tensor(a.transpose()),
-            b: Param::from_tensor(b.transpose()),
+            a: Param::from_tensor(ours(a)),
+            b: Param::from_tensor(ours(b)),
             scale,
             dropout: Dropout { prob: 0.0 },
         });

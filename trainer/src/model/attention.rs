@@ -4,7 +4,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use super::projection::Projection;
-use super::rope::Rope;
+use super::rope::RopeTables;
 
 /// Keys and values of the positions seen so far, per layer: `[batch, kv_heads, seq, head_dim]`,
 /// stored after RoPE and before the heads are repeated, so a cache is `kv_heads / heads` the size.
@@ -27,23 +27,31 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// `x`: `[batch, seq, hidden]` at positions `start..start + seq`, where `start` is the
-    /// cache's length. Returns `[batch, seq, hidden]` and the cache extended by `seq`.
+    /// cache's length; `rope` and `blocks` are [`Rope::tables`](super::rope::Rope::tables)
+    /// and [`query_blocks`] for those positions. Returns `[batch, seq, hidden]` and the
+    /// cache extended by `seq`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
+        rope: &RopeTables<B>,
+        blocks: &[QueryBlock<B>],
         cache: Option<LayerCache<B>>,
     ) -> (Tensor<B, 3>, LayerCache<B>) {
         let [batch, seq, _] = x.dims();
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let groups = h / kv;
 
-        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()), h); // [b, h, s, d]
-        let k = heads(self.k_proj.forward(x.clone()), kv); // [b, kv, s, d]
-        let v = heads(self.v_proj.forward(x), kv);
-        let q = Rope::apply(q, cos, sin);
-        let k = Rope::apply(k, cos, sin);
+        // RoPE on [batch, seq, heads, dim], the projections' own layout, before the heads
+        // move forward: the rotation then runs on contiguous memory. The query tables
+        // carry the softmax scale 1/sqrt(head_dim) (see `Rope::tables`).
+        let q = rope
+            .q
+            .apply(self.q_proj.forward(x.clone()).reshape([batch, seq, h, d]));
+        let k = rope
+            .k
+            .apply(self.k_proj.forward(x.clone()).reshape([batch, seq, kv, d]));
+        let v = self.v_proj.forward(x).reshape([batch, seq, kv, d]);
+        let (k, v) = (k.swap_dims(1, 2), v.swap_dims(1, 2)); // [b, kv, s, d]
 
         let (keys, values) = match cache {
             Some(cache) => (
@@ -52,43 +60,137 @@ impl<B: Backend> Attention<B> {
             ),
             None => (k, v),
         };
-        let total = keys.dims()[2];
-        let start = total - seq;
 
-        let k_all = repeat_kv(keys.clone(), h / kv); // [b, h, t, d]
-        let v_all = repeat_kv(values.clone(), h / kv);
-        let scores = q.matmul(k_all.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, h, s, t]
-        let mask =
-            causal_mask::<B>(seq, total, start, &scores.device()).expand([batch, h, seq, total]);
-        let scores = scores.mask_fill(mask, f32::NEG_INFINITY);
-        let weights = softmax(scores, 3);
-        let out = weights.matmul(v_all); // [b, h, s, d]
-        let out = out.swap_dims(1, 2).reshape([batch, seq, h * d]);
+        // Each key/value head serves `groups` query heads in a row (transformers'
+        // `repeat_kv` layout): queries as [b, kv, groups, s, d] against keys and values
+        // broadcast over the groups, so the repeated keys and values are never copied.
+        let q = q
+            .reshape([batch, seq, kv, groups, d])
+            .permute([0, 2, 3, 1, 4]);
+        let k_t = keys.clone().swap_dims(2, 3).unsqueeze_dim::<5>(2); // [b, kv, 1, d, t]
+        let v_all = values.clone().unsqueeze_dim::<5>(2); // [b, kv, 1, t, d]
+        let outs: Vec<Tensor<B, 5>> = blocks
+            .iter()
+            .map(|block| {
+                let (rows, seen) = (block.rows.len(), block.keys);
+                let q = q.clone().narrow(3, block.rows.start, rows);
+                let scores = q.matmul(k_t.clone().narrow(4, 0, seen)); // [b, kv, groups, rows, seen]
+                let scores = match &block.bias {
+                    // One bias row per head's [rows, seen] block: the backend's fast broadcast.
+                    Some(bias) => (scores.reshape([batch * h, rows * seen]) + bias.clone())
+                        .reshape([batch * h * rows, seen]),
+                    None => scores.reshape([batch * h * rows, seen]),
+                };
+                let weights = softmax(scores, 1).reshape([batch, kv, groups, rows, seen]);
+                weights.matmul(v_all.clone().narrow(3, 0, seen)) // [b, kv, groups, rows, d]
+            })
+            .collect();
+        let out = Tensor::cat(outs, 3) // [b, kv, groups, s, d]
+            .reshape([batch, h, seq, d])
+            .swap_dims(1, 2)
+            .reshape([batch, seq, h * d]);
         (self.o_proj.forward(out), LayerCache { keys, values })
     }
 }
 
-/// Each key/value head serves `groups` query heads in a row, as transformers'
-/// `repeat_kv` lays them out.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
-    if groups == 1 {
-        return x;
-    }
-    let [b, kv, t, d] = x.dims();
-    x.unsqueeze_dim::<5>(2) // [b, kv, 1, t, d]
-        .expand([b, kv, groups, t, d])
-        .reshape([b, kv * groups, t, d])
+/// Queries attend in blocks of rows, each block to the keys up to its last row only, so
+/// most of the masked upper triangle of the scores is never computed, stored or
+/// differentiated: with `n` blocks of a sequence the work is `(n + 1) / 2n` of the full
+/// square. Blocks have at least `MIN_BLOCK_ROWS` rows and there are at most `MAX_BLOCKS`,
+/// which bounds the operations a layer adds to the graph.
+const MIN_BLOCK_ROWS: usize = 64;
+const MAX_BLOCKS: usize = 8;
+
+/// One block of queries: rows `rows` of a forward pass's queries see keys `0..keys`;
+/// `bias` (0 where a query may see a key, -inf where not; `[1, rows.len() * keys]`) hides
+/// each row's later keys, and is `None` for a single row, which sees all of them.
+#[derive(Clone, Debug)]
+pub struct QueryBlock<B: Backend> {
+    pub rows: std::ops::Range<usize>,
+    pub keys: usize,
+    pub bias: Option<Tensor<B, 2>>,
 }
 
-/// True where query `i` (at absolute position `start + i`) must not see key `j`.
-fn causal_mask<B: Backend>(
+/// The blocks for `seq` queries at positions `start..start + seq` (keys `0..start + seq`):
+/// built once per forward pass and shared by every layer.
+pub fn query_blocks<B: Backend>(
     seq: usize,
-    total: usize,
     start: usize,
     device: &B::Device,
-) -> Tensor<B, 4, Bool> {
-    let rows =
-        Tensor::<B, 1, Int>::arange(start as i64..(start + seq) as i64, device).reshape([seq, 1]);
-    let cols = Tensor::<B, 1, Int>::arange(0..total as i64, device).reshape([1, total]);
-    cols.greater(rows).unsqueeze::<4>() // [1, 1, seq, total]
+) -> Vec<QueryBlock<B>> {
+    let block_rows = seq.div_ceil(MAX_BLOCKS).max(MIN_BLOCK_ROWS);
+    (0..seq)
+        .step_by(block_rows)
+        .map(|first| {
+            let rows = first..(first + block_rows).min(seq);
+            let keys = start + rows.end;
+            let bias = (rows.len() > 1).then(|| {
+                let mut bias = vec![0f32; rows.len() * keys];
+                for (i, row) in bias.chunks_mut(keys).enumerate() {
+                    for value in row.iter_mut().skip(start + first + i + 1) {
+                        *value = f32::NEG_INFINITY;
+                    }
+                }
+                Tensor::from_data(TensorData::new(bias, [1, rows.len() * keys]), device)
+            });
+            QueryBlock { rows, keys, bias }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuBackend;
+
+    fn blocks(seq: usize, start: usize) -> Vec<(std::ops::Range<usize>, usize, Option<Vec<f32>>)> {
+        query_blocks::<CpuBackend>(seq, start, &Default::default())
+            .into_iter()
+            .map(|b| {
+                let bias = b.bias.map(|t| t.into_data().to_vec::<f32>().unwrap());
+                (b.rows, b.keys, bias)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_query_sees_the_keys_up_to_its_own_position() {
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(
+            blocks(3, 0),
+            vec![(
+                0..3,
+                3,
+                Some(vec![0.0, inf, inf, 0.0, 0.0, inf, 0.0, 0.0, 0.0])
+            )]
+        );
+        // Two new queries at positions 2 and 3 after two cached keys.
+        assert_eq!(
+            blocks(2, 2),
+            vec![(0..2, 4, Some(vec![0.0, 0.0, 0.0, inf, 0.0, 0.0, 0.0, 0.0]))]
+        );
+        // One new token sees everything: no bias at all.
+        assert_eq!(blocks(1, 4), vec![(0..1, 5, None)]);
+    }
+
+    #[test]
+    fn long_sequences_split_into_blocks_that_see_only_earlier_keys() {
+        let split = blocks(200, 0);
+        let shapes: Vec<_> = split.iter().map(|(r, k, _)| (r.clone(), *k)).collect();
+        assert_eq!(
+            shapes,
+            vec![
+                (0..64, 64),
+                (64..128, 128),
+                (128..192, 192),
+                (192..200, 200)
+            ]
+        );
+        // Row 0 of the second block (position 64) sees keys 0..=64 and no further.
+        let bias = split[1].2.as_ref().unwrap();
+        assert!(bias[..65].iter().all(|v| *v == 0.0));
+        assert!(bias[65..128].iter().all(|v| *v == f32::NEG_INFINITY));
+        // At most MAX_BLOCKS blocks however long the sequence.
+        assert_eq!(blocks(4096, 0).len(), MAX_BLOCKS);
+    }
 }

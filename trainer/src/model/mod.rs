@@ -6,6 +6,7 @@ pub mod config;
 pub mod mlp;
 pub mod projection;
 pub mod rope;
+pub mod save;
 pub mod transformer;
 pub mod weights;
 

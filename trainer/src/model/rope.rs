@@ -9,10 +9,13 @@ use burn::prelude::*;
 
 use super::config::{Llama3RopeScaling, ModelConfig};
 
-/// The inverse frequencies of one head, `head_dim / 2` of them.
+/// The inverse frequencies of one head, `head_dim / 2` of them, and the head counts
+/// the tables are laid out for.
 #[derive(Clone, Debug)]
 pub struct Rope {
     inv_freq: Vec<f32>,
+    heads: usize,
+    kv_heads: usize,
 }
 
 impl Rope {
@@ -28,48 +31,92 @@ impl Rope {
         if let Some(scaling) = &config.rope_scaling {
             inv_freq = llama3_scaled(&inv_freq, scaling);
         }
-        Self { inv_freq }
+        Self {
+            inv_freq,
+            heads: config.num_heads,
+            kv_heads: config.num_kv_heads,
+        }
     }
 
-    /// `cos` and `sin` tables for positions `start..start + len`, each `[len, head_dim]`.
+    /// The tables for positions `start..start + len` (see [`RopeTables`]).
     pub fn tables<B: Backend>(
         &self,
         start: usize,
         len: usize,
         device: &B::Device,
-    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    ) -> RopeTables<B> {
         let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(len * half * 2);
-        let mut sin = Vec::with_capacity(len * half * 2);
+        let dim = half * 2;
+        // Attention's 1/sqrt(head_dim) rides on the query tables, so it costs no pass of its own.
+        let q_scale = 1.0 / (dim as f32).sqrt();
+        // One row of `dim` per position: emb = cat(freqs, freqs) for the cosines, and
+        // the sines signed for rotate_half (below).
+        let mut cos = Vec::with_capacity(len * dim);
+        let mut sin = Vec::with_capacity(len * dim);
         for position in start..start + len {
             let angles: Vec<f32> = self.inv_freq.iter().map(|f| f * position as f32).collect();
-            // Both halves of a head use the same angles: emb = cat(freqs, freqs).
             for _ in 0..2 {
                 cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
             }
+            sin.extend(angles.iter().map(|a| -a.sin()));
+            sin.extend(angles.iter().map(|a| a.sin()));
         }
-        let shape = [len, half * 2];
-        (
-            Tensor::from_data(TensorData::new(cos, shape), device),
-            Tensor::from_data(TensorData::new(sin, shape), device),
-        )
+        // Each position's row repeated once per head, so a `[batch, seq, heads, dim]`
+        // tensor meets its table as one row shared by every batch row: the backend's
+        // fast broadcast path, where a `[seq, dim]` table broadcast over heads would
+        // be walked element by element.
+        let per_head = |table: &[f32], heads: usize, scale: f32| {
+            let mut out = Vec::with_capacity(len * heads * dim);
+            for row in table.chunks(dim) {
+                for _ in 0..heads {
+                    out.extend(row.iter().map(|v| v * scale));
+                }
+            }
+            Tensor::<B, 2>::from_data(TensorData::new(out, [1, len * heads * dim]), device)
+        };
+        RopeTables {
+            q: HeadTables {
+                cos: per_head(&cos, self.heads, q_scale),
+                sin: per_head(&sin, self.heads, q_scale),
+            },
+            k: HeadTables {
+                cos: per_head(&cos, self.kv_heads, 1.0),
+                sin: per_head(&sin, self.kv_heads, 1.0),
+            },
+        }
     }
+}
 
-    /// Rotates `x` of shape `[batch, heads, seq, head_dim]` by the tables of its positions.
-    pub fn apply<B: Backend>(
-        x: Tensor<B, 4>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
-    ) -> Tensor<B, 4> {
-        let [_, _, _, dim] = x.dims();
-        let cos = cos.clone().unsqueeze::<4>(); // [1, 1, seq, dim]
-        let sin = sin.clone().unsqueeze::<4>();
-        // rotate_half(x) = cat(-x2, x1) along the head dimension.
+/// The rotation of one forward pass, built once and shared by every layer.
+#[derive(Clone, Debug)]
+pub struct RopeTables<B: Backend> {
+    /// For queries, with attention's score scale folded in.
+    pub q: HeadTables<B>,
+    /// For keys, which have fewer heads with grouped-query attention.
+    pub k: HeadTables<B>,
+}
+
+/// `[1, seq * heads * head_dim]` tables: the cosines, and the sines with the sign of
+/// rotate_half folded in (negative on the first half of each head).
+#[derive(Clone, Debug)]
+pub struct HeadTables<B: Backend> {
+    pub cos: Tensor<B, 2>,
+    pub sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> HeadTables<B> {
+    /// Rotates `x` of shape `[batch, seq, heads, head_dim]` (as a projection's output
+    /// reshapes to, before heads move forward) by the tables of its positions:
+    /// `x * cos + rotate_half(x) * sin`, where `rotate_half(x) = cat(-x2, x1)`, here
+    /// `cat(x2, x1)` times the signed sines.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, seq, heads, dim] = x.dims();
         let x1 = x.clone().narrow(3, 0, dim / 2);
         let x2 = x.clone().narrow(3, dim / 2, dim / 2);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
+        let flat = [batch, seq * heads * dim];
+        let swapped = Tensor::cat(vec![x2, x1], 3).reshape(flat);
+        let rotated = x.reshape(flat) * self.cos.clone() + swapped * self.sin.clone();
+        rotated.reshape([batch, seq, heads, dim])
     }
 }
 

@@ -5,9 +5,9 @@ use burn::module::Param;
 use burn::nn::{Embedding, RmsNorm};
 use burn::prelude::*;
 
-use super::attention::{Attention, LayerCache};
+use super::attention::{Attention, LayerCache, QueryBlock, query_blocks};
 use super::mlp::Mlp;
-use super::rope::Rope;
+use super::rope::{Rope, RopeTables};
 
 #[derive(Module, Debug)]
 pub struct DecoderLayer<B: Backend> {
@@ -21,13 +21,13 @@ impl<B: Backend> DecoderLayer<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
+        rope: &RopeTables<B>,
+        blocks: &[QueryBlock<B>],
         cache: Option<LayerCache<B>>,
     ) -> (Tensor<B, 3>, LayerCache<B>) {
         let (attended, cache) =
             self.self_attn
-                .forward(self.input_layernorm.forward(x.clone()), cos, sin, cache);
+                .forward(self.input_layernorm.forward(x.clone()), rope, blocks, cache);
         let x = x + attended;
         let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
         (x, cache)
@@ -74,13 +74,15 @@ impl<B: Backend> CausalLm<B> {
         let [_, seq] = ids.dims();
         let start = cache.as_ref().map_or(0, KvCache::len);
         let device = ids.device();
-        let (cos, sin) = self.rope.tables::<B>(start, seq, &device);
+        // The rotation tables and the causal mask are the same for every layer: built once.
+        let rope = self.rope.tables::<B>(start, seq, &device);
+        let blocks = query_blocks::<B>(seq, start, &device);
         let mut x = self.embed_tokens.forward(ids);
         let mut old = cache.map(|c| c.layers.into_iter().map(Some).collect::<Vec<_>>());
         let mut layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = old.as_mut().and_then(|caches| caches[i].take());
-            let (next, cache) = layer.forward(x, &cos, &sin, layer_cache);
+            let (next, cache) = layer.forward(x, &rope, &blocks, layer_cache);
             x = next;
             layers.push(cache);
         }
@@ -100,5 +102,50 @@ impl<B: Backend> CausalLm<B> {
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let (hidden, _) = self.forward_hidden(ids, None);
         self.logits(hidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use burn::tensor::DType;
+
+    use super::*;
+    use crate::backend::CpuBackend;
+    use crate::model::load_model;
+
+    /// Attention runs in blocks of query rows (see `attention::query_blocks`); how a
+    /// sequence is split must not change any position's logits. The same 150 positions
+    /// in one pass (blocks at 0, 64, 128) and in two passes with the cache (50, then 100
+    /// as blocks at 50 and 114) must agree, and so must a prefix alone (later tokens are
+    /// never seen).
+    #[test]
+    fn logits_do_not_depend_on_the_block_split_or_later_tokens() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/qwen2-tiny");
+        let device = Default::default();
+        let (config, model) = load_model::<CpuBackend>(&dir, &device, DType::F32).unwrap();
+        let ids: Vec<i64> = (0..150)
+            .map(|i| (i * 37 % config.vocab_size) as i64)
+            .collect();
+        let input = |range: std::ops::Range<usize>| {
+            let n = range.len();
+            Tensor::<CpuBackend, 1, Int>::from_data(
+                TensorData::new(ids[range].to_vec(), [n]),
+                &device,
+            )
+            .reshape([1, n])
+        };
+        let values = |t: Tensor<CpuBackend, 3>| t.into_data().to_vec::<f32>().unwrap();
+        let whole = values(model.forward(input(0..150)));
+        let (first, cache) = model.forward_hidden(input(0..50), None);
+        let (rest, _) = model.forward_hidden(input(50..150), Some(cache));
+        let mut in_two = values(model.logits(first));
+        in_two.extend(values(model.logits(rest)));
+        let prefix = values(model.forward(input(0..100)));
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        assert_eq!(whole.len(), in_two.len());
+        assert!(close(&whole, &in_two), "one pass and two passes differ");
+        assert!(close(&whole[..prefix.len()], &prefix), "a prefix differs");
     }
 }

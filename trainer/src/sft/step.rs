@@ -1,16 +1,15 @@
 //! One optimizer step of LoRA SFT: forward and backward over the step's
 //! micro-batches (gradient accumulation), the gradient clipped by its global norm,
-//! then AdamW on the adapter parameters. The frozen base has no gradient and so no
-//! optimizer state.
+//! then AdamW on whatever has gradients: the adapter in LoRA training (the frozen
+//! base has no gradient and so no optimizer state), every weight in full training.
 
-use burn::module::ParamId;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::{Batch, masked_nll};
-use crate::lora::projections_mut;
 use crate::model::CausalLm;
 
 pub type SftOptimizer<B> = OptimizerAdaptor<AdamW, CausalLm<B>, B>;
@@ -60,7 +59,7 @@ pub fn sft_step<B: AutodiffBackend>(
         accumulator.accumulate(&model, grads);
     }
     let mut grads = accumulator.grads();
-    let grad_norm = clip_global_norm::<B>(&mut model, &mut grads, max_grad_norm);
+    let grad_norm = clip_global_norm::<B>(&model, &mut grads, max_grad_norm);
     model = optimizer.step(learning_rate, model, grads);
     let stats = StepStats {
         loss: nll_sum / total_tokens.max(1) as f64,
@@ -72,37 +71,48 @@ pub fn sft_step<B: AutodiffBackend>(
     (model, stats)
 }
 
-/// The ids of every adapter parameter.
-fn adapter_param_ids<B: Backend>(model: &mut CausalLm<B>) -> Vec<ParamId> {
-    projections_mut(model)
-        .into_iter()
-        .filter_map(|(_, _, p)| p.lora.as_ref().map(|l| [l.a.id, l.b.id]))
-        .flatten()
-        .collect()
+/// Sums the squares of every gradient a parameter of the model has: the adapter's
+/// in LoRA training (the frozen base has none), every weight's in full training.
+struct GradSquares<'a> {
+    grads: &'a GradientsParams,
+    sum: f64,
 }
 
-/// Scales every adapter gradient by `max / norm` when their joint L2 norm exceeds
-/// `max` (as `torch.nn.utils.clip_grad_norm_` does); returns the norm before clipping.
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradSquares<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            self.sum += f64::from(g.powf_scalar(2.0).sum().into_scalar().elem::<f32>());
+        }
+    }
+}
+
+/// Multiplies every gradient by `factor`.
+struct GradScale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register(param.id, g * self.factor);
+        }
+    }
+}
+
+/// Scales every gradient by `max / norm` when their joint L2 norm exceeds `max` (as
+/// `torch.nn.utils.clip_grad_norm_` does); returns the norm before clipping.
 fn clip_global_norm<B: AutodiffBackend>(
-    model: &mut CausalLm<B>,
+    model: &CausalLm<B>,
     grads: &mut GradientsParams,
     max_norm: f64,
 ) -> f64 {
-    let ids = adapter_param_ids(model);
-    let mut squares = 0.0;
-    for id in &ids {
-        if let Some(g) = grads.get::<B::InnerBackend, 2>(*id) {
-            squares += f64::from(g.powf_scalar(2.0).sum().into_scalar().elem::<f32>());
-        }
-    }
-    let norm = squares.sqrt();
+    let mut squares = GradSquares { grads, sum: 0.0 };
+    model.visit(&mut squares);
+    let norm = squares.sum.sqrt();
     if max_norm > 0.0 && norm > max_norm {
         let factor = max_norm / (norm + 1e-6);
-        for id in ids {
-            if let Some(g) = grads.remove::<B::InnerBackend, 2>(id) {
-                grads.register(id, g * factor);
-            }
-        }
+        model.visit(&mut GradScale { grads, factor });
     }
     norm
 }

@@ -1,0 +1,77 @@
+//! The run's data: the training file tokenized, and the validation set from its
+//! own file or split off the training data with the job's seed.
+
+use anneal_crds::ResolvedHyperparameters;
+
+use super::state::DataOrder;
+use crate::chat::ModelTokenizer;
+use crate::sft::data::{DataError, TokenizedSample, prepare, split_validation};
+
+pub struct TrainingData {
+    pub train: Vec<TokenizedSample>,
+    pub validation: Vec<TokenizedSample>,
+    /// Samples over maxTokens, from both files.
+    pub dropped_too_long: u64,
+    pub dropped_untrainable: u64,
+}
+
+/// Which file a data problem is in.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {source}")]
+pub struct DatasetError {
+    pub file: String,
+    pub source: DataError,
+}
+
+impl TrainingData {
+    pub fn prepare(
+        train: (&str, &[u8]),
+        validation: Option<(&str, &[u8])>,
+        validation_split: f64,
+        tokenizer: &ModelTokenizer,
+        hyperparameters: &ResolvedHyperparameters,
+    ) -> Result<Self, DatasetError> {
+        let max_tokens = hyperparameters.max_tokens as usize;
+        let read = |(file, bytes): (&str, &[u8])| {
+            prepare(bytes, tokenizer, max_tokens).map_err(|source| DatasetError {
+                file: file.to_owned(),
+                source,
+            })
+        };
+        let prepared = read(train)?;
+        let mut dropped_too_long = prepared.dropped_too_long;
+        let mut dropped_untrainable = prepared.dropped_untrainable;
+        let (train, validation) = match validation {
+            Some(file) => {
+                let held_out = read(file)?;
+                dropped_too_long += held_out.dropped_too_long;
+                dropped_untrainable += held_out.dropped_untrainable;
+                (prepared.samples, held_out.samples)
+            }
+            None => split_validation(prepared.samples, validation_split, hyperparameters.seed),
+        };
+        Ok(Self {
+            train,
+            validation,
+            dropped_too_long,
+            dropped_untrainable,
+        })
+    }
+
+    /// The order the run sees the data in, for `trainer_state.json`.
+    pub fn order(&self, hyperparameters: &ResolvedHyperparameters) -> DataOrder {
+        let micro_batch_size = hyperparameters.micro_batch_size().max(1) as usize;
+        let gradient_accumulation = hyperparameters.gradient_accumulation.max(1) as usize;
+        let micro_batches = self.train.len().div_ceil(micro_batch_size);
+        DataOrder {
+            seed: hyperparameters.seed,
+            train_samples: self.train.len(),
+            validation_samples: self.validation.len(),
+            dropped_too_long: self.dropped_too_long,
+            micro_batch_size,
+            gradient_accumulation,
+            steps_per_epoch: micro_batches.div_ceil(gradient_accumulation) as u64,
+            validation_lines: self.validation.iter().map(|s| s.line).collect(),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Training runs: the loop ([`run`]), its data ([`data`]), learning-rate schedule,
+//! validation, sample answers, checkpoints with optimizer state and
+//! `trainer_state.json`, the event stream and the loss chart.
+
+pub mod checkpoint;
+pub mod data;
+pub mod evaluate;
+pub mod event_log;
+pub mod loss_chart;
+pub mod optimizer_state;
+pub mod run;
+pub mod samples;
+pub mod schedule;
+pub mod state;
+
+use std::path::Path;
+
+/// Why a run could not go on. Messages name the file, object or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("base model: {0}")]
+    Model(#[from] crate::model::ModelError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] crate::chat::ChatError),
+    #[error("dataset {0}")]
+    Dataset(#[from] data::DatasetError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("adapter: {0}")]
+    Adapter(#[from] crate::lora::peft::AdapterError),
+    #[error("optimizer state: {0}")]
+    OptimizerState(#[from] optimizer_state::OptimizerStateError),
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("resume: {0}")]
+    Resume(String),
+    #[error("{0}")]
+    Chart(String),
+}
+
+impl TrainError {
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.display().to_string(),
+            message: err.to_string(),
+        }
+    }
+}

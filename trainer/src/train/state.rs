@@ -1,0 +1,156 @@
+//! `trainer_state.json`: where a run is, written into every checkpoint. A resumed
+//! run reads it to continue at the next step with the same data order, schedule
+//! and dropout draws, and refuses to resume when the job or its data changed.
+
+use anneal_crds::ResolvedHyperparameters;
+use anneal_crds::finetunejob::CheckpointStatus;
+use serde::{Deserialize, Serialize};
+
+pub const STATE_FILE: &str = "trainer_state.json";
+/// Bumped when the layout changes in a way older trainers cannot read.
+pub const STATE_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainerState {
+    pub format: u32,
+    pub job: String,
+    pub run_id: String,
+    pub base_model: String,
+    /// Optimizer steps taken (the next step to run has this index).
+    pub step: u64,
+    pub total_steps: u64,
+    /// Fractional epochs done.
+    pub epoch: f64,
+    pub hyperparameters: ResolvedHyperparameters,
+    pub data: DataOrder,
+    pub rng: RngState,
+    /// Tokens (prompt and answer, no padding) the steps so far consumed.
+    pub tokens_seen: u64,
+    /// Seconds spent training so far, over every resume.
+    pub train_seconds: f64,
+    /// One entry per logged step, as Hugging Face's `log_history`.
+    pub log_history: Vec<LogEntry>,
+    /// Every checkpoint written so far (the pruned ones included), with its metrics.
+    pub checkpoints: Vec<CheckpointStatus>,
+    /// The checkpoint with the lowest validation loss.
+    pub best_checkpoint: Option<String>,
+}
+
+/// What fixes the order samples are seen in: an epoch's micro-batches come from
+/// `(seed, epoch)` alone, so the step index is enough to know where a run stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataOrder {
+    pub seed: u64,
+    pub train_samples: usize,
+    pub validation_samples: usize,
+    pub dropped_too_long: u64,
+    pub micro_batch_size: usize,
+    pub gradient_accumulation: usize,
+    pub steps_per_epoch: u64,
+    /// Dataset lines of the validation samples, which a resumed split must reproduce.
+    pub validation_lines: Vec<u64>,
+}
+
+/// The random state: the backend's generator is reseeded from `(seed, step)` at the
+/// start of every step, so the dropout masks of step `n` depend on nothing else.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RngState {
+    pub scheme: String,
+    pub seed: u64,
+    pub next_step_seed: u64,
+}
+
+impl RngState {
+    pub const SCHEME: &'static str = "reseed-per-step";
+
+    pub fn at(seed: u64, step: u64) -> Self {
+        Self {
+            scheme: Self::SCHEME.to_owned(),
+            seed,
+            next_step_seed: step_seed(seed, step),
+        }
+    }
+}
+
+/// The backend seed for step `step`: a SplitMix64 mix, so neighbouring steps get
+/// unrelated streams.
+pub fn step_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    pub step: u64,
+    pub epoch: f64,
+    pub train_loss: f64,
+    /// Token accuracy on the step's own batches.
+    pub train_token_accuracy: f64,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+    pub tokens_per_second: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_token_accuracy: Option<f64>,
+}
+
+impl TrainerState {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the state serializes")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let state: TrainerState = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if state.format != STATE_FORMAT {
+            return Err(format!(
+                "format {} is not the {STATE_FORMAT} this trainer reads",
+                state.format
+            ));
+        }
+        Ok(state)
+    }
+
+    /// Why this saved state cannot continue a run with `hyperparameters` and
+    /// `data`, or `None` when it can.
+    pub fn incompatibility(
+        &self,
+        hyperparameters: &ResolvedHyperparameters,
+        data: &DataOrder,
+    ) -> Option<String> {
+        if &self.hyperparameters != hyperparameters {
+            return Some(
+                "the job's hyperparameters differ from the checkpoint's; start a new run instead"
+                    .to_owned(),
+            );
+        }
+        if &self.data != data {
+            return Some(format!(
+                "the dataset differs from the checkpoint's ({} training / {} validation samples then, {} / {} now); start a new run instead",
+                self.data.train_samples,
+                self.data.validation_samples,
+                data.train_samples,
+                data.validation_samples
+            ));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_seeds_differ_and_repeat() {
+        assert_eq!(step_seed(42, 3), step_seed(42, 3));
+        assert_ne!(step_seed(42, 3), step_seed(42, 4));
+        assert_ne!(step_seed(42, 3), step_seed(43, 3));
+    }
+}

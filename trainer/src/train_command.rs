@@ -1,0 +1,382 @@
+//! `trainer train JOB.yaml`: runs the FineTuneJob a user would `kubectl apply`,
+//! here. `file://` sources resolve relative to the manifest; `s3://` ones are
+//! fetched with the credentials in the environment (as a pod gets them from its
+//! Secret). Output goes to `{output}/{namespace}/{job}/{run id}/`.
+//!
+//! Exit codes: 0 trained; 1 a failure that may pass on retry (storage, I/O);
+//! 2 a failure that will not (manifest, dataset, model, incompatible resume);
+//! 143 stopped by SIGTERM or Ctrl-C after a checkpoint (`--resume` continues).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anneal_crds::FineTuneJob;
+use anneal_crds::finetunejob::{TrainingMethod, TrainingType};
+use anneal_crds::manifest::parse_finetunejob;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::backend::{DeviceChoice, TrainBackendJob, run_training_on};
+use crate::local_paths::resolve_file_uri;
+use crate::storage::Storage;
+use crate::train::TrainError;
+use crate::train::event_log::EventSink;
+use crate::train::run::{RunInputs, RunOutcome, run_training};
+use crate::train_progress::{JsonLines, ProgressDisplay};
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// A FineTuneJob manifest (.yaml).
+    pub manifest: PathBuf,
+    /// Where runs are stored (file:// or s3://). Default: spec.output.uri, else
+    /// ./anneal-runs.
+    #[arg(long, env = "ANNEAL_OUTPUT")]
+    pub output: Option<String>,
+    /// The run's id (a pod uses its FineTuneJob's uid). Default: a new one, or with
+    /// --resume the newest run of this job.
+    #[arg(long, env = "ANNEAL_RUN_ID")]
+    pub run_id: Option<String>,
+    /// Continue from the run's newest complete checkpoint (from the start when it has
+    /// none). Always on in a Kubernetes pod, where a restarted pod must not start over.
+    #[arg(long, env = "ANNEAL_RESUME")]
+    pub resume: bool,
+    /// Train this local model folder instead of spec.baseModel.source.
+    #[arg(long)]
+    pub base_model: Option<PathBuf>,
+    /// Print every event as a JSON line instead of the progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceChoice,
+    /// Local scratch space (fetched model, staging). Default: a temporary folder.
+    #[arg(long, env = "ANNEAL_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// A failure and the exit code it maps to.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn input(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<TrainError> for Failure {
+    fn from(e: TrainError) -> Self {
+        let code = match &e {
+            TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_) => 1,
+            _ => 2,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> ExitCode {
+    match train(args) {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("trainer train: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
+    let text = std::fs::read_to_string(&args.manifest)
+        .map_err(|e| Failure::input(format!("{}: {e}", args.manifest.display())))?;
+    let job = parse_finetunejob(&text)
+        .map_err(|e| Failure::input(format!("{}: {e}", args.manifest.display())))?;
+    if job.spec.method != TrainingMethod::Sft {
+        return Err(Failure::input(
+            "spec.method: only sft is trained by this version of the trainer",
+        ));
+    }
+    let manifest_dir = args
+        .manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let manifest_dir = std::path::absolute(&manifest_dir).unwrap_or(manifest_dir);
+    let work = WorkDir::new(args.work_dir.clone())?;
+
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let namespace = job
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let runs = runs_location(&args, &job, &manifest_dir, &namespace, &job_name)?;
+    let resume = args.resume || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let run_id = match (&args.run_id, resume) {
+        (Some(id), _) => id.clone(),
+        (None, true) => newest_run(&runs)?.unwrap_or_else(new_run_id),
+        (None, false) => new_run_id(),
+    };
+    let output = runs.child(&run_id);
+    let model_dir = fetch_base_model(&args, &job, &manifest_dir, work.path())?;
+    let model_shown = model_dir.clone();
+    let training = job.spec.training;
+    let try_question = job
+        .spec
+        .checkpoints
+        .sample_prompts
+        .first()
+        .and_then(|p| p.messages.last())
+        .map_or_else(|| "Hello!".to_owned(), |m| m.content.replace('\'', ""));
+    let train_data = fetch_dataset(job.spec.dataset.train.as_deref(), &manifest_dir, "train")?
+        .ok_or_else(|| {
+            Failure::input(
+                "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train",
+            )
+        })?;
+    let validation_data = fetch_dataset(
+        job.spec.dataset.validation.as_deref(),
+        &manifest_dir,
+        "validation",
+    )?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the checkpoint is being written ends the process at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone());
+        let _ = signal_hook::flag::register(signal, stop.clone());
+    }
+    let inputs = RunInputs {
+        job_name,
+        run_id,
+        // Trained on another model than the manifest names: the adapter and model id must say so.
+        base_model_name: match &args.base_model {
+            Some(dir) => std::path::absolute(dir)
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| dir.display().to_string()),
+            None => job.spec.base_model.name.clone(),
+        },
+        model_dir,
+        training: job.spec.training,
+        hyperparameters: job.resolved_hyperparameters(),
+        validation_split: job.spec.dataset.resolved_validation_split(),
+        checkpoints: job.spec.checkpoints.clone(),
+        train_data,
+        validation_data,
+        output,
+        work_dir: work.path().to_path_buf(),
+        resume,
+        stop,
+    };
+    let prompts = job
+        .spec
+        .checkpoints
+        .sample_prompts
+        .iter()
+        .map(|p| {
+            p.messages
+                .last()
+                .map(|m| m.content.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let sink: Box<dyn EventSink> = if args.json {
+        Box::new(JsonLines)
+    } else {
+        Box::new(ProgressDisplay::new(prompts))
+    };
+    let outcome =
+        run_training_on(args.device, TrainJob { inputs, sink }).map_err(Failure::input)??;
+    match outcome {
+        RunOutcome::Finished { result, .. } => {
+            if !args.json {
+                let label = match training {
+                    TrainingType::Lora => "adapter:",
+                    TrainingType::Full => "model:",
+                };
+                println!("{label:<11} {}", result.uri);
+                println!("model id:   {}", result.model_id);
+                println!(
+                    "loss chart: {}",
+                    result.uri.trim_end_matches("final").to_owned() + "loss.svg"
+                );
+                if let Some(path) = result.uri.strip_prefix("file://") {
+                    let chat = serde_json::json!([{"role": "user", "content": try_question}]);
+                    let model = match training {
+                        TrainingType::Lora => {
+                            format!("--model {} --adapter {path}", model_shown.display())
+                        }
+                        TrainingType::Full => format!("--model {path}"),
+                    };
+                    println!("try it:     trainer generate {model} --messages <(echo '{chat}')");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunOutcome::Stopped { checkpoint, step } => {
+            eprintln!(
+                "trainer train: stopped at step {step} ({checkpoint}); run again with --resume to continue"
+            );
+            Ok(ExitCode::from(143))
+        }
+    }
+}
+
+struct TrainJob {
+    inputs: RunInputs,
+    sink: Box<dyn EventSink>,
+}
+
+impl TrainBackendJob for TrainJob {
+    type Output = Result<RunOutcome, Failure>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        Ok(run_training::<B>(self.inputs, vec![self.sink], &device)?)
+    }
+}
+
+/// `{output}/{namespace}/{job}`.
+fn runs_location(
+    args: &TrainArgs,
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    namespace: &str,
+    job_name: &str,
+) -> Result<Storage, Failure> {
+    let base = match (&args.output, job.spec.output.as_ref()) {
+        (Some(uri), _) => absolute_uri(uri, &std::env::current_dir().unwrap_or_default()),
+        (None, Some(output)) => absolute_uri(&output.uri, manifest_dir),
+        (None, None) => {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            format!("file://{}", cwd.join("anneal-runs").display())
+        }
+    };
+    let storage = Storage::open(&base).map_err(|e| Failure::input(format!("output: {e}")))?;
+    Ok(storage.child(&format!("{namespace}/{job_name}")))
+}
+
+/// `file://relative` made absolute against `dir`; bare paths taken as files too.
+fn absolute_uri(uri: &str, dir: &Path) -> String {
+    if let Some(path) = resolve_file_uri(uri, dir) {
+        return format!("file://{}", path.display());
+    }
+    if uri.contains("://") {
+        return uri.to_owned();
+    }
+    format!("file://{}", dir.join(uri).display())
+}
+
+/// The newest run of the job (run ids sort by time), if any.
+fn newest_run(runs: &Storage) -> Result<Option<String>, Failure> {
+    let mut ids = runs
+        .list_children("")
+        .map_err(|e| Failure::from(TrainError::from(e)))?;
+    ids.sort();
+    Ok(ids.pop())
+}
+
+/// `20261123-071502-3f9a`: sorts by start time, unique enough for one job.
+fn new_run_id() -> String {
+    let now = anneal_crds::jiff::Zoned::now().with_time_zone(anneal_crds::jiff::tz::TimeZone::UTC);
+    let suffix: u16 = rand::random();
+    format!("{}-{suffix:04x}", now.strftime("%Y%m%d-%H%M%S"))
+}
+
+/// The base model as a local folder: `--base-model`, a `file://` source, or an
+/// `s3://` source downloaded into the work folder.
+fn fetch_base_model(
+    args: &TrainArgs,
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    work_dir: &Path,
+) -> Result<PathBuf, Failure> {
+    if let Some(dir) = &args.base_model {
+        return Ok(dir.clone());
+    }
+    let source = &job.spec.base_model.source;
+    if let Some(path) = resolve_file_uri(source, manifest_dir) {
+        return Ok(path);
+    }
+    if source.starts_with("s3://") {
+        let dir = work_dir.join("base-model");
+        let storage = Storage::open(source)
+            .map_err(|e| Failure::input(format!("spec.baseModel.source: {e}")))?;
+        storage
+            .download_dir("", &dir)
+            .map_err(|e| Failure::from(TrainError::from(e)))?;
+        return Ok(dir);
+    }
+    Err(Failure::input(format!(
+        "spec.baseModel.source: {source} cannot be fetched by this trainer (file:// and s3:// can); to try the job locally on the bundled tiny model, add --base-model examples/models/anneal-tiny"
+    )))
+}
+
+/// A dataset file's name (for messages) and bytes; `None` when `uri` is absent.
+fn fetch_dataset(
+    uri: Option<&str>,
+    manifest_dir: &Path,
+    field: &str,
+) -> Result<Option<(String, Vec<u8>)>, Failure> {
+    let Some(uri) = uri else {
+        return Ok(None);
+    };
+    if let Some(path) = resolve_file_uri(uri, manifest_dir) {
+        let bytes = std::fs::read(&path).map_err(|e| {
+            Failure::input(format!("spec.dataset.{field}: {}: {e}", path.display()))
+        })?;
+        return Ok(Some((path.display().to_string(), bytes)));
+    }
+    let (folder, name) = uri
+        .rsplit_once('/')
+        .filter(|(folder, _)| {
+            folder.contains("://") && !folder.ends_with(':') && !folder.ends_with('/')
+        })
+        .ok_or_else(|| Failure::input(format!("spec.dataset.{field}: {uri} names no file")))?;
+    let storage =
+        Storage::open(folder).map_err(|e| Failure::input(format!("spec.dataset.{field}: {e}")))?;
+    let bytes = storage
+        .get(name)
+        .map_err(|e| Failure::from(TrainError::from(e)))?
+        .ok_or_else(|| Failure::input(format!("spec.dataset.{field}: {uri} does not exist")))?;
+    Ok(Some((uri.to_owned(), bytes)))
+}
+
+/// The scratch folder: the one given, or a temporary one removed at the end.
+struct WorkDir {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl WorkDir {
+    fn new(given: Option<PathBuf>) -> Result<Self, Failure> {
+        match given {
+            Some(path) => {
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| Failure::input(format!("--work-dir {}: {e}", path.display())))?;
+                Ok(Self { path, _temp: None })
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("anneal-train-")
+                    .tempdir()
+                    .map_err(|e| Failure::input(format!("creating a work folder: {e}")))?;
+                Ok(Self {
+                    path: temp.path().to_path_buf(),
+                    _temp: Some(temp),
+                })
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,123 @@
+//! How `trainer train` shows a run: a progress bar (step, loss, tokens/s, ETA) with
+//! a line per checkpoint and its sample answers, or, with `--json`, every event as
+//! the JSON line `events.jsonl` holds (what a pod's log shows).
+
+use std::io::Write;
+use std::time::Duration;
+
+use anneal_crds::events::{EventBody, LogLevel, TrainerEvent};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::train::event_log::EventSink;
+
+/// Prints each event as a JSON line on stdout.
+pub struct JsonLines;
+
+impl EventSink for JsonLines {
+    fn emit(&mut self, event: &TrainerEvent) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", event.to_line());
+        let _ = out.flush();
+    }
+}
+
+/// The interactive display.
+pub struct ProgressDisplay {
+    bar: ProgressBar,
+    /// The last user message of each sample prompt, shown beside its answer.
+    prompts: Vec<String>,
+    last_loss: Option<f64>,
+    last_rate: Option<f64>,
+}
+
+impl ProgressDisplay {
+    pub fn new(prompts: Vec<String>) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] step {pos}/{len} {msg} ETA {eta}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Self {
+            bar,
+            prompts,
+            last_loss: None,
+            last_rate: None,
+        }
+    }
+
+    fn println(&self, line: String) {
+        // A hidden bar (stdout is not a terminal) drops its printlns; the lines must still show.
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+impl EventSink for ProgressDisplay {
+    fn emit(&mut self, event: &TrainerEvent) {
+        match &event.body {
+            EventBody::Phase { phase, message, .. } => self.println(format!(
+                "{phase:?}{}",
+                message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            )),
+            EventBody::Progress(progress) => {
+                self.bar.set_length(progress.total_steps);
+                self.bar.set_position(progress.step);
+            }
+            EventBody::Metrics {
+                step: 0, metrics, ..
+            } => {
+                if let Some(loss) = metrics.valid_loss {
+                    self.println(format!("before training: validation loss {loss:.3}"));
+                }
+            }
+            EventBody::Metrics { metrics, .. } => {
+                self.last_loss = metrics.train_loss.or(self.last_loss);
+                self.last_rate = metrics.tokens_per_second.or(self.last_rate);
+                self.bar.set_message(format!(
+                    "loss {:.3}  {:.0} tok/s",
+                    self.last_loss.unwrap_or(f64::NAN),
+                    self.last_rate.unwrap_or(0.0)
+                ));
+            }
+            EventBody::Checkpoint(checkpoint) => {
+                let loss = checkpoint
+                    .valid_loss
+                    .map(|l| format!("validation loss {l:.3}"))
+                    .unwrap_or_else(|| "no validation set".to_owned());
+                self.println(format!(
+                    "{} (step {}, epoch {:.2}): {loss}  -> {}",
+                    checkpoint.name, checkpoint.step, checkpoint.epoch, checkpoint.uri
+                ));
+                for (prompt, answer) in self.prompts.iter().zip(&checkpoint.samples) {
+                    self.println(format!("    Q: {prompt}\n    A: {}", one_line(answer)));
+                }
+            }
+            EventBody::Log { level, message } => {
+                let tag = match level {
+                    LogLevel::Info => "info",
+                    LogLevel::Warn => "warning",
+                    LogLevel::Error => "error",
+                };
+                self.println(format!("{tag}: {message}"));
+            }
+        }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
