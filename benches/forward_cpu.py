@@ -51,6 +51,21 @@ def transformers_worker(path: str) -> None:
                       "tokens_per_second": BATCH * SEQ * ITERS / seconds, "peak_rss_mib": peak}))
 
 
+def write_section(title: str, section: str) -> None:
+    """Puts `section` (which starts with `title`) into benches/RESULTS.md, replacing
+    the section of that title if there is one, keeping every other section."""
+    results = ROOT / "benches" / "RESULTS.md"
+    text = results.read_text() if results.exists() else "# Benchmark results\n\nEach section is written by the command it names; numbers are ratios against a reference run in the same script.\n\n"
+    start = text.find(title)
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        # A blank line before the next section, whichever script wrote it.
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    results.write_text(text)
+
+
 def run_json(cmd, env=None) -> dict:
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -91,17 +106,7 @@ def main() -> None:
     ])
     print(section)
     if args.write:
-        results = ROOT / "benches" / "RESULTS.md"
-        text = results.read_text() if results.exists() else "# Benchmark results\n\nEach section is written by the command it names; numbers are ratios against a reference run in the same script.\n\n"
-        start = text.find("## forward (CPU)")
-        if start >= 0:
-            end = text.find("\n## ", start + 1)
-            # A blank line before the next section, whichever script wrote it.
-            text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        results.write_text(text)
-
+        write_section("## forward (CPU)", section)
 
 if __name__ == "__main__":
     main()

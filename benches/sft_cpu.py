@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forward_cpu import CONFIG, make_checkpoint  # noqa: E402  (one benchmark model shape for both)
+from forward_cpu import CONFIG, make_checkpoint, write_section  # noqa: E402  (one benchmark model shape for both)
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH, SEQ = 4, 256
@@ -228,17 +228,7 @@ def main() -> None:
     ])
     print(section)
     if args.write:
-        results = ROOT / "benches" / "RESULTS.md"
-        text = results.read_text()
-        start = text.find("## LoRA SFT (CPU)")
-        if start >= 0:
-            end = text.find("\n## ", start + 1)
-            # A blank line before the next section, whichever script wrote it.
-            text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        results.write_text(text)
-
+        write_section("## LoRA SFT (CPU)", section)
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,8 @@
 //!
 //! cargo bench -p anneal-trainer --bench forward -- MODEL_DIR [BATCH] [SEQ] [ITERS]
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -58,17 +60,7 @@ fn main() {
             "implementation": "anneal (burn flex, f32)",
             "batch": batch, "seq": seq, "iters": iters,
             "tokens_per_second": tokens / seconds,
-            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_mib": common::peak_rss_mib(),
         })
     );
-}
-
-/// The process's peak resident set size, from /proc (Linux).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }

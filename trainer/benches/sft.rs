@@ -17,6 +17,8 @@
 //! compared (the loaded adapter has no dropout). `--save-adapter` writes the trained
 //! adapter in PEFT format after the timed steps.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -191,18 +193,8 @@ fn main() {
             "positions": positions,
             "seconds": seconds,
             "tokens_per_second": positions as f64 / seconds,
-            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_mib": common::peak_rss_mib(),
             "losses": losses,
         })
     );
-}
-
-/// The process's peak resident set size, from /proc (Linux).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
