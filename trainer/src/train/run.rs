@@ -19,7 +19,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainError;
 use super::checkpoint::{
-    CHECKPOINTS, CheckpointContents, FINAL, checkpoint_name, checkpoint_status,
+    CHECKPOINTS, CheckpointContents, FINAL, SampleAnswer, checkpoint_name, checkpoint_status,
     fetch_newest_checkpoint, prune_checkpoints, restore_training, store_checkpoint,
 };
 use super::data::TrainingData;
@@ -442,11 +442,18 @@ fn finish_run<B: AutodiffBackend>(
         .last()
         .cloned()
         .ok_or_else(|| TrainError::Resume("the run ended without a checkpoint".into()))?;
-    let samples = answer_sample_prompts(
-        &model.valid(),
-        context.tokenizer,
-        &inputs.checkpoints.sample_prompts,
-    );
+    // The last step always checkpoints, so its answers are the final model's: no need
+    // to generate them again.
+    let samples = inputs
+        .checkpoints
+        .sample_prompts
+        .iter()
+        .zip(&last.samples)
+        .map(|(prompt, answer)| SampleAnswer {
+            prompt: prompt.clone(),
+            answer: answer.clone(),
+        })
+        .collect();
     let contents = CheckpointContents {
         training: inputs.training,
         base_model_dir: &inputs.model_dir,
