@@ -248,6 +248,11 @@ pub struct FineTuneJobStatus {
     /// A human-readable account of the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Sequence number of the newest trainer event folded into this status; the
+    /// operator drops events at or below it, so retried posts and an operator restart
+    /// never apply an event twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_seq: Option<u64>,
 }
 
 /// How far training is.

@@ -15,6 +15,8 @@ pub mod hyperparameters;
 pub mod limits;
 pub mod manifest;
 pub mod modeldeployment;
+#[cfg(feature = "storage")]
+pub mod storage;
 pub mod validation;
 
 pub use finetunejob::{FineTuneJob, FineTuneJobSpec, FineTuneJobStatus};

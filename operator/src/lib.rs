@@ -1,4 +1,5 @@
-//! Anneal's operator. So far: the verdict of the Validating phase, which every
-//! FineTuneJob passes before a GPU is asked for.
+//! Anneal's operator: the FineTuneJob controller (validation, trainer Jobs, status),
+//! the endpoint trainers report their events to, and the operator's metrics.
 
+pub mod metrics;
 pub mod validation_verdict;

@@ -14,7 +14,8 @@ pub mod lora;
 pub mod model;
 pub mod safetensors_out;
 pub mod sft;
-pub mod storage;
+/// The storage layer lives in anneal-crds (feature `storage`), shared with the operator.
+pub use anneal_crds::storage;
 pub mod train;
 pub mod train_command;
 pub mod train_progress;

@@ -1,0 +1,3 @@
+//! Support code for Anneal's workspace-level tests: a fake Kubernetes API server that
+//! kube's `Client` talks to over real HTTP, a fake kubelet that moves Jobs and Pods
+//! along, and helpers that start the real `trainer` process and an S3-compatible server.
