@@ -6,11 +6,15 @@
 //! Exit codes: 0 trained; 1 a failure that may pass on retry (storage, I/O);
 //! 2 a failure that will not (manifest, dataset, model, incompatible resume);
 //! 143 stopped by SIGTERM or Ctrl-C after a checkpoint (`--resume` continues).
+//!
+//! In a pod every event is also posted to the operator (`--report-url`); how that
+//! went never changes the exit code.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::{TrainingMethod, TrainingType};
@@ -22,6 +26,7 @@ use crate::local_paths::resolve_file_uri;
 use crate::storage::Storage;
 use crate::train::TrainError;
 use crate::train::event_log::EventSink;
+use crate::train::event_report::{ReportConfig, Reporter};
 use crate::train::run::{RunInputs, RunOutcome, run_training};
 use crate::train_progress::{JsonLines, ProgressDisplay};
 
@@ -53,6 +58,16 @@ pub struct TrainArgs {
     /// Local scratch space (fetched model, staging). Default: a temporary folder.
     #[arg(long, env = "ANNEAL_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Also post every event to this URL: the operator's report endpoint for the
+    /// job, set in a pod. Without it nothing is posted.
+    #[arg(long, env = "ANNEAL_REPORT_URL")]
+    pub report_url: Option<String>,
+    /// The file holding the bearer token for --report-url (the mounted Secret).
+    #[arg(long, env = "ANNEAL_REPORT_TOKEN_FILE")]
+    pub report_token_file: Option<PathBuf>,
+    /// At the end, how long to wait for events not yet delivered to --report-url.
+    #[arg(long, env = "ANNEAL_REPORT_FLUSH_SECONDS", default_value_t = 10)]
+    pub report_flush_seconds: u64,
 }
 
 /// A failure and the exit code it maps to.
@@ -73,6 +88,8 @@ impl Failure {
 impl From<TrainError> for Failure {
     fn from(e: TrainError) -> Self {
         let code = match &e {
+            // A source with nothing under it is a wrong URI: no retry will find it.
+            TrainError::Storage(crate::storage::StorageError::EmptyFolder { .. }) => 2,
             TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_) => 1,
             _ => 2,
         };
@@ -188,13 +205,23 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
                 .unwrap_or_default()
         })
         .collect();
-    let sink: Box<dyn EventSink> = if args.json {
+    let display: Box<dyn EventSink> = if args.json {
         Box::new(JsonLines)
     } else {
         Box::new(ProgressDisplay::new(prompts))
     };
-    let outcome =
-        run_training_on(args.device, TrainJob { inputs, sink }).map_err(Failure::input)??;
+    let mut sinks = vec![display];
+    let reporter = start_reporter(&args);
+    if let Some(reporter) = &reporter {
+        sinks.push(Box::new(reporter.sink()));
+    }
+    let outcome = run_training_on(args.device, TrainJob { inputs, sinks });
+    // Whatever the outcome, the operator should hear the last events (the final
+    // phase above all) before the pod's exit code speaks.
+    if let Some(reporter) = reporter {
+        reporter.finish(Duration::from_secs(args.report_flush_seconds));
+    }
+    let outcome = outcome.map_err(Failure::input)??;
     match outcome {
         RunOutcome::Finished { result, .. } => {
             if !args.json {
@@ -230,16 +257,33 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     }
 }
 
+/// The reporter for `--report-url`, if one is given and usable: a reporting
+/// problem is a warning, never a reason not to train.
+fn start_reporter(args: &TrainArgs) -> Option<Reporter> {
+    let url = args.report_url.as_deref().filter(|url| !url.is_empty())?;
+    let config = ReportConfig {
+        url: url.to_owned(),
+        token_file: args.report_token_file.clone(),
+    };
+    match Reporter::start(config) {
+        Ok(reporter) => Some(reporter),
+        Err(message) => {
+            eprintln!("warning: not reporting events: {message}");
+            None
+        }
+    }
+}
+
 struct TrainJob {
     inputs: RunInputs,
-    sink: Box<dyn EventSink>,
+    sinks: Vec<Box<dyn EventSink>>,
 }
 
 impl TrainBackendJob for TrainJob {
     type Output = Result<RunOutcome, Failure>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        Ok(run_training::<B>(self.inputs, vec![self.sink], &device)?)
+        Ok(run_training::<B>(self.inputs, self.sinks, &device)?)
     }
 }
 

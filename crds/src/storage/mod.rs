@@ -123,6 +123,33 @@ impl Storage {
         self.get_path(&path)
     }
 
+    /// Reads at most the first `max_bytes` of one object, and its whole size; `None`
+    /// when there is none. The operator checks datasets with it without reading a
+    /// many-gigabyte file into memory.
+    pub fn get_head(
+        &self,
+        relative: &str,
+        max_bytes: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, StorageError> {
+        let path = self.path(relative)?;
+        let read = async {
+            let size = match self.store.head(&path).await {
+                Ok(meta) => meta.size,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            let end = size.min(max_bytes);
+            if end == 0 {
+                return Ok(Some((Vec::new(), size)));
+            }
+            let bytes = self.store.get_range(&path, 0..end).await?;
+            Ok(Some((Vec::from(bytes), size)))
+        };
+        self.runtime
+            .block_on(read)
+            .map_err(self.store_error("cannot read", &path))
+    }
+
     /// Names directly under `relative` (one level, like `ls`): files and "folders",
     /// sorted. Empty when there is nothing there.
     pub fn list_children(&self, relative: &str) -> Result<Vec<String>, StorageError> {

@@ -310,3 +310,20 @@ fn uploading_a_missing_local_folder_names_it() {
         .to_string();
     assert!(error.contains("no-such-folder"), "{error}");
 }
+
+#[test]
+fn get_head_reads_a_bounded_prefix_and_the_whole_size() {
+    let (_dir, storage) = temp_storage();
+    storage.put("data.jsonl", b"0123456789".to_vec()).unwrap();
+    storage.put("empty.jsonl", Vec::new()).unwrap();
+    assert_eq!(
+        storage.get_head("data.jsonl", 4).unwrap(),
+        Some((b"0123".to_vec(), 10))
+    );
+    assert_eq!(
+        storage.get_head("data.jsonl", 100).unwrap(),
+        Some((b"0123456789".to_vec(), 10))
+    );
+    assert_eq!(storage.get_head("empty.jsonl", 4).unwrap(), Some((Vec::new(), 0)));
+    assert_eq!(storage.get_head("missing.jsonl", 4).unwrap(), None);
+}

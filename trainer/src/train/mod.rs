@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod evaluate;
 pub mod event_log;
+pub mod event_report;
 pub mod loss_chart;
 pub mod optimizer_state;
 pub mod run;

@@ -1,0 +1,35 @@
+//! How the operator is configured: the trainer image, default object storage, how
+//! trainers reach the report endpoint. Read once at start (flags or environment, as the
+//! Helm chart sets them) and shared by every reconcile.
+
+/// Settings the planned children depend on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorConfig {
+    /// Image of trainer pods, unless a job names its own in `spec.resources.image`.
+    pub trainer_image: String,
+    /// Object storage prefix for jobs without `spec.output`.
+    pub default_output_uri: Option<String>,
+    /// Secret (in the job's namespace) with storage credentials, for jobs without
+    /// `spec.output.credentialsSecret`.
+    pub default_credentials_secret: Option<String>,
+    /// Base URL trainers post events to, e.g. `http://anneal-operator.anneal-system.svc:8080`.
+    pub report_base_url: String,
+    /// Retries of a trainer pod that fails with a retryable error (exit 1); evictions
+    /// and preemptions are not counted.
+    pub trainer_backoff_limit: i32,
+    /// Time a stopping trainer gets to write its checkpoint after SIGTERM.
+    pub trainer_grace_seconds: i64,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            trainer_image: "ghcr.io/anneal-dev/anneal-trainer:0.1.0".to_owned(),
+            default_output_uri: None,
+            default_credentials_secret: None,
+            report_base_url: "http://anneal-operator.anneal-system.svc:8080".to_owned(),
+            trainer_backoff_limit: 3,
+            trainer_grace_seconds: 300,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The operator's one error type: what can go wrong in a reconcile and is worth a retry.
+//! Problems with what the user wrote are not errors here: they become status.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("object storage: {0}")]
+    Storage(String),
+    #[error("reading {what} took longer than {limit:?}")]
+    Timeout { what: String, limit: Duration },
+    #[error("{0}")]
+    Plan(#[from] crate::trainer_job::PlanError),
+    #[error("events.jsonl: {0}")]
+    EventsFile(String),
+}
+
+impl Error {
+    /// A short, bounded label for the `reason` of the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::Storage(_) => "storage",
+            Error::Timeout { .. } => "timeout",
+            Error::Plan(_) => "plan",
+            Error::EventsFile(_) => "events_file",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,174 @@
+//! The operator process put together: health and metrics endpoints, leader election,
+//! then (as leader only) the report endpoint, the status flusher and the FineTuneJob
+//! controller. The binary calls [`run_operator`]; end-to-end tests call it in-process
+//! against the fake API server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::OperatorConfig;
+use crate::finetunejob_controller::{Context, run_finetunejob_controller};
+use crate::kube_report::KubeReportCluster;
+use crate::leader_election::{LeaderElector, LeaseSettings};
+use crate::metrics::Metrics;
+use crate::report::{ReportSettings, ReportState, report_router};
+
+/// Everything the process is configured with.
+#[derive(Clone, Debug)]
+pub struct OperatorSettings {
+    pub config: OperatorConfig,
+    /// Watch one namespace; `None` watches all.
+    pub namespace: Option<String>,
+    /// Leader election; `None` runs as the only replica.
+    pub lease: Option<LeaseSettings>,
+    pub report: ReportSettings,
+    /// Name in Kubernetes Events' `reportingInstance` (the pod name).
+    pub instance: String,
+}
+
+/// Runs until `shutdown` turns true, or until this replica loses its lease (then it
+/// returns an error, and the pod restarts as a follower).
+pub async fn run_operator(
+    client: Client,
+    settings: OperatorSettings,
+    report_listener: TcpListener,
+    health_listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let leading = Arc::new(AtomicBool::new(false));
+    let health = health_router(metrics.clone(), leading.clone());
+    let health_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(health_listener, health)
+            .with_graceful_shutdown(wait_for(health_shutdown))
+            .await;
+        if let Err(error) = served {
+            error!(%error, "health endpoint stopped");
+        }
+    });
+
+    let elector = settings
+        .lease
+        .clone()
+        .map(|lease| LeaderElector::new(client.clone(), lease));
+    if let Some(elector) = &elector {
+        info!(identity = %elector.settings().identity, "waiting to become the leader");
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = wait_for(shutdown.clone()) => return Ok(()),
+        }
+        info!("leading");
+    }
+    leading.store(true, Ordering::SeqCst);
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "anneal-operator".to_owned(),
+            instance: Some(settings.instance.clone()),
+        },
+    );
+    let reports = ReportState::with_settings(
+        KubeReportCluster::new(client.clone(), recorder.clone()),
+        metrics.clone(),
+        settings.report.clone(),
+    );
+    let flusher = reports.spawn_flusher();
+    let report_app = report_router(reports.clone());
+    let report_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(report_listener, report_app)
+            .with_graceful_shutdown(wait_for(report_shutdown))
+            .await;
+        if let Err(error) = served {
+            error!(%error, "report endpoint stopped");
+        }
+    });
+
+    let context = Arc::new(Context {
+        client,
+        recorder,
+        metrics,
+        config: settings.config.clone(),
+        reports: reports.clone(),
+    });
+    let (stop_controller, controller_stop) = watch::channel(false);
+    let controller = tokio::spawn(run_finetunejob_controller(
+        context,
+        settings.namespace.clone(),
+        wait_for(controller_stop),
+    ));
+    let lost_lease = async {
+        match &elector {
+            Some(elector) => elector.keep_renewing().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        () = lost_lease => Err(anyhow::anyhow!("lost the leader lease; stopping so that another replica leads")),
+        _ = shutdown.wait_for(|stop| *stop) => Ok(()),
+    };
+    leading.store(false, Ordering::SeqCst);
+    let _ = stop_controller.send(true);
+    let _ = controller.await;
+    if let Err(error) = reports.flush_all().await {
+        error!(%error, "writing the last reported status");
+    }
+    flusher.abort();
+    if let Some(elector) = &elector
+        && outcome.is_ok()
+        && let Err(error) = elector.release().await
+    {
+        error!(%error, "releasing the leader lease");
+    }
+    outcome
+}
+
+/// `/healthz` (the process is alive), `/readyz` (this replica leads, so the report
+/// Service sends trainers to it), `/metrics`.
+fn health_router(metrics: Metrics, leading: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(leading): State<Arc<AtomicBool>>| async move {
+                if leading.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "leading")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "standing by")
+                }
+            }),
+        )
+        .with_state(leading)
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+}
+
+/// Resolves once the flag turns true (or its sender is gone).
+async fn wait_for(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,162 @@
+//! Table tests: observed Job status to trainer state to phase.
+
+use super::*;
+use k8s_openapi::api::batch::v1::{JobCondition, JobSpec, JobStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+};
+
+fn job(suspend: bool, status: JobStatus) -> Job {
+    Job {
+        spec: Some(JobSpec {
+            suspend: Some(suspend),
+            ..JobSpec::default()
+        }),
+        status: Some(status),
+        ..Job::default()
+    }
+}
+
+fn condition(type_: &str, reason: &str) -> JobCondition {
+    JobCondition {
+        type_: type_.to_owned(),
+        status: "True".to_owned(),
+        reason: Some(reason.to_owned()),
+        message: Some(format!("{reason} from the job controller")),
+        ..JobCondition::default()
+    }
+}
+
+#[test]
+fn job_status_maps_to_trainer_states() {
+    let cases: Vec<(Option<Job>, TrainerState)> = vec![
+        (None, TrainerState::Absent),
+        (Some(job(true, JobStatus::default())), TrainerState::AwaitingAdmission),
+        (
+            Some(job(false, JobStatus { active: Some(1), ..JobStatus::default() })),
+            TrainerState::Starting { retries: 0 },
+        ),
+        (
+            Some(job(false, JobStatus { active: Some(1), ready: Some(1), failed: Some(2), ..JobStatus::default() })),
+            TrainerState::Running { retries: 2 },
+        ),
+        (
+            Some(job(false, JobStatus { conditions: Some(vec![condition("Complete", "CompletionsReached")]), ..JobStatus::default() })),
+            TrainerState::Succeeded,
+        ),
+        (
+            Some(job(false, JobStatus { conditions: Some(vec![condition("Failed", "BackoffLimitExceeded")]), ..JobStatus::default() })),
+            TrainerState::Failed {
+                reason: "BackoffLimitExceeded".into(),
+                message: "the trainer failed on every retry: BackoffLimitExceeded from the job controller".into(),
+            },
+        ),
+    ];
+    for (job, expected) in cases {
+        assert_eq!(observe_trainer_job(job.as_ref(), None), expected, "{job:?}");
+    }
+}
+
+#[test]
+fn a_failure_quotes_the_trainers_last_words() {
+    let pod = |exit_code, finished: i64, message: &str| Pod {
+        status: Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "trainer".into(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code,
+                        message: Some(message.into()),
+                        finished_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                            anneal_crds::jiff::Timestamp::from_second(finished).unwrap(),
+                        )),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    let pods = vec![
+        pod(1, 10, "trainer train: cannot read s3://x"),
+        pod(
+            2,
+            20,
+            "{\"seq\":1}\ntrainer train: s3://d/train.jsonl: line 3: messages is empty\n{\"seq\":2}\n",
+        ),
+        pod(0, 30, "done"),
+    ];
+    let last = last_failure_message(&pods).unwrap();
+    assert_eq!(
+        last,
+        "exit code 2: trainer train: s3://d/train.jsonl: line 3: messages is empty"
+    );
+    let failed = job(
+        false,
+        JobStatus {
+            conditions: Some(vec![condition("Failed", "PodFailurePolicy")]),
+            ..JobStatus::default()
+        },
+    );
+    let state = observe_trainer_job(Some(&failed), Some(&last));
+    let plan = plan_phase(false, &state);
+    assert_eq!(plan.phase, JobPhase::Failed);
+    assert_eq!(
+        plan.message,
+        "the trainer stopped on an error a retry cannot fix: exit code 2: trainer train: s3://d/train.jsonl: line 3: messages is empty"
+    );
+    assert!(
+        plan.conditions
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.status)
+    );
+    assert!(
+        plan.conditions
+            .iter()
+            .any(|c| c.type_ == "Complete" && !c.status)
+    );
+}
+
+#[test]
+fn phases_follow_the_trainer_and_the_suspend_flag() {
+    let cases = [
+        (false, TrainerState::Absent, JobPhase::Queued),
+        (false, TrainerState::AwaitingAdmission, JobPhase::Queued),
+        (
+            false,
+            TrainerState::Starting { retries: 1 },
+            JobPhase::Queued,
+        ),
+        (
+            false,
+            TrainerState::Running { retries: 0 },
+            JobPhase::Running,
+        ),
+        (
+            true,
+            TrainerState::Running { retries: 0 },
+            JobPhase::Suspended,
+        ),
+        (true, TrainerState::Deleting, JobPhase::Suspended),
+        (true, TrainerState::Succeeded, JobPhase::Succeeded),
+        (false, TrainerState::Succeeded, JobPhase::Succeeded),
+    ];
+    for (suspend, state, phase) in cases {
+        assert_eq!(
+            plan_phase(suspend, &state).phase,
+            phase,
+            "{suspend} {state:?}"
+        );
+    }
+    let running = plan_phase(false, &TrainerState::Running { retries: 1 });
+    assert_eq!(running.message, "training (resumed after 1 failed pod(s))");
+    assert!(
+        running
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Running" && c.status)
+    );
+}

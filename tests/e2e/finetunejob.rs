@@ -1,0 +1,462 @@
+//! End-to-end: a FineTuneJob applied to the fake API server, the operator in-process,
+//! trainer pods run as real `trainer` processes by the fake kubelet, and all data in
+//! a real S3-compatible server (moto). Each test is one user story.
+
+use std::time::Duration;
+
+use anneal_crds::finetunejob::JobPhase;
+use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+
+const TRAINING: Duration = Duration::from_secs(240);
+
+async fn events_for(world: &World, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(world.client(), NAMESPACE);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_trains_to_succeeded_with_progress_metrics_checkpoints_and_a_model_id() {
+    let world = World::start(&quickstart_lines(24)).await;
+    let operator = world.start_operator(None).await;
+    let applied = world.apply(&job_yaml("story", 2, 2, "")).await;
+    let uid = applied.metadata.uid.clone().unwrap();
+
+    let running = world
+        .wait_for("story", TRAINING, "running with progress", |s| {
+            s.phase == Some(JobPhase::Running) && s.progress.is_some()
+        })
+        .await;
+    assert!(running.status.unwrap().start_time.is_some());
+    // The trainer's log lines are readable through the operator while it trains.
+    let logs = reqwest::get(format!(
+        "{}/v1/jobs/{NAMESPACE}/story/logs",
+        operator.report_url
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(logs.contains("step"), "{logs}");
+
+    let done = world
+        .wait_for("story", TRAINING, "Succeeded", |s| {
+            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
+        })
+        .await;
+    let status = done.status.unwrap();
+    let progress = status.progress.unwrap();
+    assert_eq!(progress.step, progress.total_steps);
+    assert_eq!(progress.percent, 100);
+    let metrics = status.metrics.unwrap();
+    assert!(metrics.train_loss.unwrap() > 0.0);
+    assert!(metrics.valid_loss.is_some());
+    assert!(status.checkpoints.len() >= 2, "{:?}", status.checkpoints);
+    let last = status.checkpoints.last().unwrap();
+    assert_eq!(last.step, progress.total_steps);
+    let result = status.result.unwrap();
+    assert_eq!(
+        result.model_id,
+        format!("ft:anneal-tiny:story:{}", last.name)
+    );
+    let run = format!("s3://anneal-e2e/runs/{NAMESPACE}/story/{uid}");
+    assert_eq!(result.uri, format!("{run}/final"));
+    assert!(
+        world
+            .read_object(&format!("{run}/final"), "adapter_model.safetensors")
+            .await
+            .is_some()
+    );
+    assert!(status.completion_time.is_some());
+    assert!(status.last_event_seq.unwrap() > 5);
+    let conditions: Vec<(String, String)> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.clone(), c.status.clone()))
+        .collect();
+    for (type_, expected) in [
+        ("Validated", "True"),
+        ("Admitted", "True"),
+        ("Running", "False"),
+        ("Complete", "True"),
+        ("Failed", "False"),
+    ] {
+        assert!(
+            conditions.contains(&(type_.to_owned(), expected.to_owned())),
+            "{type_}: {conditions:?}"
+        );
+    }
+    // The trainer Job and the report Secret belong to the FineTuneJob.
+    let trainer: Job = Api::namespaced(world.client(), NAMESPACE)
+        .get("story-trainer")
+        .await
+        .unwrap();
+    assert_eq!(trainer.metadata.owner_references.unwrap()[0].uid, uid);
+    let secret: Secret = Api::namespaced(world.client(), NAMESPACE)
+        .get("story-trainer")
+        .await
+        .unwrap();
+    assert_eq!(secret.metadata.owner_references.unwrap()[0].uid, uid);
+
+    // The operator's metrics carry the job's loss and the reconciles it ran.
+    let metrics = reqwest::get(format!("{}/metrics", operator.health_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let train_loss = format!(
+        "anneal_job_train_loss{{name=\"story\",namespace=\"{NAMESPACE}\"}} {}",
+        metrics_value(status_train_loss(&world, "story").await)
+    );
+    assert!(metrics.contains(&train_loss), "{train_loss} not in\n{metrics}");
+    assert!(metrics.contains("anneal_reconciles_total{kind=\"FineTuneJob\"}"), "{metrics}");
+    assert!(metrics.contains("anneal_report_events_total{type=\"checkpoint\"}"), "{metrics}");
+
+    let reasons: Vec<String> = events_for(&world, "story")
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    for reason in ["Validating", "Running", "CheckpointSaved", "Succeeded"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} not in {reasons:?}"
+        );
+    }
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_dataset_fails_validation_naming_the_line_before_any_pod() {
+    let mut data = quickstart_lines(4);
+    data.push_str("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"user\", \"content\": \"again\"}]}\n");
+    let world = World::start(&data).await;
+    let operator = world.start_operator(None).await;
+    world.apply(&job_yaml("bad-data", 1, 2, "")).await;
+    let failed = world
+        .wait_for("bad-data", Duration::from_secs(30), "Failed", |s| {
+            s.phase == Some(JobPhase::Failed)
+        })
+        .await;
+    let status = failed.status.unwrap();
+    let message = status.message.unwrap();
+    assert!(message.contains("line 5"), "{message}");
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert_eq!(
+        (validated.status.as_str(), validated.reason.as_str()),
+        ("False", "InvalidDataset")
+    );
+    let jobs: Api<Job> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(jobs.get_opt("bad-data-trainer").await.unwrap().is_none());
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let events = events_for(&world, "bad-data").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "Failed" && note.contains("line 5")),
+        "{events:?}"
+    );
+    operator.stop().await;
+}
+
+async fn status_train_loss(world: &World, name: &str) -> f64 {
+    let status = world.job(name).await.status.unwrap();
+    status.metrics.unwrap().train_loss.unwrap()
+}
+
+/// A value as Prometheus' text format writes it.
+fn metrics_value(value: f64) -> String {
+    format!("{value}")
+}
+
+/// Waits for the first checkpoint of a longer job, so a test can interrupt it mid-run.
+async fn first_checkpoint(world: &World, name: &str) {
+    world
+        .wait_for(name, TRAINING, "past its first checkpoint", |s| {
+            s.phase == Some(JobPhase::Running) && !s.checkpoints.is_empty()
+        })
+        .await;
+}
+
+async fn succeeded(world: &World, name: &str) -> anneal_crds::finetunejob::FineTuneJobStatus {
+    world
+        .wait_for(name, TRAINING, "Succeeded", |s| {
+            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
+        })
+        .await
+        .status
+        .unwrap()
+}
+
+fn pod_output(world: &World, pod: &str) -> String {
+    std::fs::read_to_string(world.pod_dir(pod).join("output.log")).unwrap_or_default()
+}
+
+async fn trainer_job(world: &World, name: &str) -> Option<Job> {
+    let jobs: Api<Job> = Api::namespaced(world.client(), NAMESPACE);
+    jobs.get_opt(&format!("{name}-trainer")).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_evicted_trainer_resumes_from_its_last_checkpoint_without_using_a_retry() {
+    let world = World::start(&quickstart_lines(96)).await;
+    let operator = world.start_operator(None).await;
+    world.apply(&job_yaml("evict", 2, 2, "")).await;
+    first_checkpoint(&world, "evict").await;
+    world.kubelet.evict("evict-trainer-0").await;
+    let status = succeeded(&world, "evict").await;
+    assert!(
+        pod_output(&world, "evict-trainer-1").contains("resumed from ckpt-"),
+        "{}",
+        pod_output(&world, "evict-trainer-1")
+    );
+    let job_status = trainer_job(&world, "evict").await.unwrap().status.unwrap();
+    assert_eq!(job_status.failed, Some(0), "an eviction is not a failure");
+    let progress = status.progress.unwrap();
+    assert_eq!(progress.step, progress.total_steps);
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_trainer_is_retried_and_resumes() {
+    let world = World::start(&quickstart_lines(96)).await;
+    let operator = world.start_operator(None).await;
+    world.apply(&job_yaml("crash", 2, 2, "")).await;
+    first_checkpoint(&world, "crash").await;
+    world.kubelet.kill("crash-trainer-0");
+    let status = succeeded(&world, "crash").await;
+    assert!(pod_output(&world, "crash-trainer-1").contains("resumed from ckpt-"));
+    let job_status = trainer_job(&world, "crash").await.unwrap().status.unwrap();
+    assert_eq!(job_status.failed, Some(1));
+    assert_eq!(
+        status.checkpoints.last().unwrap().step,
+        status.progress.unwrap().total_steps
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trainer_error_fails_the_job_at_once_with_the_trainers_words() {
+    let world = World::start(&quickstart_lines(24)).await;
+    let operator = world.start_operator(None).await;
+    let yaml = job_yaml("no-model", 1, 2, "").replace("models/anneal-tiny", "models/missing");
+    world.apply(&yaml).await;
+    let failed = world
+        .wait_for("no-model", TRAINING, "Failed", |s| {
+            s.phase == Some(JobPhase::Failed)
+        })
+        .await;
+    let message = failed.status.unwrap().message.unwrap();
+    assert!(
+        message.starts_with("the trainer stopped on an error a retry cannot fix: exit code 2: "),
+        "{message}"
+    );
+    assert!(message.contains("models/missing"), "{message}");
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    assert_eq!(
+        pods.list(&ListParams::default()).await.unwrap().items.len(),
+        1,
+        "no retry of a trainer error"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn suspend_removes_the_pod_and_resume_continues_from_the_checkpoint() {
+    let world = World::start(&quickstart_lines(96)).await;
+    let operator = world.start_operator(None).await;
+    world.apply(&job_yaml("pause", 2, 2, "")).await;
+    first_checkpoint(&world, "pause").await;
+    let api: Api<anneal_crds::FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
+    let suspend = |on: bool| serde_json::json!({"spec": {"suspend": on}});
+    api.patch(
+        "pause",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&suspend(true)),
+    )
+    .await
+    .unwrap();
+    let suspended = world
+        .wait_for("pause", TRAINING, "Suspended with no pod", |s| {
+            s.phase == Some(JobPhase::Suspended)
+        })
+        .await;
+    assert!(
+        suspended
+            .status
+            .unwrap()
+            .message
+            .unwrap()
+            .starts_with("suspended")
+    );
+    // The pod is gone and its trainer stopped after writing a checkpoint.
+    let started = std::time::Instant::now();
+    while !world.kubelet.running_pods().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the trainer did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(trainer_job(&world, "pause").await.is_none());
+    let stopped_at = world
+        .job("pause")
+        .await
+        .status
+        .unwrap()
+        .checkpoints
+        .last()
+        .unwrap()
+        .step;
+    api.patch(
+        "pause",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&suspend(false)),
+    )
+    .await
+    .unwrap();
+    let status = succeeded(&world, "pause").await;
+    let resumed = pod_output(&world, "pause-trainer-1");
+    // The stopping trainer may have saved one more checkpoint than status showed then.
+    let from: u64 = resumed
+        .split("resumed from ckpt-")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|step| step.parse().ok())
+        .unwrap_or_else(|| panic!("no resume in {resumed}"));
+    assert!(
+        from >= stopped_at,
+        "resumed from {from}, status had {stopped_at}"
+    );
+    assert_eq!(
+        status.checkpoints.last().unwrap().step,
+        status.progress.unwrap().total_steps
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_restart_mid_run_changes_nothing_recorded() {
+    let world = World::start(&quickstart_lines(96)).await;
+    let operator = world.start_operator(None).await;
+    world.apply(&job_yaml("restart", 2, 2, "")).await;
+    first_checkpoint(&world, "restart").await;
+    let port: u16 = operator
+        .report_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = world.job("restart").await.status.unwrap();
+    operator.stop().await;
+    // While no operator runs, the trainer keeps training and buffers its reports.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = world.job("restart").await.status.unwrap();
+    assert_eq!(during.phase, before.phase);
+    assert_eq!(during.conditions, before.conditions);
+    let operator = world.start_operator(Some(port)).await;
+    let status = succeeded(&world, "restart").await;
+    // Conditions set before the restart keep their transition times.
+    let validated = |s: &anneal_crds::finetunejob::FineTuneJobStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Validated")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        validated(&status).last_transition_time,
+        validated(&before).last_transition_time
+    );
+    assert_eq!(status.start_time, before.start_time);
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    assert_eq!(
+        pods.list(&ListParams::default()).await.unwrap().items.len(),
+        1,
+        "the restart did not touch the pod"
+    );
+    assert_eq!(
+        status.checkpoints.last().unwrap().step,
+        status.progress.unwrap().total_steps
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_running_job_stops_its_trainer_and_removes_what_the_operator_made() {
+    let world = World::start(&quickstart_lines(96)).await;
+    let operator = world.start_operator(None).await;
+    let applied = world.apply(&job_yaml("gone", 2, 2, "")).await;
+    first_checkpoint(&world, "gone").await;
+    let api: Api<anneal_crds::FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
+    api.delete("gone", &Default::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    while api.get_opt("gone").await.unwrap().is_some() || !world.kubelet.running_pods().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "job or trainer still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(trainer_job(&world, "gone").await.is_none());
+    let secrets: Api<Secret> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(secrets.get_opt("gone-trainer").await.unwrap().is_none());
+    // What was saved stays saved.
+    let run = format!(
+        "s3://anneal-e2e/runs/{NAMESPACE}/gone/{}",
+        applied.metadata.uid.unwrap()
+    );
+    assert!(world.read_object(&run, "events.jsonl").await.is_some());
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queued_job_waits_for_kueue_to_admit_its_trainer() {
+    let world = World::start(&quickstart_lines(24)).await;
+    let operator = world.start_operator(None).await;
+    world.apply(&job_yaml("queued", 1, 2, "  queueName: team-a-gpus\n")).await;
+    let queued = world
+        .wait_for("queued", Duration::from_secs(30), "Queued", |s| {
+            s.phase == Some(JobPhase::Queued)
+                && s.conditions.iter().any(|c| c.type_ == "Admitted" && c.status == "False")
+        })
+        .await;
+    assert_eq!(queued.status.unwrap().message.as_deref(), Some("waiting for Kueue to admit the trainer Job"));
+    let job = trainer_job(&world, "queued").await.unwrap();
+    assert_eq!(job.metadata.labels.unwrap()["kueue.x-k8s.io/queue-name"], "team-a-gpus");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(world.kubelet.running_pods().is_empty(), "no pod before admission");
+    // Kueue admits the Job by unsuspending it.
+    let jobs: Api<Job> = Api::namespaced(world.client(), NAMESPACE);
+    let admit = serde_json::json!({"spec": {"suspend": false}});
+    jobs.patch("queued-trainer", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&admit))
+        .await
+        .unwrap();
+    succeeded(&world, "queued").await;
+    operator.stop().await;
+}

@@ -1,0 +1,308 @@
+//! One end-to-end world for a test: a fake API server, moto holding the base model and
+//! the dataset, the operator running in-process against both, and the fake kubelet
+//! running trainer pods as real `trainer` processes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anneal_crds::FineTuneJob;
+use anneal_crds::finetunejob::FineTuneJobStatus;
+use anneal_crds::storage::Storage;
+use anneal_operator::config::OperatorConfig;
+use anneal_operator::operator_run::{OperatorSettings, run_operator};
+use anneal_operator::report::ReportSettings;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::fake_apiserver::FakeApiServer;
+use crate::fake_kubelet::FakeKubelet;
+use crate::moto::MotoServer;
+
+pub const NAMESPACE: &str = "team-a";
+pub const BUCKET: &str = "anneal-e2e";
+pub const CREDENTIALS: &str = "s3-creds";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `trainer` binary `cargo test --workspace` builds beside the test binaries.
+pub fn trainer_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ANNEAL_TRAINER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("trainer");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p anneal-trainer --bin trainer` \
+         (./scripts/test.sh does), or set ANNEAL_TRAINER_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A running operator, stoppable to test a restart.
+pub struct RunningOperator {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub report_url: String,
+    pub health_url: String,
+}
+
+impl RunningOperator {
+    /// Stops it as SIGTERM would, and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub struct World {
+    pub moto: MotoServer,
+    pub api: FakeApiServer,
+    pub kubelet: FakeKubelet,
+    pub scratch: tempfile::TempDir,
+    pub config: OperatorConfig,
+}
+
+impl World {
+    /// Moto with the tiny model and `dataset` (JSONL text) uploaded, the API server
+    /// with the storage Secret, and the kubelet; the operator starts separately.
+    pub async fn start(dataset: &str) -> World {
+        let moto = tokio::task::spawn_blocking(MotoServer::start)
+            .await
+            .unwrap();
+        let settings: Vec<(String, String)> = moto
+            .settings()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let upload_settings = settings.clone();
+        let dataset = dataset.to_owned();
+        moto.create_bucket(BUCKET);
+        tokio::task::spawn_blocking(move || {
+            let models = Storage::open_with(
+                &format!("s3://{BUCKET}/models/anneal-tiny"),
+                upload_settings.clone(),
+            )
+            .unwrap();
+            for entry in std::fs::read_dir(repo().join("examples/models/anneal-tiny")).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_file() {
+                    models
+                        .put(
+                            entry.file_name().to_str().unwrap(),
+                            std::fs::read(entry.path()).unwrap(),
+                        )
+                        .unwrap();
+                }
+            }
+            let data = Storage::open_with(&format!("s3://{BUCKET}/data"), upload_settings).unwrap();
+            data.put("train.jsonl", dataset.into_bytes()).unwrap();
+        })
+        .await
+        .unwrap();
+
+        let api = FakeApiServer::start().await;
+        let secrets: Api<Secret> = Api::namespaced(api.client(), NAMESPACE);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(CREDENTIALS.to_owned()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+
+        let scratch = tempfile::TempDir::new().unwrap();
+        let kubelet = FakeKubelet::start(
+            api.client(),
+            NAMESPACE,
+            trainer_binary(),
+            vec![("ANNEAL_REPORT_FLUSH_SECONDS".to_owned(), "5".to_owned())],
+            scratch.path(),
+        );
+        let config = OperatorConfig {
+            trainer_image: "anneal-trainer:test".to_owned(),
+            default_output_uri: Some(format!("s3://{BUCKET}/runs")),
+            default_credentials_secret: Some(CREDENTIALS.to_owned()),
+            report_base_url: String::new(),
+            trainer_backoff_limit: 2,
+            trainer_grace_seconds: 30,
+        };
+        World {
+            moto,
+            api,
+            kubelet,
+            scratch,
+            config,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.api.client()
+    }
+
+    /// Starts an operator (a second one after `stop` is an operator restart).
+    pub async fn start_operator(&self, report_port: Option<u16>) -> RunningOperator {
+        let report = TcpListener::bind(("127.0.0.1", report_port.unwrap_or(0)))
+            .await
+            .unwrap();
+        let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let report_url = format!("http://{}", report.local_addr().unwrap());
+        let health_url = format!("http://{}", health.local_addr().unwrap());
+        let mut config = self.config.clone();
+        config.report_base_url = report_url.clone();
+        let settings = OperatorSettings {
+            config,
+            namespace: None,
+            lease: None,
+            report: ReportSettings::default(),
+            instance: "e2e".to_owned(),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run_operator(
+            self.client(),
+            settings,
+            report,
+            health,
+            stopped,
+        ));
+        RunningOperator {
+            stop,
+            task,
+            report_url,
+            health_url,
+        }
+    }
+
+    /// Applies a FineTuneJob from YAML.
+    pub async fn apply(&self, yaml: &str) -> FineTuneJob {
+        let job: FineTuneJob = parse_job(yaml);
+        let api: Api<FineTuneJob> = Api::namespaced(self.client(), NAMESPACE);
+        api.create(&PostParams::default(), &job).await.unwrap()
+    }
+
+    pub async fn job(&self, name: &str) -> FineTuneJob {
+        let api: Api<FineTuneJob> = Api::namespaced(self.client(), NAMESPACE);
+        api.get(name).await.unwrap()
+    }
+
+    /// Polls the job until `done` holds for its status, or panics after `timeout`
+    /// showing the status and the pods' output.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&FineTuneJobStatus) -> bool,
+    ) -> FineTuneJob {
+        let started = Instant::now();
+        loop {
+            let job = self.job(name).await;
+            if done(&job.status.clone().unwrap_or_default()) {
+                return job;
+            }
+            if started.elapsed() > timeout {
+                let logs: Vec<String> = std::fs::read_dir(self.scratch.path())
+                    .map(|dir| {
+                        dir.flatten()
+                            .map(|e| {
+                                let log = std::fs::read_to_string(e.path().join("output.log"))
+                                    .unwrap_or_default();
+                                let tail: String = log
+                                    .lines()
+                                    .rev()
+                                    .take(15)
+                                    .collect::<Vec<_>>()
+                                    .into_iter()
+                                    .rev()
+                                    .collect::<Vec<_>>()
+                                    .join("\n");
+                                format!("--- {}:\n{tail}", e.file_name().to_string_lossy())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                panic!(
+                    "{name}: not {what} after {timeout:?}; status:\n{}\npods:\n{}",
+                    serde_json::to_string_pretty(&job.status).unwrap(),
+                    logs.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Folder of the pod's emulated volumes and output.
+    pub fn pod_dir(&self, pod: &str) -> PathBuf {
+        self.scratch.path().join(pod)
+    }
+
+    /// Reads an object of the run from moto.
+    pub async fn read_object(&self, uri_folder: &str, name: &str) -> Option<Vec<u8>> {
+        let settings: Vec<(String, String)> = self
+            .moto
+            .settings()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let (folder, name) = (uri_folder.to_owned(), name.to_owned());
+        tokio::task::spawn_blocking(move || {
+            Storage::open_with(&folder, settings)
+                .unwrap()
+                .get(&name)
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Parses a FineTuneJob manifest with the same strict parser `kubectl apply` stands in for.
+fn parse_job(yaml: &str) -> FineTuneJob {
+    anneal_crds::manifest::parse_finetunejob(yaml).expect("test manifest is valid")
+}
+
+/// A job manifest on the uploaded model and dataset.
+pub fn job_yaml(name: &str, epochs: u32, every_steps: u32, extra_spec: &str) -> String {
+    format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {{name: {name}, namespace: {NAMESPACE}}}
+spec:
+  baseModel: {{name: anneal-tiny, source: "s3://{BUCKET}/models/anneal-tiny"}}
+  dataset: {{train: "s3://{BUCKET}/data/train.jsonl", validationSplit: 0.2}}
+  hyperparameters:
+    learningRate: 0.003
+    epochs: {epochs}
+    batchSize: 4
+    maxTokens: 256
+    lora: {{rank: 4, alpha: 8, dropout: 0.0}}
+  checkpoints: {{everyEpoch: true, everySteps: {every_steps}}}
+  resources: {{gpus: 0}}
+{extra_spec}"#
+    )
+}
+
+/// The first `lines` lines of the quick start's dataset.
+pub fn quickstart_lines(lines: usize) -> String {
+    let data =
+        std::fs::read_to_string(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
+    data.lines().take(lines).collect::<Vec<_>>().join("\n") + "\n"
+}
