@@ -3,14 +3,14 @@
 
 pub mod conditions;
 pub mod config;
-pub mod metrics;
-pub mod report;
-pub mod trainer_job;
-pub mod trainer_observation;
-pub mod validation_verdict;
 pub mod dataset_check;
 pub mod error;
 pub mod finetunejob_controller;
 pub mod kube_report;
 pub mod leader_election;
+pub mod metrics;
 pub mod operator_run;
+pub mod report;
+pub mod trainer_job;
+pub mod trainer_observation;
+pub mod validation_verdict;

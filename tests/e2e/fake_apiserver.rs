@@ -327,6 +327,13 @@ async fn merge_json_and_apply_patches() {
     );
     let missing = cms.patch("missing", &pp, &Patch::Merge(&merge)).await;
     assert_eq!(api_code(missing), (404, "NotFound".into()));
+    // uid is immutable: a patch written for an earlier object of this name is refused.
+    let other_uid =
+        serde_json::json!({"metadata": {"uid": "not-this-one"}, "data": {"stale": "write"}});
+    let refused = cms.patch("a", &pp, &Patch::Merge(&other_uid)).await;
+    assert_eq!(api_code(refused).0, 409);
+    let data = cms.get("a").await.unwrap().data.unwrap();
+    assert!(!data.contains_key("stale"));
 }
 
 #[tokio::test]

@@ -121,9 +121,18 @@ async fn a_job_trains_to_succeeded_with_progress_metrics_checkpoints_and_a_model
         "anneal_job_train_loss{{name=\"story\",namespace=\"{NAMESPACE}\"}} {}",
         metrics_value(status_train_loss(&world, "story").await)
     );
-    assert!(metrics.contains(&train_loss), "{train_loss} not in\n{metrics}");
-    assert!(metrics.contains("anneal_reconciles_total{kind=\"FineTuneJob\"}"), "{metrics}");
-    assert!(metrics.contains("anneal_report_events_total{type=\"checkpoint\"}"), "{metrics}");
+    assert!(
+        metrics.contains(&train_loss),
+        "{train_loss} not in\n{metrics}"
+    );
+    assert!(
+        metrics.contains("anneal_reconciles_total{kind=\"FineTuneJob\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("anneal_report_events_total{type=\"checkpoint\"}"),
+        "{metrics}"
+    );
 
     let reasons: Vec<String> = events_for(&world, "story")
         .await
@@ -439,24 +448,41 @@ async fn deleting_a_running_job_stops_its_trainer_and_removes_what_the_operator_
 async fn a_queued_job_waits_for_kueue_to_admit_its_trainer() {
     let world = World::start(&quickstart_lines(24)).await;
     let operator = world.start_operator(None).await;
-    world.apply(&job_yaml("queued", 1, 2, "  queueName: team-a-gpus\n")).await;
+    world
+        .apply(&job_yaml("queued", 1, 2, "  queueName: team-a-gpus\n"))
+        .await;
     let queued = world
         .wait_for("queued", Duration::from_secs(30), "Queued", |s| {
             s.phase == Some(JobPhase::Queued)
-                && s.conditions.iter().any(|c| c.type_ == "Admitted" && c.status == "False")
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Admitted" && c.status == "False")
         })
         .await;
-    assert_eq!(queued.status.unwrap().message.as_deref(), Some("waiting for Kueue to admit the trainer Job"));
+    assert_eq!(
+        queued.status.unwrap().message.as_deref(),
+        Some("waiting for Kueue to admit the trainer Job")
+    );
     let job = trainer_job(&world, "queued").await.unwrap();
-    assert_eq!(job.metadata.labels.unwrap()["kueue.x-k8s.io/queue-name"], "team-a-gpus");
+    assert_eq!(
+        job.metadata.labels.unwrap()["kueue.x-k8s.io/queue-name"],
+        "team-a-gpus"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(world.kubelet.running_pods().is_empty(), "no pod before admission");
+    assert!(
+        world.kubelet.running_pods().is_empty(),
+        "no pod before admission"
+    );
     // Kueue admits the Job by unsuspending it.
     let jobs: Api<Job> = Api::namespaced(world.client(), NAMESPACE);
     let admit = serde_json::json!({"spec": {"suspend": false}});
-    jobs.patch("queued-trainer", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&admit))
-        .await
-        .unwrap();
+    jobs.patch(
+        "queued-trainer",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&admit),
+    )
+    .await
+    .unwrap();
     succeeded(&world, "queued").await;
     operator.stop().await;
 }

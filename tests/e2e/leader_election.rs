@@ -30,7 +30,10 @@ async fn only_one_elector_holds_an_unexpired_lease() {
     assert!(!b.try_acquire_or_renew().await.unwrap());
     assert!(a.try_acquire_or_renew().await.unwrap(), "the holder renews");
     a.release().await.unwrap();
-    assert!(b.try_acquire_or_renew().await.unwrap(), "a released lease is free");
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "a released lease is free"
+    );
     let leases: Api<Lease> = Api::namespaced(api.client(), "anneal-system");
     let spec = leases.get("anneal-operator").await.unwrap().spec.unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
@@ -55,12 +58,26 @@ async fn replica(api: &FakeApiServer, identity: &str) -> Replica {
         instance: identity.to_owned(),
     };
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run_operator(api.client(), settings, report, health, stopped));
-    Replica { stop, task, ready_url }
+    let task = tokio::spawn(run_operator(
+        api.client(),
+        settings,
+        report,
+        health,
+        stopped,
+    ));
+    Replica {
+        stop,
+        task,
+        ready_url,
+    }
 }
 
 async fn ready(replica: &Replica) -> bool {
-    reqwest::get(&replica.ready_url).await.unwrap().status().is_success()
+    reqwest::get(&replica.ready_url)
+        .await
+        .unwrap()
+        .status()
+        .is_success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +86,10 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
     let first = replica(&api, "first").await;
     let started = Instant::now();
     while !ready(&first).await {
-        assert!(started.elapsed() < Duration::from_secs(10), "first never led");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "first never led"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let second = replica(&api, "second").await;
@@ -81,7 +101,10 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
     first.task.await.unwrap().unwrap();
     let started = Instant::now();
     while !ready(&second).await {
-        assert!(started.elapsed() < Duration::from_secs(10), "second never took over");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "second never took over"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     second.stop.send(true).unwrap();

@@ -324,6 +324,9 @@ fn get_head_reads_a_bounded_prefix_and_the_whole_size() {
         storage.get_head("data.jsonl", 100).unwrap(),
         Some((b"0123456789".to_vec(), 10))
     );
-    assert_eq!(storage.get_head("empty.jsonl", 4).unwrap(), Some((Vec::new(), 0)));
+    assert_eq!(
+        storage.get_head("empty.jsonl", 4).unwrap(),
+        Some((Vec::new(), 0))
+    );
     assert_eq!(storage.get_head("missing.jsonl", 4).unwrap(), None);
 }

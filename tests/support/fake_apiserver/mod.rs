@@ -41,7 +41,8 @@
 //!   changes, and when a graceful deletion starts. The resourceVersion changes on
 //!   every change; a write that changes nothing keeps it and sends no watch event.
 //!   Server-owned metadata (uid, creationTimestamp, deletionTimestamp, generation,
-//!   resourceVersion, namespace, name) cannot be changed by writes.
+//!   resourceVersion, namespace, name) cannot be changed by writes; a patch that
+//!   names another uid is refused with 409 (a real server refuses it too).
 //! - Finalizers: deleting an object that has some sets `deletionTimestamp` (a
 //!   MODIFIED event); new finalizers cannot be added then (422); the write that
 //!   removes the last one removes the object (DELETED).

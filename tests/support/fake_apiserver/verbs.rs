@@ -247,6 +247,12 @@ impl Store {
             ));
         }
         check_identity(resource, namespace, Some(name), &patched)?;
+        // metadata.uid is immutable: a patch naming another uid (written for an object
+        // since deleted and re-created under the same name) is refused, as by a real
+        // API server.
+        if meta::meta_str(&patched, "uid") != meta::meta_str(&old, "uid") {
+            return Err(ApiError::conflict(resource, name));
+        }
         Ok((self.write_part(resource, &key, &old, patched, part)?, false))
     }
 
