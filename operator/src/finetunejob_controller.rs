@@ -473,17 +473,22 @@ async fn write_status(
     }
     let api: Api<FineTuneJob> =
         Api::namespaced(context.client.clone(), &job.namespace().unwrap_or_default());
+    let mut owned_fields = serde_json::json!({
+        "phase": next.phase,
+        "conditions": next.conditions,
+        "message": next.message,
+        "observedGeneration": next.observed_generation,
+        "startTime": next.start_time,
+        "completionTime": next.completion_time,
+    });
+    // Unset fields are left out rather than applied as null, which the schema refuses.
+    if let Some(fields) = owned_fields.as_object_mut() {
+        fields.retain(|_, value| !value.is_null());
+    }
     let patch = serde_json::json!({
         "apiVersion": "anneal.dev/v1alpha1",
         "kind": "FineTuneJob",
-        "status": {
-            "phase": next.phase,
-            "conditions": next.conditions,
-            "message": next.message,
-            "observedGeneration": next.observed_generation,
-            "startTime": next.start_time,
-            "completionTime": next.completion_time,
-        }
+        "status": owned_fields,
     });
     api.patch_status(
         &job.name_any(),

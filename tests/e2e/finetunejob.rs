@@ -212,13 +212,21 @@ async fn first_checkpoint(world: &World, name: &str) {
 }
 
 async fn succeeded(world: &World, name: &str) -> anneal_crds::finetunejob::FineTuneJobStatus {
-    world
+    let status = world
         .wait_for(name, TRAINING, "Succeeded", |s| {
-            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
+            (s.phase == Some(JobPhase::Succeeded) && s.result.is_some())
+                || s.phase == Some(JobPhase::Failed)
         })
         .await
         .status
-        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.phase,
+        Some(JobPhase::Succeeded),
+        "{name}: {}",
+        serde_json::to_string_pretty(&status).unwrap()
+    );
+    status
 }
 
 fn pod_output(world: &World, pod: &str) -> String {
@@ -484,5 +492,47 @@ async fn a_queued_job_waits_for_kueue_to_admit_its_trainer() {
     .await
     .unwrap();
     succeeded(&world, "queued").await;
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_configmap_dataset_is_validated_by_the_operator_and_mounted_for_the_trainer() {
+    let world = World::start(&quickstart_lines(4)).await;
+    let operator = world.start_operator(None).await;
+    let config_map = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("chats".into()),
+            ..Default::default()
+        },
+        data: Some([("train.jsonl".to_owned(), quickstart_lines(24))].into()),
+        ..Default::default()
+    };
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(world.client(), NAMESPACE);
+    config_maps
+        .create(&Default::default(), &config_map)
+        .await
+        .unwrap();
+    let yaml = job_yaml("inline", 1, 2, "").replace(
+        r#"dataset: {train: "s3://anneal-e2e/data/train.jsonl", validationSplit: 0.2}"#,
+        "dataset: {configMap: {name: chats}, validationSplit: 0.2}",
+    );
+    assert!(yaml.contains("configMap"));
+    world.apply(&yaml).await;
+    let status = succeeded(&world, "inline").await;
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert_eq!(
+        validated.message,
+        "spec.dataset.configMap chats/train.jsonl: 24 samples"
+    );
+    let output = pod_output(&world, "inline-trainer-0");
+    assert!(
+        output.contains("training on 19 samples (5 held out"),
+        "{output}"
+    );
     operator.stop().await;
 }

@@ -273,25 +273,9 @@ impl Worker {
         fs::create_dir_all(&root).unwrap();
         let mut mounts: Vec<(String, PathBuf)> = Vec::new();
         for volume in spec.volumes.iter().flatten() {
-            let folder = root.join(&volume.name);
-            fs::create_dir_all(&folder).unwrap();
-            if let Some(secret) = &volume.secret {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-                let found = api.get(secret.secret_name.as_deref().unwrap()).await?;
-                for (key, value) in found.data.unwrap_or_default() {
-                    fs::write(folder.join(key), value.0).unwrap();
-                }
-            }
-            if let Some(config_map) = &volume.config_map {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-                let found = api.get(&config_map.name).await?;
-                for (key, value) in found.data.unwrap_or_default() {
-                    fs::write(folder.join(key), value).unwrap();
-                }
-            }
             for mount in container.volume_mounts.iter().flatten() {
                 if mount.name == volume.name {
-                    mounts.push((mount.mount_path.clone(), folder.clone()));
+                    mounts.push((mount.mount_path.clone(), root.join(&volume.name)));
                 }
             }
         }
@@ -305,6 +289,41 @@ impl Worker {
             }
             value.to_owned()
         };
+        // Mounted files that name mount paths (the pod's manifest names its ConfigMap
+        // dataset's path) are rewritten too.
+        let local_text = |bytes: Vec<u8>| match String::from_utf8(bytes) {
+            Ok(mut text) => {
+                // Through placeholders, so a folder under /tmp is not rewritten again
+                // for the pod's own /tmp mount.
+                for (index, (path, _)) in mounts.iter().enumerate() {
+                    text = text.replace(path.as_str(), &format!("\u{0}{index}\u{0}"));
+                }
+                for (index, (_, folder)) in mounts.iter().enumerate() {
+                    text =
+                        text.replace(&format!("\u{0}{index}\u{0}"), &folder.display().to_string());
+                }
+                text.into_bytes()
+            }
+            Err(binary) => binary.into_bytes(),
+        };
+        for volume in spec.volumes.iter().flatten() {
+            let folder = root.join(&volume.name);
+            fs::create_dir_all(&folder).unwrap();
+            if let Some(secret) = &volume.secret {
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+                let found = api.get(secret.secret_name.as_deref().unwrap()).await?;
+                for (key, value) in found.data.unwrap_or_default() {
+                    fs::write(folder.join(key), local_text(value.0)).unwrap();
+                }
+            }
+            if let Some(config_map) = &volume.config_map {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+                let found = api.get(&config_map.name).await?;
+                for (key, value) in found.data.unwrap_or_default() {
+                    fs::write(folder.join(key), value).unwrap();
+                }
+            }
+        }
 
         let mut command = Command::new(&self.trainer);
         command.env_clear();
