@@ -23,7 +23,7 @@ step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "the CUDA backend still compiles (no GPU or toolkit needed)"
-cargo clippy -p anneal-trainer --features cuda --all-targets --locked -- -D warnings
+cargo clippy -p anneal-trainer --features cuda --lib --bins --locked -- -D warnings
 
 step "generated CRDs are up to date"
 cargo run --quiet --locked -p anneal-crds --bin crdgen -- --check
