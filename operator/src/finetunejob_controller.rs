@@ -327,7 +327,11 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
             warn!(%error, "flushing the trainer's last events");
         }
         if plan.phase == JobPhase::Succeeded {
-            recover_result(job, context).await?;
+            // The Job's success stands even when storage cannot be read now; the
+            // result is then missing rather than the phase held back in a retry loop.
+            if let Err(error) = recover_result(job, context).await {
+                warn!(%error, "reading the result from events.jsonl");
+            }
         }
     }
     next.message = Some(waiting_message.unwrap_or(plan.message));
