@@ -117,6 +117,73 @@ pub fn argmax(values: &[f32]) -> u32 {
     best as u32
 }
 
+/// One generation advanced a token at a time: the prompt on the first step (with an
+/// empty cache), then the last new token on each later one. [`generate`] drives it to
+/// the end; the server steps many of them in turn, each with its own cache.
+pub struct Decoding<B: Backend> {
+    sampler: Sampler,
+    cache: Option<KvCache<B>>,
+    /// Ids the next step feeds the model: the prompt, then the previous new token.
+    input: Vec<u32>,
+    eos: Vec<u32>,
+    max_new_tokens: usize,
+    produced: usize,
+}
+
+/// What one [`Decoding::step`] gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A new token (never an end-of-sequence one).
+    Token(u32),
+    /// Generation is over: an end-of-sequence token came (`Stop`), or the limit (`Length`).
+    Finished(FinishReason),
+}
+
+impl<B: Backend> Decoding<B> {
+    /// `prompt` must not be empty. Stop strings in `params` are the caller's to watch:
+    /// they are about text, and the decoder sees only ids.
+    pub fn new(prompt: &[u32], eos: &[u32], params: &SamplingParams) -> Self {
+        Self {
+            sampler: Sampler::new(params),
+            cache: None,
+            input: prompt.to_vec(),
+            eos: eos.to_vec(),
+            max_new_tokens: params.max_new_tokens,
+            produced: 0,
+        }
+    }
+
+    /// Positions in the cache so far (prompt and new tokens fed back).
+    pub fn cached_len(&self) -> usize {
+        self.cache.as_ref().map_or(0, KvCache::len)
+    }
+
+    /// Runs the model over the pending ids and picks the next token.
+    pub fn step(&mut self, model: &CausalLm<B>) -> Step {
+        if self.produced >= self.max_new_tokens {
+            return Step::Finished(FinishReason::Length);
+        }
+        let device = model.embed_tokens.weight.device();
+        let ids: Vec<i64> = self.input.iter().map(|&t| i64::from(t)).collect();
+        let len = ids.len();
+        let ids =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [len]), &device).reshape([1, len]);
+        let (hidden, cache) = model.forward_hidden(ids, self.cache.take());
+        self.cache = Some(cache);
+        let last = hidden.narrow(1, len - 1, 1); // [1, 1, hidden]
+        let logits = model.logits(last).into_data().convert::<f32>();
+        let logits = logits.as_slice::<f32>().expect("f32 logits");
+        let token = self.sampler.pick(logits);
+        if self.eos.contains(&token) {
+            self.produced = self.max_new_tokens;
+            return Step::Finished(FinishReason::Stop);
+        }
+        self.produced += 1;
+        self.input = vec![token];
+        Step::Token(token)
+    }
+}
+
 /// Generates after `prompt`. `decode` turns new tokens into text (for stop strings and
 /// the result); `on_token` sees each new token as it is produced.
 pub fn generate<B: Backend>(
@@ -127,28 +194,14 @@ pub fn generate<B: Backend>(
     decode: impl Fn(&[u32]) -> String,
     mut on_token: impl FnMut(u32),
 ) -> Generation {
-    let device = model.embed_tokens.weight.device();
-    let mut sampler = Sampler::new(params);
-    let mut cache: Option<KvCache<B>> = None;
-    let mut input: Vec<u32> = prompt.to_vec();
+    let mut decoding = Decoding::<B>::new(prompt, eos, params);
     let mut tokens = Vec::new();
-    let mut finish = FinishReason::Length;
     let mut stopped_at = None;
-    while tokens.len() < params.max_new_tokens {
-        let ids: Vec<i64> = input.iter().map(|&t| i64::from(t)).collect();
-        let len = ids.len();
-        let ids =
-            Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [len]), &device).reshape([1, len]);
-        let (hidden, next_cache) = model.forward_hidden(ids, cache.take());
-        cache = Some(next_cache);
-        let last = hidden.narrow(1, len - 1, 1); // [1, 1, hidden]
-        let logits = model.logits(last).into_data().convert::<f32>();
-        let logits = logits.as_slice::<f32>().expect("f32 logits");
-        let token = sampler.pick(logits);
-        if eos.contains(&token) {
-            finish = FinishReason::Stop;
-            break;
-        }
+    let finish = loop {
+        let token = match decoding.step(model) {
+            Step::Token(token) => token,
+            Step::Finished(reason) => break reason,
+        };
         tokens.push(token);
         on_token(token);
         // Decoding the text so far costs O(tokens) each step: only stop strings need it.
@@ -160,12 +213,10 @@ pub fn generate<B: Backend>(
                 .filter_map(|s| text.find(s.as_str()))
                 .min();
             if stopped_at.is_some() {
-                finish = FinishReason::Stop;
-                break;
+                break FinishReason::Stop;
             }
         }
-        input = vec![token];
-    }
+    };
     let mut text = decode(&tokens);
     if let Some(cut) = stopped_at {
         text.truncate(cut);

@@ -2,17 +2,21 @@
 //!
 //! So far: `validate` (the dataset and manifest check users run before they
 //! spend GPU time), the Qwen2 / Llama models with their tokenizers and chat
-//! templates, `generate`, LoRA, and `train` (the SFT loop, checkpoints, events
-//! and resume, through the object storage layer in [`storage`]).
+//! templates, `generate`, LoRA, `train` (the SFT loop, checkpoints, events
+//! and resume, through the object storage layer in [`storage`]), and `serve` (an
+//! OpenAI-compatible endpoint for a model and its adapters) with `fetch`.
 
 pub mod backend;
 pub mod chat;
+pub mod fetch_command;
 pub mod generate;
 pub mod generate_command;
 pub mod local_paths;
 pub mod lora;
 pub mod model;
+pub mod model_source;
 pub mod safetensors_out;
+pub mod serve;
 pub mod sft;
 /// The storage layer lives in anneal-crds (feature `storage`), shared with the operator.
 pub use anneal_crds::storage;

@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
+use anneal_trainer::fetch_command::{self, FetchArgs};
 use anneal_trainer::generate_command::{self, GenerateArgs};
+use anneal_trainer::serve::{self, ServeArgs};
 use anneal_trainer::train_command::{self, TrainArgs};
 use anneal_trainer::validate_command::{self, ValidateArgs};
 use clap::{Parser, Subcommand};
@@ -26,6 +28,10 @@ enum Command {
     Validate(ValidateArgs),
     /// Continue a prompt or a chat with a model folder.
     Generate(GenerateArgs),
+    /// Serve a model and its LoRA adapters behind an OpenAI-compatible API.
+    Serve(ServeArgs),
+    /// Download a model or adapter folder from object storage (a serving pod's init container).
+    Fetch(FetchArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +46,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Serve(args) => serve::run(args),
+        Command::Fetch(args) => fetch_command::run(&args),
     }
 }
