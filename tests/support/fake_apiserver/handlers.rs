@@ -22,7 +22,7 @@ use super::path::{self, Route, Target};
 use super::query::Query;
 use super::resources::ResourceType;
 use super::selector::Selector;
-use super::shared::Shared;
+use super::shared::{AuditRecord, Shared};
 use super::store::{Store, WriteRecord};
 use super::verbs::{Part, PatchOptions, parse_object};
 use super::watch::{self, WatchRequest};
@@ -55,6 +55,7 @@ async fn dispatch(
                 .ok_or_else(|| ApiError::no_route(uri.path()))
         }
         Some(Route::Resource(target)) => {
+            shared.audit(audit_record(&method, &target, &query, &headers));
             let request = Request {
                 method,
                 target,
@@ -71,6 +72,41 @@ async fn dispatch(
         None => Err(ApiError::no_route(uri.path())),
     };
     found.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The request as RBAC would authorize it: user, verb and resource attributes.
+fn audit_record(
+    method: &Method,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+) -> AuditRecord {
+    let named = target.name.is_some();
+    let verb = match *method {
+        Method::GET if named => "get",
+        Method::GET if query.flag("watch") => "watch",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "unknown",
+    };
+    let user = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    AuditRecord {
+        user: user.to_owned(),
+        verb: verb.to_owned(),
+        group: target.group.clone(),
+        resource: target.plural.clone(),
+        subresource: target.subresource.clone(),
+        namespace: target.namespace.clone().unwrap_or_default(),
+        name: target.name.clone().unwrap_or_default(),
+    }
 }
 
 fn json(code: StatusCode, body: Value) -> Response {

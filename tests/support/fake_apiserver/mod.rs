@@ -60,12 +60,15 @@
 //! - Failures as `v1 Status` objects with reason and code (400 BadRequest, 404
 //!   NotFound, 405, 409 AlreadyExists/Conflict, 410 Expired, 415, 422 Invalid).
 //! - For tests: direct typed and JSON accessors, a request counter, a log of every
-//!   write request with its time and outcome (`writes_to`), `compact` (etcd
-//!   compaction) and `disconnect_watches` (an API server restart).
+//!   write request with its time and outcome (`writes_to`), an audit log of every
+//!   resource request with its RBAC attributes and the client's bearer token as the
+//!   user (`audit`, `client_as`), `compact` (etcd compaction) and
+//!   `disconnect_watches` (an API server restart).
 //!
 //! # What it does not emulate
 //!
-//! - Authentication, authorization (RBAC), admission (mutating and validating
+//! - Authentication and authorization (RBAC): tokens are recorded, never checked
+//!   (tests compare the audit log with RBAC rules themselves); admission (mutating and validating
 //!   webhooks, NamespaceLifecycle: namespaces need not exist), quota and limits.
 //! - Schemas: no validation, defaulting or pruning of unknown fields, no CEL rules
 //!   (`x-kubernetes-validations`), no CRD registration via the API; objects are
@@ -114,5 +117,5 @@ mod watch;
 pub use errors::ApiError;
 pub use resources::{Registry, ResourceType};
 pub use server::{FakeApi, FakeApiServer};
-pub use shared::Options;
+pub use shared::{AuditRecord, Options};
 pub use store::WriteRecord;

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::handlers;
 use super::resources::ResourceType;
-use super::shared::{Options, Shared};
+use super::shared::{AuditRecord, Options, Shared};
 use super::store::{ObjectKey, WriteRecord};
 
 /// The fake API's state; cheap to clone (all clones share it).
@@ -117,6 +117,16 @@ impl FakeApi {
         self.shared.lock().writes().to_vec()
     }
 
+    /// Every request to a resource so far, in arrival order, with the attributes RBAC
+    /// authorizes (discovery requests are not included: every identity may make them).
+    pub fn audit(&self) -> Vec<AuditRecord> {
+        self.shared
+            .audit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// The write requests to one object (any group) and subresource
     /// (`None`: the main resource).
     pub fn writes_to(
@@ -211,6 +221,20 @@ impl FakeApiServer {
     pub fn client(&self) -> kube::Client {
         let url = self.url().parse().expect("a valid URL");
         kube::Client::try_from(kube::Config::new(url)).expect("a client for a plain HTTP URL")
+    }
+
+    /// A client like `client` that authenticates as `user` (a bearer token the
+    /// server records in `audit` and never checks).
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        let url = self.url().parse().expect("a valid URL");
+        let mut config = kube::Config::new(url);
+        config.headers.push((
+            http::header::AUTHORIZATION,
+            format!("Bearer {user}")
+                .parse()
+                .expect("a user name that is a valid header value"),
+        ));
+        kube::Client::try_from(config).expect("a client for a plain HTTP URL")
     }
 
     /// The served state.

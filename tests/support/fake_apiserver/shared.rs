@@ -11,6 +11,26 @@ use tokio::sync::watch;
 use super::resources::Registry;
 use super::store::Store;
 
+/// One request to a resource, as an authorizer sees it (RBAC's attributes).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditRecord {
+    /// Who asked: the bearer token the client sent (`FakeApiServer::client_as`), or
+    /// empty for an anonymous client.
+    pub user: String,
+    /// RBAC's verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete` or
+    /// `deletecollection`.
+    pub verb: String,
+    /// API group (empty for the core group).
+    pub group: String,
+    /// Resource (plural).
+    pub resource: String,
+    pub subresource: Option<String>,
+    /// Empty for cluster-scoped objects and requests across all namespaces.
+    pub namespace: String,
+    /// Empty for collection requests.
+    pub name: String,
+}
+
 /// Tunables of a fake API server.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -51,6 +71,8 @@ pub struct Shared {
     signal: watch::Sender<Signal>,
     pub requests: AtomicU64,
     pub bookmark_interval: Duration,
+    /// Every request to a resource, in arrival order.
+    pub audit: Mutex<Vec<AuditRecord>>,
 }
 
 impl Shared {
@@ -60,6 +82,7 @@ impl Shared {
             signal: watch::Sender::new(Signal::default()),
             requests: AtomicU64::new(0),
             bookmark_interval: options.bookmark_interval,
+            audit: Mutex::new(Vec::new()),
         }
     }
 
@@ -103,5 +126,12 @@ impl Shared {
 
     pub fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audit(&self, record: AuditRecord) {
+        self.audit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(record);
     }
 }

@@ -1,0 +1,326 @@
+//! The operator's RBAC rules against what it really calls. The rules are the Helm
+//! chart's, as rendered into `deploy/base/rbac.yaml` (CI fails when that file differs
+//! from `helm template` of the chart). The operator runs through a FineTuneJob story
+//! against the fake API server as its ServiceAccount, the server records every
+//! request with the attributes RBAC authorizes (user, verb, group, resource,
+//! subresource, namespace), and the test checks both ways: every call is allowed by
+//! a bound rule, and every verb of every rule was used by some call.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anneal_crds::FineTuneJob;
+use anneal_crds::finetunejob::JobPhase;
+use anneal_e2e::fake_apiserver::AuditRecord;
+use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines, repo};
+use anneal_operator::leader_election::{LEADER_LABEL, LeaseSettings};
+use anneal_operator::operator_run::{OperatorSettings, run_operator};
+use anneal_operator::report::ReportSettings;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Where the chart installs the operator by default, and its ServiceAccount there.
+const OPERATOR_NAMESPACE: &str = "anneal-system";
+const SERVICE_ACCOUNT: &str = "anneal-operator";
+const OPERATOR_POD: &str = "anneal-operator-7d4b9c-x2x9q";
+const TRAINING: Duration = Duration::from_secs(240);
+
+/// Rule verbs this story cannot use yet, each with the reason. Everything else a rule
+/// grants must be used, so a verb the operator stops calling fails the test.
+const NOT_EXERCISED: &[(&str, &str, &str, &str)] = &[
+    // (group, resource, verb, why). This story applies no ModelDeployment, so of its
+    // controller's rules only the list and watch of its informers can be seen here.
+    (
+        "anneal.dev",
+        "modeldeployments",
+        "*",
+        "no ModelDeployment in this story",
+    ),
+    (
+        "anneal.dev",
+        "modeldeployments/status",
+        "*",
+        "no ModelDeployment in this story",
+    ),
+    (
+        "apps",
+        "deployments",
+        "*",
+        "serving Deployments come from ModelDeployments",
+    ),
+    (
+        "",
+        "services",
+        "*",
+        "serving Services come from ModelDeployments",
+    ),
+];
+
+/// One rule of a bound (Cluster)Role: cluster-wide (`namespace: None`) or in one namespace.
+#[derive(Debug)]
+struct Rule {
+    role: String,
+    namespace: Option<String>,
+    groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+}
+
+impl Rule {
+    fn allows(&self, call: &Call) -> bool {
+        let in_scope = match &self.namespace {
+            None => true,
+            Some(namespace) => *namespace == call.namespace,
+        };
+        in_scope
+            && self.groups.iter().any(|g| g == "*" || *g == call.group)
+            && self
+                .resources
+                .iter()
+                .any(|r| r == "*" || *r == call.resource)
+            && self.verbs.iter().any(|v| v == "*" || *v == call.verb)
+    }
+}
+
+/// A request as RBAC sees it; `resource` is `plural[/subresource]`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Call {
+    verb: String,
+    group: String,
+    resource: String,
+    namespace: String,
+}
+
+impl From<&AuditRecord> for Call {
+    fn from(record: &AuditRecord) -> Self {
+        Call {
+            verb: record.verb.clone(),
+            group: record.group.clone(),
+            resource: match &record.subresource {
+                Some(sub) => format!("{}/{sub}", record.resource),
+                None => record.resource.clone(),
+            },
+            namespace: record.namespace.clone(),
+        }
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The rules of the Roles and ClusterRoles bound to the operator's ServiceAccount.
+fn bound_rules() -> Vec<Rule> {
+    let text = std::fs::read_to_string(repo().join("deploy/base/rbac.yaml")).unwrap();
+    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    let binds_operator = |binding: &Value| {
+        binding["subjects"].as_array().is_some_and(|subjects| {
+            subjects.iter().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"] == SERVICE_ACCOUNT
+                    && s["namespace"] == OPERATOR_NAMESPACE
+            })
+        })
+    };
+    let mut rules = Vec::new();
+    for binding in objects.iter().filter(|o| binds_operator(o)) {
+        let (role_kind, role_name) = (&binding["roleRef"]["kind"], &binding["roleRef"]["name"]);
+        let binding_namespace = match binding["kind"].as_str() {
+            Some("ClusterRoleBinding") => None,
+            Some("RoleBinding") => Some(binding["metadata"]["namespace"].as_str().unwrap()),
+            other => panic!("unexpected binding kind {other:?}"),
+        };
+        let role = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == *role_kind
+                    && o["metadata"]["name"] == *role_name
+                    && o["metadata"]["namespace"].as_str() == binding_namespace
+            })
+            .unwrap_or_else(|| panic!("{role_kind} {role_name} is bound but not defined"));
+        for rule in role["rules"].as_array().unwrap() {
+            assert!(
+                rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
+                "this test does not read resourceNames or nonResourceURLs: {rule}"
+            );
+            rules.push(Rule {
+                role: format!("{role_kind} {role_name}"),
+                namespace: binding_namespace.map(str::to_owned),
+                groups: strings(&rule["apiGroups"]),
+                resources: strings(&rule["resources"]),
+                verbs: strings(&rule["verbs"]),
+            });
+        }
+    }
+    assert!(
+        !rules.is_empty(),
+        "no rules bound to {OPERATOR_NAMESPACE}/{SERVICE_ACCOUNT}"
+    );
+    rules
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_chart_grants_exactly_what_the_operator_calls() {
+    let rules = bound_rules();
+    let world = World::start(&quickstart_lines(24)).await;
+
+    // The operator's own pod, which the leader labels for the report Service.
+    let pods: Api<Pod> = Api::namespaced(world.client(), OPERATOR_NAMESPACE);
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(OPERATOR_POD.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Pod::default()
+    };
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    // The operator as the chart runs it: all namespaces, leader election in its own.
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}");
+    let report = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = world.config.clone();
+    config.report_base_url = format!("http://{}", report.local_addr().unwrap());
+    let settings = OperatorSettings {
+        config,
+        namespace: None,
+        lease: Some(LeaseSettings {
+            lease_duration: Duration::from_secs(3),
+            retry_every: Duration::from_millis(300),
+            ..LeaseSettings::new(OPERATOR_NAMESPACE, "anneal-operator", OPERATOR_POD)
+        }),
+        report: ReportSettings::default(),
+        instance: OPERATOR_POD.to_owned(),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let operator = tokio::spawn(run_operator(
+        world.api.client_as(&user),
+        settings,
+        report,
+        health,
+        stopped,
+    ));
+
+    // A job on an S3 dataset with several checkpoints (repeated Events are patched),
+    // and one on a ConfigMap dataset; both train to the end.
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("chats".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some([("train.jsonl".to_owned(), quickstart_lines(24))].into()),
+        ..ConfigMap::default()
+    };
+    Api::<ConfigMap>::namespaced(world.client(), NAMESPACE)
+        .create(&PostParams::default(), &config_map)
+        .await
+        .unwrap();
+    world.apply(&job_yaml("story", 2, 2, "")).await;
+    let inline = job_yaml("inline", 1, 2, "").replace(
+        r#"dataset: {train: "s3://anneal-e2e/data/train.jsonl", validationSplit: 0.2}"#,
+        "dataset: {configMap: {name: chats}, validationSplit: 0.2}",
+    );
+    assert!(inline.contains("configMap"));
+    world.apply(&inline).await;
+    for name in ["story", "inline"] {
+        world
+            .wait_for(name, TRAINING, "Succeeded", |s| {
+                s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
+            })
+            .await;
+    }
+    let labelled = pods.get(OPERATOR_POD).await.unwrap().metadata.labels;
+    assert_eq!(
+        labelled
+            .unwrap_or_default()
+            .get(LEADER_LABEL)
+            .map(String::as_str),
+        Some("true"),
+        "the leader labels its pod for the report Service"
+    );
+
+    // Deleting a job: the operator removes its trainer Job and Secret, then its finalizer.
+    let jobs: Api<FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
+    jobs.delete("story", &Default::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    while jobs.get_opt("story").await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "story not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stopping releases the Lease and takes the label off.
+    let _ = stop.send(true);
+    operator.await.unwrap().unwrap();
+    let labels = pods.get(OPERATOR_POD).await.unwrap().metadata.labels;
+    assert!(!labels.unwrap_or_default().contains_key(LEADER_LABEL));
+
+    let audit = world.api.audit();
+    let calls: BTreeSet<Call> = audit
+        .iter()
+        .filter(|r| r.user == user)
+        .map(Call::from)
+        .collect();
+    assert!(!calls.is_empty(), "no request came from {user}");
+
+    let refused: Vec<&Call> = calls
+        .iter()
+        .filter(|call| !rules.iter().any(|rule| rule.allows(call)))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the operator makes calls its RBAC rules refuse (add them to \
+         charts/anneal/templates/rbac.yaml, then run \
+         `.venv/bin/python scripts/k8s/checks.py render-deploy`):\n{refused:#?}"
+    );
+
+    let mut unused = Vec::new();
+    for rule in &rules {
+        for group in &rule.groups {
+            for resource in &rule.resources {
+                for verb in &rule.verbs {
+                    let pending = NOT_EXERCISED.iter().any(|(g, r, v, _)| {
+                        g == group && r == resource && (*v == "*" || v == verb)
+                    });
+                    let used = calls.iter().any(|call| {
+                        call.group == *group
+                            && call.resource == *resource
+                            && call.verb == *verb
+                            && rule.allows(call)
+                    });
+                    if !used && !pending {
+                        unused.push(format!(
+                            "{}: {verb} {resource} (group {group:?}){}",
+                            rule.role,
+                            rule.namespace
+                                .as_deref()
+                                .map(|n| format!(" in {n}"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "RBAC rules grant verbs the operator never used (remove them from \
+         charts/anneal/templates/rbac.yaml, or list them in NOT_EXERCISED with the \
+         reason):\n{unused:#?}\ncalls seen:\n{calls:#?}"
+    );
+}
