@@ -316,6 +316,19 @@ impl FineTuneJob {
     }
 }
 
+/// The id of a fine-tuned checkpoint, as clients ask for it:
+/// `ft:{base model, lowercased, without its organization}:{job}:{checkpoint}`.
+/// The trainer names its result with it and the operator names the checkpoints it
+/// serves with it, so the same checkpoint has one id everywhere.
+pub fn fine_tuned_model_id(base_model_name: &str, job: &str, checkpoint: &str) -> String {
+    let base = base_model_name
+        .rsplit('/')
+        .next()
+        .unwrap_or(base_model_name)
+        .to_lowercase();
+    format!("ft:{base}:{job}:{checkpoint}")
+}
+
 impl DatasetSpec {
     /// Fraction of the training data held out when no validation file is given.
     pub fn resolved_validation_split(&self) -> f64 {
@@ -323,5 +336,22 @@ impl DatasetSpec {
             (Some(_), _) => 0.0,
             (None, split) => split.unwrap_or(DEFAULT_VALIDATION_SPLIT),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_ids_name_base_job_and_checkpoint() {
+        assert_eq!(
+            fine_tuned_model_id("Qwen/Qwen2.5-7B-Instruct", "my-job", "ckpt-3"),
+            "ft:qwen2.5-7b-instruct:my-job:ckpt-3"
+        );
+        assert_eq!(
+            fine_tuned_model_id("anneal-tiny", "quickstart", "ckpt-40"),
+            "ft:anneal-tiny:quickstart:ckpt-40"
+        );
     }
 }

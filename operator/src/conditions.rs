@@ -10,6 +10,11 @@ pub const RUNNING: &str = "Running";
 pub const COMPLETE: &str = "Complete";
 pub const FAILED: &str = "Failed";
 
+/// Condition types of a ModelDeployment: the model it names resolved to something
+/// servable, and at least one serving pod is ready.
+pub const MODEL_RESOLVED: &str = "ModelResolved";
+pub const AVAILABLE: &str = "Available";
+
 /// What a condition should say now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired<'a> {

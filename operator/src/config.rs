@@ -1,12 +1,15 @@
-//! How the operator is configured: the trainer image, default object storage, how
-//! trainers reach the report endpoint. Read once at start (flags or environment, as the
-//! Helm chart sets them) and shared by every reconcile.
+//! How the operator is configured: the trainer and vLLM images, default object
+//! storage, how trainers reach the report endpoint. Read once at start (flags or
+//! environment, as the Helm chart sets them) and shared by every reconcile.
 
 /// Settings the planned children depend on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OperatorConfig {
-    /// Image of trainer pods, unless a job names its own in `spec.resources.image`.
+    /// Image of trainer pods, unless a job names its own in `spec.resources.image`; also
+    /// the image of `trainer serve` pods and of the init containers that fetch models.
     pub trainer_image: String,
+    /// Image of ModelDeployments with `runtime: vllm` (vLLM's OpenAI server).
+    pub vllm_image: String,
     /// Object storage prefix for jobs without `spec.output`.
     pub default_output_uri: Option<String>,
     /// Secret (in the job's namespace) with storage credentials, for jobs without
@@ -25,6 +28,8 @@ impl Default for OperatorConfig {
     fn default() -> Self {
         Self {
             trainer_image: "ghcr.io/anneal-dev/anneal-trainer:0.1.0".to_owned(),
+            // Pinned: the serving pods' flags are written against this version.
+            vllm_image: "vllm/vllm-openai:v0.11.0".to_owned(),
             default_output_uri: None,
             default_credentials_secret: None,
             report_base_url: "http://anneal-operator.anneal-system.svc:8080".to_owned(),

@@ -15,6 +15,8 @@ pub enum Error {
     Timeout { what: String, limit: Duration },
     #[error("{0}")]
     Plan(#[from] crate::trainer_job::PlanError),
+    #[error("{0}")]
+    ServingPlan(#[from] crate::serving_deployment::ServingPlanError),
     #[error("events.jsonl: {0}")]
     EventsFile(String),
 }
@@ -27,7 +29,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::Storage(_) => "storage",
             Error::Timeout { .. } => "timeout",
-            Error::Plan(_) => "plan",
+            Error::Plan(_) | Error::ServingPlan(_) => "plan",
             Error::EventsFile(_) => "events_file",
         }
     }

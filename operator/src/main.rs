@@ -16,7 +16,7 @@ use tokio::sync::watch;
 #[command(
     name = "anneal-operator",
     version,
-    about = "Anneal's Kubernetes operator: FineTuneJobs, trainer pods, status and logs"
+    about = "Anneal's Kubernetes operator: FineTuneJobs, trainer pods, status and logs; ModelDeployments and their serving pods"
 )]
 struct Args {
     /// Watch only this namespace (default: all namespaces).
@@ -25,6 +25,9 @@ struct Args {
     /// Image of trainer pods.
     #[arg(long, env = "ANNEAL_TRAINER_IMAGE", default_value_t = OperatorConfig::default().trainer_image)]
     trainer_image: String,
+    /// Image of ModelDeployments with `runtime: vllm`.
+    #[arg(long, env = "ANNEAL_VLLM_IMAGE", default_value_t = OperatorConfig::default().vllm_image)]
+    vllm_image: String,
     /// Object storage prefix for jobs without spec.output (s3://bucket/prefix).
     #[arg(long, env = "ANNEAL_DEFAULT_OUTPUT_URI")]
     default_output_uri: Option<String>,
@@ -81,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = OperatorSettings {
         config: OperatorConfig {
             trainer_image: args.trainer_image,
+            vllm_image: args.vllm_image,
             default_output_uri: args.default_output_uri,
             default_credentials_secret: args.default_credentials_secret,
             report_base_url: args.report_base_url,

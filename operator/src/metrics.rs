@@ -1,6 +1,6 @@
 //! The operator's Prometheus metrics, served at `/metrics`: how reconciles go, how
-//! many jobs are in each phase, and each running job's loss and speed as its trainer
-//! reports them.
+//! many jobs and model deployments are in each phase, and each running job's loss and
+//! speed as its trainer reports them.
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -19,6 +19,8 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     /// `anneal_finetunejobs{phase}`: jobs this operator last saw in each phase.
     pub jobs_by_phase: IntGaugeVec,
+    /// `anneal_modeldeployments{phase}`: ModelDeployments this operator last saw in each phase.
+    pub deployments_by_phase: IntGaugeVec,
     /// `anneal_job_train_loss{namespace, name}`.
     pub job_train_loss: GaugeVec,
     /// `anneal_job_valid_loss{namespace, name}`.
@@ -70,6 +72,11 @@ impl Metrics {
             .unwrap(),
             jobs_by_phase: IntGaugeVec::new(
                 Opts::new("anneal_finetunejobs", "FineTuneJobs by phase"),
+                &["phase"],
+            )
+            .unwrap(),
+            deployments_by_phase: IntGaugeVec::new(
+                Opts::new("anneal_modeldeployments", "ModelDeployments by phase"),
                 &["phase"],
             )
             .unwrap(),
@@ -136,6 +143,7 @@ impl Metrics {
             Box::new(metrics.reconcile_errors.clone()),
             Box::new(metrics.reconcile_duration.clone()),
             Box::new(metrics.jobs_by_phase.clone()),
+            Box::new(metrics.deployments_by_phase.clone()),
             Box::new(metrics.job_train_loss.clone()),
             Box::new(metrics.job_valid_loss.clone()),
             Box::new(metrics.job_tokens_per_second.clone()),

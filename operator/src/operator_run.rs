@@ -1,7 +1,7 @@
 //! The operator process put together: health and metrics endpoints, leader election,
 //! then (as leader only) the report endpoint, the status flusher and the FineTuneJob
-//! controller. The binary calls [`run_operator`]; end-to-end tests call it in-process
-//! against the fake API server.
+//! and ModelDeployment controllers. The binary calls [`run_operator`]; end-to-end
+//! tests call it in-process against the fake API server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,7 @@ use crate::finetunejob_controller::{Context, run_finetunejob_controller};
 use crate::kube_report::KubeReportCluster;
 use crate::leader_election::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
+use crate::modeldeployment_controller::{self, run_modeldeployment_controller};
 use crate::report::{ReportSettings, ReportState, report_router};
 
 /// Everything the process is configured with.
@@ -96,6 +97,12 @@ pub async fn run_operator(
         }
     });
 
+    let serving_context = Arc::new(modeldeployment_controller::Context {
+        client: client.clone(),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+        config: settings.config.clone(),
+    });
     let context = Arc::new(Context {
         client,
         recorder,
@@ -106,6 +113,11 @@ pub async fn run_operator(
     let (stop_controller, controller_stop) = watch::channel(false);
     let controller = tokio::spawn(run_finetunejob_controller(
         context,
+        settings.namespace.clone(),
+        wait_for(controller_stop.clone()),
+    ));
+    let serving_controller = tokio::spawn(run_modeldeployment_controller(
+        serving_context,
         settings.namespace.clone(),
         wait_for(controller_stop),
     ));
@@ -122,6 +134,7 @@ pub async fn run_operator(
     leading.store(false, Ordering::SeqCst);
     let _ = stop_controller.send(true);
     let _ = controller.await;
+    let _ = serving_controller.await;
     if let Err(error) = reports.flush_all().await {
         error!(%error, "writing the last reported status");
     }

@@ -12,16 +12,17 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretVolumeSource,
-    SecurityContext, Toleration, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Secret, SecretVolumeSource, Volume,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::config::OperatorConfig;
+use crate::pod_parts::{
+    container_security, credentials_env, device, empty_dir, env, gpu_resources, gpu_tolerations,
+    mount, pod_security,
+};
 
 /// Name of the trainer's container, which the pod failure policy refers to.
 pub const TRAINER_CONTAINER: &str = "trainer";
@@ -40,9 +41,7 @@ const JOB_FILES_DIR: &str = "/var/run/anneal/job";
 /// Where a ConfigMap dataset is mounted in the pod.
 const DATASET_DIR: &str = "/var/run/anneal/dataset";
 /// Where `pvc://CLAIM/...` sources are mounted in the pod (one folder per claim).
-const PVC_DIR: &str = "/mnt/pvc";
-/// Non-root user of the trainer image.
-const TRAINER_UID: i64 = 65532;
+pub(crate) const PVC_DIR: &str = "/mnt/pvc";
 
 /// Why a job cannot be planned; each names the field to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -235,15 +234,7 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
         ),
     ];
     env.sort_by(|a, b| a.name.cmp(&b.name));
-    let env_from = credentials_secret(job, config).map(|name| {
-        vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name,
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]
-    });
+    let env_from = credentials_env(credentials_secret(job, config).as_deref());
 
     let mut mounts = vec![
         mount("job-files", JOB_FILES_DIR, true),
@@ -293,31 +284,6 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
         });
     }
 
-    let mut limits = BTreeMap::new();
-    let mut requests = BTreeMap::new();
-    if resources.gpus > 0 {
-        limits.insert(
-            resources.gpu_resource_name.clone(),
-            Quantity(resources.gpus.to_string()),
-        );
-    }
-    if let Some(memory) = &resources.memory {
-        limits.insert("memory".to_owned(), memory.clone());
-        requests.insert("memory".to_owned(), memory.clone());
-    }
-    let mut tolerations = resources.tolerations.clone().unwrap_or_default();
-    if resources.gpus > 0 {
-        // GPU nodes are commonly tainted with their resource name; a pod that asks for
-        // the GPU should not also have to know the taint.
-        tolerations.push(Toleration {
-            key: Some(resources.gpu_resource_name.clone()),
-            operator: Some("Exists".to_owned()),
-            effect: Some("NoSchedule".to_owned()),
-            ..Toleration::default()
-        });
-    }
-
-    let device = if resources.gpus > 0 { "cuda" } else { "cpu" };
     let container = Container {
         name: TRAINER_CONTAINER.to_owned(),
         image: Some(
@@ -331,26 +297,13 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
             format!("{JOB_FILES_DIR}/{MANIFEST_KEY}"),
             "--json".to_owned(),
             "--device".to_owned(),
-            device.to_owned(),
+            device(resources).to_owned(),
         ]),
         env: Some(env),
         env_from,
         volume_mounts: Some(mounts),
-        resources: Some(ResourceRequirements {
-            limits: (!limits.is_empty()).then_some(limits),
-            requests: (!requests.is_empty()).then_some(requests),
-            ..ResourceRequirements::default()
-        }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        resources: Some(gpu_resources(resources)),
+        security_context: Some(container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     };
@@ -382,18 +335,8 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(config.trainer_grace_seconds),
                     node_selector: resources.node_selector.clone(),
-                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(TRAINER_UID),
-                        run_as_group: Some(TRAINER_UID),
-                        fs_group: Some(TRAINER_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    tolerations: gpu_tolerations(resources),
+                    security_context: Some(pod_security()),
                     containers: vec![container],
                     volumes: Some(volumes),
                     ..PodSpec::default()
@@ -480,31 +423,6 @@ fn child_metadata(
         labels: Some(labels),
         owner_references: job.controller_owner_ref(&()).map(|owner| vec![owner]),
         ..ObjectMeta::default()
-    }
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.to_owned()),
-        value_from: None,
-    }
-}
-
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.to_owned(),
-        mount_path: path.to_owned(),
-        read_only: Some(read_only),
-        ..VolumeMount::default()
-    }
-}
-
-fn empty_dir(name: &str) -> Volume {
-    Volume {
-        name: name.to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
     }
 }
 

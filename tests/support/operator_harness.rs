@@ -144,6 +144,7 @@ impl World {
             report_base_url: String::new(),
             trainer_backoff_limit: 2,
             trainer_grace_seconds: 30,
+            ..OperatorConfig::default()
         };
         World {
             moto,
@@ -160,35 +161,7 @@ impl World {
 
     /// Starts an operator (a second one after `stop` is an operator restart).
     pub async fn start_operator(&self, report_port: Option<u16>) -> RunningOperator {
-        let report = TcpListener::bind(("127.0.0.1", report_port.unwrap_or(0)))
-            .await
-            .unwrap();
-        let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let report_url = format!("http://{}", report.local_addr().unwrap());
-        let health_url = format!("http://{}", health.local_addr().unwrap());
-        let mut config = self.config.clone();
-        config.report_base_url = report_url.clone();
-        let settings = OperatorSettings {
-            config,
-            namespace: None,
-            lease: None,
-            report: ReportSettings::default(),
-            instance: "e2e".to_owned(),
-        };
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_operator(
-            self.client(),
-            settings,
-            report,
-            health,
-            stopped,
-        ));
-        RunningOperator {
-            stop,
-            task,
-            report_url,
-            health_url,
-        }
+        start_operator(self.client(), self.config.clone(), report_port).await
     }
 
     /// Applies a FineTuneJob from YAML.
@@ -271,6 +244,37 @@ impl World {
         })
         .await
         .unwrap()
+    }
+}
+
+/// Starts an operator in-process against `client`'s API server, with its report
+/// endpoint on `report_port` (any free port when `None`).
+pub async fn start_operator(
+    client: Client,
+    mut config: OperatorConfig,
+    report_port: Option<u16>,
+) -> RunningOperator {
+    let report = TcpListener::bind(("127.0.0.1", report_port.unwrap_or(0)))
+        .await
+        .unwrap();
+    let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let report_url = format!("http://{}", report.local_addr().unwrap());
+    let health_url = format!("http://{}", health.local_addr().unwrap());
+    config.report_base_url = report_url.clone();
+    let settings = OperatorSettings {
+        config,
+        namespace: None,
+        lease: None,
+        report: ReportSettings::default(),
+        instance: "e2e".to_owned(),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run_operator(client, settings, report, health, stopped));
+    RunningOperator {
+        stop,
+        task,
+        report_url,
+        health_url,
     }
 }
 

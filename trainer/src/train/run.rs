@@ -11,7 +11,7 @@ use std::time::Instant;
 use anneal_crds::ResolvedHyperparameters;
 use anneal_crds::events::{EventBody, LogLevel};
 use anneal_crds::finetunejob::{
-    CheckpointsSpec, JobPhase, JobResult, Metrics, Progress, TrainingType,
+    CheckpointsSpec, JobPhase, JobResult, Metrics, Progress, TrainingType, fine_tuned_model_id,
 };
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
@@ -474,7 +474,7 @@ fn finish_run<B: AutodiffBackend>(
     let chart = loss_chart_svg(&state.log_history, &title).map_err(TrainError::Chart)?;
     inputs.output.put(CHART_FILE, chart.into_bytes())?;
     let result = JobResult {
-        model_id: model_id(&inputs.base_model_name, &inputs.job_name, &last.name),
+        model_id: fine_tuned_model_id(&inputs.base_model_name, &inputs.job_name, &last.name),
         uri: inputs.output.child(FINAL).uri().to_owned(),
     };
     events.emit(EventBody::Phase {
@@ -495,31 +495,4 @@ fn finish_run<B: AutodiffBackend>(
         result,
         state: Box::new(state.clone()),
     })
-}
-
-/// `ft:{base model, lowercased, without its organization}:{job}:{checkpoint}`.
-pub fn model_id(base_model_name: &str, job: &str, checkpoint: &str) -> String {
-    let base = base_model_name
-        .rsplit('/')
-        .next()
-        .unwrap_or(base_model_name)
-        .to_lowercase();
-    format!("ft:{base}:{job}:{checkpoint}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_ids_name_base_job_and_checkpoint() {
-        assert_eq!(
-            model_id("Qwen/Qwen2.5-7B-Instruct", "my-job", "ckpt-3"),
-            "ft:qwen2.5-7b-instruct:my-job:ckpt-3"
-        );
-        assert_eq!(
-            model_id("anneal-tiny", "quickstart", "ckpt-40"),
-            "ft:anneal-tiny:quickstart:ckpt-40"
-        );
-    }
 }
