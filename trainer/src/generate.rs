@@ -158,6 +158,12 @@ impl<B: Backend> Decoding<B> {
         self.cache.as_ref().map_or(0, KvCache::len)
     }
 
+    /// Whether the next step is one new token after a cached prompt, the kind of step
+    /// [`CausalLm::decode_rows`] runs for several generations at once.
+    pub fn decodes_next(&self) -> bool {
+        self.cache.is_some() && self.produced < self.max_new_tokens
+    }
+
     /// Runs the model over the pending ids and picks the next token.
     pub fn step(&mut self, model: &CausalLm<B>) -> Step {
         if self.produced >= self.max_new_tokens {
@@ -169,10 +175,24 @@ impl<B: Backend> Decoding<B> {
         let ids =
             Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [len]), &device).reshape([1, len]);
         let (hidden, cache) = model.forward_hidden(ids, self.cache.take());
-        self.cache = Some(cache);
         let last = hidden.narrow(1, len - 1, 1); // [1, 1, hidden]
         let logits = model.logits(last).into_data().convert::<f32>();
-        let logits = logits.as_slice::<f32>().expect("f32 logits");
+        self.accept(cache, logits.as_slice::<f32>().expect("f32 logits"))
+    }
+
+    /// For a step taken together with other generations: the token to feed and the
+    /// cache, to come back through [`Self::accept`]. Only when [`Self::decodes_next`].
+    pub fn take_for_batch(&mut self) -> (u32, KvCache<B>) {
+        let cache = self
+            .cache
+            .take()
+            .expect("a decoding step follows the prompt");
+        (self.input[0], cache)
+    }
+
+    /// Takes the extended cache and the next-token logits of a step, and picks the token.
+    pub fn accept(&mut self, cache: KvCache<B>, logits: &[f32]) -> Step {
+        self.cache = Some(cache);
         let token = self.sampler.pick(logits);
         if self.eos.contains(&token) {
             self.produced = self.max_new_tokens;

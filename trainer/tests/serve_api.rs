@@ -20,10 +20,12 @@ use anneal_trainer::generate::{SamplingParams, generate};
 use anneal_trainer::lora::peft::{load_adapter, save_adapter};
 use anneal_trainer::lora::{LoraSettings, attach, projections_mut};
 use anneal_trainer::model::{CausalLm, load_model};
+use anneal_trainer::storage::Storage;
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
 use serde_json::{Value, json};
+use support::s3::MotoServer;
 
 type B = CpuBackend;
 
@@ -40,12 +42,16 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Server::start_with(tiny_model().to_str().unwrap(), extra, &[])
+    }
+
+    fn start_with(model: &str, extra: &[&str], env: &[(&'static str, String)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
             .arg("serve")
-            .arg("--model")
-            .arg(tiny_model())
+            .args(["--model", model])
             .args(["--host", "127.0.0.1", "--port", "0", "--device", "cpu"])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -563,4 +569,107 @@ fn sigterm_finishes_the_streams_in_flight_then_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+}
+
+#[test]
+fn the_model_and_adapters_load_from_s3_and_fetch_refuses_an_incomplete_folder() {
+    let moto = MotoServer::start();
+    moto.create_bucket("models");
+    let env = moto.settings();
+    let bucket =
+        Storage::open_with("s3://models", env.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+    let adapter_dir = tempfile::tempdir().unwrap();
+    random_adapter(adapter_dir.path());
+    bucket
+        .upload_dir_complete(&tiny_model(), "anneal-tiny")
+        .unwrap();
+    bucket
+        .upload_dir_complete(adapter_dir.path(), "adapters/house")
+        .unwrap();
+
+    let server = Server::start_with(
+        "s3://models/anneal-tiny",
+        &["--adapter", "house=s3://models/adapters/house/"],
+        &env,
+    );
+    let (_, models) = server.call("GET", "/v1/models", "");
+    let ids: Vec<Value> = serde_json::from_str::<Value>(&models).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("anneal-tiny"), json!("house")]);
+    let body =
+        json!({"model": "house", "messages": messages(), "temperature": 0, "max_tokens": 12});
+    let (status, text) = server.call("POST", "/v1/chat/completions", &body.to_string());
+    assert_eq!(status, 200, "{text}");
+    let device = Default::default();
+    let (config, base) = load_model::<B>(&tiny_model(), &device, DType::F32).unwrap();
+    let tokenizer = ModelTokenizer::from_model_dir(&tiny_model(), &config.architecture).unwrap();
+    let adapted = load_adapter(base, adapter_dir.path(), &device).unwrap();
+    let params = SamplingParams {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let reply: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        reply["choices"][0]["message"]["content"],
+        json!(library_reply(&adapted, &tokenizer, &params).0)
+    );
+    drop(server);
+
+    let fetch = |target: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(["fetch", "s3://models/adapters/house"])
+            .arg(target)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let fetched = fetch(&out.path().join("house"));
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    for file in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert_eq!(
+            std::fs::read(out.path().join("house").join(file)).unwrap(),
+            std::fs::read(adapter_dir.path().join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    // A file that no longer matches the COMPLETE marker: half an upload, or damage.
+    bucket
+        .put(
+            "adapters/house/adapter_model.safetensors",
+            b"truncated".to_vec(),
+        )
+        .unwrap();
+    let refused = fetch(&out.path().join("again"));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("incomplete"));
+    assert!(!out.path().join("again").exists());
+    let serve = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["serve", "--model"])
+        .arg(tiny_model())
+        .args([
+            "--adapter",
+            "house=s3://models/adapters/house",
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        message.contains("--adapter s3://models/adapters/house") && message.contains("incomplete"),
+        "{message}"
+    );
 }

@@ -45,6 +45,18 @@ impl Rope {
         len: usize,
         device: &B::Device,
     ) -> RopeTables<B> {
+        self.tables_at(start..start + len, device)
+    }
+
+    /// The tables for any list of positions, one table row each: for a batch of
+    /// sequences decoding one token each, every sequence at its own position (the rows
+    /// then stand in the tables' sequence dimension).
+    pub fn tables_at<B: Backend>(
+        &self,
+        positions: impl ExactSizeIterator<Item = usize>,
+        device: &B::Device,
+    ) -> RopeTables<B> {
+        let len = positions.len();
         let half = self.inv_freq.len();
         let dim = half * 2;
         // Attention's 1/sqrt(head_dim) rides on the query tables, so it costs no pass of its own.
@@ -53,7 +65,7 @@ impl Rope {
         // the sines signed for rotate_half (below).
         let mut cos = Vec::with_capacity(len * dim);
         let mut sin = Vec::with_capacity(len * dim);
-        for position in start..start + len {
+        for position in positions {
             let angles: Vec<f32> = self.inv_freq.iter().map(|f| f * position as f32).collect();
             for _ in 0..2 {
                 cos.extend(angles.iter().map(|a| a.cos()));

@@ -34,6 +34,22 @@ impl<B: Backend> DecoderLayer<B> {
     }
 }
 
+impl<B: Backend> DecoderLayer<B> {
+    fn forward_rows(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        caches: Vec<LayerCache<B>>,
+    ) -> (Tensor<B, 3>, Vec<LayerCache<B>>) {
+        let (attended, caches) =
+            self.self_attn
+                .forward_rows(self.input_layernorm.forward(x.clone()), rope, caches);
+        let x = x + attended;
+        let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
+        (x, caches)
+    }
+}
+
 /// A Qwen2 or Llama causal language model.
 #[derive(Module, Debug)]
 pub struct CausalLm<B: Backend> {
@@ -87,6 +103,53 @@ impl<B: Backend> CausalLm<B> {
             layers.push(cache);
         }
         (self.norm.forward(x), KvCache { layers })
+    }
+
+    /// One decoding step for several sequences at once: `tokens[i]` follows what
+    /// `caches[i]` holds. The sequences may be of different lengths; the linear layers
+    /// run on all rows together, attention on each row with its own cache. Returns the
+    /// next-token logits `[rows, vocab]` and the extended caches.
+    pub fn decode_rows(
+        &self,
+        tokens: &[u32],
+        caches: Vec<KvCache<B>>,
+    ) -> (Tensor<B, 2>, Vec<KvCache<B>>) {
+        let rows = tokens.len();
+        let device = self.embed_tokens.weight.device();
+        let positions: Vec<usize> = caches.iter().map(KvCache::len).collect();
+        let rope = self.rope.tables_at::<B>(positions.into_iter(), &device);
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows]), &device)
+            .reshape([rows, 1]);
+        let mut x = self.embed_tokens.forward(ids); // [rows, 1, hidden]
+        // Per layer, the caches of every row: layers outer, rows inner.
+        let mut per_layer: Vec<Vec<LayerCache<B>>> = (0..self.layers.len())
+            .map(|_| Vec::with_capacity(rows))
+            .collect();
+        for cache in caches {
+            for (layer, c) in cache.layers.into_iter().enumerate() {
+                per_layer[layer].push(c);
+            }
+        }
+        let mut extended = Vec::with_capacity(self.layers.len());
+        for (layer, caches) in self.layers.iter().zip(per_layer) {
+            let (next, caches) = layer.forward_rows(x, &rope, caches);
+            x = next;
+            extended.push(caches);
+        }
+        let mut out: Vec<KvCache<B>> = (0..rows)
+            .map(|_| KvCache {
+                layers: Vec::with_capacity(self.layers.len()),
+            })
+            .collect();
+        for caches in extended {
+            for (row, c) in caches.into_iter().enumerate() {
+                out[row].layers.push(c);
+            }
+        }
+        let logits = self.logits(self.norm.forward(x)); // [rows, 1, vocab]
+        let vocab = logits.dims()[2];
+        (logits.reshape([rows, vocab]), out)
     }
 
     /// Logits `[batch, seq, vocab]` from hidden states.
@@ -147,5 +210,54 @@ mod tests {
         assert_eq!(whole.len(), in_two.len());
         assert!(close(&whole, &in_two), "one pass and two passes differ");
         assert!(close(&whole[..prefix.len()], &prefix), "a prefix differs");
+    }
+
+    /// Three sequences of different lengths decoding a token each, together, get the
+    /// logits and caches each gets alone.
+    #[test]
+    fn decoding_rows_together_matches_each_alone() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/qwen2-tiny");
+        let device = Default::default();
+        let (_, model) = load_model::<CpuBackend>(&dir, &device, DType::F32).unwrap();
+        let ids = |v: &[i64]| {
+            Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
+                .reshape([1, v.len()])
+        };
+        let prompts: [&[i64]; 3] = [&[1, 2, 3], &[40, 41, 42, 43, 44, 45, 46], &[9]];
+        let next = [5u32, 77, 300];
+        let caches: Vec<KvCache<CpuBackend>> = prompts
+            .iter()
+            .map(|p| model.forward_hidden(ids(p), None).1)
+            .collect();
+        let (together, extended) = model.decode_rows(&next, caches.clone());
+        let together = together.into_data().to_vec::<f32>().unwrap();
+        let vocab = together.len() / 3;
+        for (i, cache) in caches.into_iter().enumerate() {
+            let (hidden, alone_cache) =
+                model.forward_hidden(ids(&[i64::from(next[i])]), Some(cache));
+            let alone = model.logits(hidden).into_data().to_vec::<f32>().unwrap();
+            let row = &together[i * vocab..(i + 1) * vocab];
+            let diff = row
+                .iter()
+                .zip(&alone)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5, "row {i}: {diff}");
+            assert_eq!(extended[i].len(), prompts[i].len() + 1);
+            let keys = |c: &KvCache<CpuBackend>| {
+                c.layers[1]
+                    .keys
+                    .clone()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+            };
+            let kd = keys(&extended[i])
+                .iter()
+                .zip(keys(&alone_cache))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(kd < 1e-5, "row {i} keys: {kd}");
+        }
     }
 }

@@ -1,12 +1,15 @@
 //! The generation engine: one thread that owns the models and advances every running
 //! request a token at a time, in turn.
 //!
-//! Requests are not batched into one matrix product: each keeps its own KV cache and
-//! takes one step per round (its prompt on the first), so up to `max_running` streams
-//! progress together and a long reply never holds a short one back; more requests
-//! wait in the queue in arrival order. A step that panics fails its own request and
-//! nothing else. A request whose client went away is dropped at its next turn.
+//! Each round, every running request takes one step: a new request runs its prompt on
+//! its own; the others, each one token after its own KV cache, are batched per model
+//! ([`CausalLm::decode_rows`]: one matrix product per weight for all of them, attention
+//! per request). So up to `max_running` streams progress together and a long reply
+//! never holds a short one back; more requests wait in the queue in arrival order. A
+//! step that panics fails the requests in it and nothing else. A request whose client
+//! went away is dropped at its next turn.
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, TryRecvError};
 
@@ -42,6 +45,8 @@ pub trait EngineGauges {
     fn set_running(&self, running: usize);
     /// One model step ran (a prompt or a token), whether or not anyone read its token.
     fn count_step(&self);
+    /// A decoding step ran for this many requests at once.
+    fn observe_batch(&self, rows: usize);
 }
 
 struct Running<B: Backend> {
@@ -75,7 +80,7 @@ pub fn run_engine<B: Backend>(
             }
         }
         gauges.set_running(running.len());
-        running.retain_mut(|request| advance(models, request, gauges));
+        run_round(models, &mut running, gauges);
         if !open && running.is_empty() {
             gauges.set_running(0);
             return;
@@ -91,32 +96,129 @@ fn start<B: Backend>(submission: Submission) -> Running<B> {
     }
 }
 
+/// One step for every running request; those that are over are removed.
+fn run_round<B: Backend>(
+    models: &[CausalLm<B>],
+    running: &mut Vec<Running<B>>,
+    gauges: &dyn EngineGauges,
+) {
+    running.retain(|request| !request.events.is_closed());
+    // Requests one token after their cache, by model: those can share a step.
+    let mut batches: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, request) in running.iter().enumerate() {
+        if request.decoding.decodes_next() {
+            batches.entry(request.model).or_default().push(i);
+        }
+    }
+    let mut over = vec![false; running.len()];
+    let mut batched = vec![false; running.len()];
+    for rows in batches.values().filter(|rows| rows.len() > 1) {
+        for (&i, ended) in rows
+            .iter()
+            .zip(step_together(models, running, rows, gauges))
+        {
+            over[i] = ended;
+            batched[i] = true;
+        }
+    }
+    for (i, request) in running.iter_mut().enumerate() {
+        if !batched[i] {
+            over[i] = !advance(models, request, gauges);
+        }
+    }
+    let mut index = 0;
+    running.retain(|_| {
+        index += 1;
+        !over[index - 1]
+    });
+}
+
 /// One step of one request; false when it is over.
 fn advance<B: Backend>(
     models: &[CausalLm<B>],
     request: &mut Running<B>,
     gauges: &dyn EngineGauges,
 ) -> bool {
-    if request.events.is_closed() {
-        return false;
-    }
     gauges.count_step();
+    if request.decoding.decodes_next() {
+        gauges.observe_batch(1);
+    }
     let model = &models[request.model];
     let event = match catch_unwind(AssertUnwindSafe(|| request.decoding.step(model))) {
-        Ok(Step::Token(token)) => EngineEvent::Token(token),
-        Ok(Step::Finished(reason)) => EngineEvent::Finished(reason),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "unknown error".to_owned());
-            EngineEvent::Failed(format!("generation failed: {message}"))
-        }
+        Ok(step) => step_event(step),
+        Err(panic) => EngineEvent::Failed(panic_message(panic.as_ref())),
     };
+    deliver(request, event)
+}
+
+/// One decoding step for the requests `rows` (same model), as one batch; for each,
+/// whether it is over.
+fn step_together<B: Backend>(
+    models: &[CausalLm<B>],
+    running: &mut [Running<B>],
+    rows: &[usize],
+    gauges: &dyn EngineGauges,
+) -> Vec<bool> {
+    let model = &models[running[rows[0]].model];
+    let (tokens, caches): (Vec<u32>, Vec<_>) = rows
+        .iter()
+        .map(|&i| running[i].decoding.take_for_batch())
+        .unzip();
+    for _ in rows {
+        gauges.count_step();
+    }
+    gauges.observe_batch(rows.len());
+    match catch_unwind(AssertUnwindSafe(|| {
+        let (logits, caches) = model.decode_rows(&tokens, caches);
+        (logits.into_data().convert::<f32>(), caches)
+    })) {
+        Ok((logits, caches)) => {
+            let logits = logits.as_slice::<f32>().expect("f32 logits");
+            let vocab = logits.len() / rows.len();
+            rows.iter()
+                .zip(caches)
+                .enumerate()
+                .map(|(row, (&i, cache))| {
+                    let step = running[i]
+                        .decoding
+                        .accept(cache, &logits[row * vocab..(row + 1) * vocab]);
+                    !deliver(&mut running[i], step_event(step))
+                })
+                .collect()
+        }
+        Err(panic) => {
+            // The caches went down with the step: every request in it fails.
+            let message = panic_message(panic.as_ref());
+            rows.iter()
+                .map(|&i| {
+                    let _ = running[i].events.send(EngineEvent::Failed(message.clone()));
+                    true
+                })
+                .collect()
+        }
+    }
+}
+
+fn step_event(step: Step) -> EngineEvent {
+    match step {
+        Step::Token(token) => EngineEvent::Token(token),
+        Step::Finished(reason) => EngineEvent::Finished(reason),
+    }
+}
+
+/// Sends the event; true while the request goes on (a closed channel means the client left).
+fn deliver<B: Backend>(request: &mut Running<B>, event: EngineEvent) -> bool {
     let more = matches!(event, EngineEvent::Token(_));
-    // A closed channel means the client left: stop either way.
     request.events.send(event).is_ok() && more
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown error".to_owned());
+    format!("generation failed: {message}")
 }
 
 #[cfg(test)]
@@ -133,13 +235,16 @@ mod tests {
     use crate::generate::generate;
     use crate::model::load_model;
 
-    struct Seen(Mutex<Vec<usize>>, Mutex<usize>);
+    struct Seen(Mutex<Vec<usize>>, Mutex<usize>, Mutex<Vec<usize>>);
     impl EngineGauges for Seen {
         fn set_running(&self, running: usize) {
             self.0.lock().unwrap().push(running);
         }
         fn count_step(&self) {
             *self.1.lock().unwrap() += 1;
+        }
+        fn observe_batch(&self, rows: usize) {
+            self.2.lock().unwrap().push(rows);
         }
     }
 
@@ -193,7 +298,11 @@ mod tests {
             .unwrap();
         drop(submit);
 
-        let seen = Seen(Mutex::new(Vec::new()), Mutex::new(0));
+        let seen = Seen(
+            Mutex::new(Vec::new()),
+            Mutex::new(0),
+            Mutex::new(Vec::new()),
+        );
         run_engine(std::slice::from_ref(&model), submissions, 2, &seen);
         for (i, receiver) in receivers.into_iter().enumerate() {
             let alone = generate(
@@ -214,6 +323,16 @@ mod tests {
         }
         // 3 requests of 6 tokens and a finishing step each; the one that left never ran.
         assert_eq!(*seen.1.lock().unwrap(), 3 * 7);
+        // Two ran side by side, their tokens after the first in batches of two.
+        assert_eq!(
+            seen.2
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|&&rows| rows == 2)
+                .count(),
+            5
+        );
         let seen = seen.0.lock().unwrap();
         assert_eq!(seen.iter().max(), Some(&2), "{seen:?}");
         assert_eq!(seen.last(), Some(&0));

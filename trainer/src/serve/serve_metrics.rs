@@ -2,8 +2,8 @@
 //! out, time to first token, decoding speed, and how many requests run and wait.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use super::engine::EngineGauges;
@@ -31,6 +31,8 @@ pub struct ServeMetrics {
     pub in_flight: IntGauge,
     /// `anneal_serve_engine_steps_total`: model steps run (prompts and tokens).
     pub engine_steps: IntCounter,
+    /// `anneal_serve_decode_batch_size`: requests in each decoding step.
+    pub decode_batch: Histogram,
 }
 
 impl ServeMetrics {
@@ -103,6 +105,14 @@ impl ServeMetrics {
                 "Model steps the engine ran: a prompt or one token each",
             )
             .unwrap(),
+            decode_batch: Histogram::with_opts(
+                HistogramOpts::new(
+                    "anneal_serve_decode_batch_size",
+                    "Requests sharing one decoding step",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            )
+            .unwrap(),
             registry,
         };
         let r = &metrics.registry;
@@ -119,6 +129,7 @@ impl ServeMetrics {
         r.register(Box::new(metrics.running.clone())).unwrap();
         r.register(Box::new(metrics.in_flight.clone())).unwrap();
         r.register(Box::new(metrics.engine_steps.clone())).unwrap();
+        r.register(Box::new(metrics.decode_batch.clone())).unwrap();
         metrics
     }
 
@@ -145,5 +156,9 @@ impl EngineGauges for ServeMetrics {
 
     fn count_step(&self) {
         self.engine_steps.inc();
+    }
+
+    fn observe_batch(&self, rows: usize) {
+        self.decode_batch.observe(rows as f64);
     }
 }
