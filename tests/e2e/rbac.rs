@@ -1,6 +1,8 @@
 //! The operator's RBAC rules against what it really calls. The rules are the Helm
-//! chart's, as rendered into `deploy/base/rbac.yaml` (CI fails when that file differs
-//! from `helm template` of the chart). The operator runs through a FineTuneJob story
+//! chart's, as rendered into `deploy/base/rbac.yaml` (all namespaces: ClusterRole)
+//! and `tests/helm/rendered/rbac-watch-team-a.yaml` (`watchNamespace: team-a`: Roles
+//! only); CI fails when those files differ from `helm template` of the chart
+//! (`scripts/k8s/checks.py render-deploy --check`). The operator runs through a FineTuneJob story
 //! against the fake API server as its ServiceAccount, the server records every
 //! request with the attributes RBAC authorizes (user, verb, group, resource,
 //! subresource, namespace), and the test checks both ways: every call is allowed by
@@ -120,9 +122,10 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The rules of the Roles and ClusterRoles bound to the operator's ServiceAccount.
-fn bound_rules() -> Vec<Rule> {
-    let text = std::fs::read_to_string(repo().join("deploy/base/rbac.yaml")).unwrap();
+/// The rules of the Roles and ClusterRoles bound to the operator's ServiceAccount in
+/// a rendered RBAC file.
+fn bound_rules(file: &str) -> Vec<Rule> {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
     let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
         .filter(|v: &Value| !v.is_null())
@@ -158,7 +161,11 @@ fn bound_rules() -> Vec<Rule> {
                 "this test does not read resourceNames or nonResourceURLs: {rule}"
             );
             rules.push(Rule {
-                role: format!("{role_kind} {role_name}"),
+                role: format!(
+                    "{} {}",
+                    role_kind.as_str().unwrap_or_default(),
+                    role_name.as_str().unwrap_or_default()
+                ),
                 namespace: binding_namespace.map(str::to_owned),
                 groups: strings(&rule["apiGroups"]),
                 resources: strings(&rule["resources"]),
@@ -174,8 +181,28 @@ fn bound_rules() -> Vec<Rule> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_chart_grants_exactly_what_the_operator_calls() {
-    let rules = bound_rules();
+async fn the_chart_grants_exactly_what_the_operator_calls_in_all_namespaces() {
+    let rules = bound_rules("deploy/base/rbac.yaml");
+    assert!(
+        rules.iter().any(|r| r.namespace.is_none()),
+        "watching all namespaces needs a ClusterRole"
+    );
+    story_within(rules, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_one_watched_namespace_the_chart_grants_only_roles_and_they_suffice() {
+    let rules = bound_rules("tests/helm/rendered/rbac-watch-team-a.yaml");
+    assert!(
+        rules.iter().all(|r| r.namespace.is_some()),
+        "nothing cluster-wide for one namespace: {rules:#?}"
+    );
+    story_within(rules, Some(NAMESPACE)).await;
+}
+
+/// Runs the story with the operator watching `watch` (all namespaces when `None`) and
+/// checks its calls against `rules`.
+async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
     let world = World::start(&quickstart_lines(24)).await;
 
     // The operator's own pod, which the leader labels for the report Service.
@@ -189,7 +216,7 @@ async fn the_chart_grants_exactly_what_the_operator_calls() {
     };
     pods.create(&PostParams::default(), &pod).await.unwrap();
 
-    // The operator as the chart runs it: all namespaces, leader election in its own.
+    // The operator as the chart runs it, with leader election in its own namespace.
     let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}");
     let report = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -197,7 +224,7 @@ async fn the_chart_grants_exactly_what_the_operator_calls() {
     config.report_base_url = format!("http://{}", report.local_addr().unwrap());
     let settings = OperatorSettings {
         config,
-        namespace: None,
+        namespace: watch.map(str::to_owned),
         lease: Some(LeaseSettings {
             lease_duration: Duration::from_secs(3),
             retry_every: Duration::from_millis(300),
