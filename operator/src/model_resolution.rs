@@ -251,6 +251,13 @@ fn from_job(
     let summary = format!("FineTuneJob {job_name} checkpoint {label} as {model_id}");
     let credentials_secret = credentials_secret(job, config);
     match job.spec.training {
+        // The server answers to the base model's name too; one name, one model.
+        TrainingType::Lora if served_name == base_model.name => Resolution::Failed {
+            reason: "InvalidSpec",
+            message: format!(
+                "spec.servedModelName: {served_name} is the name of the base model, which is served too; give the fine-tuned model a name of its own"
+            ),
+        },
         // A LoRA checkpoint is an adapter on the job's base model; clients ask for it
         // by the served name.
         TrainingType::Lora => Resolution::Resolved(ServedModel {

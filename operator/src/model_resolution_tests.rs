@@ -236,6 +236,25 @@ fn a_job_not_done_waits_and_a_wrong_choice_fails() {
 }
 
 #[test]
+fn the_fine_tuned_model_needs_a_name_other_than_the_base_models() {
+    let job = job(JobPhase::Succeeded, &LOSSES, true);
+    match resolve_model(
+        &deployment("final", Some("Qwen/Qwen2.5-0.5B-Instruct")),
+        Some(&job),
+        &config(),
+    ) {
+        Resolution::Failed { reason, message } => {
+            assert_eq!(reason, "InvalidSpec");
+            assert_eq!(
+                message,
+                "spec.servedModelName: Qwen/Qwen2.5-0.5B-Instruct is the name of the base model, which is served too; give the fine-tuned model a name of its own"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn a_fully_trained_checkpoint_is_served_as_the_model() {
     let mut job = job(JobPhase::Succeeded, &LOSSES, true);
     job.spec.training = TrainingType::Full;
