@@ -274,10 +274,14 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
         (_, None) => None,
     };
     write_status(deployment, &before, &next, context).await?;
-    Ok(match observed.phase {
-        DeploymentPhase::Failed => Action::await_change(),
-        // The watches on the FineTuneJob and the children bring every change; this is
-        // a safety net.
+    Ok(match &resolution {
+        // Nothing watched changes when the user removes an object in the way.
+        Resolution::Failed {
+            reason: "NameConflict",
+            ..
+        } => Action::requeue(Duration::from_secs(60)),
+        // The watches on the FineTuneJob and the children bring every other change;
+        // this is a safety net.
         _ => Action::requeue(Duration::from_secs(300)),
     })
 }

@@ -578,3 +578,42 @@ spec:
     }
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_of_the_same_name_that_is_not_its_own_is_left_alone() {
+    let serving = Serving::start().await;
+    let client = serving.client();
+    let theirs: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "taken", "namespace": NAMESPACE},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx", "args": ["web"]}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    job(&client, "story", JobPhase::Succeeded, &[0.9]).await;
+    serve(&client, "taken", "final", 1).await;
+    let failed = wait_until(&client, "taken", "Failed", |s| {
+        s.phase == Some(DeploymentPhase::Failed)
+    })
+    .await;
+    assert_eq!(
+        failed.message.as_deref(),
+        Some(
+            "a Deployment named taken already exists and does not belong to this ModelDeployment; delete it or rename the ModelDeployment"
+        )
+    );
+    assert_eq!(
+        condition(&failed, "ModelResolved"),
+        ("False", "NameConflict")
+    );
+    assert_eq!(failed.endpoint, None);
+    let untouched = server(&client, "taken").await.unwrap();
+    assert_eq!(args(&untouched), ["web"]);
+    assert!(untouched.metadata.owner_references.is_none());
+    serving.stop().await;
+}
