@@ -55,7 +55,8 @@ async fn dispatch(
                 .ok_or_else(|| ApiError::no_route(uri.path()))
         }
         Some(Route::Resource(target)) => {
-            shared.audit(audit_record(&method, &target, &query, &headers));
+            let record = audit_record(&method, &target, &query, &headers);
+            shared.audit(record.clone());
             let request = Request {
                 method,
                 target,
@@ -67,7 +68,20 @@ async fn dispatch(
                     .to_owned(),
                 body,
             };
-            resource(&shared, request, uri.path())
+            let response = resource(&shared, request, uri.path());
+            // A server-side apply that creates the object is authorized as `create`
+            // too, as the real API server does.
+            if record.verb == "patch"
+                && response
+                    .as_ref()
+                    .is_ok_and(|r| r.status() == StatusCode::CREATED)
+            {
+                shared.audit(AuditRecord {
+                    verb: "create".to_owned(),
+                    ..record
+                });
+            }
+            response
         }
         None => Err(ApiError::no_route(uri.path())),
     };

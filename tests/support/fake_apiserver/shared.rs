@@ -18,7 +18,8 @@ pub struct AuditRecord {
     /// empty for an anonymous client.
     pub user: String,
     /// RBAC's verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete` or
-    /// `deletecollection`.
+    /// `deletecollection`. A server-side apply that creates its object is recorded
+    /// twice, as `patch` and then `create`: the real API server authorizes both.
     pub verb: String,
     /// API group (empty for the core group).
     pub group: String,
