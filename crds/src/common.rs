@@ -69,6 +69,10 @@ fn default_gpus() -> u32 {
     1
 }
 
+/// The GPU extended resource a pod asks for when `resources.gpuResourceName` is not
+/// given (the operator's `--default-gpu-resource-name` may stand in for it).
+pub const DEFAULT_GPU_RESOURCE_NAME: &str = "nvidia.com/gpu";
+
 fn default_gpu_resource_name() -> String {
-    "nvidia.com/gpu".to_owned()
+    DEFAULT_GPU_RESOURCE_NAME.to_owned()
 }

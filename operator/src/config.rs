@@ -2,6 +2,8 @@
 //! storage, how trainers reach the report endpoint. Read once at start (flags or
 //! environment, as the Helm chart sets them) and shared by every reconcile.
 
+use anneal_crds::common::{DEFAULT_GPU_RESOURCE_NAME, ResourcesSpec};
+
 /// Settings the planned children depend on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OperatorConfig {
@@ -20,6 +22,9 @@ pub struct OperatorConfig {
     /// Retries of a trainer pod that fails with a retryable error (exit 1); evictions
     /// and preemptions are not counted.
     pub trainer_backoff_limit: i32,
+    /// The GPU extended resource (e.g. `amd.com/gpu`) of pods whose
+    /// `resources.gpuResourceName` is the API's default, `nvidia.com/gpu`.
+    pub default_gpu_resource_name: String,
     /// Time a stopping trainer gets to write its checkpoint after SIGTERM.
     pub trainer_grace_seconds: i64,
 }
@@ -34,7 +39,20 @@ impl Default for OperatorConfig {
             default_credentials_secret: None,
             report_base_url: "http://anneal-operator.anneal-system.svc:8080".to_owned(),
             trainer_backoff_limit: 3,
+            default_gpu_resource_name: DEFAULT_GPU_RESOURCE_NAME.to_owned(),
             trainer_grace_seconds: 300,
+        }
+    }
+}
+
+impl OperatorConfig {
+    /// The GPU resource a pod with `resources` asks for: the spec's, unless it is the
+    /// API's default, which this operator's `default_gpu_resource_name` replaces.
+    pub fn gpu_resource_name<'a>(&'a self, resources: &'a ResourcesSpec) -> &'a str {
+        if resources.gpu_resource_name == DEFAULT_GPU_RESOURCE_NAME {
+            &self.default_gpu_resource_name
+        } else {
+            &resources.gpu_resource_name
         }
     }
 }

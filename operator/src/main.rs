@@ -28,6 +28,10 @@ struct Args {
     /// Image of ModelDeployments with `runtime: vllm`.
     #[arg(long, env = "ANNEAL_VLLM_IMAGE", default_value_t = OperatorConfig::default().vllm_image)]
     vllm_image: String,
+    /// GPU extended resource for jobs and deployments that keep the default
+    /// resources.gpuResourceName (nvidia.com/gpu), e.g. amd.com/gpu.
+    #[arg(long, env = "ANNEAL_DEFAULT_GPU_RESOURCE_NAME", default_value_t = OperatorConfig::default().default_gpu_resource_name)]
+    default_gpu_resource_name: String,
     /// Object storage prefix for jobs without spec.output (s3://bucket/prefix).
     #[arg(long, env = "ANNEAL_DEFAULT_OUTPUT_URI")]
     default_output_uri: Option<String>,
@@ -89,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             default_credentials_secret: args.default_credentials_secret,
             report_base_url: args.report_base_url,
             trainer_backoff_limit: args.trainer_backoff_limit,
+            default_gpu_resource_name: args.default_gpu_resource_name,
             ..OperatorConfig::default()
         },
         namespace: args.watch_namespace,

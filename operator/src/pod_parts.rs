@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 
+use crate::config::OperatorConfig;
+
 /// Non-root user of Anneal's images (and the user other images run as in its pods).
 pub const POD_UID: i64 = 65532;
 
@@ -47,12 +49,12 @@ pub fn pod_security() -> PodSecurityContext {
 
 /// GPUs as a limit on their extended resource (the scheduler treats it as the request
 /// too) and memory as both request and limit; nothing for a CPU pod without a memory bound.
-pub fn gpu_resources(resources: &ResourcesSpec) -> ResourceRequirements {
+pub fn gpu_resources(resources: &ResourcesSpec, config: &OperatorConfig) -> ResourceRequirements {
     let mut limits = BTreeMap::new();
     let mut requests = BTreeMap::new();
     if resources.gpus > 0 {
         limits.insert(
-            resources.gpu_resource_name.clone(),
+            config.gpu_resource_name(resources).to_owned(),
             k8s_openapi::apimachinery::pkg::api::resource::Quantity(resources.gpus.to_string()),
         );
     }
@@ -68,13 +70,16 @@ pub fn gpu_resources(resources: &ResourcesSpec) -> ResourceRequirements {
 }
 
 /// The spec's tolerations, plus one for the GPU resource's own taint when GPUs are asked for.
-pub fn gpu_tolerations(resources: &ResourcesSpec) -> Option<Vec<Toleration>> {
+pub fn gpu_tolerations(
+    resources: &ResourcesSpec,
+    config: &OperatorConfig,
+) -> Option<Vec<Toleration>> {
     let mut tolerations = resources.tolerations.clone().unwrap_or_default();
     if resources.gpus > 0 {
         // GPU nodes are commonly tainted with their resource name; a pod that asks for
         // the GPU should not also have to know the taint.
         tolerations.push(Toleration {
-            key: Some(resources.gpu_resource_name.clone()),
+            key: Some(config.gpu_resource_name(resources).to_owned()),
             operator: Some("Exists".to_owned()),
             effect: Some("NoSchedule".to_owned()),
             ..Toleration::default()

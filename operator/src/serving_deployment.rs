@@ -494,7 +494,7 @@ pub fn plan_deployment(
             None
         },
         volume_mounts: Some(sorted_mounts(mounts)),
-        resources: Some(gpu_resources(resources)),
+        resources: Some(gpu_resources(resources, config)),
         // Loading a model takes minutes: the startup probe holds the others off until
         // /health answers, readiness keeps a busy or broken pod out of the Service, and
         // liveness restarts a server whose engine died.
@@ -526,7 +526,7 @@ pub fn plan_deployment(
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(GRACE_SECONDS),
                     node_selector: resources.node_selector.clone(),
-                    tolerations: gpu_tolerations(resources),
+                    tolerations: gpu_tolerations(resources, config),
                     security_context: Some(pod_security()),
                     init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     containers: vec![server],

@@ -302,7 +302,7 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
         env: Some(env),
         env_from,
         volume_mounts: Some(mounts),
-        resources: Some(gpu_resources(resources)),
+        resources: Some(gpu_resources(resources, config)),
         security_context: Some(container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
@@ -335,7 +335,7 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(config.trainer_grace_seconds),
                     node_selector: resources.node_selector.clone(),
-                    tolerations: gpu_tolerations(resources),
+                    tolerations: gpu_tolerations(resources, config),
                     security_context: Some(pod_security()),
                     containers: vec![container],
                     volumes: Some(volumes),

@@ -144,6 +144,43 @@ fn gpus_queue_and_placement_follow_the_spec() {
 }
 
 #[test]
+fn the_operators_gpu_resource_replaces_the_api_default_only() {
+    let amd = OperatorConfig {
+        default_gpu_resource_name: "amd.com/gpu".to_owned(),
+        ..config()
+    };
+    let gpu_of = |job: &FineTuneJob| {
+        let planned = plan_trainer_job(job, &amd).unwrap();
+        let limits = container(&planned)
+            .resources
+            .clone()
+            .unwrap()
+            .limits
+            .unwrap_or_default();
+        let tolerated = planned.spec.unwrap().template.spec.unwrap().tolerations;
+        let toleration = tolerated.unwrap().last().unwrap().key.clone().unwrap();
+        let resources: Vec<String> = limits.into_keys().filter(|k| k.contains("gpu")).collect();
+        (resources, toleration)
+    };
+    // MINIMAL asks for one GPU of the default resource, nvidia.com/gpu.
+    assert_eq!(
+        gpu_of(&job_from(MINIMAL)),
+        (vec!["amd.com/gpu".to_owned()], "amd.com/gpu".to_owned())
+    );
+    let intel = MINIMAL.replace(
+        "  dataset:",
+        "  resources: {gpus: 1, gpuResourceName: gpu.intel.com/i915}\n  dataset:",
+    );
+    assert_eq!(
+        gpu_of(&job_from(&intel)),
+        (
+            vec!["gpu.intel.com/i915".to_owned()],
+            "gpu.intel.com/i915".to_owned()
+        )
+    );
+}
+
+#[test]
 fn defaults_come_from_the_operator_and_no_queue_means_not_suspended() {
     let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
     let spec = planned.spec.as_ref().unwrap();

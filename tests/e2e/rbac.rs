@@ -387,3 +387,42 @@ spec:
          {unused:#?}\ncalls seen:\n{calls:#?}"
     );
 }
+
+/// Every environment variable the chart's Deployment sets is one the operator reads
+/// (`anneal-operator --help` lists each flag's variable), so a renamed flag cannot
+/// leave a chart value silently ignored.
+#[test]
+fn every_variable_the_chart_sets_is_an_operator_setting() {
+    let exe = std::env::current_exe().unwrap();
+    let operator = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("anneal-operator");
+    assert!(
+        operator.is_file(),
+        "{} is missing: build it first with `cargo build -p anneal-operator` \
+         (`cargo test --workspace` does)",
+        operator.display()
+    );
+    let help = std::process::Command::new(&operator)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let template =
+        std::fs::read_to_string(repo().join("charts/anneal/templates/deployment.yaml")).unwrap();
+    let names: Vec<&str> = template
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- name: "))
+        .filter(|name| name.starts_with("ANNEAL_") || name.starts_with("POD_"))
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            help.contains(&format!("[env: {name}")),
+            "the chart sets {name}, which `anneal-operator --help` does not list"
+        );
+    }
+}
