@@ -72,5 +72,8 @@ echo "values.schema.json refused $(ls tests/helm/bad-values/*.yaml | wc -l) bad 
 "$tools/kubectl" kustomize deploy/overlays/example > "$rendered/kustomize-example.yaml"
 .venv/bin/python scripts/k8s/checks.py validate "$rendered"/*.yaml
 
+step "Dockerfiles lint (hadolint)"
+.venv/bin/hadolint --no-color docker/*.Dockerfile
+
 step "cargo test"
 cargo test --workspace --locked
