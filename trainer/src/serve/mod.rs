@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::serve::ListenerExt;
 use burn::prelude::Backend;
 use burn::tensor::DType;
 
@@ -239,7 +240,13 @@ fn serve_http(
         .build()
         .map_err(|e| format!("starting the HTTP runtime: {e}"))?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm holds
+        // each one back until the client acknowledges the one before.
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| e.to_string())?
+            .tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
         let app = router(state.clone());
         let stopping = state.clone();
         axum::serve(listener, app)
