@@ -244,6 +244,17 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
                         TrainingType::Full => format!("--model {path}"),
                     };
                     println!("try it:     trainer generate {model} --messages <(echo '{chat}')");
+                    let served = match training {
+                        TrainingType::Lora => format!(
+                            "--model {} --adapter {}={path}",
+                            model_shown.display(),
+                            result.model_id
+                        ),
+                        TrainingType::Full => {
+                            format!("--model {path} --served-model-name {}", result.model_id)
+                        }
+                    };
+                    println!("serve it:   trainer serve {served} --port 8000");
                 }
             }
             Ok(ExitCode::SUCCESS)
