@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use anneal_e2e::fake_apiserver::FakeApiServer;
 use anneal_operator::config::OperatorConfig;
-use anneal_operator::leader_election::{LeaderElector, LeaseSettings};
+use anneal_operator::leader_election::{LEADER_LABEL, LeaderElector, LeaseSettings};
 use anneal_operator::operator_run::{OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::api::PostParams;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -80,9 +82,40 @@ async fn ready(replica: &Replica) -> bool {
         .is_success()
 }
 
+/// The replicas' pods, with the leader label (`None`: absent) as the report Service sees it.
+async fn leader_labels(api: &FakeApiServer) -> Vec<(String, Option<String>)> {
+    let pods: Api<Pod> = Api::namespaced(api.client(), "anneal-system");
+    let mut labels = Vec::new();
+    for name in ["first", "second"] {
+        let pod = pods.get(name).await.unwrap();
+        let label = pod.metadata.labels.unwrap_or_default().remove(LEADER_LABEL);
+        labels.push((name.to_owned(), label));
+    }
+    labels
+}
+
+fn expected(first: bool, second: bool) -> Vec<(String, Option<String>)> {
+    let label = |on: bool| on.then(|| "true".to_owned());
+    vec![
+        ("first".to_owned(), label(first)),
+        ("second".to_owned(), label(second)),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_replica_takes_over_when_the_leader_stops() {
     let api = FakeApiServer::start().await;
+    // The replicas' pods; "second" still carries the leader label from an earlier
+    // run of its container, which it must take off before standing by.
+    let pods: Api<Pod> = Api::namespaced(api.client(), "anneal-system");
+    for (name, stale) in [("first", false), ("second", true)] {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.to_owned());
+        if stale {
+            pod.metadata.labels = Some([(LEADER_LABEL.to_owned(), "true".to_owned())].into());
+        }
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
     let first = replica(&api, "first").await;
     let started = Instant::now();
     while !ready(&first).await {
@@ -96,6 +129,11 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!ready(&second).await, "two leaders at once");
     assert!(ready(&first).await);
+    assert_eq!(
+        leader_labels(&api).await,
+        expected(true, false),
+        "only the leader's pod is in the report Service"
+    );
 
     first.stop.send(true).unwrap();
     first.task.await.unwrap().unwrap();
@@ -107,6 +145,8 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(leader_labels(&api).await, expected(false, true));
     second.stop.send(true).unwrap();
     second.task.await.unwrap().unwrap();
+    assert_eq!(leader_labels(&api).await, expected(false, false));
 }
