@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod chat;
+pub mod dpo;
 pub mod fetch_command;
 pub mod generate;
 pub mod generate_command;

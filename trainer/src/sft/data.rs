@@ -21,6 +21,24 @@ pub struct TokenizedSample {
     pub mask: Vec<bool>,
 }
 
+/// What the split and the batching need to know of a training example: its dataset
+/// line (the split's order) and its length in tokens (the batches' grouping).
+pub trait DataItem {
+    fn line(&self) -> u64;
+    /// Tokens a forward pass over the example computes.
+    fn tokens(&self) -> usize;
+}
+
+impl DataItem for TokenizedSample {
+    fn line(&self) -> u64 {
+        self.line
+    }
+
+    fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+}
+
 /// What reading a dataset gave.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PreparedData {
@@ -85,11 +103,11 @@ pub fn prepare(
 
 /// Splits off `fraction` of the samples for validation, the same way for the same
 /// seed; at least one sample each side when there are two or more.
-pub fn split_validation(
-    mut samples: Vec<TokenizedSample>,
+pub fn split_validation<T: DataItem>(
+    mut samples: Vec<T>,
     fraction: f64,
     seed: u64,
-) -> (Vec<TokenizedSample>, Vec<TokenizedSample>) {
+) -> (Vec<T>, Vec<T>) {
     if fraction <= 0.0 || samples.len() < 2 {
         return (samples, Vec::new());
     }
@@ -97,16 +115,16 @@ pub fn split_validation(
     let count = ((samples.len() as f64 * fraction).round() as usize).clamp(1, samples.len() - 1);
     let validation = samples.split_off(samples.len() - count);
     // Back to file order, so the training order depends only on the epoch shuffle.
-    samples.sort_by_key(|s| s.line);
+    samples.sort_by_key(DataItem::line);
     let mut validation = validation;
-    validation.sort_by_key(|s| s.line);
+    validation.sort_by_key(DataItem::line);
     (samples, validation)
 }
 
 /// The samples of one epoch in micro-batches of `micro_batch` indices: shuffled by
 /// `(seed, epoch)`, then grouped so each micro-batch holds samples of similar length.
-pub fn epoch_batches(
-    samples: &[TokenizedSample],
+pub fn epoch_batches<T: DataItem>(
+    samples: &[T],
     micro_batch: usize,
     seed: u64,
     epoch: u64,
@@ -119,7 +137,7 @@ pub fn epoch_batches(
     // full sort, while each batch still mixes samples from across the file.
     let window = micro_batch * 8;
     for chunk in order.chunks_mut(window) {
-        chunk.sort_by_key(|&i| samples[i].ids.len());
+        chunk.sort_by_key(|&i| samples[i].tokens());
     }
     let mut batches: Vec<Vec<usize>> = order.chunks(micro_batch).map(<[usize]>::to_vec).collect();
     batches.shuffle(&mut StdRng::seed_from_u64(

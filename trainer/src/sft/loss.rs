@@ -54,18 +54,25 @@ pub fn masked_nll<B: Backend>(
     batch: &Batch<B>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let [rows, len, _] = logits.dims();
-    let targets = batch.targets.clone().reshape([rows, len, 1]);
     let predicted = logits.clone().argmax(2); // [rows, len, 1]
-    let log_probs = log_softmax(logits, 2); // [rows, len, vocab]
-    let picked = log_probs.gather(2, targets.clone()).reshape([rows, len]); // log p(target)
+    let picked = target_log_probs(logits, batch); // [rows, len]
     let nll = picked.neg().mul(batch.weights.clone()).sum();
     let correct = predicted
-        .equal(targets)
+        .equal(batch.targets.clone().reshape([rows, len, 1]))
         .float()
         .reshape([rows, len])
         .mul(batch.weights.clone())
         .sum();
     (nll, correct)
+}
+
+/// `log p(target)` at every position, `[rows, len]`, padding and prompt included:
+/// callers weight it with `batch.weights`. SFT sums it over the batch; DPO per row.
+pub fn target_log_probs<B: Backend>(logits: Tensor<B, 3>, batch: &Batch<B>) -> Tensor<B, 2> {
+    let [rows, len, _] = logits.dims();
+    let targets = batch.targets.clone().reshape([rows, len, 1]);
+    let log_probs = log_softmax(logits, 2); // [rows, len, vocab]
+    log_probs.gather(2, targets).reshape([rows, len])
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_> {
 
 /// Scales every gradient by `max / norm` when their joint L2 norm exceeds `max` (as
 /// `torch.nn.utils.clip_grad_norm_` does); returns the norm before clipping.
-fn clip_global_norm<B: AutodiffBackend>(
+pub(crate) fn clip_global_norm<B: AutodiffBackend>(
     model: &CausalLm<B>,
     grads: &mut GradientsParams,
     max_norm: f64,
