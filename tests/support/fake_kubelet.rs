@@ -1,50 +1,96 @@
-//! A fake kubelet and Job controller for the end-to-end tests: it runs each trainer
-//! Job's pod as a real local process (the `trainer` binary), and moves Pods and Jobs
-//! along as Kubernetes would, level-based, by polling the API server.
+//! A fake kubelet and Job and Deployment controllers for the end-to-end tests: it runs
+//! each trainer Job's pod, and (once `run_deployments` is called) each Deployment's
+//! pods, as real local processes (the `trainer` binary), and moves Pods, Jobs and
+//! Deployments along as Kubernetes would, level-based, by polling the API server.
 //!
 //! What it does: one pod at a time per Job (parallelism 1), pods created with the
 //! template's labels and an owner reference; volumes emulated with local folders
 //! (Secret and ConfigMap volumes written out, emptyDirs created) and every mount path
 //! in the container's args and env rewritten to its folder; `envFrom` Secrets as
-//! environment; SIGTERM when the pod object goes away (Job deleted, suspended); pod
-//! status `Running` then `Succeeded`/`Failed` with the container's exit code and a
-//! `FallbackToLogsOnError` termination message (the output's tail); Job status
-//! `active`/`ready`/`failed`/`succeeded` and `Complete`/`Failed` conditions following
-//! `backoffLimit` and the `podFailurePolicy` rules the operator uses (`FailJob` on
-//! exit codes, `Ignore` on the `DisruptionTarget` condition).
+//! environment; SIGTERM when the pod object goes away (Job or Deployment deleted, Job
+//! suspended, pod deleted); pod status `Running` then `Succeeded`/`Failed` with the
+//! container's exit code and a `FallbackToLogsOnError` termination message (the
+//! output's tail); Job status `active`/`ready`/`failed`/`succeeded` and
+//! `Complete`/`Failed` conditions following `backoffLimit` and the `podFailurePolicy`
+//! rules the operator uses (`FailJob` on exit codes, `Ignore` on the
+//! `DisruptionTarget` condition).
 //!
-//! What it does not: scheduling, resources, probes, init containers, more than one
-//! container, `parallelism`/`completions` above 1, pod deletion after completion, or
-//! the `Job` suspend flag other than "no new pods".
+//! Deployments (after `run_deployments`): `spec.replicas` pods, each labelled with the
+//! template's labels and a `pod-template-hash` of the template, owned by the
+//! Deployment itself. Since every pod would listen on the same container port of one
+//! loopback interface, a `--port` argument is rewritten to a free port (and `--host`
+//! to 127.0.0.1); `deployment_url` tells a test where a pod listens. The readiness
+//! probe's HTTP path is polled on that port every tick and sets the pod's `Ready`
+//! condition; the Deployment's status (`replicas`, `updatedReplicas`,
+//! `readyReplicas`, `availableReplicas`, `unavailableReplicas`, `observedGeneration`,
+//! `Available` and `Progressing` conditions) is written from its pods as the
+//! Deployment controller writes it. Extra pods, and pods of an earlier template, are
+//! deleted (their processes get SIGTERM) and replaced.
+//!
+//! What it does not: scheduling, resources, init containers, more than one container,
+//! a container `command` (the entry point is always `trainer`), `parallelism`/
+//! `completions` above 1, pod deletion after completion, or the `Job` suspend flag
+//! other than "no new pods". For Deployments: no ReplicaSets (pods are owned by the
+//! Deployment), no rolling update (a new template replaces every old pod at once, as
+//! `Recreate` would), no `minReadySeconds` or progress deadline, startup and liveness
+//! probes are not run and readiness is probed every tick rather than every
+//! `periodSeconds`; a container that exits is neither restarted nor its pod replaced
+//! (the pod stays `Succeeded`/`Failed` with its exit code); a Deployment whose pods
+//! have init containers or a `command` (runtime `vllm`) gets no pods. Free ports are
+//! found by binding and releasing one, so another process could take it first.
 
 use std::collections::HashMap;
 use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 /// Label the Job controller puts on its pods.
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// Label the Deployment controller puts on its pods: a hash of their template.
+const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// Bytes of output kept as a failed container's termination message.
 const MESSAGE_BYTES: usize = 4096;
+/// How long a readiness probe waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A pod's process on this machine.
 struct RunningPod {
     child: Child,
     log: PathBuf,
     terminating: bool,
+    container: String,
+    /// Set for a Deployment's pod.
+    serving: Option<ServingPod>,
+}
+
+/// Where a Deployment's pod listens and what its readiness probe last said.
+#[derive(Clone)]
+struct ServingPod {
+    deployment: String,
+    /// The loopback port its container port was moved to.
+    port: u16,
+    /// The readiness probe's port and path on this machine, if it has an HTTP probe.
+    probe: Option<(u16, String)>,
+    ready: bool,
 }
 
 /// The kubelet; dropping it stops its loop and kills what still runs.
 pub struct FakeKubelet {
     running: Arc<Mutex<HashMap<String, RunningPod>>>,
+    exits: Arc<Mutex<HashMap<String, i32>>>,
+    deployments: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
     client: Client,
     namespace: String,
@@ -61,6 +107,8 @@ impl FakeKubelet {
         scratch: &Path,
     ) -> FakeKubelet {
         let running: Arc<Mutex<HashMap<String, RunningPod>>> = Arc::default();
+        let exits: Arc<Mutex<HashMap<String, i32>>> = Arc::default();
+        let deployments: Arc<AtomicBool> = Arc::default();
         let worker = Worker {
             client: client.clone(),
             namespace: namespace.to_owned(),
@@ -68,7 +116,13 @@ impl FakeKubelet {
             extra_env,
             scratch: scratch.to_owned(),
             running: running.clone(),
+            exits: exits.clone(),
+            deployments: deployments.clone(),
             started: Mutex::default(),
+            http: reqwest::Client::builder()
+                .timeout(PROBE_TIMEOUT)
+                .build()
+                .unwrap(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -80,6 +134,8 @@ impl FakeKubelet {
         });
         FakeKubelet {
             running,
+            exits,
+            deployments,
             task,
             client,
             namespace: namespace.to_owned(),
@@ -101,6 +157,37 @@ impl FakeKubelet {
         if let Some(pod) = running.get_mut(pod_name) {
             terminate(pod);
         }
+    }
+
+    /// From now on, also runs the pods of the Deployments in the namespace (tests that
+    /// write Deployment statuses themselves leave this off).
+    pub fn run_deployments(&self) {
+        self.deployments.store(true, Ordering::SeqCst);
+    }
+
+    /// `http://127.0.0.1:PORT` where a running pod of `deployment` serves its
+    /// container port (the first such pod by name); `None` when none runs.
+    pub fn deployment_url(&self, deployment: &str) -> Option<String> {
+        let running = self.running.lock().unwrap();
+        let mut pods: Vec<(&String, &RunningPod)> = running
+            .iter()
+            .filter(|(_, p)| {
+                p.serving
+                    .as_ref()
+                    .is_some_and(|s| s.deployment == deployment)
+            })
+            .collect();
+        pods.sort_by_key(|(name, _)| name.as_str());
+        let (_, pod) = pods.first()?;
+        Some(format!(
+            "http://127.0.0.1:{}",
+            pod.serving.as_ref().unwrap().port
+        ))
+    }
+
+    /// The exit code of a pod's process once it has exited (137 for a signal).
+    pub fn exit_code(&self, pod_name: &str) -> Option<i32> {
+        self.exits.lock().unwrap().get(pod_name).copied()
     }
 
     /// Kills a pod's process with SIGKILL (a crashed node or OOM kill).
@@ -149,9 +236,13 @@ struct Worker {
     extra_env: Vec<(String, String)>,
     scratch: PathBuf,
     running: Arc<Mutex<HashMap<String, RunningPod>>>,
-    /// Pods started per Job name, so a re-created Job's pods get new names (as the
-    /// random suffixes of real pod names are new).
+    exits: Arc<Mutex<HashMap<String, i32>>>,
+    deployments: Arc<AtomicBool>,
+    /// Pods started per Job (and per Deployment), so a re-created Job's pods get new
+    /// names (as the random suffixes of real pod names are new).
     started: Mutex<HashMap<String, usize>>,
+    /// For readiness probes.
+    http: reqwest::Client,
 }
 
 impl Worker {
@@ -174,18 +265,25 @@ impl Worker {
                 }
                 if let Ok(Some(status)) = process.child.try_wait() {
                     let code = status.code().unwrap_or(137);
-                    exited.push((name.clone(), code, tail(&process.log)));
+                    exited.push((
+                        name.clone(),
+                        process.container.clone(),
+                        code,
+                        tail(&process.log),
+                    ));
                 }
             }
-            for (name, _, _) in &exited {
+            let mut exits = self.exits.lock().unwrap();
+            for (name, _, code, _) in &exited {
                 running.remove(name);
+                exits.insert(name.clone(), *code);
             }
         }
-        for (name, code, message) in exited {
+        for (name, container, code, message) in exited {
             if pods.iter().any(|p| p.name_any() == name) {
                 let phase = if code == 0 { "Succeeded" } else { "Failed" };
                 let patch = json!({"status": {"phase": phase, "containerStatuses": [{
-                    "name": "trainer", "image": "trainer", "imageID": "", "ready": false,
+                    "name": container, "image": "trainer", "imageID": "", "ready": false,
                     "restartCount": 0,
                     "state": {"terminated": {"exitCode": code, "reason": if code == 0 {"Completed"} else {"Error"},
                         "message": message, "finishedAt": now()}},
@@ -215,12 +313,7 @@ impl Worker {
             let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
             let mut status = status;
             if !finished && !suspended && status.active.unwrap_or(0) == 0 {
-                let index = {
-                    let mut started = self.started.lock().unwrap();
-                    let count = started.entry(job_name.clone()).or_insert(0);
-                    *count += 1;
-                    *count - 1
-                };
+                let index = self.next_index(&job_name);
                 let pod = self.start_pod(&job, index).await?;
                 status.active = Some(1);
                 status.ready = Some(1);
@@ -238,6 +331,291 @@ impl Worker {
                     .await?;
             }
         }
+
+        if self.deployments.load(Ordering::SeqCst) {
+            self.probe_readiness().await?;
+            let pods = pods_api.list(&ListParams::default()).await?.items;
+            let deployments_api: Api<Deployment> =
+                Api::namespaced(self.client.clone(), &self.namespace);
+            for deployment in deployments_api.list(&ListParams::default()).await?.items {
+                if deployment.metadata.deletion_timestamp.is_none() {
+                    self.sync_deployment(&deployment, &pods).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes the readiness of each running Deployment pod and writes its `Ready`
+    /// condition when that changes.
+    async fn probe_readiness(&self) -> Result<(), kube::Error> {
+        let probed: Vec<(String, String, ServingPod)> = self
+            .running
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| !p.terminating)
+            .filter_map(|(name, p)| Some((name.clone(), p.container.clone(), p.serving.clone()?)))
+            .collect();
+        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        for (name, container, serving) in probed {
+            // No HTTP probe: ready once running, as the kubelet has it.
+            let ready = match &serving.probe {
+                Some((port, path)) => self
+                    .http
+                    .get(format!("http://127.0.0.1:{port}{path}"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()),
+                None => true,
+            };
+            if ready == serving.ready {
+                continue;
+            }
+            let status = if ready { "True" } else { "False" };
+            let patch = json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": status, "lastTransitionTime": now()},
+                {"type": "ContainersReady", "status": status, "lastTransitionTime": now()}],
+                "containerStatuses": [{
+                    "name": container, "image": "trainer", "imageID": "", "ready": ready,
+                    "started": true, "restartCount": 0,
+                    "state": {"running": {"startedAt": now()}}}]}});
+            match pods_api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                // Deleted since: its process gets SIGTERM next tick.
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(error) => return Err(error),
+            }
+            if let Some(pod) = self.running.lock().unwrap().get_mut(&name)
+                && let Some(serving) = pod.serving.as_mut()
+            {
+                serving.ready = ready;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a Deployment toward `spec.replicas` pods of its current template and
+    /// writes its status from them, as the Deployment controller does.
+    async fn sync_deployment(
+        &self,
+        deployment: &Deployment,
+        pods: &[Pod],
+    ) -> Result<(), kube::Error> {
+        let name = deployment.name_any();
+        let spec = deployment.spec.clone().unwrap_or_default();
+        let hash = template_hash(&spec.template);
+        let uid = deployment.metadata.uid.clone();
+        let mut own: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+            })
+            .collect();
+        own.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        let wanted = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
+
+        // Pods of an earlier template go, then the newest beyond `replicas`.
+        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let (current, old): (Vec<&Pod>, Vec<&Pod>) = own
+            .into_iter()
+            .partition(|p| p.labels().get(TEMPLATE_HASH_LABEL) == Some(&hash));
+        let extra = current.len().saturating_sub(wanted);
+        let (current, surplus) = current.split_at(current.len() - extra);
+        for pod in old.iter().chain(surplus) {
+            pods_api
+                .delete(&pod.name_any(), &DeleteParams::default())
+                .await?;
+        }
+        let runnable = spec.template.spec.as_ref().is_some_and(|s| {
+            s.init_containers.as_ref().is_none_or(Vec::is_empty)
+                && s.containers.len() == 1
+                && s.containers[0].command.is_none()
+        });
+        let mut started = 0;
+        if runnable {
+            for _ in current.len()..wanted {
+                let index = self.next_index(&format!("deployment/{name}"));
+                self.start_deployment_pod(deployment, &hash, index).await?;
+                started += 1;
+            }
+        }
+
+        let phase = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default()
+        };
+        let ready = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        let active: Vec<&&Pod> = current
+            .iter()
+            .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
+            .collect();
+        let replicas = (active.len() + started) as i32;
+        let ready_count = active.iter().filter(|p| ready(p)).count() as i32;
+        let wanted = wanted as i32;
+        let available = ready_count >= wanted - max_unavailable(&spec, wanted);
+        let complete = ready_count == wanted && replicas == wanted;
+        let before = deployment.status.clone().unwrap_or_default();
+        let conditions = vec![
+            deployment_condition(
+                &before,
+                "Available",
+                available,
+                if available {
+                    (
+                        "MinimumReplicasAvailable",
+                        "Deployment has minimum availability.",
+                    )
+                } else {
+                    (
+                        "MinimumReplicasUnavailable",
+                        "Deployment does not have minimum availability.",
+                    )
+                },
+            ),
+            deployment_condition(
+                &before,
+                "Progressing",
+                true,
+                if complete {
+                    (
+                        "NewReplicaSetAvailable",
+                        "The Deployment has successfully progressed.",
+                    )
+                } else {
+                    ("ReplicaSetUpdated", "The Deployment is progressing.")
+                },
+            ),
+        ];
+        let status = DeploymentStatus {
+            replicas: Some(replicas),
+            updated_replicas: Some(replicas),
+            ready_replicas: Some(ready_count),
+            available_replicas: Some(ready_count),
+            unavailable_replicas: (wanted > ready_count).then_some(wanted - ready_count),
+            observed_generation: deployment.metadata.generation,
+            conditions: Some(conditions),
+            ..before.clone()
+        };
+        if status != before {
+            // Explicit nulls, so that a merge patch removes what no longer holds.
+            let patch = json!({"status": {
+                "replicas": status.replicas, "updatedReplicas": status.updated_replicas,
+                "readyReplicas": status.ready_replicas,
+                "availableReplicas": status.available_replicas,
+                "unavailableReplicas": status.unavailable_replicas,
+                "observedGeneration": status.observed_generation,
+                "conditions": status.conditions,
+            }});
+            Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The next pod number of a Job or Deployment (`key`).
+    fn next_index(&self, key: &str) -> usize {
+        let mut started = self.started.lock().unwrap();
+        let count = started.entry(key.to_owned()).or_insert(0);
+        *count += 1;
+        *count - 1
+    }
+
+    /// Creates a Deployment's pod and starts its process, not ready until its
+    /// readiness probe answers.
+    async fn start_deployment_pod(
+        &self,
+        deployment: &Deployment,
+        hash: &str,
+        index: usize,
+    ) -> Result<(), kube::Error> {
+        let name = deployment.name_any();
+        let template = deployment.spec.clone().unwrap_or_default().template;
+        let mut labels = template
+            .metadata
+            .clone()
+            .unwrap_or_default()
+            .labels
+            .unwrap_or_default();
+        labels.insert(TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
+        let pod_name = format!("{name}-{hash}-{index}");
+        let pod = Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some(pod_name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(labels),
+                owner_references: deployment.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+            spec: template.spec.clone(),
+            status: None,
+        };
+        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        pods_api.create(&PostParams::default(), &pod).await?;
+        let spec = template.spec.unwrap();
+        let container = &spec.containers[0];
+
+        // The container's ports move to free loopback ports; the probe follows them.
+        let port = free_port();
+        let container_port = container
+            .ports
+            .iter()
+            .flatten()
+            .next()
+            .map(|p| p.container_port);
+        let probe = container
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .map(|get| {
+                let probed = match &get.port {
+                    IntOrString::Int(number) => Some(*number),
+                    IntOrString::String(named) => container
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_ref() == Some(named))
+                        .map(|p| p.container_port),
+                };
+                let local = if probed.is_some() && probed == container_port {
+                    port
+                } else {
+                    probed.and_then(|p| u16::try_from(p).ok()).unwrap_or(port)
+                };
+                (local, get.path.clone().unwrap_or_else(|| "/".to_owned()))
+            });
+        let serving = ServingPod {
+            deployment: name,
+            port,
+            probe,
+            ready: false,
+        };
+        self.spawn_container(&pod_name, &spec, Some(serving))
+            .await?;
+        let patch = json!({"status": {"phase": "Running", "startTime": now(), "conditions": [
+            {"type": "Ready", "status": "False", "lastTransitionTime": now()},
+            {"type": "ContainersReady", "status": "False", "lastTransitionTime": now()}],
+            "containerStatuses": [{
+                "name": container.name, "image": "trainer", "imageID": "", "ready": false,
+                "started": true, "restartCount": 0,
+                "state": {"running": {"startedAt": now()}}}]}});
+        pods_api
+            .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 
@@ -267,9 +645,25 @@ impl Worker {
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let created = pods_api.create(&PostParams::default(), &pod).await?;
         let spec = template.spec.unwrap();
-        let container = &spec.containers[0];
+        self.spawn_container(&pod_name, &spec, None).await?;
+        let patch = json!({"status": {"phase": "Running", "startTime": now(), "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now()}]}});
+        pods_api
+            .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(created)
+    }
 
-        let root = self.scratch.join(&pod_name);
+    /// Lays out a pod's volumes and starts its container's process; a Deployment's
+    /// pod (`serving`) listens on its own loopback port.
+    async fn spawn_container(
+        &self,
+        pod_name: &str,
+        spec: &PodSpec,
+        serving: Option<ServingPod>,
+    ) -> Result<(), kube::Error> {
+        let container = &spec.containers[0];
+        let root = self.scratch.join(pod_name);
         fs::create_dir_all(&root).unwrap();
         let mut mounts: Vec<(String, PathBuf)> = Vec::new();
         for volume in spec.volumes.iter().flatten() {
@@ -345,7 +739,10 @@ impl Worker {
         for (key, value) in &self.extra_env {
             command.env(key, value);
         }
-        let args: Vec<String> = container.args.iter().flatten().map(|a| local(a)).collect();
+        let mut args: Vec<String> = container.args.iter().flatten().map(|a| local(a)).collect();
+        if let Some(serving) = &serving {
+            args = loopback_args(args, serving.port);
+        }
         command.args(&args);
         let log = root.join("output.log");
         let output = fs::File::create(&log).unwrap();
@@ -355,19 +752,16 @@ impl Worker {
             .stderr(output);
         let child = command.spawn().expect("starting the trainer process");
         self.running.lock().unwrap().insert(
-            pod_name.clone(),
+            pod_name.to_owned(),
             RunningPod {
                 child,
                 log,
                 terminating: false,
+                container: container.name.clone(),
+                serving,
             },
         );
-        let patch = json!({"status": {"phase": "Running", "startTime": now(), "conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": now()}]}});
-        pods_api
-            .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(created)
+        Ok(())
     }
 }
 
@@ -483,6 +877,104 @@ fn job_status(job: &Job, pods: &[&Pod]) -> JobStatus {
         status.ready = Some(0);
     }
     status
+}
+
+/// The args with `--port` moved to `port` and `--host` to loopback.
+fn loopback_args(args: Vec<String>, port: u16) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" | "--host" => {
+                args.next();
+                let value = if arg == "--port" {
+                    port.to_string()
+                } else {
+                    "127.0.0.1".to_owned()
+                };
+                out.extend([arg, value]);
+            }
+            _ if arg.starts_with("--port=") => out.push(format!("--port={port}")),
+            _ if arg.starts_with("--host=") => out.push("--host=127.0.0.1".to_owned()),
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `pod-template-hash` of a template: stable for the same template.
+fn template_hash(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> String {
+    let mut hasher = DefaultHasher::new();
+    serde_json::to_string(template).unwrap().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())[..10].to_owned()
+}
+
+/// `maxUnavailable` of a rolling update, rounded down as the Deployment controller does.
+fn max_unavailable(spec: &k8s_openapi::api::apps::v1::DeploymentSpec, replicas: i32) -> i32 {
+    let strategy = spec.strategy.clone().unwrap_or_default();
+    if strategy.type_.as_deref().unwrap_or("RollingUpdate") != "RollingUpdate" || replicas == 0 {
+        return 0;
+    }
+    let value = strategy
+        .rolling_update
+        .and_then(|r| r.max_unavailable)
+        .unwrap_or_else(|| IntOrString::String("25%".to_owned()));
+    match value {
+        IntOrString::Int(n) => n,
+        IntOrString::String(percent) => percent
+            .trim_end_matches('%')
+            .parse::<i32>()
+            .map_or(0, |p| replicas * p / 100),
+    }
+}
+
+/// A Deployment condition, keeping its times when nothing about it changed.
+fn deployment_condition(
+    before: &DeploymentStatus,
+    type_: &str,
+    holds: bool,
+    (reason, message): (&str, &str),
+) -> DeploymentCondition {
+    let status = if holds { "True" } else { "False" };
+    let stamp = || {
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            anneal_crds::jiff::Timestamp::now()
+                .round(anneal_crds::jiff::Unit::Second)
+                .unwrap(),
+        ))
+    };
+    let old = before
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_);
+    let same_status = old.is_some_and(|c| c.status == status);
+    let same = same_status && old.is_some_and(|c| c.reason.as_deref() == Some(reason));
+    DeploymentCondition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: Some(reason.to_owned()),
+        message: Some(message.to_owned()),
+        last_transition_time: if same_status {
+            old.and_then(|c| c.last_transition_time.clone())
+        } else {
+            stamp()
+        },
+        last_update_time: if same {
+            old.and_then(|c| c.last_update_time.clone())
+        } else {
+            stamp()
+        },
+    }
 }
 
 fn terminate(process: &mut RunningPod) {

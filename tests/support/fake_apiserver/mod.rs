@@ -74,7 +74,7 @@
 //!   (`x-kubernetes-validations`), no CRD registration via the API; objects are
 //!   stored as sent. Built-in types get none of their server-side defaults (a Pod
 //!   has no `status.phase` until someone writes one) and no controllers run (no
-//!   Job creates Pods: that is the fake kubelet's job).
+//!   Job or Deployment creates Pods, no ReplicaSets: that is the fake kubelet's job).
 //! - Server-side apply is a recursive merge of the applied fields (like a merge
 //!   patch) that creates the object when missing; `fieldManager` is required and
 //!   `force` accepted, but there is no field ownership: no `managedFields`, no

@@ -1,0 +1,369 @@
+//! End-to-end, the whole user journey of issue 6 without a cluster: a FineTuneJob
+//! trains (the fake kubelet runs the real `trainer` process, moto holds the model, the
+//! dataset and the checkpoints), a ModelDeployment serves its best checkpoint (the fake
+//! kubelet runs the Deployment's pod as a real `trainer serve` on a loopback port), and
+//! a client gets the fine-tuned model's answer from the OpenAI endpoint.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anneal_crds::ModelDeployment;
+use anneal_crds::finetunejob::JobPhase;
+use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
+use anneal_crds::storage::Storage;
+use anneal_e2e::operator_harness::{
+    NAMESPACE, World, job_yaml, quickstart_lines, repo, trainer_binary,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+
+const TRAINING: Duration = Duration::from_secs(240);
+const SERVING: Duration = Duration::from_secs(60);
+/// The question the client asks.
+const QUESTION: &str = "Can I take a bike on the tram?";
+
+async fn deployment_status(world: &World, name: &str) -> ModelDeploymentStatus {
+    let api: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
+    api.get(name).await.unwrap().status.unwrap_or_default()
+}
+
+/// Polls the ModelDeployment until `done` holds for its status, or panics showing it
+/// and its pods' output.
+async fn wait_for_deployment(
+    world: &World,
+    name: &str,
+    what: &str,
+    done: impl Fn(&ModelDeploymentStatus) -> bool,
+) -> ModelDeploymentStatus {
+    let started = Instant::now();
+    loop {
+        let status = deployment_status(world, name).await;
+        if done(&status) {
+            return status;
+        }
+        if started.elapsed() > SERVING {
+            let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+            let logs: Vec<String> = pods
+                .list(&ListParams::default().labels(&format!("anneal.dev/modeldeployment={name}")))
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|p| {
+                    let log = std::fs::read_to_string(
+                        world
+                            .pod_dir(&p.metadata.name.clone().unwrap())
+                            .join("output.log"),
+                    )
+                    .unwrap_or_default();
+                    format!("--- {:?}:\n{log}", p.metadata.name)
+                })
+                .collect();
+            panic!(
+                "{name}: not {what} after {SERVING:?}; status:\n{}\npods:\n{}",
+                serde_json::to_string_pretty(&status).unwrap(),
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn condition<'a>(status: &'a ModelDeploymentStatus, type_: &str) -> (&'a str, &'a str) {
+    let found = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {:?}", status.conditions));
+    (found.status.as_str(), found.reason.as_str())
+}
+
+/// What `trainer generate` answers `messages` with on the tiny model and `adapter`,
+/// greedily, in at most `max_new_tokens` tokens.
+fn trainer_generate(adapter: &Path, messages: &Path, max_new_tokens: u32) -> String {
+    let output = Command::new(trainer_binary())
+        .current_dir(repo())
+        .args([
+            "generate",
+            "--model",
+            "examples/models/anneal-tiny",
+            "--adapter",
+        ])
+        .arg(adapter)
+        .arg("--messages")
+        .arg(messages)
+        .args([
+            "--max-new-tokens",
+            &max_new_tokens.to_string(),
+            "--json",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "trainer generate failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    last["text"].as_str().unwrap().to_owned()
+}
+
+async fn post_json(url: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trained_checkpoint_is_served_and_answers_as_trainer_generate_does() {
+    let world = World::start(&quickstart_lines(24)).await;
+    world.kubelet.run_deployments();
+    let operator = world.start_operator(None).await;
+    // Two epochs at a learning rate high enough that the tiny model picks up the
+    // house style ("Good question! ...") within seconds.
+    let job = job_yaml("story", 2, 2, "").replace("learningRate: 0.003", "learningRate: 0.01");
+    assert!(job.contains("learningRate: 0.01"));
+    world.apply(&job).await;
+    let manifest = anneal_crds::manifest::parse_modeldeployment(&format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: chat, namespace: {NAMESPACE}}}
+spec:
+  model:
+    fineTuneJob: {{name: story, checkpoint: best}}
+  replicas: 1
+  runtime: builtin
+  resources: {{gpus: 0}}
+"#
+    ))
+    .unwrap();
+    let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
+    deployments
+        .create(&PostParams::default(), &manifest)
+        .await
+        .unwrap();
+
+    // While the job trains, the deployment waits, saying why, with nothing to run.
+    let pending = wait_for_deployment(&world, "chat", "Pending", |s| {
+        s.phase == Some(DeploymentPhase::Pending)
+    })
+    .await;
+    let message = pending.message.clone().unwrap();
+    assert!(
+        message.starts_with("waiting for FineTuneJob story to succeed; it is "),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&pending, "ModelResolved"),
+        ("False", "FineTuneJobNotReady")
+    );
+    assert_eq!(pending.endpoint, None);
+    let servers: Api<Deployment> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(servers.get_opt("chat").await.unwrap().is_none());
+    assert_ne!(
+        world.job("story").await.status.unwrap_or_default().phase,
+        Some(JobPhase::Succeeded)
+    );
+
+    // The job succeeds; its best checkpoint is the one with the lowest validation loss.
+    let done = world
+        .wait_for("story", TRAINING, "Succeeded", |s| {
+            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
+        })
+        .await;
+    let checkpoints = done.status.unwrap().checkpoints;
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    let best = checkpoints
+        .iter()
+        .min_by(|a, b| a.valid_loss.unwrap().total_cmp(&b.valid_loss.unwrap()))
+        .unwrap()
+        .clone();
+    let model_id = format!("ft:anneal-tiny:story:{}", best.name);
+
+    let ready = wait_for_deployment(&world, "chat", "Ready", |s| {
+        s.phase == Some(DeploymentPhase::Ready)
+    })
+    .await;
+    assert_eq!(ready.model_id.as_deref(), Some(model_id.as_str()));
+    assert_eq!(
+        ready.endpoint.as_deref(),
+        Some(format!("http://chat.{NAMESPACE}.svc:8000/v1").as_str())
+    );
+    assert_eq!(ready.ready_replicas, 1);
+    assert_eq!(
+        condition(&ready, "Available"),
+        ("True", "MinimumReplicasAvailable")
+    );
+    // The Deployment's status is the fake kubelet's, from a pod that answered its probe.
+    let server = servers.get("chat").await.unwrap();
+    let server_status = server.status.unwrap();
+    assert_eq!(
+        (
+            server_status.replicas,
+            server_status.ready_replicas,
+            server_status.available_replicas
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(
+        server_status.observed_generation,
+        server.metadata.generation
+    );
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    let serving_pods = pods
+        .list(&ListParams::default().labels("anneal.dev/modeldeployment=chat"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(serving_pods.len(), 1);
+    let pod_name = serving_pods[0].metadata.name.clone().unwrap();
+    assert_eq!(
+        serving_pods[0].metadata.owner_references.as_ref().unwrap()[0].uid,
+        server.metadata.uid.unwrap()
+    );
+
+    // The client, on the pod's real port: the model is listed, and its greedy answer
+    // is what `trainer generate` says with the checkpoint from storage.
+    let url = world.kubelet.deployment_url("chat").unwrap();
+    let models: Value = serde_json::from_str(
+        &reqwest::get(format!("{url}/v1/models"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&model_id.as_str()), "{ids:?}");
+
+    let messages = json!([{"role": "user", "content": QUESTION}]);
+    let reply = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &json!({"model": model_id, "messages": messages, "temperature": 0, "max_tokens": 16}),
+    )
+    .await;
+    assert_eq!(reply.status(), 200);
+    let reply: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+    assert_eq!(reply["model"], model_id.as_str());
+    let answer = reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The base model, served beside it, answers otherwise: the adapter is applied.
+    let base: Value = serde_json::from_str(
+        &post_json(
+            &format!("{url}/v1/chat/completions"),
+            &json!({"model": "anneal-tiny", "messages": messages, "temperature": 0, "max_tokens": 16}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let base_answer = base["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_ne!(
+        answer, base_answer,
+        "the fine-tuned model answers as the base model does"
+    );
+
+    let local = tempfile::TempDir::new().unwrap();
+    let adapter = local.path().join(&best.name);
+    let messages_file = local.path().join("messages.json");
+    std::fs::write(&messages_file, messages.to_string()).unwrap();
+    let settings: Vec<(String, String)> = world
+        .moto
+        .settings()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let expected = tokio::task::spawn_blocking({
+        let (uri, adapter) = (best.uri.clone(), adapter.clone());
+        move || {
+            let (parent, name) = uri.rsplit_once('/').unwrap();
+            Storage::open_with(parent, settings)
+                .unwrap()
+                .download_dir(name, &adapter)
+                .unwrap();
+            trainer_generate(&adapter, &messages_file, 16)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!expected.is_empty());
+    assert_eq!(answer, expected);
+
+    // Deleting the deployment deletes its Deployment, Service and pod; the server
+    // gets SIGTERM with a reply in flight, finishes it and exits 0.
+    let mut stream = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &json!({"model": model_id, "messages": messages, "temperature": 0,
+                "max_tokens": 400, "ignore_eos": true, "stream": true,
+                "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    let mut streamed = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    let reader = tokio::spawn(async move {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            streamed.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        (streamed, Instant::now())
+    });
+    deployments
+        .delete("chat", &Default::default())
+        .await
+        .unwrap();
+    let log = world.pod_dir(&pod_name).join("output.log");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("stopping; finishing the replies in flight")
+    {
+        assert!(started.elapsed() < SERVING, "the server was not stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = Instant::now();
+    let (streamed, finished) = reader.await.unwrap();
+    assert!(
+        stopping < finished,
+        "the reply was no longer in flight when the server was stopped; make it longer"
+    );
+    assert!(streamed.trim_end().ends_with("data: [DONE]"), "{streamed}");
+    assert!(
+        streamed.contains(r#""completion_tokens":400"#),
+        "the reply did not run to its end:\n{streamed}"
+    );
+    let started = Instant::now();
+    let code = loop {
+        if let Some(code) = world.kubelet.exit_code(&pod_name) {
+            break code;
+        }
+        assert!(started.elapsed() < SERVING, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 0, "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(servers.get_opt("chat").await.unwrap().is_none());
+    let services: Api<Service> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(services.get_opt("chat").await.unwrap().is_none());
+    assert!(pods.get_opt(&pod_name).await.unwrap().is_none());
+    assert!(deployments.get_opt("chat").await.unwrap().is_none());
+    operator.stop().await;
+}
