@@ -5,7 +5,7 @@
 //! reconcile run twice, arrives at the same objects and the same status.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anneal_crds::finetunejob::{FineTuneJobStatus, JobPhase};
 use anneal_crds::{FineTuneJob, jiff};
@@ -19,7 +19,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::conditions::{self, Desired, set_condition};
 use crate::config::OperatorConfig;
@@ -97,68 +97,47 @@ pub async fn run_finetunejob_controller(
 
 /// Sets `anneal_finetunejobs{phase}` from the jobs in the cache.
 pub fn count_phases(metrics: &Metrics, jobs: &[Arc<FineTuneJob>]) {
-    let mut counts = std::collections::BTreeMap::new();
-    for job in jobs {
-        let phase = job
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .unwrap_or(JobPhase::Pending);
-        *counts.entry(format!("{phase:?}")).or_insert(0i64) += 1;
-    }
-    for phase in [
-        "Pending",
-        "Validating",
-        "Queued",
-        "Running",
-        "Succeeded",
-        "Failed",
-        "Suspended",
-        "Cancelled",
-    ] {
-        metrics
-            .jobs_by_phase
-            .with_label_values(&[phase])
-            .set(counts.get(phase).copied().unwrap_or(0));
-    }
+    let phases = jobs.iter().map(|job| {
+        let phase = job.status.as_ref().and_then(|s| s.phase);
+        format!("{:?}", phase.unwrap_or(JobPhase::Pending))
+    });
+    Metrics::set_phase_counts(
+        &metrics.jobs_by_phase,
+        &[
+            "Pending",
+            "Validating",
+            "Queued",
+            "Running",
+            "Succeeded",
+            "Failed",
+            "Suspended",
+            "Cancelled",
+        ],
+        phases,
+    );
 }
 
 /// One reconcile of one FineTuneJob.
 pub async fn reconcile(job: Arc<FineTuneJob>, context: Arc<Context>) -> Result<Action> {
     let namespace = job.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", kind = "FineTuneJob", namespace = %namespace, name = %job.name_any());
-    let started = Instant::now();
-    context
-        .metrics
-        .reconciles
-        .with_label_values(&["FineTuneJob"])
-        .inc();
+    let name = job.name_any();
     let api: Api<FineTuneJob> = Api::namespaced(context.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, job, |event| async {
+    let work = finalizer(&api, FINALIZER, job, |event| async {
         match event {
             Finalizer::Apply(job) => apply(&job, &context).await,
             Finalizer::Cleanup(job) => cleanup(&job, &context).await,
         }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    });
     context
         .metrics
-        .reconcile_duration
-        .with_label_values(&["FineTuneJob"])
-        .observe(started.elapsed().as_secs_f64());
-    result
+        .observe_reconcile("FineTuneJob", &namespace, &name, work)
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// Retry soon on failures the next attempt may not see (API hiccups, storage).
 pub fn error_policy(_job: Arc<FineTuneJob>, error: &Error, context: Arc<Context>) -> Action {
-    context
-        .metrics
-        .reconcile_errors
-        .with_label_values(&["FineTuneJob", error.metric_label()])
-        .inc();
-    Action::requeue(Duration::from_secs(15))
+    context.metrics.reconcile_failed("FineTuneJob", error)
 }
 
 /// The job exists: move it along.

@@ -2,10 +2,17 @@
 //! many jobs and model deployments are in each phase, and each running job's loss and
 //! speed as its trainer reports them.
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use tracing::{Instrument, info_span};
+
+use crate::error::Error;
 
 /// Every metric the operator exports, registered in one registry.
 #[derive(Clone)]
@@ -169,6 +176,51 @@ impl Metrics {
             &self.job_progress,
         ] {
             let _ = gauge.remove_label_values(&[namespace, name]);
+        }
+    }
+
+    /// Runs one reconcile of a `kind` object inside a span naming it, counting and timing it.
+    pub async fn observe_reconcile<T>(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        reconcile: impl Future<Output = T>,
+    ) -> T {
+        let span = info_span!("reconcile", kind, namespace = %namespace, name = %name);
+        let started = Instant::now();
+        self.reconciles.with_label_values(&[kind]).inc();
+        let result = reconcile.instrument(span).await;
+        self.reconcile_duration
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Counts a failed reconcile of a `kind` object; the controller retries it soon,
+    /// since what failed (an API hiccup, storage) may not fail again.
+    pub fn reconcile_failed(&self, kind: &'static str, error: &Error) -> Action {
+        self.reconcile_errors
+            .with_label_values(&[kind, error.metric_label()])
+            .inc();
+        Action::requeue(Duration::from_secs(15))
+    }
+
+    /// Sets a `{phase}` gauge from the phases of the objects in a cache: every phase in
+    /// `all` gets its count, zero included, so a phase that empties drops to 0.
+    pub fn set_phase_counts(
+        gauge: &IntGaugeVec,
+        all: &[&str],
+        phases: impl IntoIterator<Item = String>,
+    ) {
+        let mut counts = std::collections::BTreeMap::new();
+        for phase in phases {
+            *counts.entry(phase).or_insert(0i64) += 1;
+        }
+        for phase in all {
+            gauge
+                .with_label_values(&[phase])
+                .set(counts.get(*phase).copied().unwrap_or(0));
         }
     }
 

@@ -6,7 +6,7 @@
 //! that changes; the children go with the deployment through owner references.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
 use anneal_crds::{FineTuneJob, ModelDeployment, jiff};
@@ -20,7 +20,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::conditions::set_condition;
 use crate::config::OperatorConfig;
@@ -118,40 +118,26 @@ pub fn deployments_naming(
 
 /// Sets `anneal_modeldeployments{phase}` from the deployments in the cache.
 pub fn count_phases(metrics: &Metrics, deployments: &[Arc<ModelDeployment>]) {
-    let mut counts = std::collections::BTreeMap::new();
-    for deployment in deployments {
-        let phase = deployment
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .unwrap_or(DeploymentPhase::Pending);
-        *counts.entry(format!("{phase:?}")).or_insert(0i64) += 1;
-    }
-    for phase in ["Pending", "Loading", "Ready", "Failed"] {
-        metrics
-            .deployments_by_phase
-            .with_label_values(&[phase])
-            .set(counts.get(phase).copied().unwrap_or(0));
-    }
+    let phases = deployments.iter().map(|deployment| {
+        let phase = deployment.status.as_ref().and_then(|s| s.phase);
+        format!("{:?}", phase.unwrap_or(DeploymentPhase::Pending))
+    });
+    Metrics::set_phase_counts(
+        &metrics.deployments_by_phase,
+        &["Pending", "Loading", "Ready", "Failed"],
+        phases,
+    );
 }
 
 /// One reconcile of one ModelDeployment.
 pub async fn reconcile(deployment: Arc<ModelDeployment>, context: Arc<Context>) -> Result<Action> {
     let namespace = deployment.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", kind = "ModelDeployment", namespace = %namespace, name = %deployment.name_any());
-    let started = Instant::now();
+    let name = deployment.name_any();
+    let work = apply(&deployment, &context);
     context
         .metrics
-        .reconciles
-        .with_label_values(&["ModelDeployment"])
-        .inc();
-    let result = apply(&deployment, &context).instrument(span).await;
-    context
-        .metrics
-        .reconcile_duration
-        .with_label_values(&["ModelDeployment"])
-        .observe(started.elapsed().as_secs_f64());
-    result
+        .observe_reconcile("ModelDeployment", &namespace, &name, work)
+        .await
 }
 
 /// Retry soon on failures the next attempt may not see (API hiccups).
@@ -160,12 +146,7 @@ pub fn error_policy(
     error: &Error,
     context: Arc<Context>,
 ) -> Action {
-    context
-        .metrics
-        .reconcile_errors
-        .with_label_values(&["ModelDeployment", error.metric_label()])
-        .inc();
-    Action::requeue(Duration::from_secs(15))
+    context.metrics.reconcile_failed("ModelDeployment", error)
 }
 
 /// The deployment exists (deleting it deletes its children by owner references, so
