@@ -17,6 +17,8 @@ pub mod pod_parts;
 pub mod report;
 pub mod serving_deployment;
 pub mod serving_observation;
+#[cfg(test)]
+mod test_snapshot;
 pub mod trainer_job;
 pub mod trainer_observation;
 pub mod validation_verdict;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model_resolution::ServedAdapter;
+use crate::test_snapshot::assert_snapshot;
 use anneal_crds::manifest::parse_modeldeployment;
 
 fn deployment_from(yaml: &str) -> ModelDeployment {
@@ -96,23 +97,6 @@ fn adapters_model() -> ServedModel {
         credentials_secret: Some("anneal-storage".to_owned()),
         summary: String::new(),
     }
-}
-
-/// Compares with the committed snapshot; `ANNEAL_UPDATE_SNAPSHOTS=1` rewrites it.
-fn assert_snapshot(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/snapshots")
-        .join(name);
-    if std::env::var_os("ANNEAL_UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (ANNEAL_UPDATE_SNAPSHOTS=1 writes it)",
-            path.display()
-        )
-    });
-    assert_eq!(actual, expected, "snapshot {name} differs");
 }
 
 fn pod(planned: &Deployment) -> &PodSpec {

@@ -1,6 +1,7 @@
 //! Table tests and snapshot tests of the planned trainer Job and Secret.
 
 use super::*;
+use crate::test_snapshot::assert_snapshot;
 use anneal_crds::manifest::parse_finetunejob;
 use k8s_openapi::api::batch::v1::Job;
 
@@ -43,23 +44,6 @@ fn config() -> OperatorConfig {
         default_credentials_secret: Some("anneal-storage".to_owned()),
         ..OperatorConfig::default()
     }
-}
-
-/// Compares with the committed snapshot; `ANNEAL_UPDATE_SNAPSHOTS=1` rewrites it.
-fn assert_snapshot(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/snapshots")
-        .join(name);
-    if std::env::var_os("ANNEAL_UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (ANNEAL_UPDATE_SNAPSHOTS=1 writes it)",
-            path.display()
-        )
-    });
-    assert_eq!(actual, expected, "snapshot {name} differs");
 }
 
 fn container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
