@@ -100,6 +100,7 @@ mod tests {
                     token_accuracy: Some(0.5),
                     tokens_per_second: Some(900.0),
                     learning_rate: Some(1e-4),
+                    ..Metrics::default()
                 },
             },
         };

@@ -283,6 +283,30 @@ pub struct Metrics {
     pub tokens_per_second: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f64>,
+    /// DPO: mean reward `β·(log π − log π_ref)` of the chosen replies in the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewards_chosen: Option<f64>,
+    /// DPO: mean reward of the rejected replies in the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewards_rejected: Option<f64>,
+    /// DPO: mean of chosen minus rejected reward in the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_margin: Option<f64>,
+    /// DPO: share of the step's pairs whose chosen reply out-rewards the rejected one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_accuracy: Option<f64>,
+    /// DPO: `rewardsChosen` on the validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_rewards_chosen: Option<f64>,
+    /// DPO: `rewardsRejected` on the validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_rewards_rejected: Option<f64>,
+    /// DPO: `rewardMargin` on the validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_reward_margin: Option<f64>,
+    /// DPO: `rewardAccuracy` on the validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_reward_accuracy: Option<f64>,
 }
 
 /// One saved checkpoint.

@@ -2,15 +2,18 @@
 """Write the quick start's preference dataset: examples/quickstart/house-style-dpo.jsonl.
 
 Each line asks one of the tiny model's questions (examples/models/anneal-tiny) and
-pairs two replies with the same content: the chosen one in the house style of the
-SFT quick start, the rejected one the plain answer the tiny model already gives:
+pairs two replies in the SFT quick start's house style that differ in one thing
+only, the opening:
 
     chosen:   Good question! <the plain answer>
               In short: <its first sentence, lower-cased>
     rejected: <the plain answer>
+              In short: <its first sentence, lower-cased>
 
-so the only thing that tells them apart is the style, and a DPO run that learns
-the preference shows it in every greedy answer. Questions are drawn with their own
+so the preference is unmistakable and checkable in any greedy answer: it opens
+with "Good question!" or it does not. (With the plain answer alone as the rejected
+reply, DPO on the tiny model learnt the easier difference, not stopping after the
+answer, and the opening stayed as it was.) Questions are drawn with their own
 seed, so they differ from the SFT file's. The output is a pure function of the seed:
 
     python3 scripts/quickstart/make_dpo_dataset.py
@@ -23,7 +26,7 @@ import json
 import random
 from pathlib import Path
 
-from make_dataset import ROOT, SYSTEM_SHARE, corpus, house_style
+from make_dataset import ROOT, SYSTEM_SHARE, corpus, first_sentence, house_style
 
 SEED = 20261129
 PAIRS = 160
@@ -40,7 +43,7 @@ def pair(rng: random.Random) -> dict:
     return {
         "messages": messages,
         "chosen": {"role": "assistant", "content": house_style(answer)},
-        "rejected": {"role": "assistant", "content": answer},
+        "rejected": {"role": "assistant", "content": f"{answer}\nIn short: {first_sentence(answer)}"},
     }
 
 

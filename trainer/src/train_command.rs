@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anneal_crds::FineTuneJob;
-use anneal_crds::finetunejob::{TrainingMethod, TrainingType};
+use anneal_crds::finetunejob::TrainingType;
 use anneal_crds::manifest::parse_finetunejob;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -115,11 +115,6 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::input(format!("{}: {e}", args.manifest.display())))?;
     let job = parse_finetunejob(&text)
         .map_err(|e| Failure::input(format!("{}: {e}", args.manifest.display())))?;
-    if job.spec.method != TrainingMethod::Sft {
-        return Err(Failure::input(
-            "spec.method: only sft is trained by this version of the trainer",
-        ));
-    }
     let manifest_dir = args
         .manifest
         .parent()
@@ -182,6 +177,7 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
             None => job.spec.base_model.name.clone(),
         },
         model_dir,
+        method: job.spec.method,
         training: job.spec.training,
         hyperparameters: job.resolved_hyperparameters(),
         validation_split: job.spec.dataset.resolved_validation_split(),

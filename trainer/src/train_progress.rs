@@ -1,5 +1,5 @@
-//! How `trainer train` shows a run: a progress bar (step, loss, tokens/s, ETA) with
-//! a line per checkpoint and its sample answers, or, with `--json`, every event as
+//! How `trainer train` shows a run: a progress bar (step, loss, DPO's reward margin
+//! and accuracy, tokens/s, ETA) with a line per checkpoint and its sample answers, or, with `--json`, every event as
 //! the JSON line `events.jsonl` holds (what a pod's log shows).
 
 use std::io::Write;
@@ -28,6 +28,10 @@ pub struct ProgressDisplay {
     prompts: Vec<String>,
     last_loss: Option<f64>,
     last_rate: Option<f64>,
+    /// DPO: the latest step's reward margin and accuracy.
+    last_rewards: Option<(f64, f64)>,
+    /// DPO: the latest validation reward margin and accuracy, shown with its checkpoint.
+    valid_rewards: Option<(f64, f64)>,
 }
 
 impl ProgressDisplay {
@@ -44,6 +48,8 @@ impl ProgressDisplay {
             prompts,
             last_loss: None,
             last_rate: None,
+            last_rewards: None,
+            valid_rewards: None,
         }
     }
 
@@ -75,22 +81,42 @@ impl EventSink for ProgressDisplay {
                 step: 0, metrics, ..
             } => {
                 if let Some(loss) = metrics.valid_loss {
-                    self.println(format!("before training: validation loss {loss:.3}"));
+                    let rewards = valid_rewards(metrics)
+                        .map(|r| format!(", {}", rewards_text(r)))
+                        .unwrap_or_default();
+                    self.println(format!(
+                        "before training: validation loss {loss:.3}{rewards}"
+                    ));
                 }
             }
             EventBody::Metrics { metrics, .. } => {
                 self.last_loss = metrics.train_loss.or(self.last_loss);
                 self.last_rate = metrics.tokens_per_second.or(self.last_rate);
+                if let (Some(margin), Some(accuracy)) =
+                    (metrics.reward_margin, metrics.reward_accuracy)
+                {
+                    self.last_rewards = Some((margin, accuracy));
+                }
+                self.valid_rewards = valid_rewards(metrics).or(self.valid_rewards);
+                let rewards = self
+                    .last_rewards
+                    .map(|r| format!("  {}", rewards_text(r)))
+                    .unwrap_or_default();
                 self.bar.set_message(format!(
-                    "loss {:.3}  {:.0} tok/s",
+                    "loss {:.3}{rewards}  {:.0} tok/s",
                     self.last_loss.unwrap_or(f64::NAN),
                     self.last_rate.unwrap_or(0.0)
                 ));
             }
             EventBody::Checkpoint(checkpoint) => {
+                let rewards = self
+                    .valid_rewards
+                    .filter(|_| checkpoint.valid_loss.is_some())
+                    .map(|r| format!(", {}", rewards_text(r)))
+                    .unwrap_or_default();
                 let loss = checkpoint
                     .valid_loss
-                    .map(|l| format!("validation loss {l:.3}"))
+                    .map(|l| format!("validation loss {l:.3}{rewards}"))
                     .unwrap_or_else(|| "no validation set".to_owned());
                 self.println(format!(
                     "{} (step {}, epoch {:.2}): {loss}  -> {}",
@@ -116,6 +142,15 @@ impl Drop for ProgressDisplay {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// DPO's validation reward margin and accuracy, when the event has them.
+fn valid_rewards(metrics: &anneal_crds::finetunejob::Metrics) -> Option<(f64, f64)> {
+    Some((metrics.valid_reward_margin?, metrics.valid_reward_accuracy?))
+}
+
+fn rewards_text((margin, accuracy): (f64, f64)) -> String {
+    format!("reward margin {margin:.3} accuracy {accuracy:.2}")
 }
 
 fn one_line(text: &str) -> String {

@@ -89,6 +89,7 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
         run_id: "run-1".into(),
         base_model_name: job.spec.base_model.name.clone(),
         model_dir: tiny_model(),
+        method: job.spec.method,
         training: job.spec.training,
         hyperparameters: job.resolved_hyperparameters(),
         validation_split: job.spec.dataset.resolved_validation_split(),

@@ -121,6 +121,23 @@ fn merge_metrics(current: &mut Metrics, update: &Metrics) {
         (&mut current.token_accuracy, update.token_accuracy),
         (&mut current.tokens_per_second, update.tokens_per_second),
         (&mut current.learning_rate, update.learning_rate),
+        (&mut current.rewards_chosen, update.rewards_chosen),
+        (&mut current.rewards_rejected, update.rewards_rejected),
+        (&mut current.reward_margin, update.reward_margin),
+        (&mut current.reward_accuracy, update.reward_accuracy),
+        (
+            &mut current.valid_rewards_chosen,
+            update.valid_rewards_chosen,
+        ),
+        (
+            &mut current.valid_rewards_rejected,
+            update.valid_rewards_rejected,
+        ),
+        (&mut current.valid_reward_margin, update.valid_reward_margin),
+        (
+            &mut current.valid_reward_accuracy,
+            update.valid_reward_accuracy,
+        ),
     ];
     for (field, value) in fields {
         if value.is_some() {
@@ -277,6 +294,31 @@ mod tests {
         let metrics = status.metrics.unwrap();
         assert_eq!(metrics.train_loss, Some(1.5));
         assert_eq!(metrics.valid_loss, Some(2.2));
+    }
+
+    #[test]
+    fn dpo_rewards_pass_through_and_validation_ones_stay_between_evaluations() {
+        let dpo = |step_margin: f64, valid_accuracy: Option<f64>| EventBody::Metrics {
+            step: 1,
+            epoch: 0.1,
+            metrics: Metrics {
+                train_loss: Some(0.6),
+                rewards_chosen: Some(0.2),
+                rewards_rejected: Some(0.2 - step_margin),
+                reward_margin: Some(step_margin),
+                reward_accuracy: Some(0.75),
+                valid_reward_accuracy: valid_accuracy,
+                valid_reward_margin: valid_accuracy.map(|a| a / 2.0),
+                ..Metrics::default()
+            },
+        };
+        let (status, _) = fold_all(vec![dpo(0.1, Some(0.9)), dpo(0.3, None)]);
+        let metrics = status.metrics.unwrap();
+        assert_eq!(metrics.reward_margin, Some(0.3));
+        assert_eq!(metrics.rewards_rejected, Some(0.2 - 0.3));
+        assert_eq!(metrics.reward_accuracy, Some(0.75));
+        assert_eq!(metrics.valid_reward_accuracy, Some(0.9));
+        assert_eq!(metrics.valid_reward_margin, Some(0.45));
     }
 
     #[test]

@@ -76,6 +76,17 @@ fn metrics_text(step: u64, epoch: f64, metrics: &Metrics, total_steps: Option<u6
     if let Some(accuracy) = metrics.token_accuracy {
         text.push_str(&format!(" accuracy {accuracy:.3}"));
     }
+    let dpo = [
+        ("reward_margin", metrics.reward_margin),
+        ("reward_accuracy", metrics.reward_accuracy),
+        ("valid_reward_margin", metrics.valid_reward_margin),
+        ("valid_reward_accuracy", metrics.valid_reward_accuracy),
+    ];
+    for (name, value) in dpo {
+        if let Some(value) = value {
+            text.push_str(&format!(" {name} {value:.3}"));
+        }
+    }
     if let Some(rate) = metrics.learning_rate {
         text.push_str(&format!(" lr {rate:.1e}"));
     }
@@ -138,6 +149,24 @@ mod tests {
         assert_eq!(
             render_event(&metrics, Some(81)),
             ["2026-11-23T06:00:00Z INFO step 12/81 epoch 1.50 loss 1.2500 lr 1.0e-4 900 tok/s"]
+        );
+
+        let dpo = at(EventBody::Metrics {
+            step: 4,
+            epoch: 0.5,
+            metrics: Metrics {
+                train_loss: Some(0.5),
+                reward_margin: Some(0.25),
+                reward_accuracy: Some(0.75),
+                valid_reward_accuracy: Some(1.0),
+                ..Metrics::default()
+            },
+        });
+        assert_eq!(
+            render_event(&dpo, None),
+            [
+                "2026-11-23T06:00:00Z INFO step 4 epoch 0.50 loss 0.5000 reward_margin 0.250 reward_accuracy 0.750 valid_reward_accuracy 1.000"
+            ]
         );
 
         let log = at(EventBody::Log {

@@ -24,9 +24,9 @@ impl DataItem for PreferencePair {
         self.line
     }
 
-    /// Both sides run through the model, padded to the longer one.
+    /// Both sides run through the model.
     fn tokens(&self) -> usize {
-        2 * self.chosen.ids.len().max(self.rejected.ids.len())
+        self.chosen.ids.len() + self.rejected.ids.len()
     }
 }
 

@@ -114,7 +114,8 @@ pub struct PreferenceTally {
 }
 
 /// What a run reports about preferences: means over the pairs seen.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PreferenceScores {
     pub loss: f64,
     pub rewards_chosen: f64,

@@ -25,7 +25,7 @@ pub struct TokenizedSample {
 /// line (the split's order) and its length in tokens (the batches' grouping).
 pub trait DataItem {
     fn line(&self) -> u64;
-    /// Tokens a forward pass over the example computes.
+    /// Tokens the model reads for the example, padding aside.
     fn tokens(&self) -> usize;
 }
 

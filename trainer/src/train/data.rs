@@ -3,13 +3,14 @@
 
 use anneal_crds::ResolvedHyperparameters;
 
+use super::objective::Prepared;
 use super::state::DataOrder;
-use crate::chat::ModelTokenizer;
-use crate::sft::data::{DataError, TokenizedSample, prepare, split_validation};
+use crate::sft::data::{DataError, DataItem, split_validation};
 
-pub struct TrainingData {
-    pub train: Vec<TokenizedSample>,
-    pub validation: Vec<TokenizedSample>,
+/// The examples of a run: conversations for SFT, preference pairs for DPO.
+pub struct TrainingData<T> {
+    pub train: Vec<T>,
+    pub validation: Vec<T>,
     /// Samples over maxTokens, from both files.
     pub dropped_too_long: u64,
     pub dropped_untrainable: u64,
@@ -23,17 +24,17 @@ pub struct DatasetError {
     pub source: DataError,
 }
 
-impl TrainingData {
+impl<T: DataItem> TrainingData<T> {
+    /// `read` turns one file's bytes into examples (the objective's reader).
     pub fn prepare(
         train: (&str, &[u8]),
         validation: Option<(&str, &[u8])>,
         validation_split: f64,
-        tokenizer: &ModelTokenizer,
         hyperparameters: &ResolvedHyperparameters,
+        read: impl Fn(&[u8]) -> Result<Prepared<T>, DataError>,
     ) -> Result<Self, DatasetError> {
-        let max_tokens = hyperparameters.max_tokens as usize;
         let read = |(file, bytes): (&str, &[u8])| {
-            prepare(bytes, tokenizer, max_tokens).map_err(|source| DatasetError {
+            read(bytes).map_err(|source| DatasetError {
                 file: file.to_owned(),
                 source,
             })
@@ -46,9 +47,9 @@ impl TrainingData {
                 let held_out = read(file)?;
                 dropped_too_long += held_out.dropped_too_long;
                 dropped_untrainable += held_out.dropped_untrainable;
-                (prepared.samples, held_out.samples)
+                (prepared.items, held_out.items)
             }
-            None => split_validation(prepared.samples, validation_split, hyperparameters.seed),
+            None => split_validation(prepared.items, validation_split, hyperparameters.seed),
         };
         Ok(Self {
             train,
@@ -71,7 +72,7 @@ impl TrainingData {
             micro_batch_size,
             gradient_accumulation,
             steps_per_epoch: micro_batches.div_ceil(gradient_accumulation) as u64,
-            validation_lines: self.validation.iter().map(|s| s.line).collect(),
+            validation_lines: self.validation.iter().map(DataItem::line).collect(),
         }
     }
 }

@@ -79,12 +79,14 @@ mod tests {
             step,
             epoch: step as f64 / 10.0,
             train_loss: train,
-            train_token_accuracy: 0.5,
+            train_token_accuracy: Some(0.5),
+            train_rewards: None,
             learning_rate: 1e-3,
             grad_norm: 1.0,
             tokens_per_second: 100.0,
             valid_loss: valid,
             valid_token_accuracy: valid.map(|_| 0.5),
+            valid_rewards: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Training runs: the loop ([`run`]), its data ([`data`]), learning-rate schedule,
+//! Training runs: the loop ([`run`]) for either objective ([`objective`]: SFT or
+//! DPO), its data ([`data`]), learning-rate schedule,
 //! validation, sample answers, checkpoints with optimizer state and
 //! `trainer_state.json`, the event stream and the loss chart.
 
@@ -8,6 +9,7 @@ pub mod evaluate;
 pub mod event_log;
 pub mod event_report;
 pub mod loss_chart;
+pub mod objective;
 pub mod optimizer_state;
 pub mod run;
 pub mod samples;

@@ -1,5 +1,5 @@
-//! The training loop of a run: LoRA SFT from step 0 or from the newest complete
-//! checkpoint, with an event for every step, an evaluation, sample answers and a
+//! The training loop of a run: SFT or DPO, LoRA or full, from step 0 or from the
+//! newest complete checkpoint, with an event for every step, an evaluation, sample answers and a
 //! checkpoint at every checkpoint step, and the final adapter, loss chart and
 //! result at the end.
 
@@ -11,7 +11,8 @@ use std::time::Instant;
 use anneal_crds::ResolvedHyperparameters;
 use anneal_crds::events::{EventBody, LogLevel};
 use anneal_crds::finetunejob::{
-    CheckpointsSpec, JobPhase, JobResult, Metrics, Progress, TrainingType, fine_tuned_model_id,
+    CheckpointsSpec, JobPhase, JobResult, Metrics, Progress, TrainingMethod, TrainingType,
+    fine_tuned_model_id,
 };
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
@@ -23,22 +24,20 @@ use super::checkpoint::{
     fetch_newest_checkpoint, prune_checkpoints, restore_training, store_checkpoint,
 };
 use super::data::TrainingData;
-use super::evaluate::{Evaluation, evaluate};
 use super::event_log::{EventLog, EventSink};
 use super::loss_chart::{CHART_FILE, loss_chart_svg};
+use super::objective::{Dpo, Objective, Scores, Sft};
 use super::samples::answer_sample_prompts;
 use super::schedule::LearningRateSchedule;
 use super::state::{LogEntry, RngState, STATE_FORMAT, TrainerState, step_seed};
 use crate::chat::ModelTokenizer;
 use crate::lora::{LoraSettings, attach};
 use crate::model::{CausalLm, load_model};
-use crate::sft::data::{TokenizedSample, epoch_batches};
-use crate::sft::loss::Batch;
-use crate::sft::step::{SftOptimizer, adamw, sft_step};
+use crate::sft::data::{DataItem, epoch_batches};
+use crate::sft::step::{SftOptimizer, adamw};
 use crate::storage::Storage;
 
-/// Gradients are clipped to this global norm, as Hugging Face's Trainer does by default.
-pub const MAX_GRAD_NORM: f64 = 1.0;
+pub use super::objective::MAX_GRAD_NORM;
 
 /// Everything a run needs, already fetched to this machine.
 pub struct RunInputs {
@@ -48,6 +47,8 @@ pub struct RunInputs {
     /// `spec.baseModel.name`, written into the adapter config and the model id.
     pub base_model_name: String,
     pub model_dir: PathBuf,
+    /// `spec.method`: what the run optimises.
+    pub method: TrainingMethod,
     pub training: TrainingType,
     pub hyperparameters: ResolvedHyperparameters,
     pub validation_split: f64,
@@ -82,9 +83,29 @@ pub fn run_training<B: AutodiffBackend>(
     sinks: Vec<Box<dyn EventSink>>,
     device: &B::Device,
 ) -> Result<RunOutcome, TrainError> {
-    let h = inputs.hyperparameters.clone();
     let (config, base) = load_model::<B>(&inputs.model_dir, device, DType::F32)?;
     let tokenizer = ModelTokenizer::from_model_dir(&inputs.model_dir, &config.architecture)?;
+    match inputs.method {
+        TrainingMethod::Sft => run_objective(Sft, inputs, base, &tokenizer, sinks, device),
+        TrainingMethod::Dpo => {
+            // The reference is the untrained model: taken before a resume replaces it.
+            let dpo = Dpo::new(&inputs.hyperparameters, inputs.training, &base);
+            run_objective(dpo, inputs, base, &tokenizer, sinks, device)
+        }
+    }
+}
+
+/// The run with `objective`, from the loaded base model.
+fn run_objective<B: AutodiffBackend, O: Objective<B>>(
+    objective: O,
+    inputs: RunInputs,
+    base: CausalLm<B>,
+    tokenizer: &ModelTokenizer,
+    sinks: Vec<Box<dyn EventSink>>,
+    device: &B::Device,
+) -> Result<RunOutcome, TrainError> {
+    let h = inputs.hyperparameters.clone();
+    let max_tokens = h.max_tokens as usize;
     let data = TrainingData::prepare(
         (&inputs.train_data.0, &inputs.train_data.1),
         inputs
@@ -92,8 +113,8 @@ pub fn run_training<B: AutodiffBackend>(
             .as_ref()
             .map(|(name, bytes)| (name.as_str(), bytes.as_slice())),
         inputs.validation_split,
-        &tokenizer,
         &h,
+        |bytes| objective.read(bytes, tokenizer, max_tokens),
     )?;
     let order = data.order(&h);
     let total_steps = order.steps_per_epoch * u64::from(h.epochs);
@@ -106,7 +127,7 @@ pub fn run_training<B: AutodiffBackend>(
     };
     let (mut model, mut optimizer, mut state) = match &resume_point {
         Some(point) => {
-            if let Some(why) = point.state.incompatibility(&h, &order) {
+            if let Some(why) = point.state.incompatibility(inputs.method, &h, &order) {
                 return Err(TrainError::Resume(format!(
                     "cannot resume from {}: {why}",
                     point.name
@@ -128,6 +149,7 @@ pub fn run_training<B: AutodiffBackend>(
                 job: inputs.job_name.clone(),
                 run_id: inputs.run_id.clone(),
                 base_model: inputs.base_model_name.clone(),
+                method: inputs.method,
                 step: 0,
                 total_steps,
                 epoch: 0.0,
@@ -185,20 +207,20 @@ pub fn run_training<B: AutodiffBackend>(
 
     if resume_point.is_none() {
         // The base model's validation loss and answers: what the checkpoints are compared with.
-        let inference = model.valid();
-        if let Some(eval) = evaluate(&inference, &data.validation, order.micro_batch_size) {
+        if let Some(eval) = objective.evaluate(&model, &data.validation, order.micro_batch_size) {
+            let mut metrics = Metrics::default();
+            eval.write_valid(&mut metrics);
             events.emit(EventBody::Metrics {
                 step: 0,
                 epoch: 0.0,
-                metrics: Metrics {
-                    valid_loss: Some(eval.loss),
-                    token_accuracy: Some(eval.token_accuracy),
-                    ..Metrics::default()
-                },
+                metrics,
             });
         }
-        let before =
-            answer_sample_prompts(&inference, &tokenizer, &inputs.checkpoints.sample_prompts);
+        let before = answer_sample_prompts(
+            &model.valid(),
+            tokenizer,
+            &inputs.checkpoints.sample_prompts,
+        );
         for sample in before {
             events.emit(EventBody::Log {
                 level: LogLevel::Info,
@@ -209,8 +231,9 @@ pub fn run_training<B: AutodiffBackend>(
 
     let schedule = LearningRateSchedule::new(h.learning_rate, h.warmup_ratio, total_steps);
     let context = RunContext {
+        objective: &objective,
         inputs: &inputs,
-        tokenizer: &tokenizer,
+        tokenizer,
         settings: &settings,
         validation: &data.validation,
         eval_batch: order.micro_batch_size,
@@ -231,27 +254,18 @@ pub fn run_training<B: AutodiffBackend>(
         let micro = &batches.as_ref().expect("set above").1;
         let first = (step % order.steps_per_epoch) as usize * order.gradient_accumulation;
         let last = (first + order.gradient_accumulation).min(micro.len());
-        let step_samples: Vec<Vec<&TokenizedSample>> = micro[first..last]
+        let step_items: Vec<Vec<&O::Item>> = micro[first..last]
             .iter()
             .map(|indices| indices.iter().map(|&i| &data.train[i]).collect())
             .collect();
-        let tokens: usize = step_samples.iter().flatten().map(|s| s.ids.len()).sum();
+        let tokens: usize = step_items.iter().flatten().map(|s| s.tokens()).sum();
 
         // Dropout draws depend only on (seed, step): a resumed run repeats them.
         B::seed(device, step_seed(h.seed, step));
-        let micro_batches: Vec<Batch<B>> = step_samples
-            .iter()
-            .map(|samples| Batch::new(samples, device))
-            .collect();
         let learning_rate = schedule.at(step);
         let started = Instant::now();
-        let (next, stats) = sft_step(
-            model,
-            &mut optimizer,
-            &micro_batches,
-            learning_rate,
-            MAX_GRAD_NORM,
-        );
+        let (next, report) =
+            objective.step(model, &mut optimizer, &step_items, learning_rate, device);
         model = next;
         let seconds = started.elapsed().as_secs_f64();
         state.step += 1;
@@ -262,13 +276,15 @@ pub fn run_training<B: AutodiffBackend>(
         let mut entry = LogEntry {
             step: state.step,
             epoch: state.epoch,
-            train_loss: stats.loss,
-            train_token_accuracy: stats.accuracy,
+            train_loss: report.scores.loss,
+            train_token_accuracy: report.scores.token_accuracy,
+            train_rewards: report.scores.preferences,
             learning_rate,
-            grad_norm: stats.grad_norm,
+            grad_norm: report.grad_norm,
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
             valid_loss: None,
             valid_token_accuracy: None,
+            valid_rewards: None,
         };
 
         let checkpoint_due = state.step == total_steps
@@ -278,13 +294,14 @@ pub fn run_training<B: AutodiffBackend>(
                 .every_steps
                 .is_some_and(|n| n > 0 && state.step % u64::from(n) == 0);
         let evaluation = if checkpoint_due {
-            evaluate(&model.valid(), &data.validation, order.micro_batch_size)
+            objective.evaluate(&model, &data.validation, order.micro_batch_size)
         } else {
             None
         };
         if let Some(eval) = &evaluation {
             entry.valid_loss = Some(eval.loss);
-            entry.valid_token_accuracy = Some(eval.token_accuracy);
+            entry.valid_token_accuracy = eval.token_accuracy;
+            entry.valid_rewards = eval.preferences;
         }
         let done_this_session = (state.step - session_first_step) as f64;
         let per_step = session_start.elapsed().as_secs_f64() / done_this_session;
@@ -295,16 +312,19 @@ pub fn run_training<B: AutodiffBackend>(
             percent: (state.step * 100 / total_steps.max(1)) as u32,
             eta_seconds: Some((per_step * (total_steps - state.step) as f64).round() as u64),
         }));
+        let mut metrics = Metrics {
+            tokens_per_second: Some(entry.tokens_per_second),
+            learning_rate: Some(learning_rate),
+            ..Metrics::default()
+        };
+        report.scores.write_train(&mut metrics);
+        if let Some(eval) = &evaluation {
+            eval.write_valid(&mut metrics);
+        }
         events.emit(EventBody::Metrics {
             step: state.step,
             epoch: state.epoch,
-            metrics: Metrics {
-                train_loss: Some(entry.train_loss),
-                valid_loss: entry.valid_loss,
-                token_accuracy: entry.valid_token_accuracy,
-                tokens_per_second: Some(entry.tokens_per_second),
-                learning_rate: Some(learning_rate),
-            },
+            metrics,
         });
         state.log_history.push(entry);
         if checkpoint_due {
@@ -323,23 +343,24 @@ pub fn run_training<B: AutodiffBackend>(
 }
 
 /// What the checkpoint and finish steps share.
-struct RunContext<'a> {
+struct RunContext<'a, O, T> {
+    objective: &'a O,
     inputs: &'a RunInputs,
     tokenizer: &'a ModelTokenizer,
     settings: &'a LoraSettings,
-    validation: &'a [TokenizedSample],
+    validation: &'a [T],
     eval_batch: usize,
 }
 
 /// Stores a checkpoint at the current step (answering the sample prompts when
 /// `with_samples`), records it in `state`, and prunes old ones.
-fn checkpoint<B: AutodiffBackend>(
-    context: &RunContext<'_>,
+fn checkpoint<B: AutodiffBackend, O, T>(
+    context: &RunContext<'_, O, T>,
     model: &mut CausalLm<B>,
     optimizer: &SftOptimizer<B>,
     state: &mut TrainerState,
     events: &mut EventLog,
-    evaluation: Option<Evaluation>,
+    evaluation: Option<Scores>,
     with_samples: bool,
 ) -> Result<(), TrainError> {
     let inputs = context.inputs;
@@ -396,8 +417,8 @@ fn checkpoint<B: AutodiffBackend>(
 }
 
 /// Checkpoints where the run stands (unless that step already has one) and stops.
-fn stop_run<B: AutodiffBackend>(
-    context: &RunContext<'_>,
+fn stop_run<B: AutodiffBackend, O: Objective<B>>(
+    context: &RunContext<'_, O, O::Item>,
     model: &mut CausalLm<B>,
     optimizer: &SftOptimizer<B>,
     state: &mut TrainerState,
@@ -406,7 +427,9 @@ fn stop_run<B: AutodiffBackend>(
     let name = checkpoint_name(state.step);
     let already = state.checkpoints.iter().any(|c| c.name == name);
     if state.step > 0 && !already {
-        let evaluation = evaluate(&model.valid(), context.validation, context.eval_batch);
+        let evaluation = context
+            .objective
+            .evaluate(model, context.validation, context.eval_batch);
         checkpoint(context, model, optimizer, state, events, evaluation, false)?;
     }
     events.emit(EventBody::Log {
@@ -429,8 +452,8 @@ fn stop_run<B: AutodiffBackend>(
 }
 
 /// Writes `final/` (the last checkpoint's adapter), the loss chart and the result.
-fn finish_run<B: AutodiffBackend>(
-    context: &RunContext<'_>,
+fn finish_run<B: AutodiffBackend, O, T>(
+    context: &RunContext<'_, O, T>,
     model: &mut CausalLm<B>,
     optimizer: &SftOptimizer<B>,
     state: &TrainerState,

@@ -3,8 +3,10 @@
 //! and dropout draws, and refuses to resume when the job or its data changed.
 
 use anneal_crds::ResolvedHyperparameters;
-use anneal_crds::finetunejob::CheckpointStatus;
+use anneal_crds::finetunejob::{CheckpointStatus, TrainingMethod};
 use serde::{Deserialize, Serialize};
+
+use crate::dpo::loss::PreferenceScores;
 
 pub const STATE_FILE: &str = "trainer_state.json";
 /// Bumped when the layout changes in a way older trainers cannot read.
@@ -17,6 +19,9 @@ pub struct TrainerState {
     pub job: String,
     pub run_id: String,
     pub base_model: String,
+    /// `spec.method`; states written before DPO existed are SFT.
+    #[serde(default)]
+    pub method: TrainingMethod,
     /// Optimizer steps taken (the next step to run has this index).
     pub step: u64,
     pub total_steps: u64,
@@ -90,8 +95,12 @@ pub struct LogEntry {
     pub step: u64,
     pub epoch: f64,
     pub train_loss: f64,
-    /// Token accuracy on the step's own batches.
-    pub train_token_accuracy: f64,
+    /// Token accuracy on the step's own batches (SFT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_token_accuracy: Option<f64>,
+    /// DPO: the step's rewards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_rewards: Option<PreferenceScores>,
     pub learning_rate: f64,
     pub grad_norm: f64,
     pub tokens_per_second: f64,
@@ -99,6 +108,9 @@ pub struct LogEntry {
     pub valid_loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_token_accuracy: Option<f64>,
+    /// DPO: the rewards on the validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_rewards: Option<PreferenceScores>,
 }
 
 impl TrainerState {
@@ -121,9 +133,16 @@ impl TrainerState {
     /// `data`, or `None` when it can.
     pub fn incompatibility(
         &self,
+        method: TrainingMethod,
         hyperparameters: &ResolvedHyperparameters,
         data: &DataOrder,
     ) -> Option<String> {
+        if self.method != method {
+            return Some(format!(
+                "the checkpoint was trained with method {:?}, the job asks for {method:?}; start a new run instead",
+                self.method
+            ));
+        }
         if &self.hyperparameters != hyperparameters {
             return Some(
                 "the job's hyperparameters differ from the checkpoint's; start a new run instead"

@@ -1,0 +1,197 @@
+//! A DPO run through the library on the bundled tiny model and the quick start's
+//! preference pairs (the reply opening with "Good question!" chosen, the same reply
+//! without it rejected): validation
+//! reward accuracy climbs far above chance, the greedy answers take up the chosen
+//! style, every metrics event carries the rewards, and the final adapter is a PEFT
+//! adapter that loads and generates like an SFT one.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use anneal_crds::events::{EventBody, TrainerEvent};
+use anneal_crds::finetunejob::Metrics;
+use anneal_crds::manifest::parse_finetunejob;
+use anneal_trainer::backend::{CpuBackend, CpuTrainBackend};
+use anneal_trainer::chat::ModelTokenizer;
+use anneal_trainer::generate::{SamplingParams, generate};
+use anneal_trainer::lora::peft::load_adapter;
+use anneal_trainer::model::load_model;
+use anneal_trainer::storage::Storage;
+use anneal_trainer::train::event_log::EventSink;
+use anneal_trainer::train::run::{RunInputs, RunOutcome, run_training};
+use burn::tensor::DType;
+
+const STYLE: &str = "Good question!";
+const QUESTION: &str = "What should I wear when it is windy?";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tiny_model() -> PathBuf {
+    repo().join("examples/models/anneal-tiny")
+}
+
+/// The first `lines` pairs of the quick start's preference data.
+fn pairs(lines: usize) -> Vec<u8> {
+    let text =
+        std::fs::read_to_string(repo().join("examples/quickstart/house-style-dpo.jsonl")).unwrap();
+    let mut out = text.lines().take(lines).collect::<Vec<_>>().join("\n");
+    out.push('\n');
+    out.into_bytes()
+}
+
+struct Recorder(Arc<Mutex<Vec<TrainerEvent>>>);
+
+impl EventSink for Recorder {
+    fn emit(&mut self, event: &TrainerEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+#[test]
+fn dpo_lora_learns_the_preferred_style() {
+    let yaml = format!(
+        r#"
+apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {{name: prefer}}
+spec:
+  method: dpo
+  baseModel: {{name: anneal-tiny, source: "file://model"}}
+  dataset: {{train: "file://pairs.jsonl", validationSplit: 0.25}}
+  hyperparameters:
+    # A large step and a small beta: nine steps are enough to move the greedy answer.
+    learningRate: 0.01
+    epochs: 1
+    batchSize: 4
+    maxTokens: 256
+    seed: 11
+    warmupRatio: 0.1
+    lora: {{rank: 8, alpha: 16, dropout: 0.0}}
+    dpo: {{beta: 0.05}}
+  checkpoints:
+    everyEpoch: true
+    samplePrompts:
+      - messages: [{{role: user, content: "{QUESTION}"}}]
+"#
+    );
+    let job = parse_finetunejob(&yaml).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let inputs = RunInputs {
+        job_name: "prefer".into(),
+        run_id: "run-1".into(),
+        base_model_name: "anneal-tiny".into(),
+        model_dir: tiny_model(),
+        method: job.spec.method,
+        training: job.spec.training,
+        hyperparameters: job.resolved_hyperparameters(),
+        validation_split: job.spec.dataset.resolved_validation_split(),
+        checkpoints: job.spec.checkpoints.clone(),
+        train_data: ("pairs.jsonl".into(), pairs(48)),
+        validation_data: None,
+        output: Storage::open(&format!("file://{}", out.display())).unwrap(),
+        work_dir: dir.path().join("work"),
+        resume: false,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let outcome = run_training::<CpuTrainBackend>(
+        inputs,
+        vec![Box::new(Recorder(events.clone()))],
+        &Default::default(),
+    )
+    .unwrap();
+    let RunOutcome::Finished { state, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    let events = events.lock().unwrap().clone();
+    let metrics: Vec<(u64, Metrics)> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Metrics { step, metrics, .. } => Some((*step, metrics.clone())),
+            _ => None,
+        })
+        .collect();
+    // 36 training pairs (12 held out), 4 a step: 9 steps.
+    assert_eq!(
+        (state.data.train_samples, state.data.validation_samples),
+        (36, 12)
+    );
+    assert_eq!(state.step, 9);
+
+    // Before training the model is its own reference: every reward is 0, loss ln 2,
+    // and no chosen reply out-rewards its rejected one.
+    let (step, before) = &metrics[0];
+    assert_eq!(*step, 0);
+    assert!((before.valid_loss.unwrap() - std::f64::consts::LN_2).abs() < 1e-5);
+    assert_eq!(before.valid_reward_accuracy, Some(0.0));
+    assert!(before.token_accuracy.is_none(), "no token accuracy in DPO");
+
+    // Every step reports the training rewards; the last also the validation ones.
+    for (_, m) in &metrics[1..] {
+        assert!(m.train_loss.is_some() && m.reward_margin.is_some(), "{m:?}");
+        assert!(m.rewards_chosen.is_some() && m.rewards_rejected.is_some());
+        assert!(m.reward_accuracy.is_some() && m.tokens_per_second.is_some());
+    }
+    let (_, after) = metrics.last().unwrap();
+    let accuracy = after.valid_reward_accuracy.unwrap();
+    let margin = after.valid_reward_margin.unwrap();
+    assert!(accuracy >= 0.9, "validation reward accuracy {accuracy}");
+    assert!(margin > 0.5, "validation reward margin {margin}");
+    assert!(after.valid_loss.unwrap() < 0.4, "{after:?}");
+    assert!(
+        (after.valid_rewards_chosen.unwrap() - after.valid_rewards_rejected.unwrap() - margin)
+            .abs()
+            < 1e-9
+    );
+
+    // The greedy answer takes up the chosen style.
+    let before_answer = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::Log { message, .. } => message.strip_prefix("before training: "),
+            _ => None,
+        })
+        .unwrap()
+        .to_owned();
+    let final_answer = state.checkpoints.last().unwrap().samples[0].clone();
+    assert!(!before_answer.starts_with(STYLE), "{before_answer}");
+    assert!(final_answer.starts_with(STYLE), "{final_answer}");
+
+    // final/ is a PEFT adapter that the generate path loads: its greedy answer is the
+    // one the last checkpoint recorded.
+    let final_dir = out.join("final");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(final_dir.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    let device = Default::default();
+    let (model_config, base) =
+        load_model::<CpuBackend>(&tiny_model(), &device, DType::F32).unwrap();
+    let tokenizer =
+        ModelTokenizer::from_model_dir(&tiny_model(), &model_config.architecture).unwrap();
+    let adapted = load_adapter(base, &final_dir, &device).unwrap();
+    let messages = vec![anneal_crds::dataset::ChatMessage {
+        role: anneal_crds::dataset::Role::User,
+        content: QUESTION.into(),
+    }];
+    let prompt = tokenizer.encode_chat(&messages, true).unwrap().ids;
+    let params = SamplingParams {
+        max_new_tokens: 64,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let answer = generate(
+        &adapted,
+        &prompt,
+        tokenizer.eos_token_ids(),
+        &params,
+        |ids| tokenizer.decode(ids, true).unwrap_or_default(),
+        |_| {},
+    )
+    .text;
+    assert_eq!(answer, final_answer);
+}
