@@ -6,7 +6,7 @@
 //! adapter that loads and generates like an SFT one.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anneal_crds::events::{EventBody, TrainerEvent};
@@ -42,12 +42,57 @@ fn pairs(lines: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-struct Recorder(Arc<Mutex<Vec<TrainerEvent>>>);
+/// Keeps every event; sets `stop` once a step at or past `stop_at` has finished.
+struct Recorder(
+    Arc<Mutex<Vec<TrainerEvent>>>,
+    Option<(u64, Arc<AtomicBool>)>,
+);
 
 impl EventSink for Recorder {
     fn emit(&mut self, event: &TrainerEvent) {
+        if let (EventBody::Progress(p), Some((at, flag))) = (&event.body, &self.1)
+            && p.step >= *at
+        {
+            flag.store(true, Ordering::SeqCst);
+        }
         self.0.lock().unwrap().push(event.clone());
     }
+}
+
+/// Runs `yaml` on the first `lines` pairs, writing to `out`.
+fn train(
+    yaml: &str,
+    lines: usize,
+    out: &Path,
+    resume: bool,
+    stop_at: Option<u64>,
+) -> (RunOutcome, Vec<TrainerEvent>) {
+    let job = parse_finetunejob(yaml).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let inputs = RunInputs {
+        job_name: job.metadata.name.clone().unwrap(),
+        run_id: "run-1".into(),
+        base_model_name: "anneal-tiny".into(),
+        model_dir: tiny_model(),
+        method: job.spec.method,
+        training: job.spec.training,
+        hyperparameters: job.resolved_hyperparameters(),
+        validation_split: job.spec.dataset.resolved_validation_split(),
+        checkpoints: job.spec.checkpoints.clone(),
+        train_data: ("pairs.jsonl".into(), pairs(lines)),
+        validation_data: None,
+        output: Storage::open(&format!("file://{}", out.display())).unwrap(),
+        work_dir: out.with_extension("work"),
+        resume,
+        stop: stop.clone(),
+    };
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Recorder(events.clone(), stop_at.map(|at| (at, stop)));
+    let outcome =
+        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &Default::default())
+            .unwrap();
+    let events = events.lock().unwrap().clone();
+    (outcome, events)
 }
 
 #[test]
@@ -77,37 +122,12 @@ spec:
       - messages: [{{role: user, content: "{QUESTION}"}}]
 "#
     );
-    let job = parse_finetunejob(&yaml).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let inputs = RunInputs {
-        job_name: "prefer".into(),
-        run_id: "run-1".into(),
-        base_model_name: "anneal-tiny".into(),
-        model_dir: tiny_model(),
-        method: job.spec.method,
-        training: job.spec.training,
-        hyperparameters: job.resolved_hyperparameters(),
-        validation_split: job.spec.dataset.resolved_validation_split(),
-        checkpoints: job.spec.checkpoints.clone(),
-        train_data: ("pairs.jsonl".into(), pairs(48)),
-        validation_data: None,
-        output: Storage::open(&format!("file://{}", out.display())).unwrap(),
-        work_dir: dir.path().join("work"),
-        resume: false,
-        stop: Arc::new(AtomicBool::new(false)),
-    };
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let outcome = run_training::<CpuTrainBackend>(
-        inputs,
-        vec![Box::new(Recorder(events.clone()))],
-        &Default::default(),
-    )
-    .unwrap();
+    let (outcome, events) = train(&yaml, 48, &out, false, None);
     let RunOutcome::Finished { state, .. } = outcome else {
         panic!("{outcome:?}")
     };
-    let events = events.lock().unwrap().clone();
     let metrics: Vec<(u64, Metrics)> = events
         .iter()
         .filter_map(|e| match &e.body {
@@ -194,4 +214,70 @@ spec:
     )
     .text;
     assert_eq!(answer, final_answer);
+}
+
+/// Full training keeps the initial weights as its reference; a resumed run must take
+/// the base model again, not the checkpoint it resumes from, or its losses (and so
+/// its weights) would differ from an uninterrupted run's.
+#[test]
+fn full_dpo_resumes_bit_for_bit_against_the_same_reference() {
+    let yaml = r#"
+apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {name: prefer-full}
+spec:
+  method: dpo
+  training: full
+  baseModel: {name: anneal-tiny, source: "file://model"}
+  dataset: {train: "file://pairs.jsonl", validationSplit: 0.25}
+  hyperparameters:
+    learningRate: 0.0001
+    epochs: 2
+    batchSize: 4
+    maxTokens: 256
+    seed: 5
+    dpo: {beta: 0.1, labelSmoothing: 0.1}
+  checkpoints:
+    everyEpoch: true
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // 12 training pairs, 4 a step: 3 steps an epoch, 6 in all.
+    let (straight, _) = train(yaml, 16, &a, false, None);
+    let RunOutcome::Finished { state, .. } = straight else {
+        panic!("{straight:?}")
+    };
+    assert_eq!(state.step, 6);
+    let (stopped, _) = train(yaml, 16, &b, false, Some(2));
+    assert!(
+        matches!(stopped, RunOutcome::Stopped { step: 2, .. }),
+        "{stopped:?}"
+    );
+    let (resumed, _) = train(yaml, 16, &b, true, None);
+    let RunOutcome::Finished {
+        state: resumed_state,
+        ..
+    } = resumed
+    else {
+        panic!("{resumed:?}")
+    };
+    let history = |s: &anneal_trainer::train::state::TrainerState| -> Vec<(f64, Option<f64>)> {
+        s.log_history
+            .iter()
+            .map(|e| (e.train_loss, e.train_rewards.map(|r| r.reward_margin)))
+            .collect()
+    };
+    assert_eq!(history(&resumed_state), history(&state));
+    assert!(
+        std::fs::read(a.join("final/model.safetensors")).unwrap()
+            == std::fs::read(b.join("final/model.safetensors")).unwrap(),
+        "final weights differ between the uninterrupted and the resumed run"
+    );
+    // Label smoothing keeps the loss from reaching 0; it still falls.
+    let first = state.log_history[0].train_loss;
+    let last = state.log_history.last().unwrap().train_loss;
+    assert!(
+        (first - std::f64::consts::LN_2).abs() < 1e-5 && last < first,
+        "{first} -> {last}"
+    );
 }

@@ -167,6 +167,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_checkpoint_of_another_method_is_not_resumed_and_old_states_read_as_sft() {
+        let h = anneal_crds::hyperparameters::HyperparametersSpec::default().resolve();
+        let data = DataOrder {
+            seed: 1,
+            train_samples: 4,
+            validation_samples: 1,
+            dropped_too_long: 0,
+            micro_batch_size: 2,
+            gradient_accumulation: 1,
+            steps_per_epoch: 2,
+            validation_lines: vec![3],
+        };
+        let state = TrainerState {
+            format: STATE_FORMAT,
+            job: "j".into(),
+            run_id: "r".into(),
+            base_model: "m".into(),
+            method: TrainingMethod::Sft,
+            step: 1,
+            total_steps: 2,
+            epoch: 0.5,
+            hyperparameters: h.clone(),
+            data: data.clone(),
+            rng: RngState::at(1, 1),
+            tokens_seen: 10,
+            train_seconds: 1.0,
+            log_history: Vec::new(),
+            checkpoints: Vec::new(),
+            best_checkpoint: None,
+        };
+        assert_eq!(state.incompatibility(TrainingMethod::Sft, &h, &data), None);
+        let why = state
+            .incompatibility(TrainingMethod::Dpo, &h, &data)
+            .unwrap();
+        assert!(why.contains("method Sft"), "{why}");
+        // A state written before `method` existed.
+        let mut json: serde_json::Value = serde_json::from_str(&state.to_json()).unwrap();
+        json.as_object_mut().unwrap().remove("method");
+        let read = TrainerState::from_json(&json.to_string()).unwrap();
+        assert_eq!(read.method, TrainingMethod::Sft);
+    }
+
+    #[test]
     fn step_seeds_differ_and_repeat() {
         assert_eq!(step_seed(42, 3), step_seed(42, 3));
         assert_ne!(step_seed(42, 3), step_seed(42, 4));
