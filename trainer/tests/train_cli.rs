@@ -1,7 +1,8 @@
 //! `trainer train` as a user and a pod run it: a run killed with SIGKILL, then
 //! stopped with SIGTERM, and resumed each time ends with the adapter of the run
 //! that was never interrupted; bad input fails before training with the field or
-//! line named and the exit code that tells a pod not to retry.
+//! line named and the exit code that tells a pod not to retry; a DPO job trains and
+//! reports its rewards the same way.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -189,5 +190,86 @@ fn a_source_local_mode_cannot_fetch_says_how_to_use_the_tiny_model() {
         stderr.contains("spec.baseModel.source: hf://Qwen/Qwen2.5-0.5B-Instruct")
             && stderr.contains("--base-model examples/models/anneal-tiny"),
         "{stderr}"
+    );
+}
+
+/// A DPO job folder: the manifest and `lines` (the quick start's preference pairs
+/// when `None`).
+fn dpo_job_dir(dir: &Path, lines: Option<String>) -> PathBuf {
+    let data =
+        std::fs::read_to_string(repo().join("examples/quickstart/house-style-dpo.jsonl")).unwrap();
+    let lines =
+        lines.unwrap_or_else(|| data.lines().take(12).collect::<Vec<_>>().join("\n") + "\n");
+    std::fs::write(dir.join("pairs.jsonl"), lines).unwrap();
+    let model = std::path::absolute(repo().join("examples/models/anneal-tiny")).unwrap();
+    let manifest = format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {{name: cli-dpo, namespace: team-a}}
+spec:
+  method: dpo
+  baseModel: {{name: anneal-tiny, source: "file://{}"}}
+  dataset: {{train: "file://pairs.jsonl", validationSplit: 0.25}}
+  hyperparameters:
+    learningRate: 0.005
+    epochs: 1
+    batchSize: 3
+    maxTokens: 256
+    lora: {{rank: 4, alpha: 8, dropout: 0.0}}
+"#,
+        model.display()
+    );
+    let path = dir.join("job.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+#[test]
+fn a_dpo_job_trains_locally_and_reports_its_rewards() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dpo_job_dir(dir.path(), None);
+    let out = dir.path().join("out");
+    let output = trainer_train(&manifest, &out, &[]).output().unwrap();
+    expect(&output, 0);
+    let events = events(&output.stdout);
+    // 9 training pairs, 3 a step: 3 steps, each with the step's rewards.
+    let steps: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Metrics { step, metrics, .. } if *step > 0 => Some(metrics.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), 3);
+    assert!(steps.iter().all(|m| m.reward_accuracy.is_some()
+        && m.reward_margin.is_some()
+        && m.rewards_chosen.is_some()
+        && m.rewards_rejected.is_some()));
+    let last = steps.last().unwrap();
+    assert!(last.valid_reward_accuracy.is_some() && last.valid_loss.is_some());
+    // events.jsonl holds what --json printed, and final/ is a PEFT adapter.
+    let run = out.join("team-a/cli-dpo/r1");
+    let stored = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    assert!(stored.contains("\"rewardAccuracy\":"), "{stored}");
+    assert!(run.join("final/adapter_config.json").exists());
+    assert!(run.join("final/adapter_model.safetensors").exists());
+}
+
+#[test]
+fn an_sft_line_in_a_dpo_job_fails_before_training_and_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = r#"{"messages": [{"role": "user", "content": "Hi"}], "chosen": {"role": "assistant", "content": "Good question! Hello."}, "rejected": {"role": "assistant", "content": "Hello."}}"#;
+    let sft = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#;
+    let manifest = dpo_job_dir(dir.path(), Some(format!("{pair}\n{pair}\n{sft}\n")));
+    let output = trainer_train(&manifest, &dir.path().join("out"), &[])
+        .output()
+        .unwrap();
+    expect(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(
+        !dir.path()
+            .join("out/team-a/cli-dpo/r1/checkpoints")
+            .exists()
     );
 }
