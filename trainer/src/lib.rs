@@ -2,8 +2,8 @@
 //!
 //! So far: `validate` (the dataset and manifest check users run before they
 //! spend GPU time), the Qwen2 / Llama models with their tokenizers and chat
-//! templates, `generate`, LoRA, `train` (the SFT loop, checkpoints, events
-//! and resume, through the object storage layer in [`storage`]), and `serve` (an
+//! templates, `generate`, LoRA, `train` (the SFT and DPO loops, checkpoints,
+//! events and resume, through the object storage layer in [`storage`]), and `serve` (an
 //! OpenAI-compatible endpoint for a model and its adapters) with `fetch`.
 
 pub mod backend;

@@ -37,8 +37,6 @@ use crate::sft::data::{DataItem, epoch_batches};
 use crate::sft::step::{SftOptimizer, adamw};
 use crate::storage::Storage;
 
-pub use super::objective::MAX_GRAD_NORM;
-
 /// Everything a run needs, already fetched to this machine.
 pub struct RunInputs {
     /// `metadata.name` of the FineTuneJob.
