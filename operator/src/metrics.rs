@@ -32,6 +32,8 @@ pub struct Metrics {
     pub job_train_loss: GaugeVec,
     /// `anneal_job_valid_loss{namespace, name}`.
     pub job_valid_loss: GaugeVec,
+    /// `anneal_job_valid_reward_accuracy{namespace, name}`: DPO jobs only.
+    pub job_valid_reward_accuracy: GaugeVec,
     /// `anneal_job_tokens_per_second{namespace, name}`.
     pub job_tokens_per_second: GaugeVec,
     /// `anneal_job_progress_ratio{namespace, name}`: step / total steps.
@@ -103,6 +105,14 @@ impl Metrics {
                 job_labels,
             )
             .unwrap(),
+            job_valid_reward_accuracy: GaugeVec::new(
+                Opts::new(
+                    "anneal_job_valid_reward_accuracy",
+                    "Latest share of validation pairs a DPO job's model prefers as labelled",
+                ),
+                job_labels,
+            )
+            .unwrap(),
             job_tokens_per_second: GaugeVec::new(
                 Opts::new(
                     "anneal_job_tokens_per_second",
@@ -153,6 +163,7 @@ impl Metrics {
             Box::new(metrics.deployments_by_phase.clone()),
             Box::new(metrics.job_train_loss.clone()),
             Box::new(metrics.job_valid_loss.clone()),
+            Box::new(metrics.job_valid_reward_accuracy.clone()),
             Box::new(metrics.job_tokens_per_second.clone()),
             Box::new(metrics.job_progress.clone()),
             Box::new(metrics.report_events.clone()),
@@ -172,6 +183,7 @@ impl Metrics {
         for gauge in [
             &self.job_train_loss,
             &self.job_valid_loss,
+            &self.job_valid_reward_accuracy,
             &self.job_tokens_per_second,
             &self.job_progress,
         ] {

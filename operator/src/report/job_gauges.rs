@@ -1,5 +1,6 @@
-//! The per-job Prometheus gauges (loss, speed, progress) set from the folded status,
-//! so a dashboard shows the same numbers as `kubectl get ftj`.
+//! The per-job Prometheus gauges (loss, DPO's validation reward accuracy, speed,
+//! progress) set from the folded status, so a dashboard shows the same numbers as
+//! `kubectl get ftj`.
 
 use anneal_crds::finetunejob::{Metrics as TrainingMetrics, Progress};
 
@@ -17,6 +18,10 @@ pub fn update_job_gauges(
         let gauges = [
             (&metrics.job_train_loss, training.train_loss),
             (&metrics.job_valid_loss, training.valid_loss),
+            (
+                &metrics.job_valid_reward_accuracy,
+                training.valid_reward_accuracy,
+            ),
             (&metrics.job_tokens_per_second, training.tokens_per_second),
         ];
         for (gauge, value) in gauges {
@@ -52,5 +57,20 @@ mod tests {
         assert!(text.contains(r#"anneal_job_train_loss{name="a",namespace="ns"} 1.5"#));
         assert!(text.contains(r#"anneal_job_progress_ratio{name="a",namespace="ns"} 0.25"#));
         assert!(!text.contains("anneal_job_valid_loss{"), "{text}");
+        assert!(
+            !text.contains("anneal_job_valid_reward_accuracy{"),
+            "{text}"
+        );
+
+        let dpo = TrainingMetrics {
+            valid_reward_accuracy: Some(0.75),
+            ..TrainingMetrics::default()
+        };
+        update_job_gauges(&metrics, "ns", "b", Some(&dpo), None);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"anneal_job_valid_reward_accuracy{name="b",namespace="ns"} 0.75"#),
+            "{text}"
+        );
     }
 }
