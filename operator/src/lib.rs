@@ -2,6 +2,7 @@
 //! the ModelDeployment controller (serving Deployments and Services), the endpoint
 //! trainers report their events to, and the operator's metrics.
 
+pub mod cli;
 pub mod conditions;
 pub mod config;
 pub mod dataset_check;

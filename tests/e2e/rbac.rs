@@ -393,24 +393,7 @@ spec:
 /// leave a chart value silently ignored.
 #[test]
 fn every_variable_the_chart_sets_is_an_operator_setting() {
-    let exe = std::env::current_exe().unwrap();
-    let operator = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("anneal-operator");
-    assert!(
-        operator.is_file(),
-        "{} is missing: build it first with `cargo build -p anneal-operator` \
-         (`cargo test --workspace` does)",
-        operator.display()
-    );
-    let help = std::process::Command::new(&operator)
-        .arg("--help")
-        .output()
-        .unwrap();
-    let help = String::from_utf8(help.stdout).unwrap();
+    let help = anneal_operator::cli::help_text();
     let template =
         std::fs::read_to_string(repo().join("charts/anneal/templates/deployment.yaml")).unwrap();
     let names: Vec<&str> = template
