@@ -446,6 +446,23 @@ fn malformed_requests_get_errors_and_never_take_the_server_down() {
         assert!(!error["error"]["message"].as_str().unwrap().is_empty());
     }
     assert_eq!(server.call("GET", "/v1/chat/completions", "").0, 405);
+    // A body cut short (the client closes its side before Content-Length is reached):
+    // the server cannot read it, and says so in OpenAI's shape, as it does for one
+    // over the 2 MiB limit.
+    let mut socket = TcpStream::connect(&server.address).unwrap();
+    write!(
+        socket,
+        "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"model\""
+    )
+    .unwrap();
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    let (head, text) = response.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(error["error"]["type"], json!("invalid_request_error"));
     // Half a request, then the client hangs up.
     let mut socket = TcpStream::connect(&server.address).unwrap();
     socket

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -106,8 +107,31 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
         .into_response()
 }
 
-async fn chat_completions(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+async fn chat_completions(
+    State(state): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let arrived = Instant::now();
+    // A body over axum's limit (2 MiB, far past any context) or cut short still gets
+    // OpenAI's error shape.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let error = ApiError {
+                status: rejection.status(),
+                ..ApiError::malformed(format!(
+                    "The body could not be read: {}",
+                    rejection.body_text()
+                ))
+            };
+            state
+                .metrics
+                .requests
+                .with_label_values(&["", error.status.as_str()])
+                .inc();
+            return error.into_response();
+        }
+    };
     match start_completion(&state, &body, arrived) {
         Ok((request, reply, prompt_tokens)) if request.stream => {
             stream_reply(request, reply, prompt_tokens).into_response()
