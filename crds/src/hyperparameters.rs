@@ -5,9 +5,9 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
-    BATCH_SIZE, DPO_BETA_MAX, DPO_LABEL_SMOOTHING_MAX, EPOCHS, GRADIENT_ACCUMULATION,
-    LEARNING_RATE_MAX, LORA_ALPHA, LORA_DROPOUT_MAX, LORA_RANK, MAX_TOKENS, WARMUP_RATIO_MAX,
-    WEIGHT_DECAY_MAX,
+    BATCH_SIZE, DPO_BETA_MAX, DPO_LABEL_SMOOTHING_MAX, DPO_SFT_WEIGHT_MAX, EPOCHS,
+    GRADIENT_ACCUMULATION, LEARNING_RATE_MAX, LORA_ALPHA, LORA_DROPOUT_MAX, LORA_RANK, MAX_TOKENS,
+    WARMUP_RATIO_MAX, WEIGHT_DECAY_MAX,
 };
 
 /// A named starting point for the hyperparameters; any field set beside it wins.
@@ -141,6 +141,12 @@ pub struct DpoSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = DPO_LABEL_SMOOTHING_MAX))]
     pub label_smoothing: Option<f64>,
+    /// RPO: the weight of an SFT term, the chosen reply's negative log-likelihood
+    /// (mean per token), added to the DPO loss, 0 <= sftWeight <= 10; 0 (default) is
+    /// plain DPO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = DPO_SFT_WEIGHT_MAX))]
+    pub sft_weight: Option<f64>,
 }
 
 /// The values training runs with, every one decided.
@@ -162,6 +168,8 @@ pub struct ResolvedHyperparameters {
     pub seed: u64,
     pub dpo_beta: f64,
     pub dpo_label_smoothing: f64,
+    #[serde(default)]
+    pub dpo_sft_weight: f64,
 }
 
 impl ResolvedHyperparameters {
@@ -280,6 +288,7 @@ impl HyperparametersSpec {
             seed: self.seed.unwrap_or(DEFAULT_SEED),
             dpo_beta: dpo.beta.unwrap_or(DEFAULT_DPO_BETA),
             dpo_label_smoothing: dpo.label_smoothing.unwrap_or(0.0),
+            dpo_sft_weight: dpo.sft_weight.unwrap_or(0.0),
         }
     }
 }
@@ -339,5 +348,27 @@ mod tests {
         );
         assert_eq!(r.micro_batch_size(), 4);
         assert_eq!(r.lora_scale(), 64.0 / 2f64.sqrt());
+    }
+
+    #[test]
+    fn dpo_settings_resolve_with_their_defaults() {
+        let plain = HyperparametersSpec::default().resolve();
+        assert_eq!(
+            (
+                plain.dpo_beta,
+                plain.dpo_label_smoothing,
+                plain.dpo_sft_weight
+            ),
+            (0.1, 0.0, 0.0)
+        );
+        let spec: HyperparametersSpec = serde_json::from_value(serde_json::json!({
+            "dpo": {"beta": 0.05, "sftWeight": 1.5},
+        }))
+        .unwrap();
+        let r = spec.resolve();
+        assert_eq!(
+            (r.dpo_beta, r.dpo_label_smoothing, r.dpo_sft_weight),
+            (0.05, 0.0, 1.5)
+        );
     }
 }

@@ -17,6 +17,7 @@ pub const GRADIENT_ACCUMULATION: (u32, u32) = (1, 32);
 pub const VALIDATION_SPLIT_MAX: f64 = 0.5;
 pub const DPO_BETA_MAX: f64 = 10.0;
 pub const DPO_LABEL_SMOOTHING_MAX: f64 = 0.5;
+pub const DPO_SFT_WEIGHT_MAX: f64 = 10.0;
 pub const GPUS_MAX: u32 = 8;
 pub const REPLICAS_MAX: u32 = 64;
 

@@ -270,6 +270,11 @@ impl FineTuneJobSpec {
                 dpo.label_smoothing,
                 DPO_LABEL_SMOOTHING_MAX,
             );
+            e.at_most(
+                "spec.hyperparameters.dpo.sftWeight",
+                dpo.sft_weight,
+                DPO_SFT_WEIGHT_MAX,
+            );
         }
 
         let c = &self.checkpoints;

@@ -180,6 +180,12 @@ fn job_cases() -> Vec<Case> {
             &["spec.hyperparameters.dpo.beta: must be greater than 0 and at most 10, got 0"],
         ),
         (
+            "dpo sftWeight over 10",
+            json!({"spec": {"method": "dpo", "hyperparameters": {"dpo": {"sftWeight": 10.5}}}}),
+            &["/spec/hyperparameters/dpo/sftWeight: 10.5 is greater than the maximum of 10.0"],
+            &["spec.hyperparameters.dpo.sftWeight: must be between 0 and 10, got 10.5"],
+        ),
+        (
             "both train file and configMap",
             json!({"spec": {"dataset": {"configMap": {"name": "support-data"}}}}),
             &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],

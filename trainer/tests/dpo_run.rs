@@ -1,8 +1,8 @@
 //! A DPO run through the library on the bundled tiny model and the quick start's
 //! preference pairs (the reply opening with "Good question!" chosen, the same reply
-//! without it rejected): validation
-//! reward accuracy climbs far above chance, the greedy answers take up the chosen
-//! style, every metrics event carries the rewards, and the final adapter is a PEFT
+//! without it rejected), with the SFT term on the chosen reply (RPO): validation
+//! reward accuracy climbs far above chance, the greedy answer takes up the chosen
+//! style and stays fluent, every metrics event carries the rewards, and the final adapter is a PEFT
 //! adapter that loads and generates like an SFT one.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +24,33 @@ use burn::tensor::DType;
 
 const STYLE: &str = "Good question!";
 const QUESTION: &str = "What should I wear when it is windy?";
+/// The learning test's seed. It also passes with 12 and 42; some seeds (3, 7) send
+/// the 1M-parameter model's answer to another question's.
+const SEED: u64 = 11;
+
+/// Lowercase words, without punctuation.
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The share of `reference`'s words that occur in `text`.
+fn shared_words(reference: &str, text: &str) -> f64 {
+    let reference = words(reference);
+    let text = words(text);
+    let kept = reference.iter().filter(|w| text.contains(w)).count();
+    kept as f64 / reference.len().max(1) as f64
+}
+
+/// `answer` up to the "In short:" summary the dataset's replies end with.
+fn first_paragraph(answer: &str) -> &str {
+    answer.split("In short:").next().unwrap_or(answer)
+}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -105,26 +132,28 @@ metadata: {{name: prefer}}
 spec:
   method: dpo
   baseModel: {{name: anneal-tiny, source: "file://model"}}
-  dataset: {{train: "file://pairs.jsonl", validationSplit: 0.25}}
+  dataset: {{train: "file://pairs.jsonl", validationSplit: 0.1}}
   hyperparameters:
-    # A large step and a small beta: nine steps are enough to move the greedy answer.
-    learningRate: 0.01
-    epochs: 1
-    batchSize: 4
+    # The quick start's settings: a large step for the tiny model, and the chosen
+    # reply's NLL beside the DPO loss (RPO) so that the answer stays fluent.
+    learningRate: 0.003
+    epochs: 2
+    batchSize: 8
     maxTokens: 256
-    seed: 11
+    seed: {seed}
     warmupRatio: 0.1
     lora: {{rank: 8, alpha: 16, dropout: 0.0}}
-    dpo: {{beta: 0.05}}
+    dpo: {{beta: 0.1, sftWeight: 1.0}}
   checkpoints:
     everyEpoch: true
     samplePrompts:
       - messages: [{{role: user, content: "{QUESTION}"}}]
-"#
+"#,
+        seed = SEED
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (outcome, events) = train(&yaml, 48, &out, false, None);
+    let (outcome, events) = train(&yaml, 160, &out, false, None);
     let RunOutcome::Finished { state, .. } = outcome else {
         panic!("{outcome:?}")
     };
@@ -135,19 +164,22 @@ spec:
             _ => None,
         })
         .collect();
-    // 36 training pairs (12 held out), 4 a step: 9 steps.
+    // 144 training pairs (16 held out), 8 a step, 2 epochs: 36 steps.
     assert_eq!(
         (state.data.train_samples, state.data.validation_samples),
-        (36, 12)
+        (144, 16)
     );
-    assert_eq!(state.step, 9);
+    assert_eq!(state.step, 36);
 
-    // Before training the model is its own reference: every reward is 0, loss ln 2,
-    // and no chosen reply out-rewards its rejected one.
+    // Before training the model is its own reference: every reward is 0, the DPO part
+    // of the loss is ln 2 and no chosen reply out-rewards its rejected one; the SFT
+    // term adds the chosen replies' per-token NLL on top.
     let (step, before) = &metrics[0];
     assert_eq!(*step, 0);
-    assert!((before.valid_loss.unwrap() - std::f64::consts::LN_2).abs() < 1e-5);
+    let before_loss = before.valid_loss.unwrap();
+    assert!(before_loss > std::f64::consts::LN_2 + 0.5, "{before:?}");
     assert_eq!(before.valid_reward_accuracy, Some(0.0));
+    assert_eq!(before.valid_reward_margin, Some(0.0));
     assert!(before.token_accuracy.is_none(), "no token accuracy in DPO");
 
     // Every step reports the training rewards; the last also the validation ones.
@@ -161,7 +193,11 @@ spec:
     let margin = after.valid_reward_margin.unwrap();
     assert!(accuracy >= 0.9, "validation reward accuracy {accuracy}");
     assert!(margin > 0.5, "validation reward margin {margin}");
-    assert!(after.valid_loss.unwrap() < 0.4, "{after:?}");
+    let after_loss = after.valid_loss.unwrap();
+    assert!(
+        after_loss < 1.0 && after_loss < before_loss / 2.0,
+        "{after:?}"
+    );
     assert!(
         (after.valid_rewards_chosen.unwrap() - after.valid_rewards_rejected.unwrap() - margin)
             .abs()
@@ -180,6 +216,16 @@ spec:
     let final_answer = state.checkpoints.last().unwrap().samples[0].clone();
     assert!(!before_answer.starts_with(STYLE), "{before_answer}");
     assert!(final_answer.starts_with(STYLE), "{final_answer}");
+    // ... and stays fluent: its first paragraph (before the dataset's "In short:"
+    // summary line) keeps most of the base model's fluent answer to the question
+    // ("Tie down anything light in the garden. Cyclists should expect hard work
+    // against the wind."). Plain DPO on this model gives "Good question! Do not what
+    // I do not know any other people last week. do I start?", which keeps none of it.
+    let kept = shared_words(&before_answer, first_paragraph(&final_answer));
+    assert!(
+        kept >= 0.5,
+        "{kept:.2} of {before_answer:?} in {final_answer:?}"
+    );
 
     // final/ is a PEFT adapter that the generate path loads: its greedy answer is the
     // one the last checkpoint recorded.

@@ -31,7 +31,7 @@ pub fn evaluate_pairs<B: Backend>(
             ) // [2n]
         };
         let (policy_scores, reference_scores) = (score(policy), score(reference));
-        let output = config.pair_loss(policy_scores, reference_scores);
+        let output = config.pair_loss(policy_scores, reference_scores, &batch.sequences);
         tally.add(&output);
     }
     Some(tally.scores())

@@ -2,7 +2,9 @@
 //! log-probabilities `πc`, `πr` under the trained model and `refc`, `refr` under the
 //! reference, `Δ = (πc − πr) − (refc − refr)` and the loss is
 //! `−(1−ε)·log σ(βΔ) − ε·log σ(−βΔ)` (ε, label smoothing, is conservative DPO; 0 is
-//! plain DPO). The implicit rewards `β(π − ref)` of each reply, their margin and how
+//! plain DPO). With an SFT weight `w > 0` each pair also adds `w · NLL(chosen)`, the
+//! trained model's negative log-likelihood of the chosen reply (RPO, TRL's
+//! `rpo_alpha`), which keeps a small model fluent while DPO moves it. The implicit rewards `β(π − ref)` of each reply, their margin and how
 //! often the chosen one wins are what a run reports.
 
 use burn::prelude::*;
@@ -21,6 +23,10 @@ pub struct DpoConfig {
     /// The assumed share of flipped preference labels.
     #[config(default = 0.0)]
     pub label_smoothing: f64,
+    /// The weight `w` of the chosen reply's negative log-likelihood added to each
+    /// pair's loss; 0 is plain DPO.
+    #[config(default = 0.0)]
+    pub sft_weight: f64,
 }
 
 /// A micro-batch of pairs as one batch of sequences, so one forward pass scores
@@ -63,38 +69,63 @@ pub struct DpoOutput<B: Backend> {
 
 impl DpoConfig {
     /// The loss from the scores of a [`PairBatch`]'s rows, `[2·pairs]` each: chosen
-    /// sides first, then rejected.
+    /// sides first, then rejected; `sequences` is that batch's, for the number of
+    /// scored tokens in each chosen reply.
     pub fn pair_loss<B: Backend>(
         &self,
         policy_rows: Tensor<B, 1>,
         reference_rows: Tensor<B, 1>,
+        sequences: &Batch<B>,
     ) -> DpoOutput<B> {
         let n = policy_rows.dims()[0] / 2;
+        let chosen_tokens = sequences
+            .weights
+            .clone()
+            .narrow(0, 0, n)
+            .sum_dim(1)
+            .reshape([n]); // [pairs]
         self.loss(
             policy_rows.clone().narrow(0, 0, n),
             policy_rows.narrow(0, n, n),
             reference_rows.clone().narrow(0, 0, n),
             reference_rows.narrow(0, n, n),
+            chosen_tokens,
         )
     }
 
-    /// The loss from the four log-probabilities, each `[pairs]`. Only the policy's
-    /// carry gradients; the reference's are constants.
+    /// The loss from the four log-probabilities, each `[pairs]`, and the number of
+    /// scored tokens in each chosen reply, `[pairs]`. Only the policy's carry
+    /// gradients; the reference's are constants.
     pub fn loss<B: Backend>(
         &self,
         policy_chosen: Tensor<B, 1>,
         policy_rejected: Tensor<B, 1>,
         reference_chosen: Tensor<B, 1>,
         reference_rejected: Tensor<B, 1>,
+        chosen_tokens: Tensor<B, 1>,
     ) -> DpoOutput<B> {
         let chosen_rewards =
             (policy_chosen.clone() - reference_chosen.clone()).detach() * self.beta;
         let rejected_rewards =
             (policy_rejected.clone() - reference_rejected.clone()).detach() * self.beta;
+        let policy_chosen_for_nll = policy_chosen.clone();
         let delta = (policy_chosen - policy_rejected) - (reference_chosen - reference_rejected); // [pairs]
         let scaled = delta * self.beta;
         let eps = self.label_smoothing;
-        let losses = log_sigmoid(scaled.clone()) * -(1.0 - eps) - log_sigmoid(scaled.neg()) * eps; // [pairs]
+        let mut losses =
+            log_sigmoid(scaled.clone()) * -(1.0 - eps) - log_sigmoid(scaled.neg()) * eps; // [pairs]
+        if self.sft_weight > 0.0 {
+            // The SFT term's NLL is each chosen reply's mean over its own scored tokens
+            // (−πc / tokens), and these per-pair means are then averaged over the pairs
+            // like the DPO term. A per-reply mean keeps `w` independent of reply length
+            // (a summed NLL would dwarf the DPO term, which is O(1) per pair), and a
+            // per-pair quantity keeps the step's loss a plain mean over pairs, so it does
+            // not change with how a batch is split into micro-batches. (TRL's
+            // `rpo_alpha` averages over all chosen tokens of its batch instead, which
+            // weights long replies more; for replies of similar length the two agree.)
+            let nll = policy_chosen_for_nll.neg() / chosen_tokens.clamp_min(1.0); // [pairs]
+            losses = losses + nll * self.sft_weight;
+        }
         DpoOutput {
             loss: losses.sum(),
             chosen_rewards,
@@ -189,6 +220,7 @@ mod tests {
             vector(&[-14.0, -5.0]),
             vector(&[-12.0, -8.0]),
             vector(&[-12.0, -6.0]),
+            vector(&[4.0, 2.0]),
         );
         close(
             f64::from(out.loss.clone().into_scalar()),
@@ -215,8 +247,58 @@ mod tests {
             vector(&[-14.0]),
             vector(&[-12.0]),
             vector(&[-12.0]),
+            vector(&[4.0]),
         );
         close(f64::from(out.loss.into_scalar()), 0.593015);
+    }
+
+    /// The two pairs above with SFT weight w = 0.5, their chosen replies 4 and 2
+    /// scored tokens long: the chosen replies' per-token NLLs are 10/4 = 2.5 and
+    /// 8/2 = 4, so the summed loss gains 0.5·2.5 + 0.5·4 = 3.25:
+    /// 0.513015 + 0.744397 + 3.25 = 4.507412 (mean 2.253706). The rewards do not
+    /// change: the SFT term only adds to the loss.
+    #[test]
+    fn sft_weight_adds_the_chosen_replies_per_token_nll() {
+        let dpo = DpoConfig::new().with_sft_weight(0.5);
+        let out = dpo.loss(
+            vector(&[-10.0, -8.0]),
+            vector(&[-14.0, -5.0]),
+            vector(&[-12.0, -8.0]),
+            vector(&[-12.0, -6.0]),
+            vector(&[4.0, 2.0]),
+        );
+        close(f64::from(out.loss.clone().into_scalar()), 4.507412);
+        let mut tally = PreferenceTally::default();
+        tally.add(&out);
+        let s = tally.scores();
+        close(s.loss, 2.253706);
+        close(s.reward_margin, 0.15);
+        close(s.reward_accuracy, 0.5);
+    }
+
+    /// `pair_loss` counts each chosen reply's scored tokens from the batch: with
+    /// uniform logits over 4 tokens the chosen reply (2 scored tokens) has NLL ln 4 a
+    /// token, Δ = 0 (policy and reference agree), so the loss is ln 2 + w·ln 4.
+    #[test]
+    fn pair_loss_normalizes_the_nll_by_the_chosen_replys_tokens() {
+        let sample = |ids: Vec<u32>, mask: Vec<bool>| TokenizedSample { line: 1, ids, mask };
+        let pair = PreferencePair {
+            line: 1,
+            chosen: sample(vec![0, 1, 2, 3], vec![false, false, true, true]),
+            rejected: sample(vec![0, 1, 2], vec![false, true, true]),
+        };
+        let batch = PairBatch::<B>::new(&[&pair], &Default::default());
+        let logits = Tensor::<B, 3>::zeros([2, 3, 4], &Default::default());
+        let scores = sequence_log_probs(logits, &batch.sequences);
+        let out = DpoConfig::new().with_sft_weight(2.0).pair_loss(
+            scores.clone(),
+            scores,
+            &batch.sequences,
+        );
+        close(
+            f64::from(out.loss.into_scalar()),
+            2f64.ln() + 2.0 * 4f64.ln(),
+        );
     }
 
     /// Uniform logits over 4 tokens: every scored token costs ln 4 and padding nothing.

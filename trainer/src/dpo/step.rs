@@ -45,7 +45,7 @@ pub fn dpo_step<B: AutodiffBackend>(
         let reference_scores = Tensor::<B, 1>::from_inner(reference_scores);
         let logits = model.forward(batch.sequences.inputs.clone());
         let policy_scores = sequence_log_probs(logits, &batch.sequences); // [2n]
-        let output = config.pair_loss(policy_scores, reference_scores);
+        let output = config.pair_loss(policy_scores, reference_scores, &batch.sequences);
         tally.add(&output);
         // Each micro-batch's share of the step's mean over pairs, as SFT does over tokens.
         let loss = output.loss / total_pairs.max(1) as f64;

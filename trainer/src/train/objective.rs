@@ -174,7 +174,8 @@ impl<B: AutodiffBackend> Dpo<B> {
         Self {
             config: DpoConfig::new()
                 .with_beta(h.dpo_beta)
-                .with_label_smoothing(h.dpo_label_smoothing),
+                .with_label_smoothing(h.dpo_label_smoothing)
+                .with_sft_weight(h.dpo_sft_weight),
             reference: Reference::for_training(training, base),
         }
     }
