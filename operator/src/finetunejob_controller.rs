@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::kube_report::KubeReportCluster;
 use crate::metrics::Metrics;
 use crate::report::{ReportState, ReportedStatus, fold_events_jsonl};
+use crate::status_apply::apply_status;
 use crate::trainer_job::{
     JOB_LABEL, TOKEN_KEY, plan_trainer_job, plan_trainer_secret, run_uri, trainer_job_name,
     trainer_secret_name,
@@ -39,9 +40,6 @@ use crate::validation_verdict::{VerdictReason, judge_spec};
 
 /// Finalizer that lets the operator stop the trainer and drop its state before the job goes.
 pub const FINALIZER: &str = "anneal.dev/cleanup";
-/// Field manager of the controller's status writes (server-side apply).
-pub const FIELD_MANAGER: &str = "anneal-operator";
-
 /// What every reconcile shares.
 #[derive(Clone)]
 pub struct Context {
@@ -456,7 +454,7 @@ async fn write_status(
     }
     let api: Api<FineTuneJob> =
         Api::namespaced(context.client.clone(), &job.namespace().unwrap_or_default());
-    let mut owned_fields = serde_json::json!({
+    let owned_fields = serde_json::json!({
         "phase": next.phase,
         "conditions": next.conditions,
         "message": next.message,
@@ -464,21 +462,7 @@ async fn write_status(
         "startTime": next.start_time,
         "completionTime": next.completion_time,
     });
-    // Unset fields are left out rather than applied as null, which the schema refuses.
-    if let Some(fields) = owned_fields.as_object_mut() {
-        fields.retain(|_, value| !value.is_null());
-    }
-    let patch = serde_json::json!({
-        "apiVersion": "anneal.dev/v1alpha1",
-        "kind": "FineTuneJob",
-        "status": owned_fields,
-    });
-    api.patch_status(
-        &job.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    apply_status(&api, &job.name_any(), owned_fields).await?;
     if before.phase != next.phase
         && let Some(phase) = next.phase
     {

@@ -18,6 +18,7 @@ pub mod pod_parts;
 pub mod report;
 pub mod serving_deployment;
 pub mod serving_observation;
+pub mod status_apply;
 #[cfg(test)]
 mod test_snapshot;
 pub mod trainer_job;

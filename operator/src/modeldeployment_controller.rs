@@ -25,11 +25,11 @@ use tracing::{info, warn};
 use crate::conditions::set_condition;
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
-use crate::finetunejob_controller::FIELD_MANAGER;
 use crate::metrics::Metrics;
 use crate::model_resolution::{Resolution, fine_tune_job_name, resolve_model};
 use crate::serving_deployment::{check_servable, endpoint, plan_deployment, plan_service};
 use crate::serving_observation::{ModelState, plan_status};
+use crate::status_apply::{FIELD_MANAGER, apply_status};
 
 /// What every reconcile shares.
 #[derive(Clone)]
@@ -282,22 +282,8 @@ async fn write_status(
         context.client.clone(),
         &deployment.namespace().unwrap_or_default(),
     );
-    let mut fields = serde_json::to_value(next).expect("a status serializes");
-    // Unset fields are left out rather than applied as null, which the schema refuses.
-    if let Some(fields) = fields.as_object_mut() {
-        fields.retain(|_, value| !value.is_null());
-    }
-    let patch = serde_json::json!({
-        "apiVersion": "anneal.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "status": fields,
-    });
-    api.patch_status(
-        &deployment.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let fields = serde_json::to_value(next).expect("a status serializes");
+    apply_status(&api, &deployment.name_any(), fields).await?;
     if before.phase != next.phase
         && let Some(phase) = next.phase
     {

@@ -1,0 +1,35 @@
+//! Writing the status fields a controller owns with server-side apply, as field manager
+//! `anneal-operator`; both controllers write their status this way.
+
+use std::fmt::Debug;
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// The field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "anneal-operator";
+
+/// Applies `fields` (a JSON object) as the status of `K` object `name`. Unset fields
+/// are left out rather than applied as null, which the schema refuses.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, mut fields: Value) -> kube::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    if let Some(fields) = fields.as_object_mut() {
+        fields.retain(|_, value| !value.is_null());
+    }
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": fields,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
