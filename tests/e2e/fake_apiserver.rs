@@ -465,6 +465,33 @@ async fn finalizers_hold_deletion_until_removed() {
     assert_eq!(cms.get_opt("held").await.unwrap(), None);
 }
 
+/// A dependent created when its owner is already gone (a controller acting on a
+/// stale cache) is collected, as the real garbage collector does shortly after.
+#[tokio::test]
+async fn a_dependent_created_after_its_owner_is_gone_is_collected() {
+    let server = FakeApiServer::start().await;
+    let client = server.client();
+    let pp = PostParams::default();
+    let ftjs: Api<FineTuneJob> = Api::default_namespaced(client.clone());
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let ftj = ftjs.create(&pp, &finetunejob("gone")).await.unwrap();
+    ftjs.delete("gone", &DeleteParams::default()).await.unwrap();
+    let late = Secret {
+        metadata: owned_by(&ftj, "late"),
+        ..Secret::default()
+    };
+    secrets.create(&pp, &late).await.unwrap();
+    assert_eq!(secrets.get_opt("late").await.unwrap(), None);
+    // With a living owner it stays.
+    let ftj = ftjs.create(&pp, &finetunejob("here")).await.unwrap();
+    let kept = Secret {
+        metadata: owned_by(&ftj, "kept"),
+        ..Secret::default()
+    };
+    secrets.create(&pp, &kept).await.unwrap();
+    assert!(secrets.get_opt("kept").await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn owner_references_cascade_and_orphan() {
     let server = FakeApiServer::start().await;

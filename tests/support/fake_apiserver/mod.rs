@@ -53,7 +53,9 @@
 //!   dependent with another owner that still exists only loses that reference.
 //!   Deleting a batch/v1 Job without `propagationPolicy` orphans its Pods, as the
 //!   real API server's legacy default for Jobs does. `preconditions` (uid,
-//!   resourceVersion) are checked. Delete collection works.
+//!   resourceVersion) are checked. Delete collection works. An object created
+//!   when every owner it names is already gone is collected right away (the real
+//!   collector deletes it shortly after).
 //! - `labelSelector` (`=`, `==`, `!=`, `in`, `notin`, exists, `!`) and
 //!   `fieldSelector` (`=`, `==`, `!=` on any dotted path) on list, watch and delete
 //!   collection.

@@ -7,7 +7,7 @@ use super::errors::{ApiError, ApiResult};
 use super::meta::{self, meta_mut};
 use super::patch::{PatchKind, json_patch, merge_patch};
 use super::resources::ResourceType;
-use super::store::{ObjectKey, Store};
+use super::store::{ObjectKey, Propagation, Store};
 
 /// Characters of generated name suffixes (the real server's: no vowels, no
 /// look-alikes, so no words or ambiguous names).
@@ -135,7 +135,15 @@ impl Store {
             fields.remove(server_only);
         }
         meta::normalize(&mut body);
-        Ok(self.insert(key, body))
+        let owners = meta::owner_uids(&body);
+        let created = self.insert(key.clone(), body);
+        // A dependent created after all its owners are gone (a controller acting on a
+        // stale cache) is the garbage collector's at once: the real one deletes it
+        // shortly after; here, as with deletions, synchronously.
+        if !owners.is_empty() && !owners.iter().any(|uid| self.uid_exists(uid)) {
+            self.remove(&key, created.clone(), Propagation::Background);
+        }
+        Ok(created)
     }
 
     /// `prefix` and five characters, unused in the namespace.
