@@ -5,23 +5,18 @@
 use std::time::Duration;
 
 use anneal_crds::finetunejob::JobPhase;
-use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines};
+use anneal_e2e::operator_harness::{NAMESPACE, World, events_about, job_yaml, quickstart_lines};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
 
 const TRAINING: Duration = Duration::from_secs(240);
 
 async fn events_for(world: &World, name: &str) -> Vec<(String, String)> {
-    let api: Api<Event> = Api::namespaced(world.client(), NAMESPACE);
-    api.list(&ListParams::default())
+    events_about(&world.client(), NAMESPACE, name)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
 }

@@ -12,14 +12,13 @@ use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use anneal_e2e::fake_apiserver::FakeApiServer;
-use anneal_e2e::operator_harness::start_operator;
+use anneal_e2e::operator_harness::{events_about, start_operator};
 use anneal_operator::config::OperatorConfig;
 use anneal_operator::metrics::Metrics;
 use anneal_operator::modeldeployment_controller::{Context, run_modeldeployment_controller};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::json;
@@ -234,13 +233,9 @@ async fn pods_ready(client: &Client, name: &str, ready: i32) {
 }
 
 async fn event_reasons(client: &Client, name: &str) -> Vec<(String, String)> {
-    let api: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
-    api.list(&ListParams::default())
+    events_about(client, NAMESPACE, name)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
         .collect()
 }

@@ -545,27 +545,14 @@ impl Worker {
     ) -> Result<(), kube::Error> {
         let name = deployment.name_any();
         let template = deployment.spec.clone().unwrap_or_default().template;
-        let mut labels = template
-            .metadata
-            .clone()
-            .unwrap_or_default()
-            .labels
-            .unwrap_or_default();
-        labels.insert(TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
         let pod_name = format!("{name}-{hash}-{index}");
-        let pod = Pod {
-            metadata: kube::api::ObjectMeta {
-                name: Some(pod_name.clone()),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(labels),
-                owner_references: deployment.controller_owner_ref(&()).map(|o| vec![o]),
-                ..Default::default()
-            },
-            spec: template.spec.clone(),
-            status: None,
-        };
-        let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        pods_api.create(&PostParams::default(), &pod).await?;
+        self.create_pod(
+            deployment,
+            &template,
+            &pod_name,
+            (TEMPLATE_HASH_LABEL, hash),
+        )
+        .await?;
         let spec = template.spec.unwrap();
         let container = &spec.containers[0];
 
@@ -613,42 +600,56 @@ impl Worker {
                 "name": container.name, "image": "trainer", "imageID": "", "ready": false,
                 "started": true, "restartCount": 0,
                 "state": {"running": {"startedAt": now()}}}]}});
-        pods_api
+        Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
             .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         Ok(())
     }
 
-    /// Creates the pod object, lays out its volumes and starts its process.
-    async fn start_pod(&self, job: &Job, index: usize) -> Result<Pod, kube::Error> {
-        let job_name = job.name_any();
-        let template = job.spec.as_ref().unwrap().template.clone();
+    /// Creates the Pod object of `template`, owned by `owner` (its controller), with
+    /// the template's labels plus `label`, as the Job and Deployment controllers do.
+    async fn create_pod<K: Resource<DynamicType = ()>>(
+        &self,
+        owner: &K,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+        pod_name: &str,
+        label: (&str, &str),
+    ) -> Result<Pod, kube::Error> {
         let mut labels = template
             .metadata
             .clone()
             .unwrap_or_default()
             .labels
             .unwrap_or_default();
-        labels.insert(JOB_NAME_LABEL.to_owned(), job_name.clone());
-        let pod_name = format!("{job_name}-{index}");
+        labels.insert(label.0.to_owned(), label.1.to_owned());
         let pod = Pod {
             metadata: kube::api::ObjectMeta {
-                name: Some(pod_name.clone()),
+                name: Some(pod_name.to_owned()),
                 namespace: Some(self.namespace.clone()),
                 labels: Some(labels),
-                owner_references: job.controller_owner_ref(&()).map(|o| vec![o]),
+                owner_references: owner.controller_owner_ref(&()).map(|o| vec![o]),
                 ..Default::default()
             },
             spec: template.spec.clone(),
             status: None,
         };
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let created = pods_api.create(&PostParams::default(), &pod).await?;
+        pods_api.create(&PostParams::default(), &pod).await
+    }
+
+    /// Creates the pod object, lays out its volumes and starts its process.
+    async fn start_pod(&self, job: &Job, index: usize) -> Result<Pod, kube::Error> {
+        let job_name = job.name_any();
+        let template = job.spec.as_ref().unwrap().template.clone();
+        let pod_name = format!("{job_name}-{index}");
+        let created = self
+            .create_pod(job, &template, &pod_name, (JOB_NAME_LABEL, &job_name))
+            .await?;
         let spec = template.spec.unwrap();
         self.spawn_container(&pod_name, &spec, None).await?;
         let patch = json!({"status": {"phase": "Running", "startTime": now(), "conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": now()}]}});
-        pods_api
+        Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
             .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         Ok(created)

@@ -13,7 +13,8 @@ use anneal_operator::operator_run::{OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -309,4 +310,16 @@ pub fn quickstart_lines(lines: usize) -> String {
     let data =
         std::fs::read_to_string(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
     data.lines().take(lines).collect::<Vec<_>>().join("\n") + "\n"
+}
+
+/// The `events.k8s.io` Events in `namespace` about the object named `name`.
+pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
 }
