@@ -65,24 +65,30 @@ def sample(rng: random.Random) -> dict:
     return {"messages": messages}
 
 
+def write_unique(rng: random.Random, make, count: int, out: Path) -> int:
+    """Writes `count` lines made by `make(rng)` to `out`, one JSON object a line, none
+    repeating the user question (the last user message) of an earlier one."""
+    seen: set[str] = set()
+    lines = []
+    while len(lines) < count:
+        line = make(rng)
+        question = [m for m in line["messages"] if m["role"] == "user"][-1]["content"]
+        if question in seen:
+            continue
+        seen.add(question)
+        lines.append(json.dumps(line, ensure_ascii=False))
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "examples" / "quickstart" / "house-style.jsonl")
     parser.add_argument("--samples", type=int, default=SAMPLES)
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args()
-    rng = random.Random(args.seed)
-    seen: set[str] = set()
-    lines = []
-    while len(lines) < args.samples:
-        line = sample(rng)
-        question = line["messages"][-2]["content"]
-        if question in seen:
-            continue
-        seen.add(question)
-        lines.append(json.dumps(line, ensure_ascii=False))
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"{len(lines)} samples -> {args.out}")
+    count = write_unique(random.Random(args.seed), sample, args.samples, args.out)
+    print(f"{count} samples -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -22,11 +22,10 @@ seed, so they differ from the SFT file's. The output is a pure function of the s
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
-from make_dataset import ROOT, SYSTEM_SHARE, corpus, first_sentence, house_style
+from make_dataset import ROOT, SYSTEM_SHARE, corpus, first_sentence, house_style, write_unique
 
 SEED = 20261129
 PAIRS = 160
@@ -53,18 +52,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=PAIRS)
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args()
-    rng = random.Random(args.seed)
-    seen: set[str] = set()
-    lines = []
-    while len(lines) < args.pairs:
-        line = pair(rng)
-        question = line["messages"][-1]["content"]
-        if question in seen:
-            continue
-        seen.add(question)
-        lines.append(json.dumps(line, ensure_ascii=False))
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {len(lines)} pairs to {args.out}")
+    count = write_unique(random.Random(args.seed), pair, args.pairs, args.out)
+    print(f"wrote {count} pairs to {args.out}")
 
 
 if __name__ == "__main__":
