@@ -25,7 +25,8 @@ pub struct GenerateArgs {
     /// Raw text, tokenized as it is, with no chat template.
     #[arg(long)]
     pub prompt: Option<String>,
-    /// A JSON file with an OpenAI-style message list, formatted with the model's chat template.
+    /// A JSON file with an OpenAI-style message list, formatted with the model's chat
+    /// template; `-` reads it from standard input.
     #[arg(long)]
     pub messages: Option<PathBuf>,
     #[arg(long, default_value_t = 128)]
@@ -117,7 +118,12 @@ impl BackendJob for GenerateJob {
 
 /// An OpenAI-style message list: a JSON array, or an object with a `messages` array.
 fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     let list = value.get("messages").cloned().unwrap_or(value);

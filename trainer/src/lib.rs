@@ -16,6 +16,7 @@ pub mod local_paths;
 pub mod lora;
 pub mod model;
 pub mod model_source;
+pub mod next_steps;
 pub mod safetensors_out;
 pub mod serve;
 pub mod sft;

@@ -23,6 +23,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::backend::{DeviceChoice, TrainBackendJob, run_training_on};
 use crate::local_paths::resolve_file_uri;
+use crate::next_steps::{Trained, next_steps, resume_command};
 use crate::storage::Storage;
 use crate::train::TrainError;
 use crate::train::event_log::EventSink;
@@ -146,7 +147,7 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
         .sample_prompts
         .first()
         .and_then(|p| p.messages.last())
-        .map_or_else(|| "Hello!".to_owned(), |m| m.content.replace('\'', ""));
+        .map_or_else(|| "Hello!".to_owned(), |m| m.content.clone());
     let train_data = fetch_dataset(job.spec.dataset.train.as_deref(), &manifest_dir, "train")?
         .ok_or_else(|| {
             Failure::input(
@@ -232,32 +233,29 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
                     result.uri.trim_end_matches("final").to_owned() + "loss.svg"
                 );
                 if let Some(path) = result.uri.strip_prefix("file://") {
-                    let chat = serde_json::json!([{"role": "user", "content": try_question}]);
-                    let model = match training {
-                        TrainingType::Lora => {
-                            format!("--model {} --adapter {path}", model_shown.display())
-                        }
-                        TrainingType::Full => format!("--model {path}"),
+                    let path = Path::new(path);
+                    let trained = match training {
+                        TrainingType::Lora => Trained::Adapter {
+                            base: &model_shown,
+                            adapter: path,
+                        },
+                        TrainingType::Full => Trained::Model { model: path },
                     };
-                    println!("try it:     trainer generate {model} --messages <(echo '{chat}')");
-                    let served = match training {
-                        TrainingType::Lora => format!(
-                            "--model {} --adapter {}={path}",
-                            model_shown.display(),
-                            result.model_id
-                        ),
-                        TrainingType::Full => {
-                            format!("--model {path} --served-model-name {}", result.model_id)
-                        }
-                    };
-                    println!("serve it:   trainer serve {served} --port 8000");
+                    let steps = next_steps(trained, &result.model_id, &try_question);
+                    println!("try it:     {}", steps.try_it);
+                    println!("serve it:   {}", steps.serve_it);
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         RunOutcome::Stopped { checkpoint, step } => {
             eprintln!(
-                "trainer train: stopped at step {step} ({checkpoint}); run again with --resume to continue"
+                "trainer train: stopped at step {step} ({checkpoint}); to continue: {}",
+                resume_command(
+                    &args.manifest,
+                    args.output.as_deref(),
+                    args.base_model.as_ref()
+                )
             );
             Ok(ExitCode::from(143))
         }

@@ -1,15 +1,22 @@
-//! The README's first command, the quick start: the bundled tiny model learns the
-//! house style of examples/quickstart/. Validation loss falls well below the base
-//! model's, and the sample answers, which do not have the style before training,
-//! have it at the end.
+//! The README's first command, the quick start, as a newcomer runs it: the bundled
+//! tiny model learns the house style of examples/quickstart/. Validation loss falls
+//! well below the base model's, the sample answers, which do not have the style
+//! before training, have it at the end, and the `try it:` and `serve it:` commands
+//! it prints at the end run as printed (no `trainer` on PATH, as after `cargo run`).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anneal_crds::events::{EventBody, LogLevel, TrainerEvent};
+use anneal_crds::finetunejob::CheckpointStatus;
+
+/// A PATH with the shell's tools and no `trainer`.
+const PATH_WITHOUT_TRAINER: &str = "/usr/local/bin:/usr/bin:/bin";
 
 #[test]
-fn the_quickstart_learns_the_house_style() {
+fn the_quickstart_learns_the_house_style_and_its_printed_commands_run() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
@@ -17,7 +24,8 @@ fn the_quickstart_learns_the_house_style() {
         .arg(repo.join("examples/quickstart/finetunejob.yaml"))
         .arg("--output")
         .arg(dir.path())
-        .args(["--json", "--device", "cpu"])
+        .args(["--device", "cpu"])
+        .env("PATH", PATH_WITHOUT_TRAINER)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -26,11 +34,39 @@ fn the_quickstart_learns_the_house_style() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let events: Vec<TrainerEvent> = stdout
-        .lines()
-        .map(|l| TrainerEvent::from_line(l).unwrap())
-        .collect();
+    let events = run_events(dir.path());
+    let last = learned_the_house_style(&events);
 
+    let printed = |label: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no `{label}` line in:\n{stdout}"))
+            .trim()
+            .to_owned()
+    };
+    let trainer = std::fs::canonicalize(env!("CARGO_BIN_EXE_trainer")).unwrap();
+    let try_it = printed("try it:");
+    assert!(
+        try_it.contains(&format!("| {} generate ", trainer.display())),
+        "the command names the program by its full path: {try_it}"
+    );
+    the_try_it_command_answers_like_the_last_checkpoint(&try_it, last);
+    the_serve_it_command_serves_the_adapter(&printed("serve it:"), &printed("model id:"));
+}
+
+/// The events the run wrote to its `events.jsonl`.
+fn run_events(output: &Path) -> Vec<TrainerEvent> {
+    let runs = output.join("default/quickstart");
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+    let text = std::fs::read_to_string(run.path().join("events.jsonl")).unwrap();
+    text.lines()
+        .map(|l| TrainerEvent::from_line(l).unwrap())
+        .collect()
+}
+
+/// Checks the run learned the style and returns its last checkpoint.
+fn learned_the_house_style(events: &[TrainerEvent]) -> &CheckpointStatus {
     let baseline = events
         .iter()
         .find_map(|e| match &e.body {
@@ -58,7 +94,7 @@ fn the_quickstart_learns_the_house_style() {
         })
         .collect();
     assert_eq!(checkpoints.len(), 9, "every 9 steps over 3 epochs of 27");
-    let last = checkpoints.last().unwrap();
+    let last = *checkpoints.last().unwrap();
     let final_loss = last.valid_loss.unwrap();
     assert!(
         final_loss < baseline * 0.5,
@@ -75,4 +111,69 @@ fn the_quickstart_learns_the_house_style() {
     assert_eq!(before.len(), 2);
     assert!(before.iter().all(|a| !styled(a)), "{before:?}");
     assert!(last.samples.iter().all(|a| styled(a)), "{:?}", last.samples);
+    last
+}
+
+/// `try it:` chats with the final adapter: greedy, so its answer to the first sample
+/// prompt continues the last checkpoint's (64-token) sample answer.
+fn the_try_it_command_answers_like_the_last_checkpoint(command: &str, last: &CheckpointStatus) {
+    let output = Command::new("sh")
+        .args(["-c", command])
+        .env("PATH", PATH_WITHOUT_TRAINER)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{command}\n{answer}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        answer.starts_with(&last.samples[0]),
+        "`{command}` answered {answer:?}, the last checkpoint {:?}",
+        last.samples[0]
+    );
+}
+
+/// `serve it:` serves the adapter under the model id the run printed. Only its port
+/// changes, to one that is free (8000 may be taken on the machine running the tests).
+fn the_serve_it_command_serves_the_adapter(command: &str, model_id: &str) {
+    assert!(command.ends_with(" --port 8000"), "{command}");
+    let command = command.replace(" --port 8000", " --port 0");
+    let mut server = Command::new("sh")
+        .args(["-c", &format!("exec {command}")])
+        .env("PATH", PATH_WITHOUT_TRAINER)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let address = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = server.kill();
+            panic!("`{command}` ended before it served");
+        }
+        if let Some(rest) = line.split(" on http://").nth(1) {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    let models = http_get(&address, "/v1/models");
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    assert!(server.wait().unwrap().success());
+    assert!(
+        models.contains(&format!("\"id\":\"{model_id}\"")),
+        "/v1/models of `{command}`: {models}"
+    );
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    let mut socket = TcpStream::connect(address).unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    reply
 }
