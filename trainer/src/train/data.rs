@@ -4,8 +4,9 @@
 use anneal_crds::ResolvedHyperparameters;
 
 use super::objective::Prepared;
+use super::split::split_validation;
 use super::state::DataOrder;
-use crate::sft::data::{DataError, DataItem, split_validation};
+use super::tokenized::DataItem;
 
 /// The examples of a run: conversations for SFT, preference pairs for DPO.
 pub struct TrainingData<T> {
@@ -14,6 +15,17 @@ pub struct TrainingData<T> {
     /// Samples over maxTokens, from both files.
     pub dropped_too_long: u64,
     pub dropped_untrainable: u64,
+}
+
+/// Why a dataset could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("reading the dataset: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("line {line}: {message}")]
+    Tokenize { line: u64, message: String },
 }
 
 /// Which file a data problem is in.

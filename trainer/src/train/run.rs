@@ -19,6 +19,7 @@ use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainError;
+use super::batches::epoch_batches;
 use super::checkpoint::{
     CHECKPOINTS, CheckpointContents, FINAL, SampleAnswer, checkpoint_name, checkpoint_status,
     fetch_newest_checkpoint, prune_checkpoints, restore_training, store_checkpoint,
@@ -27,14 +28,14 @@ use super::data::TrainingData;
 use super::event_log::{EventLog, EventSink};
 use super::loss_chart::{CHART_FILE, loss_chart_svg};
 use super::objective::{Dpo, Objective, Scores, Sft};
+use super::optimizer::{SftOptimizer, adamw};
 use super::samples::answer_sample_prompts;
 use super::schedule::LearningRateSchedule;
 use super::state::{LogEntry, RngState, STATE_FORMAT, TrainerState, step_seed};
+use super::tokenized::DataItem;
 use crate::chat::ModelTokenizer;
 use crate::lora::{LoraSettings, attach};
 use crate::model::{CausalLm, load_model};
-use crate::sft::data::{DataItem, epoch_batches};
-use crate::sft::step::{SftOptimizer, adamw};
 use crate::storage::Storage;
 
 /// Everything a run needs, already fetched to this machine.
