@@ -83,7 +83,7 @@ def peft_worker(model_dir: str, spec_path: str, save_initial: str | None) -> Non
         model.save_pretrained(save_initial)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    # torch's AdamW with the betas and eps burn's AdamW is configured with in sft::step::adamw.
+    # torch's AdamW with the betas and eps burn's AdamW is configured with in train::optimizer::adamw.
     optimizer = torch.optim.AdamW(params, lr=spec["learning_rate"], betas=(0.9, 0.999), eps=1e-8,
                                   weight_decay=spec["weight_decay"])
 

@@ -26,8 +26,9 @@ use anneal_trainer::dpo::reference::Reference;
 use anneal_trainer::dpo::step::dpo_step;
 use anneal_trainer::lora::{LoraSettings, attach};
 use anneal_trainer::model::load_model;
-use anneal_trainer::sft::loss::Batch;
-use anneal_trainer::sft::step::{adamw, sft_step};
+use anneal_trainer::sft::step::sft_step;
+use anneal_trainer::train::optimizer::adamw;
+use anneal_trainer::train::tensor_batch::Batch;
 use burn::tensor::DType;
 
 type B = CpuTrainBackend;

@@ -27,9 +27,10 @@ use anneal_trainer::backend::CpuTrainBackend;
 use anneal_trainer::lora::peft::{load_adapter, save_adapter};
 use anneal_trainer::lora::{LoraSettings, attach};
 use anneal_trainer::model::load_model;
-use anneal_trainer::sft::data::TokenizedSample;
-use anneal_trainer::sft::loss::Batch;
-use anneal_trainer::sft::step::{adamw, sft_step};
+use anneal_trainer::sft::step::sft_step;
+use anneal_trainer::train::optimizer::adamw;
+use anneal_trainer::train::tensor_batch::Batch;
+use anneal_trainer::train::tokenized::TokenizedSample;
 use burn::tensor::DType;
 use serde::Deserialize;
 

@@ -28,7 +28,10 @@ use crate::storage::Storage;
 use crate::train::TrainError;
 use crate::train::event_log::EventSink;
 use crate::train::event_report::{ReportConfig, Reporter};
-use crate::train::run::{RunInputs, RunOutcome, run_training};
+use crate::train::run::{
+    BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
+    run_training,
+};
 use crate::train_progress::{JsonLines, ProgressDisplay};
 
 #[derive(clap::Args, Debug)]
@@ -167,26 +170,28 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
         let _ = signal_hook::flag::register(signal, stop.clone());
     }
     let inputs = RunInputs {
-        job_name,
-        run_id,
-        // Trained on another model than the manifest names: the adapter and model id must say so.
-        base_model_name: match &args.base_model {
-            Some(dir) => std::path::absolute(dir)
-                .ok()
-                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| dir.display().to_string()),
-            None => job.spec.base_model.name.clone(),
+        job: RunIdentity { job_name, run_id },
+        base_model: BaseModel {
+            // Trained on another model than the manifest names: the adapter and model id must say so.
+            name: match &args.base_model {
+                Some(dir) => std::path::absolute(dir)
+                    .ok()
+                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| dir.display().to_string()),
+                None => job.spec.base_model.name.clone(),
+            },
+            dir: model_dir,
         },
-        model_dir,
-        method: job.spec.method,
-        training: job.spec.training,
-        hyperparameters: job.resolved_hyperparameters(),
-        validation_split: job.spec.dataset.resolved_validation_split(),
-        checkpoints: job.spec.checkpoints.clone(),
-        train_data,
-        validation_data,
-        output,
-        work_dir: work.path().to_path_buf(),
+        settings: TrainingSettings::of_job(&job),
+        data: RunData {
+            train: train_data,
+            validation: validation_data,
+            validation_split: job.spec.dataset.resolved_validation_split(),
+        },
+        location: RunLocation {
+            output,
+            work_dir: work.path().to_path_buf(),
+        },
         resume,
         stop,
     };

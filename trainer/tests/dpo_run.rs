@@ -19,7 +19,10 @@ use anneal_trainer::lora::peft::load_adapter;
 use anneal_trainer::model::load_model;
 use anneal_trainer::storage::Storage;
 use anneal_trainer::train::event_log::EventSink;
-use anneal_trainer::train::run::{RunInputs, RunOutcome, run_training};
+use anneal_trainer::train::run::{
+    BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
+    run_training,
+};
 use burn::tensor::DType;
 
 const STYLE: &str = "Good question!";
@@ -97,19 +100,24 @@ fn train(
     let job = parse_finetunejob(yaml).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let inputs = RunInputs {
-        job_name: job.metadata.name.clone().unwrap(),
-        run_id: "run-1".into(),
-        base_model_name: "anneal-tiny".into(),
-        model_dir: tiny_model(),
-        method: job.spec.method,
-        training: job.spec.training,
-        hyperparameters: job.resolved_hyperparameters(),
-        validation_split: job.spec.dataset.resolved_validation_split(),
-        checkpoints: job.spec.checkpoints.clone(),
-        train_data: ("pairs.jsonl".into(), pairs(lines)),
-        validation_data: None,
-        output: Storage::open(&format!("file://{}", out.display())).unwrap(),
-        work_dir: out.with_extension("work"),
+        job: RunIdentity {
+            job_name: job.metadata.name.clone().unwrap(),
+            run_id: "run-1".into(),
+        },
+        base_model: BaseModel {
+            name: "anneal-tiny".into(),
+            dir: tiny_model(),
+        },
+        settings: TrainingSettings::of_job(&job),
+        data: RunData {
+            train: ("pairs.jsonl".into(), pairs(lines)),
+            validation: None,
+            validation_split: job.spec.dataset.resolved_validation_split(),
+        },
+        location: RunLocation {
+            output: Storage::open(&format!("file://{}", out.display())).unwrap(),
+            work_dir: out.with_extension("work"),
+        },
         resume,
         stop: stop.clone(),
     };

@@ -15,7 +15,7 @@ use anneal_trainer::dpo::reference::Reference;
 use anneal_trainer::dpo::step::{DpoStepStats, dpo_step};
 use anneal_trainer::lora::{LoraSettings, attach, projections_mut};
 use anneal_trainer::model::{CausalLm, load_model};
-use anneal_trainer::sft::step::adamw;
+use anneal_trainer::train::optimizer::adamw;
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
 

@@ -9,9 +9,11 @@ use anneal_trainer::backend::CpuTrainBackend;
 use anneal_trainer::chat::ModelTokenizer;
 use anneal_trainer::lora::{LoraSettings, attach, projections_mut};
 use anneal_trainer::model::load_model;
-use anneal_trainer::sft::data::{TokenizedSample, prepare};
-use anneal_trainer::sft::loss::Batch;
-use anneal_trainer::sft::step::{adamw, sft_step};
+use anneal_trainer::sft::data::prepare;
+use anneal_trainer::sft::step::sft_step;
+use anneal_trainer::train::optimizer::adamw;
+use anneal_trainer::train::tensor_batch::Batch;
+use anneal_trainer::train::tokenized::TokenizedSample;
 use burn::tensor::DType;
 
 type B = CpuTrainBackend;

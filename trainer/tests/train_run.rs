@@ -21,7 +21,10 @@ use anneal_trainer::lora::peft::load_adapter;
 use anneal_trainer::model::load_model;
 use anneal_trainer::storage::Storage;
 use anneal_trainer::train::event_log::EventSink;
-use anneal_trainer::train::run::{RunInputs, RunOutcome, run_training};
+use anneal_trainer::train::run::{
+    BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
+    run_training,
+};
 use anneal_trainer::train::state::TrainerState;
 use burn::tensor::DType;
 use safetensors::SafeTensors;
@@ -85,19 +88,24 @@ spec:
 
 fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInputs {
     RunInputs {
-        job_name: job.metadata.name.clone().unwrap(),
-        run_id: "run-1".into(),
-        base_model_name: job.spec.base_model.name.clone(),
-        model_dir: tiny_model(),
-        method: job.spec.method,
-        training: job.spec.training,
-        hyperparameters: job.resolved_hyperparameters(),
-        validation_split: job.spec.dataset.resolved_validation_split(),
-        checkpoints: job.spec.checkpoints.clone(),
-        train_data: ("train.jsonl".into(), quickstart_lines(24)),
-        validation_data: None,
-        output: Storage::open(&format!("file://{}", output.display())).unwrap(),
-        work_dir: work.to_path_buf(),
+        job: RunIdentity {
+            job_name: job.metadata.name.clone().unwrap(),
+            run_id: "run-1".into(),
+        },
+        base_model: BaseModel {
+            name: job.spec.base_model.name.clone(),
+            dir: tiny_model(),
+        },
+        settings: TrainingSettings::of_job(job),
+        data: RunData {
+            train: ("train.jsonl".into(), quickstart_lines(24)),
+            validation: None,
+            validation_split: job.spec.dataset.resolved_validation_split(),
+        },
+        location: RunLocation {
+            output: Storage::open(&format!("file://{}", output.display())).unwrap(),
+            work_dir: work.to_path_buf(),
+        },
         resume,
         stop: Arc::new(AtomicBool::new(false)),
     }

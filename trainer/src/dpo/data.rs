@@ -8,7 +8,8 @@ use std::io::Read;
 use anneal_crds::dataset::{DatasetKind, DatasetLimits, read_samples};
 
 use crate::chat::ModelTokenizer;
-use crate::sft::data::{DataError, DataItem, TokenizedSample};
+use crate::train::data::DataError;
+use crate::train::tokenized::{DataItem, TokenizedSample};
 
 /// One preference line as the model sees it: the same prompt with either reply.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 
 use super::data::PreferencePair;
-use crate::sft::data::TokenizedSample;
-use crate::sft::loss::{Batch, target_log_probs};
+use crate::train::tensor_batch::{Batch, target_log_probs};
+use crate::train::tokenized::TokenizedSample;
 
 /// The objective's settings, from `spec.hyperparameters.dpo`.
 #[derive(Config, Debug)]

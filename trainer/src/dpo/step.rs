@@ -9,8 +9,9 @@ use burn::tensor::backend::AutodiffBackend;
 use super::loss::{DpoConfig, PairBatch, PreferenceScores, PreferenceTally, sequence_log_probs};
 use super::reference::Reference;
 use crate::model::CausalLm;
-use crate::sft::loss::Batch;
-use crate::sft::step::{SftOptimizer, clip_global_norm};
+use crate::train::grad_clip::clip_global_norm;
+use crate::train::optimizer::SftOptimizer;
+use crate::train::tensor_batch::Batch;
 
 /// What one step saw.
 #[derive(Clone, Debug, PartialEq)]

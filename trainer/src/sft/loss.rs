@@ -2,50 +2,8 @@
 //! and the token accuracy reported beside it.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
-use super::data::TokenizedSample;
-
-/// A micro-batch as tensors: `inputs` predict `targets`, one position ahead, and
-/// `weights` is 1 where the target is a trained token (0 on padding and prompt).
-pub struct Batch<B: Backend> {
-    pub inputs: Tensor<B, 2, Int>,
-    pub targets: Tensor<B, 2, Int>,
-    pub weights: Tensor<B, 2>,
-    /// Trained target tokens in the batch.
-    pub trained_tokens: usize,
-    /// Input positions, padding included: the work the forward pass does.
-    pub positions: usize,
-}
-
-impl<B: Backend> Batch<B> {
-    /// Right-pads `samples` to the longest; padding predicts nothing.
-    pub fn new(samples: &[&TokenizedSample], device: &B::Device) -> Self {
-        let len = samples.iter().map(|s| s.ids.len() - 1).max().unwrap_or(0);
-        let rows = samples.len();
-        let mut inputs = vec![0i64; rows * len];
-        let mut targets = vec![0i64; rows * len];
-        let mut weights = vec![0f32; rows * len];
-        let mut trained_tokens = 0;
-        for (r, sample) in samples.iter().enumerate() {
-            for t in 0..sample.ids.len() - 1 {
-                inputs[r * len + t] = i64::from(sample.ids[t]);
-                targets[r * len + t] = i64::from(sample.ids[t + 1]);
-                if sample.mask[t + 1] {
-                    weights[r * len + t] = 1.0;
-                    trained_tokens += 1;
-                }
-            }
-        }
-        Self {
-            inputs: Tensor::from_data(TensorData::new(inputs, [rows, len]), device),
-            targets: Tensor::from_data(TensorData::new(targets, [rows, len]), device),
-            weights: Tensor::from_data(TensorData::new(weights, [rows, len]), device),
-            trained_tokens,
-            positions: rows * len,
-        }
-    }
-}
+use crate::train::tensor_batch::{Batch, target_log_probs};
 
 /// Summed negative log-likelihood of the trained targets (a scalar tensor, so a
 /// step can divide by its own token count) and the number predicted right.
@@ -66,19 +24,11 @@ pub fn masked_nll<B: Backend>(
     (nll, correct)
 }
 
-/// `log p(target)` at every position, `[rows, len]`, padding and prompt included:
-/// callers weight it with `batch.weights`. SFT sums it over the batch; DPO per row.
-pub fn target_log_probs<B: Backend>(logits: Tensor<B, 3>, batch: &Batch<B>) -> Tensor<B, 2> {
-    let [rows, len, _] = logits.dims();
-    let targets = batch.targets.clone().reshape([rows, len, 1]);
-    let log_probs = log_softmax(logits, 2); // [rows, len, vocab]
-    log_probs.gather(2, targets).reshape([rows, len])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::CpuBackend;
+    use crate::train::tokenized::TokenizedSample;
 
     type B = CpuBackend;
 

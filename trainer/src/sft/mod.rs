@@ -1,5 +1,7 @@
-//! Supervised fine-tuning: data preparation and the masked objective.
+//! Supervised fine-tuning: data preparation ([`data`]), the masked objective
+//! ([`loss`]), one optimizer step ([`step`]) and validation ([`evaluate`]).
 
 pub mod data;
+pub mod evaluate;
 pub mod loss;
 pub mod step;

@@ -1,26 +1,16 @@
-//! One optimizer step of LoRA SFT: forward and backward over the step's
-//! micro-batches (gradient accumulation), the gradient clipped by its global norm,
-//! then AdamW on whatever has gradients: the adapter in LoRA training (the frozen
-//! base has no gradient and so no optimizer state), every weight in full training.
+//! One optimizer step of SFT: forward and backward over the step's micro-batches
+//! (gradient accumulation), the gradient clipped by its global norm, then AdamW
+//! ([`crate::train::optimizer`]) on whatever has gradients.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::loss::{Batch, masked_nll};
+use super::loss::masked_nll;
 use crate::model::CausalLm;
-
-pub type SftOptimizer<B> = OptimizerAdaptor<AdamW, CausalLm<B>, B>;
-
-/// AdamW as PyTorch defaults it (eps 1e-8), with the job's weight decay.
-pub fn adamw<B: AutodiffBackend>(weight_decay: f64) -> SftOptimizer<B> {
-    AdamWConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(weight_decay as f32)
-        .init()
-}
+use crate::train::grad_clip::clip_global_norm;
+use crate::train::optimizer::SftOptimizer;
+use crate::train::tensor_batch::Batch;
 
 /// What one step saw.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,50 +59,4 @@ pub fn sft_step<B: AutodiffBackend>(
         grad_norm,
     };
     (model, stats)
-}
-
-/// Sums the squares of every gradient a parameter of the model has: the adapter's
-/// in LoRA training (the frozen base has none), every weight's in full training.
-struct GradSquares<'a> {
-    grads: &'a GradientsParams,
-    sum: f64,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradSquares<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            self.sum += f64::from(g.powf_scalar(2.0).sum().into_scalar().elem::<f32>());
-        }
-    }
-}
-
-/// Multiplies every gradient by `factor`.
-struct GradScale<'a> {
-    grads: &'a mut GradientsParams,
-    factor: f64,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register(param.id, g * self.factor);
-        }
-    }
-}
-
-/// Scales every gradient by `max / norm` when their joint L2 norm exceeds `max` (as
-/// `torch.nn.utils.clip_grad_norm_` does); returns the norm before clipping.
-pub(crate) fn clip_global_norm<B: AutodiffBackend>(
-    model: &CausalLm<B>,
-    grads: &mut GradientsParams,
-    max_norm: f64,
-) -> f64 {
-    let mut squares = GradSquares { grads, sum: 0.0 };
-    model.visit(&mut squares);
-    let norm = squares.sum.sqrt();
-    if max_norm > 0.0 && norm > max_norm {
-        let factor = max_norm / (norm + 1e-6);
-        model.visit(&mut GradScale { grads, factor });
-    }
-    norm
 }

@@ -16,13 +16,13 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use super::optimizer::SftOptimizer;
 use super::optimizer_state::{OPTIMIZER_FILE, load_optimizer_state, save_optimizer_state};
 use super::state::{STATE_FILE, TrainerState};
 use crate::lora::peft::{load_adapter, save_adapter};
 use crate::lora::{LoraSettings, projections_mut};
 use crate::model::save::save_model_folder;
 use crate::model::{CausalLm, load_model};
-use crate::sft::step::SftOptimizer;
 use crate::storage::Storage;
 
 pub const CHECKPOINTS: &str = "checkpoints";

@@ -4,8 +4,10 @@
 use anneal_crds::ResolvedHyperparameters;
 
 use super::objective::Prepared;
+use super::run::RunData;
+use super::split::split_validation;
 use super::state::DataOrder;
-use crate::sft::data::{DataError, DataItem, split_validation};
+use super::tokenized::DataItem;
 
 /// The examples of a run: conversations for SFT, preference pairs for DPO.
 pub struct TrainingData<T> {
@@ -14,6 +16,17 @@ pub struct TrainingData<T> {
     /// Samples over maxTokens, from both files.
     pub dropped_too_long: u64,
     pub dropped_untrainable: u64,
+}
+
+/// Why a dataset could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("reading the dataset: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("line {line}: {message}")]
+    Tokenize { line: u64, message: String },
 }
 
 /// Which file a data problem is in.
@@ -25,31 +38,30 @@ pub struct DatasetError {
 }
 
 impl<T: DataItem> TrainingData<T> {
-    /// `read` turns one file's bytes into examples (the objective's reader).
+    /// `read` turns one file's bytes into examples (the objective's reader); a
+    /// split-off validation set is drawn with `seed`.
     pub fn prepare(
-        train: (&str, &[u8]),
-        validation: Option<(&str, &[u8])>,
-        validation_split: f64,
-        hyperparameters: &ResolvedHyperparameters,
+        files: &RunData,
+        seed: u64,
         read: impl Fn(&[u8]) -> Result<Prepared<T>, DataError>,
     ) -> Result<Self, DatasetError> {
-        let read = |(file, bytes): (&str, &[u8])| {
+        let read = |(file, bytes): &(String, Vec<u8>)| {
             read(bytes).map_err(|source| DatasetError {
-                file: file.to_owned(),
+                file: file.clone(),
                 source,
             })
         };
-        let prepared = read(train)?;
+        let prepared = read(&files.train)?;
         let mut dropped_too_long = prepared.dropped_too_long;
         let mut dropped_untrainable = prepared.dropped_untrainable;
-        let (train, validation) = match validation {
+        let (train, validation) = match &files.validation {
             Some(file) => {
                 let held_out = read(file)?;
                 dropped_too_long += held_out.dropped_too_long;
                 dropped_untrainable += held_out.dropped_untrainable;
                 (prepared.items, held_out.items)
             }
-            None => split_validation(prepared.items, validation_split, hyperparameters.seed),
+            None => split_validation(prepared.items, files.validation_split, seed),
         };
         Ok(Self {
             train,

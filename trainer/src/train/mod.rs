@@ -1,20 +1,26 @@
 //! Training runs: the loop ([`run`]) for either objective ([`objective`]: SFT or
-//! DPO), its data ([`data`]), learning-rate schedule,
-//! validation, sample answers, checkpoints with optimizer state and
-//! `trainer_state.json`, the event stream and the loss chart.
+//! DPO), its data ([`data`]: tokenized examples, the validation split, the epoch's
+//! batches and their tensors), the optimizer and gradient clipping both objectives
+//! step with, learning-rate schedule, sample answers, checkpoints with optimizer
+//! state and `trainer_state.json`, the event stream and the loss chart.
 
+pub mod batches;
 pub mod checkpoint;
 pub mod data;
-pub mod evaluate;
 pub mod event_log;
 pub mod event_report;
+pub mod grad_clip;
 pub mod loss_chart;
 pub mod objective;
+pub mod optimizer;
 pub mod optimizer_state;
 pub mod run;
 pub mod samples;
 pub mod schedule;
+pub mod split;
 pub mod state;
+pub mod tensor_batch;
+pub mod tokenized;
 
 use std::path::Path;
 

@@ -8,7 +8,10 @@ use anneal_crds::finetunejob::{Metrics, TrainingType};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::evaluate::evaluate;
+use super::data::DataError;
+use super::optimizer::SftOptimizer;
+use super::tensor_batch::Batch;
+use super::tokenized::{DataItem, TokenizedSample};
 use crate::chat::ModelTokenizer;
 use crate::dpo::data::{PreferencePair, prepare_pairs};
 use crate::dpo::evaluate::evaluate_pairs;
@@ -16,9 +19,9 @@ use crate::dpo::loss::{DpoConfig, PairBatch, PreferenceScores};
 use crate::dpo::reference::Reference;
 use crate::dpo::step::dpo_step;
 use crate::model::CausalLm;
-use crate::sft::data::{DataError, DataItem, TokenizedSample, prepare};
-use crate::sft::loss::Batch;
-use crate::sft::step::{SftOptimizer, sft_step};
+use crate::sft::data::prepare;
+use crate::sft::evaluate::evaluate;
+use crate::sft::step::sft_step;
 
 /// Gradients are clipped to this global norm, as Hugging Face's Trainer does by default.
 pub const MAX_GRAD_NORM: f64 = 1.0;

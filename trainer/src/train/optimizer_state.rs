@@ -20,7 +20,7 @@ use crate::lora::projections_mut;
 use crate::model::CausalLm;
 use crate::model::save::{WeightRef, named_weights};
 use crate::safetensors_out::{TensorRow, write_safetensors};
-use crate::sft::step::{SftOptimizer, adamw};
+use crate::train::optimizer::{SftOptimizer, adamw};
 
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 

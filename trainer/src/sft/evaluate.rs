@@ -3,9 +3,10 @@
 
 use burn::prelude::*;
 
+use super::loss::masked_nll;
 use crate::model::CausalLm;
-use crate::sft::data::TokenizedSample;
-use crate::sft::loss::{Batch, masked_nll};
+use crate::train::tensor_batch::Batch;
+use crate::train::tokenized::TokenizedSample;
 
 /// Mean loss per trained token and the share of them predicted right.
 #[derive(Clone, Copy, Debug, PartialEq)]
