@@ -200,6 +200,7 @@ impl Reporter {
     pub fn start(config: ReportConfig) -> Result<Self, String> {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| format!("report URL {}: {e}", config.url))?;
+        anneal_crds::storage::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
