@@ -59,7 +59,6 @@ pub enum TrainingType {
     shortname = "ftj",
     category = "anneal",
     status = "FineTuneJobStatus",
-    cel,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.baseModel.name"}"#,
     printcolumn = r#"{"name":"Progress","type":"integer","jsonPath":".status.progress.percent"}"#,

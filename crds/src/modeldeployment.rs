@@ -20,7 +20,6 @@ use crate::limits::{ADAPTERS_MAX, NAME_MAX, REPLICAS_MAX, STORAGE_URI_PATTERN, U
     shortname = "mdep",
     category = "anneal",
     status = "ModelDeploymentStatus",
-    cel,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Model","type":"string","jsonPath":".status.modelId"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,

@@ -116,6 +116,7 @@ fn trainer_generate(adapter: &Path, messages: &Path, max_new_tokens: u32) -> Str
 }
 
 async fn post_json(url: &str, body: &Value) -> reqwest::Response {
+    anneal_crds::storage::install_crypto_provider();
     reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")

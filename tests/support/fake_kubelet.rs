@@ -119,10 +119,13 @@ impl FakeKubelet {
             exits: exits.clone(),
             deployments: deployments.clone(),
             started: Mutex::default(),
-            http: reqwest::Client::builder()
-                .timeout(PROBE_TIMEOUT)
-                .build()
-                .unwrap(),
+            http: {
+                anneal_crds::storage::install_crypto_provider();
+                reqwest::Client::builder()
+            }
+            .timeout(PROBE_TIMEOUT)
+            .build()
+            .unwrap(),
         };
         let task = tokio::spawn(async move {
             loop {

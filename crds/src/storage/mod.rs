@@ -19,6 +19,7 @@ mod location;
 mod s3;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use tokio::runtime::Runtime;
 pub use error::StorageError;
 pub use folders::COMPLETE;
 use location::{Backend, ParsedUri};
+pub use tls::install_crypto_provider;
 
 /// One storage location: a store, and a folder ("prefix") inside it.
 #[derive(Clone, Debug)]

@@ -40,6 +40,7 @@ pub(super) fn settings_from_env() -> Vec<(String, String)> {
 
 /// The store for `bucket` with these settings; the error is a sentence for the user.
 pub(super) fn s3_store(bucket: &str, settings: &[(String, String)]) -> Result<AmazonS3, String> {
+    super::install_crypto_provider();
     s3_builder(bucket, settings)?
         .build()
         .map_err(|error| error.to_string())

@@ -121,6 +121,7 @@ impl Poster {
     /// Fails (with a message for a warning) when the HTTP client or its runtime
     /// cannot be built.
     pub(super) fn new(url: reqwest::Url, token_file: Option<PathBuf>) -> Result<Self, String> {
+        anneal_crds::storage::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
