@@ -1,10 +1,12 @@
-//! CRD YAML generated from the Rust types: the only source of the files in
-//! `deploy/crds/` and `charts/anneal/crds/`.
+//! Files generated from the Rust types: the CRD YAML in `deploy/crds/` and
+//! `charts/anneal/crds/` and the API reference in `docs/reference/`, with the only
+//! code that writes them or checks them for drift.
 
 use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
 
+use crate::api_docs;
 use crate::{FineTuneJob, ModelDeployment};
 
 /// Folders, relative to the repository root, that hold a copy of the CRDs.
@@ -12,53 +14,55 @@ pub const CRD_DIRS: [&str; 2] = ["deploy/crds", "charts/anneal/crds"];
 
 const HEADER: &str = "# Generated from the Rust types in crds/ by `cargo run -p anneal-crds --bin crdgen`.\n# Do not edit: change the types and run crdgen again.\n";
 
-/// One generated file: its name and its YAML text.
-pub struct CrdFile {
-    pub file_name: String,
-    pub yaml: String,
+/// One generated file: its path relative to the repository root and its text.
+pub struct GeneratedFile {
+    pub path: PathBuf,
+    pub text: String,
 }
 
-/// The YAML of every CRD Anneal defines, one file each, named after the CRD.
-pub fn generate() -> Vec<CrdFile> {
-    [FineTuneJob::crd(), ModelDeployment::crd()]
-        .into_iter()
-        .map(|crd| {
-            let name = crd.metadata.name.clone().expect("derived CRDs are named");
-            let body = serde_yaml_ng::to_string(&crd).expect("a CRD serializes to YAML");
-            CrdFile {
-                file_name: format!("{name}.yaml"),
-                yaml: format!("{HEADER}{body}"),
-            }
-        })
-        .collect()
+/// Every generated file: each CRD's YAML in every CRD folder, and its reference page.
+pub fn generate() -> Vec<GeneratedFile> {
+    let mut files = Vec::new();
+    for crd in [FineTuneJob::crd(), ModelDeployment::crd()] {
+        let name = crd.metadata.name.clone().expect("derived CRDs are named");
+        let body = serde_yaml_ng::to_string(&crd).expect("a CRD serializes to YAML");
+        for dir in CRD_DIRS {
+            files.push(GeneratedFile {
+                path: Path::new(dir).join(format!("{name}.yaml")),
+                text: format!("{HEADER}{body}"),
+            });
+        }
+        let (file_name, markdown) = api_docs::page(&crd);
+        files.push(GeneratedFile {
+            path: Path::new(api_docs::DOCS_DIR).join(file_name),
+            text: markdown,
+        });
+    }
+    files
 }
 
 /// Files under `root` that are missing or differ from what the types generate.
 pub fn stale_files(root: &Path) -> Vec<PathBuf> {
-    let files = generate();
-    CRD_DIRS
-        .iter()
-        .flat_map(|dir| {
-            files.iter().filter_map(move |file| {
-                let path = root.join(dir).join(&file.file_name);
-                let current = std::fs::read_to_string(&path).ok();
-                (current.as_deref() != Some(file.yaml.as_str())).then_some(path)
-            })
+    generate()
+        .into_iter()
+        .filter_map(|file| {
+            let path = root.join(&file.path);
+            let current = std::fs::read_to_string(&path).ok();
+            (current.as_deref() != Some(file.text.as_str())).then_some(path)
         })
         .collect()
 }
 
-/// Writes every CRD file under `root`, returning the paths written.
+/// Writes every generated file under `root`, returning the paths written.
 pub fn write_all(root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let files = generate();
     let mut written = Vec::new();
-    for dir in CRD_DIRS {
-        std::fs::create_dir_all(root.join(dir))?;
-        for file in &files {
-            let path = root.join(dir).join(&file.file_name);
-            std::fs::write(&path, &file.yaml)?;
-            written.push(path);
+    for file in generate() {
+        let path = root.join(&file.path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
         }
+        std::fs::write(&path, &file.text)?;
+        written.push(path);
     }
     Ok(written)
 }

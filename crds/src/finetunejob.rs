@@ -138,6 +138,7 @@ pub const DEFAULT_VALIDATION_SPLIT: f64 = 0.1;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapDataset {
+    /// Name of the ConfigMap, in the job's namespace.
     #[schemars(length(min = 1, max = NAME_MAX))]
     pub name: String,
     /// Key holding the JSONL text; default `train.jsonl`.
@@ -190,6 +191,8 @@ fn default_true() -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SamplePrompt {
+    /// The conversation so far: an optional system message, then user and assistant
+    /// turns, the last one from the user.
     #[schemars(length(min = 1, max = PROMPT_MESSAGES_MAX))]
     #[x_kube(validation = Rule::new("self[size(self) - 1].role == 'user'").message("a sample prompt must end on a user message"))]
     pub messages: Vec<ChatMessage>,
@@ -234,6 +237,7 @@ pub struct FineTuneJobStatus {
     pub progress: Option<Progress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+    /// The checkpoints saved so far.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checkpoints: Vec<CheckpointStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +246,7 @@ pub struct FineTuneJobStatus {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// A human-readable account of the current phase.
@@ -260,10 +265,13 @@ pub struct FineTuneJobStatus {
 pub struct Progress {
     /// Fractional epoch, e.g. 1.5 halfway through the second.
     pub epoch: f64,
+    /// Optimizer steps done.
     pub step: u64,
+    /// Optimizer steps the whole run takes.
     pub total_steps: u64,
     /// Whole percent, for the printer column.
     pub percent: u32,
+    /// Estimated seconds until training ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<u64>,
 }
@@ -272,14 +280,20 @@ pub struct Progress {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
+    /// Loss of the latest optimizer step (for DPO the DPO loss, plus the SFT term
+    /// when `dpo.sftWeight` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_loss: Option<f64>,
+    /// Loss on the validation set at the latest evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_loss: Option<f64>,
+    /// Share of assistant tokens the model predicts exactly, at the latest evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_accuracy: Option<f64>,
+    /// Training throughput in tokens per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_second: Option<f64>,
+    /// Learning rate of the latest step (warmup, then cosine decay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f64>,
     /// DPO: mean reward `β·(log π − log π_ref)` of the chosen replies in the step.
@@ -312,10 +326,15 @@ pub struct Metrics {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointStatus {
+    /// `ckpt-{step}`; `ModelDeployment` `spec.model.fineTuneJob.checkpoint` takes it.
     pub name: String,
+    /// Optimizer step the checkpoint was taken after.
     pub step: u64,
+    /// Fractional epoch the checkpoint was taken at.
     pub epoch: f64,
+    /// The checkpoint folder in object storage.
     pub uri: String,
+    /// Validation loss of this checkpoint; `best` picks the lowest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_loss: Option<f64>,
     /// Answers to `spec.checkpoints.samplePrompts`, in order.
@@ -329,6 +348,7 @@ pub struct CheckpointStatus {
 pub struct JobResult {
     /// e.g. `ft:qwen2.5-7b-instruct:my-job:ckpt-3`.
     pub model_id: String,
+    /// The final adapter (or full model) folder in object storage.
     pub uri: String,
 }
 

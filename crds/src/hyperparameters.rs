@@ -111,12 +111,15 @@ pub struct HyperparametersSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoraSpec {
+    /// Rank of the low-rank update: its capacity and size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = LORA_RANK.0, max = LORA_RANK.1))]
     pub rank: Option<u32>,
+    /// Scale numerator: the update is multiplied by `alpha / rank`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = LORA_ALPHA.0, max = LORA_ALPHA.1))]
     pub alpha: Option<u32>,
+    /// Dropout on the adapter's input during training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = LORA_DROPOUT_MAX))]
     pub dropout: Option<f64>,
@@ -199,7 +202,7 @@ pub fn lora_scale(alpha: f64, rank: usize, use_rslora: bool) -> f64 {
     }
 }
 
-/// One row of the presets table in DESIGN.md.
+/// One row of the presets table in docs/design.md.
 struct PresetRow {
     learning_rate: f64,
     epochs: u32,

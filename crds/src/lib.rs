@@ -6,6 +6,7 @@
 //! expressions enforce at apply time, so local mode without an apiserver refuses
 //! the same manifests); datasets are checked line by line by [`dataset`].
 
+pub mod api_docs;
 pub mod common;
 pub mod crdgen;
 pub mod dataset;

@@ -69,6 +69,7 @@ pub struct ModelSource {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FineTuneJobRef {
+    /// Name of the FineTuneJob, in the deployment's namespace.
     #[schemars(length(min = 1, max = NAME_MAX))]
     pub name: String,
     /// `final`, `best` (lowest validation loss) or a checkpoint's name.
@@ -88,6 +89,7 @@ pub struct AdapterSpec {
     /// The model name clients ask for.
     #[schemars(length(min = 1, max = NAME_MAX))]
     pub name: String,
+    /// Where the adapter folder is: object storage, `pvc://CLAIM/path` or `file://`.
     #[schemars(length(min = 1, max = URI_MAX), pattern(STORAGE_URI_PATTERN))]
     pub uri: String,
 }
@@ -120,17 +122,22 @@ pub enum DeploymentPhase {
 pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<DeploymentPhase>,
+    /// Serving pods that answer `/health`.
     #[serde(default)]
     pub ready_replicas: u32,
     /// e.g. `http://NAME.NS.svc:8000/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The served checkpoint's model id, e.g. `ft:qwen2.5-7b-instruct:my-job:ckpt-600`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_id: Option<String>,
+    /// `ModelResolved`, `Available`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// A human-readable account of the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -1,4 +1,5 @@
-//! Writes the CRD YAML for every Anneal kind into deploy/crds/ and charts/anneal/crds/,
+//! Writes the CRD YAML for every Anneal kind into deploy/crds/ and charts/anneal/crds/
+//! and its API reference into docs/reference/,
 //! or with `--check` only reports whether the committed files are out of date.
 
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Generate Anneal's CRD YAML from the Rust types")]
+#[command(about = "Generate Anneal's CRD YAML and API reference from the Rust types")]
 struct Args {
     /// Repository root to write under.
     #[arg(long, default_value_os_t = default_root())]

@@ -1,4 +1,4 @@
-//! Dataset checking: the jsonl chat-data rules of DESIGN.md "Dataset rules", shared by
+//! Dataset checking: the jsonl chat-data rules of docs/design.md "Dataset rules", shared by
 //! `trainer validate`, the trainer's data loader and the operator.
 //!
 //! A dataset is UTF-8 text with one JSON object a line:

@@ -62,7 +62,9 @@ impl fmt::Display for Role {
 /// One turn of a conversation. Also the schema of sample prompts in the CRD.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChatMessage {
+    /// Who speaks: `system` (only first), `user` or `assistant`.
     pub role: Role,
+    /// The message text.
     #[schemars(length(max = crate::limits::PROMPT_CONTENT_MAX))]
     pub content: String,
 }

@@ -1,5 +1,5 @@
 //! Object storage for the trainer: where it reads base models and datasets, and where
-//! it writes checkpoints, `events.jsonl` and the final adapter (DESIGN.md, "Trainer pod"
+//! it writes checkpoints, `events.jsonl` and the final adapter (docs/design.md, "Trainer pod"
 //! and "Storage layout").
 //!
 //! A [`Storage`] is one location, `file:///abs/dir` or `s3://bucket/prefix`, on top of
