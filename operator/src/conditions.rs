@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// Condition types of a FineTuneJob (DESIGN.md).
+/// Condition types of a FineTuneJob (docs/design.md).
 pub const VALIDATED: &str = "Validated";
 pub const ADMITTED: &str = "Admitted";
 pub const RUNNING: &str = "Running";

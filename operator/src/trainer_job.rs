@@ -93,7 +93,7 @@ pub fn credentials_secret(job: &FineTuneJob, config: &OperatorConfig) -> Option<
         .or_else(|| config.default_credentials_secret.clone())
 }
 
-/// Where the run's files land: `{output}/{namespace}/{job}/{uid}` (DESIGN.md, "Storage layout").
+/// Where the run's files land: `{output}/{namespace}/{job}/{uid}` (docs/design.md, "Storage layout").
 pub fn run_uri(job: &FineTuneJob, config: &OperatorConfig) -> Result<String, PlanError> {
     let meta = Meta::of(job)?;
     Ok(format!(
