@@ -13,6 +13,10 @@
 //! Not emulated: pruning (unknown fields are refused instead), CEL cost limits,
 //! `x-kubernetes-int-or-string` coercion, and defaulting inside lists.
 
+use std::path::{Path, PathBuf};
+
+use anneal_crds::manifest::{parse_finetunejob, parse_modeldeployment};
+use anneal_crds::{FineTuneJob, ModelDeployment};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use serde::Serialize;
@@ -84,6 +88,51 @@ impl ApiServerRules {
             Err(errors) => errors.into_vec().iter().map(ToString::to_string).collect(),
         }
     }
+}
+
+/// An Anneal manifest's kind and every problem with it: the apiserver's admission
+/// (schema and CEL rules), then the local parsing and validation `trainer` runs.
+/// A manifest of another kind is one problem.
+pub fn admit_manifest(text: &str) -> (String, Vec<String>) {
+    let value: Value = match serde_yaml_ng::from_str(text) {
+        Ok(value) => value,
+        Err(err) => return (String::new(), vec![format!("not YAML: {err}")]),
+    };
+    let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+    let (mut problems, local) = match kind.as_str() {
+        "FineTuneJob" => (
+            ApiServerRules::for_crd::<FineTuneJob>().create(&value),
+            parse_finetunejob(text).err().map(|e| e.to_string()),
+        ),
+        "ModelDeployment" => (
+            ApiServerRules::for_crd::<ModelDeployment>().create(&value),
+            parse_modeldeployment(text).err().map(|e| e.to_string()),
+        ),
+        other => (vec![format!("unexpected kind {other:?}")], None),
+    };
+    problems.extend(local.map(|e| format!("local validation: {e}")));
+    (kind, problems)
+}
+
+/// Files under `root`, at any depth, whose extension is one of `extensions`, sorted.
+pub fn files_under(root: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|e| extensions.iter().any(|x| e == *x))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// The openAPIV3Schema of a CRD's only version, as JSON.
