@@ -12,6 +12,7 @@ use crate::chat::ModelTokenizer;
 use crate::generate::{SamplingParams, generate};
 use crate::lora::peft::load_adapter;
 use crate::model::load_model;
+use crate::sources::check_local_folder;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages"])))]
@@ -58,6 +59,10 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
     }
     if !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
         return Err(format!("--top-p must be in (0, 1], got {}", args.top_p));
+    }
+    check_local_folder(&args.model, "--model").map_err(|e| e.to_string())?;
+    if let Some(adapter) = &args.adapter {
+        check_local_folder(adapter, "--adapter").map_err(|e| e.to_string())?;
     }
     run_on(args.device, GenerateJob(args))?
 }

@@ -15,11 +15,11 @@ pub mod generate_command;
 pub mod local_paths;
 pub mod lora;
 pub mod model;
-pub mod model_source;
 pub mod next_steps;
 pub mod safetensors_out;
 pub mod serve;
 pub mod sft;
+pub mod sources;
 /// The storage layer lives in anneal-crds (feature `storage`), shared with the operator.
 pub use anneal_crds::storage;
 pub mod train;

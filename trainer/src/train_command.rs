@@ -24,6 +24,7 @@ use burn::tensor::backend::AutodiffBackend;
 use crate::backend::{DeviceChoice, TrainBackendJob, run_training_on};
 use crate::local_paths::resolve_file_uri;
 use crate::next_steps::{Trained, next_steps, resume_command};
+use crate::sources::{FolderSource, SourceError, fetch_file, make_local};
 use crate::storage::Storage;
 use crate::train::TrainError;
 use crate::train::event_log::EventSink;
@@ -104,6 +105,19 @@ impl From<TrainError> for Failure {
     }
 }
 
+impl From<SourceError> for Failure {
+    fn from(e: SourceError) -> Self {
+        let mut message = e.to_string();
+        if matches!(e, SourceError::NotFetchable { .. }) {
+            message.push_str("; to try the job locally on the bundled tiny model, add --base-model examples/models/anneal-tiny");
+        }
+        Self {
+            code: if e.may_pass_on_retry() { 1 } else { 2 },
+            message,
+        }
+    }
+}
+
 pub fn run(args: TrainArgs) -> ExitCode {
     match train(args) {
         Ok(code) => code,
@@ -151,17 +165,17 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
         .first()
         .and_then(|p| p.messages.last())
         .map_or_else(|| "Hello!".to_owned(), |m| m.content.clone());
-    let train_data = fetch_dataset(job.spec.dataset.train.as_deref(), &manifest_dir, "train")?
-        .ok_or_else(|| {
-            Failure::input(
-                "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train",
-            )
-        })?;
-    let validation_data = fetch_dataset(
-        job.spec.dataset.validation.as_deref(),
-        &manifest_dir,
-        "validation",
-    )?;
+    let dataset = |uri: &Option<String>, what| {
+        uri.as_deref()
+            .map(|uri| fetch_file(uri, &manifest_dir, what))
+            .transpose()
+    };
+    let train_data = dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or_else(|| {
+        Failure::input(
+            "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train",
+        )
+    })?;
+    let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -344,63 +358,23 @@ fn new_run_id() -> String {
     format!("{}-{suffix:04x}", now.strftime("%Y%m%d-%H%M%S"))
 }
 
-/// The base model as a local folder: `--base-model`, a `file://` source, or an
-/// `s3://` source downloaded into the work folder.
+/// The base model as a local folder: `--base-model`, or spec.baseModel.source (an
+/// `s3://` one downloaded into the work folder), refused when incomplete.
 fn fetch_base_model(
     args: &TrainArgs,
     job: &FineTuneJob,
     manifest_dir: &Path,
     work_dir: &Path,
 ) -> Result<PathBuf, Failure> {
-    if let Some(dir) = &args.base_model {
-        return Ok(dir.clone());
-    }
-    let source = &job.spec.base_model.source;
-    if let Some(path) = resolve_file_uri(source, manifest_dir) {
-        return Ok(path);
-    }
-    if source.starts_with("s3://") {
-        let dir = work_dir.join("base-model");
-        let storage = Storage::open(source)
-            .map_err(|e| Failure::input(format!("spec.baseModel.source: {e}")))?;
-        storage
-            .download_dir("", &dir)
-            .map_err(|e| Failure::from(TrainError::from(e)))?;
-        return Ok(dir);
-    }
-    Err(Failure::input(format!(
-        "spec.baseModel.source: {source} cannot be fetched by this trainer (file:// and s3:// can); to try the job locally on the bundled tiny model, add --base-model examples/models/anneal-tiny"
-    )))
-}
-
-/// A dataset file's name (for messages) and bytes; `None` when `uri` is absent.
-fn fetch_dataset(
-    uri: Option<&str>,
-    manifest_dir: &Path,
-    field: &str,
-) -> Result<Option<(String, Vec<u8>)>, Failure> {
-    let Some(uri) = uri else {
-        return Ok(None);
+    let (source, what) = match &args.base_model {
+        Some(dir) => (FolderSource::Local(dir.clone()), "--base-model"),
+        None => {
+            let what = "spec.baseModel.source";
+            let uri = &job.spec.base_model.source;
+            (FolderSource::from_manifest(uri, manifest_dir, what)?, what)
+        }
     };
-    if let Some(path) = resolve_file_uri(uri, manifest_dir) {
-        let bytes = std::fs::read(&path).map_err(|e| {
-            Failure::input(format!("spec.dataset.{field}: {}: {e}", path.display()))
-        })?;
-        return Ok(Some((path.display().to_string(), bytes)));
-    }
-    let (folder, name) = uri
-        .rsplit_once('/')
-        .filter(|(folder, _)| {
-            folder.contains("://") && !folder.ends_with(':') && !folder.ends_with('/')
-        })
-        .ok_or_else(|| Failure::input(format!("spec.dataset.{field}: {uri} names no file")))?;
-    let storage =
-        Storage::open(folder).map_err(|e| Failure::input(format!("spec.dataset.{field}: {e}")))?;
-    let bytes = storage
-        .get(name)
-        .map_err(|e| Failure::from(TrainError::from(e)))?
-        .ok_or_else(|| Failure::input(format!("spec.dataset.{field}: {uri} does not exist")))?;
-    Ok(Some((uri.to_owned(), bytes)))
+    Ok(make_local(&source, &work_dir.join("base-model"), what)?)
 }
 
 /// The scratch folder: the one given, or a temporary one removed at the end.

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use anneal_crds::events::{EventBody, TrainerEvent};
 use anneal_crds::finetunejob::JobPhase;
+use anneal_trainer::storage::Storage;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -191,6 +192,36 @@ fn a_source_local_mode_cannot_fetch_says_how_to_use_the_tiny_model() {
             && stderr.contains("--base-model examples/models/anneal-tiny"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_base_model_whose_complete_marker_lists_a_missing_file_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = job_dir(dir.path(), None);
+    let models = Storage::open(&format!("file://{}/models", dir.path().display())).unwrap();
+    models
+        .upload_dir_complete(&repo().join("examples/models/anneal-tiny"), "anneal-tiny")
+        .unwrap();
+    let model = dir.path().join("models/anneal-tiny");
+    std::fs::remove_file(model.join("tokenizer_config.json")).unwrap();
+
+    let output = trainer_train(
+        &manifest,
+        &dir.path().join("out"),
+        &["--base-model", model.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    expect(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("--base-model {}", model.display()))
+            && stderr.contains("incomplete")
+            && stderr.contains("tokenizer_config.json"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no event: training never started");
+    assert!(!dir.path().join("out/team-a/cli/r1").exists());
 }
 
 /// A DPO job folder: the manifest and `lines` (the quick start's preference pairs

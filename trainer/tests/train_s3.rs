@@ -181,3 +181,59 @@ fn a_job_with_everything_in_s3_trains_checkpoints_and_resumes_there() {
         .unwrap();
     assert!(again == s3_adapter);
 }
+
+/// The base model in S3 is checked as `trainer serve` and `fetch` check a folder: a
+/// file that no longer matches its COMPLETE marker (half an upload) stops the job
+/// before training, with the file named and the exit code that lets a pod retry.
+#[test]
+fn a_base_model_in_s3_that_does_not_match_its_marker_is_refused() {
+    let server = MotoServer::start();
+    server.create_bucket("anneal");
+    let bucket = Storage::open_with("s3://anneal", server.settings()).unwrap();
+    bucket
+        .upload_dir_complete(
+            &repo().join("examples/models/anneal-tiny"),
+            "models/anneal-tiny",
+        )
+        .unwrap();
+    bucket
+        .put("models/anneal-tiny/config.json", b"{}".to_vec())
+        .unwrap();
+    let data = std::fs::read(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
+    bucket.put("data/train.jsonl", data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let in_s3 = dir.path().join("s3.yaml");
+    std::fs::write(
+        &in_s3,
+        manifest(
+            "s3://anneal/models/anneal-tiny",
+            "s3://anneal/data/train.jsonl",
+        ),
+    )
+    .unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("train")
+        .arg(&in_s3)
+        .args([
+            "--output",
+            "s3://anneal/runs",
+            "--run-id",
+            "uid-1",
+            "--json",
+        ])
+        .args(["--device", "cpu"])
+        .envs(server.settings())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("spec.baseModel.source s3://anneal/models/anneal-tiny")
+            && stderr.contains("incomplete")
+            && stderr.contains("config.json"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no event: training never started");
+    assert!(bucket.list_children("runs").unwrap().is_empty());
+}

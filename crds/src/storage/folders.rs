@@ -83,9 +83,21 @@ impl Storage {
 
     /// Whether `relative/COMPLETE` exists and every file it lists exists with its size.
     pub fn is_complete(&self, relative: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .unmatched_marked_files(relative)?
+            .is_some_and(|unmatched| unmatched.is_empty()))
+    }
+
+    /// The files `relative/COMPLETE` lists that are missing or of another size (empty
+    /// when the folder is whole); `None` when there is no marker. Readers that refuse
+    /// a half-uploaded folder name these files in their message.
+    pub fn unmatched_marked_files(
+        &self,
+        relative: &str,
+    ) -> Result<Option<Vec<String>>, StorageError> {
         let folder = self.path(relative)?;
         let Some(marker) = self.read_marker(&folder.clone().join(COMPLETE))? else {
-            return Ok(false);
+            return Ok(None);
         };
         let sizes: HashMap<String, u64> = self
             .list_objects(&folder)?
@@ -97,10 +109,14 @@ impl Storage {
                 ))
             })
             .collect();
-        Ok(marker
-            .files
-            .iter()
-            .all(|file| sizes.get(&file.name) == Some(&file.size)))
+        Ok(Some(
+            marker
+                .files
+                .into_iter()
+                .filter(|file| sizes.get(&file.name) != Some(&file.size))
+                .map(|file| file.name)
+                .collect(),
+        ))
     }
 
     /// Downloads every object under `relative/` (the `COMPLETE` marker too) into the

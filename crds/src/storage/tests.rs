@@ -200,8 +200,13 @@ fn a_folder_without_its_marker_or_with_a_file_missing_or_resized_is_not_complete
     storage.upload_dir_complete(&local, "ckpt").unwrap();
     let marker = storage.get("ckpt/COMPLETE").unwrap().unwrap();
 
+    assert_eq!(
+        storage.unmatched_marked_files("ckpt").unwrap(),
+        Some(vec![])
+    );
     fs::remove_file(dir.path().join("out/ckpt/COMPLETE")).unwrap();
     assert!(!storage.is_complete("ckpt").unwrap(), "no marker");
+    assert_eq!(storage.unmatched_marked_files("ckpt").unwrap(), None);
 
     storage.put("ckpt/COMPLETE", marker.clone()).unwrap();
     storage
@@ -211,12 +216,20 @@ fn a_folder_without_its_marker_or_with_a_file_missing_or_resized_is_not_complete
         !storage.is_complete("ckpt").unwrap(),
         "a listed file has another size"
     );
+    assert_eq!(
+        storage.unmatched_marked_files("ckpt").unwrap(),
+        Some(vec!["optimizer/state.bin".to_owned()])
+    );
 
     storage.upload_dir_complete(&local, "ckpt").unwrap();
     fs::remove_file(dir.path().join("out/ckpt/adapter_model.safetensors")).unwrap();
     assert!(
         !storage.is_complete("ckpt").unwrap(),
         "a listed file is missing"
+    );
+    assert_eq!(
+        storage.unmatched_marked_files("ckpt").unwrap(),
+        Some(vec!["adapter_model.safetensors".to_owned()])
     );
 
     storage.put("ckpt/COMPLETE", b"not json".to_vec()).unwrap();

@@ -30,7 +30,7 @@ use crate::backend::{BackendJob, DeviceChoice, run_on};
 use crate::chat::ModelTokenizer;
 use crate::lora::peft::load_adapter;
 use crate::model::load_model;
-use crate::model_source::{FolderSource, make_local, parse_folder_source};
+use crate::sources::{FolderSource, make_local};
 use http::{ServedModel, ServerState, router};
 use serve_metrics::ServeMetrics;
 
@@ -93,14 +93,15 @@ fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
     if args.max_running == 0 {
         return Err("--max-running must be at least 1".to_owned());
     }
-    let base_source = parse_folder_source(&args.model, "--model")?;
+    let base_source = FolderSource::from_flag(&args.model, "--model").map_err(|e| e.to_string())?;
     let mut adapters = Vec::new();
     for value in &args.adapter {
         let (name, source) = value
             .split_once('=')
             .filter(|(name, source)| !name.is_empty() && !source.is_empty())
             .ok_or_else(|| format!("--adapter {value}: expected NAME=SOURCE"))?;
-        adapters.push((name.to_owned(), parse_folder_source(source, "--adapter")?));
+        let source = FolderSource::from_flag(source, "--adapter").map_err(|e| e.to_string())?;
+        adapters.push((name.to_owned(), source));
     }
     let base_name = match &args.served_model_name {
         Some(name) => name.clone(),
@@ -131,12 +132,14 @@ fn prepare(args: &ServeArgs) -> Result<Prepared, String> {
         }
         (None, false) => (PathBuf::new(), None),
     };
-    let model_dir = make_local(&base_source, &work.join("base-model"), "--model")?;
+    let model_dir =
+        make_local(&base_source, &work.join("base-model"), "--model").map_err(|e| e.to_string())?;
     let adapters = adapters
         .into_iter()
         .enumerate()
         .map(|(i, (name, source))| {
-            let dir = make_local(&source, &work.join(format!("adapter-{i}")), "--adapter")?;
+            let dir = make_local(&source, &work.join(format!("adapter-{i}")), "--adapter")
+                .map_err(|e| e.to_string())?;
             Ok((name, dir))
         })
         .collect::<Result<Vec<_>, String>>()?;
