@@ -77,7 +77,13 @@ pub enum Trained<'a> {
 pub fn next_steps(trained: Trained, model_id: &str, question: &str) -> NextSteps {
     let trainer = trainer_command();
     let chat = serde_json::json!([{"role": "user", "content": question}]).to_string();
-    let text = |path: &Path| path.display().to_string();
+    // `…/quickstart/../models/anneal-tiny` reads better as where it really is.
+    let text = |path: &Path| {
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string()
+    };
     let (generate_model, serve_model): (Vec<String>, Vec<String>) = match trained {
         Trained::Adapter { base, adapter } => (
             vec![
