@@ -15,7 +15,7 @@ use anneal_e2e::fake_apiserver::FakeApiServer;
 use anneal_e2e::operator_harness::{events_about, start_operator};
 use anneal_operator::config::OperatorConfig;
 use anneal_operator::metrics::Metrics;
-use anneal_operator::modeldeployment_controller::{Context, run_modeldeployment_controller};
+use anneal_operator::modeldeployment::controller::{Context, run_modeldeployment_controller};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
 use kube::api::{Patch, PatchParams, PostParams};

@@ -19,12 +19,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use crate::config::OperatorConfig;
-use crate::model_resolution::{ServedModel, Source};
-use crate::pod_parts::{
-    container_security, credentials_env, device, empty_dir, env, gpu_resources, gpu_tolerations,
-    mount, pod_security,
+use crate::modeldeployment::model_resolution::{ServedModel, Source};
+use crate::shared::pod_parts::{
+    PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
+    gpu_tolerations, mount, pod_security,
 };
-use crate::trainer_job::PVC_DIR;
 
 /// Label every object and pod of a deployment carries: its ModelDeployment's name.
 pub const DEPLOYMENT_LABEL: &str = "anneal.dev/modeldeployment";
@@ -552,5 +551,4 @@ fn sorted_volumes(mut volumes: Vec<Volume>) -> Vec<Volume> {
 }
 
 #[cfg(test)]
-#[path = "serving_deployment_tests.rs"]
 mod tests;

@@ -8,8 +8,8 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 
+use crate::finetunejob::trainer_job::{TOKEN_KEY, trainer_secret_name};
 use crate::report::{Milestone, ReportCluster, ReportError, ReportTarget, ReportedStatus};
-use crate::trainer_job::{TOKEN_KEY, trainer_secret_name};
 
 #[derive(Clone)]
 pub struct KubeReportCluster {

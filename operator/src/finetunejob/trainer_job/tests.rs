@@ -1,7 +1,7 @@
 //! Table tests and snapshot tests of the planned trainer Job and Secret.
 
 use super::*;
-use crate::test_snapshot::assert_snapshot;
+use crate::shared::test_snapshot::assert_snapshot;
 use anneal_crds::manifest::parse_finetunejob;
 use k8s_openapi::api::batch::v1::Job;
 

@@ -14,6 +14,9 @@ use k8s_openapi::api::core::v1::{
 
 use crate::config::OperatorConfig;
 
+/// Where `pvc://CLAIM/...` sources are mounted in a pod (one folder per claim).
+pub const PVC_DIR: &str = "/mnt/pvc";
+
 /// Non-root user of Anneal's images (and the user other images run as in its pods).
 pub const POD_UID: i64 = 65532;
 

@@ -1,8 +1,8 @@
 //! Table tests and snapshot tests of the planned serving Deployment and Service.
 
 use super::*;
-use crate::model_resolution::ServedAdapter;
-use crate::test_snapshot::assert_snapshot;
+use crate::modeldeployment::model_resolution::ServedAdapter;
+use crate::shared::test_snapshot::assert_snapshot;
 use anneal_crds::manifest::parse_modeldeployment;
 
 fn deployment_from(yaml: &str) -> ModelDeployment {
@@ -440,7 +440,7 @@ fn sources_and_names_the_pods_cannot_use_are_refused_with_their_field() {
 
 #[test]
 fn the_cluster_examples_are_servable() {
-    use crate::model_resolution::{Resolution, resolve_model};
+    use crate::modeldeployment::model_resolution::{Resolution, resolve_model};
     use anneal_crds::finetunejob::{CheckpointStatus, FineTuneJobStatus, JobPhase};
     let read = |name: &str| {
         std::fs::read_to_string(

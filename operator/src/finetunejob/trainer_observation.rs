@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use anneal_crds::finetunejob::JobPhase;
 
-use crate::conditions::{self, Desired};
+use crate::shared::conditions::{self, Desired};
 
 /// The trainer Job as the reconcile sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub fn last_failure_message(pods: &[Pod]) -> Option<String> {
                 .container_statuses
                 .as_ref()?
                 .iter()
-                .find(|c| c.name == crate::trainer_job::TRAINER_CONTAINER)?
+                .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?
                 .state
                 .as_ref()?
                 .terminated
@@ -245,5 +245,4 @@ pub fn plan_phase(suspend: bool, state: &TrainerState) -> PhasePlan {
 }
 
 #[cfg(test)]
-#[path = "trainer_observation_tests.rs"]
 mod tests;

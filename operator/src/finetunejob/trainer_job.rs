@@ -19,9 +19,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::config::OperatorConfig;
-use crate::pod_parts::{
-    container_security, credentials_env, device, empty_dir, env, gpu_resources, gpu_tolerations,
-    mount, pod_security,
+use crate::shared::pod_parts::{
+    PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
+    gpu_tolerations, mount, pod_security,
 };
 
 /// Name of the trainer's container, which the pod failure policy refers to.
@@ -40,8 +40,6 @@ pub const MANIFEST_KEY: &str = "finetunejob.yaml";
 const JOB_FILES_DIR: &str = "/var/run/anneal/job";
 /// Where a ConfigMap dataset is mounted in the pod.
 const DATASET_DIR: &str = "/var/run/anneal/dataset";
-/// Where `pvc://CLAIM/...` sources are mounted in the pod (one folder per claim).
-pub(crate) const PVC_DIR: &str = "/mnt/pvc";
 
 /// Why a job cannot be planned; each names the field to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -427,5 +425,4 @@ fn child_metadata(
 }
 
 #[cfg(test)]
-#[path = "trainer_job_tests.rs"]
 mod tests;

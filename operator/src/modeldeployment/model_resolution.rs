@@ -8,7 +8,7 @@ use anneal_crds::finetunejob::{CheckpointStatus, JobPhase, TrainingType, fine_tu
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
 use crate::config::OperatorConfig;
-use crate::trainer_job::credentials_secret;
+use crate::finetunejob::trainer_job::credentials_secret;
 
 /// A URI the pods read, and where it came from (error messages name it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,5 +296,4 @@ pub fn best_checkpoint(checkpoints: &[CheckpointStatus]) -> Option<&CheckpointSt
 }
 
 #[cfg(test)]
-#[path = "model_resolution_tests.rs"]
 mod tests;

@@ -5,7 +5,7 @@
 use anneal_crds::modeldeployment::DeploymentPhase;
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::conditions::{AVAILABLE, Desired, MODEL_RESOLVED};
+use crate::shared::conditions::{AVAILABLE, Desired, MODEL_RESOLVED};
 
 /// How the model resolved, as the status needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use kube::{Api, Client};
 
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
-use crate::trainer_job::credentials_secret;
-use crate::validation_verdict::{Verdict, VerdictReason, judge_dataset};
+use crate::finetunejob::trainer_job::credentials_secret;
+use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_dataset};
 
 /// Bytes of a dataset the operator reads; the trainer checks the rest as it loads.
 pub const DATASET_CHECK_BYTES_MAX: u64 = 64 * 1024 * 1024;

@@ -22,14 +22,16 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::conditions::set_condition;
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model_resolution::{Resolution, fine_tune_job_name, resolve_model};
-use crate::serving_deployment::{check_servable, endpoint, plan_deployment, plan_service};
-use crate::serving_observation::{ModelState, plan_status};
-use crate::status_apply::{FIELD_MANAGER, apply_status};
+use crate::modeldeployment::model_resolution::{Resolution, fine_tune_job_name, resolve_model};
+use crate::modeldeployment::serving_deployment::{
+    check_servable, endpoint, plan_deployment, plan_service,
+};
+use crate::modeldeployment::serving_observation::{ModelState, plan_status};
+use crate::shared::conditions::set_condition;
+use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
 
 /// What every reconcile shares.
 #[derive(Clone)]

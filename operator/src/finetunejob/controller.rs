@@ -21,22 +21,22 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::conditions::{self, Desired, set_condition};
 use crate::config::OperatorConfig;
-use crate::dataset_check::{DatasetCheck, check_datasets};
 use crate::error::{Error, Result};
-use crate::kube_report::KubeReportCluster;
-use crate::metrics::Metrics;
-use crate::report::{ReportState, ReportedStatus, fold_events_jsonl};
-use crate::status_apply::apply_status;
-use crate::trainer_job::{
+use crate::finetunejob::dataset_check::{DatasetCheck, check_datasets};
+use crate::finetunejob::kube_report::KubeReportCluster;
+use crate::finetunejob::trainer_job::{
     JOB_LABEL, TOKEN_KEY, plan_trainer_job, plan_trainer_secret, run_uri, trainer_job_name,
     trainer_secret_name,
 };
-use crate::trainer_observation::{
+use crate::finetunejob::trainer_observation::{
     TrainerState, last_failure_message, observe_trainer_job, plan_phase,
 };
-use crate::validation_verdict::{VerdictReason, judge_spec};
+use crate::finetunejob::validation_verdict::{VerdictReason, judge_spec};
+use crate::metrics::Metrics;
+use crate::report::{ReportState, ReportedStatus, fold_events_jsonl};
+use crate::shared::conditions::{self, Desired, set_condition};
+use crate::shared::status_apply::apply_status;
 
 /// Finalizer that lets the operator stop the trainer and drop its state before the job goes.
 pub const FINALIZER: &str = "anneal.dev/cleanup";
@@ -156,12 +156,13 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
     // Validating: the spec, then the datasets, once (the training fields are immutable).
     if !conditions::is_true(&status.conditions, conditions::VALIDATED) {
         let mut verdict = judge_spec(job);
-        let plan_problem = crate::trainer_job::check_sources(job)
-            .and_then(|()| crate::trainer_job::output_uri(job, &context.config).map(drop));
+        let plan_problem = crate::finetunejob::trainer_job::check_sources(job).and_then(|()| {
+            crate::finetunejob::trainer_job::output_uri(job, &context.config).map(drop)
+        });
         if verdict.passed()
             && let Err(problem) = plan_problem
         {
-            verdict = crate::validation_verdict::Verdict {
+            verdict = crate::finetunejob::validation_verdict::Verdict {
                 reason: VerdictReason::InvalidSpec,
                 message: format!("invalid spec: {problem}"),
             };
@@ -405,8 +406,12 @@ async fn recover_result(job: &FineTuneJob, context: &Context) -> Result<()> {
         return Ok(());
     }
     let run = run_uri(job, &context.config)?;
-    let settings =
-        crate::dataset_check::job_storage_settings(&context.client, job, &context.config).await?;
+    let settings = crate::finetunejob::dataset_check::job_storage_settings(
+        &context.client,
+        job,
+        &context.config,
+    )
+    .await?;
     let text = tokio::task::spawn_blocking(move || {
         let storage =
             anneal_crds::storage::Storage::open_with(&run, settings).map_err(|e| e.to_string())?;
