@@ -3,7 +3,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
-pub mod s3;
+pub use anneal_moto as s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

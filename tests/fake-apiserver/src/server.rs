@@ -13,10 +13,10 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::handlers;
-use super::resources::ResourceType;
-use super::shared::{AuditRecord, Options, Shared};
-use super::store::{ObjectKey, WriteRecord};
+use crate::handlers;
+use crate::resources::ResourceType;
+use crate::shared::{AuditRecord, Options, Shared};
+use crate::store::{ObjectKey, WriteRecord};
 
 /// The fake API's state; cheap to clone (all clones share it).
 #[derive(Clone, Debug)]

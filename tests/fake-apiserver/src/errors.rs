@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::resources::ResourceType;
+use crate::resources::ResourceType;
 
 /// A failed request.
 #[derive(Clone, Debug, PartialEq)]

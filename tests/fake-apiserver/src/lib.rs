@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # async fn example() {
-//! use anneal_e2e::fake_apiserver::FakeApiServer;
+//! use anneal_fake_apiserver::FakeApiServer;
 //! use k8s_openapi::api::core::v1::ConfigMap;
 //! let server = FakeApiServer::start().await;
 //! let configmaps: kube::Api<ConfigMap> = kube::Api::default_namespaced(server.client());
@@ -92,9 +92,8 @@
 //! - Watch: the old `/watch/` path prefix; `resourceVersionMatch` on watches; a
 //!   watch from a future resourceVersion just waits.
 //! - Deletion: no grace periods (Pods go away at once), Foreground deletion does not
-//!   wait for dependents nor add the `foregroundDeletion` finalizer, Orphan does not
-//!   add the `orphan` finalizer, and dependents created after their owner is gone are
-//!   not collected.
+//!   wait for dependents nor add the `foregroundDeletion` finalizer, and Orphan does
+//!   not add the `orphan` finalizer.
 //! - `dryRun` (rejected with 400), `PUT` creating a missing object, subresources
 //!   other than `status` (scale, log, exec, eviction, binding), field-selector
 //!   restrictions per kind, aggregated discovery, protobuf, table output, API

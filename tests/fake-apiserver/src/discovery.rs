@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::resources::Registry;
+use crate::resources::Registry;
 
 /// `/version`: a v1.33 server.
 pub fn version() -> Value {

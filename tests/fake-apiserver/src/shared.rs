@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::resources::Registry;
-use super::store::Store;
+use crate::resources::Registry;
+use crate::store::Store;
 
 /// One request to a resource, as an authorizer sees it (RBAC's attributes).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

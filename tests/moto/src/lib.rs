@@ -1,5 +1,6 @@
 //! A real S3-compatible server for tests: moto's `moto_server` on a free loopback
-//! port, killed when its guard drops.
+//! port, killed when its guard drops. The trainer's storage tests and the workspace's
+//! end-to-end tests both start one.
 //!
 //! `./scripts/test.sh` installs moto into the workspace's `.venv`;
 //! `ANNEAL_MOTO_SERVER` may name another `moto_server` executable.
@@ -115,7 +116,7 @@ impl Drop for MotoServer {
 fn moto_server_path() -> PathBuf {
     match std::env::var_os("ANNEAL_MOTO_SERVER") {
         Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server"),
     }
 }
 

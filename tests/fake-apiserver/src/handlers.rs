@@ -13,19 +13,19 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::Value;
 
-use super::delete::DeleteOptions;
-use super::discovery;
-use super::errors::{ApiError, ApiResult};
-use super::meta;
-use super::patch::PatchKind;
-use super::path::{self, Route, Target};
-use super::query::Query;
-use super::resources::ResourceType;
-use super::selector::Selector;
-use super::shared::{AuditRecord, Shared};
-use super::store::{Store, WriteRecord};
-use super::verbs::{Part, PatchOptions, parse_object};
-use super::watch::{self, WatchRequest};
+use crate::delete::DeleteOptions;
+use crate::discovery;
+use crate::errors::{ApiError, ApiResult};
+use crate::meta;
+use crate::patch::PatchKind;
+use crate::path::{self, Route, Target};
+use crate::query::Query;
+use crate::resources::ResourceType;
+use crate::selector::Selector;
+use crate::shared::{AuditRecord, Shared};
+use crate::store::{Store, WriteRecord};
+use crate::verbs::{Part, PatchOptions, parse_object};
+use crate::watch::{self, WatchRequest};
 
 /// The router serving `shared`; every path goes through `dispatch`, since the
 /// API's paths nest resources in ways axum's matcher would only duplicate.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anneal_crds::FineTuneJob;
-use anneal_e2e::fake_apiserver::{FakeApiServer, Options};
+use anneal_fake_apiserver::{FakeApiServer, Options};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;

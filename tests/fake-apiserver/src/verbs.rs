@@ -3,11 +3,11 @@
 
 use serde_json::Value;
 
-use super::errors::{ApiError, ApiResult};
-use super::meta::{self, meta_mut};
-use super::patch::{PatchKind, json_patch, merge_patch};
-use super::resources::ResourceType;
-use super::store::{ObjectKey, Propagation, Store};
+use crate::errors::{ApiError, ApiResult};
+use crate::meta::{self, meta_mut};
+use crate::patch::{PatchKind, json_patch, merge_patch};
+use crate::resources::ResourceType;
+use crate::store::{ObjectKey, Propagation, Store};
 
 /// Characters of generated name suffixes (the real server's: no vowels, no
 /// look-alikes, so no words or ambiguous names).

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::errors::{ApiError, ApiResult};
-use super::meta::{self, meta_mut};
-use super::resources::{Registry, ResourceType};
-use super::selector::Selector;
+use crate::errors::{ApiError, ApiResult};
+use crate::meta::{self, meta_mut};
+use crate::resources::{Registry, ResourceType};
+use crate::selector::Selector;
 
 /// Where an object lives. The version is not part of it: each resource is served
 /// at one version.

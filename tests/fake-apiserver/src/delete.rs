@@ -5,11 +5,11 @@
 
 use serde_json::{Value, json};
 
-use super::errors::{ApiError, ApiResult};
-use super::meta::{self, meta_mut};
-use super::resources::ResourceType;
-use super::selector::Selector;
-use super::store::{ObjectKey, Propagation, Store, default_propagation};
+use crate::errors::{ApiError, ApiResult};
+use crate::meta::{self, meta_mut};
+use crate::resources::ResourceType;
+use crate::selector::Selector;
+use crate::store::{ObjectKey, Propagation, Store, default_propagation};
 
 /// The parts of `DeleteOptions` the fake honours.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -23,12 +23,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::errors::{ApiError, ApiResult};
-use super::query::Query;
-use super::resources::ResourceType;
-use super::selector::Selector;
-use super::shared::{Shared, Signal};
-use super::store::{Change, ChangeType};
+use crate::errors::{ApiError, ApiResult};
+use crate::query::Query;
+use crate::resources::ResourceType;
+use crate::selector::Selector;
+use crate::shared::{Shared, Signal};
+use crate::store::{Change, ChangeType};
 
 /// What a watch request asks for.
 #[derive(Clone, Debug)]
