@@ -1,6 +1,8 @@
 //! The operator's command line: every flag, each also an environment variable (what the
-//! Helm chart and deploy/ set). The binary parses it; tests read its help to check that
-//! the chart sets only variables the operator knows.
+//! Helm chart and deploy/ set). The flags planned children depend on are the
+//! [`OperatorConfig`] itself, flattened in; the rest configure the process. The binary
+//! parses it; tests read its help to check that the chart sets only variables the
+//! operator knows.
 
 use std::net::SocketAddr;
 
@@ -18,34 +20,14 @@ pub struct OperatorArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "ANNEAL_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
-    /// Image of trainer pods.
-    #[arg(long, env = "ANNEAL_TRAINER_IMAGE", default_value_t = OperatorConfig::default().trainer_image)]
-    pub trainer_image: String,
-    /// Image of ModelDeployments with `runtime: vllm`.
-    #[arg(long, env = "ANNEAL_VLLM_IMAGE", default_value_t = OperatorConfig::default().vllm_image)]
-    pub vllm_image: String,
-    /// GPU extended resource for jobs and deployments that keep the default
-    /// resources.gpuResourceName (nvidia.com/gpu), e.g. amd.com/gpu.
-    #[arg(long, env = "ANNEAL_DEFAULT_GPU_RESOURCE_NAME", default_value_t = OperatorConfig::default().default_gpu_resource_name)]
-    pub default_gpu_resource_name: String,
-    /// Object storage prefix for jobs without spec.output (s3://bucket/prefix).
-    #[arg(long, env = "ANNEAL_DEFAULT_OUTPUT_URI")]
-    pub default_output_uri: Option<String>,
-    /// Secret with storage credentials, in each job's namespace, for jobs that name none.
-    #[arg(long, env = "ANNEAL_DEFAULT_CREDENTIALS_SECRET")]
-    pub default_credentials_secret: Option<String>,
-    /// URL trainer pods reach this operator's report endpoint at.
-    #[arg(long, env = "ANNEAL_REPORT_BASE_URL", default_value_t = OperatorConfig::default().report_base_url)]
-    pub report_base_url: String,
+    #[command(flatten)]
+    pub config: OperatorConfig,
     /// Where the report endpoint listens.
     #[arg(long, env = "ANNEAL_REPORT_LISTEN", default_value = "0.0.0.0:8080")]
     pub report_listen: SocketAddr,
     /// Where /metrics, /healthz and /readyz listen.
     #[arg(long, env = "ANNEAL_HEALTH_LISTEN", default_value = "0.0.0.0:9090")]
     pub health_listen: SocketAddr,
-    /// Retries of a trainer pod that fails with a retryable error.
-    #[arg(long, env = "ANNEAL_TRAINER_BACKOFF_LIMIT", default_value_t = 3)]
-    pub trainer_backoff_limit: i32,
     /// Elect a leader on a Lease (needed with more than one replica).
     #[arg(long, env = "ANNEAL_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -66,4 +48,37 @@ pub struct OperatorArgs {
 /// `anneal-operator --help`, as text.
 pub fn help_text() -> String {
     OperatorArgs::command().render_help().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_run_with_the_default_config() {
+        let args = OperatorArgs::try_parse_from(["anneal-operator"]).unwrap();
+        assert_eq!(args.config, OperatorConfig::default());
+        assert_eq!(args.config.trainer_backoff_limit, 3);
+        assert_eq!(args.config.trainer_grace_seconds, 300);
+    }
+
+    #[test]
+    fn config_flags_set_the_config() {
+        let args = OperatorArgs::try_parse_from([
+            "anneal-operator",
+            "--trainer-image=trainer:dev",
+            "--default-output-uri=s3://runs/anneal",
+            "--trainer-backoff-limit=5",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.config,
+            OperatorConfig {
+                trainer_image: "trainer:dev".to_owned(),
+                default_output_uri: Some("s3://runs/anneal".to_owned()),
+                trainer_backoff_limit: 5,
+                ..OperatorConfig::default()
+            }
+        );
+    }
 }

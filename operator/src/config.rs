@@ -1,47 +1,65 @@
 //! How the operator is configured: the trainer and vLLM images, default object
 //! storage, how trainers reach the report endpoint. Read once at start (flags or
-//! environment, as the Helm chart sets them) and shared by every reconcile.
+//! environment, as the Helm chart sets them: this struct is part of the command line)
+//! and shared by every reconcile. Each default is written once, on its flag.
 
 use anneal_crds::common::{DEFAULT_GPU_RESOURCE_NAME, ResourcesSpec};
+use clap::{Args, Command, FromArgMatches};
 
 /// Settings the planned children depend on.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Args, Clone, Debug, PartialEq)]
 pub struct OperatorConfig {
-    /// Image of trainer pods, unless a job names its own in `spec.resources.image`; also
+    /// Image of trainer pods, unless a job names its own in spec.resources.image; also
     /// the image of `trainer serve` pods and of the init containers that fetch models.
+    #[arg(
+        long,
+        env = "ANNEAL_TRAINER_IMAGE",
+        default_value = "ghcr.io/anneal-dev/anneal-trainer:0.1.0"
+    )]
     pub trainer_image: String,
     /// Image of ModelDeployments with `runtime: vllm` (vLLM's OpenAI server).
+    // Pinned: the serving pods' flags are written against this version.
+    #[arg(
+        long,
+        env = "ANNEAL_VLLM_IMAGE",
+        default_value = "vllm/vllm-openai:v0.11.0"
+    )]
     pub vllm_image: String,
-    /// Object storage prefix for jobs without `spec.output`.
+    /// GPU extended resource for jobs and deployments that keep the default
+    /// resources.gpuResourceName (nvidia.com/gpu), e.g. amd.com/gpu.
+    #[arg(long, env = "ANNEAL_DEFAULT_GPU_RESOURCE_NAME", default_value = DEFAULT_GPU_RESOURCE_NAME)]
+    pub default_gpu_resource_name: String,
+    /// Object storage prefix for jobs without spec.output (s3://bucket/prefix).
+    #[arg(long, env = "ANNEAL_DEFAULT_OUTPUT_URI")]
     pub default_output_uri: Option<String>,
-    /// Secret (in the job's namespace) with storage credentials, for jobs without
-    /// `spec.output.credentialsSecret`.
+    /// Secret with storage credentials, in each job's namespace, for jobs that name none
+    /// in spec.output.credentialsSecret.
+    #[arg(long, env = "ANNEAL_DEFAULT_CREDENTIALS_SECRET")]
     pub default_credentials_secret: Option<String>,
-    /// Base URL trainers post events to, e.g. `http://anneal-operator.anneal-system.svc:8080`.
+    /// URL trainer pods reach this operator's report endpoint at.
+    #[arg(
+        long,
+        env = "ANNEAL_REPORT_BASE_URL",
+        default_value = "http://anneal-operator.anneal-system.svc:8080"
+    )]
     pub report_base_url: String,
     /// Retries of a trainer pod that fails with a retryable error (exit 1); evictions
     /// and preemptions are not counted.
+    #[arg(long, env = "ANNEAL_TRAINER_BACKOFF_LIMIT", default_value_t = 3)]
     pub trainer_backoff_limit: i32,
-    /// The GPU extended resource (e.g. `amd.com/gpu`) of pods whose
-    /// `resources.gpuResourceName` is the API's default, `nvidia.com/gpu`.
-    pub default_gpu_resource_name: String,
-    /// Time a stopping trainer gets to write its checkpoint after SIGTERM.
+    /// Time a stopping trainer gets to write its checkpoint after SIGTERM (not a flag).
+    #[arg(skip = 300)]
     pub trainer_grace_seconds: i64,
 }
 
 impl Default for OperatorConfig {
+    /// The flags' defaults: what `anneal-operator` runs with when neither a flag nor its
+    /// environment variable is set (the environment is not read here).
     fn default() -> Self {
-        Self {
-            trainer_image: "ghcr.io/anneal-dev/anneal-trainer:0.1.0".to_owned(),
-            // Pinned: the serving pods' flags are written against this version.
-            vllm_image: "vllm/vllm-openai:v0.11.0".to_owned(),
-            default_output_uri: None,
-            default_credentials_secret: None,
-            report_base_url: "http://anneal-operator.anneal-system.svc:8080".to_owned(),
-            trainer_backoff_limit: 3,
-            default_gpu_resource_name: DEFAULT_GPU_RESOURCE_NAME.to_owned(),
-            trainer_grace_seconds: 300,
-        }
+        let command =
+            Self::augment_args(Command::new("anneal-operator")).mut_args(|arg| arg.env(None));
+        let matches = command.get_matches_from(["anneal-operator"]);
+        Self::from_arg_matches(&matches).expect("every operator flag has a default or is optional")
     }
 }
 

@@ -14,9 +14,9 @@ pub enum Error {
     #[error("reading {what} took longer than {limit:?}")]
     Timeout { what: String, limit: Duration },
     #[error("{0}")]
-    Plan(#[from] crate::trainer_job::PlanError),
+    Plan(#[from] crate::finetunejob::trainer_job::PlanError),
     #[error("{0}")]
-    ServingPlan(#[from] crate::serving_deployment::ServingPlanError),
+    ServingPlan(#[from] crate::modeldeployment::serving_deployment::ServingPlanError),
     #[error("events.jsonl: {0}")]
     EventsFile(String),
 }

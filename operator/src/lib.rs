@@ -1,26 +1,19 @@
 //! Anneal's operator: the FineTuneJob controller (validation, trainer Jobs, status),
 //! the ModelDeployment controller (serving Deployments and Services), the endpoint
 //! trainers report their events to, and the operator's metrics.
+//!
+//! One folder per kind (`finetunejob`, `modeldeployment`) holds its controller and the
+//! pure planning and observation it runs; `shared` holds what both kinds use; `report`
+//! is the trainers' report endpoint. The process around them (command line, config,
+//! leader election, metrics) sits at the top.
 
 pub mod cli;
-pub mod conditions;
 pub mod config;
-pub mod dataset_check;
 pub mod error;
-pub mod finetunejob_controller;
-pub mod kube_report;
+pub mod finetunejob;
 pub mod leader_election;
 pub mod metrics;
-pub mod model_resolution;
-pub mod modeldeployment_controller;
+pub mod modeldeployment;
 pub mod operator_run;
-pub mod pod_parts;
 pub mod report;
-pub mod serving_deployment;
-pub mod serving_observation;
-pub mod status_apply;
-#[cfg(test)]
-mod test_snapshot;
-pub mod trainer_job;
-pub mod trainer_observation;
-pub mod validation_verdict;
+pub mod shared;

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anneal_operator::cli::OperatorArgs;
-use anneal_operator::config::OperatorConfig;
 use anneal_operator::leader_election::LeaseSettings;
 use anneal_operator::operator_run::{OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
@@ -32,16 +31,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|_| format!("anneal-operator-{}", std::process::id()))
     });
     let settings = OperatorSettings {
-        config: OperatorConfig {
-            trainer_image: args.trainer_image,
-            vllm_image: args.vllm_image,
-            default_output_uri: args.default_output_uri,
-            default_credentials_secret: args.default_credentials_secret,
-            report_base_url: args.report_base_url,
-            trainer_backoff_limit: args.trainer_backoff_limit,
-            default_gpu_resource_name: args.default_gpu_resource_name,
-            ..OperatorConfig::default()
-        },
+        config: args.config,
         namespace: args.watch_namespace,
         lease: args
             .leader_election

@@ -17,11 +17,11 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::config::OperatorConfig;
-use crate::finetunejob_controller::{Context, run_finetunejob_controller};
-use crate::kube_report::KubeReportCluster;
+use crate::finetunejob::controller::{self as finetunejob, run_finetunejob_controller};
+use crate::finetunejob::kube_report::KubeReportCluster;
 use crate::leader_election::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
-use crate::modeldeployment_controller::{self, run_modeldeployment_controller};
+use crate::modeldeployment::controller::{self as modeldeployment, run_modeldeployment_controller};
 use crate::report::{ReportSettings, ReportState, report_router};
 
 /// Everything the process is configured with.
@@ -97,13 +97,13 @@ pub async fn run_operator(
         }
     });
 
-    let serving_context = Arc::new(modeldeployment_controller::Context {
+    let serving_context = Arc::new(modeldeployment::Context {
         client: client.clone(),
         recorder: recorder.clone(),
         metrics: metrics.clone(),
         config: settings.config.clone(),
     });
-    let context = Arc::new(Context {
+    let context = Arc::new(finetunejob::Context {
         client,
         recorder,
         metrics,

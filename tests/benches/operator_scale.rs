@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::JobPhase;
-use anneal_e2e::fake_apiserver::FakeApiServer;
+use anneal_fake_apiserver::FakeApiServer;
 use futures_util::{StreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;

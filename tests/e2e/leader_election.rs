@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anneal_e2e::fake_apiserver::FakeApiServer;
+use anneal_fake_apiserver::FakeApiServer;
 use anneal_operator::config::OperatorConfig;
 use anneal_operator::leader_election::{LEADER_LABEL, LeaderElector, LeaseSettings};
 use anneal_operator::operator_run::{OperatorSettings, run_operator};

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::{FineTuneJob, ModelDeployment};
-use anneal_e2e::fake_apiserver::AuditRecord;
 use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines, repo};
+use anneal_fake_apiserver::AuditRecord;
 use anneal_operator::leader_election::{LEADER_LABEL, LeaseSettings};
 use anneal_operator::operator_run::{OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;

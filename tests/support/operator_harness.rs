@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::FineTuneJobStatus;
 use anneal_crds::storage::Storage;
+use anneal_fake_apiserver::FakeApiServer;
+use anneal_moto::MotoServer;
 use anneal_operator::config::OperatorConfig;
 use anneal_operator::operator_run::{OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
@@ -19,9 +21,7 @@ use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::fake_apiserver::FakeApiServer;
 use crate::fake_kubelet::FakeKubelet;
-use crate::moto::MotoServer;
 
 pub const NAMESPACE: &str = "team-a";
 pub const BUCKET: &str = "anneal-e2e";

@@ -3,8 +3,6 @@
 //! generation), malformed requests, requests side by side with a bounded queue, a
 //! client leaving mid-stream, and a shutdown that finishes the streams in flight.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -14,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anneal_crds::dataset::{ChatMessage, Role};
 use anneal_crds::hyperparameters::TargetModule;
+use anneal_moto::MotoServer;
 use anneal_trainer::backend::CpuBackend;
 use anneal_trainer::chat::ModelTokenizer;
 use anneal_trainer::generate::{SamplingParams, generate};
@@ -25,7 +24,6 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
 use serde_json::{Value, json};
-use support::s3::MotoServer;
 
 type B = CpuBackend;
 

@@ -1,13 +1,11 @@
 //! The storage layer against a real S3-compatible server (moto on loopback): the
 //! round trip the file:// unit tests do, through `s3://bucket/prefix`.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use anneal_moto::MotoServer;
 use anneal_trainer::storage::{COMPLETE, Storage, StorageError};
-use support::s3::MotoServer;
 use tempfile::TempDir;
 
 const BUCKET: &str = "anneal-test";

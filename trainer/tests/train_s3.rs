@@ -3,15 +3,13 @@
 //! The adapter that comes back from S3 is the one a local run writes, and a
 //! resumed run picks its state up from S3.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anneal_crds::events::{EventBody, TrainerEvent};
 use anneal_crds::finetunejob::JobPhase;
+use anneal_moto::MotoServer;
 use anneal_trainer::storage::Storage;
-use support::s3::MotoServer;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

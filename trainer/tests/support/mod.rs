@@ -1,9 +1,8 @@
 //! Shared by the trainer's integration tests: where the reference checkpoints are,
-//! and reading their transformers outputs; `s3`: a real S3-compatible server.
+//! and reading their transformers outputs. (A real S3-compatible server for tests is
+//! crate `anneal-moto`.)
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
-
-pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,520 @@
+//! The FineTuneJob controller: one `reconcile` per job, as a pipeline. Read what it
+//! needs (the job, its trainer Job and pods), validate (spec, then datasets), apply
+//! the children (report Secret, trainer Job) or remove them (suspend, delete), then
+//! compute status from what is there. Level-based: a restarted operator, or a
+//! reconcile run twice, arrives at the same objects and the same status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anneal_crds::finetunejob::{FineTuneJobStatus, JobPhase};
+use anneal_crds::{FineTuneJob, jiff};
+use futures_util::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::config::OperatorConfig;
+use crate::error::{Error, Result};
+use crate::finetunejob::dataset_check::{DatasetCheck, check_datasets};
+use crate::finetunejob::kube_report::KubeReportCluster;
+use crate::finetunejob::trainer_job::{
+    JOB_LABEL, TOKEN_KEY, plan_trainer_job, plan_trainer_secret, run_uri, trainer_job_name,
+    trainer_secret_name,
+};
+use crate::finetunejob::trainer_observation::{
+    TrainerState, last_failure_message, observe_trainer_job, plan_phase,
+};
+use crate::finetunejob::validation_verdict::{VerdictReason, judge_spec};
+use crate::metrics::Metrics;
+use crate::report::{ReportState, ReportedStatus, fold_events_jsonl};
+use crate::shared::conditions::{self, Desired, set_condition};
+use crate::shared::status_apply::apply_status;
+
+/// Finalizer that lets the operator stop the trainer and drop its state before the job goes.
+pub const FINALIZER: &str = "anneal.dev/cleanup";
+/// What every reconcile shares.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub config: OperatorConfig,
+    pub reports: ReportState<KubeReportCluster>,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run_finetunejob_controller(
+    context: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let (jobs, trainers): (Api<FineTuneJob>, Api<Job>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let controller = Controller::new(jobs, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let metrics = context.metrics.clone();
+    // Jobs by phase, from the controller's cache: a gauge needs the whole picture,
+    // which no single reconcile has.
+    let counter = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            count_phases(&metrics, &store.state());
+        }
+    });
+    controller
+        .owns(
+            trainers,
+            watcher::Config::default()
+                .labels("app.kubernetes.io/managed-by=anneal-operator")
+                .any_semantic(),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+    counter.abort();
+}
+
+/// Sets `anneal_finetunejobs{phase}` from the jobs in the cache.
+pub fn count_phases(metrics: &Metrics, jobs: &[Arc<FineTuneJob>]) {
+    let phases = jobs.iter().map(|job| {
+        let phase = job.status.as_ref().and_then(|s| s.phase);
+        format!("{:?}", phase.unwrap_or(JobPhase::Pending))
+    });
+    Metrics::set_phase_counts(
+        &metrics.jobs_by_phase,
+        &[
+            "Pending",
+            "Validating",
+            "Queued",
+            "Running",
+            "Succeeded",
+            "Failed",
+            "Suspended",
+            "Cancelled",
+        ],
+        phases,
+    );
+}
+
+/// One reconcile of one FineTuneJob.
+pub async fn reconcile(job: Arc<FineTuneJob>, context: Arc<Context>) -> Result<Action> {
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let api: Api<FineTuneJob> = Api::namespaced(context.client.clone(), &namespace);
+    let work = finalizer(&api, FINALIZER, job, |event| async {
+        match event {
+            Finalizer::Apply(job) => apply(&job, &context).await,
+            Finalizer::Cleanup(job) => cleanup(&job, &context).await,
+        }
+    });
+    context
+        .metrics
+        .observe_reconcile("FineTuneJob", &namespace, &name, work)
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Retry soon on failures the next attempt may not see (API hiccups, storage).
+pub fn error_policy(_job: Arc<FineTuneJob>, error: &Error, context: Arc<Context>) -> Action {
+    context.metrics.reconcile_failed("FineTuneJob", error)
+}
+
+/// The job exists: move it along.
+async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let status = job.status.clone().unwrap_or_default();
+    let mut next = status.clone();
+    let generation = job.metadata.generation;
+    let now = Time(jiff::Timestamp::now());
+    next.observed_generation = generation;
+
+    if matches!(status.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
+        // Finished jobs keep their Job (for `kubectl logs`) and their status as it is.
+        return Ok(Action::await_change());
+    }
+
+    // Validating: the spec, then the datasets, once (the training fields are immutable).
+    if !conditions::is_true(&status.conditions, conditions::VALIDATED) {
+        let mut verdict = judge_spec(job);
+        let plan_problem = crate::finetunejob::trainer_job::check_sources(job).and_then(|()| {
+            crate::finetunejob::trainer_job::output_uri(job, &context.config).map(drop)
+        });
+        if verdict.passed()
+            && let Err(problem) = plan_problem
+        {
+            verdict = crate::finetunejob::validation_verdict::Verdict {
+                reason: VerdictReason::InvalidSpec,
+                message: format!("invalid spec: {problem}"),
+            };
+        }
+        if verdict.passed() {
+            if status.phase.is_none() {
+                next.phase = Some(JobPhase::Validating);
+                next.message = Some("checking the datasets".to_owned());
+                write_status(job, &status, &next, context).await?;
+            }
+            match check_datasets(&context.client, job, &context.config).await? {
+                DatasetCheck::Waiting(message) => {
+                    next.phase = Some(JobPhase::Pending);
+                    next.message = Some(message);
+                    write_status(job, &status, &next, context).await?;
+                    return Ok(Action::requeue(Duration::from_secs(10)));
+                }
+                DatasetCheck::Judged(judged) => verdict = judged,
+            }
+        }
+        set_condition(
+            &mut next.conditions,
+            Desired {
+                type_: conditions::VALIDATED,
+                status: verdict.passed(),
+                reason: verdict.reason.as_str(),
+                message: verdict.message.clone(),
+            },
+            generation,
+            &now,
+        );
+        if !verdict.passed() {
+            for type_ in [conditions::FAILED, conditions::COMPLETE] {
+                set_condition(
+                    &mut next.conditions,
+                    Desired {
+                        type_,
+                        status: type_ == conditions::FAILED,
+                        reason: verdict.reason.as_str(),
+                        message: verdict.message.clone(),
+                    },
+                    generation,
+                    &now,
+                );
+            }
+            next.phase = Some(JobPhase::Failed);
+            next.message = Some(verdict.message.clone());
+            next.completion_time = Some(now.clone());
+            write_status(job, &status, &next, context).await?;
+            return Ok(Action::await_change());
+        }
+    }
+
+    let trainers: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+    let job_name = trainer_job_name(&name);
+    let mut trainer = trainers.get_opt(&job_name).await?;
+    // A Job left from an earlier FineTuneJob of the same name is not ours.
+    if trainer.as_ref().is_some_and(|t| !owned_by(t, job)) {
+        trainer = None;
+    }
+    let mut requeue = Duration::from_secs(300);
+    let mut waiting_message = None;
+
+    if job.spec.suspend {
+        if let Some(found) = &trainer
+            && found.metadata.deletion_timestamp.is_none()
+        {
+            // Deleting the Job stops its pod with SIGTERM; the trainer checkpoints first.
+            info!("suspending: deleting the trainer Job");
+            trainers
+                .delete(
+                    &job_name,
+                    &DeleteParams {
+                        propagation_policy: Some(PropagationPolicy::Background),
+                        ..DeleteParams::default()
+                    },
+                )
+                .await?;
+        }
+    } else if trainer.is_none() {
+        let selector = format!("{JOB_LABEL}={name}");
+        let still_running = pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .any(|pod| {
+                let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+                phase != "Succeeded" && phase != "Failed"
+            });
+        if still_running {
+            // A trainer stopped for a suspend may still be writing its checkpoint; two
+            // trainers must never write the same run.
+            waiting_message = Some("waiting for the previous trainer pod to stop".to_owned());
+            requeue = Duration::from_secs(5);
+        } else {
+            ensure_report_secret(job, context).await?;
+            let planned = plan_trainer_job(job, &context.config)?;
+            match trainers.create(&PostParams::default(), &planned).await {
+                Ok(created) => {
+                    info!("created the trainer Job");
+                    trainer = Some(created);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(2),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    let trainer_pods = match &trainer {
+        Some(_) => {
+            pods.list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
+                .await?
+                .items
+        }
+        None => Vec::new(),
+    };
+    let state = observe_trainer_job(
+        trainer.as_ref(),
+        last_failure_message(&trainer_pods).as_deref(),
+    );
+    let plan = plan_phase(job.spec.suspend, &state);
+    if matches!(
+        state,
+        TrainerState::Starting { .. } | TrainerState::Deleting
+    ) {
+        requeue = requeue.min(Duration::from_secs(30));
+    }
+    for desired in plan.conditions {
+        set_condition(&mut next.conditions, desired, generation, &now);
+    }
+    if plan.phase == JobPhase::Running && next.start_time.is_none() {
+        next.start_time = Some(now.clone());
+    }
+    if matches!(plan.phase, JobPhase::Succeeded | JobPhase::Failed) {
+        next.completion_time = Some(now.clone());
+        // The pod's exit code is the final word; its last events may still be queued.
+        if let Err(error) = context.reports.flush_now(&namespace, &name).await {
+            warn!(%error, "flushing the trainer's last events");
+        }
+        if plan.phase == JobPhase::Succeeded {
+            // The Job's success stands even when storage cannot be read now; the
+            // result is then missing rather than the phase held back in a retry loop.
+            if let Err(error) = recover_result(job, context).await {
+                warn!(%error, "reading the result from events.jsonl");
+            }
+        }
+    }
+    next.message = Some(waiting_message.unwrap_or(plan.message));
+    next.phase = Some(plan.phase);
+    write_status(job, &status, &next, context).await?;
+    Ok(match plan.phase {
+        JobPhase::Succeeded | JobPhase::Failed => Action::await_change(),
+        _ => Action::requeue(requeue),
+    })
+}
+
+/// The job is being deleted: stop its trainer (it checkpoints on SIGTERM) and forget
+/// what the operator holds for it. The Job and Secret would also go by owner-reference
+/// garbage collection; deleting them here makes the pod stop now.
+async fn cleanup(job: &FineTuneJob, context: &Context) -> Result<Action> {
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let trainers: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
+    if let Some(trainer) = trainers.get_opt(&trainer_job_name(&name)).await?
+        && owned_by(&trainer, job)
+    {
+        trainers.delete(&trainer_job_name(&name), &params).await?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    if let Some(secret) = secrets.get_opt(&trainer_secret_name(&name)).await?
+        && owned_by(&secret, job)
+    {
+        secrets.delete(&trainer_secret_name(&name), &params).await?;
+    }
+    context.reports.forget_job(&namespace, &name);
+    context.metrics.forget_job(&namespace, &name);
+    if !matches!(
+        job.status.as_ref().and_then(|s| s.phase),
+        Some(JobPhase::Succeeded | JobPhase::Failed)
+    ) {
+        publish(
+            context,
+            job,
+            EventType::Normal,
+            "Cancelled",
+            "the job was deleted; its trainer is stopped and its checkpoints stay in storage"
+                .to_owned(),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Creates the job's report Secret unless it exists; an existing token is never
+/// rotated (a running trainer holds it).
+async fn ensure_report_secret(job: &FineTuneJob, context: &Context) -> Result<()> {
+    let namespace = job.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let name = trainer_secret_name(&job.name_any());
+    if let Some(existing) = secrets.get_opt(&name).await? {
+        if owned_by(&existing, job)
+            && existing
+                .data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(TOKEN_KEY))
+        {
+            return Ok(());
+        }
+        // A Secret left from an earlier job of the same name: replace it.
+        secrets.delete(&name, &DeleteParams::default()).await?;
+    }
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let secret = plan_trainer_secret(job, &token)?;
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Fills `status.result` from the run's `events.jsonl` when the trainer's last events
+/// did not reach the operator (an operator restart, a network split): storage holds
+/// the complete record.
+async fn recover_result(job: &FineTuneJob, context: &Context) -> Result<()> {
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let known = context
+        .reports
+        .reported_status(&namespace, &name)
+        .unwrap_or_else(|| ReportedStatus::from_status(&job.status.clone().unwrap_or_default()));
+    if known.result.is_some() {
+        return Ok(());
+    }
+    let run = run_uri(job, &context.config)?;
+    let settings = crate::finetunejob::dataset_check::job_storage_settings(
+        &context.client,
+        job,
+        &context.config,
+    )
+    .await?;
+    let text = tokio::task::spawn_blocking(move || {
+        let storage =
+            anneal_crds::storage::Storage::open_with(&run, settings).map_err(|e| e.to_string())?;
+        storage.get("events.jsonl").map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| Error::Storage(e.to_string()))?
+    .map_err(Error::Storage)?;
+    let Some(text) = text else {
+        warn!("the trainer succeeded but its events.jsonl is missing");
+        return Ok(());
+    };
+    let mut recovered = known;
+    fold_events_jsonl(&mut recovered, &String::from_utf8_lossy(&text))
+        .map_err(|e| Error::EventsFile(e.to_string()))?;
+    let api: Api<FineTuneJob> = Api::namespaced(context.client.clone(), &namespace);
+    let mut patch = recovered.to_status_patch();
+    patch["metadata"] = serde_json::json!({"uid": job.uid()});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    info!("recovered the result from events.jsonl");
+    Ok(())
+}
+
+/// Writes the controller's part of the status (server-side apply) when it changed,
+/// and announces a phase change as a Kubernetes Event.
+async fn write_status(
+    job: &FineTuneJob,
+    before: &FineTuneJobStatus,
+    next: &FineTuneJobStatus,
+    context: &Context,
+) -> Result<()> {
+    let owned = |s: &FineTuneJobStatus| {
+        (
+            s.phase,
+            s.conditions.clone(),
+            s.message.clone(),
+            s.observed_generation,
+            s.start_time.clone(),
+            s.completion_time.clone(),
+        )
+    };
+    if owned(before) == owned(next) {
+        return Ok(());
+    }
+    let api: Api<FineTuneJob> =
+        Api::namespaced(context.client.clone(), &job.namespace().unwrap_or_default());
+    let owned_fields = serde_json::json!({
+        "phase": next.phase,
+        "conditions": next.conditions,
+        "message": next.message,
+        "observedGeneration": next.observed_generation,
+        "startTime": next.start_time,
+        "completionTime": next.completion_time,
+    });
+    apply_status(&api, &job.name_any(), owned_fields).await?;
+    if before.phase != next.phase
+        && let Some(phase) = next.phase
+    {
+        let warning = phase == JobPhase::Failed;
+        publish(
+            context,
+            job,
+            if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            &format!("{phase:?}"),
+            next.message.clone().unwrap_or_default(),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Publishes a Kubernetes Event on the job; failing to is logged, never fatal.
+async fn publish(
+    context: &Context,
+    job: &FineTuneJob,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = context.recorder.publish(&event, &job.object_ref(&())).await {
+        warn!(%error, reason, "publishing a Kubernetes Event");
+    }
+}
+
+/// Whether `child` names `job` (this very object, by uid) as its controller.
+fn owned_by<K: Resource>(child: &K, job: &FineTuneJob) -> bool {
+    let uid = job.metadata.uid.as_deref();
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid)
+}

@@ -1,0 +1,233 @@
+//! The dataset half of the Validating phase: read each dataset the job names (from
+//! object storage with the job's credentials, or from its ConfigMap), bounded in
+//! size and time, and judge it with the validator the trainer uses, so a bad line
+//! fails the job before any GPU is asked for.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anneal_crds::FineTuneJob;
+use anneal_crds::dataset::{DatasetKind, DatasetLimits, validate_dataset};
+use anneal_crds::storage::Storage;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{Api, Client};
+
+use crate::config::OperatorConfig;
+use crate::error::{Error, Result};
+use crate::finetunejob::trainer_job::credentials_secret;
+use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_dataset};
+
+/// Bytes of a dataset the operator reads; the trainer checks the rest as it loads.
+pub const DATASET_CHECK_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Time one dataset read may take before the reconcile gives up and retries.
+pub const DATASET_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The outcome: judged, or waiting for something the user still has to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatasetCheck {
+    Judged(Verdict),
+    /// A Secret or ConfigMap the job names does not exist (yet).
+    Waiting(String),
+}
+
+/// Checks the training data and the validation data, if the job names a file for it.
+pub async fn check_datasets(
+    client: &Client,
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+) -> Result<DatasetCheck> {
+    let namespace = job.metadata.namespace.clone().unwrap_or_default();
+    let kind = DatasetKind::from(job.spec.method);
+    let settings = match storage_settings(client, &namespace, job, config).await? {
+        Ok(settings) => settings,
+        Err(waiting) => return Ok(DatasetCheck::Waiting(waiting)),
+    };
+    let mut sources = Vec::new();
+    if let Some(config_map) = &job.spec.dataset.config_map {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+        let Some(found) = api.get_opt(&config_map.name).await? else {
+            return Ok(DatasetCheck::Waiting(format!(
+                "spec.dataset.configMap: waiting for ConfigMap {} in namespace {namespace}",
+                config_map.name
+            )));
+        };
+        let text = found
+            .data
+            .as_ref()
+            .and_then(|data| data.get(&config_map.key))
+            .cloned();
+        let source = format!(
+            "spec.dataset.configMap {}/{}",
+            config_map.name, config_map.key
+        );
+        let Some(text) = text else {
+            return Ok(DatasetCheck::Judged(Verdict {
+                reason: VerdictReason::InvalidDataset,
+                message: format!("invalid dataset {source}: the ConfigMap has no such key"),
+            }));
+        };
+        let size = text.len() as u64;
+        sources.push((source, Some((text.into_bytes(), size))));
+    }
+    for (field, uri) in [
+        ("spec.dataset.train", &job.spec.dataset.train),
+        ("spec.dataset.validation", &job.spec.dataset.validation),
+    ] {
+        let Some(uri) = uri else { continue };
+        if !uri.starts_with("s3://") {
+            // pvc:// is mounted in the trainer's pod only; the trainer checks it as it loads.
+            continue;
+        }
+        let head = read_head(uri, settings.clone()).await?;
+        sources.push((format!("{field} {uri}"), head));
+    }
+
+    let mut messages = Vec::new();
+    for (source, head) in sources {
+        let Some((bytes, size)) = head else {
+            return Ok(DatasetCheck::Judged(Verdict {
+                reason: VerdictReason::InvalidDataset,
+                message: format!("invalid dataset {source}: no such object"),
+            }));
+        };
+        let verdict = judge_bytes(&source, &bytes, size, kind)?;
+        if !verdict.passed() {
+            return Ok(DatasetCheck::Judged(verdict));
+        }
+        messages.push(verdict.message);
+    }
+    let message = if messages.is_empty() {
+        "spec is valid; the datasets are checked by the trainer as it loads them".to_owned()
+    } else {
+        messages.join("; ")
+    };
+    Ok(DatasetCheck::Judged(Verdict {
+        reason: VerdictReason::Valid,
+        message,
+    }))
+}
+
+/// Judges the first bytes of a dataset of `size` bytes; a cut-off last line is left
+/// to the trainer rather than reported as broken.
+pub fn judge_bytes(source: &str, bytes: &[u8], size: u64, kind: DatasetKind) -> Result<Verdict> {
+    let truncated = (bytes.len() as u64) < size;
+    let checked = if truncated {
+        let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        &bytes[..end]
+    } else {
+        bytes
+    };
+    let report = validate_dataset(checked, kind, &DatasetLimits::default())
+        .map_err(|e| Error::Storage(format!("{source}: {e}")))?;
+    let mut verdict = judge_dataset(source, &report);
+    if truncated && verdict.passed() {
+        verdict.message.push_str(&format!(
+            " in the first {} MiB of {} MiB (the trainer checks the rest)",
+            checked.len() / (1024 * 1024),
+            size.div_ceil(1024 * 1024)
+        ));
+    }
+    Ok(verdict)
+}
+
+/// Storage settings for reading the job's run (its `events.jsonl`), from its
+/// credentials Secret; a missing Secret is an error here, since the job ran with it.
+pub async fn job_storage_settings(
+    client: &Client,
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+) -> Result<Vec<(String, String)>> {
+    let namespace = job.metadata.namespace.clone().unwrap_or_default();
+    storage_settings(client, &namespace, job, config)
+        .await?
+        .map_err(Error::Storage)
+}
+
+/// Storage settings from the job's credentials Secret (the same Secret its pod gets
+/// as environment), or why the job has to wait for it.
+async fn storage_settings(
+    client: &Client,
+    namespace: &str,
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+) -> Result<Result<Vec<(String, String)>, String>> {
+    let Some(name) = credentials_secret(job, config) else {
+        return Ok(Ok(Vec::new()));
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(secret) = api.get_opt(&name).await? else {
+        return Ok(Err(format!(
+            "spec.output.credentialsSecret: waiting for Secret {name} in namespace {namespace}"
+        )));
+    };
+    let mut settings = BTreeMap::new();
+    for (key, value) in secret.data.unwrap_or_default() {
+        settings.insert(key, String::from_utf8_lossy(&value.0).into_owned());
+    }
+    for (key, value) in secret.string_data.unwrap_or_default() {
+        settings.insert(key, value);
+    }
+    Ok(Ok(settings.into_iter().collect()))
+}
+
+/// The first [`DATASET_CHECK_BYTES_MAX`] bytes of an object and its size. The storage
+/// layer blocks, so it runs on a blocking thread, bounded by [`DATASET_CHECK_TIMEOUT`].
+async fn read_head(uri: &str, settings: Vec<(String, String)>) -> Result<Option<(Vec<u8>, u64)>> {
+    let (folder, name) = uri
+        .rsplit_once('/')
+        .ok_or_else(|| Error::Storage(format!("{uri}: not a file URI")))?;
+    let (folder, name) = (folder.to_owned(), name.to_owned());
+    let read = tokio::task::spawn_blocking(move || {
+        let storage = Storage::open_with(&folder, settings).map_err(|e| e.to_string())?;
+        storage
+            .get_head(&name, DATASET_CHECK_BYTES_MAX)
+            .map_err(|e| e.to_string())
+    });
+    match tokio::time::timeout(DATASET_CHECK_TIMEOUT, read).await {
+        Ok(Ok(result)) => result.map_err(Error::Storage),
+        Ok(Err(join)) => Err(Error::Storage(format!("reading {uri}: {join}"))),
+        Err(_) => Err(Error::Timeout {
+            what: uri.to_owned(),
+            limit: DATASET_CHECK_TIMEOUT,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]}\n";
+
+    #[test]
+    fn a_bad_line_is_named() {
+        let text = format!("{GOOD}{GOOD}{{\"messages\":[]}}\n");
+        let verdict = judge_bytes(
+            "spec.dataset.train s3://d/t.jsonl",
+            text.as_bytes(),
+            text.len() as u64,
+            DatasetKind::Sft,
+        )
+        .unwrap();
+        assert_eq!(verdict.reason, VerdictReason::InvalidDataset);
+        assert!(
+            verdict
+                .message
+                .starts_with("invalid dataset spec.dataset.train s3://d/t.jsonl: line 3: "),
+            "{}",
+            verdict.message
+        );
+    }
+
+    #[test]
+    fn a_cut_off_last_line_is_left_to_the_trainer() {
+        let text = format!("{GOOD}{GOOD}");
+        let cut = &text.as_bytes()[..GOOD.len() + 10];
+        let verdict = judge_bytes("train", cut, 200 * 1024 * 1024, DatasetKind::Sft).unwrap();
+        assert!(verdict.passed(), "{}", verdict.message);
+        assert_eq!(
+            verdict.message,
+            "train: 1 samples in the first 0 MiB of 200 MiB (the trainer checks the rest)"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The FineTuneJob kind: judging a job's spec and datasets, planning its trainer Job
+//! and Secret, reading the trainer's progress back into status, and the report
+//! endpoint's view of jobs in the cluster; `controller` ties them together.
+
+pub mod controller;
+pub mod dataset_check;
+pub mod kube_report;
+pub mod trainer_job;
+pub mod trainer_observation;
+pub mod validation_verdict;

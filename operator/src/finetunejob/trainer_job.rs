@@ -1,0 +1,428 @@
+//! A FineTuneJob's trainer, planned as Kubernetes objects: the `batch/v1 Job` that
+//! runs `trainer train` on a GPU node, and the per-job Secret holding the report
+//! token and the manifest the pod trains. Pure functions of the job and the
+//! operator's configuration, so the controller only applies what they return.
+
+use std::collections::BTreeMap;
+
+use anneal_crds::FineTuneJob;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, Secret, SecretVolumeSource, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use crate::config::OperatorConfig;
+use crate::shared::pod_parts::{
+    PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
+    gpu_tolerations, mount, pod_security,
+};
+
+/// Name of the trainer's container, which the pod failure policy refers to.
+pub const TRAINER_CONTAINER: &str = "trainer";
+/// Exit code of a trainer error that no retry fixes (bad manifest, dataset or model).
+pub const EXIT_NOT_RETRYABLE: i32 = 2;
+/// Label every object the operator creates for a job carries.
+pub const JOB_LABEL: &str = "anneal.dev/finetunejob";
+/// Label Kueue reads to admit a Job through a LocalQueue.
+pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// Key of the report token in the job's Secret.
+pub const TOKEN_KEY: &str = "token";
+/// Key of the manifest the pod trains in the job's Secret.
+pub const MANIFEST_KEY: &str = "finetunejob.yaml";
+/// Where the job's Secret is mounted in the pod.
+const JOB_FILES_DIR: &str = "/var/run/anneal/job";
+/// Where a ConfigMap dataset is mounted in the pod.
+const DATASET_DIR: &str = "/var/run/anneal/dataset";
+
+/// Why a job cannot be planned; each names the field to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error(
+        "spec.output.uri: not set, and the operator has no default object storage (install option defaultOutputUri)"
+    )]
+    NoOutput,
+    #[error(
+        "{field}: {scheme}:// sources are not fetched by this version of the trainer; use s3:// or pvc://"
+    )]
+    UnsupportedSource { field: &'static str, scheme: String },
+    #[error(
+        "{field}: file:// is for local mode (`trainer train`); in a cluster use s3:// or pvc://CLAIM/path"
+    )]
+    LocalFileInCluster { field: &'static str },
+    #[error("{field}: pvc:// needs a claim name and a path, as pvc://CLAIM/path")]
+    BadPvcUri { field: &'static str },
+    #[error("metadata.{0} is missing (the job was not read from the API server)")]
+    MissingMetadata(&'static str),
+}
+
+/// Names of a job's children: fixed, so a re-run reconcile finds what it made.
+pub fn trainer_job_name(job_name: &str) -> String {
+    format!("{job_name}-trainer")
+}
+
+/// The Secret's name (same as the Job's; they are different kinds).
+pub fn trainer_secret_name(job_name: &str) -> String {
+    trainer_job_name(job_name)
+}
+
+/// The output prefix the job writes under.
+pub fn output_uri(job: &FineTuneJob, config: &OperatorConfig) -> Result<String, PlanError> {
+    job.spec
+        .output
+        .as_ref()
+        .map(|output| output.uri.clone())
+        .or_else(|| config.default_output_uri.clone())
+        .ok_or(PlanError::NoOutput)
+}
+
+/// The Secret with the storage credentials the pod gets as environment, if any.
+pub fn credentials_secret(job: &FineTuneJob, config: &OperatorConfig) -> Option<String> {
+    job.spec
+        .output
+        .as_ref()
+        .and_then(|output| output.credentials_secret.clone())
+        .or_else(|| config.default_credentials_secret.clone())
+}
+
+/// Where the run's files land: `{output}/{namespace}/{job}/{uid}` (docs/design.md, "Storage layout").
+pub fn run_uri(job: &FineTuneJob, config: &OperatorConfig) -> Result<String, PlanError> {
+    let meta = Meta::of(job)?;
+    Ok(format!(
+        "{}/{}/{}/{}",
+        output_uri(job, config)?.trim_end_matches('/'),
+        meta.namespace,
+        meta.name,
+        meta.uid
+    ))
+}
+
+/// A `pvc://` source mounted into the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PvcMount {
+    claim: String,
+}
+
+/// The manifest the pod trains: the job itself, with sources a pod reads from mounts
+/// rewritten to the mount paths and status left out.
+pub fn pod_manifest(job: &FineTuneJob) -> Result<String, PlanError> {
+    let meta = Meta::of(job)?;
+    let mut planned = FineTuneJob::new(meta.name, job.spec.clone());
+    planned.metadata.namespace = Some(meta.namespace.to_owned());
+    planned.metadata.uid = Some(meta.uid.to_owned());
+    planned.spec.base_model.source =
+        pod_source_uri("spec.baseModel.source", &job.spec.base_model.source)?.0;
+    let dataset = &mut planned.spec.dataset;
+    if let Some(config_map) = dataset.config_map.take() {
+        dataset.train = Some(format!("file://{DATASET_DIR}/{}", config_map.key));
+    }
+    if let Some(train) = &dataset.train {
+        dataset.train = Some(pod_source_uri("spec.dataset.train", train)?.0);
+    }
+    if let Some(validation) = &dataset.validation {
+        dataset.validation = Some(pod_source_uri("spec.dataset.validation", validation)?.0);
+    }
+    Ok(serde_yaml_ng::to_string(&planned).expect("a FineTuneJob serializes"))
+}
+
+/// Checks that the pod can read every source, without planning anything.
+pub fn check_sources(job: &FineTuneJob) -> Result<(), PlanError> {
+    pod_manifest(job).map(drop)
+}
+
+/// A source as the pod reads it, and the claim to mount when it is on a PVC.
+fn pod_source_uri(field: &'static str, uri: &str) -> Result<(String, Option<PvcMount>), PlanError> {
+    let scheme = uri.split("://").next().unwrap_or_default();
+    match scheme {
+        "s3" => Ok((uri.to_owned(), None)),
+        "file" if uri.starts_with(&format!("file://{DATASET_DIR}/")) => Ok((uri.to_owned(), None)),
+        "file" => Err(PlanError::LocalFileInCluster { field }),
+        "pvc" => {
+            let rest = &uri["pvc://".len()..];
+            let (claim, path) = rest.split_once('/').ok_or(PlanError::BadPvcUri { field })?;
+            if claim.is_empty() || path.trim_matches('/').is_empty() {
+                return Err(PlanError::BadPvcUri { field });
+            }
+            Ok((
+                format!("file://{PVC_DIR}/{claim}/{}", path.trim_start_matches('/')),
+                Some(PvcMount {
+                    claim: claim.to_owned(),
+                }),
+            ))
+        }
+        other => Err(PlanError::UnsupportedSource {
+            field,
+            scheme: other.to_owned(),
+        }),
+    }
+}
+
+/// The claims the pod mounts, each once, in a stable order.
+fn pvc_mounts(job: &FineTuneJob) -> Result<Vec<PvcMount>, PlanError> {
+    let mut sources = vec![("spec.baseModel.source", job.spec.base_model.source.as_str())];
+    if let Some(train) = &job.spec.dataset.train {
+        sources.push(("spec.dataset.train", train));
+    }
+    if let Some(validation) = &job.spec.dataset.validation {
+        sources.push(("spec.dataset.validation", validation));
+    }
+    let mut claims = Vec::new();
+    for (field, uri) in sources {
+        if let (_, Some(mount)) = pod_source_uri(field, uri)?
+            && !claims.contains(&mount)
+        {
+            claims.push(mount);
+        }
+    }
+    Ok(claims)
+}
+
+/// The per-job Secret: the token the trainer reports with, and its manifest.
+pub fn plan_trainer_secret(job: &FineTuneJob, token: &str) -> Result<Secret, PlanError> {
+    let meta = Meta::of(job)?;
+    let data = BTreeMap::from([
+        (TOKEN_KEY.to_owned(), ByteString(token.as_bytes().to_vec())),
+        (
+            MANIFEST_KEY.to_owned(),
+            ByteString(pod_manifest(job)?.into_bytes()),
+        ),
+    ]);
+    Ok(Secret {
+        metadata: child_metadata(job, &meta, trainer_secret_name(meta.name), BTreeMap::new()),
+        data: Some(data),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    })
+}
+
+/// The trainer's `batch/v1 Job`.
+pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Job, PlanError> {
+    let meta = Meta::of(job)?;
+    let resources = &job.spec.resources;
+    let mut labels = BTreeMap::new();
+    if let Some(queue) = &job.spec.queue_name {
+        labels.insert(KUEUE_QUEUE_LABEL.to_owned(), queue.clone());
+    }
+    let secret_name = trainer_secret_name(meta.name);
+
+    let mut env = vec![
+        env("ANNEAL_OUTPUT", &output_uri(job, config)?),
+        env("ANNEAL_RUN_ID", meta.uid),
+        env("ANNEAL_RESUME", "true"),
+        env("ANNEAL_WORK_DIR", "/work"),
+        env("HOME", "/work"),
+        env(
+            "ANNEAL_REPORT_URL",
+            &format!(
+                "{}/v1/jobs/{}/{}/events",
+                config.report_base_url.trim_end_matches('/'),
+                meta.namespace,
+                meta.name
+            ),
+        ),
+        env(
+            "ANNEAL_REPORT_TOKEN_FILE",
+            &format!("{JOB_FILES_DIR}/{TOKEN_KEY}"),
+        ),
+    ];
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+    let env_from = credentials_env(credentials_secret(job, config).as_deref());
+
+    let mut mounts = vec![
+        mount("job-files", JOB_FILES_DIR, true),
+        mount("work", "/work", false),
+        mount("tmp", "/tmp", false),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "job-files".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_name),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        empty_dir("work"),
+        empty_dir("tmp"),
+    ];
+    if let Some(config_map) = &job.spec.dataset.config_map {
+        mounts.push(mount("dataset", DATASET_DIR, true));
+        volumes.push(Volume {
+            name: "dataset".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: config_map.key.clone(),
+                    path: config_map.key.clone(),
+                    mode: None,
+                }]),
+                optional: Some(false),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    for (index, pvc) in pvc_mounts(job)?.into_iter().enumerate() {
+        let name = format!("pvc-{index}");
+        mounts.push(mount(&name, &format!("{PVC_DIR}/{}", pvc.claim), true));
+        volumes.push(Volume {
+            name,
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc.claim,
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+    }
+
+    let container = Container {
+        name: TRAINER_CONTAINER.to_owned(),
+        image: Some(
+            resources
+                .image
+                .clone()
+                .unwrap_or_else(|| config.trainer_image.clone()),
+        ),
+        args: Some(vec![
+            "train".to_owned(),
+            format!("{JOB_FILES_DIR}/{MANIFEST_KEY}"),
+            "--json".to_owned(),
+            "--device".to_owned(),
+            device(resources).to_owned(),
+        ]),
+        env: Some(env),
+        env_from,
+        volume_mounts: Some(mounts),
+        resources: Some(gpu_resources(resources, config)),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+
+    let pod_labels = BTreeMap::from([
+        (JOB_LABEL.to_owned(), meta.name.to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "anneal-trainer".to_owned(),
+        ),
+    ]);
+    Ok(Job {
+        metadata: child_metadata(job, &meta, trainer_job_name(meta.name), labels),
+        spec: Some(JobSpec {
+            // Kueue admits a queued Job by unsuspending it.
+            suspend: Some(job.spec.queue_name.is_some()),
+            backoff_limit: Some(config.trainer_backoff_limit),
+            completions: Some(1),
+            parallelism: Some(1),
+            pod_failure_policy: Some(trainer_failure_policy()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    // The trainer never talks to the API server: it reports through the operator.
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(config.trainer_grace_seconds),
+                    node_selector: resources.node_selector.clone(),
+                    tolerations: gpu_tolerations(resources, config),
+                    security_context: Some(pod_security()),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Fail at once on a trainer error no retry fixes; do not count evictions and
+/// preemptions (the next pod resumes from the last checkpoint); other failures
+/// (exit 1: storage or I/O) use the backoff limit.
+fn trainer_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".to_owned(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(TRAINER_CONTAINER.to_owned()),
+                    operator: "In".to_owned(),
+                    values: vec![EXIT_NOT_RETRYABLE],
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".to_owned(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".to_owned(),
+                    status: "True".to_owned(),
+                }]),
+            },
+        ],
+    }
+}
+
+/// The metadata a reconcile reads from the job; all set on objects from the API server.
+struct Meta<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+}
+
+impl<'a> Meta<'a> {
+    fn of(job: &'a FineTuneJob) -> Result<Self, PlanError> {
+        Ok(Self {
+            name: job
+                .metadata
+                .name
+                .as_deref()
+                .ok_or(PlanError::MissingMetadata("name"))?,
+            namespace: job
+                .metadata
+                .namespace
+                .as_deref()
+                .ok_or(PlanError::MissingMetadata("namespace"))?,
+            uid: job
+                .metadata
+                .uid
+                .as_deref()
+                .ok_or(PlanError::MissingMetadata("uid"))?,
+        })
+    }
+}
+
+/// Metadata of a child: owned by the job (so deleting the job deletes it), labelled
+/// with the job's name.
+fn child_metadata(
+    job: &FineTuneJob,
+    meta: &Meta<'_>,
+    name: String,
+    mut labels: BTreeMap<String, String>,
+) -> ObjectMeta {
+    labels.insert(JOB_LABEL.to_owned(), meta.name.to_owned());
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "anneal-operator".to_owned(),
+    );
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(meta.namespace.to_owned()),
+        labels: Some(labels),
+        owner_references: job.controller_owner_ref(&()).map(|owner| vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

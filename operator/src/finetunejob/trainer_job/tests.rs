@@ -1,0 +1,271 @@
+//! Table tests and snapshot tests of the planned trainer Job and Secret.
+
+use super::*;
+use crate::shared::test_snapshot::assert_snapshot;
+use anneal_crds::manifest::parse_finetunejob;
+use k8s_openapi::api::batch::v1::Job;
+
+fn job_from(yaml: &str) -> FineTuneJob {
+    let mut job = parse_finetunejob(yaml).expect("test manifest is valid");
+    job.metadata.uid = Some("0b4e6f3c-uid".to_owned());
+    job
+}
+
+const FULL: &str = r#"
+apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {name: support-bot, namespace: team-a}
+spec:
+  baseModel: {name: Qwen/Qwen2.5-0.5B-Instruct, source: "pvc://models/qwen2.5-0.5b"}
+  dataset:
+    configMap: {name: support-data, key: chats.jsonl}
+  output: {uri: "s3://ml-runs/anneal", credentialsSecret: s3-creds}
+  resources:
+    gpus: 2
+    gpuResourceName: amd.com/gpu
+    memory: 64Gi
+    nodeSelector: {pool: a100}
+    tolerations: [{key: dedicated, operator: Equal, value: ml, effect: NoSchedule}]
+  queueName: team-a-gpus
+"#;
+
+const MINIMAL: &str = r#"
+apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {name: tiny, namespace: default}
+spec:
+  baseModel: {name: anneal-tiny, source: "s3://models/anneal-tiny"}
+  dataset: {train: "s3://data/house-style.jsonl"}
+"#;
+
+fn config() -> OperatorConfig {
+    OperatorConfig {
+        default_output_uri: Some("s3://anneal-default".to_owned()),
+        default_credentials_secret: Some("anneal-storage".to_owned()),
+        ..OperatorConfig::default()
+    }
+}
+
+fn container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
+    &job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+fn env_value<'a>(job: &'a Job, name: &str) -> Option<&'a str> {
+    container(job)
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
+}
+
+#[test]
+fn the_full_job_matches_its_snapshot() {
+    let job = job_from(FULL);
+    let planned = plan_trainer_job(&job, &config()).unwrap();
+    assert_snapshot(
+        "trainer_job_full.yaml",
+        &serde_yaml_ng::to_string(&planned).unwrap(),
+    );
+    let secret = plan_trainer_secret(&job, "tok").unwrap();
+    let manifest =
+        String::from_utf8(secret.data.as_ref().unwrap()[MANIFEST_KEY].0.clone()).unwrap();
+    assert_snapshot("trainer_manifest_full.yaml", &manifest);
+}
+
+#[test]
+fn gpus_queue_and_placement_follow_the_spec() {
+    let planned = plan_trainer_job(&job_from(FULL), &config()).unwrap();
+    let spec = planned.spec.as_ref().unwrap();
+    assert_eq!(spec.suspend, Some(true), "a queued Job waits for Kueue");
+    assert_eq!(
+        planned.metadata.labels.as_ref().unwrap()[KUEUE_QUEUE_LABEL],
+        "team-a-gpus"
+    );
+    let limits = container(&planned)
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .clone()
+        .unwrap();
+    assert_eq!(limits["amd.com/gpu"].0, "2");
+    assert_eq!(limits["memory"].0, "64Gi");
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "a100");
+    let tolerations = pod.tolerations.as_ref().unwrap();
+    assert_eq!(tolerations.len(), 2);
+    assert_eq!(tolerations[1].key.as_deref(), Some("amd.com/gpu"));
+    assert_eq!(
+        container(&planned)
+            .args
+            .as_ref()
+            .unwrap()
+            .last()
+            .map(String::as_str),
+        Some("cuda")
+    );
+    assert_eq!(
+        env_value(&planned, "ANNEAL_OUTPUT"),
+        Some("s3://ml-runs/anneal")
+    );
+    assert_eq!(
+        container(&planned).env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "s3-creds"
+    );
+}
+
+#[test]
+fn the_operators_gpu_resource_replaces_the_api_default_only() {
+    let amd = OperatorConfig {
+        default_gpu_resource_name: "amd.com/gpu".to_owned(),
+        ..config()
+    };
+    let gpu_of = |job: &FineTuneJob| {
+        let planned = plan_trainer_job(job, &amd).unwrap();
+        let limits = container(&planned)
+            .resources
+            .clone()
+            .unwrap()
+            .limits
+            .unwrap_or_default();
+        let tolerated = planned.spec.unwrap().template.spec.unwrap().tolerations;
+        let toleration = tolerated.unwrap().last().unwrap().key.clone().unwrap();
+        let resources: Vec<String> = limits.into_keys().filter(|k| k.contains("gpu")).collect();
+        (resources, toleration)
+    };
+    // MINIMAL asks for one GPU of the default resource, nvidia.com/gpu.
+    assert_eq!(
+        gpu_of(&job_from(MINIMAL)),
+        (vec!["amd.com/gpu".to_owned()], "amd.com/gpu".to_owned())
+    );
+    let intel = MINIMAL.replace(
+        "  dataset:",
+        "  resources: {gpus: 1, gpuResourceName: gpu.intel.com/i915}\n  dataset:",
+    );
+    assert_eq!(
+        gpu_of(&job_from(&intel)),
+        (
+            vec!["gpu.intel.com/i915".to_owned()],
+            "gpu.intel.com/i915".to_owned()
+        )
+    );
+}
+
+#[test]
+fn defaults_come_from_the_operator_and_no_queue_means_not_suspended() {
+    let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
+    let spec = planned.spec.as_ref().unwrap();
+    assert_eq!(spec.suspend, Some(false));
+    assert_eq!(planned.metadata.name.as_deref(), Some("tiny-trainer"));
+    assert_eq!(
+        env_value(&planned, "ANNEAL_OUTPUT"),
+        Some("s3://anneal-default")
+    );
+    assert_eq!(env_value(&planned, "ANNEAL_RUN_ID"), Some("0b4e6f3c-uid"));
+    assert_eq!(
+        env_value(&planned, "ANNEAL_REPORT_URL"),
+        Some("http://anneal-operator.anneal-system.svc:8080/v1/jobs/default/tiny/events")
+    );
+    let limits = container(&planned)
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .clone()
+        .unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+    let owner = &planned.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("FineTuneJob", Some(true))
+    );
+    assert_eq!(owner.uid, "0b4e6f3c-uid");
+    assert_eq!(
+        run_uri(&job_from(MINIMAL), &config()).unwrap(),
+        "s3://anneal-default/default/tiny/0b4e6f3c-uid"
+    );
+}
+
+#[test]
+fn the_pod_is_locked_down_and_fails_fast_on_trainer_errors() {
+    let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
+    let spec = planned.spec.as_ref().unwrap();
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    let security = container(&planned).security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    let rules = &spec.pod_failure_policy.as_ref().unwrap().rules;
+    assert_eq!(rules[0].action, "FailJob");
+    assert_eq!(rules[0].on_exit_codes.as_ref().unwrap().values, vec![2]);
+    assert_eq!(rules[1].action, "Ignore");
+    assert_eq!(
+        rules[1].on_pod_conditions.as_ref().unwrap()[0].type_,
+        "DisruptionTarget"
+    );
+    assert_eq!(spec.backoff_limit, Some(3));
+}
+
+#[test]
+fn sources_a_pod_cannot_read_are_refused_with_their_field() {
+    let cases = [
+        (
+            "hf://Qwen/Qwen2.5-0.5B",
+            "spec.baseModel.source: hf:// sources",
+        ),
+        (
+            "file:///models/x",
+            "spec.baseModel.source: file:// is for local mode",
+        ),
+        (
+            "pvc://claim-only",
+            "spec.baseModel.source: pvc:// needs a claim name and a path",
+        ),
+    ];
+    for (source, expected) in cases {
+        let job = job_from(&MINIMAL.replace("s3://models/anneal-tiny", source));
+        let error = plan_trainer_job(&job, &config()).unwrap_err().to_string();
+        assert!(error.starts_with(expected), "{source}: {error}");
+    }
+    let no_output = OperatorConfig::default();
+    assert_eq!(
+        plan_trainer_job(&job_from(MINIMAL), &no_output).unwrap_err(),
+        PlanError::NoOutput
+    );
+}
+
+#[test]
+fn the_pod_manifest_trains_the_same_job_from_mounts() {
+    let job = job_from(FULL);
+    let manifest = pod_manifest(&job).unwrap();
+    let parsed = parse_finetunejob(&manifest).expect("the pod's manifest passes validation");
+    assert_eq!(parsed.metadata.uid.as_deref(), Some("0b4e6f3c-uid"));
+    assert_eq!(
+        parsed.spec.base_model.source,
+        "file:///mnt/pvc/models/qwen2.5-0.5b"
+    );
+    assert_eq!(
+        parsed.spec.dataset.train.as_deref(),
+        Some("file:///var/run/anneal/dataset/chats.jsonl")
+    );
+    assert_eq!(parsed.spec.hyperparameters, job.spec.hyperparameters);
+    assert!(parsed.status.is_none());
+}

@@ -1,0 +1,248 @@
+//! What the cluster says about a job's trainer, and the phase and conditions that
+//! follows from it: pure functions from the observed `batch/v1 Job` (and its last
+//! failed pod) to status, so every branch has a table test.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+
+use anneal_crds::finetunejob::JobPhase;
+
+use crate::shared::conditions::{self, Desired};
+
+/// The trainer Job as the reconcile sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrainerState {
+    /// No Job yet (or it was removed for a suspend).
+    Absent,
+    /// The Job is being deleted; a new one waits until it is gone.
+    Deleting,
+    /// Created suspended, waiting for Kueue to admit it.
+    AwaitingAdmission,
+    /// Admitted, its pod not running yet (scheduling, pulling the image, or between retries).
+    Starting {
+        retries: i32,
+    },
+    /// A trainer pod is running.
+    Running {
+        retries: i32,
+    },
+    Succeeded,
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+/// Reads the Job's status. `last_failure` is the termination message of the newest
+/// failed trainer pod, which says why in the trainer's own words.
+pub fn observe_trainer_job(job: Option<&Job>, last_failure: Option<&str>) -> TrainerState {
+    let Some(job) = job else {
+        return TrainerState::Absent;
+    };
+    if job.metadata.deletion_timestamp.is_some() {
+        return TrainerState::Deleting;
+    }
+    let status = job.status.clone().unwrap_or_default();
+    let job_conditions = status.conditions.unwrap_or_default();
+    let condition = |type_: &str| {
+        job_conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    if condition("Complete").is_some() {
+        return TrainerState::Succeeded;
+    }
+    if let Some(failed) = condition("Failed") {
+        let reason = failed.reason.clone().unwrap_or_else(|| "Failed".to_owned());
+        let cause = match reason.as_str() {
+            "PodFailurePolicy" => "the trainer stopped on an error a retry cannot fix",
+            "BackoffLimitExceeded" => "the trainer failed on every retry",
+            "DeadlineExceeded" => "the trainer ran past its deadline",
+            _ => "the trainer Job failed",
+        };
+        let message = match last_failure {
+            Some(detail) => format!("{cause}: {detail}"),
+            None => match &failed.message {
+                Some(detail) => format!("{cause}: {detail}"),
+                None => cause.to_owned(),
+            },
+        };
+        return TrainerState::Failed { reason, message };
+    }
+    let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
+    if suspended {
+        return TrainerState::AwaitingAdmission;
+    }
+    let retries = status.failed.unwrap_or(0);
+    if status.ready.unwrap_or(0) > 0 {
+        TrainerState::Running { retries }
+    } else {
+        TrainerState::Starting { retries }
+    }
+}
+
+/// The newest failed trainer pod's termination message, cut to what a status holds.
+/// Its logs end with the trainer's error line (`FallbackToLogsOnError`), after the
+/// JSON events it printed.
+pub fn last_failure_message(pods: &[Pod]) -> Option<String> {
+    let failed = pods
+        .iter()
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            let terminated = status
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()?;
+            (terminated.exit_code != 0).then_some(terminated)
+        })
+        .max_by_key(|terminated| terminated.finished_at.clone().map(|t| t.0))?;
+    let text = failed.message.as_deref().unwrap_or_default();
+    let line = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('{'));
+    Some(match line {
+        Some(line) => format!("exit code {}: {}", failed.exit_code, cut(line, 512)),
+        None => format!("exit code {}", failed.exit_code),
+    })
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+/// Phase, message and conditions for a validated job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhasePlan {
+    pub phase: JobPhase,
+    pub message: String,
+    pub conditions: Vec<Desired<'static>>,
+}
+
+/// What a validated job's status says given its trainer (and whether the user asked
+/// to suspend it).
+pub fn plan_phase(suspend: bool, state: &TrainerState) -> PhasePlan {
+    use TrainerState::*;
+    let admitted = |status, reason, message: &str| Desired {
+        type_: conditions::ADMITTED,
+        status,
+        reason,
+        message: message.to_owned(),
+    };
+    let running = |status, reason, message: &str| Desired {
+        type_: conditions::RUNNING,
+        status,
+        reason,
+        message: message.to_owned(),
+    };
+    let finished = |complete: bool, reason: &'static str, message: &str| {
+        vec![
+            Desired {
+                type_: conditions::COMPLETE,
+                status: complete,
+                reason,
+                message: message.to_owned(),
+            },
+            Desired {
+                type_: conditions::FAILED,
+                status: !complete,
+                reason,
+                message: message.to_owned(),
+            },
+        ]
+    };
+    match state {
+        Succeeded => {
+            let message = "training finished; the adapter is in status.result".to_owned();
+            let mut desired = vec![running(false, "Succeeded", &message)];
+            desired.extend(finished(true, "Succeeded", &message));
+            PhasePlan {
+                phase: JobPhase::Succeeded,
+                message,
+                conditions: desired,
+            }
+        }
+        Failed { message, .. } => {
+            let mut desired = vec![running(false, "TrainerFailed", message)];
+            desired.extend(finished(false, "TrainerFailed", message));
+            PhasePlan {
+                phase: JobPhase::Failed,
+                message: message.clone(),
+                conditions: desired,
+            }
+        }
+        _ if suspend => {
+            let message =
+                "suspended; training resumes from the last checkpoint when spec.suspend is false"
+                    .to_owned();
+            PhasePlan {
+                phase: JobPhase::Suspended,
+                conditions: vec![running(false, "Suspended", &message)],
+                message,
+            }
+        }
+        Absent | Deleting => {
+            let message = "creating the trainer Job".to_owned();
+            PhasePlan {
+                phase: JobPhase::Queued,
+                conditions: vec![running(false, "Pending", &message)],
+                message,
+            }
+        }
+        AwaitingAdmission => {
+            let message = "waiting for Kueue to admit the trainer Job".to_owned();
+            PhasePlan {
+                phase: JobPhase::Queued,
+                conditions: vec![
+                    admitted(false, "WaitingForQueue", &message),
+                    running(false, "Pending", &message),
+                ],
+                message,
+            }
+        }
+        Starting { retries } => {
+            let message = if *retries == 0 {
+                "waiting for the trainer pod to start".to_owned()
+            } else {
+                format!(
+                    "restarting the trainer (retry {retries}); it resumes from the last checkpoint"
+                )
+            };
+            PhasePlan {
+                phase: JobPhase::Queued,
+                conditions: vec![
+                    admitted(true, "Admitted", "the trainer Job is admitted"),
+                    running(false, "PodStarting", &message),
+                ],
+                message,
+            }
+        }
+        Running { retries } => {
+            let message = if *retries == 0 {
+                "training".to_owned()
+            } else {
+                format!("training (resumed after {retries} failed pod(s))")
+            };
+            PhasePlan {
+                phase: JobPhase::Running,
+                conditions: vec![
+                    admitted(true, "Admitted", "the trainer Job is admitted"),
+                    running(true, "TrainerRunning", &message),
+                ],
+                message,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,336 @@
+//! The ModelDeployment controller: one `reconcile` per deployment, as a pipeline. Read
+//! what it needs (the deployment, the FineTuneJob it names, its Deployment and
+//! Service), resolve the model (pure), plan the children (pure), apply them with
+//! server-side apply, then compute status from what is there. A FineTuneJob still
+//! training keeps the deployment `Pending` and the FineTuneJob watch wakes it up when
+//! that changes; the children go with the deployment through owner references.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
+use anneal_crds::{FineTuneJob, ModelDeployment, jiff};
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::config::OperatorConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::modeldeployment::model_resolution::{Resolution, fine_tune_job_name, resolve_model};
+use crate::modeldeployment::serving_deployment::{
+    check_servable, endpoint, plan_deployment, plan_service,
+};
+use crate::modeldeployment::serving_observation::{ModelState, plan_status};
+use crate::shared::conditions::set_condition;
+use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
+
+/// What every reconcile shares.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub config: OperatorConfig,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run_modeldeployment_controller(
+    context: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let (deployments, servers, services, jobs): (
+        Api<ModelDeployment>,
+        Api<Deployment>,
+        Api<Service>,
+        Api<FineTuneJob>,
+    ) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    let controller = Controller::new(deployments, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let metrics = context.metrics.clone();
+    let counted = store.clone();
+    // Deployments by phase, from the controller's cache: a gauge needs the whole
+    // picture, which no single reconcile has.
+    let counter = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            count_phases(&metrics, &counted.state());
+        }
+    });
+    let children = watcher::Config::default()
+        .labels("app.kubernetes.io/managed-by=anneal-operator")
+        .any_semantic();
+    controller
+        .owns(servers, children.clone())
+        .owns(services, children)
+        // A job's status decides what its deployments serve: a change wakes them.
+        .watches(
+            jobs,
+            watcher::Config::default().any_semantic(),
+            move |job| deployments_naming(&store.state(), &job),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+    counter.abort();
+}
+
+/// The deployments (from the cache) that serve from `job`.
+pub fn deployments_naming(
+    deployments: &[Arc<ModelDeployment>],
+    job: &FineTuneJob,
+) -> Vec<ObjectRef<ModelDeployment>> {
+    deployments
+        .iter()
+        .filter(|d| {
+            d.namespace() == job.namespace()
+                && fine_tune_job_name(d) == job.metadata.name.as_deref()
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// Sets `anneal_modeldeployments{phase}` from the deployments in the cache.
+pub fn count_phases(metrics: &Metrics, deployments: &[Arc<ModelDeployment>]) {
+    let phases = deployments.iter().map(|deployment| {
+        let phase = deployment.status.as_ref().and_then(|s| s.phase);
+        format!("{:?}", phase.unwrap_or(DeploymentPhase::Pending))
+    });
+    Metrics::set_phase_counts(
+        &metrics.deployments_by_phase,
+        &["Pending", "Loading", "Ready", "Failed"],
+        phases,
+    );
+}
+
+/// One reconcile of one ModelDeployment.
+pub async fn reconcile(deployment: Arc<ModelDeployment>, context: Arc<Context>) -> Result<Action> {
+    let namespace = deployment.namespace().unwrap_or_default();
+    let name = deployment.name_any();
+    let work = apply(&deployment, &context);
+    context
+        .metrics
+        .observe_reconcile("ModelDeployment", &namespace, &name, work)
+        .await
+}
+
+/// Retry soon on failures the next attempt may not see (API hiccups).
+pub fn error_policy(
+    _deployment: Arc<ModelDeployment>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    context.metrics.reconcile_failed("ModelDeployment", error)
+}
+
+/// The deployment exists (deleting it deletes its children by owner references, so
+/// there is nothing to clean up): resolve, apply, report.
+async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action> {
+    let namespace = deployment.namespace().unwrap_or_default();
+    let name = deployment.name_any();
+    let before = deployment.status.clone().unwrap_or_default();
+
+    // Read.
+    let job = match fine_tune_job_name(deployment) {
+        Some(job_name) => {
+            let jobs: Api<FineTuneJob> = Api::namespaced(context.client.clone(), &namespace);
+            jobs.get_opt(job_name).await?
+        }
+        None => None,
+    };
+    let servers: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(context.client.clone(), &namespace);
+    let existing = servers.get_opt(&name).await?;
+    let existing_service = services.get_opt(&name).await?;
+
+    // Validate (pure): which model, and can the pods read it.
+    let mut resolution = resolve_model(deployment, job.as_ref(), &context.config);
+    if let Resolution::Resolved(model) = &resolution
+        && let Err(problem) = check_servable(deployment, model)
+    {
+        let Some(reason) = problem.user_reason() else {
+            return Err(problem.into());
+        };
+        resolution = Resolution::Failed {
+            reason,
+            message: problem.to_string(),
+        };
+    }
+    // Objects of the same name that are not this deployment's are never taken over.
+    for (kind, found) in [
+        ("Deployment", existing.as_ref().map(|d| d.meta())),
+        ("Service", existing_service.as_ref().map(|s| s.meta())),
+    ] {
+        let Some(meta) = found else { continue };
+        if owned_by(meta, deployment) || !matches!(resolution, Resolution::Resolved(_)) {
+            continue;
+        }
+        resolution = if owned_by_earlier(meta, &name) {
+            // A deleted ModelDeployment of the same name: the garbage collector is
+            // removing its children, and their deletion wakes this one up.
+            Resolution::Waiting {
+                reason: "PreviousChildrenTerminating",
+                message: format!(
+                    "waiting for the {kind} {name} of a deleted ModelDeployment of the same name to go"
+                ),
+            }
+        } else {
+            Resolution::Failed {
+                reason: "NameConflict",
+                message: format!(
+                    "a {kind} named {name} already exists and does not belong to this ModelDeployment; delete it or rename the ModelDeployment"
+                ),
+            }
+        };
+    }
+
+    // Build (pure) and apply.
+    let mut server = existing.filter(|d| owned_by(&d.metadata, deployment));
+    if let Resolution::Resolved(model) = &resolution {
+        let planned_service = plan_service(deployment)?;
+        let planned = plan_deployment(deployment, model, &context.config)?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        services
+            .patch(&name, &params, &Patch::Apply(&planned_service))
+            .await?;
+        let applied = servers
+            .patch(&name, &params, &Patch::Apply(&planned))
+            .await?;
+        if server.is_none() {
+            info!("created the serving Deployment and Service");
+        }
+        server = Some(applied);
+    }
+
+    // Status from what is there.
+    let model_state = match &resolution {
+        Resolution::Resolved(model) => ModelState::Resolved {
+            summary: &model.summary,
+        },
+        Resolution::Waiting { reason, message } => ModelState::Waiting { reason, message },
+        Resolution::Failed { reason, message } => ModelState::Failed { reason, message },
+    };
+    let observed = plan_status(model_state, deployment.spec.replicas, server.as_ref());
+    let now = Time(jiff::Timestamp::now());
+    let generation = deployment.metadata.generation;
+    let mut next = before.clone();
+    for desired in observed.conditions {
+        set_condition(&mut next.conditions, desired, generation, &now);
+    }
+    next.phase = Some(observed.phase);
+    next.ready_replicas = observed.ready_replicas;
+    next.message = Some(observed.message);
+    next.observed_generation = generation;
+    next.endpoint = server.as_ref().map(|_| endpoint(&name, &namespace));
+    next.model_id = match (&resolution, &server) {
+        (Resolution::Resolved(model), _) => Some(model.model_id.clone()),
+        // Pods of an earlier spec still serve the model the status named.
+        (_, Some(_)) => before.model_id.clone(),
+        (_, None) => None,
+    };
+    write_status(deployment, &before, &next, context).await?;
+    Ok(match &resolution {
+        // Nothing watched changes when the user removes an object in the way.
+        Resolution::Failed {
+            reason: "NameConflict",
+            ..
+        } => Action::requeue(Duration::from_secs(60)),
+        // The watches on the FineTuneJob and the children bring every other change;
+        // this is a safety net.
+        _ => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// Writes the status (server-side apply) when it changed, and announces a phase
+/// change as a Kubernetes Event.
+async fn write_status(
+    deployment: &ModelDeployment,
+    before: &ModelDeploymentStatus,
+    next: &ModelDeploymentStatus,
+    context: &Context,
+) -> Result<()> {
+    if before == next {
+        return Ok(());
+    }
+    let api: Api<ModelDeployment> = Api::namespaced(
+        context.client.clone(),
+        &deployment.namespace().unwrap_or_default(),
+    );
+    let fields = serde_json::to_value(next).expect("a status serializes");
+    apply_status(&api, &deployment.name_any(), fields).await?;
+    if before.phase != next.phase
+        && let Some(phase) = next.phase
+    {
+        let event = Event {
+            type_: if phase == DeploymentPhase::Failed {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: format!("{phase:?}"),
+            note: next.message.clone(),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = context
+            .recorder
+            .publish(&event, &deployment.object_ref(&()))
+            .await
+        {
+            warn!(%error, "publishing a Kubernetes Event");
+        }
+    }
+    Ok(())
+}
+
+/// Whether the object names `deployment` (this very one, by uid) as its controller.
+fn owned_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    deployment: &ModelDeployment,
+) -> bool {
+    let uid = deployment.metadata.uid.as_deref();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true) && Some(owner.uid.as_str()) == uid)
+}
+
+/// Whether the object belongs to another ModelDeployment called `name` (an earlier one
+/// of the same name, since names are unique while an object exists).
+fn owned_by_earlier(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    name: &str,
+) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.kind == "ModelDeployment" && owner.name == name)
+}

@@ -1,0 +1,8 @@
+//! The ModelDeployment kind: resolving which model to serve (a FineTuneJob's
+//! checkpoint or a base model with adapters), planning the serving Deployment and
+//! Service, and reading their state back into status; `controller` ties them together.
+
+pub mod controller;
+pub mod model_resolution;
+pub mod serving_deployment;
+pub mod serving_observation;

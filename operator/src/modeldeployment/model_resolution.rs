@@ -1,0 +1,299 @@
+//! Which model a ModelDeployment serves: a checkpoint of its FineTuneJob (`final`,
+//! `best` or one by name) or a base model with adapters, resolved to the URIs the
+//! pods load, the names clients ask for and the model id. A pure function of the
+//! deployment and the job it names: a job that is not done yet is a reason to wait,
+//! never an error, and a checkpoint that does not exist is the user's to fix.
+
+use anneal_crds::finetunejob::{CheckpointStatus, JobPhase, TrainingType, fine_tuned_model_id};
+use anneal_crds::{FineTuneJob, ModelDeployment};
+
+use crate::config::OperatorConfig;
+use crate::finetunejob::trainer_job::credentials_secret;
+
+/// A URI the pods read, and where it came from (error messages name it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub uri: String,
+    pub field: String,
+}
+
+/// A LoRA adapter served under its own name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedAdapter {
+    pub name: String,
+    pub source: Source,
+}
+
+/// What the serving pods load and under which names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedModel {
+    /// `status.modelId`: the fine-tuned checkpoint's id, or the base model's name.
+    pub model_id: String,
+    /// The name the base model (or a fully trained checkpoint) answers to.
+    pub base_name: String,
+    pub base: Source,
+    pub adapters: Vec<ServedAdapter>,
+    /// Secret with the storage credentials of the sources, if any.
+    pub credentials_secret: Option<String>,
+    /// One line for `ModelResolved`'s message.
+    pub summary: String,
+}
+
+/// The outcome for one deployment.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    Resolved(ServedModel),
+    /// Not servable yet (the job is still training): the deployment waits, `Pending`.
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
+    /// Not servable until the spec (or the job) changes: `Failed`.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The FineTuneJob a deployment serves from, if it names one.
+pub fn fine_tune_job_name(deployment: &ModelDeployment) -> Option<&str> {
+    deployment
+        .spec
+        .model
+        .fine_tune_job
+        .as_ref()
+        .map(|job| job.name.as_str())
+}
+
+/// Resolves the deployment's model; `job` is the FineTuneJob it names, as read now.
+pub fn resolve_model(
+    deployment: &ModelDeployment,
+    job: Option<&FineTuneJob>,
+    config: &OperatorConfig,
+) -> Resolution {
+    let model = &deployment.spec.model;
+    match (&model.fine_tune_job, &model.base_model) {
+        (Some(reference), None) => match job {
+            Some(job) => from_job(deployment, job, &reference.checkpoint, config),
+            None => Resolution::Waiting {
+                reason: "FineTuneJobNotFound",
+                message: format!(
+                    "waiting for FineTuneJob {} (spec.model.fineTuneJob.name): it does not exist in this namespace",
+                    reference.name
+                ),
+            },
+        },
+        (None, Some(base)) => {
+            let served_name = deployment
+                .spec
+                .served_model_name
+                .clone()
+                .unwrap_or_else(|| base.name.clone());
+            let adapters: Vec<ServedAdapter> = model
+                .adapters
+                .iter()
+                .enumerate()
+                .map(|(index, adapter)| ServedAdapter {
+                    name: adapter.name.clone(),
+                    source: Source {
+                        uri: adapter.uri.clone(),
+                        field: format!("spec.model.adapters[{index}].uri"),
+                    },
+                })
+                .collect();
+            let mut names: Vec<&str> = adapters.iter().map(|a| a.name.as_str()).collect();
+            names.push(&served_name);
+            names.sort_unstable();
+            if let Some(twice) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Resolution::Failed {
+                    reason: "InvalidSpec",
+                    message: format!(
+                        "spec.model.adapters: the name {} is used twice (adapter names and the served model name must differ; clients pick a model by name)",
+                        twice[0]
+                    ),
+                };
+            }
+            let summary = match adapters.len() {
+                0 => format!("base model {}", base.name),
+                count => format!("base model {} with {count} adapter(s)", base.name),
+            };
+            Resolution::Resolved(ServedModel {
+                model_id: base.name.clone(),
+                base_name: served_name,
+                base: Source {
+                    uri: base.source.clone(),
+                    field: "spec.model.baseModel.source".to_owned(),
+                },
+                adapters,
+                credentials_secret: config.default_credentials_secret.clone(),
+                summary,
+            })
+        }
+        // The CRD's CEL rule refuses both shapes; a manifest written without the
+        // apiserver's checks still gets a clear answer.
+        _ => Resolution::Failed {
+            reason: "InvalidSpec",
+            message: "spec.model: set exactly one of fineTuneJob and baseModel".to_owned(),
+        },
+    }
+}
+
+/// A checkpoint of a job that succeeded; anything else waits or fails.
+fn from_job(
+    deployment: &ModelDeployment,
+    job: &FineTuneJob,
+    checkpoint: &str,
+    config: &OperatorConfig,
+) -> Resolution {
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let status = job.status.clone().unwrap_or_default();
+    let phase = status.phase.unwrap_or(JobPhase::Pending);
+    match phase {
+        JobPhase::Succeeded => {}
+        JobPhase::Failed | JobPhase::Cancelled => {
+            return Resolution::Failed {
+                reason: "FineTuneJobFailed",
+                message: format!(
+                    "FineTuneJob {job_name} is {phase:?}, so it has no model to serve: {}",
+                    status.message.as_deref().unwrap_or("no message")
+                ),
+            };
+        }
+        _ => {
+            return Resolution::Waiting {
+                reason: "FineTuneJobNotReady",
+                message: format!(
+                    "waiting for FineTuneJob {job_name} to succeed; it is {phase:?}{}",
+                    status
+                        .message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+            };
+        }
+    }
+    let base_model = &job.spec.base_model;
+    let id_of = |name: &str| fine_tuned_model_id(&base_model.name, &job_name, name);
+    let (model_id, uri, field, label) = match checkpoint {
+        "final" => match (&status.result, status.checkpoints.last()) {
+            (Some(result), _) => (
+                result.model_id.clone(),
+                result.uri.clone(),
+                "status.result.uri".to_owned(),
+                "final".to_owned(),
+            ),
+            // The result is recorded from the trainer's last event; the final adapter
+            // is the last checkpoint's weights, so its id and folder stand in.
+            (None, Some(last)) => (
+                id_of(&last.name),
+                last.uri.clone(),
+                format!("status.checkpoints[{}].uri", last.name),
+                last.name.clone(),
+            ),
+            (None, None) => {
+                return Resolution::Waiting {
+                    reason: "FineTuneJobResultMissing",
+                    message: format!(
+                        "FineTuneJob {job_name} succeeded but its status has no result or checkpoint yet"
+                    ),
+                };
+            }
+        },
+        "best" => match best_checkpoint(&status.checkpoints) {
+            Some(best) => (
+                id_of(&best.name),
+                best.uri.clone(),
+                format!("status.checkpoints[{}].uri", best.name),
+                best.name.clone(),
+            ),
+            None => {
+                return Resolution::Failed {
+                    reason: "NoValidationLoss",
+                    message: format!(
+                        "checkpoint best: no checkpoint of FineTuneJob {job_name} has a validation loss (it held out no validation data); name a checkpoint or use final"
+                    ),
+                };
+            }
+        },
+        name => match status.checkpoints.iter().find(|c| c.name == name) {
+            Some(found) => (
+                id_of(&found.name),
+                found.uri.clone(),
+                format!("status.checkpoints[{name}].uri"),
+                found.name.clone(),
+            ),
+            None => {
+                let known: Vec<&str> = status.checkpoints.iter().map(|c| c.name.as_str()).collect();
+                return Resolution::Failed {
+                    reason: "CheckpointNotFound",
+                    message: format!(
+                        "spec.model.fineTuneJob.checkpoint: FineTuneJob {job_name} has no checkpoint {name}; it has {}, or use final or best",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                };
+            }
+        },
+    };
+    let served_name = deployment
+        .spec
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| model_id.clone());
+    let checkpoint_source = Source {
+        uri,
+        field: format!("FineTuneJob {job_name} {field}"),
+    };
+    let summary = format!("FineTuneJob {job_name} checkpoint {label} as {model_id}");
+    let credentials_secret = credentials_secret(job, config);
+    match job.spec.training {
+        // The server answers to the base model's name too; one name, one model.
+        TrainingType::Lora if served_name == base_model.name => Resolution::Failed {
+            reason: "InvalidSpec",
+            message: format!(
+                "spec.servedModelName: {served_name} is the name of the base model, which is served too; give the fine-tuned model a name of its own"
+            ),
+        },
+        // A LoRA checkpoint is an adapter on the job's base model; clients ask for it
+        // by the served name.
+        TrainingType::Lora => Resolution::Resolved(ServedModel {
+            model_id,
+            base_name: base_model.name.clone(),
+            base: Source {
+                uri: base_model.source.clone(),
+                field: format!("FineTuneJob {job_name} spec.baseModel.source"),
+            },
+            adapters: vec![ServedAdapter {
+                name: served_name,
+                source: checkpoint_source,
+            }],
+            credentials_secret,
+            summary,
+        }),
+        // A fully trained checkpoint is a whole model folder.
+        TrainingType::Full => Resolution::Resolved(ServedModel {
+            model_id,
+            base_name: served_name,
+            base: checkpoint_source,
+            adapters: Vec::new(),
+            credentials_secret,
+            summary,
+        }),
+    }
+}
+
+/// The checkpoint with the lowest validation loss (the earliest of equals); those
+/// without one do not compete.
+pub fn best_checkpoint(checkpoints: &[CheckpointStatus]) -> Option<&CheckpointStatus> {
+    checkpoints
+        .iter()
+        .filter(|c| c.valid_loss.is_some_and(f64::is_finite))
+        .min_by(|a, b| a.valid_loss.partial_cmp(&b.valid_loss).expect("finite"))
+}
+
+#[cfg(test)]
+mod tests;

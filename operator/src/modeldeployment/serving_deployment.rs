@@ -1,0 +1,554 @@
+//! A ModelDeployment's serving pods, planned as Kubernetes objects: the `apps/v1
+//! Deployment` that runs `trainer serve` (runtime `builtin`) or vLLM's OpenAI server
+//! (runtime `vllm`, adapters fetched by init containers), and the `Service` in front
+//! of it. Pure functions of the deployment, its resolved model and the operator's
+//! configuration, so the controller only applies what they return.
+
+use std::collections::BTreeMap;
+
+use anneal_crds::ModelDeployment;
+use anneal_crds::modeldeployment::ServingRuntime;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use crate::config::OperatorConfig;
+use crate::modeldeployment::model_resolution::{ServedModel, Source};
+use crate::shared::pod_parts::{
+    PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
+    gpu_tolerations, mount, pod_security,
+};
+
+/// Label every object and pod of a deployment carries: its ModelDeployment's name.
+pub const DEPLOYMENT_LABEL: &str = "anneal.dev/modeldeployment";
+/// Name of the serving container.
+pub const SERVER_CONTAINER: &str = "server";
+/// The port both runtimes serve the OpenAI API, `/health` and `/metrics` on.
+pub const HTTP_PORT: i32 = 8000;
+/// Time a stopping server gets to finish the streams in flight after SIGTERM.
+pub const GRACE_SECONDS: i64 = 60;
+/// Where the vLLM pod's init containers put what they fetch.
+const MODELS_DIR: &str = "/models";
+/// Writable scratch (downloads, caches, `HOME`) on a read-only root file system.
+const WORK_DIR: &str = "/work";
+/// Startup probe: every 10 s for up to 30 minutes, for a large model to download and load.
+const STARTUP_PERIOD_SECONDS: i32 = 10;
+const STARTUP_FAILURES: i32 = 180;
+/// Longer than the fetches and the startup probe together, so a slow load is not
+/// reported as a stuck rollout.
+const PROGRESS_DEADLINE_SECONDS: i32 = 3600;
+/// vLLM's bound on adapter rank, the API's bound on `lora.rank`.
+const MAX_LORA_RANK: u32 = anneal_crds::limits::LORA_RANK.1;
+
+/// Why a deployment cannot be planned; each names the field to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ServingPlanError {
+    #[error(
+        "metadata.name {0}: the Service takes the ModelDeployment's name, so it must be a DNS label (at most 63 lowercase letters, digits and '-', starting with a letter)"
+    )]
+    InvalidName(String),
+    #[error("{field}: {scheme}:// sources are not read by runtime {runtime}; use {supported}")]
+    UnsupportedSource {
+        field: String,
+        scheme: String,
+        runtime: &'static str,
+        supported: &'static str,
+    },
+    #[error("{field}: file:// is for local mode; in a cluster use s3:// or pvc://CLAIM/path")]
+    LocalFileInCluster { field: String },
+    #[error("{field}: pvc:// needs a claim name and a path, as pvc://CLAIM/path")]
+    BadPvcUri { field: String },
+    #[error("metadata.{0} is missing (the ModelDeployment was not read from the API server)")]
+    MissingMetadata(&'static str),
+}
+
+impl ServingPlanError {
+    /// The `ModelResolved` reason of a problem with what the user wrote; `None` for
+    /// one that is the operator's (a retry, not a status).
+    pub fn user_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidName(_) => Some("InvalidName"),
+            Self::UnsupportedSource { .. }
+            | Self::LocalFileInCluster { .. }
+            | Self::BadPvcUri { .. } => Some("UnsupportedSource"),
+            Self::MissingMetadata(_) => None,
+        }
+    }
+}
+
+/// The Service's in-cluster URL of the OpenAI API.
+pub fn endpoint(name: &str, namespace: &str) -> String {
+    format!("http://{name}.{namespace}.svc:{HTTP_PORT}/v1")
+}
+
+/// Labels of the serving pods, which the Deployment and the Service select on.
+pub fn pod_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "anneal-model-server".to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), name.to_owned()),
+        (DEPLOYMENT_LABEL.to_owned(), name.to_owned()),
+    ])
+}
+
+/// How a pod reads one source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PodSource {
+    /// Object storage the process (builtin) or an init container (vllm) downloads.
+    Remote(String),
+    /// A folder on a claim mounted read-only.
+    Mounted { claim: String, path: String },
+    /// A Hugging Face Hub repository vLLM downloads itself.
+    Hub(String),
+}
+
+fn runtime_name(runtime: ServingRuntime) -> &'static str {
+    match runtime {
+        ServingRuntime::Builtin => "builtin",
+        ServingRuntime::Vllm => "vllm",
+    }
+}
+
+fn pod_source(source: &Source, runtime: ServingRuntime) -> Result<PodSource, ServingPlanError> {
+    let uri = source.uri.as_str();
+    let scheme = uri.split("://").next().unwrap_or_default();
+    let field = || source.field.clone();
+    match scheme {
+        "s3" => Ok(PodSource::Remote(uri.to_owned())),
+        "pvc" => {
+            let rest = &uri["pvc://".len()..];
+            let (claim, path) = rest
+                .split_once('/')
+                .ok_or_else(|| ServingPlanError::BadPvcUri { field: field() })?;
+            let path = path.trim_matches('/');
+            if claim.is_empty() || path.is_empty() {
+                return Err(ServingPlanError::BadPvcUri { field: field() });
+            }
+            Ok(PodSource::Mounted {
+                claim: claim.to_owned(),
+                path: format!("{PVC_DIR}/{claim}/{path}"),
+            })
+        }
+        "hf" if runtime == ServingRuntime::Vllm => {
+            Ok(PodSource::Hub(uri["hf://".len()..].to_owned()))
+        }
+        "file" => Err(ServingPlanError::LocalFileInCluster { field: field() }),
+        other => Err(ServingPlanError::UnsupportedSource {
+            field: field(),
+            scheme: other.to_owned(),
+            runtime: runtime_name(runtime),
+            supported: match runtime {
+                ServingRuntime::Builtin => {
+                    "s3:// or pvc://CLAIM/path (hf:// works with runtime vllm)"
+                }
+                ServingRuntime::Vllm => "s3://, pvc://CLAIM/path or hf://ORG/NAME",
+            },
+        }),
+    }
+}
+
+/// Checks that the pods can be planned: the name fits a Service and every source is
+/// one the runtime reads.
+pub fn check_servable(
+    deployment: &ModelDeployment,
+    model: &ServedModel,
+) -> Result<(), ServingPlanError> {
+    name_and_namespace(deployment)?;
+    match deployment.spec.runtime {
+        ServingRuntime::Builtin => builtin_plan(model, deployment).map(drop),
+        ServingRuntime::Vllm => vllm_plan(model, deployment).map(drop),
+    }
+}
+
+/// Whether `name` is a DNS-1035 label, as a Service's name must be.
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// The name and namespace a plan needs; both set on objects from the API server.
+fn name_and_namespace(deployment: &ModelDeployment) -> Result<(&str, &str), ServingPlanError> {
+    let name = deployment
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(ServingPlanError::MissingMetadata("name"))?;
+    let namespace = deployment
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(ServingPlanError::MissingMetadata("namespace"))?;
+    if !is_dns_label(name) {
+        return Err(ServingPlanError::InvalidName(name.to_owned()));
+    }
+    Ok((name, namespace))
+}
+
+/// Metadata of a child: the deployment's name, owned by it (deleting it deletes them).
+fn child_metadata(deployment: &ModelDeployment, name: &str, namespace: &str) -> ObjectMeta {
+    let mut labels = pod_labels(name);
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "anneal-operator".to_owned(),
+    );
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels),
+        owner_references: deployment
+            .controller_owner_ref(&())
+            .map(|owner| vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The ClusterIP Service clients reach the pods through.
+pub fn plan_service(deployment: &ModelDeployment) -> Result<Service, ServingPlanError> {
+    let (name, namespace) = name_and_namespace(deployment)?;
+    Ok(Service {
+        metadata: child_metadata(deployment, name, namespace),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(pod_labels(name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: HTTP_PORT,
+                target_port: Some(IntOrString::String("http".to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// What the pod mounts and runs, worked out from the sources.
+#[derive(Default)]
+struct PodPlan {
+    args: Vec<String>,
+    /// `trainer fetch URI DIR` init containers (vllm): (name, uri, dir).
+    fetches: Vec<(String, String, String)>,
+    claims: Vec<String>,
+    /// Whether the server process itself reads object storage (needs the credentials).
+    server_reads_storage: bool,
+}
+
+impl PodPlan {
+    fn claim(&mut self, claim: &str) {
+        if !self.claims.iter().any(|c| c == claim) {
+            self.claims.push(claim.to_owned());
+        }
+    }
+
+    /// The path or URI the builtin server reads a source from.
+    fn builtin_source(&mut self, source: PodSource) -> String {
+        match source {
+            PodSource::Remote(uri) => {
+                self.server_reads_storage = true;
+                uri
+            }
+            PodSource::Mounted { claim, path } => {
+                self.claim(&claim);
+                path
+            }
+            PodSource::Hub(_) => unreachable!("pod_source refuses hf:// for builtin"),
+        }
+    }
+
+    /// The path (or Hub name) vLLM reads a source from; remote ones are fetched first.
+    fn vllm_source(&mut self, source: PodSource, fetch_name: String, dir: String) -> String {
+        match source {
+            PodSource::Remote(uri) => {
+                self.fetches.push((fetch_name, uri, dir.clone()));
+                dir
+            }
+            PodSource::Mounted { claim, path } => {
+                self.claim(&claim);
+                path
+            }
+            PodSource::Hub(repo) => repo,
+        }
+    }
+}
+
+/// `trainer serve` arguments (the image's entrypoint is `trainer`).
+fn builtin_plan(
+    model: &ServedModel,
+    deployment: &ModelDeployment,
+) -> Result<PodPlan, ServingPlanError> {
+    let runtime = ServingRuntime::Builtin;
+    let mut plan = PodPlan::default();
+    let base = pod_source(&model.base, runtime)?;
+    let base = plan.builtin_source(base);
+    let mut args = vec!["serve".to_owned(), "--model".to_owned(), base];
+    for adapter in &model.adapters {
+        let source = pod_source(&adapter.source, runtime)?;
+        let source = plan.builtin_source(source);
+        args.extend(["--adapter".to_owned(), format!("{}={source}", adapter.name)]);
+    }
+    args.extend([
+        "--served-model-name".to_owned(),
+        model.base_name.clone(),
+        "--host".to_owned(),
+        "0.0.0.0".to_owned(),
+        "--port".to_owned(),
+        HTTP_PORT.to_string(),
+        // s3:// folders download into the writable scratch.
+        "--work-dir".to_owned(),
+        WORK_DIR.to_owned(),
+        "--device".to_owned(),
+        device(&deployment.spec.resources).to_owned(),
+    ]);
+    plan.args = args;
+    Ok(plan)
+}
+
+/// vLLM OpenAI server arguments, with the downloads its init containers do.
+fn vllm_plan(
+    model: &ServedModel,
+    deployment: &ModelDeployment,
+) -> Result<PodPlan, ServingPlanError> {
+    let runtime = ServingRuntime::Vllm;
+    let mut plan = PodPlan::default();
+    let base = pod_source(&model.base, runtime)?;
+    let base = plan.vllm_source(base, "fetch-base".to_owned(), format!("{MODELS_DIR}/base"));
+    let mut args = vec![
+        "--model".to_owned(),
+        base,
+        "--served-model-name".to_owned(),
+        model.base_name.clone(),
+        "--host".to_owned(),
+        "0.0.0.0".to_owned(),
+        "--port".to_owned(),
+        HTTP_PORT.to_string(),
+    ];
+    let gpus = deployment.spec.resources.gpus;
+    if gpus > 1 {
+        // vLLM uses one GPU unless told to shard the model over the others.
+        args.extend(["--tensor-parallel-size".to_owned(), gpus.to_string()]);
+    }
+    if !model.adapters.is_empty() {
+        let mut modules = Vec::new();
+        for (index, adapter) in model.adapters.iter().enumerate() {
+            let source = pod_source(&adapter.source, runtime)?;
+            let dir = plan.vllm_source(
+                source,
+                format!("fetch-adapter-{index}"),
+                format!("{MODELS_DIR}/adapters/{index}"),
+            );
+            modules.push(format!("{}={dir}", adapter.name));
+        }
+        args.extend([
+            "--enable-lora".to_owned(),
+            "--max-lora-rank".to_owned(),
+            MAX_LORA_RANK.to_string(),
+            // Every adapter can be in one batch, rather than taking turns.
+            "--max-loras".to_owned(),
+            model.adapters.len().to_string(),
+            // One flag, then every module: argparse's nargs='+' keeps only the last
+            // occurrence of a repeated flag.
+            "--lora-modules".to_owned(),
+        ]);
+        args.extend(modules);
+    }
+    plan.args = args;
+    Ok(plan)
+}
+
+fn http_probe(period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/health".to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// The serving `apps/v1 Deployment`.
+pub fn plan_deployment(
+    deployment: &ModelDeployment,
+    model: &ServedModel,
+    config: &OperatorConfig,
+) -> Result<Deployment, ServingPlanError> {
+    let (name, namespace) = name_and_namespace(deployment)?;
+    let spec = &deployment.spec;
+    let resources = &spec.resources;
+    let runtime = spec.runtime;
+    let plan = match runtime {
+        ServingRuntime::Builtin => builtin_plan(model, deployment)?,
+        ServingRuntime::Vllm => vllm_plan(model, deployment)?,
+    };
+    let credentials = credentials_env(model.credentials_secret.as_deref());
+
+    let mut mounts = vec![mount("work", WORK_DIR, false), mount("tmp", "/tmp", false)];
+    let mut volumes = vec![empty_dir("work"), empty_dir("tmp")];
+    let mut env_vars = vec![env("HOME", WORK_DIR)];
+    let (image, command) = match runtime {
+        ServingRuntime::Builtin => (
+            resources
+                .image
+                .clone()
+                .unwrap_or_else(|| config.trainer_image.clone()),
+            None,
+        ),
+        ServingRuntime::Vllm => {
+            // Caches under the writable scratch; a named user, because PyTorch asks for
+            // one and the pod's uid has no passwd entry.
+            env_vars.push(env("HF_HOME", &format!("{WORK_DIR}/huggingface")));
+            env_vars.push(env("USER", "anneal"));
+            mounts.push(mount("models", MODELS_DIR, true));
+            volumes.push(empty_dir("models"));
+            // PyTorch's workers share tensors through /dev/shm, which is 64 MiB by default.
+            mounts.push(mount("dshm", "/dev/shm", false));
+            volumes.push(Volume {
+                name: "dshm".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".to_owned()),
+                    size_limit: None,
+                }),
+                ..Volume::default()
+            });
+            (
+                resources
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| config.vllm_image.clone()),
+                Some(
+                    ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ),
+            )
+        }
+    };
+    env_vars.sort_by(|a, b| a.name.cmp(&b.name));
+    for (index, claim) in plan.claims.iter().enumerate() {
+        let volume = format!("pvc-{index}");
+        mounts.push(mount(&volume, &format!("{PVC_DIR}/{claim}"), true));
+        volumes.push(Volume {
+            name: volume,
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+    }
+
+    let init_containers: Vec<Container> = plan
+        .fetches
+        .iter()
+        .map(|(fetch_name, uri, dir)| Container {
+            name: fetch_name.clone(),
+            image: Some(config.trainer_image.clone()),
+            args: Some(vec!["fetch".to_owned(), uri.clone(), dir.clone()]),
+            env: Some(vec![env("HOME", WORK_DIR)]),
+            env_from: credentials.clone(),
+            volume_mounts: Some(vec![
+                mount("models", MODELS_DIR, false),
+                mount("work", WORK_DIR, false),
+                mount("tmp", "/tmp", false),
+            ]),
+            security_context: Some(container_security()),
+            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+            ..Container::default()
+        })
+        .collect();
+
+    let server = Container {
+        name: SERVER_CONTAINER.to_owned(),
+        image: Some(image),
+        command,
+        args: Some(plan.args),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_owned()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(env_vars),
+        env_from: if plan.server_reads_storage {
+            credentials.clone()
+        } else {
+            None
+        },
+        volume_mounts: Some(sorted_mounts(mounts)),
+        resources: Some(gpu_resources(resources, config)),
+        // Loading a model takes minutes: the startup probe holds the others off until
+        // /health answers, readiness keeps a busy or broken pod out of the Service, and
+        // liveness restarts a server whose engine died.
+        startup_probe: Some(http_probe(STARTUP_PERIOD_SECONDS, STARTUP_FAILURES)),
+        readiness_probe: Some(http_probe(5, 3)),
+        liveness_probe: Some(http_probe(20, 6)),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+
+    let labels = pod_labels(name);
+    Ok(Deployment {
+        metadata: child_metadata(deployment, name, namespace),
+        spec: Some(DeploymentSpec {
+            replicas: Some(i32::try_from(spec.replicas).unwrap_or(i32::MAX)),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                match_expressions: None,
+            },
+            progress_deadline_seconds: Some(PROGRESS_DEADLINE_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    // The servers never talk to the API server.
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(GRACE_SECONDS),
+                    node_selector: resources.node_selector.clone(),
+                    tolerations: gpu_tolerations(resources, config),
+                    security_context: Some(pod_security()),
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
+                    containers: vec![server],
+                    volumes: Some(sorted_volumes(volumes)),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Mounts in a stable order (by path), so a reconcile never plans a different list.
+fn sorted_mounts(mut mounts: Vec<VolumeMount>) -> Vec<VolumeMount> {
+    mounts.sort_by(|a, b| a.mount_path.cmp(&b.mount_path));
+    mounts
+}
+
+fn sorted_volumes(mut volumes: Vec<Volume>) -> Vec<Volume> {
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    volumes
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,507 @@
+//! Table tests and snapshot tests of the planned serving Deployment and Service.
+
+use super::*;
+use crate::modeldeployment::model_resolution::ServedAdapter;
+use crate::shared::test_snapshot::assert_snapshot;
+use anneal_crds::manifest::parse_modeldeployment;
+
+fn deployment_from(yaml: &str) -> ModelDeployment {
+    let mut deployment = parse_modeldeployment(yaml).expect("test manifest is valid");
+    deployment.metadata.uid = Some("7c1d-uid".to_owned());
+    deployment
+}
+
+/// A fine-tuned checkpoint on GPUs, served by `trainer serve`.
+const BUILTIN: &str = r#"
+apiVersion: anneal.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: support-bot, namespace: team-a}
+spec:
+  model:
+    fineTuneJob: {name: support, checkpoint: best}
+  servedModelName: support-bot
+  replicas: 2
+  resources:
+    gpus: 1
+    memory: 24Gi
+    nodeSelector: {pool: l4}
+    tolerations: [{key: dedicated, operator: Equal, value: serving, effect: NoSchedule}]
+"#;
+
+/// A base model with two adapters on two GPUs, served by vLLM.
+const VLLM: &str = r#"
+apiVersion: anneal.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: adapters, namespace: team-a}
+spec:
+  model:
+    baseModel: {name: Qwen/Qwen2.5-7B-Instruct, source: "s3://models/qwen2.5-7b"}
+    adapters:
+      - {name: support, uri: "s3://runs/team-a/support/u1/final"}
+      - {name: sales, uri: "pvc://adapters/sales/final"}
+  runtime: vllm
+  resources: {gpus: 2, gpuResourceName: amd.com/gpu}
+"#;
+
+fn config() -> OperatorConfig {
+    OperatorConfig {
+        trainer_image: "anneal-trainer:1.2".to_owned(),
+        vllm_image: "vllm/vllm-openai:v0.11.0".to_owned(),
+        ..OperatorConfig::default()
+    }
+}
+
+fn source(uri: &str, field: &str) -> Source {
+    Source {
+        uri: uri.to_owned(),
+        field: field.to_owned(),
+    }
+}
+
+/// A LoRA checkpoint of a job, as resolution hands it over.
+fn checkpoint_model(base_uri: &str) -> ServedModel {
+    ServedModel {
+        model_id: "ft:qwen2.5-0.5b-instruct:support:ckpt-18".to_owned(),
+        base_name: "Qwen/Qwen2.5-0.5B-Instruct".to_owned(),
+        base: source(base_uri, "FineTuneJob support spec.baseModel.source"),
+        adapters: vec![ServedAdapter {
+            name: "support-bot".to_owned(),
+            source: source(
+                "s3://runs/team-a/support/u1/checkpoints/ckpt-18",
+                "FineTuneJob support status.checkpoints[ckpt-18].uri",
+            ),
+        }],
+        credentials_secret: Some("s3-creds".to_owned()),
+        summary: String::new(),
+    }
+}
+
+fn adapters_model() -> ServedModel {
+    ServedModel {
+        model_id: "Qwen/Qwen2.5-7B-Instruct".to_owned(),
+        base_name: "Qwen/Qwen2.5-7B-Instruct".to_owned(),
+        base: source("s3://models/qwen2.5-7b", "spec.model.baseModel.source"),
+        adapters: vec![
+            ServedAdapter {
+                name: "support".to_owned(),
+                source: source(
+                    "s3://runs/team-a/support/u1/final",
+                    "spec.model.adapters[0].uri",
+                ),
+            },
+            ServedAdapter {
+                name: "sales".to_owned(),
+                source: source("pvc://adapters/sales/final", "spec.model.adapters[1].uri"),
+            },
+        ],
+        credentials_secret: Some("anneal-storage".to_owned()),
+        summary: String::new(),
+    }
+}
+
+fn pod(planned: &Deployment) -> &PodSpec {
+    planned
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+}
+
+fn server(planned: &Deployment) -> &Container {
+    &pod(planned).containers[0]
+}
+
+fn args(container: &Container) -> Vec<&str> {
+    container
+        .args
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(String::as_str)
+        .collect()
+}
+
+fn mounts(container: &Container) -> Vec<(&str, bool)> {
+    container
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| (m.mount_path.as_str(), m.read_only == Some(true)))
+        .collect()
+}
+
+#[test]
+fn the_builtin_deployment_and_the_service_match_their_snapshots() {
+    let deployment = deployment_from(BUILTIN);
+    let planned = plan_deployment(
+        &deployment,
+        &checkpoint_model("s3://models/qwen2.5-0.5b"),
+        &config(),
+    )
+    .unwrap();
+    assert_snapshot(
+        "serving_deployment_builtin.yaml",
+        &serde_yaml_ng::to_string(&planned).unwrap(),
+    );
+    let service = plan_service(&deployment).unwrap();
+    assert_snapshot(
+        "serving_service.yaml",
+        &serde_yaml_ng::to_string(&service).unwrap(),
+    );
+}
+
+#[test]
+fn the_vllm_deployment_matches_its_snapshot() {
+    let planned = plan_deployment(&deployment_from(VLLM), &adapters_model(), &config()).unwrap();
+    assert_snapshot(
+        "serving_deployment_vllm.yaml",
+        &serde_yaml_ng::to_string(&planned).unwrap(),
+    );
+}
+
+#[test]
+fn builtin_runs_trainer_serve_with_the_adapter_on_gpus() {
+    let deployment = deployment_from(BUILTIN);
+    let planned = plan_deployment(
+        &deployment,
+        &checkpoint_model("s3://models/qwen2.5-0.5b"),
+        &config(),
+    )
+    .unwrap();
+    let spec = planned.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let server = server(&planned);
+    assert_eq!(server.image.as_deref(), Some("anneal-trainer:1.2"));
+    assert_eq!(server.command, None, "the image's entrypoint is trainer");
+    assert_eq!(
+        args(server),
+        [
+            "serve",
+            "--model",
+            "s3://models/qwen2.5-0.5b",
+            "--adapter",
+            "support-bot=s3://runs/team-a/support/u1/checkpoints/ckpt-18",
+            "--served-model-name",
+            "Qwen/Qwen2.5-0.5B-Instruct",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+            "--work-dir",
+            "/work",
+            "--device",
+            "cuda",
+        ]
+    );
+    assert_eq!(
+        server.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "s3-creds",
+        "trainer serve downloads s3:// itself"
+    );
+    let limits = server.resources.as_ref().unwrap().limits.clone().unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+    assert_eq!(limits["memory"].0, "24Gi");
+    let pod = pod(&planned);
+    assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "l4");
+    let tolerations = pod.tolerations.as_ref().unwrap();
+    assert_eq!(tolerations.len(), 2);
+    assert_eq!(tolerations[1].key.as_deref(), Some("nvidia.com/gpu"));
+    assert!(pod.init_containers.is_none());
+    assert_eq!(pod.termination_grace_period_seconds, Some(60));
+    let readiness = server.readiness_probe.as_ref().unwrap();
+    assert_eq!(
+        readiness.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/health")
+    );
+    let startup = server.startup_probe.as_ref().unwrap();
+    assert!(
+        startup.failure_threshold.unwrap() * startup.period_seconds.unwrap() >= 1800,
+        "30 minutes to load a model"
+    );
+    let security = server.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    assert_eq!(mounts(server), [("/tmp", false), ("/work", false)]);
+    // The Deployment selects its pods by the labels the Service selects on.
+    let selector = spec.selector.match_labels.as_ref().unwrap();
+    assert_eq!(selector, &pod_labels("support-bot"));
+    assert_eq!(
+        spec.template.metadata.as_ref().unwrap().labels.as_ref(),
+        Some(selector)
+    );
+    let owner = &planned.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("ModelDeployment", "7c1d-uid", Some(true))
+    );
+}
+
+#[test]
+fn vllm_fetches_remote_sources_first_and_mounts_claims() {
+    let planned = plan_deployment(&deployment_from(VLLM), &adapters_model(), &config()).unwrap();
+    let server = server(&planned);
+    assert_eq!(server.image.as_deref(), Some("vllm/vllm-openai:v0.11.0"));
+    assert_eq!(
+        server.command.as_deref().unwrap(),
+        ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    );
+    assert_eq!(
+        args(server),
+        [
+            "--model",
+            "/models/base",
+            "--served-model-name",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+            "--tensor-parallel-size",
+            "2",
+            "--enable-lora",
+            "--max-lora-rank",
+            "64",
+            "--max-loras",
+            "2",
+            "--lora-modules",
+            "support=/models/adapters/0",
+            "sales=/mnt/pvc/adapters/sales/final",
+        ]
+    );
+    assert!(
+        server.env_from.is_none(),
+        "vLLM reads only what the init containers fetched"
+    );
+    let fetches: Vec<(&str, Vec<&str>, &str)> = pod(&planned)
+        .init_containers
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c.name.as_str(),
+                args(c),
+                c.env_from.as_ref().unwrap()[0]
+                    .secret_ref
+                    .as_ref()
+                    .unwrap()
+                    .name
+                    .as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fetches,
+        [
+            (
+                "fetch-base",
+                vec!["fetch", "s3://models/qwen2.5-7b", "/models/base"],
+                "anneal-storage"
+            ),
+            (
+                "fetch-adapter-0",
+                vec![
+                    "fetch",
+                    "s3://runs/team-a/support/u1/final",
+                    "/models/adapters/0"
+                ],
+                "anneal-storage"
+            ),
+        ]
+    );
+    let init = &pod(&planned).init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.image.as_deref(), Some("anneal-trainer:1.2"));
+    assert_eq!(
+        mounts(init),
+        [("/models", false), ("/work", false), ("/tmp", false)]
+    );
+    assert_eq!(
+        mounts(server),
+        [
+            ("/dev/shm", false),
+            ("/mnt/pvc/adapters", true),
+            ("/models", true),
+            ("/tmp", false),
+            ("/work", false),
+        ]
+    );
+    let claim = pod(&planned)
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find_map(|v| v.persistent_volume_claim.as_ref())
+        .unwrap();
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("adapters", Some(true))
+    );
+    let limits = server.resources.as_ref().unwrap().limits.clone().unwrap();
+    assert_eq!(limits["amd.com/gpu"].0, "2");
+}
+
+#[test]
+fn a_pvc_model_is_mounted_and_zero_gpus_runs_on_the_cpu() {
+    let deployment = deployment_from(&BUILTIN.replace(
+        "gpus: 1\n    memory: 24Gi\n    nodeSelector: {pool: l4}\n    tolerations: [{key: dedicated, operator: Equal, value: serving, effect: NoSchedule}]",
+        "gpus: 0",
+    ));
+    let mut model = checkpoint_model("pvc://models/qwen/0.5b");
+    model.adapters[0].source.uri = "pvc://models/runs/ckpt-18".to_owned();
+    let planned = plan_deployment(&deployment, &model, &config()).unwrap();
+    let server = server(&planned);
+    let args = args(server);
+    assert_eq!(args[2], "/mnt/pvc/models/qwen/0.5b");
+    assert_eq!(args[4], "support-bot=/mnt/pvc/models/runs/ckpt-18");
+    assert_eq!(args.last(), Some(&"cpu"));
+    assert!(
+        server.env_from.is_none(),
+        "nothing read from object storage"
+    );
+    assert_eq!(
+        mounts(server),
+        [("/mnt/pvc/models", true), ("/tmp", false), ("/work", false)],
+        "one mount per claim"
+    );
+    assert!(server.resources.as_ref().unwrap().limits.is_none());
+    assert!(pod(&planned).tolerations.is_none());
+}
+
+#[test]
+fn sources_and_names_the_pods_cannot_use_are_refused_with_their_field() {
+    let builtin = deployment_from(BUILTIN);
+    let vllm = deployment_from(VLLM);
+    let cases = [
+        (
+            &builtin,
+            "file:///models/x",
+            "FineTuneJob support spec.baseModel.source: file:// is for local mode",
+        ),
+        (
+            &builtin,
+            "gs://bucket/model",
+            "FineTuneJob support spec.baseModel.source: gs:// sources are not read by runtime builtin",
+        ),
+        (
+            &builtin,
+            "hf://Qwen/Qwen2.5-0.5B",
+            "FineTuneJob support spec.baseModel.source: hf:// sources are not read by runtime builtin; use s3:// or pvc://CLAIM/path (hf:// works with runtime vllm)",
+        ),
+        (
+            &builtin,
+            "pvc://claim-only",
+            "FineTuneJob support spec.baseModel.source: pvc:// needs a claim name and a path",
+        ),
+        (
+            &vllm,
+            "az://container/model",
+            "FineTuneJob support spec.baseModel.source: az:// sources are not read by runtime vllm",
+        ),
+    ];
+    for (deployment, uri, expected) in cases {
+        let error = check_servable(deployment, &checkpoint_model(uri)).unwrap_err();
+        assert!(error.to_string().starts_with(expected), "{uri}: {error}");
+        assert_eq!(error.user_reason(), Some("UnsupportedSource"));
+    }
+    // vLLM downloads Hub models itself.
+    let planned = plan_deployment(
+        &vllm,
+        &checkpoint_model("hf://Qwen/Qwen2.5-0.5B"),
+        &config(),
+    )
+    .unwrap();
+    assert_eq!(args(server(&planned))[1], "Qwen/Qwen2.5-0.5B");
+
+    let mut dotted = deployment_from(BUILTIN);
+    dotted.metadata.name = Some("support.bot".to_owned());
+    let error = check_servable(&dotted, &checkpoint_model("s3://m/x")).unwrap_err();
+    assert_eq!(
+        error,
+        ServingPlanError::InvalidName("support.bot".to_owned())
+    );
+    assert_eq!(error.user_reason(), Some("InvalidName"));
+    assert_eq!(
+        endpoint("support-bot", "team-a"),
+        "http://support-bot.team-a.svc:8000/v1"
+    );
+}
+
+#[test]
+fn the_cluster_examples_are_servable() {
+    use crate::modeldeployment::model_resolution::{Resolution, resolve_model};
+    use anneal_crds::finetunejob::{CheckpointStatus, FineTuneJobStatus, JobPhase};
+    let read = |name: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/cluster")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let adapters = deployment_from(&read("base-with-adapters.yaml"));
+    let Resolution::Resolved(model) = resolve_model(&adapters, None, &config()) else {
+        panic!("base-with-adapters.yaml does not resolve");
+    };
+    let planned = plan_deployment(&adapters, &model, &config()).unwrap();
+    assert_eq!(
+        pod(&planned).init_containers.as_ref().unwrap().len(),
+        3,
+        "the base model and two adapters are fetched"
+    );
+
+    let mut job = anneal_crds::manifest::parse_finetunejob(&read("support-sft-s3.yaml")).unwrap();
+    job.status = Some(FineTuneJobStatus {
+        phase: Some(JobPhase::Succeeded),
+        checkpoints: [("ckpt-200", 0.71), ("ckpt-400", 0.64), ("ckpt-600", 0.66)]
+            .map(|(name, loss)| CheckpointStatus {
+                name: name.to_owned(),
+                uri: format!(
+                    "s3://checkpoints/anneal/team-support/pedalhop-support/u/checkpoints/{name}"
+                ),
+                valid_loss: Some(loss),
+                ..CheckpointStatus::default()
+            })
+            .to_vec(),
+        ..FineTuneJobStatus::default()
+    });
+    let support = deployment_from(&read("support-deployment.yaml"));
+    let Resolution::Resolved(model) = resolve_model(&support, Some(&job), &config()) else {
+        panic!("support-deployment.yaml does not resolve");
+    };
+    assert_eq!(
+        model.model_id,
+        "ft:qwen2.5-7b-instruct:pedalhop-support:ckpt-400"
+    );
+    let planned = plan_deployment(&support, &model, &config()).unwrap();
+    assert!(
+        args(server(&planned))
+            .contains(&"pedalhop-support=s3://checkpoints/anneal/team-support/pedalhop-support/u/checkpoints/ckpt-400")
+    );
+    assert_eq!(
+        container_secret(server(&planned)),
+        Some("anneal-storage"),
+        "the job's credentials"
+    );
+}
+
+fn container_secret(container: &Container) -> Option<&str> {
+    container
+        .env_from
+        .as_ref()?
+        .first()?
+        .secret_ref
+        .as_ref()
+        .map(|s| s.name.as_str())
+}

@@ -1,0 +1,136 @@
+//! Pieces every pod the operator plans shares: the hardened security contexts, GPU
+//! requests with their toleration, and small builders for env vars, mounts and
+//! scratch volumes. The trainer Job and the serving Deployment both build from these,
+//! so a pod of either kind is placed and locked down the same way.
+
+use std::collections::BTreeMap;
+
+use anneal_crds::common::ResourcesSpec;
+use k8s_openapi::api::core::v1::{
+    Capabilities, EmptyDirVolumeSource, EnvFromSource, EnvVar, PodSecurityContext,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Toleration, Volume,
+    VolumeMount,
+};
+
+use crate::config::OperatorConfig;
+
+/// Where `pvc://CLAIM/...` sources are mounted in a pod (one folder per claim).
+pub const PVC_DIR: &str = "/mnt/pvc";
+
+/// Non-root user of Anneal's images (and the user other images run as in its pods).
+pub const POD_UID: i64 = 65532;
+
+/// No privilege escalation, read-only root file system, every capability dropped:
+/// scratch space comes from emptyDir mounts.
+pub fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Runs every container as [`POD_UID`] with the runtime's default seccomp profile.
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(POD_UID),
+        run_as_group: Some(POD_UID),
+        fs_group: Some(POD_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// GPUs as a limit on their extended resource (the scheduler treats it as the request
+/// too) and memory as both request and limit; nothing for a CPU pod without a memory bound.
+pub fn gpu_resources(resources: &ResourcesSpec, config: &OperatorConfig) -> ResourceRequirements {
+    let mut limits = BTreeMap::new();
+    let mut requests = BTreeMap::new();
+    if resources.gpus > 0 {
+        limits.insert(
+            config.gpu_resource_name(resources).to_owned(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(resources.gpus.to_string()),
+        );
+    }
+    if let Some(memory) = &resources.memory {
+        limits.insert("memory".to_owned(), memory.clone());
+        requests.insert("memory".to_owned(), memory.clone());
+    }
+    ResourceRequirements {
+        limits: (!limits.is_empty()).then_some(limits),
+        requests: (!requests.is_empty()).then_some(requests),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The spec's tolerations, plus one for the GPU resource's own taint when GPUs are asked for.
+pub fn gpu_tolerations(
+    resources: &ResourcesSpec,
+    config: &OperatorConfig,
+) -> Option<Vec<Toleration>> {
+    let mut tolerations = resources.tolerations.clone().unwrap_or_default();
+    if resources.gpus > 0 {
+        // GPU nodes are commonly tainted with their resource name; a pod that asks for
+        // the GPU should not also have to know the taint.
+        tolerations.push(Toleration {
+            key: Some(config.gpu_resource_name(resources).to_owned()),
+            operator: Some("Exists".to_owned()),
+            effect: Some("NoSchedule".to_owned()),
+            ..Toleration::default()
+        });
+    }
+    (!tolerations.is_empty()).then_some(tolerations)
+}
+
+/// The `--device` a pod's process runs on: exactly what it asked the scheduler for
+/// (`auto` could pick up a GPU the node's runtime exposes without a request).
+pub fn device(resources: &ResourcesSpec) -> &'static str {
+    if resources.gpus > 0 { "cuda" } else { "cpu" }
+}
+
+/// The storage credentials Secret as environment (`AWS_*` keys), required to exist.
+pub fn credentials_env(secret: Option<&str>) -> Option<Vec<EnvFromSource>> {
+    secret.map(|name| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: name.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]
+    })
+}
+
+pub fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+pub fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
