@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anneal_crds::FineTuneJob;
-use anneal_crds::finetunejob::TrainingType;
+use anneal_crds::finetunejob::{JobResult, TrainingType};
 use anneal_crds::manifest::parse_finetunejob;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -129,141 +129,21 @@ pub fn run(args: TrainArgs) -> ExitCode {
 }
 
 fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
-    let text = std::fs::read_to_string(&args.manifest)
-        .map_err(|e| Failure::input(format!("{}: {e}", args.manifest.display())))?;
-    let job = parse_finetunejob(&text)
-        .map_err(|e| Failure::input(format!("{}: {e}", args.manifest.display())))?;
-    let manifest_dir = args
-        .manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let manifest_dir = std::path::absolute(&manifest_dir).unwrap_or(manifest_dir);
+    let (job, manifest_dir) = read_manifest(&args.manifest)?;
     let work = WorkDir::new(args.work_dir.clone())?;
-
-    let job_name = job.metadata.name.clone().unwrap_or_default();
-    let namespace = job
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_owned());
-    let runs = runs_location(&args, &job, &manifest_dir, &namespace, &job_name)?;
-    let resume = args.resume || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let run_id = match (&args.run_id, resume) {
-        (Some(id), _) => id.clone(),
-        (None, true) => newest_run(&runs)?.unwrap_or_else(new_run_id),
-        (None, false) => new_run_id(),
-    };
-    let output = runs.child(&run_id);
-    let model_dir = fetch_base_model(&args, &job, &manifest_dir, work.path())?;
-    let model_shown = model_dir.clone();
-    let training = job.spec.training;
-    let try_question = job
-        .spec
-        .checkpoints
-        .sample_prompts
-        .first()
-        .and_then(|p| p.messages.last())
-        .map_or_else(|| "Hello!".to_owned(), |m| m.content.clone());
-    let dataset = |uri: &Option<String>, what| {
-        uri.as_deref()
-            .map(|uri| fetch_file(uri, &manifest_dir, what))
-            .transpose()
-    };
-    let train_data = dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or_else(|| {
-        Failure::input(
-            "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train",
-        )
-    })?;
-    let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while the checkpoint is being written ends the process at once.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone());
-        let _ = signal_hook::flag::register(signal, stop.clone());
-    }
-    let inputs = RunInputs {
-        job: RunIdentity { job_name, run_id },
-        base_model: BaseModel {
-            // Trained on another model than the manifest names: the adapter and model id must say so.
-            name: match &args.base_model {
-                Some(dir) => std::path::absolute(dir)
-                    .ok()
-                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| dir.display().to_string()),
-                None => job.spec.base_model.name.clone(),
-            },
-            dir: model_dir,
-        },
-        settings: TrainingSettings::of_job(&job),
-        data: RunData {
-            train: train_data,
-            validation: validation_data,
-            validation_split: job.spec.dataset.resolved_validation_split(),
-        },
-        location: RunLocation {
-            output,
-            work_dir: work.path().to_path_buf(),
-        },
-        resume,
-        stop,
-    };
-    let prompts = job
-        .spec
-        .checkpoints
-        .sample_prompts
-        .iter()
-        .map(|p| {
-            p.messages
-                .last()
-                .map(|m| m.content.clone())
-                .unwrap_or_default()
-        })
-        .collect();
-    let display: Box<dyn EventSink> = if args.json {
-        Box::new(JsonLines)
-    } else {
-        Box::new(ProgressDisplay::new(prompts))
-    };
-    let mut sinks = vec![display];
-    let reporter = start_reporter(&args);
-    if let Some(reporter) = &reporter {
-        sinks.push(Box::new(reporter.sink()));
-    }
+    let inputs = prepare_run(&args, &job, &manifest_dir, work.path())?;
+    let base_model_dir = inputs.base_model.dir.clone();
+    let (sinks, reporter) = event_sinks(&args, &job);
     let outcome = run_training_on(args.device, TrainJob { inputs, sinks });
     // Whatever the outcome, the operator should hear the last events (the final
     // phase above all) before the pod's exit code speaks.
     if let Some(reporter) = reporter {
         reporter.finish(Duration::from_secs(args.report_flush_seconds));
     }
-    let outcome = outcome.map_err(Failure::input)??;
-    match outcome {
+    match outcome.map_err(Failure::input)?? {
         RunOutcome::Finished { result, .. } => {
             if !args.json {
-                let label = match training {
-                    TrainingType::Lora => "adapter:",
-                    TrainingType::Full => "model:",
-                };
-                println!("{label:<11} {}", result.uri);
-                println!("model id:   {}", result.model_id);
-                println!(
-                    "loss chart: {}",
-                    result.uri.trim_end_matches("final").to_owned() + "loss.svg"
-                );
-                if let Some(path) = result.uri.strip_prefix("file://") {
-                    let path = Path::new(path);
-                    let trained = match training {
-                        TrainingType::Lora => Trained::Adapter {
-                            base: &model_shown,
-                            adapter: path,
-                        },
-                        TrainingType::Full => Trained::Model { model: path },
-                    };
-                    let steps = next_steps(trained, &result.model_id, &try_question);
-                    println!("try it:     {}", steps.try_it);
-                    println!("serve it:   {}", steps.serve_it);
-                }
+                print_result(&job, &base_model_dir, &result);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -279,6 +159,155 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
             Ok(ExitCode::from(143))
         }
     }
+}
+
+/// The job in the manifest, and the folder its `file://` URIs are relative to.
+fn read_manifest(manifest: &Path) -> Result<(FineTuneJob, PathBuf), Failure> {
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| Failure::input(format!("{}: {e}", manifest.display())))?;
+    let job = parse_finetunejob(&text)
+        .map_err(|e| Failure::input(format!("{}: {e}", manifest.display())))?;
+    let dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    Ok((job, dir))
+}
+
+/// Everything the run needs, here: where it writes (a new run, or with `--resume` the
+/// newest one), the base model and the datasets made local, and the stop flag.
+fn prepare_run(
+    args: &TrainArgs,
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    work_dir: &Path,
+) -> Result<RunInputs, Failure> {
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let namespace = job
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let runs = runs_location(args, job, manifest_dir, &namespace, &job_name)?;
+    let resume = args.resume || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let run_id = match (&args.run_id, resume) {
+        (Some(id), _) => id.clone(),
+        (None, true) => newest_run(&runs)?.unwrap_or_else(new_run_id),
+        (None, false) => new_run_id(),
+    };
+    let output = runs.child(&run_id);
+    let model_dir = fetch_base_model(args, job, manifest_dir, work_dir)?;
+    let dataset = |uri: &Option<String>, what| {
+        uri.as_deref()
+            .map(|uri| fetch_file(uri, manifest_dir, what))
+            .transpose()
+    };
+    let train_data = dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or_else(|| {
+        Failure::input(
+            "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train",
+        )
+    })?;
+    let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
+    Ok(RunInputs {
+        job: RunIdentity { job_name, run_id },
+        base_model: BaseModel {
+            // Trained on another model than the manifest names: the adapter and model id must say so.
+            name: match &args.base_model {
+                Some(dir) => std::path::absolute(dir)
+                    .ok()
+                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| dir.display().to_string()),
+                None => job.spec.base_model.name.clone(),
+            },
+            dir: model_dir,
+        },
+        settings: TrainingSettings::of_job(job),
+        data: RunData {
+            train: train_data,
+            validation: validation_data,
+            validation_split: job.spec.dataset.resolved_validation_split(),
+        },
+        location: RunLocation {
+            output,
+            work_dir: work_dir.to_path_buf(),
+        },
+        resume,
+        stop: stop_on_signals(),
+    })
+}
+
+/// A flag SIGINT and SIGTERM set: the run checkpoints and stops when it sees it.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the checkpoint is being written ends the process at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone());
+        let _ = signal_hook::flag::register(signal, stop.clone());
+    }
+    stop
+}
+
+/// Where events go: the progress display (or JSON lines), and the operator when
+/// `--report-url` is given.
+fn event_sinks(args: &TrainArgs, job: &FineTuneJob) -> (Vec<Box<dyn EventSink>>, Option<Reporter>) {
+    let display: Box<dyn EventSink> = if args.json {
+        Box::new(JsonLines)
+    } else {
+        let prompts = job
+            .spec
+            .checkpoints
+            .sample_prompts
+            .iter()
+            .map(|p| {
+                p.messages
+                    .last()
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Box::new(ProgressDisplay::new(prompts))
+    };
+    let mut sinks = vec![display];
+    let reporter = start_reporter(args);
+    if let Some(reporter) = &reporter {
+        sinks.push(Box::new(reporter.sink()));
+    }
+    (sinks, reporter)
+}
+
+/// The closing lines of a finished local run: where the result is, its model id,
+/// the loss chart, and (for local storage) how to try and serve it.
+fn print_result(job: &FineTuneJob, base_model_dir: &Path, result: &JobResult) {
+    let training = job.spec.training;
+    let label = match training {
+        TrainingType::Lora => "adapter:",
+        TrainingType::Full => "model:",
+    };
+    println!("{label:<11} {}", result.uri);
+    println!("model id:   {}", result.model_id);
+    println!(
+        "loss chart: {}",
+        result.uri.trim_end_matches("final").to_owned() + "loss.svg"
+    );
+    let Some(path) = result.uri.strip_prefix("file://") else {
+        return;
+    };
+    let path = Path::new(path);
+    let trained = match training {
+        TrainingType::Lora => Trained::Adapter {
+            base: base_model_dir,
+            adapter: path,
+        },
+        TrainingType::Full => Trained::Model { model: path },
+    };
+    let question = job
+        .spec
+        .checkpoints
+        .sample_prompts
+        .first()
+        .and_then(|p| p.messages.last())
+        .map_or("Hello!", |m| m.content.as_str());
+    let steps = next_steps(trained, &result.model_id, question);
+    println!("try it:     {}", steps.try_it);
+    println!("serve it:   {}", steps.serve_it);
 }
 
 /// The reporter for `--report-url`, if one is given and usable: a reporting
