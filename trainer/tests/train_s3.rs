@@ -35,6 +35,31 @@ spec:
     )
 }
 
+/// Bucket `anneal` on `server` with the tiny model (COMPLETE marker and all) and
+/// `data` as the training set, and a manifest naming both, in the returned folder.
+fn job_in_s3(server: &MotoServer, data: Vec<u8>) -> (Storage, tempfile::TempDir, PathBuf) {
+    server.create_bucket("anneal");
+    let bucket = Storage::open_with("s3://anneal", server.settings()).unwrap();
+    bucket
+        .upload_dir_complete(
+            &repo().join("examples/models/anneal-tiny"),
+            "models/anneal-tiny",
+        )
+        .unwrap();
+    bucket.put("data/train.jsonl", data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let in_s3 = dir.path().join("s3.yaml");
+    std::fs::write(
+        &in_s3,
+        manifest(
+            "s3://anneal/models/anneal-tiny",
+            "s3://anneal/data/train.jsonl",
+        ),
+    )
+    .unwrap();
+    (bucket, dir, in_s3)
+}
+
 fn train(
     server: Option<&MotoServer>,
     manifest: &Path,
@@ -69,31 +94,10 @@ fn train(
 #[test]
 fn a_job_with_everything_in_s3_trains_checkpoints_and_resumes_there() {
     let server = MotoServer::start();
-    server.create_bucket("anneal");
-    let bucket = Storage::open_with("s3://anneal", server.settings()).unwrap();
-    bucket
-        .upload_dir_complete(
-            &repo().join("examples/models/anneal-tiny"),
-            "models/anneal-tiny",
-        )
-        .unwrap();
     let data =
         std::fs::read_to_string(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
     let data: String = data.lines().take(20).map(|l| format!("{l}\n")).collect();
-    bucket
-        .put("data/train.jsonl", data.clone().into_bytes())
-        .unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let in_s3 = dir.path().join("s3.yaml");
-    std::fs::write(
-        &in_s3,
-        manifest(
-            "s3://anneal/models/anneal-tiny",
-            "s3://anneal/data/train.jsonl",
-        ),
-    )
-    .unwrap();
+    let (bucket, dir, in_s3) = job_in_s3(&server, data.clone().into_bytes());
     let events = train(Some(&server), &in_s3, "s3://anneal/runs", &[]);
 
     let run = "runs/ml/s3job/uid-1";
@@ -186,29 +190,11 @@ fn a_job_with_everything_in_s3_trains_checkpoints_and_resumes_there() {
 #[test]
 fn a_base_model_in_s3_that_does_not_match_its_marker_is_refused() {
     let server = MotoServer::start();
-    server.create_bucket("anneal");
-    let bucket = Storage::open_with("s3://anneal", server.settings()).unwrap();
-    bucket
-        .upload_dir_complete(
-            &repo().join("examples/models/anneal-tiny"),
-            "models/anneal-tiny",
-        )
-        .unwrap();
+    let data = std::fs::read(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
+    let (bucket, _dir, in_s3) = job_in_s3(&server, data);
     bucket
         .put("models/anneal-tiny/config.json", b"{}".to_vec())
         .unwrap();
-    let data = std::fs::read(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
-    bucket.put("data/train.jsonl", data).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let in_s3 = dir.path().join("s3.yaml");
-    std::fs::write(
-        &in_s3,
-        manifest(
-            "s3://anneal/models/anneal-tiny",
-            "s3://anneal/data/train.jsonl",
-        ),
-    )
-    .unwrap();
 
     let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
         .arg("train")

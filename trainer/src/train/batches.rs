@@ -37,18 +37,10 @@ mod tests {
     use super::*;
     use crate::train::tokenized::TokenizedSample;
 
-    fn sample(line: u64, len: usize) -> TokenizedSample {
-        TokenizedSample {
-            line,
-            ids: vec![1; len],
-            mask: vec![true; len],
-        }
-    }
-
     #[test]
     fn batches_cover_every_sample_once_and_group_lengths() {
         let samples: Vec<_> = (0..64)
-            .map(|i| sample(i, 1 + (i as usize * 37) % 50))
+            .map(|i| TokenizedSample::of_len(i, 1 + (i as usize * 37) % 50))
             .collect();
         let batches = epoch_batches(&samples, 4, 7, 0);
         let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();

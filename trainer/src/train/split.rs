@@ -32,17 +32,9 @@ mod tests {
     use super::*;
     use crate::train::tokenized::TokenizedSample;
 
-    fn sample(line: u64, len: usize) -> TokenizedSample {
-        TokenizedSample {
-            line,
-            ids: vec![1; len],
-            mask: vec![true; len],
-        }
-    }
-
     #[test]
     fn the_split_is_seeded_disjoint_and_complete() {
-        let samples: Vec<_> = (1..=20).map(|i| sample(i, 4)).collect();
+        let samples: Vec<_> = (1..=20).map(|i| TokenizedSample::of_len(i, 4)).collect();
         let (train, valid) = split_validation(samples.clone(), 0.1, 42);
         assert_eq!((train.len(), valid.len()), (18, 2));
         assert_eq!(

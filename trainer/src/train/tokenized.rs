@@ -28,3 +28,16 @@ impl DataItem for TokenizedSample {
         self.ids.len()
     }
 }
+
+#[cfg(test)]
+impl TokenizedSample {
+    /// A sample of `len` trained tokens at dataset line `line`: what the split and
+    /// batching tests need.
+    pub(crate) fn of_len(line: u64, len: usize) -> Self {
+        Self {
+            line,
+            ids: vec![1; len],
+            mask: vec![true; len],
+        }
+    }
+}

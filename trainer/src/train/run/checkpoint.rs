@@ -32,16 +32,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             .filter_map(|c| c.valid_loss.map(|loss| (loss, &c.name)))
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, name)| name.clone());
-        let relative = format!("{CHECKPOINTS}/{}", status.name);
-        store_checkpoint(
-            &mut training.model,
-            &training.optimizer,
-            &training.state,
-            &self.contents(samples),
-            output,
-            &relative,
-            &self.location.work_dir,
-        )?;
+        self.store(training, samples, &format!("{CHECKPOINTS}/{}", status.name))?;
         self.events.emit(EventBody::Checkpoint(status));
         if let Some(keep) = self.settings.checkpoints.keep {
             let best = training.state.best_checkpoint.as_deref();
@@ -56,15 +47,30 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         Ok(())
     }
 
-    /// What a checkpoint or the final folder holds besides the model and optimizer.
-    pub(super) fn contents(&self, samples: Vec<SampleAnswer>) -> CheckpointContents<'_> {
-        CheckpointContents {
+    /// Writes the model, its optimizer and trainer state and `samples` to `relative`
+    /// (a checkpoint's folder, or `final`) in the run's output.
+    pub(super) fn store(
+        &self,
+        training: &mut Training<B>,
+        samples: Vec<SampleAnswer>,
+        relative: &str,
+    ) -> Result<(), TrainError> {
+        let contents = CheckpointContents {
             training: self.settings.training,
             base_model_dir: &self.base_model.dir,
             settings: self.lora,
             base_model_name: &self.base_model.name,
             samples,
-        }
+        };
+        store_checkpoint(
+            &mut training.model,
+            &training.optimizer,
+            &training.state,
+            &contents,
+            &self.location.output,
+            relative,
+            &self.location.work_dir,
+        )
     }
 
     /// Checkpoints where the run stands (unless that step already has one) and stops.

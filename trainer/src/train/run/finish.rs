@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::start::Training;
 use super::{Run, RunOutcome};
 use crate::train::TrainError;
-use crate::train::checkpoint::{FINAL, SampleAnswer, store_checkpoint};
+use crate::train::checkpoint::{FINAL, SampleAnswer};
 use crate::train::loss_chart::{CHART_FILE, loss_chart_svg};
 use crate::train::objective::Objective;
 
@@ -34,16 +34,8 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
                 answer: answer.clone(),
             })
             .collect();
+        self.store(&mut training, samples, FINAL)?;
         let output = &self.location.output;
-        store_checkpoint(
-            &mut training.model,
-            &training.optimizer,
-            &training.state,
-            &self.contents(samples),
-            output,
-            FINAL,
-            &self.location.work_dir,
-        )?;
         let state = training.state;
         let title = format!("{} ({})", self.job.job_name, self.job.run_id);
         let chart = loss_chart_svg(&state.log_history, &title).map_err(TrainError::Chart)?;
