@@ -109,6 +109,8 @@ impl FakeKubelet {
         let running: Arc<Mutex<HashMap<String, RunningPod>>> = Arc::default();
         let exits: Arc<Mutex<HashMap<String, i32>>> = Arc::default();
         let deployments: Arc<AtomicBool> = Arc::default();
+        // The readiness prober's client, like every HTTP client here, needs ring installed.
+        anneal_crds::storage::install_crypto_provider();
         let worker = Worker {
             client: client.clone(),
             namespace: namespace.to_owned(),
@@ -119,13 +121,10 @@ impl FakeKubelet {
             exits: exits.clone(),
             deployments: deployments.clone(),
             started: Mutex::default(),
-            http: {
-                anneal_crds::storage::install_crypto_provider();
-                reqwest::Client::builder()
-            }
-            .timeout(PROBE_TIMEOUT)
-            .build()
-            .unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(PROBE_TIMEOUT)
+                .build()
+                .unwrap(),
         };
         let task = tokio::spawn(async move {
             loop {
