@@ -18,17 +18,17 @@ use std::time::Instant;
 
 use anneal_crds::finetunejob::TrainingType;
 use anneal_crds::hyperparameters::TargetModule;
-use anneal_trainer::backend::CpuTrainBackend;
-use anneal_trainer::chat::ModelTokenizer;
-use anneal_trainer::dpo::data::{PreferencePair, prepare_pairs};
-use anneal_trainer::dpo::loss::{DpoConfig, PairBatch};
-use anneal_trainer::dpo::reference::Reference;
-use anneal_trainer::dpo::step::dpo_step;
-use anneal_trainer::lora::{LoraSettings, attach};
-use anneal_trainer::model::load_model;
-use anneal_trainer::sft::step::sft_step;
-use anneal_trainer::train::optimizer::adamw;
-use anneal_trainer::train::tensor_batch::Batch;
+use anneal_model::backend::CpuTrainBackend;
+use anneal_model::chat::ModelTokenizer;
+use anneal_model::llm::load_model;
+use anneal_model::lora::{LoraSettings, attach};
+use anneal_train::dpo::data::{PreferencePair, prepare_pairs};
+use anneal_train::dpo::loss::{DpoConfig, PairBatch};
+use anneal_train::dpo::reference::Reference;
+use anneal_train::dpo::step::dpo_step;
+use anneal_train::optimizer::adamw;
+use anneal_train::sft::step::sft_step;
+use anneal_train::tensor_batch::Batch;
 use burn::tensor::DType;
 
 type B = CpuTrainBackend;

@@ -10,8 +10,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anneal_trainer::backend::CpuBackend;
-use anneal_trainer::model::load_model;
+use anneal_model::backend::CpuBackend;
+use anneal_model::llm::load_model;
 use burn::prelude::*;
 use burn::tensor::DType;
 

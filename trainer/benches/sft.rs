@@ -23,14 +23,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anneal_crds::hyperparameters::TargetModule;
-use anneal_trainer::backend::CpuTrainBackend;
-use anneal_trainer::lora::peft::{load_adapter, save_adapter};
-use anneal_trainer::lora::{LoraSettings, attach};
-use anneal_trainer::model::load_model;
-use anneal_trainer::sft::step::sft_step;
-use anneal_trainer::train::optimizer::adamw;
-use anneal_trainer::train::tensor_batch::Batch;
-use anneal_trainer::train::tokenized::TokenizedSample;
+use anneal_model::backend::CpuTrainBackend;
+use anneal_model::llm::load_model;
+use anneal_model::lora::peft::{load_adapter, save_adapter};
+use anneal_model::lora::{LoraSettings, attach};
+use anneal_train::optimizer::adamw;
+use anneal_train::sft::step::sft_step;
+use anneal_train::tensor_batch::Batch;
+use anneal_train::tokenized::TokenizedSample;
 use burn::tensor::DType;
 use serde::Deserialize;
 

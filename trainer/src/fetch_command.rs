@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::sources::download_folder;
+use anneal_sources::download_folder;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FetchArgs {

@@ -7,12 +7,12 @@ use anneal_crds::dataset::ChatMessage;
 use burn::prelude::Backend;
 use burn::tensor::DType;
 
-use crate::backend::{BackendJob, DeviceChoice, run_on};
-use crate::chat::ModelTokenizer;
-use crate::generate::{SamplingParams, generate};
-use crate::lora::peft::load_adapter;
-use crate::model::load_model;
-use crate::sources::check_local_folder;
+use anneal_model::backend::{BackendJob, DeviceChoice, run_on};
+use anneal_model::chat::ModelTokenizer;
+use anneal_model::generate::{SamplingParams, generate};
+use anneal_model::llm::load_model;
+use anneal_model::lora::peft::load_adapter;
+use anneal_sources::check_local_folder;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages"])))]

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
+use anneal_serve::ServeArgs;
 use anneal_trainer::fetch_command::{self, FetchArgs};
 use anneal_trainer::generate_command::{self, GenerateArgs};
-use anneal_trainer::serve::{self, ServeArgs};
 use anneal_trainer::train_command::{self, TrainArgs};
 use anneal_trainer::validate_command::{self, ValidateArgs};
 use clap::{Parser, Subcommand};
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => anneal_serve::run(args),
         Command::Fetch(args) => fetch_command::run(&args),
     }
 }

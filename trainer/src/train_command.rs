@@ -21,19 +21,19 @@ use anneal_crds::finetunejob::{JobResult, TrainingType};
 use anneal_crds::manifest::parse_finetunejob;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::backend::{DeviceChoice, TrainBackendJob, run_training_on};
-use crate::local_paths::resolve_file_uri;
 use crate::next_steps::{Trained, next_steps, resume_command};
-use crate::sources::{FolderSource, SourceError, fetch_file, make_local};
-use crate::storage::Storage;
-use crate::train::TrainError;
-use crate::train::event_log::EventSink;
-use crate::train::event_report::{ReportConfig, Reporter};
-use crate::train::run::{
+use crate::train_progress::{JsonLines, ProgressDisplay};
+use anneal_crds::storage::Storage;
+use anneal_model::backend::{DeviceChoice, TrainBackendJob, run_training_on};
+use anneal_sources::local_paths::resolve_file_uri;
+use anneal_sources::{FolderSource, SourceError, fetch_file, make_local};
+use anneal_train::TrainError;
+use anneal_train::event_log::EventSink;
+use anneal_train::event_report::{ReportConfig, Reporter};
+use anneal_train::run::{
     BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
     run_training,
 };
-use crate::train_progress::{JsonLines, ProgressDisplay};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -94,7 +94,7 @@ impl From<TrainError> for Failure {
     fn from(e: TrainError) -> Self {
         let code = match &e {
             // A source with nothing under it is a wrong URI: no retry will find it.
-            TrainError::Storage(crate::storage::StorageError::EmptyFolder { .. }) => 2,
+            TrainError::Storage(anneal_crds::storage::StorageError::EmptyFolder { .. }) => 2,
             TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_) => 1,
             _ => 2,
         };

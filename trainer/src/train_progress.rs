@@ -8,7 +8,7 @@ use std::time::Duration;
 use anneal_crds::events::{EventBody, LogLevel, TrainerEvent};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::train::event_log::EventSink;
+use anneal_train::event_log::EventSink;
 
 /// Prints each event as a JSON line on stdout.
 pub struct JsonLines;

@@ -12,7 +12,7 @@ use anneal_crds::dataset::{DatasetKind, DatasetLimits, DatasetReport, validate_d
 use anneal_crds::manifest::parse_finetunejob;
 use anneal_crds::{FineTuneJob, FineTuneJobSpec};
 
-use crate::local_paths::resolve_file_uri;
+use anneal_sources::local_paths::resolve_file_uri;
 
 #[derive(clap::Args, Debug)]
 pub struct ValidateArgs {

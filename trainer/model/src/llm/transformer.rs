@@ -1,0 +1,265 @@
+//! The decoder: embeddings, a stack of pre-norm attention + MLP blocks, a final
+//! norm, and the language-model head (tied to the embeddings or not).
+
+use burn::module::Param;
+use burn::nn::{Embedding, RmsNorm};
+use burn::prelude::*;
+
+use super::attention::{Attention, LayerCache, QueryBlock, query_blocks};
+use super::mlp::Mlp;
+use super::rope::{Rope, RopeTables};
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub self_attn: Attention<B>,
+    pub mlp: Mlp<B>,
+    pub input_layernorm: RmsNorm<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        blocks: &[QueryBlock<B>],
+        cache: Option<LayerCache<B>>,
+    ) -> (Tensor<B, 3>, LayerCache<B>) {
+        let (attended, cache) =
+            self.self_attn
+                .forward(self.input_layernorm.forward(x.clone()), rope, blocks, cache);
+        let x = x + attended;
+        let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
+        (x, cache)
+    }
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    fn forward_rows(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        caches: Vec<LayerCache<B>>,
+    ) -> (Tensor<B, 3>, Vec<LayerCache<B>>) {
+        let (attended, caches) =
+            self.self_attn
+                .forward_rows(self.input_layernorm.forward(x.clone()), rope, caches);
+        let x = x + attended;
+        let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
+        (x, caches)
+    }
+}
+
+/// A Qwen2 or Llama causal language model.
+#[derive(Module, Debug)]
+pub struct CausalLm<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `[hidden, vocab]`; `None` when the head is tied to the embeddings.
+    pub lm_head: Option<Param<Tensor<B, 2>>>,
+    #[module(skip)]
+    pub rope: Rope,
+}
+
+/// The per-layer caches of one generation.
+#[derive(Clone, Debug)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<LayerCache<B>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.keys.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Hidden states after the final norm, `[batch, seq, hidden]`, for `ids` placed after
+    /// what `cache` holds; returns the extended cache.
+    pub fn forward_hidden(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        cache: Option<KvCache<B>>,
+    ) -> (Tensor<B, 3>, KvCache<B>) {
+        let [_, seq] = ids.dims();
+        let start = cache.as_ref().map_or(0, KvCache::len);
+        let device = ids.device();
+        // The rotation tables and the causal mask are the same for every layer: built once.
+        let rope = self.rope.tables::<B>(start, seq, &device);
+        let blocks = query_blocks::<B>(seq, start, &device);
+        let mut x = self.embed_tokens.forward(ids);
+        let mut old = cache.map(|c| c.layers.into_iter().map(Some).collect::<Vec<_>>());
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = old.as_mut().and_then(|caches| caches[i].take());
+            let (next, cache) = layer.forward(x, &rope, &blocks, layer_cache);
+            x = next;
+            layers.push(cache);
+        }
+        (self.norm.forward(x), KvCache { layers })
+    }
+
+    /// One decoding step for several sequences at once: `tokens[i]` follows what
+    /// `caches[i]` holds. The sequences may be of different lengths; the linear layers
+    /// run on all rows together, attention on each row with its own cache. Returns the
+    /// next-token logits `[rows, vocab]` and the extended caches.
+    pub fn decode_rows(
+        &self,
+        tokens: &[u32],
+        caches: Vec<KvCache<B>>,
+    ) -> (Tensor<B, 2>, Vec<KvCache<B>>) {
+        let rows = tokens.len();
+        let device = self.embed_tokens.weight.device();
+        let positions: Vec<usize> = caches.iter().map(KvCache::len).collect();
+        let rope = self.rope.tables_at::<B>(positions.into_iter(), &device);
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows]), &device)
+            .reshape([rows, 1]);
+        let mut x = self.embed_tokens.forward(ids); // [rows, 1, hidden]
+        // Per layer, the caches of every row: layers outer, rows inner.
+        let mut per_layer: Vec<Vec<LayerCache<B>>> = (0..self.layers.len())
+            .map(|_| Vec::with_capacity(rows))
+            .collect();
+        for cache in caches {
+            for (layer, c) in cache.layers.into_iter().enumerate() {
+                per_layer[layer].push(c);
+            }
+        }
+        let mut extended = Vec::with_capacity(self.layers.len());
+        for (layer, caches) in self.layers.iter().zip(per_layer) {
+            let (next, caches) = layer.forward_rows(x, &rope, caches);
+            x = next;
+            extended.push(caches);
+        }
+        let mut out: Vec<KvCache<B>> = (0..rows)
+            .map(|_| KvCache {
+                layers: Vec::with_capacity(self.layers.len()),
+            })
+            .collect();
+        for caches in extended {
+            for (row, c) in caches.into_iter().enumerate() {
+                out[row].layers.push(c);
+            }
+        }
+        let logits = self.logits(self.norm.forward(x)); // [rows, 1, vocab]
+        let vocab = logits.dims()[2];
+        (logits.reshape([rows, vocab]), out)
+    }
+
+    /// Logits `[batch, seq, vocab]` from hidden states.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let head = match &self.lm_head {
+            Some(head) => head.val(),
+            None => self.embed_tokens.weight.val().transpose(), // [hidden, vocab]
+        };
+        hidden.matmul(head.unsqueeze())
+    }
+
+    /// Logits for every position of `ids` (no cache): `[batch, seq, vocab]`.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let (hidden, _) = self.forward_hidden(ids, None);
+        self.logits(hidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use burn::tensor::DType;
+
+    use super::*;
+    use crate::backend::CpuBackend;
+    use crate::llm::load_model;
+
+    /// Attention runs in blocks of query rows (see `attention::query_blocks`); how a
+    /// sequence is split must not change any position's logits. The same 150 positions
+    /// in one pass (blocks at 0, 64, 128) and in two passes with the cache (50, then 100
+    /// as blocks at 50 and 114) must agree, and so must a prefix alone (later tokens are
+    /// never seen).
+    #[test]
+    fn logits_do_not_depend_on_the_block_split_or_later_tokens() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference/qwen2-tiny");
+        let device = Default::default();
+        let (config, model) = load_model::<CpuBackend>(&dir, &device, DType::F32).unwrap();
+        let ids: Vec<i64> = (0..150)
+            .map(|i| (i * 37 % config.vocab_size) as i64)
+            .collect();
+        let input = |range: std::ops::Range<usize>| {
+            let n = range.len();
+            Tensor::<CpuBackend, 1, Int>::from_data(
+                TensorData::new(ids[range].to_vec(), [n]),
+                &device,
+            )
+            .reshape([1, n])
+        };
+        let values = |t: Tensor<CpuBackend, 3>| t.into_data().to_vec::<f32>().unwrap();
+        let whole = values(model.forward(input(0..150)));
+        let (first, cache) = model.forward_hidden(input(0..50), None);
+        let (rest, _) = model.forward_hidden(input(50..150), Some(cache));
+        let mut in_two = values(model.logits(first));
+        in_two.extend(values(model.logits(rest)));
+        let prefix = values(model.forward(input(0..100)));
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        assert_eq!(whole.len(), in_two.len());
+        assert!(close(&whole, &in_two), "one pass and two passes differ");
+        assert!(close(&whole[..prefix.len()], &prefix), "a prefix differs");
+    }
+
+    /// Three sequences of different lengths decoding a token each, together, get the
+    /// logits and caches each gets alone.
+    #[test]
+    fn decoding_rows_together_matches_each_alone() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference/qwen2-tiny");
+        let device = Default::default();
+        let (_, model) = load_model::<CpuBackend>(&dir, &device, DType::F32).unwrap();
+        let ids = |v: &[i64]| {
+            Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
+                .reshape([1, v.len()])
+        };
+        let prompts: [&[i64]; 3] = [&[1, 2, 3], &[40, 41, 42, 43, 44, 45, 46], &[9]];
+        let next = [5u32, 77, 300];
+        let caches: Vec<KvCache<CpuBackend>> = prompts
+            .iter()
+            .map(|p| model.forward_hidden(ids(p), None).1)
+            .collect();
+        let (together, extended) = model.decode_rows(&next, caches.clone());
+        let together = together.into_data().to_vec::<f32>().unwrap();
+        let vocab = together.len() / 3;
+        for (i, cache) in caches.into_iter().enumerate() {
+            let (hidden, alone_cache) =
+                model.forward_hidden(ids(&[i64::from(next[i])]), Some(cache));
+            let alone = model.logits(hidden).into_data().to_vec::<f32>().unwrap();
+            let row = &together[i * vocab..(i + 1) * vocab];
+            let diff = row
+                .iter()
+                .zip(&alone)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5, "row {i}: {diff}");
+            assert_eq!(extended[i].len(), prompts[i].len() + 1);
+            let keys = |c: &KvCache<CpuBackend>| {
+                c.layers[1]
+                    .keys
+                    .clone()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+            };
+            let kd = keys(&extended[i])
+                .iter()
+                .zip(keys(&alone_cache))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(kd < 1e-5, "row {i} keys: {kd}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The trainer's integration tests, in one binary so the suite links once: the models
+//! against transformers' numbers, chat templates, LoRA adapters, SFT and DPO steps and
+//! runs (local and on S3), the event report, serving, and the `trainer` command line as a
+//! user runs it.
+
+mod support;
+
+mod chat_reference;
+mod dpo_run;
+mod dpo_step;
+mod generate_cli;
+mod lora_adapter;
+mod model_loading;
+mod model_reference;
+mod quickstart;
+mod serve_api;
+mod sft_step;
+mod storage_s3;
+mod train_cli;
+mod train_report;
+mod train_run;
+mod train_s3;
+mod validate_cli;

@@ -1,0 +1,690 @@
+//! `trainer serve` as clients use it: the official `openai` Python package against
+//! the bundled tiny model and a LoRA adapter (answers compared with the library's own
+//! generation), malformed requests, requests side by side with a bounded queue, a
+//! client leaving mid-stream, and a shutdown that finishes the streams in flight.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anneal_crds::dataset::{ChatMessage, Role};
+use anneal_crds::hyperparameters::TargetModule;
+use anneal_crds::storage::Storage;
+use anneal_model::backend::CpuBackend;
+use anneal_model::chat::ModelTokenizer;
+use anneal_model::generate::{SamplingParams, generate};
+use anneal_model::llm::{CausalLm, load_model};
+use anneal_model::lora::peft::{load_adapter, save_adapter};
+use anneal_model::lora::{LoraSettings, attach, projections_mut};
+use anneal_moto::MotoServer;
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution};
+use serde_json::{Value, json};
+
+type B = CpuBackend;
+
+fn tiny_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/anneal-tiny")
+}
+
+/// A running `trainer serve`; killed when dropped.
+struct Server {
+    child: Child,
+    address: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        Server::start_with(tiny_model().to_str().unwrap(), extra, &[])
+    }
+
+    fn start_with(model: &str, extra: &[&str], env: &[(&'static str, String)]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .arg("serve")
+            .args(["--model", model])
+            .args(["--host", "127.0.0.1", "--port", "0", "--device", "cpu"])
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" on http://").nth(1) {
+                    let _ = address_tx.send(rest.split('/').next().unwrap().to_owned());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the server did not start:\n{}", log.lock().unwrap()));
+        Server {
+            child,
+            address,
+            log,
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+
+    /// Opens a request and returns the socket, its response unread (HTTP/1.0: the body
+    /// ends when the server closes the connection, with no chunked framing to undo).
+    fn open(&self, method: &str, path: &str, body: &str) -> TcpStream {
+        let mut socket = TcpStream::connect(&self.address).unwrap();
+        write!(
+            socket,
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.address,
+            body.len()
+        )
+        .unwrap();
+        socket
+    }
+
+    /// Status code and body of a whole request.
+    fn call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut text = String::new();
+        self.open(method, path, body)
+            .read_to_string(&mut text)
+            .unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_owned())
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.call("GET", "/metrics", "");
+        text.lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn wait_for(&self, what: &str, ready: impl Fn(&Server) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `data:` payloads of a server-sent event stream, read as they arrive.
+struct Events(BufReader<TcpStream>);
+
+impl Events {
+    fn new(socket: TcpStream) -> Events {
+        let mut reader = BufReader::new(socket);
+        let mut line = String::new();
+        // Skip the status line and headers.
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        Events(reader)
+    }
+
+    fn next(&mut self) -> Option<String> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.0.read_line(&mut line).unwrap() == 0 {
+                return None;
+            }
+            if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                return Some(data.to_owned());
+            }
+        }
+    }
+
+    /// Reads to the end: the content pieces, the finish reason, the usage, and whether `[DONE]` came.
+    fn rest(mut self) -> (String, Option<String>, Option<Value>, bool) {
+        let (mut text, mut finish, mut usage, mut done) = (String::new(), None, None, false);
+        while let Some(data) = self.next() {
+            if data == "[DONE]" {
+                done = true;
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(&data).unwrap();
+            if let Some(choice) = chunk["choices"].get(0) {
+                text.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+                if let Some(reason) = choice["finish_reason"].as_str() {
+                    finish = Some(reason.to_owned());
+                }
+            }
+            if !chunk["usage"].is_null() {
+                usage = Some(chunk["usage"].clone());
+            }
+        }
+        (text, finish, usage, done)
+    }
+}
+
+fn messages() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage {
+            role: Role::System,
+            content: "You are a helpful assistant.".into(),
+        },
+        ChatMessage {
+            role: Role::User,
+            content: "Can I take a bike on the tram?".into(),
+        },
+    ]
+}
+
+fn chat_body(extra: Value) -> String {
+    let mut body = json!({
+        "model": "anneal-tiny",
+        "messages": [{"role": "user", "content": "What should I wear when it is windy?"}],
+        "temperature": 0,
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body.to_string()
+}
+
+/// A LoRA adapter with random B, saved in PEFT format, so it changes the answers.
+fn random_adapter(dir: &Path) {
+    let device = Default::default();
+    B::seed(&device, 7);
+    let (_, base) = load_model::<B>(&tiny_model(), &device, DType::F32).unwrap();
+    let settings = LoraSettings {
+        rank: 4,
+        alpha: 16.0,
+        dropout: 0.0,
+        target_modules: TargetModule::ALL.to_vec(),
+        use_rslora: false,
+        seed: 3,
+    };
+    let mut model = attach(base, &settings, &device);
+    for (_, _, projection) in projections_mut(&mut model) {
+        if let Some(lora) = projection.lora.as_mut() {
+            let shape = lora.b.val().shape();
+            lora.b = Param::from_tensor(Tensor::random(
+                shape,
+                Distribution::Normal(0.0, 0.5),
+                &device,
+            ));
+        }
+    }
+    save_adapter(&mut model, &settings, "anneal-tiny", dir).unwrap();
+}
+
+/// What the library generates for [`messages`], as the server should.
+fn library_reply(
+    model: &CausalLm<B>,
+    tokenizer: &ModelTokenizer,
+    params: &SamplingParams,
+) -> (String, usize) {
+    let prompt = tokenizer.encode_chat(&messages(), true).unwrap().ids;
+    let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap();
+    let reply = generate(
+        model,
+        &prompt,
+        tokenizer.eos_token_ids(),
+        params,
+        decode,
+        |_| {},
+    );
+    (reply.text, prompt.len())
+}
+
+fn test_python() -> PathBuf {
+    let python = std::env::var_os("ANNEAL_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    assert!(
+        python.is_file(),
+        "{} not found: run ./scripts/test.sh once (it installs the openai package into .venv), or set ANNEAL_TEST_PYTHON",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn the_openai_sdk_gets_the_libraries_answers_whole_and_streamed() {
+    let adapter_dir = tempfile::tempdir().unwrap();
+    random_adapter(adapter_dir.path());
+    let adapter_arg = format!("house={}", adapter_dir.path().display());
+    let server = Server::start(&["--adapter", &adapter_arg]);
+
+    let output = Command::new(test_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve_openai_client.py"))
+        .args([&server.base_url(), "anneal-tiny", "house"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the openai client failed:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log.lock().unwrap()
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["models"], json!(["anneal-tiny", "house"]));
+
+    let device = Default::default();
+    let (config, base) = load_model::<B>(&tiny_model(), &device, DType::F32).unwrap();
+    let tokenizer = ModelTokenizer::from_model_dir(&tiny_model(), &config.architecture).unwrap();
+    let adapted = load_adapter(base.clone(), adapter_dir.path(), &device).unwrap();
+    let greedy = |stop: Vec<String>| SamplingParams {
+        max_new_tokens: 24,
+        stop,
+        ..Default::default()
+    };
+
+    for (name, model) in [("anneal-tiny", &base), ("house", &adapted)] {
+        let (expected, prompt_tokens) = library_reply(model, &tokenizer, &greedy(Vec::new()));
+        let whole = &seen[name]["whole"];
+        assert_eq!(whole["text"], json!(expected), "{name}");
+        assert_eq!(
+            (&whole["object"], &whole["model"], &whole["role"]),
+            (&json!("chat.completion"), &json!(name), &json!("assistant"))
+        );
+        let usage = whole["usage"].as_array().unwrap();
+        assert_eq!(usage[0], json!(prompt_tokens), "{name}: prompt tokens");
+        assert_eq!(
+            usage[2],
+            json!(prompt_tokens as u64 + usage[1].as_u64().unwrap())
+        );
+        let streamed = &seen[name]["streamed"];
+        let pieces: Vec<&str> = streamed["pieces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            pieces.concat(),
+            expected,
+            "{name}: the stream adds up to the same reply"
+        );
+        assert!(
+            pieces.len() > 1,
+            "{name}: the reply came in pieces: {pieces:?}"
+        );
+        assert_eq!(streamed["roles"], json!(["assistant"]));
+        assert_eq!(streamed["finish_reason"], whole["finish_reason"]);
+        assert_eq!(streamed["usage"], whole["usage"]);
+        assert_eq!(
+            streamed["ids"],
+            json!(1),
+            "one completion id across the chunks"
+        );
+    }
+    assert_ne!(
+        seen["anneal-tiny"]["whole"]["text"], seen["house"]["whole"]["text"],
+        "the adapter is applied"
+    );
+
+    let (stopped, _) = library_reply(&adapted, &tokenizer, &greedy(vec![" ".into()]));
+    assert_eq!(seen["stopped"]["whole"]["text"], json!(stopped));
+    assert_eq!(seen["stopped"]["whole"]["finish_reason"], json!("stop"));
+    let pieces: Vec<&str> = seen["stopped"]["streamed"]["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(pieces.concat(), stopped);
+
+    let sampled = |seed| {
+        let params = SamplingParams {
+            max_new_tokens: 16,
+            temperature: 1.0,
+            seed,
+            ..Default::default()
+        };
+        library_reply(&base, &tokenizer, &params).0
+    };
+    assert_eq!(seen["seeded"], json!([sampled(5), sampled(5), sampled(6)]));
+
+    let errors = &seen["errors"];
+    let error = |name: &str| {
+        (
+            errors[name]["status"].as_u64().unwrap(),
+            errors[name]["param"].as_str().unwrap_or("").to_owned(),
+            errors[name]["code"].clone(),
+        )
+    };
+    assert_eq!(
+        error("unknown_model"),
+        (404, "model".into(), json!("model_not_found"))
+    );
+    assert!(
+        errors["unknown_model"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anneal-tiny, house")
+    );
+    assert_eq!(error("n"), (400, "n".into(), Value::Null));
+    assert_eq!(
+        error("too_long"),
+        (400, "messages".into(), json!("context_length_exceeded"))
+    );
+    assert_eq!(
+        error("max_tokens"),
+        (400, "max_tokens".into(), json!("context_length_exceeded"))
+    );
+    assert_eq!(
+        error("tool_role"),
+        (400, "messages[0].role".into(), Value::Null)
+    );
+}
+
+#[test]
+fn malformed_requests_get_errors_and_never_take_the_server_down() {
+    let server = Server::start(&[]);
+    let cases: [(&str, &str, &str, u16, Option<&str>); 6] = [
+        ("POST", "/v1/chat/completions", "{not json", 400, None),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"anneal-tiny"}"#,
+            400,
+            Some("messages"),
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"anneal-tiny","messages":[{"role":"user","content":"hi"}],"top_p":"x"}"#,
+            400,
+            Some("top_p"),
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#,
+            404,
+            Some("model"),
+        ),
+        ("GET", "/v1/models/nope", "", 404, Some("model")),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"anneal-tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":2000}"#,
+            400,
+            Some("max_tokens"),
+        ),
+    ];
+    for (method, path, body, status, param) in cases {
+        let (got, text) = server.call(method, path, body);
+        assert_eq!(got, status, "{method} {path} {body}: {text}");
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["error"]["param"].as_str(), param, "{body}");
+        assert!(!error["error"]["message"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(server.call("GET", "/v1/chat/completions", "").0, 405);
+    // A body cut short (the client closes its side before Content-Length is reached):
+    // the server cannot read it, and says so in OpenAI's shape, as it does for one
+    // over the 2 MiB limit.
+    let mut socket = TcpStream::connect(&server.address).unwrap();
+    write!(
+        socket,
+        "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"model\""
+    )
+    .unwrap();
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    let (head, text) = response.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(error["error"]["type"], json!("invalid_request_error"));
+    // Half a request, then the client hangs up.
+    let mut socket = TcpStream::connect(&server.address).unwrap();
+    socket
+        .write_all(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: 500\r\n\r\n{\"mod")
+        .unwrap();
+    drop(socket);
+
+    assert_eq!(server.call("GET", "/health", ""), (200, "ok\n".to_owned()));
+    let (status, text) = server.call(
+        "POST",
+        "/v1/chat/completions",
+        &chat_body(json!({"max_tokens": 4})),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        server.metric("anneal_serve_requests_total{model=\"anneal-tiny\",outcome=\"400\"}"),
+        3.0
+    );
+}
+
+#[test]
+fn requests_run_side_by_side_and_past_the_queue_get_429() {
+    let server = Server::start(&["--max-running", "2", "--max-waiting", "1"]);
+    let long = chat_body(
+        json!({"max_tokens": 900, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    let streams: Vec<TcpStream> = (0..3)
+        .map(|_| server.open("POST", "/v1/chat/completions", &long))
+        .collect();
+    server.wait_for("two running and one waiting", |s| {
+        s.metric("anneal_serve_requests_running") == 2.0
+            && s.metric("anneal_serve_requests_in_flight") == 3.0
+    });
+    let (status, text) = server.call(
+        "POST",
+        "/v1/chat/completions",
+        &chat_body(json!({"max_tokens": 2})),
+    );
+    assert_eq!(status, 429, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["type"], json!("rate_limit_error"));
+
+    let replies: Vec<_> = streams.into_iter().map(|s| Events::new(s).rest()).collect();
+    for (text, finish, usage, done) in &replies {
+        assert_eq!(finish.as_deref(), Some("length"));
+        assert_eq!(usage.as_ref().unwrap()["completion_tokens"], json!(900));
+        assert!(done);
+        assert_eq!(text, &replies[0].0, "greedy replies to one prompt agree");
+    }
+    server.wait_for("the queue to empty", |s| {
+        s.metric("anneal_serve_requests_in_flight") == 0.0
+    });
+    assert_eq!(
+        server.metric("anneal_serve_requests_total{model=\"anneal-tiny\",outcome=\"length\"}"),
+        3.0
+    );
+    assert_eq!(
+        server.metric("anneal_serve_requests_total{model=\"\",outcome=\"429\"}")
+            + server.metric("anneal_serve_requests_total{model=\"anneal-tiny\",outcome=\"429\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_stops_its_generation() {
+    let server = Server::start(&["--max-running", "1", "--max-waiting", "0"]);
+    let long = chat_body(json!({"max_tokens": 900, "ignore_eos": true, "stream": true}));
+    let mut events = Events::new(server.open("POST", "/v1/chat/completions", &long));
+    // The role chunk, then one with content.
+    events.next().unwrap();
+    let first: Value = serde_json::from_str(&events.next().unwrap()).unwrap();
+    assert!(first["choices"][0]["delta"]["content"].is_string());
+    drop(events);
+
+    server.wait_for("the cancelled request to be dropped", |s| {
+        s.metric("anneal_serve_requests_total{model=\"anneal-tiny\",outcome=\"cancelled\"}") == 1.0
+            && s.metric("anneal_serve_requests_running") == 0.0
+    });
+    let steps = server.metric("anneal_serve_engine_steps_total");
+    assert!(
+        steps < 500.0,
+        "the engine went on generating for a client that left: {steps} steps"
+    );
+    // Its place is free again (with no room to wait, a held place would give 429).
+    let (status, text) = server.call(
+        "POST",
+        "/v1/chat/completions",
+        &chat_body(json!({"max_tokens": 3})),
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn sigterm_finishes_the_streams_in_flight_then_exits_cleanly() {
+    let mut server = Server::start(&[]);
+    let long = chat_body(
+        json!({"max_tokens": 600, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    let mut events = Events::new(server.open("POST", "/v1/chat/completions", &long));
+    events.next().unwrap();
+    events.next().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    server.wait_for("new connections to be refused", |s| {
+        TcpStream::connect(&s.address).is_err()
+    });
+
+    let (_, finish, usage, done) = events.rest();
+    assert_eq!(finish.as_deref(), Some("length"));
+    assert_eq!(usage.unwrap()["completion_tokens"], json!(600));
+    assert!(done, "the stream ended with [DONE]");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+}
+
+#[test]
+fn the_model_and_adapters_load_from_s3_and_fetch_refuses_an_incomplete_folder() {
+    let moto = MotoServer::start();
+    moto.create_bucket("models");
+    let env = moto.settings();
+    let bucket =
+        Storage::open_with("s3://models", env.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
+    let adapter_dir = tempfile::tempdir().unwrap();
+    random_adapter(adapter_dir.path());
+    bucket
+        .upload_dir_complete(&tiny_model(), "anneal-tiny")
+        .unwrap();
+    bucket
+        .upload_dir_complete(adapter_dir.path(), "adapters/house")
+        .unwrap();
+
+    let server = Server::start_with(
+        "s3://models/anneal-tiny",
+        &["--adapter", "house=s3://models/adapters/house/"],
+        &env,
+    );
+    let (_, models) = server.call("GET", "/v1/models", "");
+    let ids: Vec<Value> = serde_json::from_str::<Value>(&models).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("anneal-tiny"), json!("house")]);
+    let body =
+        json!({"model": "house", "messages": messages(), "temperature": 0, "max_tokens": 12});
+    let (status, text) = server.call("POST", "/v1/chat/completions", &body.to_string());
+    assert_eq!(status, 200, "{text}");
+    let device = Default::default();
+    let (config, base) = load_model::<B>(&tiny_model(), &device, DType::F32).unwrap();
+    let tokenizer = ModelTokenizer::from_model_dir(&tiny_model(), &config.architecture).unwrap();
+    let adapted = load_adapter(base, adapter_dir.path(), &device).unwrap();
+    let params = SamplingParams {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let reply: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        reply["choices"][0]["message"]["content"],
+        json!(library_reply(&adapted, &tokenizer, &params).0)
+    );
+    drop(server);
+
+    let fetch = |target: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(["fetch", "s3://models/adapters/house"])
+            .arg(target)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let fetched = fetch(&out.path().join("house"));
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    for file in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert_eq!(
+            std::fs::read(out.path().join("house").join(file)).unwrap(),
+            std::fs::read(adapter_dir.path().join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    // A file that no longer matches the COMPLETE marker: half an upload, or damage.
+    bucket
+        .put(
+            "adapters/house/adapter_model.safetensors",
+            b"truncated".to_vec(),
+        )
+        .unwrap();
+    let refused = fetch(&out.path().join("again"));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("incomplete"));
+    assert!(!out.path().join("again").exists());
+    let serve = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["serve", "--model"])
+        .arg(tiny_model())
+        .args([
+            "--adapter",
+            "house=s3://models/adapters/house",
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        message.contains("--adapter s3://models/adapters/house") && message.contains("incomplete"),
+        "{message}"
+    );
+}

@@ -1,0 +1,306 @@
+//! `trainer train` as a user and a pod run it: a run killed with SIGKILL, then
+//! stopped with SIGTERM, and resumed each time ends with the adapter of the run
+//! that was never interrupted; bad input fails before training with the field or
+//! line named and the exit code that tells a pod not to retry; a DPO job trains and
+//! reports its rewards the same way.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use anneal_crds::events::{EventBody, TrainerEvent};
+use anneal_crds::finetunejob::JobPhase;
+use anneal_crds::storage::Storage;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A job folder: the manifest, and 24 samples of the quick start's data.
+fn job_dir(dir: &Path, train_lines: Option<&str>) -> PathBuf {
+    let data =
+        std::fs::read_to_string(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
+    let lines = train_lines
+        .map(str::to_owned)
+        .unwrap_or_else(|| data.lines().take(24).collect::<Vec<_>>().join("\n") + "\n");
+    std::fs::write(dir.join("train.jsonl"), lines).unwrap();
+    let model = std::path::absolute(repo().join("examples/models/anneal-tiny")).unwrap();
+    let manifest = format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {{name: cli, namespace: team-a}}
+spec:
+  baseModel: {{name: anneal-tiny, source: "file://{}"}}
+  dataset: {{train: "file://train.jsonl", validationSplit: 0.2}}
+  hyperparameters:
+    learningRate: 0.003
+    epochs: 2
+    batchSize: 4
+    gradientAccumulation: 2
+    maxTokens: 256
+    lora: {{rank: 4, alpha: 8, dropout: 0.1}}
+  checkpoints: {{everyEpoch: true, everySteps: 2}}
+"#,
+        model.display()
+    );
+    let path = dir.join("job.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+fn trainer_train(manifest: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trainer"));
+    command
+        .arg("train")
+        .arg(manifest)
+        .arg("--output")
+        .arg(output)
+        .args(["--run-id", "r1", "--json", "--device", "cpu"])
+        .args(extra)
+        .env_remove("ANNEAL_RESUME")
+        .env_remove("ANNEAL_RUN_ID")
+        .env_remove("ANNEAL_OUTPUT");
+    command
+}
+
+fn events(stdout: &[u8]) -> Vec<TrainerEvent> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| TrainerEvent::from_line(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn expect(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs until an event `until` accepts, then signals the process and reaps it.
+fn run_until(mut command: Command, until: impl Fn(&TrainerEvent) -> bool, signal: &str) -> Child {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        let event = TrainerEvent::from_line(&line.unwrap()).unwrap();
+        if until(&event) {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            break;
+        }
+    }
+    child
+}
+
+#[test]
+fn killed_then_stopped_then_resumed_ends_like_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = job_dir(dir.path(), None);
+    let straight = dir.path().join("straight");
+    let output = trainer_train(&manifest, &straight, &[]).output().unwrap();
+    expect(&output, 0);
+    let finished = events(&output.stdout);
+    let result = finished.iter().find_map(|e| match &e.body {
+        EventBody::Phase {
+            phase: JobPhase::Succeeded,
+            result,
+            ..
+        } => result.clone(),
+        _ => None,
+    });
+    let result = result.expect("a Succeeded event with the result");
+    assert_eq!(result.model_id, "ft:anneal-tiny:cli:ckpt-10");
+    let run = straight.join("team-a/cli/r1");
+    assert_eq!(
+        result.uri,
+        format!("file://{}", run.join("final").display())
+    );
+
+    // SIGKILL right after the first checkpoint lands: nothing gets to clean up.
+    let interrupted = dir.path().join("interrupted");
+    let mut child = run_until(
+        trainer_train(&manifest, &interrupted, &[]),
+        |e| matches!(&e.body, EventBody::Checkpoint(c) if c.name == "ckpt-2"),
+        "-KILL",
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), None, "killed by a signal");
+
+    // Resume, and stop it with SIGTERM (as Kubernetes does) a few steps later.
+    let child = run_until(
+        trainer_train(&manifest, &interrupted, &["--resume"]),
+        |e| matches!(&e.body, EventBody::Progress(p) if p.step >= 5),
+        "-TERM",
+    );
+    let stopped = child.wait_with_output().unwrap();
+    expect(&stopped, 143);
+    assert!(String::from_utf8_lossy(&stopped.stderr).contains("--resume"));
+
+    let output = trainer_train(&manifest, &interrupted, &["--resume"])
+        .output()
+        .unwrap();
+    expect(&output, 0);
+    let resumed_run = interrupted.join("team-a/cli/r1");
+    for file in ["adapter_model.safetensors", "adapter_config.json"] {
+        assert!(
+            std::fs::read(run.join("final").join(file)).unwrap()
+                == std::fs::read(resumed_run.join("final").join(file)).unwrap(),
+            "final/{file} differs"
+        );
+    }
+}
+
+#[test]
+fn a_bad_dataset_line_fails_before_training_and_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure thing! Hello."}]}"#;
+    let bad = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Again"}]}"#;
+    let manifest = job_dir(dir.path(), Some(&format!("{good}\n{good}\n{bad}\n")));
+    let output = trainer_train(&manifest, &dir.path().join("out"), &[])
+        .output()
+        .unwrap();
+    expect(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(!dir.path().join("out/team-a/cli/r1/checkpoints").exists());
+}
+
+#[test]
+fn a_source_local_mode_cannot_fetch_says_how_to_use_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = trainer_train(
+        &repo().join("examples/support-sft.yaml"),
+        &dir.path().join("out"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    expect(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("spec.baseModel.source: hf://Qwen/Qwen2.5-0.5B-Instruct")
+            && stderr.contains("--base-model examples/models/anneal-tiny"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_base_model_whose_complete_marker_lists_a_missing_file_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = job_dir(dir.path(), None);
+    let models = Storage::open(&format!("file://{}/models", dir.path().display())).unwrap();
+    models
+        .upload_dir_complete(&repo().join("examples/models/anneal-tiny"), "anneal-tiny")
+        .unwrap();
+    let model = dir.path().join("models/anneal-tiny");
+    std::fs::remove_file(model.join("tokenizer_config.json")).unwrap();
+
+    let output = trainer_train(
+        &manifest,
+        &dir.path().join("out"),
+        &["--base-model", model.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    expect(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("--base-model {}", model.display()))
+            && stderr.contains("incomplete")
+            && stderr.contains("tokenizer_config.json"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no event: training never started");
+    assert!(!dir.path().join("out/team-a/cli/r1").exists());
+}
+
+/// A DPO job folder: the manifest and `lines` (the quick start's preference pairs
+/// when `None`).
+fn dpo_job_dir(dir: &Path, lines: Option<String>) -> PathBuf {
+    let data =
+        std::fs::read_to_string(repo().join("examples/quickstart/house-style-dpo.jsonl")).unwrap();
+    let lines =
+        lines.unwrap_or_else(|| data.lines().take(12).collect::<Vec<_>>().join("\n") + "\n");
+    std::fs::write(dir.join("pairs.jsonl"), lines).unwrap();
+    let model = std::path::absolute(repo().join("examples/models/anneal-tiny")).unwrap();
+    let manifest = format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {{name: cli-dpo, namespace: team-a}}
+spec:
+  method: dpo
+  baseModel: {{name: anneal-tiny, source: "file://{}"}}
+  dataset: {{train: "file://pairs.jsonl", validationSplit: 0.25}}
+  hyperparameters:
+    learningRate: 0.005
+    epochs: 1
+    batchSize: 3
+    maxTokens: 256
+    lora: {{rank: 4, alpha: 8, dropout: 0.0}}
+"#,
+        model.display()
+    );
+    let path = dir.join("job.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+#[test]
+fn a_dpo_job_trains_locally_and_reports_its_rewards() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dpo_job_dir(dir.path(), None);
+    let out = dir.path().join("out");
+    let output = trainer_train(&manifest, &out, &[]).output().unwrap();
+    expect(&output, 0);
+    let events = events(&output.stdout);
+    // 9 training pairs, 3 a step: 3 steps, each with the step's rewards.
+    let steps: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Metrics { step, metrics, .. } if *step > 0 => Some(metrics.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), 3);
+    assert!(steps.iter().all(|m| m.reward_accuracy.is_some()
+        && m.reward_margin.is_some()
+        && m.rewards_chosen.is_some()
+        && m.rewards_rejected.is_some()));
+    let last = steps.last().unwrap();
+    assert!(last.valid_reward_accuracy.is_some() && last.valid_loss.is_some());
+    // events.jsonl holds what --json printed, and final/ is a PEFT adapter.
+    let run = out.join("team-a/cli-dpo/r1");
+    let stored = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    assert!(stored.contains("\"rewardAccuracy\":"), "{stored}");
+    assert!(run.join("final/adapter_config.json").exists());
+    assert!(run.join("final/adapter_model.safetensors").exists());
+}
+
+#[test]
+fn an_sft_line_in_a_dpo_job_fails_before_training_and_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = r#"{"messages": [{"role": "user", "content": "Hi"}], "chosen": {"role": "assistant", "content": "Good question! Hello."}, "rejected": {"role": "assistant", "content": "Hello."}}"#;
+    let sft = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#;
+    let manifest = dpo_job_dir(dir.path(), Some(format!("{pair}\n{pair}\n{sft}\n")));
+    let output = trainer_train(&manifest, &dir.path().join("out"), &[])
+        .output()
+        .unwrap();
+    expect(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(
+        !dir.path()
+            .join("out/team-a/cli-dpo/r1/checkpoints")
+            .exists()
+    );
+}

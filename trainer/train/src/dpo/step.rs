@@ -1,0 +1,77 @@
+//! One optimizer step of DPO: per micro-batch, the reference scores both replies
+//! without a graph, the trained model scores them with one, and the DPO loss's
+//! gradient accumulates; then clipping and AdamW exactly as SFT's step does.
+
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::loss::{DpoConfig, PairBatch, PreferenceScores, PreferenceTally, sequence_log_probs};
+use super::reference::Reference;
+use crate::grad_clip::clip_global_norm;
+use crate::optimizer::SftOptimizer;
+use crate::tensor_batch::Batch;
+use anneal_model::llm::CausalLm;
+
+/// What one step saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DpoStepStats {
+    /// Means over the step's pairs, before the update.
+    pub scores: PreferenceScores,
+    pub pairs: usize,
+    /// Positions the trained model's forward pass computed, padding included.
+    pub positions: usize,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Runs one step over `micro_batches` and returns the updated model.
+pub fn dpo_step<B: AutodiffBackend>(
+    mut model: CausalLm<B>,
+    reference: &Reference<B>,
+    config: &DpoConfig,
+    optimizer: &mut SftOptimizer<B>,
+    micro_batches: &[PairBatch<B>],
+    learning_rate: f64,
+    max_grad_norm: f64,
+) -> (CausalLm<B>, DpoStepStats) {
+    let total_pairs: usize = micro_batches.iter().map(|b| b.pairs).sum();
+    let reference_model = reference.model(&model);
+    let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
+    let mut tally = PreferenceTally::default();
+    for batch in micro_batches {
+        let inner = inner_batch(&batch.sequences);
+        let reference_scores =
+            sequence_log_probs(reference_model.forward(inner.inputs.clone()), &inner); // [2n]
+        let reference_scores = Tensor::<B, 1>::from_inner(reference_scores);
+        let logits = model.forward(batch.sequences.inputs.clone());
+        let policy_scores = sequence_log_probs(logits, &batch.sequences); // [2n]
+        let output = config.pair_loss(policy_scores, reference_scores, &batch.sequences);
+        tally.add(&output);
+        // Each micro-batch's share of the step's mean over pairs, as SFT does over tokens.
+        let loss = output.loss / total_pairs.max(1) as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        accumulator.accumulate(&model, grads);
+    }
+    let mut grads = accumulator.grads();
+    let grad_norm = clip_global_norm::<B>(&model, &mut grads, max_grad_norm);
+    model = optimizer.step(learning_rate, model, grads);
+    let stats = DpoStepStats {
+        scores: tally.scores(),
+        pairs: total_pairs,
+        positions: micro_batches.iter().map(|b| b.sequences.positions).sum(),
+        grad_norm,
+    };
+    (model, stats)
+}
+
+/// The same batch on the backend without gradients, for the reference's pass.
+fn inner_batch<B: AutodiffBackend>(batch: &Batch<B>) -> Batch<B::InnerBackend> {
+    Batch {
+        inputs: batch.inputs.clone().inner(),
+        targets: batch.targets.clone().inner(),
+        weights: batch.weights.clone().inner(),
+        trained_tokens: batch.trained_tokens,
+        positions: batch.positions,
+    }
+}

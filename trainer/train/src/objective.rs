@@ -1,0 +1,251 @@
+//! What a run optimises, `spec.method`: SFT's masked cross-entropy or DPO's
+//! preference loss. The loop in [`super::run`] (schedule, checkpoints, events,
+//! resume) is the same for both; an objective reads its data, takes a step and
+//! evaluates, and says which numbers it has for the metrics event.
+
+use anneal_crds::ResolvedHyperparameters;
+use anneal_crds::finetunejob::{Metrics, TrainingType};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::data::DataError;
+use super::optimizer::SftOptimizer;
+use super::tensor_batch::Batch;
+use super::tokenized::{DataItem, TokenizedSample};
+use crate::dpo::data::{PreferencePair, prepare_pairs};
+use crate::dpo::evaluate::evaluate_pairs;
+use crate::dpo::loss::{DpoConfig, PairBatch, PreferenceScores};
+use crate::dpo::reference::Reference;
+use crate::dpo::step::dpo_step;
+use crate::sft::data::prepare;
+use crate::sft::evaluate::evaluate;
+use crate::sft::step::sft_step;
+use anneal_model::chat::ModelTokenizer;
+use anneal_model::llm::CausalLm;
+
+/// Gradients are clipped to this global norm, as Hugging Face's Trainer does by default.
+pub const MAX_GRAD_NORM: f64 = 1.0;
+
+/// One dataset file read for training.
+pub struct Prepared<T> {
+    pub items: Vec<T>,
+    /// Over maxTokens, dropped, never truncated.
+    pub dropped_too_long: u64,
+    /// Nothing to train on once tokenized.
+    pub dropped_untrainable: u64,
+}
+
+/// The numbers a step or an evaluation gives: the loss always, then what the
+/// method has (token accuracy for SFT, rewards for DPO).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scores {
+    pub loss: f64,
+    pub token_accuracy: Option<f64>,
+    pub preferences: Option<PreferenceScores>,
+}
+
+impl Scores {
+    /// Sets the training fields of `metrics`.
+    pub fn write_train(&self, metrics: &mut Metrics) {
+        metrics.train_loss = Some(self.loss);
+        if let Some(p) = &self.preferences {
+            metrics.rewards_chosen = Some(p.rewards_chosen);
+            metrics.rewards_rejected = Some(p.rewards_rejected);
+            metrics.reward_margin = Some(p.reward_margin);
+            metrics.reward_accuracy = Some(p.reward_accuracy);
+        }
+    }
+
+    /// Sets the validation fields of `metrics`.
+    pub fn write_valid(&self, metrics: &mut Metrics) {
+        metrics.valid_loss = Some(self.loss);
+        metrics.token_accuracy = self.token_accuracy;
+        if let Some(p) = &self.preferences {
+            metrics.valid_rewards_chosen = Some(p.rewards_chosen);
+            metrics.valid_rewards_rejected = Some(p.rewards_rejected);
+            metrics.valid_reward_margin = Some(p.reward_margin);
+            metrics.valid_reward_accuracy = Some(p.reward_accuracy);
+        }
+    }
+}
+
+/// A step's scores and its gradient norm before clipping.
+pub struct StepReport {
+    pub scores: Scores,
+    pub grad_norm: f64,
+}
+
+pub trait Objective<B: AutodiffBackend> {
+    /// One training example: a conversation for SFT, a preference pair for DPO.
+    type Item: DataItem;
+
+    /// Reads one dataset file; any invalid line fails it.
+    fn read(
+        &self,
+        bytes: &[u8],
+        tokenizer: &ModelTokenizer,
+        max_tokens: usize,
+    ) -> Result<Prepared<Self::Item>, DataError>;
+
+    /// One optimizer step over the step's micro-batches.
+    fn step(
+        &self,
+        model: CausalLm<B>,
+        optimizer: &mut SftOptimizer<B>,
+        micro_batches: &[Vec<&Self::Item>],
+        learning_rate: f64,
+        device: &B::Device,
+    ) -> (CausalLm<B>, StepReport);
+
+    /// Scores the training model (without dropout) on `items`; `None` when empty.
+    fn evaluate(
+        &self,
+        model: &CausalLm<B>,
+        items: &[Self::Item],
+        batch_size: usize,
+    ) -> Option<Scores>;
+}
+
+/// Supervised fine-tuning.
+pub struct Sft;
+
+impl<B: AutodiffBackend> Objective<B> for Sft {
+    type Item = TokenizedSample;
+
+    fn read(
+        &self,
+        bytes: &[u8],
+        tokenizer: &ModelTokenizer,
+        max_tokens: usize,
+    ) -> Result<Prepared<TokenizedSample>, DataError> {
+        let prepared = prepare(bytes, tokenizer, max_tokens)?;
+        Ok(Prepared {
+            items: prepared.samples,
+            dropped_too_long: prepared.dropped_too_long,
+            dropped_untrainable: prepared.dropped_untrainable,
+        })
+    }
+
+    fn step(
+        &self,
+        model: CausalLm<B>,
+        optimizer: &mut SftOptimizer<B>,
+        micro_batches: &[Vec<&TokenizedSample>],
+        learning_rate: f64,
+        device: &B::Device,
+    ) -> (CausalLm<B>, StepReport) {
+        let batches: Vec<Batch<B>> = micro_batches
+            .iter()
+            .map(|samples| Batch::new(samples, device))
+            .collect();
+        let (model, stats) = sft_step(model, optimizer, &batches, learning_rate, MAX_GRAD_NORM);
+        let scores = Scores {
+            loss: stats.loss,
+            token_accuracy: Some(stats.accuracy),
+            preferences: None,
+        };
+        let report = StepReport {
+            scores,
+            grad_norm: stats.grad_norm,
+        };
+        (model, report)
+    }
+
+    fn evaluate(
+        &self,
+        model: &CausalLm<B>,
+        items: &[TokenizedSample],
+        batch_size: usize,
+    ) -> Option<Scores> {
+        evaluate(&model.valid(), items, batch_size).map(|e| Scores {
+            loss: e.loss,
+            token_accuracy: Some(e.token_accuracy),
+            preferences: None,
+        })
+    }
+}
+
+/// Direct preference optimisation against the job's base model.
+pub struct Dpo<B: AutodiffBackend> {
+    pub config: DpoConfig,
+    pub reference: Reference<B>,
+}
+
+impl<B: AutodiffBackend> Dpo<B> {
+    /// The objective for a run whose untrained model is `base` (before any resume).
+    pub fn new(h: &ResolvedHyperparameters, training: TrainingType, base: &CausalLm<B>) -> Self {
+        Self {
+            config: DpoConfig::new()
+                .with_beta(h.dpo_beta)
+                .with_label_smoothing(h.dpo_label_smoothing)
+                .with_sft_weight(h.dpo_sft_weight),
+            reference: Reference::for_training(training, base),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> Objective<B> for Dpo<B> {
+    type Item = PreferencePair;
+
+    fn read(
+        &self,
+        bytes: &[u8],
+        tokenizer: &ModelTokenizer,
+        max_tokens: usize,
+    ) -> Result<Prepared<PreferencePair>, DataError> {
+        let prepared = prepare_pairs(bytes, tokenizer, max_tokens)?;
+        Ok(Prepared {
+            items: prepared.pairs,
+            dropped_too_long: prepared.dropped_too_long,
+            dropped_untrainable: prepared.dropped_untrainable,
+        })
+    }
+
+    fn step(
+        &self,
+        model: CausalLm<B>,
+        optimizer: &mut SftOptimizer<B>,
+        micro_batches: &[Vec<&PreferencePair>],
+        learning_rate: f64,
+        device: &B::Device,
+    ) -> (CausalLm<B>, StepReport) {
+        let batches: Vec<PairBatch<B>> = micro_batches
+            .iter()
+            .map(|pairs| PairBatch::new(pairs, device))
+            .collect();
+        let (model, stats) = dpo_step(
+            model,
+            &self.reference,
+            &self.config,
+            optimizer,
+            &batches,
+            learning_rate,
+            MAX_GRAD_NORM,
+        );
+        let scores = Scores {
+            loss: stats.scores.loss,
+            token_accuracy: None,
+            preferences: Some(stats.scores),
+        };
+        let report = StepReport {
+            scores,
+            grad_norm: stats.grad_norm,
+        };
+        (model, report)
+    }
+
+    fn evaluate(
+        &self,
+        model: &CausalLm<B>,
+        items: &[PreferencePair],
+        batch_size: usize,
+    ) -> Option<Scores> {
+        let reference = self.reference.model(model);
+        let scores = evaluate_pairs(&model.valid(), &reference, &self.config, items, batch_size)?;
+        Some(Scores {
+            loss: scores.loss,
+            token_accuracy: None,
+            preferences: Some(scores),
+        })
+    }
+}

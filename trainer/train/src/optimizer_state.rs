@@ -1,0 +1,194 @@
+//! AdamW's state for the trained parameters, saved beside each checkpoint so a
+//! resumed run continues with the same moments. burn keys optimizer records by
+//! `ParamId`, which is fresh every time a model is built; here the state is keyed
+//! by stable names instead: the adapter's PEFT tensor names in LoRA training, the
+//! transformers weight names in full training.
+
+use std::path::Path;
+
+use burn::module::ParamId;
+use burn::optim::Optimizer;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{AdamW, AdamWState, AdaptiveMomentumState};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::optimizer::{SftOptimizer, adamw};
+use anneal_model::llm::CausalLm;
+use anneal_model::llm::save::{WeightRef, named_weights};
+use anneal_model::lora::peft::tensor_name;
+use anneal_model::lora::projections_mut;
+use anneal_model::safetensors_out::{TensorRow, write_safetensors};
+
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct OptimizerStateError {
+    pub path: String,
+    pub message: String,
+}
+
+/// A trained parameter: a name stable across processes, its id now, its rank.
+struct Trained {
+    name: String,
+    id: ParamId,
+    rank: usize,
+}
+
+/// The adapter's matrices when the model has adapters, else every base weight.
+fn trained_params<B: Backend>(model: &mut CausalLm<B>) -> Vec<Trained> {
+    let mut adapters = Vec::new();
+    for (layer, module, projection) in projections_mut(model) {
+        if let Some(lora) = &projection.lora {
+            for (which, id) in [('A', lora.a.id), ('B', lora.b.id)] {
+                adapters.push(Trained {
+                    name: tensor_name(layer, module, which),
+                    id,
+                    rank: 2,
+                });
+            }
+        }
+    }
+    if !adapters.is_empty() {
+        return adapters;
+    }
+    named_weights(model)
+        .into_iter()
+        .map(|w| Trained {
+            name: w.name,
+            id: w.param.id(),
+            rank: match w.param {
+                WeightRef::Matrix(_) => 2,
+                WeightRef::Vector(_) => 1,
+            },
+        })
+        .collect()
+}
+
+type Record<B> = <SftOptimizer<B> as Optimizer<CausalLm<B>, B>>::Record;
+type Tensors = Vec<TensorRow>;
+
+/// Writes the first and second moments of every trained parameter as f32 tensors
+/// `{name}.exp_avg` / `{name}.exp_avg_sq` and its step count as an i64 `{name}.step`
+/// (PyTorch's names), in burn's layout (`[in, out]` matrices). Everything is a
+/// tensor, none of it header metadata, so the same state always gives the same bytes.
+pub fn save_optimizer_state<B: AutodiffBackend>(
+    model: &mut CausalLm<B>,
+    optimizer: &SftOptimizer<B>,
+    path: &Path,
+) -> Result<(), OptimizerStateError> {
+    let mut records = optimizer.to_record();
+    let mut tensors: Tensors = Vec::new();
+    for trained in trained_params(model) {
+        // A parameter with no record has not been stepped yet; it resumes the same way.
+        let Some(record) = records.remove(&trained.id) else {
+            continue;
+        };
+        match trained.rank {
+            1 => push_state::<B, 1>(record, &trained.name, &mut tensors),
+            _ => push_state::<B, 2>(record, &trained.name, &mut tensors),
+        }
+    }
+    write_safetensors(&tensors, path).map_err(|e| OptimizerStateError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn push_state<B: AutodiffBackend, const D: usize>(
+    record: AdaptorRecord<AdamW, B>,
+    name: &str,
+    tensors: &mut Tensors,
+) {
+    let state: AdamWState<B::InnerBackend, D> = record.into_state();
+    let time = state.momentum.time as i64;
+    tensors.push((
+        format!("{name}.step"),
+        Dtype::I64,
+        vec![1],
+        time.to_le_bytes().to_vec(),
+    ));
+    for (suffix, moment) in [
+        ("exp_avg", state.momentum.moment_1),
+        ("exp_avg_sq", state.momentum.moment_2),
+    ] {
+        let shape = moment.dims().to_vec();
+        let bytes = moment.into_data().convert::<f32>().as_bytes().to_vec();
+        tensors.push((format!("{name}.{suffix}"), Dtype::F32, shape, bytes));
+    }
+}
+
+/// Builds AdamW (with `weight_decay`) holding the state saved by
+/// [`save_optimizer_state`], attached to the ids of `model`'s trained parameters.
+pub fn load_optimizer_state<B: AutodiffBackend>(
+    model: &mut CausalLm<B>,
+    weight_decay: f64,
+    path: &Path,
+) -> Result<SftOptimizer<B>, OptimizerStateError> {
+    let err = |message: String| OptimizerStateError {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+    let device = model.embed_tokens.weight.device();
+    let mut records: Record<B> = Default::default();
+    for trained in trained_params(model) {
+        // A parameter without state had not been stepped when the state was saved.
+        let Ok(step) = tensors.tensor(&format!("{}.step", trained.name)) else {
+            continue;
+        };
+        let time = match (step.dtype(), step.data()) {
+            (Dtype::I64, data) if data.len() == 8 => {
+                i64::from_le_bytes(data.try_into().expect("8 bytes")).max(0) as usize
+            }
+            _ => return Err(err(format!("tensor {}.step is not one i64", trained.name))),
+        };
+        let record = match trained.rank {
+            1 => read_state::<B, 1>(&tensors, &trained.name, time, &device),
+            _ => read_state::<B, 2>(&tensors, &trained.name, time, &device),
+        }
+        .map_err(err)?;
+        records.insert(trained.id, record);
+    }
+    let optimizer: OptimizerAdaptor<AdamW, CausalLm<B>, B> = adamw(weight_decay);
+    Ok(optimizer.load_record(records))
+}
+
+fn read_state<B: AutodiffBackend, const D: usize>(
+    tensors: &SafeTensors<'_>,
+    name: &str,
+    time: usize,
+    device: &burn::tensor::Device<B::InnerBackend>,
+) -> Result<AdaptorRecord<AdamW, B>, String> {
+    let moment = |suffix: &str| -> Result<Tensor<B::InnerBackend, D>, String> {
+        let key = format!("{name}.{suffix}");
+        let view = tensors
+            .tensor(&key)
+            .map_err(|_| format!("tensor {key} is missing"))?;
+        if view.dtype() != Dtype::F32 || view.shape().len() != D {
+            return Err(format!("tensor {key} is not a {D}-D f32 tensor"));
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(Tensor::from_data(
+            TensorData::new(values, view.shape().to_vec()),
+            device,
+        ))
+    };
+    let state = AdamWState {
+        momentum: AdaptiveMomentumState {
+            time,
+            moment_1: moment("exp_avg")?,
+            moment_2: moment("exp_avg_sq")?,
+            max_moment_2: None,
+        },
+    };
+    Ok(AdaptorRecord::from_state(state))
+}

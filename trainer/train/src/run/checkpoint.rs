@@ -1,0 +1,104 @@
+//! Checkpointing a run: at every checkpoint step, and once more when the run is
+//! asked to stop, so that a resume continues where it stood.
+
+use anneal_crds::events::{EventBody, LogLevel};
+use burn::tensor::backend::AutodiffBackend;
+
+use super::start::Training;
+use super::{Run, RunOutcome};
+use crate::TrainError;
+use crate::checkpoint::{
+    CHECKPOINTS, CheckpointContents, SampleAnswer, checkpoint_name, checkpoint_status,
+    prune_checkpoints, store_checkpoint,
+};
+use crate::objective::{Objective, Scores};
+
+impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
+    /// Stores a checkpoint at the current step with `samples` (the answers to the
+    /// sample prompts, or none), records it in the state, and prunes old ones.
+    pub(super) fn checkpoint(
+        &mut self,
+        training: &mut Training<B>,
+        evaluation: Option<Scores>,
+        samples: Vec<SampleAnswer>,
+    ) -> Result<(), TrainError> {
+        let output = &self.location.output;
+        let state = &mut training.state;
+        let status = checkpoint_status(output, state, evaluation.map(|e| e.loss), &samples);
+        state.checkpoints.push(status.clone());
+        state.best_checkpoint = state
+            .checkpoints
+            .iter()
+            .filter_map(|c| c.valid_loss.map(|loss| (loss, &c.name)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, name)| name.clone());
+        self.store(training, samples, &format!("{CHECKPOINTS}/{}", status.name))?;
+        self.events.emit(EventBody::Checkpoint(status));
+        if let Some(keep) = self.settings.checkpoints.keep {
+            let best = training.state.best_checkpoint.as_deref();
+            for removed in prune_checkpoints(output, keep as usize, best)? {
+                self.events.emit(EventBody::Log {
+                    level: LogLevel::Info,
+                    message: format!("removed {removed} (checkpoints.keep is {keep})"),
+                });
+            }
+        }
+        self.events.sync(output)?;
+        Ok(())
+    }
+
+    /// Writes the model, its optimizer and trainer state and `samples` to `relative`
+    /// (a checkpoint's folder, or `final`) in the run's output.
+    pub(super) fn store(
+        &self,
+        training: &mut Training<B>,
+        samples: Vec<SampleAnswer>,
+        relative: &str,
+    ) -> Result<(), TrainError> {
+        let contents = CheckpointContents {
+            training: self.settings.training,
+            base_model_dir: &self.base_model.dir,
+            settings: self.lora,
+            base_model_name: &self.base_model.name,
+            samples,
+        };
+        store_checkpoint(
+            &mut training.model,
+            &training.optimizer,
+            &training.state,
+            &contents,
+            &self.location.output,
+            relative,
+            &self.location.work_dir,
+        )
+    }
+
+    /// Checkpoints where the run stands (unless that step already has one) and stops.
+    pub(super) fn stop(mut self, mut training: Training<B>) -> Result<RunOutcome, TrainError> {
+        let state = &training.state;
+        let name = checkpoint_name(state.step);
+        let already = state.checkpoints.iter().any(|c| c.name == name);
+        if state.step > 0 && !already {
+            let evaluation = self.evaluate(&training.model);
+            self.checkpoint(&mut training, evaluation, Vec::new())?;
+        }
+        let state = &training.state;
+        self.events.emit(EventBody::Log {
+            level: LogLevel::Warn,
+            message: format!(
+                "stopped at step {}/{}; resume continues from {}",
+                state.step,
+                state.total_steps,
+                state
+                    .checkpoints
+                    .last()
+                    .map_or("the start", |c| c.name.as_str())
+            ),
+        });
+        self.events.sync(&self.location.output)?;
+        Ok(RunOutcome::Stopped {
+            checkpoint: name,
+            step: state.step,
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! What a run is given, grouped by what uses it: which run it is, the base model,
+//! the job's training settings, the dataset, where to write, and when to resume or
+//! stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anneal_crds::ResolvedHyperparameters;
+use anneal_crds::finetunejob::{CheckpointsSpec, FineTuneJob, TrainingMethod, TrainingType};
+
+use anneal_crds::storage::Storage;
+
+/// Everything a run needs, already fetched to this machine.
+pub struct RunInputs {
+    pub job: RunIdentity,
+    pub base_model: BaseModel,
+    pub settings: TrainingSettings,
+    pub data: RunData,
+    pub location: RunLocation,
+    /// Continue from the newest complete checkpoint when there is one.
+    pub resume: bool,
+    /// Set (e.g. on SIGTERM) to checkpoint at the next step boundary and stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Which run this is, as `trainer_state.json`, the model id and the loss chart name it.
+pub struct RunIdentity {
+    /// `metadata.name` of the FineTuneJob.
+    pub job_name: String,
+    pub run_id: String,
+}
+
+/// The model the run starts from.
+pub struct BaseModel {
+    /// `spec.baseModel.name`, written into the adapter config and the model id.
+    pub name: String,
+    /// Its local folder: config, weights and tokenizer.
+    pub dir: PathBuf,
+}
+
+/// What the job asks of training.
+pub struct TrainingSettings {
+    /// `spec.method`: what the run optimises.
+    pub method: TrainingMethod,
+    pub training: TrainingType,
+    pub hyperparameters: ResolvedHyperparameters,
+    pub checkpoints: CheckpointsSpec,
+}
+
+impl TrainingSettings {
+    /// The settings `job` asks for, its preset and defaults filled in.
+    pub fn of_job(job: &FineTuneJob) -> Self {
+        Self {
+            method: job.spec.method,
+            training: job.spec.training,
+            hyperparameters: job.resolved_hyperparameters(),
+            checkpoints: job.spec.checkpoints.clone(),
+        }
+    }
+}
+
+/// The dataset files' contents, each with a name for messages.
+pub struct RunData {
+    pub train: (String, Vec<u8>),
+    pub validation: Option<(String, Vec<u8>)>,
+    /// The share of `train` held out for validation when there is no validation file.
+    pub validation_split: f64,
+}
+
+/// Where the run writes.
+pub struct RunLocation {
+    /// The run's location: `{output}/{namespace}/{job}/{run id}`.
+    pub output: Storage,
+    /// Local scratch space (staging checkpoints, the events file).
+    pub work_dir: PathBuf,
+}

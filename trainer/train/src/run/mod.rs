@@ -1,0 +1,153 @@
+//! The training loop of a run: SFT or DPO, LoRA or full, from step 0 or from the
+//! newest complete checkpoint ([`start`]), one optimizer step after another with
+//! an event for each ([`step`]), an evaluation, sample answers and a checkpoint at
+//! every checkpoint step and on a stop request ([`checkpoint`]), and the final
+//! adapter, loss chart and result at the end ([`finish`]).
+
+mod checkpoint;
+mod finish;
+mod inputs;
+mod start;
+mod step;
+
+use std::sync::atomic::Ordering;
+
+use anneal_crds::finetunejob::{JobResult, TrainingMethod};
+use burn::module::AutodiffModule;
+use burn::tensor::DType;
+use burn::tensor::backend::AutodiffBackend;
+
+pub use inputs::{BaseModel, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings};
+use start::Start;
+use step::Session;
+
+use super::TrainError;
+use super::checkpoint::SampleAnswer;
+use super::data::TrainingData;
+use super::event_log::{EventLog, EventSink};
+use super::objective::{Dpo, Objective, Scores, Sft};
+use super::samples::answer_sample_prompts;
+use super::state::{DataOrder, TrainerState};
+use anneal_model::chat::ModelTokenizer;
+use anneal_model::llm::{CausalLm, load_model};
+use anneal_model::lora::LoraSettings;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    Finished {
+        result: JobResult,
+        state: Box<TrainerState>,
+    },
+    /// Stopped on request after checkpointing; `--resume` continues it.
+    Stopped { checkpoint: String, step: u64 },
+}
+
+/// Trains on backend `B` and reports to `sinks` as it goes.
+pub fn run_training<B: AutodiffBackend>(
+    inputs: RunInputs,
+    sinks: Vec<Box<dyn EventSink>>,
+    device: &B::Device,
+) -> Result<RunOutcome, TrainError> {
+    let (config, base) = load_model::<B>(&inputs.base_model.dir, device, DType::F32)?;
+    let tokenizer = ModelTokenizer::from_model_dir(&inputs.base_model.dir, &config.architecture)?;
+    let settings = &inputs.settings;
+    match settings.method {
+        TrainingMethod::Sft => run_objective(Sft, &inputs, base, &tokenizer, sinks, device),
+        TrainingMethod::Dpo => {
+            // The reference is the untrained model: taken before a resume replaces it.
+            let dpo = Dpo::new(&settings.hyperparameters, settings.training, &base);
+            run_objective(dpo, &inputs, base, &tokenizer, sinks, device)
+        }
+    }
+}
+
+/// The run with `objective`, from the loaded base model.
+fn run_objective<B: AutodiffBackend, O: Objective<B>>(
+    objective: O,
+    inputs: &RunInputs,
+    base: CausalLm<B>,
+    tokenizer: &ModelTokenizer,
+    sinks: Vec<Box<dyn EventSink>>,
+    device: &B::Device,
+) -> Result<RunOutcome, TrainError> {
+    let h = &inputs.settings.hyperparameters;
+    let max_tokens = h.max_tokens as usize;
+    let data = TrainingData::prepare(&inputs.data, h.seed, |bytes| {
+        objective.read(bytes, tokenizer, max_tokens)
+    })?;
+    let order = data.order(h);
+    let total_steps = order.steps_per_epoch * u64::from(h.epochs);
+    let lora = LoraSettings::from(h);
+
+    let start = Start::find(inputs, &order)?;
+    let mut training = start.training(base, inputs, &order, &lora, device)?;
+    let mut run = Run {
+        objective: &objective,
+        data: &data,
+        order: &order,
+        total_steps,
+        job: &inputs.job,
+        base_model: &inputs.base_model,
+        settings: &inputs.settings,
+        location: &inputs.location,
+        tokenizer,
+        lora: &lora,
+        events: start.open_events(&inputs.location, sinks)?,
+        device,
+    };
+    run.announce(&start);
+    if matches!(start, Start::Fresh) {
+        run.report_base_model(&training.model);
+    }
+
+    let mut session = Session::new(h, total_steps, training.state.step);
+    while training.state.step < total_steps {
+        if inputs.stop.load(Ordering::SeqCst) {
+            return run.stop(training);
+        }
+        let checkpoint_due = run.checkpoint_due(training.state.step + 1);
+        let evaluation;
+        (training, evaluation) = run.step(training, &mut session, checkpoint_due);
+        if checkpoint_due {
+            let samples = run.answer_sample_prompts(&training.model);
+            run.checkpoint(&mut training, evaluation, samples)?;
+        }
+    }
+    run.finish(training)
+}
+
+/// What a run's steps, checkpoints and end share once it has started: the
+/// objective and its data, the job's settings, where to write, and the event
+/// stream.
+struct Run<'a, B: AutodiffBackend, O: Objective<B>> {
+    objective: &'a O,
+    data: &'a TrainingData<O::Item>,
+    order: &'a DataOrder,
+    total_steps: u64,
+    job: &'a RunIdentity,
+    base_model: &'a BaseModel,
+    settings: &'a TrainingSettings,
+    location: &'a RunLocation,
+    tokenizer: &'a ModelTokenizer,
+    lora: &'a LoraSettings,
+    events: EventLog,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
+    /// Scores the training model on the validation set; `None` when it is empty.
+    fn evaluate(&self, model: &CausalLm<B>) -> Option<Scores> {
+        self.objective
+            .evaluate(model, &self.data.validation, self.order.micro_batch_size)
+    }
+
+    /// The model's answers to the job's sample prompts.
+    fn answer_sample_prompts(&self, model: &CausalLm<B>) -> Vec<SampleAnswer> {
+        answer_sample_prompts(
+            &model.valid(),
+            self.tokenizer,
+            &self.settings.checkpoints.sample_prompts,
+        )
+    }
+}

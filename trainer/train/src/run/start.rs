@@ -1,0 +1,184 @@
+//! How a run begins: from step 0 with a fresh adapter (or the base weights in
+//! full training) and a fresh optimizer, or from the newest complete checkpoint's
+//! model, optimizer moments, state and events; then the events that open it.
+
+use anneal_crds::events::{EventBody, LogLevel};
+use anneal_crds::finetunejob::{JobPhase, Metrics, TrainingType};
+use burn::tensor::backend::AutodiffBackend;
+
+use super::{Run, RunInputs, RunLocation};
+use crate::TrainError;
+use crate::checkpoint::{ResumePoint, fetch_newest_checkpoint, restore_training};
+use crate::event_log::{EVENTS_FILE, EventLog, EventSink};
+use crate::objective::Objective;
+use crate::optimizer::{SftOptimizer, adamw};
+use crate::state::{DataOrder, RngState, STATE_FORMAT, TrainerState};
+use anneal_model::llm::CausalLm;
+use anneal_model::lora::{LoraSettings, attach};
+
+/// The model being trained, its optimizer, and where the run stands.
+pub(super) struct Training<B: AutodiffBackend> {
+    pub model: CausalLm<B>,
+    pub optimizer: SftOptimizer<B>,
+    pub state: TrainerState,
+}
+
+/// Where a run starts.
+pub(super) enum Start {
+    Fresh,
+    Resume(Box<ResumePoint>),
+}
+
+impl Start {
+    /// The newest complete checkpoint when the run is to resume and has one; an
+    /// error when that checkpoint cannot continue a run with this job and `order`.
+    pub fn find(inputs: &RunInputs, order: &DataOrder) -> Result<Self, TrainError> {
+        if !inputs.resume {
+            return Ok(Start::Fresh);
+        }
+        let Some(point) =
+            fetch_newest_checkpoint(&inputs.location.output, &inputs.location.work_dir)?
+        else {
+            return Ok(Start::Fresh);
+        };
+        let settings = &inputs.settings;
+        if let Some(why) =
+            point
+                .state
+                .incompatibility(settings.method, &settings.hyperparameters, order)
+        {
+            return Err(TrainError::Resume(format!(
+                "cannot resume from {}: {why}",
+                point.name
+            )));
+        }
+        Ok(Start::Resume(Box::new(point)))
+    }
+
+    /// The model, optimizer and state the first step of this session trains on.
+    pub fn training<B: AutodiffBackend>(
+        &self,
+        base: CausalLm<B>,
+        inputs: &RunInputs,
+        order: &DataOrder,
+        lora: &LoraSettings,
+        device: &B::Device,
+    ) -> Result<Training<B>, TrainError> {
+        let settings = &inputs.settings;
+        let h = &settings.hyperparameters;
+        let Start::Resume(point) = self else {
+            let model = match settings.training {
+                TrainingType::Lora => attach(base, lora, device),
+                // Every weight keeps its gradient: loaded parameters require one.
+                TrainingType::Full => base,
+            };
+            return Ok(Training {
+                model,
+                optimizer: adamw(h.weight_decay),
+                state: first_state(inputs, order),
+            });
+        };
+        let (model, optimizer) =
+            restore_training(base, point, settings.training, lora, h.weight_decay, device)?;
+        Ok(Training {
+            model,
+            optimizer,
+            state: point.state.clone(),
+        })
+    }
+
+    /// The event stream, continuing the events the checkpoint's run had stored.
+    pub fn open_events(
+        &self,
+        location: &RunLocation,
+        sinks: Vec<Box<dyn EventSink>>,
+    ) -> Result<EventLog, TrainError> {
+        let previous = match self {
+            Start::Resume(_) => location.output.get(EVENTS_FILE)?,
+            Start::Fresh => None,
+        };
+        EventLog::open(&location.work_dir, previous, sinks)
+            .map_err(|e| TrainError::io(&location.work_dir, e))
+    }
+}
+
+/// The state of a run at step 0.
+fn first_state(inputs: &RunInputs, order: &DataOrder) -> TrainerState {
+    let h = &inputs.settings.hyperparameters;
+    TrainerState {
+        format: STATE_FORMAT,
+        job: inputs.job.job_name.clone(),
+        run_id: inputs.job.run_id.clone(),
+        base_model: inputs.base_model.name.clone(),
+        method: inputs.settings.method,
+        step: 0,
+        total_steps: order.steps_per_epoch * u64::from(h.epochs),
+        epoch: 0.0,
+        hyperparameters: h.clone(),
+        data: order.clone(),
+        rng: RngState::at(h.seed, 0),
+        tokens_seen: 0,
+        train_seconds: 0.0,
+        log_history: Vec::new(),
+        checkpoints: Vec::new(),
+        best_checkpoint: None,
+    }
+}
+
+impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
+    /// The running phase (what the run trains on, or where it resumed) and the
+    /// samples the data left out.
+    pub(super) fn announce(&mut self, start: &Start) {
+        let total_steps = self.total_steps;
+        let message = match start {
+            Start::Resume(point) => format!(
+                "resumed from {} at step {}/{total_steps}",
+                point.name, point.state.step
+            ),
+            Start::Fresh => format!(
+                "training on {} samples ({} held out for validation), {} steps of {} samples",
+                self.data.train.len(),
+                self.data.validation.len(),
+                total_steps,
+                self.settings.hyperparameters.batch_size
+            ),
+        };
+        self.events.emit(EventBody::Phase {
+            phase: JobPhase::Running,
+            message: Some(message),
+            result: None,
+        });
+        let data = self.data;
+        if data.dropped_too_long + data.dropped_untrainable > 0 {
+            self.events.emit(EventBody::Log {
+                level: LogLevel::Warn,
+                message: format!(
+                    "dropped {} samples longer than maxTokens {} and {} with no answer token to train on",
+                    data.dropped_too_long,
+                    self.settings.hyperparameters.max_tokens,
+                    data.dropped_untrainable
+                ),
+            });
+        }
+    }
+
+    /// The untrained model's validation scores and answers: what the checkpoints
+    /// are compared with.
+    pub(super) fn report_base_model(&mut self, model: &CausalLm<B>) {
+        if let Some(eval) = self.evaluate(model) {
+            let mut metrics = Metrics::default();
+            eval.write_valid(&mut metrics);
+            self.events.emit(EventBody::Metrics {
+                step: 0,
+                epoch: 0.0,
+                metrics,
+            });
+        }
+        for sample in self.answer_sample_prompts(model) {
+            self.events.emit(EventBody::Log {
+                level: LogLevel::Info,
+                message: format!("before training: {}", sample.answer),
+            });
+        }
+    }
+}

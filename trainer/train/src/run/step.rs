@@ -1,0 +1,171 @@
+//! One optimizer step of the loop: the step's micro-batches from the epoch's
+//! order, the update at the scheduled learning rate with dropout seeded by the
+//! step, the state and log entry it leaves, and its progress and metrics events.
+
+use std::time::Instant;
+
+use anneal_crds::ResolvedHyperparameters;
+use anneal_crds::events::EventBody;
+use anneal_crds::finetunejob::{Metrics, Progress};
+use burn::tensor::backend::AutodiffBackend;
+
+use super::Run;
+use super::start::Training;
+use crate::batches::epoch_batches;
+use crate::objective::{Objective, Scores};
+use crate::schedule::LearningRateSchedule;
+use crate::state::{DataOrder, LogEntry, RngState, step_seed};
+use crate::tokenized::DataItem;
+
+/// The steps this process takes: their learning rates, the current epoch's
+/// micro-batches, and their pace for the progress estimate.
+pub(super) struct Session {
+    schedule: LearningRateSchedule,
+    seed: u64,
+    /// The epoch and its micro-batches (indices into the training data).
+    batches: Option<(u64, Vec<Vec<usize>>)>,
+    started: Instant,
+    first_step: u64,
+}
+
+impl Session {
+    /// A session whose first step has index `first_step`.
+    pub fn new(h: &ResolvedHyperparameters, total_steps: u64, first_step: u64) -> Self {
+        Self {
+            schedule: LearningRateSchedule::new(h.learning_rate, h.warmup_ratio, total_steps),
+            seed: h.seed,
+            batches: None,
+            started: Instant::now(),
+            first_step,
+        }
+    }
+
+    /// The micro-batches of step `step`: its share of the epoch's order.
+    fn micro_batches<'d, T: DataItem>(
+        &mut self,
+        train: &'d [T],
+        order: &DataOrder,
+        step: u64,
+    ) -> Vec<Vec<&'d T>> {
+        let epoch = step / order.steps_per_epoch;
+        if self.batches.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let micro = epoch_batches(train, order.micro_batch_size, self.seed, epoch);
+            self.batches = Some((epoch, micro));
+        }
+        let micro = &self.batches.as_ref().expect("set above").1;
+        let first = (step % order.steps_per_epoch) as usize * order.gradient_accumulation;
+        let last = (first + order.gradient_accumulation).min(micro.len());
+        micro[first..last]
+            .iter()
+            .map(|indices| indices.iter().map(|&i| &train[i]).collect())
+            .collect()
+    }
+
+    /// Where the run stands after the step `entry` logs, with the time left at
+    /// this session's pace.
+    fn progress(&self, entry: &LogEntry, total_steps: u64) -> Progress {
+        let done_this_session = (entry.step - self.first_step) as f64;
+        let per_step = self.started.elapsed().as_secs_f64() / done_this_session;
+        Progress {
+            epoch: entry.epoch,
+            step: entry.step,
+            total_steps,
+            percent: (entry.step * 100 / total_steps.max(1)) as u32,
+            eta_seconds: Some((per_step * (total_steps - entry.step) as f64).round() as u64),
+        }
+    }
+}
+
+impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
+    /// Whether the run checkpoints after step `step` (counted from 1): at the end,
+    /// and every epoch or every N steps as the job asks.
+    pub(super) fn checkpoint_due(&self, step: u64) -> bool {
+        let checkpoints = &self.settings.checkpoints;
+        step == self.total_steps
+            || (checkpoints.every_epoch && step.is_multiple_of(self.order.steps_per_epoch))
+            || checkpoints
+                .every_steps
+                .is_some_and(|n| n > 0 && step.is_multiple_of(u64::from(n)))
+    }
+
+    /// Takes the next optimizer step and emits its progress and metrics; when a
+    /// checkpoint follows (`checkpoint_due`), evaluates first and returns the scores.
+    pub(super) fn step(
+        &mut self,
+        mut training: Training<B>,
+        session: &mut Session,
+        checkpoint_due: bool,
+    ) -> (Training<B>, Option<Scores>) {
+        let step = training.state.step;
+        let items = session.micro_batches(&self.data.train, self.order, step);
+        let tokens: usize = items.iter().flatten().map(|s| s.tokens()).sum();
+
+        // Dropout draws depend only on (seed, step): a resumed run repeats them.
+        B::seed(self.device, step_seed(session.seed, step));
+        let learning_rate = session.schedule.at(step);
+        let started = Instant::now();
+        let (model, report) = self.objective.step(
+            training.model,
+            &mut training.optimizer,
+            &items,
+            learning_rate,
+            self.device,
+        );
+        training.model = model;
+        let seconds = started.elapsed().as_secs_f64();
+        let state = &mut training.state;
+        state.step += 1;
+        state.epoch = state.step as f64 / self.order.steps_per_epoch as f64;
+        state.rng = RngState::at(session.seed, state.step);
+        state.tokens_seen += tokens as u64;
+        state.train_seconds += seconds;
+
+        let evaluation = if checkpoint_due {
+            self.evaluate(&training.model)
+        } else {
+            None
+        };
+        let entry = LogEntry {
+            step: state.step,
+            epoch: state.epoch,
+            train_loss: report.scores.loss,
+            train_token_accuracy: report.scores.token_accuracy,
+            train_rewards: report.scores.preferences,
+            learning_rate,
+            grad_norm: report.grad_norm,
+            tokens_per_second: tokens as f64 / seconds.max(1e-9),
+            valid_loss: evaluation.map(|e| e.loss),
+            valid_token_accuracy: evaluation.and_then(|e| e.token_accuracy),
+            valid_rewards: evaluation.and_then(|e| e.preferences),
+        };
+        self.log_step(session, &entry, &report.scores, evaluation);
+        state.log_history.push(entry);
+        (training, evaluation)
+    }
+
+    /// The progress and metrics events of the step `entry` logs.
+    fn log_step(
+        &mut self,
+        session: &Session,
+        entry: &LogEntry,
+        scores: &Scores,
+        evaluation: Option<Scores>,
+    ) {
+        let progress = session.progress(entry, self.total_steps);
+        self.events.emit(EventBody::Progress(progress));
+        let mut metrics = Metrics {
+            tokens_per_second: Some(entry.tokens_per_second),
+            learning_rate: Some(entry.learning_rate),
+            ..Metrics::default()
+        };
+        scores.write_train(&mut metrics);
+        if let Some(eval) = &evaluation {
+            eval.write_valid(&mut metrics);
+        }
+        self.events.emit(EventBody::Metrics {
+            step: entry.step,
+            epoch: entry.epoch,
+            metrics,
+        });
+    }
+}

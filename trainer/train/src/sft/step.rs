@@ -1,0 +1,62 @@
+//! One optimizer step of SFT: forward and backward over the step's micro-batches
+//! (gradient accumulation), the gradient clipped by its global norm, then AdamW
+//! ([`crate::optimizer`]) on whatever has gradients.
+
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::loss::masked_nll;
+use crate::grad_clip::clip_global_norm;
+use crate::optimizer::SftOptimizer;
+use crate::tensor_batch::Batch;
+use anneal_model::llm::CausalLm;
+
+/// What one step saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean loss per trained token.
+    pub loss: f64,
+    /// Share of trained tokens predicted right.
+    pub accuracy: f64,
+    pub trained_tokens: usize,
+    /// Positions the forward pass computed, padding included.
+    pub positions: usize,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Runs one step over `micro_batches` and returns the updated model.
+pub fn sft_step<B: AutodiffBackend>(
+    mut model: CausalLm<B>,
+    optimizer: &mut SftOptimizer<B>,
+    micro_batches: &[Batch<B>],
+    learning_rate: f64,
+    max_grad_norm: f64,
+) -> (CausalLm<B>, StepStats) {
+    let total_tokens: usize = micro_batches.iter().map(|b| b.trained_tokens).sum();
+    let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
+    let (mut nll_sum, mut correct_sum) = (0.0, 0.0);
+    for batch in micro_batches {
+        let logits = model.forward(batch.inputs.clone());
+        let (nll, correct) = masked_nll(logits, batch);
+        nll_sum += f64::from(nll.clone().into_scalar().elem::<f32>());
+        correct_sum += f64::from(correct.into_scalar().elem::<f32>());
+        // Each micro-batch's share of the step's mean, so the accumulated gradient is
+        // the gradient of the mean over every trained token of the step.
+        let loss = nll / total_tokens.max(1) as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        accumulator.accumulate(&model, grads);
+    }
+    let mut grads = accumulator.grads();
+    let grad_norm = clip_global_norm::<B>(&model, &mut grads, max_grad_norm);
+    model = optimizer.step(learning_rate, model, grads);
+    let stats = StepStats {
+        loss: nll_sum / total_tokens.max(1) as f64,
+        accuracy: correct_sum / total_tokens.max(1) as f64,
+        trained_tokens: total_tokens,
+        positions: micro_batches.iter().map(|b| b.positions).sum(),
+        grad_norm,
+    };
+    (model, stats)
+}
