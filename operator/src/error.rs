@@ -10,7 +10,19 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object storage: {0}")]
-    Storage(String),
+    Storage(#[from] anneal_crds::storage::StorageError),
+    /// The storage settings of a job whose pod ran with them are gone.
+    #[error("{0}")]
+    Credentials(String),
+    #[error("{uri}: not a file URI")]
+    NotAFileUri { uri: String },
+    /// Reading a dataset's first bytes back from memory failed (it cannot, short of a bug).
+    #[error("{source_name}: {error}")]
+    DatasetRead {
+        source_name: String,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("reading {what} took longer than {limit:?}")]
     Timeout { what: String, limit: Duration },
     #[error("{0}")]
@@ -18,7 +30,7 @@ pub enum Error {
     #[error("{0}")]
     ServingPlan(#[from] crate::modeldeployment::serving_deployment::ServingPlanError),
     #[error("events.jsonl: {0}")]
-    EventsFile(String),
+    EventsFile(#[from] crate::report::EventsFileError),
 }
 
 impl Error {
@@ -27,7 +39,8 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
-            Error::Storage(_) => "storage",
+            Error::Storage(_) | Error::Credentials(_) | Error::NotAFileUri { .. } => "storage",
+            Error::DatasetRead { .. } => "dataset",
             Error::Timeout { .. } => "timeout",
             Error::Plan(_) | Error::ServingPlan(_) => "plan",
             Error::EventsFile(_) => "events_file",

@@ -1,6 +1,6 @@
 """Drives `trainer serve` with the official `openai` Python client, as a user would.
 
-Run by trainer/tests/serve_api.rs: `python serve_openai_client.py BASE_URL MODEL ADAPTER`.
+Run by trainer/tests/integration/serve_api.rs: `python serve_openai_client.py BASE_URL MODEL ADAPTER`.
 Prints one JSON object with what the client saw; the Rust test compares it with the
 trainer library's own generation. Raises (non-zero exit) when the client itself fails.
 """

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::local_files::{self, LocalFile, PartialFile, local_error};
 use super::location::{self, Backend};
-use super::{Storage, StorageError};
+use super::{AsyncStorage, StorageError};
 
 /// The marker a finished upload writes last in its folder.
 pub const COMPLETE: &str = "COMPLETE";
@@ -37,7 +37,7 @@ struct MarkedFile {
     size: u64,
 }
 
-impl Storage {
+impl AsyncStorage {
     /// Uploads every file under the local folder `local` (recursively) to `relative/`,
     /// then writes `relative/COMPLETE` last (a JSON list of file names and sizes), so a
     /// reader that finds the marker knows the folder is whole.
@@ -46,7 +46,7 @@ impl Storage {
     /// first, files it listed that the new upload lacks are removed before the new
     /// marker is written (objects no marker listed are left alone), and a local
     /// `COMPLETE` file (from a download) is not uploaded.
-    pub fn upload_dir_complete(
+    pub async fn upload_dir_complete(
         &self,
         local: &std::path::Path,
         relative: &str,
@@ -63,10 +63,10 @@ impl Storage {
             .collect::<Result<Vec<_>, _>>()?;
 
         let marker = folder.clone().join(COMPLETE);
-        let previous = self.read_marker(&marker)?;
-        self.delete_if_present(&marker)?;
+        let previous = self.read_marker(&marker).await?;
+        self.delete_if_present(&marker).await?;
         for (file, target) in files.iter().zip(&targets) {
-            self.upload_file(file, target)?;
+            self.upload_file(file, target).await?;
         }
         if let Some(previous) = previous {
             let uploaded: HashSet<&str> = files.iter().map(|file| file.name.as_str()).collect();
@@ -76,31 +76,33 @@ impl Storage {
                 .filter(|file| !uploaded.contains(file.name.as_str()))
                 .map(|file| self.marked_path(&folder, &marker, &file.name))
                 .collect::<Result<Vec<_>, _>>()?;
-            self.delete_paths(&folder, stale)?;
+            self.delete_paths(&folder, stale).await?;
         }
-        self.put_path(&marker, marker_json(&files))
+        self.put_path(&marker, marker_json(&files)).await
     }
 
     /// Whether `relative/COMPLETE` exists and every file it lists exists with its size.
-    pub fn is_complete(&self, relative: &str) -> Result<bool, StorageError> {
+    pub async fn is_complete(&self, relative: &str) -> Result<bool, StorageError> {
         Ok(self
-            .unmatched_marked_files(relative)?
+            .unmatched_marked_files(relative)
+            .await?
             .is_some_and(|unmatched| unmatched.is_empty()))
     }
 
     /// The files `relative/COMPLETE` lists that are missing or of another size (empty
     /// when the folder is whole); `None` when there is no marker. Readers that refuse
     /// a half-uploaded folder name these files in their message.
-    pub fn unmatched_marked_files(
+    pub async fn unmatched_marked_files(
         &self,
         relative: &str,
     ) -> Result<Option<Vec<String>>, StorageError> {
         let folder = self.path(relative)?;
-        let Some(marker) = self.read_marker(&folder.clone().join(COMPLETE))? else {
+        let Some(marker) = self.read_marker(&folder.clone().join(COMPLETE)).await? else {
             return Ok(None);
         };
         let sizes: HashMap<String, u64> = self
-            .list_objects(&folder)?
+            .list_objects(&folder)
+            .await?
             .into_iter()
             .filter_map(|object| {
                 Some((
@@ -122,13 +124,13 @@ impl Storage {
     /// Downloads every object under `relative/` (the `COMPLETE` marker too) into the
     /// local folder `local`, creating it. Each file appears whole or not at all.
     /// Finding no object at all is an error: it is almost always a wrong URI.
-    pub fn download_dir(
+    pub async fn download_dir(
         &self,
         relative: &str,
         local: &std::path::Path,
     ) -> Result<(), StorageError> {
         let folder = self.path(relative)?;
-        let objects = self.list_objects(&folder)?;
+        let objects = self.list_objects(&folder).await?;
         if objects.is_empty() {
             let uri = self.backend.uri_of(&folder);
             return Err(StorageError::EmptyFolder { uri });
@@ -141,27 +143,28 @@ impl Storage {
             let target = name
                 .split('/')
                 .fold(local.to_path_buf(), |path, part| path.join(part));
-            self.runtime
-                .block_on(self.download_object(&object.location, &target))?;
+            self.download_object(&object.location, &target).await?;
         }
         Ok(())
     }
 
     /// Removes everything under `relative/`, the `COMPLETE` marker first so that a
     /// half-deleted folder is never taken as complete.
-    pub fn delete_dir(&self, relative: &str) -> Result<(), StorageError> {
+    pub async fn delete_dir(&self, relative: &str) -> Result<(), StorageError> {
         let folder = self.path(relative)?;
-        self.delete_if_present(&folder.clone().join(COMPLETE))?;
-        let objects = self.list_objects(&folder)?;
+        self.delete_if_present(&folder.clone().join(COMPLETE))
+            .await?;
+        let objects = self.list_objects(&folder).await?;
         self.delete_paths(
             &folder,
             objects.into_iter().map(|object| object.location).collect(),
         )
+        .await
     }
 
     /// The marker at `path`, `None` when there is none.
-    fn read_marker(&self, path: &Path) -> Result<Option<CompleteMarker>, StorageError> {
-        let Some(bytes) = self.get_path(path)? else {
+    async fn read_marker(&self, path: &Path) -> Result<Option<CompleteMarker>, StorageError> {
+        let Some(bytes) = self.get_path(path).await? else {
             return Ok(None);
         };
         let marker = serde_json::from_slice(&bytes).map_err(|source| StorageError::Marker {
@@ -180,13 +183,13 @@ impl Storage {
         })
     }
 
-    fn upload_file(&self, file: &LocalFile, target: &Path) -> Result<(), StorageError> {
+    async fn upload_file(&self, file: &LocalFile, target: &Path) -> Result<(), StorageError> {
         if file.size <= SINGLE_PUT_LIMIT {
             let bytes =
                 std::fs::read(&file.path).map_err(local_error("cannot read", &file.path))?;
-            return self.put_path(target, bytes);
+            return self.put_path(target, bytes).await;
         }
-        self.runtime.block_on(self.upload_in_parts(file, target))
+        self.upload_in_parts(file, target).await
     }
 
     /// A large file, streamed up in parts: it is never all in memory.
@@ -223,8 +226,9 @@ impl Storage {
                 .wait_for_capacity(PARTS_IN_FLIGHT)
                 .await
                 .map_err(self.store_error("cannot upload", target))?;
-            // A blocking read is fine here: this runtime serves only this call, and the
-            // part uploads progress while we wait for capacity above.
+            // A blocking read of at most READ_CHUNK: folders are uploaded by the trainer,
+            // through `Storage` and its own runtime; the part uploads progress while we
+            // wait for capacity above.
             let read = reader
                 .read(&mut chunk)
                 .map_err(local_error("cannot read", &file.path))?;
@@ -253,8 +257,8 @@ impl Storage {
         file.finish()
     }
 
-    fn delete_if_present(&self, path: &Path) -> Result<(), StorageError> {
-        match self.runtime.block_on(self.store.delete(path)) {
+    async fn delete_if_present(&self, path: &Path) -> Result<(), StorageError> {
+        match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(self.store_error("cannot delete", path)(error)),
         }
@@ -262,7 +266,7 @@ impl Storage {
 
     /// Deletes `doomed` (objects under `folder`), and on disk the folders this empties:
     /// object stores have no folders, and listings must agree.
-    fn delete_paths(&self, folder: &Path, doomed: Vec<Path>) -> Result<(), StorageError> {
+    async fn delete_paths(&self, folder: &Path, doomed: Vec<Path>) -> Result<(), StorageError> {
         if doomed.is_empty() {
             return Ok(());
         }
@@ -275,8 +279,8 @@ impl Storage {
                 std::future::ready(!matches!(result, Err(object_store::Error::NotFound { .. })))
             })
             .try_collect::<Vec<Path>>();
-        self.runtime
-            .block_on(deletions)
+        deletions
+            .await
             .map_err(self.store_error("cannot delete under", folder))?;
         if self.backend == Backend::LocalFiles {
             local_files::remove_empty_folders(&std::path::PathBuf::from(format!("/{folder}")))?;

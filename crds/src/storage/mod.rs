@@ -2,16 +2,18 @@
 //! it writes checkpoints, `events.jsonl` and the final adapter (docs/design.md, "Trainer pod"
 //! and "Storage layout").
 //!
-//! A [`Storage`] is one location, `file:///abs/dir` or `s3://bucket/prefix`, on top of
-//! the `object_store` crate. The trainer is synchronous, so each location owns a small
-//! current-thread tokio runtime (shared with its children) and every call blocks on it;
-//! calling it from inside another tokio runtime panics.
+//! An [`AsyncStorage`] is one location, `file:///abs/dir` or `s3://bucket/prefix`, on top
+//! of the `object_store` crate, with async methods: the operator awaits them on its own
+//! runtime. The trainer is synchronous, so it uses [`Storage`], the same location with
+//! a small current-thread tokio runtime (shared with its children) that every call
+//! blocks on; calling it from inside another tokio runtime panics.
 //!
 //! Object stores have no atomic multi-object write, so a folder is written with a
 //! `COMPLETE` marker last ([`Storage::upload_dir_complete`]), and readers (a restarted
 //! pod resuming, the operator, a serving pod) trust a checkpoint folder only when
 //! [`Storage::is_complete`] says so.
 
+mod blocking;
 mod error;
 mod folders;
 mod local_files;
@@ -27,24 +29,24 @@ use futures_util::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use tokio::runtime::Runtime;
 
+pub use blocking::Storage;
 pub use error::StorageError;
 pub use folders::COMPLETE;
 use location::{Backend, ParsedUri};
 pub use tls::install_crypto_provider;
 
-/// One storage location: a store, and a folder ("prefix") inside it.
+/// One storage location: a store, and a folder ("prefix") inside it. Cloning is cheap
+/// (the store is shared).
 #[derive(Clone, Debug)]
-pub struct Storage {
+pub struct AsyncStorage {
     store: Arc<dyn ObjectStore>,
-    runtime: Arc<Runtime>,
     backend: Backend,
     prefix: Path,
     uri: String,
 }
 
-impl Storage {
+impl AsyncStorage {
     /// Opens `file:///abs/dir` or `s3://bucket/prefix`, taking S3 settings from the
     /// environment as an in-cluster Secret gives them: `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` / `AWS_DEFAULT_REGION`,
@@ -55,17 +57,17 @@ impl Storage {
     /// and `http://` endpoints are allowed; without one (AWS itself), by host name.
     /// `ANNEAL_S3_VIRTUAL_HOSTED=true|false` overrides either default. `gs://` and
     /// `az://` are not supported yet; file:// locations must be absolute.
-    pub fn open(uri: &str) -> Result<Storage, StorageError> {
-        Storage::open_with(uri, s3::settings_from_env())
+    pub fn open(uri: &str) -> Result<AsyncStorage, StorageError> {
+        AsyncStorage::open_with(uri, s3::settings_from_env())
     }
 
-    /// [`Storage::open`] with the settings given rather than read from the environment
+    /// [`AsyncStorage::open`] with the settings given rather than read from the environment
     /// (same names as the environment variables), so that callers and tests that talk
     /// to several stores do not race on the process environment.
     pub fn open_with<K, V>(
         uri: &str,
         settings: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<Storage, StorageError>
+    ) -> Result<AsyncStorage, StorageError>
     where
         K: Into<String>,
         V: Into<String>,
@@ -76,13 +78,8 @@ impl Storage {
             .collect();
         let ParsedUri { backend, prefix } = location::parse_uri(uri)?;
         let store = open_store(uri, &backend, &settings)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| StorageError::Runtime { source })?;
-        Ok(Storage {
+        Ok(AsyncStorage {
             store,
-            runtime: Arc::new(runtime),
             uri: backend.uri_of(&prefix),
             backend,
             prefix,
@@ -94,18 +91,17 @@ impl Storage {
         &self.uri
     }
 
-    /// The location `relative` below this one (`checkpoints/ckpt-3`), sharing its store
-    /// and runtime.
+    /// The location `relative` below this one (`checkpoints/ckpt-3`), sharing its store.
     ///
     /// # Panics
     /// When `relative` has a `.` or `..` segment or a control character: child names
-    /// are made by the trainer; paths that come from users go through [`Storage::open`]
+    /// are made by the trainer; paths that come from users go through [`AsyncStorage::open`]
     /// or the methods that return errors.
-    pub fn child(&self, relative: &str) -> Storage {
+    pub fn child(&self, relative: &str) -> AsyncStorage {
         let prefix = self
             .path(relative)
             .unwrap_or_else(|error| panic!("{error}"));
-        Storage {
+        AsyncStorage {
             uri: self.backend.uri_of(&prefix),
             prefix,
             ..self.clone()
@@ -113,22 +109,22 @@ impl Storage {
     }
 
     /// Writes one object (atomically: readers see the old content or the new, whole).
-    pub fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+    pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         let path = self.path(relative)?;
-        self.put_path(&path, bytes)
+        self.put_path(&path, bytes).await
     }
 
     /// Reads one object; `None` when there is none. On S3 a missing bucket reads as
     /// `None` too (S3 answers 404 for both); listings and writes name it as an error.
-    pub fn get(&self, relative: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    pub async fn get(&self, relative: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let path = self.path(relative)?;
-        self.get_path(&path)
+        self.get_path(&path).await
     }
 
     /// Reads at most the first `max_bytes` of one object, and its whole size; `None`
     /// when there is none. The operator checks datasets with it without reading a
     /// many-gigabyte file into memory.
-    pub fn get_head(
+    pub async fn get_head(
         &self,
         relative: &str,
         max_bytes: u64,
@@ -147,18 +143,17 @@ impl Storage {
             let bytes = self.store.get_range(&path, 0..end).await?;
             Ok(Some((Vec::from(bytes), size)))
         };
-        self.runtime
-            .block_on(read)
-            .map_err(self.store_error("cannot read", &path))
+        read.await.map_err(self.store_error("cannot read", &path))
     }
 
     /// Names directly under `relative` (one level, like `ls`): files and "folders",
     /// sorted. Empty when there is nothing there.
-    pub fn list_children(&self, relative: &str) -> Result<Vec<String>, StorageError> {
+    pub async fn list_children(&self, relative: &str) -> Result<Vec<String>, StorageError> {
         let folder = self.path(relative)?;
         let listing = self
-            .runtime
-            .block_on(self.store.list_with_delimiter(Some(&folder)))
+            .store
+            .list_with_delimiter(Some(&folder))
+            .await
             .map_err(self.store_error("cannot list", &folder))?;
         let files = listing.objects.iter().map(|object| &object.location);
         let mut names: Vec<String> = listing
@@ -181,14 +176,15 @@ impl Storage {
         })
     }
 
-    fn put_path(&self, path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
-        self.runtime
-            .block_on(self.store.put(path, bytes.into()))
+    async fn put_path(&self, path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.store
+            .put(path, bytes.into())
+            .await
             .map(drop)
             .map_err(self.store_error("cannot write", path))
     }
 
-    fn get_path(&self, path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+    async fn get_path(&self, path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
         let read = async {
             match self.store.get(path).await {
                 Ok(result) => result.bytes().await.map(|bytes| Some(Vec::from(bytes))),
@@ -196,15 +192,15 @@ impl Storage {
                 Err(error) => Err(error),
             }
         };
-        self.runtime
-            .block_on(read)
-            .map_err(self.store_error("cannot read", path))
+        read.await.map_err(self.store_error("cannot read", path))
     }
 
     /// Every object under `folder`, at any depth.
-    fn list_objects(&self, folder: &Path) -> Result<Vec<ObjectMeta>, StorageError> {
-        self.runtime
-            .block_on(self.store.list(Some(folder)).try_collect())
+    async fn list_objects(&self, folder: &Path) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.store
+            .list(Some(folder))
+            .try_collect()
+            .await
             .map_err(self.store_error("cannot list", folder))
     }
 

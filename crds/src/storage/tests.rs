@@ -1,12 +1,12 @@
 //! The storage API on `file://` locations; the same round trip against a real
-//! S3-compatible server is in tests/storage_s3.rs.
+//! S3-compatible server is in trainer/tests/integration/storage_s3.rs.
 
 use std::fs;
 use std::path::Path;
 
 use tempfile::TempDir;
 
-use super::{COMPLETE, Storage, StorageError};
+use super::{AsyncStorage, COMPLETE, Storage, StorageError};
 
 /// A location under a fresh temporary folder, not created yet.
 fn temp_storage() -> (TempDir, Storage) {
@@ -342,4 +342,39 @@ fn get_head_reads_a_bounded_prefix_and_the_whole_size() {
         Some((Vec::new(), 0))
     );
     assert_eq!(storage.get_head("missing.jsonl", 4).unwrap(), None);
+}
+
+#[test]
+fn the_async_core_reads_what_the_blocking_facade_wrote_on_another_runtime() {
+    // The operator awaits AsyncStorage on its own runtime while a trainer writes
+    // through Storage: both must see the same objects and the same COMPLETE check.
+    let (dir, storage) = temp_storage();
+    storage
+        .put("events.jsonl", b"{\"step\":1}\n".to_vec())
+        .unwrap();
+    let folder = checkpoint_folder(dir.path());
+    storage
+        .upload_dir_complete(&folder, "checkpoints/ckpt-1")
+        .unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let uri = storage.uri().to_owned();
+    let (events, head, complete, children, missing) = runtime.block_on(async move {
+        let remote = AsyncStorage::open(&uri).unwrap();
+        (
+            remote.get("events.jsonl").await.unwrap(),
+            remote.get_head("events.jsonl", 3).await.unwrap(),
+            remote.is_complete("checkpoints/ckpt-1").await.unwrap(),
+            remote.list_children("checkpoints").await.unwrap(),
+            remote.get("nothing-here").await.unwrap(),
+        )
+    });
+    assert_eq!(events.as_deref(), Some(&b"{\"step\":1}\n"[..]));
+    assert_eq!(head, Some((b"{\"s".to_vec(), 11)));
+    assert!(complete);
+    assert_eq!(children, vec!["ckpt-1".to_owned()]);
+    assert_eq!(missing, None);
 }

@@ -412,21 +412,15 @@ async fn recover_result(job: &FineTuneJob, context: &Context) -> Result<()> {
         &context.config,
     )
     .await?;
-    let text = tokio::task::spawn_blocking(move || {
-        let storage =
-            anneal_crds::storage::Storage::open_with(&run, settings).map_err(|e| e.to_string())?;
-        storage.get("events.jsonl").map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| Error::Storage(e.to_string()))?
-    .map_err(Error::Storage)?;
+    let text = anneal_crds::storage::AsyncStorage::open_with(&run, settings)?
+        .get("events.jsonl")
+        .await?;
     let Some(text) = text else {
         warn!("the trainer succeeded but its events.jsonl is missing");
         return Ok(());
     };
     let mut recovered = known;
-    fold_events_jsonl(&mut recovered, &String::from_utf8_lossy(&text))
-        .map_err(|e| Error::EventsFile(e.to_string()))?;
+    fold_events_jsonl(&mut recovered, &String::from_utf8_lossy(&text))?;
     let api: Api<FineTuneJob> = Api::namespaced(context.client.clone(), &namespace);
     let mut patch = recovered.to_status_patch();
     patch["metadata"] = serde_json::json!({"uid": job.uid()});

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::dataset::{DatasetKind, DatasetLimits, validate_dataset};
-use anneal_crds::storage::Storage;
+use anneal_crds::storage::AsyncStorage;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
 
@@ -117,8 +117,12 @@ pub fn judge_bytes(source: &str, bytes: &[u8], size: u64, kind: DatasetKind) -> 
     } else {
         bytes
     };
-    let report = validate_dataset(checked, kind, &DatasetLimits::default())
-        .map_err(|e| Error::Storage(format!("{source}: {e}")))?;
+    let report = validate_dataset(checked, kind, &DatasetLimits::default()).map_err(|error| {
+        Error::DatasetRead {
+            source_name: source.to_owned(),
+            error,
+        }
+    })?;
     let mut verdict = judge_dataset(source, &report);
     if truncated && verdict.passed() {
         verdict.message.push_str(&format!(
@@ -140,7 +144,7 @@ pub async fn job_storage_settings(
     let namespace = job.metadata.namespace.clone().unwrap_or_default();
     storage_settings(client, &namespace, job, config)
         .await?
-        .map_err(Error::Storage)
+        .map_err(Error::Credentials)
 }
 
 /// Storage settings from the job's credentials Secret (the same Secret its pod gets
@@ -170,22 +174,16 @@ async fn storage_settings(
     Ok(Ok(settings.into_iter().collect()))
 }
 
-/// The first [`DATASET_CHECK_BYTES_MAX`] bytes of an object and its size. The storage
-/// layer blocks, so it runs on a blocking thread, bounded by [`DATASET_CHECK_TIMEOUT`].
+/// The first [`DATASET_CHECK_BYTES_MAX`] bytes of an object and its size, bounded by
+/// [`DATASET_CHECK_TIMEOUT`].
 async fn read_head(uri: &str, settings: Vec<(String, String)>) -> Result<Option<(Vec<u8>, u64)>> {
-    let (folder, name) = uri
-        .rsplit_once('/')
-        .ok_or_else(|| Error::Storage(format!("{uri}: not a file URI")))?;
-    let (folder, name) = (folder.to_owned(), name.to_owned());
-    let read = tokio::task::spawn_blocking(move || {
-        let storage = Storage::open_with(&folder, settings).map_err(|e| e.to_string())?;
-        storage
-            .get_head(&name, DATASET_CHECK_BYTES_MAX)
-            .map_err(|e| e.to_string())
-    });
+    let (folder, name) = uri.rsplit_once('/').ok_or_else(|| Error::NotAFileUri {
+        uri: uri.to_owned(),
+    })?;
+    let storage = AsyncStorage::open_with(folder, settings)?;
+    let read = storage.get_head(name, DATASET_CHECK_BYTES_MAX);
     match tokio::time::timeout(DATASET_CHECK_TIMEOUT, read).await {
-        Ok(Ok(result)) => result.map_err(Error::Storage),
-        Ok(Err(join)) => Err(Error::Storage(format!("reading {uri}: {join}"))),
+        Ok(result) => Ok(result?),
         Err(_) => Err(Error::Timeout {
             what: uri.to_owned(),
             limit: DATASET_CHECK_TIMEOUT,

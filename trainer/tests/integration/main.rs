@@ -6,6 +6,7 @@
 mod support;
 
 mod chat_reference;
+mod doc_commands;
 mod dpo_run;
 mod dpo_step;
 mod generate_cli;

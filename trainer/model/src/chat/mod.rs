@@ -6,8 +6,8 @@
 //!
 //! We do not run the Jinja template: each format is rendered in code, piece by piece (special
 //! tokens by id, each text piece encoded alone), so the mask is exact. For ordinary conversations
-//! the ids equal transformers' `apply_chat_template` (tests/chat_reference.rs checks this against
-//! transformers 5.23), with three deliberate differences:
+//! the ids equal transformers' `apply_chat_template` (checked against transformers 5.23 by
+//! trainer/tests/integration/chat_reference.rs), with three deliberate differences:
 //! - Llama 3 gets exactly one `<|begin_of_text|>`: the tokenizer's post-processor never runs on a
 //!   chat, so there is never the double BOS that tokenizing rendered template text with special
 //!   tokens gives (`tokenizer(apply_chat_template(.., tokenize=False))`, and `apply_chat_template`
