@@ -23,7 +23,7 @@ mod state;
 #[cfg(test)]
 mod fake_cluster;
 #[cfg(test)]
-mod server_tests;
+mod tests;
 
 use std::future::Future;
 
