@@ -152,13 +152,18 @@ impl<B: Backend> CausalLm<B> {
         (logits.reshape([rows, vocab]), out)
     }
 
+    /// The language-model head as `[hidden, vocab]`: its own weight, or the embeddings'
+    /// transpose when tied (a view: no copy, and its gradient goes to the embeddings).
+    pub fn head(&self) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(head) => head.val(),
+            None => self.embed_tokens.weight.val().transpose(),
+        }
+    }
+
     /// Logits `[batch, seq, vocab]` from hidden states.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let head = match &self.lm_head {
-            Some(head) => head.val(),
-            None => self.embed_tokens.weight.val().transpose(), // [hidden, vocab]
-        };
-        hidden.matmul(head.unsqueeze())
+        hidden.matmul(self.head().unsqueeze())
     }
 
     /// Logits for every position of `ids` (no cache): `[batch, seq, vocab]`.

@@ -6,6 +6,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod chunked_loss;
 pub mod data;
 pub mod event_log;
 pub mod event_report;
