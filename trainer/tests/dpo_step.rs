@@ -15,6 +15,7 @@ use anneal_trainer::dpo::reference::Reference;
 use anneal_trainer::dpo::step::{DpoStepStats, dpo_step};
 use anneal_trainer::lora::{LoraSettings, attach, projections_mut};
 use anneal_trainer::model::{CausalLm, load_model};
+use anneal_trainer::train::chunked_loss::batch_scores;
 use anneal_trainer::train::optimizer::adamw;
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
@@ -130,10 +131,13 @@ fn full_training_keeps_the_initial_model_as_reference() {
         &device,
     );
     let scores = |m: &CausalLm<_>| {
-        sequence_log_probs(m.forward(batch.sequences.inputs.clone()), &batch.sequences)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap()
+        sequence_log_probs(
+            batch_scores(m, &batch.sequences).log_probs,
+            &batch.sequences,
+        )
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap()
     };
     let initial = scores(&model.valid());
     let (model, stats) = train(model, &reference, &pairs, 2, 1e-3);

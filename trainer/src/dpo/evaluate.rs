@@ -6,6 +6,7 @@ use burn::prelude::*;
 use super::data::PreferencePair;
 use super::loss::{DpoConfig, PairBatch, PreferenceScores, PreferenceTally, sequence_log_probs};
 use crate::model::CausalLm;
+use crate::train::chunked_loss::batch_scores;
 
 /// Scores `policy` against `reference` (both inference models) on `pairs`,
 /// `batch_size` pairs a forward pass.
@@ -26,7 +27,7 @@ pub fn evaluate_pairs<B: Backend>(
         let batch = PairBatch::<B>::new(&chunk, &device);
         let score = |model: &CausalLm<B>| {
             sequence_log_probs(
-                model.forward(batch.sequences.inputs.clone()),
+                batch_scores(model, &batch.sequences).log_probs,
                 &batch.sequences,
             ) // [2n]
         };
