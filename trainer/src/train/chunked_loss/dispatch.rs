@@ -52,6 +52,7 @@ fn tracked_on<B: Backend, I: Backend>(
     Scored {
         log_probs: cast(scored.log_probs),
         hits: cast(scored.hits),
+        normalizer: cast(scored.normalizer),
     }
 }
 

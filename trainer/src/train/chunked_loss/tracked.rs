@@ -12,7 +12,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 
-use super::chunks::{self, Scored};
+use super::chunks::{self, Normalizer, Scored};
 
 /// The op, with the chunk size its backward recomputes with.
 #[derive(Debug)]
@@ -20,9 +20,9 @@ struct TargetLogProbs {
     chunk: usize,
 }
 
-/// The forward's inputs on the inner backend: hidden `[tokens, hidden]`, head
-/// `[hidden, vocab]`, targets `[tokens]`.
-type Saved<I> = (Tensor<I, 2>, Tensor<I, 2>, Tensor<I, 1, Int>);
+/// The forward's inputs on the inner backend, hidden `[tokens, hidden]`, head
+/// `[hidden, vocab]`, targets `[tokens]`, and its softmax normalizer `[tokens]`.
+type Saved<I> = (Tensor<I, 2>, Tensor<I, 2>, Tensor<I, 1, Int>, Normalizer<I>);
 
 impl<I: Backend> Backward<I, 2> for TargetLogProbs {
     type State = Saved<I>;
@@ -31,11 +31,12 @@ impl<I: Backend> Backward<I, 2> for TargetLogProbs {
         let [hidden_node, head_node] = ops.parents;
         let grad =
             Tensor::<I, 1>::from_primitive(TensorPrimitive::Float(grads.consume::<I>(&ops.node))); // [tokens]
-        let (hidden, head, targets) = ops.state;
+        let (hidden, head, targets, normalizer) = ops.state;
         let (d_hidden, d_head) = chunks::gradients(
             hidden,
             head,
             targets,
+            normalizer,
             grad,
             self.chunk,
             hidden_node.is_some(),
@@ -75,11 +76,19 @@ pub fn score<I: Backend, C: CheckpointStrategy>(
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((hidden_in, head_in, targets), log_probs),
+        OpsKind::Tracked(prep) => {
+            let saved = (hidden_in, head_in, targets, scored.normalizer.clone());
+            prep.finish(saved, log_probs)
+        }
         OpsKind::UnTracked(prep) => prep.finish(log_probs),
+    };
+    let normalizer = Normalizer {
+        max: Tensor::from_inner(scored.normalizer.max),
+        log_sum: Tensor::from_inner(scored.normalizer.log_sum),
     };
     Scored {
         log_probs: Tensor::from_primitive(TensorPrimitive::Float(log_probs)),
         hits: Tensor::from_inner(scored.hits),
+        normalizer,
     }
 }
