@@ -18,7 +18,8 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    fn forward(
+    /// `x` `[batch, seq, hidden]` after what `cache` holds.
+    pub(crate) fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
