@@ -205,3 +205,32 @@ fn lora_dropout_masks_repeat_in_the_recomputation() {
     assert_ne!(again, without);
     assert_eq!(again, recomputed(&model, &batch).0);
 }
+
+/// Peak memory of one LoRA backward, plain or recomputed, for a manual comparison
+/// under `/usr/bin/time -v` ("Maximum resident set size"):
+/// `ANNEAL_RECOMPUTE=0|1 cargo test -p anneal-trainer --lib recompute::tests::peak_memory -- --ignored`.
+/// The tiny model's two layers repeated to 16, batch 2 × 1,024 tokens.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn peak_memory() {
+    let mut model = model(Some(0.0));
+    model.layers = (0..16).map(|i| model.layers[i % 2].clone()).collect();
+    let sample = |offset: usize| TokenizedSample {
+        line: 1,
+        ids: (0..1025)
+            .map(|i| ((i * 37 + offset) % 500) as u32)
+            .collect(),
+        mask: vec![true; 1025],
+    };
+    let (a, b) = (sample(0), sample(7));
+    let batch = Batch::<A>::new(&[&a, &b], &Default::default());
+    let recompute = std::env::var("ANNEAL_RECOMPUTE").as_deref() != Ok("0");
+    let (loss, grads) = match recompute {
+        true => recomputed(&model, &batch),
+        false => plain(&model, &batch),
+    };
+    println!(
+        "recompute {recompute}: loss {loss}, {} gradients",
+        grads.len()
+    );
+}
