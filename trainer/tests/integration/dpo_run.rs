@@ -132,6 +132,7 @@ fn train(
 
 #[test]
 fn dpo_lora_learns_the_preferred_style() {
+    let _generator = crate::support::generator_turn();
     let yaml = format!(
         r#"
 apiVersion: anneal.dev/v1alpha1
@@ -275,6 +276,7 @@ spec:
 /// its weights) would differ from an uninterrupted run's.
 #[test]
 fn full_dpo_resumes_bit_for_bit_against_the_same_reference() {
+    let _generator = crate::support::generator_turn();
     let yaml = r#"
 apiVersion: anneal.dev/v1alpha1
 kind: FineTuneJob

@@ -11,6 +11,7 @@ use anneal_model::backend::CpuTrainBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::{CausalLm, load_model};
 use anneal_model::lora::{LoraSettings, attach, projections_mut};
+use anneal_train::chunked_loss::batch_scores;
 use anneal_train::dpo::data::{PreferencePair, prepare_pairs};
 use anneal_train::dpo::loss::{DpoConfig, PairBatch, sequence_log_probs};
 use anneal_train::dpo::reference::Reference;
@@ -78,6 +79,7 @@ fn train(
 
 #[test]
 fn lora_starts_at_ln2_and_moves_the_rewards_apart() {
+    let _generator = crate::support::generator_turn();
     let device = Default::default();
     let (_, base) = load_model::<B>(&model_dir(), &device, DType::F32).unwrap();
     let settings = LoraSettings {
@@ -121,6 +123,7 @@ fn lora_starts_at_ln2_and_moves_the_rewards_apart() {
 
 #[test]
 fn full_training_keeps_the_initial_model_as_reference() {
+    let _generator = crate::support::generator_turn();
     let device = Default::default();
     let (_, model) = load_model::<B>(&model_dir(), &device, DType::F32).unwrap();
     let reference = Reference::for_training(TrainingType::Full, &model);
@@ -130,10 +133,13 @@ fn full_training_keeps_the_initial_model_as_reference() {
         &device,
     );
     let scores = |m: &CausalLm<_>| {
-        sequence_log_probs(m.forward(batch.sequences.inputs.clone()), &batch.sequences)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap()
+        sequence_log_probs(
+            batch_scores(m, &batch.sequences).log_probs,
+            &batch.sequences,
+        )
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap()
     };
     let initial = scores(&model.valid());
     let (model, stats) = train(model, &reference, &pairs, 2, 1e-3);

@@ -73,6 +73,7 @@ fn trained(mut model: CausalLm<B>) -> CausalLm<B> {
 
 #[test]
 fn a_fresh_adapter_leaves_the_output_unchanged() {
+    let _generator = crate::support::generator_turn();
     let before = logits(&base());
     let after = logits(&attach(base(), &settings(), &Default::default()));
     assert_eq!(before, after);
@@ -80,6 +81,7 @@ fn a_fresh_adapter_leaves_the_output_unchanged() {
 
 #[test]
 fn the_merged_model_computes_what_the_adapter_does() {
+    let _generator = crate::support::generator_turn();
     let adapted = trained(attach(base(), &settings(), &Default::default()));
     let with_adapter = logits(&adapted);
     assert!(
@@ -106,6 +108,7 @@ fn the_merged_model_computes_what_the_adapter_does() {
 
 #[test]
 fn a_saved_adapter_has_peft_names_and_loads_back_the_same() {
+    let _generator = crate::support::generator_turn();
     let mut adapted = trained(attach(base(), &settings(), &Default::default()));
     let dir = tempfile::tempdir().unwrap();
     save_adapter(&mut adapted, &settings(), "Qwen/tiny", dir.path()).unwrap();
@@ -153,6 +156,7 @@ fn a_saved_adapter_has_peft_names_and_loads_back_the_same() {
 
 #[test]
 fn a_broken_adapter_names_the_tensor() {
+    let _generator = crate::support::generator_turn();
     let mut adapted = attach(base(), &settings(), &Default::default());
     let dir = tempfile::tempdir().unwrap();
     save_adapter(&mut adapted, &settings(), "Qwen/tiny", dir.path()).unwrap();
@@ -172,6 +176,7 @@ fn a_broken_adapter_names_the_tensor() {
 
 #[test]
 fn trainer_generate_applies_an_adapter() {
+    let _generator = crate::support::generator_turn();
     let mut adapted = trained(attach(base(), &settings(), &Default::default()));
     let dir = tempfile::tempdir().unwrap();
     save_adapter(&mut adapted, &settings(), "Qwen/tiny", dir.path()).unwrap();

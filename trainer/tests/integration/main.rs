@@ -14,6 +14,7 @@ mod lora_adapter;
 mod model_loading;
 mod model_reference;
 mod quickstart;
+mod recompute;
 mod serve_api;
 mod sft_step;
 mod storage_s3;

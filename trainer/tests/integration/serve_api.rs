@@ -273,6 +273,7 @@ fn test_python() -> PathBuf {
 
 #[test]
 fn the_openai_sdk_gets_the_libraries_answers_whole_and_streamed() {
+    let _generator = crate::support::generator_turn();
     let adapter_dir = tempfile::tempdir().unwrap();
     random_adapter(adapter_dir.path());
     let adapter_arg = format!("house={}", adapter_dir.path().display());
@@ -403,6 +404,7 @@ fn the_openai_sdk_gets_the_libraries_answers_whole_and_streamed() {
 
 #[test]
 fn malformed_requests_get_errors_and_never_take_the_server_down() {
+    let _generator = crate::support::generator_turn();
     let server = Server::start(&[]);
     let cases: [(&str, &str, &str, u16, Option<&str>); 6] = [
         ("POST", "/v1/chat/completions", "{not json", 400, None),
@@ -483,6 +485,7 @@ fn malformed_requests_get_errors_and_never_take_the_server_down() {
 
 #[test]
 fn requests_run_side_by_side_and_past_the_queue_get_429() {
+    let _generator = crate::support::generator_turn();
     let server = Server::start(&["--max-running", "2", "--max-waiting", "1"]);
     let long = chat_body(
         json!({"max_tokens": 900, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}),
@@ -526,6 +529,7 @@ fn requests_run_side_by_side_and_past_the_queue_get_429() {
 
 #[test]
 fn a_client_that_leaves_mid_stream_stops_its_generation() {
+    let _generator = crate::support::generator_turn();
     let server = Server::start(&["--max-running", "1", "--max-waiting", "0"]);
     let long = chat_body(json!({"max_tokens": 900, "ignore_eos": true, "stream": true}));
     let mut events = Events::new(server.open("POST", "/v1/chat/completions", &long));
@@ -555,6 +559,7 @@ fn a_client_that_leaves_mid_stream_stops_its_generation() {
 
 #[test]
 fn sigterm_finishes_the_streams_in_flight_then_exits_cleanly() {
+    let _generator = crate::support::generator_turn();
     let mut server = Server::start(&[]);
     let long = chat_body(
         json!({"max_tokens": 600, "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}}),
@@ -588,6 +593,7 @@ fn sigterm_finishes_the_streams_in_flight_then_exits_cleanly() {
 
 #[test]
 fn the_model_and_adapters_load_from_s3_and_fetch_refuses_an_incomplete_folder() {
+    let _generator = crate::support::generator_turn();
     let moto = MotoServer::start();
     moto.create_bucket("models");
     let env = moto.settings();

@@ -81,6 +81,7 @@ fn run(steps: usize) -> (Vec<f64>, Vec<f32>, Vec<f32>, Vec<f32>) {
 
 #[test]
 fn loss_falls_the_base_stays_and_runs_repeat() {
+    let _generator = crate::support::generator_turn();
     let (losses, base_before, base_after, adapter_b) = run(25);
     let (first, last) = (losses[0], *losses.last().unwrap());
     assert!(

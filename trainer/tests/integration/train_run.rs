@@ -157,6 +157,7 @@ fn read(path: PathBuf) -> Vec<u8> {
 
 #[test]
 fn a_stopped_and_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
+    let _generator = crate::support::generator_turn();
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let job = small_job("");
@@ -238,6 +239,7 @@ fn a_stopped_and_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
 
 #[test]
 fn checkpoints_hold_the_adapter_optimizer_state_samples_and_metrics() {
+    let _generator = crate::support::generator_turn();
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let job = small_job("    keep: 2");
@@ -349,6 +351,7 @@ fn checkpoints_hold_the_adapter_optimizer_state_samples_and_metrics() {
 
 #[test]
 fn the_trained_adapter_reloads_and_generates_what_the_merged_model_does() {
+    let _generator = crate::support::generator_turn();
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // A large step, so ten steps move the greedy answer visibly.
@@ -390,6 +393,7 @@ fn the_trained_adapter_reloads_and_generates_what_the_merged_model_does() {
 
 #[test]
 fn full_training_moves_every_weight_saves_a_model_folder_and_resumes_bit_for_bit() {
+    let _generator = crate::support::generator_turn();
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let job = small_job_with("full", 0.001, "");

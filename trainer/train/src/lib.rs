@@ -9,6 +9,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod chunked_loss;
 pub mod data;
 pub mod dpo;
 pub mod event_log;

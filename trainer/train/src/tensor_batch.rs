@@ -2,7 +2,6 @@
 //! conversations, and DPO's chosen and rejected replies as rows of one batch.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 use super::tokenized::TokenizedSample;
 
@@ -45,13 +44,4 @@ impl<B: Backend> Batch<B> {
             positions: rows * len,
         }
     }
-}
-
-/// `log p(target)` at every position, `[rows, len]`, padding and prompt included:
-/// callers weight it with `batch.weights`. SFT sums it over the batch; DPO per row.
-pub fn target_log_probs<B: Backend>(logits: Tensor<B, 3>, batch: &Batch<B>) -> Tensor<B, 2> {
-    let [rows, len, _] = logits.dims();
-    let targets = batch.targets.clone().reshape([rows, len, 1]);
-    let log_probs = log_softmax(logits, 2); // [rows, len, vocab]
-    log_probs.gather(2, targets).reshape([rows, len])
 }

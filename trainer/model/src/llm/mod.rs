@@ -5,6 +5,7 @@ pub mod attention;
 pub mod config;
 pub mod mlp;
 pub mod projection;
+pub mod recompute;
 pub mod rope;
 pub mod save;
 pub mod transformer;

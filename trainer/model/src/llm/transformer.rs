@@ -18,7 +18,8 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    fn forward(
+    /// `x` `[batch, seq, hidden]` after what `cache` holds.
+    pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
@@ -152,13 +153,18 @@ impl<B: Backend> CausalLm<B> {
         (logits.reshape([rows, vocab]), out)
     }
 
+    /// The language-model head as `[hidden, vocab]`: its own weight, or the embeddings'
+    /// transpose when tied (a view: no copy, and its gradient goes to the embeddings).
+    pub fn head(&self) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(head) => head.val(),
+            None => self.embed_tokens.weight.val().transpose(),
+        }
+    }
+
     /// Logits `[batch, seq, vocab]` from hidden states.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let head = match &self.lm_head {
-            Some(head) => head.val(),
-            None => self.embed_tokens.weight.val().transpose(), // [hidden, vocab]
-        };
-        hidden.matmul(head.unsqueeze())
+        hidden.matmul(self.head().unsqueeze())
     }
 
     /// Logits for every position of `ids` (no cache): `[batch, seq, vocab]`.

@@ -59,3 +59,15 @@ pub fn last_json(output: &Output) -> Value {
     );
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
+
+/// burn's CPU backend has one random generator per process, and the tests in this
+/// binary run side by side: a test that seeds it and draws from it (LoRA init,
+/// dropout, a training run's per-step seed) holds this for its whole length, so that
+/// no other test reseeds or draws in between.
+pub fn generator_turn() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the others still take their turns.
+    GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -5,6 +5,7 @@ use burn::prelude::*;
 
 use super::data::PreferencePair;
 use super::loss::{DpoConfig, PairBatch, PreferenceScores, PreferenceTally, sequence_log_probs};
+use crate::chunked_loss::batch_scores;
 use anneal_model::llm::CausalLm;
 
 /// Scores `policy` against `reference` (both inference models) on `pairs`,
@@ -26,7 +27,7 @@ pub fn evaluate_pairs<B: Backend>(
         let batch = PairBatch::<B>::new(&chunk, &device);
         let score = |model: &CausalLm<B>| {
             sequence_log_probs(
-                model.forward(batch.sequences.inputs.clone()),
+                batch_scores(model, &batch.sequences).log_probs,
                 &batch.sequences,
             ) // [2n]
         };

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 
 use super::data::PreferencePair;
-use crate::tensor_batch::{Batch, target_log_probs};
+use crate::tensor_batch::Batch;
 use crate::tokenized::TokenizedSample;
 
 /// The objective's settings, from `spec.hyperparameters.dpo`.
@@ -50,11 +50,15 @@ impl<B: Backend> PairBatch<B> {
     }
 }
 
-/// Each row's summed log-probability of its scored (reply) tokens: `[rows]`.
-pub fn sequence_log_probs<B: Backend>(logits: Tensor<B, 3>, batch: &Batch<B>) -> Tensor<B, 1> {
-    let [rows, _, _] = logits.dims();
-    let picked = target_log_probs(logits, batch); // [rows, len]
-    picked.mul(batch.weights.clone()).sum_dim(1).reshape([rows]) // [rows]
+/// Each row's summed log-probability of its scored (reply) tokens, `[rows]`, from
+/// the per-position `log_probs` `[rows, len]`
+/// ([`crate::chunked_loss::batch_scores`]).
+pub fn sequence_log_probs<B: Backend>(log_probs: Tensor<B, 2>, batch: &Batch<B>) -> Tensor<B, 1> {
+    let [rows, _] = log_probs.dims();
+    log_probs
+        .mul(batch.weights.clone())
+        .sum_dim(1)
+        .reshape([rows]) // [rows]
 }
 
 /// The loss of a batch of pairs and the rewards behind it.
@@ -189,6 +193,7 @@ impl PreferenceTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunked_loss::TargetScores;
     use anneal_model::backend::CpuBackend;
 
     type B = CpuBackend;
@@ -289,7 +294,8 @@ mod tests {
         };
         let batch = PairBatch::<B>::new(&[&pair], &Default::default());
         let logits = Tensor::<B, 3>::zeros([2, 3, 4], &Default::default());
-        let scores = sequence_log_probs(logits, &batch.sequences);
+        let log_probs = TargetScores::from_logits(logits, batch.sequences.targets.clone());
+        let scores = sequence_log_probs(log_probs.log_probs, &batch.sequences);
         let out = DpoConfig::new().with_sft_weight(2.0).pair_loss(
             scores.clone(),
             scores,
@@ -313,7 +319,8 @@ mod tests {
         let batch = PairBatch::<B>::new(&[&pair], &Default::default());
         assert_eq!(batch.pairs, 1);
         let logits = Tensor::<B, 3>::zeros([2, 3, 4], &Default::default());
-        let scores = sequence_log_probs(logits, &batch.sequences)
+        let log_probs = TargetScores::from_logits(logits, batch.sequences.targets.clone());
+        let scores = sequence_log_probs(log_probs.log_probs, &batch.sequences)
             .to_data()
             .to_vec::<f32>()
             .unwrap();

@@ -8,6 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::{DpoConfig, PairBatch, PreferenceScores, PreferenceTally, sequence_log_probs};
 use super::reference::Reference;
+use crate::chunked_loss::batch_scores;
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
 use crate::tensor_batch::Batch;
@@ -42,10 +43,12 @@ pub fn dpo_step<B: AutodiffBackend>(
     for batch in micro_batches {
         let inner = inner_batch(&batch.sequences);
         let reference_scores =
-            sequence_log_probs(reference_model.forward(inner.inputs.clone()), &inner); // [2n]
+            sequence_log_probs(batch_scores(&reference_model, &inner).log_probs, &inner); // [2n]
         let reference_scores = Tensor::<B, 1>::from_inner(reference_scores);
-        let logits = model.forward(batch.sequences.inputs.clone());
-        let policy_scores = sequence_log_probs(logits, &batch.sequences); // [2n]
+        let policy_scores = sequence_log_probs(
+            batch_scores(&model, &batch.sequences).log_probs,
+            &batch.sequences,
+        ); // [2n]
         let output = config.pair_loss(policy_scores, reference_scores, &batch.sequences);
         tally.add(&output);
         // Each micro-batch's share of the step's mean over pairs, as SFT does over tokens.

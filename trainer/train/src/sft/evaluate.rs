@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use super::loss::masked_nll;
+use crate::chunked_loss::batch_scores;
 use crate::tensor_batch::Batch;
 use crate::tokenized::TokenizedSample;
 use anneal_model::llm::CausalLm;
@@ -33,8 +34,7 @@ pub fn evaluate<B: Backend>(
     by_length.sort_by_key(|s| s.ids.len());
     for chunk in by_length.chunks(batch_size.max(1)) {
         let batch = Batch::<B>::new(chunk, &device);
-        let logits = model.forward(batch.inputs.clone());
-        let (batch_nll, batch_correct) = masked_nll(logits, &batch);
+        let (batch_nll, batch_correct) = masked_nll(batch_scores(model, &batch), &batch);
         nll += f64::from(batch_nll.into_scalar().elem::<f32>());
         correct += f64::from(batch_correct.into_scalar().elem::<f32>());
         tokens += batch.trained_tokens;

@@ -3,30 +3,25 @@
 
 use burn::prelude::*;
 
-use crate::tensor_batch::{Batch, target_log_probs};
+use crate::chunked_loss::TargetScores;
+use crate::tensor_batch::Batch;
 
 /// Summed negative log-likelihood of the trained targets (a scalar tensor, so a
-/// step can divide by its own token count) and the number predicted right.
+/// step can divide by its own token count) and the number predicted right, from the
+/// batch's per-position scores ([`crate::chunked_loss::batch_scores`]).
 pub fn masked_nll<B: Backend>(
-    logits: Tensor<B, 3>,
+    scores: TargetScores<B>,
     batch: &Batch<B>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let [rows, len, _] = logits.dims();
-    let predicted = logits.clone().argmax(2); // [rows, len, 1]
-    let picked = target_log_probs(logits, batch); // [rows, len]
-    let nll = picked.neg().mul(batch.weights.clone()).sum();
-    let correct = predicted
-        .equal(batch.targets.clone().reshape([rows, len, 1]))
-        .float()
-        .reshape([rows, len])
-        .mul(batch.weights.clone())
-        .sum();
+    let nll = scores.log_probs.neg().mul(batch.weights.clone()).sum(); // [1]
+    let correct = scores.hits.mul(batch.weights.clone()).sum(); // [1]
     (nll, correct)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunked_loss::TargetScores;
     use crate::tokenized::TokenizedSample;
     use anneal_model::backend::CpuBackend;
 
@@ -66,7 +61,8 @@ mod tests {
         values[4 + 2] = 100.0;
         let logits =
             Tensor::<B, 3>::from_data(TensorData::new(values, [2, 2, 4]), &Default::default());
-        let (nll, correct) = masked_nll(logits, &batch);
+        let scores = TargetScores::from_logits(logits, batch.targets.clone());
+        let (nll, correct) = masked_nll(scores, &batch);
         let nll = nll.into_scalar();
         // Position (0,1) costs ~0; position (1,0) costs ln 4; the masked ones cost nothing.
         assert!((nll - 4f32.ln()).abs() < 1e-4, "{nll}");

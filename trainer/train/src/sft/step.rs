@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::masked_nll;
+use crate::chunked_loss::batch_scores;
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
 use crate::tensor_batch::Batch;
@@ -38,8 +39,7 @@ pub fn sft_step<B: AutodiffBackend>(
     let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
     let (mut nll_sum, mut correct_sum) = (0.0, 0.0);
     for batch in micro_batches {
-        let logits = model.forward(batch.inputs.clone());
-        let (nll, correct) = masked_nll(logits, batch);
+        let (nll, correct) = masked_nll(batch_scores(&model, batch), batch);
         nll_sum += f64::from(nll.clone().into_scalar().elem::<f32>());
         correct_sum += f64::from(correct.into_scalar().elem::<f32>());
         // Each micro-batch's share of the step's mean, so the accumulated gradient is

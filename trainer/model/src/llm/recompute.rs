@@ -1,0 +1,110 @@
+//! Layer recomputation (gradient checkpointing) for a training step's backward pass:
+//! a first pass runs the decoder layers without a graph and keeps only each layer's
+//! input; the loss's backward stops at the last layer's output; then, from the last
+//! layer to the first, each layer is run again with a graph from its kept input and
+//! backpropagated on its own with the gradient the layer above passed down. Only one
+//! layer's activations (its attention scores included) are alive at a time.
+//!
+//! Why not one autodiff op per layer whose backward rebuilds the layer's graph: in
+//! burn 0.21 a backward pass called inside another one deadlocks. The outer pass holds
+//! its graph's mutex while it runs the ops' backward steps
+//! (burn-autodiff `runtime/graph.rs:119`), and every `backward()` ends by locking each
+//! graph to free orphaned nodes (`GraphCleaner::cleanup_orphaned_entries`,
+//! `runtime/graph.rs:125` and `:165`), the outer one included; burn's own
+//! `BalancedCheckpointing` recomputes only element-wise ops and still keeps every
+//! matmul's inputs (`ops/tensor.rs:612`), so every layer's. Hence this driver, where
+//! every backward is a top-level one and the gradients meet in the step's
+//! accumulator.
+//!
+//! LoRA dropout draws its masks from the backend's generator, so each layer's
+//! forward starts from a seed of its own, drawn once per call: the first pass and the
+//! recomputation see the same masks.
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::attention::query_blocks;
+use super::transformer::CausalLm;
+
+/// One seed per decoder layer, from the backend's generator (so a seeded step repeats).
+pub fn layer_seeds<B: Backend>(layers: usize, device: &B::Device) -> Vec<u64> {
+    // 30-bit draws: the backend's int type may be a signed 32 bits.
+    Tensor::<B, 1, Int>::random(
+        [layers],
+        Distribution::Uniform(0.0, 1_073_741_824.0),
+        device,
+    )
+    .into_data()
+    .convert::<i64>()
+    .to_vec::<i64>()
+    .expect("i64 data")
+    .into_iter()
+    .map(|seed| seed as u64)
+    .collect()
+}
+
+/// Runs `model` on `ids` and backpropagates `loss_of(hidden)` layer by layer, adding
+/// every parameter's gradient to `accumulator`. `loss_of` gets the hidden states after
+/// the final norm, `[batch, seq, hidden]`, and returns the scalar loss to
+/// differentiate and what the caller wants back (e.g. the step's statistics).
+pub fn backward_recomputed<B: AutodiffBackend, T>(
+    model: &CausalLm<B>,
+    ids: Tensor<B, 2, Int>,
+    accumulator: &mut GradientsAccumulator<CausalLm<B>>,
+    loss_of: impl FnOnce(Tensor<B, 3>) -> (Tensor<B, 1>, T),
+) -> T {
+    let device = ids.device();
+    let [_, seq] = ids.dims();
+    let rope = model.rope.tables::<B>(0, seq, &device);
+    let blocks = query_blocks::<B>(seq, 0, &device);
+    let seeds = layer_seeds::<B>(model.layers.len(), &device);
+
+    // First pass: no parameter or input tracked, so no op keeps a tensor for backward;
+    // still on the autodiff backend, where LoRA dropout is on.
+    let embedded = model.embed_tokens.forward(ids); // [batch, seq, hidden]
+    let mut inputs = Vec::with_capacity(model.layers.len());
+    let mut x = embedded.clone().inner();
+    for (layer, seed) in model.layers.iter().zip(&seeds) {
+        B::seed(&device, *seed);
+        let frozen = layer.clone().no_grad();
+        let (y, _) = frozen.forward(Tensor::from_inner(x.clone()), &rope, &blocks, None);
+        inputs.push(x);
+        x = y.inner();
+    }
+
+    // The head: final norm, head and loss, from the last layer's output as a leaf.
+    let last = Tensor::<B, 3>::from_inner(x).require_grad();
+    let (loss, output) = loss_of(model.norm.forward(last.clone()));
+    let mut grads = loss.backward();
+    let mut upstream = last
+        .grad_remove(&mut grads)
+        .expect("the loss depends on the layers");
+    accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
+
+    // The layers, last to first, each recomputed with its seed and backpropagated with
+    // `upstream`, the gradient of the loss for its output.
+    for ((layer, seed), input) in model.layers.iter().zip(&seeds).zip(inputs).rev() {
+        B::seed(&device, *seed);
+        let input = Tensor::<B, 3>::from_inner(input).require_grad();
+        let (y, _) = layer.forward(input.clone(), &rope, &blocks, None);
+        // d/dy of Σ y·upstream is `upstream`, exactly.
+        let mut grads = (y * Tensor::from_inner(upstream)).sum().backward();
+        upstream = input
+            .grad_remove(&mut grads)
+            .expect("a layer's output depends on its input");
+        accumulator.accumulate(model, GradientsParams::from_grads(grads, layer));
+    }
+
+    // The embeddings, when trained (full training).
+    if model.embed_tokens.weight.is_require_grad() {
+        let grads = (embedded * Tensor::from_inner(upstream)).sum().backward();
+        accumulator.accumulate(
+            model,
+            GradientsParams::from_grads(grads, &model.embed_tokens),
+        );
+    }
+    output
+}

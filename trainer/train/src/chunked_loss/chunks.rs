@@ -1,0 +1,135 @@
+//! The chunk-by-chunk arithmetic of the fused cross-entropy, on any backend: the
+//! forward (each token's target log-probability and whether the argmax hit it) and
+//! the backward (gradients of those log-probabilities for the hidden states and the
+//! head), each holding one chunk's `[chunk, vocab]` logits at a time. Every step on
+//! a chunk-sized tensor consumes it, so a backend that updates unshared tensors in
+//! place (Flex does) keeps about one chunk-sized buffer alive, not one per step.
+
+use burn::prelude::*;
+use burn::tensor::IndexingUpdateOp;
+
+/// What the forward gives per token, `[tokens]` each.
+pub struct Scored<B: Backend> {
+    /// `log p(target)`.
+    pub log_probs: Tensor<B, 1>,
+    /// 1 where the logits' argmax is the target, else 0.
+    pub hits: Tensor<B, 1>,
+    /// Each row's softmax normalizer, which the backward reuses.
+    pub normalizer: Normalizer<B>,
+}
+
+/// `log_softmax(x) = (x − max) − log_sum`, per token `[tokens]`, as burn computes it.
+#[derive(Clone, Debug)]
+pub struct Normalizer<B: Backend> {
+    pub max: Tensor<B, 1>,
+    pub log_sum: Tensor<B, 1>,
+}
+
+/// The token ranges of the chunks: `chunk` tokens each, the last one shorter when
+/// `chunk` does not divide `tokens`.
+fn ranges(tokens: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    let chunk = chunk.max(1);
+    (0..tokens)
+        .step_by(chunk)
+        .map(move |start| (start, chunk.min(tokens - start)))
+}
+
+/// `hidden` `[tokens, hidden]`, `head` `[hidden, vocab]`, `targets` `[tokens]`.
+/// On a backend with gradients this records a graph per chunk (which keeps every
+/// chunk's logits); the tracked op runs it on the inner backend instead.
+pub fn score<B: Backend>(
+    hidden: Tensor<B, 2>,
+    head: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    chunk: usize,
+) -> Scored<B> {
+    let [tokens, _] = hidden.dims();
+    let (mut log_probs, mut hits, mut max, mut log_sum) = (vec![], vec![], vec![], vec![]);
+    for (start, len) in ranges(tokens, chunk) {
+        let h = hidden.clone().narrow(0, start, len); // [c, hidden]
+        let t = targets.clone().narrow(0, start, len).reshape([len, 1]); // [c, 1]
+        let logits = h.matmul(head.clone()); // [c, vocab]
+        // argmax takes the first of equal maxima, as the whole-logits path does.
+        hits.push(logits.clone().argmax(1).equal(t.clone()).float()); // [c, 1]
+        // burn's log_softmax, `(x − m) − log Σ exp(x − m)`, with the same roundings,
+        // but only the target's entry of `x − m` is kept.
+        let m = logits.clone().max_dim(1); // [c, 1]
+        let picked = logits.clone().gather(1, t) - m.clone(); // [c, 1]
+        let s = (logits - m.clone()).exp().sum_dim(1).log(); // [c, 1]
+        log_probs.push(picked - s.clone());
+        max.push(m);
+        log_sum.push(s);
+    }
+    let join = |parts: Vec<Tensor<B, 2>>| match parts.is_empty() {
+        true => Tensor::zeros([0], &hidden.device()),
+        false => Tensor::cat(parts, 0).reshape([tokens]),
+    };
+    Scored {
+        log_probs: join(log_probs),
+        hits: join(hits),
+        normalizer: Normalizer {
+            max: join(max),
+            log_sum: join(log_sum),
+        },
+    }
+}
+
+/// Gradients of `Σ_i grad[i] · log p_i(target_i)`: for the hidden states `[tokens,
+/// hidden]` when `for_hidden`, for the head `[hidden, vocab]` when `for_head`. Per
+/// chunk, with `p = softmax(logits)` recomputed from `hidden`, `head` and the
+/// forward's normalizer, `d/d logits = grad · (onehot(target) − p)`; the one-hot part
+/// is a row of the head per token, so it never takes a `[chunk, vocab]` tensor.
+#[allow(clippy::too_many_arguments)]
+pub fn gradients<B: Backend>(
+    hidden: Tensor<B, 2>,
+    head: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    normalizer: Normalizer<B>,
+    grad: Tensor<B, 1>,
+    chunk: usize,
+    for_hidden: bool,
+    for_head: bool,
+) -> (Option<Tensor<B, 2>>, Option<Tensor<B, 2>>) {
+    let [tokens, width] = hidden.dims();
+    let [_, vocab] = head.dims();
+    let head_t = head.clone().transpose(); // [vocab, hidden]
+    let mut d_hidden = Vec::new();
+    let mut d_head: Option<Tensor<B, 2>> = None;
+    for (start, len) in ranges(tokens, chunk) {
+        let h = hidden.clone().narrow(0, start, len); // [c, hidden]
+        let t = targets.clone().narrow(0, start, len); // [c]
+        let column = |v: &Tensor<B, 1>| v.clone().narrow(0, start, len).reshape([len, 1]); // [c, 1]
+        let g = column(&grad);
+        let logits = h.clone().matmul(head.clone()); // [c, vocab]
+        let p = ((logits - column(&normalizer.max)) - column(&normalizer.log_sum)).exp(); // [c, vocab]
+        let minus_gp = p * g.clone().neg(); // [c, vocab]: the −p part of d/d logits
+        if for_head {
+            // h^T · (g · onehot(t)): token i's g_i·h_i lands in the head's column t_i.
+            let onehot_part = Tensor::<B, 2>::zeros([vocab, width], &h.device()).select_assign(
+                0,
+                t.clone(),
+                h.clone() * g.clone(),
+                IndexingUpdateOp::Add,
+            ); // [vocab, hidden]
+            let part = h.transpose().matmul(minus_gp.clone()) + onehot_part.transpose(); // [hidden, vocab]
+            d_head = Some(match d_head {
+                Some(sum) => sum + part,
+                None => part,
+            });
+        }
+        if for_hidden {
+            // (g · onehot(t)) · head^T is token i's head column t_i, times g_i.
+            let onehot_part = head_t.clone().select(0, t) * g; // [c, hidden]
+            d_hidden.push(minus_gp.matmul(head_t.clone()) + onehot_part); // [c, hidden]
+        }
+    }
+    let d_hidden = for_hidden.then(|| match d_hidden.is_empty() {
+        true => hidden.zeros_like(),
+        false => Tensor::cat(d_hidden, 0),
+    });
+    let d_head = match (for_head, d_head) {
+        (true, None) => Some(head.zeros_like()),
+        (_, sum) => sum,
+    };
+    (d_hidden, d_head)
+}
