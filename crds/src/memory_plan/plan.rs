@@ -9,7 +9,8 @@ use super::footprint::{
 };
 use super::inputs::{DeviceKind, DeviceMemory, PlanInputs};
 
-/// The most devices [`DoesNotFit`] looks at when it asks how many would hold a job.
+/// The most devices [`DoesNotFit`] looks at when it asks how many would hold a job
+/// (and never more than the model has layers: a device holds at least one).
 pub const DEVICES_SEARCH_MAX: u32 = 64;
 
 /// Where the memory of one training step goes, on the busiest device.
@@ -80,7 +81,7 @@ impl DoesNotFit {
                 }
                 None => {
                     text += &format!(
-                        ", and no number of {} GPUs up to {DEVICES_SEARCH_MAX} holds it",
+                        ", and no number of {} GPUs holds it with its layers placed across them",
                         self.device.per_device
                     )
                 }

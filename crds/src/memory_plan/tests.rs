@@ -181,6 +181,14 @@ fn a_too_long_max_tokens_is_told_the_longest_that_fits() {
             .contains(&format!("it fits with maxTokens {fitting} or less")),
         "{error}"
     );
+    // One layer's 32768² scores alone outgrow a GPU: more GPUs do not help.
+    assert_eq!(error.fitting_devices, None);
+    assert!(
+        error.to_string().ends_with(
+            ", and no number of 80 GiB GPUs holds it with its layers placed across them"
+        ),
+        "{error}"
+    );
 }
 
 #[test]
