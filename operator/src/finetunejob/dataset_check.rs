@@ -170,9 +170,26 @@ async fn storage_settings(
     Ok(Ok(settings.into_iter().collect()))
 }
 
-/// The first [`DATASET_CHECK_BYTES_MAX`] bytes of an object and its size. The storage
-/// layer blocks, so it runs on a blocking thread, bounded by [`DATASET_CHECK_TIMEOUT`].
+/// The first [`DATASET_CHECK_BYTES_MAX`] bytes of an object and its size, within
+/// [`DATASET_CHECK_TIMEOUT`].
 async fn read_head(uri: &str, settings: Vec<(String, String)>) -> Result<Option<(Vec<u8>, u64)>> {
+    read_head_within(
+        uri,
+        settings,
+        DATASET_CHECK_BYTES_MAX,
+        DATASET_CHECK_TIMEOUT,
+    )
+    .await
+}
+
+/// The first `max_bytes` of an object and its size; `None` when there is none. The
+/// storage layer blocks, so it runs on a blocking thread, bounded by `timeout`.
+pub(crate) async fn read_head_within(
+    uri: &str,
+    settings: Vec<(String, String)>,
+    max_bytes: u64,
+    timeout: Duration,
+) -> Result<Option<(Vec<u8>, u64)>> {
     let (folder, name) = uri
         .rsplit_once('/')
         .ok_or_else(|| Error::Storage(format!("{uri}: not a file URI")))?;
@@ -180,15 +197,15 @@ async fn read_head(uri: &str, settings: Vec<(String, String)>) -> Result<Option<
     let read = tokio::task::spawn_blocking(move || {
         let storage = Storage::open_with(&folder, settings).map_err(|e| e.to_string())?;
         storage
-            .get_head(&name, DATASET_CHECK_BYTES_MAX)
+            .get_head(&name, max_bytes)
             .map_err(|e| e.to_string())
     });
-    match tokio::time::timeout(DATASET_CHECK_TIMEOUT, read).await {
+    match tokio::time::timeout(timeout, read).await {
         Ok(Ok(result)) => result.map_err(Error::Storage),
         Ok(Err(join)) => Err(Error::Storage(format!("reading {uri}: {join}"))),
         Err(_) => Err(Error::Timeout {
             what: uri.to_owned(),
-            limit: DATASET_CHECK_TIMEOUT,
+            limit: timeout,
         }),
     }
 }
