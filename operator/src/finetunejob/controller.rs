@@ -1,5 +1,5 @@
 //! The FineTuneJob controller: one `reconcile` per job, as a pipeline. Read what it
-//! needs (the job, its trainer Job and pods), validate (spec, then datasets), apply
+//! needs (the job, its trainer Job and pods), validate (spec, datasets, memory plan), apply
 //! the children (report Secret, trainer Job) or remove them (suspend, delete), then
 //! compute status from what is there. Level-based: a restarted operator, or a
 //! reconcile run twice, arrives at the same objects and the same status.
