@@ -1,12 +1,14 @@
 //! Files generated from the Rust types: the CRD YAML in `deploy/crds/` and
-//! `charts/anneal/crds/` and the API reference in `docs/reference/`, with the only
-//! code that writes them or checks them for drift.
+//! `charts/anneal/crds/`, the API reference in `docs/reference/`, and the fit tables
+//! the memory plan computes in `docs/memory.md`, with the only code that writes them
+//! or checks them for drift.
 
 use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
 
 use crate::api_docs;
+use crate::memory_plan::fit_table;
 use crate::{FineTuneJob, ModelDeployment};
 
 /// Folders, relative to the repository root, that hold a copy of the CRDs.
@@ -41,22 +43,47 @@ pub fn generate() -> Vec<GeneratedFile> {
     files
 }
 
+/// The memory page under `root` with its fit tables regenerated; the page's prose is
+/// written by hand, so only the part between its markers is generated.
+pub fn memory_page(root: &Path) -> std::io::Result<GeneratedFile> {
+    let path = PathBuf::from(fit_table::DOC_PATH);
+    let page = std::fs::read_to_string(root.join(&path))?;
+    let text = fit_table::splice(&page, &fit_table::markdown()).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} lacks the lines {:?} and {:?} around its fit tables",
+                path.display(),
+                fit_table::BEGIN_MARKER,
+                fit_table::END_MARKER
+            ),
+        )
+    })?;
+    Ok(GeneratedFile { path, text })
+}
+
 /// Files under `root` that are missing or differ from what the types generate.
 pub fn stale_files(root: &Path) -> Vec<PathBuf> {
-    generate()
+    let mut stale: Vec<PathBuf> = generate()
         .into_iter()
         .filter_map(|file| {
             let path = root.join(&file.path);
             let current = std::fs::read_to_string(&path).ok();
             (current.as_deref() != Some(file.text.as_str())).then_some(path)
         })
-        .collect()
+        .collect();
+    let page = memory_page(root);
+    let current = std::fs::read_to_string(root.join(fit_table::DOC_PATH)).ok();
+    if page.map(|file| file.text).ok() != current {
+        stale.push(root.join(fit_table::DOC_PATH));
+    }
+    stale
 }
 
 /// Writes every generated file under `root`, returning the paths written.
 pub fn write_all(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for file in generate() {
+    for file in generate().into_iter().chain([memory_page(root)?]) {
         let path = root.join(&file.path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

@@ -4,7 +4,8 @@
 //! Defaults and presets are resolved in [`hyperparameters`]; every rule the API
 //! states is checked by [`validation`] (the same rules the CRD schema and its CEL
 //! expressions enforce at apply time, so local mode without an apiserver refuses
-//! the same manifests); datasets are checked line by line by [`dataset`].
+//! the same manifests); datasets are checked line by line by [`dataset`]; what a
+//! job needs of a GPU is [`memory_plan`].
 
 pub mod api_docs;
 pub mod common;
@@ -15,6 +16,7 @@ pub mod finetunejob;
 pub mod hyperparameters;
 pub mod limits;
 pub mod manifest;
+pub mod memory_plan;
 pub mod modeldeployment;
 #[cfg(feature = "storage")]
 pub mod storage;

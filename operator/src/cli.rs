@@ -53,6 +53,7 @@ pub fn help_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anneal_crds::memory_plan::ByteSize;
 
     #[test]
     fn no_flags_run_with_the_default_config() {
@@ -60,6 +61,18 @@ mod tests {
         assert_eq!(args.config, OperatorConfig::default());
         assert_eq!(args.config.trainer_backoff_limit, 3);
         assert_eq!(args.config.trainer_grace_seconds, 300);
+        assert_eq!(args.config.gpu_memory, ByteSize::gib(80));
+    }
+
+    #[test]
+    fn a_gpu_memory_that_is_not_a_size_is_refused_with_the_flag_named() {
+        let error = OperatorArgs::try_parse_from(["anneal-operator", "--gpu-memory=lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--gpu-memory") && error.contains("\"lots\" is not a memory size"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -69,6 +82,7 @@ mod tests {
             "--trainer-image=trainer:dev",
             "--default-output-uri=s3://runs/anneal",
             "--trainer-backoff-limit=5",
+            "--gpu-memory=141GiB",
         ])
         .unwrap();
         assert_eq!(
@@ -77,6 +91,7 @@ mod tests {
                 trainer_image: "trainer:dev".to_owned(),
                 default_output_uri: Some("s3://runs/anneal".to_owned()),
                 trainer_backoff_limit: 5,
+                gpu_memory: ByteSize::gib(141),
                 ..OperatorConfig::default()
             }
         );

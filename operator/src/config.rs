@@ -4,6 +4,7 @@
 //! and shared by every reconcile. Each default is written once, on its flag.
 
 use anneal_crds::common::{DEFAULT_GPU_RESOURCE_NAME, ResourcesSpec};
+use anneal_crds::memory_plan::ByteSize;
 use clap::{Args, Command, FromArgMatches};
 
 /// Settings the planned children depend on.
@@ -47,6 +48,10 @@ pub struct OperatorConfig {
     /// and preemptions are not counted.
     #[arg(long, env = "ANNEAL_TRAINER_BACKOFF_LIMIT", default_value_t = 3)]
     pub trainer_backoff_limit: i32,
+    /// Memory of one GPU on the nodes trainers run on (80GiB for H100 and A100 80GB,
+    /// 141GiB for H200): a job whose memory plan needs more is refused in Validating.
+    #[arg(long, env = "ANNEAL_GPU_MEMORY", default_value = "80GiB")]
+    pub gpu_memory: ByteSize,
     /// Time a stopping trainer gets to write its checkpoint after SIGTERM (not a flag).
     #[arg(skip = 300)]
     pub trainer_grace_seconds: i64,

@@ -53,13 +53,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A GPU job whose model and data the operator does not read: the model is on a claim
+/// (an `s3://` model would have the operator read its config.json for the memory plan,
+/// from a bucket that does not exist here), the data in a ConfigMap.
 fn job(index: usize) -> FineTuneJob {
     let yaml = format!(
         r#"apiVersion: anneal.dev/v1alpha1
 kind: FineTuneJob
 metadata: {{name: job-{index:04}, namespace: {NAMESPACE}}}
 spec:
-  baseModel: {{name: anneal-tiny, source: "s3://bench/models/anneal-tiny"}}
+  baseModel: {{name: anneal-tiny, source: "pvc://models/anneal-tiny"}}
   dataset: {{configMap: {{name: chats}}}}
 "#
     );

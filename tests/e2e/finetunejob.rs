@@ -531,3 +531,107 @@ async fn a_configmap_dataset_is_validated_by_the_operator_and_mounted_for_the_tr
     );
     operator.stop().await;
 }
+
+/// The `Validated` condition of a job, once it has one.
+async fn validated_condition(
+    world: &World,
+    name: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let job = world
+        .wait_for(name, Duration::from_secs(30), "validated", |s| {
+            s.conditions.iter().any(|c| c.type_ == "Validated")
+        })
+        .await;
+    job.status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_memory_plan_refuses_what_cannot_fit_one_gpu_before_any_pod() {
+    let world = World::start(&quickstart_lines(4)).await;
+    let operator = world.start_operator(None).await;
+    let on_one_gpu = |name: &str| job_yaml(name, 1, 2, "").replace("gpus: 0", "gpus: 1");
+    // 72B in bf16 is 135 GiB of weights: no GPU of the operator's default 80 GiB holds
+    // it. No config.json at its source, so the built-in shape of its name is used.
+    let too_big = on_one_gpu("too-big").replace(
+        r#"name: anneal-tiny, source: "s3://anneal-e2e/models/anneal-tiny""#,
+        r#"name: Qwen/Qwen2.5-72B-Instruct, source: "s3://anneal-e2e/models/qwen2.5-72b""#,
+    );
+    assert!(too_big.contains("Qwen2.5-72B"));
+    world.apply(&too_big).await;
+    // Two GPUs in one pod: refused with the spec, whatever the model.
+    world
+        .apply(&job_yaml("two-gpus", 1, 2, "").replace("gpus: 0", "gpus: 2"))
+        .await;
+    // The tiny model on one GPU fits; its shape comes from its config.json in storage.
+    // Suspended, so it is validated but never starts a pod.
+    world
+        .apply(&format!("{}  suspend: true\n", on_one_gpu("tiny-on-gpu")))
+        .await;
+
+    let refused = validated_condition(&world, "too-big").await;
+    assert_eq!(
+        (refused.status.as_str(), refused.reason.as_str()),
+        ("False", "InsufficientGpuMemory")
+    );
+    let message = &refused.message;
+    assert!(
+        message.starts_with("does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs ")
+            && message.contains(" per GPU at micro-batch 1 with maxTokens 256 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 2 GPUs of 80 GiB with its layers placed across them"),
+        "{message}"
+    );
+    let failed = world.job("too-big").await.status.unwrap();
+    assert_eq!(failed.phase, Some(JobPhase::Failed));
+    assert_eq!(failed.message.as_ref(), Some(message));
+
+    let two = validated_condition(&world, "two-gpus").await;
+    assert_eq!(
+        (two.status.as_str(), two.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        two.message.starts_with(
+            "invalid spec: spec.resources.gpus: 2 GPUs in one pod are not supported yet"
+        ),
+        "{}",
+        two.message
+    );
+
+    let tiny = validated_condition(&world, "tiny-on-gpu").await;
+    assert_eq!(tiny.status, "True", "{}", tiny.message);
+    assert!(
+        tiny.message
+            .contains("; memory plan (anneal-tiny, from its config.json): "),
+        "{}",
+        tiny.message
+    );
+
+    let jobs: Api<Job> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(
+        jobs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let events = events_for(&world, "too-big").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "Failed" && note.starts_with("does not fit one GPU")),
+        "{events:?}"
+    );
+    operator.stop().await;
+}

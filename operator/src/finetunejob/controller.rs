@@ -1,5 +1,5 @@
 //! The FineTuneJob controller: one `reconcile` per job, as a pipeline. Read what it
-//! needs (the job, its trainer Job and pods), validate (spec, then datasets), apply
+//! needs (the job, its trainer Job and pods), validate (spec, datasets, memory plan), apply
 //! the children (report Secret, trainer Job) or remove them (suspend, delete), then
 //! compute status from what is there. Level-based: a restarted operator, or a
 //! reconcile run twice, arrives at the same objects and the same status.
@@ -25,6 +25,8 @@ use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::finetunejob::dataset_check::{DatasetCheck, check_datasets};
 use crate::finetunejob::kube_report::KubeReportCluster;
+use crate::finetunejob::memory_verdict::{gpu_count_problem, judge_memory};
+use crate::finetunejob::model_shape_check::find_model_shape;
 use crate::finetunejob::trainer_job::{
     JOB_LABEL, TOKEN_KEY, plan_trainer_job, plan_trainer_secret, run_uri, trainer_job_name,
     trainer_secret_name,
@@ -32,7 +34,7 @@ use crate::finetunejob::trainer_job::{
 use crate::finetunejob::trainer_observation::{
     TrainerState, last_failure_message, observe_trainer_job, plan_phase,
 };
-use crate::finetunejob::validation_verdict::{VerdictReason, judge_spec};
+use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_spec};
 use crate::metrics::Metrics;
 use crate::report::{ReportState, ReportedStatus, fold_events_jsonl};
 use crate::shared::conditions::{self, Desired, set_condition};
@@ -153,16 +155,20 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    // Validating: the spec, then the datasets, once (the training fields are immutable).
+    // Validating: the spec, then the datasets, then the memory plan, once (the training
+    // fields are immutable).
     if !conditions::is_true(&status.conditions, conditions::VALIDATED) {
         let mut verdict = judge_spec(job);
         let plan_problem = crate::finetunejob::trainer_job::check_sources(job).and_then(|()| {
             crate::finetunejob::trainer_job::output_uri(job, &context.config).map(drop)
         });
+        let plan_problem = plan_problem
+            .map_err(|problem| problem.to_string())
+            .and_then(|()| gpu_count_problem(job).map_or(Ok(()), Err));
         if verdict.passed()
             && let Err(problem) = plan_problem
         {
-            verdict = crate::finetunejob::validation_verdict::Verdict {
+            verdict = Verdict {
                 reason: VerdictReason::InvalidSpec,
                 message: format!("invalid spec: {problem}"),
             };
@@ -182,6 +188,20 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
                 }
                 DatasetCheck::Judged(judged) => verdict = judged,
             }
+        }
+        // The memory plan of a GPU job, once its datasets passed (and its storage
+        // credentials are known to exist): refused here, it never holds a GPU.
+        if verdict.passed() && job.spec.resources.gpus > 0 {
+            let shape = find_model_shape(&context.client, job, &context.config).await?;
+            let memory = judge_memory(job, &shape, context.config.gpu_memory);
+            verdict = if memory.passed() {
+                Verdict {
+                    message: format!("{}; {}", verdict.message, memory.message),
+                    ..verdict
+                }
+            } else {
+                memory
+            };
         }
         set_condition(
             &mut next.conditions,

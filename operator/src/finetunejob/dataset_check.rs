@@ -174,19 +174,36 @@ async fn storage_settings(
     Ok(Ok(settings.into_iter().collect()))
 }
 
-/// The first [`DATASET_CHECK_BYTES_MAX`] bytes of an object and its size, bounded by
+/// The first [`DATASET_CHECK_BYTES_MAX`] bytes of an object and its size, within
 /// [`DATASET_CHECK_TIMEOUT`].
 async fn read_head(uri: &str, settings: Vec<(String, String)>) -> Result<Option<(Vec<u8>, u64)>> {
+    read_head_within(
+        uri,
+        settings,
+        DATASET_CHECK_BYTES_MAX,
+        DATASET_CHECK_TIMEOUT,
+    )
+    .await
+}
+
+/// The first `max_bytes` of an object and its size; `None` when there is none,
+/// bounded by `timeout`.
+pub(crate) async fn read_head_within(
+    uri: &str,
+    settings: Vec<(String, String)>,
+    max_bytes: u64,
+    timeout: Duration,
+) -> Result<Option<(Vec<u8>, u64)>> {
     let (folder, name) = uri.rsplit_once('/').ok_or_else(|| Error::NotAFileUri {
         uri: uri.to_owned(),
     })?;
     let storage = AsyncStorage::open_with(folder, settings)?;
-    let read = storage.get_head(name, DATASET_CHECK_BYTES_MAX);
-    match tokio::time::timeout(DATASET_CHECK_TIMEOUT, read).await {
+    let read = storage.get_head(name, max_bytes);
+    match tokio::time::timeout(timeout, read).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(Error::Timeout {
             what: uri.to_owned(),
-            limit: DATASET_CHECK_TIMEOUT,
+            limit: timeout,
         }),
     }
 }

@@ -1,10 +1,12 @@
-//! The FineTuneJob kind: judging a job's spec and datasets, planning its trainer Job
+//! The FineTuneJob kind: judging a job's spec, datasets and memory plan, planning its trainer Job
 //! and Secret, reading the trainer's progress back into status, and the report
 //! endpoint's view of jobs in the cluster; `controller` ties them together.
 
 pub mod controller;
 pub mod dataset_check;
 pub mod kube_report;
+pub mod memory_verdict;
+pub mod model_shape_check;
 pub mod trainer_job;
 pub mod trainer_observation;
 pub mod validation_verdict;

@@ -17,6 +17,8 @@ pub enum VerdictReason {
     Valid,
     InvalidSpec,
     InvalidDataset,
+    /// The memory plan does not fit the GPU the job asks for.
+    InsufficientGpuMemory,
 }
 
 impl VerdictReason {
@@ -25,6 +27,7 @@ impl VerdictReason {
             VerdictReason::Valid => "Valid",
             VerdictReason::InvalidSpec => "InvalidSpec",
             VerdictReason::InvalidDataset => "InvalidDataset",
+            VerdictReason::InsufficientGpuMemory => "InsufficientGpuMemory",
         }
     }
 }

@@ -1,0 +1,210 @@
+//! The plan as a table people read (`trainer plan JOB.yaml`): one row per part of the
+//! peak in GiB, with the arithmetic behind it, then the micro-batch and accumulation.
+
+use std::fmt;
+
+use super::footprint::{LOGITS_CHUNK_TOKENS, MARGIN_PERCENT, trainable_bytes_per_param};
+use super::inputs::{PlanInputs, TrainedWeights};
+use super::plan::MemoryPlan;
+
+impl fmt::Display for MemoryPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inputs = &self.inputs;
+        let shape = &inputs.shape;
+        writeln!(f, "memory plan: {}", describe_inputs(inputs))?;
+        let weight_params = self.base_weights.bytes() / inputs.base_dtype.bytes();
+        let rows = [
+            (
+                "base weights",
+                self.base_weights,
+                format!(
+                    "{} parameters x {} bytes ({}){}",
+                    count(weight_params),
+                    inputs.base_dtype.bytes(),
+                    inputs.base_dtype.name(),
+                    placement(self)
+                ),
+            ),
+            (
+                "trainable state",
+                self.trainable_state,
+                format!(
+                    "{} parameters x {} bytes ({})",
+                    count(self.trainable_params),
+                    trainable_bytes_per_param(inputs),
+                    match inputs.trained {
+                        TrainedWeights::Lora { .. } => "f32 value, gradient, 2 AdamW moments",
+                        TrainedWeights::Full => "f32 master copy, gradient, 2 AdamW moments",
+                    }
+                ),
+            ),
+            (
+                "activations",
+                self.activations,
+                format!(
+                    "{} x {:.2} GiB per sample ({})",
+                    self.micro_batch,
+                    self.activations_per_sample.as_gib(),
+                    if inputs.gradient_checkpointing {
+                        "each layer's input kept, one layer recomputed at a time"
+                    } else {
+                        "every layer's activations kept"
+                    }
+                ),
+            ),
+            (
+                "shared tables",
+                self.shared_tables,
+                "causal-mask blocks and RoPE tables, once per length".to_owned(),
+            ),
+            (
+                "logits",
+                self.logits,
+                format!(
+                    "a {LOGITS_CHUNK_TOKENS}-token chunk x {} vocabulary, f32, and its gradient",
+                    shape.vocab_size
+                ),
+            ),
+            (
+                "margin",
+                self.margin,
+                format!("{MARGIN_PERCENT}% + 1 GiB: workspace, fragmentation, CUDA context"),
+            ),
+            (
+                "peak",
+                self.peak,
+                format!(
+                    "of {} per {}",
+                    inputs.device.per_device,
+                    inputs.device.kind.noun()
+                ),
+            ),
+        ];
+        for (part, bytes, how) in rows {
+            writeln!(f, "  {part:<16}{:>9.2} GiB  {how}", bytes.as_gib())?;
+        }
+        write!(
+            f,
+            "micro-batch {} x {} accumulation step{} = batchSize {}",
+            self.micro_batch,
+            self.accumulation,
+            if self.accumulation == 1 { "" } else { "s" },
+            inputs.batch_size
+        )?;
+        if self.micro_batch * self.accumulation != inputs.batch_size {
+            write!(
+                f,
+                " (the last micro-batch has {})",
+                inputs.batch_size - self.micro_batch * (self.accumulation - 1)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `LoRA r8 on 7 modules, 1 sequence of 4096 tokens per sample, batchSize 8, recomputation on, 1 x 80 GiB GPU`.
+fn describe_inputs(inputs: &PlanInputs) -> String {
+    let trained = match &inputs.trained {
+        TrainedWeights::Lora { rank, targets, .. } => {
+            let modules: Vec<&str> = targets.iter().map(|t| t.hf_name()).collect();
+            format!("LoRA r{rank} on {}", modules.join(", "))
+        }
+        TrainedWeights::Full => "full training".to_owned(),
+    };
+    let sequences = inputs.sequences_per_sample;
+    format!(
+        "{trained}; {sequences} sequence{} of {} tokens per sample, batchSize {}, recomputation {}; {}",
+        if sequences == 1 { "" } else { "s" },
+        inputs.max_tokens,
+        inputs.batch_size,
+        if inputs.gradient_checkpointing {
+            "on"
+        } else {
+            "off"
+        },
+        inputs.device
+    )
+}
+
+/// `, 40 of 80 layers on this GPU` when the layers are spread over several devices.
+fn placement(plan: &MemoryPlan) -> String {
+    let layers = plan.inputs.shape.layers;
+    if plan.layers_per_device == layers {
+        String::new()
+    } else {
+        format!(
+            ", {} of {layers} layers and the embeddings on the busiest {}",
+            plan.layers_per_device,
+            plan.inputs.device.kind.noun()
+        )
+    }
+}
+
+/// A parameter count as `7.62B`, `20.19M`, `1.2K` or `12`.
+fn count(n: u64) -> String {
+    let n_f = n as f64;
+    if n >= 1_000_000_000 {
+        format!("{:.2}B", n_f / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.2}M", n_f / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1}K", n_f / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::hyperparameters::TargetModule;
+    use crate::memory_plan::{
+        ByteSize, DeviceMemory, PlanInputs, TrainedWeights, WeightDtype, known_shape, plan,
+    };
+
+    #[test]
+    fn a_plan_reads_as_a_table_in_gib() {
+        let inputs = PlanInputs {
+            shape: known_shape("Qwen/Qwen2.5-7B-Instruct").unwrap(),
+            base_dtype: WeightDtype::Bf16,
+            trained: TrainedWeights::Lora {
+                rank: 8,
+                targets: TargetModule::ALL.to_vec(),
+                dropout: true,
+            },
+            sequences_per_sample: 1,
+            max_tokens: 4096,
+            batch_size: 8,
+            gradient_checkpointing: true,
+            device: DeviceMemory::gpus(ByteSize::gib(80), 1),
+        };
+        let text = plan(&inputs).unwrap().to_string();
+        let expected = "\
+memory plan: LoRA r8 on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; 1 sequence of 4096 tokens per sample, batchSize 8, recomputation on; 1 x 80 GiB GPU
+  base weights        14.19 GiB  7.62B parameters x 2 bytes (bf16)
+  trainable state      0.30 GiB  20.19M parameters x 16 bytes (f32 value, gradient, 2 AdamW moments)
+  activations         51.03 GiB  7 x 7.29 GiB per sample (each layer's input kept, one layer recomputed at a time)
+  shared tables        0.04 GiB  causal-mask blocks and RoPE tables, once per length
+  logits               1.16 GiB  a 1024-token chunk x 152064 vocabulary, f32, and its gradient
+  margin               7.67 GiB  10% + 1 GiB: workspace, fragmentation, CUDA context
+  peak                74.39 GiB  of 80 GiB per GPU
+micro-batch 7 x 2 accumulation steps = batchSize 8 (the last micro-batch has 1)";
+        assert_eq!(text, expected);
+
+        let spread = PlanInputs {
+            shape: known_shape("Qwen/Qwen2.5-72B-Instruct").unwrap(),
+            device: DeviceMemory::gpus(ByteSize::gib(141), 2),
+            ..inputs
+        };
+        let text = plan(&spread).unwrap().to_string();
+        assert!(
+            text.contains("  base weights        70.03 GiB  37.60B parameters x 2 bytes (bf16), 40 of 80 layers and the embeddings on the busiest GPU\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "micro-batch 3 x 3 accumulation steps = batchSize 8 (the last micro-batch has 2)"
+            ),
+            "{text}"
+        );
+    }
+}

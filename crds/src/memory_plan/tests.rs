@@ -1,0 +1,260 @@
+//! The plan's figures against hand arithmetic, and how they move with the inputs.
+
+use super::footprint::{F32_BYTES, score_elements};
+use super::*;
+use crate::hyperparameters::TargetModule;
+
+fn seven_b_lora(max_tokens: u64, batch_size: u64, device: DeviceMemory) -> PlanInputs {
+    PlanInputs {
+        shape: known_shape("Qwen/Qwen2.5-7B-Instruct").unwrap(),
+        base_dtype: WeightDtype::Bf16,
+        trained: TrainedWeights::Lora {
+            rank: 8,
+            targets: TargetModule::ALL.to_vec(),
+            dropout: true,
+        },
+        sequences_per_sample: 1,
+        max_tokens,
+        batch_size,
+        gradient_checkpointing: true,
+        device,
+    }
+}
+
+fn one_gpu(gib: u64) -> DeviceMemory {
+    DeviceMemory::gpus(ByteSize::gib(gib), 1)
+}
+
+#[test]
+fn qwen_7b_lora_r8_at_4096_tokens_adds_up_by_hand() {
+    let plan = plan(&seven_b_lora(4096, 8, one_gpu(80))).unwrap();
+    // Base: 7,615,616,512 parameters x 2 bytes (bf16).
+    assert_eq!(plan.base_weights, ByteSize(15_231_233_024));
+    // LoRA r8 on all seven projections: 720,896 per layer x 28 = 20,185,088 parameters,
+    // x 16 bytes (f32 value, gradient, two AdamW moments).
+    assert_eq!(plan.trainable_params, 20_185_088);
+    assert_eq!(plan.trainable_state, ByteSize(322_961_408));
+    // One sample of 4096 tokens, f32:
+    // - 28 layer inputs [4096, 3584]: 28 x 58,720,256 = 1,644,167,168;
+    // - the recomputed layer, per token 3 x 3584 + 2 x 3584 + 2 x 512 + 4 x 18944 = 94,720
+    //   plus LoRA 7 x 8 + 6 x 3584 (dropped inputs of q, k, v, o, gate, up) + 18944
+    //   (down's) = 40,504, so 135,224 x 4096 = 553,877,504 elements, and the softmax
+    //   output 28 heads x 9,437,184 (9/16 of 4096²) = 264,241,152: x 4 = 3,272,474,624;
+    // - backward working set: 2 x 264,241,152 + 2 x 4096 x 18944 = 683,671,552 x 4
+    //   = 2,734,686,208;
+    // - the final norm's input, output and gradient: 3 x 4096 x 3584 x 4 = 176,160,768.
+    assert_eq!(score_elements(4096), 9_437_184);
+    assert_eq!(plan.activations_per_sample, ByteSize(7_827_488_768));
+    // Mask blocks 9,437,184 + RoPE 4 x 4096 x 128 = 2,097,152, x 4 bytes.
+    assert_eq!(plan.shared_tables, ByteSize(46_137_344));
+    // A 1024-token chunk of 152,064 logits, f32, and its gradient.
+    assert_eq!(plan.logits, ByteSize(1_245_708_288));
+    // Fixed 16,846,040,064 + 7 x 7,827,488,768 = 71,638,461,440; margin 10% + 1 GiB
+    // = 8,237,587,968; peak 79,876,049,408 (74.4 GiB) <= 80 GiB. 8 samples would be
+    // 79,465,950,208 before the margin, 87,412,545,228 after: too many.
+    assert_eq!(plan.micro_batch, 7);
+    assert_eq!(plan.activations, ByteSize(7 * 7_827_488_768));
+    assert_eq!(plan.margin, ByteSize(8_237_587_968));
+    assert_eq!(plan.peak, ByteSize(79_876_049_408));
+    assert_eq!(plan.accumulation, 2);
+}
+
+#[test]
+fn the_peak_grows_with_max_tokens() {
+    let mut last = 0;
+    for tokens in (64..=16_384).step_by(64) {
+        let peak = plan::peak_bytes(&seven_b_lora(tokens, 1, one_gpu(80)), 1);
+        assert!(peak > last, "{tokens} tokens: {peak} after {last}");
+        last = peak;
+    }
+}
+
+#[test]
+fn with_recomputation_everything_but_one_layers_scores_is_linear_in_max_tokens() {
+    let shape = known_shape("Qwen/Qwen2.5-7B-Instruct").unwrap();
+    // One layer's score-sized tensors: kept softmax output + two gradients.
+    let scores = |tokens| 3 * shape.attention_heads * score_elements(tokens) * F32_BYTES;
+    let linear_part = |tokens| {
+        let inputs = seven_b_lora(tokens, 1, one_gpu(80));
+        footprint::activation_bytes_per_sample(&inputs, shape.layers) - scores(tokens)
+    };
+    for tokens in [512, 1024, 2048, 4096] {
+        assert_eq!(linear_part(2 * tokens), 2 * linear_part(tokens), "{tokens}");
+    }
+}
+
+#[test]
+fn recomputation_keeps_one_layer_of_activations_instead_of_all() {
+    let with = seven_b_lora(4096, 1, one_gpu(80));
+    let without = PlanInputs {
+        gradient_checkpointing: false,
+        ..with.clone()
+    };
+    let layers = with.shape.layers;
+    let saved = footprint::layer_saved_bytes(&with);
+    assert_eq!(
+        footprint::activation_bytes_per_sample(&without, layers)
+            - footprint::activation_bytes_per_sample(&with, layers),
+        (layers - 1) * saved
+    );
+    // With recomputation a layer more costs only its input, [T, h] f32.
+    let deeper = |inputs: &PlanInputs| {
+        footprint::activation_bytes_per_sample(inputs, layers + 1)
+            - footprint::activation_bytes_per_sample(inputs, layers)
+    };
+    assert_eq!(deeper(&with), 4096 * 3584 * 4);
+    assert_eq!(deeper(&without), 4096 * 3584 * 4 + saved);
+    // At 4096 tokens that is what makes 7B fit an 80 GiB GPU at all.
+    assert!(plan(&without).is_err());
+}
+
+#[test]
+fn the_micro_batch_is_the_largest_that_fits_and_accumulation_reaches_the_batch() {
+    // A GPU exactly as large as 8 samples of 7B at 4096 tokens need.
+    let eight = ByteSize(plan::peak_bytes(&seven_b_lora(4096, 32, one_gpu(80)), 8));
+    let device = DeviceMemory::gpus(eight, 1);
+    let cases = [
+        (32, 8, 4),
+        (30, 8, 4),
+        (8, 8, 1),
+        (9, 8, 2),
+        (5, 5, 1),
+        (1, 1, 1),
+    ];
+    for (batch, micro, accumulation) in cases {
+        let plan = plan(&seven_b_lora(4096, batch, device)).unwrap();
+        assert_eq!(
+            (plan.micro_batch, plan.accumulation),
+            (micro, accumulation),
+            "batchSize {batch}"
+        );
+        assert!(plan.peak <= eight);
+    }
+    let one_byte_less = DeviceMemory::gpus(ByteSize(eight.bytes() - 1), 1);
+    assert_eq!(
+        plan(&seven_b_lora(4096, 32, one_byte_less))
+            .unwrap()
+            .micro_batch,
+        7
+    );
+}
+
+#[test]
+fn qwen_72b_in_bf16_does_not_fit_one_80_gib_gpu_and_the_error_says_what_would() {
+    let inputs = PlanInputs {
+        shape: known_shape("Qwen/Qwen2.5-72B-Instruct").unwrap(),
+        ..seven_b_lora(4096, 8, one_gpu(80))
+    };
+    let error = plan(&inputs).unwrap_err();
+    // 72,706,203,648 parameters x 2 bytes: more than the GPU before any activation.
+    assert_eq!(error.base_weights, ByteSize(145_412_407_296));
+    assert_eq!(error.peak.to_string(), "176.9 GiB");
+    assert_eq!(error.fitting_max_tokens, None);
+    // 3 GPUs hold 27 of the 80 layers each: 73.1 GiB at micro-batch 1.
+    assert_eq!(error.fitting_devices, Some(3));
+    assert_eq!(
+        error.to_string(),
+        "needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), \
+         more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, \
+         or on 3 GPUs of 80 GiB with its layers placed across them"
+    );
+    // Two H200s hold it, three samples at a time.
+    let two_h200 = PlanInputs {
+        device: DeviceMemory::gpus(ByteSize::gib(141), 2),
+        ..inputs
+    };
+    let plan = plan(&two_h200).unwrap();
+    assert_eq!((plan.layers_per_device, plan.micro_batch), (40, 3));
+}
+
+#[test]
+fn a_too_long_max_tokens_is_told_the_longest_that_fits() {
+    let long = seven_b_lora(32_768, 8, one_gpu(80));
+    let error = plan(&long).unwrap_err();
+    let fitting = error.fitting_max_tokens.unwrap();
+    let at = |tokens| plan::peak_bytes(&seven_b_lora(tokens, 8, one_gpu(80)), 1);
+    assert!(at(fitting) <= ByteSize::gib(80).bytes());
+    assert!(at(fitting + 1) > ByteSize::gib(80).bytes());
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("it fits with maxTokens {fitting} or less")),
+        "{error}"
+    );
+    // One layer's 32768² scores alone outgrow a GPU: more GPUs do not help.
+    assert_eq!(error.fitting_devices, None);
+    assert!(
+        error.to_string().ends_with(
+            ", and no number of 80 GiB GPUs holds it with its layers placed across them"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn full_training_adds_an_f32_master_copy_to_a_bf16_base() {
+    let lora = seven_b_lora(1024, 1, one_gpu(1000));
+    let full = PlanInputs {
+        trained: TrainedWeights::Full,
+        ..lora.clone()
+    };
+    let params = full.shape.params();
+    let plan_full = plan(&full).unwrap();
+    assert_eq!(plan_full.trainable_params, params);
+    // bf16 base 2 + f32 master 4 + gradient 4 + moments 8 = 18 bytes a parameter.
+    assert_eq!(
+        plan_full.base_weights.bytes() + plan_full.trainable_state.bytes(),
+        18 * params
+    );
+    // On the CPU the f32 base is the master copy: 4 + 4 + 8 = 16.
+    let cpu = PlanInputs {
+        base_dtype: WeightDtype::F32,
+        device: DeviceMemory::cpu(ByteSize::gib(1000)),
+        ..full
+    };
+    let plan_cpu = plan(&cpu).unwrap();
+    assert_eq!(
+        plan_cpu.base_weights.bytes() + plan_cpu.trainable_state.bytes(),
+        16 * params
+    );
+}
+
+#[test]
+fn a_job_spec_gives_its_inputs_and_dpo_trains_two_sequences_a_sample() {
+    let spec: crate::FineTuneJobSpec = serde_json::from_value(serde_json::json!({
+        "method": "dpo",
+        "baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct", "source": "s3://m/q"},
+        "dataset": {"train": "s3://d/t.jsonl"},
+        "hyperparameters": {"maxTokens": 2048, "lora": {"dropout": 0.0}},
+    }))
+    .unwrap();
+    let shape = known_shape(&spec.base_model.name).unwrap();
+    let inputs = PlanInputs::for_job(&spec, shape, one_gpu(80));
+    assert_eq!(
+        (
+            inputs.max_tokens,
+            inputs.batch_size,
+            inputs.sequences_per_sample
+        ),
+        (2048, 8, 2)
+    );
+    assert_eq!(inputs.base_dtype, WeightDtype::Bf16);
+    assert_eq!(
+        inputs.trained,
+        TrainedWeights::Lora {
+            rank: 8,
+            targets: TargetModule::ALL.to_vec(),
+            dropout: false
+        }
+    );
+    let dpo = plan_for_job(&spec, shape, one_gpu(80)).unwrap();
+    let sft = plan(&PlanInputs {
+        sequences_per_sample: 1,
+        ..inputs
+    })
+    .unwrap();
+    assert_eq!(
+        dpo.activations_per_sample.bytes(),
+        2 * sft.activations_per_sample.bytes()
+    );
+}

@@ -1,0 +1,188 @@
+//! The GPU half of the Validating phase, as pure functions: a pod asks for at most
+//! one GPU until a model's layers can be placed across several, and a job whose
+//! memory plan does not fit that GPU is refused before any pod exists, with the
+//! figure and what would fit. A job whose model shape is unknown is let through: its
+//! plan is skipped, never guessed.
+
+use anneal_crds::FineTuneJob;
+use anneal_crds::memory_plan::{ByteSize, DeviceMemory, ModelShape, plan_for_job};
+
+use crate::finetunejob::validation_verdict::{Verdict, VerdictReason};
+
+/// The problem with `spec.resources.gpus` above 1, if there is one: the trainer has
+/// no layer placement or data parallelism yet, so it would use one GPU and leave the
+/// others idle while the pod holds them.
+pub fn gpu_count_problem(job: &FineTuneJob) -> Option<String> {
+    let gpus = job.spec.resources.gpus;
+    (gpus > 1).then(|| {
+        format!(
+            "spec.resources.gpus: {gpus} GPUs in one pod are not supported yet (placing a model's layers across GPUs is not built, so the trainer would leave {} of them idle); ask for 1",
+            gpus - 1
+        )
+    })
+}
+
+/// The model's shape, and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ShapeFound {
+    /// From the model's own `config.json`.
+    ConfigJson(ModelShape),
+    /// From the built-in table, by `spec.baseModel.name`.
+    BuiltIn(ModelShape),
+    /// Neither; why, in words.
+    Unknown(String),
+}
+
+/// Judges the job's memory plan on one GPU of `gpu_memory`. Passes, with the plan's
+/// figures or why it was skipped, unless the plan is known not to fit.
+pub fn judge_memory(job: &FineTuneJob, shape: &ShapeFound, gpu_memory: ByteSize) -> Verdict {
+    let valid = |message: String| Verdict {
+        reason: VerdictReason::Valid,
+        message,
+    };
+    if job.spec.resources.gpus == 0 {
+        return valid(
+            "memory plan skipped: the job runs on the CPU (spec.resources.gpus: 0)".into(),
+        );
+    }
+    let (shape, from) = match shape {
+        ShapeFound::ConfigJson(shape) => (*shape, "its config.json"),
+        ShapeFound::BuiltIn(shape) => (*shape, "the built-in shape of its name"),
+        ShapeFound::Unknown(why) => return valid(format!("memory plan skipped: {why}")),
+    };
+    let name = &job.spec.base_model.name;
+    let device = DeviceMemory::gpus(gpu_memory, job.spec.resources.gpus);
+    match plan_for_job(&job.spec, shape, device) {
+        Ok(plan) => valid(format!(
+            "memory plan ({name}, from {from}): {} of {} per GPU at micro-batch {} x {} accumulation and maxTokens {}",
+            plan.peak, gpu_memory, plan.micro_batch, plan.accumulation, plan.inputs.max_tokens
+        )),
+        Err(does_not_fit) => Verdict {
+            reason: VerdictReason::InsufficientGpuMemory,
+            message: format!("does not fit one GPU: {name} {does_not_fit}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anneal_crds::memory_plan::known_shape;
+
+    fn job(model: &str, extra: serde_json::Value) -> FineTuneJob {
+        let mut spec = serde_json::json!({
+            "baseModel": {"name": model, "source": "s3://models/m"},
+            "dataset": {"train": "s3://data/train.jsonl"},
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            spec[key] = value.clone();
+        }
+        FineTuneJob::new("j", serde_json::from_value(spec).unwrap())
+    }
+
+    fn built_in(model: &str) -> ShapeFound {
+        ShapeFound::BuiltIn(known_shape(model).unwrap())
+    }
+
+    const QWEN_7B: &str = "Qwen/Qwen2.5-7B-Instruct";
+    const QWEN_72B: &str = "Qwen/Qwen2.5-72B-Instruct";
+
+    #[test]
+    fn more_than_one_gpu_is_refused_naming_the_field() {
+        let two = job(QWEN_7B, serde_json::json!({"resources": {"gpus": 2}}));
+        assert_eq!(
+            gpu_count_problem(&two).unwrap(),
+            "spec.resources.gpus: 2 GPUs in one pod are not supported yet (placing a model's layers across GPUs is not built, so the trainer would leave 1 of them idle); ask for 1"
+        );
+        for gpus in [0, 1] {
+            let fine = job(QWEN_7B, serde_json::json!({"resources": {"gpus": gpus}}));
+            assert_eq!(gpu_count_problem(&fine), None, "{gpus}");
+        }
+    }
+
+    #[test]
+    fn verdicts_by_model_tokens_and_gpu() {
+        let gib = ByteSize::gib;
+        let tokens = |n: u32| serde_json::json!({"hyperparameters": {"maxTokens": n}});
+        let cases = [
+            // The standard preset at 4096 tokens: 7 of 8 samples at a time.
+            (
+                job(QWEN_7B, serde_json::json!({})),
+                built_in(QWEN_7B),
+                gib(80),
+                VerdictReason::Valid,
+                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 74.4 GiB of 80 GiB per GPU at micro-batch 7 x 2 accumulation and maxTokens 4096",
+            ),
+            (
+                job(QWEN_7B, serde_json::json!({})),
+                built_in(QWEN_7B),
+                gib(141),
+                VerdictReason::Valid,
+                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 82.4 GiB of 141 GiB per GPU at micro-batch 8 x 1 accumulation and maxTokens 4096",
+            ),
+            (
+                job(QWEN_72B, serde_json::json!({})),
+                built_in(QWEN_72B),
+                gib(80),
+                VerdictReason::InsufficientGpuMemory,
+                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 3 GPUs of 80 GiB with its layers placed across them",
+            ),
+            (
+                job(QWEN_72B, serde_json::json!({})),
+                built_in(QWEN_72B),
+                gib(141),
+                VerdictReason::InsufficientGpuMemory,
+                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 141 GiB of a GPU; no maxTokens fits on 1 x 141 GiB GPU, or on 2 GPUs of 141 GiB with its layers placed across them",
+            ),
+            (
+                job(QWEN_7B, tokens(32_768)),
+                built_in(QWEN_7B),
+                gib(80),
+                VerdictReason::InsufficientGpuMemory,
+                "does not fit one GPU: Qwen/Qwen2.5-7B-Instruct needs 266.8 GiB per GPU at micro-batch 1 with maxTokens 32768 (base weights 14.2 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 15028 or less, and no number of 80 GiB GPUs holds it with its layers placed across them",
+            ),
+            // A model the operator knows nothing about is let through.
+            (
+                job("my-org/house-model", serde_json::json!({})),
+                ShapeFound::Unknown("my-org/house-model is not a built-in model and the operator does not read pvc:// sources".into()),
+                gib(80),
+                VerdictReason::Valid,
+                "memory plan skipped: my-org/house-model is not a built-in model and the operator does not read pvc:// sources",
+            ),
+            // The CPU backend is not planned.
+            (
+                job(QWEN_72B, serde_json::json!({"resources": {"gpus": 0}})),
+                built_in(QWEN_72B),
+                gib(80),
+                VerdictReason::Valid,
+                "memory plan skipped: the job runs on the CPU (spec.resources.gpus: 0)",
+            ),
+        ];
+        for (job, shape, memory, reason, message) in cases {
+            let verdict = judge_memory(&job, &shape, memory);
+            assert_eq!(
+                (verdict.reason, verdict.message.as_str()),
+                (reason, message),
+                "{} on {memory}",
+                job.spec.base_model.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_shape_from_config_json_says_so() {
+        let verdict = judge_memory(
+            &job("my-org/seven", serde_json::json!({})),
+            &ShapeFound::ConfigJson(known_shape(QWEN_7B).unwrap()),
+            ByteSize::gib(80),
+        );
+        assert!(verdict.passed());
+        assert!(
+            verdict
+                .message
+                .starts_with("memory plan (my-org/seven, from its config.json): 74.4 GiB"),
+            "{}",
+            verdict.message
+        );
+    }
+}
