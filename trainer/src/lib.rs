@@ -1,11 +1,12 @@
 //! The `trainer` command line: one binary for the trainer pod, serving pods and local
 //! mode. Each subcommand reads its flags or manifest here and hands the work to the
 //! crate that does it: `anneal-train` (train), `anneal-serve` (serve), `anneal-model`
-//! (generate), `anneal-sources` (fetch) and `anneal-crds` (validate).
+//! (generate), `anneal-sources` (fetch) and `anneal-crds` (validate, plan).
 
 pub mod fetch_command;
 pub mod generate_command;
 pub mod next_steps;
+pub mod plan_command;
 pub mod train_command;
 pub mod train_progress;
 pub mod validate_command;

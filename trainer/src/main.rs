@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anneal_serve::ServeArgs;
 use anneal_trainer::fetch_command::{self, FetchArgs};
 use anneal_trainer::generate_command::{self, GenerateArgs};
+use anneal_trainer::plan_command::{self, PlanArgs};
 use anneal_trainer::train_command::{self, TrainArgs};
 use anneal_trainer::validate_command::{self, ValidateArgs};
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     Train(TrainArgs),
     /// Check a JSONL dataset, or a FineTuneJob manifest and the local datasets it names.
     Validate(ValidateArgs),
+    /// The memory a FineTuneJob needs per GPU, and the micro-batch that fits.
+    Plan(PlanArgs),
     /// Continue a prompt or a chat with a model folder.
     Generate(GenerateArgs),
     /// Serve a model and its LoRA adapters behind an OpenAI-compatible API.
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Train(args) => train_command::run(args),
         Command::Validate(args) => validate_command::run(&args),
+        Command::Plan(args) => plan_command::run(&args),
         Command::Generate(args) => match generate_command::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {

@@ -75,7 +75,7 @@ impl DoesNotFit {
             match self.fitting_devices {
                 Some(gpus) => {
                     text += &format!(
-                        ", or on {gpus} GPUs of {} with its layers placed across them",
+                        ", or on {gpus} GPUs of {} with its layers placed across them (not supported yet)",
                         self.device.per_device
                     )
                 }

@@ -125,14 +125,14 @@ mod tests {
                 built_in(QWEN_72B),
                 gib(80),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 3 GPUs of 80 GiB with its layers placed across them",
+                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 3 GPUs of 80 GiB with its layers placed across them (not supported yet)",
             ),
             (
                 job(QWEN_72B, serde_json::json!({})),
                 built_in(QWEN_72B),
                 gib(141),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 141 GiB of a GPU; no maxTokens fits on 1 x 141 GiB GPU, or on 2 GPUs of 141 GiB with its layers placed across them",
+                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 141 GiB of a GPU; no maxTokens fits on 1 x 141 GiB GPU, or on 2 GPUs of 141 GiB with its layers placed across them (not supported yet)",
             ),
             (
                 job(QWEN_7B, tokens(32_768)),

@@ -131,12 +131,23 @@ fn help_flags(sub: &str) -> BTreeSet<String> {
         "trainer {sub} --help: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // Options are the lines that start with `-x, --name` or `--name`; flags named in
+    // the descriptions are not options of their own.
     String::from_utf8(output.stdout)
         .unwrap()
-        .split_whitespace()
-        .map(|word| word.trim_end_matches([',', '.']))
-        .filter(|word| word.starts_with("--") && !["--help", "--version"].contains(word))
-        .map(|word| word.split(['=', '[', '<']).next().unwrap().to_owned())
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            // `-h, --help`: the short form first.
+            let line = match line.as_bytes() {
+                [b'-', short, b',', b' ', ..] if short.is_ascii_alphanumeric() => &line[4..],
+                _ => line,
+            };
+            line.starts_with("--")
+                .then(|| line.split([' ', '=', '[', '<']).next().unwrap())
+        })
+        .filter(|flag| !["--help", "--version"].contains(flag))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -167,7 +178,7 @@ fn every_documented_trainer_command_uses_flags_the_cli_has() {
         }
     }
     // The docs give a synopsis of each subcommand users run by hand, with every flag.
-    for sub in ["train", "validate", "generate", "serve"] {
+    for sub in ["train", "validate", "generate", "serve", "plan"] {
         let (listed, known) = synopses
             .get(sub)
             .unwrap_or_else(|| panic!("no synopsis of `trainer {sub}` in the docs"));

@@ -13,6 +13,7 @@ mod generate_cli;
 mod lora_adapter;
 mod model_loading;
 mod model_reference;
+mod plan_cli;
 mod quickstart;
 mod recompute;
 mod serve_api;

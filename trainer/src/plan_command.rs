@@ -1,0 +1,168 @@
+//! `trainer plan JOB.yaml`: what one training step of a job needs on each device
+//! (base weights, trainable state, activations, logits, margin, peak) and the
+//! micro-batch and gradient accumulation that fit, before any GPU time is spent.
+//! The same plan the operator checks in Validating (docs/memory.md).
+//!
+//! The model's shape comes from a `config.json`: `--base-model DIR`, else the
+//! manifest's `file://` base model; else from the built-in table of the names users
+//! write (`Qwen/Qwen2.5-7B-Instruct`, ...), so a cluster job can be planned on a laptop.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anneal_crds::FineTuneJob;
+use anneal_crds::manifest::parse_finetunejob;
+use anneal_crds::memory_plan::{
+    ByteSize, DeviceMemory, HfConfigError, ModelShape, known_shape, plan_for_job,
+};
+use anneal_sources::local_paths::resolve_file_uri;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// The FineTuneJob manifest.
+    pub manifest: PathBuf,
+    /// Memory of one GPU: 80GiB (H100, A100 80GB), 141GiB (H200), 24GiB, ...
+    #[arg(long, default_value = "80GiB", value_parser = memory_size)]
+    pub gpu_memory: ByteSize,
+    /// GPUs in the trainer pod. Default: the manifest's `spec.resources.gpus`.
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// Plan for the CPU backend (f32 weights) with this much RAM instead of GPUs;
+    /// what a job with `resources.gpus: 0` or `trainer train --device cpu` runs on.
+    #[arg(long, conflicts_with = "gpus", value_parser = memory_size)]
+    pub cpu_memory: Option<ByteSize>,
+    /// A local model folder whose `config.json` gives the shape (as `trainer train
+    /// --base-model`).
+    #[arg(long)]
+    pub base_model: Option<PathBuf>,
+}
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanCommandError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: invalid FineTuneJob\n{source}", path.display())]
+    Manifest {
+        path: PathBuf,
+        source: anneal_crds::manifest::ManifestError,
+    },
+    #[error("{}: {source}", path.display())]
+    Config {
+        path: PathBuf,
+        source: HfConfigError,
+    },
+    #[error(
+        "{name} is not a built-in model and {model_source} is not a local folder: \
+         give its folder with --base-model DIR (its config.json is enough)"
+    )]
+    UnknownShape { name: String, model_source: String },
+    #[error("{flag}: the plan needs at least one device")]
+    NoDevice { flag: &'static str },
+}
+
+/// 0 when the job fits, 1 when it does not (the message says what would), 2 when no
+/// plan could be made.
+pub fn run(args: &PlanArgs) -> ExitCode {
+    let (job, shape, device) = match plan_inputs(args) {
+        Ok(inputs) => inputs,
+        Err(error) => {
+            eprintln!("trainer plan: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", shape_line(&job, &shape, args));
+    match plan_for_job(&job.spec, shape, device) {
+        Ok(plan) => {
+            println!("{}", plan.to_string().trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(does_not_fit) => {
+            println!("does not fit: {does_not_fit}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The job, its model's shape and the devices the plan is for.
+pub fn plan_inputs(
+    args: &PlanArgs,
+) -> Result<(FineTuneJob, ModelShape, DeviceMemory), PlanCommandError> {
+    let text =
+        std::fs::read_to_string(&args.manifest).map_err(|source| PlanCommandError::Read {
+            path: args.manifest.clone(),
+            source,
+        })?;
+    let job = parse_finetunejob(&text).map_err(|source| PlanCommandError::Manifest {
+        path: args.manifest.clone(),
+        source,
+    })?;
+    let manifest_dir = args.manifest.parent().unwrap_or(Path::new("."));
+    let shape = model_shape(&job, manifest_dir, args.base_model.as_deref())?;
+    let device = match args.cpu_memory {
+        Some(memory) => DeviceMemory::cpu(memory),
+        None => {
+            let gpus = args.gpus.unwrap_or(job.spec.resources.gpus);
+            if gpus == 0 {
+                let flag = if args.gpus.is_some() {
+                    "--gpus 0"
+                } else {
+                    "spec.resources.gpus is 0 (the CPU backend): pass --cpu-memory SIZE or --gpus N"
+                };
+                return Err(PlanCommandError::NoDevice { flag });
+            }
+            DeviceMemory::gpus(args.gpu_memory, gpus)
+        }
+    };
+    Ok((job, shape, device))
+}
+
+/// A memory size with its unit: a bare `80` would be 80 bytes, never what was meant.
+fn memory_size(text: &str) -> Result<ByteSize, String> {
+    if text.trim().chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("{text}: give the unit, e.g. {text}GiB"));
+    }
+    text.parse::<ByteSize>().map_err(|error| error.to_string())
+}
+
+/// The shape from a local `config.json` when there is one, else the built-in table.
+fn model_shape(
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    base_model: Option<&Path>,
+) -> Result<ModelShape, PlanCommandError> {
+    let source = &job.spec.base_model.source;
+    let folder = base_model
+        .map(Path::to_path_buf)
+        .or_else(|| resolve_file_uri(source, manifest_dir));
+    if let Some(folder) = folder {
+        let path = folder.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| PlanCommandError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        return ModelShape::from_config_json(&text)
+            .map_err(|source| PlanCommandError::Config { path, source });
+    }
+    let name = &job.spec.base_model.name;
+    known_shape(name).ok_or_else(|| PlanCommandError::UnknownShape {
+        name: name.clone(),
+        model_source: source.clone(),
+    })
+}
+
+/// Which model the plan is for, and where its shape came from.
+fn shape_line(job: &FineTuneJob, shape: &ModelShape, args: &PlanArgs) -> String {
+    let from = match (&args.base_model, &job.spec.base_model.source) {
+        (Some(dir), _) => format!("{}/config.json", dir.display()),
+        (None, source) if source.starts_with("file://") => format!("{source}/config.json"),
+        _ => "the built-in table".to_owned(),
+    };
+    format!(
+        "model: {} ({} layers, hidden {}, vocab {}; shape from {from})",
+        job.spec.base_model.name, shape.layers, shape.hidden_size, shape.vocab_size
+    )
+}

@@ -1,0 +1,122 @@
+//! `trainer plan` as users run it: the plan of the bundled examples, a 72B job that
+//! does not fit one GPU (exit 1, with what would), and the errors that name the flag
+//! or the missing shape (exit 2).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn plan(args: &[&str]) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("plan")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        status.code(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+/// The cluster example with its base model renamed.
+fn cluster_job_with_model(dir: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(examples().join("cluster/support-sft-s3.yaml")).unwrap();
+    let path = dir.join("job.yaml");
+    std::fs::write(&path, text.replace("Qwen/Qwen2.5-7B-Instruct", name)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_7b_lora_job_fits_one_80_gib_gpu_and_the_plan_says_how() {
+    let job = examples().join("cluster/support-sft-s3.yaml");
+    let (code, stdout, stderr) = plan(&[job.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("Qwen/Qwen2.5-7B-Instruct (28 layers, hidden 3584, vocab 152064; shape from the built-in table)"), "{stdout}");
+    assert!(
+        stdout.contains("base weights        14.19 GiB  7.62B parameters x 2 bytes (bf16)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("peak                74.73 GiB  of 80 GiB per GPU"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("micro-batch 7 x 3 accumulation steps = batchSize 16"),
+        "{stdout}"
+    );
+
+    // More memory per GPU: a larger micro-batch, fewer accumulation steps.
+    let (code, stdout, _) = plan(&[job.to_str().unwrap(), "--gpu-memory", "141GiB"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("micro-batch 15 x 2 accumulation steps"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_quickstart_is_planned_from_its_config_json_on_the_cpu() {
+    let job = examples().join("quickstart/finetunejob.yaml");
+    let (code, stdout, stderr) = plan(&[job.to_str().unwrap(), "--cpu-memory", "16GiB"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("anneal-tiny (4 layers, hidden 128, vocab 2048; shape from file://"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("x 4 bytes (f32)"), "{stdout}");
+    assert!(stdout.contains("of 16 GiB per CPU"), "{stdout}");
+}
+
+#[test]
+fn a_72b_job_on_one_gpu_does_not_fit_and_the_plan_says_what_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = cluster_job_with_model(dir.path(), "Qwen/Qwen2.5-72B-Instruct");
+    let (code, stdout, _) = plan(&[&job]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("does not fit: needs 178.6 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("or on 3 GPUs of 80 GiB"), "{stdout}");
+}
+
+#[test]
+fn errors_name_the_flag_or_the_missing_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = cluster_job_with_model(dir.path(), "acme/house-13b");
+    let (code, _, stderr) = plan(&[&job]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("acme/house-13b is not a built-in model and s3://models/Qwen2.5-7B-Instruct is not a local folder: give its folder with --base-model DIR"),
+        "{stderr}"
+    );
+
+    // --base-model gives the shape of any local folder.
+    let tiny = examples().join("models/anneal-tiny");
+    let (code, stdout, _) = plan(&[&job, "--base-model", tiny.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("(4 layers, hidden 128, vocab 2048;"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = plan(&[&job, "--gpu-memory", "80"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("80: give the unit, e.g. 80GiB"), "{stderr}");
+
+    let tiny = tiny.to_str().unwrap();
+    let (code, _, stderr) = plan(&[&job, "--gpus", "0", "--base-model", tiny]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--gpus 0: the plan needs at least one device"),
+        "{stderr}"
+    );
+}
