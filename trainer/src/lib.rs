@@ -3,9 +3,11 @@
 //! crate that does it: `anneal-train` (train), `anneal-serve` (serve), `anneal-model`
 //! (generate), `anneal-sources` (fetch) and `anneal-crds` (validate).
 
+pub mod device_arg;
 pub mod fetch_command;
 pub mod generate_command;
 pub mod next_steps;
+pub mod serve_command;
 pub mod train_command;
 pub mod train_progress;
 pub mod validate_command;
