@@ -2,17 +2,20 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anneal_crds::dataset::ChatMessage;
 use burn::prelude::Backend;
 use burn::tensor::DType;
 
-use anneal_model::backend::{BackendJob, DeviceChoice, run_on};
-use anneal_model::chat::ModelTokenizer;
+use anneal_model::backend::{BackendError, BackendJob, run_on};
+use anneal_model::chat::{ChatError, ModelTokenizer};
 use anneal_model::generate::{SamplingParams, generate};
-use anneal_model::llm::load_model;
-use anneal_model::lora::peft::load_adapter;
-use anneal_sources::check_local_folder;
+use anneal_model::llm::{ModelError, load_model};
+use anneal_model::lora::peft::{AdapterError, load_adapter};
+use anneal_sources::{SourceError, check_local_folder};
+
+use crate::device_arg::DeviceArg;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages"])))]
@@ -45,51 +48,92 @@ pub struct GenerateArgs {
     /// Print the result as `{"token_ids": [...], "text": "..."}` on the last line.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
 }
 
-/// Runs the command; errors are messages for the user.
-pub fn run(args: GenerateArgs) -> Result<(), String> {
+/// Why generation failed; each message names the flag or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("--temperature must be 0 or more, got {0}")]
+    Temperature(f32),
+    #[error("--top-p must be in (0, 1], got {0}")]
+    TopP(f32),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    #[error(transparent)]
+    Tokenizer(#[from] ChatError),
+    #[error("{}: {source}", path.display())]
+    ReadMessages {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not JSON: {source}", path.display())]
+    MessagesNotJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "{}: expected a list of {{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": \"...\"}}: {source}",
+        path.display()
+    )]
+    NotMessages {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// Runs the command: 0 when the text was printed, 2 when it could not be generated.
+pub fn run(args: GenerateArgs) -> ExitCode {
+    match check_and_generate(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("trainer generate: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_and_generate(args: GenerateArgs) -> Result<(), GenerateError> {
     if args.temperature.is_nan() || args.temperature < 0.0 {
-        return Err(format!(
-            "--temperature must be 0 or more, got {}",
-            args.temperature
-        ));
+        return Err(GenerateError::Temperature(args.temperature));
     }
     if !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
-        return Err(format!("--top-p must be in (0, 1], got {}", args.top_p));
+        return Err(GenerateError::TopP(args.top_p));
     }
-    check_local_folder(&args.model, "--model").map_err(|e| e.to_string())?;
+    check_local_folder(&args.model, "--model")?;
     if let Some(adapter) = &args.adapter {
-        check_local_folder(adapter, "--adapter").map_err(|e| e.to_string())?;
+        check_local_folder(adapter, "--adapter")?;
     }
-    run_on(args.device, GenerateJob(args))?
+    run_on(args.device.into(), GenerateJob(args))?
 }
 
 struct GenerateJob(GenerateArgs);
 
 impl BackendJob for GenerateJob {
-    type Output = Result<(), String>;
+    type Output = Result<(), GenerateError>;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> Self::Output {
         let args = self.0;
-        let (config, model) =
-            load_model::<B>(&args.model, &device, dtype).map_err(|e| e.to_string())?;
+        let (config, model) = load_model::<B>(&args.model, &device, dtype)?;
         let model = match &args.adapter {
-            Some(dir) => load_adapter(model, dir, &device).map_err(|e| e.to_string())?,
+            Some(dir) => load_adapter(model, dir, &device)?,
             None => model,
         };
-        let tokenizer = ModelTokenizer::from_model_dir(&args.model, &config.architecture)
-            .map_err(|e| e.to_string())?;
+        let tokenizer = ModelTokenizer::from_model_dir(&args.model, &config.architecture)?;
         let prompt = match (&args.prompt, &args.messages) {
-            (Some(text), _) => tokenizer.encode(text, false).map_err(|e| e.to_string())?,
+            (Some(text), _) => tokenizer.encode(text, false)?,
             (None, Some(path)) => {
                 let messages = read_messages(path)?;
-                tokenizer
-                    .encode_chat(&messages, true)
-                    .map_err(|e| e.to_string())?
-                    .ids
+                tokenizer.encode_chat(&messages, true)?.ids
             }
             (None, None) => unreachable!("clap requires --prompt or --messages"),
         };
@@ -116,26 +160,30 @@ impl BackendJob for GenerateJob {
         } else {
             generation.text
         };
-        writeln!(stdout, "{line}").map_err(|e| format!("writing the output: {e}"))?;
+        writeln!(stdout, "{line}").map_err(GenerateError::Output)?;
         Ok(())
     }
 }
 
 /// An OpenAI-style message list: a JSON array, or an object with a `messages` array.
-fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, String> {
+fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>, GenerateError> {
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())
     } else {
         std::fs::read_to_string(path)
     }
-    .map_err(|e| format!("{}: {e}", path.display()))?;
+    .map_err(|source| GenerateError::ReadMessages {
+        path: path.clone(),
+        source,
+    })?;
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|source| GenerateError::MessagesNotJson {
+            path: path.clone(),
+            source,
+        })?;
     let list = value.get("messages").cloned().unwrap_or(value);
-    serde_json::from_value(list).map_err(|e| {
-        format!(
-            "{}: expected a list of {{\"role\": \"system\"|\"user\"|\"assistant\", \"content\": \"...\"}}: {e}",
-            path.display()
-        )
+    serde_json::from_value(list).map_err(|source| GenerateError::NotMessages {
+        path: path.clone(),
+        source,
     })
 }

@@ -3,10 +3,12 @@
 //! crate that does it: `anneal-train` (train), `anneal-serve` (serve), `anneal-model`
 //! (generate), `anneal-sources` (fetch) and `anneal-crds` (validate, plan).
 
+pub mod device_arg;
 pub mod fetch_command;
 pub mod generate_command;
 pub mod next_steps;
 pub mod plan_command;
+pub mod serve_command;
 pub mod train_command;
 pub mod train_progress;
 pub mod validate_command;

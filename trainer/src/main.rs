@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-use anneal_serve::ServeArgs;
 use anneal_trainer::fetch_command::{self, FetchArgs};
 use anneal_trainer::generate_command::{self, GenerateArgs};
 use anneal_trainer::plan_command::{self, PlanArgs};
+use anneal_trainer::serve_command::{self, ServeArgs};
 use anneal_trainer::train_command::{self, TrainArgs};
 use anneal_trainer::validate_command::{self, ValidateArgs};
 use clap::{Parser, Subcommand};
@@ -43,14 +43,8 @@ fn main() -> ExitCode {
         Command::Train(args) => train_command::run(args),
         Command::Validate(args) => validate_command::run(&args),
         Command::Plan(args) => plan_command::run(&args),
-        Command::Generate(args) => match generate_command::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("trainer generate: {message}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Serve(args) => anneal_serve::run(args),
+        Command::Generate(args) => generate_command::run(args),
+        Command::Serve(args) => serve_command::run(args),
         Command::Fetch(args) => fetch_command::run(&args),
     }
 }

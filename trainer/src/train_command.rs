@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::{JobResult, TrainingType};
-use anneal_crds::manifest::parse_finetunejob;
+use anneal_crds::manifest::{ManifestError, parse_finetunejob};
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::device_arg::DeviceArg;
 use crate::next_steps::{Trained, next_steps, resume_command};
 use crate::train_progress::{JsonLines, ProgressDisplay};
-use anneal_crds::storage::Storage;
-use anneal_model::backend::{DeviceChoice, TrainBackendJob, run_training_on};
+use anneal_crds::storage::{Storage, StorageError};
+use anneal_model::backend::{BackendError, TrainBackendJob, run_training_on};
 use anneal_sources::local_paths::resolve_file_uri;
 use anneal_sources::{FolderSource, SourceError, fetch_file, make_local};
 use anneal_train::TrainError;
@@ -59,7 +60,7 @@ pub struct TrainArgs {
     pub json: bool,
     /// Where to compute.
     #[arg(long, value_enum, default_value_t)]
-    pub device: DeviceChoice,
+    pub device: DeviceArg,
     /// Local scratch space (fetched model, staging). Default: a temporary folder.
     #[arg(long, env = "ANNEAL_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
@@ -75,45 +76,64 @@ pub struct TrainArgs {
     pub report_flush_seconds: u64,
 }
 
-/// A failure and the exit code it maps to.
-struct Failure {
-    code: u8,
-    message: String,
+/// Why `trainer train` failed; [`Failure::exit_code`] says whether a retry may pass.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{}: {source}", path.display())]
+    ReadManifest {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Manifest {
+        path: PathBuf,
+        source: ManifestError,
+    },
+    #[error(
+        "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train"
+    )]
+    ConfigMapDataset,
+    #[error("output: {0}")]
+    Output(#[source] StorageError),
+    #[error("--work-dir {}: {source}", path.display())]
+    WorkDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("creating a work folder: {0}")]
+    TempWorkDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("{source}{}", local_hint(source))]
+    Source {
+        #[from]
+        source: SourceError,
+    },
+}
+
+/// What to add to a source error: how to try a job whose model cannot be fetched here.
+fn local_hint(error: &SourceError) -> &'static str {
+    match error {
+        SourceError::NotFetchable { .. } => {
+            "; to try the job locally on the bundled tiny model, add --base-model examples/models/anneal-tiny"
+        }
+        _ => "",
+    }
 }
 
 impl Failure {
-    fn input(message: impl Into<String>) -> Self {
-        Self {
-            code: 2,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<TrainError> for Failure {
-    fn from(e: TrainError) -> Self {
-        let code = match &e {
+    /// 1 for a failure that may pass on retry (storage, I/O), 2 for one that will not.
+    fn exit_code(&self) -> u8 {
+        match self {
             // A source with nothing under it is a wrong URI: no retry will find it.
-            TrainError::Storage(anneal_crds::storage::StorageError::EmptyFolder { .. }) => 2,
-            TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_) => 1,
+            Failure::Train(TrainError::Storage(StorageError::EmptyFolder { .. })) => 2,
+            Failure::Train(
+                TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_),
+            ) => 1,
+            Failure::Source { source } if source.may_pass_on_retry() => 1,
             _ => 2,
-        };
-        Self {
-            code,
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<SourceError> for Failure {
-    fn from(e: SourceError) -> Self {
-        let mut message = e.to_string();
-        if matches!(e, SourceError::NotFetchable { .. }) {
-            message.push_str("; to try the job locally on the bundled tiny model, add --base-model examples/models/anneal-tiny");
-        }
-        Self {
-            code: if e.may_pass_on_retry() { 1 } else { 2 },
-            message,
         }
     }
 }
@@ -122,8 +142,8 @@ pub fn run(args: TrainArgs) -> ExitCode {
     match train(args) {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("trainer train: {}", failure.message);
-            ExitCode::from(failure.code)
+            eprintln!("trainer train: {failure}");
+            ExitCode::from(failure.exit_code())
         }
     }
 }
@@ -134,13 +154,13 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     let inputs = prepare_run(&args, &job, &manifest_dir, work.path())?;
     let base_model_dir = inputs.base_model.dir.clone();
     let (sinks, reporter) = event_sinks(&args, &job);
-    let outcome = run_training_on(args.device, TrainJob { inputs, sinks });
+    let outcome = run_training_on(args.device.into(), TrainJob { inputs, sinks });
     // Whatever the outcome, the operator should hear the last events (the final
     // phase above all) before the pod's exit code speaks.
     if let Some(reporter) = reporter {
         reporter.finish(Duration::from_secs(args.report_flush_seconds));
     }
-    match outcome.map_err(Failure::input)?? {
+    match outcome?? {
         RunOutcome::Finished { result, .. } => {
             if !args.json {
                 print_result(&job, &base_model_dir, &result);
@@ -163,10 +183,14 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
 
 /// The job in the manifest, and the folder its `file://` URIs are relative to.
 fn read_manifest(manifest: &Path) -> Result<(FineTuneJob, PathBuf), Failure> {
-    let text = std::fs::read_to_string(manifest)
-        .map_err(|e| Failure::input(format!("{}: {e}", manifest.display())))?;
-    let job = parse_finetunejob(&text)
-        .map_err(|e| Failure::input(format!("{}: {e}", manifest.display())))?;
+    let text = std::fs::read_to_string(manifest).map_err(|source| Failure::ReadManifest {
+        path: manifest.to_path_buf(),
+        source,
+    })?;
+    let job = parse_finetunejob(&text).map_err(|source| Failure::Manifest {
+        path: manifest.to_path_buf(),
+        source,
+    })?;
     let dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     Ok((job, dir))
@@ -200,11 +224,8 @@ fn prepare_run(
             .map(|uri| fetch_file(uri, manifest_dir, what))
             .transpose()
     };
-    let train_data = dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or_else(|| {
-        Failure::input(
-            "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train",
-        )
-    })?;
+    let train_data =
+        dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or(Failure::ConfigMapDataset)?;
     let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
     Ok(RunInputs {
         job: RunIdentity { job_name, run_id },
@@ -320,8 +341,8 @@ fn start_reporter(args: &TrainArgs) -> Option<Reporter> {
     };
     match Reporter::start(config) {
         Ok(reporter) => Some(reporter),
-        Err(message) => {
-            eprintln!("warning: not reporting events: {message}");
+        Err(error) => {
+            eprintln!("warning: not reporting events: {error}");
             None
         }
     }
@@ -356,7 +377,7 @@ fn runs_location(
             format!("file://{}", cwd.join("anneal-runs").display())
         }
     };
-    let storage = Storage::open(&base).map_err(|e| Failure::input(format!("output: {e}")))?;
+    let storage = Storage::open(&base).map_err(Failure::Output)?;
     Ok(storage.child(&format!("{namespace}/{job_name}")))
 }
 
@@ -373,9 +394,7 @@ fn absolute_uri(uri: &str, dir: &Path) -> String {
 
 /// The newest run of the job (run ids sort by time), if any.
 fn newest_run(runs: &Storage) -> Result<Option<String>, Failure> {
-    let mut ids = runs
-        .list_children("")
-        .map_err(|e| Failure::from(TrainError::from(e)))?;
+    let mut ids = runs.list_children("").map_err(TrainError::from)?;
     ids.sort();
     Ok(ids.pop())
 }
@@ -416,15 +435,16 @@ impl WorkDir {
     fn new(given: Option<PathBuf>) -> Result<Self, Failure> {
         match given {
             Some(path) => {
-                std::fs::create_dir_all(&path)
-                    .map_err(|e| Failure::input(format!("--work-dir {}: {e}", path.display())))?;
+                if let Err(source) = std::fs::create_dir_all(&path) {
+                    return Err(Failure::WorkDir { path, source });
+                }
                 Ok(Self { path, _temp: None })
             }
             None => {
                 let temp = tempfile::Builder::new()
                     .prefix("anneal-train-")
                     .tempdir()
-                    .map_err(|e| Failure::input(format!("creating a work folder: {e}")))?;
+                    .map_err(Failure::TempWorkDir)?;
                 Ok(Self {
                     path: temp.path().to_path_buf(),
                     _temp: Some(temp),

@@ -65,8 +65,8 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        Err(message) => {
-            eprintln!("trainer validate: {message}");
+        Err(error) => {
+            eprintln!("trainer validate: {error}");
             ExitCode::from(2)
         }
     }
@@ -78,15 +78,41 @@ pub struct Verdict {
     pub valid: bool,
 }
 
+/// Why a file could not be checked at all (as opposed to being found invalid).
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A dataset the manifest names (`spec.dataset.train` or `.validation`).
+    #[error("spec.dataset.{field}: {source}")]
+    Dataset {
+        field: &'static str,
+        source: Box<ValidateError>,
+    },
+}
+
 /// Checks one dataset file.
 pub fn check_dataset(
     path: &Path,
     kind: DatasetKind,
     limits: &DatasetLimits,
-) -> Result<Verdict, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let report = validate_dataset(file, kind, limits)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+) -> Result<Verdict, ValidateError> {
+    let file = File::open(path).map_err(|source| ValidateError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let report = validate_dataset(file, kind, limits).map_err(|source| ValidateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(Verdict {
         valid: report.is_valid(),
         report: render_dataset_report(&path.display().to_string(), kind, &report),
@@ -94,9 +120,11 @@ pub fn check_dataset(
 }
 
 /// Checks a FineTuneJob manifest and every `file://` dataset it names.
-pub fn check_manifest(path: &Path, limits: &DatasetLimits) -> Result<Verdict, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn check_manifest(path: &Path, limits: &DatasetLimits) -> Result<Verdict, ValidateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ValidateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let job = match parse_finetunejob(&text) {
         Ok(job) => job,
         Err(err) => {
@@ -117,8 +145,12 @@ pub fn check_manifest(path: &Path, limits: &DatasetLimits) -> Result<Verdict, St
     for (field, uri) in dataset_uris(&job.spec) {
         match resolve_file_uri(uri, manifest_dir) {
             Some(local) => {
-                let verdict = check_dataset(&local, kind, limits)
-                    .map_err(|e| format!("spec.dataset.{field}: {e}"))?;
+                let verdict = check_dataset(&local, kind, limits).map_err(|source| {
+                    ValidateError::Dataset {
+                        field,
+                        source: Box::new(source),
+                    }
+                })?;
                 valid &= verdict.valid;
                 report.push_str(&verdict.report);
             }

@@ -6,14 +6,27 @@ use burn::prelude::Backend;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
-/// `--device`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Where to compute (the CLI's `--device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
     Cpu,
     Cuda,
     /// CUDA when built in and a GPU is visible, else the CPU.
     #[default]
     Auto,
+}
+
+/// Why the chosen backend cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// CUDA was asked for, but no NVIDIA driver or device is visible.
+    #[error(
+        "--device cuda: no NVIDIA GPU is visible (no /dev/nvidiactl, or CUDA_VISIBLE_DEVICES is empty)"
+    )]
+    NoGpu,
+    /// CUDA was asked for, but this build has no CUDA backend.
+    #[error("this trainer was built without CUDA; rebuild with `--features cuda`")]
+    NotBuiltIn,
 }
 
 /// The CPU backend: pure Rust, no LLVM download at build time.
@@ -40,7 +53,7 @@ pub trait TrainBackendJob {
 pub fn run_training_on<J: TrainBackendJob>(
     choice: DeviceChoice,
     job: J,
-) -> Result<J::Output, String> {
+) -> Result<J::Output, BackendError> {
     let cuda = match choice {
         DeviceChoice::Cpu => false,
         DeviceChoice::Cuda => true,
@@ -53,23 +66,20 @@ pub fn run_training_on<J: TrainBackendJob>(
 }
 
 #[cfg(feature = "cuda")]
-fn train_on_cuda<J: TrainBackendJob>(job: J) -> Result<J::Output, String> {
+fn train_on_cuda<J: TrainBackendJob>(job: J) -> Result<J::Output, BackendError> {
     if !gpu_visible() {
-        return Err(
-            "--device cuda: no NVIDIA GPU is visible (no /dev/nvidiactl, or CUDA_VISIBLE_DEVICES is empty)"
-                .to_owned(),
-        );
+        return Err(BackendError::NoGpu);
     }
     Ok(job.run::<burn::backend::Autodiff<CudaBackend>>(Default::default()))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn train_on_cuda<J: TrainBackendJob>(_job: J) -> Result<J::Output, String> {
-    Err("this trainer was built without CUDA; rebuild with `--features cuda`".to_owned())
+fn train_on_cuda<J: TrainBackendJob>(_job: J) -> Result<J::Output, BackendError> {
+    Err(BackendError::NotBuiltIn)
 }
 
 /// Runs `job` on the backend `choice` names, with the weight dtype that backend wants.
-pub fn run_on<J: BackendJob>(choice: DeviceChoice, job: J) -> Result<J::Output, String> {
+pub fn run_on<J: BackendJob>(choice: DeviceChoice, job: J) -> Result<J::Output, BackendError> {
     match choice {
         DeviceChoice::Cpu => Ok(run_cpu(job)),
         DeviceChoice::Cuda => run_cuda(job),
@@ -83,20 +93,17 @@ fn run_cpu<J: BackendJob>(job: J) -> J::Output {
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, String> {
+fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, BackendError> {
     // burn-cuda panics deep inside driver loading when there is no GPU; say so first.
     if !gpu_visible() {
-        return Err(
-            "--device cuda: no NVIDIA GPU is visible (no /dev/nvidiactl, or CUDA_VISIBLE_DEVICES is empty)"
-                .to_owned(),
-        );
+        return Err(BackendError::NoGpu);
     }
     Ok(job.run::<CudaBackend>(Default::default(), DType::F32))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda<J: BackendJob>(_job: J) -> Result<J::Output, String> {
-    Err("this trainer was built without CUDA; rebuild with `--features cuda`".to_owned())
+fn run_cuda<J: BackendJob>(_job: J) -> Result<J::Output, BackendError> {
+    Err(BackendError::NotBuiltIn)
 }
 
 /// Whether a CUDA device can be used: built with the feature and an NVIDIA driver present.

@@ -15,10 +15,10 @@ use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::TrainError;
 use super::optimizer::SftOptimizer;
 use super::optimizer_state::{OPTIMIZER_FILE, load_optimizer_state, save_optimizer_state};
 use super::state::{STATE_FILE, TrainerState};
+use super::{ResumeError, TrainError};
 use anneal_crds::storage::Storage;
 use anneal_model::llm::save::save_model_folder;
 use anneal_model::llm::{CausalLm, load_model};
@@ -125,8 +125,10 @@ pub fn fetch_newest_checkpoint(
     output.download_dir(&format!("{CHECKPOINTS}/{name}"), &dir)?;
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-    let state = TrainerState::from_json(&text)
-        .map_err(|e| TrainError::Resume(format!("{name}/{STATE_FILE}: {e}")))?;
+    let state = TrainerState::from_json(&text).map_err(|source| ResumeError::State {
+        checkpoint: name.clone(),
+        source,
+    })?;
     Ok(Some(ResumePoint { name, dir, state }))
 }
 

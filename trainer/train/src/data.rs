@@ -23,10 +23,29 @@ pub struct TrainingData<T> {
 pub enum DataError {
     #[error("reading the dataset: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("line {line}: {message}")]
-    Tokenize { line: u64, message: String },
+    /// A line the dataset rules refuse.
+    #[error(transparent)]
+    Invalid(#[from] anneal_crds::dataset::DatasetProblem),
+    #[error("line {line}: a DPO line needs chosen and rejected")]
+    NoPreferencePair { line: u64 },
+    #[error("line {line}: {source}")]
+    Tokenize {
+        line: u64,
+        source: anneal_model::chat::ChatError,
+    },
+    /// Every sample was dropped: too long, or nothing left to learn from.
+    #[error(
+        "no {what} left to train on ({too_long} longer than maxTokens {max_tokens}, {untrainable} with {why})"
+    )]
+    NothingLeft {
+        /// `sample`, or `preference pair`.
+        what: &'static str,
+        too_long: u64,
+        max_tokens: usize,
+        untrainable: u64,
+        /// Why the untrainable ones were dropped.
+        why: &'static str,
+    },
 }
 
 /// Which file a data problem is in.

@@ -28,7 +28,7 @@ pub mod state;
 pub mod tensor_batch;
 pub mod tokenized;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Why a run could not go on. Messages name the file, object or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -45,19 +45,41 @@ pub enum TrainError {
     Adapter(#[from] anneal_model::lora::peft::AdapterError),
     #[error("optimizer state: {0}")]
     OptimizerState(#[from] optimizer_state::OptimizerStateError),
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("resume: {0}")]
-    Resume(String),
-    #[error("{0}")]
-    Chart(String),
+    Resume(#[from] ResumeError),
+    #[error(transparent)]
+    Chart(#[from] loss_chart::ChartError),
 }
 
 impl TrainError {
-    pub fn io(path: &Path, err: std::io::Error) -> Self {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
         TrainError::Io {
-            path: path.display().to_string(),
-            message: err.to_string(),
+            path: path.to_path_buf(),
+            source,
         }
     }
+}
+
+/// Why a run could not continue from its checkpoint, or end on one.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The checkpoint's `trainer_state.json` cannot be read.
+    #[error("{checkpoint}/{}: {source}", state::STATE_FILE)]
+    State {
+        checkpoint: String,
+        source: state::StateError,
+    },
+    /// The job or its data changed since the checkpoint was written.
+    #[error("cannot resume from {checkpoint}: {why}")]
+    Incompatible {
+        checkpoint: String,
+        why: state::Incompatibility,
+    },
+    #[error("the run ended without a checkpoint")]
+    NoCheckpoint,
 }

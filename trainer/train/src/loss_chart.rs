@@ -7,14 +7,18 @@ use super::state::LogEntry;
 
 pub const CHART_FILE: &str = "loss.svg";
 
+/// Why the chart could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing the loss chart: {0}")]
+pub struct ChartError(#[source] DrawingAreaErrorKind<std::io::Error>);
+
 /// The chart of `history` as SVG text.
-pub fn loss_chart_svg(history: &[LogEntry], title: &str) -> Result<String, String> {
+pub fn loss_chart_svg(history: &[LogEntry], title: &str) -> Result<String, ChartError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
-        draw(&root, history, title).map_err(|e| format!("drawing the loss chart: {e}"))?;
-        root.present()
-            .map_err(|e| format!("drawing the loss chart: {e}"))?;
+        draw(&root, history, title).map_err(ChartError)?;
+        root.present().map_err(ChartError)?;
     }
     Ok(svg)
 }

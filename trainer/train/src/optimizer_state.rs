@@ -4,7 +4,7 @@
 //! by stable names instead: the adapter's PEFT tensor names in LoRA training, the
 //! transformers weight names in full training.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::ParamId;
 use burn::optim::Optimizer;
@@ -13,7 +13,7 @@ use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamW, AdamWState, AdaptiveMomentumState};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::optimizer::{SftOptimizer, adamw};
 use anneal_model::llm::CausalLm;
@@ -24,11 +24,28 @@ use anneal_model::safetensors_out::{TensorRow, write_safetensors};
 
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
+/// Why `optimizer.safetensors` could not be written or read back.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
+#[error("{}: {problem}", path.display())]
 pub struct OptimizerStateError {
-    pub path: String,
-    pub message: String,
+    pub path: PathBuf,
+    #[source]
+    pub problem: StateFileProblem,
+}
+
+/// What is wrong with the optimizer state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileProblem {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Safetensors(#[from] SafeTensorError),
+    #[error("tensor {0}.step is not one i64")]
+    Step(String),
+    #[error("tensor {0} is missing")]
+    Missing(String),
+    #[error("tensor {key} is not a {rank}-D f32 tensor")]
+    NotF32 { key: String, rank: usize },
 }
 
 /// A trained parameter: a name stable across processes, its id now, its rank.
@@ -93,8 +110,8 @@ pub fn save_optimizer_state<B: AutodiffBackend>(
         }
     }
     write_safetensors(&tensors, path).map_err(|e| OptimizerStateError {
-        path: path.display().to_string(),
-        message: e.to_string(),
+        path: path.to_path_buf(),
+        problem: e.into(),
     })
 }
 
@@ -128,12 +145,12 @@ pub fn load_optimizer_state<B: AutodiffBackend>(
     weight_decay: f64,
     path: &Path,
 ) -> Result<SftOptimizer<B>, OptimizerStateError> {
-    let err = |message: String| OptimizerStateError {
-        path: path.display().to_string(),
-        message,
+    let err = |problem: StateFileProblem| OptimizerStateError {
+        path: path.to_path_buf(),
+        problem,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| err(e.into()))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| err(e.into()))?;
     let device = model.embed_tokens.weight.device();
     let mut records: Record<B> = Default::default();
     for trained in trained_params(model) {
@@ -145,7 +162,7 @@ pub fn load_optimizer_state<B: AutodiffBackend>(
             (Dtype::I64, data) if data.len() == 8 => {
                 i64::from_le_bytes(data.try_into().expect("8 bytes")).max(0) as usize
             }
-            _ => return Err(err(format!("tensor {}.step is not one i64", trained.name))),
+            _ => return Err(err(StateFileProblem::Step(trained.name))),
         };
         let record = match trained.rank {
             1 => read_state::<B, 1>(&tensors, &trained.name, time, &device),
@@ -163,14 +180,14 @@ fn read_state<B: AutodiffBackend, const D: usize>(
     name: &str,
     time: usize,
     device: &burn::tensor::Device<B::InnerBackend>,
-) -> Result<AdaptorRecord<AdamW, B>, String> {
-    let moment = |suffix: &str| -> Result<Tensor<B::InnerBackend, D>, String> {
+) -> Result<AdaptorRecord<AdamW, B>, StateFileProblem> {
+    let moment = |suffix: &str| -> Result<Tensor<B::InnerBackend, D>, StateFileProblem> {
         let key = format!("{name}.{suffix}");
-        let view = tensors
-            .tensor(&key)
-            .map_err(|_| format!("tensor {key} is missing"))?;
+        let Ok(view) = tensors.tensor(&key) else {
+            return Err(StateFileProblem::Missing(key));
+        };
         if view.dtype() != Dtype::F32 || view.shape().len() != D {
-            return Err(format!("tensor {key} is not a {D}-D f32 tensor"));
+            return Err(StateFileProblem::NotF32 { key, rank: D });
         }
         let values: Vec<f32> = view
             .data()

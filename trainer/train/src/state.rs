@@ -118,13 +118,10 @@ impl TrainerState {
         serde_json::to_string_pretty(self).expect("the state serializes")
     }
 
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let state: TrainerState = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_json(text: &str) -> Result<Self, StateError> {
+        let state: TrainerState = serde_json::from_str(text)?;
         if state.format != STATE_FORMAT {
-            return Err(format!(
-                "format {} is not the {STATE_FORMAT} this trainer reads",
-                state.format
-            ));
+            return Err(StateError::Format(state.format));
         }
         Ok(state)
     }
@@ -136,30 +133,58 @@ impl TrainerState {
         method: TrainingMethod,
         hyperparameters: &ResolvedHyperparameters,
         data: &DataOrder,
-    ) -> Option<String> {
+    ) -> Option<Incompatibility> {
         if self.method != method {
-            return Some(format!(
-                "the checkpoint was trained with method {:?}, the job asks for {method:?}; start a new run instead",
-                self.method
-            ));
+            return Some(Incompatibility::Method {
+                checkpoint: self.method,
+                job: method,
+            });
         }
         if &self.hyperparameters != hyperparameters {
-            return Some(
-                "the job's hyperparameters differ from the checkpoint's; start a new run instead"
-                    .to_owned(),
-            );
+            return Some(Incompatibility::Hyperparameters);
         }
         if &self.data != data {
-            return Some(format!(
-                "the dataset differs from the checkpoint's ({} training / {} validation samples then, {} / {} now); start a new run instead",
-                self.data.train_samples,
-                self.data.validation_samples,
-                data.train_samples,
-                data.validation_samples
-            ));
+            return Some(Incompatibility::Data {
+                train_then: self.data.train_samples,
+                validation_then: self.data.validation_samples,
+                train_now: data.train_samples,
+                validation_now: data.validation_samples,
+            });
         }
         None
     }
+}
+
+/// Why `trainer_state.json` cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("format {0} is not the {STATE_FORMAT} this trainer reads")]
+    Format(u32),
+}
+
+/// Why a saved state cannot continue a run with the job as it is now.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Incompatibility {
+    #[error(
+        "the checkpoint was trained with method {checkpoint:?}, the job asks for {job:?}; start a new run instead"
+    )]
+    Method {
+        checkpoint: TrainingMethod,
+        job: TrainingMethod,
+    },
+    #[error("the job's hyperparameters differ from the checkpoint's; start a new run instead")]
+    Hyperparameters,
+    #[error(
+        "the dataset differs from the checkpoint's ({train_then} training / {validation_then} validation samples then, {train_now} / {validation_now} now); start a new run instead"
+    )]
+    Data {
+        train_then: usize,
+        validation_then: usize,
+        train_now: usize,
+        validation_now: usize,
+    },
 }
 
 #[cfg(test)]
@@ -200,7 +225,8 @@ mod tests {
         assert_eq!(state.incompatibility(TrainingMethod::Sft, &h, &data), None);
         let why = state
             .incompatibility(TrainingMethod::Dpo, &h, &data)
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(why.contains("method Sft"), "{why}");
         // A state written before `method` existed.
         let mut json: serde_json::Value = serde_json::from_str(&state.to_json()).unwrap();

@@ -50,6 +50,30 @@ pub struct ModelConfig {
     pub max_position_embeddings: usize,
 }
 
+/// Why a `config.json` describes no model this code can build.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("\"architectures\" is missing or empty")]
+    NoArchitecture,
+    #[error(
+        "architecture {0:?} is not supported; supported: Qwen2ForCausalLM (Qwen2, Qwen2.5) and LlamaForCausalLM (Llama 3, 3.1)"
+    )]
+    UnsupportedArchitecture(String),
+    /// A setting (`use_sliding_window`, `mlp_bias`) turned on that the model code lacks.
+    #[error("{0}: true is not supported")]
+    UnsupportedSetting(&'static str),
+    #[error("hidden_size {hidden_size} is not divisible by num_attention_heads {heads}")]
+    HeadsDoNotDivideHidden { hidden_size: usize, heads: usize },
+    #[error("num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")]
+    KvHeadsDoNotDivideHeads { heads: usize, kv_heads: usize },
+    #[error("llama3 rope scaling needs a number {0:?}")]
+    RopeScalingField(String),
+    #[error("rope type {0:?} is not supported (supported: default, llama3)")]
+    UnsupportedRopeType(String),
+}
+
 /// The fields of config.json this code reads; the rest is ignored.
 #[derive(Deserialize)]
 struct RawConfig {
@@ -81,49 +105,42 @@ impl ModelConfig {
     pub fn from_model_dir(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        Self::from_json(&text).map_err(|message| ModelError::Config {
-            path: path.display().to_string(),
-            message,
-        })
+        Self::from_json(&text).map_err(|source| ModelError::Config { path, source })
     }
 
     /// Parses the text of a `config.json`.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let raw: RawConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_str(text)?;
         let architecture = raw
             .architectures
             .first()
             .cloned()
-            .ok_or("\"architectures\" is missing or empty")?;
+            .ok_or(ConfigError::NoArchitecture)?;
         let family = match architecture.as_str() {
             "Qwen2ForCausalLM" => Family::Qwen2,
             "LlamaForCausalLM" => Family::Llama,
-            other => {
-                return Err(format!(
-                    "architecture {other:?} is not supported; supported: Qwen2ForCausalLM (Qwen2, Qwen2.5) and LlamaForCausalLM (Llama 3, 3.1)"
-                ));
-            }
+            _ => return Err(ConfigError::UnsupportedArchitecture(architecture)),
         };
         if raw.use_sliding_window {
-            return Err("use_sliding_window: true is not supported".into());
+            return Err(ConfigError::UnsupportedSetting("use_sliding_window"));
         }
         if raw.mlp_bias {
-            return Err("mlp_bias: true is not supported".into());
+            return Err(ConfigError::UnsupportedSetting("mlp_bias"));
         }
         let heads_divide_hidden = raw.num_attention_heads != 0
             && (raw.head_dim.is_some() || raw.hidden_size.is_multiple_of(raw.num_attention_heads));
         if !heads_divide_hidden {
-            return Err(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                raw.hidden_size, raw.num_attention_heads
-            ));
+            return Err(ConfigError::HeadsDoNotDivideHidden {
+                hidden_size: raw.hidden_size,
+                heads: raw.num_attention_heads,
+            });
         }
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         if num_kv_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_kv_heads) {
-            return Err(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv_heads}",
-                raw.num_attention_heads
-            ));
+            return Err(ConfigError::KvHeadsDoNotDivideHeads {
+                heads: raw.num_attention_heads,
+                kv_heads: num_kv_heads,
+            });
         }
         let (rope_theta, rope_scaling) = rope(&raw)?;
         let attention_bias = raw.attention_bias.unwrap_or(false);
@@ -152,7 +169,7 @@ impl ModelConfig {
 
 /// RoPE base and scaling from either layout. transformers 5.x keeps both in
 /// `rope_parameters`; 4.x has `rope_theta` and `rope_scaling` at the top level.
-fn rope(raw: &RawConfig) -> Result<(f64, Option<Llama3RopeScaling>), String> {
+fn rope(raw: &RawConfig) -> Result<(f64, Option<Llama3RopeScaling>), ConfigError> {
     let params = raw.rope_parameters.as_ref().filter(|v| !v.is_null());
     let theta = raw
         .rope_theta
@@ -182,7 +199,7 @@ fn rope(raw: &RawConfig) -> Result<(f64, Option<Llama3RopeScaling>), String> {
                 scaling
                     .get(name)
                     .and_then(Value::as_f64)
-                    .ok_or_else(|| format!("llama3 rope scaling needs a number {name:?}"))
+                    .ok_or_else(|| ConfigError::RopeScalingField(name.to_owned()))
             };
             Ok((
                 theta,
@@ -194,9 +211,7 @@ fn rope(raw: &RawConfig) -> Result<(f64, Option<Llama3RopeScaling>), String> {
                 }),
             ))
         }
-        other => Err(format!(
-            "rope type {other:?} is not supported (supported: default, llama3)"
-        )),
+        other => Err(ConfigError::UnsupportedRopeType(other.to_owned())),
     }
 }
 
@@ -246,14 +261,14 @@ mod tests {
     #[test]
     fn unknown_architectures_and_rope_types_are_named() {
         let mistral = QWEN_4X.replace("Qwen2ForCausalLM", "MistralForCausalLM");
-        let err = ModelConfig::from_json(&mistral).unwrap_err();
+        let err = ModelConfig::from_json(&mistral).unwrap_err().to_string();
         assert!(
             err.starts_with("architecture \"MistralForCausalLM\" is not supported"),
             "{err}"
         );
         let yarn = LLAMA_5X.replace("\"llama3\"", "\"yarn\"");
         assert_eq!(
-            ModelConfig::from_json(&yarn).unwrap_err(),
+            ModelConfig::from_json(&yarn).unwrap_err().to_string(),
             "rope type \"yarn\" is not supported (supported: default, llama3)"
         );
     }

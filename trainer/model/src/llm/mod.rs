@@ -11,33 +11,62 @@ pub mod save;
 pub mod transformer;
 pub mod weights;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::DType;
+use safetensors::SafeTensorError;
 
 pub use config::{Family, ModelConfig};
 pub use transformer::{CausalLm, KvCache};
 
-/// Why a model could not be loaded.
+/// Why a model could not be loaded or saved. Each message names the file or
+/// tensor at fault first.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
-    #[error("{path}: {message}")]
-    Config { path: String, message: String },
-    #[error("{}{message}", tensor.as_ref().map(|t| format!("tensor {t}: ")).unwrap_or_default())]
-    Weights {
-        tensor: Option<String>,
-        message: String,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Config {
+        path: PathBuf,
+        source: config::ConfigError,
+    },
+    /// `model.safetensors.index.json` is not JSON.
+    #[error("{}: {source}", path.display())]
+    Index {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: no \"weight_map\" object", path.display())]
+    NoWeightMap { path: PathBuf },
+    /// A safetensors file that cannot be read or written.
+    #[error("{}: {source}", path.display())]
+    Safetensors {
+        path: PathBuf,
+        source: SafeTensorError,
+    },
+    #[error("tensor {tensor}: {source}")]
+    Tensor {
+        tensor: String,
+        source: weights::TensorError,
     },
 }
 
 impl ModelError {
-    pub(crate) fn io(path: &Path, err: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         ModelError::Io {
-            path: path.display().to_string(),
-            message: err.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn safetensors(path: &Path, source: SafeTensorError) -> Self {
+        ModelError::Safetensors {
+            path: path.to_path_buf(),
+            source,
         }
     }
 }

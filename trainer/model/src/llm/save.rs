@@ -125,10 +125,7 @@ pub fn save_model_folder<B: Backend>(
         tensors.push((weight.name, Dtype::F32, shape, bytes));
     }
     let weights = dir.join("model.safetensors");
-    write_safetensors(&tensors, &weights).map_err(|e| ModelError::Weights {
-        tensor: None,
-        message: format!("{}: {e}", weights.display()),
-    })?;
+    write_safetensors(&tensors, &weights).map_err(|e| ModelError::safetensors(&weights, e))?;
     for file in MODEL_SIDE_FILES {
         let from = base_dir.join(file);
         if from.exists() {

@@ -14,7 +14,7 @@ use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::DType;
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use super::ModelError;
 use super::attention::Attention;
@@ -28,6 +28,23 @@ use super::transformer::{CausalLm, DecoderLayer};
 pub trait WeightSource {
     /// The tensor `name`, checked against `shape`, in the dtype it is stored in.
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<TensorData, ModelError>;
+}
+
+/// Why one tensor of the weights cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    #[error("missing from the safetensors files")]
+    Missing,
+    #[error(transparent)]
+    Safetensors(#[from] SafeTensorError),
+    #[error("config.json implies shape {expected:?}, {} holds {found:?}", file.display())]
+    Shape {
+        expected: Vec<usize>,
+        file: PathBuf,
+        found: Vec<usize>,
+    },
+    #[error("dtype {0:?} is not supported (bf16, f16, f32 are)")]
+    Dtype(Dtype),
 }
 
 /// The safetensors files of a model folder: `model.safetensors`, or the shards
@@ -45,15 +62,14 @@ impl SafetensorsFiles {
             let text =
                 std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
             let index: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| ModelError::Weights {
-                    tensor: None,
-                    message: format!("{}: {e}", index_path.display()),
+                serde_json::from_str(&text).map_err(|source| ModelError::Index {
+                    path: index_path.clone(),
+                    source,
                 })?;
             let map = index["weight_map"]
                 .as_object()
-                .ok_or_else(|| ModelError::Weights {
-                    tensor: None,
-                    message: format!("{}: no \"weight_map\" object", index_path.display()),
+                .ok_or_else(|| ModelError::NoWeightMap {
+                    path: index_path.clone(),
                 })?;
             let mut names: Vec<String> = map
                 .values()
@@ -74,10 +90,8 @@ impl SafetensorsFiles {
             // SAFETY: the map is read-only and the files are not modified while a
             // model loads; a concurrent writer could only corrupt the weights read.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
-            let tensors = SafeTensors::deserialize(&map).map_err(|e| ModelError::Weights {
-                tensor: None,
-                message: format!("{}: {e}", path.display()),
-            })?;
+            let tensors =
+                SafeTensors::deserialize(&map).map_err(|e| ModelError::safetensors(&path, e))?;
             for tensor_name in tensors.names() {
                 index.insert(tensor_name.to_owned(), files.len());
             }
@@ -89,33 +103,29 @@ impl SafetensorsFiles {
 
 impl WeightSource for SafetensorsFiles {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<TensorData, ModelError> {
-        let err = |message: String| ModelError::Weights {
-            tensor: Some(name.to_owned()),
-            message,
+        let err = |source: TensorError| ModelError::Tensor {
+            tensor: name.to_owned(),
+            source,
         };
         let &file = self
             .index
             .get(name)
-            .ok_or_else(|| err("missing from the safetensors files".to_owned()))?;
+            .ok_or_else(|| err(TensorError::Missing))?;
         let (path, map) = &self.files[file];
-        let tensors = SafeTensors::deserialize(map).map_err(|e| err(e.to_string()))?;
-        let view = tensors.tensor(name).map_err(|e| err(e.to_string()))?;
+        let tensors = SafeTensors::deserialize(map).map_err(|e| err(e.into()))?;
+        let view = tensors.tensor(name).map_err(|e| err(e.into()))?;
         if view.shape() != shape {
-            return Err(err(format!(
-                "config.json implies shape {shape:?}, {} holds {:?}",
-                path.display(),
-                view.shape()
-            )));
+            return Err(err(TensorError::Shape {
+                expected: shape.to_vec(),
+                file: path.clone(),
+                found: view.shape().to_vec(),
+            }));
         }
         let dtype = match view.dtype() {
             Dtype::BF16 => DType::BF16,
             Dtype::F16 => DType::F16,
             Dtype::F32 => DType::F32,
-            other => {
-                return Err(err(format!(
-                    "dtype {other:?} is not supported (bf16, f16, f32 are)"
-                )));
-            }
+            other => return Err(err(TensorError::Dtype(other))),
         };
         Ok(TensorData::from_bytes_vec(
             view.data().to_vec(),

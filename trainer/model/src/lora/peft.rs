@@ -3,13 +3,13 @@
 //! `base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A|B}.weight`
 //! with A as `[rank, in]` and B as `[out, rank]`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anneal_crds::hyperparameters::{TargetModule, lora_scale};
 use burn::module::Param;
 use burn::nn::Dropout;
 use burn::prelude::*;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use super::{LoraSettings, projections_mut};
@@ -20,13 +20,81 @@ use crate::safetensors_out::{TensorRow, write_safetensors};
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
-/// Why an adapter could not be read or written.
+/// Why an adapter could not be read or written. Each message names the file or
+/// tensor at fault first.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
-    #[error("{path}: {message}")]
-    File { path: String, message: String },
-    #[error("adapter tensor {tensor}: {message}")]
-    Tensor { tensor: String, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `adapter_config.json` is not the JSON PEFT writes.
+    #[error("{}: {source}", path.display())]
+    Config {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Safetensors {
+        path: PathBuf,
+        source: SafeTensorError,
+    },
+    #[error(
+        "{}: only plain LoRA adapters are supported (peft_type LORA, use_dora false, bias none); got peft_type {peft_type:?}, use_dora {use_dora}, bias {bias:?}",
+        path.display()
+    )]
+    NotPlainLora {
+        path: PathBuf,
+        peft_type: String,
+        use_dora: bool,
+        bias: String,
+    },
+    #[error("{}: r must be at least 1", path.display())]
+    ZeroRank { path: PathBuf },
+    #[error(
+        "{}: target_modules {target_modules:?} name no projection of this model",
+        path.display()
+    )]
+    NoTargetModule {
+        path: PathBuf,
+        target_modules: Vec<String>,
+    },
+    #[error("adapter tensor {tensor}: {problem}")]
+    Tensor {
+        tensor: String,
+        problem: AdapterTensorProblem,
+    },
+}
+
+/// What is wrong with one of an adapter's matrices.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterTensorProblem {
+    #[error("missing")]
+    Missing,
+    #[error("expected shape {expected:?}, found {found:?}")]
+    Shape {
+        expected: [usize; 2],
+        found: Vec<usize>,
+    },
+    #[error("dtype {0:?} is not supported")]
+    Dtype(Dtype),
+}
+
+impl AdapterError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        AdapterError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn safetensors(path: &Path, source: SafeTensorError) -> Self {
+        AdapterError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// The fields of `adapter_config.json` PEFT and vLLM read.
@@ -76,11 +144,7 @@ pub fn save_adapter<B: Backend>(
     base_model_name: &str,
     dir: &Path,
 ) -> Result<(), AdapterError> {
-    let file_err = |path: &Path, e: &dyn std::fmt::Display| AdapterError::File {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, &e))?;
+    std::fs::create_dir_all(dir).map_err(|e| AdapterError::io(dir, e))?;
     let mut tensors: Vec<TensorRow> = Vec::new();
     for (layer, module, projection) in projections_mut(model) {
         let Some(lora) = &projection.lora else {
@@ -100,7 +164,7 @@ pub fn save_adapter<B: Backend>(
         }
     }
     let weights = dir.join(WEIGHTS_FILE);
-    write_safetensors(&tensors, &weights).map_err(|e| file_err(&weights, &e))?;
+    write_safetensors(&tensors, &weights).map_err(|e| AdapterError::safetensors(&weights, e))?;
 
     let config = AdapterConfig {
         peft_type: "LORA".into(),
@@ -123,7 +187,7 @@ pub fn save_adapter<B: Backend>(
     };
     let path = dir.join(CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config).expect("the config serializes");
-    std::fs::write(&path, text).map_err(|e| file_err(&path, &e))
+    std::fs::write(&path, text).map_err(|e| AdapterError::io(&path, e))
 }
 
 /// Reads an adapter folder and attaches it to `model` (whose base stays frozen).
@@ -133,31 +197,29 @@ pub fn load_adapter<B: Backend>(
     device: &B::Device,
 ) -> Result<CausalLm<B>, AdapterError> {
     let config_path = dir.join(CONFIG_FILE);
-    let file_err = |path: &Path, message: String| AdapterError::File {
-        path: path.display().to_string(),
-        message,
-    };
     let text =
-        std::fs::read_to_string(&config_path).map_err(|e| file_err(&config_path, e.to_string()))?;
+        std::fs::read_to_string(&config_path).map_err(|e| AdapterError::io(&config_path, e))?;
     let config: AdapterConfig =
-        serde_json::from_str(&text).map_err(|e| file_err(&config_path, e.to_string()))?;
+        serde_json::from_str(&text).map_err(|source| AdapterError::Config {
+            path: config_path.clone(),
+            source,
+        })?;
     if config.peft_type != "LORA" || config.use_dora || config.bias != "none" {
-        return Err(file_err(
-            &config_path,
-            format!(
-                "only plain LoRA adapters are supported (peft_type LORA, use_dora false, bias none); got peft_type {:?}, use_dora {}, bias {:?}",
-                config.peft_type, config.use_dora, config.bias
-            ),
-        ));
+        return Err(AdapterError::NotPlainLora {
+            path: config_path,
+            peft_type: config.peft_type,
+            use_dora: config.use_dora,
+            bias: config.bias,
+        });
     }
     if config.r == 0 {
-        return Err(file_err(&config_path, "r must be at least 1".into()));
+        return Err(AdapterError::ZeroRank { path: config_path });
     }
     let scale = lora_scale(config.lora_alpha, config.r, config.use_rslora);
     let weights_path = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&weights_path).map_err(|e| file_err(&weights_path, e.to_string()))?;
-    let tensors =
-        SafeTensors::deserialize(&bytes).map_err(|e| file_err(&weights_path, e.to_string()))?;
+    let bytes = std::fs::read(&weights_path).map_err(|e| AdapterError::io(&weights_path, e))?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .map_err(|e| AdapterError::safetensors(&weights_path, e))?;
 
     let mut model = model.no_grad();
     let mut attached = 0;
@@ -191,13 +253,10 @@ pub fn load_adapter<B: Backend>(
         attached += 1;
     }
     if attached == 0 {
-        return Err(file_err(
-            &config_path,
-            format!(
-                "target_modules {:?} name no projection of this model",
-                config.target_modules
-            ),
-        ));
+        return Err(AdapterError::NoTargetModule {
+            path: config_path,
+            target_modules: config.target_modules,
+        });
     }
     Ok(model)
 }
@@ -208,22 +267,24 @@ fn read_matrix<B: Backend>(
     shape: [usize; 2],
     device: &B::Device,
 ) -> Result<Tensor<B, 2>, AdapterError> {
-    let err = |message: String| AdapterError::Tensor {
+    let err = |problem: AdapterTensorProblem| AdapterError::Tensor {
         tensor: name.to_owned(),
-        message,
+        problem,
     };
-    let view = tensors.tensor(name).map_err(|_| err("missing".into()))?;
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| err(AdapterTensorProblem::Missing))?;
     if view.shape() != shape {
-        return Err(err(format!(
-            "expected shape {shape:?}, found {:?}",
-            view.shape()
-        )));
+        return Err(err(AdapterTensorProblem::Shape {
+            expected: shape,
+            found: view.shape().to_vec(),
+        }));
     }
     let dtype = match view.dtype() {
         Dtype::F32 => burn::tensor::DType::F32,
         Dtype::BF16 => burn::tensor::DType::BF16,
         Dtype::F16 => burn::tensor::DType::F16,
-        other => return Err(err(format!("dtype {other:?} is not supported"))),
+        other => return Err(err(AdapterTensorProblem::Dtype(other))),
     };
     let data = TensorData::from_bytes_vec(view.data().to_vec(), shape.to_vec(), dtype);
     Ok(Tensor::from_data(data, (device, burn::tensor::DType::F32)))

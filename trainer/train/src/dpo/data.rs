@@ -51,16 +51,12 @@ pub fn prepare_pairs(
     let mut prepared = PreparedPairs::default();
     for item in read_samples(reader, DatasetKind::Dpo, &DatasetLimits::default()) {
         let (line, sample) = item?;
-        let sample = sample.map_err(|problem| DataError::Invalid(problem.to_string()))?;
-        let tokenize_error = |e: anneal_model::chat::ChatError| DataError::Tokenize {
-            line,
-            message: e.to_string(),
-        };
+        let sample = sample?;
+        let tokenize_error =
+            |source: anneal_model::chat::ChatError| DataError::Tokenize { line, source };
         // The rules guarantee both replies on a DPO line.
         let (Some(chosen), Some(rejected)) = (&sample.chosen, &sample.rejected) else {
-            return Err(DataError::Invalid(format!(
-                "line {line}: a DPO line needs chosen and rejected"
-            )));
+            return Err(DataError::NoPreferencePair { line });
         };
         // The prompt as a generation would see it: everything before the reply's first token.
         let prompt_len = tokenizer
@@ -98,10 +94,13 @@ pub fn prepare_pairs(
         });
     }
     if prepared.pairs.is_empty() {
-        return Err(DataError::Invalid(format!(
-            "no preference pair left to train on ({} longer than maxTokens {max_tokens}, {} with an empty reply)",
-            prepared.dropped_too_long, prepared.dropped_untrainable
-        )));
+        return Err(DataError::NothingLeft {
+            what: "preference pair",
+            too_long: prepared.dropped_too_long,
+            max_tokens,
+            untrainable: prepared.dropped_untrainable,
+            why: "an empty reply",
+        });
     }
     Ok(prepared)
 }

@@ -12,6 +12,7 @@
 //! the trainer exit with its own exit code.
 
 mod backoff;
+mod error;
 mod problem_log;
 mod queue;
 mod sender;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use anneal_crds::events::TrainerEvent;
 
 pub use backoff::Backoff;
+pub use error::ReportError;
 pub use queue::{QUEUE_CAPACITY, ReportQueue};
 pub use sender::MAX_BATCH;
 use sender::{Poster, post_until_closed};
@@ -83,11 +85,13 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Starts the poster thread. Fails (with a message for a warning; the run goes
-    /// on unreported) only when the URL or the HTTP client is unusable.
-    pub fn start(config: ReportConfig) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&config.url)
-            .map_err(|e| format!("report URL {}: {e}", config.url))?;
+    /// Starts the poster thread. Fails (for a warning; the run goes on unreported)
+    /// only when the URL or the HTTP client is unusable.
+    pub fn start(config: ReportConfig) -> Result<Self, ReportError> {
+        let url = reqwest::Url::parse(&config.url).map_err(|source| ReportError::Url {
+            url: config.url.clone(),
+            source,
+        })?;
         let poster = Poster::new(url.clone(), config.token_file)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -104,7 +108,7 @@ impl Reporter {
         let handle = std::thread::Builder::new()
             .name("event-report".into())
             .spawn(move || post_until_closed(&thread_shared, &poster))
-            .map_err(|e| format!("starting the report thread: {e}"))?;
+            .map_err(ReportError::Thread)?;
         Ok(Self {
             shared,
             poster: Some(handle),

@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 
 use super::Shared;
 use super::backoff::{Backoff, spread};
+use super::error::ReportError;
 use super::problem_log::{ProblemKind, ProblemLog};
 
 /// Events posted at most in one request.
@@ -118,9 +119,8 @@ pub(super) struct Poster {
 }
 
 impl Poster {
-    /// Fails (with a message for a warning) when the HTTP client or its runtime
-    /// cannot be built.
-    pub(super) fn new(url: reqwest::Url, token_file: Option<PathBuf>) -> Result<Self, String> {
+    /// Fails (for a warning) when the HTTP client or its runtime cannot be built.
+    pub(super) fn new(url: reqwest::Url, token_file: Option<PathBuf>) -> Result<Self, ReportError> {
         anneal_crds::storage::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -129,11 +129,11 @@ impl Poster {
             // internet would only stand in the way.
             .no_proxy()
             .build()
-            .map_err(|e| format!("report client: {e}"))?;
+            .map_err(ReportError::Client)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("report runtime: {e}"))?;
+            .map_err(ReportError::Runtime)?;
         Ok(Self {
             runtime,
             client,

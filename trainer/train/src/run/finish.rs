@@ -7,10 +7,10 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::start::Training;
 use super::{Run, RunOutcome};
-use crate::TrainError;
 use crate::checkpoint::{FINAL, SampleAnswer};
 use crate::loss_chart::{CHART_FILE, loss_chart_svg};
 use crate::objective::Objective;
+use crate::{ResumeError, TrainError};
 
 impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
     /// Writes `final/` (the last checkpoint's adapter), the loss chart and the result.
@@ -20,7 +20,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             .checkpoints
             .last()
             .cloned()
-            .ok_or_else(|| TrainError::Resume("the run ended without a checkpoint".into()))?;
+            .ok_or(ResumeError::NoCheckpoint)?;
         // The last step always checkpoints, so its answers are the final model's: no need
         // to generate them again.
         let samples = self
@@ -38,7 +38,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         let output = &self.location.output;
         let state = training.state;
         let title = format!("{} ({})", self.job.job_name, self.job.run_id);
-        let chart = loss_chart_svg(&state.log_history, &title).map_err(TrainError::Chart)?;
+        let chart = loss_chart_svg(&state.log_history, &title)?;
         output.put(CHART_FILE, chart.into_bytes())?;
         let result = JobResult {
             model_id: fine_tuned_model_id(&self.base_model.name, &self.job.job_name, &last.name),

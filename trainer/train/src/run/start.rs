@@ -7,12 +7,12 @@ use anneal_crds::finetunejob::{JobPhase, Metrics, TrainingType};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::{Run, RunInputs, RunLocation};
-use crate::TrainError;
 use crate::checkpoint::{ResumePoint, fetch_newest_checkpoint, restore_training};
 use crate::event_log::{EVENTS_FILE, EventLog, EventSink};
 use crate::objective::Objective;
 use crate::optimizer::{SftOptimizer, adamw};
 use crate::state::{DataOrder, RngState, STATE_FORMAT, TrainerState};
+use crate::{ResumeError, TrainError};
 use anneal_model::llm::CausalLm;
 use anneal_model::lora::{LoraSettings, attach};
 
@@ -47,10 +47,11 @@ impl Start {
                 .state
                 .incompatibility(settings.method, &settings.hyperparameters, order)
         {
-            return Err(TrainError::Resume(format!(
-                "cannot resume from {}: {why}",
-                point.name
-            )));
+            return Err(ResumeError::Incompatible {
+                checkpoint: point.name,
+                why,
+            }
+            .into());
         }
         Ok(Start::Resume(Box::new(point)))
     }

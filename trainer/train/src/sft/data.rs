@@ -29,13 +29,10 @@ pub fn prepare(
     let mut prepared = PreparedData::default();
     for item in read_samples(reader, DatasetKind::Sft, &DatasetLimits::default()) {
         let (line, sample) = item?;
-        let sample = sample.map_err(|problem| DataError::Invalid(problem.to_string()))?;
+        let sample = sample?;
         let encoded = tokenizer
             .encode_chat(&sample.messages, false)
-            .map_err(|e| DataError::Tokenize {
-                line,
-                message: e.to_string(),
-            })?;
+            .map_err(|source| DataError::Tokenize { line, source })?;
         if encoded.ids.len() > max_tokens {
             prepared.dropped_too_long += 1;
             continue;
@@ -52,10 +49,13 @@ pub fn prepare(
         });
     }
     if prepared.samples.is_empty() {
-        return Err(DataError::Invalid(format!(
-            "no sample left to train on ({} longer than maxTokens {max_tokens}, {} with nothing to learn)",
-            prepared.dropped_too_long, prepared.dropped_untrainable
-        )));
+        return Err(DataError::NothingLeft {
+            what: "sample",
+            too_long: prepared.dropped_too_long,
+            max_tokens,
+            untrainable: prepared.dropped_untrainable,
+            why: "nothing to learn",
+        });
     }
     Ok(prepared)
 }

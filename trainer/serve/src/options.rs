@@ -1,0 +1,29 @@
+//! What to serve and how: the settings `trainer serve` takes as flags.
+
+use std::path::PathBuf;
+
+use anneal_model::backend::DeviceChoice;
+
+/// The server's settings. Sources are paths, `file://` or `s3://` URIs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The base model: a Hugging Face folder (config.json, tokenizer.json, *.safetensors).
+    pub model: String,
+    /// The name clients use for the base model; `None`: the folder's name.
+    pub served_model_name: Option<String>,
+    /// LoRA adapters in PEFT format, each `NAME=SOURCE` as `--adapter` takes it.
+    pub adapters: Vec<String>,
+    pub host: String,
+    /// 0 picks a free port (printed at start).
+    pub port: u16,
+    /// Requests generated side by side, a token each in turn.
+    pub max_running: usize,
+    /// Requests waiting for a turn beyond those; more are refused with 429.
+    pub max_waiting: usize,
+    /// Prompt plus reply limit in tokens; `None`: the model's max_position_embeddings
+    /// (also the upper bound).
+    pub max_model_len: Option<usize>,
+    /// Where s3:// folders are downloaded; `None`: a temporary folder.
+    pub work_dir: Option<PathBuf>,
+    pub device: DeviceChoice,
+}

@@ -1,0 +1,74 @@
+//! `trainer serve`: a base model and its LoRA adapters behind an OpenAI-compatible
+//! API, as `anneal-serve` runs it.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C), 2 when the server could
+//! not start (bad flags, models that do not load, a port in use).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anneal_serve::{ServeOptions, serve};
+
+use crate::device_arg::DeviceArg;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The base model: a Hugging Face folder (config.json, tokenizer.json, *.safetensors)
+    /// as a path, file:// or s3:// URI (downloaded at start).
+    #[arg(long)]
+    pub model: String,
+    /// The name clients use for the base model; default: the folder's name.
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// A LoRA adapter in PEFT format served as NAME, from a path, file:// or s3:// (repeatable).
+    #[arg(long, value_name = "NAME=SOURCE")]
+    pub adapter: Vec<String>,
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// 0 picks a free port (printed at start).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Requests generated side by side, a token each in turn.
+    #[arg(long, default_value_t = 8)]
+    pub max_running: usize,
+    /// Requests waiting for a turn beyond those; more are refused with 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_waiting: usize,
+    /// Prompt plus reply limit in tokens; default and upper bound: the model's
+    /// max_position_embeddings.
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// Where s3:// folders are downloaded; default: a temporary folder.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+impl From<ServeArgs> for ServeOptions {
+    fn from(args: ServeArgs) -> Self {
+        ServeOptions {
+            model: args.model,
+            served_model_name: args.served_model_name,
+            adapters: args.adapter,
+            host: args.host,
+            port: args.port,
+            max_running: args.max_running,
+            max_waiting: args.max_waiting,
+            max_model_len: args.max_model_len,
+            work_dir: args.work_dir,
+            device: args.device.into(),
+        }
+    }
+}
+
+/// Runs the server until it is told to stop.
+pub fn run(args: ServeArgs) -> ExitCode {
+    match serve(args.into()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("trainer serve: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
