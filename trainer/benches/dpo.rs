@@ -8,6 +8,10 @@
 //!
 //! cargo bench -p anneal-trainer --bench dpo -- MODEL_DIR DATA_JSONL --method sft|dpo
 //!     [--training lora|full] [--batch N] [--steps N] [--warmup N]
+//!     [--gradient-checkpointing]
+//!
+//! `--gradient-checkpointing` recomputes each layer in the backward pass, as training
+//! does by default; without it the layers' activations are kept.
 //!
 //! (cargo runs benches in `trainer/`: give absolute paths.)
 
@@ -22,6 +26,7 @@ use anneal_model::backend::CpuTrainBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::load_model;
 use anneal_model::lora::{LoraSettings, attach};
+use anneal_train::backward::LayerActivations;
 use anneal_train::dpo::data::{PreferencePair, prepare_pairs};
 use anneal_train::dpo::loss::{DpoConfig, PairBatch};
 use anneal_train::dpo::reference::Reference;
@@ -40,6 +45,7 @@ fn main() {
     let mut positional = Vec::new();
     let (mut method, mut training) = (String::from("sft"), String::from("lora"));
     let (mut batch, mut steps, mut warmup) = (4usize, 10usize, 2usize);
+    let mut activations = LayerActivations::Kept;
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
         let mut value = || args.next().expect("a value after the flag");
@@ -49,6 +55,7 @@ fn main() {
             "--batch" => batch = value().parse().expect("--batch N"),
             "--steps" => steps = value().parse().expect("--steps N"),
             "--warmup" => warmup = value().parse().expect("--warmup N"),
+            "--gradient-checkpointing" => activations = LayerActivations::Recomputed,
             _ if !arg.starts_with("--") => positional.push(PathBuf::from(arg)),
             _ => panic!("unexpected argument {arg:?}"),
         }
@@ -115,6 +122,7 @@ fn main() {
                     model,
                     &mut optimizer,
                     std::slice::from_ref(&sft_batches[k]),
+                    activations,
                     LEARNING_RATE,
                     1.0,
                 );
@@ -128,6 +136,7 @@ fn main() {
                     &dpo,
                     &mut optimizer,
                     std::slice::from_ref(&pair_batches[k]),
+                    activations,
                     LEARNING_RATE,
                     1.0,
                 );
