@@ -33,6 +33,7 @@ use anneal_train::dpo::reference::Reference;
 use anneal_train::dpo::step::dpo_step;
 use anneal_train::optimizer::adamw;
 use anneal_train::sft::step::sft_step;
+use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
 use burn::tensor::DType;
 
@@ -99,6 +100,11 @@ fn main() {
     let reference = Reference::for_training(training, &model);
     let dpo = DpoConfig::new();
     let mut optimizer = adamw::<B>(0.0);
+    let settings = StepSettings {
+        learning_rate: LEARNING_RATE,
+        max_grad_norm: 1.0,
+        activations,
+    };
 
     // Batch tensors are built once, outside the timed loop, as a data loader would.
     let sft_batches: Vec<Batch<B>> = chunks
@@ -122,9 +128,7 @@ fn main() {
                     model,
                     &mut optimizer,
                     std::slice::from_ref(&sft_batches[k]),
-                    activations,
-                    LEARNING_RATE,
-                    1.0,
+                    settings,
                 );
                 model = next;
                 (stats.positions, batch)
@@ -136,9 +140,7 @@ fn main() {
                     &dpo,
                     &mut optimizer,
                     std::slice::from_ref(&pair_batches[k]),
-                    activations,
-                    LEARNING_RATE,
-                    1.0,
+                    settings,
                 );
                 model = next;
                 (stats.positions, stats.pairs)

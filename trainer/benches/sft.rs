@@ -32,6 +32,7 @@ use anneal_model::lora::{LoraSettings, attach};
 use anneal_train::backward::LayerActivations;
 use anneal_train::optimizer::adamw;
 use anneal_train::sft::step::sft_step;
+use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
 use burn::tensor::DType;
@@ -175,9 +176,11 @@ fn main() {
             model,
             &mut optimizer,
             std::slice::from_ref(batch),
-            activations,
-            spec.learning_rate,
-            spec.max_grad_norm,
+            StepSettings {
+                learning_rate: spec.learning_rate,
+                max_grad_norm: spec.max_grad_norm,
+                activations,
+            },
         );
         model = next;
         losses.push(stats.loss);

@@ -20,6 +20,7 @@ use anneal_train::dpo::loss::{DpoConfig, PairBatch, sequence_log_probs};
 use anneal_train::dpo::reference::Reference;
 use anneal_train::dpo::step::{DpoStepStats, dpo_step};
 use anneal_train::optimizer::adamw;
+use anneal_train::step_settings::StepSettings;
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
 
@@ -93,9 +94,11 @@ fn train_with(
             config,
             &mut optimizer,
             &micro,
-            activations,
-            learning_rate,
-            1.0,
+            StepSettings {
+                learning_rate,
+                max_grad_norm: 1.0,
+                activations,
+            },
         );
         model = next;
         all.push(stats);

@@ -15,6 +15,7 @@ use anneal_train::backward::LayerActivations;
 use anneal_train::optimizer::adamw;
 use anneal_train::sft::data::prepare;
 use anneal_train::sft::step::sft_step;
+use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
 use burn::tensor::DType;
@@ -33,18 +34,17 @@ fn samples() -> Vec<TokenizedSample> {
     prepared.samples.into_iter().take(4).collect()
 }
 
-/// Trains `steps` steps on the same 4 samples (2 micro-batches of 2), returning the
-/// losses and the first layer's frozen q_proj weight and adapter B afterwards.
-fn run(steps: usize) -> (Vec<f64>, Vec<f32>, Vec<f32>, Vec<f32>) {
+/// The losses, then the first layer's frozen q_proj weight before and after, and its
+/// adapter B after.
+type Trained = (Vec<f64>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// Trains `steps` steps on the same 4 samples (2 micro-batches of 2).
+fn run(steps: usize) -> Trained {
     run_with(steps, LayerActivations::Recomputed).0
 }
 
 /// [`run`] with the backward pass's activations; also each step's gradient norm.
-#[allow(clippy::type_complexity)]
-fn run_with(
-    steps: usize,
-    activations: LayerActivations,
-) -> ((Vec<f64>, Vec<f32>, Vec<f32>, Vec<f32>), Vec<f64>) {
+fn run_with(steps: usize, activations: LayerActivations) -> (Trained, Vec<f64>) {
     let device = Default::default();
     let model_dir = root().join("tests/fixtures/reference/qwen2-tiny");
     let (_, model) = load_model::<B>(&model_dir, &device, DType::F32).unwrap();
@@ -66,6 +66,11 @@ fn run_with(
         .to_vec::<f32>()
         .unwrap();
     let samples = samples();
+    let settings = StepSettings {
+        learning_rate: 1e-2,
+        max_grad_norm: 1.0,
+        activations,
+    };
     let mut optimizer = adamw::<B>(0.0);
     let (mut losses, mut grad_norms) = (Vec::new(), Vec::new());
     for _ in 0..steps {
@@ -73,7 +78,7 @@ fn run_with(
             .chunks(2)
             .map(|c| Batch::new(&c.iter().collect::<Vec<_>>(), &device))
             .collect();
-        let (next, stats) = sft_step(model, &mut optimizer, &micro, activations, 1e-2, 1.0);
+        let (next, stats) = sft_step(model, &mut optimizer, &micro, settings);
         model = next;
         losses.push(stats.loss);
         grad_norms.push(stats.grad_norm);

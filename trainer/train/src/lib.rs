@@ -26,6 +26,7 @@ pub mod schedule;
 pub mod sft;
 pub mod split;
 pub mod state;
+pub mod step_settings;
 pub mod tensor_batch;
 pub mod tokenized;
 

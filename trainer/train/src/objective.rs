@@ -11,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::backward::LayerActivations;
 use super::data::DataError;
 use super::optimizer::SftOptimizer;
+use super::step_settings::StepSettings;
 use super::tensor_batch::Batch;
 use super::tokenized::{DataItem, TokenizedSample};
 use crate::dpo::data::{PreferencePair, prepare_pairs};
@@ -150,14 +151,12 @@ impl<B: AutodiffBackend> Objective<B> for Sft {
             .iter()
             .map(|samples| Batch::new(samples, device))
             .collect();
-        let (model, stats) = sft_step(
-            model,
-            optimizer,
-            &batches,
-            self.activations,
+        let settings = StepSettings {
             learning_rate,
-            MAX_GRAD_NORM,
-        );
+            max_grad_norm: MAX_GRAD_NORM,
+            activations: self.activations,
+        };
+        let (model, stats) = sft_step(model, optimizer, &batches, settings);
         let scores = Scores {
             loss: stats.loss,
             token_accuracy: Some(stats.accuracy),
@@ -241,9 +240,11 @@ impl<B: AutodiffBackend> Objective<B> for Dpo<B> {
             &self.config,
             optimizer,
             &batches,
-            self.activations,
-            learning_rate,
-            MAX_GRAD_NORM,
+            StepSettings {
+                learning_rate,
+                max_grad_norm: MAX_GRAD_NORM,
+                activations: self.activations,
+            },
         );
         let scores = Scores {
             loss: stats.scores.loss,

@@ -9,10 +9,11 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::{DpoConfig, PairBatch, PreferenceScores, PreferenceTally, sequence_log_probs};
 use super::reference::Reference;
-use crate::backward::{LayerActivations, accumulate_backward};
+use crate::backward::accumulate_backward;
 use crate::chunked_loss::{batch_scores, hidden_scores};
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
+use crate::step_settings::StepSettings;
 use crate::tensor_batch::Batch;
 use anneal_model::llm::CausalLm;
 
@@ -35,9 +36,7 @@ pub fn dpo_step<B: AutodiffBackend>(
     config: &DpoConfig,
     optimizer: &mut SftOptimizer<B>,
     micro_batches: &[PairBatch<B>],
-    activations: LayerActivations,
-    learning_rate: f64,
-    max_grad_norm: f64,
+    settings: StepSettings,
 ) -> (CausalLm<B>, DpoStepStats) {
     let total_pairs: usize = micro_batches.iter().map(|b| b.pairs).sum();
     let reference_model = reference.model(&model);
@@ -51,6 +50,7 @@ pub fn dpo_step<B: AutodiffBackend>(
         // One policy pass over the chosen and rejected rows together.
         let sequences = &batch.sequences;
         let inputs = sequences.inputs.clone(); // [2n, len]
+        let activations = settings.activations;
         let output = accumulate_backward(&model, inputs, activations, &mut accumulator, |hidden| {
             let scores = hidden_scores(&model, sequences, hidden).log_probs; // [2n, len]
             let policy_scores = sequence_log_probs(scores, sequences); // [2n]
@@ -62,8 +62,8 @@ pub fn dpo_step<B: AutodiffBackend>(
         tally.add(&output);
     }
     let mut grads = accumulator.grads();
-    let grad_norm = clip_global_norm::<B>(&model, &mut grads, max_grad_norm);
-    model = optimizer.step(learning_rate, model, grads);
+    let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
+    model = optimizer.step(settings.learning_rate, model, grads);
     let stats = DpoStepStats {
         scores: tally.scores(),
         pairs: total_pairs,

@@ -8,10 +8,11 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::masked_nll;
-use crate::backward::{LayerActivations, accumulate_backward};
+use crate::backward::accumulate_backward;
 use crate::chunked_loss::hidden_scores;
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
+use crate::step_settings::StepSettings;
 use crate::tensor_batch::Batch;
 use anneal_model::llm::CausalLm;
 
@@ -34,15 +35,14 @@ pub fn sft_step<B: AutodiffBackend>(
     mut model: CausalLm<B>,
     optimizer: &mut SftOptimizer<B>,
     micro_batches: &[Batch<B>],
-    activations: LayerActivations,
-    learning_rate: f64,
-    max_grad_norm: f64,
+    settings: StepSettings,
 ) -> (CausalLm<B>, StepStats) {
     let total_tokens: usize = micro_batches.iter().map(|b| b.trained_tokens).sum();
     let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
     let (mut nll_sum, mut correct_sum) = (0.0, 0.0);
     for batch in micro_batches {
         let inputs = batch.inputs.clone(); // [rows, len]
+        let activations = settings.activations;
         let (nll, correct) =
             accumulate_backward(&model, inputs, activations, &mut accumulator, |hidden| {
                 let (nll, correct) = masked_nll(hidden_scores(&model, batch, hidden), batch);
@@ -55,8 +55,8 @@ pub fn sft_step<B: AutodiffBackend>(
         correct_sum += f64::from(correct.into_scalar().elem::<f32>());
     }
     let mut grads = accumulator.grads();
-    let grad_norm = clip_global_norm::<B>(&model, &mut grads, max_grad_norm);
-    model = optimizer.step(learning_rate, model, grads);
+    let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
+    model = optimizer.step(settings.learning_rate, model, grads);
     let stats = StepStats {
         loss: nll_sum / total_tokens.max(1) as f64,
         accuracy: correct_sum / total_tokens.max(1) as f64,
