@@ -105,6 +105,18 @@ pub struct HyperparametersSpec {
     /// DPO settings; only with `method: dpo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpo: Option<DpoSpec>,
+    /// Gradient checkpointing (activation recomputation), default true for every
+    /// preset: the forward pass keeps only each decoder layer's input, and the
+    /// backward pass runs each layer again to get its activations, one layer at a
+    /// time. It costs about 30% more compute per step (a second forward pass) and
+    /// saves most of the activation memory: instead of every layer's attention
+    /// scores and MLP activations, one layer's are alive at a time, which is what
+    /// lets long `maxTokens` and larger micro-batches fit a GPU. Losses and
+    /// gradients are the same either way up to rounding; with LoRA dropout the masks
+    /// are drawn per layer, so a run keeps one setting across resumes. `false`
+    /// trades that memory for speed on small models and short sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_checkpointing: Option<bool>,
 }
 
 /// LoRA adapter shape.
@@ -173,6 +185,14 @@ pub struct ResolvedHyperparameters {
     pub dpo_label_smoothing: f64,
     #[serde(default)]
     pub dpo_sft_weight: f64,
+    /// States written before the field existed read as the default (on), so their
+    /// runs resume under a job that leaves it unset.
+    #[serde(default = "default_gradient_checkpointing")]
+    pub gradient_checkpointing: bool,
+}
+
+fn default_gradient_checkpointing() -> bool {
+    DEFAULT_GRADIENT_CHECKPOINTING
 }
 
 impl ResolvedHyperparameters {
@@ -249,6 +269,9 @@ pub const DEFAULT_WARMUP_RATIO: f64 = 0.03;
 pub const DEFAULT_WEIGHT_DECAY: f64 = 0.0;
 pub const DEFAULT_SEED: u64 = 42;
 pub const DEFAULT_DPO_BETA: f64 = 0.1;
+/// Per-layer recomputation is on unless a job turns it off: at the lengths users
+/// train with, activations, not weights, are what stops a job fitting a GPU.
+pub const DEFAULT_GRADIENT_CHECKPOINTING: bool = true;
 
 /// The CEL rule that `gradientAccumulation` divides the effective batch size; the
 /// presets' batch sizes are written into it from the table above, so the rule and
@@ -292,6 +315,9 @@ impl HyperparametersSpec {
             dpo_beta: dpo.beta.unwrap_or(DEFAULT_DPO_BETA),
             dpo_label_smoothing: dpo.label_smoothing.unwrap_or(0.0),
             dpo_sft_weight: dpo.sft_weight.unwrap_or(0.0),
+            gradient_checkpointing: self
+                .gradient_checkpointing
+                .unwrap_or(DEFAULT_GRADIENT_CHECKPOINTING),
         }
     }
 }
@@ -328,7 +354,27 @@ mod tests {
                 (r.max_tokens, r.seed, r.gradient_accumulation),
                 (4096, 42, 1)
             );
+            assert!(r.gradient_checkpointing, "{preset:?}");
         }
+    }
+
+    #[test]
+    fn gradient_checkpointing_turns_off_and_old_states_read_it_as_on() {
+        let spec: HyperparametersSpec = serde_json::from_value(serde_json::json!({
+            "preset": "fast",
+            "gradientCheckpointing": false,
+        }))
+        .unwrap();
+        assert!(!spec.resolve().gradient_checkpointing);
+
+        // A trainer_state.json echo written before the field existed.
+        let mut old = serde_json::to_value(HyperparametersSpec::default().resolve()).unwrap();
+        old.as_object_mut()
+            .unwrap()
+            .remove("gradientCheckpointing")
+            .expect("the field is written");
+        let read: ResolvedHyperparameters = serde_json::from_value(old).unwrap();
+        assert_eq!(read, HyperparametersSpec::default().resolve());
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //!
 //! cargo bench -p anneal-trainer --bench dpo -- MODEL_DIR DATA_JSONL --method sft|dpo
 //!     [--training lora|full] [--batch N] [--steps N] [--warmup N]
+//!     [--gradient-checkpointing]
+//!
+//! `--gradient-checkpointing` recomputes each layer in the backward pass, as training
+//! does by default; without it the layers' activations are kept.
 //!
 //! (cargo runs benches in `trainer/`: give absolute paths.)
 
@@ -22,12 +26,14 @@ use anneal_model::backend::CpuTrainBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::load_model;
 use anneal_model::lora::{LoraSettings, attach};
+use anneal_train::backward::LayerActivations;
 use anneal_train::dpo::data::{PreferencePair, prepare_pairs};
 use anneal_train::dpo::loss::{DpoConfig, PairBatch};
 use anneal_train::dpo::reference::Reference;
 use anneal_train::dpo::step::dpo_step;
 use anneal_train::optimizer::adamw;
 use anneal_train::sft::step::sft_step;
+use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
 use burn::tensor::DType;
 
@@ -40,6 +46,7 @@ fn main() {
     let mut positional = Vec::new();
     let (mut method, mut training) = (String::from("sft"), String::from("lora"));
     let (mut batch, mut steps, mut warmup) = (4usize, 10usize, 2usize);
+    let mut activations = LayerActivations::Kept;
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
         let mut value = || args.next().expect("a value after the flag");
@@ -49,6 +56,7 @@ fn main() {
             "--batch" => batch = value().parse().expect("--batch N"),
             "--steps" => steps = value().parse().expect("--steps N"),
             "--warmup" => warmup = value().parse().expect("--warmup N"),
+            "--gradient-checkpointing" => activations = LayerActivations::Recomputed,
             _ if !arg.starts_with("--") => positional.push(PathBuf::from(arg)),
             _ => panic!("unexpected argument {arg:?}"),
         }
@@ -92,6 +100,11 @@ fn main() {
     let reference = Reference::for_training(training, &model);
     let dpo = DpoConfig::new();
     let mut optimizer = adamw::<B>(0.0);
+    let settings = StepSettings {
+        learning_rate: LEARNING_RATE,
+        max_grad_norm: 1.0,
+        activations,
+    };
 
     // Batch tensors are built once, outside the timed loop, as a data loader would.
     let sft_batches: Vec<Batch<B>> = chunks
@@ -115,8 +128,7 @@ fn main() {
                     model,
                     &mut optimizer,
                     std::slice::from_ref(&sft_batches[k]),
-                    LEARNING_RATE,
-                    1.0,
+                    settings,
                 );
                 model = next;
                 (stats.positions, batch)
@@ -128,8 +140,7 @@ fn main() {
                     &dpo,
                     &mut optimizer,
                     std::slice::from_ref(&pair_batches[k]),
-                    LEARNING_RATE,
-                    1.0,
+                    settings,
                 );
                 model = next;
                 (stats.positions, stats.pairs)

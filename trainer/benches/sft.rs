@@ -6,7 +6,7 @@
 //! transformers + PEFT on the same checkpoint, batches and settings for the ratio.
 //!
 //! cargo bench -p anneal-trainer --bench sft -- MODEL_DIR [--spec FILE]
-//!     [--init-adapter DIR] [--save-adapter DIR]
+//!     [--init-adapter DIR] [--save-adapter DIR] [--gradient-checkpointing]
 //!
 //! (cargo runs benches in `trainer/`: give absolute paths.)
 //!
@@ -15,7 +15,9 @@
 //! `--init-adapter` starts from a PEFT adapter folder instead of a fresh `attach`, so
 //! both implementations can start from the same weights when their losses are
 //! compared (the loaded adapter has no dropout). `--save-adapter` writes the trained
-//! adapter in PEFT format after the timed steps.
+//! adapter in PEFT format after the timed steps. `--gradient-checkpointing`
+//! recomputes each layer in the backward pass as training does by default; without
+//! it the layers' activations are kept, as in benches/sft_cpu.py's PEFT run.
 
 mod common;
 
@@ -27,8 +29,10 @@ use anneal_model::backend::CpuTrainBackend;
 use anneal_model::llm::load_model;
 use anneal_model::lora::peft::{load_adapter, save_adapter};
 use anneal_model::lora::{LoraSettings, attach};
+use anneal_train::backward::LayerActivations;
 use anneal_train::optimizer::adamw;
 use anneal_train::sft::step::sft_step;
+use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
 use burn::tensor::DType;
@@ -94,6 +98,7 @@ fn default_batch(vocab: usize) -> Vec<Sample> {
 fn main() {
     let mut model_dir = None;
     let (mut spec_path, mut init_adapter, mut save_to) = (None, None, None);
+    let mut activations = LayerActivations::Kept;
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = args.next() {
         let mut value = || PathBuf::from(args.next().expect("a value after the flag"));
@@ -101,11 +106,12 @@ fn main() {
             "--spec" => spec_path = Some(value()),
             "--init-adapter" => init_adapter = Some(value()),
             "--save-adapter" => save_to = Some(value()),
+            "--gradient-checkpointing" => activations = LayerActivations::Recomputed,
             _ if model_dir.is_none() && !arg.starts_with("--") => {
                 model_dir = Some(PathBuf::from(arg))
             }
             _ => panic!(
-                "unexpected argument {arg:?}; usage: sft MODEL_DIR [--spec FILE] [--init-adapter DIR] [--save-adapter DIR]"
+                "unexpected argument {arg:?}; usage: sft MODEL_DIR [--spec FILE] [--init-adapter DIR] [--save-adapter DIR] [--gradient-checkpointing]"
             ),
         }
     }
@@ -170,8 +176,11 @@ fn main() {
             model,
             &mut optimizer,
             std::slice::from_ref(batch),
-            spec.learning_rate,
-            spec.max_grad_norm,
+            StepSettings {
+                learning_rate: spec.learning_rate,
+                max_grad_norm: spec.max_grad_norm,
+                activations,
+            },
         );
         model = next;
         losses.push(stats.loss);

@@ -7,7 +7,7 @@ use super::byte_size::ByteSize;
 use super::inputs::{DeviceMemory, PlanInputs, TrainedWeights};
 use super::known_models::KNOWN_MODELS;
 use super::plan::plan;
-use crate::hyperparameters::TargetModule;
+use crate::hyperparameters::{DEFAULT_GRADIENT_CHECKPOINTING, TargetModule};
 
 /// The page the tables live in, relative to the repository root.
 pub const DOC_PATH: &str = "docs/memory.md";
@@ -20,7 +20,8 @@ pub const END_MARKER: &str = "<!-- end of fit tables -->";
 pub const TABLE_MAX_TOKENS: [u64; 4] = [1024, 2048, 4096, 8192];
 /// One table per GPU size: the H100 / A100 80GB and the H200.
 pub const TABLE_GPU_GIB: [u64; 2] = [80, 141];
-/// The standard preset's job: batch 8, LoRA r8 with dropout on every projection, SFT.
+/// The standard preset's job: batch 8, LoRA r8 with dropout on every projection, SFT,
+/// with per-layer recomputation as every preset has it.
 const TABLE_BATCH_SIZE: u64 = 8;
 const TABLE_LORA_RANK: u64 = 8;
 
@@ -51,7 +52,7 @@ pub fn markdown() -> String {
                     sequences_per_sample: 1,
                     max_tokens: tokens,
                     batch_size: TABLE_BATCH_SIZE,
-                    gradient_checkpointing: true,
+                    gradient_checkpointing: DEFAULT_GRADIENT_CHECKPOINTING,
                     device,
                 };
                 text += &match plan(&inputs) {

@@ -9,10 +9,6 @@ use super::model_shape::ModelShape;
 use crate::finetunejob::{FineTuneJobSpec, TrainingMethod, TrainingType};
 use crate::hyperparameters::TargetModule;
 
-/// Per-layer recomputation (gradient checkpointing) is on unless a job turns it off;
-/// the API has no `gradientCheckpointing` field yet, so a job's plan assumes it is on.
-pub const DEFAULT_GRADIENT_CHECKPOINTING: bool = true;
-
 /// The element type the base weights are held in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightDtype {
@@ -163,7 +159,7 @@ impl PlanInputs {
             },
             max_tokens: u64::from(hyperparameters.max_tokens),
             batch_size: u64::from(hyperparameters.batch_size),
-            gradient_checkpointing: DEFAULT_GRADIENT_CHECKPOINTING,
+            gradient_checkpointing: hyperparameters.gradient_checkpointing,
             device,
         }
     }

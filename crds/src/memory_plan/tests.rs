@@ -258,3 +258,30 @@ fn a_job_spec_gives_its_inputs_and_dpo_trains_two_sequences_a_sample() {
         2 * sft.activations_per_sample.bytes()
     );
 }
+
+#[test]
+fn a_job_that_turns_recomputation_off_is_planned_with_every_layer_kept() {
+    let job = |checkpointing: Option<bool>| -> crate::FineTuneJobSpec {
+        let mut hyperparameters = serde_json::json!({"maxTokens": 4096});
+        if let Some(on) = checkpointing {
+            hyperparameters["gradientCheckpointing"] = serde_json::json!(on);
+        }
+        serde_json::from_value(serde_json::json!({
+            "baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct", "source": "s3://m/q"},
+            "dataset": {"train": "s3://d/t.jsonl"},
+            "hyperparameters": hyperparameters,
+        }))
+        .unwrap()
+    };
+    let shape = known_shape("Qwen/Qwen2.5-7B-Instruct").unwrap();
+    let default = PlanInputs::for_job(&job(None), shape, one_gpu(80));
+    let off = PlanInputs::for_job(&job(Some(false)), shape, one_gpu(80));
+    assert!(default.gradient_checkpointing);
+    assert!(!off.gradient_checkpointing);
+    // Without recomputation all 28 layers keep their activations: 7B at 4,096 tokens
+    // no longer fits one sample on an 80 GiB GPU, where with it 7 do.
+    assert_eq!(plan(&default).unwrap().micro_batch, 7);
+    let refused = plan(&off).unwrap_err();
+    assert_eq!(format!("{:.1}", refused.peak.as_gib()), "116.8");
+    assert_eq!(refused.fitting_max_tokens, Some(2852));
+}

@@ -1,7 +1,9 @@
 //! DPO steps on the bundled tiny model: the first step's loss is ln 2 with zero
 //! rewards (the trained model starts as its reference), steps on the same pairs move
 //! the rewards apart, LoRA leaves the base weights alone, and full training's
-//! reference stays the initial model while the trained one moves.
+//! reference stays the initial model while the trained one moves; recomputing the
+//! layers in the backward pass (gradient checkpointing) gives the steps of keeping
+//! their activations, with the SFT term and label smoothing on.
 
 use std::path::{Path, PathBuf};
 
@@ -11,12 +13,14 @@ use anneal_model::backend::CpuTrainBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::{CausalLm, load_model};
 use anneal_model::lora::{LoraSettings, attach, projections_mut};
+use anneal_train::backward::LayerActivations;
 use anneal_train::chunked_loss::batch_scores;
 use anneal_train::dpo::data::{PreferencePair, prepare_pairs};
 use anneal_train::dpo::loss::{DpoConfig, PairBatch, sequence_log_probs};
 use anneal_train::dpo::reference::Reference;
 use anneal_train::dpo::step::{DpoStepStats, dpo_step};
 use anneal_train::optimizer::adamw;
+use anneal_train::step_settings::StepSettings;
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
 
@@ -52,8 +56,30 @@ fn train(
     steps: usize,
     learning_rate: f64,
 ) -> (CausalLm<B>, Vec<DpoStepStats>) {
-    let device = Default::default();
     let config = DpoConfig::new();
+    let activations = LayerActivations::Recomputed;
+    train_with(
+        model,
+        reference,
+        &config,
+        activations,
+        pairs,
+        steps,
+        learning_rate,
+    )
+}
+
+/// [`train`] with the objective's settings and the backward pass's activations.
+fn train_with(
+    model: CausalLm<B>,
+    reference: &Reference<B>,
+    config: &DpoConfig,
+    activations: LayerActivations,
+    pairs: &[PreferencePair],
+    steps: usize,
+    learning_rate: f64,
+) -> (CausalLm<B>, Vec<DpoStepStats>) {
+    let device = Default::default();
     let mut optimizer = adamw::<B>(0.0);
     let mut model = model;
     let mut all = Vec::new();
@@ -65,11 +91,14 @@ fn train(
         let (next, stats) = dpo_step(
             model,
             reference,
-            &config,
+            config,
             &mut optimizer,
             &micro,
-            learning_rate,
-            1.0,
+            StepSettings {
+                learning_rate,
+                max_grad_norm: 1.0,
+                activations,
+            },
         );
         model = next;
         all.push(stats);
@@ -147,4 +176,47 @@ fn full_training_keeps_the_initial_model_as_reference() {
     assert!(stats[1].scores.reward_margin > 0.0, "{stats:?}");
     assert_eq!(scores(&reference.model(&model)), initial);
     assert_ne!(scores(&model.valid()), initial, "the trained model moved");
+}
+
+#[test]
+fn recomputed_layers_give_the_steps_of_kept_ones_with_the_sft_term() {
+    let _generator = crate::support::generator_turn();
+    let device = Default::default();
+    let settings = LoraSettings {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: TargetModule::ALL.to_vec(),
+        use_rslora: false,
+        seed: 3,
+    };
+    let config = DpoConfig::new()
+        .with_label_smoothing(0.1)
+        .with_sft_weight(1.0);
+    let pairs = pairs(4);
+    let run = |activations| {
+        let (_, base) = load_model::<B>(&model_dir(), &device, DType::F32).unwrap();
+        let model = attach(base, &settings, &device);
+        let reference = Reference::AdapterOff;
+        train_with(model, &reference, &config, activations, &pairs, 4, 5e-3).1
+    };
+    let kept = run(LayerActivations::Kept);
+    let recomputed = run(LayerActivations::Recomputed);
+    let relative = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-12);
+    for (k, r) in kept.iter().zip(&recomputed) {
+        assert!(
+            relative(r.scores.loss, k.scores.loss) <= 1e-5,
+            "{kept:?} vs {recomputed:?}"
+        );
+        assert!(relative(r.grad_norm, k.grad_norm) <= 1e-5, "{k:?} vs {r:?}");
+        // The margin starts at exactly 0 (the adapter is off in the reference).
+        assert!(
+            (r.scores.reward_margin - k.scores.reward_margin).abs()
+                <= 1e-5 * k.scores.reward_margin.abs().max(1e-3),
+            "{k:?} vs {r:?}"
+        );
+    }
+    // The steps moved the model: the last loss is the SFT term's and DPO's, below the
+    // first (ln 2 plus the chosen replies' per-token NLL).
+    assert!(kept[3].scores.loss < kept[0].scores.loss, "{kept:?}");
 }

@@ -204,7 +204,7 @@ fn lora_dropout_masks_repeat_in_the_recomputation() {
 
 /// Peak memory of one LoRA backward, plain or recomputed, for a manual comparison
 /// under `/usr/bin/time -v` ("Maximum resident set size"):
-/// `ANNEAL_RECOMPUTE=0|1 cargo test -p anneal-trainer --lib recompute::tests::peak_memory -- --ignored`.
+/// `ANNEAL_RECOMPUTE=0|1 cargo test -p anneal-trainer --test integration recompute::peak_memory -- --ignored`.
 /// The tiny model's two layers repeated to 16, batch 2 × 1,024 tokens.
 #[test]
 #[ignore = "a measurement, run by hand"]

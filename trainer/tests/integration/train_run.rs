@@ -1,7 +1,9 @@
 //! Training runs through the library, on the bundled tiny model and the quick
 //! start's data: a stopped and resumed run ends bit for bit where an
-//! uninterrupted one does, a half-written checkpoint is never resumed from,
-//! checkpoints hold what PEFT and a resume need, and the trained adapter reloads.
+//! uninterrupted one does (with LoRA dropout, gradient checkpointing on and off), a
+//! half-written checkpoint is never resumed from, checkpoints hold what PEFT and a
+//! resume need, the trained adapter reloads, and gradient checkpointing leaves a
+//! run's losses as they are.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +47,8 @@ fn quickstart_lines(lines: usize) -> Vec<u8> {
 }
 
 /// A small job: 19 training samples in micro-batches of 2, two per step, so 5
-/// steps an epoch and 10 in all, with dropout on so the RNG matters.
+/// steps an epoch and 10 in all, with dropout on so the RNG matters, and gradient
+/// checkpointing on (the default).
 fn small_job(extra_checkpoints: &str) -> FineTuneJob {
     small_job_at(0.003, extra_checkpoints)
 }
@@ -55,6 +58,41 @@ fn small_job_at(learning_rate: f64, extra_checkpoints: &str) -> FineTuneJob {
 }
 
 fn small_job_with(training: &str, learning_rate: f64, extra_checkpoints: &str) -> FineTuneJob {
+    small_job_of(
+        training,
+        learning_rate,
+        Layers::default(),
+        extra_checkpoints,
+    )
+}
+
+/// What the small job's layers do: their LoRA dropout and whether the backward
+/// pass recomputes them (`gradientCheckpointing`; unset is the default, on).
+struct Layers {
+    dropout: f64,
+    gradient_checkpointing: Option<bool>,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        Layers {
+            dropout: 0.1,
+            gradient_checkpointing: None,
+        }
+    }
+}
+
+fn small_job_of(
+    training: &str,
+    learning_rate: f64,
+    layers: Layers,
+    extra_checkpoints: &str,
+) -> FineTuneJob {
+    let checkpointing = match layers.gradient_checkpointing {
+        Some(on) => format!("\n    gradientCheckpointing: {on}"),
+        None => String::new(),
+    };
+    let dropout = layers.dropout;
     let yaml = format!(
         r#"
 apiVersion: anneal.dev/v1alpha1
@@ -72,7 +110,7 @@ spec:
     maxTokens: 256
     seed: 7
     warmupRatio: 0.2
-    lora: {{rank: 4, alpha: 8, dropout: 0.1}}
+    lora: {{rank: 4, alpha: 8, dropout: {dropout}}}{checkpointing}
   checkpoints:
     everyEpoch: true
     everySteps: 2
@@ -169,6 +207,7 @@ fn a_stopped_and_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
         panic!("{straight:?}")
     };
     assert_eq!(state.step, 10);
+    assert!(state.hyperparameters.gradient_checkpointing);
     assert_eq!(result.model_id, "ft:anneal-tiny:small:ckpt-10");
 
     let b = dir.path().join("b");
@@ -235,6 +274,77 @@ fn a_stopped_and_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
         seqs.len() > straight_events.len(),
         "both processes' events are kept"
     );
+}
+
+/// The train losses of every step of a finished run.
+fn losses(outcome: &RunOutcome) -> Vec<f64> {
+    let RunOutcome::Finished { state, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    state.log_history.iter().map(|e| e.train_loss).collect()
+}
+
+#[test]
+fn without_gradient_checkpointing_a_run_with_dropout_resumes_bit_for_bit() {
+    let _generator = crate::support::generator_turn();
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let layers = Layers {
+        dropout: 0.1,
+        gradient_checkpointing: Some(false),
+    };
+    let job = small_job_of("lora", 0.003, layers, "");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (straight, _) = train(inputs(&job, &a, &dir.path().join("wa"), false), None);
+    let (stopped, _) = train(inputs(&job, &b, &dir.path().join("wb"), false), Some(3));
+    assert!(
+        matches!(stopped, RunOutcome::Stopped { step: 3, .. }),
+        "{stopped:?}"
+    );
+    let (resumed, _) = train(inputs(&job, &b, &dir.path().join("wc"), true), None);
+    assert_eq!(losses(&straight).len(), 10);
+    assert_eq!(losses(&straight), losses(&resumed));
+    for file in ["adapter_model.safetensors", "optimizer.safetensors"] {
+        assert!(
+            read(a.join("final").join(file)) == read(b.join("final").join(file)),
+            "final/{file} differs between the uninterrupted and the resumed run"
+        );
+    }
+    // The setting reached the step: with it on, each layer draws its dropout masks
+    // from a seed of its own, so the same job's losses differ once the adapters are
+    // nonzero (B starts at zero, which makes the first step's loss the base model's).
+    let c = dir.path().join("c");
+    let (recomputed, _) = train(
+        inputs(&small_job(""), &c, &dir.path().join("wd"), false),
+        None,
+    );
+    let (recomputed, kept) = (losses(&recomputed), losses(&straight));
+    assert_eq!(recomputed[0], kept[0]);
+    assert_ne!(recomputed[1..], kept[1..]);
+}
+
+#[test]
+fn gradient_checkpointing_leaves_the_losses_of_a_run_without_dropout() {
+    let _generator = crate::support::generator_turn();
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |on: bool| {
+        let layers = Layers {
+            dropout: 0.0,
+            gradient_checkpointing: Some(on),
+        };
+        let job = small_job_of("lora", 0.003, layers, "");
+        let out = dir.path().join(format!("out-{on}"));
+        let work = dir.path().join(format!("work-{on}"));
+        train(inputs(&job, &out, &work, false), None).0
+    };
+    let (on, off) = (losses(&run(true)), losses(&run(false)));
+    assert_eq!(on.len(), 10);
+    for (step, (with, without)) in on.iter().zip(&off).enumerate() {
+        let gap = (with - without).abs() / without.abs();
+        assert!(gap <= 1e-5, "step {}: {with} vs {without}", step + 1);
+    }
+    assert!(on[9] < on[0], "the run learned: {on:?}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! step with, learning-rate schedule, sample answers, checkpoints with optimizer
 //! state and `trainer_state.json`, the event stream and the loss chart.
 
+pub mod backward;
 pub mod batches;
 pub mod checkpoint;
 pub mod chunked_loss;
@@ -25,6 +26,7 @@ pub mod schedule;
 pub mod sft;
 pub mod split;
 pub mod state;
+pub mod step_settings;
 pub mod tensor_batch;
 pub mod tokenized;
 

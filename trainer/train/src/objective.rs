@@ -8,8 +8,10 @@ use anneal_crds::finetunejob::{Metrics, TrainingType};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::backward::LayerActivations;
 use super::data::DataError;
 use super::optimizer::SftOptimizer;
+use super::step_settings::StepSettings;
 use super::tensor_batch::Batch;
 use super::tokenized::{DataItem, TokenizedSample};
 use crate::dpo::data::{PreferencePair, prepare_pairs};
@@ -107,7 +109,18 @@ pub trait Objective<B: AutodiffBackend> {
 }
 
 /// Supervised fine-tuning.
-pub struct Sft;
+pub struct Sft {
+    /// Kept or recomputed in the backward pass (`gradientCheckpointing`).
+    pub activations: LayerActivations,
+}
+
+impl Sft {
+    pub fn new(h: &ResolvedHyperparameters) -> Self {
+        Self {
+            activations: LayerActivations::from_checkpointing(h.gradient_checkpointing),
+        }
+    }
+}
 
 impl<B: AutodiffBackend> Objective<B> for Sft {
     type Item = TokenizedSample;
@@ -138,7 +151,12 @@ impl<B: AutodiffBackend> Objective<B> for Sft {
             .iter()
             .map(|samples| Batch::new(samples, device))
             .collect();
-        let (model, stats) = sft_step(model, optimizer, &batches, learning_rate, MAX_GRAD_NORM);
+        let settings = StepSettings {
+            learning_rate,
+            max_grad_norm: MAX_GRAD_NORM,
+            activations: self.activations,
+        };
+        let (model, stats) = sft_step(model, optimizer, &batches, settings);
         let scores = Scores {
             loss: stats.loss,
             token_accuracy: Some(stats.accuracy),
@@ -169,6 +187,8 @@ impl<B: AutodiffBackend> Objective<B> for Sft {
 pub struct Dpo<B: AutodiffBackend> {
     pub config: DpoConfig,
     pub reference: Reference<B>,
+    /// Kept or recomputed in the backward pass (`gradientCheckpointing`).
+    pub activations: LayerActivations,
 }
 
 impl<B: AutodiffBackend> Dpo<B> {
@@ -180,6 +200,7 @@ impl<B: AutodiffBackend> Dpo<B> {
                 .with_label_smoothing(h.dpo_label_smoothing)
                 .with_sft_weight(h.dpo_sft_weight),
             reference: Reference::for_training(training, base),
+            activations: LayerActivations::from_checkpointing(h.gradient_checkpointing),
         }
     }
 }
@@ -219,8 +240,11 @@ impl<B: AutodiffBackend> Objective<B> for Dpo<B> {
             &self.config,
             optimizer,
             &batches,
-            learning_rate,
-            MAX_GRAD_NORM,
+            StepSettings {
+                learning_rate,
+                max_grad_norm: MAX_GRAD_NORM,
+                activations: self.activations,
+            },
         );
         let scores = Scores {
             loss: stats.scores.loss,

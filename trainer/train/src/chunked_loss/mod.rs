@@ -71,5 +71,16 @@ impl<B: Backend> TargetScores<B> {
 /// the fused head and cross-entropy.
 pub fn batch_scores<B: Backend>(model: &CausalLm<B>, batch: &Batch<B>) -> TargetScores<B> {
     let (hidden, _) = model.forward_hidden(batch.inputs.clone(), None); // [rows, len, hidden]
+    hidden_scores(model, batch, hidden)
+}
+
+/// `model`'s scores of `batch`'s targets from the hidden states after the final norm,
+/// `[rows, len, hidden]`: the fused head and cross-entropy alone, where a training
+/// step's backward pass starts ([`crate::backward`]).
+pub fn hidden_scores<B: Backend>(
+    model: &CausalLm<B>,
+    batch: &Batch<B>,
+    hidden: Tensor<B, 3>,
+) -> TargetScores<B> {
     TargetScores::from_hidden(hidden, model.head(), batch.targets.clone(), CHUNK_TOKENS)
 }

@@ -1,16 +1,19 @@
 //! One optimizer step of DPO: per micro-batch, the reference scores both replies
 //! without a graph, the trained model scores them with one, and the DPO loss's
-//! gradient accumulates; then clipping and AdamW exactly as SFT's step does.
+//! gradient (its SFT term included) accumulates, with the layers' activations kept or
+//! recomputed ([`crate::backward`]); then clipping and AdamW exactly as SFT's step does.
 
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::{DpoConfig, PairBatch, PreferenceScores, PreferenceTally, sequence_log_probs};
 use super::reference::Reference;
-use crate::chunked_loss::batch_scores;
+use crate::backward::accumulate_backward;
+use crate::chunked_loss::{batch_scores, hidden_scores};
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
+use crate::step_settings::StepSettings;
 use crate::tensor_batch::Batch;
 use anneal_model::llm::CausalLm;
 
@@ -33,8 +36,7 @@ pub fn dpo_step<B: AutodiffBackend>(
     config: &DpoConfig,
     optimizer: &mut SftOptimizer<B>,
     micro_batches: &[PairBatch<B>],
-    learning_rate: f64,
-    max_grad_norm: f64,
+    settings: StepSettings,
 ) -> (CausalLm<B>, DpoStepStats) {
     let total_pairs: usize = micro_batches.iter().map(|b| b.pairs).sum();
     let reference_model = reference.model(&model);
@@ -45,20 +47,23 @@ pub fn dpo_step<B: AutodiffBackend>(
         let reference_scores =
             sequence_log_probs(batch_scores(&reference_model, &inner).log_probs, &inner); // [2n]
         let reference_scores = Tensor::<B, 1>::from_inner(reference_scores);
-        let policy_scores = sequence_log_probs(
-            batch_scores(&model, &batch.sequences).log_probs,
-            &batch.sequences,
-        ); // [2n]
-        let output = config.pair_loss(policy_scores, reference_scores, &batch.sequences);
+        // One policy pass over the chosen and rejected rows together.
+        let sequences = &batch.sequences;
+        let inputs = sequences.inputs.clone(); // [2n, len]
+        let activations = settings.activations;
+        let output = accumulate_backward(&model, inputs, activations, &mut accumulator, |hidden| {
+            let scores = hidden_scores(&model, sequences, hidden).log_probs; // [2n, len]
+            let policy_scores = sequence_log_probs(scores, sequences); // [2n]
+            let output = config.pair_loss(policy_scores, reference_scores, sequences);
+            // Each micro-batch's share of the step's mean over pairs, as SFT does
+            // over tokens.
+            (output.loss.clone() / total_pairs.max(1) as f64, output)
+        });
         tally.add(&output);
-        // Each micro-batch's share of the step's mean over pairs, as SFT does over tokens.
-        let loss = output.loss / total_pairs.max(1) as f64;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        accumulator.accumulate(&model, grads);
     }
     let mut grads = accumulator.grads();
-    let grad_norm = clip_global_norm::<B>(&model, &mut grads, max_grad_norm);
-    model = optimizer.step(learning_rate, model, grads);
+    let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
+    model = optimizer.step(settings.learning_rate, model, grads);
     let stats = DpoStepStats {
         scores: tally.scores(),
         pairs: total_pairs,

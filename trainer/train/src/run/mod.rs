@@ -53,7 +53,10 @@ pub fn run_training<B: AutodiffBackend>(
     let tokenizer = ModelTokenizer::from_model_dir(&inputs.base_model.dir, &config.architecture)?;
     let settings = &inputs.settings;
     match settings.method {
-        TrainingMethod::Sft => run_objective(Sft, &inputs, base, &tokenizer, sinks, device),
+        TrainingMethod::Sft => {
+            let sft = Sft::new(&settings.hyperparameters);
+            run_objective(sft, &inputs, base, &tokenizer, sinks, device)
+        }
         TrainingMethod::Dpo => {
             // The reference is the untrained model: taken before a resume replaces it.
             let dpo = Dpo::new(&settings.hyperparameters, settings.training, &base);

@@ -1,15 +1,18 @@
 //! One optimizer step of SFT: forward and backward over the step's micro-batches
-//! (gradient accumulation), the gradient clipped by its global norm, then AdamW
+//! (gradient accumulation), with the layers' activations kept or recomputed
+//! ([`crate::backward`]), the gradient clipped by its global norm, then AdamW
 //! ([`crate::optimizer`]) on whatever has gradients.
 
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::loss::masked_nll;
-use crate::chunked_loss::batch_scores;
+use crate::backward::accumulate_backward;
+use crate::chunked_loss::hidden_scores;
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
+use crate::step_settings::StepSettings;
 use crate::tensor_batch::Batch;
 use anneal_model::llm::CausalLm;
 
@@ -32,25 +35,28 @@ pub fn sft_step<B: AutodiffBackend>(
     mut model: CausalLm<B>,
     optimizer: &mut SftOptimizer<B>,
     micro_batches: &[Batch<B>],
-    learning_rate: f64,
-    max_grad_norm: f64,
+    settings: StepSettings,
 ) -> (CausalLm<B>, StepStats) {
     let total_tokens: usize = micro_batches.iter().map(|b| b.trained_tokens).sum();
     let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
     let (mut nll_sum, mut correct_sum) = (0.0, 0.0);
     for batch in micro_batches {
-        let (nll, correct) = masked_nll(batch_scores(&model, batch), batch);
-        nll_sum += f64::from(nll.clone().into_scalar().elem::<f32>());
+        let inputs = batch.inputs.clone(); // [rows, len]
+        let activations = settings.activations;
+        let (nll, correct) =
+            accumulate_backward(&model, inputs, activations, &mut accumulator, |hidden| {
+                let (nll, correct) = masked_nll(hidden_scores(&model, batch, hidden), batch);
+                // Each micro-batch's share of the step's mean, so the accumulated
+                // gradient is the gradient of the mean over every trained token.
+                let loss = nll.clone() / total_tokens.max(1) as f64;
+                (loss, (nll, correct))
+            });
+        nll_sum += f64::from(nll.into_scalar().elem::<f32>());
         correct_sum += f64::from(correct.into_scalar().elem::<f32>());
-        // Each micro-batch's share of the step's mean, so the accumulated gradient is
-        // the gradient of the mean over every trained token of the step.
-        let loss = nll / total_tokens.max(1) as f64;
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        accumulator.accumulate(&model, grads);
     }
     let mut grads = accumulator.grads();
-    let grad_norm = clip_global_norm::<B>(&model, &mut grads, max_grad_norm);
-    model = optimizer.step(learning_rate, model, grads);
+    let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
+    model = optimizer.step(settings.learning_rate, model, grads);
     let stats = StepStats {
         loss: nll_sum / total_tokens.max(1) as f64,
         accuracy: correct_sum / total_tokens.max(1) as f64,

@@ -1,0 +1,55 @@
+//! A micro-batch's backward pass, with each decoder layer's activations either kept
+//! from the forward pass or recomputed layer by layer
+//! ([`anneal_model::llm::recompute`]), as `hyperparameters.gradientCheckpointing`
+//! says. SFT's and DPO's steps differ only in the loss they put after the final norm,
+//! so both go through [`accumulate_backward`].
+
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use anneal_model::llm::CausalLm;
+use anneal_model::llm::recompute::backward_recomputed;
+
+/// Where the backward pass gets each decoder layer's activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerActivations {
+    /// Kept from the forward pass: every layer's at once, the fastest.
+    Kept,
+    /// Recomputed in the backward pass from each layer's kept input, one layer's
+    /// alive at a time (gradient checkpointing): about a third more compute.
+    Recomputed,
+}
+
+impl LayerActivations {
+    /// From `hyperparameters.gradientCheckpointing`.
+    pub fn from_checkpointing(gradient_checkpointing: bool) -> Self {
+        match gradient_checkpointing {
+            true => LayerActivations::Recomputed,
+            false => LayerActivations::Kept,
+        }
+    }
+}
+
+/// Runs `model` on `inputs` `[rows, len]`, differentiates `loss_of(hidden)` and adds
+/// every trained parameter's gradient to `accumulator`. `loss_of` gets the hidden
+/// states after the final norm, `[rows, len, hidden]`, and returns the scalar to
+/// differentiate and what the caller reads back after the backward pass.
+pub fn accumulate_backward<B: AutodiffBackend, T>(
+    model: &CausalLm<B>,
+    inputs: Tensor<B, 2, Int>,
+    activations: LayerActivations,
+    accumulator: &mut GradientsAccumulator<CausalLm<B>>,
+    loss_of: impl FnOnce(Tensor<B, 3>) -> (Tensor<B, 1>, T),
+) -> T {
+    match activations {
+        LayerActivations::Recomputed => backward_recomputed(model, inputs, accumulator, loss_of),
+        LayerActivations::Kept => {
+            let (hidden, _) = model.forward_hidden(inputs, None); // [rows, len, hidden]
+            let (loss, output) = loss_of(hidden);
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            accumulator.accumulate(model, grads);
+            output
+        }
+    }
+}
