@@ -37,9 +37,41 @@ pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;
 
+/// The dtype the backend `B` computes activations in and keeps a frozen base in:
+/// f32 on the CPU backend (Flex has no fast bf16 matmul: it widens both operands to
+/// f32 on every call), bf16 on CUDA (tensor cores, and half the memory: a 7B base
+/// takes 14 GiB, as the memory plan counts it). Training that changes the base
+/// itself (full training) loads it in f32 on every backend instead: those weights
+/// are the master copy. Norms, softmax, RoPE, the loss and LoRA run in f32 whatever
+/// this says (see `llm::precision`).
+///
+/// This is the one place the choice is made; [`run_on`] passes it to its job and
+/// training asks it for its `B`.
+pub fn compute_dtype<B: Backend>() -> DType {
+    use std::any::TypeId;
+    let cpu = [TypeId::of::<CpuBackend>(), TypeId::of::<CpuTrainBackend>()];
+    if cpu.contains(&TypeId::of::<B>()) {
+        DType::F32
+    } else {
+        DType::BF16
+    }
+}
+
+/// The dtype a frozen base weight stored as `stored` is kept in when the model
+/// computes in `compute`: f32 when computing in f32; else the checkpoint's own half
+/// dtype (bf16 or f16, no conversion), and `compute` for an f32 checkpoint.
+pub fn base_dtype(compute: DType, stored: DType) -> DType {
+    match (compute, stored) {
+        (DType::F32, _) => DType::F32,
+        (_, DType::BF16 | DType::F16) => stored,
+        _ => compute,
+    }
+}
+
 /// Work that runs on whichever backend was chosen.
 pub trait BackendJob {
     type Output;
+    /// `dtype`: what to load the model in, [`compute_dtype`] of `B`.
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> Self::Output;
 }
 
@@ -78,7 +110,7 @@ fn train_on_cuda<J: TrainBackendJob>(_job: J) -> Result<J::Output, BackendError>
     Err(BackendError::NotBuiltIn)
 }
 
-/// Runs `job` on the backend `choice` names, with the weight dtype that backend wants.
+/// Runs `job` on the backend `choice` names, with the dtype that backend computes in.
 pub fn run_on<J: BackendJob>(choice: DeviceChoice, job: J) -> Result<J::Output, BackendError> {
     match choice {
         DeviceChoice::Cpu => Ok(run_cpu(job)),
@@ -89,7 +121,7 @@ pub fn run_on<J: BackendJob>(choice: DeviceChoice, job: J) -> Result<J::Output, 
 }
 
 fn run_cpu<J: BackendJob>(job: J) -> J::Output {
-    job.run::<CpuBackend>(Default::default(), DType::F32)
+    job.run::<CpuBackend>(Default::default(), compute_dtype::<CpuBackend>())
 }
 
 #[cfg(feature = "cuda")]
@@ -98,7 +130,7 @@ fn run_cuda<J: BackendJob>(job: J) -> Result<J::Output, BackendError> {
     if !gpu_visible() {
         return Err(BackendError::NoGpu);
     }
-    Ok(job.run::<CudaBackend>(Default::default(), DType::F32))
+    Ok(job.run::<CudaBackend>(Default::default(), compute_dtype::<CudaBackend>()))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -111,4 +143,19 @@ fn gpu_visible() -> bool {
     cfg!(feature = "cuda")
         && std::path::Path::new("/dev/nvidiactl").exists()
         && std::env::var("CUDA_VISIBLE_DEVICES").map_or(true, |v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_computes_in_f32_and_keeps_half_checkpoints_half_elsewhere() {
+        assert_eq!(compute_dtype::<CpuBackend>(), DType::F32);
+        assert_eq!(compute_dtype::<CpuTrainBackend>(), DType::F32);
+        assert_eq!(base_dtype(DType::F32, DType::BF16), DType::F32);
+        assert_eq!(base_dtype(DType::BF16, DType::BF16), DType::BF16);
+        assert_eq!(base_dtype(DType::BF16, DType::F16), DType::F16);
+        assert_eq!(base_dtype(DType::BF16, DType::F32), DType::BF16);
+    }
 }

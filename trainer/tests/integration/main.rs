@@ -14,6 +14,7 @@ mod lora_adapter;
 mod model_loading;
 mod model_reference;
 mod plan_cli;
+mod precision;
 mod quickstart;
 mod recompute;
 mod serve_api;

@@ -1,8 +1,10 @@
 //! Grouped-query self-attention with a KV cache, as Qwen2 and Llama compute it.
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::softmax;
 
+use super::precision::{cast, in_f32};
 use super::projection::Projection;
 use super::rope::RopeTables;
 
@@ -44,6 +46,7 @@ impl<B: Backend> Attention<B> {
         // RoPE on [batch, seq, heads, dim], the projections' own layout, before the heads
         // move forward: the rotation then runs on contiguous memory. The query tables
         // carry the softmax scale 1/sqrt(head_dim) (see `Rope::tables`).
+        // The rotation runs in f32 and hands back the compute dtype (see `HeadTables::apply`).
         let q = rope
             .q
             .apply(self.q_proj.forward(x.clone()).reshape([batch, seq, h, d]));
@@ -52,6 +55,7 @@ impl<B: Backend> Attention<B> {
             .apply(self.k_proj.forward(x.clone()).reshape([batch, seq, kv, d]));
         let v = self.v_proj.forward(x).reshape([batch, seq, kv, d]);
         let (k, v) = (k.swap_dims(1, 2), v.swap_dims(1, 2)); // [b, kv, s, d]
+        let dtype = v.dtype();
 
         let (keys, values) = match cache {
             Some(cache) => (
@@ -74,14 +78,18 @@ impl<B: Backend> Attention<B> {
             .map(|block| {
                 let (rows, seen) = (block.rows.len(), block.keys);
                 let q = q.clone().narrow(3, block.rows.start, rows);
+                // The products in the compute dtype, the masking and softmax in f32: a
+                // bf16 softmax loses the small weights that sum to most of a long row.
                 let scores = q.matmul(k_t.clone().narrow(4, 0, seen)); // [b, kv, groups, rows, seen]
+                let scores = cast(scores, DType::F32);
                 let scores = match &block.bias {
                     // One bias row per head's [rows, seen] block: the backend's fast broadcast.
                     Some(bias) => (scores.reshape([batch * h, rows * seen]) + bias.clone())
                         .reshape([batch * h * rows, seen]),
                     None => scores.reshape([batch * h * rows, seen]),
                 };
-                let weights = softmax(scores, 1).reshape([batch, kv, groups, rows, seen]);
+                let weights =
+                    cast(softmax(scores, 1), dtype).reshape([batch, kv, groups, rows, seen]);
                 weights.matmul(v_all.clone().narrow(3, 0, seen)) // [b, kv, groups, rows, d]
             })
             .collect();
@@ -130,7 +138,9 @@ impl<B: Backend> Attention<B> {
                 .permute([0, 2, 3, 1, 4]); // [1, kv, groups, 1, d]
             let scores = q.matmul(keys.clone().swap_dims(2, 3).unsqueeze_dim::<5>(2)); // [1, kv, groups, 1, t]
             let seen = keys.dims()[2];
-            let weights = softmax(scores.reshape([h, seen]), 1).reshape([1, kv, groups, 1, seen]);
+            // Softmax in f32, as in `forward`.
+            let weights = in_f32(scores.reshape([h, seen]), |s| softmax(s, 1))
+                .reshape([1, kv, groups, 1, seen]);
             let out = weights.matmul(values.clone().unsqueeze_dim::<5>(2)); // [1, kv, groups, 1, d]
             outs.push(out.reshape([1, 1, h * d]));
             next.push(LayerCache { keys, values });

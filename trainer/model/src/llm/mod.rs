@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod config;
 pub mod mlp;
+pub mod precision;
 pub mod projection;
 pub mod recompute;
 pub mod rope;
@@ -71,7 +72,8 @@ impl ModelError {
     }
 }
 
-/// Loads a model folder's architecture and weights onto `device`, every weight in `dtype`.
+/// Loads a model folder's architecture and weights onto `device`, to compute in
+/// `dtype` (see [`weights::build_model`] for the dtype of each weight).
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,

@@ -1,21 +1,24 @@
 //! A linear projection of the base model with room for a LoRA adapter beside it:
 //! `y = x·W (+ b) + s·(dropout(x)·A)·B`. The base weight stays as loaded; the
-//! adapter is the only thing LoRA training changes.
+//! adapter is the only thing LoRA training changes. The base product runs in the
+//! weight's dtype (bf16 on CUDA), the adapter in f32 (see [`super::precision`]).
 
 use std::any::TypeId;
 
 use burn::module::Param;
 use burn::nn::{Dropout, Linear};
 use burn::prelude::*;
-use burn::tensor::Distribution;
+use burn::tensor::{DType, Distribution};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use super::precision::cast;
 use crate::backend::CpuTrainBackend;
 
 #[derive(Module, Debug)]
 pub struct Projection<B: Backend> {
-    /// The checkpoint's weight `[in, out]` and bias.
+    /// The checkpoint's weight `[in, out]` (a transposed view of its `[out, in]`) and
+    /// bias, in the dtype they were loaded in.
     pub base: Linear<B>,
     pub lora: Option<LoraAdapter<B>>,
 }
@@ -23,9 +26,9 @@ pub struct Projection<B: Backend> {
 /// The low-rank update of one projection.
 #[derive(Module, Debug)]
 pub struct LoraAdapter<B: Backend> {
-    /// `[in, rank]`; PEFT stores its transpose as `lora_A.weight`.
+    /// `[in, rank]`, f32; PEFT stores its transpose as `lora_A.weight`.
     pub a: Param<Tensor<B, 2>>,
-    /// `[rank, out]`; PEFT stores its transpose as `lora_B.weight`.
+    /// `[rank, out]`, f32; PEFT stores its transpose as `lora_B.weight`.
     pub b: Param<Tensor<B, 2>>,
     /// `alpha / rank`, or `alpha / sqrt(rank)` with rsLoRA.
     pub scale: f64,
@@ -37,15 +40,26 @@ impl<B: Backend> Projection<B> {
         Self { base, lora: None }
     }
 
-    /// `x`: `[batch, seq, in]` to `[batch, seq, out]`.
+    /// `x`: `[batch, seq, in]` to `[batch, seq, out]`, in `x`'s dtype.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         // As one [batch * seq, in] matrix: one matrix product per weight instead of one
         // per batch row, and the adapter's gradients need no sum over the batch.
         let [batch, seq, input] = x.dims();
+        let dtype = x.dtype();
         let x = x.reshape([batch * seq, input]);
+        // The product in the weight's dtype: the weight is never copied to another
+        // dtype, and backward keeps the weight it already holds.
+        let base = |x: Tensor<B, 2>| {
+            let weight = self.base.weight.val().dtype();
+            cast(self.base.forward(cast(x, weight)), dtype) // [tokens, out]
+        };
         let y = match &self.lora {
-            None => self.base.forward(x),
-            Some(lora) => self.base.forward(x.clone()) + lora.forward(x),
+            None => base(x),
+            Some(lora) => {
+                // In f32, where the adapter's weights and gradients are.
+                let update = cast(lora.forward(cast(x.clone(), DType::F32)), dtype); // [tokens, out]
+                base(x) + update
+            }
         };
         let output = y.dims()[1];
         y.reshape([batch, seq, output])
@@ -53,7 +67,7 @@ impl<B: Backend> Projection<B> {
 }
 
 impl<B: Backend> LoraAdapter<B> {
-    /// `x`: `[tokens, in]` to `[tokens, out]`.
+    /// `x`: `[tokens, in]` to `[tokens, out]`, in the adapter's dtype (f32).
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         // Rank-first order keeps the cost at r·(in + out) per token instead of in·out, and
         // the scale goes on the rank-sized product, the smallest tensor on the way.

@@ -64,7 +64,7 @@ pub fn backward_recomputed<B: AutodiffBackend, T>(
 
     // First pass: no parameter or input tracked, so no op keeps a tensor for backward;
     // still on the autodiff backend, where LoRA dropout is on.
-    let embedded = model.embed_tokens.forward(ids); // [batch, seq, hidden]
+    let embedded = model.embed(ids); // [batch, seq, hidden], compute dtype
     let mut inputs = Vec::with_capacity(model.layers.len());
     let mut x = embedded.clone().inner();
     for (layer, seed) in model.layers.iter().zip(&seeds) {
@@ -77,7 +77,7 @@ pub fn backward_recomputed<B: AutodiffBackend, T>(
 
     // The head: final norm, head and loss, from the last layer's output as a leaf.
     let last = Tensor::<B, 3>::from_inner(x).require_grad();
-    let (loss, output) = loss_of(model.norm.forward(last.clone()));
+    let (loss, output) = loss_of(model.final_norm(last.clone()));
     let mut grads = loss.backward();
     let mut upstream = last
         .grad_remove(&mut grads)

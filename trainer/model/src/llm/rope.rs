@@ -8,6 +8,7 @@ use std::f32::consts::PI;
 use burn::prelude::*;
 
 use super::config::{Llama3RopeScaling, ModelConfig};
+use super::precision::in_f32;
 
 /// The inverse frequencies of one head, `head_dim / 2` of them, and the head counts
 /// the tables are laid out for.
@@ -120,15 +121,19 @@ impl<B: Backend> HeadTables<B> {
     /// Rotates `x` of shape `[batch, seq, heads, head_dim]` (as a projection's output
     /// reshapes to, before heads move forward) by the tables of its positions:
     /// `x * cos + rotate_half(x) * sin`, where `rotate_half(x) = cat(-x2, x1)`, here
-    /// `cat(x2, x1)` times the signed sines.
+    /// `cat(x2, x1)` times the signed sines. Computed in f32 with the f32 tables (a
+    /// bf16 angle table is off by whole radians at long positions), returned in
+    /// `x`'s dtype.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [batch, seq, heads, dim] = x.dims();
-        let x1 = x.clone().narrow(3, 0, dim / 2);
-        let x2 = x.clone().narrow(3, dim / 2, dim / 2);
-        let flat = [batch, seq * heads * dim];
-        let swapped = Tensor::cat(vec![x2, x1], 3).reshape(flat);
-        let rotated = x.reshape(flat) * self.cos.clone() + swapped * self.sin.clone();
-        rotated.reshape([batch, seq, heads, dim])
+        in_f32(x, |x| {
+            let [batch, seq, heads, dim] = x.dims();
+            let x1 = x.clone().narrow(3, 0, dim / 2);
+            let x2 = x.clone().narrow(3, dim / 2, dim / 2);
+            let flat = [batch, seq * heads * dim];
+            let swapped = Tensor::cat(vec![x2, x1], 3).reshape(flat);
+            let rotated = x.reshape(flat) * self.cos.clone() + swapped * self.sin.clone();
+            rotated.reshape([batch, seq, heads, dim])
+        })
     }
 }
 

@@ -4,9 +4,11 @@
 use burn::module::Param;
 use burn::nn::{Embedding, RmsNorm};
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use super::attention::{Attention, LayerCache, QueryBlock, query_blocks};
 use super::mlp::Mlp;
+use super::precision::{cast, rms_norm};
 use super::rope::{Rope, RopeTables};
 
 #[derive(Module, Debug)]
@@ -26,11 +28,17 @@ impl<B: Backend> DecoderLayer<B> {
         blocks: &[QueryBlock<B>],
         cache: Option<LayerCache<B>>,
     ) -> (Tensor<B, 3>, LayerCache<B>) {
-        let (attended, cache) =
-            self.self_attn
-                .forward(self.input_layernorm.forward(x.clone()), rope, blocks, cache);
+        let (attended, cache) = self.self_attn.forward(
+            rms_norm(&self.input_layernorm, x.clone()),
+            rope,
+            blocks,
+            cache,
+        );
         let x = x + attended;
-        let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
+        let x = x.clone()
+            + self
+                .mlp
+                .forward(rms_norm(&self.post_attention_layernorm, x));
         (x, cache)
     }
 }
@@ -44,9 +52,12 @@ impl<B: Backend> DecoderLayer<B> {
     ) -> (Tensor<B, 3>, Vec<LayerCache<B>>) {
         let (attended, caches) =
             self.self_attn
-                .forward_rows(self.input_layernorm.forward(x.clone()), rope, caches);
+                .forward_rows(rms_norm(&self.input_layernorm, x.clone()), rope, caches);
         let x = x + attended;
-        let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
+        let x = x.clone()
+            + self
+                .mlp
+                .forward(rms_norm(&self.post_attention_layernorm, x));
         (x, caches)
     }
 }
@@ -61,6 +72,10 @@ pub struct CausalLm<B: Backend> {
     pub lm_head: Option<Param<Tensor<B, 2>>>,
     #[module(skip)]
     pub rope: Rope,
+    /// The dtype activations flow between layers in (and the KV cache is kept in):
+    /// see `backend::compute_dtype` and [`super::precision`].
+    #[module(skip)]
+    pub compute: DType,
 }
 
 /// The per-layer caches of one generation.
@@ -94,7 +109,7 @@ impl<B: Backend> CausalLm<B> {
         // The rotation tables and the causal mask are the same for every layer: built once.
         let rope = self.rope.tables::<B>(start, seq, &device);
         let blocks = query_blocks::<B>(seq, start, &device);
-        let mut x = self.embed_tokens.forward(ids);
+        let mut x = self.embed(ids);
         let mut old = cache.map(|c| c.layers.into_iter().map(Some).collect::<Vec<_>>());
         let mut layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
@@ -103,7 +118,7 @@ impl<B: Backend> CausalLm<B> {
             x = next;
             layers.push(cache);
         }
-        (self.norm.forward(x), KvCache { layers })
+        (rms_norm(&self.norm, x), KvCache { layers })
     }
 
     /// One decoding step for several sequences at once: `tokens[i]` follows what
@@ -122,7 +137,7 @@ impl<B: Backend> CausalLm<B> {
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows]), &device)
             .reshape([rows, 1]);
-        let mut x = self.embed_tokens.forward(ids); // [rows, 1, hidden]
+        let mut x = self.embed(ids); // [rows, 1, hidden]
         // Per layer, the caches of every row: layers outer, rows inner.
         let mut per_layer: Vec<Vec<LayerCache<B>>> = (0..self.layers.len())
             .map(|_| Vec::with_capacity(rows))
@@ -148,7 +163,7 @@ impl<B: Backend> CausalLm<B> {
                 out[row].layers.push(c);
             }
         }
-        let logits = self.logits(self.norm.forward(x)); // [rows, 1, vocab]
+        let logits = self.logits(rms_norm(&self.norm, x)); // [rows, 1, vocab]
         let vocab = logits.dims()[2];
         (logits.reshape([rows, vocab]), out)
     }
@@ -162,9 +177,22 @@ impl<B: Backend> CausalLm<B> {
         }
     }
 
-    /// Logits `[batch, seq, vocab]` from hidden states.
+    /// The embeddings of `ids` `[batch, seq]` in the compute dtype: `[batch, seq, hidden]`.
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        cast(self.embed_tokens.forward(ids), self.compute)
+    }
+
+    /// The final norm (in f32, like every norm), its output in the compute dtype.
+    pub fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        rms_norm(&self.norm, x)
+    }
+
+    /// Logits `[batch, seq, vocab]` in f32 from hidden states: the product in the
+    /// head's dtype, the logits widened for the softmax and sampling that follow.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        hidden.matmul(self.head().unsqueeze())
+        let head = self.head(); // [hidden, vocab]
+        let hidden = cast(hidden, head.dtype());
+        cast(hidden.matmul(head.unsqueeze()), DType::F32)
     }
 
     /// Logits for every position of `ids` (no cache): `[batch, seq, vocab]`.

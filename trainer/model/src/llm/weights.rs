@@ -1,9 +1,15 @@
 //! Building a model from Hugging Face `*.safetensors`, one tensor at a time.
 //!
-//! Files are memory-mapped and each tensor goes from the map straight into a
-//! backend tensor, so at no point are there two full copies of the weights: the
-//! peak is the model on the device plus one tensor in transit. Modules are built
-//! from the loaded tensors, never initialised randomly first.
+//! Files are memory-mapped and each tensor goes from the map into a backend tensor
+//! with one host copy: the map's bytes are read once and written once, already in
+//! the dtype the model keeps the tensor in (no f32 step between two other dtypes),
+//! on every core for a large tensor. The backend takes that buffer as it is (Flex
+//! keeps it; CUDA uploads it, then it is freed), so at no point are there two full
+//! copies of the weights: the peak is the model plus one tensor in transit (and the
+//! pages of the map the kernel has cached, which it may drop). Matrices stay in the
+//! checkpoint's `[out, in]` layout; the model uses them through a transposed view
+//! (burn's matmuls take strided operands), so nothing is transposed on the host.
+//! Modules are built from the loaded tensors, never initialised randomly first.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,7 +18,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
-use burn::tensor::DType;
+use burn::tensor::{DType, bf16, f16};
+use half::slice::HalfFloatSliceExt;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
@@ -23,11 +30,18 @@ use super::mlp::Mlp;
 use super::projection::Projection;
 use super::rope::Rope;
 use super::transformer::{CausalLm, DecoderLayer};
+use crate::backend::base_dtype;
 
 /// Where tensors come from, by their Hugging Face names and `[out, in]` shapes.
 pub trait WeightSource {
-    /// The tensor `name`, checked against `shape`, in the dtype it is stored in.
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<TensorData, ModelError>;
+    /// The tensor `name`, checked against `shape`, in the dtype `dtype` picks for the
+    /// dtype it is stored in.
+    fn tensor(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: &dyn Fn(DType) -> DType,
+    ) -> Result<TensorData, ModelError>;
 }
 
 /// Why one tensor of the weights cannot be used.
@@ -102,7 +116,12 @@ impl SafetensorsFiles {
 }
 
 impl WeightSource for SafetensorsFiles {
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<TensorData, ModelError> {
+    fn tensor(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: &dyn Fn(DType) -> DType,
+    ) -> Result<TensorData, ModelError> {
         let err = |source: TensorError| ModelError::Tensor {
             tensor: name.to_owned(),
             source,
@@ -121,21 +140,140 @@ impl WeightSource for SafetensorsFiles {
                 found: view.shape().to_vec(),
             }));
         }
-        let dtype = match view.dtype() {
+        let stored = match view.dtype() {
             Dtype::BF16 => DType::BF16,
             Dtype::F16 => DType::F16,
             Dtype::F32 => DType::F32,
             other => return Err(err(TensorError::Dtype(other))),
         };
-        Ok(TensorData::from_bytes_vec(
-            view.data().to_vec(),
-            shape.to_vec(),
-            dtype,
-        ))
+        Ok(convert(view.data(), stored, dtype(stored), shape.to_vec()))
     }
 }
 
-/// Builds the model for `config` from `source`, converting every weight to `dtype` on `device`.
+/// Little-endian `bytes` of `from` elements as a tensor of `to` elements: the one
+/// host copy of a tensor's load, each element read from the map and written
+/// converted (bf16 to f32 is a shift; no intermediate f32 buffer for any pair).
+fn convert(bytes: &[u8], from: DType, to: DType, shape: Vec<usize>) -> TensorData {
+    if from == to {
+        let copy = parallel_fill(bytes, 1, |out: &mut [u8], bytes| out.copy_from_slice(bytes));
+        return TensorData::from_bytes_vec(copy, shape, to);
+    }
+    // The common pairs through `half`'s slice conversions (vectorized), where the
+    // map's bytes can be read as elements in place (safetensors aligns them).
+    let data = match (from, to) {
+        (DType::BF16, DType::F32) => typed::<bf16>(bytes).map(|src| {
+            TensorData::new(
+                parallel_fill(src, 1, |o: &mut [f32], s: &[bf16]| {
+                    s.convert_to_f32_slice(o)
+                }),
+                shape.clone(),
+            )
+        }),
+        (DType::F16, DType::F32) => typed::<f16>(bytes).map(|src| {
+            TensorData::new(
+                parallel_fill(src, 1, |o: &mut [f32], s: &[f16]| s.convert_to_f32_slice(o)),
+                shape.clone(),
+            )
+        }),
+        (DType::F32, DType::BF16) => typed::<f32>(bytes).map(|src| {
+            TensorData::new(
+                parallel_fill(src, 1, |o: &mut [bf16], s: &[f32]| {
+                    o.convert_from_f32_slice(s)
+                }),
+                shape.clone(),
+            )
+        }),
+        (DType::F32, DType::F16) => typed::<f32>(bytes).map(|src| {
+            TensorData::new(
+                parallel_fill(src, 1, |o: &mut [f16], s: &[f32]| {
+                    o.convert_from_f32_slice(s)
+                }),
+                shape.clone(),
+            )
+        }),
+        _ => None,
+    };
+    if let Some(data) = data {
+        return data;
+    }
+    // Any other pair, or unaligned bytes: element by element.
+    let read: fn(&[u8]) -> f32 = match from {
+        DType::BF16 => |b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16),
+        DType::F16 => |b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+        _ => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+    };
+    let width = from.size();
+    match to {
+        DType::BF16 => TensorData::new(map(bytes, width, |b| bf16::from_f32(read(b))), shape),
+        DType::F16 => TensorData::new(map(bytes, width, |b| f16::from_f32(read(b))), shape),
+        _ => TensorData::new(map(bytes, width, read), shape),
+    }
+}
+
+/// `bytes` as little-endian `T`s in place, when this machine is little-endian and
+/// they are aligned for `T`.
+fn typed<T: FloatBits>(bytes: &[u8]) -> Option<&[T]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: `T` is bf16, f16 or f32 (`FloatBits`), for which every bit pattern is
+    // a value; `align_to` puts in `middle` only what is aligned for `T`.
+    let (before, middle, after) = unsafe { bytes.align_to::<T>() };
+    (before.is_empty() && after.is_empty()).then_some(middle)
+}
+
+/// Element types every bit pattern of which is a value.
+trait FloatBits {}
+impl FloatBits for bf16 {}
+impl FloatBits for f16 {}
+impl FloatBits for f32 {}
+
+/// `f` of each `width`-byte element of `bytes`.
+fn map<T: Copy + Default + Send>(
+    bytes: &[u8],
+    width: usize,
+    f: impl Fn(&[u8]) -> T + Sync,
+) -> Vec<T> {
+    parallel_fill(bytes, width, |out: &mut [T], bytes| {
+        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(width)) {
+            *o = f(b);
+        }
+    })
+}
+
+/// One `T` per `width` elements of `src`, written by `fill(out, its part of src)` on
+/// parts of the tensor, on every core when it is large: at 72B one thread spends
+/// minutes converting.
+fn parallel_fill<S: Sync, T: Copy + Default + Send>(
+    src: &[S],
+    width: usize,
+    fill: impl Fn(&mut [T], &[S]) + Sync,
+) -> Vec<T> {
+    const PER_THREAD: usize = 1 << 20;
+    let len = src.len() / width;
+    let mut out = vec![T::default(); len];
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(len.div_ceil(PER_THREAD))
+        .max(1);
+    if threads == 1 {
+        fill(&mut out, src);
+        return out;
+    }
+    let part = len.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (out, src) in out.chunks_mut(part).zip(src.chunks(part * width)) {
+            let fill = &fill;
+            scope.spawn(move || fill(out, src));
+        }
+    });
+    out
+}
+
+/// Builds the model for `config` from `source` on `device`, to compute in `dtype`:
+/// the projections, embeddings and head in [`base_dtype`] of it (the checkpoint's
+/// bf16 or f16 as stored when `dtype` is a half dtype, f32 when it is f32), the
+/// norms' weights in f32 (they are tiny and the norms compute in f32).
 pub fn build_model<B: Backend>(
     config: &ModelConfig,
     source: &impl WeightSource,
@@ -145,7 +283,7 @@ pub fn build_model<B: Backend>(
     let loader = Loader {
         source,
         device,
-        dtype,
+        compute: dtype,
     };
     let (hidden, inter, vocab) = (
         config.hidden_size,
@@ -210,7 +348,7 @@ pub fn build_model<B: Backend>(
     let lm_head = if config.tie_word_embeddings {
         None
     } else {
-        Some(Param::from_tensor(loader.transposed(
+        Some(Param::from_tensor(loader.matrix(
             "lm_head.weight",
             vocab,
             hidden,
@@ -218,39 +356,50 @@ pub fn build_model<B: Backend>(
     };
     Ok(CausalLm {
         embed_tokens: Embedding {
-            weight: Param::from_tensor(
-                loader.load::<2>("model.embed_tokens.weight", [vocab, hidden])?,
-            ),
+            weight: Param::from_tensor(loader.load::<2>(
+                "model.embed_tokens.weight",
+                [vocab, hidden],
+                loader.base(),
+            )?),
         },
         layers,
         norm: loader.rms_norm("model.norm", hidden, config.rms_norm_eps)?,
         lm_head,
         rope: Rope::new(config),
+        compute: dtype,
     })
 }
 
 struct Loader<'a, S, B: Backend> {
     source: &'a S,
     device: &'a B::Device,
-    dtype: DType,
+    /// What the model computes in.
+    compute: DType,
 }
 
 impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
+    /// The dtype of a base weight stored as the argument.
+    fn base(&self) -> impl Fn(DType) -> DType + use<S, B> {
+        let compute = self.compute;
+        move |stored| base_dtype(compute, stored)
+    }
+
     fn load<const D: usize>(
         &self,
         name: &str,
         shape: [usize; D],
+        dtype: impl Fn(DType) -> DType,
     ) -> Result<Tensor<B, D>, ModelError> {
-        let data = self.source.tensor(name, &shape)?;
-        Ok(Tensor::from_data(data, (self.device, self.dtype)))
+        let data = self.source.tensor(name, &shape, &dtype)?;
+        // Already in its dtype: `from_data` converts nothing.
+        let dtype = data.dtype;
+        Ok(Tensor::from_data(data, (self.device, dtype)))
     }
 
-    /// A Hugging Face `[out, in]` matrix as burn's `[in, out]`, transposed in memory
-    /// so matmuls read it contiguously.
-    fn transposed(&self, name: &str, out: usize, input: usize) -> Result<Tensor<B, 2>, ModelError> {
-        let data = self.source.tensor(name, &[out, input])?;
-        let data = transpose_bytes(data, out, input);
-        Ok(Tensor::from_data(data, (self.device, self.dtype)))
+    /// A Hugging Face `[out, in]` matrix as burn's `[in, out]`: a transposed view of
+    /// the tensor as stored, which matmuls read through its strides.
+    fn matrix(&self, name: &str, out: usize, input: usize) -> Result<Tensor<B, 2>, ModelError> {
+        Ok(self.load::<2>(name, [out, input], self.base())?.transpose()) // [in, out]
     }
 
     fn projection(
@@ -260,11 +409,14 @@ impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
         out: usize,
         bias: bool,
     ) -> Result<Projection<B>, ModelError> {
-        let weight = Param::from_tensor(self.transposed(&format!("{name}.weight"), out, input)?);
+        let weight = Param::from_tensor(self.matrix(&format!("{name}.weight"), out, input)?);
+        // In the weight's dtype: the bias is added to the product in it.
         let bias = if bias {
-            Some(Param::from_tensor(
-                self.load::<1>(&format!("{name}.bias"), [out])?,
-            ))
+            Some(Param::from_tensor(self.load::<1>(
+                &format!("{name}.bias"),
+                [out],
+                self.base(),
+            )?))
         } else {
             None
         };
@@ -273,24 +425,10 @@ impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
 
     fn rms_norm(&self, name: &str, size: usize, epsilon: f64) -> Result<RmsNorm<B>, ModelError> {
         Ok(RmsNorm {
-            gamma: Param::from_tensor(self.load::<1>(&format!("{name}.weight"), [size])?),
+            gamma: Param::from_tensor(
+                self.load::<1>(&format!("{name}.weight"), [size], |_| DType::F32)?,
+            ),
             epsilon,
         })
     }
-}
-
-/// `[rows, cols]` to `[cols, rows]` on the raw elements, whatever their width.
-fn transpose_bytes(data: TensorData, rows: usize, cols: usize) -> TensorData {
-    let dtype = data.dtype;
-    let width = dtype.size();
-    let bytes = data.as_bytes();
-    let mut out = vec![0u8; bytes.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            let from = (r * cols + c) * width;
-            let to = (c * rows + r) * width;
-            out[to..to + width].copy_from_slice(&bytes[from..from + width]);
-        }
-    }
-    TensorData::from_bytes_vec(out, vec![cols, rows], dtype)
 }

@@ -8,10 +8,12 @@ use anneal_crds::hyperparameters::{ResolvedHyperparameters, TargetModule, lora_s
 use burn::module::Param;
 use burn::nn::Dropout;
 use burn::prelude::*;
+use burn::tensor::DType;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::llm::CausalLm;
+use crate::llm::precision::cast;
 use crate::llm::projection::{LoraAdapter, Projection};
 
 /// The adapter's shape, from the job's resolved hyperparameters.
@@ -83,12 +85,14 @@ pub fn attach<B: Backend>(
         let a: Vec<f32> = (0..input * settings.rank)
             .map(|_| rng.random_range(-bound..bound))
             .collect();
+        // f32 whatever the base's dtype: the adapter, its gradients and AdamW's
+        // moments are the trained state.
         projection.lora = Some(LoraAdapter {
             a: Param::from_tensor(Tensor::from_data(
                 TensorData::new(a, [input, settings.rank]),
-                device,
+                (device, DType::F32),
             )),
-            b: Param::from_tensor(Tensor::zeros([settings.rank, output], device)),
+            b: Param::from_tensor(Tensor::zeros([settings.rank, output], (device, DType::F32))),
             scale: settings.scale(),
             dropout: Dropout {
                 prob: settings.dropout,
@@ -113,8 +117,10 @@ fn projection_seed(seed: u64, layer: usize, module: TargetModule) -> u64 {
 pub fn merge<B: Backend>(mut model: CausalLm<B>) -> CausalLm<B> {
     for (_, _, projection) in projections_mut(&mut model) {
         if let Some(lora) = projection.lora.take() {
-            let delta = lora.a.val().matmul(lora.b.val()) * lora.scale; // [in, out]
-            let weight = projection.base.weight.val() + delta;
+            let delta = lora.a.val().matmul(lora.b.val()) * lora.scale; // [in, out], f32
+            let weight = projection.base.weight.val();
+            // Rounded once into the base's dtype (bf16 on CUDA).
+            let weight = weight.clone() + cast(delta, weight.dtype());
             projection.base.weight = Param::from_tensor(weight).set_require_grad(false);
         }
     }

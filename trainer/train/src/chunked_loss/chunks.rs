@@ -4,9 +4,15 @@
 //! head), each holding one chunk's `[chunk, vocab]` logits at a time. Every step on
 //! a chunk-sized tensor consumes it, so a backend that updates unshared tensors in
 //! place (Flex does) keeps about one chunk-sized buffer alive, not one per step.
+//!
+//! Mixed precision: the products with the head run in the head's dtype (bf16 on
+//! CUDA), the logits and everything after them (softmax, log-probabilities, their
+//! gradient) in f32; the gradients come back in their inputs' dtypes.
 
 use burn::prelude::*;
-use burn::tensor::IndexingUpdateOp;
+use burn::tensor::{DType, IndexingUpdateOp};
+
+use anneal_model::llm::precision::cast;
 
 /// What the forward gives per token, `[tokens]` each.
 pub struct Scored<B: Backend> {
@@ -44,11 +50,12 @@ pub fn score<B: Backend>(
     chunk: usize,
 ) -> Scored<B> {
     let [tokens, _] = hidden.dims();
+    let product = head.dtype();
     let (mut log_probs, mut hits, mut max, mut log_sum) = (vec![], vec![], vec![], vec![]);
     for (start, len) in ranges(tokens, chunk) {
-        let h = hidden.clone().narrow(0, start, len); // [c, hidden]
+        let h = cast(hidden.clone().narrow(0, start, len), product); // [c, hidden]
         let t = targets.clone().narrow(0, start, len).reshape([len, 1]); // [c, 1]
-        let logits = h.matmul(head.clone()); // [c, vocab]
+        let logits = cast(h.matmul(head.clone()), DType::F32); // [c, vocab], f32
         // argmax takes the first of equal maxima, as the whole-logits path does.
         hits.push(logits.clone().argmax(1).equal(t.clone()).float()); // [c, 1]
         // burn's log_softmax, `(x − m) − log Σ exp(x − m)`, with the same roundings,
@@ -92,6 +99,7 @@ pub fn gradients<B: Backend>(
 ) -> (Option<Tensor<B, 2>>, Option<Tensor<B, 2>>) {
     let [tokens, width] = hidden.dims();
     let [_, vocab] = head.dims();
+    let (hidden_dtype, product) = (hidden.dtype(), head.dtype());
     let head_t = head.clone().transpose(); // [vocab, hidden]
     let mut d_hidden = Vec::new();
     let mut d_head: Option<Tensor<B, 2>> = None;
@@ -99,11 +107,13 @@ pub fn gradients<B: Backend>(
         let h = hidden.clone().narrow(0, start, len); // [c, hidden]
         let t = targets.clone().narrow(0, start, len); // [c]
         let column = |v: &Tensor<B, 1>| v.clone().narrow(0, start, len).reshape([len, 1]); // [c, 1]
-        let g = column(&grad);
-        let logits = h.clone().matmul(head.clone()); // [c, vocab]
+        let g = column(&grad); // f32
+        let logits = cast(cast(h.clone(), product).matmul(head.clone()), DType::F32); // [c, vocab]
         let p = ((logits - column(&normalizer.max)) - column(&normalizer.log_sum)).exp(); // [c, vocab]
         let minus_gp = p * g.clone().neg(); // [c, vocab]: the −p part of d/d logits
         if for_head {
+            // In f32 (the head is trained only in full training, where it is f32).
+            let h = cast(h.clone(), DType::F32);
             // h^T · (g · onehot(t)): token i's g_i·h_i lands in the head's column t_i.
             let onehot_part = Tensor::<B, 2>::zeros([vocab, width], &h.device()).select_assign(
                 0,
@@ -119,17 +129,19 @@ pub fn gradients<B: Backend>(
         }
         if for_hidden {
             // (g · onehot(t)) · head^T is token i's head column t_i, times g_i.
-            let onehot_part = head_t.clone().select(0, t) * g; // [c, hidden]
-            d_hidden.push(minus_gp.matmul(head_t.clone()) + onehot_part); // [c, hidden]
+            let onehot_part = cast(head_t.clone().select(0, t), DType::F32) * g; // [c, hidden]
+            // The product in the head's dtype, as in the forward.
+            let minus_gp_head = cast(cast(minus_gp, product).matmul(head_t.clone()), DType::F32);
+            d_hidden.push(minus_gp_head + onehot_part); // [c, hidden], f32
         }
     }
     let d_hidden = for_hidden.then(|| match d_hidden.is_empty() {
         true => hidden.zeros_like(),
-        false => Tensor::cat(d_hidden, 0),
+        false => cast(Tensor::cat(d_hidden, 0), hidden_dtype),
     });
     let d_head = match (for_head, d_head) {
         (true, None) => Some(head.zeros_like()),
-        (_, sum) => sum,
+        (_, sum) => sum.map(|d| cast(d, product)),
     };
     (d_hidden, d_head)
 }

@@ -12,7 +12,7 @@ mod step;
 
 use std::sync::atomic::Ordering;
 
-use anneal_crds::finetunejob::{JobResult, TrainingMethod};
+use anneal_crds::finetunejob::{JobResult, TrainingMethod, TrainingType};
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
@@ -28,6 +28,7 @@ use super::event_log::{EventLog, EventSink};
 use super::objective::{Dpo, Objective, Scores, Sft};
 use super::samples::answer_sample_prompts;
 use super::state::{DataOrder, TrainerState};
+use anneal_model::backend::compute_dtype;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::{CausalLm, load_model};
 use anneal_model::lora::LoraSettings;
@@ -49,7 +50,13 @@ pub fn run_training<B: AutodiffBackend>(
     sinks: Vec<Box<dyn EventSink>>,
     device: &B::Device,
 ) -> Result<RunOutcome, TrainError> {
-    let (config, base) = load_model::<B>(&inputs.base_model.dir, device, DType::F32)?;
+    // LoRA freezes the base: it stays in the backend's dtype (bf16 on CUDA). Full
+    // training changes every weight: f32, the master copy, on every backend.
+    let dtype = match inputs.settings.training {
+        TrainingType::Lora => compute_dtype::<B>(),
+        TrainingType::Full => DType::F32,
+    };
+    let (config, base) = load_model::<B>(&inputs.base_model.dir, device, dtype)?;
     let tokenizer = ModelTokenizer::from_model_dir(&inputs.base_model.dir, &config.architecture)?;
     let settings = &inputs.settings;
     match settings.method {
