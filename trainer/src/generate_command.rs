@@ -15,7 +15,7 @@ use anneal_model::lora::peft::load_adapter;
 use anneal_sources::check_local_folder;
 
 #[derive(clap::Args, Debug, Clone)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages", "prompt_ids"])))]
 pub struct GenerateArgs {
     /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors).
     #[arg(long)]
@@ -30,6 +30,11 @@ pub struct GenerateArgs {
     /// template; `-` reads it from standard input.
     #[arg(long)]
     pub messages: Option<PathBuf>,
+    /// Token ids, comma-separated, fed to the model as they are: to compare greedy
+    /// continuations with another implementation's on the same ids (scripts/gpu/check.sh
+    /// against transformers' fixtures), with no tokenizer round trip in between.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
     /// 0 is greedy.
@@ -82,16 +87,27 @@ impl BackendJob for GenerateJob {
         };
         let tokenizer = ModelTokenizer::from_model_dir(&args.model, &config.architecture)
             .map_err(|e| e.to_string())?;
-        let prompt = match (&args.prompt, &args.messages) {
-            (Some(text), _) => tokenizer.encode(text, false).map_err(|e| e.to_string())?,
-            (None, Some(path)) => {
+        let prompt = match (&args.prompt, &args.messages, &args.prompt_ids) {
+            (_, _, Some(ids)) => {
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+                    return Err(format!(
+                        "--prompt-ids: {id} is past the model's vocabulary of {}",
+                        config.vocab_size
+                    ));
+                }
+                ids.clone()
+            }
+            (Some(text), _, None) => tokenizer.encode(text, false).map_err(|e| e.to_string())?,
+            (None, Some(path), None) => {
                 let messages = read_messages(path)?;
                 tokenizer
                     .encode_chat(&messages, true)
                     .map_err(|e| e.to_string())?
                     .ids
             }
-            (None, None) => unreachable!("clap requires --prompt or --messages"),
+            (None, None, None) => {
+                unreachable!("clap requires --prompt, --messages or --prompt-ids")
+            }
         };
         let params = SamplingParams {
             max_new_tokens: args.max_new_tokens,
