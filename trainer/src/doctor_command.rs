@@ -11,6 +11,9 @@ use anneal_model::backend::{DeviceChoice, gpu_visible};
 
 use crate::doctor::{CheckResult, backend_info, guarded, lora_step_check, matmul_check};
 
+/// A check of the backend: `true` for CUDA, `false` for the CPU.
+type Check = fn(bool) -> CheckResult;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct DoctorArgs {
     /// The backend to check; auto is CUDA when built in and a GPU is visible.
@@ -32,7 +35,7 @@ pub fn run(args: &DoctorArgs) -> ExitCode {
     // the FAIL line quotes it, so stderr stays quiet.
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let checks: [(&'static str, fn(bool) -> CheckResult); 3] = [
+    let checks: [(&'static str, Check); 3] = [
         ("backend", backend_info::check),
         ("matmul", matmul_check::check),
         ("lora step", lora_step_check::check),
