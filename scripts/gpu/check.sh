@@ -86,9 +86,9 @@ else
   fi
   BUILD_START=$SECONDS
   cargo build --release --locked -p anneal-trainer --bin trainer "${FEATURES[@]}" \
-    || abort build "cargo build --release ${FEATURES[*]} failed (output above)"
+    || abort build "cargo build --release${FEATURES[*]:+ ${FEATURES[*]}} failed (output above)"
   BIN="$ROOT/target/release/trainer"
-  record build ok "cargo build --release ${FEATURES[*]} in $((SECONDS - BUILD_START)) s"
+  record build ok "cargo build --release${FEATURES[*]:+ ${FEATURES[*]}} in $((SECONDS - BUILD_START)) s"
 fi
 
 # --- 2. doctor -----------------------------------------------------------------------
