@@ -354,10 +354,11 @@ def main() -> None:
         job = write_job(tmp / "compare", model_dir, chats, compare_tokens, batch, "scale-compare")
         ours = run_trainer(trainer, job, tmp / "compare" / "runs", "cpu", max_rss_mib, env)
         load = max(load, os.getloadavg()[0])
-        print(f"  trainer: {ours['tokens_per_second']:.1f} tokens/s {ours['step_tokens_per_second']}, {rss_cell(ours)} GiB", flush=True)
+        print(f"  trainer: {ours['tokens_per_second']:.1f} tokens/s {ours['step_tokens_per_second']}, "
+              f"peak RSS (GiB): {rss_cell(ours)}", flush=True)
         theirs = run_peft(model_dir, chats, batch, tmp / "compare", max_rss_mib)
         load = max(load, os.getloadavg()[0])
-        print(f"  PEFT: {theirs['tokens_per_second']:.1f} tokens/s, {rss_cell(theirs)} GiB", flush=True)
+        print(f"  PEFT: {theirs['tokens_per_second']:.1f} tokens/s, peak RSS (GiB): {rss_cell(theirs)}", flush=True)
 
         by_length = {}
         for tokens in lengths:
@@ -369,7 +370,7 @@ def main() -> None:
             job_at = write_job(folder, model_dir, make_chats(model_dir, tokens, batch), tokens, batch, f"scale-{tokens}")
             by_length[tokens] = (run_trainer(trainer, job_at, folder / "runs", "cpu", max_rss_mib, env), job_at)
             load = max(load, os.getloadavg()[0])
-            print(f"  {rss_cell(by_length[tokens][0])} GiB", flush=True)
+            print(f"  peak RSS (GiB): {rss_cell(by_length[tokens][0])}", flush=True)
         plans = {tokens: plan_peak_gib(trainer, by_length[tokens][1]) for tokens in plan_lengths}
 
     def ratio(a: float, b: float) -> str:
