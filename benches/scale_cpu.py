@@ -284,7 +284,8 @@ def peft_worker(model_dir: str, spec_path: str) -> None:
                                 f"(torch {torch.__version__}, {spec['dtype']}, sdpa, gradient checkpointing)",
               "tokens_per_second": positions / seconds, "loss": loss.item()}
     if device == "cuda":
-        result["gpu_peak_mib"] = torch.cuda.max_memory_reserved() / 2**20
+        # torch's own figure, beside the nvidia-smi peak `watch` takes of both sides alike.
+        result["torch_reserved_peak_mib"] = torch.cuda.max_memory_reserved() / 2**20
     print(json.dumps(result))
 
 
@@ -294,7 +295,7 @@ def run_peft(model_dir: Path, chats: list, batch: int, folder: Path, max_rss_mib
     spec = folder / "peft-spec.json"
     spec.write_text(json.dumps({"device": device, "dtype": dtype, "batch": batch,
                                 "chats": [[ids, prompt] for _, ids, prompt in chats]}))
-    run = watch([sys.executable, __file__, "--worker", str(model_dir), str(spec)], max_rss_mib)
+    run = watch([sys.executable, __file__, "--worker", str(model_dir), str(spec)], max_rss_mib, gpu=device == "cuda")
     if run["killed_at_mib"] is not None:
         return {**run, "tokens_per_second": float("nan"), "implementation": "transformers + PEFT"}
     if run["code"] != 0:

@@ -225,16 +225,17 @@ chats = bench.make_chats(model_dir, tokens, BATCH * STEPS)
 job = bench.write_job(work / "job", model_dir, chats, tokens, BATCH, "gpu-check")
 ours = bench.run_trainer(Path(binary), job, work / "runs", device, cap, env={**os.environ}, exit_on_failure=False)
 theirs = bench.run_peft(model_dir, chats, BATCH, work / "peft", cap, device=device, dtype=dtype)
-def memory(run, torch_peak=None):
+def memory(run):
+    """Both sides measured alike: nvidia-smi's memory.used above the baseline, sampled every 0.1 s."""
     if device == "cuda":
-        peak = torch_peak if torch_peak is not None else run["gpu_peak_mib"]
-        return f"{peak / 1024:.1f} GiB GPU"
+        return f"{run['gpu_peak_mib'] / 1024:.1f} GiB GPU"
     return f"{run['peak_rss_mib'] / 1024:.2f} GiB RSS"
 trainer_ok = ours["code"] == 0
 ratio = ours["tokens_per_second"] / theirs["tokens_per_second"] if trainer_ok else float("nan")
 print(f"trainer {ours['tokens_per_second']:.0f} tokens/s, {memory(ours)}"
       + ("" if trainer_ok else f" (exit {ours['code']}: {ours['stderr'].strip().splitlines()[-1][:200] if ours['stderr'].strip() else 'killed'})")
-      + f"; PEFT {theirs['tokens_per_second']:.0f} tokens/s, {memory(theirs, theirs.get('gpu_peak_mib') if device == 'cuda' else None)}"
+      + f"; PEFT {theirs['tokens_per_second']:.0f} tokens/s, {memory(theirs)}"
+      + (f" (torch reserved {theirs['torch_reserved_peak_mib'] / 1024:.1f} GiB)" if "torch_reserved_peak_mib" in theirs else "")
       + f"; ratio {ratio:.2f}x tokens/s")
 sys.exit(0 if trainer_ok else 1)
 PY
