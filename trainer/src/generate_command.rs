@@ -18,7 +18,7 @@ use anneal_sources::{SourceError, check_local_folder};
 use crate::device_arg::DeviceArg;
 
 #[derive(clap::Args, Debug, Clone)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages", "prompt_ids"])))]
 pub struct GenerateArgs {
     /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors).
     #[arg(long)]
@@ -33,6 +33,11 @@ pub struct GenerateArgs {
     /// template; `-` reads it from standard input.
     #[arg(long)]
     pub messages: Option<PathBuf>,
+    /// Token ids, comma-separated, fed to the model as they are: to compare greedy
+    /// continuations with another implementation's on the same ids (scripts/gpu/check.sh
+    /// against transformers' fixtures), with no tokenizer round trip in between.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
     /// 0 is greedy.
@@ -87,6 +92,8 @@ pub enum GenerateError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("--prompt-ids: {id} is past the model's vocabulary of {vocab_size}")]
+    PromptIdPastVocabulary { id: u32, vocab_size: usize },
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
 }
@@ -129,13 +136,24 @@ impl BackendJob for GenerateJob {
             None => model,
         };
         let tokenizer = ModelTokenizer::from_model_dir(&args.model, &config.architecture)?;
-        let prompt = match (&args.prompt, &args.messages) {
-            (Some(text), _) => tokenizer.encode(text, false)?,
-            (None, Some(path)) => {
+        let prompt = match (&args.prompt, &args.messages, &args.prompt_ids) {
+            (_, _, Some(ids)) => {
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+                    return Err(GenerateError::PromptIdPastVocabulary {
+                        id,
+                        vocab_size: config.vocab_size,
+                    });
+                }
+                ids.clone()
+            }
+            (Some(text), _, None) => tokenizer.encode(text, false)?,
+            (None, Some(path), None) => {
                 let messages = read_messages(path)?;
                 tokenizer.encode_chat(&messages, true)?.ids
             }
-            (None, None) => unreachable!("clap requires --prompt or --messages"),
+            (None, None, None) => {
+                unreachable!("clap requires --prompt, --messages or --prompt-ids")
+            }
         };
         let params = SamplingParams {
             max_new_tokens: args.max_new_tokens,

@@ -1,9 +1,12 @@
 //! The `trainer` command line: one binary for the trainer pod, serving pods and local
 //! mode. Each subcommand reads its flags or manifest here and hands the work to the
 //! crate that does it: `anneal-train` (train), `anneal-serve` (serve), `anneal-model`
-//! (generate), `anneal-sources` (fetch) and `anneal-crds` (validate, plan).
+//! (generate), `anneal-sources` (fetch) and `anneal-crds` (validate, plan); `doctor`
+//! checks the machine with all of them.
 
 pub mod device_arg;
+pub mod doctor;
+pub mod doctor_command;
 pub mod fetch_command;
 pub mod generate_command;
 pub mod next_steps;

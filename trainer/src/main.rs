@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anneal_trainer::doctor_command::{self, DoctorArgs};
 use anneal_trainer::fetch_command::{self, FetchArgs};
 use anneal_trainer::generate_command::{self, GenerateArgs};
 use anneal_trainer::plan_command::{self, PlanArgs};
@@ -35,6 +36,8 @@ enum Command {
     Serve(ServeArgs),
     /// Download a model or adapter folder from object storage (a serving pod's init container).
     Fetch(FetchArgs),
+    /// Check this machine: the backend, a matmul against a reference, one LoRA training step.
+    Doctor(DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,5 +49,6 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate_command::run(args),
         Command::Serve(args) => serve_command::run(args),
         Command::Fetch(args) => fetch_command::run(&args),
+        Command::Doctor(args) => doctor_command::run(&args),
     }
 }

@@ -139,7 +139,7 @@ fn run_cuda<J: BackendJob>(_job: J) -> Result<J::Output, BackendError> {
 }
 
 /// Whether a CUDA device can be used: built with the feature and an NVIDIA driver present.
-fn gpu_visible() -> bool {
+pub fn gpu_visible() -> bool {
     cfg!(feature = "cuda")
         && std::path::Path::new("/dev/nvidiactl").exists()
         && std::env::var("CUDA_VISIBLE_DEVICES").map_or(true, |v| !v.is_empty())

@@ -1,12 +1,13 @@
 //! The trainer's integration tests, in one binary so the suite links once: the models
 //! against transformers' numbers, chat templates, LoRA adapters, SFT and DPO steps and
 //! runs (local and on S3), the event report, serving, and the `trainer` command line as a
-//! user runs it.
+//! user runs it (`trainer doctor` included).
 
 mod support;
 
 mod chat_reference;
 mod doc_commands;
+mod doctor_cli;
 mod dpo_run;
 mod dpo_step;
 mod generate_cli;

@@ -1,0 +1,114 @@
+//! One LoRA training step on the bundled tiny model, on the chosen backend: the
+//! forward pass, the chunked loss, backward and AdamW, as `trainer train` runs them.
+//! The loss before the step shows the weights loaded (the trained model predicts its
+//! own house style far better than a uniform guess over the vocabulary); the loss on
+//! the same batch after the step shows the gradients and the optimizer work.
+
+use std::time::Instant;
+
+use anneal_crds::hyperparameters::TargetModule;
+use anneal_model::backend::{DeviceChoice, TrainBackendJob, compute_dtype, run_training_on};
+use anneal_model::chat::ModelTokenizer;
+use anneal_model::llm::load_model;
+use anneal_model::lora::{LoraSettings, attach};
+use anneal_train::backward::LayerActivations;
+use anneal_train::optimizer::adamw;
+use anneal_train::sft::data::prepare;
+use anneal_train::sft::step::sft_step;
+use anneal_train::step_settings::StepSettings;
+use anneal_train::tensor_batch::Batch;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::{CheckResult, tiny_model};
+
+const NAME: &str = "lora step";
+/// Chats of the quick start's dataset in the one micro-batch.
+const SAMPLES: usize = 4;
+/// Large enough that one step visibly lowers the loss on its own batch.
+const LEARNING_RATE: f64 = 1e-2;
+const RANK: usize = 8;
+
+pub fn check(cuda: bool) -> CheckResult {
+    let choice = if cuda {
+        DeviceChoice::Cuda
+    } else {
+        DeviceChoice::Cpu
+    };
+    let step = match run_training_on(choice, LoraStep) {
+        Ok(Ok(step)) => step,
+        Ok(Err(message)) => return CheckResult::fail(NAME, message),
+        Err(error) => return CheckResult::fail(NAME, error.to_string()),
+    };
+    let uniform = (step.vocab as f64).ln();
+    let detail = format!(
+        "anneal-tiny, LoRA r{RANK} on all 7 projections, {SAMPLES} chats ({} positions, {} trained tokens) in {:.2} s: loss {:.4} -> {:.4} on the same batch after the step (before must be below ln(vocab) = {uniform:.2}, after below before)",
+        step.positions, step.trained_tokens, step.seconds, step.loss_before, step.loss_after
+    );
+    // Written so that NaN fails: every comparison with it is false.
+    if step.loss_before < uniform && step.loss_after < step.loss_before {
+        CheckResult::ok(NAME, detail)
+    } else {
+        CheckResult::fail(NAME, detail)
+    }
+}
+
+struct StepFigures {
+    vocab: usize,
+    positions: usize,
+    trained_tokens: usize,
+    seconds: f64,
+    loss_before: f64,
+    loss_after: f64,
+}
+
+struct LoraStep;
+
+impl TrainBackendJob for LoraStep {
+    type Output = Result<StepFigures, String>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let dir = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
+        tiny_model::write_model(dir.path())
+            .map_err(|e| format!("writing the tiny model to {}: {e}", dir.path().display()))?;
+        let (config, model) =
+            // The frozen base in the dtype `trainer train` keeps it in (bf16 on CUDA).
+            load_model::<B>(dir.path(), &device, compute_dtype::<B>()).map_err(|e| e.to_string())?;
+        let tokenizer = ModelTokenizer::from_model_dir(dir.path(), &config.architecture)
+            .map_err(|e| e.to_string())?;
+        let chats = tiny_model::chats(SAMPLES);
+        let samples = prepare(chats.as_bytes(), &tokenizer, 1024)
+            .map_err(|e| e.to_string())?
+            .samples;
+        let settings = LoraSettings {
+            rank: RANK,
+            alpha: 16.0,
+            dropout: 0.0,
+            target_modules: TargetModule::ALL.to_vec(),
+            use_rslora: false,
+            seed: 0,
+        };
+        let model = attach(model, &settings, &device);
+        let mut optimizer = adamw::<B>(0.0);
+        let batch = || [Batch::new(&samples.iter().collect::<Vec<_>>(), &device)];
+        // As `trainer train` steps by default: each layer recomputed in the backward pass.
+        let step = StepSettings {
+            learning_rate: LEARNING_RATE,
+            max_grad_norm: 1.0,
+            activations: LayerActivations::Recomputed,
+        };
+
+        let start = Instant::now();
+        let (model, before) = sft_step(model, &mut optimizer, &batch(), step);
+        let seconds = start.elapsed().as_secs_f64();
+        // The second step's loss is computed before its update: the loss after one step.
+        let (_, after) = sft_step(model, &mut optimizer, &batch(), step);
+        Ok(StepFigures {
+            vocab: config.vocab_size,
+            positions: before.positions,
+            trained_tokens: before.trained_tokens,
+            seconds,
+            loss_before: before.loss,
+            loss_after: after.loss,
+        })
+    }
+}
