@@ -22,7 +22,6 @@ use std::time::Instant;
 
 use anneal_crds::finetunejob::TrainingType;
 use anneal_crds::hyperparameters::TargetModule;
-use anneal_model::backend::CpuTrainBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::load_model;
 use anneal_model::lora::{LoraSettings, attach};
@@ -35,6 +34,7 @@ use anneal_train::optimizer::adamw;
 use anneal_train::sft::step::sft_step;
 use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
+use anneal_train::train_backend::CpuTrainBackend;
 use burn::tensor::DType;
 
 type B = CpuTrainBackend;

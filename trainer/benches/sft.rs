@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anneal_crds::hyperparameters::TargetModule;
-use anneal_model::backend::CpuTrainBackend;
 use anneal_model::llm::load_model;
 use anneal_model::lora::peft::{load_adapter, save_adapter};
 use anneal_model::lora::{LoraSettings, attach};
@@ -35,6 +34,7 @@ use anneal_train::sft::step::sft_step;
 use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
+use anneal_train::train_backend::CpuTrainBackend;
 use burn::tensor::DType;
 use serde::Deserialize;
 

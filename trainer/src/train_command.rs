@@ -25,7 +25,7 @@ use crate::device_arg::DeviceArg;
 use crate::next_steps::{Trained, next_steps, resume_command};
 use crate::train_progress::{JsonLines, ProgressDisplay};
 use anneal_crds::storage::{Storage, StorageError};
-use anneal_model::backend::{BackendError, TrainBackendJob, run_training_on};
+use anneal_model::backend::BackendError;
 use anneal_sources::local_paths::resolve_file_uri;
 use anneal_sources::{FolderSource, SourceError, fetch_file, make_local};
 use anneal_train::TrainError;
@@ -35,6 +35,7 @@ use anneal_train::run::{
     BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
     run_training,
 };
+use anneal_train::train_backend::{TrainBackendJob, run_training_on};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {

@@ -1,10 +1,11 @@
 //! Choosing the compute backend at run time: burn's Flex CPU backend always, CUDA
 //! when the crate is built with `--features cuda` (burn-cuda loads the driver and
-//! NVRTC at run time, so the feature builds on machines without a GPU).
+//! NVRTC at run time, so the feature builds on machines without a GPU). The same
+//! backends with gradients, for training, are anneal-train's (`train_backend`): this
+//! crate, and serving with it, build without burn's autodiff.
 
 use burn::prelude::Backend;
 use burn::tensor::DType;
-use burn::tensor::backend::AutodiffBackend;
 
 /// Where to compute (the CLI's `--device`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -31,8 +32,6 @@ pub enum BackendError {
 
 /// The CPU backend: pure Rust, no LLVM download at build time.
 pub type CpuBackend = burn::backend::Flex;
-/// The CPU backend with gradients, for training.
-pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
 
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;
@@ -48,13 +47,19 @@ pub type CudaBackend = burn::backend::Cuda;
 /// This is the one place the choice is made; [`run_on`] passes it to its job and
 /// training asks it for its `B`.
 pub fn compute_dtype<B: Backend>() -> DType {
-    use std::any::TypeId;
-    let cpu = [TypeId::of::<CpuBackend>(), TypeId::of::<CpuTrainBackend>()];
-    if cpu.contains(&TypeId::of::<B>()) {
+    if on_cpu_backend::<B>() {
         DType::F32
     } else {
         DType::BF16
     }
+}
+
+/// Whether `B` computes on the Flex CPU backend: Flex itself, or Flex with gradients
+/// (`Autodiff<Flex>` keeps Flex's device type). Asked by the device type so that this
+/// crate need not name the autodiff backend.
+pub fn on_cpu_backend<B: Backend>() -> bool {
+    use std::any::TypeId;
+    TypeId::of::<B::Device>() == TypeId::of::<burn_flex::FlexDevice>()
 }
 
 /// The dtype a frozen base weight stored as `stored` is kept in when the model
@@ -73,41 +78,6 @@ pub trait BackendJob {
     type Output;
     /// `dtype`: what to load the model in, [`compute_dtype`] of `B`.
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> Self::Output;
-}
-
-/// Training work: it needs gradients, so it runs on a backend wrapped in `Autodiff`.
-pub trait TrainBackendJob {
-    type Output;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
-}
-
-/// Runs training `job` on the backend `choice` names.
-pub fn run_training_on<J: TrainBackendJob>(
-    choice: DeviceChoice,
-    job: J,
-) -> Result<J::Output, BackendError> {
-    let cuda = match choice {
-        DeviceChoice::Cpu => false,
-        DeviceChoice::Cuda => true,
-        DeviceChoice::Auto => gpu_visible(),
-    };
-    if !cuda {
-        return Ok(job.run::<CpuTrainBackend>(Default::default()));
-    }
-    train_on_cuda(job)
-}
-
-#[cfg(feature = "cuda")]
-fn train_on_cuda<J: TrainBackendJob>(job: J) -> Result<J::Output, BackendError> {
-    if !gpu_visible() {
-        return Err(BackendError::NoGpu);
-    }
-    Ok(job.run::<burn::backend::Autodiff<CudaBackend>>(Default::default()))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn train_on_cuda<J: TrainBackendJob>(_job: J) -> Result<J::Output, BackendError> {
-    Err(BackendError::NotBuiltIn)
 }
 
 /// Runs `job` on the backend `choice` names, with the dtype that backend computes in.
@@ -152,7 +122,6 @@ mod tests {
     #[test]
     fn the_cpu_computes_in_f32_and_keeps_half_checkpoints_half_elsewhere() {
         assert_eq!(compute_dtype::<CpuBackend>(), DType::F32);
-        assert_eq!(compute_dtype::<CpuTrainBackend>(), DType::F32);
         assert_eq!(base_dtype(DType::F32, DType::BF16), DType::F32);
         assert_eq!(base_dtype(DType::BF16, DType::BF16), DType::BF16);
         assert_eq!(base_dtype(DType::BF16, DType::F16), DType::F16);

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anneal_crds::hyperparameters::TargetModule;
-use anneal_model::backend::{DeviceChoice, TrainBackendJob, compute_dtype, run_training_on};
+use anneal_model::backend::{DeviceChoice, compute_dtype};
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::load_model;
 use anneal_model::lora::{LoraSettings, attach};
@@ -17,6 +17,7 @@ use anneal_train::sft::data::prepare;
 use anneal_train::sft::step::sft_step;
 use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
+use anneal_train::train_backend::{TrainBackendJob, run_training_on};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::{CheckResult, tiny_model};

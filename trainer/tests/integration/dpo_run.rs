@@ -15,7 +15,7 @@ use anneal_crds::events::{EventBody, TrainerEvent};
 use anneal_crds::finetunejob::Metrics;
 use anneal_crds::manifest::parse_finetunejob;
 use anneal_crds::storage::Storage;
-use anneal_model::backend::{CpuBackend, CpuTrainBackend};
+use anneal_model::backend::CpuBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::generate::{SamplingParams, generate};
 use anneal_model::llm::load_model;
@@ -25,6 +25,7 @@ use anneal_train::run::{
     BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
     run_training,
 };
+use anneal_train::train_backend::CpuTrainBackend;
 use burn::tensor::DType;
 
 const STYLE: &str = "Good question!";

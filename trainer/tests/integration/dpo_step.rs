@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anneal_crds::finetunejob::TrainingType;
 use anneal_crds::hyperparameters::TargetModule;
-use anneal_model::backend::CpuTrainBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::{CausalLm, load_model};
 use anneal_model::lora::{LoraSettings, attach, projections_mut};
@@ -21,6 +20,7 @@ use anneal_train::dpo::reference::Reference;
 use anneal_train::dpo::step::{DpoStepStats, dpo_step};
 use anneal_train::optimizer::adamw;
 use anneal_train::step_settings::StepSettings;
+use anneal_train::train_backend::CpuTrainBackend;
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
 

@@ -11,7 +11,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
 
-use anneal_model::backend::{CpuBackend, CpuTrainBackend};
+use anneal_model::backend::CpuBackend;
 use anneal_model::llm::recompute::backward_recomputed;
 use anneal_model::llm::{CausalLm, load_model};
 use anneal_model::lora::{LoraSettings, attach, projections_mut};
@@ -19,6 +19,7 @@ use anneal_train::chunked_loss::{CHUNK_TOKENS, TargetScores, batch_scores};
 use anneal_train::sft::loss::masked_nll;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
+use anneal_train::train_backend::CpuTrainBackend;
 
 type A = CpuTrainBackend;
 

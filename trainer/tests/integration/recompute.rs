@@ -12,7 +12,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
 
-use anneal_model::backend::{CpuBackend, CpuTrainBackend};
+use anneal_model::backend::CpuBackend;
 use anneal_model::llm::attention::query_blocks;
 use anneal_model::llm::recompute::{backward_recomputed, layer_seeds};
 use anneal_model::llm::{CausalLm, load_model};
@@ -21,6 +21,7 @@ use anneal_train::chunked_loss::{CHUNK_TOKENS, TargetScores, batch_scores};
 use anneal_train::sft::loss::masked_nll;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
+use anneal_train::train_backend::CpuTrainBackend;
 
 type A = CpuTrainBackend;
 

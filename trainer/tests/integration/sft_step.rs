@@ -7,7 +7,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anneal_crds::hyperparameters::TargetModule;
-use anneal_model::backend::CpuTrainBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::load_model;
 use anneal_model::lora::{LoraSettings, attach, projections_mut};
@@ -18,6 +17,7 @@ use anneal_train::sft::step::sft_step;
 use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
+use anneal_train::train_backend::CpuTrainBackend;
 use burn::tensor::DType;
 
 type B = CpuTrainBackend;

@@ -14,7 +14,7 @@ use anneal_crds::events::{EventBody, TrainerEvent};
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::manifest::parse_finetunejob;
 use anneal_crds::storage::Storage;
-use anneal_model::backend::{CpuBackend, CpuTrainBackend};
+use anneal_model::backend::CpuBackend;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::generate::{SamplingParams, generate};
 use anneal_model::llm::load_model;
@@ -26,6 +26,7 @@ use anneal_train::run::{
     run_training,
 };
 use anneal_train::state::TrainerState;
+use anneal_train::train_backend::CpuTrainBackend;
 use burn::tensor::DType;
 use safetensors::SafeTensors;
 

@@ -29,6 +29,7 @@ pub mod state;
 pub mod step_settings;
 pub mod tensor_batch;
 pub mod tokenized;
+pub mod train_backend;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,6 @@
 //! adapter is the only thing LoRA training changes. The base product runs in the
 //! weight's dtype (bf16 on CUDA), the adapter in f32 (see [`super::precision`]).
 
-use std::any::TypeId;
 
 use burn::module::Param;
 use burn::nn::{Dropout, Linear};
@@ -13,7 +12,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::precision::cast;
-use crate::backend::CpuTrainBackend;
+use crate::backend::on_cpu_backend;
 
 #[derive(Module, Debug)]
 pub struct Projection<B: Backend> {
@@ -87,7 +86,8 @@ fn dropout<B: Backend>(dropout: &Dropout, x: Tensor<B, 2>) -> Tensor<B, 2> {
     if dropout.prob == 0.0 || !B::ad_enabled(&device) {
         return x;
     }
-    if TypeId::of::<B>() != TypeId::of::<CpuTrainBackend>() {
+    // With gradients on (checked above), the Flex device means `Autodiff<Flex>`.
+    if !on_cpu_backend::<B>() {
         return dropout.forward(x);
     }
     // 64 bits of seed as four 16-bit draws: the backend's int type may be 32 bits.

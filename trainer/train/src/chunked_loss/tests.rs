@@ -6,7 +6,8 @@
 use burn::prelude::*;
 
 use super::TargetScores;
-use anneal_model::backend::{CpuBackend, CpuTrainBackend};
+use crate::train_backend::CpuTrainBackend;
+use anneal_model::backend::CpuBackend;
 
 type A = CpuTrainBackend;
 

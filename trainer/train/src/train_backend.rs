@@ -1,0 +1,59 @@
+//! The backends training runs on: the model's backends wrapped in burn's `Autodiff`,
+//! chosen at run time as `--device` says. Only training builds burn's autodiff:
+//! generation and serving run on anneal-model's backends without it.
+
+use anneal_model::backend::{BackendError, CpuBackend, DeviceChoice, gpu_visible};
+use burn::tensor::backend::AutodiffBackend;
+
+/// The CPU backend with gradients, for training.
+pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
+
+/// Training work: it needs gradients, so it runs on a backend wrapped in `Autodiff`.
+pub trait TrainBackendJob {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs training `job` on the backend `choice` names.
+pub fn run_training_on<J: TrainBackendJob>(
+    choice: DeviceChoice,
+    job: J,
+) -> Result<J::Output, BackendError> {
+    let cuda = match choice {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Cuda => true,
+        DeviceChoice::Auto => gpu_visible(),
+    };
+    if !cuda {
+        return Ok(job.run::<CpuTrainBackend>(Default::default()));
+    }
+    train_on_cuda(job)
+}
+
+#[cfg(feature = "cuda")]
+fn train_on_cuda<J: TrainBackendJob>(job: J) -> Result<J::Output, BackendError> {
+    // burn-cuda panics deep inside driver loading when there is no GPU; say so first.
+    if !gpu_visible() {
+        return Err(BackendError::NoGpu);
+    }
+    Ok(job.run::<burn::backend::Autodiff<anneal_model::backend::CudaBackend>>(Default::default()))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn train_on_cuda<J: TrainBackendJob>(_job: J) -> Result<J::Output, BackendError> {
+    Err(BackendError::NotBuiltIn)
+}
+
+#[cfg(test)]
+mod tests {
+    use anneal_model::backend::{compute_dtype, on_cpu_backend};
+    use burn::tensor::DType;
+
+    use super::*;
+
+    #[test]
+    fn training_on_the_cpu_computes_in_f32() {
+        assert!(on_cpu_backend::<CpuTrainBackend>());
+        assert_eq!(compute_dtype::<CpuTrainBackend>(), DType::F32);
+    }
+}
