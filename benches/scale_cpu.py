@@ -324,6 +324,7 @@ def main() -> None:
     parser.add_argument("--trainer", type=Path, help="the trainer binary (default: target/release/trainer, built if missing)")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps of the comparison, the first a warm-up")
     parser.add_argument("--max-rss-gib", type=float, help="kill a run above this RSS (default: 80%% of MemAvailable)")
+    parser.add_argument("--lengths", type=int, nargs="+", help="the lengths of the peak-RSS table (default: 512 1024 2048 4096)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL_DIR", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -334,7 +335,7 @@ def main() -> None:
 
     shape_name = "quick" if args.quick else "qwen2.5-0.5b"
     config = SHAPES[shape_name]
-    lengths = [64, 128, 256, 512] if args.quick else [512, 1024, 2048, 4096]
+    lengths = args.lengths or ([64, 128, 256, 512] if args.quick else [512, 1024, 2048, 4096])
     compare_tokens, batch = (256, 2) if args.quick else (1024, 2)
     plan_lengths = lengths[:3]
     trainer = (args.trainer or release_trainer()).resolve()
@@ -392,14 +393,16 @@ def main() -> None:
         off = "" if run["killed_at_mib"] is not None else f"{(plans[tokens] - measured) / measured * 100:+.0f}%"
         plan_rows.append(f"| {tokens} | {plans[tokens]:.2f} | {rss_cell(run)} | {off} |")
     command = "nice /tmp/refvenv/bin/python benches/scale_cpu.py" + (" --quick" if args.quick else " --write")
+    if args.lengths:
+        command += " --lengths " + " ".join(map(str, args.lengths))
     section = "\n".join([
         SECTION if not args.quick else "## scale: quick shape (CPU)",
         "",
         f"Command: `cargo build --release -p anneal-trainer --bin trainer && {command}` "
         f"({time.strftime('%Y-%m-%d')}, {threads} cores, 1-minute load average up to {load:.2f}; "
         f"runs killed above {max_rss_mib / 1024:.1f} GiB RSS).",
-        "The trainer as of this run: fused chunked cross-entropy, per-layer recomputation not yet wired "
-        "(the plan below assumes it, so it under-predicts until it is).",
+        "The trainer as of this run: fused chunked cross-entropy, per-layer recomputation "
+        "(`gradientCheckpointing`, on by default), the base loaded once in f32 (the CPU computes in f32).",
         f"Qwen2 shape `{shape_name}` with random weights saved in bf16: {json.dumps(config)}. "
         f"LoRA r{LORA['rank']} alpha {LORA['alpha']} dropout {LORA['dropout']} on all 7 projections, AdamW, "
         f"learning rate {LEARNING_RATE}, gradient clipping at 1.0. Chats of the quick start's words in the "

@@ -3,7 +3,6 @@
 //! adapter is the only thing LoRA training changes. The base product runs in the
 //! weight's dtype (bf16 on CUDA), the adapter in f32 (see [`super::precision`]).
 
-
 use burn::module::Param;
 use burn::nn::{Dropout, Linear};
 use burn::prelude::*;
