@@ -393,6 +393,8 @@ def main() -> None:
         off = "" if run["killed_at_mib"] is not None else f"{(plans[tokens] - measured) / measured * 100:+.0f}%"
         plan_rows.append(f"| {tokens} | {plans[tokens]:.2f} | {rss_cell(run)} | {off} |")
     command = "nice /tmp/refvenv/bin/python benches/scale_cpu.py" + (" --quick" if args.quick else " --write")
+    if args.steps != 3:
+        command += f" --steps {args.steps}"
     if args.lengths:
         command += " --lengths " + " ".join(map(str, args.lengths))
     section = "\n".join([
