@@ -3,23 +3,20 @@
 //! stays f32 (its values and gradients), and its gradients stay within a bf16
 //! tolerance of the f32 base's, through the plain and the recomputed backward.
 
-use std::path::Path;
-
-use anneal_crds::hyperparameters::TargetModule;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use burn::tensor::{DType, Distribution};
+use burn::tensor::DType;
 
 use anneal_model::backend::CpuBackend;
+use anneal_model::llm::CausalLm;
 use anneal_model::llm::recompute::backward_recomputed;
-use anneal_model::llm::{CausalLm, load_model};
-use anneal_model::lora::{LoraSettings, attach, projections_mut};
 use anneal_train::chunked_loss::{CHUNK_TOKENS, TargetScores, batch_scores};
 use anneal_train::sft::loss::masked_nll;
 use anneal_train::tensor_batch::Batch;
-use anneal_train::tokenized::TokenizedSample;
 use anneal_train::train_backend::CpuTrainBackend;
+
+use crate::support::{lora_with_nonzero_b, qwen_for_training, two_row_batch};
 
 type A = CpuTrainBackend;
 
@@ -33,39 +30,7 @@ type A = CpuTrainBackend;
 const GRADIENT_TOLERANCE: f32 = 8e-2;
 
 fn model(dtype: DType) -> CausalLm<A> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/qwen2-tiny");
-    let device = Default::default();
-    let (_, model) = load_model::<A>(&dir, &device, dtype).unwrap();
-    let settings = LoraSettings {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        target_modules: TargetModule::ALL.to_vec(),
-        use_rslora: false,
-        seed: 3,
-    };
-    let mut model = attach(model, &settings, &device);
-    // PEFT starts B at zero, which leaves A without gradient; give B values, the
-    // same for both dtypes (same seed, same draws).
-    A::seed(&device, 11);
-    for (_, _, projection) in projections_mut(&mut model) {
-        let lora = projection.lora.as_mut().unwrap();
-        let b = lora.b.val();
-        let values = Tensor::random(b.shape(), Distribution::Normal(0.0, 0.05), &device);
-        lora.b = Param::initialized(lora.b.id, values.require_grad());
-    }
-    model
-}
-
-fn batch() -> Batch<A> {
-    let sample = |ids: Vec<u32>, trained_from: usize| TokenizedSample {
-        line: 1,
-        mask: (0..ids.len()).map(|i| i >= trained_from).collect(),
-        ids,
-    };
-    let long = sample((0..70).map(|i| (i * 37 % 500) as u32).collect(), 20);
-    let short = sample((0..33).map(|i| (i * 11 % 500 + 3) as u32).collect(), 5);
-    Batch::new(&[&long, &short], &Default::default())
+    lora_with_nonzero_b(qwen_for_training(dtype), 0.0)
 }
 
 /// Each trained parameter's dtype, its gradient's dtype and values, in module order.
@@ -127,7 +92,7 @@ fn relative_gap(a: &[f32], b: &[f32]) -> f32 {
 
 fn compare(step: fn(&CausalLm<A>, &Batch<A>) -> (f32, GradientsParams)) {
     let _generator = crate::support::generator_turn();
-    let batch = batch();
+    let batch = two_row_batch();
     let (half, full) = (model(DType::BF16), model(DType::F32));
     // The frozen base really is bf16, its norms f32.
     let q = &half.layers[0].self_attn.q_proj;

@@ -4,63 +4,31 @@
 //! made nonzero so every adapter has a gradient), full training, and LoRA with
 //! dropout against a plain pass that seeds each layer as the recomputation does.
 
-use std::path::Path;
-
-use anneal_crds::hyperparameters::TargetModule;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use burn::tensor::{DType, Distribution};
+use burn::tensor::DType;
 
 use anneal_model::backend::CpuBackend;
+use anneal_model::llm::CausalLm;
 use anneal_model::llm::attention::query_blocks;
 use anneal_model::llm::recompute::{backward_recomputed, layer_seeds};
-use anneal_model::llm::{CausalLm, load_model};
-use anneal_model::lora::{LoraSettings, attach, projections_mut};
 use anneal_train::chunked_loss::{CHUNK_TOKENS, TargetScores, batch_scores};
 use anneal_train::sft::loss::masked_nll;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
 use anneal_train::train_backend::CpuTrainBackend;
 
+use crate::support::{lora_with_nonzero_b, qwen_for_training, two_row_batch};
+
 type A = CpuTrainBackend;
 
 fn model(lora: Option<f64>) -> CausalLm<A> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/qwen2-tiny");
-    let device = Default::default();
-    let (_, model) = load_model::<A>(&dir, &device, DType::F32).unwrap();
-    let Some(dropout) = lora else {
-        return model;
-    };
-    let settings = LoraSettings {
-        rank: 4,
-        alpha: 8.0,
-        dropout,
-        target_modules: TargetModule::ALL.to_vec(),
-        use_rslora: false,
-        seed: 3,
-    };
-    let mut model = attach(model, &settings, &device);
-    // PEFT starts B at zero, which leaves A without gradient; give B values.
-    A::seed(&device, 11);
-    for (_, _, projection) in projections_mut(&mut model) {
-        let lora = projection.lora.as_mut().unwrap();
-        let b = lora.b.val();
-        let values = Tensor::random(b.shape(), Distribution::Normal(0.0, 0.05), &device);
-        lora.b = Param::initialized(lora.b.id, values.require_grad());
+    let model = qwen_for_training(DType::F32);
+    match lora {
+        Some(dropout) => lora_with_nonzero_b(model, dropout),
+        None => model,
     }
-    model
-}
-
-fn batch() -> Batch<A> {
-    let sample = |ids: Vec<u32>, trained_from: usize| TokenizedSample {
-        line: 1,
-        mask: (0..ids.len()).map(|i| i >= trained_from).collect(),
-        ids,
-    };
-    let long = sample((0..70).map(|i| (i * 37 % 500) as u32).collect(), 20);
-    let short = sample((0..33).map(|i| (i * 11 % 500 + 3) as u32).collect(), 5);
-    Batch::new(&[&long, &short], &Default::default())
 }
 
 /// Every float parameter's gradient, in module order: `None` where it has none.
@@ -173,7 +141,7 @@ fn assert_same(
 #[test]
 fn lora_gradients_match_the_plain_backward() {
     let _generator = crate::support::generator_turn();
-    let (model, batch) = (model(Some(0.0)), batch());
+    let (model, batch) = (model(Some(0.0)), two_row_batch());
     let trained = assert_same(&model, recomputed(&model, &batch), plain(&model, &batch));
     // 2 layers × 7 projections × (A, B).
     assert_eq!(trained, 28);
@@ -182,7 +150,7 @@ fn lora_gradients_match_the_plain_backward() {
 #[test]
 fn full_training_gradients_match_the_plain_backward() {
     let _generator = crate::support::generator_turn();
-    let (model, batch) = (model(None), batch());
+    let (model, batch) = (model(None), two_row_batch());
     let trained = assert_same(&model, recomputed(&model, &batch), plain(&model, &batch));
     // Every parameter: the (tied) embeddings, the final norm, and per layer 7
     // projection weights, 3 biases (q, k, v) and 2 norms.
@@ -192,7 +160,7 @@ fn full_training_gradients_match_the_plain_backward() {
 #[test]
 fn lora_dropout_masks_repeat_in_the_recomputation() {
     let _generator = crate::support::generator_turn();
-    let (model, batch) = (model(Some(0.3)), batch());
+    let (model, batch) = (model(Some(0.3)), two_row_batch());
     let with_dropout = recomputed(&model, &batch);
     let trained = assert_same(&model, with_dropout, plain_seeded_per_layer(&model, &batch));
     assert_eq!(trained, 28);

@@ -71,3 +71,60 @@ pub fn generator_turn() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// The Qwen2 reference checkpoint on the CPU training backend, its base in `dtype`.
+pub fn qwen_for_training(
+    dtype: burn::tensor::DType,
+) -> anneal_model::llm::CausalLm<anneal_train::train_backend::CpuTrainBackend> {
+    let device = Default::default();
+    anneal_model::llm::load_model(&qwen(), &device, dtype)
+        .unwrap()
+        .1
+}
+
+/// Rank-4 LoRA on every projection of `model`, with `dropout`, and B given seeded
+/// values: PEFT starts B at zero, which leaves A without gradient, and tests that
+/// compare two backward passes want every adapter to have one.
+pub fn lora_with_nonzero_b(
+    model: anneal_model::llm::CausalLm<anneal_train::train_backend::CpuTrainBackend>,
+    dropout: f64,
+) -> anneal_model::llm::CausalLm<anneal_train::train_backend::CpuTrainBackend> {
+    use anneal_model::lora::{LoraSettings, attach, projections_mut};
+    use burn::module::Param;
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+    type A = anneal_train::train_backend::CpuTrainBackend;
+
+    let device = Default::default();
+    let settings = LoraSettings {
+        rank: 4,
+        alpha: 8.0,
+        dropout,
+        target_modules: anneal_crds::hyperparameters::TargetModule::ALL.to_vec(),
+        use_rslora: false,
+        seed: 3,
+    };
+    let mut model = attach(model, &settings, &device);
+    A::seed(&device, 11);
+    for (_, _, projection) in projections_mut(&mut model) {
+        let lora = projection.lora.as_mut().unwrap();
+        let b = lora.b.val();
+        let values = Tensor::random(b.shape(), Distribution::Normal(0.0, 0.05), &device);
+        lora.b = Param::initialized(lora.b.id, values.require_grad());
+    }
+    model
+}
+
+/// Two rows of different lengths (70 and 33 tokens) with their first tokens untrained.
+pub fn two_row_batch()
+-> anneal_train::tensor_batch::Batch<anneal_train::train_backend::CpuTrainBackend> {
+    use anneal_train::tokenized::TokenizedSample;
+    let sample = |ids: Vec<u32>, trained_from: usize| TokenizedSample {
+        line: 1,
+        mask: (0..ids.len()).map(|i| i >= trained_from).collect(),
+        ids,
+    };
+    let long = sample((0..70).map(|i| (i * 37 % 500) as u32).collect(), 20);
+    let short = sample((0..33).map(|i| (i * 11 % 500 + 3) as u32).collect(), 5);
+    anneal_train::tensor_batch::Batch::new(&[&long, &short], &Default::default())
+}
