@@ -155,7 +155,10 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     let inputs = prepare_run(&args, &job, &manifest_dir, work.path())?;
     let base_model_dir = inputs.base_model.dir.clone();
     let (sinks, reporter) = event_sinks(&args, &job);
-    let outcome = run_training_on(args.device.into(), TrainJob { inputs, sinks });
+    // With CUDA, the GPUs the job asks for (a pod sees exactly those): a model too
+    // large for one has its layers placed across them.
+    let gpus = job.spec.resources.gpus.max(1);
+    let outcome = run_training_on(args.device.into(), gpus, TrainJob { inputs, sinks });
     // Whatever the outcome, the operator should hear the last events (the final
     // phase above all) before the pod's exit code speaks.
     if let Some(reporter) = reporter {
@@ -357,8 +360,8 @@ struct TrainJob {
 impl TrainBackendJob for TrainJob {
     type Output = Result<RunOutcome, Failure>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        Ok(run_training::<B>(self.inputs, self.sinks, &device)?)
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        Ok(run_training::<B>(self.inputs, self.sinks, &devices)?)
     }
 }
 

@@ -156,7 +156,7 @@ fn qwen_72b_in_bf16_does_not_fit_one_80_gib_gpu_and_the_error_says_what_would() 
         error.to_string(),
         "needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), \
          more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, \
-         or on 3 GPUs of 80 GiB with its layers placed across them (not supported yet)"
+         or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)"
     );
     // Two H200s hold it, three samples at a time.
     let two_h200 = PlanInputs {

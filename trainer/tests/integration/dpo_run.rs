@@ -127,7 +127,7 @@ fn train(
     let events = Arc::new(Mutex::new(Vec::new()));
     let recorder = Recorder(events.clone(), stop_at.map(|at| (at, stop)));
     let outcome =
-        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &Default::default())
+        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &[Default::default()])
             .unwrap();
     let events = events.lock().unwrap().clone();
     (outcome, events)
@@ -251,7 +251,7 @@ spec:
         load_model::<CpuBackend>(&tiny_model(), &device, DType::F32).unwrap();
     let tokenizer =
         ModelTokenizer::from_model_dir(&tiny_model(), &model_config.architecture).unwrap();
-    let adapted = load_adapter(base, &final_dir, &device).unwrap();
+    let adapted = load_adapter(base, &final_dir).unwrap();
     let messages = vec![anneal_crds::dataset::ChatMessage {
         role: anneal_crds::dataset::Role::User,
         content: QUESTION.into(),

@@ -178,14 +178,24 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn train(inputs: RunInputs, stop_at: Option<u64>) -> (RunOutcome, Vec<TrainerEvent>) {
+    train_on(inputs, stop_at, 1)
+}
+
+/// A run with the model's layers placed across `devices` devices (all of them the
+/// CPU: the placement's code path, boundaries and all, with nothing else changed).
+fn train_on(
+    inputs: RunInputs,
+    stop_at: Option<u64>,
+    devices: usize,
+) -> (RunOutcome, Vec<TrainerEvent>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let recorder = Recorder {
         events: events.clone(),
         stop: stop_at.map(|at| (at, inputs.stop.clone())),
     };
+    let devices = vec![Default::default(); devices];
     let outcome =
-        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &Default::default())
-            .unwrap();
+        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &devices).unwrap();
     let events = events.lock().unwrap().clone();
     (outcome, events)
 }
@@ -495,7 +505,7 @@ fn the_trained_adapter_reloads_and_generates_what_the_merged_model_does() {
         .token_ids
     };
     let plain = greedy(&base);
-    let adapted = load_adapter(base, &out.join("final"), &device).unwrap();
+    let adapted = load_adapter(base, &out.join("final")).unwrap();
     let with_adapter = greedy(&adapted);
     let merged = greedy(&merge(adapted));
     assert_eq!(with_adapter, merged);
@@ -563,4 +573,83 @@ fn full_training_moves_every_weight_saves_a_model_folder_and_resumes_bit_for_bit
     let optimizer = SafeTensors::deserialize(&optimizer).unwrap();
     assert_eq!(optimizer.names().len(), 3 * base_weights.len());
     assert!(a.join("final/tokenizer.json").exists() && a.join("final/config.json").exists());
+}
+
+/// The tiny model's four layers placed on three devices (runs of 2, 1 and 1): with
+/// gradient checkpointing and dropout (LoRA) and without (full training), the run's
+/// losses and its final weights and optimizer state are those of one device, bit for
+/// bit, and a placed run stopped and resumed ends where the straight one does.
+#[test]
+fn layers_placed_across_devices_train_and_resume_as_on_one_device() {
+    let _generator = crate::support::generator_turn();
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let lora_with_dropout = small_job_of(
+        "lora",
+        0.003,
+        Layers {
+            dropout: 0.1,
+            gradient_checkpointing: Some(true),
+        },
+        "",
+    );
+    let full_kept = small_job_of(
+        "full",
+        0.001,
+        Layers {
+            dropout: 0.0,
+            gradient_checkpointing: Some(false),
+        },
+        "",
+    );
+    for (job, weights) in [
+        (&lora_with_dropout, "adapter_model.safetensors"),
+        (&full_kept, "model.safetensors"),
+    ] {
+        let run = |name: &str, devices: usize, stop_at: Option<u64>, resume: bool| {
+            let out = dir.path().join(format!("{weights}-{name}"));
+            let work = dir.path().join(format!("{weights}-{name}-work-{resume}"));
+            (
+                train_on(inputs(job, &out, &work, resume), stop_at, devices).0,
+                out,
+            )
+        };
+        let (one, one_dir) = run("one", 1, None, false);
+        let out = dir.path().join(format!("{weights}-placed"));
+        let work = dir.path().join(format!("{weights}-placed-work"));
+        let (placed, events) = train_on(inputs(job, &out, &work, false), None, 3);
+        let placed_dir = out;
+        let said = events.iter().find_map(|e| match &e.body {
+            EventBody::Log { message, .. } if message.starts_with("decoder layers") => {
+                Some(message.clone())
+            }
+            _ => None,
+        });
+        assert_eq!(
+            said.as_deref(),
+            Some(
+                "decoder layers placed across 3 devices: layers 0-1 on Cpu, layer 2 on Cpu, layer 3 on Cpu"
+            )
+        );
+        assert_eq!(losses(&one).len(), 10);
+        assert_eq!(losses(&placed), losses(&one), "{weights}");
+        let (stopped, _) = run("resumed", 3, Some(4), false);
+        assert!(
+            matches!(stopped, RunOutcome::Stopped { step: 4, .. }),
+            "{stopped:?}"
+        );
+        let (resumed, resumed_dir) = run("resumed", 3, None, true);
+        assert_eq!(losses(&resumed), losses(&one), "{weights} resumed");
+        for file in [weights, "optimizer.safetensors"] {
+            let one = read(one_dir.join("final").join(file));
+            assert!(
+                read(placed_dir.join("final").join(file)) == one,
+                "{file} placed"
+            );
+            assert!(
+                read(resumed_dir.join("final").join(file)) == one,
+                "{file} resumed"
+            );
+        }
+    }
 }

@@ -27,6 +27,7 @@ use super::ModelError;
 use super::attention::Attention;
 use super::config::ModelConfig;
 use super::mlp::Mlp;
+use super::placement::LayerPlacement;
 use super::projection::Projection;
 use super::rope::Rope;
 use super::transformer::{CausalLm, DecoderLayer};
@@ -270,19 +271,20 @@ fn parallel_fill<S: Sync, T: Copy + Default + Send>(
     out
 }
 
-/// Builds the model for `config` from `source` on `device`, to compute in `dtype`:
+/// Builds the model for `config` from `source` on the devices of `placement`, to
+/// compute in `dtype`:
 /// the projections, embeddings and head in [`base_dtype`] of it (the checkpoint's
 /// bf16 or f16 as stored when `dtype` is a half dtype, f32 when it is f32), the
 /// norms' weights in f32 (they are tiny and the norms compute in f32).
 pub fn build_model<B: Backend>(
     config: &ModelConfig,
     source: &impl WeightSource,
-    device: &B::Device,
+    placement: &LayerPlacement<B::Device>,
     dtype: DType,
 ) -> Result<CausalLm<B>, ModelError> {
-    let loader = Loader {
+    let outside = Loader {
         source,
-        device,
+        device: placement.first(),
         compute: dtype,
     };
     let (hidden, inter, vocab) = (
@@ -295,6 +297,10 @@ pub fn build_model<B: Backend>(
 
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
+        let loader = Loader {
+            device: placement.layer_device(i),
+            ..outside
+        };
         let p = format!("model.layers.{i}");
         let attn = format!("{p}.self_attn");
         let mlp = format!("{p}.mlp");
@@ -348,7 +354,7 @@ pub fn build_model<B: Backend>(
     let lm_head = if config.tie_word_embeddings {
         None
     } else {
-        Some(Param::from_tensor(loader.matrix(
+        Some(Param::from_tensor(outside.matrix(
             "lm_head.weight",
             vocab,
             hidden,
@@ -356,17 +362,18 @@ pub fn build_model<B: Backend>(
     };
     Ok(CausalLm {
         embed_tokens: Embedding {
-            weight: Param::from_tensor(loader.load::<2>(
+            weight: Param::from_tensor(outside.load::<2>(
                 "model.embed_tokens.weight",
                 [vocab, hidden],
-                loader.base(),
+                outside.base(),
             )?),
         },
         layers,
-        norm: loader.rms_norm("model.norm", hidden, config.rms_norm_eps)?,
+        norm: outside.rms_norm("model.norm", hidden, config.rms_norm_eps)?,
         lm_head,
         rope: Rope::new(config),
         compute: dtype,
+        stage_starts: placement.boundaries(),
     })
 }
 

@@ -30,7 +30,7 @@ use super::samples::answer_sample_prompts;
 use super::state::{DataOrder, TrainerState};
 use anneal_model::backend::compute_dtype;
 use anneal_model::chat::ModelTokenizer;
-use anneal_model::llm::{CausalLm, load_model};
+use anneal_model::llm::{CausalLm, load_model_placed};
 use anneal_model::lora::LoraSettings;
 
 /// How a run ended.
@@ -44,11 +44,14 @@ pub enum RunOutcome {
     Stopped { checkpoint: String, step: u64 },
 }
 
-/// Trains on backend `B` and reports to `sinks` as it goes.
+/// Trains on backend `B` and reports to `sinks` as it goes. The model's decoder
+/// layers are split over `devices` in consecutive runs (one device: all there;
+/// see `anneal_model::llm::placement`); batches, the loss and the embeddings live
+/// on the first.
 pub fn run_training<B: AutodiffBackend>(
     inputs: RunInputs,
     sinks: Vec<Box<dyn EventSink>>,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<RunOutcome, TrainError> {
     // LoRA freezes the base: it stays in the backend's dtype (bf16 on CUDA). Full
     // training changes every weight: f32, the master copy, on every backend.
@@ -56,18 +59,18 @@ pub fn run_training<B: AutodiffBackend>(
         TrainingType::Lora => compute_dtype::<B>(),
         TrainingType::Full => DType::F32,
     };
-    let (config, base) = load_model::<B>(&inputs.base_model.dir, device, dtype)?;
+    let (config, base) = load_model_placed::<B>(&inputs.base_model.dir, devices, dtype)?;
     let tokenizer = ModelTokenizer::from_model_dir(&inputs.base_model.dir, &config.architecture)?;
     let settings = &inputs.settings;
     match settings.method {
         TrainingMethod::Sft => {
             let sft = Sft::new(&settings.hyperparameters);
-            run_objective(sft, &inputs, base, &tokenizer, sinks, device)
+            run_objective(sft, &inputs, base, &tokenizer, sinks, devices)
         }
         TrainingMethod::Dpo => {
             // The reference is the untrained model: taken before a resume replaces it.
             let dpo = Dpo::new(&settings.hyperparameters, settings.training, &base);
-            run_objective(dpo, &inputs, base, &tokenizer, sinks, device)
+            run_objective(dpo, &inputs, base, &tokenizer, sinks, devices)
         }
     }
 }
@@ -79,8 +82,9 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
     base: CausalLm<B>,
     tokenizer: &ModelTokenizer,
     sinks: Vec<Box<dyn EventSink>>,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<RunOutcome, TrainError> {
+    let device = &devices[0];
     let h = &inputs.settings.hyperparameters;
     let max_tokens = h.max_tokens as usize;
     let data = TrainingData::prepare(&inputs.data, h.seed, |bytes| {
@@ -91,7 +95,7 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
     let lora = LoraSettings::from(h);
 
     let start = Start::find(inputs, &order)?;
-    let mut training = start.training(base, inputs, &order, &lora, device)?;
+    let mut training = start.training(base, inputs, &order, &lora, devices)?;
     let mut run = Run {
         objective: &objective,
         data: &data,
@@ -107,6 +111,7 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
         device,
     };
     run.announce(&start);
+    run.report_placement(&training.model);
     if matches!(start, Start::Fresh) {
         run.report_base_model(&training.model);
     }

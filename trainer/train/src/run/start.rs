@@ -63,13 +63,13 @@ impl Start {
         inputs: &RunInputs,
         order: &DataOrder,
         lora: &LoraSettings,
-        device: &B::Device,
+        devices: &[B::Device],
     ) -> Result<Training<B>, TrainError> {
         let settings = &inputs.settings;
         let h = &settings.hyperparameters;
         let Start::Resume(point) = self else {
             let model = match settings.training {
-                TrainingType::Lora => attach(base, lora, device),
+                TrainingType::Lora => attach(base, lora),
                 // Every weight keeps its gradient: loaded parameters require one.
                 TrainingType::Full => base,
             };
@@ -79,8 +79,14 @@ impl Start {
                 state: first_state(inputs, order),
             });
         };
-        let (model, optimizer) =
-            restore_training(base, point, settings.training, lora, h.weight_decay, device)?;
+        let (model, optimizer) = restore_training(
+            base,
+            point,
+            settings.training,
+            lora,
+            h.weight_decay,
+            devices,
+        )?;
         Ok(Training {
             model,
             optimizer,
@@ -161,6 +167,34 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
                 ),
             });
         }
+    }
+
+    /// Where the decoder layers are, when they are placed on several devices.
+    pub(super) fn report_placement(&mut self, model: &CausalLm<B>) {
+        if !model.is_placed() {
+            return;
+        }
+        let mut starts = vec![0];
+        starts.extend(&model.stage_starts);
+        starts.push(model.layers.len());
+        let runs: Vec<String> = starts
+            .windows(2)
+            .map(|run| {
+                let layers = match run[1] - run[0] {
+                    1 => format!("layer {}", run[0]),
+                    _ => format!("layers {}-{}", run[0], run[1] - 1),
+                };
+                format!("{layers} on {:?}", model.layers[run[0]].device())
+            })
+            .collect();
+        self.events.emit(EventBody::Log {
+            level: LogLevel::Info,
+            message: format!(
+                "decoder layers placed across {} devices: {}",
+                runs.len(),
+                runs.join(", ")
+            ),
+        });
     }
 
     /// The untrained model's validation scores and answers: what the checkpoints
