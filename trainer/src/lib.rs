@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod doctor_command;
 pub mod fetch_command;
 pub mod generate_command;
+pub mod memory_arg;
 pub mod next_steps;
 pub mod plan_command;
 pub mod serve_command;

@@ -9,6 +9,11 @@
 //!
 //! In a pod every event is also posted to the operator (`--report-url`); how that
 //! went never changes the exit code.
+//!
+//! The micro-batch is the job's when it sets `gradientAccumulation`, else the memory
+//! plan's for the device (`--gpu-memory`, which a pod gets from the operator, or what
+//! the GPU reports; `--cpu-memory` or MemAvailable on the CPU): a job that does not fit
+//! fails with exit code 2 before its model is loaded.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,9 +24,11 @@ use std::time::Duration;
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::{JobResult, TrainingType};
 use anneal_crds::manifest::{ManifestError, parse_finetunejob};
+use anneal_crds::memory_plan::ByteSize;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::device_arg::DeviceArg;
+use crate::memory_arg::memory_size;
 use crate::next_steps::{Trained, next_steps, resume_command};
 use crate::train_progress::{JsonLines, ProgressDisplay};
 use anneal_crds::storage::{Storage, StorageError};
@@ -29,6 +36,7 @@ use anneal_model::backend::BackendError;
 use anneal_sources::local_paths::resolve_file_uri;
 use anneal_sources::{FolderSource, SourceError, fetch_file, make_local};
 use anneal_train::TrainError;
+use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
 use anneal_train::event_report::{ReportConfig, Reporter};
 use anneal_train::run::{
@@ -62,6 +70,15 @@ pub struct TrainArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceArg,
+    /// Memory of the GPU (CUDA), as `trainer plan` takes it: the memory plan runs the
+    /// largest micro-batch that fits, unless the job sets gradientAccumulation. Default:
+    /// what the GPU reports (a trainer pod gets the operator's gpuMemory).
+    #[arg(long, env = "ANNEAL_GPU_MEMORY", value_parser = memory_size)]
+    pub gpu_memory: Option<ByteSize>,
+    /// RAM for the CPU backend, as --gpu-memory is for a GPU. Default: the host's
+    /// MemAvailable.
+    #[arg(long, value_parser = memory_size)]
+    pub cpu_memory: Option<ByteSize>,
     /// Local scratch space (fetched model, staging). Default: a temporary folder.
     #[arg(long, env = "ANNEAL_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
@@ -253,6 +270,10 @@ fn prepare_run(
         location: RunLocation {
             output,
             work_dir: work_dir.to_path_buf(),
+        },
+        memory: GivenMemory {
+            gpu: args.gpu_memory,
+            cpu: args.cpu_memory,
         },
         resume,
         stop: stop_on_signals(),

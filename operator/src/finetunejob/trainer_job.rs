@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use anneal_crds::FineTuneJob;
+use anneal_crds::memory_plan::{ByteSize, GIB};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -231,6 +232,12 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
             &format!("{JOB_FILES_DIR}/{TOKEN_KEY}"),
         ),
     ];
+    if resources.gpus > 0 {
+        // The GPU the Validating verdict planned for: the trainer plans its
+        // micro-batch for the same memory.
+        let memory = exact_size(config.gpu_memory);
+        env.push(crate::shared::pod_parts::env("ANNEAL_GPU_MEMORY", &memory));
+    }
     env.sort_by(|a, b| a.name.cmp(&b.name));
     let env_from = credentials_env(credentials_secret(job, config).as_deref());
 
@@ -344,6 +351,16 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
         }),
         status: None,
     })
+}
+
+/// `size` as the trainer reads it back to the byte: `80GiB`, else a count of bytes
+/// (`ByteSize`'s display rounds to a tenth).
+fn exact_size(size: ByteSize) -> String {
+    if size.bytes().is_multiple_of(GIB) {
+        format!("{}GiB", size.bytes() / GIB)
+    } else {
+        format!("{}B", size.bytes())
+    }
 }
 
 /// Fail at once on a trainer error no retry fixes; do not count evictions and

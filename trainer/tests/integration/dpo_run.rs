@@ -20,6 +20,7 @@ use anneal_model::chat::ModelTokenizer;
 use anneal_model::generate::{SamplingParams, generate};
 use anneal_model::llm::load_model;
 use anneal_model::lora::peft::load_adapter;
+use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
 use anneal_train::run::{
     BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
@@ -121,6 +122,7 @@ fn train(
             output: Storage::open(&format!("file://{}", out.display())).unwrap(),
             work_dir: out.with_extension("work"),
         },
+        memory: GivenMemory::default(),
         resume,
         stop: stop.clone(),
     };

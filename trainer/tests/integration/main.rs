@@ -5,6 +5,7 @@
 
 mod support;
 
+mod accumulation;
 mod chat_reference;
 mod doc_commands;
 mod doctor_cli;

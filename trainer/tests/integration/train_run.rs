@@ -1,6 +1,7 @@
 //! Training runs through the library, on the bundled tiny model and the quick
 //! start's data: a stopped and resumed run ends bit for bit where an
 //! uninterrupted one does (with LoRA dropout, gradient checkpointing on and off), a
+//! run resumed where the memory plan picks another micro-batch keeps its order, a
 //! half-written checkpoint is never resumed from, checkpoints hold what PEFT and a
 //! resume need, the trained adapter reloads, and gradient checkpointing leaves a
 //! run's losses as they are.
@@ -13,6 +14,8 @@ use anneal_crds::FineTuneJob;
 use anneal_crds::events::{EventBody, TrainerEvent};
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::manifest::parse_finetunejob;
+use anneal_crds::memory_plan::plan::peak_bytes;
+use anneal_crds::memory_plan::{ByteSize, DeviceMemory, ModelShape, PlanInputs, plan};
 use anneal_crds::storage::Storage;
 use anneal_model::backend::CpuBackend;
 use anneal_model::chat::ModelTokenizer;
@@ -20,6 +23,7 @@ use anneal_model::generate::{SamplingParams, generate};
 use anneal_model::llm::load_model;
 use anneal_model::lora::merge;
 use anneal_model::lora::peft::load_adapter;
+use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
 use anneal_train::run::{
     BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
@@ -143,6 +147,7 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
             output: Storage::open(&format!("file://{}", output.display())).unwrap(),
             work_dir: work.to_path_buf(),
         },
+        memory: GivenMemory::default(),
         resume,
         stop: Arc::new(AtomicBool::new(false)),
     }
@@ -220,6 +225,17 @@ fn a_stopped_and_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
     assert_eq!(state.step, 10);
     assert!(state.hyperparameters.gradient_checkpointing);
     assert_eq!(result.model_id, "ft:anneal-tiny:small:ckpt-10");
+    assert_eq!(
+        micro_batch_line(&straight_events).as_deref(),
+        Some("micro-batch 2 x 2 accumulation (set by gradientAccumulation)")
+    );
+    assert_eq!(
+        (
+            state.data.micro_batch_size,
+            state.data.gradient_accumulation
+        ),
+        (2, 2)
+    );
 
     let b = dir.path().join("b");
     let (stopped, _) = train(inputs(&job, &b, &dir.path().join("wb"), false), Some(3));
@@ -332,6 +348,95 @@ fn without_gradient_checkpointing_a_run_with_dropout_resumes_bit_for_bit() {
     let (recomputed, kept) = (losses(&recomputed), losses(&straight));
     assert_eq!(recomputed[0], kept[0]);
     assert_ne!(recomputed[1..], kept[1..]);
+}
+
+/// The run's line saying its micro-batch and why.
+fn micro_batch_line(events: &[TrainerEvent]) -> Option<String> {
+    events.iter().find_map(|e| match &e.body {
+        EventBody::Log { message, .. } if message.starts_with("micro-batch ") => {
+            Some(message.clone())
+        }
+        _ => None,
+    })
+}
+
+/// The memory plan of `job` on a CPU with `memory`.
+fn plan_inputs(job: &FineTuneJob, memory: ByteSize) -> PlanInputs {
+    let text = std::fs::read_to_string(tiny_model().join("config.json")).unwrap();
+    let shape = ModelShape::from_config_json(&text).unwrap();
+    PlanInputs::for_job(&job.spec, shape, DeviceMemory::cpu(memory))
+}
+
+#[test]
+fn a_run_resumed_where_the_plan_picks_another_micro_batch_keeps_its_order() {
+    let _generator = crate::support::generator_turn();
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let layers = Layers {
+        dropout: 0.0,
+        gradient_checkpointing: None,
+    };
+    let mut job = small_job_of("lora", 0.003, layers, "");
+    job.spec.hyperparameters.gradient_accumulation = None;
+    // Exactly what a step of 4 at once needs, and what 1 sample at a time needs.
+    let roomy = ByteSize(peak_bytes(&plan_inputs(&job, ByteSize(0)), 4));
+    let tight = ByteSize(peak_bytes(&plan_inputs(&job, ByteSize(0)), 1));
+    let run = |(name, work): (&str, &str), resume, memory, stop_at| {
+        let (out, work) = (dir.path().join(name), dir.path().join(work));
+        let mut inputs = inputs(&job, &out, &work, resume);
+        inputs.memory.cpu = Some(memory);
+        train(inputs, stop_at)
+    };
+    let (straight, straight_events) = run(("a", "wa"), false, roomy, None);
+    assert_eq!(
+        micro_batch_line(&straight_events),
+        Some(format!(
+            "micro-batch 4 x 1 accumulation (plan: {roomy} of {roomy} CPU, memory from --cpu-memory)"
+        ))
+    );
+
+    let (stopped, _) = run(("b", "wb"), false, roomy, Some(3));
+    assert!(
+        matches!(stopped, RunOutcome::Stopped { step: 3, .. }),
+        "{stopped:?}"
+    );
+    let checkpoint = TrainerState::from_json(
+        &String::from_utf8(read(
+            dir.path().join("b/checkpoints/ckpt-3/trainer_state.json"),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(checkpoint.data.micro_batch_size, 4);
+    // Resumed on a device where only one sample fits: not refused, the same order.
+    let (resumed, resumed_events) = run(("b", "wc"), true, tight, None);
+    assert_eq!(
+        micro_batch_line(&resumed_events),
+        Some(format!(
+            "micro-batch 1 x 4 accumulation (plan: {tight} of {tight} CPU, memory from --cpu-memory)"
+        ))
+    );
+    let RunOutcome::Finished { state, .. } = &resumed else {
+        panic!("{resumed:?}")
+    };
+    let planned = plan(&plan_inputs(&job, tight)).unwrap();
+    assert_eq!(state.data.micro_batch_size as u64, planned.micro_batch);
+    assert_eq!(
+        (
+            state.data.micro_batch_size,
+            state.data.gradient_accumulation
+        ),
+        (1, 4)
+    );
+    // Every step saw the samples of the uninterrupted run's step: the same losses, to
+    // the rounding of summing four micro-batches instead of one.
+    let (straight, resumed) = (losses(&straight), losses(&resumed));
+    assert_eq!(resumed.len(), 10);
+    assert_eq!(straight[..3], resumed[..3], "the steps before the stop");
+    for (step, (one, four)) in resumed.iter().zip(&straight).enumerate() {
+        let gap = (one - four).abs() / four.abs();
+        assert!(gap <= 1e-5, "step {}: {one} vs {four}", step + 1);
+    }
 }
 
 #[test]

@@ -200,6 +200,25 @@ fn defaults_come_from_the_operator_and_no_queue_means_not_suspended() {
 }
 
 #[test]
+fn a_gpu_trainer_gets_the_operators_gpu_memory_for_its_micro_batch() {
+    let gpu_memory = |job: &str, memory: &str| {
+        let config = OperatorConfig {
+            gpu_memory: memory.parse().unwrap(),
+            ..config()
+        };
+        let planned = plan_trainer_job(&job_from(job), &config).unwrap();
+        env_value(&planned, "ANNEAL_GPU_MEMORY").map(str::to_owned)
+    };
+    assert_eq!(gpu_memory(MINIMAL, "80GiB").as_deref(), Some("80GiB"));
+    assert_eq!(gpu_memory(FULL, "141GiB").as_deref(), Some("141GiB"));
+    // Not a whole GiB: bytes, which the trainer reads back exactly.
+    assert_eq!(gpu_memory(MINIMAL, "80GB").as_deref(), Some("80000000000B"));
+    // The CPU backend plans with its own memory.
+    let cpu_job = format!("{MINIMAL}  resources: {{gpus: 0}}\n");
+    assert_eq!(gpu_memory(&cpu_job, "80GiB"), None);
+}
+
+#[test]
 fn the_pod_is_locked_down_and_fails_fast_on_trainer_errors() {
     let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
     let spec = planned.spec.as_ref().unwrap();

@@ -9,6 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::{Run, RunInputs, RunLocation};
 use crate::checkpoint::{ResumePoint, fetch_newest_checkpoint, restore_training};
 use crate::event_log::{EVENTS_FILE, EventLog, EventSink};
+use crate::micro_batch::MicroBatch;
 use crate::objective::Objective;
 use crate::optimizer::{SftOptimizer, adamw};
 use crate::state::{DataOrder, RngState, STATE_FORMAT, TrainerState};
@@ -87,10 +88,14 @@ impl Start {
             h.weight_decay,
             devices,
         )?;
+        // The same order, perhaps split into other micro-batches on this device: the
+        // next checkpoint says how this session ran.
+        let mut state = point.state.clone();
+        state.data = order.clone();
         Ok(Training {
             model,
             optimizer,
-            state: point.state.clone(),
+            state,
         })
     }
 
@@ -133,9 +138,9 @@ fn first_state(inputs: &RunInputs, order: &DataOrder) -> TrainerState {
 }
 
 impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
-    /// The running phase (what the run trains on, or where it resumed) and the
-    /// samples the data left out.
-    pub(super) fn announce(&mut self, start: &Start) {
+    /// The running phase (what the run trains on, or where it resumed), the
+    /// micro-batch it runs and why, and the samples the data left out.
+    pub(super) fn announce(&mut self, start: &Start, micro_batch: &MicroBatch) {
         let total_steps = self.total_steps;
         let message = match start {
             Start::Resume(point) => format!(
@@ -154,6 +159,10 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             phase: JobPhase::Running,
             message: Some(message),
             result: None,
+        });
+        self.events.emit(EventBody::Log {
+            level: LogLevel::Info,
+            message: micro_batch.to_string(),
         });
         let data = self.data;
         if data.dropped_too_long + data.dropped_untrainable > 0 {
