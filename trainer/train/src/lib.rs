@@ -23,6 +23,7 @@ pub mod micro_batch;
 pub mod objective;
 pub mod optimizer;
 pub mod optimizer_state;
+pub mod readback;
 pub mod run;
 pub mod samples;
 pub mod schedule;
