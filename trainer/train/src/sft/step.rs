@@ -41,7 +41,7 @@ pub fn sft_step<B: AutodiffBackend>(
     let total_tokens: usize = micro_batches.iter().map(|b| b.trained_tokens).sum();
     let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
     // `[1]` sums on the device, read with the gradient norm once the step is done.
-    let mut sums: Option<(Tensor<B::InnerBackend, 1>, Tensor<B::InnerBackend, 1>)> = None;
+    let mut sums: Option<[Tensor<B::InnerBackend, 1>; 2]> = None;
     for batch in micro_batches {
         let inputs = batch.inputs.clone(); // [rows, len]
         let activations = settings.activations;
@@ -55,15 +55,15 @@ pub fn sft_step<B: AutodiffBackend>(
             });
         let (nll, correct) = (nll.inner(), correct.inner());
         sums = Some(match sums {
-            None => (nll, correct),
-            Some((nll_sum, correct_sum)) => (nll_sum + nll, correct_sum + correct),
+            None => [nll, correct],
+            Some([nll_sum, correct_sum]) => [nll_sum + nll, correct_sum + correct],
         });
     }
     let mut grads = accumulator.grads();
     let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
     model = optimizer.step(settings.learning_rate, model, grads);
     let mut readback = Readback::default();
-    let kept_sums = sums.map(|(nll, correct)| (readback.keep(nll), readback.keep(correct)));
+    let kept_sums = sums.map(|[nll, correct]| (readback.keep(nll), readback.keep(correct)));
     let kept_norm = grad_norm.map(|norm| readback.keep(norm));
     let values = readback.read();
     let (nll_sum, correct_sum) = kept_sums.map_or((0.0, 0.0), |(nll, correct)| {
