@@ -6,7 +6,8 @@
 //! on every core for a large tensor. The backend takes that buffer as it is (Flex
 //! keeps it; CUDA uploads it, then it is freed), so at no point are there two full
 //! copies of the weights: the peak is the model plus one tensor in transit (and the
-//! pages of the map the kernel has cached, which it may drop). Matrices stay in the
+//! pages of the map the kernel has cached, which it may drop: each tensor's pages
+//! leave the process's resident set once it is converted). Matrices stay in the
 //! checkpoint's `[out, in]` layout; the model uses them through a transposed view
 //! (burn's matmuls take strided operands), so nothing is transposed on the host.
 //! Modules are built from the loaded tensors, never initialised randomly first.
@@ -147,8 +148,32 @@ impl WeightSource for SafetensorsFiles {
             Dtype::F32 => DType::F32,
             other => return Err(err(TensorError::Dtype(other))),
         };
-        Ok(convert(view.data(), stored, dtype(stored), shape.to_vec()))
+        let data = convert(view.data(), stored, dtype(stored), shape.to_vec());
+        release_pages(map, view.data());
+        Ok(data)
     }
+}
+
+/// Drops the map's pages of `bytes` (a tensor just converted) from this process's
+/// resident set. The file's pages stay in the kernel's page cache, which a later read
+/// maps again, but they no longer count against the process (or its cgroup's RSS):
+/// without this the peak of a load is the model plus the whole checkpoint, 1.9 + 0.9
+/// GiB for a 0.5B model loaded in f32 from bf16, where it is now the model plus one
+/// tensor.
+fn release_pages(map: &Mmap, bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
+        // SAFETY: the map is a read-only file mapping that nothing writes; after
+        // MADV_DONTNEED a read of these pages faults the same bytes in from the file, so
+        // no reference into the map (this tensor's view included) can see other data.
+        // Failing to advise only leaves the pages resident.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
+        };
+    }
+    #[cfg(not(unix))]
+    let _ = (map, bytes);
 }
 
 /// Little-endian `bytes` of `from` elements as a tensor of `to` elements: the one
