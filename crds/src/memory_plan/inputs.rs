@@ -165,9 +165,15 @@ impl PlanInputs {
             },
             TrainingType::Full => TrainedWeights::Full,
         };
+        // Full training holds every weight in f32 on every device: the master copy the
+        // optimizer updates, which the trainer also computes with (no bf16 copy).
+        let base_dtype = match training {
+            TrainingType::Lora => device.kind.base_dtype(),
+            TrainingType::Full => WeightDtype::F32,
+        };
         PlanInputs {
             shape,
-            base_dtype: device.kind.base_dtype(),
+            base_dtype,
             trained,
             sequences_per_sample: match method {
                 TrainingMethod::Sft => 1,

@@ -191,6 +191,30 @@ fn a_too_long_max_tokens_is_told_the_longest_that_fits() {
     );
 }
 
+/// What the trainer holds in full training: f32 weights (the master copy it also
+/// computes with), their gradients and two moments, 16 bytes a parameter on a GPU as
+/// on the CPU.
+#[test]
+fn a_full_training_job_holds_sixteen_bytes_a_parameter_on_every_device() {
+    let spec: crate::FineTuneJobSpec = serde_json::from_value(serde_json::json!({
+        "training": "full",
+        "baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct", "source": "s3://m/q"},
+        "dataset": {"train": "s3://d/t.jsonl"},
+    }))
+    .unwrap();
+    let shape = known_shape("Qwen/Qwen2.5-7B-Instruct").unwrap();
+    for device in [one_gpu(1000), DeviceMemory::cpu(ByteSize::gib(1000))] {
+        let inputs = PlanInputs::for_job(&spec, shape, device);
+        assert_eq!(inputs.base_dtype, WeightDtype::F32);
+        let plan = plan(&inputs).unwrap();
+        assert_eq!(
+            plan.base_weights.bytes() + plan.trainable_state.bytes(),
+            16 * shape.params(),
+            "{device}"
+        );
+    }
+}
+
 #[test]
 fn full_training_adds_an_f32_master_copy_to_a_bf16_base() {
     let lora = seven_b_lora(1024, 1, one_gpu(1000));
