@@ -24,6 +24,7 @@ pub mod objective;
 pub mod optimizer;
 pub mod optimizer_state;
 pub mod readback;
+pub mod row_softmax;
 pub mod run;
 pub mod samples;
 pub mod schedule;

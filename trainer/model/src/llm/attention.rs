@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 use super::precision::{cast, in_f32};
 use super::projection::Projection;
 use super::rope::RopeTables;
+use super::softmax::row_softmax;
 
 /// Keys and values of the positions seen so far, per layer: `[batch, kv_heads, seq, head_dim]`,
 /// stored after RoPE and before the heads are repeated, so a cache is `kv_heads / heads` the size.
@@ -89,7 +90,7 @@ impl<B: Backend> Attention<B> {
                     None => scores.reshape([batch * h * rows, seen]),
                 };
                 let weights =
-                    cast(softmax(scores, 1), dtype).reshape([batch, kv, groups, rows, seen]);
+                    cast(row_softmax(scores), dtype).reshape([batch, kv, groups, rows, seen]);
                 weights.matmul(v_all.clone().narrow(3, 0, seen)) // [b, kv, groups, rows, d]
             })
             .collect();

@@ -10,6 +10,7 @@ pub mod projection;
 pub mod recompute;
 pub mod rope;
 pub mod save;
+pub mod softmax;
 pub mod transformer;
 pub mod weights;
 
