@@ -7,6 +7,10 @@
 //! 2 a failure that will not (manifest, dataset, model, incompatible resume);
 //! 143 stopped by SIGTERM or Ctrl-C after a checkpoint (`--resume` continues).
 //!
+//! On CUDA it first checks the GPU and points the kernel caches at `--kernel-cache`
+//! (`gpu_start`): a GPU that fails exits 1 before the manifest is read (2 when this
+//! build has no CUDA).
+//!
 //! In a pod every event is also posted to the operator (`--report-url`); how that
 //! went never changes the exit code.
 //!
@@ -28,6 +32,7 @@ use anneal_crds::memory_plan::ByteSize;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::device_arg::DeviceArg;
+use crate::gpu_start::{GpuStartArgs, GpuStartError, prepare};
 use crate::memory_arg::memory_size;
 use crate::next_steps::{Trained, next_steps, resume_command};
 use crate::train_progress::{JsonLines, ProgressDisplay};
@@ -92,6 +97,8 @@ pub struct TrainArgs {
     /// At the end, how long to wait for events not yet delivered to --report-url.
     #[arg(long, env = "ANNEAL_REPORT_FLUSH_SECONDS", default_value_t = 10)]
     pub report_flush_seconds: u64,
+    #[command(flatten)]
+    pub gpu_start: GpuStartArgs,
 }
 
 /// Why `trainer train` failed; [`Failure::exit_code`] says whether a retry may pass.
@@ -120,6 +127,8 @@ enum Failure {
     },
     #[error("creating a work folder: {0}")]
     TempWorkDir(#[source] std::io::Error),
+    #[error(transparent)]
+    GpuStart(#[from] GpuStartError),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
@@ -151,6 +160,7 @@ impl Failure {
                 TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_),
             ) => 1,
             Failure::Source { source } if source.may_pass_on_retry() => 1,
+            Failure::GpuStart(error) if error.may_pass_on_retry() => 1,
             _ => 2,
         }
     }
@@ -167,6 +177,7 @@ pub fn run(args: TrainArgs) -> ExitCode {
 }
 
 fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
+    prepare("train", args.device.into(), &args.gpu_start)?;
     let (job, manifest_dir) = read_manifest(&args.manifest)?;
     let work = WorkDir::new(args.work_dir.clone())?;
     let inputs = prepare_run(&args, &job, &manifest_dir, work.path())?;

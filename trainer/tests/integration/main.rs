@@ -12,6 +12,7 @@ mod doctor_cli;
 mod dpo_run;
 mod dpo_step;
 mod generate_cli;
+mod gpu_start_cli;
 mod layer_placement;
 mod lora_adapter;
 mod model_loading;
