@@ -40,8 +40,12 @@ pub struct Metrics {
     pub job_progress: GaugeVec,
     /// `anneal_report_events_total{type}`: trainer events accepted (repeats excluded).
     pub report_events: IntCounterVec,
-    /// `anneal_report_rejected_total{reason}`: posts refused (`unauthorized`, `malformed`, `unknown_job`).
+    /// `anneal_report_rejected_total{reason}`: posts refused whole (`unauthorized`,
+    /// `too_many_refusals`, `rate_limited`, `too_large`, `busy`, `malformed`).
     pub report_rejected: IntCounterVec,
+    /// `anneal_report_events_refused_total{reason}`: events of accepted posts that broke
+    /// a rule (`seq_jump`, `uri_outside_run`, `bad_value`) and were not folded.
+    pub report_events_refused: IntCounterVec,
     /// `anneal_status_patches_total{result}`: coalesced status patches written (`ok`, `error`).
     pub status_patches: IntCounterVec,
 }
@@ -145,6 +149,14 @@ impl Metrics {
                 &["reason"],
             )
             .unwrap(),
+            report_events_refused: IntCounterVec::new(
+                Opts::new(
+                    "anneal_report_events_refused_total",
+                    "Trainer events refused by the report rules, by reason",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
             status_patches: IntCounterVec::new(
                 Opts::new(
                     "anneal_status_patches_total",
@@ -168,6 +180,7 @@ impl Metrics {
             Box::new(metrics.job_progress.clone()),
             Box::new(metrics.report_events.clone()),
             Box::new(metrics.report_rejected.clone()),
+            Box::new(metrics.report_events_refused.clone()),
             Box::new(metrics.status_patches.clone()),
         ] {
             metrics

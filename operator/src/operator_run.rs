@@ -89,7 +89,9 @@ pub async fn run_operator(
     let report_app = report_router(reports.clone());
     let report_shutdown = shutdown.clone();
     tokio::spawn(async move {
-        let served = axum::serve(report_listener, report_app)
+        // Each connection's address, for the per-source limit on refused posts.
+        let app = report_app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(report_listener, app)
             .with_graceful_shutdown(wait_for(report_shutdown))
             .await;
         if let Err(error) = served {

@@ -21,6 +21,14 @@ async fn events_for(world: &World, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The job's report token, as `kubectl get secret NAME-trainer -o jsonpath={.data.token}`
+/// gives it.
+async fn report_token(world: &World, name: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(world.client(), NAMESPACE);
+    let secret = secrets.get(&format!("{name}-trainer")).await.unwrap();
+    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_trains_to_succeeded_with_progress_metrics_checkpoints_and_a_model_id() {
     let world = World::start(&quickstart_lines(24)).await;
@@ -34,16 +42,21 @@ async fn a_job_trains_to_succeeded_with_progress_metrics_checkpoints_and_a_model
         })
         .await;
     assert!(running.status.unwrap().start_time.is_some());
-    // The trainer's log lines are readable through the operator while it trains.
-    let logs = reqwest::get(format!(
-        "{}/v1/jobs/{NAMESPACE}/story/logs",
-        operator.report_url
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    // The trainer's log lines are readable through the operator while it trains, with
+    // the job's report token, as whoever may read the job's Secret reads it.
+    let logs_url = format!("{}/v1/jobs/{NAMESPACE}/story/logs", operator.report_url);
+    let anonymous = reqwest::get(&logs_url).await.unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let token = report_token(&world, "story").await;
+    let logs = reqwest::Client::new()
+        .get(&logs_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(logs.contains("step"), "{logs}");
 
     let done = world
@@ -303,6 +316,7 @@ async fn suspend_removes_the_pod_and_resume_continues_from_the_checkpoint() {
     let operator = world.start_operator(None).await;
     world.apply(&job_yaml("pause", 2, 2, "")).await;
     first_checkpoint(&world, "pause").await;
+    let first_token = report_token(&world, "pause").await;
     let api: Api<anneal_crds::FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
     let suspend = |on: bool| serde_json::json!({"spec": {"suspend": on}});
     api.patch(
@@ -352,6 +366,25 @@ async fn suspend_removes_the_pod_and_resume_continues_from_the_checkpoint() {
     .await
     .unwrap();
     let status = succeeded(&world, "pause").await;
+    // The resumed trainer Job had a token of its own; neither token posts any more.
+    let last_token = report_token(&world, "pause").await;
+    assert_ne!(
+        first_token, last_token,
+        "a new trainer Job gets a new token"
+    );
+    for token in [&first_token, &last_token] {
+        let answer = reqwest::Client::new()
+            .post(format!(
+                "{}/v1/jobs/{NAMESPACE}/pause/events",
+                operator.report_url
+            ))
+            .bearer_auth(token)
+            .body("[]")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), reqwest::StatusCode::UNAUTHORIZED);
+    }
     let resumed = pod_output(&world, "pause-trainer-1");
     // The stopping trainer may have saved one more checkpoint than status showed then.
     let from: u64 = resumed
@@ -634,6 +667,51 @@ async fn the_memory_plan_refuses_what_cannot_fit_its_gpus_before_any_pod() {
             .iter()
             .any(|(reason, note)| reason == "Failed" && note.starts_with("does not fit one GPU")),
         "{events:?}"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_secret_in_the_way_ends_the_job_and_is_left_as_it_was() {
+    let world = World::start(&quickstart_lines(24)).await;
+    let operator = world.start_operator(None).await;
+    // Someone else's Secret under the name the job's report Secret would have.
+    let secrets: Api<Secret> = Api::namespaced(world.client(), NAMESPACE);
+    let theirs: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "clash-trainer"},
+        "data": {"password": "bm90IHRoZSBvcGVyYXRvcidz"},
+    }))
+    .unwrap();
+    secrets
+        .create(&kube::api::PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let before = secrets.get("clash-trainer").await.unwrap();
+
+    world.apply(&job_yaml("clash", 1, 2, "")).await;
+    let failed = world
+        .wait_for("clash", TRAINING, "Failed", |s| {
+            s.phase == Some(JobPhase::Failed)
+        })
+        .await;
+    let status = failed.status.unwrap();
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap();
+    assert_eq!(condition.reason, "NameConflict");
+    assert!(
+        condition.message.contains("Secret named clash-trainer"),
+        "{}",
+        condition.message
+    );
+    let after = secrets.get("clash-trainer").await.unwrap();
+    assert_eq!(after.data, before.data, "the Secret was not touched");
+    assert!(after.metadata.owner_references.is_none());
+    assert!(
+        trainer_job(&world, "clash").await.is_none(),
+        "no trainer started"
     );
     operator.stop().await;
 }

@@ -25,7 +25,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 const NAMESPACE: &str = "team-a";
-const RUN: &str = "s3://runs/team-a/story/uid-1";
+/// Job `name`'s run folder, as the FineTuneJob controller names it from the job's uid.
+async fn run_of(client: &Client, name: &str) -> String {
+    let api: Api<FineTuneJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let uid = api.get(name).await.unwrap().metadata.uid.unwrap();
+    format!("s3://runs/{NAMESPACE}/{name}/{uid}")
+}
 const WAIT: Duration = Duration::from_secs(20);
 
 fn config() -> OperatorConfig {
@@ -102,20 +107,21 @@ spec:
 }
 
 async fn set_job_status(client: &Client, name: &str, phase: JobPhase, losses: &[f64]) {
+    let run = run_of(client, name).await;
     let checkpoints: Vec<serde_json::Value> = losses
         .iter()
         .enumerate()
         .map(|(i, loss)| {
             let step = (i + 1) * 9;
             json!({"name": format!("ckpt-{step}"), "step": step, "epoch": i + 1,
-                   "uri": format!("{RUN}/checkpoints/ckpt-{step}"), "validLoss": loss})
+                   "uri": format!("{run}/checkpoints/ckpt-{step}"), "validLoss": loss})
         })
         .collect();
     let mut status = json!({"phase": phase, "checkpoints": checkpoints,
                             "message": format!("the job is {phase:?}")});
     if phase == JobPhase::Succeeded {
         let last = losses.len() * 9;
-        status["result"] = json!({"modelId": format!("ft:anneal-tiny:{name}:ckpt-{last}"), "uri": format!("{RUN}/final")});
+        status["result"] = json!({"modelId": format!("ft:anneal-tiny:{name}:ckpt-{last}"), "uri": format!("{run}/final")});
     }
     let api: Api<FineTuneJob> = Api::namespaced(client.clone(), NAMESPACE);
     api.patch_status(
@@ -303,7 +309,10 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
             "--model",
             "s3://models/anneal-tiny",
             "--adapter",
-            &format!("ft:anneal-tiny:story:ckpt-27={RUN}/final"),
+            &format!(
+                "ft:anneal-tiny:story:ckpt-27={}/final",
+                run_of(&client, "story").await
+            ),
             "--served-model-name",
             "anneal-tiny",
             "--host",
@@ -401,7 +410,10 @@ async fn best_serves_the_lowest_validation_loss_and_spec_changes_update_the_depl
     let created = server(&client, "best").await.unwrap();
     assert_eq!(
         flag(&created, "--adapter"),
-        format!("ft:anneal-tiny:story:ckpt-18={RUN}/checkpoints/ckpt-18")
+        format!(
+            "ft:anneal-tiny:story:ckpt-18={}/checkpoints/ckpt-18",
+            run_of(&client, "story").await
+        )
     );
     assert_eq!(created.spec.as_ref().unwrap().replicas, Some(1));
 
@@ -421,7 +433,10 @@ async fn best_serves_the_lowest_validation_loss_and_spec_changes_update_the_depl
     .await;
     assert_eq!(
         flag(&updated, "--adapter"),
-        format!("ft:anneal-tiny:story:ckpt-9={RUN}/checkpoints/ckpt-9")
+        format!(
+            "ft:anneal-tiny:story:ckpt-9={}/checkpoints/ckpt-9",
+            run_of(&client, "story").await
+        )
     );
     assert_eq!(updated.metadata.uid, created.metadata.uid);
     let status = wait_until(&client, "best", "at generation 2", |s| {

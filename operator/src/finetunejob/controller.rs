@@ -36,9 +36,9 @@ use crate::finetunejob::trainer_observation::{
 };
 use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_spec};
 use crate::metrics::Metrics;
-use crate::report::{ReportState, ReportedStatus, fold_events_jsonl};
+use crate::report::{FoldRules, ReportState, ReportTarget, ReportedStatus, fold_events_jsonl};
 use crate::shared::conditions::{self, Desired, set_condition};
-use crate::shared::status_apply::apply_status;
+use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
 
 /// Finalizer that lets the operator stop the trainer and drop its state before the job goes.
 pub const FINALIZER: &str = "anneal.dev/cleanup";
@@ -151,7 +151,9 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
     next.observed_generation = generation;
 
     if matches!(status.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
-        // Finished jobs keep their Job (for `kubectl logs`) and their status as it is.
+        // Finished jobs keep their Job (for `kubectl logs`) and their status as it is;
+        // their trainer's token posts no more.
+        context.reports.close_job(&namespace, &name);
         return Ok(Action::await_change());
     }
 
@@ -213,22 +215,13 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
             &now,
         );
         if !verdict.passed() {
-            for type_ in [conditions::FAILED, conditions::COMPLETE] {
-                set_condition(
-                    &mut next.conditions,
-                    Desired {
-                        type_,
-                        status: type_ == conditions::FAILED,
-                        reason: verdict.reason.as_str(),
-                        message: verdict.message.clone(),
-                    },
-                    generation,
-                    &now,
-                );
-            }
-            next.phase = Some(JobPhase::Failed);
-            next.message = Some(verdict.message.clone());
-            next.completion_time = Some(now.clone());
+            end_failed(
+                &mut next,
+                verdict.reason.as_str(),
+                &verdict.message,
+                generation,
+                &now,
+            );
             write_status(job, &status, &next, context).await?;
             return Ok(Action::await_change());
         }
@@ -238,12 +231,26 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let job_name = trainer_job_name(&name);
     let mut trainer = trainers.get_opt(&job_name).await?;
-    // A Job left from an earlier FineTuneJob of the same name is not ours.
-    if trainer.as_ref().is_some_and(|t| !owned_by(t, job)) {
-        trainer = None;
-    }
     let mut requeue = Duration::from_secs(300);
     let mut waiting_message = None;
+    match trainer.as_ref().map(|found| ownership(found, job)) {
+        Some(Ownership::Other) => {
+            let message = name_conflict("Job", &job_name);
+            end_failed(&mut next, NAME_CONFLICT, &message, generation, &now);
+            write_status(job, &status, &next, context).await?;
+            return Ok(Action::await_change());
+        }
+        Some(Ownership::EarlierJob) => {
+            // Its deletion (garbage collection) wakes this job up through the Job watch.
+            trainer = None;
+            waiting_message = Some(format!(
+                "waiting for the Job {job_name} of a deleted FineTuneJob of the same name to go"
+            ));
+            requeue = Duration::from_secs(5);
+        }
+        Some(Ownership::Ours) => readmit_trainer(job, context).await?,
+        None => {}
+    }
 
     if job.spec.suspend {
         if let Some(found) = &trainer
@@ -261,7 +268,7 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
                 )
                 .await?;
         }
-    } else if trainer.is_none() {
+    } else if trainer.is_none() && waiting_message.is_none() {
         let selector = format!("{JOB_LABEL}={name}");
         let still_running = pods
             .list(&ListParams::default().labels(&selector))
@@ -278,7 +285,19 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
             waiting_message = Some("waiting for the previous trainer pod to stop".to_owned());
             requeue = Duration::from_secs(5);
         } else {
-            ensure_report_secret(job, context).await?;
+            match issue_report_token(job, context).await? {
+                TokenIssue::Issued => {}
+                TokenIssue::Waiting(message) => {
+                    next.message = Some(message);
+                    write_status(job, &status, &next, context).await?;
+                    return Ok(Action::requeue(Duration::from_secs(5)));
+                }
+                TokenIssue::Conflict(message) => {
+                    end_failed(&mut next, NAME_CONFLICT, &message, generation, &now);
+                    write_status(job, &status, &next, context).await?;
+                    return Ok(Action::await_change());
+                }
+            }
             let planned = plan_trainer_job(job, &context.config)?;
             match trainers.create(&PostParams::default(), &planned).await {
                 Ok(created) => {
@@ -329,6 +348,7 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
                 warn!(%error, "reading the result from events.jsonl");
             }
         }
+        context.reports.close_job(&namespace, &name);
     }
     next.message = Some(waiting_message.unwrap_or(plan.message));
     next.phase = Some(plan.phase);
@@ -380,34 +400,127 @@ async fn cleanup(job: &FineTuneJob, context: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// Creates the job's report Secret unless it exists; an existing token is never
-/// rotated (a running trainer holds it).
-async fn ensure_report_secret(job: &FineTuneJob, context: &Context) -> Result<()> {
+/// Reason of a job ended because an object in its way is not its own.
+const NAME_CONFLICT: &str = "NameConflict";
+
+fn name_conflict(kind: &str, name: &str) -> String {
+    format!(
+        "a {kind} named {name} already exists and does not belong to this FineTuneJob; delete it or rename the FineTuneJob"
+    )
+}
+
+/// What became of the token for a trainer Job about to be created.
+enum TokenIssue {
+    /// The job's Secret holds a new token and the report endpoint takes it.
+    Issued,
+    /// The Secret of a deleted job of the same name is still there.
+    Waiting(String),
+    /// A Secret of that name belongs to something else: it is never touched.
+    Conflict(String),
+}
+
+/// Gives the trainer Job about to be created a token of its own: the job's Secret is
+/// written with a new one (created, or replaced when it is this job's) and the report
+/// endpoint admits the job with it, so the previous trainer's token stops working.
+async fn issue_report_token(job: &FineTuneJob, context: &Context) -> Result<TokenIssue> {
     let namespace = job.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let name = trainer_secret_name(&job.name_any());
     if let Some(existing) = secrets.get_opt(&name).await? {
-        if owned_by(&existing, job)
-            && existing
-                .data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(TOKEN_KEY))
-        {
-            return Ok(());
+        match ownership(&existing, job) {
+            Ownership::Ours => {}
+            Ownership::EarlierJob => {
+                return Ok(TokenIssue::Waiting(format!(
+                    "waiting for the Secret {name} of a deleted FineTuneJob of the same name to go"
+                )));
+            }
+            Ownership::Other => return Ok(TokenIssue::Conflict(name_conflict("Secret", &name))),
         }
-        // A Secret left from an earlier job of the same name: replace it.
-        secrets.delete(&name, &DeleteParams::default()).await?;
     }
     let token: String = rand::random::<[u8; 32]>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     let secret = plan_trainer_secret(job, &token)?;
-    match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+    secrets
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    admit(job, context, token)?;
+    Ok(TokenIssue::Issued)
+}
+
+/// After an operator restart, the running trainer's token is read back from the job's
+/// Secret once, so its posts are taken again.
+async fn readmit_trainer(job: &FineTuneJob, context: &Context) -> Result<()> {
+    let namespace = job.namespace().unwrap_or_default();
+    if context
+        .reports
+        .is_admitted(&namespace, &job.name_any(), &job.uid().unwrap_or_default())
+    {
+        return Ok(());
     }
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let Some(secret) = secrets
+        .get_opt(&trainer_secret_name(&job.name_any()))
+        .await?
+    else {
+        return Ok(());
+    };
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(TOKEN_KEY))
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned());
+    if let (Ownership::Ours, Some(token)) = (ownership(&secret, job), token) {
+        admit(job, context, token)?;
+    }
+    Ok(())
+}
+
+fn admit(job: &FineTuneJob, context: &Context, token: String) -> Result<()> {
+    let target = ReportTarget {
+        uid: job.uid().unwrap_or_default(),
+        token,
+        run_prefix: run_uri(job, &context.config)?,
+        reported: ReportedStatus::from_status(&job.status.clone().unwrap_or_default()),
+    };
+    context.reports.admit_job(
+        &job.namespace().unwrap_or_default(),
+        &job.name_any(),
+        target,
+    );
+    Ok(())
+}
+
+/// Marks the job failed and complete with `reason`: a verdict of Validating, or an
+/// object in its way.
+fn end_failed(
+    next: &mut FineTuneJobStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    for type_ in [conditions::FAILED, conditions::COMPLETE] {
+        set_condition(
+            &mut next.conditions,
+            Desired {
+                type_,
+                status: type_ == conditions::FAILED,
+                reason,
+                message: message.to_owned(),
+            },
+            generation,
+            now,
+        );
+    }
+    next.phase = Some(JobPhase::Failed);
+    next.message = Some(message.to_owned());
+    next.completion_time = Some(now.clone());
 }
 
 /// Fills `status.result` from the run's `events.jsonl` when the trainer's last events
@@ -438,7 +551,8 @@ async fn recover_result(job: &FineTuneJob, context: &Context) -> Result<()> {
         return Ok(());
     };
     let mut recovered = known;
-    fold_events_jsonl(&mut recovered, &String::from_utf8_lossy(&text))?;
+    let rules = FoldRules::for_run(&run);
+    fold_events_jsonl(&mut recovered, &String::from_utf8_lossy(&text), &rules)?;
     let api: Api<FineTuneJob> = Api::namespaced(context.client.clone(), &namespace);
     let mut patch = recovered.to_status_patch();
     patch["metadata"] = serde_json::json!({"uid": job.uid()});
@@ -517,6 +631,34 @@ async fn publish(
     };
     if let Err(error) = context.recorder.publish(&event, &job.object_ref(&())).await {
         warn!(%error, reason, "publishing a Kubernetes Event");
+    }
+}
+
+/// Whose an object with one of the job's child names is.
+enum Ownership {
+    /// This job's (by uid).
+    Ours,
+    /// A deleted FineTuneJob's of the same name: the garbage collector removes it.
+    EarlierJob,
+    /// Something else's: never taken over, changed or deleted.
+    Other,
+}
+
+fn ownership<K: Resource>(child: &K, job: &FineTuneJob) -> Ownership {
+    if owned_by(child, job) {
+        return Ownership::Ours;
+    }
+    let name = job.name_any();
+    let earlier = child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.kind == "FineTuneJob" && owner.name == name);
+    if earlier {
+        Ownership::EarlierJob
+    } else {
+        Ownership::Other
     }
 }
 

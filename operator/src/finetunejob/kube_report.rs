@@ -1,15 +1,12 @@
-//! The report endpoint's view of the cluster, over kube: a job's uid, report token and
-//! current status; the merge patch of the report-owned status fields; and milestones
-//! as Kubernetes Events on the job.
+//! What the report endpoint writes to the cluster, over kube: the merge patch of the
+//! report-owned status fields, and milestones as Kubernetes Events on the job.
 
 use anneal_crds::FineTuneJob;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 
-use crate::finetunejob::trainer_job::{TOKEN_KEY, trainer_secret_name};
-use crate::report::{Milestone, ReportCluster, ReportError, ReportTarget, ReportedStatus};
+use crate::report::{Milestone, ReportCluster, ReportError};
 
 #[derive(Clone)]
 pub struct KubeReportCluster {
@@ -24,44 +21,6 @@ impl KubeReportCluster {
 }
 
 impl ReportCluster for KubeReportCluster {
-    async fn report_target(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<ReportTarget>, ReportError> {
-        let jobs: Api<FineTuneJob> = Api::namespaced(self.client.clone(), namespace);
-        let Some(job) = jobs.get_opt(name).await? else {
-            return Ok(None);
-        };
-        let Some(uid) = job.metadata.uid.clone() else {
-            return Ok(None);
-        };
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let Some(secret) = secrets.get_opt(&trainer_secret_name(name)).await? else {
-            return Ok(None);
-        };
-        // A Secret from an earlier job of the same name does not open this one.
-        let owned = secret
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|owner| owner.uid == uid);
-        let token = secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(TOKEN_KEY))
-            .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned());
-        let (true, Some(token)) = (owned, token) else {
-            return Ok(None);
-        };
-        Ok(Some(ReportTarget {
-            uid,
-            token,
-            reported: ReportedStatus::from_status(&job.status.unwrap_or_default()),
-        }))
-    }
-
     async fn patch_reported_status(
         &self,
         namespace: &str,

@@ -8,7 +8,8 @@ use anneal_crds::finetunejob::{CheckpointStatus, JobPhase, TrainingType, fine_tu
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
 use crate::config::OperatorConfig;
-use crate::finetunejob::trainer_job::credentials_secret;
+use crate::finetunejob::trainer_job::{credentials_secret, run_uri};
+use crate::report::FoldRules;
 
 /// A URI the pods read, and where it came from (error messages name it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,6 +240,18 @@ fn from_job(
             }
         },
     };
+    // The status is written from the trainer's events, which are checked the same way;
+    // this guards against a status edited by hand or by an older operator.
+    let inside_run = run_uri(job, config)
+        .is_ok_and(|run| FoldRules::for_run(&run).check_uri("uri", &uri).is_ok());
+    if !inside_run {
+        return Resolution::Failed {
+            reason: "CheckpointOutsideRun",
+            message: format!(
+                "FineTuneJob {job_name} {field} is {uri}, outside the job's own run folder; it is not served"
+            ),
+        };
+    }
     let served_name = deployment
         .spec
         .served_model_name

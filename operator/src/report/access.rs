@@ -1,58 +1,36 @@
-//! Which job a request is about and whether it may touch it: the cached entry when
-//! the token matches, otherwise one look at the cluster (the job may be new, its
-//! token Secret re-created, or the job deleted and re-created under the same name).
+//! Which job a request is about and whether it may touch it, from memory alone: the
+//! controller admitted the job with its token when it started the trainer. An
+//! unknown job and a wrong token get the same answer, so a post cannot tell which
+//! jobs exist, and neither costs a read of the cluster.
 
 use std::sync::Arc;
 
-use super::auth::tokens_match;
 use super::job_reports::{JobKey, JobSlot};
 use super::state::Shared;
-use super::{ReportCluster, ReportError};
 
-pub enum Access {
-    Granted(Arc<JobSlot>),
-    Unauthorized,
-    UnknownJob,
-}
-
-/// Checks a trainer's token. A refused token changes nothing held in memory.
-pub async fn authorize<C: ReportCluster>(
+/// The trainer may post `presented` for the job: its entry, or `None` (unknown job,
+/// wrong token, or a job that has ended).
+pub fn authorize_post<C>(
     shared: &Shared<C>,
     key: &JobKey,
     presented: &str,
-) -> Result<Access, ReportError> {
-    if let Some(slot) = shared.jobs.get(key)
-        && slot.token_matches(presented)
-    {
-        return Ok(Access::Granted(slot));
-    }
-    let Some(target) = shared
-        .cluster
-        .report_target(&key.namespace, &key.name)
-        .await?
-    else {
-        // The job is gone: nothing held for it is of use any more.
-        shared.jobs.remove(key);
-        return Ok(Access::UnknownJob);
-    };
-    if !tokens_match(presented, &target.token) {
-        return Ok(Access::Unauthorized);
-    }
-    Ok(Access::Granted(shared.jobs.install(key, target)))
+) -> Option<Arc<JobSlot>> {
+    shared
+        .jobs
+        .get(key)
+        .filter(|slot| slot.accepts_posts_with(presented))
 }
 
-/// The entry to read logs from, looked up in the cluster when not held yet, so that
-/// a follow started before the trainer's first post waits for its lines.
-pub async fn job_for_logs<C: ReportCluster>(
+/// The job's log may be read with `presented`: the job's current report token, which
+/// whoever may read the job's report Secret can read. It opens the logs after the job
+/// ended too.
+pub fn authorize_logs<C>(
     shared: &Shared<C>,
     key: &JobKey,
-) -> Result<Option<Arc<JobSlot>>, ReportError> {
-    if let Some(slot) = shared.jobs.get(key) {
-        return Ok(Some(slot));
-    }
-    let target = shared
-        .cluster
-        .report_target(&key.namespace, &key.name)
-        .await?;
-    Ok(target.map(|target| shared.jobs.install(key, target)))
+    presented: &str,
+) -> Option<Arc<JobSlot>> {
+    shared
+        .jobs
+        .get(key)
+        .filter(|slot| slot.token_matches(presented))
 }

@@ -4,7 +4,7 @@
 
 use anneal_crds::events::TrainerEvent;
 
-use super::fold::{ReportedStatus, fold_event};
+use super::fold::{FoldRules, ReportedStatus, fold_event};
 
 /// A line of `events.jsonl` that is not an event.
 #[derive(Debug, thiserror::Error)]
@@ -17,11 +17,13 @@ pub struct EventsFileError {
 }
 
 /// Folds every event of `text` into `status` and returns how many were new (not
-/// repeats). Blank lines are skipped. The whole file is parsed before anything is
+/// repeats, not refused by `rules`: the file is the trainer's, as untrusted as its
+/// posts). Blank lines are skipped. The whole file is parsed before anything is
 /// folded, so on error `status` is untouched.
 pub fn fold_events_jsonl(
     status: &mut ReportedStatus,
     text: &str,
+    rules: &FoldRules,
 ) -> Result<usize, EventsFileError> {
     let events = text
         .lines()
@@ -36,7 +38,7 @@ pub fn fold_events_jsonl(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(events
         .iter()
-        .filter(|event| fold_event(status, event).is_applied())
+        .filter(|event| fold_event(status, event, rules).is_applied())
         .count())
 }
 
@@ -56,7 +58,10 @@ mod tests {
     #[test]
     fn a_whole_file_folds_into_the_final_status() {
         let mut status = ReportedStatus::default();
-        assert_eq!(fold_events_jsonl(&mut status, EVENTS).unwrap(), 6);
+        assert_eq!(
+            fold_events_jsonl(&mut status, EVENTS, &FoldRules::for_run("s3://b")).unwrap(),
+            6
+        );
         assert_eq!(status.last_event_seq, Some(6));
         let metrics = status.metrics.as_ref().unwrap();
         assert_eq!(
@@ -68,7 +73,10 @@ mod tests {
 
         // Folding the file again on top of a status that already holds it is harmless.
         let again = status.clone();
-        assert_eq!(fold_events_jsonl(&mut status, EVENTS).unwrap(), 0);
+        assert_eq!(
+            fold_events_jsonl(&mut status, EVENTS, &FoldRules::for_run("s3://b")).unwrap(),
+            0
+        );
         assert_eq!(status, again);
     }
 
@@ -76,7 +84,8 @@ mod tests {
     fn a_bad_line_is_named_and_nothing_is_folded() {
         let text = EVENTS.replace(r#""type":"checkpoint""#, r#""type":"bogus""#);
         let mut status = ReportedStatus::default();
-        let error = fold_events_jsonl(&mut status, &text).unwrap_err();
+        let error =
+            fold_events_jsonl(&mut status, &text, &FoldRules::for_run("s3://b")).unwrap_err();
         assert_eq!(error.line, 5);
         assert!(
             error.to_string().starts_with("events.jsonl line 5: "),

@@ -1,13 +1,12 @@
-//! A [`ReportCluster`] for tests: jobs are set by the test, and every patch and
-//! milestone is recorded with the time it arrived.
+//! A [`ReportCluster`] for tests: every patch and milestone is recorded with the time
+//! it arrived.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use super::{Milestone, ReportCluster, ReportError, ReportTarget, ReportedStatus};
+use super::{Milestone, ReportCluster, ReportError};
 
 #[derive(Clone, Default)]
 pub struct FakeCluster {
@@ -16,28 +15,12 @@ pub struct FakeCluster {
 
 #[derive(Default)]
 struct Inner {
-    targets: Mutex<HashMap<(String, String), ReportTarget>>,
     patches: Mutex<Vec<(Instant, String, serde_json::Value)>>,
     milestones: Mutex<Vec<(String, Milestone)>>,
-    lookups: AtomicUsize,
     fail_patches: AtomicBool,
 }
 
 impl FakeCluster {
-    /// Creates (or re-creates) job `namespace/name`.
-    pub fn set_job(&self, namespace: &str, name: &str, uid: &str, token: &str) {
-        let target = ReportTarget {
-            uid: uid.into(),
-            token: token.into(),
-            reported: ReportedStatus::default(),
-        };
-        self.inner
-            .targets
-            .lock()
-            .unwrap()
-            .insert((namespace.into(), name.into()), target);
-    }
-
     /// Patches written, as (time, "namespace/name", patch).
     pub fn patches(&self) -> Vec<(Instant, String, serde_json::Value)> {
         self.inner.patches.lock().unwrap().clone()
@@ -48,26 +31,12 @@ impl FakeCluster {
         self.inner.milestones.lock().unwrap().clone()
     }
 
-    pub fn lookups(&self) -> usize {
-        self.inner.lookups.load(Ordering::SeqCst)
-    }
-
     pub fn fail_patches(&self, fail: bool) {
         self.inner.fail_patches.store(fail, Ordering::SeqCst);
     }
 }
 
 impl ReportCluster for FakeCluster {
-    async fn report_target(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<ReportTarget>, ReportError> {
-        self.inner.lookups.fetch_add(1, Ordering::SeqCst);
-        let targets = self.inner.targets.lock().unwrap();
-        Ok(targets.get(&(namespace.into(), name.into())).cloned())
-    }
-
     async fn patch_reported_status(
         &self,
         namespace: &str,

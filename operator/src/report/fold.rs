@@ -2,12 +2,21 @@
 //! as a pure function: the report endpoint folds posted events with it, and the
 //! controller folds a stored `events.jsonl` with it after a restart, so both arrive
 //! at the same status from the same events.
+//!
+//! Events come from a pod the job's author controls, so the fold trusts none of them:
+//! a seq may only move forward by a bounded step, every URI must lie in the job's own
+//! run folder, and what the status keeps is bounded (the newest checkpoints and the
+//! best, samples cut to a preview), so the status always fits the API server's limit.
 
 use anneal_crds::FineTuneJobStatus;
 use anneal_crds::events::{EventBody, LogLevel, TrainerEvent};
 use anneal_crds::finetunejob::{CheckpointStatus, JobPhase, JobResult, Metrics, Progress};
 use serde::Serialize;
 
+pub use super::fold_rules::{FoldRules, Refusal};
+use super::fold_rules::{
+    MESSAGE_BYTES_MAX, SAMPLE_BYTES_MAX, SAMPLES_MAX, STATUS_CHECKPOINTS_MAX, cut,
+};
 use super::milestone::Milestone;
 
 /// The report-owned fields of [`FineTuneJobStatus`]; phase, conditions, times and the
@@ -32,6 +41,8 @@ pub enum FoldOutcome {
     /// The event's seq is at or below `last_event_seq`: it was folded before and
     /// nothing changed.
     Repeat,
+    /// The event breaks a rule; nothing changed (its seq is not taken either).
+    Refused(Refusal),
     Applied {
         /// A Kubernetes Event to record, if this event is a milestone.
         milestone: Option<Milestone>,
@@ -46,10 +57,17 @@ impl FoldOutcome {
     }
 }
 
-/// Folds one event into `status`, unless it is a repeat.
-pub fn fold_event(status: &mut ReportedStatus, event: &TrainerEvent) -> FoldOutcome {
+/// Folds one event into `status`, unless it is a repeat or breaks `rules`.
+pub fn fold_event(
+    status: &mut ReportedStatus,
+    event: &TrainerEvent,
+    rules: &FoldRules,
+) -> FoldOutcome {
     if status.last_event_seq.is_some_and(|last| event.seq <= last) {
         return FoldOutcome::Repeat;
+    }
+    if let Err(refusal) = rules.check(status.last_event_seq, event) {
+        return FoldOutcome::Refused(refusal);
     }
     status.last_event_seq = Some(event.seq);
     let mut terminal = false;
@@ -60,7 +78,7 @@ pub fn fold_event(status: &mut ReportedStatus, event: &TrainerEvent) -> FoldOutc
             result,
         } => {
             status.trainer_phase = Some(*phase);
-            status.trainer_message.clone_from(message);
+            status.trainer_message = message.as_deref().map(|m| cut(m, MESSAGE_BYTES_MAX));
             if let Some(result) = result {
                 status.result = Some(result.clone());
             }
@@ -76,8 +94,9 @@ pub fn fold_event(status: &mut ReportedStatus, event: &TrainerEvent) -> FoldOutc
             None
         }
         EventBody::Checkpoint(checkpoint) => {
-            upsert_checkpoint(&mut status.checkpoints, checkpoint);
-            Some(Milestone::checkpoint_saved(checkpoint))
+            let checkpoint = preview(checkpoint);
+            upsert_checkpoint(&mut status.checkpoints, &checkpoint);
+            Some(Milestone::checkpoint_saved(&checkpoint))
         }
         EventBody::Log { level, message } => match level {
             LogLevel::Info => None,
@@ -147,13 +166,59 @@ fn merge_metrics(current: &mut Metrics, update: &Metrics) {
 }
 
 /// Replaces the checkpoint of the same name (a resumed run may save it again) or adds
-/// it, keeping the list in step order.
+/// it, keeping the list in step order and at most [`STATUS_CHECKPOINTS_MAX`] long.
 fn upsert_checkpoint(checkpoints: &mut Vec<CheckpointStatus>, checkpoint: &CheckpointStatus) {
     match checkpoints.iter_mut().find(|c| c.name == checkpoint.name) {
         Some(existing) => *existing = checkpoint.clone(),
         None => checkpoints.push(checkpoint.clone()),
     }
     checkpoints.sort_by(|a, b| a.step.cmp(&b.step).then_with(|| a.name.cmp(&b.name)));
+    keep_newest_and_best(checkpoints);
+}
+
+/// Drops the oldest checkpoints past [`STATUS_CHECKPOINTS_MAX`], except the one with
+/// the lowest validation loss, which `checkpoint: best` serves. The dropped ones stay
+/// in storage.
+fn keep_newest_and_best(checkpoints: &mut Vec<CheckpointStatus>) {
+    if checkpoints.len() <= STATUS_CHECKPOINTS_MAX {
+        return;
+    }
+    let best = best_checkpoint_index(checkpoints);
+    let first_newest = checkpoints.len() - STATUS_CHECKPOINTS_MAX;
+    let mut index = 0;
+    checkpoints.retain(|_| {
+        let keep = index >= first_newest || Some(index) == best;
+        index += 1;
+        keep
+    });
+}
+
+/// The checkpoint with the lowest finite validation loss (the earliest of equals).
+pub fn best_checkpoint_index(checkpoints: &[CheckpointStatus]) -> Option<usize> {
+    checkpoints
+        .iter()
+        .enumerate()
+        .filter_map(|(index, c)| {
+            c.valid_loss
+                .filter(|loss| loss.is_finite())
+                .map(|l| (index, l))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+        .map(|(index, _)| index)
+}
+
+/// The checkpoint as the status shows it: at most [`SAMPLES_MAX`] samples, each cut
+/// to [`SAMPLE_BYTES_MAX`] (the whole answers are in the checkpoint's folder).
+fn preview(checkpoint: &CheckpointStatus) -> CheckpointStatus {
+    CheckpointStatus {
+        samples: checkpoint
+            .samples
+            .iter()
+            .take(SAMPLES_MAX)
+            .map(|sample| cut(sample, SAMPLE_BYTES_MAX))
+            .collect(),
+        ..checkpoint.clone()
+    }
 }
 
 /// The report-owned fields as they appear under `status` (camelCase, absent when unset).
@@ -226,6 +291,10 @@ mod tests {
 
     use super::*;
 
+    fn rules() -> FoldRules {
+        FoldRules::for_run("s3://b")
+    }
+
     fn event(seq: u64, body: EventBody) -> TrainerEvent {
         TrainerEvent {
             seq,
@@ -262,7 +331,7 @@ mod tests {
         let outcomes = bodies
             .into_iter()
             .enumerate()
-            .map(|(i, body)| fold_event(&mut status, &event(i as u64 + 1, body)))
+            .map(|(i, body)| fold_event(&mut status, &event(i as u64 + 1, body), &rules()))
             .collect();
         (status, outcomes)
     }
@@ -271,14 +340,19 @@ mod tests {
     fn repeats_at_or_below_the_last_seq_change_nothing() {
         let mut status = ReportedStatus::default();
         let first = event(5, metrics(Some(2.0), None));
-        assert!(fold_event(&mut status, &first).is_applied());
+        assert!(fold_event(&mut status, &first, &rules()).is_applied());
         let before = status.clone();
         for seq in [1, 5] {
             let repeat = event(seq, metrics(Some(9.0), None));
-            assert_eq!(fold_event(&mut status, &repeat), FoldOutcome::Repeat);
+            assert_eq!(
+                fold_event(&mut status, &repeat, &rules()),
+                FoldOutcome::Repeat
+            );
         }
         assert_eq!(status, before);
-        assert!(fold_event(&mut status, &event(6, metrics(Some(1.0), None))).is_applied());
+        assert!(
+            fold_event(&mut status, &event(6, metrics(Some(1.0), None)), &rules()).is_applied()
+        );
         assert_eq!(status.last_event_seq, Some(6));
         assert_eq!(status.metrics.unwrap().train_loss, Some(1.0));
     }
@@ -400,7 +474,7 @@ mod tests {
         ];
         let mut status = ReportedStatus::default();
         for (i, (body, expected_milestone, expected_terminal)) in table.into_iter().enumerate() {
-            let outcome = fold_event(&mut status, &event(i as u64 + 1, body));
+            let outcome = fold_event(&mut status, &event(i as u64 + 1, body), &rules());
             let FoldOutcome::Applied {
                 milestone,
                 terminal,

@@ -1,7 +1,7 @@
-//! What the endpoint holds in memory per job: the cached token, the folded status,
-//! whether it still needs writing, and the log buffer. Entries are keyed by
-//! namespace/name and belong to one job uid; a new uid under the same name gets a
-//! fresh entry.
+//! What the endpoint holds in memory per job: the token the controller admitted it
+//! with, whether posts are still open, the folded status, whether it still needs
+//! writing, and the log buffer. Entries are keyed by namespace/name and belong to one
+//! job uid; a new uid under the same name gets a fresh entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::ReportTarget;
 use super::auth::tokens_match;
 use super::coalescer::WriteSchedule;
-use super::fold::{FoldOutcome, ReportedStatus, fold_event};
+use super::fold::{FoldOutcome, FoldRules, ReportedStatus, fold_event};
 use super::log_buffer::{LogBuffer, LogSubscription};
 use super::log_line::render_event;
 use super::milestone::Milestone;
@@ -57,13 +57,16 @@ impl JobReports {
         self.slots().get(key).cloned()
     }
 
-    /// Takes in what the cluster says about a job: the entry of the same uid is kept
-    /// (with the token refreshed, the Secret may have been re-created); an entry of
-    /// another uid belonged to a deleted job and is replaced by a fresh one.
+    /// Takes in a job the controller admits: the entry of the same uid is kept, with
+    /// the token replaced (each trainer Job gets a new one) and posts open again; an
+    /// entry of another uid belonged to a deleted job and is replaced by a fresh one.
     pub fn install(&self, key: &JobKey, target: ReportTarget) -> Arc<JobSlot> {
         let mut slots = self.slots();
         if let Some(slot) = slots.get(key).filter(|slot| slot.uid == target.uid) {
-            slot.lock().token = target.token;
+            let mut state = slot.lock();
+            state.token = target.token;
+            state.open = true;
+            drop(state);
             return slot.clone();
         }
         let slot = Arc::new(JobSlot::new(key.clone(), target, self.log_lines));
@@ -91,6 +94,7 @@ impl JobReports {
 pub struct JobSlot {
     pub key: JobKey,
     pub uid: String,
+    rules: FoldRules,
     state: Mutex<JobState>,
     /// Held across a status write of this job (see `coalescer::write_job`).
     pub write_gate: tokio::sync::Mutex<()>,
@@ -98,6 +102,9 @@ pub struct JobSlot {
 
 struct JobState {
     token: String,
+    /// Whether the trainer may post; closed once the job ended. The token still opens
+    /// the job's logs.
+    open: bool,
     reported: ReportedStatus,
     schedule: WriteSchedule,
     logs: LogBuffer,
@@ -111,6 +118,8 @@ pub struct BatchOutcome {
     /// The newest seq folded so far, 0 before any.
     pub last_seq: u64,
     pub milestones: Vec<Milestone>,
+    /// Each event the rules refused: its seq, the counter's label, and why.
+    pub refused: Vec<(u64, &'static str, String)>,
     /// The folded numbers the per-job gauges show, when anything was accepted.
     pub gauges: Option<(Option<TrainingMetrics>, Option<Progress>)>,
 }
@@ -120,8 +129,10 @@ impl JobSlot {
         Self {
             key,
             uid: target.uid,
+            rules: FoldRules::for_run(&target.run_prefix),
             state: Mutex::new(JobState {
                 token: target.token,
+                open: true,
                 reported: target.reported,
                 schedule: WriteSchedule::default(),
                 logs: LogBuffer::new(log_lines),
@@ -138,6 +149,18 @@ impl JobSlot {
         tokens_match(presented, &self.lock().token)
     }
 
+    /// Whether the trainer may post with `presented`: the token matches and the job
+    /// has not ended.
+    pub fn accepts_posts_with(&self, presented: &str) -> bool {
+        let state = self.lock();
+        state.open && tokens_match(presented, &state.token)
+    }
+
+    /// The job ended: its trainer's token no longer posts.
+    pub fn close(&self) {
+        self.lock().open = false;
+    }
+
     /// Folds a posted batch in seq order, logs what is new, and marks the status dirty.
     pub fn fold_batch(
         &self,
@@ -152,12 +175,18 @@ impl JobSlot {
         let mut state = self.lock();
         let state = &mut *state;
         for event in ordered {
-            let FoldOutcome::Applied {
-                milestone,
-                terminal,
-            } = fold_event(&mut state.reported, event)
-            else {
-                continue;
+            let (milestone, terminal) = match fold_event(&mut state.reported, event, &self.rules) {
+                FoldOutcome::Applied {
+                    milestone,
+                    terminal,
+                } => (milestone, terminal),
+                FoldOutcome::Repeat => continue,
+                FoldOutcome::Refused(refusal) => {
+                    outcome
+                        .refused
+                        .push((event.seq, refusal.as_str(), refusal.to_string()));
+                    continue;
+                }
             };
             outcome.accepted_types.push(event_type(&event.body));
             outcome.milestones.extend(milestone);
@@ -236,6 +265,7 @@ mod tests {
         ReportTarget {
             uid: uid.into(),
             token: token.into(),
+            run_prefix: "s3://b".into(),
             reported: ReportedStatus::default(),
         }
     }

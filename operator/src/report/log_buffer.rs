@@ -7,6 +7,11 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use super::fold_rules::{MESSAGE_BYTES_MAX, cut};
+
+/// Bytes of one buffered line: a whole trainer message plus its prefix.
+pub const LINE_BYTES_MAX: usize = MESSAGE_BYTES_MAX + 256;
+
 /// Lines kept per job unless configured otherwise.
 pub const DEFAULT_LOG_LINES: usize = 1000;
 
@@ -46,8 +51,10 @@ impl LogBuffer {
         }
     }
 
+    /// Adds a line, cut to [`LINE_BYTES_MAX`]: a trainer's log message is its own to
+    /// choose, and the buffer's memory must not be.
     pub fn push(&mut self, line: String) {
-        let line: Arc<str> = line.into();
+        let line: Arc<str> = cut(&line, LINE_BYTES_MAX).into();
         if self.lines.len() == self.capacity {
             self.lines.pop_front();
         }

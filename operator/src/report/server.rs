@@ -1,91 +1,217 @@
 //! The HTTP side of the report endpoint:
 //!
 //! - `POST /v1/jobs/{namespace}/{name}/events`: one trainer event or an array of them,
-//!   with the job's bearer token; answers `{"accepted": N, "lastSeq": S}`, where
-//!   repeats are not counted and `lastSeq` is the newest seq held (0 before any), so
-//!   a trainer may drop everything up to it from its retry queue.
+//!   with the job's bearer token; answers `{"accepted": N, "refused": R, "lastSeq": S}`,
+//!   where repeats are not counted, refused events broke a rule (see `fold_rules`), and
+//!   `lastSeq` is the newest seq held (0 before any), so a trainer may drop everything
+//!   up to it from its retry queue.
 //! - `GET /v1/jobs/{namespace}/{name}/logs[?follow=true][&tail=N]`: the job's recent
-//!   log lines as text; with `follow` the response stays open and streams new lines
-//!   until the trainer reports a terminal phase or the client goes away.
+//!   log lines as text, with the same bearer token; with `follow` the response stays
+//!   open and streams new lines until the trainer reports a terminal phase or the
+//!   client goes away.
 //!
-//! Logs need no token (users read them through `kubectl port-forward`), so this
-//! router must only be reachable inside the cluster: its Service is ClusterIP and
-//! it must never be exposed through an Ingress or LoadBalancer.
+//! A post is judged from its headers before its body is read: the token (in memory,
+//! no cluster read), the source's refusals, the job's rate, the declared length and
+//! the shared byte budget. Only then is the body read, and never past its limit.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use anneal_crds::events::TrainerEvent;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt, stream};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::access::{Access, authorize, job_for_logs};
+use super::ReportCluster;
+use super::access::{authorize_logs, authorize_post};
 use super::auth::bearer_token;
 use super::job_gauges::update_job_gauges;
-use super::job_reports::JobKey;
+use super::job_reports::{JobKey, JobSlot};
 use super::log_buffer::{LogSubscription, LogUpdate};
+use super::post_limits::BodyReservation;
 use super::state::{ReportState, Shared};
-use super::{ReportCluster, ReportError};
 
-/// Largest post accepted: a full trainer batch (100 events) with long sample answers
-/// in its checkpoint events stays well below it.
-const POST_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Events one post may carry; the trainer sends at most 100.
+const BATCH_EVENTS_MAX: usize = 1000;
+/// The one answer for a missing token, a wrong one and an unknown job.
+const UNAUTHORIZED: &str = "no job here takes this token (missing, wrong, or the job has ended)";
 
-/// The report endpoint's routes, ready to serve.
+/// The report endpoint's routes, ready to serve. Serve them with
+/// `into_make_service_with_connect_info::<SocketAddr>()`, so that refusals are limited
+/// per source address.
 pub fn report_router<C: ReportCluster>(state: ReportState<C>) -> Router {
     Router::new()
         .route("/v1/jobs/{namespace}/{name}/events", post(post_events::<C>))
         .route("/v1/jobs/{namespace}/{name}/logs", get(get_logs::<C>))
-        .layer(DefaultBodyLimit::max(POST_BYTES_MAX))
         .with_state(state)
 }
 
 async fn post_events<C: ReportCluster>(
     State(state): State<ReportState<C>>,
     Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     let shared = &*state.shared;
-    let Some(token) = bearer_token(&headers) else {
-        return reject(
-            shared,
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing bearer token",
-        );
-    };
     let key = JobKey::new(&namespace, &name);
-    let slot = match authorize(shared, &key, token).await {
-        Ok(Access::Granted(slot)) => slot,
-        Ok(Access::Unauthorized) => {
-            return reject(
-                shared,
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "wrong bearer token",
-            );
-        }
-        Ok(Access::UnknownJob) => {
-            let message = format!("no FineTuneJob {namespace}/{name} takes reports");
-            return reject(shared, StatusCode::NOT_FOUND, "unknown_job", &message);
-        }
-        Err(error) => return cluster_unavailable(&error),
+    let (parts, body) = request.into_parts();
+    let source = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let slot = match admit_post(shared, &key, &parts.headers, source) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.answer(shared),
+    };
+    let (_reservation, body) = match read_body(shared, &parts.headers, body).await {
+        Ok(read) => read,
+        Err(refused) => return refused.answer(shared),
     };
     let events = match parse_events(&body) {
         Ok(events) => events,
         Err(problem) => return reject(shared, StatusCode::BAD_REQUEST, "malformed", &problem),
     };
+    if events.len() > BATCH_EVENTS_MAX {
+        let message = format!(
+            "a batch of {} events; at most {BATCH_EVENTS_MAX} a post",
+            events.len()
+        );
+        return reject(shared, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &message);
+    }
+    drop(body);
+    fold_posted(shared, &slot, &events).await
+}
 
-    let outcome = slot.fold_batch(&events, Instant::now(), shared.settings.flush_interval);
+/// A post turned away before its events were looked at.
+struct Refused {
+    status: StatusCode,
+    /// The label of `anneal_report_rejected_total`.
+    reason: &'static str,
+    message: String,
+    /// Worth retrying in a second (`Retry-After: 1`).
+    retry: bool,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+            retry: false,
+        }
+    }
+
+    fn retry_after_a_second(self) -> Self {
+        Self {
+            retry: true,
+            ..self
+        }
+    }
+
+    fn answer<C>(self, shared: &Shared<C>) -> Response {
+        let mut response = reject(shared, self.status, self.reason, &self.message);
+        if self.retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The checks made from the headers alone: the token, then the job's post rate. A
+/// refused post costs a map lookup and a counter; its body is never read.
+fn admit_post<C>(
+    shared: &Shared<C>,
+    key: &JobKey,
+    headers: &HeaderMap,
+    source: Option<IpAddr>,
+) -> Result<Arc<JobSlot>, Refused> {
+    let slot = bearer_token(headers).and_then(|token| authorize_post(shared, key, token));
+    let Some(slot) = slot else {
+        if !shared.limits.refusal_within_limit(source) {
+            return Err(Refused::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_refusals",
+                "too many refused posts from this address; wait",
+            )
+            .retry_after_a_second());
+        }
+        return Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            UNAUTHORIZED,
+        ));
+    };
+    if !shared.limits.job_may_post(key) {
+        return Err(Refused::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "this job posts too often; batch events and retry",
+        )
+        .retry_after_a_second());
+    }
+    Ok(slot)
+}
+
+/// Reads the body within the per-post limit and the shared byte budget; the
+/// reservation is held until the events are folded.
+async fn read_body<C>(
+    shared: &Shared<C>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(BodyReservation, Bytes), Refused> {
+    let limit = shared.limits.body_bytes_max();
+    let too_large = || {
+        let message = format!("the body is larger than {limit} bytes; post smaller batches");
+        Refused::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|bytes| bytes > limit as u64) {
+        return Err(too_large());
+    }
+    // Without a declared length (a chunked body), the most it may grow to is reserved.
+    let reserve = declared.map_or(limit, |bytes| bytes as usize);
+    let Some(reservation) = shared.limits.reserve_body(reserve) else {
+        return Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the endpoint is reading as many bodies as it holds at once; retry",
+        )
+        .retry_after_a_second());
+    };
+    match Limited::new(body, reserve).collect().await {
+        Ok(collected) => Ok((reservation, collected.to_bytes())),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(error) => Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("reading the body: {error}"),
+        )),
+    }
+}
+
+/// Folds an authorized post's events and answers with what was taken.
+async fn fold_posted<C: ReportCluster>(
+    shared: &Shared<C>,
+    slot: &JobSlot,
+    events: &[TrainerEvent],
+) -> Response {
+    let (namespace, name) = (&slot.key.namespace, &slot.key.name);
+    let outcome = slot.fold_batch(events, Instant::now(), shared.settings.flush_interval);
     for event_type in &outcome.accepted_types {
         shared
             .metrics
@@ -93,11 +219,19 @@ async fn post_events<C: ReportCluster>(
             .with_label_values(&[*event_type])
             .inc();
     }
+    for (seq, reason, why) in &outcome.refused {
+        shared
+            .metrics
+            .report_events_refused
+            .with_label_values(&[*reason])
+            .inc();
+        tracing::warn!(%namespace, %name, seq, reason, why, "refused a trainer event");
+    }
     if let Some((training, progress)) = &outcome.gauges {
         update_job_gauges(
             &shared.metrics,
-            &namespace,
-            &name,
+            namespace,
+            name,
             training.as_ref(),
             progress.as_ref(),
         );
@@ -107,7 +241,7 @@ async fn post_events<C: ReportCluster>(
     for milestone in &outcome.milestones {
         if let Err(error) = shared
             .cluster
-            .record_milestone(&namespace, &name, milestone)
+            .record_milestone(namespace, name, milestone)
             .await
         {
             tracing::warn!(%namespace, %name, reason = %milestone.reason, %error, "recording a milestone event failed");
@@ -115,6 +249,7 @@ async fn post_events<C: ReportCluster>(
     }
     let answer = json!({
         "accepted": outcome.accepted_types.len(),
+        "refused": outcome.refused.len(),
         "lastSeq": outcome.last_seq,
     });
     (StatusCode::OK, axum::Json(answer)).into_response()
@@ -151,14 +286,13 @@ async fn get_logs<C: ReportCluster>(
     State(state): State<ReportState<C>>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LogsQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    let slot = match job_for_logs(&state.shared, &JobKey::new(&namespace, &name)).await {
-        Ok(Some(slot)) => slot,
-        Ok(None) => {
-            let message = format!("no FineTuneJob {namespace}/{name}");
-            return error_response(StatusCode::NOT_FOUND, &message);
-        }
-        Err(error) => return cluster_unavailable(&error),
+    let shared = &*state.shared;
+    let key = JobKey::new(&namespace, &name);
+    let Some(slot) = bearer_token(&headers).and_then(|token| authorize_logs(shared, &key, token))
+    else {
+        return error_response(StatusCode::UNAUTHORIZED, UNAUTHORIZED);
     };
     let subscription = slot.subscribe_logs(query.tail);
     let body = if query.follow {
@@ -212,14 +346,6 @@ fn reject<C>(shared: &Shared<C>, status: StatusCode, reason: &str, message: &str
         .with_label_values(&[reason])
         .inc();
     error_response(status, message)
-}
-
-fn cluster_unavailable(error: &ReportError) -> Response {
-    tracing::warn!(%error, "report endpoint could not read the job");
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!("cannot read the job now: {error}"),
-    )
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {

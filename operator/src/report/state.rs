@@ -1,6 +1,7 @@
 //! The report endpoint's shared state and the calls the controller makes on it:
-//! starting the background flusher, forcing a job's status write, reading what was
-//! folded, and forgetting deleted jobs.
+//! admitting a job when its trainer starts and closing it when the job ends, starting
+//! the background flusher, forcing a job's status write, reading what was folded, and
+//! forgetting deleted jobs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,9 @@ use super::coalescer::{flush_jobs, run_flusher, write_job};
 use super::fold::ReportedStatus;
 use super::job_reports::{JobKey, JobReports};
 use super::log_buffer::DEFAULT_LOG_LINES;
-use super::{ReportCluster, ReportError};
+pub use super::post_limits::PostLimitSettings;
+use super::post_limits::PostLimits;
+use super::{ReportCluster, ReportError, ReportTarget};
 use crate::metrics::Metrics;
 
 /// Tunables of the endpoint.
@@ -19,6 +22,8 @@ pub struct ReportSettings {
     pub flush_interval: Duration,
     /// Log lines kept per job for `GET .../logs`.
     pub log_lines: usize,
+    /// What one post may cost before its body is read.
+    pub posts: PostLimitSettings,
 }
 
 impl Default for ReportSettings {
@@ -26,6 +31,7 @@ impl Default for ReportSettings {
         Self {
             flush_interval: Duration::from_secs(1),
             log_lines: DEFAULT_LOG_LINES,
+            posts: PostLimitSettings::default(),
         }
     }
 }
@@ -39,6 +45,7 @@ pub(super) struct Shared<C> {
     pub cluster: C,
     pub metrics: Metrics,
     pub jobs: JobReports,
+    pub limits: PostLimits,
     pub settings: ReportSettings,
 }
 
@@ -60,10 +67,40 @@ impl<C: ReportCluster> ReportState<C> {
             shared: Arc::new(Shared {
                 cluster,
                 jobs: JobReports::new(settings.log_lines),
+                limits: PostLimits::new(settings.posts.clone()),
                 metrics,
                 settings,
             }),
         }
+    }
+
+    /// Opens the endpoint to the job's trainer with `target.token` (the controller
+    /// calls it when it creates a trainer Job, and for a running one after an operator
+    /// restart). The same uid keeps what was folded; a new uid starts over.
+    pub fn admit_job(&self, namespace: &str, name: &str, target: ReportTarget) {
+        self.shared
+            .jobs
+            .install(&JobKey::new(namespace, name), target);
+    }
+
+    /// Whether the job's trainer (uid `uid`) is admitted.
+    pub fn is_admitted(&self, namespace: &str, name: &str, uid: &str) -> bool {
+        self.shared
+            .jobs
+            .get(&JobKey::new(namespace, name))
+            .is_some_and(|slot| slot.uid == uid)
+    }
+
+    /// The job ended: its token no longer posts (its logs stay readable).
+    pub fn close_job(&self, namespace: &str, name: &str) {
+        if let Some(slot) = self.shared.jobs.get(&JobKey::new(namespace, name)) {
+            slot.close();
+        }
+    }
+
+    /// The most bytes of post bodies held at once since the endpoint started.
+    pub fn buffered_bytes_peak(&self) -> usize {
+        self.shared.limits.buffered_peak()
     }
 
     /// Starts the task that writes dirty jobs' status; it runs until aborted (call
@@ -101,6 +138,7 @@ impl<C: ReportCluster> ReportState<C> {
     /// per-job metric series.
     pub fn forget_job(&self, namespace: &str, name: &str) {
         self.shared.jobs.remove(&JobKey::new(namespace, name));
+        self.shared.limits.sweep_idle_jobs();
         self.shared.metrics.forget_job(namespace, name);
     }
 

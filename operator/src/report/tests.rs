@@ -1,5 +1,6 @@
 //! The report endpoint end to end over its router, with a fake cluster: auth,
-//! idempotence, coalesced status writes, milestones, logs and job re-creation.
+//! idempotence, coalesced status writes, milestones, logs and job re-creation. The
+//! hostile posts an attacker in the cluster would make are in `hostile_posts`.
 
 use std::time::Duration;
 
@@ -14,25 +15,41 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tower::ServiceExt;
 
 use super::fake_cluster::FakeCluster;
-use super::{Milestone, ReportSettings, ReportState, report_router};
+use super::{Milestone, ReportSettings, ReportState, ReportTarget, ReportedStatus, report_router};
 use crate::metrics::Metrics as OperatorMetrics;
 
 const EVENTS: &str = "/v1/jobs/ns/job/events";
 const LOGS: &str = "/v1/jobs/ns/job/logs";
 
-fn setup(flush_interval: Duration) -> (FakeCluster, ReportState<FakeCluster>, Router) {
+pub(super) fn setup_with(
+    settings: ReportSettings,
+) -> (FakeCluster, ReportState<FakeCluster>, Router) {
     let cluster = FakeCluster::default();
-    cluster.set_job("ns", "job", "uid-1", "token-1");
-    let settings = ReportSettings {
-        flush_interval,
-        ..ReportSettings::default()
-    };
     let state = ReportState::with_settings(cluster.clone(), OperatorMetrics::new(), settings);
+    admit(&state, "uid-1", "token-1");
     let router = report_router(state.clone());
     (cluster, state, router)
 }
 
-fn event(seq: u64, body: EventBody) -> Value {
+fn setup(flush_interval: Duration) -> (FakeCluster, ReportState<FakeCluster>, Router) {
+    setup_with(ReportSettings {
+        flush_interval,
+        ..ReportSettings::default()
+    })
+}
+
+/// What the controller does when it starts job ns/job's trainer.
+pub(super) fn admit(state: &ReportState<FakeCluster>, uid: &str, token: &str) {
+    let target = ReportTarget {
+        uid: uid.into(),
+        token: token.into(),
+        run_prefix: "s3://b".into(),
+        reported: ReportedStatus::default(),
+    };
+    state.admit_job("ns", "job", target);
+}
+
+pub(super) fn event(seq: u64, body: EventBody) -> Value {
     serde_json::to_value(TrainerEvent {
         seq,
         time: "2026-11-23T06:00:00Z".into(),
@@ -51,7 +68,7 @@ fn log(seq: u64, level: LogLevel, message: &str) -> Value {
     )
 }
 
-fn train_loss(seq: u64, loss: f64) -> Value {
+pub(super) fn train_loss(seq: u64, loss: f64) -> Value {
     event(
         seq,
         EventBody::Metrics {
@@ -65,7 +82,7 @@ fn train_loss(seq: u64, loss: f64) -> Value {
     )
 }
 
-fn phase(seq: u64, phase: JobPhase, result: Option<JobResult>) -> Value {
+pub(super) fn phase(seq: u64, phase: JobPhase, result: Option<JobResult>) -> Value {
     event(
         seq,
         EventBody::Phase {
@@ -90,7 +107,7 @@ fn checkpoint(seq: u64, name: &str) -> Value {
     )
 }
 
-async fn post_raw(
+pub(super) async fn post_raw(
     router: &Router,
     authorization: Option<&str>,
     body: String,
@@ -111,14 +128,27 @@ async fn post_raw(
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
-async fn post(router: &Router, token: &str, body: Value) -> (StatusCode, Value) {
+pub(super) async fn post(router: &Router, token: &str, body: Value) -> (StatusCode, Value) {
     post_raw(router, Some(&format!("Bearer {token}")), body.to_string()).await
 }
 
+/// A GET with job ns/job's first token.
 async fn get_text(router: &Router, uri: &str) -> (StatusCode, String) {
+    get_text_with(router, uri, Some("token-1")).await
+}
+
+pub(super) async fn get_text_with(
+    router: &Router,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = Request::get(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
     let response = router
         .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .oneshot(request.body(Body::empty()).unwrap())
         .await
         .unwrap();
     let status = response.status();
@@ -128,7 +158,7 @@ async fn get_text(router: &Router, uri: &str) -> (StatusCode, String) {
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
-fn counter(state: &ReportState<FakeCluster>, name: &str, label: &str) -> bool {
+pub(super) fn counter(state: &ReportState<FakeCluster>, name: &str, label: &str) -> bool {
     state
         .metrics()
         .render()
@@ -153,7 +183,10 @@ async fn posts_without_the_right_token_touch_nothing() {
     assert_eq!(state.flush_all().await.unwrap(), 0);
     assert!(cluster.patches().is_empty());
     assert!(cluster.milestones().is_empty());
-    assert_eq!(state.reported_status("ns", "job"), None);
+    assert_eq!(
+        state.reported_status("ns", "job"),
+        Some(ReportedStatus::default())
+    );
     assert!(counter(
         &state,
         "anneal_report_rejected_total",
@@ -168,19 +201,35 @@ async fn posts_without_the_right_token_touch_nothing() {
 }
 
 #[tokio::test]
-async fn unknown_jobs_are_404_and_malformed_bodies_are_400_naming_the_problem() {
+async fn unknown_jobs_and_wrong_tokens_get_one_answer_and_malformed_bodies_are_400() {
     let (_cluster, state, router) = setup(Duration::from_millis(50));
-    let response = router
-        .clone()
-        .oneshot(
-            Request::post("/v1/jobs/ns/nope/events")
-                .header("authorization", "Bearer token-1")
-                .body(Body::from(log(1, LogLevel::Info, "x").to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let mut answers = Vec::new();
+    for (path, token) in [
+        ("/v1/jobs/ns/nope/events", "token-1"),
+        ("/v1/jobs/other/job/events", "token-1"),
+        (EVENTS, "token-2"),
+    ] {
+        let response = router
+            .clone()
+            .oneshot(
+                Request::post(path)
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Body::from(log(1, LogLevel::Info, "x").to_string()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        answers.push((status, body));
+    }
+    assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED);
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "an unknown job must look like a wrong token: {answers:?}"
+    );
 
     let (status, answer) = post_raw(&router, Some("Bearer token-1"), "{not json".into()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -215,7 +264,7 @@ async fn unknown_jobs_are_404_and_malformed_bodies_are_400_naming_the_problem() 
     assert!(counter(
         &state,
         "anneal_report_rejected_total",
-        r#"reason="unknown_job"} 1"#
+        r#"reason="unauthorized"} 3"#
     ));
 }
 
@@ -229,13 +278,13 @@ async fn repeated_posts_are_accepted_once() {
     ]);
     let (status, answer) = post(&router, "token-1", batch.clone()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(answer, json!({"accepted": 3, "lastSeq": 3}));
+    assert_eq!(answer, json!({"accepted": 3, "refused": 0, "lastSeq": 3}));
 
     let (status, answer) = post(&router, "token-1", batch).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(answer, json!({"accepted": 0, "lastSeq": 3}));
+    assert_eq!(answer, json!({"accepted": 0, "refused": 0, "lastSeq": 3}));
     let (_, answer) = post(&router, "token-1", train_loss(2, 9.0)).await;
-    assert_eq!(answer, json!({"accepted": 0, "lastSeq": 3}));
+    assert_eq!(answer, json!({"accepted": 0, "refused": 0, "lastSeq": 3}));
 
     assert_eq!(cluster.milestones().len(), 2, "{:?}", cluster.milestones());
     let reported = state.reported_status("ns", "job").unwrap();
@@ -361,8 +410,14 @@ async fn milestones_become_events_at_once_and_flush_now_writes_at_once() {
 #[tokio::test]
 async fn logs_are_served_and_followed_until_the_run_ends() {
     let (_cluster, _state, router) = setup(Duration::from_secs(60));
-    let (status, _) = get_text(&router, "/v1/jobs/ns/nope/logs").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (path, token) in [
+        ("/v1/jobs/ns/nope/logs", Some("token-1")),
+        (LOGS, None),
+        (LOGS, Some("token-2")),
+    ] {
+        let (status, _) = get_text_with(&router, path, token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {token:?}");
+    }
 
     post(
         &router,
@@ -386,6 +441,7 @@ async fn logs_are_served_and_followed_until_the_run_ends() {
         .clone()
         .oneshot(
             Request::get(format!("{LOGS}?follow=true&tail=1"))
+                .header("authorization", "Bearer token-1")
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -428,6 +484,7 @@ async fn a_follow_started_before_the_first_post_waits_for_it() {
         .clone()
         .oneshot(
             Request::get(format!("{LOGS}?follow=true"))
+                .header("authorization", "Bearer token-1")
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -456,7 +513,7 @@ async fn a_follow_started_before_the_first_post_waits_for_it() {
 }
 
 #[tokio::test]
-async fn a_recreated_job_starts_over_and_a_new_token_is_picked_up() {
+async fn a_new_trainer_token_replaces_the_old_and_a_recreated_job_starts_over() {
     let (cluster, state, router) = setup(Duration::from_secs(60));
     let batch = json!([
         phase(1, JobPhase::Running, None),
@@ -464,29 +521,23 @@ async fn a_recreated_job_starts_over_and_a_new_token_is_picked_up() {
         train_loss(3, 2.0)
     ]);
     post(&router, "token-1", batch).await;
-    let lookups = cluster.lookups();
 
-    // The cached token answers without asking the cluster.
-    post(&router, "token-1", train_loss(4, 1.9)).await;
-    assert_eq!(cluster.lookups(), lookups);
-
-    // Same job, re-created token Secret: one look at the cluster, state kept.
-    cluster.set_job("ns", "job", "uid-1", "token-2");
-    let (status, answer) = post(&router, "token-2", train_loss(5, 1.8)).await;
+    // A new trainer Job of the same job: a new token, the folded state kept.
+    admit(&state, "uid-1", "token-2");
+    let (status, answer) = post(&router, "token-2", train_loss(4, 1.8)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(answer, json!({"accepted": 1, "lastSeq": 5}));
-    assert_eq!(cluster.lookups(), lookups + 1);
-    let (status, _) = post(&router, "token-1", train_loss(6, 1.7)).await;
+    assert_eq!(answer, json!({"accepted": 1, "refused": 0, "lastSeq": 4}));
+    let (status, _) = post(&router, "token-1", train_loss(5, 1.7)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the old token is refused");
 
     // The job deleted and created again: a new uid, nothing of the old run kept.
-    cluster.set_job("ns", "job", "uid-2", "token-3");
+    admit(&state, "uid-2", "token-3");
     let (status, answer) = post(&router, "token-3", phase(1, JobPhase::Running, None)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(answer, json!({"accepted": 1, "lastSeq": 1}));
+    assert_eq!(answer, json!({"accepted": 1, "refused": 0, "lastSeq": 1}));
     let reported = state.reported_status("ns", "job").unwrap();
     assert!(reported.checkpoints.is_empty() && reported.metrics.is_none());
-    let (_, logs) = get_text(&router, LOGS).await;
+    let (_, logs) = get_text_with(&router, LOGS, Some("token-3")).await;
     assert_eq!(logs, "2026-11-23T06:00:00Z INFO phase Running\n");
 
     assert!(state.flush_now("ns", "job").await.unwrap());
@@ -494,6 +545,13 @@ async fn a_recreated_job_starts_over_and_a_new_token_is_picked_up() {
     let (_, _, patch) = patches.last().unwrap();
     assert_eq!(patch["metadata"]["uid"], "uid-2");
     assert_eq!(patch["status"], json!({"lastEventSeq": 1}));
+
+    // The job ended: its token posts no more, and still reads the logs.
+    state.close_job("ns", "job");
+    let (status, _) = post(&router, "token-3", train_loss(2, 1.0)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, logs) = get_text_with(&router, LOGS, Some("token-3")).await;
+    assert_eq!((status, logs.lines().count()), (StatusCode::OK, 1));
 
     // A deleted job's trainer is told so, and what was held for it is dropped.
     state.forget_job("ns", "job");

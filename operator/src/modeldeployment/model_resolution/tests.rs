@@ -8,7 +8,7 @@ use anneal_crds::manifest::{parse_finetunejob, parse_modeldeployment};
 const JOB: &str = r#"
 apiVersion: anneal.dev/v1alpha1
 kind: FineTuneJob
-metadata: {name: my-job, namespace: team-a}
+metadata: {name: my-job, namespace: team-a, uid: uid-1}
 spec:
   baseModel: {name: Qwen/Qwen2.5-0.5B-Instruct, source: "s3://models/qwen2.5-0.5b"}
   dataset: {train: "s3://data/chats.jsonl"}
@@ -147,6 +147,26 @@ fn final_without_a_recorded_result_is_the_last_checkpoint() {
         model.summary,
         "FineTuneJob my-job checkpoint ckpt-27 as ft:qwen2.5-0.5b-instruct:my-job:ckpt-27"
     );
+}
+
+#[test]
+fn a_result_or_checkpoint_outside_the_jobs_run_is_never_served() {
+    for (checkpoint, field) in [
+        ("final", "status.result.uri"),
+        ("ckpt-9", "status.checkpoints[ckpt-9].uri"),
+    ] {
+        let mut job = job(JobPhase::Succeeded, &LOSSES, true);
+        let status = job.status.as_mut().unwrap();
+        status.result.as_mut().unwrap().uri = "s3://someone-else/model".into();
+        status.checkpoints[0].uri = format!("{RUN}/../uid-2/checkpoints/ckpt-9");
+        match resolve_model(&deployment(checkpoint, None), Some(&job), &config()) {
+            Resolution::Failed { reason, message } => {
+                assert_eq!(reason, "CheckpointOutsideRun");
+                assert!(message.contains(field), "{message}");
+            }
+            other => panic!("{checkpoint}: {other:?}"),
+        }
+    }
 }
 
 #[test]

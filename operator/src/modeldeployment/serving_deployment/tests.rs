@@ -536,6 +536,7 @@ fn the_cluster_examples_are_servable() {
     );
 
     let mut job = anneal_crds::manifest::parse_finetunejob(&read("support-sft-s3.yaml")).unwrap();
+    job.metadata.uid = Some("u".to_owned());
     job.status = Some(FineTuneJobStatus {
         phase: Some(JobPhase::Succeeded),
         checkpoints: [("ckpt-200", 0.71), ("ckpt-400", 0.64), ("ckpt-600", 0.66)]
