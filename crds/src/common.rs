@@ -46,7 +46,8 @@ pub struct ResourcesSpec {
     /// Memory limit of the pod, e.g. `64Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
-    /// Container image to run instead of the operator's configured one.
+    /// Container image to run instead of the operator's configured one; only images the
+    /// install allows (its `allowedImages` patterns) run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = URI_MAX))]
     pub image: Option<String>,

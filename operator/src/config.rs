@@ -34,6 +34,11 @@ pub struct OperatorConfig {
         default_value = "vllm/vllm-openai:v0.11.0"
     )]
     pub vllm_image: String,
+    /// Images, besides the trainer and vLLM images above, that jobs and deployments may
+    /// name in spec.resources.image: comma-separated patterns where `*` matches any
+    /// characters (e.g. registry.corp.example/ml/*). Default: none.
+    #[arg(long, env = "ANNEAL_ALLOWED_IMAGES", value_delimiter = ',', value_parser = crate::shared::image_policy::parse_image_pattern)]
+    pub allowed_images: Vec<String>,
     /// GPU extended resource for jobs and deployments that keep the default
     /// resources.gpuResourceName (nvidia.com/gpu), e.g. amd.com/gpu.
     #[arg(long, env = "ANNEAL_DEFAULT_GPU_RESOURCE_NAME", default_value = DEFAULT_GPU_RESOURCE_NAME)]

@@ -715,3 +715,31 @@ async fn a_secret_in_the_way_ends_the_job_and_is_left_as_it_was() {
     );
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_image_the_install_does_not_allow_fails_validation_before_any_pod() {
+    let world = World::start(&quickstart_lines(4)).await;
+    let operator = world.start_operator(None).await;
+    let yaml = job_yaml("foreign", 1, 2, "").replace(
+        "resources: {gpus: 0}",
+        r#"resources: {gpus: 0, image: "docker.io/someone/reads-secrets:1"}"#,
+    );
+    assert!(yaml.contains("reads-secrets"));
+    world.apply(&yaml).await;
+    let validated = validated_condition(&world, "foreign").await;
+    assert_eq!(validated.status, "False");
+    assert!(
+        validated
+            .message
+            .contains("spec.resources.image: docker.io/someone/reads-secrets:1 is not an image this operator runs"),
+        "{}",
+        validated.message
+    );
+    assert!(trainer_job(&world, "foreign").await.is_none());
+    let secrets: Api<Secret> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(
+        secrets.get_opt("foreign-trainer").await.unwrap().is_none(),
+        "no token was issued"
+    );
+    operator.stop().await;
+}

@@ -161,9 +161,11 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
     // fields are immutable).
     if !conditions::is_true(&status.conditions, conditions::VALIDATED) {
         let mut verdict = judge_spec(job);
-        let plan_problem = crate::finetunejob::trainer_job::check_sources(job).and_then(|()| {
-            crate::finetunejob::trainer_job::output_uri(job, &context.config).map(drop)
-        });
+        let plan_problem = crate::finetunejob::trainer_job::check_sources(job)
+            .and_then(|()| crate::finetunejob::trainer_job::output_uri(job, &context.config))
+            .and_then(|_| {
+                crate::finetunejob::trainer_job::check_trainer_image(job, &context.config)
+            });
         let plan_problem = plan_problem.map_err(|problem| problem.to_string());
         if verdict.passed()
             && let Err(problem) = plan_problem

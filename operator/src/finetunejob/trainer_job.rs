@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::config::OperatorConfig;
+use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::{
     PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
     gpu_tolerations, kernel_cache, mount, pod_security,
@@ -61,6 +62,8 @@ pub enum PlanError {
     BadPvcUri { field: &'static str },
     #[error("metadata.{0} is missing (the job was not read from the API server)")]
     MissingMetadata(&'static str),
+    #[error(transparent)]
+    ImageNotAllowed(#[from] ImageNotAllowed),
 }
 
 /// Names of a job's children: fixed, so a re-run reconcile finds what it made.
@@ -137,6 +140,11 @@ pub fn check_sources(job: &FineTuneJob) -> Result<(), PlanError> {
     pod_manifest(job).map(drop)
 }
 
+/// Checks the image the job names, if any, against the install's image policy.
+pub fn check_trainer_image(job: &FineTuneJob, config: &OperatorConfig) -> Result<(), PlanError> {
+    Ok(check_image(job.spec.resources.image.as_deref(), config)?)
+}
+
 /// A source as the pod reads it, and the claim to mount when it is on a PVC.
 fn pod_source_uri(field: &'static str, uri: &str) -> Result<(String, Option<PvcMount>), PlanError> {
     let scheme = uri.split("://").next().unwrap_or_default();
@@ -205,6 +213,9 @@ pub fn plan_trainer_secret(job: &FineTuneJob, token: &str) -> Result<Secret, Pla
 /// The trainer's `batch/v1 Job`.
 pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Job, PlanError> {
     let meta = Meta::of(job)?;
+    // Checked again here: the image is checked in Validating, but a resumed job may
+    // have changed it since.
+    check_trainer_image(job, config)?;
     let resources = &job.spec.resources;
     let mut labels = BTreeMap::new();
     if let Some(queue) = &job.spec.queue_name {

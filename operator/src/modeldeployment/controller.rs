@@ -174,7 +174,7 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
     // Validate (pure): which model, and can the pods read it.
     let mut resolution = resolve_model(deployment, job.as_ref(), &context.config);
     if let Resolution::Resolved(model) = &resolution
-        && let Err(problem) = check_servable(deployment, model)
+        && let Err(problem) = check_servable(deployment, model, &context.config)
     {
         let Some(reason) = problem.user_reason() else {
             return Err(problem.into());

@@ -20,6 +20,7 @@ use kube::Resource;
 
 use crate::config::OperatorConfig;
 use crate::modeldeployment::model_resolution::{ServedModel, Source};
+use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::{
     PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
     gpu_tolerations, kernel_cache, mount, pod_security,
@@ -66,6 +67,8 @@ pub enum ServingPlanError {
     BadPvcUri { field: String },
     #[error("metadata.{0} is missing (the ModelDeployment was not read from the API server)")]
     MissingMetadata(&'static str),
+    #[error(transparent)]
+    ImageNotAllowed(#[from] ImageNotAllowed),
 }
 
 impl ServingPlanError {
@@ -77,6 +80,7 @@ impl ServingPlanError {
             Self::UnsupportedSource { .. }
             | Self::LocalFileInCluster { .. }
             | Self::BadPvcUri { .. } => Some("UnsupportedSource"),
+            Self::ImageNotAllowed(_) => Some("ImageNotAllowed"),
             Self::MissingMetadata(_) => None,
         }
     }
@@ -160,8 +164,10 @@ fn pod_source(source: &Source, runtime: ServingRuntime) -> Result<PodSource, Ser
 pub fn check_servable(
     deployment: &ModelDeployment,
     model: &ServedModel,
+    config: &OperatorConfig,
 ) -> Result<(), ServingPlanError> {
     name_and_namespace(deployment)?;
+    check_image(deployment.spec.resources.image.as_deref(), config)?;
     match deployment.spec.runtime {
         ServingRuntime::Builtin => builtin_plan(model, deployment).map(drop),
         ServingRuntime::Vllm => vllm_plan(model, deployment).map(drop),
@@ -391,6 +397,7 @@ pub fn plan_deployment(
     config: &OperatorConfig,
 ) -> Result<Deployment, ServingPlanError> {
     let (name, namespace) = name_and_namespace(deployment)?;
+    check_image(deployment.spec.resources.image.as_deref(), config)?;
     let spec = &deployment.spec;
     let resources = &spec.resources;
     let runtime = spec.runtime;

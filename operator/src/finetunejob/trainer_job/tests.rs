@@ -343,3 +343,39 @@ fn the_pod_manifest_trains_the_same_job_from_mounts() {
     assert_eq!(parsed.spec.hyperparameters, job.spec.hyperparameters);
     assert!(parsed.status.is_none());
 }
+
+#[test]
+fn a_job_runs_only_images_the_install_allows() {
+    let with_image = |image: &str| {
+        job_from(&MINIMAL.replace(
+            "  dataset:",
+            &format!("  resources: {{image: \"{image}\"}}\n  dataset:"),
+        ))
+    };
+    let foreign = with_image("docker.io/someone/reads-secrets:1");
+    assert_eq!(
+        foreign.spec.resources.image.as_deref(),
+        Some("docker.io/someone/reads-secrets:1")
+    );
+    let refused = plan_trainer_job(&foreign, &config()).unwrap_err();
+    assert!(matches!(refused, PlanError::ImageNotAllowed(_)));
+    assert!(
+        refused
+            .to_string()
+            .starts_with("spec.resources.image: docker.io/someone/reads-secrets:1 is not an image"),
+        "{refused}"
+    );
+    assert!(check_trainer_image(&foreign, &config()).is_err());
+
+    let allowing = OperatorConfig {
+        allowed_images: vec!["docker.io/someone/*".to_owned()],
+        ..config()
+    };
+    let planned = plan_trainer_job(&foreign, &allowing).unwrap();
+    assert_eq!(
+        container(&planned).image.as_deref(),
+        Some("docker.io/someone/reads-secrets:1")
+    );
+    let own = with_image(&config().trainer_image);
+    assert!(plan_trainer_job(&own, &config()).is_ok());
+}

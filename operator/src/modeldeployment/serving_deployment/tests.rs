@@ -485,7 +485,7 @@ fn sources_and_names_the_pods_cannot_use_are_refused_with_their_field() {
         ),
     ];
     for (deployment, uri, expected) in cases {
-        let error = check_servable(deployment, &checkpoint_model(uri)).unwrap_err();
+        let error = check_servable(deployment, &checkpoint_model(uri), &config()).unwrap_err();
         assert!(error.to_string().starts_with(expected), "{uri}: {error}");
         assert_eq!(error.user_reason(), Some("UnsupportedSource"));
     }
@@ -500,12 +500,25 @@ fn sources_and_names_the_pods_cannot_use_are_refused_with_their_field() {
 
     let mut dotted = deployment_from(BUILTIN);
     dotted.metadata.name = Some("support.bot".to_owned());
-    let error = check_servable(&dotted, &checkpoint_model("s3://m/x")).unwrap_err();
+    let error = check_servable(&dotted, &checkpoint_model("s3://m/x"), &config()).unwrap_err();
     assert_eq!(
         error,
         ServingPlanError::InvalidName("support.bot".to_owned())
     );
     assert_eq!(error.user_reason(), Some("InvalidName"));
+
+    // An image the install does not allow is refused before anything is planned.
+    let mut foreign = deployment_from(BUILTIN);
+    foreign.spec.resources.image = Some("docker.io/someone/reads-secrets:1".to_owned());
+    let model = checkpoint_model("s3://m/x");
+    let error = check_servable(&foreign, &model, &config()).unwrap_err();
+    assert_eq!(error.user_reason(), Some("ImageNotAllowed"));
+    assert!(
+        error
+            .to_string()
+            .starts_with("spec.resources.image: docker.io/someone/reads-secrets:1")
+    );
+    assert!(plan_deployment(&foreign, &model, &config()).is_err());
     assert_eq!(
         endpoint("support-bot", "team-a"),
         "http://support-bot.team-a.svc:8000/v1"
