@@ -3,6 +3,8 @@
 
 pub mod attention;
 pub mod config;
+pub mod decode;
+pub mod kv_slots;
 pub mod mlp;
 pub mod precision;
 pub mod projection;
@@ -19,6 +21,7 @@ use burn::tensor::DType;
 use safetensors::SafeTensorError;
 
 pub use config::{Family, ModelConfig};
+pub use kv_slots::KvSlots;
 pub use transformer::{CausalLm, KvCache};
 
 /// Why a model could not be loaded or saved. Each message names the file or
