@@ -8,8 +8,8 @@ Three measurements, one table each:
 - the comparison: ~1,000-token chats, batch 2, LoRA r8 on all 7 projections, AdamW:
   tokens/s and peak RSS of each side;
 - `trainer train`'s peak RSS at 512, 1,024, 2,048 and 4,096 tokens (is it linear?);
-- `trainer plan --cpu-memory`'s predicted peak against the measured one at three of
-  those lengths.
+- `trainer plan --cpu-memory`'s predicted peak against the measured one at the three
+  longest of those lengths.
 
 Each side runs in its own process; peak RSS is that process's VmHWM. A
 run whose RSS passes --max-rss-gib (default: 80% of the memory available at the
@@ -337,7 +337,7 @@ def main() -> None:
     config = SHAPES[shape_name]
     lengths = args.lengths or ([64, 128, 256, 512] if args.quick else [512, 1024, 2048, 4096])
     compare_tokens, batch = (256, 2) if args.quick else (1024, 2)
-    plan_lengths = lengths[:3]
+    plan_lengths = lengths[-3:]
     trainer = (args.trainer or release_trainer()).resolve()
     available = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 1024
     max_rss_mib = args.max_rss_gib * 1024 if args.max_rss_gib else 0.8 * available
@@ -404,7 +404,9 @@ def main() -> None:
         f"({time.strftime('%Y-%m-%d')}, {threads} cores, 1-minute load average up to {load:.2f}; "
         f"runs killed above {max_rss_mib / 1024:.1f} GiB RSS).",
         "The trainer as of this run: fused chunked cross-entropy, per-layer recomputation "
-        "(`gradientCheckpointing`, on by default), the base loaded once in f32 (the CPU computes in f32).",
+        "(`gradientCheckpointing`, on by default), the attention softmax as one tracked op keeping only its "
+        "output, the base loaded once in f32 (the CPU computes in f32) with each tensor's mapped pages "
+        "released once converted, one host read per step.",
         f"Qwen2 shape `{shape_name}` with random weights saved in bf16: {json.dumps(config)}. "
         f"LoRA r{LORA['rank']} alpha {LORA['alpha']} dropout {LORA['dropout']} on all 7 projections, AdamW, "
         f"learning rate {LEARNING_RATE}, gradient clipping at 1.0. Chats of the quick start's words in the "

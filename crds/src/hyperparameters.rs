@@ -77,7 +77,9 @@ pub struct HyperparametersSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = EPOCHS.0, max = EPOCHS.1))]
     pub epochs: Option<u32>,
-    /// Samples per optimizer step (across gradient-accumulation micro-batches).
+    /// Samples per optimizer step (across gradient-accumulation micro-batches): what
+    /// the loss, the learning-rate schedule and the order of the samples follow,
+    /// whatever micro-batch the device runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = BATCH_SIZE.0, max = BATCH_SIZE.1))]
     pub batch_size: Option<u32>,
@@ -95,7 +97,10 @@ pub struct HyperparametersSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = WEIGHT_DECAY_MAX))]
     pub weight_decay: Option<f64>,
-    /// Micro-batches per optimizer step; must divide `batchSize`.
+    /// Micro-batches per optimizer step; must divide `batchSize`. Unset (the
+    /// default), the trainer runs the largest micro-batch its device holds (the memory
+    /// plan) and accumulates up to `batchSize`; set, each micro-batch has
+    /// `batchSize / gradientAccumulation` samples on any device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = GRADIENT_ACCUMULATION.0, max = GRADIENT_ACCUMULATION.1))]
     pub gradient_accumulation: Option<u32>,
@@ -179,6 +184,8 @@ pub struct ResolvedHyperparameters {
     pub use_rslora: bool,
     pub warmup_ratio: f64,
     pub weight_decay: f64,
+    /// The job's `gradientAccumulation`, 1 when unset: the micro-batch itself is the
+    /// trainer's choice ([`HyperparametersSpec::set_micro_batch`]).
     pub gradient_accumulation: u32,
     pub seed: u64,
     pub dpo_beta: f64,
@@ -196,11 +203,6 @@ fn default_gradient_checkpointing() -> bool {
 }
 
 impl ResolvedHyperparameters {
-    /// Samples in one forward/backward pass.
-    pub fn micro_batch_size(&self) -> u32 {
-        self.batch_size / self.gradient_accumulation
-    }
-
     /// The LoRA output scale of these hyperparameters.
     pub fn lora_scale(&self) -> f64 {
         lora_scale(
@@ -291,6 +293,14 @@ pub fn gradient_accumulation_divides_batch_rule() -> String {
 }
 
 impl HyperparametersSpec {
+    /// The micro-batch the job sets itself, `batchSize / gradientAccumulation`, when it
+    /// sets `gradientAccumulation` (an explicit choice wins); `None` leaves it to the
+    /// memory plan for the device the trainer runs on.
+    pub fn set_micro_batch(&self) -> Option<u32> {
+        let accumulation = self.gradient_accumulation?.max(1);
+        Some(self.resolve().batch_size / accumulation)
+    }
+
     /// The preset's row, overridden field by field by what the user wrote.
     pub fn resolve(&self) -> ResolvedHyperparameters {
         let row = self.preset.row();
@@ -395,7 +405,12 @@ mod tests {
             r.target_modules,
             vec![TargetModule::QProj, TargetModule::VProj]
         );
-        assert_eq!(r.micro_batch_size(), 4);
+        assert_eq!(spec.set_micro_batch(), Some(4));
+        let unset = HyperparametersSpec {
+            gradient_accumulation: None,
+            ..spec
+        };
+        assert_eq!(unset.set_micro_batch(), None, "the plan's, on the device");
         assert_eq!(r.lora_scale(), 64.0 / 2f64.sqrt());
     }
 

@@ -62,6 +62,11 @@ mod tests {
         assert_eq!(args.config.trainer_backoff_limit, 3);
         assert_eq!(args.config.trainer_grace_seconds, 300);
         assert_eq!(args.config.gpu_memory, ByteSize::gib(80));
+        assert_eq!(
+            args.config.fetch_image,
+            "ghcr.io/anneal-dev/anneal-fetch:0.1.0"
+        );
+        assert_eq!(args.config.kernel_cache_claim, None, "an emptyDir per pod");
     }
 
     #[test]
@@ -80,6 +85,8 @@ mod tests {
         let args = OperatorArgs::try_parse_from([
             "anneal-operator",
             "--trainer-image=trainer:dev",
+            "--fetch-image=fetch:dev",
+            "--kernel-cache-claim=anneal-kernels",
             "--default-output-uri=s3://runs/anneal",
             "--trainer-backoff-limit=5",
             "--gpu-memory=141GiB",
@@ -89,6 +96,8 @@ mod tests {
             args.config,
             OperatorConfig {
                 trainer_image: "trainer:dev".to_owned(),
+                fetch_image: "fetch:dev".to_owned(),
+                kernel_cache_claim: Some("anneal-kernels".to_owned()),
                 default_output_uri: Some("s3://runs/anneal".to_owned()),
                 trainer_backoff_limit: 5,
                 gpu_memory: ByteSize::gib(141),

@@ -1,5 +1,5 @@
-//! How the operator is configured: the trainer and vLLM images, default object
-//! storage, how trainers reach the report endpoint. Read once at start (flags or
+//! How the operator is configured: the trainer, fetch and vLLM images, default object
+//! storage, the GPU pods' kernel cache, how trainers reach the report endpoint. Read once at start (flags or
 //! environment, as the Helm chart sets them: this struct is part of the command line)
 //! and shared by every reconcile. Each default is written once, on its flag.
 
@@ -11,13 +11,21 @@ use clap::{Args, Command, FromArgMatches};
 #[derive(Args, Clone, Debug, PartialEq)]
 pub struct OperatorConfig {
     /// Image of trainer pods, unless a job names its own in spec.resources.image; also
-    /// the image of `trainer serve` pods and of the init containers that fetch models.
+    /// the image of `trainer serve` pods (runtime builtin).
     #[arg(
         long,
         env = "ANNEAL_TRAINER_IMAGE",
         default_value = "ghcr.io/anneal-dev/anneal-trainer:0.1.0"
     )]
     pub trainer_image: String,
+    /// Image of the init containers that download models and adapters (`trainer
+    /// fetch`) for runtime vllm: the trainer without CUDA, a small image.
+    #[arg(
+        long,
+        env = "ANNEAL_FETCH_IMAGE",
+        default_value = "ghcr.io/anneal-dev/anneal-fetch:0.1.0"
+    )]
+    pub fetch_image: String,
     /// Image of ModelDeployments with `runtime: vllm` (vLLM's OpenAI server).
     // Pinned: the serving pods' flags are written against this version.
     #[arg(
@@ -48,6 +56,12 @@ pub struct OperatorConfig {
     /// and preemptions are not counted.
     #[arg(long, env = "ANNEAL_TRAINER_BACKOFF_LIMIT", default_value_t = 3)]
     pub trainer_backoff_limit: i32,
+    /// PersistentVolumeClaim, in each job's or deployment's namespace, that GPU trainer
+    /// and `trainer serve` pods keep compiled kernels and autotune results on, so later
+    /// pods skip compiling them; it must allow ReadWriteMany when pods on several nodes
+    /// share it. Default: an emptyDir per pod.
+    #[arg(long, env = "ANNEAL_KERNEL_CACHE_CLAIM")]
+    pub kernel_cache_claim: Option<String>,
     /// Memory of one GPU on the nodes trainers run on (80GiB for H100 and A100 80GB,
     /// 141GiB for H200): a job whose memory plan needs more is refused in Validating.
     #[arg(long, env = "ANNEAL_GPU_MEMORY", default_value = "80GiB")]

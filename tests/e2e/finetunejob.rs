@@ -551,7 +551,7 @@ async fn validated_condition(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_memory_plan_refuses_what_cannot_fit_one_gpu_before_any_pod() {
+async fn the_memory_plan_refuses_what_cannot_fit_its_gpus_before_any_pod() {
     let world = World::start(&quickstart_lines(4)).await;
     let operator = world.start_operator(None).await;
     let on_one_gpu = |name: &str| job_yaml(name, 1, 2, "").replace("gpus: 0", "gpus: 1");
@@ -563,9 +563,15 @@ async fn the_memory_plan_refuses_what_cannot_fit_one_gpu_before_any_pod() {
     );
     assert!(too_big.contains("Qwen2.5-72B"));
     world.apply(&too_big).await;
-    // Two GPUs in one pod: refused with the spec, whatever the model.
+    // The same model on two GPUs of 80 GiB: its layers placed across them, it fits
+    // (suspended: validated, no pod).
     world
-        .apply(&job_yaml("two-gpus", 1, 2, "").replace("gpus: 0", "gpus: 2"))
+        .apply(&format!(
+            "{}  suspend: true\n",
+            too_big
+                .replace("too-big", "two-gpus")
+                .replace("gpus: 1", "gpus: 2")
+        ))
         .await;
     // The tiny model on one GPU fits; its shape comes from its config.json in storage.
     // Suspended, so it is validated but never starts a pod.
@@ -581,7 +587,7 @@ async fn the_memory_plan_refuses_what_cannot_fit_one_gpu_before_any_pod() {
     let message = &refused.message;
     assert!(
         message.starts_with("does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs ")
-            && message.contains(" per GPU at micro-batch 1 with maxTokens 256 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 2 GPUs of 80 GiB with its layers placed across them (not supported yet)"),
+            && message.contains(" per GPU at micro-batch 1 with maxTokens 256 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 2 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 2)"),
         "{message}"
     );
     let failed = world.job("too-big").await.status.unwrap();
@@ -589,14 +595,10 @@ async fn the_memory_plan_refuses_what_cannot_fit_one_gpu_before_any_pod() {
     assert_eq!(failed.message.as_ref(), Some(message));
 
     let two = validated_condition(&world, "two-gpus").await;
-    assert_eq!(
-        (two.status.as_str(), two.reason.as_str()),
-        ("False", "InvalidSpec")
-    );
+    assert_eq!(two.status, "True", "{}", two.message);
     assert!(
-        two.message.starts_with(
-            "invalid spec: spec.resources.gpus: 2 GPUs in one pod are not supported yet"
-        ),
+        two.message
+            .contains(" of 80 GiB per GPU, its 80 layers placed across 2 GPUs (40 on the busiest) at micro-batch "),
         "{}",
         two.message
     );

@@ -94,7 +94,7 @@ fn main() {
         seed: 0,
     };
     let mut model = match training {
-        TrainingType::Lora => attach(model, &settings, &device),
+        TrainingType::Lora => attach(model, &settings),
         TrainingType::Full => model,
     };
     let reference = Reference::for_training(training, &model);

@@ -136,8 +136,8 @@ fn main() {
         seed: spec.seed,
     };
     let mut model = match &init_adapter {
-        Some(dir) => load_adapter(model, dir, &device).expect("the initial adapter loads"),
-        None => attach(model, &settings, &device),
+        Some(dir) => load_adapter(model, dir).expect("the initial adapter loads"),
+        None => attach(model, &settings),
     };
 
     // Batch tensors are built once, outside the timed loop, as a data loader running

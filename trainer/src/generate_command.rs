@@ -132,7 +132,7 @@ impl BackendJob for GenerateJob {
         let args = self.0;
         let (config, model) = load_model::<B>(&args.model, &device, dtype)?;
         let model = match &args.adapter {
-            Some(dir) => load_adapter(model, dir, &device)?,
+            Some(dir) => load_adapter(model, dir)?,
             None => model,
         };
         let tokenizer = ModelTokenizer::from_model_dir(&args.model, &config.architecture)?;

@@ -2,13 +2,17 @@
 //! mode. Each subcommand reads its flags or manifest here and hands the work to the
 //! crate that does it: `anneal-train` (train), `anneal-serve` (serve), `anneal-model`
 //! (generate), `anneal-sources` (fetch) and `anneal-crds` (validate, plan); `doctor`
-//! checks the machine with all of them.
+//! checks the machine with all of them, and `train` and `serve` run its quick checks
+//! first on CUDA (`gpu_start`).
 
 pub mod device_arg;
 pub mod doctor;
 pub mod doctor_command;
 pub mod fetch_command;
 pub mod generate_command;
+pub mod gpu_start;
+pub mod kernel_cache;
+pub mod memory_arg;
 pub mod next_steps;
 pub mod plan_command;
 pub mod serve_command;

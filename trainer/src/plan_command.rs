@@ -17,6 +17,8 @@ use anneal_crds::memory_plan::{
 };
 use anneal_sources::local_paths::resolve_file_uri;
 
+use crate::memory_arg::memory_size;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlanArgs {
     /// The FineTuneJob manifest.
@@ -118,14 +120,6 @@ pub fn plan_inputs(
         }
     };
     Ok((job, shape, device))
-}
-
-/// A memory size with its unit: a bare `80` would be 80 bytes, never what was meant.
-fn memory_size(text: &str) -> Result<ByteSize, String> {
-    if text.trim().chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(format!("{text}: give the unit, e.g. {text}GiB"));
-    }
-    text.parse::<ByteSize>().map_err(|error| error.to_string())
 }
 
 /// The shape from a local `config.json` when there is one, else the built-in table.

@@ -1,8 +1,12 @@
 //! `trainer serve`: a base model and its LoRA adapters behind an OpenAI-compatible
 //! API, as `anneal-serve` runs it.
 //!
+//! On CUDA it first checks the GPU and points the kernel caches at `--kernel-cache`
+//! (`gpu_start`), as `trainer train` does.
+//!
 //! Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C), 2 when the server could
-//! not start (bad flags, models that do not load, a port in use).
+//! not start (a GPU that fails its check, bad flags, models that do not load, a port
+//! in use).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +14,7 @@ use std::process::ExitCode;
 use anneal_serve::{ServeOptions, serve};
 
 use crate::device_arg::DeviceArg;
+use crate::gpu_start::{GpuStartArgs, prepare};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -43,6 +48,8 @@ pub struct ServeArgs {
     pub work_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub gpu_start: GpuStartArgs,
 }
 
 impl From<ServeArgs> for ServeOptions {
@@ -64,6 +71,10 @@ impl From<ServeArgs> for ServeOptions {
 
 /// Runs the server until it is told to stop.
 pub fn run(args: ServeArgs) -> ExitCode {
+    if let Err(error) = prepare("serve", args.device.into(), &args.gpu_start) {
+        eprintln!("trainer serve: {error}");
+        return ExitCode::from(2);
+    }
     match serve(args.into()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

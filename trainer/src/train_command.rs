@@ -7,8 +7,17 @@
 //! 2 a failure that will not (manifest, dataset, model, incompatible resume);
 //! 143 stopped by SIGTERM or Ctrl-C after a checkpoint (`--resume` continues).
 //!
+//! On CUDA it first checks the GPU and points the kernel caches at `--kernel-cache`
+//! (`gpu_start`): a GPU that fails exits 1 before the manifest is read (2 when this
+//! build has no CUDA).
+//!
 //! In a pod every event is also posted to the operator (`--report-url`); how that
 //! went never changes the exit code.
+//!
+//! The micro-batch is the job's when it sets `gradientAccumulation`, else the memory
+//! plan's for the device (`--gpu-memory`, which a pod gets from the operator, or what
+//! the GPU reports; `--cpu-memory` or MemAvailable on the CPU): a job that does not fit
+//! fails with exit code 2 before its model is loaded.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,9 +28,12 @@ use std::time::Duration;
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::{JobResult, TrainingType};
 use anneal_crds::manifest::{ManifestError, parse_finetunejob};
+use anneal_crds::memory_plan::ByteSize;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::device_arg::DeviceArg;
+use crate::gpu_start::{GpuStartArgs, GpuStartError, prepare};
+use crate::memory_arg::memory_size;
 use crate::next_steps::{Trained, next_steps, resume_command};
 use crate::train_progress::{JsonLines, ProgressDisplay};
 use anneal_crds::storage::{Storage, StorageError};
@@ -29,6 +41,7 @@ use anneal_model::backend::BackendError;
 use anneal_sources::local_paths::resolve_file_uri;
 use anneal_sources::{FolderSource, SourceError, fetch_file, make_local};
 use anneal_train::TrainError;
+use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
 use anneal_train::event_report::{ReportConfig, Reporter};
 use anneal_train::run::{
@@ -62,6 +75,15 @@ pub struct TrainArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceArg,
+    /// Memory of the GPU (CUDA), as `trainer plan` takes it: the memory plan runs the
+    /// largest micro-batch that fits, unless the job sets gradientAccumulation. Default:
+    /// what the GPU reports (a trainer pod gets the operator's gpuMemory).
+    #[arg(long, env = "ANNEAL_GPU_MEMORY", value_parser = memory_size)]
+    pub gpu_memory: Option<ByteSize>,
+    /// RAM for the CPU backend, as --gpu-memory is for a GPU. Default: the host's
+    /// MemAvailable.
+    #[arg(long, value_parser = memory_size)]
+    pub cpu_memory: Option<ByteSize>,
     /// Local scratch space (fetched model, staging). Default: a temporary folder.
     #[arg(long, env = "ANNEAL_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
@@ -75,6 +97,8 @@ pub struct TrainArgs {
     /// At the end, how long to wait for events not yet delivered to --report-url.
     #[arg(long, env = "ANNEAL_REPORT_FLUSH_SECONDS", default_value_t = 10)]
     pub report_flush_seconds: u64,
+    #[command(flatten)]
+    pub gpu_start: GpuStartArgs,
 }
 
 /// Why `trainer train` failed; [`Failure::exit_code`] says whether a retry may pass.
@@ -103,6 +127,8 @@ enum Failure {
     },
     #[error("creating a work folder: {0}")]
     TempWorkDir(#[source] std::io::Error),
+    #[error(transparent)]
+    GpuStart(#[from] GpuStartError),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
@@ -134,6 +160,7 @@ impl Failure {
                 TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_),
             ) => 1,
             Failure::Source { source } if source.may_pass_on_retry() => 1,
+            Failure::GpuStart(error) if error.may_pass_on_retry() => 1,
             _ => 2,
         }
     }
@@ -150,12 +177,16 @@ pub fn run(args: TrainArgs) -> ExitCode {
 }
 
 fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
+    prepare("train", args.device.into(), &args.gpu_start)?;
     let (job, manifest_dir) = read_manifest(&args.manifest)?;
     let work = WorkDir::new(args.work_dir.clone())?;
     let inputs = prepare_run(&args, &job, &manifest_dir, work.path())?;
     let base_model_dir = inputs.base_model.dir.clone();
     let (sinks, reporter) = event_sinks(&args, &job);
-    let outcome = run_training_on(args.device.into(), TrainJob { inputs, sinks });
+    // With CUDA, the GPUs the job asks for (a pod sees exactly those): a model too
+    // large for one has its layers placed across them.
+    let gpus = job.spec.resources.gpus.max(1);
+    let outcome = run_training_on(args.device.into(), gpus, TrainJob { inputs, sinks });
     // Whatever the outcome, the operator should hear the last events (the final
     // phase above all) before the pod's exit code speaks.
     if let Some(reporter) = reporter {
@@ -250,6 +281,10 @@ fn prepare_run(
         location: RunLocation {
             output,
             work_dir: work_dir.to_path_buf(),
+        },
+        memory: GivenMemory {
+            gpu: args.gpu_memory,
+            cpu: args.cpu_memory,
         },
         resume,
         stop: stop_on_signals(),
@@ -357,8 +392,8 @@ struct TrainJob {
 impl TrainBackendJob for TrainJob {
     type Output = Result<RunOutcome, Failure>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        Ok(run_training::<B>(self.inputs, self.sinks, &device)?)
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        Ok(run_training::<B>(self.inputs, self.sinks, &devices)?)
     }
 }
 

@@ -185,7 +185,7 @@ fn render_job(path: &Path, job: &FineTuneJob) -> String {
     let name = job.metadata.name.as_deref().unwrap_or("(unnamed)");
     let modules: Vec<&str> = h.target_modules.iter().map(|m| m.hf_name()).collect();
     format!(
-        "{}: valid FineTuneJob {name}\n  model             {}\n  method            {}, training {}\n  hyperparameters   lr {}, epochs {}, batch {} (micro-batch {}), max tokens {}\n  lora              rank {}, alpha {}, dropout {}, modules {}\n",
+        "{}: valid FineTuneJob {name}\n  model             {}\n  method            {}, training {}\n  hyperparameters   lr {}, epochs {}, batch {} ({}), max tokens {}\n  lora              rank {}, alpha {}, dropout {}, modules {}\n",
         path.display(),
         job.spec.base_model.name,
         serde_json::to_value(job.spec.method)
@@ -199,13 +199,22 @@ fn render_job(path: &Path, job: &FineTuneJob) -> String {
         h.learning_rate,
         h.epochs,
         h.batch_size,
-        h.micro_batch_size(),
+        micro_batch_text(job),
         h.max_tokens,
         h.lora_rank,
         h.lora_alpha,
         h.lora_dropout,
         modules.join(","),
     )
+}
+
+/// How the job's micro-batch is chosen: its own with `gradientAccumulation`, else
+/// the memory plan's on the device `trainer train` runs on.
+fn micro_batch_text(job: &FineTuneJob) -> String {
+    match job.spec.hyperparameters.set_micro_batch() {
+        Some(micro) => format!("micro-batch {micro}, set by gradientAccumulation"),
+        None => "micro-batch: the largest the device holds, see trainer plan".to_owned(),
+    }
 }
 
 /// The one-screen report for a dataset: the summary when it is valid, every

@@ -43,6 +43,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) -}}
 {{- end -}}
 
+{{- define "anneal.fetchImage" -}}
+{{- printf "%s:%s" .Values.fetch.image.repository (default .Chart.AppVersion .Values.fetch.image.tag) -}}
+{{- end -}}
+
 {{/* Where trainer pods post their events: the report Service, which reaches only the leader. */}}
 {{- define "anneal.reportBaseUrl" -}}
 {{- printf "http://%s.%s.svc:%d" (include "anneal.fullname" .) .Release.Namespace (int .Values.service.reportPort) -}}

@@ -7,7 +7,11 @@ use std::fmt;
 use super::byte_size::ByteSize;
 use super::model_shape::ModelShape;
 use crate::finetunejob::{FineTuneJobSpec, TrainingMethod, TrainingType};
-use crate::hyperparameters::TargetModule;
+use crate::hyperparameters::{ResolvedHyperparameters, TargetModule};
+
+/// The GPU memory a plan assumes when nothing says otherwise: `trainer plan`'s and the
+/// operator's default, one H100 or A100 80GB.
+pub const DEFAULT_GPU_MEMORY: ByteSize = ByteSize::gib(80);
 
 /// The element type the base weights are held in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +145,19 @@ impl PlanInputs {
     /// for a model of `shape` on `device`, with the device's weight dtype.
     pub fn for_job(spec: &FineTuneJobSpec, shape: ModelShape, device: DeviceMemory) -> Self {
         let hyperparameters = spec.hyperparameters.resolve();
-        let trained = match spec.training {
+        Self::for_training(spec.method, spec.training, &hyperparameters, shape, device)
+    }
+
+    /// The inputs of a run with `method`, `training` and resolved `hyperparameters`
+    /// (what the trainer holds once a job is read) for a model of `shape` on `device`.
+    pub fn for_training(
+        method: TrainingMethod,
+        training: TrainingType,
+        hyperparameters: &ResolvedHyperparameters,
+        shape: ModelShape,
+        device: DeviceMemory,
+    ) -> Self {
+        let trained = match training {
             TrainingType::Lora => TrainedWeights::Lora {
                 rank: u64::from(hyperparameters.lora_rank),
                 targets: hyperparameters.target_modules.clone(),
@@ -149,11 +165,17 @@ impl PlanInputs {
             },
             TrainingType::Full => TrainedWeights::Full,
         };
+        // Full training holds every weight in f32 on every device: the master copy the
+        // optimizer updates, which the trainer also computes with (no bf16 copy).
+        let base_dtype = match training {
+            TrainingType::Lora => device.kind.base_dtype(),
+            TrainingType::Full => WeightDtype::F32,
+        };
         PlanInputs {
             shape,
-            base_dtype: device.kind.base_dtype(),
+            base_dtype,
             trained,
-            sequences_per_sample: match spec.method {
+            sequences_per_sample: match method {
                 TrainingMethod::Sft => 1,
                 TrainingMethod::Dpo => 2,
             },

@@ -28,7 +28,9 @@ mod tests;
 
 pub use byte_size::{ByteSize, ByteSizeError, GIB};
 pub use hf_config::HfConfigError;
-pub use inputs::{DeviceKind, DeviceMemory, PlanInputs, TrainedWeights, WeightDtype};
+pub use inputs::{
+    DEFAULT_GPU_MEMORY, DeviceKind, DeviceMemory, PlanInputs, TrainedWeights, WeightDtype,
+};
 pub use known_models::{KNOWN_MODELS, known_shape};
 pub use model_shape::ModelShape;
 pub use plan::{DoesNotFit, MemoryPlan, plan};

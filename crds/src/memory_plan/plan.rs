@@ -75,7 +75,7 @@ impl DoesNotFit {
             match self.fitting_devices {
                 Some(gpus) => {
                     text += &format!(
-                        ", or on {gpus} GPUs of {} with its layers placed across them (not supported yet)",
+                        ", or on {gpus} GPUs of {} with its layers placed across them (spec.resources.gpus: {gpus})",
                         self.device.per_device
                     )
                 }

@@ -156,7 +156,7 @@ fn qwen_72b_in_bf16_does_not_fit_one_80_gib_gpu_and_the_error_says_what_would() 
         error.to_string(),
         "needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), \
          more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, \
-         or on 3 GPUs of 80 GiB with its layers placed across them (not supported yet)"
+         or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)"
     );
     // Two H200s hold it, three samples at a time.
     let two_h200 = PlanInputs {
@@ -189,6 +189,30 @@ fn a_too_long_max_tokens_is_told_the_longest_that_fits() {
         ),
         "{error}"
     );
+}
+
+/// What the trainer holds in full training: f32 weights (the master copy it also
+/// computes with), their gradients and two moments, 16 bytes a parameter on a GPU as
+/// on the CPU.
+#[test]
+fn a_full_training_job_holds_sixteen_bytes_a_parameter_on_every_device() {
+    let spec: crate::FineTuneJobSpec = serde_json::from_value(serde_json::json!({
+        "training": "full",
+        "baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct", "source": "s3://m/q"},
+        "dataset": {"train": "s3://d/t.jsonl"},
+    }))
+    .unwrap();
+    let shape = known_shape("Qwen/Qwen2.5-7B-Instruct").unwrap();
+    for device in [one_gpu(1000), DeviceMemory::cpu(ByteSize::gib(1000))] {
+        let inputs = PlanInputs::for_job(&spec, shape, device);
+        assert_eq!(inputs.base_dtype, WeightDtype::F32);
+        let plan = plan(&inputs).unwrap();
+        assert_eq!(
+            plan.base_weights.bytes() + plan.trainable_state.bytes(),
+            16 * shape.params(),
+            "{device}"
+        );
+    }
 }
 
 #[test]

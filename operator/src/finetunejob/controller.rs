@@ -25,7 +25,7 @@ use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::finetunejob::dataset_check::{DatasetCheck, check_datasets};
 use crate::finetunejob::kube_report::KubeReportCluster;
-use crate::finetunejob::memory_verdict::{gpu_count_problem, judge_memory};
+use crate::finetunejob::memory_verdict::judge_memory;
 use crate::finetunejob::model_shape_check::find_model_shape;
 use crate::finetunejob::trainer_job::{
     JOB_LABEL, TOKEN_KEY, plan_trainer_job, plan_trainer_secret, run_uri, trainer_job_name,
@@ -162,9 +162,7 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
         let plan_problem = crate::finetunejob::trainer_job::check_sources(job).and_then(|()| {
             crate::finetunejob::trainer_job::output_uri(job, &context.config).map(drop)
         });
-        let plan_problem = plan_problem
-            .map_err(|problem| problem.to_string())
-            .and_then(|()| gpu_count_problem(job).map_or(Ok(()), Err));
+        let plan_problem = plan_problem.map_err(|problem| problem.to_string());
         if verdict.passed()
             && let Err(problem) = plan_problem
         {

@@ -1,26 +1,12 @@
-//! The GPU half of the Validating phase, as pure functions: a pod asks for at most
-//! one GPU until a model's layers can be placed across several, and a job whose
-//! memory plan does not fit that GPU is refused before any pod exists, with the
-//! figure and what would fit. A job whose model shape is unknown is let through: its
-//! plan is skipped, never guessed.
+//! The GPU half of the Validating phase, as a pure function: a job whose memory plan
+//! does not fit the GPUs it asks for (with several, the model's layers placed across
+//! them) is refused before any pod exists, with the figure and what would fit. A job
+//! whose model shape is unknown is let through: its plan is skipped, never guessed.
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::memory_plan::{ByteSize, DeviceMemory, ModelShape, plan_for_job};
 
 use crate::finetunejob::validation_verdict::{Verdict, VerdictReason};
-
-/// The problem with `spec.resources.gpus` above 1, if there is one: the trainer has
-/// no layer placement or data parallelism yet, so it would use one GPU and leave the
-/// others idle while the pod holds them.
-pub fn gpu_count_problem(job: &FineTuneJob) -> Option<String> {
-    let gpus = job.spec.resources.gpus;
-    (gpus > 1).then(|| {
-        format!(
-            "spec.resources.gpus: {gpus} GPUs in one pod are not supported yet (placing a model's layers across GPUs is not built, so the trainer would leave {} of them idle); ask for 1",
-            gpus - 1
-        )
-    })
-}
 
 /// The model's shape, and where it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,8 +19,9 @@ pub enum ShapeFound {
     Unknown(String),
 }
 
-/// Judges the job's memory plan on one GPU of `gpu_memory`. Passes, with the plan's
-/// figures or why it was skipped, unless the plan is known not to fit.
+/// Judges the job's memory plan on its `spec.resources.gpus` GPUs of `gpu_memory`
+/// each. Passes, with the plan's figures or why it was skipped, unless the plan is
+/// known not to fit.
 pub fn judge_memory(job: &FineTuneJob, shape: &ShapeFound, gpu_memory: ByteSize) -> Verdict {
     let valid = |message: String| Verdict {
         reason: VerdictReason::Valid,
@@ -51,15 +38,29 @@ pub fn judge_memory(job: &FineTuneJob, shape: &ShapeFound, gpu_memory: ByteSize)
         ShapeFound::Unknown(why) => return valid(format!("memory plan skipped: {why}")),
     };
     let name = &job.spec.base_model.name;
-    let device = DeviceMemory::gpus(gpu_memory, job.spec.resources.gpus);
+    let gpus = job.spec.resources.gpus;
+    let device = DeviceMemory::gpus(gpu_memory, gpus);
+    let on_gpus = match gpus {
+        1 => "one GPU".to_owned(),
+        _ => format!("{gpus} GPUs"),
+    };
     match plan_for_job(&job.spec, shape, device) {
-        Ok(plan) => valid(format!(
-            "memory plan ({name}, from {from}): {} of {} per GPU at micro-batch {} x {} accumulation and maxTokens {}",
-            plan.peak, gpu_memory, plan.micro_batch, plan.accumulation, plan.inputs.max_tokens
-        )),
+        Ok(plan) => {
+            let placed = match gpus {
+                1 => String::new(),
+                _ => format!(
+                    ", its {} layers placed across {gpus} GPUs ({} on the busiest)",
+                    plan.inputs.shape.layers, plan.layers_per_device
+                ),
+            };
+            valid(format!(
+                "memory plan ({name}, from {from}): {} of {} per GPU{placed} at micro-batch {} x {} accumulation and maxTokens {}",
+                plan.peak, gpu_memory, plan.micro_batch, plan.accumulation, plan.inputs.max_tokens
+            ))
+        }
         Err(does_not_fit) => Verdict {
             reason: VerdictReason::InsufficientGpuMemory,
-            message: format!("does not fit one GPU: {name} {does_not_fit}"),
+            message: format!("does not fit {on_gpus}: {name} {does_not_fit}"),
         },
     }
 }
@@ -88,19 +89,6 @@ mod tests {
     const QWEN_72B: &str = "Qwen/Qwen2.5-72B-Instruct";
 
     #[test]
-    fn more_than_one_gpu_is_refused_naming_the_field() {
-        let two = job(QWEN_7B, serde_json::json!({"resources": {"gpus": 2}}));
-        assert_eq!(
-            gpu_count_problem(&two).unwrap(),
-            "spec.resources.gpus: 2 GPUs in one pod are not supported yet (placing a model's layers across GPUs is not built, so the trainer would leave 1 of them idle); ask for 1"
-        );
-        for gpus in [0, 1] {
-            let fine = job(QWEN_7B, serde_json::json!({"resources": {"gpus": gpus}}));
-            assert_eq!(gpu_count_problem(&fine), None, "{gpus}");
-        }
-    }
-
-    #[test]
     fn verdicts_by_model_tokens_and_gpu() {
         let gib = ByteSize::gib;
         let tokens = |n: u32| serde_json::json!({"hyperparameters": {"maxTokens": n}});
@@ -125,14 +113,30 @@ mod tests {
                 built_in(QWEN_72B),
                 gib(80),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 3 GPUs of 80 GiB with its layers placed across them (not supported yet)",
+                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
             ),
             (
                 job(QWEN_72B, serde_json::json!({})),
                 built_in(QWEN_72B),
                 gib(141),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 141 GiB of a GPU; no maxTokens fits on 1 x 141 GiB GPU, or on 2 GPUs of 141 GiB with its layers placed across them (not supported yet)",
+                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 141 GiB of a GPU; no maxTokens fits on 1 x 141 GiB GPU, or on 2 GPUs of 141 GiB with its layers placed across them (spec.resources.gpus: 2)",
+            ),
+            // Two H200s hold 72B with its layers placed across them.
+            (
+                job(QWEN_72B, serde_json::json!({"resources": {"gpus": 2}})),
+                built_in(QWEN_72B),
+                gib(141),
+                VerdictReason::Valid,
+                "memory plan (Qwen/Qwen2.5-72B-Instruct, from the built-in shape of its name): 135.3 GiB of 141 GiB per GPU, its 80 layers placed across 2 GPUs (40 on the busiest) at micro-batch 3 x 3 accumulation and maxTokens 4096",
+            ),
+            // Two 80 GiB GPUs do not: it says how many would.
+            (
+                job(QWEN_72B, serde_json::json!({"resources": {"gpus": 2}})),
+                built_in(QWEN_72B),
+                gib(80),
+                VerdictReason::InsufficientGpuMemory,
+                "does not fit 2 GPUs: Qwen/Qwen2.5-72B-Instruct needs 98.6 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 70.0 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 271 or less, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
             ),
             (
                 job(QWEN_7B, tokens(32_768)),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use anneal_crds::FineTuneJob;
+use anneal_crds::memory_plan::{ByteSize, GIB};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -21,7 +22,7 @@ use kube::Resource;
 use crate::config::OperatorConfig;
 use crate::shared::pod_parts::{
     PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
-    gpu_tolerations, mount, pod_security,
+    gpu_tolerations, kernel_cache, mount, pod_security,
 };
 
 /// Name of the trainer's container, which the pod failure policy refers to.
@@ -231,6 +232,17 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
             &format!("{JOB_FILES_DIR}/{TOKEN_KEY}"),
         ),
     ];
+    // On a GPU: burn-cuda compiles its kernels into a writable cache.
+    let cache = (resources.gpus > 0).then(|| kernel_cache(config));
+    if resources.gpus > 0 {
+        // The GPU the Validating verdict planned for: the trainer plans its
+        // micro-batch for the same memory.
+        let memory = exact_size(config.gpu_memory);
+        env.push(crate::shared::pod_parts::env("ANNEAL_GPU_MEMORY", &memory));
+    }
+    if let Some((_, _, variable)) = &cache {
+        env.push(variable.clone());
+    }
     env.sort_by(|a, b| a.name.cmp(&b.name));
     let env_from = credentials_env(credentials_secret(job, config).as_deref());
 
@@ -252,6 +264,10 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
         empty_dir("work"),
         empty_dir("tmp"),
     ];
+    if let Some((volume, cache_mount, _)) = cache {
+        mounts.push(cache_mount);
+        volumes.push(volume);
+    }
     if let Some(config_map) = &job.spec.dataset.config_map {
         mounts.push(mount("dataset", DATASET_DIR, true));
         volumes.push(Volume {
@@ -344,6 +360,16 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
         }),
         status: None,
     })
+}
+
+/// `size` as the trainer reads it back to the byte: `80GiB`, else a count of bytes
+/// (`ByteSize`'s display rounds to a tenth).
+fn exact_size(size: ByteSize) -> String {
+    if size.bytes().is_multiple_of(GIB) {
+        format!("{}GiB", size.bytes() / GIB)
+    } else {
+        format!("{}B", size.bytes())
+    }
 }
 
 /// Fail at once on a trainer error no retry fixes; do not count evictions and

@@ -1,7 +1,7 @@
 //! A ModelDeployment's serving pods, planned as Kubernetes objects: the `apps/v1
-//! Deployment` that runs `trainer serve` (runtime `builtin`) or vLLM's OpenAI server
-//! (runtime `vllm`, adapters fetched by init containers), and the `Service` in front
-//! of it. Pure functions of the deployment, its resolved model and the operator's
+//! Deployment` that runs `trainer serve` (runtime `builtin`, with the kernel cache on
+//! GPUs) or vLLM's OpenAI server (runtime `vllm`, models fetched by init containers in
+//! the fetch image), and the `Service` in front of it. Pure functions of the deployment, its resolved model and the operator's
 //! configuration, so the controller only applies what they return.
 
 use std::collections::BTreeMap;
@@ -22,7 +22,7 @@ use crate::config::OperatorConfig;
 use crate::modeldeployment::model_resolution::{ServedModel, Source};
 use crate::shared::pod_parts::{
     PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
-    gpu_tolerations, mount, pod_security,
+    gpu_tolerations, kernel_cache, mount, pod_security,
 };
 
 /// Label every object and pod of a deployment carries: its ModelDeployment's name.
@@ -404,13 +404,22 @@ pub fn plan_deployment(
     let mut volumes = vec![empty_dir("work"), empty_dir("tmp")];
     let mut env_vars = vec![env("HOME", WORK_DIR)];
     let (image, command) = match runtime {
-        ServingRuntime::Builtin => (
-            resources
-                .image
-                .clone()
-                .unwrap_or_else(|| config.trainer_image.clone()),
-            None,
-        ),
+        ServingRuntime::Builtin => {
+            if resources.gpus > 0 {
+                // burn-cuda compiles its kernels into a writable cache.
+                let (volume, cache_mount, variable) = kernel_cache(config);
+                volumes.push(volume);
+                mounts.push(cache_mount);
+                env_vars.push(variable);
+            }
+            (
+                resources
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| config.trainer_image.clone()),
+                None,
+            )
+        }
         ServingRuntime::Vllm => {
             // Caches under the writable scratch; a named user, because PyTorch asks for
             // one and the pod's uid has no passwd entry.
@@ -460,7 +469,7 @@ pub fn plan_deployment(
         .iter()
         .map(|(fetch_name, uri, dir)| Container {
             name: fetch_name.clone(),
-            image: Some(config.trainer_image.clone()),
+            image: Some(config.fetch_image.clone()),
             args: Some(vec!["fetch".to_owned(), uri.clone(), dir.clone()]),
             env: Some(vec![env("HOME", WORK_DIR)]),
             env_from: credentials.clone(),

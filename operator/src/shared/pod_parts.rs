@@ -1,21 +1,25 @@
 //! Pieces every pod the operator plans shares: the hardened security contexts, GPU
-//! requests with their toleration, and small builders for env vars, mounts and
-//! scratch volumes. The trainer Job and the serving Deployment both build from these,
+//! requests with their toleration, the kernel cache of pods that run burn-cuda, and
+//! small builders for env vars, mounts and scratch volumes. The trainer Job and the serving Deployment both build from these,
 //! so a pod of either kind is placed and locked down the same way.
 
 use std::collections::BTreeMap;
 
 use anneal_crds::common::ResourcesSpec;
 use k8s_openapi::api::core::v1::{
-    Capabilities, EmptyDirVolumeSource, EnvFromSource, EnvVar, PodSecurityContext,
-    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    Capabilities, EmptyDirVolumeSource, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
+    Toleration, Volume, VolumeMount,
 };
 
 use crate::config::OperatorConfig;
 
 /// Where `pvc://CLAIM/...` sources are mounted in a pod (one folder per claim).
 pub const PVC_DIR: &str = "/mnt/pvc";
+
+/// Where a pod running `trainer` on CUDA keeps the kernels burn-cuda compiles and its
+/// autotune results (`ANNEAL_KERNEL_CACHE`): the root file system is read-only.
+pub const KERNEL_CACHE_DIR: &str = "/var/cache/anneal/kernels";
 
 /// Non-root user of Anneal's images (and the user other images run as in its pods).
 pub const POD_UID: i64 = 65532;
@@ -95,6 +99,29 @@ pub fn gpu_tolerations(
 /// (`auto` could pick up a GPU the node's runtime exposes without a request).
 pub fn device(resources: &ResourcesSpec) -> &'static str {
     if resources.gpus > 0 { "cuda" } else { "cpu" }
+}
+
+/// The kernel cache of a pod that runs `trainer` on CUDA: its volume (the operator's
+/// claim, else an emptyDir, which outlives container restarts but not the pod), where
+/// it is mounted, and the variable that tells the trainer.
+pub fn kernel_cache(config: &OperatorConfig) -> (Volume, VolumeMount, EnvVar) {
+    let name = "kernel-cache";
+    let volume = match &config.kernel_cache_claim {
+        Some(claim) => Volume {
+            name: name.to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        },
+        None => empty_dir(name),
+    };
+    (
+        volume,
+        mount(name, KERNEL_CACHE_DIR, false),
+        env("ANNEAL_KERNEL_CACHE", KERNEL_CACHE_DIR),
+    )
 }
 
 /// The storage credentials Secret as environment (`AWS_*` keys), required to exist.

@@ -20,7 +20,7 @@ use anneal_model::generate::{Decoding, SamplingParams, Step, argmax, decode_toge
 use anneal_model::llm::config::ModelConfig;
 use anneal_model::llm::kv_slots::position_bytes;
 use anneal_model::llm::weights::{WeightSource, build_model};
-use anneal_model::llm::{CausalLm, KvSlots, ModelError, load_model};
+use anneal_model::llm::{CausalLm, KvSlots, LayerPlacement, ModelError, load_model};
 use burn::prelude::*;
 use burn::tensor::DType;
 use rand::rngs::SmallRng;
@@ -59,7 +59,8 @@ fn model(shape: &str) -> (String, CausalLm<B>) {
     let device = Default::default();
     let random = |json: &str| {
         let config = ModelConfig::from_json(json).expect("a config");
-        build_model::<B>(&config, &RandomWeights, &device, DType::F32).expect("the model builds")
+        let placement = LayerPlacement::single(device, config.num_layers);
+        build_model::<B>(&config, &RandomWeights, &placement, DType::F32).expect("the model builds")
     };
     match shape {
         "0.5b" => (

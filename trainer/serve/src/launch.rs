@@ -36,11 +36,10 @@ impl BackendJob for Prepared {
         // Each adapter rides on a clone of the base: tensors are shared, not copied.
         let mut models = vec![base.clone()];
         for (name, dir) in &self.adapters {
-            let model =
-                load_adapter(base.clone(), dir, &device).map_err(|source| ServeError::Adapter {
-                    name: name.clone(),
-                    source,
-                })?;
+            let model = load_adapter(base.clone(), dir).map_err(|source| ServeError::Adapter {
+                name: name.clone(),
+                source,
+            })?;
             models.push(model);
             served.push(ServedModel {
                 name: name.clone(),

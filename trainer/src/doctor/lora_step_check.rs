@@ -35,7 +35,7 @@ pub fn check(cuda: bool) -> CheckResult {
     } else {
         DeviceChoice::Cpu
     };
-    let step = match run_training_on(choice, LoraStep) {
+    let step = match run_training_on(choice, 1, LoraStep) {
         Ok(Ok(step)) => step,
         Ok(Err(message)) => return CheckResult::fail(NAME, message),
         Err(error) => return CheckResult::fail(NAME, error.to_string()),
@@ -67,7 +67,8 @@ struct LoraStep;
 impl TrainBackendJob for LoraStep {
     type Output = Result<StepFigures, String>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let device = devices.into_iter().next().expect("one device");
         let dir = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
         tiny_model::write_model(dir.path())
             .map_err(|e| format!("writing the tiny model to {}: {e}", dir.path().display()))?;
@@ -88,7 +89,7 @@ impl TrainBackendJob for LoraStep {
             use_rslora: false,
             seed: 0,
         };
-        let model = attach(model, &settings, &device);
+        let model = attach(model, &settings);
         let mut optimizer = adamw::<B>(0.0);
         let batch = || [Batch::new(&samples.iter().collect::<Vec<_>>(), &device)];
         // As `trainer train` steps by default: each layer recomputed in the backward pass.

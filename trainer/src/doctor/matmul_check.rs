@@ -53,10 +53,25 @@ impl MatmulSpec {
             }
         }
     }
+
+    /// The start check's size: the same dtype and tolerance at 256 a side, whose host
+    /// reference takes milliseconds (k = 256 sums fewer rounding errors than 1024).
+    pub fn quick(cuda: bool) -> Self {
+        Self {
+            m: 256,
+            k: 256,
+            n: 256,
+            ..Self::for_backend(cuda)
+        }
+    }
 }
 
 pub fn check(cuda: bool) -> CheckResult {
-    let spec = MatmulSpec::for_backend(cuda);
+    check_spec(cuda, MatmulSpec::for_backend(cuda))
+}
+
+/// The product of `spec`'s size on the backend against the host reference.
+pub fn check_spec(cuda: bool, spec: MatmulSpec) -> CheckResult {
     let choice = if cuda {
         DeviceChoice::Cuda
     } else {

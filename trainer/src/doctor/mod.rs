@@ -1,11 +1,14 @@
 //! `trainer doctor`'s checks, one file each: what the backend is
-//! ([`backend_info`]), a matmul against a host reference ([`matmul_check`]) and one
-//! LoRA training step on the bundled tiny model ([`lora_step_check`], with the model
-//! built into the binary by [`tiny_model`] so the check runs in a pod with no repository).
+//! ([`backend_info`], the GPU's side from [`nvidia_smi`]), a matmul against a host
+//! reference ([`matmul_check`]) and one LoRA training step on the bundled tiny model
+//! ([`lora_step_check`], with the model built into the binary by [`tiny_model`] so the
+//! check runs in a pod with no repository). The first two, at a small size, are also
+//! the start check of `train` and `serve` on CUDA ([`quick_checks`]).
 
 pub mod backend_info;
 pub mod lora_step_check;
 pub mod matmul_check;
+pub mod nvidia_smi;
 pub mod tiny_model;
 
 /// One line of the report: `ok` or `FAIL`, the check's name and its figures.
@@ -54,4 +57,16 @@ pub fn guarded(name: &'static str, check: impl FnOnce() -> CheckResult) -> Check
             CheckResult::fail(name, format!("panicked: {message}"))
         }
     }
+}
+
+/// The checks a GPU pod runs before its work (`crate::gpu_start`): the backend (driver,
+/// CUDA, a tensor round trip) and a small matmul in the dtype the backend computes in,
+/// each guarded, in that order. Seconds, where the full doctor's LoRA step takes longer.
+pub fn quick_checks(cuda: bool) -> Vec<CheckResult> {
+    vec![
+        guarded("backend", || backend_info::check(cuda)),
+        guarded("matmul", || {
+            matmul_check::check_spec(cuda, matmul_check::MatmulSpec::quick(cuda))
+        }),
+    ]
 }

@@ -20,6 +20,7 @@ use anneal_model::chat::ModelTokenizer;
 use anneal_model::generate::{SamplingParams, generate};
 use anneal_model::llm::load_model;
 use anneal_model::lora::peft::load_adapter;
+use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
 use anneal_train::run::{
     BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
@@ -121,13 +122,14 @@ fn train(
             output: Storage::open(&format!("file://{}", out.display())).unwrap(),
             work_dir: out.with_extension("work"),
         },
+        memory: GivenMemory::default(),
         resume,
         stop: stop.clone(),
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let recorder = Recorder(events.clone(), stop_at.map(|at| (at, stop)));
     let outcome =
-        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &Default::default())
+        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &[Default::default()])
             .unwrap();
     let events = events.lock().unwrap().clone();
     (outcome, events)
@@ -251,7 +253,7 @@ spec:
         load_model::<CpuBackend>(&tiny_model(), &device, DType::F32).unwrap();
     let tokenizer =
         ModelTokenizer::from_model_dir(&tiny_model(), &model_config.architecture).unwrap();
-    let adapted = load_adapter(base, &final_dir, &device).unwrap();
+    let adapted = load_adapter(base, &final_dir).unwrap();
     let messages = vec![anneal_crds::dataset::ChatMessage {
         role: anneal_crds::dataset::Role::User,
         content: QUESTION.into(),

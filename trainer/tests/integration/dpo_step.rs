@@ -119,7 +119,7 @@ fn lora_starts_at_ln2_and_moves_the_rewards_apart() {
         use_rslora: false,
         seed: 3,
     };
-    let mut model = attach(base, &settings, &device);
+    let mut model = attach(base, &settings);
     let weight = |m: &mut CausalLm<B>| {
         projections_mut(m)[0]
             .2
@@ -196,7 +196,7 @@ fn recomputed_layers_give_the_steps_of_kept_ones_with_the_sft_term() {
     let pairs = pairs(4);
     let run = |activations| {
         let (_, base) = load_model::<B>(&model_dir(), &device, DType::F32).unwrap();
-        let model = attach(base, &settings, &device);
+        let model = attach(base, &settings);
         let reference = Reference::AdapterOff;
         train_with(model, &reference, &config, activations, &pairs, 4, 5e-3).1
     };

@@ -75,14 +75,14 @@ fn trained(mut model: CausalLm<B>) -> CausalLm<B> {
 fn a_fresh_adapter_leaves_the_output_unchanged() {
     let _generator = crate::support::generator_turn();
     let before = logits(&base());
-    let after = logits(&attach(base(), &settings(), &Default::default()));
+    let after = logits(&attach(base(), &settings()));
     assert_eq!(before, after);
 }
 
 #[test]
 fn the_merged_model_computes_what_the_adapter_does() {
     let _generator = crate::support::generator_turn();
-    let adapted = trained(attach(base(), &settings(), &Default::default()));
+    let adapted = trained(attach(base(), &settings()));
     let with_adapter = logits(&adapted);
     assert!(
         max_diff(&with_adapter, &logits(&base())) > 0.1,
@@ -109,7 +109,7 @@ fn the_merged_model_computes_what_the_adapter_does() {
 #[test]
 fn a_saved_adapter_has_peft_names_and_loads_back_the_same() {
     let _generator = crate::support::generator_turn();
-    let mut adapted = trained(attach(base(), &settings(), &Default::default()));
+    let mut adapted = trained(attach(base(), &settings()));
     let dir = tempfile::tempdir().unwrap();
     save_adapter(&mut adapted, &settings(), "Qwen/tiny", dir.path()).unwrap();
 
@@ -150,14 +150,14 @@ fn a_saved_adapter_has_peft_names_and_loads_back_the_same() {
         "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"
     );
 
-    let loaded = load_adapter(base(), dir.path(), &Default::default()).unwrap();
+    let loaded = load_adapter(base(), dir.path()).unwrap();
     assert_eq!(logits(&loaded), logits(&adapted));
 }
 
 #[test]
 fn a_broken_adapter_names_the_tensor() {
     let _generator = crate::support::generator_turn();
-    let mut adapted = attach(base(), &settings(), &Default::default());
+    let mut adapted = attach(base(), &settings());
     let dir = tempfile::tempdir().unwrap();
     save_adapter(&mut adapted, &settings(), "Qwen/tiny", dir.path()).unwrap();
     let path = dir.path().join("adapter_config.json");
@@ -165,9 +165,7 @@ fn a_broken_adapter_names_the_tensor() {
         .unwrap()
         .replace("\"r\": 4", "\"r\": 8");
     std::fs::write(&path, text).unwrap();
-    let err = load_adapter(base(), dir.path(), &Default::default())
-        .unwrap_err()
-        .to_string();
+    let err = load_adapter(base(), dir.path()).unwrap_err().to_string();
     assert_eq!(
         err,
         "adapter tensor base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight: expected shape [8, 64], found [4, 64]"
@@ -177,7 +175,7 @@ fn a_broken_adapter_names_the_tensor() {
 #[test]
 fn trainer_generate_applies_an_adapter() {
     let _generator = crate::support::generator_turn();
-    let mut adapted = trained(attach(base(), &settings(), &Default::default()));
+    let mut adapted = trained(attach(base(), &settings()));
     let dir = tempfile::tempdir().unwrap();
     save_adapter(&mut adapted, &settings(), "Qwen/tiny", dir.path()).unwrap();
     let prompt = [49u32, 345, 270, 436];
@@ -187,7 +185,7 @@ fn trainer_generate_applies_an_adapter() {
     };
     // The CLI must generate what the library does with the adapter as saved (the merged
     // model agrees only up to rounding, which can flip a near-tied greedy choice).
-    let reloaded = load_adapter(base(), dir.path(), &Default::default()).unwrap();
+    let reloaded = load_adapter(base(), dir.path()).unwrap();
     let want = generate(&reloaded, &prompt, &[], &params, |_| String::new(), |_| {}).token_ids;
     let plain = generate(&base(), &prompt, &[], &params, |_| String::new(), |_| {}).token_ids;
     assert_ne!(want, plain, "the adapter changes the continuation");

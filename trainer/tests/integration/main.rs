@@ -5,12 +5,15 @@
 
 mod support;
 
+mod accumulation;
 mod chat_reference;
 mod doc_commands;
 mod doctor_cli;
 mod dpo_run;
 mod dpo_step;
 mod generate_cli;
+mod gpu_start_cli;
+mod layer_placement;
 mod lora_adapter;
 mod model_loading;
 mod model_reference;

@@ -226,7 +226,7 @@ fn random_adapter(dir: &Path) {
         use_rslora: false,
         seed: 3,
     };
-    let mut model = attach(base, &settings, &device);
+    let mut model = attach(base, &settings);
     for (_, _, projection) in projections_mut(&mut model) {
         if let Some(lora) = projection.lora.as_mut() {
             let shape = lora.b.val().shape();
@@ -296,7 +296,7 @@ fn the_openai_sdk_gets_the_libraries_answers_whole_and_streamed() {
     let device = Default::default();
     let (config, base) = load_model::<B>(&tiny_model(), &device, DType::F32).unwrap();
     let tokenizer = ModelTokenizer::from_model_dir(&tiny_model(), &config.architecture).unwrap();
-    let adapted = load_adapter(base.clone(), adapter_dir.path(), &device).unwrap();
+    let adapted = load_adapter(base.clone(), adapter_dir.path()).unwrap();
     let greedy = |stop: Vec<String>| SamplingParams {
         max_new_tokens: 24,
         stop,
@@ -637,7 +637,7 @@ fn the_model_and_adapters_load_from_s3_and_fetch_refuses_an_incomplete_folder() 
     let device = Default::default();
     let (config, base) = load_model::<B>(&tiny_model(), &device, DType::F32).unwrap();
     let tokenizer = ModelTokenizer::from_model_dir(&tiny_model(), &config.architecture).unwrap();
-    let adapted = load_adapter(base, adapter_dir.path(), &device).unwrap();
+    let adapted = load_adapter(base, adapter_dir.path()).unwrap();
     let params = SamplingParams {
         max_new_tokens: 12,
         ..Default::default()

@@ -56,7 +56,7 @@ fn run_with(steps: usize, activations: LayerActivations) -> (Trained, Vec<f64>) 
         use_rslora: false,
         seed: 5,
     };
-    let mut model = attach(model, &settings, &device);
+    let mut model = attach(model, &settings);
     let base_before = projections_mut(&mut model)[0]
         .2
         .base

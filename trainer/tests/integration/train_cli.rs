@@ -2,7 +2,8 @@
 //! stopped with SIGTERM, and resumed each time ends with the adapter of the run
 //! that was never interrupted; bad input fails before training with the field or
 //! line named and the exit code that tells a pod not to retry; a DPO job trains and
-//! reports its rewards the same way.
+//! reports its rewards the same way; without gradientAccumulation the micro-batch is
+//! the memory plan's for `--cpu-memory`, and a job that does not fit is refused.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,11 @@ use std::process::{Child, Command, Output, Stdio};
 
 use anneal_crds::events::{EventBody, TrainerEvent};
 use anneal_crds::finetunejob::JobPhase;
+use anneal_crds::manifest::parse_finetunejob;
+use anneal_crds::memory_plan::plan::peak_bytes;
+use anneal_crds::memory_plan::{ByteSize, DeviceMemory, ModelShape, PlanInputs, plan};
 use anneal_crds::storage::Storage;
+use anneal_train::state::TrainerState;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -303,4 +308,71 @@ fn an_sft_line_in_a_dpo_job_fails_before_training_and_names_the_line() {
             .join("out/team-a/cli-dpo/r1/checkpoints")
             .exists()
     );
+}
+
+/// The memory plan of the job in `manifest` on a CPU with `memory`.
+fn plan_inputs(manifest: &Path, memory: ByteSize) -> PlanInputs {
+    let job = parse_finetunejob(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    let config = repo().join("examples/models/anneal-tiny/config.json");
+    let shape = ModelShape::from_config_json(&std::fs::read_to_string(config).unwrap()).unwrap();
+    PlanInputs::for_job(&job.spec, shape, DeviceMemory::cpu(memory))
+}
+
+#[test]
+fn without_gradient_accumulation_the_plan_picks_the_micro_batch_or_refuses_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    // A DPO job with batchSize 3 and no gradientAccumulation, on a CPU that holds 2 pairs.
+    let manifest = dpo_job_dir(dir.path(), None);
+    let memory = ByteSize(peak_bytes(&plan_inputs(&manifest, ByteSize(0)), 2));
+    let planned = plan(&plan_inputs(&manifest, memory)).unwrap();
+    assert_eq!(planned.micro_batch, 2);
+    let out = dir.path().join("out");
+    let cpu_memory = format!("{}B", memory.bytes());
+    let output = trainer_train(&manifest, &out, &["--cpu-memory", &cpu_memory])
+        .output()
+        .unwrap();
+    expect(&output, 0);
+    let said = events(&output.stdout)
+        .into_iter()
+        .find_map(|e| match e.body {
+            EventBody::Log { message, .. } if message.starts_with("micro-batch") => Some(message),
+            _ => None,
+        });
+    assert_eq!(
+        said,
+        Some(format!(
+            "micro-batch 2 x 2 accumulation (plan: {} of {memory} CPU, memory from --cpu-memory)",
+            planned.peak
+        ))
+    );
+    let state = std::fs::read_to_string(
+        out.join("team-a/cli-dpo/r1/checkpoints/ckpt-3/trainer_state.json"),
+    )
+    .unwrap();
+    let state = TrainerState::from_json(&state).unwrap();
+    assert_eq!(state.data.micro_batch_size as u64, planned.micro_batch);
+    assert_eq!(state.data.gradient_accumulation, 2);
+
+    // Not one pair fits: refused before the model loads, with the plan's figures.
+    let too_small = plan_inputs(&manifest, ByteSize(100 << 20));
+    let does_not_fit = plan(&too_small).unwrap_err();
+    let output = trainer_train(
+        &manifest,
+        &dir.path().join("refused"),
+        &["--cpu-memory", "100MiB"],
+    )
+    .output()
+    .unwrap();
+    expect(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!("trainer train: does not fit: {does_not_fit} (memory from --cpu-memory)")
+    );
+    assert!(
+        stderr.contains("at micro-batch 1 with maxTokens 256")
+            && stderr.contains("more than the 100.0 MiB of a CPU"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no event: training never started");
 }

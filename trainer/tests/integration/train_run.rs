@@ -1,6 +1,7 @@
 //! Training runs through the library, on the bundled tiny model and the quick
 //! start's data: a stopped and resumed run ends bit for bit where an
 //! uninterrupted one does (with LoRA dropout, gradient checkpointing on and off), a
+//! run resumed where the memory plan picks another micro-batch keeps its order, a
 //! half-written checkpoint is never resumed from, checkpoints hold what PEFT and a
 //! resume need, the trained adapter reloads, and gradient checkpointing leaves a
 //! run's losses as they are.
@@ -13,6 +14,8 @@ use anneal_crds::FineTuneJob;
 use anneal_crds::events::{EventBody, TrainerEvent};
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::manifest::parse_finetunejob;
+use anneal_crds::memory_plan::plan::peak_bytes;
+use anneal_crds::memory_plan::{ByteSize, DeviceMemory, ModelShape, PlanInputs, plan};
 use anneal_crds::storage::Storage;
 use anneal_model::backend::CpuBackend;
 use anneal_model::chat::ModelTokenizer;
@@ -20,6 +23,7 @@ use anneal_model::generate::{SamplingParams, generate};
 use anneal_model::llm::load_model;
 use anneal_model::lora::merge;
 use anneal_model::lora::peft::load_adapter;
+use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
 use anneal_train::run::{
     BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
@@ -143,6 +147,7 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
             output: Storage::open(&format!("file://{}", output.display())).unwrap(),
             work_dir: work.to_path_buf(),
         },
+        memory: GivenMemory::default(),
         resume,
         stop: Arc::new(AtomicBool::new(false)),
     }
@@ -178,14 +183,24 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn train(inputs: RunInputs, stop_at: Option<u64>) -> (RunOutcome, Vec<TrainerEvent>) {
+    train_on(inputs, stop_at, 1)
+}
+
+/// A run with the model's layers placed across `devices` devices (all of them the
+/// CPU: the placement's code path, boundaries and all, with nothing else changed).
+fn train_on(
+    inputs: RunInputs,
+    stop_at: Option<u64>,
+    devices: usize,
+) -> (RunOutcome, Vec<TrainerEvent>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let recorder = Recorder {
         events: events.clone(),
         stop: stop_at.map(|at| (at, inputs.stop.clone())),
     };
+    let devices = vec![Default::default(); devices];
     let outcome =
-        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &Default::default())
-            .unwrap();
+        run_training::<CpuTrainBackend>(inputs, vec![Box::new(recorder)], &devices).unwrap();
     let events = events.lock().unwrap().clone();
     (outcome, events)
 }
@@ -210,6 +225,17 @@ fn a_stopped_and_resumed_run_ends_with_the_same_adapter_bit_for_bit() {
     assert_eq!(state.step, 10);
     assert!(state.hyperparameters.gradient_checkpointing);
     assert_eq!(result.model_id, "ft:anneal-tiny:small:ckpt-10");
+    assert_eq!(
+        micro_batch_line(&straight_events).as_deref(),
+        Some("micro-batch 2 x 2 accumulation (set by gradientAccumulation)")
+    );
+    assert_eq!(
+        (
+            state.data.micro_batch_size,
+            state.data.gradient_accumulation
+        ),
+        (2, 2)
+    );
 
     let b = dir.path().join("b");
     let (stopped, _) = train(inputs(&job, &b, &dir.path().join("wb"), false), Some(3));
@@ -322,6 +348,95 @@ fn without_gradient_checkpointing_a_run_with_dropout_resumes_bit_for_bit() {
     let (recomputed, kept) = (losses(&recomputed), losses(&straight));
     assert_eq!(recomputed[0], kept[0]);
     assert_ne!(recomputed[1..], kept[1..]);
+}
+
+/// The run's line saying its micro-batch and why.
+fn micro_batch_line(events: &[TrainerEvent]) -> Option<String> {
+    events.iter().find_map(|e| match &e.body {
+        EventBody::Log { message, .. } if message.starts_with("micro-batch ") => {
+            Some(message.clone())
+        }
+        _ => None,
+    })
+}
+
+/// The memory plan of `job` on a CPU with `memory`.
+fn plan_inputs(job: &FineTuneJob, memory: ByteSize) -> PlanInputs {
+    let text = std::fs::read_to_string(tiny_model().join("config.json")).unwrap();
+    let shape = ModelShape::from_config_json(&text).unwrap();
+    PlanInputs::for_job(&job.spec, shape, DeviceMemory::cpu(memory))
+}
+
+#[test]
+fn a_run_resumed_where_the_plan_picks_another_micro_batch_keeps_its_order() {
+    let _generator = crate::support::generator_turn();
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let layers = Layers {
+        dropout: 0.0,
+        gradient_checkpointing: None,
+    };
+    let mut job = small_job_of("lora", 0.003, layers, "");
+    job.spec.hyperparameters.gradient_accumulation = None;
+    // Exactly what a step of 4 at once needs, and what 1 sample at a time needs.
+    let roomy = ByteSize(peak_bytes(&plan_inputs(&job, ByteSize(0)), 4));
+    let tight = ByteSize(peak_bytes(&plan_inputs(&job, ByteSize(0)), 1));
+    let run = |(name, work): (&str, &str), resume, memory, stop_at| {
+        let (out, work) = (dir.path().join(name), dir.path().join(work));
+        let mut inputs = inputs(&job, &out, &work, resume);
+        inputs.memory.cpu = Some(memory);
+        train(inputs, stop_at)
+    };
+    let (straight, straight_events) = run(("a", "wa"), false, roomy, None);
+    assert_eq!(
+        micro_batch_line(&straight_events),
+        Some(format!(
+            "micro-batch 4 x 1 accumulation (plan: {roomy} of {roomy} CPU, memory from --cpu-memory)"
+        ))
+    );
+
+    let (stopped, _) = run(("b", "wb"), false, roomy, Some(3));
+    assert!(
+        matches!(stopped, RunOutcome::Stopped { step: 3, .. }),
+        "{stopped:?}"
+    );
+    let checkpoint = TrainerState::from_json(
+        &String::from_utf8(read(
+            dir.path().join("b/checkpoints/ckpt-3/trainer_state.json"),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(checkpoint.data.micro_batch_size, 4);
+    // Resumed on a device where only one sample fits: not refused, the same order.
+    let (resumed, resumed_events) = run(("b", "wc"), true, tight, None);
+    assert_eq!(
+        micro_batch_line(&resumed_events),
+        Some(format!(
+            "micro-batch 1 x 4 accumulation (plan: {tight} of {tight} CPU, memory from --cpu-memory)"
+        ))
+    );
+    let RunOutcome::Finished { state, .. } = &resumed else {
+        panic!("{resumed:?}")
+    };
+    let planned = plan(&plan_inputs(&job, tight)).unwrap();
+    assert_eq!(state.data.micro_batch_size as u64, planned.micro_batch);
+    assert_eq!(
+        (
+            state.data.micro_batch_size,
+            state.data.gradient_accumulation
+        ),
+        (1, 4)
+    );
+    // Every step saw the samples of the uninterrupted run's step: the same losses, to
+    // the rounding of summing four micro-batches instead of one.
+    let (straight, resumed) = (losses(&straight), losses(&resumed));
+    assert_eq!(resumed.len(), 10);
+    assert_eq!(straight[..3], resumed[..3], "the steps before the stop");
+    for (step, (one, four)) in resumed.iter().zip(&straight).enumerate() {
+        let gap = (one - four).abs() / four.abs();
+        assert!(gap <= 1e-5, "step {}: {one} vs {four}", step + 1);
+    }
 }
 
 #[test]
@@ -495,7 +610,7 @@ fn the_trained_adapter_reloads_and_generates_what_the_merged_model_does() {
         .token_ids
     };
     let plain = greedy(&base);
-    let adapted = load_adapter(base, &out.join("final"), &device).unwrap();
+    let adapted = load_adapter(base, &out.join("final")).unwrap();
     let with_adapter = greedy(&adapted);
     let merged = greedy(&merge(adapted));
     assert_eq!(with_adapter, merged);
@@ -563,4 +678,83 @@ fn full_training_moves_every_weight_saves_a_model_folder_and_resumes_bit_for_bit
     let optimizer = SafeTensors::deserialize(&optimizer).unwrap();
     assert_eq!(optimizer.names().len(), 3 * base_weights.len());
     assert!(a.join("final/tokenizer.json").exists() && a.join("final/config.json").exists());
+}
+
+/// The tiny model's four layers placed on three devices (runs of 2, 1 and 1): with
+/// gradient checkpointing and dropout (LoRA) and without (full training), the run's
+/// losses and its final weights and optimizer state are those of one device, bit for
+/// bit, and a placed run stopped and resumed ends where the straight one does.
+#[test]
+fn layers_placed_across_devices_train_and_resume_as_on_one_device() {
+    let _generator = crate::support::generator_turn();
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let lora_with_dropout = small_job_of(
+        "lora",
+        0.003,
+        Layers {
+            dropout: 0.1,
+            gradient_checkpointing: Some(true),
+        },
+        "",
+    );
+    let full_kept = small_job_of(
+        "full",
+        0.001,
+        Layers {
+            dropout: 0.0,
+            gradient_checkpointing: Some(false),
+        },
+        "",
+    );
+    for (job, weights) in [
+        (&lora_with_dropout, "adapter_model.safetensors"),
+        (&full_kept, "model.safetensors"),
+    ] {
+        let run = |name: &str, devices: usize, stop_at: Option<u64>, resume: bool| {
+            let out = dir.path().join(format!("{weights}-{name}"));
+            let work = dir.path().join(format!("{weights}-{name}-work-{resume}"));
+            (
+                train_on(inputs(job, &out, &work, resume), stop_at, devices).0,
+                out,
+            )
+        };
+        let (one, one_dir) = run("one", 1, None, false);
+        let out = dir.path().join(format!("{weights}-placed"));
+        let work = dir.path().join(format!("{weights}-placed-work"));
+        let (placed, events) = train_on(inputs(job, &out, &work, false), None, 3);
+        let placed_dir = out;
+        let said = events.iter().find_map(|e| match &e.body {
+            EventBody::Log { message, .. } if message.starts_with("decoder layers") => {
+                Some(message.clone())
+            }
+            _ => None,
+        });
+        assert_eq!(
+            said.as_deref(),
+            Some(
+                "decoder layers placed across 3 devices: layers 0-1 on Cpu, layer 2 on Cpu, layer 3 on Cpu"
+            )
+        );
+        assert_eq!(losses(&one).len(), 10);
+        assert_eq!(losses(&placed), losses(&one), "{weights}");
+        let (stopped, _) = run("resumed", 3, Some(4), false);
+        assert!(
+            matches!(stopped, RunOutcome::Stopped { step: 4, .. }),
+            "{stopped:?}"
+        );
+        let (resumed, resumed_dir) = run("resumed", 3, None, true);
+        assert_eq!(losses(&resumed), losses(&one), "{weights} resumed");
+        for file in [weights, "optimizer.safetensors"] {
+            let one = read(one_dir.join("final").join(file));
+            assert!(
+                read(placed_dir.join("final").join(file)) == one,
+                "{file} placed"
+            );
+            assert!(
+                read(resumed_dir.join("final").join(file)) == one,
+                "{file} resumed"
+            );
+        }
+    }
 }

@@ -98,6 +98,17 @@ fn a_manifest_is_checked_with_the_datasets_it_names() {
         text.contains("support-dpo.jsonl: valid DPO dataset\n"),
         "{text}"
     );
+    // No gradientAccumulation: the trainer runs the memory plan's micro-batch.
+    assert!(
+        text.contains(", batch 8 (micro-batch: the largest the device holds, see trainer plan),"),
+        "{text}"
+    );
+    let path = examples().join("cluster/support-sft-s3.yaml");
+    let text = stdout(&trainer(&["validate", path.to_str().unwrap()]));
+    assert!(
+        text.contains(", batch 16 (micro-batch 4, set by gradientAccumulation),"),
+        "{text}"
+    );
 }
 
 #[test]

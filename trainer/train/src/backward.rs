@@ -8,6 +8,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::row_softmax::register_training_softmax;
 use anneal_model::llm::CausalLm;
 use anneal_model::llm::recompute::backward_recomputed;
 
@@ -42,6 +43,8 @@ pub fn accumulate_backward<B: AutodiffBackend, T>(
     accumulator: &mut GradientsAccumulator<CausalLm<B>>,
     loss_of: impl FnOnce(Tensor<B, 3>) -> (Tensor<B, 1>, T),
 ) -> T {
+    // Attention's softmax keeps only its output for this backward pass.
+    register_training_softmax();
     match activations {
         LayerActivations::Recomputed => backward_recomputed(model, inputs, accumulator, loss_of),
         LayerActivations::Kept => {

@@ -1,5 +1,7 @@
-//! The order of an epoch: its micro-batches of sample indices, shuffled by the
-//! seed and the epoch and grouped by length so little compute goes to padding.
+//! The order of an epoch: its optimizer steps' batches of sample indices, shuffled by
+//! the seed and the epoch and grouped by length so little compute goes to padding;
+//! and a step's batch split into the micro-batches the device runs. The order depends
+//! on `(seed, epoch, batchSize)` alone, never on the device's micro-batch.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -7,11 +9,12 @@ use rand::seq::SliceRandom;
 
 use super::tokenized::DataItem;
 
-/// The samples of one epoch in micro-batches of `micro_batch` indices: shuffled by
-/// `(seed, epoch)`, then grouped so each micro-batch holds samples of similar length.
+/// The samples of one epoch in step batches of `batch` indices (`batchSize`; the last
+/// may be shorter): shuffled by `(seed, epoch)`, then grouped so each batch holds
+/// samples of similar length, in ascending length within a batch.
 pub fn epoch_batches<T: DataItem>(
     samples: &[T],
-    micro_batch: usize,
+    batch: usize,
     seed: u64,
     epoch: u64,
 ) -> Vec<Vec<usize>> {
@@ -21,15 +24,32 @@ pub fn epoch_batches<T: DataItem>(
     ));
     // Sort by length inside windows of a few batches: most of the padding saving of a
     // full sort, while each batch still mixes samples from across the file.
-    let window = micro_batch * 8;
+    let window = batch * 8;
     for chunk in order.chunks_mut(window) {
         chunk.sort_by_key(|&i| samples[i].tokens());
     }
-    let mut batches: Vec<Vec<usize>> = order.chunks(micro_batch).map(<[usize]>::to_vec).collect();
+    let mut batches: Vec<Vec<usize>> = order.chunks(batch).map(<[usize]>::to_vec).collect();
     batches.shuffle(&mut StdRng::seed_from_u64(
         seed ^ epoch.wrapping_mul(0xA5A5_A5A5),
     ));
     batches
+}
+
+/// A step's `batch` in the fewest micro-batches of at most `micro_batch` samples, their
+/// sizes differing by at most one (32 samples at 12 run as 11 + 11 + 10, not 12 + 12 +
+/// 8), each a run of neighbours so it keeps the batch's grouping by length.
+pub fn split_evenly(batch: &[usize], micro_batch: usize) -> Vec<&[usize]> {
+    let parts = batch.len().div_ceil(micro_batch.max(1));
+    let mut rest = batch;
+    (0..parts)
+        .map(|part| {
+            // The first `len % parts` micro-batches take one sample more.
+            let size = rest.len().div_ceil(parts - part);
+            let (head, tail) = rest.split_at(size);
+            rest = tail;
+            head
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -74,5 +94,28 @@ mod tests {
             padded(&batches),
             padded(&ungrouped)
         );
+    }
+
+    #[test]
+    fn a_step_splits_into_the_fewest_micro_batches_of_near_equal_size() {
+        let sizes = |len: usize, micro: usize| -> Vec<usize> {
+            let batch: Vec<usize> = (100..100 + len).collect();
+            let parts = split_evenly(&batch, micro);
+            let joined: Vec<usize> = parts.concat();
+            assert_eq!(
+                joined, batch,
+                "{len} at {micro}: every sample once, in order"
+            );
+            parts.iter().map(|p| p.len()).collect()
+        };
+        assert_eq!(sizes(32, 12), [11, 11, 10]);
+        assert_eq!(sizes(32, 32), [32]);
+        assert_eq!(sizes(32, 40), [32]);
+        assert_eq!(sizes(8, 7), [4, 4]);
+        assert_eq!(sizes(8, 3), [3, 3, 2]);
+        assert_eq!(sizes(16, 4), [4, 4, 4, 4]);
+        assert_eq!(sizes(3, 2), [2, 1], "an epoch's short last step");
+        assert_eq!(sizes(5, 1), [1, 1, 1, 1, 1]);
+        assert_eq!(sizes(1, 4), [1]);
     }
 }

@@ -21,7 +21,7 @@ use super::state::{STATE_FILE, TrainerState};
 use super::{ResumeError, TrainError};
 use anneal_crds::storage::Storage;
 use anneal_model::llm::save::save_model_folder;
-use anneal_model::llm::{CausalLm, load_model};
+use anneal_model::llm::{CausalLm, load_model_placed};
 use anneal_model::lora::peft::{load_adapter, save_adapter};
 use anneal_model::lora::{LoraSettings, projections_mut};
 
@@ -140,16 +140,16 @@ pub fn restore_training<B: AutodiffBackend>(
     training: TrainingType,
     settings: &LoraSettings,
     weight_decay: f64,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<(CausalLm<B>, SftOptimizer<B>), TrainError> {
     if training == TrainingType::Full {
         drop(base);
-        let (_, mut model) = load_model::<B>(&point.dir, device, DType::F32)?;
+        let (_, mut model) = load_model_placed::<B>(&point.dir, devices, DType::F32)?;
         let optimizer =
             load_optimizer_state(&mut model, weight_decay, &point.dir.join(OPTIMIZER_FILE))?;
         return Ok((model, optimizer));
     }
-    let mut model = load_adapter(base, &point.dir, device)?;
+    let mut model = load_adapter(base, &point.dir)?;
     for (_, _, projection) in projections_mut(&mut model) {
         if let Some(lora) = &mut projection.lora {
             // The loader builds inference adapters, without dropout.

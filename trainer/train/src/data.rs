@@ -90,19 +90,23 @@ impl<T: DataItem> TrainingData<T> {
         })
     }
 
-    /// The order the run sees the data in, for `trainer_state.json`.
-    pub fn order(&self, hyperparameters: &ResolvedHyperparameters) -> DataOrder {
-        let micro_batch_size = hyperparameters.micro_batch_size().max(1) as usize;
-        let gradient_accumulation = hyperparameters.gradient_accumulation.max(1) as usize;
-        let micro_batches = self.train.len().div_ceil(micro_batch_size);
+    /// The order the run sees the data in, for `trainer_state.json`: steps of
+    /// `batchSize` samples, each run as micro-batches of at most `micro_batch`.
+    pub fn order(
+        &self,
+        hyperparameters: &ResolvedHyperparameters,
+        micro_batch: usize,
+    ) -> DataOrder {
+        let batch = hyperparameters.batch_size.max(1) as usize;
+        let micro_batch_size = micro_batch.clamp(1, batch);
         DataOrder {
             seed: hyperparameters.seed,
             train_samples: self.train.len(),
             validation_samples: self.validation.len(),
             dropped_too_long: self.dropped_too_long,
             micro_batch_size,
-            gradient_accumulation,
-            steps_per_epoch: micro_batches.div_ceil(gradient_accumulation) as u64,
+            gradient_accumulation: batch.div_ceil(micro_batch_size),
+            steps_per_epoch: self.train.len().div_ceil(batch) as u64,
             validation_lines: self.validation.iter().map(DataItem::line).collect(),
         }
     }

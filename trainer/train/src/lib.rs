@@ -3,7 +3,8 @@
 //!
 //! Training runs: the loop ([`run`]) for either objective ([`objective`]: SFT or
 //! DPO), its data ([`data`]: tokenized examples, the validation split, the epoch's
-//! batches and their tensors), the optimizer and gradient clipping both objectives
+//! batches and their tensors), the micro-batch the device runs ([`micro_batch`], from
+//! the memory plan and [`device_memory`]), the optimizer and gradient clipping both objectives
 //! step with, learning-rate schedule, sample answers, checkpoints with optimizer
 //! state and `trainer_state.json`, the event stream and the loss chart.
 
@@ -12,14 +13,18 @@ pub mod batches;
 pub mod checkpoint;
 pub mod chunked_loss;
 pub mod data;
+pub mod device_memory;
 pub mod dpo;
 pub mod event_log;
 pub mod event_report;
 pub mod grad_clip;
 pub mod loss_chart;
+pub mod micro_batch;
 pub mod objective;
 pub mod optimizer;
 pub mod optimizer_state;
+pub mod readback;
+pub mod row_softmax;
 pub mod run;
 pub mod samples;
 pub mod schedule;
@@ -57,6 +62,18 @@ pub enum TrainError {
     Resume(#[from] ResumeError),
     #[error(transparent)]
     Chart(#[from] loss_chart::ChartError),
+    /// The base model's `config.json` does not give the memory plan a shape.
+    #[error("memory plan: {}: {source}", path.display())]
+    ModelShape {
+        path: PathBuf,
+        source: anneal_crds::memory_plan::HfConfigError,
+    },
+    /// Not one sample fits the device: the plan's figures and what would fit.
+    #[error("does not fit: {does_not_fit} (memory from {from})")]
+    DoesNotFit {
+        from: &'static str,
+        does_not_fit: anneal_crds::memory_plan::DoesNotFit,
+    },
 }
 
 impl TrainError {

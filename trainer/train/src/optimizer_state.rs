@@ -48,15 +48,17 @@ pub enum StateFileProblem {
     NotF32 { key: String, rank: usize },
 }
 
-/// A trained parameter: a name stable across processes, its id now, its rank.
-struct Trained {
+/// A trained parameter: a name stable across processes, its id now, its rank, and
+/// the device its optimizer state belongs on.
+struct Trained<D> {
     name: String,
     id: ParamId,
     rank: usize,
+    device: D,
 }
 
 /// The adapter's matrices when the model has adapters, else every base weight.
-fn trained_params<B: Backend>(model: &mut CausalLm<B>) -> Vec<Trained> {
+fn trained_params<B: Backend>(model: &mut CausalLm<B>) -> Vec<Trained<B::Device>> {
     let mut adapters = Vec::new();
     for (layer, module, projection) in projections_mut(model) {
         if let Some(lora) = &projection.lora {
@@ -65,6 +67,7 @@ fn trained_params<B: Backend>(model: &mut CausalLm<B>) -> Vec<Trained> {
                     name: tensor_name(layer, module, which),
                     id,
                     rank: 2,
+                    device: lora.a.device(),
                 });
             }
         }
@@ -81,6 +84,7 @@ fn trained_params<B: Backend>(model: &mut CausalLm<B>) -> Vec<Trained> {
                 WeightRef::Matrix(_) => 2,
                 WeightRef::Vector(_) => 1,
             },
+            device: w.param.device(),
         })
         .collect()
 }
@@ -151,7 +155,6 @@ pub fn load_optimizer_state<B: AutodiffBackend>(
     };
     let bytes = std::fs::read(path).map_err(|e| err(e.into()))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| err(e.into()))?;
-    let device = model.embed_tokens.weight.device();
     let mut records: Record<B> = Default::default();
     for trained in trained_params(model) {
         // A parameter without state had not been stepped when the state was saved.
@@ -165,8 +168,8 @@ pub fn load_optimizer_state<B: AutodiffBackend>(
             _ => return Err(err(StateFileProblem::Step(trained.name))),
         };
         let record = match trained.rank {
-            1 => read_state::<B, 1>(&tensors, &trained.name, time, &device),
-            _ => read_state::<B, 2>(&tensors, &trained.name, time, &device),
+            1 => read_state::<B, 1>(&tensors, &trained.name, time, &trained.device),
+            _ => read_state::<B, 2>(&tensors, &trained.name, time, &trained.device),
         }
         .map_err(err)?;
         records.insert(trained.id, record);

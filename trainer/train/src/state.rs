@@ -42,8 +42,11 @@ pub struct TrainerState {
     pub best_checkpoint: Option<String>,
 }
 
-/// What fixes the order samples are seen in: an epoch's micro-batches come from
-/// `(seed, epoch)` alone, so the step index is enough to know where a run stands.
+/// What fixes the order samples are seen in, and how this run splits it: an epoch's
+/// step batches come from `(seed, epoch, batchSize)` alone, so the step index is
+/// enough to know where a run stands; each step's batch then runs as micro-batches of
+/// at most `micro_batch_size` samples, which follows the device (the memory plan) and
+/// may change on resume without changing the order ([`DataOrder::same_order`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DataOrder {
@@ -51,11 +54,26 @@ pub struct DataOrder {
     pub train_samples: usize,
     pub validation_samples: usize,
     pub dropped_too_long: u64,
+    /// The most samples one forward/backward pass ran, when this state was written.
     pub micro_batch_size: usize,
+    /// Micro-batches in a full step, `ceil(batchSize / micro_batch_size)`.
     pub gradient_accumulation: usize,
     pub steps_per_epoch: u64,
     /// Dataset lines of the validation samples, which a resumed split must reproduce.
     pub validation_lines: Vec<u64>,
+}
+
+impl DataOrder {
+    /// Whether `other` sees the same samples in the same steps: everything but the
+    /// split into micro-batches.
+    pub fn same_order(&self, other: &DataOrder) -> bool {
+        let split_as_other = DataOrder {
+            micro_batch_size: other.micro_batch_size,
+            gradient_accumulation: other.gradient_accumulation,
+            ..self.clone()
+        };
+        &split_as_other == other
+    }
 }
 
 /// The random state: the backend's generator is reseeded from `(seed, step)` at the
@@ -143,7 +161,7 @@ impl TrainerState {
         if &self.hyperparameters != hyperparameters {
             return Some(Incompatibility::Hyperparameters);
         }
-        if &self.data != data {
+        if !self.data.same_order(data) {
             return Some(Incompatibility::Data {
                 train_then: self.data.train_samples,
                 validation_then: self.data.validation_samples,
@@ -192,7 +210,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_checkpoint_of_another_method_is_not_resumed_and_old_states_read_as_sft() {
+    fn a_checkpoint_resumes_on_another_micro_batch_not_other_data_or_method_and_old_states_read_as_sft()
+     {
         let h = anneal_crds::hyperparameters::HyperparametersSpec::default().resolve();
         let data = DataOrder {
             seed: 1,
@@ -223,6 +242,24 @@ mod tests {
             best_checkpoint: None,
         };
         assert_eq!(state.incompatibility(TrainingMethod::Sft, &h, &data), None);
+        // Another device's micro-batch splits the same steps: the run continues.
+        let split_finer = DataOrder {
+            micro_batch_size: 1,
+            gradient_accumulation: 2,
+            ..data.clone()
+        };
+        assert_eq!(
+            state.incompatibility(TrainingMethod::Sft, &h, &split_finer),
+            None
+        );
+        let fewer_samples = DataOrder {
+            train_samples: 3,
+            ..data.clone()
+        };
+        assert!(matches!(
+            state.incompatibility(TrainingMethod::Sft, &h, &fewer_samples),
+            Some(Incompatibility::Data { train_now: 3, .. })
+        ));
         let why = state
             .incompatibility(TrainingMethod::Dpo, &h, &data)
             .unwrap()

@@ -11,12 +11,17 @@ pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
 /// Training work: it needs gradients, so it runs on a backend wrapped in `Autodiff`.
 pub trait TrainBackendJob {
     type Output;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+    /// `devices`: at least one; a model too large for one GPU has its decoder layers
+    /// placed across them (`anneal_model::llm::placement`).
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
 }
 
-/// Runs training `job` on the backend `choice` names.
+/// Runs training `job` on the backend `choice` names, on `gpus` GPUs with CUDA (the
+/// first `gpus` the process sees: a pod sees those it was given) and on the one CPU
+/// device otherwise.
 pub fn run_training_on<J: TrainBackendJob>(
     choice: DeviceChoice,
+    gpus: u32,
     job: J,
 ) -> Result<J::Output, BackendError> {
     let cuda = match choice {
@@ -25,22 +30,24 @@ pub fn run_training_on<J: TrainBackendJob>(
         DeviceChoice::Auto => gpu_visible(),
     };
     if !cuda {
-        return Ok(job.run::<CpuTrainBackend>(Default::default()));
+        return Ok(job.run::<CpuTrainBackend>(vec![Default::default()]));
     }
-    train_on_cuda(job)
+    train_on_cuda(gpus, job)
 }
 
 #[cfg(feature = "cuda")]
-fn train_on_cuda<J: TrainBackendJob>(job: J) -> Result<J::Output, BackendError> {
+fn train_on_cuda<J: TrainBackendJob>(gpus: u32, job: J) -> Result<J::Output, BackendError> {
+    use burn::backend::cuda::CudaDevice;
     // burn-cuda panics deep inside driver loading when there is no GPU; say so first.
     if !gpu_visible() {
         return Err(BackendError::NoGpu);
     }
-    Ok(job.run::<burn::backend::Autodiff<anneal_model::backend::CudaBackend>>(Default::default()))
+    let devices = (0..gpus.max(1) as usize).map(CudaDevice::new).collect();
+    Ok(job.run::<burn::backend::Autodiff<anneal_model::backend::CudaBackend>>(devices))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn train_on_cuda<J: TrainBackendJob>(_job: J) -> Result<J::Output, BackendError> {
+fn train_on_cuda<J: TrainBackendJob>(_gpus: u32, _job: J) -> Result<J::Output, BackendError> {
     Err(BackendError::NotBuiltIn)
 }
 

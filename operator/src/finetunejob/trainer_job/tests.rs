@@ -200,6 +200,80 @@ fn defaults_come_from_the_operator_and_no_queue_means_not_suspended() {
 }
 
 #[test]
+fn a_gpu_trainer_gets_the_operators_gpu_memory_for_its_micro_batch() {
+    let gpu_memory = |job: &str, memory: &str| {
+        let config = OperatorConfig {
+            gpu_memory: memory.parse().unwrap(),
+            ..config()
+        };
+        let planned = plan_trainer_job(&job_from(job), &config).unwrap();
+        env_value(&planned, "ANNEAL_GPU_MEMORY").map(str::to_owned)
+    };
+    assert_eq!(gpu_memory(MINIMAL, "80GiB").as_deref(), Some("80GiB"));
+    assert_eq!(gpu_memory(FULL, "141GiB").as_deref(), Some("141GiB"));
+    // Not a whole GiB: bytes, which the trainer reads back exactly.
+    assert_eq!(gpu_memory(MINIMAL, "80GB").as_deref(), Some("80000000000B"));
+    // The CPU backend plans with its own memory.
+    let cpu_job = format!("{MINIMAL}  resources: {{gpus: 0}}\n");
+    assert_eq!(gpu_memory(&cpu_job, "80GiB"), None);
+}
+
+/// The kernel cache a planned pod mounts: (env, mount path and read-only, volume
+/// source: `emptyDir` or the claim's name).
+fn kernel_cache_of(job: &Job) -> (Option<&str>, Option<(&str, bool)>, Option<String>) {
+    let container = container(job);
+    let mount = container
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "kernel-cache")
+        .map(|m| (m.mount_path.as_str(), m.read_only == Some(true)));
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "kernel-cache")
+        .map(|v| match (&v.empty_dir, &v.persistent_volume_claim) {
+            (Some(_), None) => "emptyDir".to_owned(),
+            (None, Some(claim)) => {
+                assert_eq!(claim.read_only, Some(false), "the trainer writes kernels");
+                claim.claim_name.clone()
+            }
+            other => panic!("kernel-cache volume {other:?}"),
+        });
+    (env_value(job, "ANNEAL_KERNEL_CACHE"), mount, volume)
+}
+
+#[test]
+fn a_gpu_trainer_keeps_its_kernels_on_the_kernel_cache_volume() {
+    let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
+    assert_eq!(
+        kernel_cache_of(&planned),
+        (
+            Some("/var/cache/anneal/kernels"),
+            Some(("/var/cache/anneal/kernels", false)),
+            Some("emptyDir".to_owned())
+        )
+    );
+    let shared = OperatorConfig {
+        kernel_cache_claim: Some("anneal-kernels".to_owned()),
+        ..config()
+    };
+    let planned = plan_trainer_job(&job_from(MINIMAL), &shared).unwrap();
+    assert_eq!(
+        kernel_cache_of(&planned).2.as_deref(),
+        Some("anneal-kernels")
+    );
+    // The CPU backend compiles no kernels: no cache, and no claim it would need.
+    let cpu_job = format!("{MINIMAL}  resources: {{gpus: 0}}\n");
+    let planned = plan_trainer_job(&job_from(&cpu_job), &shared).unwrap();
+    assert_eq!(kernel_cache_of(&planned), (None, None, None));
+}
+
+#[test]
 fn the_pod_is_locked_down_and_fails_fast_on_trainer_errors() {
     let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
     let spec = planned.spec.as_ref().unwrap();

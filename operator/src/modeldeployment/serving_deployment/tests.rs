@@ -46,6 +46,7 @@ spec:
 fn config() -> OperatorConfig {
     OperatorConfig {
         trainer_image: "anneal-trainer:1.2".to_owned(),
+        fetch_image: "anneal-fetch:1.2".to_owned(),
         vllm_image: "vllm/vllm-openai:v0.11.0".to_owned(),
         ..OperatorConfig::default()
     }
@@ -233,7 +234,20 @@ fn builtin_runs_trainer_serve_with_the_adapter_on_gpus() {
         pod.security_context.as_ref().unwrap().run_as_non_root,
         Some(true)
     );
-    assert_eq!(mounts(server), [("/tmp", false), ("/work", false)]);
+    assert_eq!(
+        mounts(server),
+        [
+            ("/tmp", false),
+            ("/var/cache/anneal/kernels", false),
+            ("/work", false)
+        ]
+    );
+    assert_eq!(
+        env_value(server, "ANNEAL_KERNEL_CACHE"),
+        Some("/var/cache/anneal/kernels"),
+        "burn-cuda's compiled kernels go to the cache volume"
+    );
+    assert_eq!(kernel_cache_volume(&planned).as_deref(), Some("emptyDir"));
     // The Deployment selects its pods by the labels the Service selects on.
     let selector = spec.selector.match_labels.as_ref().unwrap();
     assert_eq!(selector, &pod_labels("support-bot"));
@@ -321,8 +335,14 @@ fn vllm_fetches_remote_sources_first_and_mounts_claims() {
             ),
         ]
     );
+    for init in pod(&planned).init_containers.as_ref().unwrap() {
+        assert_eq!(
+            init.image.as_deref(),
+            Some("anneal-fetch:1.2"),
+            "trainer fetch needs no CUDA: the small image"
+        );
+    }
     let init = &pod(&planned).init_containers.as_ref().unwrap()[0];
-    assert_eq!(init.image.as_deref(), Some("anneal-trainer:1.2"));
     assert_eq!(
         mounts(init),
         [("/models", false), ("/work", false), ("/tmp", false)]
@@ -377,6 +397,60 @@ fn a_pvc_model_is_mounted_and_zero_gpus_runs_on_the_cpu() {
     );
     assert!(server.resources.as_ref().unwrap().limits.is_none());
     assert!(pod(&planned).tolerations.is_none());
+    assert_eq!(
+        env_value(server, "ANNEAL_KERNEL_CACHE"),
+        None,
+        "no kernels on the CPU"
+    );
+    assert_eq!(kernel_cache_volume(&planned), None);
+}
+
+#[test]
+fn the_operators_kernel_cache_claim_replaces_the_empty_dir_of_builtin_gpu_pods() {
+    let config = OperatorConfig {
+        kernel_cache_claim: Some("anneal-kernels".to_owned()),
+        ..config()
+    };
+    let builtin = plan_deployment(
+        &deployment_from(BUILTIN),
+        &checkpoint_model("s3://models/qwen2.5-0.5b"),
+        &config,
+    )
+    .unwrap();
+    assert_eq!(
+        kernel_cache_volume(&builtin).as_deref(),
+        Some("anneal-kernels")
+    );
+    // vLLM compiles with its own toolchain: neither the claim nor the variable.
+    let vllm = plan_deployment(&deployment_from(VLLM), &adapters_model(), &config).unwrap();
+    assert_eq!(kernel_cache_volume(&vllm), None);
+    assert_eq!(env_value(server(&vllm), "ANNEAL_KERNEL_CACHE"), None);
+}
+
+fn env_value<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
+    container
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
+}
+
+/// The pod's `kernel-cache` volume: `emptyDir`, or the name of its (writable) claim.
+fn kernel_cache_volume(planned: &Deployment) -> Option<String> {
+    let volume = pod(planned)
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == "kernel-cache")?;
+    Some(match (&volume.empty_dir, &volume.persistent_volume_claim) {
+        (Some(_), None) => "emptyDir".to_owned(),
+        (None, Some(claim)) => {
+            assert_eq!(claim.read_only, Some(false), "the server writes kernels");
+            claim.claim_name.clone()
+        }
+        other => panic!("kernel-cache volume {other:?}"),
+    })
 }
 
 #[test]

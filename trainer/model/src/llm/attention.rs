@@ -2,11 +2,11 @@
 
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn::tensor::activation::softmax;
 
 use super::precision::cast;
 use super::projection::Projection;
 use super::rope::RopeTables;
+use super::softmax::row_softmax;
 
 /// Keys and values of the positions seen so far, per layer: `[batch, kv_heads, seq, head_dim]`,
 /// stored after RoPE and before the heads are repeated, so a cache is `kv_heads / heads` the size.
@@ -89,7 +89,7 @@ impl<B: Backend> Attention<B> {
                     None => scores.reshape([batch * h * rows, seen]),
                 };
                 let weights =
-                    cast(softmax(scores, 1), dtype).reshape([batch, kv, groups, rows, seen]);
+                    cast(row_softmax(scores), dtype).reshape([batch, kv, groups, rows, seen]);
                 weights.matmul(v_all.clone().narrow(3, 0, seen)) // [b, kv, groups, rows, d]
             })
             .collect();
@@ -132,18 +132,31 @@ pub fn query_blocks<B: Backend>(
         .map(|first| {
             let rows = first..(first + block_rows).min(seq);
             let keys = start + rows.end;
-            let bias = (rows.len() > 1).then(|| {
-                let mut bias = vec![0f32; rows.len() * keys];
-                for (i, row) in bias.chunks_mut(keys).enumerate() {
-                    for value in row.iter_mut().skip(start + first + i + 1) {
-                        *value = f32::NEG_INFINITY;
-                    }
-                }
-                Tensor::from_data(TensorData::new(bias, [1, rows.len() * keys]), device)
-            });
+            let bias =
+                (rows.len() > 1).then(|| causal_bias(start + first, rows.len(), keys, device));
             QueryBlock { rows, keys, bias }
         })
         .collect()
+}
+
+/// `[1, rows * keys]`: 0 where query row `i` (at position `first + i`) may see key
+/// `j`, −∞ where `j` is later. Built on the device from two index ranges: at 4,096
+/// tokens the blocks hold 64 MB, which the host would otherwise fill and upload every
+/// forward pass.
+fn causal_bias<B: Backend>(
+    first: usize,
+    rows: usize,
+    keys: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let positions = Tensor::<B, 1, Int>::arange(first as i64..(first + rows) as i64, device);
+    let key_positions = Tensor::<B, 1, Int>::arange(0..keys as i64, device);
+    let later = key_positions
+        .reshape([1, keys])
+        .greater(positions.reshape([rows, 1])); // [rows, keys]
+    Tensor::<B, 2>::zeros([rows, keys], device)
+        .mask_fill(later, f32::NEG_INFINITY)
+        .reshape([1, rows * keys])
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! LoRA adapters add their own adapter's update, see [`crate::lora::bank`]), and
 //! attention runs once for all rows, each against its own slot, the slots'
 //! different lengths masked. Prompts run through `CausalLm::forward_hidden` and are
-//! moved into a slot with [`KvSlots::fill`].
+//! moved into a slot with [`KvSlots::fill`]. With the layers placed on several
+//! devices, the hidden states move to each stage's device as `forward_hidden`'s do,
+//! and each layer's keys and values stay on its own.
 
 use anneal_crds::hyperparameters::TargetModule;
 use burn::prelude::*;
@@ -35,13 +37,19 @@ impl<B: Backend> CausalLm<B> {
         let rows = tokens.len();
         let longest = slots.iter().map(|&s| cache.len(s)).max().unwrap_or(0);
         cache.reserve(longest + 1);
-        let step = DecodeStep::new(self, slots, cache);
         let device = self.embed_tokens.weight.device();
+        let mut step = DecodeStep::new(self, slots, cache, &device);
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows]), &device)
             .reshape([rows, 1]);
         let mut x = self.embed(ids); // [rows, 1, hidden]
         for (i, layer) in self.layers.iter().enumerate() {
+            if self.starts_stage(i) {
+                // The next device's layers: the hidden states and the step's tables move there.
+                let device = layer.device();
+                x = x.to_device(&device);
+                step = DecodeStep::new(self, slots, cache, &device);
+            }
             x = layer.decode(i, x, &step, cache, adapters);
         }
         cache.advance(&step.writes);
@@ -51,7 +59,7 @@ impl<B: Backend> CausalLm<B> {
     }
 }
 
-/// What every layer of one step shares, built once per step.
+/// What every layer of one step shares, built once per step (and per device).
 struct DecodeStep<B: Backend> {
     rows: usize,
     rope: RopeTables<B>,
@@ -69,18 +77,17 @@ struct DecodeStep<B: Backend> {
 }
 
 impl<B: Backend> DecodeStep<B> {
-    fn new(model: &CausalLm<B>, slots: &[usize], cache: &KvSlots<B>) -> Self {
-        let device = model.embed_tokens.weight.device();
-        let writes = cache.writes(slots);
+    fn new(model: &CausalLm<B>, slots: &[usize], cache: &KvSlots<B>, device: &B::Device) -> Self {
+        let writes = cache.writes(slots, device);
         let span = slots.iter().max().map_or(0, |s| s + 1);
         let seen = writes.at.iter().map(|&(_, pos)| pos + 1).max().unwrap_or(0);
         // Rows stand in the tables' sequence dimension: each meets its own position.
         let rope = model
             .rope
-            .tables_at::<B>(writes.at.iter().map(|&(_, pos)| pos), &device);
+            .tables_at::<B>(writes.at.iter().map(|&(_, pos)| pos), device);
         let spread = (!slots.iter().copied().eq(0..span)).then(|| {
             let ids: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
-            Tensor::from_data(TensorData::new(ids, [slots.len()]), &device)
+            Tensor::from_data(TensorData::new(ids, [slots.len()]), device)
         });
         // Each slot's last visible position is its new token's. A slot with no row in
         // this step sees position 0 only: its output is dropped, and its softmax stays
@@ -90,13 +97,13 @@ impl<B: Backend> DecodeStep<B> {
             assert_eq!(last[slot], 0, "slot {slot} twice in one step");
             last[slot] = pos as i64;
         }
-        let positions = Tensor::<B, 1, Int>::arange(0..seen as i64, &device)
+        let positions = Tensor::<B, 1, Int>::arange(0..seen as i64, device)
             .reshape([1, seen])
             .expand([span, seen]);
-        let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [span]), &device)
+        let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [span]), device)
             .reshape([span, 1])
             .expand([span, seen]);
-        let bias = Tensor::<B, 2>::zeros([span, seen], (&device, DType::F32))
+        let bias = Tensor::<B, 2>::zeros([span, seen], (device, DType::F32))
             .mask_fill(positions.greater(last), f32::NEG_INFINITY)
             .reshape([span, 1, seen]);
         Self {

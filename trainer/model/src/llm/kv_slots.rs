@@ -2,7 +2,8 @@
 //! fixed number of slots (one generation each), written in place a position at a
 //! time. A new token costs the write of its own keys and values, never a copy of
 //! what is cached; the buffers grow (by doubling) only when a generation could run
-//! past them.
+//! past them. Each layer's buffers live on that layer's device (see
+//! [`super::placement`]).
 
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
@@ -30,7 +31,8 @@ pub struct KvSlots<B: Backend> {
     kv_heads: usize,
     head_dim: usize,
     dtype: burn::tensor::DType,
-    device: B::Device,
+    /// Each layer's device.
+    devices: Vec<B::Device>,
 }
 
 impl<B: Backend> KvSlots<B> {
@@ -48,7 +50,7 @@ impl<B: Backend> KvSlots<B> {
             kv_heads: attn.num_kv_heads,
             head_dim: attn.head_dim,
             dtype: model.compute,
-            device: model.embed_tokens.weight.device(),
+            devices: model.layers.iter().map(|layer| layer.device()).collect(),
         }
     }
 
@@ -96,14 +98,16 @@ impl<B: Backend> KvSlots<B> {
         }
         let grown = (self.capacity * 2).min(self.max_capacity).max(positions);
         let shape = [self.slots(), self.kv_heads, grown, self.head_dim];
-        let (device, dtype) = (self.device.clone(), self.dtype);
-        let zeros = || Tensor::<B, 4>::zeros(shape, (&device, dtype));
+        let dtype = self.dtype;
+        let zeros = |device: &B::Device| Tensor::<B, 4>::zeros(shape, (device, dtype));
         if self.layers.is_empty() {
-            self.layers = (0..self.num_layers)
-                .map(|_| {
+            self.layers = self
+                .devices
+                .iter()
+                .map(|device| {
                     Some(LayerCache {
-                        keys: zeros(),
-                        values: zeros(),
+                        keys: zeros(device),
+                        values: zeros(device),
                     })
                 })
                 .collect();
@@ -116,8 +120,9 @@ impl<B: Backend> KvSlots<B> {
             ];
             for layer in 0..self.num_layers {
                 let cache = self.take(layer);
-                let keys = zeros().slice_assign(old.clone(), cache.keys);
-                let values = zeros().slice_assign(old.clone(), cache.values);
+                let device = &self.devices[layer];
+                let keys = zeros(device).slice_assign(old.clone(), cache.keys);
+                let values = zeros(device).slice_assign(old.clone(), cache.values);
                 self.layers[layer] = Some(LayerCache { keys, values });
             }
         }
@@ -155,30 +160,32 @@ impl<B: Backend> KvSlots<B> {
         }
     }
 
-    /// Where one decoding step writes: each row's slot and position (its slot's length).
-    pub(crate) fn writes(&self, slots: &[usize]) -> Writes<B> {
+    /// Where one decoding step writes: each row's slot and position (its slot's length),
+    /// for the layers on `device`.
+    pub(crate) fn writes(&self, slots: &[usize], device: &B::Device) -> Writes<B> {
         let at: Vec<(usize, usize)> = slots.iter().map(|&s| (s, self.lens[s])).collect();
         // On the CPU a write per row is a copy of that row (Flex's select_assign copies
         // the whole buffer); on CUDA one scatter for all rows saves a kernel launch
         // per row and layer.
-        let flat = (!on_cpu_backend::<B>()).then(|| self.flat_rows(&at));
+        let flat = (!on_cpu_backend::<B>()).then(|| self.flat_rows(&at, device));
         Writes { at, flat }
     }
 
     /// The rows of the buffers seen as `[slots * kv_heads * capacity, head_dim]` that
     /// the new keys `[rows, kv_heads, 1, head_dim]` go to, row-major like them.
-    fn flat_rows(&self, at: &[(usize, usize)]) -> Tensor<B, 1, Int> {
+    fn flat_rows(&self, at: &[(usize, usize)], device: &B::Device) -> Tensor<B, 1, Int> {
         let (kv, cap) = (self.kv_heads, self.capacity);
         let rows: Vec<i64> = at
             .iter()
             .flat_map(|&(slot, pos)| (0..kv).map(move |h| ((slot * kv + h) * cap + pos) as i64))
             .collect();
         let n = rows.len();
-        Tensor::from_data(TensorData::new(rows, [n]), &self.device)
+        Tensor::from_data(TensorData::new(rows, [n]), device)
     }
 
     /// Writes one new position per row into `layer`: `keys` and `values` `[rows,
-    /// kv_heads, 1, head_dim]`, row `i` at `writes.at[i]`.
+    /// kv_heads, 1, head_dim]` on the layer's device (as `writes`), row `i` at
+    /// `writes.at[i]`.
     pub(crate) fn write(
         &mut self,
         layer: usize,
@@ -300,9 +307,10 @@ mod tests {
         assert_eq!(slots.capacity(), 5);
         slots.lens = vec![2, 0, 4];
         for scatter in [false, true] {
-            let mut writes = slots.writes(&[2, 0]);
+            let device = Default::default();
+            let mut writes = slots.writes(&[2, 0], &device);
             if scatter {
-                writes.flat = Some(slots.flat_rows(&writes.at));
+                writes.flat = Some(slots.flat_rows(&writes.at, &device));
             } else {
                 writes.flat = None;
             }
@@ -340,7 +348,7 @@ mod tests {
         let model = model();
         let mut slots = KvSlots::new(&model, 2, 48);
         slots.reserve(10);
-        let writes = slots.writes(&[1]);
+        let writes = slots.writes(&[1], &Default::default());
         slots.write(0, &writes, marked(1, 2, 16, 1.0), marked(1, 2, 16, 1.0));
         slots.advance(&writes);
         slots.reserve(11);

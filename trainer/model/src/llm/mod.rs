@@ -6,11 +6,13 @@ pub mod config;
 pub mod decode;
 pub mod kv_slots;
 pub mod mlp;
+pub mod placement;
 pub mod precision;
 pub mod projection;
 pub mod recompute;
 pub mod rope;
 pub mod save;
+pub mod softmax;
 pub mod transformer;
 pub mod weights;
 
@@ -22,6 +24,7 @@ use safetensors::SafeTensorError;
 
 pub use config::{Family, ModelConfig};
 pub use kv_slots::KvSlots;
+pub use placement::LayerPlacement;
 pub use transformer::{CausalLm, KvCache};
 
 /// Why a model could not be loaded or saved. Each message names the file or
@@ -82,8 +85,20 @@ pub fn load_model<B: Backend>(
     device: &B::Device,
     dtype: DType,
 ) -> Result<(ModelConfig, CausalLm<B>), ModelError> {
+    load_model_placed(dir, std::slice::from_ref(device), dtype)
+}
+
+/// Loads a model folder with its decoder layers split over `devices` in consecutive
+/// runs ([`LayerPlacement::balanced`]); the embeddings, final norm and head go to
+/// the first device.
+pub fn load_model_placed<B: Backend>(
+    dir: &Path,
+    devices: &[B::Device],
+    dtype: DType,
+) -> Result<(ModelConfig, CausalLm<B>), ModelError> {
     let config = ModelConfig::from_model_dir(dir)?;
     let files = weights::SafetensorsFiles::open(dir)?;
-    let model = weights::build_model(&config, &files, device, dtype)?;
+    let placement = LayerPlacement::balanced(devices.to_vec(), config.num_layers);
+    let model = weights::build_model(&config, &files, &placement, dtype)?;
     Ok((config, model))
 }

@@ -26,7 +26,8 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::attention::query_blocks;
+use super::attention::{QueryBlock, query_blocks};
+use super::rope::RopeTables;
 use super::transformer::CausalLm;
 
 /// One seed per decoder layer, from the backend's generator (so a seeded step repeats).
@@ -50,27 +51,33 @@ pub fn layer_seeds<B: Backend>(layers: usize, device: &B::Device) -> Vec<u64> {
 /// every parameter's gradient to `accumulator`. `loss_of` gets the hidden states after
 /// the final norm, `[batch, seq, hidden]`, and returns the scalar loss to
 /// differentiate and what the caller wants back (e.g. the step's statistics).
+///
+/// With the layers placed on several devices, each layer's input is kept and
+/// recomputed on its own device, and the gradient passed down crosses back to the
+/// device below at each stage boundary.
 pub fn backward_recomputed<B: AutodiffBackend, T>(
     model: &CausalLm<B>,
     ids: Tensor<B, 2, Int>,
     accumulator: &mut GradientsAccumulator<CausalLm<B>>,
     loss_of: impl FnOnce(Tensor<B, 3>) -> (Tensor<B, 1>, T),
 ) -> T {
-    let device = ids.device();
     let [_, seq] = ids.dims();
-    let rope = model.rope.tables::<B>(0, seq, &device);
-    let blocks = query_blocks::<B>(seq, 0, &device);
-    let seeds = layer_seeds::<B>(model.layers.len(), &device);
+    let stages = StageTables::new(model, seq, &ids.device());
+    let seeds = layer_seeds::<B>(model.layers.len(), &ids.device());
 
     // First pass: no parameter or input tracked, so no op keeps a tensor for backward;
     // still on the autodiff backend, where LoRA dropout is on.
     let embedded = model.embed(ids); // [batch, seq, hidden], compute dtype
     let mut inputs = Vec::with_capacity(model.layers.len());
     let mut x = embedded.clone().inner();
-    for (layer, seed) in model.layers.iter().zip(&seeds) {
-        B::seed(&device, *seed);
+    for (i, (layer, seed)) in model.layers.iter().zip(&seeds).enumerate() {
+        let (device, rope, blocks) = stages.of(i);
+        if model.starts_stage(i) {
+            x = x.to_device(device);
+        }
+        B::seed(device, *seed);
         let frozen = layer.clone().no_grad();
-        let (y, _) = frozen.forward(Tensor::from_inner(x.clone()), &rope, &blocks, None);
+        let (y, _) = frozen.forward(Tensor::from_inner(x.clone()), rope, blocks, None);
         inputs.push(x);
         x = y.inner();
     }
@@ -86,15 +93,27 @@ pub fn backward_recomputed<B: AutodiffBackend, T>(
 
     // The layers, last to first, each recomputed with its seed and backpropagated with
     // `upstream`, the gradient of the loss for its output.
-    for ((layer, seed), input) in model.layers.iter().zip(&seeds).zip(inputs).rev() {
-        B::seed(&device, *seed);
+    for (i, ((layer, seed), input)) in model
+        .layers
+        .iter()
+        .zip(&seeds)
+        .zip(inputs)
+        .enumerate()
+        .rev()
+    {
+        let (device, rope, blocks) = stages.of(i);
+        B::seed(device, *seed);
         let input = Tensor::<B, 3>::from_inner(input).require_grad();
-        let (y, _) = layer.forward(input.clone(), &rope, &blocks, None);
+        let (y, _) = layer.forward(input.clone(), rope, blocks, None);
         // d/dy of Σ y·upstream is `upstream`, exactly.
         let mut grads = (y * Tensor::from_inner(upstream)).sum().backward();
         upstream = input
             .grad_remove(&mut grads)
             .expect("a layer's output depends on its input");
+        if model.starts_stage(i) {
+            let below = stages.of(i - 1).0;
+            upstream = upstream.to_device(below);
+        }
         accumulator.accumulate(model, GradientsParams::from_grads(grads, layer));
     }
 
@@ -107,4 +126,44 @@ pub fn backward_recomputed<B: AutodiffBackend, T>(
         );
     }
     output
+}
+
+/// One device's rotation tables and causal-mask blocks.
+type Tables<B> = (burn::tensor::Device<B>, RopeTables<B>, Vec<QueryBlock<B>>);
+
+/// Each device's rotation tables and causal-mask blocks for one sequence length,
+/// built once per device and shared by its layers.
+struct StageTables<B: Backend> {
+    /// Per stage.
+    stages: Vec<Tables<B>>,
+    /// Per layer: its stage.
+    stage_of_layer: Vec<usize>,
+}
+
+impl<B: Backend> StageTables<B> {
+    fn new(model: &CausalLm<B>, seq: usize, first: &B::Device) -> Self {
+        let tables = |device: B::Device| {
+            let rope = model.rope.tables::<B>(0, seq, &device);
+            let blocks = query_blocks::<B>(seq, 0, &device);
+            (device, rope, blocks)
+        };
+        let mut stages = vec![tables(first.clone())];
+        let mut stage_of_layer = Vec::with_capacity(model.layers.len());
+        for (i, layer) in model.layers.iter().enumerate() {
+            if model.starts_stage(i) {
+                stages.push(tables(layer.device()));
+            }
+            stage_of_layer.push(stages.len() - 1);
+        }
+        Self {
+            stages,
+            stage_of_layer,
+        }
+    }
+
+    /// The device and tables of decoder layer `layer`.
+    fn of(&self, layer: usize) -> (&B::Device, &RopeTables<B>, &[QueryBlock<B>]) {
+        let (device, rope, blocks) = &self.stages[self.stage_of_layer[layer]];
+        (device, rope, blocks)
+    }
 }

@@ -42,6 +42,14 @@ impl<B: Backend> WeightRef<'_, B> {
             WeightRef::Vector(p) => p.id,
         }
     }
+
+    /// The device the weight is on (the layers may be placed on several).
+    pub fn device(&self) -> B::Device {
+        match self {
+            WeightRef::Matrix(p) => p.device(),
+            WeightRef::Vector(p) => p.device(),
+        }
+    }
 }
 
 /// Every base weight of `model` under its transformers name, in a fixed order.

@@ -20,6 +20,11 @@ pub struct DecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> DecoderLayer<B> {
+    /// The device the layer's weights are on (see [`super::placement`]).
+    pub fn device(&self) -> B::Device {
+        self.input_layernorm.gamma.device()
+    }
+
     /// `x` `[batch, seq, hidden]` after what `cache` holds.
     pub fn forward(
         &self,
@@ -57,6 +62,11 @@ pub struct CausalLm<B: Backend> {
     /// see `backend::compute_dtype` and [`super::precision`].
     #[module(skip)]
     pub compute: DType,
+    /// With the layers placed on several devices ([`super::placement`]), the first
+    /// layer of each device after the first: where the hidden states move. Empty on
+    /// one device.
+    #[module(skip)]
+    pub stage_starts: Vec<usize>,
 }
 
 /// The per-layer keys and values of one `forward_hidden` pass: a prompt's, which
@@ -96,16 +106,34 @@ impl<B: Backend> CausalLm<B> {
         // The rotation tables and the causal mask are the same for every layer: built once.
         let rope = self.rope.tables::<B>(start, seq, &device);
         let blocks = query_blocks::<B>(seq, start, &device);
+        let (mut rope, mut blocks) = (rope, blocks);
         let mut x = self.embed(ids);
         let mut old = cache.map(|c| c.layers.into_iter().map(Some).collect::<Vec<_>>());
         let mut layers = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
+            if self.starts_stage(i) {
+                // The next device's layers: the hidden states and the tables move there.
+                let device = layer.device();
+                x = x.to_device(&device);
+                rope = self.rope.tables::<B>(start, seq, &device);
+                blocks = query_blocks::<B>(seq, start, &device);
+            }
             let layer_cache = old.as_mut().and_then(|caches| caches[i].take());
             let (next, cache) = layer.forward(x, &rope, &blocks, layer_cache);
             x = next;
             layers.push(cache);
         }
-        (rms_norm(&self.norm, x), KvCache { layers })
+        (self.final_norm(x), KvCache { layers })
+    }
+
+    /// Whether decoder layer `layer` is the first on a device other than the first.
+    pub fn starts_stage(&self, layer: usize) -> bool {
+        self.stage_starts.contains(&layer)
+    }
+
+    /// Whether the layers are placed on more than one device.
+    pub fn is_placed(&self) -> bool {
+        !self.stage_starts.is_empty()
     }
 
     /// The language-model head as `[hidden, vocab]`: its own weight, or the embeddings'
@@ -122,8 +150,14 @@ impl<B: Backend> CausalLm<B> {
         cast(self.embed_tokens.forward(ids), self.compute)
     }
 
-    /// The final norm (in f32, like every norm), its output in the compute dtype.
+    /// The final norm (in f32, like every norm), its output in the compute dtype, of
+    /// the last layer's output `x`; with placed layers, moved back to the first device
+    /// (where the norm, the head and the batch's labels are) first.
     pub fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = match self.is_placed() {
+            true => x.to_device(&self.embed_tokens.weight.device()),
+            false => x,
+        };
         rms_norm(&self.norm, x)
     }
 

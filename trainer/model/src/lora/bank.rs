@@ -11,7 +11,8 @@
 //! copied per row (as a gather of each row's matrices would). Each step reads every
 //! loaded adapter once, so the cost grows with how many are loaded: a handful is
 //! what this is for; hundreds would want a kernel that reads only the rows' own
-//! (punica's BGMV).
+//! (punica's BGMV). Each projection's stack lives on that projection's device, as
+//! its adapters do (see `llm::placement`).
 
 use anneal_crds::hyperparameters::TargetModule;
 use burn::prelude::*;
@@ -29,6 +30,8 @@ pub struct AdapterBank<B: Backend> {
     scales: Vec<f64>,
     /// The block width: the largest rank.
     rank: usize,
+    /// Each layer's device, where its stacks are and its rows' mask goes.
+    devices: Vec<B::Device>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,12 +61,13 @@ impl<B: Backend> AdapterBank<B> {
                     .unwrap_or(0.0)
             })
             .collect();
-        let device = first.embed_tokens.weight.device();
+        let devices: Vec<B::Device> = first.layers.iter().map(|l| l.device()).collect();
         let mut layers: Vec<Vec<Option<Stacked<B>>>> = (0..first.layers.len())
             .map(|_| vec![None; TargetModule::ALL.len()])
             .collect();
         for (index, (layer, module, base)) in projections(first).into_iter().enumerate() {
             let [input, output] = base.base.weight.dims();
+            let device = &devices[layer];
             let blocks: Vec<_> = per_model
                 .iter()
                 .map(|ps| ps[index].2.lora.as_ref())
@@ -75,8 +79,8 @@ impl<B: Backend> AdapterBank<B> {
             let (a, b): (Vec<_>, Vec<_>) = blocks
                 .iter()
                 .map(|lora| {
-                    let zeros_a = Tensor::zeros([input, rank], (&device, DType::F32));
-                    let zeros_b = Tensor::zeros([rank, output], (&device, DType::F32));
+                    let zeros_a = Tensor::zeros([input, rank], (device, DType::F32));
+                    let zeros_b = Tensor::zeros([rank, output], (device, DType::F32));
                     match lora {
                         Some(l) => {
                             let r = l.a.dims()[1];
@@ -98,6 +102,7 @@ impl<B: Backend> AdapterBank<B> {
             layers,
             scales,
             rank,
+            devices,
         })
     }
 
@@ -125,20 +130,26 @@ impl<B: Backend> AdapterBank<B> {
                 mask[start..start + self.rank].fill(self.scales[a] as f32);
             }
         }
-        let device = self.layers.iter().flatten().flatten().next()?.a.device();
-        let mask = Tensor::from_data(
-            TensorData::new(mask, [adapter_of_row.len(), width]),
-            (&device, DType::F32),
-        );
-        Some(RowAdapters { bank: self, mask })
+        let mask = TensorData::new(mask, [adapter_of_row.len(), width]);
+        // One copy per device, shared by that device's layers.
+        let mut masks: Vec<Tensor<B, 2>> = Vec::with_capacity(self.devices.len());
+        for (layer, device) in self.devices.iter().enumerate() {
+            let same = layer > 0 && self.devices[layer - 1] == *device;
+            masks.push(match same {
+                true => masks[layer - 1].clone(),
+                false => Tensor::from_data(mask.clone(), (device, DType::F32)),
+            });
+        }
+        Some(RowAdapters { bank: self, masks })
     }
 }
 
 /// The adapters of one decoding step's rows.
 pub struct RowAdapters<'a, B: Backend> {
     bank: &'a AdapterBank<B>,
-    /// `[rows, n * rank]`: a row's own adapter's block holds its scale, the rest zeros.
-    mask: Tensor<B, 2>,
+    /// Per layer, on its device, `[rows, n * rank]`: a row's own adapter's block holds
+    /// its scale, the rest zeros.
+    masks: Vec<Tensor<B, 2>>,
 }
 
 impl<B: Backend> RowAdapters<'_, B> {
@@ -153,7 +164,7 @@ impl<B: Backend> RowAdapters<'_, B> {
         let stacked = self.bank.layers[layer][module_index(module)].as_ref()?;
         // In f32, where the adapters' weights are, as `Projection::forward` runs them.
         let x = crate::llm::precision::cast(x, DType::F32);
-        let down = x.matmul(stacked.a.clone()) * self.mask.clone(); // [rows, n * rank]
+        let down = x.matmul(stacked.a.clone()) * self.masks[layer].clone(); // [rows, n * rank]
         Some(down.matmul(stacked.b.clone())) // [rows, out]
     }
 }
@@ -193,7 +204,7 @@ mod tests {
             use_rslora: false,
             seed,
         };
-        let mut model = attach(base, &settings, &Default::default());
+        let mut model = attach(base, &settings);
         for (_, _, p) in projections_mut(&mut model) {
             if let Some(lora) = p.lora.as_mut() {
                 let [r, out] = lora.b.dims();

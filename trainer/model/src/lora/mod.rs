@@ -87,18 +87,16 @@ pub fn projections<B: Backend>(model: &CausalLm<B>) -> Vec<(usize, TargetModule,
 /// Freezes every base weight and attaches a fresh adapter to each target projection:
 /// A drawn as PEFT does (uniform in ±1/sqrt(in)), B zero, so the model's output is
 /// unchanged until training moves B. Draws come from a seeded RNG per projection,
-/// so the same seed gives the same adapter on any backend.
-pub fn attach<B: Backend>(
-    model: CausalLm<B>,
-    settings: &LoraSettings,
-    device: &B::Device,
-) -> CausalLm<B> {
+/// so the same seed gives the same adapter on any backend. Each adapter is made on
+/// its projection's device (the layers may be placed on several).
+pub fn attach<B: Backend>(model: CausalLm<B>, settings: &LoraSettings) -> CausalLm<B> {
     let mut model = model.no_grad();
     for (layer, module, projection) in projections_mut(&mut model) {
         if !settings.target_modules.contains(&module) {
             continue;
         }
         let [input, output] = projection.base.weight.dims();
+        let device = &projection.base.weight.device();
         let mut rng = StdRng::seed_from_u64(projection_seed(settings.seed, layer, module));
         let bound = 1.0 / (input as f32).sqrt();
         let a: Vec<f32> = (0..input * settings.rank)

@@ -194,7 +194,6 @@ pub fn save_adapter<B: Backend>(
 pub fn load_adapter<B: Backend>(
     model: CausalLm<B>,
     dir: &Path,
-    device: &B::Device,
 ) -> Result<CausalLm<B>, AdapterError> {
     let config_path = dir.join(CONFIG_FILE);
     let text =
@@ -228,6 +227,7 @@ pub fn load_adapter<B: Backend>(
             continue;
         }
         let [input, output] = projection.base.weight.dims();
+        let device = &projection.base.weight.device();
         let a = read_matrix::<B>(
             &tensors,
             &tensor_name(layer, module, 'A'),

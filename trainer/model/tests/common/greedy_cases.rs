@@ -111,7 +111,7 @@ pub fn with_adapter<B: Backend>(base: CausalLm<B>, adapter: usize) -> CausalLm<B
         seed: 17 + adapter as u64,
     };
     let device = Default::default();
-    let mut model = attach(base, &settings, &device);
+    let mut model = attach(base, &settings);
     for (layer, module, projection) in projections_mut(&mut model) {
         let Some(lora) = projection.lora.as_mut() else {
             continue;

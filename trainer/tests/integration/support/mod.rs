@@ -104,7 +104,7 @@ pub fn lora_with_nonzero_b(
         use_rslora: false,
         seed: 3,
     };
-    let mut model = attach(model, &settings, &device);
+    let mut model = attach(model, &settings);
     A::seed(&device, 11);
     for (_, _, projection) in projections_mut(&mut model) {
         let lora = projection.lora.as_mut().unwrap();

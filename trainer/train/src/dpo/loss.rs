@@ -171,11 +171,16 @@ impl PreferenceTally {
         };
         let chosen = values(&output.chosen_rewards);
         let rejected = values(&output.rejected_rewards);
+        self.add_values(values(&output.loss)[0], &chosen, &rejected);
+    }
+
+    /// Adds a micro-batch's summed loss and its pairs' rewards, read to the host.
+    pub fn add_values(&mut self, loss: f64, chosen: &[f64], rejected: &[f64]) {
         self.pairs += chosen.len();
-        self.loss += values(&output.loss)[0];
+        self.loss += loss;
         self.chosen += chosen.iter().sum::<f64>();
         self.rejected += rejected.iter().sum::<f64>();
-        self.wins += chosen.iter().zip(&rejected).filter(|(c, r)| c > r).count() as f64;
+        self.wins += chosen.iter().zip(rejected).filter(|(c, r)| c > r).count() as f64;
     }
 
     pub fn scores(&self) -> PreferenceScores {

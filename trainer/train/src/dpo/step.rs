@@ -13,6 +13,7 @@ use crate::backward::accumulate_backward;
 use crate::chunked_loss::{batch_scores, hidden_scores};
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
+use crate::readback::Readback;
 use crate::step_settings::StepSettings;
 use crate::tensor_batch::Batch;
 use anneal_model::llm::CausalLm;
@@ -41,7 +42,9 @@ pub fn dpo_step<B: AutodiffBackend>(
     let total_pairs: usize = micro_batches.iter().map(|b| b.pairs).sum();
     let reference_model = reference.model(&model);
     let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
-    let mut tally = PreferenceTally::default();
+    // Each micro-batch's loss and rewards stay on the device until the step is done.
+    let mut readback = Readback::<B::InnerBackend>::default();
+    let mut kept = Vec::with_capacity(micro_batches.len());
     for batch in micro_batches {
         let inner = inner_batch(&batch.sequences);
         let reference_scores =
@@ -59,11 +62,26 @@ pub fn dpo_step<B: AutodiffBackend>(
             // over tokens.
             (output.loss.clone() / total_pairs.max(1) as f64, output)
         });
-        tally.add(&output);
+        kept.push([
+            readback.keep(output.loss.inner()),
+            readback.keep(output.chosen_rewards.inner()),
+            readback.keep(output.rejected_rewards.inner()),
+        ]);
     }
     let mut grads = accumulator.grads();
     let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
     model = optimizer.step(settings.learning_rate, model, grads);
+    let kept_norm = grad_norm.map(|norm| readback.keep(norm));
+    let values = readback.read();
+    let mut tally = PreferenceTally::default();
+    for [loss, chosen, rejected] in kept {
+        tally.add_values(
+            values.scalar(loss),
+            &values.get(chosen),
+            &values.get(rejected),
+        );
+    }
+    let grad_norm = kept_norm.map_or(0.0, |norm| values.scalar(norm));
     let stats = DpoStepStats {
         scores: tally.scores(),
         pairs: total_pairs,

@@ -1,6 +1,6 @@
 //! What a run is given, grouped by what uses it: which run it is, the base model,
-//! the job's training settings, the dataset, where to write, and when to resume or
-//! stop.
+//! the job's training settings, the dataset, where to write, the device's memory, and
+//! when to resume or stop.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use anneal_crds::finetunejob::{CheckpointsSpec, FineTuneJob, TrainingMethod, Tra
 
 use anneal_crds::storage::Storage;
 
+use crate::device_memory::GivenMemory;
+
 /// Everything a run needs, already fetched to this machine.
 pub struct RunInputs {
     pub job: RunIdentity,
@@ -18,6 +20,9 @@ pub struct RunInputs {
     pub settings: TrainingSettings,
     pub data: RunData,
     pub location: RunLocation,
+    /// The device's memory where the caller knows it (flags, the operator's setting);
+    /// the memory plan picks the micro-batch from it.
+    pub memory: GivenMemory,
     /// Continue from the newest complete checkpoint when there is one.
     pub resume: bool,
     /// Set (e.g. on SIGTERM) to checkpoint at the next step boundary and stop.
@@ -45,6 +50,9 @@ pub struct TrainingSettings {
     pub method: TrainingMethod,
     pub training: TrainingType,
     pub hyperparameters: ResolvedHyperparameters,
+    /// `batchSize / gradientAccumulation` when the job sets `gradientAccumulation`;
+    /// `None` leaves the micro-batch to the memory plan.
+    pub set_micro_batch: Option<u32>,
     pub checkpoints: CheckpointsSpec,
 }
 
@@ -55,6 +63,7 @@ impl TrainingSettings {
             method: job.spec.method,
             training: job.spec.training,
             hyperparameters: job.resolved_hyperparameters(),
+            set_micro_batch: job.spec.hyperparameters.set_micro_batch(),
             checkpoints: job.spec.checkpoints.clone(),
         }
     }

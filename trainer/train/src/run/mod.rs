@@ -1,4 +1,5 @@
-//! The training loop of a run: SFT or DPO, LoRA or full, from step 0 or from the
+//! The training loop of a run: SFT or DPO, LoRA or full, on the micro-batch the job
+//! or the memory plan sets ([`crate::micro_batch`]), from step 0 or from the
 //! newest complete checkpoint ([`start`]), one optimizer step after another with
 //! an event for each ([`step`]), an evaluation, sample answers and a checkpoint at
 //! every checkpoint step and on a stop request ([`checkpoint`]), and the final
@@ -24,13 +25,15 @@ use step::Session;
 use super::TrainError;
 use super::checkpoint::SampleAnswer;
 use super::data::TrainingData;
+use super::device_memory::device_memory;
 use super::event_log::{EventLog, EventSink};
+use super::micro_batch::{MicroBatch, choose_micro_batch};
 use super::objective::{Dpo, Objective, Scores, Sft};
 use super::samples::answer_sample_prompts;
 use super::state::{DataOrder, TrainerState};
 use anneal_model::backend::compute_dtype;
 use anneal_model::chat::ModelTokenizer;
-use anneal_model::llm::{CausalLm, load_model};
+use anneal_model::llm::{CausalLm, load_model_placed};
 use anneal_model::lora::LoraSettings;
 
 /// How a run ended.
@@ -44,54 +47,62 @@ pub enum RunOutcome {
     Stopped { checkpoint: String, step: u64 },
 }
 
-/// Trains on backend `B` and reports to `sinks` as it goes.
+/// Trains on backend `B` and reports to `sinks` as it goes. The model's decoder
+/// layers are split over `devices` in consecutive runs (one device: all there;
+/// see `anneal_model::llm::placement`); batches, the loss and the embeddings live
+/// on the first. Fails before loading the model when not one sample fits the
+/// devices.
 pub fn run_training<B: AutodiffBackend>(
     inputs: RunInputs,
     sinks: Vec<Box<dyn EventSink>>,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<RunOutcome, TrainError> {
+    let memory = device_memory::<B>(devices, inputs.memory);
+    let micro_batch = choose_micro_batch(&inputs.settings, &inputs.base_model.dir, memory)?;
     // LoRA freezes the base: it stays in the backend's dtype (bf16 on CUDA). Full
     // training changes every weight: f32, the master copy, on every backend.
     let dtype = match inputs.settings.training {
         TrainingType::Lora => compute_dtype::<B>(),
         TrainingType::Full => DType::F32,
     };
-    let (config, base) = load_model::<B>(&inputs.base_model.dir, device, dtype)?;
+    let (config, base) = load_model_placed::<B>(&inputs.base_model.dir, devices, dtype)?;
     let tokenizer = ModelTokenizer::from_model_dir(&inputs.base_model.dir, &config.architecture)?;
     let settings = &inputs.settings;
     match settings.method {
         TrainingMethod::Sft => {
             let sft = Sft::new(&settings.hyperparameters);
-            run_objective(sft, &inputs, base, &tokenizer, sinks, device)
+            run_objective(sft, &inputs, &micro_batch, base, &tokenizer, sinks, devices)
         }
         TrainingMethod::Dpo => {
             // The reference is the untrained model: taken before a resume replaces it.
             let dpo = Dpo::new(&settings.hyperparameters, settings.training, &base);
-            run_objective(dpo, &inputs, base, &tokenizer, sinks, device)
+            run_objective(dpo, &inputs, &micro_batch, base, &tokenizer, sinks, devices)
         }
     }
 }
 
-/// The run with `objective`, from the loaded base model.
+/// The run with `objective` in micro-batches of `micro_batch`, from the loaded base model.
 fn run_objective<B: AutodiffBackend, O: Objective<B>>(
     objective: O,
     inputs: &RunInputs,
+    micro_batch: &MicroBatch,
     base: CausalLm<B>,
     tokenizer: &ModelTokenizer,
     sinks: Vec<Box<dyn EventSink>>,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<RunOutcome, TrainError> {
+    let device = &devices[0];
     let h = &inputs.settings.hyperparameters;
     let max_tokens = h.max_tokens as usize;
     let data = TrainingData::prepare(&inputs.data, h.seed, |bytes| {
         objective.read(bytes, tokenizer, max_tokens)
     })?;
-    let order = data.order(h);
+    let order = data.order(h, micro_batch.size);
     let total_steps = order.steps_per_epoch * u64::from(h.epochs);
     let lora = LoraSettings::from(h);
 
     let start = Start::find(inputs, &order)?;
-    let mut training = start.training(base, inputs, &order, &lora, device)?;
+    let mut training = start.training(base, inputs, &order, &lora, devices)?;
     let mut run = Run {
         objective: &objective,
         data: &data,
@@ -106,7 +117,8 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
         events: start.open_events(&inputs.location, sinks)?,
         device,
     };
-    run.announce(&start);
+    run.announce(&start, micro_batch);
+    run.report_placement(&training.model);
     if matches!(start, Start::Fresh) {
         run.report_base_model(&training.model);
     }

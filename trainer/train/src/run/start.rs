@@ -9,6 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::{Run, RunInputs, RunLocation};
 use crate::checkpoint::{ResumePoint, fetch_newest_checkpoint, restore_training};
 use crate::event_log::{EVENTS_FILE, EventLog, EventSink};
+use crate::micro_batch::MicroBatch;
 use crate::objective::Objective;
 use crate::optimizer::{SftOptimizer, adamw};
 use crate::state::{DataOrder, RngState, STATE_FORMAT, TrainerState};
@@ -63,13 +64,13 @@ impl Start {
         inputs: &RunInputs,
         order: &DataOrder,
         lora: &LoraSettings,
-        device: &B::Device,
+        devices: &[B::Device],
     ) -> Result<Training<B>, TrainError> {
         let settings = &inputs.settings;
         let h = &settings.hyperparameters;
         let Start::Resume(point) = self else {
             let model = match settings.training {
-                TrainingType::Lora => attach(base, lora, device),
+                TrainingType::Lora => attach(base, lora),
                 // Every weight keeps its gradient: loaded parameters require one.
                 TrainingType::Full => base,
             };
@@ -79,12 +80,22 @@ impl Start {
                 state: first_state(inputs, order),
             });
         };
-        let (model, optimizer) =
-            restore_training(base, point, settings.training, lora, h.weight_decay, device)?;
+        let (model, optimizer) = restore_training(
+            base,
+            point,
+            settings.training,
+            lora,
+            h.weight_decay,
+            devices,
+        )?;
+        // The same order, perhaps split into other micro-batches on this device: the
+        // next checkpoint says how this session ran.
+        let mut state = point.state.clone();
+        state.data = order.clone();
         Ok(Training {
             model,
             optimizer,
-            state: point.state.clone(),
+            state,
         })
     }
 
@@ -127,9 +138,9 @@ fn first_state(inputs: &RunInputs, order: &DataOrder) -> TrainerState {
 }
 
 impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
-    /// The running phase (what the run trains on, or where it resumed) and the
-    /// samples the data left out.
-    pub(super) fn announce(&mut self, start: &Start) {
+    /// The running phase (what the run trains on, or where it resumed), the
+    /// micro-batch it runs and why, and the samples the data left out.
+    pub(super) fn announce(&mut self, start: &Start, micro_batch: &MicroBatch) {
         let total_steps = self.total_steps;
         let message = match start {
             Start::Resume(point) => format!(
@@ -149,6 +160,10 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             message: Some(message),
             result: None,
         });
+        self.events.emit(EventBody::Log {
+            level: LogLevel::Info,
+            message: micro_batch.to_string(),
+        });
         let data = self.data;
         if data.dropped_too_long + data.dropped_untrainable > 0 {
             self.events.emit(EventBody::Log {
@@ -161,6 +176,34 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
                 ),
             });
         }
+    }
+
+    /// Where the decoder layers are, when they are placed on several devices.
+    pub(super) fn report_placement(&mut self, model: &CausalLm<B>) {
+        if !model.is_placed() {
+            return;
+        }
+        let mut starts = vec![0];
+        starts.extend(&model.stage_starts);
+        starts.push(model.layers.len());
+        let runs: Vec<String> = starts
+            .windows(2)
+            .map(|run| {
+                let layers = match run[1] - run[0] {
+                    1 => format!("layer {}", run[0]),
+                    _ => format!("layers {}-{}", run[0], run[1] - 1),
+                };
+                format!("{layers} on {:?}", model.layers[run[0]].device())
+            })
+            .collect();
+        self.events.emit(EventBody::Log {
+            level: LogLevel::Info,
+            message: format!(
+                "decoder layers placed across {} devices: {}",
+                runs.len(),
+                runs.join(", ")
+            ),
+        });
     }
 
     /// The untrained model's validation scores and answers: what the checkpoints

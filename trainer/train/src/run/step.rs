@@ -1,5 +1,5 @@
-//! One optimizer step of the loop: the step's micro-batches from the epoch's
-//! order, the update at the scheduled learning rate with dropout seeded by the
+//! One optimizer step of the loop: the step's batch from the epoch's order, split
+//! into the run's micro-batches, the update at the scheduled learning rate with dropout seeded by the
 //! step, the state and log entry it leaves, and its progress and metrics events.
 
 use std::time::Instant;
@@ -11,18 +11,20 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::Run;
 use super::start::Training;
-use crate::batches::epoch_batches;
+use crate::batches::{epoch_batches, split_evenly};
 use crate::objective::{Objective, Scores};
 use crate::schedule::LearningRateSchedule;
 use crate::state::{DataOrder, LogEntry, RngState, step_seed};
 use crate::tokenized::DataItem;
 
 /// The steps this process takes: their learning rates, the current epoch's
-/// micro-batches, and their pace for the progress estimate.
+/// step batches, and their pace for the progress estimate.
 pub(super) struct Session {
     schedule: LearningRateSchedule,
     seed: u64,
-    /// The epoch and its micro-batches (indices into the training data).
+    /// `batchSize`: samples per step, which with the seed fixes the order.
+    batch_size: usize,
+    /// The epoch and its step batches (indices into the training data).
     batches: Option<(u64, Vec<Vec<usize>>)>,
     started: Instant,
     first_step: u64,
@@ -34,13 +36,15 @@ impl Session {
         Self {
             schedule: LearningRateSchedule::new(h.learning_rate, h.warmup_ratio, total_steps),
             seed: h.seed,
+            batch_size: h.batch_size.max(1) as usize,
             batches: None,
             started: Instant::now(),
             first_step,
         }
     }
 
-    /// The micro-batches of step `step`: its share of the epoch's order.
+    /// The micro-batches of step `step`: its batch of the epoch's order, split evenly
+    /// into micro-batches of at most `order.micro_batch_size`.
     fn micro_batches<'d, T: DataItem>(
         &mut self,
         train: &'d [T],
@@ -49,14 +53,13 @@ impl Session {
     ) -> Vec<Vec<&'d T>> {
         let epoch = step / order.steps_per_epoch;
         if self.batches.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let micro = epoch_batches(train, order.micro_batch_size, self.seed, epoch);
-            self.batches = Some((epoch, micro));
+            let batches = epoch_batches(train, self.batch_size, self.seed, epoch);
+            self.batches = Some((epoch, batches));
         }
-        let micro = &self.batches.as_ref().expect("set above").1;
-        let first = (step % order.steps_per_epoch) as usize * order.gradient_accumulation;
-        let last = (first + order.gradient_accumulation).min(micro.len());
-        micro[first..last]
-            .iter()
+        let batches = &self.batches.as_ref().expect("set above").1;
+        let batch = &batches[(step % order.steps_per_epoch) as usize];
+        split_evenly(batch, order.micro_batch_size)
+            .into_iter()
             .map(|indices| indices.iter().map(|&i| &train[i]).collect())
             .collect()
     }
@@ -167,5 +170,83 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             epoch: entry.epoch,
             metrics,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anneal_crds::hyperparameters::HyperparametersSpec;
+
+    use crate::tokenized::TokenizedSample;
+
+    /// The dataset lines of each micro-batch of each step of two epochs of 19 samples
+    /// in steps of 4, at `micro_batch`.
+    fn steps(samples: &[TokenizedSample], micro_batch: usize) -> Vec<Vec<Vec<u64>>> {
+        let h = HyperparametersSpec {
+            batch_size: Some(4),
+            seed: Some(7),
+            ..HyperparametersSpec::default()
+        }
+        .resolve();
+        let order = DataOrder {
+            seed: 7,
+            train_samples: samples.len(),
+            validation_samples: 0,
+            dropped_too_long: 0,
+            micro_batch_size: micro_batch,
+            gradient_accumulation: 4usize.div_ceil(micro_batch),
+            steps_per_epoch: 5,
+            validation_lines: Vec::new(),
+        };
+        let mut session = Session::new(&h, 10, 0);
+        (0..10)
+            .map(|step| {
+                let micro = session.micro_batches(samples, &order, step);
+                micro
+                    .iter()
+                    .map(|m| m.iter().map(|s| s.line).collect())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_step_sees_the_same_samples_whatever_the_micro_batch() {
+        let samples: Vec<_> = (0..19)
+            .map(|i| TokenizedSample::of_len(i, 1 + (i as usize * 37) % 50))
+            .collect();
+        let (ones, fours) = (steps(&samples, 1), steps(&samples, 4));
+        for (step, (one, four)) in ones.iter().zip(&fours).enumerate() {
+            assert_eq!(one.concat(), four.concat(), "step {step}");
+            assert!(one.iter().all(|m| m.len() == 1), "step {step}: {one:?}");
+            assert_eq!(
+                four.len(),
+                1,
+                "step {step}: one micro-batch of the whole step"
+            );
+        }
+        // One step of each epoch has the 3 samples left over.
+        for epoch in fours.chunks(5) {
+            let mut sizes: Vec<usize> = epoch.iter().map(|s| s[0].len()).collect();
+            sizes.sort();
+            assert_eq!(sizes, [3, 4, 4, 4, 4]);
+        }
+        // The second epoch is another order of the same samples.
+        let epoch = |steps: &[Vec<Vec<u64>>]| -> Vec<u64> { steps.concat().concat() };
+        let (mut first, mut second) = (epoch(&fours[..5]), epoch(&fours[5..]));
+        assert_ne!(first, second);
+        first.sort();
+        second.sort();
+        assert_eq!(first, (0..19).collect::<Vec<u64>>());
+        assert_eq!(first, second);
+        // Micro-batch 3 splits a step of 4 as 2 + 2, and the short one of 3 whole.
+        let threes = steps(&samples, 3);
+        for (three, four) in threes.iter().zip(&fours) {
+            let sizes: Vec<usize> = three.iter().map(Vec::len).collect();
+            let expected: &[usize] = if four[0].len() == 4 { &[2, 2] } else { &[3] };
+            assert_eq!(sizes, expected);
+            assert_eq!(three.concat(), four.concat());
+        }
     }
 }

@@ -12,6 +12,7 @@ use crate::backward::accumulate_backward;
 use crate::chunked_loss::hidden_scores;
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
+use crate::readback::Readback;
 use crate::step_settings::StepSettings;
 use crate::tensor_batch::Batch;
 use anneal_model::llm::CausalLm;
@@ -39,7 +40,8 @@ pub fn sft_step<B: AutodiffBackend>(
 ) -> (CausalLm<B>, StepStats) {
     let total_tokens: usize = micro_batches.iter().map(|b| b.trained_tokens).sum();
     let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
-    let (mut nll_sum, mut correct_sum) = (0.0, 0.0);
+    // `[1]` sums on the device, read with the gradient norm once the step is done.
+    let mut sums: Option<[Tensor<B::InnerBackend, 1>; 2]> = None;
     for batch in micro_batches {
         let inputs = batch.inputs.clone(); // [rows, len]
         let activations = settings.activations;
@@ -51,18 +53,28 @@ pub fn sft_step<B: AutodiffBackend>(
                 let loss = nll.clone() / total_tokens.max(1) as f64;
                 (loss, (nll, correct))
             });
-        nll_sum += f64::from(nll.into_scalar().elem::<f32>());
-        correct_sum += f64::from(correct.into_scalar().elem::<f32>());
+        let (nll, correct) = (nll.inner(), correct.inner());
+        sums = Some(match sums {
+            None => [nll, correct],
+            Some([nll_sum, correct_sum]) => [nll_sum + nll, correct_sum + correct],
+        });
     }
     let mut grads = accumulator.grads();
     let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
     model = optimizer.step(settings.learning_rate, model, grads);
+    let mut readback = Readback::default();
+    let kept_sums = sums.map(|[nll, correct]| (readback.keep(nll), readback.keep(correct)));
+    let kept_norm = grad_norm.map(|norm| readback.keep(norm));
+    let values = readback.read();
+    let (nll_sum, correct_sum) = kept_sums.map_or((0.0, 0.0), |(nll, correct)| {
+        (values.scalar(nll), values.scalar(correct))
+    });
     let stats = StepStats {
         loss: nll_sum / total_tokens.max(1) as f64,
         accuracy: correct_sum / total_tokens.max(1) as f64,
         trained_tokens: total_tokens,
         positions: micro_batches.iter().map(|b| b.positions).sum(),
-        grad_norm,
+        grad_norm: kept_norm.map_or(0.0, |norm| values.scalar(norm)),
     };
     (model, stats)
 }

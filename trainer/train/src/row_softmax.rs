@@ -1,0 +1,116 @@
+//! The attention softmax as one op of burn's autodiff graph, registered with
+//! anneal-model's `row_softmax` for the training backends: its backward needs only
+//! its output, `dx = y · (g − Σ_row g·y)`, so the graph keeps one score-sized tensor
+//! per layer instead of burn's decomposed exp, sum and divide keeping two (see
+//! `anneal_model::llm::softmax`). The forward is the inner backend's own softmax, the
+//! kernel inference runs (burn's autodiff would run exp, sum and divide one by one:
+//! the two differ in the last bit).
+
+use std::sync::Once;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn::tensor::activation::softmax;
+
+use anneal_model::backend::CpuBackend;
+use anneal_model::llm::softmax::register_row_softmax;
+
+#[derive(Debug)]
+struct RowSoftmaxOp;
+
+impl<I: Backend> Backward<I, 1> for RowSoftmaxOp {
+    /// The output `[rows, keys]`.
+    type State = Tensor<I, 2>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad =
+            Tensor::<I, 2>::from_primitive(TensorPrimitive::Float(grads.consume::<I>(&ops.node)));
+        let Some(node) = parent else {
+            return;
+        };
+        let y = ops.state;
+        let row_dot = (grad.clone() * y.clone()).sum_dim(1); // [rows, 1]
+        let dx = y * (grad - row_dot); // [rows, keys]
+        grads.register::<I>(node.id, dx.into_primitive().tensor());
+    }
+}
+
+/// The softmax of each row of `scores` `[rows, keys]` on `Autodiff<I, C>`, saving only
+/// its output for the backward pass.
+pub fn tracked_row_softmax<I: Backend, C: CheckpointStrategy>(
+    scores: Tensor<Autodiff<I, C>, 2>,
+) -> Tensor<Autodiff<I, C>, 2> {
+    let scores = scores.into_primitive().tensor();
+    let inner = Tensor::<I, 2>::from_primitive(TensorPrimitive::Float(scores.primitive.clone()));
+    let y = softmax(inner, 1);
+    let out = y.clone().into_primitive().tensor();
+    let out = match RowSoftmaxOp
+        .prepare::<C>([scores.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(y, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// Registers the op for the trainer's autodiff backends, once per process.
+pub fn register_training_softmax() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        register_row_softmax::<Autodiff<CpuBackend>>(tracked_row_softmax::<CpuBackend, _>);
+        #[cfg(feature = "cuda")]
+        register_row_softmax::<Autodiff<anneal_model::backend::CudaBackend>>(
+            tracked_row_softmax::<anneal_model::backend::CudaBackend, _>,
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    type A = Autodiff<CpuBackend>;
+
+    /// The op's output and its input gradient are burn's (whose backward runs through
+    /// exp, sum and divide) to the last bits, for a loss that weighs every output
+    /// differently.
+    #[test]
+    fn values_and_gradients_are_burns() {
+        let device = Default::default();
+        A::seed(&device, 5);
+        let scores = Tensor::<A, 2>::random([6, 40], Distribution::Normal(0.0, 3.0), &device);
+        let weights = Tensor::<A, 2>::random([6, 40], Distribution::Normal(0.0, 1.0), &device);
+        let run = |tracked: bool| {
+            let x = scores.clone().detach().require_grad();
+            let y = match tracked {
+                true => tracked_row_softmax(x.clone()),
+                false => softmax(x.clone(), 1),
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let dx = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            (y.into_data().to_vec::<f32>().unwrap(), dx)
+        };
+        let ((ours, our_dx), (burns, burn_dx)) = (run(true), run(false));
+        let close = |a: &f32, b: &f32| (a - b).abs() <= 1e-6 * b.abs().max(1e-6);
+        assert!(ours.iter().zip(&burns).all(|(a, b)| close(a, b)));
+        let scale = burn_dx.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let gap = our_dx
+            .iter()
+            .zip(&burn_dx)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            scale > 1e-3 && gap <= 1e-6 * scale.max(1.0),
+            "gap {gap} of {scale}"
+        );
+    }
+}
