@@ -17,6 +17,18 @@ pub fn concat_greedy<B: Backend>(
     prompt: &[u32],
     new_tokens: usize,
 ) -> Vec<u32> {
+    concat_greedy_logits(model, prompt, new_tokens)
+        .into_iter()
+        .map(|(token, _)| token)
+        .collect()
+}
+
+/// Each step's greedy id with the logits it was picked from.
+pub fn concat_greedy_logits<B: Backend>(
+    model: &CausalLm<B>,
+    prompt: &[u32],
+    new_tokens: usize,
+) -> Vec<(u32, Vec<f32>)> {
     let device = model.embed_tokens.weight.device();
     let ids = |tokens: &[u32]| {
         let values: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
@@ -31,8 +43,9 @@ pub fn concat_greedy<B: Backend>(
         cache = Some(grown);
         let last = hidden.narrow(1, input.len() - 1, 1); // [1, 1, hidden]
         let logits = model.logits(last).into_data().convert::<f32>();
-        let token = argmax(logits.as_slice::<f32>().expect("f32 logits"));
-        out.push(token);
+        let logits = logits.as_slice::<f32>().expect("f32 logits").to_vec();
+        let token = argmax(&logits);
+        out.push((token, logits));
         input = vec![token];
     }
     out
