@@ -91,7 +91,13 @@ impl BackendJob for Prepared {
             .name("http".to_owned())
             .spawn(move || serve_http(listener, address, state))
             .map_err(ServeError::HttpThread)?;
-        engine::run_engine(&models, submissions, options.max_running, &metrics);
+        engine::run_engine(
+            &models,
+            submissions,
+            options.max_running,
+            context_length,
+            &metrics,
+        );
         server.join().map_err(|_| ServeError::HttpThreadPanicked)?
     }
 }

@@ -1,5 +1,6 @@
 //! The server's Prometheus metrics at `/metrics`: requests by outcome, tokens in and
-//! out, time to first token, decoding speed, and how many requests run and wait.
+//! out, time to first token, decoding speed, how many requests run and wait, and
+//! the KV cache's size.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -33,6 +34,8 @@ pub struct ServeMetrics {
     pub engine_steps: IntCounter,
     /// `anneal_serve_decode_batch_size`: requests in each decoding step.
     pub decode_batch: Histogram,
+    /// `anneal_serve_kv_cache_bytes`: what the engine's KV cache buffers take.
+    pub kv_cache_bytes: IntGauge,
 }
 
 impl ServeMetrics {
@@ -113,6 +116,11 @@ impl ServeMetrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             )
             .unwrap(),
+            kv_cache_bytes: IntGauge::new(
+                "anneal_serve_kv_cache_bytes",
+                "Bytes the KV cache's preallocated buffers take",
+            )
+            .unwrap(),
             registry,
         };
         let r = &metrics.registry;
@@ -130,6 +138,8 @@ impl ServeMetrics {
         r.register(Box::new(metrics.in_flight.clone())).unwrap();
         r.register(Box::new(metrics.engine_steps.clone())).unwrap();
         r.register(Box::new(metrics.decode_batch.clone())).unwrap();
+        r.register(Box::new(metrics.kv_cache_bytes.clone()))
+            .unwrap();
         metrics
     }
 
@@ -160,5 +170,9 @@ impl EngineGauges for ServeMetrics {
 
     fn observe_batch(&self, rows: usize) {
         self.decode_batch.observe(rows as f64);
+    }
+
+    fn set_cache_bytes(&self, bytes: usize) {
+        self.kv_cache_bytes.set(bytes as i64);
     }
 }

@@ -1,12 +1,12 @@
 //! A model loaded with its decoder layers placed across several devices (every one the
 //! CPU here, so the placement's code path runs, boundaries included, and any other
-//! change would show): where the stages start, and logits, cached decoding and
-//! adapters identical to the model on one device.
+//! change would show): where the stages start, and logits, decoding in the
+//! preallocated cache and adapters identical to the model on one device.
 
 use std::path::Path;
 
 use anneal_model::backend::CpuBackend;
-use anneal_model::llm::{CausalLm, KvCache, load_model, load_model_placed};
+use anneal_model::llm::{CausalLm, KvSlots, load_model, load_model_placed};
 use anneal_model::lora::{LoraSettings, attach};
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -64,17 +64,20 @@ fn a_placed_model_computes_what_the_model_on_one_device_does() {
         values(one.forward(ids(&prompt)))
     );
 
-    // Decoding with the cache: the prompt, then one token for two rows at once.
-    let caches = |model: &CausalLm<B>| -> Vec<KvCache<B>> {
-        [&prompt[..25], &prompt[..9]]
-            .iter()
-            .map(|p| model.forward_hidden(ids(p), None).1)
-            .collect()
+    // Decoding with the cache: the prompts into their slots (each layer's keys and
+    // values on its own device), then one token for two rows at once.
+    let decode = |model: &CausalLm<B>| {
+        let mut cache = KvSlots::new(model, 2, 64);
+        cache.reserve(26);
+        for (slot, p) in [&prompt[..25], &prompt[..9]].iter().enumerate() {
+            cache.fill(slot, model.forward_hidden(ids(p), None).1);
+        }
+        let logits = model.decode_rows(&[5, 17], &[0, 1], &mut cache, None);
+        (values(logits), cache.len(0))
     };
-    let (one_logits, _) = one.decode_rows(&[5, 17], caches(&one));
-    let (three_logits, three_caches) = three.decode_rows(&[5, 17], caches(&three));
-    assert_eq!(values(three_logits), values(one_logits));
-    assert_eq!(three_caches[0].len(), 26);
+    let (three_logits, three_len) = decode(&three);
+    assert_eq!(three_logits, decode(&one).0);
+    assert_eq!(three_len, 26);
 
     // Adapters are made on their projection's device and change nothing at B = 0.
     let settings = LoraSettings {

@@ -496,7 +496,16 @@ fn requests_run_side_by_side_and_past_the_queue_get_429() {
     server.wait_for("two running and one waiting", |s| {
         s.metric("anneal_serve_requests_running") == 2.0
             && s.metric("anneal_serve_requests_in_flight") == 3.0
+            && s.metric("anneal_serve_kv_cache_bytes") > 0.0
     });
+    // The KV cache: a slot per running request, each with room for the prompt and its
+    // 900 tokens (within the 1,024 of context), at 2 (keys, values) x 4 layers x 2 KV
+    // heads x 32 dims x 4 bytes (f32) = 2,048 bytes a position.
+    let per_slot = server.metric("anneal_serve_kv_cache_bytes") / (2.0 * 2048.0);
+    assert!(
+        per_slot.fract() == 0.0 && (901.0..=1024.0).contains(&per_slot),
+        "{per_slot} positions a slot"
+    );
     let (status, text) = server.call(
         "POST",
         "/v1/chat/completions",

@@ -2,9 +2,8 @@
 
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn::tensor::activation::softmax;
 
-use super::precision::{cast, in_f32};
+use super::precision::cast;
 use super::projection::Projection;
 use super::rope::RopeTables;
 use super::softmax::row_softmax;
@@ -99,54 +98,6 @@ impl<B: Backend> Attention<B> {
             .swap_dims(1, 2)
             .reshape([batch, seq, h * d]);
         (self.o_proj.forward(out), LayerCache { keys, values })
-    }
-}
-
-impl<B: Backend> Attention<B> {
-    /// One new token for each of several sequences, every one with its own cache: the
-    /// projections run once for all rows (where a token's cost is), attention per row
-    /// against that row's cache. `x`: `[rows, 1, hidden]`; `rope`: the tables of each
-    /// row's position ([`Rope::tables_at`](super::rope::Rope::tables_at)). Returns
-    /// `[rows, 1, hidden]` and the caches extended by one position each.
-    pub fn forward_rows(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &RopeTables<B>,
-        caches: Vec<LayerCache<B>>,
-    ) -> (Tensor<B, 3>, Vec<LayerCache<B>>) {
-        let [rows, _, _] = x.dims();
-        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let groups = h / kv;
-        // Rows stand in the sequence dimension here, so each meets its own position's table.
-        let q = rope
-            .q
-            .apply(self.q_proj.forward(x.clone()).reshape([1, rows, h, d]));
-        let k = rope
-            .k
-            .apply(self.k_proj.forward(x.clone()).reshape([1, rows, kv, d]));
-        let v = self.v_proj.forward(x).reshape([1, rows, kv, d]);
-        let mut outs = Vec::with_capacity(rows);
-        let mut next = Vec::with_capacity(rows);
-        for (i, cache) in caches.into_iter().enumerate() {
-            let k = k.clone().narrow(1, i, 1).swap_dims(1, 2); // [1, kv, 1, d]
-            let v = v.clone().narrow(1, i, 1).swap_dims(1, 2);
-            let keys = Tensor::cat(vec![cache.keys, k], 2); // [1, kv, t, d]
-            let values = Tensor::cat(vec![cache.values, v], 2);
-            let q = q
-                .clone()
-                .narrow(1, i, 1)
-                .reshape([1, 1, kv, groups, d])
-                .permute([0, 2, 3, 1, 4]); // [1, kv, groups, 1, d]
-            let scores = q.matmul(keys.clone().swap_dims(2, 3).unsqueeze_dim::<5>(2)); // [1, kv, groups, 1, t]
-            let seen = keys.dims()[2];
-            // Softmax in f32, as in `forward`.
-            let weights = in_f32(scores.reshape([h, seen]), |s| softmax(s, 1))
-                .reshape([1, kv, groups, 1, seen]);
-            let out = weights.matmul(values.clone().unsqueeze_dim::<5>(2)); // [1, kv, groups, 1, d]
-            outs.push(out.reshape([1, 1, h * d]));
-            next.push(LayerCache { keys, values });
-        }
-        (self.o_proj.forward(Tensor::cat(outs, 0)), next)
     }
 }
 

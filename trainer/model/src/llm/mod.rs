@@ -3,6 +3,8 @@
 
 pub mod attention;
 pub mod config;
+pub mod decode;
+pub mod kv_slots;
 pub mod mlp;
 pub mod placement;
 pub mod precision;
@@ -21,6 +23,7 @@ use burn::tensor::DType;
 use safetensors::SafeTensorError;
 
 pub use config::{Family, ModelConfig};
+pub use kv_slots::KvSlots;
 pub use placement::LayerPlacement;
 pub use transformer::{CausalLm, KvCache};
 

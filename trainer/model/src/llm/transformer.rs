@@ -48,25 +48,6 @@ impl<B: Backend> DecoderLayer<B> {
     }
 }
 
-impl<B: Backend> DecoderLayer<B> {
-    fn forward_rows(
-        &self,
-        x: Tensor<B, 3>,
-        rope: &RopeTables<B>,
-        caches: Vec<LayerCache<B>>,
-    ) -> (Tensor<B, 3>, Vec<LayerCache<B>>) {
-        let (attended, caches) =
-            self.self_attn
-                .forward_rows(rms_norm(&self.input_layernorm, x.clone()), rope, caches);
-        let x = x + attended;
-        let x = x.clone()
-            + self
-                .mlp
-                .forward(rms_norm(&self.post_attention_layernorm, x));
-        (x, caches)
-    }
-}
-
 /// A Qwen2 or Llama causal language model.
 #[derive(Module, Debug)]
 pub struct CausalLm<B: Backend> {
@@ -88,7 +69,8 @@ pub struct CausalLm<B: Backend> {
     pub stage_starts: Vec<usize>,
 }
 
-/// The per-layer caches of one generation.
+/// The per-layer keys and values of one `forward_hidden` pass: a prompt's, which
+/// generation then moves into its slot of a [`KvSlots`](super::KvSlots).
 #[derive(Clone, Debug)]
 pub struct KvCache<B: Backend> {
     layers: Vec<LayerCache<B>>,
@@ -102,6 +84,11 @@ impl<B: Backend> KvCache<B> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Each layer's keys and values, `[batch, kv_heads, seq, head_dim]`.
+    pub fn into_layers(self) -> Vec<LayerCache<B>> {
+        self.layers
     }
 }
 
@@ -147,58 +134,6 @@ impl<B: Backend> CausalLm<B> {
     /// Whether the layers are placed on more than one device.
     pub fn is_placed(&self) -> bool {
         !self.stage_starts.is_empty()
-    }
-
-    /// One decoding step for several sequences at once: `tokens[i]` follows what
-    /// `caches[i]` holds. The sequences may be of different lengths; the linear layers
-    /// run on all rows together, attention on each row with its own cache. Returns the
-    /// next-token logits `[rows, vocab]` and the extended caches.
-    pub fn decode_rows(
-        &self,
-        tokens: &[u32],
-        caches: Vec<KvCache<B>>,
-    ) -> (Tensor<B, 2>, Vec<KvCache<B>>) {
-        let rows = tokens.len();
-        let device = self.embed_tokens.weight.device();
-        let positions: Vec<usize> = caches.iter().map(KvCache::len).collect();
-        let mut rope = self.rope.tables_at::<B>(positions.iter().copied(), &device);
-        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [rows]), &device)
-            .reshape([rows, 1]);
-        let mut x = self.embed(ids); // [rows, 1, hidden]
-        // Per layer, the caches of every row: layers outer, rows inner.
-        let mut per_layer: Vec<Vec<LayerCache<B>>> = (0..self.layers.len())
-            .map(|_| Vec::with_capacity(rows))
-            .collect();
-        for cache in caches {
-            for (layer, c) in cache.layers.into_iter().enumerate() {
-                per_layer[layer].push(c);
-            }
-        }
-        let mut extended = Vec::with_capacity(self.layers.len());
-        for (i, (layer, caches)) in self.layers.iter().zip(per_layer).enumerate() {
-            if self.starts_stage(i) {
-                let device = layer.device();
-                x = x.to_device(&device);
-                rope = self.rope.tables_at::<B>(positions.iter().copied(), &device);
-            }
-            let (next, caches) = layer.forward_rows(x, &rope, caches);
-            x = next;
-            extended.push(caches);
-        }
-        let mut out: Vec<KvCache<B>> = (0..rows)
-            .map(|_| KvCache {
-                layers: Vec::with_capacity(self.layers.len()),
-            })
-            .collect();
-        for caches in extended {
-            for (row, c) in caches.into_iter().enumerate() {
-                out[row].layers.push(c);
-            }
-        }
-        let logits = self.logits(self.final_norm(x)); // [rows, 1, vocab]
-        let vocab = logits.dims()[2];
-        (logits.reshape([rows, vocab]), out)
     }
 
     /// The language-model head as `[hidden, vocab]`: its own weight, or the embeddings'
@@ -284,55 +219,5 @@ mod tests {
         assert_eq!(whole.len(), in_two.len());
         assert!(close(&whole, &in_two), "one pass and two passes differ");
         assert!(close(&whole[..prefix.len()], &prefix), "a prefix differs");
-    }
-
-    /// Three sequences of different lengths decoding a token each, together, get the
-    /// logits and caches each gets alone.
-    #[test]
-    fn decoding_rows_together_matches_each_alone() {
-        let dir =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/reference/qwen2-tiny");
-        let device = Default::default();
-        let (_, model) = load_model::<CpuBackend>(&dir, &device, DType::F32).unwrap();
-        let ids = |v: &[i64]| {
-            Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
-                .reshape([1, v.len()])
-        };
-        let prompts: [&[i64]; 3] = [&[1, 2, 3], &[40, 41, 42, 43, 44, 45, 46], &[9]];
-        let next = [5u32, 77, 300];
-        let caches: Vec<KvCache<CpuBackend>> = prompts
-            .iter()
-            .map(|p| model.forward_hidden(ids(p), None).1)
-            .collect();
-        let (together, extended) = model.decode_rows(&next, caches.clone());
-        let together = together.into_data().to_vec::<f32>().unwrap();
-        let vocab = together.len() / 3;
-        for (i, cache) in caches.into_iter().enumerate() {
-            let (hidden, alone_cache) =
-                model.forward_hidden(ids(&[i64::from(next[i])]), Some(cache));
-            let alone = model.logits(hidden).into_data().to_vec::<f32>().unwrap();
-            let row = &together[i * vocab..(i + 1) * vocab];
-            let diff = row
-                .iter()
-                .zip(&alone)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(diff < 1e-5, "row {i}: {diff}");
-            assert_eq!(extended[i].len(), prompts[i].len() + 1);
-            let keys = |c: &KvCache<CpuBackend>| {
-                c.layers[1]
-                    .keys
-                    .clone()
-                    .into_data()
-                    .to_vec::<f32>()
-                    .unwrap()
-            };
-            let kd = keys(&extended[i])
-                .iter()
-                .zip(keys(&alone_cache))
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(kd < 1e-5, "row {i} keys: {kd}");
-        }
     }
 }

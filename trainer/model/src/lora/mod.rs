@@ -1,7 +1,9 @@
 //! LoRA on a loaded model: attaching adapters to the target projections with the
 //! base weights frozen, merging them into the base for plain inference, and
-//! reading and writing them in the PEFT format (see [`peft`]).
+//! reading and writing them in the PEFT format (see [`peft`]), and serving several
+//! of them in one decoding step (see [`bank`]).
 
+pub mod bank;
 pub mod peft;
 
 use anneal_crds::hyperparameters::{ResolvedHyperparameters, TargetModule, lora_scale};
@@ -61,6 +63,23 @@ pub fn projections_mut<B: Backend>(
         out.push((i, TargetModule::GateProj, &mut mlp.gate_proj));
         out.push((i, TargetModule::UpProj, &mut mlp.up_proj));
         out.push((i, TargetModule::DownProj, &mut mlp.down_proj));
+    }
+    out
+}
+
+/// Every projection of a model with its layer index and module name, in the order of
+/// [`projections_mut`].
+pub fn projections<B: Backend>(model: &CausalLm<B>) -> Vec<(usize, TargetModule, &Projection<B>)> {
+    let mut out = Vec::new();
+    for (i, layer) in model.layers.iter().enumerate() {
+        let (attn, mlp) = (&layer.self_attn, &layer.mlp);
+        out.push((i, TargetModule::QProj, &attn.q_proj));
+        out.push((i, TargetModule::KProj, &attn.k_proj));
+        out.push((i, TargetModule::VProj, &attn.v_proj));
+        out.push((i, TargetModule::OProj, &attn.o_proj));
+        out.push((i, TargetModule::GateProj, &mlp.gate_proj));
+        out.push((i, TargetModule::UpProj, &mlp.up_proj));
+        out.push((i, TargetModule::DownProj, &mlp.down_proj));
     }
     out
 }
