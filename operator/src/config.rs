@@ -43,6 +43,13 @@ pub struct OperatorConfig {
     /// resources.gpuResourceName (nvidia.com/gpu), e.g. amd.com/gpu.
     #[arg(long, env = "ANNEAL_DEFAULT_GPU_RESOURCE_NAME", default_value = DEFAULT_GPU_RESOURCE_NAME)]
     pub default_gpu_resource_name: String,
+    /// S3-compatible endpoints (e.g. https://minio.storage.svc:9000, comma-separated)
+    /// the operator itself may connect to with a job's credentials, to check its
+    /// datasets and model and read its run's events. A job whose credentials name
+    /// another endpoint is checked by its trainer pod instead. AWS's own S3 (no
+    /// endpoint set) is always allowed.
+    #[arg(long, env = "ANNEAL_ALLOWED_STORAGE_ENDPOINTS", value_delimiter = ',')]
+    pub allowed_storage_endpoints: Vec<String>,
     /// Object storage prefix for jobs without spec.output (s3://bucket/prefix).
     #[arg(long, env = "ANNEAL_DEFAULT_OUTPUT_URI")]
     pub default_output_uri: Option<String>,

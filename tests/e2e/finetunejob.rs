@@ -743,3 +743,67 @@ async fn an_image_the_install_does_not_allow_fails_validation_before_any_pod() {
     );
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_never_connects_to_a_storage_endpoint_the_install_does_not_allow() {
+    let world = World::start(&quickstart_lines(4)).await;
+    let operator = world.start_operator(None).await;
+    // A tenant's Secret pointing the operator at something it can reach: here a
+    // listener that counts the connections it gets.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}", listener.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    let accepting = tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let secrets: Api<Secret> = Api::namespaced(world.client(), NAMESPACE);
+    let pointed = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("pointed".to_owned()),
+            ..kube::api::ObjectMeta::default()
+        },
+        data: Some(
+            [
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_ENDPOINT_URL", target.as_str()),
+            ]
+            .into_iter()
+            .map(|(key, value)| {
+                (
+                    key.to_owned(),
+                    k8s_openapi::ByteString(value.as_bytes().to_vec()),
+                )
+            })
+            .collect(),
+        ),
+        ..Secret::default()
+    };
+    secrets
+        .create(&kube::api::PostParams::default(), &pointed)
+        .await
+        .unwrap();
+
+    // Suspended: validated, but no trainer pod (which would connect from the
+    // tenant's own place, as it may).
+    let yaml = format!(
+        "{}  output: {{uri: \"s3://anneal-e2e/runs\", credentialsSecret: pointed}}\n  suspend: true\n",
+        job_yaml("pointed", 1, 2, "")
+    );
+    world.apply(&yaml).await;
+    let validated = validated_condition(&world, "pointed").await;
+    assert_eq!(validated.status, "True", "{}", validated.message);
+    assert!(
+        validated.message.contains(&format!(
+            "spec.dataset.train is checked by the trainer as it loads it: the operator does not connect to storage endpoint {target}"
+        )),
+        "{}",
+        validated.message
+    );
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    accepting.abort();
+    operator.stop().await;
+}

@@ -409,3 +409,88 @@ fn every_variable_the_chart_sets_is_an_operator_setting() {
         );
     }
 }
+
+/// The chart's NetworkPolicy (rendered into `deploy/base/operator.yaml`) lets trainer
+/// pods, as the operator plans them, reach the report port of the operator's pods,
+/// and nothing else reach it; the metrics port only from the monitoring namespace.
+#[test]
+fn the_network_policy_lets_only_trainer_pods_reach_the_report_port() {
+    let text = std::fs::read_to_string(repo().join("deploy/base/operator.yaml")).unwrap();
+    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    let policy = objects
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy");
+    let operator = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let operator_labels = &operator["spec"]["template"]["metadata"]["labels"];
+    let selected = policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    assert!(
+        selected.iter().all(|(k, v)| &operator_labels[k] == v),
+        "the policy must select the operator's pods: {selected:?} vs {operator_labels:?}"
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let rule_for = |port: &str| {
+        rules
+            .iter()
+            .find(|r| {
+                r["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["port"] == port)
+            })
+            .unwrap_or_else(|| panic!("no rule for port {port}"))
+    };
+
+    // The report port: peers carrying the label every planned trainer pod carries.
+    let report_from = rule_for("report")["from"].as_array().unwrap();
+    assert_eq!(report_from.len(), 1);
+    let required = report_from[0]["podSelector"]["matchExpressions"]
+        .as_array()
+        .unwrap();
+    let job = anneal_crds::manifest::parse_finetunejob(
+        "apiVersion: anneal.dev/v1alpha1\nkind: FineTuneJob\nmetadata: {name: j, namespace: team-a, uid: u}\nspec:\n  baseModel: {name: anneal-tiny, source: \"s3://m/t\"}\n  dataset: {train: \"s3://d/t.jsonl\"}\n  output: {uri: \"s3://o\"}\n",
+    )
+    .unwrap();
+    let planned = anneal_operator::finetunejob::trainer_job::plan_trainer_job(
+        &job,
+        &anneal_operator::config::OperatorConfig::default(),
+    )
+    .unwrap();
+    let trainer_labels = planned
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
+    for expression in required {
+        assert_eq!(expression["operator"], "Exists");
+        let key = expression["key"].as_str().unwrap();
+        assert!(
+            trainer_labels.contains_key(key),
+            "trainer pods lack {key}: {trainer_labels:?}"
+        );
+    }
+    assert_eq!(report_from[0]["namespaceSelector"], serde_json::json!({}));
+
+    // The metrics port: the monitoring namespace only.
+    let metrics_from = rule_for("metrics")["from"].as_array().unwrap();
+    assert_eq!(
+        metrics_from,
+        &[
+            serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}})
+        ]
+    );
+    assert_eq!(rules.len(), 2, "no other way in");
+}

@@ -145,6 +145,12 @@ impl World {
             report_base_url: String::new(),
             trainer_backoff_limit: 2,
             trainer_grace_seconds: 30,
+            // The operator checks datasets and models on the test's S3 server.
+            allowed_storage_endpoints: settings
+                .iter()
+                .filter(|(key, _)| key.starts_with("AWS_ENDPOINT"))
+                .map(|(_, endpoint)| endpoint.clone())
+                .collect(),
             ..OperatorConfig::default()
         };
         World {

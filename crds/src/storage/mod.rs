@@ -34,6 +34,7 @@ pub use blocking::Storage;
 pub use error::StorageError;
 pub use folders::COMPLETE;
 use location::{Backend, ParsedUri};
+pub use s3::ENDPOINT_KEYS as S3_ENDPOINT_KEYS;
 pub use tls::install_crypto_provider;
 
 /// One storage location: a store, and a folder ("prefix") inside it. Cloning is cheap

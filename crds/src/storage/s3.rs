@@ -11,7 +11,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 
 /// Endpoint settings, most specific first (AWS's service-specific variable wins, as in
 /// the AWS SDKs).
-const ENDPOINT_KEYS: [&str; 4] = [
+pub const ENDPOINT_KEYS: [&str; 4] = [
     "AWS_ENDPOINT_URL_S3",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT",

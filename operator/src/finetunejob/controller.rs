@@ -539,12 +539,19 @@ async fn recover_result(job: &FineTuneJob, context: &Context) -> Result<()> {
         return Ok(());
     }
     let run = run_uri(job, &context.config)?;
-    let settings = crate::finetunejob::dataset_check::job_storage_settings(
+    let access = crate::finetunejob::dataset_check::job_storage_access(
         &context.client,
         job,
         &context.config,
     )
     .await?;
+    let settings = match access {
+        crate::finetunejob::storage_access::StorageAccess::Allowed(settings) => settings,
+        crate::finetunejob::storage_access::StorageAccess::Refused(why) => {
+            warn!(%why, "not reading the run's events.jsonl");
+            return Ok(());
+        }
+    };
     let text = anneal_crds::storage::AsyncStorage::open_with(&run, settings)?
         .get("events.jsonl")
         .await?;

@@ -14,6 +14,7 @@ use kube::{Api, Client};
 
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
+use crate::finetunejob::storage_access::{StorageAccess, operator_storage_access};
 use crate::finetunejob::trainer_job::credentials_secret;
 use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_dataset};
 
@@ -38,10 +39,12 @@ pub async fn check_datasets(
 ) -> Result<DatasetCheck> {
     let namespace = job.metadata.namespace.clone().unwrap_or_default();
     let kind = DatasetKind::from(job.spec.method);
-    let settings = match storage_settings(client, &namespace, job, config).await? {
-        Ok(settings) => settings,
+    let access = match storage_settings(client, &namespace, job, config).await? {
+        Ok(settings) => operator_storage_access(settings, config),
         Err(waiting) => return Ok(DatasetCheck::Waiting(waiting)),
     };
+    // Datasets the operator does not read, and why: the trainer checks them as it loads.
+    let mut left_to_trainer = None;
     let mut sources = Vec::new();
     if let Some(config_map) = &job.spec.dataset.config_map {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
@@ -78,8 +81,17 @@ pub async fn check_datasets(
             // pvc:// is mounted in the trainer's pod only; the trainer checks it as it loads.
             continue;
         }
-        let head = read_head(uri, settings.clone()).await?;
-        sources.push((format!("{field} {uri}"), head));
+        match &access {
+            StorageAccess::Allowed(settings) => {
+                let head = read_head(uri, settings.clone()).await?;
+                sources.push((format!("{field} {uri}"), head));
+            }
+            StorageAccess::Refused(why) => {
+                left_to_trainer = Some(format!(
+                    "{field} is checked by the trainer as it loads it: {why}"
+                ));
+            }
+        }
     }
 
     let mut messages = Vec::new();
@@ -96,6 +108,7 @@ pub async fn check_datasets(
         }
         messages.push(verdict.message);
     }
+    messages.extend(left_to_trainer);
     let message = if messages.is_empty() {
         "spec is valid; the datasets are checked by the trainer as it loads them".to_owned()
     } else {
@@ -134,17 +147,19 @@ pub fn judge_bytes(source: &str, bytes: &[u8], size: u64, kind: DatasetKind) -> 
     Ok(verdict)
 }
 
-/// Storage settings for reading the job's run (its `events.jsonl`), from its
-/// credentials Secret; a missing Secret is an error here, since the job ran with it.
-pub async fn job_storage_settings(
+/// Whether and how the operator may read the job's storage itself (its model's
+/// `config.json`, its run's `events.jsonl`), from its credentials Secret; a missing
+/// Secret is an error here, since the job validated or ran with it.
+pub async fn job_storage_access(
     client: &Client,
     job: &FineTuneJob,
     config: &OperatorConfig,
-) -> Result<Vec<(String, String)>> {
+) -> Result<StorageAccess> {
     let namespace = job.metadata.namespace.clone().unwrap_or_default();
-    storage_settings(client, &namespace, job, config)
+    let settings = storage_settings(client, &namespace, job, config)
         .await?
-        .map_err(Error::Credentials)
+        .map_err(Error::Credentials)?;
+    Ok(operator_storage_access(settings, config))
 }
 
 /// Storage settings from the job's credentials Secret (the same Secret its pod gets

@@ -7,6 +7,7 @@ pub mod dataset_check;
 pub mod kube_report;
 pub mod memory_verdict;
 pub mod model_shape_check;
+pub mod storage_access;
 pub mod trainer_job;
 pub mod trainer_observation;
 pub mod validation_verdict;

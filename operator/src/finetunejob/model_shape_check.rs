@@ -12,8 +12,9 @@ use kube::Client;
 
 use crate::config::OperatorConfig;
 use crate::error::Result;
-use crate::finetunejob::dataset_check::{job_storage_settings, read_head_within};
+use crate::finetunejob::dataset_check::{job_storage_access, read_head_within};
 use crate::finetunejob::memory_verdict::ShapeFound;
+use crate::finetunejob::storage_access::StorageAccess;
 
 /// A `config.json` is a few kilobytes; anything past this is not one.
 pub const CONFIG_JSON_BYTES_MAX: u64 = 1024 * 1024;
@@ -29,18 +30,13 @@ pub async fn find_model_shape(
 ) -> Result<ShapeFound> {
     let source = job.spec.base_model.source.trim_end_matches('/');
     let why_not_read = if source.starts_with("s3://") {
-        let settings = job_storage_settings(client, job, config).await?;
         let uri = format!("{source}/config.json");
-        match read_head_within(&uri, settings, CONFIG_JSON_BYTES_MAX, CONFIG_JSON_TIMEOUT).await {
-            Ok(Some((bytes, size))) if size <= CONFIG_JSON_BYTES_MAX => {
-                match ModelShape::from_config_json(&String::from_utf8_lossy(&bytes)) {
-                    Ok(shape) => return Ok(ShapeFound::ConfigJson(shape)),
-                    Err(error) => format!("{uri} gives no shape ({error})"),
-                }
-            }
-            Ok(Some((_, size))) => format!("{uri} is {size} bytes, too large for a config.json"),
-            Ok(None) => format!("there is no {uri}"),
-            Err(error) => format!("{uri} could not be read ({error})"),
+        match job_storage_access(client, job, config).await? {
+            StorageAccess::Allowed(settings) => match read_config_json(&uri, settings).await {
+                Ok(shape) => return Ok(ShapeFound::ConfigJson(shape)),
+                Err(why) => why,
+            },
+            StorageAccess::Refused(why) => why,
         }
     } else {
         let scheme = source.split("://").next().unwrap_or_default();
@@ -51,4 +47,22 @@ pub async fn find_model_shape(
         Some(shape) => ShapeFound::BuiltIn(shape),
         None => ShapeFound::Unknown(format!("{name} is not a built-in model and {why_not_read}")),
     })
+}
+
+/// The shape in the `config.json` at `uri`, or why there is none.
+async fn read_config_json(
+    uri: &str,
+    settings: Vec<(String, String)>,
+) -> std::result::Result<ModelShape, String> {
+    match read_head_within(uri, settings, CONFIG_JSON_BYTES_MAX, CONFIG_JSON_TIMEOUT).await {
+        Ok(Some((bytes, size))) if size <= CONFIG_JSON_BYTES_MAX => {
+            ModelShape::from_config_json(&String::from_utf8_lossy(&bytes))
+                .map_err(|error| format!("{uri} gives no shape ({error})"))
+        }
+        Ok(Some((_, size))) => Err(format!(
+            "{uri} is {size} bytes, too large for a config.json"
+        )),
+        Ok(None) => Err(format!("there is no {uri}")),
+        Err(error) => Err(format!("{uri} could not be read ({error})")),
+    }
 }
