@@ -28,7 +28,7 @@ use futures_util::{Stream, StreamExt, stream};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
@@ -255,22 +255,16 @@ async fn fold_posted<C: ReportCluster>(
     (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
-/// One event object, or an array of them; the error names what is wrong and where.
+/// One event object, or an array of them, parsed straight into events: never through
+/// a generic JSON tree, which takes ten to twenty times the body's bytes for small
+/// objects. The error names what is wrong and where (serde's line and column).
 fn parse_events(body: &[u8]) -> Result<Vec<TrainerEvent>, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|error| format!("body is not JSON: {error}"))?;
-    match value {
-        Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| {
-                serde_json::from_value(item)
-                    .map_err(|error| format!("event {} of the batch: {error}", index + 1))
-            })
-            .collect(),
-        Value::Object(_) => serde_json::from_value(value)
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<TrainerEvent>>(body)
+            .map_err(|error| format!("body is not a batch of events: {error}")),
+        Some(b'{') => serde_json::from_slice::<TrainerEvent>(body)
             .map(|event| vec![event])
-            .map_err(|error| format!("event: {error}")),
+            .map_err(|error| format!("body is not an event: {error}")),
         _ => Err("body must be an event object or an array of events".to_owned()),
     }
 }

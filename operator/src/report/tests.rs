@@ -233,11 +233,10 @@ async fn unknown_jobs_and_wrong_tokens_get_one_answer_and_malformed_bodies_are_4
 
     let (status, answer) = post_raw(&router, Some("Bearer token-1"), "{not json".into()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let problem = answer["error"].as_str().unwrap();
     assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("body is not JSON")
+        problem.starts_with("body is not an event: ") && problem.contains("line 1 column 2"),
+        "{problem}"
     );
 
     let batch = json!([
@@ -248,7 +247,7 @@ async fn unknown_jobs_and_wrong_tokens_get_one_answer_and_malformed_bodies_are_4
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let problem = answer["error"].as_str().unwrap();
     assert!(
-        problem.starts_with("event 2 of the batch") && problem.contains("bogus"),
+        problem.starts_with("body is not a batch of events: ") && problem.contains("bogus"),
         "{problem}"
     );
     // A batch is taken whole or not at all.
