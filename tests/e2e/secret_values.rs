@@ -150,7 +150,10 @@ async fn no_secret_value_appears_where_users_read() {
             .await
             .unwrap();
         // The broken trainer fails before its first report; the pod's output has it.
-        assert!(name == "broken" || !logs.is_empty(), "{name} logged nothing");
+        assert!(
+            name == "broken" || !logs.is_empty(),
+            "{name} logged nothing"
+        );
         places.push((format!("logs of {name}"), logs));
         let pod = std::fs::read_to_string(
             world
