@@ -7,6 +7,7 @@
 //! is the trainers' report endpoint. The process around them (command line, config,
 //! leader election, metrics) sits at the top.
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod error;
