@@ -25,6 +25,14 @@ pub struct OperatorArgs {
     /// Where the report endpoint listens.
     #[arg(long, env = "ANNEAL_REPORT_LISTEN", default_value = "0.0.0.0:8080")]
     pub report_listen: SocketAddr,
+    /// Folder with the admission webhook's certificate (`tls.crt`, `tls.key`, as a
+    /// mounted `kubernetes.io/tls` Secret holds them, reloaded when renewed). Set, the
+    /// webhook is served on --webhook-listen; unset, not at all.
+    #[arg(long, env = "ANNEAL_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Where the admission webhook listens (HTTPS).
+    #[arg(long, env = "ANNEAL_WEBHOOK_LISTEN", default_value = "0.0.0.0:9443")]
+    pub webhook_listen: SocketAddr,
     /// Where /metrics, /healthz and /readyz listen.
     #[arg(long, env = "ANNEAL_HEALTH_LISTEN", default_value = "0.0.0.0:9090")]
     pub health_listen: SocketAddr,

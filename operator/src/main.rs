@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use anneal_operator::admission::WebhookTls;
 use anneal_operator::cli::OperatorArgs;
 use anneal_operator::leader_election::LeaseSettings;
-use anneal_operator::operator_run::{OperatorSettings, run_operator};
+use anneal_operator::operator_run::{OperatorSettings, WebhookServing, run_operator};
 use anneal_operator::report::ReportSettings;
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -38,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
             .then(|| LeaseSettings::new(&args.lease_namespace, &args.lease_name, &identity)),
         report: ReportSettings::default(),
         instance: identity,
+        webhook: args.webhook_cert_dir.map(|cert_dir| WebhookServing {
+            listen: args.webhook_listen,
+            tls: WebhookTls { cert_dir },
+        }),
     };
     let client = kube::Client::try_default().await?;
     let report_listener = TcpListener::bind(args.report_listen).await?;

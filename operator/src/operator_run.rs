@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use crate::admission::{KubeAccessReviewer, WebhookTls, admission_router, serve_webhook};
 use crate::config::OperatorConfig;
 use crate::finetunejob::controller::{self as finetunejob, run_finetunejob_controller};
 use crate::finetunejob::kube_report::KubeReportCluster;
@@ -35,6 +36,15 @@ pub struct OperatorSettings {
     pub report: ReportSettings,
     /// Name in Kubernetes Events' `reportingInstance` (the pod name).
     pub instance: String,
+    /// The admission webhook, served by every replica; `None` serves none.
+    pub webhook: Option<WebhookServing>,
+}
+
+/// Where the admission webhook listens and its certificate.
+#[derive(Clone, Debug)]
+pub struct WebhookServing {
+    pub listen: std::net::SocketAddr,
+    pub tls: WebhookTls,
 }
 
 /// Runs until `shutdown` turns true, or until this replica loses its lease (then it
@@ -58,6 +68,28 @@ pub async fn run_operator(
             error!(%error, "health endpoint stopped");
         }
     });
+
+    // The webhook answers the API server whichever replica leads: it reads nothing
+    // the leader holds.
+    if let Some(webhook) = settings.webhook.clone() {
+        let listener = std::net::TcpListener::bind(webhook.listen)?;
+        let handle = axum_server::Handle::new();
+        let router = admission_router(
+            KubeAccessReviewer::new(client.clone()),
+            settings.config.clone(),
+        );
+        let stopping = handle.clone();
+        let webhook_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for(webhook_shutdown).await;
+            stopping.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+        });
+        tokio::spawn(async move {
+            if let Err(error) = serve_webhook(listener, webhook.tls, router, handle).await {
+                error!(%error, "admission webhook stopped");
+            }
+        });
+    }
 
     let elector = settings
         .lease

@@ -58,6 +58,7 @@ async fn replica(api: &FakeApiServer, identity: &str) -> Replica {
         lease: Some(lease(identity)),
         report: ReportSettings::default(),
         instance: identity.to_owned(),
+        webhook: None,
     };
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run_operator(

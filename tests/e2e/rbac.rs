@@ -205,6 +205,7 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
         }),
         report: ReportSettings::default(),
         instance: OPERATOR_POD.to_owned(),
+        webhook: None,
     };
     let (stop, stopped) = watch::channel(false);
     let operator = tokio::spawn(run_operator(

@@ -274,6 +274,7 @@ pub async fn start_operator(
         lease: None,
         report: ReportSettings::default(),
         instance: "e2e".to_owned(),
+        webhook: None,
     };
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run_operator(client, settings, report, health, stopped));

@@ -10,6 +10,7 @@
 mod access_review;
 mod references;
 mod review;
+mod serve;
 
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 pub use access_review::{AccessReviewer, KubeAccessReviewer, access_review};
 pub use references::{Reference, finetunejob_references, modeldeployment_references};
 pub use review::{Admitted, review};
+pub use serve::{WebhookTls, serve_webhook};
 
 use crate::config::OperatorConfig;
 
