@@ -342,3 +342,74 @@ fn the_access_review_asks_for_the_requesting_user() {
         })
     );
 }
+
+/// The kube-backed reviewer against a stand-in API server route: it posts the review
+/// for the requesting user and reads `status.allowed`, and a refusal by the API server
+/// is an error (which the webhook turns into a refusal), never a grant.
+#[tokio::test]
+async fn the_kube_reviewer_posts_the_review_and_reads_its_answer() {
+    use axum::routing::post;
+
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let recorded = seen.clone();
+    let api = Router::new().route(
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        post(move |axum::Json(mut review): axum::Json<Value>| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().unwrap().push(review.clone());
+                let user = review["spec"]["user"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if user == "broken" {
+                    return (
+                        http::StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(json!({
+                            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "message": "etcd is away", "reason": "InternalError", "code": 500
+                        })),
+                    );
+                }
+                review["status"] = json!({"allowed": user == "alice"});
+                (http::StatusCode::CREATED, axum::Json(review))
+            }
+        }),
+    );
+    let reviewer = KubeAccessReviewer::new(kube::Client::new(api, "default"));
+    let reference = Reference {
+        field: "spec.output.credentialsSecret".into(),
+        group: "",
+        resource: "secrets",
+        name: "team-creds".into(),
+    };
+    let user = |name: &str| UserInfo {
+        username: Some(name.into()),
+        groups: Some(vec!["devs".into()]),
+        ..UserInfo::default()
+    };
+    assert!(
+        reviewer
+            .may_get(&user("alice"), "team-a", &reference)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !reviewer
+            .may_get(&user("mallory"), "team-a", &reference)
+            .await
+            .unwrap()
+    );
+    assert!(
+        reviewer
+            .may_get(&user("broken"), "team-a", &reference)
+            .await
+            .is_err()
+    );
+    let first = seen.lock().unwrap()[0].clone();
+    assert_eq!(first["spec"]["groups"], json!(["devs"]));
+    assert_eq!(
+        first["spec"]["resourceAttributes"],
+        json!({"namespace": "team-a", "verb": "get", "group": "", "resource": "secrets", "name": "team-creds"})
+    );
+}
