@@ -60,6 +60,14 @@ SHAPES = {
     "quick": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                   num_attention_heads=4, num_key_value_heads=2, vocab_size=16384,
                   tie_word_embeddings=True, **_COMMON),
+    # Calibrating the memory plan's parts: the logits with Qwen2.5's vocabulary on a
+    # small body, and attention's scores on a small body and vocabulary at long lengths.
+    "wide-vocab": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, vocab_size=151936,
+                       tie_word_embeddings=True, **_COMMON),
+    "long-attention": dict(hidden_size=448, intermediate_size=1024, num_hidden_layers=2,
+                           num_attention_heads=14, num_key_value_heads=2, vocab_size=4096,
+                           tie_word_embeddings=True, **_COMMON),
 }
 
 
@@ -324,6 +332,7 @@ def main() -> None:
     parser.add_argument("--trainer", type=Path, help="the trainer binary (default: target/release/trainer, built if missing)")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps of the comparison, the first a warm-up")
     parser.add_argument("--max-rss-gib", type=float, help="kill a run above this RSS (default: 80%% of MemAvailable)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), help="another shape than the benchmark's (with --quick: not written)")
     parser.add_argument("--lengths", type=int, nargs="+", help="the lengths of the peak-RSS table (default: 512 1024 2048 4096)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL_DIR", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -333,7 +342,7 @@ def main() -> None:
     if args.write and args.quick:
         sys.exit("--write records the full benchmark only")
 
-    shape_name = "quick" if args.quick else "qwen2.5-0.5b"
+    shape_name = args.shape or ("quick" if args.quick else "qwen2.5-0.5b")
     config = SHAPES[shape_name]
     lengths = args.lengths or ([64, 128, 256, 512] if args.quick else [512, 1024, 2048, 4096])
     compare_tokens, batch = (256, 2) if args.quick else (1024, 2)

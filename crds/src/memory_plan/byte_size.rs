@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// One gibibyte, the unit GPU memory is sold and printed in.
 pub const GIB: u64 = 1 << 30;
+pub const MIB: u64 = 1 << 20;
 
 /// A number of bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -9,11 +9,13 @@
 //! - [`hf_config`] and [`known_models`]: a shape from `config.json` or from the
 //!   built-in table of the names users write;
 //! - [`inputs`]: what a plan is computed from, and how a job's spec gives it;
-//! - [`footprint`]: the byte formula of every part;
+//! - [`footprint`]: the byte formula of every part (bounds, for GPUs);
+//! - [`cpu_peak`]: the CPU backend's peak as measured;
 //! - [`plan`]: the peak, the micro-batch choice and [`DoesNotFit`];
 //! - [`render`]: the plan as a table; [`fit_table`]: what fits where, for the docs.
 
 pub mod byte_size;
+pub mod cpu_peak;
 pub mod fit_table;
 pub mod footprint;
 pub mod hf_config;

@@ -3,6 +3,9 @@
 //! when not even one sample fits, a [`DoesNotFit`] that says what would.
 
 use super::byte_size::ByteSize;
+use super::cpu_peak::{
+    cpu_layer_phase_bytes, cpu_logits_bytes, cpu_loss_phase_activation_bytes, cpu_margin_bytes,
+};
 use super::footprint::{
     activation_bytes_per_sample, base_weight_bytes, logits_bytes, margin_bytes, shared_table_bytes,
     trainable_params, trainable_state_bytes,
@@ -35,7 +38,8 @@ pub struct MemoryPlan {
     pub logits: ByteSize,
     /// Workspace and fragmentation.
     pub margin: ByteSize,
-    /// The sum: what the device must hold.
+    /// What the device must hold: on a GPU the sum of the parts; on the CPU the
+    /// weights, tables and margin with the larger of the layers' and the loss's phases.
     pub peak: ByteSize,
     /// Samples per forward/backward pass: the largest that fits, at most `batchSize`.
     pub micro_batch: u64,
@@ -111,12 +115,41 @@ fn breakdown(inputs: &PlanInputs, micro_batch: u64) -> MemoryPlan {
     let layers = inputs.layers_per_device();
     let base_weights = base_weight_bytes(inputs, layers);
     let trainable_state = trainable_state_bytes(inputs, layers);
-    let per_sample = activation_bytes_per_sample(inputs, layers);
-    let activations = micro_batch * per_sample;
     let shared_tables = shared_table_bytes(inputs);
-    let logits = logits_bytes(inputs, micro_batch);
-    let subtotal = base_weights + trainable_state + activations + shared_tables + logits;
-    let margin = margin_bytes(subtotal);
+    let fixed = base_weights + trainable_state + shared_tables;
+    let (per_sample, activations, logits, subtotal, margin) = match inputs.device.kind {
+        // Bounds: every part at its largest, all at once.
+        DeviceKind::Gpu => {
+            let per_sample = activation_bytes_per_sample(inputs, layers);
+            let activations = micro_batch * per_sample;
+            let logits = logits_bytes(inputs, micro_batch);
+            let subtotal = fixed + activations + logits;
+            (
+                per_sample,
+                activations,
+                logits,
+                subtotal,
+                margin_bytes(subtotal),
+            )
+        }
+        // As measured: the larger of the layers' phase and the loss's (cpu_peak).
+        DeviceKind::Cpu => {
+            let sequences = inputs.sequences_per_sample;
+            let per_sample = sequences * cpu_layer_phase_bytes(inputs, layers);
+            let activations = micro_batch * per_sample;
+            let logits = cpu_logits_bytes(inputs, micro_batch);
+            let loss_phase =
+                micro_batch * sequences * cpu_loss_phase_activation_bytes(inputs, layers) + logits;
+            let subtotal = fixed + activations.max(loss_phase);
+            (
+                per_sample,
+                activations,
+                logits,
+                subtotal,
+                cpu_margin_bytes(subtotal),
+            )
+        }
+    };
     MemoryPlan {
         inputs: inputs.clone(),
         layers_per_device: layers,

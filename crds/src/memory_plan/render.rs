@@ -3,7 +3,9 @@
 
 use std::fmt;
 
+use super::cpu_peak::CPU_MARGIN_PERCENT;
 use super::footprint::{LOGITS_CHUNK_TOKENS, MARGIN_PERCENT, trainable_bytes_per_param};
+use super::inputs::DeviceKind;
 use super::inputs::{PlanInputs, TrainedWeights};
 use super::plan::MemoryPlan;
 
@@ -11,6 +13,7 @@ impl fmt::Display for MemoryPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inputs = &self.inputs;
         let shape = &inputs.shape;
+        let cpu = inputs.device.kind == DeviceKind::Cpu;
         writeln!(f, "memory plan: {}", describe_inputs(inputs))?;
         let weight_params = self.base_weights.bytes() / inputs.base_dtype.bytes();
         let rows = [
@@ -60,24 +63,43 @@ impl fmt::Display for MemoryPlan {
             (
                 "logits",
                 self.logits,
-                format!(
-                    "a {LOGITS_CHUNK_TOKENS}-token chunk x {} vocabulary, f32, and its gradient",
-                    shape.vocab_size
-                ),
+                match cpu {
+                    false => format!(
+                        "a {LOGITS_CHUNK_TOKENS}-token chunk x {} vocabulary, f32, and its gradient",
+                        shape.vocab_size
+                    ),
+                    true => format!(
+                        "a {LOGITS_CHUNK_TOKENS}-token chunk x {} vocabulary, f32, its gradient in place",
+                        shape.vocab_size
+                    ),
+                },
             ),
             (
                 "margin",
                 self.margin,
-                format!("{MARGIN_PERCENT}% + 1 GiB: workspace, fragmentation, CUDA context"),
+                match cpu {
+                    false => {
+                        format!("{MARGIN_PERCENT}% + 1 GiB: workspace, fragmentation, CUDA context")
+                    }
+                    true => format!(
+                        "{CPU_MARGIN_PERCENT}% + 64 MiB: the allocator's slack and the process"
+                    ),
+                },
             ),
             (
                 "peak",
                 self.peak,
-                format!(
-                    "of {} per {}",
-                    inputs.device.per_device,
-                    inputs.device.kind.noun()
-                ),
+                match cpu {
+                    false => format!(
+                        "of {} per {}",
+                        inputs.device.per_device,
+                        inputs.device.kind.noun()
+                    ),
+                    true => format!(
+                        "of {} per CPU (activations and the logits chunk are never held at once: the larger counts)",
+                        inputs.device.per_device
+                    ),
+                },
             ),
         ];
         for (part, bytes, how) in rows {

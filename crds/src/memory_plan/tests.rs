@@ -309,3 +309,67 @@ fn a_job_that_turns_recomputation_off_is_planned_with_every_layer_kept() {
     assert_eq!(format!("{:.1}", refused.peak.as_gib()), "116.8");
     assert_eq!(refused.fitting_max_tokens, Some(2852));
 }
+
+/// Peak RSS of `trainer train` at Qwen2.5-0.5B's shape, LoRA r8 with dropout on all
+/// seven projections, batch 2, one micro-batch, as `benches/scale_cpu.py` measured
+/// it (benches/RESULTS.md, 2026-12-04): (maxTokens, GiB).
+const MEASURED_0_5B_CPU: [(u64, f64); 3] = [(1024, 2.84), (2048, 3.34), (4096, 5.31)];
+
+#[test]
+fn the_cpu_plan_is_within_15_percent_of_the_measured_peaks() {
+    for (max_tokens, measured) in MEASURED_0_5B_CPU {
+        let inputs = PlanInputs {
+            shape: known_shape("Qwen/Qwen2.5-0.5B-Instruct").unwrap(),
+            base_dtype: WeightDtype::F32,
+            trained: TrainedWeights::Lora {
+                rank: 8,
+                targets: TargetModule::ALL.to_vec(),
+                dropout: true,
+            },
+            sequences_per_sample: 1,
+            max_tokens,
+            batch_size: 2,
+            gradient_checkpointing: true,
+            device: DeviceMemory::cpu(ByteSize::gib(4096)),
+        };
+        let planned = plan(&inputs).unwrap();
+        assert_eq!(planned.micro_batch, 2);
+        let ratio = planned.peak.as_gib() / measured;
+        assert!(
+            (0.85..=1.15).contains(&ratio),
+            "maxTokens {max_tokens}: plan {:.2} GiB against {measured} GiB measured ({ratio:.2}x)",
+            planned.peak.as_gib()
+        );
+    }
+}
+
+#[test]
+fn on_the_cpu_the_loss_and_the_layers_are_not_counted_together() {
+    let inputs = |max_tokens| PlanInputs {
+        shape: known_shape("Qwen/Qwen2.5-0.5B-Instruct").unwrap(),
+        base_dtype: WeightDtype::F32,
+        trained: TrainedWeights::Lora {
+            rank: 8,
+            targets: TargetModule::ALL.to_vec(),
+            dropout: true,
+        },
+        sequences_per_sample: 1,
+        max_tokens,
+        batch_size: 1,
+        gradient_checkpointing: true,
+        device: DeviceMemory::cpu(ByteSize::gib(4096)),
+    };
+    for max_tokens in [1024, 4096] {
+        let planned = plan(&inputs(max_tokens)).unwrap();
+        let fixed = planned.base_weights.bytes()
+            + planned.trainable_state.bytes()
+            + planned.shared_tables.bytes();
+        let parts = planned.activations.bytes() + planned.logits.bytes();
+        let without_margin = planned.peak.bytes() - planned.margin.bytes();
+        assert!(
+            without_margin < fixed + parts,
+            "maxTokens {max_tokens}: the two phases were summed"
+        );
+        assert!(without_margin >= fixed + planned.activations.bytes().max(planned.logits.bytes()));
+    }
+}

@@ -353,13 +353,14 @@ fn without_gradient_accumulation_the_plan_picks_the_micro_batch_or_refuses_the_j
     assert_eq!(state.data.micro_batch_size as u64, planned.micro_batch);
     assert_eq!(state.data.gradient_accumulation, 2);
 
-    // Not one pair fits: refused before the model loads, with the plan's figures.
-    let too_small = plan_inputs(&manifest, ByteSize(100 << 20));
+    // Not one pair fits (the margin alone is 64 MiB): refused before the model loads,
+    // with the plan's figures.
+    let too_small = plan_inputs(&manifest, ByteSize(64 << 20));
     let does_not_fit = plan(&too_small).unwrap_err();
     let output = trainer_train(
         &manifest,
         &dir.path().join("refused"),
-        &["--cpu-memory", "100MiB"],
+        &["--cpu-memory", "64MiB"],
     )
     .output()
     .unwrap();
@@ -371,7 +372,7 @@ fn without_gradient_accumulation_the_plan_picks_the_micro_batch_or_refuses_the_j
     );
     assert!(
         stderr.contains("at micro-batch 1 with maxTokens 256")
-            && stderr.contains("more than the 100.0 MiB of a CPU"),
+            && stderr.contains("more than the 64.0 MiB of a CPU"),
         "{stderr}"
     );
     assert!(output.stdout.is_empty(), "no event: training never started");

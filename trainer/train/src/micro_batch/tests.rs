@@ -96,9 +96,9 @@ fn too_little_memory_fails_with_the_plans_figures() {
         format!("does not fit: {does_not_fit} (memory from --cpu-memory)")
     );
     assert!(
-        error
-            .to_string()
-            .starts_with("does not fit: needs 1.0 GiB per CPU at micro-batch 1 with maxTokens 256"),
+        error.to_string().starts_with(
+            "does not fit: needs 81.8 MiB per CPU at micro-batch 1 with maxTokens 256"
+        ),
         "{error}"
     );
 }
