@@ -23,6 +23,10 @@ PEFT runs one warm-up step too.
     nice /tmp/refvenv/bin/python benches/scale_cpu.py [--quick] [--write]
 
 --quick runs a small shape at short lengths (a minute or two): the script's own check.
+--shape wide-vocab or long-attention (with --quick) measure the memory plan's two
+phases apart: a small body with Qwen's 152k vocabulary, where the loss's logits
+dominate, and a small body with 14 heads at long lengths, where attention's scores
+do (benches/RESULTS.md, "memory plan on the CPU").
 scripts/gpu/check.sh imports the helpers here for its benchmark beside PEFT on a GPU.
 """
 import argparse
