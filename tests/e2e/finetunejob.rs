@@ -21,14 +21,6 @@ async fn events_for(world: &World, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The job's report token, as `kubectl get secret NAME-trainer -o jsonpath={.data.token}`
-/// gives it.
-async fn report_token(world: &World, name: &str) -> String {
-    let secrets: Api<Secret> = Api::namespaced(world.client(), NAMESPACE);
-    let secret = secrets.get(&format!("{name}-trainer")).await.unwrap();
-    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_trains_to_succeeded_with_progress_metrics_checkpoints_and_a_model_id() {
     let world = World::start(&quickstart_lines(24)).await;
@@ -47,7 +39,7 @@ async fn a_job_trains_to_succeeded_with_progress_metrics_checkpoints_and_a_model
     let logs_url = format!("{}/v1/jobs/{NAMESPACE}/story/logs", operator.report_url);
     let anonymous = reqwest::get(&logs_url).await.unwrap();
     assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
-    let token = report_token(&world, "story").await;
+    let token = world.report_token("story").await;
     let logs = reqwest::Client::new()
         .get(&logs_url)
         .bearer_auth(&token)
@@ -316,7 +308,7 @@ async fn suspend_removes_the_pod_and_resume_continues_from_the_checkpoint() {
     let operator = world.start_operator(None).await;
     world.apply(&job_yaml("pause", 2, 2, "")).await;
     first_checkpoint(&world, "pause").await;
-    let first_token = report_token(&world, "pause").await;
+    let first_token = world.report_token("pause").await;
     let api: Api<anneal_crds::FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
     let suspend = |on: bool| serde_json::json!({"spec": {"suspend": on}});
     api.patch(
@@ -367,7 +359,7 @@ async fn suspend_removes_the_pod_and_resume_continues_from_the_checkpoint() {
     .unwrap();
     let status = succeeded(&world, "pause").await;
     // The resumed trainer Job had a token of its own; neither token posts any more.
-    let last_token = report_token(&world, "pause").await;
+    let last_token = world.report_token("pause").await;
     assert_ne!(
         first_token, last_token,
         "a new trainer Job gets a new token"

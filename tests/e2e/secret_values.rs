@@ -50,12 +50,6 @@ impl Write for Sink {
     }
 }
 
-async fn report_token(world: &World, name: &str) -> String {
-    let secrets: Api<Secret> = Api::namespaced(world.client(), NAMESPACE);
-    let secret = secrets.get(&format!("{name}-trainer")).await.unwrap();
-    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_value_appears_where_users_read() {
     let log = operator_log();
@@ -109,7 +103,7 @@ async fn no_secret_value_appears_where_users_read() {
         world
             .wait_for(name, TRAINING, "finished", |s| s.phase == Some(phase))
             .await;
-        tokens.push(report_token(&world, name).await);
+        tokens.push(world.report_token(name).await);
     }
 
     // Everything readable, by where it was read.

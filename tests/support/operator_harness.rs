@@ -178,6 +178,14 @@ impl World {
         api.create(&PostParams::default(), &job).await.unwrap()
     }
 
+    /// Job `name`'s report token, as `kubectl get secret NAME-trainer -o
+    /// jsonpath={.data.token}` gives it.
+    pub async fn report_token(&self, name: &str) -> String {
+        let secrets: Api<Secret> = Api::namespaced(self.client(), NAMESPACE);
+        let secret = secrets.get(&format!("{name}-trainer")).await.unwrap();
+        String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+    }
+
     pub async fn job(&self, name: &str) -> FineTuneJob {
         let api: Api<FineTuneJob> = Api::namespaced(self.client(), NAMESPACE);
         api.get(name).await.unwrap()

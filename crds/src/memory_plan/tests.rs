@@ -315,24 +315,20 @@ fn a_job_that_turns_recomputation_off_is_planned_with_every_layer_kept() {
 /// it (benches/RESULTS.md, 2026-12-04): (maxTokens, GiB).
 const MEASURED_0_5B_CPU: [(u64, f64); 3] = [(1024, 2.84), (2048, 3.34), (4096, 5.31)];
 
+/// Qwen2.5-0.5B, LoRA r8 with dropout on all seven projections, on a roomy CPU.
+fn half_b_lora_on_the_cpu(max_tokens: u64, batch_size: u64) -> PlanInputs {
+    PlanInputs {
+        shape: known_shape("Qwen/Qwen2.5-0.5B-Instruct").unwrap(),
+        base_dtype: WeightDtype::F32,
+        device: DeviceMemory::cpu(ByteSize::gib(4096)),
+        ..seven_b_lora(max_tokens, batch_size, one_gpu(80))
+    }
+}
+
 #[test]
 fn the_cpu_plan_is_within_15_percent_of_the_measured_peaks() {
     for (max_tokens, measured) in MEASURED_0_5B_CPU {
-        let inputs = PlanInputs {
-            shape: known_shape("Qwen/Qwen2.5-0.5B-Instruct").unwrap(),
-            base_dtype: WeightDtype::F32,
-            trained: TrainedWeights::Lora {
-                rank: 8,
-                targets: TargetModule::ALL.to_vec(),
-                dropout: true,
-            },
-            sequences_per_sample: 1,
-            max_tokens,
-            batch_size: 2,
-            gradient_checkpointing: true,
-            device: DeviceMemory::cpu(ByteSize::gib(4096)),
-        };
-        let planned = plan(&inputs).unwrap();
+        let planned = plan(&half_b_lora_on_the_cpu(max_tokens, 2)).unwrap();
         assert_eq!(planned.micro_batch, 2);
         let ratio = planned.peak.as_gib() / measured;
         assert!(
@@ -345,22 +341,8 @@ fn the_cpu_plan_is_within_15_percent_of_the_measured_peaks() {
 
 #[test]
 fn on_the_cpu_the_loss_and_the_layers_are_not_counted_together() {
-    let inputs = |max_tokens| PlanInputs {
-        shape: known_shape("Qwen/Qwen2.5-0.5B-Instruct").unwrap(),
-        base_dtype: WeightDtype::F32,
-        trained: TrainedWeights::Lora {
-            rank: 8,
-            targets: TargetModule::ALL.to_vec(),
-            dropout: true,
-        },
-        sequences_per_sample: 1,
-        max_tokens,
-        batch_size: 1,
-        gradient_checkpointing: true,
-        device: DeviceMemory::cpu(ByteSize::gib(4096)),
-    };
     for max_tokens in [1024, 4096] {
-        let planned = plan(&inputs(max_tokens)).unwrap();
+        let planned = plan(&half_b_lora_on_the_cpu(max_tokens, 1)).unwrap();
         let fixed = planned.base_weights.bytes()
             + planned.trainable_state.bytes()
             + planned.shared_tables.bytes();

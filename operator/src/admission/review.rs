@@ -6,7 +6,7 @@
 //! operator's own writes), pass without checks, so an object written before a rule
 //! changed can always be deleted.
 
-use anneal_crds::validation::{validate_finetunejob, validate_modeldeployment};
+use anneal_crds::validation::{FieldErrors, validate_finetunejob, validate_modeldeployment};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use kube::Resource;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
@@ -29,16 +29,11 @@ pub trait Admitted: Resource + DeserializeOwned + Clone + Send + Sync + 'static 
 
 impl Admitted for FineTuneJob {
     fn spec_problems(&self, config: &OperatorConfig) -> Vec<String> {
-        let mut problems: Vec<String> = validate_finetunejob(self)
-            .err()
-            .map(|errors| errors.0.iter().map(ToString::to_string).collect())
-            .unwrap_or_default();
-        problems.extend(
-            check_image(self.spec.resources.image.as_deref(), config)
-                .err()
-                .map(|refused| refused.to_string()),
-        );
-        problems
+        problems_of(
+            validate_finetunejob(self),
+            self.spec.resources.image.as_deref(),
+            config,
+        )
     }
 
     fn references(&self) -> Vec<Reference> {
@@ -52,16 +47,11 @@ impl Admitted for FineTuneJob {
 
 impl Admitted for ModelDeployment {
     fn spec_problems(&self, config: &OperatorConfig) -> Vec<String> {
-        let mut problems: Vec<String> = validate_modeldeployment(self)
-            .err()
-            .map(|errors| errors.0.iter().map(ToString::to_string).collect())
-            .unwrap_or_default();
-        problems.extend(
-            check_image(self.spec.resources.image.as_deref(), config)
-                .err()
-                .map(|refused| refused.to_string()),
-        );
-        problems
+        problems_of(
+            validate_modeldeployment(self),
+            self.spec.resources.image.as_deref(),
+            config,
+        )
     }
 
     fn references(&self) -> Vec<Reference> {
@@ -71,6 +61,24 @@ impl Admitted for ModelDeployment {
     fn same_spec(&self, old: &Self) -> bool {
         self.spec == old.spec
     }
+}
+
+/// The field errors of a validation and the image policy's refusal, as `field: problem`.
+fn problems_of(
+    validated: Result<(), FieldErrors>,
+    image: Option<&str>,
+    config: &OperatorConfig,
+) -> Vec<String> {
+    let mut problems: Vec<String> = validated
+        .err()
+        .map(|errors| errors.0.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    problems.extend(
+        check_image(image, config)
+            .err()
+            .map(|refused| refused.to_string()),
+    );
+    problems
 }
 
 /// The answer to `request`. Fails closed: an access check that cannot be made
