@@ -72,23 +72,7 @@ pub async fn run_operator(
     // The webhook answers the API server whichever replica leads: it reads nothing
     // the leader holds.
     if let Some(webhook) = settings.webhook.clone() {
-        let listener = std::net::TcpListener::bind(webhook.listen)?;
-        let handle = axum_server::Handle::new();
-        let router = admission_router(
-            KubeAccessReviewer::new(client.clone()),
-            settings.config.clone(),
-        );
-        let stopping = handle.clone();
-        let webhook_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for(webhook_shutdown).await;
-            stopping.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-        });
-        tokio::spawn(async move {
-            if let Err(error) = serve_webhook(listener, webhook.tls, router, handle).await {
-                error!(%error, "admission webhook stopped");
-            }
-        });
+        spawn_webhook(webhook, &client, &settings.config, shutdown.clone())?;
     }
 
     let elector = settings
@@ -218,4 +202,27 @@ fn health_router(metrics: Metrics, leading: Arc<AtomicBool>) -> Router {
 /// Resolves once the flag turns true (or its sender is gone).
 async fn wait_for(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|stop| *stop).await;
+}
+
+/// Starts serving the admission webhook; it stops gracefully when `shutdown` turns true.
+fn spawn_webhook(
+    webhook: WebhookServing,
+    client: &Client,
+    config: &OperatorConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(webhook.listen)?;
+    let handle = axum_server::Handle::new();
+    let router = admission_router(KubeAccessReviewer::new(client.clone()), config.clone());
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        wait_for(shutdown).await;
+        stopping.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    tokio::spawn(async move {
+        if let Err(error) = serve_webhook(listener, webhook.tls, router, handle).await {
+            error!(%error, "admission webhook stopped");
+        }
+    });
+    Ok(())
 }

@@ -159,74 +159,10 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
 
     // Validating: the spec, then the datasets, then the memory plan, once (the training
     // fields are immutable).
-    if !conditions::is_true(&status.conditions, conditions::VALIDATED) {
-        let mut verdict = judge_spec(job);
-        let plan_problem = crate::finetunejob::trainer_job::check_sources(job)
-            .and_then(|()| crate::finetunejob::trainer_job::output_uri(job, &context.config))
-            .and_then(|_| {
-                crate::finetunejob::trainer_job::check_trainer_image(job, &context.config)
-            });
-        let plan_problem = plan_problem.map_err(|problem| problem.to_string());
-        if verdict.passed()
-            && let Err(problem) = plan_problem
-        {
-            verdict = Verdict {
-                reason: VerdictReason::InvalidSpec,
-                message: format!("invalid spec: {problem}"),
-            };
-        }
-        if verdict.passed() {
-            if status.phase.is_none() {
-                next.phase = Some(JobPhase::Validating);
-                next.message = Some("checking the datasets".to_owned());
-                write_status(job, &status, &next, context).await?;
-            }
-            match check_datasets(&context.client, job, &context.config).await? {
-                DatasetCheck::Waiting(message) => {
-                    next.phase = Some(JobPhase::Pending);
-                    next.message = Some(message);
-                    write_status(job, &status, &next, context).await?;
-                    return Ok(Action::requeue(Duration::from_secs(10)));
-                }
-                DatasetCheck::Judged(judged) => verdict = judged,
-            }
-        }
-        // The memory plan of a GPU job, once its datasets passed (and its storage
-        // credentials are known to exist): refused here, it never holds a GPU.
-        if verdict.passed() && job.spec.resources.gpus > 0 {
-            let shape = find_model_shape(&context.client, job, &context.config).await?;
-            let memory = judge_memory(job, &shape, context.config.gpu_memory);
-            verdict = if memory.passed() {
-                Verdict {
-                    message: format!("{}; {}", verdict.message, memory.message),
-                    ..verdict
-                }
-            } else {
-                memory
-            };
-        }
-        set_condition(
-            &mut next.conditions,
-            Desired {
-                type_: conditions::VALIDATED,
-                status: verdict.passed(),
-                reason: verdict.reason.as_str(),
-                message: verdict.message.clone(),
-            },
-            generation,
-            &now,
-        );
-        if !verdict.passed() {
-            end_failed(
-                &mut next,
-                verdict.reason.as_str(),
-                &verdict.message,
-                generation,
-                &now,
-            );
-            write_status(job, &status, &next, context).await?;
-            return Ok(Action::await_change());
-        }
+    if !conditions::is_true(&status.conditions, conditions::VALIDATED)
+        && let Some(action) = validate(job, &status, &mut next, &now, context).await?
+    {
+        return Ok(action);
     }
 
     let trainers: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
@@ -359,6 +295,84 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
         JobPhase::Succeeded | JobPhase::Failed => Action::await_change(),
         _ => Action::requeue(requeue),
     })
+}
+
+/// The Validating phase: the spec, the datasets, then (GPU jobs) the memory plan.
+/// `Some` when the job stops here for now: waiting for what it names, or failed.
+async fn validate(
+    job: &FineTuneJob,
+    status: &FineTuneJobStatus,
+    next: &mut FineTuneJobStatus,
+    now: &Time,
+    context: &Context,
+) -> Result<Option<Action>> {
+    let generation = job.metadata.generation;
+    let mut verdict = judge_spec(job);
+    let plan_problem = crate::finetunejob::trainer_job::check_sources(job)
+        .and_then(|()| crate::finetunejob::trainer_job::output_uri(job, &context.config))
+        .and_then(|_| crate::finetunejob::trainer_job::check_trainer_image(job, &context.config));
+    let plan_problem = plan_problem.map_err(|problem| problem.to_string());
+    if verdict.passed()
+        && let Err(problem) = plan_problem
+    {
+        verdict = Verdict {
+            reason: VerdictReason::InvalidSpec,
+            message: format!("invalid spec: {problem}"),
+        };
+    }
+    if verdict.passed() {
+        if status.phase.is_none() {
+            next.phase = Some(JobPhase::Validating);
+            next.message = Some("checking the datasets".to_owned());
+            write_status(job, status, next, context).await?;
+        }
+        match check_datasets(&context.client, job, &context.config).await? {
+            DatasetCheck::Waiting(message) => {
+                next.phase = Some(JobPhase::Pending);
+                next.message = Some(message);
+                write_status(job, status, next, context).await?;
+                return Ok(Some(Action::requeue(Duration::from_secs(10))));
+            }
+            DatasetCheck::Judged(judged) => verdict = judged,
+        }
+    }
+    // The memory plan of a GPU job, once its datasets passed (and its storage
+    // credentials are known to exist): refused here, it never holds a GPU.
+    if verdict.passed() && job.spec.resources.gpus > 0 {
+        let shape = find_model_shape(&context.client, job, &context.config).await?;
+        let memory = judge_memory(job, &shape, context.config.gpu_memory);
+        verdict = if memory.passed() {
+            Verdict {
+                message: format!("{}; {}", verdict.message, memory.message),
+                ..verdict
+            }
+        } else {
+            memory
+        };
+    }
+    set_condition(
+        &mut next.conditions,
+        Desired {
+            type_: conditions::VALIDATED,
+            status: verdict.passed(),
+            reason: verdict.reason.as_str(),
+            message: verdict.message.clone(),
+        },
+        generation,
+        now,
+    );
+    if !verdict.passed() {
+        end_failed(
+            next,
+            verdict.reason.as_str(),
+            &verdict.message,
+            generation,
+            now,
+        );
+        write_status(job, status, next, context).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    Ok(None)
 }
 
 /// The job is being deleted: stop its trainer (it checkpoints on SIGTERM) and forget

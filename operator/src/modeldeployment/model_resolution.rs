@@ -302,10 +302,8 @@ fn from_job(
 /// The checkpoint with the lowest validation loss (the earliest of equals); those
 /// without one do not compete.
 pub fn best_checkpoint(checkpoints: &[CheckpointStatus]) -> Option<&CheckpointStatus> {
-    checkpoints
-        .iter()
-        .filter(|c| c.valid_loss.is_some_and(f64::is_finite))
-        .min_by(|a, b| a.valid_loss.partial_cmp(&b.valid_loss).expect("finite"))
+    // The same choice the report endpoint keeps in the status when it trims the list.
+    crate::report::best_checkpoint_index(checkpoints).map(|index| &checkpoints[index])
 }
 
 #[cfg(test)]
