@@ -75,6 +75,19 @@ SHAPES = {
 }
 
 
+def lora_flops_per_token(config: dict, tokens: int) -> float:
+    """Model FLOPs per trained token of a LoRA step, recomputation not counted (MFU's
+    numerator): the frozen matmuls' forward and input-gradient products (2 + 2 FLOPs
+    per weight; no weight gradients), and attention's QK^T and AV forward and backward
+    over the full square (12 x layers x hidden x tokens, as PaLM's appendix counts)."""
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    head_dim = hidden // config["num_attention_heads"]
+    kv = config["num_key_value_heads"] * head_dim
+    per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * config["intermediate_size"]
+    weights = layers * per_layer + hidden * config["vocab_size"]
+    return 4 * weights + 12 * layers * hidden * tokens
+
+
 def make_checkpoint(path: Path, config: dict, device: str = "cpu") -> None:
     """A Qwen2 checkpoint of `config`'s shape with transformers' random init, saved in
     bf16, and the tiny model's tokenizer (its 2,048 ids are valid in any vocabulary;
@@ -91,6 +104,10 @@ def make_checkpoint(path: Path, config: dict, device: str = "cpu") -> None:
         torch.set_default_dtype(previous)
     model.save_pretrained(path, safe_serialization=True)
     del model
+    if device == "cuda":
+        # Else torch's allocator keeps the 15 GB cached in this process, and every GPU
+        # peak measured against the baseline after it would carry them.
+        torch.cuda.empty_cache()
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(TINY / name, path / name)
 
@@ -164,18 +181,22 @@ spec:
     return manifest
 
 
-def watch(cmd: list, max_rss_mib: float, env=None, gpu: bool = False) -> dict:
-    """Runs `cmd`, killing it if its RSS passes `max_rss_mib`; returns its exit code,
-    stdout, peak RSS (MiB: the last VmHWM read, every 0.1 s) and, with `gpu`, the peak
-    GPU memory in use above the baseline at its start (MiB, same sampling). Not wait4's ru_maxrss: Linux
-    carries the parent's high-water mark into a child across exec, and this parent holds
-    torch."""
+def watch(cmd: list, max_rss_mib: float, env=None, gpu: bool = False, max_seconds: float = None) -> dict:
+    """Runs `cmd`, killing it if its RSS passes `max_rss_mib` or it runs past
+    `max_seconds`; returns its exit code, stdout, wall seconds, peak RSS (MiB: the last
+    VmHWM read, every 0.1 s) and, with `gpu`, the peak GPU memory in use above the
+    baseline at its start (MiB, same sampling). Not wait4's ru_maxrss: Linux carries the
+    parent's high-water mark into a child across exec, and this parent holds torch."""
     out = tempfile.TemporaryFile(mode="w+")
     err = tempfile.TemporaryFile(mode="w+")
+    started = time.monotonic()
     process = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env=env)
-    killed_at, gpu_peak, hwm = None, 0.0, 0.0
+    killed_at, timed_out, gpu_peak, hwm = None, False, 0.0, 0.0
     gpu_baseline = gpu_used_mib() if gpu else 0.0
     while True:
+        if max_seconds is not None and not timed_out and time.monotonic() - started > max_seconds:
+            timed_out = True
+            process.kill()
         # wait4 rather than Popen.poll, which would also reap the child: the same, explicitly.
         pid, status, _ = os.wait4(process.pid, os.WNOHANG)
         if pid:
@@ -196,6 +217,7 @@ def watch(cmd: list, max_rss_mib: float, env=None, gpu: bool = False) -> dict:
     out.seek(0)
     err.seek(0)
     return {"code": process.returncode, "stdout": out.read(), "stderr": err.read(),
+            "seconds": time.monotonic() - started, "timed_out": timed_out,
             "peak_rss_mib": hwm, "killed_at_mib": killed_at, "gpu_peak_mib": gpu_peak}
 
 
@@ -212,12 +234,12 @@ def gpu_used_mib() -> float:
 
 
 def run_trainer(trainer: Path, manifest: Path, output: Path, device: str, max_rss_mib: float, env=None,
-                exit_on_failure: bool = True) -> dict:
+                exit_on_failure: bool = True, max_seconds: float = None) -> dict:
     """`trainer train MANIFEST --json`: peak RSS (and GPU memory on cuda), and the
     tokens/s of every step after the first, from its metrics events. A failed run ends
     the script unless `exit_on_failure` is off (a caller that reports it instead)."""
     run = watch([str(trainer), "train", str(manifest), "--device", device, "--json", "--output", str(output)],
-                max_rss_mib, env=env, gpu=device == "cuda")
+                max_rss_mib, env=env, gpu=device == "cuda", max_seconds=max_seconds)
     rates = []
     for line in run["stdout"].splitlines():
         event = json.loads(line) if line.startswith("{") else {}
@@ -302,13 +324,15 @@ def peft_worker(model_dir: str, spec_path: str) -> None:
 
 
 def run_peft(model_dir: Path, chats: list, batch: int, folder: Path, max_rss_mib: float,
-             device: str = "cpu", dtype: str = "float32") -> dict:
+             device: str = "cpu", dtype: str = "float32", max_seconds: float = None,
+             exit_on_failure: bool = True) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "peft-spec.json"
     spec.write_text(json.dumps({"device": device, "dtype": dtype, "batch": batch,
                                 "chats": [[ids, prompt] for _, ids, prompt in chats]}))
-    run = watch([sys.executable, __file__, "--worker", str(model_dir), str(spec)], max_rss_mib, gpu=device == "cuda")
-    if run["killed_at_mib"] is not None:
+    run = watch([sys.executable, __file__, "--worker", str(model_dir), str(spec)], max_rss_mib,
+                gpu=device == "cuda", max_seconds=max_seconds)
+    if run["killed_at_mib"] is not None or (run["code"] != 0 and not exit_on_failure):
         return {**run, "tokens_per_second": float("nan"), "implementation": "transformers + PEFT"}
     if run["code"] != 0:
         sys.exit(f"PEFT worker failed ({run['code']}):\n{run['stderr'][-4000:]}")
