@@ -20,6 +20,7 @@ pub mod memory_plan;
 pub mod modeldeployment;
 #[cfg(feature = "storage")]
 pub mod storage;
+pub mod trainer_failure;
 pub mod validation;
 
 pub use finetunejob::{FineTuneJob, FineTuneJobSpec, FineTuneJobStatus};

@@ -303,6 +303,46 @@ async fn a_trainer_error_fails_the_job_at_once_with_the_trainers_words() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_diverged_run_fails_with_reason_diverged_and_keeps_its_last_good_checkpoint() {
+    let world = World::start(&quickstart_lines(24)).await;
+    // The trainer's own fault injection: step 3 reports a NaN loss.
+    world.kubelet.add_env("ANNEAL_FAULT_NAN_LOSS_AT_STEP", "3");
+    let operator = world.start_operator(None).await;
+    world.apply(&job_yaml("nan", 2, 2, "")).await;
+    let failed = world
+        .wait_for("nan", TRAINING, "Failed", |s| {
+            s.phase == Some(JobPhase::Failed)
+        })
+        .await;
+    let status = failed.status.unwrap();
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap();
+    assert_eq!(condition.reason, "Diverged");
+    let message = status.message.unwrap();
+    assert!(
+        message.starts_with(
+            "the trainer stopped on an error a retry cannot fix: exit code 2: training diverged at \
+             step 3: the training loss is NaN; the last good checkpoint is ckpt-2 (kept)"
+        ),
+        "{message}"
+    );
+    // The checkpoint before the divergence is in the status; nothing after it, no result.
+    let steps: Vec<u64> = status.checkpoints.iter().map(|c| c.step).collect();
+    assert_eq!(steps, [2]);
+    assert!(status.result.is_none());
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    assert_eq!(
+        pods.list(&ListParams::default()).await.unwrap().items.len(),
+        1,
+        "a divergence is not retried"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn suspend_removes_the_pod_and_resume_continues_from_the_checkpoint() {
     let world = World::start(&quickstart_lines(96)).await;
     let operator = world.start_operator(None).await;

@@ -9,8 +9,9 @@
 //! in the container's args and env rewritten to its folder; `envFrom` Secrets as
 //! environment; SIGTERM when the pod object goes away (Job or Deployment deleted, Job
 //! suspended, pod deleted); pod status `Running` then `Succeeded`/`Failed` with the
-//! container's exit code and a `FallbackToLogsOnError` termination message (the
-//! output's tail); Job status `active`/`ready`/`failed`/`succeeded` and
+//! container's exit code and its termination message (the file at its
+//! `terminationMessagePath`, which env values naming it are rewritten to, else with
+//! `FallbackToLogsOnError` the output's tail); Job status `active`/`ready`/`failed`/`succeeded` and
 //! `Complete`/`Failed` conditions following `backoffLimit` and the `podFailurePolicy`
 //! rules the operator uses (`FailJob` on exit codes, `Ignore` on the
 //! `DisruptionTarget` condition).
@@ -69,6 +70,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 struct RunningPod {
     child: Child,
     log: PathBuf,
+    /// The container's termination message file (its `terminationMessagePath`).
+    termination_log: PathBuf,
     terminating: bool,
     container: String,
     /// Set for a Deployment's pod.
@@ -89,6 +92,7 @@ struct ServingPod {
 /// The kubelet; dropping it stops its loop and kills what still runs.
 pub struct FakeKubelet {
     running: Arc<Mutex<HashMap<String, RunningPod>>>,
+    extra_env: Arc<Mutex<Vec<(String, String)>>>,
     exits: Arc<Mutex<HashMap<String, i32>>>,
     deployments: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -97,6 +101,15 @@ pub struct FakeKubelet {
 }
 
 impl FakeKubelet {
+    /// Adds `key=value` to the environment of every container started from now on
+    /// (fault injection such as `ANNEAL_FAULT_NAN_LOSS_AT_STEP`).
+    pub fn add_env(&self, key: &str, value: &str) {
+        self.extra_env
+            .lock()
+            .unwrap()
+            .push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts acting on the Jobs in `namespace`, running pods with `trainer` (the
     /// binary's path) as their container's entry point, with `extra_env` added.
     pub fn start(
@@ -109,13 +122,14 @@ impl FakeKubelet {
         let running: Arc<Mutex<HashMap<String, RunningPod>>> = Arc::default();
         let exits: Arc<Mutex<HashMap<String, i32>>> = Arc::default();
         let deployments: Arc<AtomicBool> = Arc::default();
+        let extra_env = Arc::new(Mutex::new(extra_env));
         // The readiness prober's client, like every HTTP client here, needs ring installed.
         anneal_crds::storage::install_crypto_provider();
         let worker = Worker {
             client: client.clone(),
             namespace: namespace.to_owned(),
             trainer,
-            extra_env,
+            extra_env: extra_env.clone(),
             scratch: scratch.to_owned(),
             running: running.clone(),
             exits: exits.clone(),
@@ -136,6 +150,7 @@ impl FakeKubelet {
         });
         FakeKubelet {
             running,
+            extra_env,
             exits,
             deployments,
             task,
@@ -235,7 +250,7 @@ struct Worker {
     client: Client,
     namespace: String,
     trainer: PathBuf,
-    extra_env: Vec<(String, String)>,
+    extra_env: Arc<Mutex<Vec<(String, String)>>>,
     scratch: PathBuf,
     running: Arc<Mutex<HashMap<String, RunningPod>>>,
     exits: Arc<Mutex<HashMap<String, i32>>>,
@@ -271,7 +286,7 @@ impl Worker {
                         name.clone(),
                         process.container.clone(),
                         code,
-                        tail(&process.log),
+                        termination_message(process, code),
                     ));
                 }
             }
@@ -676,6 +691,14 @@ impl Worker {
                 }
             }
         }
+        // The termination message file, which the kubelet mounts into every container.
+        let termination_path = container
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".to_owned());
+        let termination_log = root.join("termination-log");
+        fs::write(&termination_log, "").unwrap();
+        mounts.push((termination_path, termination_log.clone()));
         // Longest mount paths first, so /var/run/anneal/job is not taken for /var/run.
         mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
         let local = |value: &str| {
@@ -739,7 +762,7 @@ impl Worker {
                 command.env(&variable.name, local(value));
             }
         }
-        for (key, value) in &self.extra_env {
+        for (key, value) in self.extra_env.lock().unwrap().iter() {
             command.env(key, value);
         }
         let mut args: Vec<String> = container.args.iter().flatten().map(|a| local(a)).collect();
@@ -759,6 +782,7 @@ impl Worker {
             RunningPod {
                 child,
                 log,
+                termination_log,
                 terminating: false,
                 container: container.name.clone(),
                 serving,
@@ -985,6 +1009,20 @@ fn terminate(process: &mut RunningPod) {
     let _ = Command::new("kill")
         .args(["-TERM", &process.child.id().to_string()])
         .status();
+}
+
+/// What Kubernetes reports as an exited container's message: its termination message
+/// file, or with `FallbackToLogsOnError` (the only policy the operator uses) the tail
+/// of its output when the file is empty and the container failed.
+fn termination_message(pod: &RunningPod, code: i32) -> String {
+    let text = fs::read(&pod.termination_log).unwrap_or_default();
+    if !text.is_empty() {
+        return String::from_utf8_lossy(&text[..text.len().min(MESSAGE_BYTES)]).into_owned();
+    }
+    if code == 0 {
+        return String::new();
+    }
+    tail(&pod.log)
 }
 
 fn tail(log: &Path) -> String {

@@ -136,6 +136,7 @@ impl BackendJob for GenerateJob {
             None => model,
         };
         let tokenizer = ModelTokenizer::from_model_dir(&args.model, &config.architecture)?;
+        tokenizer.check_vocabulary(config.vocab_size)?;
         let prompt = match (&args.prompt, &args.messages, &args.prompt_ids) {
             (_, _, Some(ids)) => {
                 if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {

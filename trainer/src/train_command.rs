@@ -37,6 +37,7 @@ use crate::memory_arg::memory_size;
 use crate::next_steps::{Trained, next_steps, resume_command};
 use crate::train_progress::{JsonLines, ProgressDisplay};
 use anneal_crds::storage::{Storage, StorageError};
+use anneal_crds::trainer_failure::TrainerFailureReason;
 use anneal_model::backend::BackendError;
 use anneal_sources::local_paths::resolve_file_uri;
 use anneal_sources::{FolderSource, SourceError, fetch_file, make_local};
@@ -97,6 +98,11 @@ pub struct TrainArgs {
     /// At the end, how long to wait for events not yet delivered to --report-url.
     #[arg(long, env = "ANNEAL_REPORT_FLUSH_SECONDS", default_value_t = 10)]
     pub report_flush_seconds: u64,
+    /// On failure, also write the error (with its reason, such as `Diverged: ...`) to
+    /// this file: a pod's termination message, `/dev/termination-log`, where the
+    /// operator reads why its trainer stopped.
+    #[arg(long, env = "ANNEAL_TERMINATION_LOG")]
+    pub termination_log: Option<PathBuf>,
     #[command(flatten)]
     pub gpu_start: GpuStartArgs,
 }
@@ -151,6 +157,14 @@ fn local_hint(error: &SourceError) -> &'static str {
 }
 
 impl Failure {
+    /// The reason the FineTuneJob's `Failed` condition gives, when the trainer knows it.
+    fn reason(&self) -> Option<TrainerFailureReason> {
+        match self {
+            Failure::Train(TrainError::Diverged(_)) => Some(TrainerFailureReason::Diverged),
+            _ => None,
+        }
+    }
+
     /// 1 for a failure that may pass on retry (storage, I/O), 2 for one that will not.
     fn exit_code(&self) -> u8 {
         match self {
@@ -167,12 +181,43 @@ impl Failure {
 }
 
 pub fn run(args: TrainArgs) -> ExitCode {
+    let termination_log = args.termination_log.clone();
     match train(args) {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("trainer train: {failure}");
+            if let Some(path) = termination_log {
+                write_termination_log(&path, &failure);
+            }
             ExitCode::from(failure.exit_code())
         }
+    }
+}
+
+/// Kubernetes keeps at most 4,096 bytes of a termination message.
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+
+/// Writes `failure` to `path`, prefixed with its reason when it has one the operator
+/// knows (`Diverged: ...`). A failure to write is a warning: the exit code and the
+/// log line still say what happened.
+fn write_termination_log(path: &Path, failure: &Failure) {
+    let message = failure.to_string();
+    let mut text = match failure.reason() {
+        Some(reason) => reason.termination_message(&message),
+        None => message,
+    };
+    if text.len() > TERMINATION_MESSAGE_MAX {
+        let mut end = TERMINATION_MESSAGE_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    if let Err(error) = std::fs::write(path, text) {
+        eprintln!(
+            "warning: cannot write the termination message to {}: {error}",
+            path.display()
+        );
     }
 }
 

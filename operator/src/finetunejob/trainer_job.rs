@@ -242,6 +242,9 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
             "ANNEAL_REPORT_TOKEN_FILE",
             &format!("{JOB_FILES_DIR}/{TOKEN_KEY}"),
         ),
+        // Why the trainer failed, with its reason (`Diverged: ...`), where the
+        // operator reads it back from the pod.
+        env("ANNEAL_TERMINATION_LOG", "/dev/termination-log"),
     ];
     // On a GPU: burn-cuda compiles its kernels into a writable cache.
     let cache = (resources.gpus > 0).then(|| kernel_cache(config));

@@ -6,6 +6,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
 use anneal_crds::finetunejob::JobPhase;
+use anneal_crds::trainer_failure::TrainerFailureReason;
 
 use crate::shared::conditions::{self, Desired};
 
@@ -30,6 +31,8 @@ pub enum TrainerState {
     Failed {
         reason: String,
         message: String,
+        /// The reason the trainer gave in its termination message, if one it may give.
+        trainer_reason: Option<TrainerFailureReason>,
     },
 }
 
@@ -60,6 +63,12 @@ pub fn observe_trainer_job(job: Option<&Job>, last_failure: Option<&str>) -> Tra
             "DeadlineExceeded" => "the trainer ran past its deadline",
             _ => "the trainer Job failed",
         };
+        // `exit code 2: Diverged: training diverged ...`: the reason moves to the
+        // condition, the rest stays in the message.
+        let (trainer_reason, last_failure) = match last_failure.map(trainer_reason) {
+            Some((reason, text)) => (reason, Some(text)),
+            None => (None, None),
+        };
         let message = match last_failure {
             Some(detail) => format!("{cause}: {detail}"),
             None => match &failed.message {
@@ -67,7 +76,11 @@ pub fn observe_trainer_job(job: Option<&Job>, last_failure: Option<&str>) -> Tra
                 None => cause.to_owned(),
             },
         };
-        return TrainerState::Failed { reason, message };
+        return TrainerState::Failed {
+            reason,
+            message,
+            trainer_reason,
+        };
     }
     let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
     if suspended {
@@ -79,6 +92,17 @@ pub fn observe_trainer_job(job: Option<&Job>, last_failure: Option<&str>) -> Tra
     } else {
         TrainerState::Starting { retries }
     }
+}
+
+/// The trainer's own reason at the start of a failure line (`exit code 2: Diverged:
+/// ...`), and the line without it.
+fn trainer_reason(line: &str) -> (Option<TrainerFailureReason>, String) {
+    if let Some((exit, detail)) = line.split_once(": ")
+        && let Some((reason, rest)) = TrainerFailureReason::parse(detail)
+    {
+        return (Some(reason), format!("{exit}: {rest}"));
+    }
+    (None, line.to_owned())
 }
 
 /// The newest failed trainer pod's termination message, cut to what a status holds.
@@ -171,9 +195,14 @@ pub fn plan_phase(suspend: bool, state: &TrainerState) -> PhasePlan {
                 conditions: desired,
             }
         }
-        Failed { message, .. } => {
-            let mut desired = vec![running(false, "TrainerFailed", message)];
-            desired.extend(finished(false, "TrainerFailed", message));
+        Failed {
+            message,
+            trainer_reason,
+            ..
+        } => {
+            let reason = trainer_reason.map_or("TrainerFailed", TrainerFailureReason::as_str);
+            let mut desired = vec![running(false, reason, message)];
+            desired.extend(finished(false, reason, message));
             PhasePlan {
                 phase: JobPhase::Failed,
                 message: message.clone(),

@@ -29,6 +29,9 @@ impl BackendJob for Prepared {
             load_model::<B>(&self.model_dir, &device, dtype).map_err(ServeError::Model)?;
         let tokenizer = ModelTokenizer::from_model_dir(&self.model_dir, &config.architecture)
             .map_err(ServeError::Tokenizer)?;
+        tokenizer
+            .check_vocabulary(config.vocab_size)
+            .map_err(ServeError::Tokenizer)?;
         let mut served = vec![ServedModel {
             name: self.base_name.clone(),
             parent: None,

@@ -7,6 +7,7 @@ mod support;
 
 mod accumulation;
 mod chat_reference;
+mod divergence_cli;
 mod doc_commands;
 mod doctor_cli;
 mod dpo_run;

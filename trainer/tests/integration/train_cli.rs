@@ -17,12 +17,12 @@ use anneal_crds::memory_plan::{ByteSize, DeviceMemory, ModelShape, PlanInputs, p
 use anneal_crds::storage::Storage;
 use anneal_train::state::TrainerState;
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// A job folder: the manifest, and 24 samples of the quick start's data.
-fn job_dir(dir: &Path, train_lines: Option<&str>) -> PathBuf {
+pub(crate) fn job_dir(dir: &Path, train_lines: Option<&str>) -> PathBuf {
     let data =
         std::fs::read_to_string(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
     let lines = train_lines
@@ -53,7 +53,7 @@ spec:
     path
 }
 
-fn trainer_train(manifest: &Path, output: &Path, extra: &[&str]) -> Command {
+pub(crate) fn trainer_train(manifest: &Path, output: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_trainer"));
     command
         .arg("train")
@@ -68,14 +68,14 @@ fn trainer_train(manifest: &Path, output: &Path, extra: &[&str]) -> Command {
     command
 }
 
-fn events(stdout: &[u8]) -> Vec<TrainerEvent> {
+pub(crate) fn events(stdout: &[u8]) -> Vec<TrainerEvent> {
     String::from_utf8_lossy(stdout)
         .lines()
         .map(|l| TrainerEvent::from_line(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
 }
 
-fn expect(output: &Output, code: i32) {
+pub(crate) fn expect(output: &Output, code: i32) {
     assert_eq!(
         output.status.code(),
         Some(code),

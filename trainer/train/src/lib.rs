@@ -68,6 +68,9 @@ pub enum TrainError {
         path: PathBuf,
         source: anneal_crds::memory_plan::HfConfigError,
     },
+    /// A loss or gradient norm that is not finite: the run stops there.
+    #[error("{0}")]
+    Diverged(Box<run::Divergence>),
     /// Not one sample fits the device: the plan's figures and what would fit.
     #[error("does not fit: {does_not_fit} (memory from {from})")]
     DoesNotFit {

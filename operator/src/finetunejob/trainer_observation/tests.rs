@@ -49,6 +49,7 @@ fn job_status_maps_to_trainer_states() {
             TrainerState::Failed {
                 reason: "BackoffLimitExceeded".into(),
                 message: "the trainer failed on every retry: BackoffLimitExceeded from the job controller".into(),
+                trainer_reason: None,
             },
         ),
     ];
@@ -159,4 +160,34 @@ fn phases_follow_the_trainer_and_the_suspend_flag() {
             .iter()
             .any(|c| c.type_ == "Running" && c.status)
     );
+}
+
+#[test]
+fn a_diverged_trainer_fails_the_job_with_reason_diverged() {
+    let failed = job(
+        false,
+        JobStatus {
+            conditions: Some(vec![condition("Failed", "PodFailurePolicy")]),
+            ..JobStatus::default()
+        },
+    );
+    let line = "exit code 2: Diverged: training diverged at step 3: the training loss is NaN; \
+                the last good checkpoint is ckpt-2 (kept)";
+    let state = observe_trainer_job(Some(&failed), Some(line));
+    let plan = plan_phase(false, &state);
+    assert_eq!(plan.phase, JobPhase::Failed);
+    assert_eq!(
+        plan.message,
+        "the trainer stopped on an error a retry cannot fix: exit code 2: training diverged at \
+         step 3: the training loss is NaN; the last good checkpoint is ckpt-2 (kept)"
+    );
+    for type_ in ["Failed", "Running", "Complete"] {
+        let condition = plan.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        assert_eq!(condition.reason, "Diverged", "{type_}");
+    }
+    // Any other word at the start is the trainer's message, not a reason.
+    let state = observe_trainer_job(Some(&failed), Some("exit code 2: Exploded: boom"));
+    let plan = plan_phase(false, &state);
+    assert!(plan.conditions.iter().all(|c| c.reason == "TrainerFailed"));
+    assert!(plan.message.ends_with("exit code 2: Exploded: boom"));
 }

@@ -54,6 +54,17 @@ pub enum ChatError {
         format: &'static str,
     },
 
+    /// A token the tokenizer can produce, or an id generation stops on, has no row in
+    /// the model's embedding: training would index past it.
+    #[error(
+        "{what} is token id {id}, outside the model's vocabulary of {vocab_size} ids (config.json vocab_size)"
+    )]
+    OutsideVocabulary {
+        what: String,
+        id: u32,
+        vocab_size: usize,
+    },
+
     /// The tokenizer failed on a text (for example an internal BPE error).
     #[error("cannot encode text with the tokenizer: {source}")]
     Encode {

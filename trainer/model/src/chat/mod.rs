@@ -133,6 +133,33 @@ impl ModelTokenizer {
         })
     }
 
+    /// Checks that every id the tokenizer can produce and every end-of-sequence id is
+    /// below `vocab_size`, the model's embedding rows (config.json's `vocab_size`).
+    pub fn check_vocabulary(&self, vocab_size: usize) -> Result<(), ChatError> {
+        let outside = |what: String, id: u32| {
+            if (id as usize) < vocab_size {
+                Ok(())
+            } else {
+                Err(ChatError::OutsideVocabulary {
+                    what,
+                    id,
+                    vocab_size,
+                })
+            }
+        };
+        for &id in &self.eos_token_ids {
+            outside(
+                "an end-of-sequence id (generation_config.json eos_token_id)".to_owned(),
+                id,
+            )?;
+        }
+        let vocabulary = self.tokenizer.get_vocab(true);
+        if let Some((token, &id)) = vocabulary.iter().max_by_key(|(_, id)| **id) {
+            outside(format!("tokenizer.json's token {token:?}"), id)?;
+        }
+        Ok(())
+    }
+
     /// Token ids of raw text, no chat template. `add_special_tokens` runs the tokenizer's
     /// post-processor (Llama 3's adds `<|begin_of_text|>`; Qwen's adds nothing).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ChatError> {

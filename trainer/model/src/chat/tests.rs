@@ -533,3 +533,34 @@ fn chatml_reply_starting_with_a_newline_keeps_the_header_newline_apart() {
     let (trained, _) = split_by_mask(&tokenizer, &chat);
     assert_eq!(trained, "\nhi<|im_end|>");
 }
+
+#[test]
+fn ids_outside_the_models_vocabulary_are_refused_by_name() {
+    let (_dir, tokenizer) = chatml(&[]);
+    let largest = tokenizer
+        .tokenizer
+        .get_vocab(true)
+        .into_values()
+        .max()
+        .unwrap();
+    let vocab = largest as usize + 1;
+    tokenizer.check_vocabulary(vocab).unwrap();
+    let error = tokenizer
+        .check_vocabulary(vocab - 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.ends_with(&format!(
+            "is token id {largest}, outside the model's vocabulary of {} ids (config.json vocab_size)",
+            vocab - 1
+        )),
+        "{error}"
+    );
+    let (_dir, tokenizer) = chatml(&[("generation_config.json", r#"{"eos_token_id": 99999}"#)]);
+    assert_eq!(
+        tokenizer.check_vocabulary(vocab).unwrap_err().to_string(),
+        format!(
+            "an end-of-sequence id (generation_config.json eos_token_id) is token id 99999, outside the model's vocabulary of {vocab} ids (config.json vocab_size)"
+        )
+    );
+}

@@ -72,6 +72,14 @@ pub enum ConfigError {
     RopeScalingField(String),
     #[error("rope type {0:?} is not supported (supported: default, llama3)")]
     UnsupportedRopeType(String),
+    /// A number no model has: a size of 0 or far beyond any published decoder, a
+    /// norm epsilon or RoPE base that is not a positive number.
+    #[error("{field} is {value}: {expected}")]
+    OutOfRange {
+        field: &'static str,
+        value: String,
+        expected: String,
+    },
 }
 
 /// The fields of config.json this code reads; the rest is ignored.
@@ -144,7 +152,7 @@ impl ModelConfig {
         }
         let (rope_theta, rope_scaling) = rope(&raw)?;
         let attention_bias = raw.attention_bias.unwrap_or(false);
-        Ok(ModelConfig {
+        let config = ModelConfig {
             family,
             hidden_size: raw.hidden_size,
             intermediate_size: raw.intermediate_size,
@@ -163,7 +171,9 @@ impl ModelConfig {
             o_bias: family == Family::Llama && attention_bias,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
             architecture,
-        })
+        };
+        super::config_bounds::check_bounds(&config)?;
+        Ok(config)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod config;
+mod config_bounds;
 pub mod decode;
 pub mod kv_slots;
 pub mod mlp;

@@ -61,6 +61,16 @@ pub enum TensorError {
     },
     #[error("dtype {0:?} is not supported (bf16, f16, f32 are)")]
     Dtype(Dtype),
+    /// A NaN or infinity among the weights: every output would be non-finite.
+    #[error(
+        "element {index} in {} is {value}: the checkpoint is corrupt or was saved from a diverged run",
+        file.display()
+    )]
+    NonFinite {
+        index: usize,
+        value: &'static str,
+        file: PathBuf,
+    },
 }
 
 /// The safetensors files of a model folder: `model.safetensors`, or the shards
@@ -148,10 +158,56 @@ impl WeightSource for SafetensorsFiles {
             Dtype::F32 => DType::F32,
             other => return Err(err(TensorError::Dtype(other))),
         };
+        if let Some((index, value)) = first_non_finite(view.data(), stored) {
+            return Err(err(TensorError::NonFinite {
+                index,
+                value,
+                file: path.clone(),
+            }));
+        }
         let data = convert(view.data(), stored, dtype(stored), shape.to_vec());
         release_pages(map, view.data());
         Ok(data)
     }
+}
+
+/// The index and kind (`NaN`, `inf`) of the first non-finite element of
+/// little-endian `bytes` of `dtype`, read on every core for a large tensor (the scan
+/// reads the bytes the conversion reads next, a fraction of the load's time).
+fn first_non_finite(bytes: &[u8], dtype: DType) -> Option<(usize, &'static str)> {
+    // Non-finite when the exponent bits are all ones; NaN when the mantissa is not zero.
+    let (width, exponent, mantissa): (usize, u32, u32) = match dtype {
+        DType::BF16 => (2, 0x7F80, 0x007F),
+        DType::F16 => (2, 0x7C00, 0x03FF),
+        _ => (4, 0x7F80_0000, 0x007F_FFFF),
+    };
+    let bits = |b: &[u8]| match width {
+        2 => u32::from(u16::from_le_bytes([b[0], b[1]])),
+        _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+    };
+    let scan = |part: &[u8]| {
+        part.chunks_exact(width)
+            .position(|b| bits(b) & exponent == exponent)
+    };
+    const PER_THREAD: usize = 1 << 22;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(bytes.len().div_ceil(PER_THREAD))
+        .max(1);
+    let part = bytes.len().div_ceil(threads).div_ceil(width) * width;
+    let index = std::thread::scope(|scope| {
+        let scans: Vec<_> = bytes
+            .chunks(part.max(width))
+            .enumerate()
+            .map(|(n, chunk)| scope.spawn(move || scan(chunk).map(|i| n * part / width + i)))
+            .collect();
+        scans
+            .into_iter()
+            .filter_map(|scan| scan.join().expect("a scan thread"))
+            .min()
+    })?;
+    let value = bits(&bytes[index * width..]) & mantissa;
+    Some((index, if value == 0 { "inf" } else { "NaN" }))
 }
 
 /// Drops the map's pages of `bytes` (a tensor just converted) from this process's
@@ -462,5 +518,69 @@ impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
             ),
             epsilon,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bf16_bytes(values: &[f32]) -> Vec<u8> {
+        values
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn the_first_nan_or_infinity_is_found_in_every_dtype_and_part() {
+        // Large enough for several scan threads on any machine with more than one core.
+        let mut values = vec![0.5f32; 5 << 21];
+        assert_eq!(first_non_finite(&bf16_bytes(&values), DType::BF16), None);
+        values[3_000_000] = f32::INFINITY;
+        values[9_000_000] = f32::NAN;
+        assert_eq!(
+            first_non_finite(&bf16_bytes(&values), DType::BF16),
+            Some((3_000_000, "inf"))
+        );
+        let f32_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            first_non_finite(&f32_bytes, DType::F32),
+            Some((3_000_000, "inf"))
+        );
+        let f16_bytes: Vec<u8> = [1.0f32, -2.0, f32::NAN]
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        assert_eq!(first_non_finite(&f16_bytes, DType::F16), Some((2, "NaN")));
+        // The largest finite values are not mistaken for infinities.
+        let largest = bf16_bytes(&[bf16::MAX.to_f32(), -bf16::MAX.to_f32()]);
+        assert_eq!(first_non_finite(&largest, DType::BF16), None);
+    }
+
+    #[test]
+    fn a_tensor_with_a_nan_is_refused_by_name_and_element() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = bf16_bytes(&[1.0, 2.0, f32::NAN, 4.0]);
+        let view = safetensors::tensor::TensorView::new(Dtype::BF16, vec![2, 2], &bytes).unwrap();
+        safetensors::serialize_to_file(
+            [("model.norm.weight", view)],
+            None,
+            &dir.path().join("model.safetensors"),
+        )
+        .unwrap();
+        let files = SafetensorsFiles::open(dir.path()).unwrap();
+        let error = files
+            .tensor("model.norm.weight", &[2, 2], &|d| d)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("model.norm.weight")
+                && error.contains("element 2 in ")
+                && error.ends_with(
+                    "is NaN: the checkpoint is corrupt or was saved from a diverged run"
+                ),
+            "{error}"
+        );
     }
 }

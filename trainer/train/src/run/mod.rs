@@ -6,6 +6,7 @@
 //! adapter, loss chart and result at the end ([`finish`]).
 
 mod checkpoint;
+mod divergence;
 mod finish;
 mod inputs;
 mod start;
@@ -18,6 +19,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
+pub use divergence::Divergence;
 pub use inputs::{BaseModel, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings};
 use start::Start;
 use step::Session;
@@ -67,6 +69,7 @@ pub fn run_training<B: AutodiffBackend>(
     };
     let (config, base) = load_model_placed::<B>(&inputs.base_model.dir, devices, dtype)?;
     let tokenizer = ModelTokenizer::from_model_dir(&inputs.base_model.dir, &config.architecture)?;
+    tokenizer.check_vocabulary(config.vocab_size)?;
     let settings = &inputs.settings;
     match settings.method {
         TrainingMethod::Sft => {
@@ -130,7 +133,7 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
         }
         let checkpoint_due = run.checkpoint_due(training.state.step + 1);
         let evaluation;
-        (training, evaluation) = run.step(training, &mut session, checkpoint_due);
+        (training, evaluation) = run.step(training, &mut session, checkpoint_due)?;
         if checkpoint_due {
             let samples = run.answer_sample_prompts(&training.model);
             run.checkpoint(&mut training, evaluation, samples)?;

@@ -10,7 +10,9 @@ use anneal_crds::finetunejob::{Metrics, Progress};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::Run;
+use super::divergence::non_finite_figure;
 use super::start::Training;
+use crate::TrainError;
 use crate::batches::{epoch_batches, split_evenly};
 use crate::objective::{Objective, Scores};
 use crate::schedule::LearningRateSchedule;
@@ -28,6 +30,10 @@ pub(super) struct Session {
     batches: Option<(u64, Vec<Vec<usize>>)>,
     started: Instant,
     first_step: u64,
+    /// Fault injection (`ANNEAL_FAULT_NAN_LOSS_AT_STEP=N`): step N (counted from 1)
+    /// reports a NaN loss, as a diverging run would, so the stop and the resume after
+    /// it can be exercised on purpose.
+    nan_loss_at_step: Option<u64>,
 }
 
 impl Session {
@@ -40,6 +46,9 @@ impl Session {
             batches: None,
             started: Instant::now(),
             first_step,
+            nan_loss_at_step: std::env::var("ANNEAL_FAULT_NAN_LOSS_AT_STEP")
+                .ok()
+                .and_then(|step| step.parse().ok()),
         }
     }
 
@@ -93,12 +102,13 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
 
     /// Takes the next optimizer step and emits its progress and metrics; when a
     /// checkpoint follows (`checkpoint_due`), evaluates first and returns the scores.
+    /// A loss or gradient norm that is not finite ends the run ([`super::divergence`]).
     pub(super) fn step(
         &mut self,
         mut training: Training<B>,
         session: &mut Session,
         checkpoint_due: bool,
-    ) -> (Training<B>, Option<Scores>) {
+    ) -> Result<(Training<B>, Option<Scores>), TrainError> {
         let step = training.state.step;
         let items = session.micro_batches(&self.data.train, self.order, step);
         let tokens: usize = items.iter().flatten().map(|s| s.tokens()).sum();
@@ -116,6 +126,13 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         );
         training.model = model;
         let seconds = started.elapsed().as_secs_f64();
+        let mut report = report;
+        if session.nan_loss_at_step == Some(step + 1) {
+            report.scores.loss = f64::NAN;
+        }
+        if let Some(figure) = non_finite_figure(&report, None) {
+            return Err(self.diverged(&training.state, step + 1, figure, learning_rate));
+        }
         let state = &mut training.state;
         state.step += 1;
         state.epoch = state.step as f64 / self.order.steps_per_epoch as f64;
@@ -128,6 +145,9 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         } else {
             None
         };
+        if let Some(figure) = non_finite_figure(&report, evaluation.as_ref()) {
+            return Err(self.diverged(&training.state, step + 1, figure, learning_rate));
+        }
         let entry = LogEntry {
             step: state.step,
             epoch: state.epoch,
@@ -143,7 +163,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         };
         self.log_step(session, &entry, &report.scores, evaluation);
         state.log_history.push(entry);
-        (training, evaluation)
+        Ok((training, evaluation))
     }
 
     /// The progress and metrics events of the step `entry` logs.
