@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use crate::dataset::Role;
 use crate::finetunejob::{FineTuneJob, FineTuneJobSpec, TrainingMethod};
 use crate::limits::*;
@@ -140,9 +142,30 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// What a name must be to serve as a Kubernetes object name and a storage path
+/// segment alike (run folders are `{namespace}/{name}/...`).
+const DNS_LABEL_RULE: &str = "must be a Kubernetes name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters";
+
+/// Errors for `metadata.name` and `metadata.namespace` that are not DNS labels: the
+/// API server enforces that for namespaces, but a manifest trained locally has none to
+/// ask, and a name such as `../x` must never reach a storage path.
+fn check_object_names(e: &mut FieldErrors, metadata: &ObjectMeta) {
+    for (path, value) in [
+        ("metadata.name", &metadata.name),
+        ("metadata.namespace", &metadata.namespace),
+    ] {
+        if let Some(value) = value
+            && !is_dns_label(value)
+        {
+            e.push(path, format!("{value:?} {DNS_LABEL_RULE}"));
+        }
+    }
+}
+
 /// Checks a FineTuneJob: its name and its spec.
 pub fn validate_finetunejob(job: &FineTuneJob) -> Result<(), FieldErrors> {
     let mut errors = FieldErrors::default();
+    check_object_names(&mut errors, &job.metadata);
     if let Some(name) = &job.metadata.name
         && name.chars().count() > JOB_NAME_MAX
     {
@@ -357,7 +380,12 @@ fn check_resources(e: &mut FieldErrors, path: &str, resources: &crate::common::R
 
 /// Checks a ModelDeployment's spec.
 pub fn validate_modeldeployment(deployment: &ModelDeployment) -> Result<(), FieldErrors> {
-    deployment.spec.validate()
+    let mut errors = FieldErrors::default();
+    check_object_names(&mut errors, &deployment.metadata);
+    if let Err(spec_errors) = deployment.spec.validate() {
+        errors.0.extend(spec_errors.0);
+    }
+    errors.into_result()
 }
 
 impl ModelDeploymentSpec {

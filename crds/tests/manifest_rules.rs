@@ -472,3 +472,33 @@ fn an_output_can_not_be_changed_either() {
         vec!["spec.output: output is immutable once the job is created"]
     );
 }
+
+/// Names the API server would refuse as object names (and one it allows for other
+/// kinds but that nests folders), refused locally before they reach a storage path.
+#[test]
+fn names_that_are_not_kubernetes_names_are_refused_locally() {
+    let rule = "must be a Kubernetes name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters";
+    for (metadata, field, value) in [
+        (json!({"name": "../../x"}), "metadata.name", "../../x"),
+        (json!({"name": "a/b"}), "metadata.name", "a/b"),
+        (json!({"name": "Support"}), "metadata.name", "Support"),
+        (json!({"name": "a.b"}), "metadata.name", "a.b"),
+        (
+            json!({"namespace": "../team"}),
+            "metadata.namespace",
+            "../team",
+        ),
+    ] {
+        let want = vec![format!("{field}: {value:?} {rule}")];
+        let job = merge_patch(base_job(), json!({"metadata": metadata.clone()}));
+        let yaml = serde_yaml_ng::to_string(&job).unwrap();
+        assert_eq!(local_job_errors(&yaml), want, "FineTuneJob {metadata}");
+        let deployment = merge_patch(base_deployment(), json!({"metadata": metadata.clone()}));
+        let yaml = serde_yaml_ng::to_string(&deployment).unwrap();
+        assert_eq!(
+            local_deployment_errors(&yaml),
+            want,
+            "ModelDeployment {metadata}"
+        );
+    }
+}

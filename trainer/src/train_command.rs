@@ -61,7 +61,7 @@ pub struct TrainArgs {
     pub output: Option<String>,
     /// The run's id (a pod uses its FineTuneJob's uid). Default: a new one, or with
     /// --resume the newest run of this job.
-    #[arg(long, env = "ANNEAL_RUN_ID")]
+    #[arg(long, env = "ANNEAL_RUN_ID", value_parser = run_id)]
     pub run_id: Option<String>,
     /// Continue from the run's newest complete checkpoint (from the start when it has
     /// none). Always on in a Kubernetes pod, where a restarted pod must not start over.
@@ -478,6 +478,19 @@ fn newest_run(runs: &Storage) -> Result<Option<String>, Failure> {
     let mut ids = runs.list_children("").map_err(TrainError::from)?;
     ids.sort();
     Ok(ids.pop())
+}
+
+/// A run id as `--run-id` takes it: one folder name of letters, digits, `.`, `_` and
+/// `-` (a pod's is its FineTuneJob's uid), never `..` or a path.
+fn run_id(value: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if (1..=128).contains(&value.len()) && value.chars().all(allowed) && !value.starts_with('.') {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a run id: 1 to 128 letters, digits, '.', '_' and '-', not starting with '.'"
+        ))
+    }
 }
 
 /// `20261123-071502-3f9a`: sorts by start time, unique enough for one job.

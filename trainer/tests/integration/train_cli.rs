@@ -377,3 +377,52 @@ fn without_gradient_accumulation_the_plan_picks_the_micro_batch_or_refuses_the_j
     );
     assert!(output.stdout.is_empty(), "no event: training never started");
 }
+
+#[test]
+fn names_and_run_ids_that_are_not_folder_names_exit_2_before_touching_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = job_dir(dir.path(), None);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let out = dir.path().join("out");
+    for (name, namespace, field) in [
+        ("../../x", "team-a", "metadata.name"),
+        ("a/b", "team-a", "metadata.name"),
+        ("cli", "../up", "metadata.namespace"),
+    ] {
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            text.replace(
+                "metadata: {name: cli, namespace: team-a}",
+                &format!("metadata: {{name: {name:?}, namespace: {namespace:?}}}"),
+            ),
+        )
+        .unwrap();
+        let output = trainer_train(&bad, &out, &[]).output().unwrap();
+        expect(&output, 2);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("{field}: ")) && stderr.contains("must be a Kubernetes name"),
+            "{stderr}"
+        );
+    }
+    // The run id a pod gets from its environment, with no --run-id to override it.
+    let args: Vec<String> = trainer_train(&manifest, &out, &[])
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .filter(|a| a != "--run-id" && a != "r1")
+        .collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(&args)
+        .env("ANNEAL_RUN_ID", "../escape")
+        .output()
+        .unwrap();
+    expect(&output, 2);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("\"../escape\" is not a run id"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!out.exists(), "nothing was written anywhere");
+    assert!(!dir.path().join("escape").exists());
+}
