@@ -298,7 +298,7 @@ fn prepare_run(
     let model_dir = fetch_base_model(args, job, manifest_dir, work_dir)?;
     let dataset = |uri: &Option<String>, what| {
         uri.as_deref()
-            .map(|uri| fetch_file(uri, manifest_dir, what))
+            .map(|uri| fetch_file(uri, manifest_dir, work_dir, what))
             .transpose()
     };
     let train_data =

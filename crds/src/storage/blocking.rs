@@ -4,6 +4,7 @@
 //! runtime panics: async code (the operator) uses [`AsyncStorage`] directly.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::runtime::Runtime;
@@ -71,6 +72,11 @@ impl Storage {
     /// [`AsyncStorage::get`].
     pub fn get(&self, relative: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.block_on(self.inner.get(relative))
+    }
+
+    /// [`AsyncStorage::download_file`].
+    pub fn download_file(&self, relative: &str, to: &Path) -> Result<bool, StorageError> {
+        self.block_on(self.inner.download_file(relative, to))
     }
 
     /// [`AsyncStorage::get_head`].

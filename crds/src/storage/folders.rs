@@ -239,6 +239,24 @@ impl AsyncStorage {
         }
     }
 
+    /// Streams one object to the local file `to` (whole or not at all, as
+    /// `download_dir` does), never holding more than a chunk of it in memory; `false`
+    /// when there is no such object.
+    pub async fn download_file(
+        &self,
+        relative: &str,
+        to: &std::path::Path,
+    ) -> Result<bool, StorageError> {
+        let from = self.path(relative)?;
+        match self.store.head(&from).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(error) => return Err(self.store_error("cannot read", &from)(error)),
+        }
+        self.download_object(&from, to).await?;
+        Ok(true)
+    }
+
     async fn download_object(&self, from: &Path, to: &std::path::Path) -> Result<(), StorageError> {
         let result = self
             .store

@@ -114,7 +114,11 @@ fn train(
         },
         settings: TrainingSettings::of_job(&job),
         data: RunData {
-            train: ("pairs.jsonl".into(), pairs(lines)),
+            train: ("pairs.jsonl".into(), {
+                let path = out.with_extension("pairs.jsonl");
+                std::fs::write(&path, pairs(lines)).unwrap();
+                path
+            }),
             validation: None,
             validation_split: job.spec.dataset.resolved_validation_split(),
         },

@@ -139,7 +139,12 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
         },
         settings: TrainingSettings::of_job(job),
         data: RunData {
-            train: ("train.jsonl".into(), quickstart_lines(24)),
+            train: ("train.jsonl".into(), {
+                let path = work.join("train.jsonl");
+                std::fs::create_dir_all(work).unwrap();
+                std::fs::write(&path, quickstart_lines(24)).unwrap();
+                path
+            }),
             validation: None,
             validation_split: job.spec.dataset.resolved_validation_split(),
         },

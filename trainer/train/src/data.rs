@@ -1,6 +1,10 @@
 //! The run's data: the training file tokenized, and the validation set from its
 //! own file or split off the training data with the job's seed.
 
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+
 use anneal_crds::ResolvedHyperparameters;
 
 use super::objective::Prepared;
@@ -57,18 +61,20 @@ pub struct DatasetError {
 }
 
 impl<T: DataItem> TrainingData<T> {
-    /// `read` turns one file's bytes into examples (the objective's reader); a
-    /// split-off validation set is drawn with `seed`.
+    /// `read` turns one file, read as it goes, into examples (the objective's
+    /// reader); a split-off validation set is drawn with `seed`.
     pub fn prepare(
         files: &RunData,
         seed: u64,
-        read: impl Fn(&[u8]) -> Result<Prepared<T>, DataError>,
+        read: impl Fn(&mut dyn Read) -> Result<Prepared<T>, DataError>,
     ) -> Result<Self, DatasetError> {
-        let read = |(file, bytes): &(String, Vec<u8>)| {
-            read(bytes).map_err(|source| DatasetError {
+        let read = |(file, path): &(String, PathBuf)| {
+            let error = |source| DatasetError {
                 file: file.clone(),
                 source,
-            })
+            };
+            let mut reader = BufReader::new(File::open(path).map_err(|e| error(e.into()))?);
+            read(&mut reader).map_err(error)
         };
         let prepared = read(&files.train)?;
         let mut dropped_too_long = prepared.dropped_too_long;

@@ -3,6 +3,8 @@
 //! resume) is the same for both; an objective reads its data, takes a step and
 //! evaluates, and says which numbers it has for the metrics event.
 
+use std::io::Read;
+
 use anneal_crds::ResolvedHyperparameters;
 use anneal_crds::finetunejob::{Metrics, TrainingType};
 use burn::module::AutodiffModule;
@@ -81,10 +83,10 @@ pub trait Objective<B: AutodiffBackend> {
     /// One training example: a conversation for SFT, a preference pair for DPO.
     type Item: DataItem;
 
-    /// Reads one dataset file; any invalid line fails it.
+    /// Reads one dataset file as it goes; any invalid line fails it.
     fn read(
         &self,
-        bytes: &[u8],
+        reader: &mut dyn Read,
         tokenizer: &ModelTokenizer,
         max_tokens: usize,
     ) -> Result<Prepared<Self::Item>, DataError>;
@@ -127,11 +129,11 @@ impl<B: AutodiffBackend> Objective<B> for Sft {
 
     fn read(
         &self,
-        bytes: &[u8],
+        reader: &mut dyn Read,
         tokenizer: &ModelTokenizer,
         max_tokens: usize,
     ) -> Result<Prepared<TokenizedSample>, DataError> {
-        let prepared = prepare(bytes, tokenizer, max_tokens)?;
+        let prepared = prepare(reader, tokenizer, max_tokens)?;
         Ok(Prepared {
             items: prepared.samples,
             dropped_too_long: prepared.dropped_too_long,
@@ -210,11 +212,11 @@ impl<B: AutodiffBackend> Objective<B> for Dpo<B> {
 
     fn read(
         &self,
-        bytes: &[u8],
+        reader: &mut dyn Read,
         tokenizer: &ModelTokenizer,
         max_tokens: usize,
     ) -> Result<Prepared<PreferencePair>, DataError> {
-        let prepared = prepare_pairs(bytes, tokenizer, max_tokens)?;
+        let prepared = prepare_pairs(reader, tokenizer, max_tokens)?;
         Ok(Prepared {
             items: prepared.pairs,
             dropped_too_long: prepared.dropped_too_long,

@@ -71,8 +71,10 @@ impl TrainingSettings {
 
 /// The dataset files' contents, each with a name for messages.
 pub struct RunData {
-    pub train: (String, Vec<u8>),
-    pub validation: Option<(String, Vec<u8>)>,
+    /// The training file's name (for messages) and a local path to it: it is read line
+    /// by line, keeping token ids, never the whole text.
+    pub train: (String, PathBuf),
+    pub validation: Option<(String, PathBuf)>,
     /// The share of `train` held out for validation when there is no validation file.
     pub validation_split: f64,
 }

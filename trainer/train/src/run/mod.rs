@@ -97,8 +97,8 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
     let device = &devices[0];
     let h = &inputs.settings.hyperparameters;
     let max_tokens = h.max_tokens as usize;
-    let data = TrainingData::prepare(&inputs.data, h.seed, |bytes| {
-        objective.read(bytes, tokenizer, max_tokens)
+    let data = TrainingData::prepare(&inputs.data, h.seed, |reader| {
+        objective.read(reader, tokenizer, max_tokens)
     })?;
     let order = data.order(h, micro_batch.size);
     let total_steps = order.steps_per_epoch * u64::from(h.epochs);
