@@ -78,6 +78,10 @@ pub struct OperatorConfig {
     /// 141GiB for H200): a job whose memory plan needs more is refused in Validating.
     #[arg(long, env = "ANNEAL_GPU_MEMORY", default_value = "80GiB")]
     pub gpu_memory: ByteSize,
+    /// Memory limit (and request) of a CPU trainer pod whose spec.resources.memory is
+    /// unset; the trainer plans its micro-batch for its pod's limit either way.
+    #[arg(long, env = "ANNEAL_CPU_TRAINER_MEMORY", default_value = "8GiB")]
+    pub cpu_trainer_memory: ByteSize,
     /// Time a stopping trainer gets to write its checkpoint after SIGTERM (not a flag).
     #[arg(skip = 300)]
     pub trainer_grace_seconds: i64,

@@ -83,7 +83,7 @@ pub struct TrainArgs {
     pub gpu_memory: Option<ByteSize>,
     /// RAM for the CPU backend, as --gpu-memory is for a GPU. Default: the host's
     /// MemAvailable.
-    #[arg(long, value_parser = memory_size)]
+    #[arg(long, env = "ANNEAL_CPU_MEMORY", value_parser = memory_size)]
     pub cpu_memory: Option<ByteSize>,
     /// Local scratch space (fetched model, staging). Default: a temporary folder.
     #[arg(long, env = "ANNEAL_WORK_DIR")]
@@ -126,6 +126,13 @@ enum Failure {
     ConfigMapDataset,
     #[error("output: {0}")]
     Output(#[source] StorageError),
+    /// Found before the model is loaded, not at the first checkpoint hours later.
+    #[error("output {uri} is not writable: {source}")]
+    OutputNotWritable {
+        uri: String,
+        #[source]
+        source: Box<StorageError>,
+    },
     #[error("--work-dir {}: {source}", path.display())]
     WorkDir {
         path: PathBuf,
@@ -174,6 +181,9 @@ impl Failure {
                 TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_),
             ) => 1,
             Failure::Source { source } if source.may_pass_on_retry() => 1,
+            // Storage that refused a write may be a passing outage, or a bucket policy
+            // fixed while the pod waits for its retry.
+            Failure::OutputNotWritable { .. } => 1,
             Failure::GpuStart(error) if error.may_pass_on_retry() => 1,
             _ => 2,
         }
@@ -295,6 +305,7 @@ fn prepare_run(
         (None, false) => new_run_id(),
     };
     let output = runs.child(&run_id);
+    check_writable(&output)?;
     let model_dir = fetch_base_model(args, job, manifest_dir, work_dir)?;
     let dataset = |uri: &Option<String>, what| {
         uri.as_deref()
@@ -334,6 +345,20 @@ fn prepare_run(
         resume,
         stop: stop_on_signals(),
     })
+}
+
+/// Writes and removes a probe object in the run's folder, so that a read-only or
+/// misconfigured output fails the run now rather than at its first checkpoint.
+fn check_writable(output: &Storage) -> Result<(), Failure> {
+    const PROBE: &str = ".anneal-write-check";
+    let failure = |source| Failure::OutputNotWritable {
+        uri: output.uri().to_owned(),
+        source: Box::new(source),
+    };
+    output
+        .put(&format!("{PROBE}/probe"), b"anneal".to_vec())
+        .map_err(failure)?;
+    output.delete_dir(PROBE).map_err(failure)
 }
 
 /// A flag SIGINT and SIGTERM set: the run checkpoints and stops when it sees it.

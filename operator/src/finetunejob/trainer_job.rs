@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use anneal_crds::FineTuneJob;
+use anneal_crds::common::ResourcesSpec;
 use anneal_crds::memory_plan::{ByteSize, GIB};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{
@@ -14,8 +15,9 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, Secret, SecretVolumeSource, Volume,
+    PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource, Volume,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
@@ -257,6 +259,15 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
     if let Some((_, _, variable)) = &cache {
         env.push(variable.clone());
     }
+    let cpu_memory = (resources.gpus == 0).then(|| cpu_trainer_memory(resources, config));
+    if let Some((_, bytes)) = &cpu_memory {
+        // The CPU backend would otherwise plan for the node's MemAvailable, which a
+        // container's memory limit does not change.
+        env.push(crate::shared::pod_parts::env(
+            "ANNEAL_CPU_MEMORY",
+            &exact_size(*bytes),
+        ));
+    }
     env.sort_by(|a, b| a.name.cmp(&b.name));
     let env_from = credentials_env(credentials_secret(job, config).as_deref());
 
@@ -330,7 +341,10 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
         env: Some(env),
         env_from,
         volume_mounts: Some(mounts),
-        resources: Some(gpu_resources(resources, config)),
+        resources: Some(with_memory(
+            gpu_resources(resources, config),
+            cpu_memory.map(|(quantity, _)| quantity),
+        )),
         security_context: Some(container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
@@ -378,6 +392,39 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
 
 /// `size` as the trainer reads it back to the byte: `80GiB`, else a count of bytes
 /// (`ByteSize`'s display rounds to a tenth).
+/// A CPU trainer's memory: the spec's (and its size, when it is one the trainer can
+/// read), else the operator's `--cpu-trainer-memory`.
+fn cpu_trainer_memory(resources: &ResourcesSpec, config: &OperatorConfig) -> (Quantity, ByteSize) {
+    let parsed = resources
+        .memory
+        .as_ref()
+        .and_then(|q| q.0.parse::<ByteSize>().ok().map(|size| (q.clone(), size)));
+    parsed.unwrap_or_else(|| {
+        let size = config.cpu_trainer_memory;
+        let text = if size.bytes().is_multiple_of(GIB) {
+            format!("{}Gi", size.bytes() / GIB)
+        } else {
+            size.bytes().to_string()
+        };
+        (Quantity(text), size)
+    })
+}
+
+/// `requirements` with a memory limit and request of `memory` where it has none.
+fn with_memory(
+    mut requirements: ResourceRequirements,
+    memory: Option<Quantity>,
+) -> ResourceRequirements {
+    if let Some(memory) = memory {
+        for side in [&mut requirements.limits, &mut requirements.requests] {
+            side.get_or_insert_with(Default::default)
+                .entry("memory".to_owned())
+                .or_insert_with(|| memory.clone());
+        }
+    }
+    requirements
+}
+
 fn exact_size(size: ByteSize) -> String {
     if size.bytes().is_multiple_of(GIB) {
         format!("{}GiB", size.bytes() / GIB)

@@ -426,3 +426,24 @@ fn names_and_run_ids_that_are_not_folder_names_exit_2_before_touching_storage() 
     assert!(!out.exists(), "nothing was written anywhere");
     assert!(!dir.path().join("escape").exists());
 }
+
+#[test]
+fn an_output_that_cannot_be_written_fails_before_the_model_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = job_dir(dir.path(), None);
+    // A file where the output folder should be: nothing can be written below it.
+    let out = dir.path().join("out");
+    std::fs::write(&out, "not a folder").unwrap();
+    let output = trainer_train(&manifest, &out, &[]).output().unwrap();
+    expect(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with(&format!(
+            "trainer train: output file://{}/team-a/cli/r1 is not writable: ",
+            out.display()
+        )),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no event: training never started");
+}

@@ -218,6 +218,45 @@ fn a_gpu_trainer_gets_the_operators_gpu_memory_for_its_micro_batch() {
     assert_eq!(gpu_memory(&cpu_job, "80GiB"), None);
 }
 
+#[test]
+fn a_cpu_trainer_has_a_memory_limit_and_plans_for_it() {
+    let planned = |job: &str, default: &str| {
+        let config = OperatorConfig {
+            cpu_trainer_memory: default.parse().unwrap(),
+            ..config()
+        };
+        let planned = plan_trainer_job(&job_from(job), &config).unwrap();
+        let resources = container(&planned).resources.clone().unwrap();
+        let memory = |side: Option<std::collections::BTreeMap<String, Quantity>>| {
+            side.and_then(|m| m.get("memory").map(|q| q.0.clone()))
+        };
+        (
+            memory(resources.limits),
+            memory(resources.requests),
+            env_value(&planned, "ANNEAL_CPU_MEMORY").map(str::to_owned),
+        )
+    };
+    let cpu_job = format!("{MINIMAL}  resources: {{gpus: 0}}\n");
+    let some = |s: &str| Some(s.to_owned());
+    // The operator's default when the spec sets none; the trainer plans for the limit.
+    assert_eq!(
+        planned(&cpu_job, "8GiB"),
+        (some("8Gi"), some("8Gi"), some("8GiB"))
+    );
+    assert_eq!(
+        planned(&cpu_job, "6GB"),
+        (some("6000000000"), some("6000000000"), some("6000000000B"))
+    );
+    // The spec's own memory wins.
+    let sized = format!("{MINIMAL}  resources: {{gpus: 0, memory: 24Gi}}\n");
+    assert_eq!(
+        planned(&sized, "8GiB"),
+        (some("24Gi"), some("24Gi"), some("24GiB"))
+    );
+    // A GPU trainer gets no default memory limit and plans for its GPU.
+    assert_eq!(planned(MINIMAL, "8GiB"), (None, None, None));
+}
+
 /// The kernel cache a planned pod mounts: (env, mount path and read-only, volume
 /// source: `emptyDir` or the claim's name).
 fn kernel_cache_of(job: &Job) -> (Option<&str>, Option<(&str, bool)>, Option<String>) {
