@@ -305,7 +305,6 @@ fn prepare_run(
         (None, false) => new_run_id(),
     };
     let output = runs.child(&run_id);
-    check_writable(&output)?;
     let model_dir = fetch_base_model(args, job, manifest_dir, work_dir)?;
     let dataset = |uri: &Option<String>, what| {
         uri.as_deref()
@@ -315,6 +314,9 @@ fn prepare_run(
     let train_data =
         dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or(Failure::ConfigMapDataset)?;
     let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
+    // After the sources (a run that cannot start leaves no folder), before the model
+    // loads and trains for hours.
+    check_writable(&output)?;
     Ok(RunInputs {
         job: RunIdentity { job_name, run_id },
         base_model: BaseModel {
