@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anneal_serve::{ServeOptions, serve};
 
@@ -43,6 +44,16 @@ pub struct ServeArgs {
     /// max_position_embeddings.
     #[arg(long)]
     pub max_model_len: Option<usize>,
+    /// Connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds a connection has to send a request's head before it is cut.
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout_seconds: u64,
+    /// After SIGTERM, seconds the replies in flight get before the connections still
+    /// open are cut (keep it below the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "ANNEAL_SHUTDOWN_GRACE_SECONDS", default_value_t = 45)]
+    pub shutdown_grace_seconds: u64,
     /// Where s3:// folders are downloaded; default: a temporary folder.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -63,6 +74,9 @@ impl From<ServeArgs> for ServeOptions {
             max_running: args.max_running,
             max_waiting: args.max_waiting,
             max_model_len: args.max_model_len,
+            max_connections: args.max_connections,
+            header_timeout: Duration::from_secs(args.header_timeout_seconds),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
             work_dir: args.work_dir,
             device: args.device.into(),
         }

@@ -132,7 +132,16 @@ async fn chat_completions(
             return error.into_response();
         }
     };
-    match start_completion(&state, &body, arrived) {
+    // Parsing and tokenizing a prompt of up to 2 MiB takes a CPU for a while: on the
+    // blocking pool (a few threads, the rest queued), never on the workers that answer
+    // /health and stream the replies.
+    let started = {
+        let (state, body) = (state.clone(), body.clone());
+        tokio::task::spawn_blocking(move || start_completion(&state, &body, arrived))
+            .await
+            .unwrap_or_else(|_| Err(ApiError::internal("the request could not be prepared")))
+    };
+    match started {
         Ok((request, reply, prompt_tokens)) if request.stream => {
             stream_reply(request, reply, prompt_tokens).into_response()
         }

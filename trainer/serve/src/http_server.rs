@@ -1,48 +1,52 @@
-//! The HTTP server's thread: a tokio runtime serving the [`router`] until SIGTERM or
-//! Ctrl-C, then finishing the replies in flight.
+//! The HTTP server's thread: a tokio runtime serving the [`router`] within the
+//! connection limits ([`crate::connections`]) until SIGTERM or Ctrl-C, then finishing
+//! the replies in flight for at most the shutdown grace.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::serve::ListenerExt;
-
 use crate::ServeError;
+use crate::connections::{ConnectionLimits, Stopped, serve_connections};
 use crate::http::{ServerState, router};
 
 /// Runs the HTTP server until a shutdown signal and the last reply in flight; the
 /// state (and with it the engine's queue) is dropped when this returns.
 pub(crate) fn serve_http(
     listener: std::net::TcpListener,
-    address: SocketAddr,
     state: Arc<ServerState>,
+    limits: ConnectionLimits,
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Request preparation (tokenizing) runs here, at most this many at once.
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .map_err(ServeError::HttpRuntime)?;
-    runtime.block_on(async move {
-        // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm holds
-        // each one back until the client acknowledges the one before.
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(ServeError::Listener)?
-            .tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Listener)?;
         let app = router(state.clone());
         let stopping = state.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                stopping.shutting_down.store(true, Ordering::SeqCst);
-                eprintln!("trainer serve: stopping; finishing the replies in flight");
-            })
-            .await
-            .map_err(|source| ServeError::Http { address, source })?;
-        eprintln!("trainer serve: stopped");
+        let shutdown = async move {
+            shutdown_signal().await;
+            stopping.shutting_down.store(true, Ordering::SeqCst);
+            eprintln!(
+                "trainer serve: stopping; finishing the replies in flight (at most {} s)",
+                limits.shutdown_grace.as_secs()
+            );
+        };
+        match serve_connections(listener, app, limits, shutdown).await {
+            Stopped::Drained => eprintln!("trainer serve: stopped"),
+            Stopped::Cut { open } => eprintln!(
+                "trainer serve: stopped after the {} s shutdown grace; {open} connections still open were cut",
+                limits.shutdown_grace.as_secs()
+            ),
+        }
         Ok(())
-    })
+    });
+    // Tokenizations still running on the blocking pool are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    served
 }
 
 async fn shutdown_signal() {

@@ -15,6 +15,7 @@ use anneal_model::llm::load_model;
 use anneal_model::lora::peft::load_adapter;
 
 use crate::ServeError;
+use crate::connections::ConnectionLimits;
 use crate::engine;
 use crate::http::{ServedModel, ServerState};
 use crate::http_server::serve_http;
@@ -90,9 +91,14 @@ impl BackendJob for Prepared {
             options.max_running,
             options.max_waiting
         );
+        let limits = ConnectionLimits {
+            max_connections: options.max_connections,
+            header_timeout: options.header_timeout,
+            shutdown_grace: options.shutdown_grace,
+        };
         let server = std::thread::Builder::new()
             .name("http".to_owned())
-            .spawn(move || serve_http(listener, address, state))
+            .spawn(move || serve_http(listener, state, limits))
             .map_err(ServeError::HttpThread)?;
         engine::run_engine(
             &models,

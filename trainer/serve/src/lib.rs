@@ -7,10 +7,12 @@
 //! thread until the server is done; a second thread runs the HTTP server on tokio
 //! (`http_server.rs`, the routes in [`http`]). On SIGTERM or Ctrl-C the server stops
 //! taking connections, `/health` turns 503, replies in flight (streams too) run to
-//! their end, and [`serve`] returns.
+//! their end within the shutdown grace, and [`serve`] returns. Connections are
+//! bounded in number and in the time their request heads take ([`connections`]).
 
 pub mod api_error;
 pub mod chat_request;
+pub mod connections;
 pub mod engine;
 mod error;
 pub mod http;

@@ -1,6 +1,7 @@
 //! What to serve and how: the settings `trainer serve` takes as flags.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anneal_model::backend::DeviceChoice;
 
@@ -23,6 +24,13 @@ pub struct ServeOptions {
     /// Prompt plus reply limit in tokens; `None`: the model's max_position_embeddings
     /// (also the upper bound).
     pub max_model_len: Option<usize>,
+    /// Connections open at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a connection has to send a request's head.
+    pub header_timeout: Duration,
+    /// After SIGTERM, time the replies in flight get before the connections still
+    /// open are cut: below the pod's termination grace period.
+    pub shutdown_grace: Duration,
     /// Where s3:// folders are downloaded; `None`: a temporary folder.
     pub work_dir: Option<PathBuf>,
     pub device: DeviceChoice,

@@ -566,6 +566,91 @@ fn a_client_that_leaves_mid_stream_stops_its_generation() {
     assert_eq!(status, 200, "{text}");
 }
 
+/// Whether the server closed `socket` within `within` (a read of 0 bytes or an error).
+fn closed_within(socket: &mut TcpStream, within: Duration) -> bool {
+    socket.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 64];
+    match socket.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => !matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn silent_connections_are_cut_and_health_is_answered_at_the_connection_cap() {
+    let server = Server::start(&["--max-connections", "3", "--header-timeout-seconds", "1"]);
+    // Every slot taken: one connection that sends nothing, two that stop mid-header.
+    let mut silent = vec![TcpStream::connect(&server.address).unwrap()];
+    for _ in 0..2 {
+        let mut socket = TcpStream::connect(&server.address).unwrap();
+        write!(socket, "GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+        silent.push(socket);
+    }
+    // A probe waits in the accept queue, then is answered once the header timeout
+    // frees the slots.
+    let asked = Instant::now();
+    let (status, body) = server.call("GET", "/health", "");
+    assert_eq!((status, body.trim()), (200, "ok"), "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    for (index, socket) in silent.iter_mut().enumerate() {
+        assert!(
+            closed_within(socket, Duration::from_secs(5)),
+            "connection {index} still open"
+        );
+    }
+}
+
+#[test]
+fn a_half_sent_request_does_not_hold_the_shutdown_past_its_grace() {
+    let mut server = Server::start(&["--shutdown-grace-seconds", "2"]);
+    // The head whole, the body never: the request waits for bytes that do not come.
+    let mut straggler = TcpStream::connect(&server.address).unwrap();
+    write!(
+        straggler,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\""
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "the server did not exit\n{}",
+            server.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let waited = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", server.log.lock().unwrap());
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(8),
+        "exited {waited:?} after SIGTERM"
+    );
+    // The log line comes from the process's last moments: wait for its reader.
+    server.wait_for("the shutdown line", |s| {
+        s.log
+            .lock()
+            .unwrap()
+            .contains("stopped after the 2 s shutdown grace; 1 connections still open were cut")
+    });
+}
+
 #[test]
 fn sigterm_finishes_the_streams_in_flight_then_exits_cleanly() {
     let _generator = crate::support::generator_turn();
