@@ -105,10 +105,20 @@ pub fn check_dataset(
     kind: DatasetKind,
     limits: &DatasetLimits,
 ) -> Result<Verdict, ValidateError> {
-    let file = File::open(path).map_err(|source| ValidateError::Open {
+    let open_error = |source| ValidateError::Open {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Before opening: opening a FIFO waits for a writer, and a device such as /dev/zero
+    // is an endless line.
+    let metadata = std::fs::metadata(path).map_err(open_error)?;
+    if !metadata.is_file() {
+        return Err(open_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device or folder cannot be a dataset)",
+        )));
+    }
+    let file = File::open(path).map_err(open_error)?;
     let report = validate_dataset(file, kind, limits).map_err(|source| ValidateError::Read {
         path: path.to_path_buf(),
         source,

@@ -80,13 +80,34 @@ fn check(
             };
             DatasetProblem::new(
                 number,
-                format!("the line is not valid UTF-8: {what} at byte offset {offset}; the file must be UTF-8 text"),
+                format!(
+                    "the line is not valid UTF-8: {what} at byte offset {offset}; the file must be UTF-8 text{}",
+                    encoding_hint(number, bytes)
+                ),
             )
         })?;
     let checked =
         rules::check_line(text, kind).map_err(|message| DatasetProblem::new(number, message))?;
     ignored.add(&checked.ignored);
     Ok(checked.sample)
+}
+
+/// What a file that opens with a UTF-16 or UTF-32 byte-order mark is, and how to
+/// convert it: such files are what some editors and spreadsheet exports save as
+/// "Unicode", and otherwise read as a puzzling invalid byte 0xFF or 0xFE.
+fn encoding_hint(number: u64, bytes: &[u8]) -> &'static str {
+    if number != 1 {
+        return "";
+    }
+    match bytes {
+        [0xFF, 0xFE, 0, 0, ..] | [0, 0, 0xFE, 0xFF, ..] => {
+            " (it opens with a UTF-32 byte-order mark: convert it, e.g. `iconv -f UTF-32 -t UTF-8 in.jsonl > out.jsonl`)"
+        }
+        [0xFF, 0xFE, ..] | [0xFE, 0xFF, ..] => {
+            " (it opens with a UTF-16 byte-order mark: convert it, e.g. `iconv -f UTF-16 -t UTF-8 in.jsonl > out.jsonl`)"
+        }
+        _ => "",
+    }
 }
 
 impl<R: Read> Iterator for SampleReader<R> {

@@ -139,3 +139,28 @@ fn a_missing_file_exits_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_device_fifo_or_folder_is_refused_at_once_instead_of_read_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.jsonl");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for path in [Path::new("/dev/zero"), fifo.as_path(), dir.path()] {
+        let output = trainer(&["validate", path.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2), "{}", path.display());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim(),
+            format!(
+                "trainer validate: cannot open {}: not a regular file (a FIFO, device or folder cannot be a dataset)",
+                path.display()
+            )
+        );
+    }
+}

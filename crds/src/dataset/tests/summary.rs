@@ -237,3 +237,38 @@ fn a_read_error_ends_the_stream_once() {
         .expect_err("validation passes the read error on");
     assert_eq!(error.kind(), io::ErrorKind::Other);
 }
+
+#[test]
+fn a_utf16_or_utf32_file_is_named_as_such_with_how_to_convert_it() {
+    let line = format!("{SFT_OK}\n");
+    let utf16le: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(line.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let utf16be: Vec<u8> = [0xFE, 0xFF]
+        .into_iter()
+        .chain(line.encode_utf16().flat_map(u16::to_be_bytes))
+        .collect();
+    let utf32le: Vec<u8> = [0xFF, 0xFE, 0, 0]
+        .into_iter()
+        .chain(line.chars().flat_map(|c| (c as u32).to_le_bytes()))
+        .collect();
+    for (data, first, encoding) in [
+        (&utf16le, 0xFF, "UTF-16"),
+        (&utf16be, 0xFE, "UTF-16"),
+        (&utf32le, 0xFF, "UTF-32"),
+    ] {
+        let found = problems(&validate(DatasetKind::Sft, data));
+        assert_eq!(
+            found[0],
+            (
+                1,
+                format!(
+                    "the line is not valid UTF-8: invalid byte 0x{first:02X} at byte offset 0; the file must be UTF-8 text \
+                     (it opens with a {encoding} byte-order mark: convert it, e.g. `iconv -f {encoding} -t UTF-8 in.jsonl > out.jsonl`)"
+                )
+            ),
+            "{encoding}"
+        );
+    }
+}
