@@ -23,6 +23,9 @@ pub enum Error {
         #[source]
         error: std::io::Error,
     },
+    /// The dataset judge's thread ended without a verdict (a panic in the validator).
+    #[error("checking a dataset: {0}")]
+    DatasetCheckPanicked(String),
     #[error("reading {what} took longer than {limit:?}")]
     Timeout { what: String, limit: Duration },
     #[error("{0}")]
@@ -40,7 +43,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
             Error::Storage(_) | Error::Credentials(_) | Error::NotAFileUri { .. } => "storage",
-            Error::DatasetRead { .. } => "dataset",
+            Error::DatasetRead { .. } | Error::DatasetCheckPanicked(_) => "dataset",
             Error::Timeout { .. } => "timeout",
             Error::Plan(_) | Error::ServingPlan(_) => "plan",
             Error::EventsFile(_) => "events_file",

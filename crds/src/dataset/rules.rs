@@ -42,6 +42,7 @@ const SHAPE_HINT: &str = r#"{"messages": [{"role": "user", "content": "..."}, ..
 
 pub(super) fn check_line(line: &str, kind: DatasetKind) -> Result<Checked, String> {
     check_text(line)?;
+    check_structure(line)?;
     let value: Value = serde_json::from_str(line).map_err(|error| json_error(&error))?;
     let Value::Object(sample) = value else {
         return Err(format!(
@@ -84,6 +85,34 @@ pub(super) fn check_line(line: &str, kind: DatasetKind) -> Result<Checked, Strin
 }
 
 /// Refusals that need no JSON parsing: blank lines and stray byte-order marks.
+/// JSON objects and arrays one line may hold: a conversation of thousands of turns.
+/// Parsed, each costs ~1-2 KiB, so this bounds what a 16 MiB line of tiny messages
+/// (otherwise ~450 MB for 262,144 of them) can take, in the trainer and in the operator.
+pub const CONTAINERS_PER_LINE_MAX: usize = 10_000;
+
+/// Counts the objects and arrays of `line` (outside its strings) before it is parsed,
+/// refusing a line with more than [`CONTAINERS_PER_LINE_MAX`].
+fn check_structure(line: &str) -> Result<(), String> {
+    let (mut containers, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in line.as_bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => containers += 1,
+            _ => {}
+        }
+    }
+    if containers > CONTAINERS_PER_LINE_MAX {
+        return Err(format!(
+            "the line holds {containers} JSON objects and arrays, more than the {CONTAINERS_PER_LINE_MAX} \
+             a sample may have (a conversation of thousands of messages): split it into several samples"
+        ));
+    }
+    Ok(())
+}
+
 fn check_text(line: &str) -> Result<(), String> {
     if line.is_empty() {
         return Err("empty line: every line must hold one JSON object".to_owned());

@@ -23,6 +23,19 @@ pub const DATASET_CHECK_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Time one dataset read may take before the reconcile gives up and retries.
 pub const DATASET_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Datasets judged at once across every job the operator validates: with
+/// [`DATASET_CHECK_BYTES_MAX`] read of each and the validator's per-line bound, what
+/// validation can hold stays within the operator's memory limit.
+const DATASET_CHECKS_AT_ONCE: usize = 2;
+static DATASET_CHECKS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(DATASET_CHECKS_AT_ONCE);
+
+/// A dataset to judge: a ConfigMap's text, or an object to read the head of.
+enum DatasetSource {
+    Text(String, String),
+    Object(&'static str, String, Vec<(String, String)>),
+}
+
 /// The outcome: judged, or waiting for something the user still has to create.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatasetCheck {
@@ -69,8 +82,7 @@ pub async fn check_datasets(
                 message: format!("invalid dataset {source}: the ConfigMap has no such key"),
             }));
         };
-        let size = text.len() as u64;
-        sources.push((source, Some((text.into_bytes(), size))));
+        sources.push(DatasetSource::Text(source, text));
     }
     for (field, uri) in [
         ("spec.dataset.train", &job.spec.dataset.train),
@@ -83,8 +95,7 @@ pub async fn check_datasets(
         }
         match &access {
             StorageAccess::Allowed(settings) => {
-                let head = read_head(uri, settings.clone()).await?;
-                sources.push((format!("{field} {uri}"), head));
+                sources.push(DatasetSource::Object(field, uri.clone(), settings.clone()));
             }
             StorageAccess::Refused(why) => {
                 left_to_trainer = Some(format!(
@@ -94,15 +105,34 @@ pub async fn check_datasets(
         }
     }
 
+    // However many jobs validate at once, at most DATASET_CHECKS_AT_ONCE datasets are
+    // in the operator's memory, each read, judged and dropped before the next.
     let mut messages = Vec::new();
-    for (source, head) in sources {
+    for source in sources {
+        let _turn = DATASET_CHECKS
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let (name, head) = match source {
+            DatasetSource::Text(name, text) => {
+                let size = text.len() as u64;
+                (name, Some((text.into_bytes(), size)))
+            }
+            DatasetSource::Object(field, uri, settings) => {
+                let head = read_head(&uri, settings).await?;
+                (format!("{field} {uri}"), head)
+            }
+        };
         let Some((bytes, size)) = head else {
             return Ok(DatasetCheck::Judged(Verdict {
                 reason: VerdictReason::InvalidDataset,
-                message: format!("invalid dataset {source}: no such object"),
+                message: format!("invalid dataset {name}: no such object"),
             }));
         };
-        let verdict = judge_bytes(&source, &bytes, size, kind)?;
+        // Off the async workers: judging 64 MiB takes a CPU for a while.
+        let verdict = tokio::task::spawn_blocking(move || judge_bytes(&name, &bytes, size, kind))
+            .await
+            .map_err(|error| Error::DatasetCheckPanicked(error.to_string()))??;
         if !verdict.passed() {
             return Ok(DatasetCheck::Judged(verdict));
         }

@@ -142,3 +142,34 @@ fn a_50_mb_line_is_skipped_without_being_held() {
     assert!(samples.next().is_none());
     assert_eq!(samples.lines_read(), 2);
 }
+
+/// One SFT line of `turns` user/assistant pairs, each message's content `content`.
+fn conversation(turns: usize, content: &str) -> String {
+    let pair = format!(
+        r#"{{"role": "user", "content": {content:?}}}, {{"role": "assistant", "content": {content:?}}}"#
+    );
+    format!(r#"{{"messages": [{}]}}"#, vec![pair; turns].join(", "))
+}
+
+#[test]
+fn a_line_of_too_many_objects_is_refused_before_it_is_parsed() {
+    // 5,000 pairs: 10,000 messages, the array and the sample.
+    let line = conversation(5_000, "hi");
+    assert_eq!(
+        problems(&super::validate(
+            DatasetKind::Sft,
+            format!("{line}\n").as_bytes()
+        )),
+        vec![(
+            1,
+            "the line holds 10002 JSON objects and arrays, more than the 10000 a sample may have \
+             (a conversation of thousands of messages): split it into several samples"
+                .to_owned()
+        )]
+    );
+    // Braces and brackets inside strings (code, escaped quotes) do not count.
+    let code = r#"fn main() { let v = [1, 2]; println!("{:?} \" {", v); }"#.repeat(20);
+    let line = conversation(2_000, &code);
+    let report = super::validate(DatasetKind::Sft, format!("{line}\n").as_bytes());
+    assert!(problems(&report).is_empty(), "{:?}", problems(&report));
+}
