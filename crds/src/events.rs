@@ -140,7 +140,8 @@ mod tests {
                 message: None,
                 result: Some(JobResult {
                     model_id: "ft:a:b:ckpt-4".into(),
-                    uri: "file:///x/final".into()
+                    uri: "file:///x/final".into(),
+                    stopped_early: None,
                 }),
             }
         );

@@ -9,8 +9,9 @@ use crate::common::{BaseModelSpec, ResourcesSpec};
 use crate::dataset::ChatMessage;
 use crate::hyperparameters::{HyperparametersSpec, ResolvedHyperparameters};
 use crate::limits::{
-    CHECKPOINTS_KEEP_MAX, NAME_MAX, PROMPT_MESSAGES_MAX, SAMPLE_PROMPTS_MAX, SOURCE_URI_PATTERN,
-    STORAGE_URI_PATTERN, URI_MAX, VALIDATION_SPLIT_MAX,
+    CHECKPOINTS_KEEP_MAX, EARLY_STOPPING_MIN_DELTA_MAX, EARLY_STOPPING_PATIENCE, NAME_MAX,
+    PROMPT_MESSAGES_MAX, SAMPLE_PROMPTS_MAX, SOURCE_URI_PATTERN, STORAGE_URI_PATTERN, URI_MAX,
+    VALIDATION_SPLIT_MAX,
 };
 
 /// The training objective.
@@ -170,6 +171,10 @@ pub struct CheckpointsSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = SAMPLE_PROMPTS_MAX))]
     pub sample_prompts: Vec<SamplePrompt>,
+    /// End the run when the validation loss stops improving; the result is then the
+    /// best checkpoint. Needs validation data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSpec>,
 }
 
 impl Default for CheckpointsSpec {
@@ -179,8 +184,24 @@ impl Default for CheckpointsSpec {
             every_steps: None,
             keep: None,
             sample_prompts: Vec::new(),
+            early_stopping: None,
         }
     }
+}
+
+/// When a run's validation loss has stopped improving.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EarlyStoppingSpec {
+    /// Checkpoints in a row (each evaluated on the validation data) without a new best
+    /// validation loss that end the run.
+    #[schemars(range(min = EARLY_STOPPING_PATIENCE.0, max = EARLY_STOPPING_PATIENCE.1))]
+    pub patience: u32,
+    /// How much lower than the best so far a validation loss must be to count as a new
+    /// best (default 0: any improvement).
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = EARLY_STOPPING_MIN_DELTA_MAX))]
+    pub min_delta: f64,
 }
 
 fn default_true() -> bool {
@@ -348,8 +369,12 @@ pub struct CheckpointStatus {
 pub struct JobResult {
     /// e.g. `ft:qwen2.5-7b-instruct:my-job:ckpt-3`.
     pub model_id: String,
-    /// The final adapter (or full model) folder in object storage.
+    /// The final adapter (or full model) folder in object storage; after an early
+    /// stop, the best checkpoint's folder.
     pub uri: String,
+    /// Why the run ended before its last step (`checkpoints.earlyStopping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
 }
 
 impl FineTuneJob {

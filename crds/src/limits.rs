@@ -41,3 +41,7 @@ pub const SOURCE_URI_PATTERN: &str = r"^((s3|gs|az)://[^/]+(/.*)?|pvc://[a-z0-9]
 /// URIs checkpoints and adapters may be written to or read from.
 pub const STORAGE_URI_PATTERN: &str =
     r"^((s3|gs|az)://[^/]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file://.+)$";
+/// `checkpoints.earlyStopping.patience`: evaluations without a new best.
+pub const EARLY_STOPPING_PATIENCE: (u32, u32) = (1, 100);
+/// `checkpoints.earlyStopping.minDelta`: in units of the loss (nats per token).
+pub const EARLY_STOPPING_MIN_DELTA_MAX: f64 = 10.0;

@@ -318,6 +318,25 @@ impl FineTuneJobSpec {
             let path = format!("spec.checkpoints.samplePrompts[{i}].messages");
             check_prompt(&mut e, &path, &prompt.messages);
         }
+        if let Some(early) = &c.early_stopping {
+            e.range(
+                "spec.checkpoints.earlyStopping.patience",
+                Some(early.patience),
+                EARLY_STOPPING_PATIENCE,
+            );
+            e.at_most(
+                "spec.checkpoints.earlyStopping.minDelta",
+                Some(early.min_delta),
+                EARLY_STOPPING_MIN_DELTA_MAX,
+            );
+            if self.dataset.validation.is_none() && self.dataset.resolved_validation_split() <= 0.0
+            {
+                e.push(
+                    "spec.checkpoints.earlyStopping",
+                    "needs validation data to judge by: set spec.dataset.validation or a validationSplit above 0",
+                );
+            }
+        }
 
         if let Some(output) = &self.output {
             e.uri("spec.output.uri", &output.uri, &STORAGE_SCHEMES);

@@ -44,6 +44,22 @@ type Case = (
 fn job_cases() -> Vec<Case> {
     vec![
         (
+            "early stopping with patience 0",
+            json!({"spec": {"checkpoints": {"earlyStopping": {"patience": 0}}}}),
+            &["/spec/checkpoints/earlyStopping/patience: 0 is less than the minimum of 1.0"],
+            &["spec.checkpoints.earlyStopping.patience: must be between 1 and 100, got 0"],
+        ),
+        (
+            "early stopping without validation data",
+            json!({"spec": {"dataset": {"validationSplit": 0.0}, "checkpoints": {"earlyStopping": {"patience": 2}}}}),
+            // A rule across spec.dataset and spec.checkpoints: the operator's Validating
+            // phase and its admission webhook apply it, as local mode does.
+            &[],
+            &[
+                "spec.checkpoints.earlyStopping: needs validation data to judge by: set spec.dataset.validation or a validationSplit above 0",
+            ],
+        ),
+        (
             "learning rate above 0.1",
             json!({"spec": {"hyperparameters": {"learningRate": 0.5}}}),
             &["/spec/hyperparameters/learningRate: 0.5 is greater than the maximum of 0.1"],

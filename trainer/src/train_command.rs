@@ -412,10 +412,15 @@ fn print_result(job: &FineTuneJob, base_model_dir: &Path, result: &JobResult) {
     };
     println!("{label:<11} {}", result.uri);
     println!("model id:   {}", result.model_id);
-    println!(
-        "loss chart: {}",
-        result.uri.trim_end_matches("final").to_owned() + "loss.svg"
-    );
+    // The result is `{run}/final`, or after an early stop `{run}/checkpoints/ckpt-N`.
+    let run = result
+        .uri
+        .rsplit_once("/checkpoints/")
+        .map_or(result.uri.trim_end_matches("/final"), |(run, _)| run);
+    println!("loss chart: {run}/loss.svg");
+    if let Some(why) = &result.stopped_early {
+        println!("stopped:    {why}");
+    }
     let Some(path) = result.uri.strip_prefix("file://") else {
         return;
     };

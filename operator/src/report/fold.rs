@@ -80,7 +80,12 @@ pub fn fold_event(
             status.trainer_phase = Some(*phase);
             status.trainer_message = message.as_deref().map(|m| cut(m, MESSAGE_BYTES_MAX));
             if let Some(result) = result {
-                status.result = Some(result.clone());
+                let mut result = result.clone();
+                // Words from the trainer, kept to what a status should hold.
+                result.stopped_early = result
+                    .stopped_early
+                    .map(|why| cut(&why, MESSAGE_BYTES_MAX).to_owned());
+                status.result = Some(result);
             }
             terminal = is_terminal(*phase);
             phase_milestone(*phase, message.as_deref(), status.result.as_ref())
@@ -424,6 +429,7 @@ mod tests {
         let result = JobResult {
             model_id: "ft:tiny:job:ckpt-4".into(),
             uri: "s3://b/final".into(),
+            stopped_early: None,
         };
         let table: Vec<MilestoneCase> = vec![
             (

@@ -186,6 +186,7 @@ mod tests {
                 result: Some(JobResult {
                     model_id: "ft:m:j:ckpt-1".into(),
                     uri: uri.into(),
+                    stopped_early: None,
                 }),
             },
         }

@@ -229,6 +229,7 @@ async fn events_breaking_the_rules_are_refused_and_the_status_stays_live() {
     let elsewhere = JobResult {
         model_id: "ft:m:job:ckpt-1".into(),
         uri: "s3://someone-else/their-model".into(),
+        stopped_early: None,
     };
     let batch = json!([
         event(

@@ -203,6 +203,7 @@ mod tests {
             result: Some(JobResult {
                 model_id: "ft:a:b:ckpt-81".into(),
                 uri: "s3://b/final".into(),
+                stopped_early: None,
             }),
         });
         assert_eq!(

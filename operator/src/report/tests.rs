@@ -373,6 +373,7 @@ async fn milestones_become_events_at_once_and_flush_now_writes_at_once() {
     let result = JobResult {
         model_id: "ft:tiny:job:ckpt-3".into(),
         uri: "s3://b/final".into(),
+        stopped_early: None,
     };
     let batch = json!([
         phase(1, JobPhase::Running, None),

@@ -40,6 +40,7 @@ fn job(phase: JobPhase, losses: &[Option<f64>], result: bool) -> FineTuneJob {
                 checkpoints.last().unwrap().name
             ),
             uri: format!("{RUN}/final"),
+            stopped_early: None,
         }),
         checkpoints,
         ..FineTuneJobStatus::default()

@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod divergence;
+mod early_stop;
 mod finish;
 mod inputs;
 mod start;
@@ -20,6 +21,7 @@ use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
 pub use divergence::Divergence;
+use early_stop::early_stop;
 pub use inputs::{BaseModel, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings};
 use start::Start;
 use step::Session;
@@ -137,6 +139,13 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
         if checkpoint_due {
             let samples = run.answer_sample_prompts(&training.model);
             run.checkpoint(&mut training, evaluation, samples)?;
+            let early = (inputs.settings.checkpoints.early_stopping)
+                .and_then(|spec| early_stop(&training.state.checkpoints, &spec));
+            if let Some(stop) = early
+                && training.state.step < total_steps
+            {
+                return run.finish_early(training, stop);
+            }
         }
     }
     run.finish(training)
