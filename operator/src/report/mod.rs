@@ -40,7 +40,7 @@ pub use fold::{
 };
 pub use log_line::render_event;
 pub use milestone::Milestone;
-pub use server::report_router;
+pub use server::{parse_events, report_router};
 pub use state::{ReportSettings, ReportState};
 
 /// What the endpoint needs to know about a job before it accepts its trainer's

@@ -258,7 +258,7 @@ async fn fold_posted<C: ReportCluster>(
 /// One event object, or an array of them, parsed straight into events: never through
 /// a generic JSON tree, which takes ten to twenty times the body's bytes for small
 /// objects. The error names what is wrong and where (serde's line and column).
-fn parse_events(body: &[u8]) -> Result<Vec<TrainerEvent>, String> {
+pub fn parse_events(body: &[u8]) -> Result<Vec<TrainerEvent>, String> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => serde_json::from_slice::<Vec<TrainerEvent>>(body)
             .map_err(|error| format!("body is not a batch of events: {error}")),
