@@ -229,6 +229,23 @@ async fn succeeded(world: &World, name: &str) -> anneal_crds::finetunejob::FineT
     status
 }
 
+/// The status of job `name` once it has failed.
+async fn failed(world: &World, name: &str) -> anneal_crds::finetunejob::FineTuneJobStatus {
+    world
+        .wait_for(name, TRAINING, "Failed", |s| {
+            s.phase == Some(JobPhase::Failed)
+        })
+        .await
+        .status
+        .unwrap()
+}
+
+/// The reason of a failed job's `Failed` condition.
+fn failed_reason(status: &anneal_crds::finetunejob::FineTuneJobStatus) -> &str {
+    let failed = status.conditions.iter().find(|c| c.type_ == "Failed");
+    &failed.expect("a Failed condition").reason
+}
+
 fn pod_output(world: &World, pod: &str) -> String {
     std::fs::read_to_string(world.pod_dir(pod).join("output.log")).unwrap_or_default()
 }
@@ -309,18 +326,8 @@ async fn a_diverged_run_fails_with_reason_diverged_and_keeps_its_last_good_check
     world.kubelet.add_env("ANNEAL_FAULT_NAN_LOSS_AT_STEP", "3");
     let operator = world.start_operator(None).await;
     world.apply(&job_yaml("nan", 2, 2, "")).await;
-    let failed = world
-        .wait_for("nan", TRAINING, "Failed", |s| {
-            s.phase == Some(JobPhase::Failed)
-        })
-        .await;
-    let status = failed.status.unwrap();
-    let condition = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Failed")
-        .unwrap();
-    assert_eq!(condition.reason, "Diverged");
+    let status = failed(&world, "nan").await;
+    assert_eq!(failed_reason(&status), "Diverged");
     let message = status.message.unwrap();
     assert!(
         message.starts_with(
@@ -721,23 +728,10 @@ async fn a_secret_in_the_way_ends_the_job_and_is_left_as_it_was() {
     let before = secrets.get("clash-trainer").await.unwrap();
 
     world.apply(&job_yaml("clash", 1, 2, "")).await;
-    let failed = world
-        .wait_for("clash", TRAINING, "Failed", |s| {
-            s.phase == Some(JobPhase::Failed)
-        })
-        .await;
-    let status = failed.status.unwrap();
-    let condition = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Failed")
-        .unwrap();
-    assert_eq!(condition.reason, "NameConflict");
-    assert!(
-        condition.message.contains("Secret named clash-trainer"),
-        "{}",
-        condition.message
-    );
+    let status = failed(&world, "clash").await;
+    assert_eq!(failed_reason(&status), "NameConflict");
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("Secret named clash-trainer"), "{message}");
     let after = secrets.get("clash-trainer").await.unwrap();
     assert_eq!(after.data, before.data, "the Secret was not touched");
     assert!(after.metadata.owner_references.is_none());

@@ -75,6 +75,21 @@ pub(crate) fn events(stdout: &[u8]) -> Vec<TrainerEvent> {
         .collect()
 }
 
+/// The result of the `Succeeded` event among `events`.
+pub(crate) fn succeeded_result(events: &[TrainerEvent]) -> anneal_crds::finetunejob::JobResult {
+    events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::Phase {
+                phase: JobPhase::Succeeded,
+                result,
+                ..
+            } => result.clone(),
+            _ => None,
+        })
+        .expect("a Succeeded event with the result")
+}
+
 pub(crate) fn expect(output: &Output, code: i32) {
     assert_eq!(
         output.status.code(),
@@ -114,16 +129,7 @@ fn killed_then_stopped_then_resumed_ends_like_an_uninterrupted_run() {
     let straight = dir.path().join("straight");
     let output = trainer_train(&manifest, &straight, &[]).output().unwrap();
     expect(&output, 0);
-    let finished = events(&output.stdout);
-    let result = finished.iter().find_map(|e| match &e.body {
-        EventBody::Phase {
-            phase: JobPhase::Succeeded,
-            result,
-            ..
-        } => result.clone(),
-        _ => None,
-    });
-    let result = result.expect("a Succeeded event with the result");
+    let result = succeeded_result(&events(&output.stdout));
     assert_eq!(result.model_id, "ft:anneal-tiny:cli:ckpt-10");
     let run = straight.join("team-a/cli/r1");
     assert_eq!(
@@ -462,17 +468,7 @@ fn early_stopping_ends_the_run_on_its_best_checkpoint() {
     let output = trainer_train(&manifest, &out, &[]).output().unwrap();
     expect(&output, 0);
     let events = events(&output.stdout);
-    let result = events
-        .iter()
-        .find_map(|e| match &e.body {
-            EventBody::Phase {
-                phase: JobPhase::Succeeded,
-                result,
-                ..
-            } => result.clone(),
-            _ => None,
-        })
-        .expect("a Succeeded event with the result");
+    let result = succeeded_result(&events);
     let run = out.join("team-a/cli/r1");
     assert_eq!(result.model_id, "ft:anneal-tiny:cli:ckpt-2");
     assert_eq!(

@@ -101,17 +101,7 @@ fn a_job_with_everything_in_s3_trains_checkpoints_and_resumes_there() {
     let events = train(Some(&server), &in_s3, "s3://anneal/runs", &[]);
 
     let run = "runs/ml/s3job/uid-1";
-    let result = events
-        .iter()
-        .find_map(|e| match &e.body {
-            EventBody::Phase {
-                phase: JobPhase::Succeeded,
-                result,
-                ..
-            } => result.clone(),
-            _ => None,
-        })
-        .expect("a Succeeded event");
+    let result = crate::train_cli::succeeded_result(&events);
     assert_eq!(result.uri, format!("s3://anneal/{run}/final"));
     let checkpoints: Vec<String> = events
         .iter()
