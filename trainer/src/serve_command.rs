@@ -47,7 +47,8 @@ pub struct ServeArgs {
     /// Connections open at once; more wait until one closes.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
-    /// Seconds a connection has to send a request's head before it is cut.
+    /// Seconds a connection has to send a request's head before it is cut, and that a
+    /// request body may go without a byte before the request is refused.
     #[arg(long, default_value_t = 30)]
     pub header_timeout_seconds: u64,
     /// After SIGTERM, seconds the replies in flight get before the connections still

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use futures_util::Stream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::unbounded_channel;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::api_error::ApiError;
 use super::chat_request::{ChatRequest, parse_chat_request};
@@ -49,13 +50,20 @@ pub struct ServerState {
     pub shutting_down: AtomicBool,
     pub metrics: ServeMetrics,
     pub started: u64,
+    /// Time a request body may go without a byte before the request is refused (so a
+    /// body that never arrives does not hold a connection until shutdown).
+    pub body_timeout: Duration,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
+    let body_timeout = RequestBodyTimeoutLayer::new(state.body_timeout);
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
-        .route("/v1/chat/completions", post(chat_completions))
+        .route(
+            "/v1/chat/completions",
+            post(chat_completions).layer(body_timeout),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)

@@ -83,6 +83,7 @@ impl BackendJob for Prepared {
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            body_timeout: options.header_timeout,
         });
         let names: Vec<&str> = state.models.iter().map(|m| m.name.as_str()).collect();
         eprintln!(

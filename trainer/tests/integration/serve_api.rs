@@ -609,6 +609,39 @@ fn silent_connections_are_cut_and_health_is_answered_at_the_connection_cap() {
 }
 
 #[test]
+fn a_body_that_stops_arriving_is_refused_after_the_timeout() {
+    let server = Server::start(&["--header-timeout-seconds", "1"]);
+    let mut socket = TcpStream::connect(&server.address).unwrap();
+    write!(
+        socket,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\""
+    )
+    .unwrap();
+    let sent = Instant::now();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The reply ends the exchange; read until its JSON body is whole.
+    while !String::from_utf8_lossy(&response).trim_end().ends_with('}') {
+        let read = socket
+            .read(&mut chunk)
+            .expect("an answer within the timeout");
+        assert!(read > 0, "closed without an answer");
+        response.extend_from_slice(&chunk[..read]);
+    }
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("The body could not be read"), "{text}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
 fn a_half_sent_request_does_not_hold_the_shutdown_past_its_grace() {
     let mut server = Server::start(&["--shutdown-grace-seconds", "2"]);
     // The head whole, the body never: the request waits for bytes that do not come.
