@@ -132,6 +132,47 @@ fn uri_problem(uri: &str, schemes: &[&str]) -> Option<String> {
     }
 }
 
+/// `spec.checkpoints`: when to save, what to ask at each, and early stopping (which
+/// needs validation data from `spec.dataset`).
+fn check_checkpoints(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
+    let c = &spec.checkpoints;
+    if c.every_steps == Some(0) {
+        e.push("spec.checkpoints.everySteps", "must be at least 1, got 0");
+    }
+    e.range("spec.checkpoints.keep", c.keep, (1, CHECKPOINTS_KEEP_MAX));
+    if c.sample_prompts.len() > SAMPLE_PROMPTS_MAX {
+        e.push(
+            "spec.checkpoints.samplePrompts",
+            format!(
+                "at most {SAMPLE_PROMPTS_MAX} prompts, got {}",
+                c.sample_prompts.len()
+            ),
+        );
+    }
+    for (i, prompt) in c.sample_prompts.iter().enumerate() {
+        let path = format!("spec.checkpoints.samplePrompts[{i}].messages");
+        check_prompt(e, &path, &prompt.messages);
+    }
+    if let Some(early) = &c.early_stopping {
+        e.range(
+            "spec.checkpoints.earlyStopping.patience",
+            Some(early.patience),
+            EARLY_STOPPING_PATIENCE,
+        );
+        e.at_most(
+            "spec.checkpoints.earlyStopping.minDelta",
+            Some(early.min_delta),
+            EARLY_STOPPING_MIN_DELTA_MAX,
+        );
+        if spec.dataset.validation.is_none() && spec.dataset.resolved_validation_split() <= 0.0 {
+            e.push(
+                "spec.checkpoints.earlyStopping",
+                "needs validation data to judge by: set spec.dataset.validation or a validationSplit above 0",
+            );
+        }
+    }
+}
+
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -300,43 +341,7 @@ impl FineTuneJobSpec {
             );
         }
 
-        let c = &self.checkpoints;
-        if c.every_steps == Some(0) {
-            e.push("spec.checkpoints.everySteps", "must be at least 1, got 0");
-        }
-        e.range("spec.checkpoints.keep", c.keep, (1, CHECKPOINTS_KEEP_MAX));
-        if c.sample_prompts.len() > SAMPLE_PROMPTS_MAX {
-            e.push(
-                "spec.checkpoints.samplePrompts",
-                format!(
-                    "at most {SAMPLE_PROMPTS_MAX} prompts, got {}",
-                    c.sample_prompts.len()
-                ),
-            );
-        }
-        for (i, prompt) in c.sample_prompts.iter().enumerate() {
-            let path = format!("spec.checkpoints.samplePrompts[{i}].messages");
-            check_prompt(&mut e, &path, &prompt.messages);
-        }
-        if let Some(early) = &c.early_stopping {
-            e.range(
-                "spec.checkpoints.earlyStopping.patience",
-                Some(early.patience),
-                EARLY_STOPPING_PATIENCE,
-            );
-            e.at_most(
-                "spec.checkpoints.earlyStopping.minDelta",
-                Some(early.min_delta),
-                EARLY_STOPPING_MIN_DELTA_MAX,
-            );
-            if self.dataset.validation.is_none() && self.dataset.resolved_validation_split() <= 0.0
-            {
-                e.push(
-                    "spec.checkpoints.earlyStopping",
-                    "needs validation data to judge by: set spec.dataset.validation or a validationSplit above 0",
-                );
-            }
-        }
+        check_checkpoints(&mut e, self);
 
         if let Some(output) = &self.output {
             e.uri("spec.output.uri", &output.uri, &STORAGE_SCHEMES);

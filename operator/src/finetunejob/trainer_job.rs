@@ -14,8 +14,8 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource, Volume,
+    ConfigMapVolumeSource, Container, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource,
+    PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -23,6 +23,7 @@ use kube::Resource;
 
 use crate::config::OperatorConfig;
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
+use crate::shared::pod_parts::env as pod_env;
 use crate::shared::pod_parts::{
     PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
     gpu_tolerations, kernel_cache, mount, pod_security,
@@ -225,36 +226,14 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
     }
     let secret_name = trainer_secret_name(meta.name);
 
-    let mut env = vec![
-        env("ANNEAL_OUTPUT", &output_uri(job, config)?),
-        env("ANNEAL_RUN_ID", meta.uid),
-        env("ANNEAL_RESUME", "true"),
-        env("ANNEAL_WORK_DIR", "/work"),
-        env("HOME", "/work"),
-        env(
-            "ANNEAL_REPORT_URL",
-            &format!(
-                "{}/v1/jobs/{}/{}/events",
-                config.report_base_url.trim_end_matches('/'),
-                meta.namespace,
-                meta.name
-            ),
-        ),
-        env(
-            "ANNEAL_REPORT_TOKEN_FILE",
-            &format!("{JOB_FILES_DIR}/{TOKEN_KEY}"),
-        ),
-        // Why the trainer failed, with its reason (`Diverged: ...`), where the
-        // operator reads it back from the pod.
-        env("ANNEAL_TERMINATION_LOG", "/dev/termination-log"),
-    ];
+    let mut env = trainer_env(job, &meta, config)?;
     // On a GPU: burn-cuda compiles its kernels into a writable cache.
     let cache = (resources.gpus > 0).then(|| kernel_cache(config));
     if resources.gpus > 0 {
         // The GPU the Validating verdict planned for: the trainer plans its
         // micro-batch for the same memory.
         let memory = exact_size(config.gpu_memory);
-        env.push(crate::shared::pod_parts::env("ANNEAL_GPU_MEMORY", &memory));
+        env.push(pod_env("ANNEAL_GPU_MEMORY", &memory));
     }
     if let Some((_, _, variable)) = &cache {
         env.push(variable.clone());
@@ -263,10 +242,7 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
     if let Some((_, bytes)) = &cpu_memory {
         // The CPU backend would otherwise plan for the node's MemAvailable, which a
         // container's memory limit does not change.
-        env.push(crate::shared::pod_parts::env(
-            "ANNEAL_CPU_MEMORY",
-            &exact_size(*bytes),
-        ));
+        env.push(pod_env("ANNEAL_CPU_MEMORY", &exact_size(*bytes)));
     }
     env.sort_by(|a, b| a.name.cmp(&b.name));
     let env_from = credentials_env(credentials_secret(job, config).as_deref());
@@ -392,6 +368,38 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
 
 /// `size` as the trainer reads it back to the byte: `80GiB`, else a count of bytes
 /// (`ByteSize`'s display rounds to a tenth).
+/// What every trainer pod is told: where to write and resume, where to report, and
+/// where to leave the reason of a failure.
+fn trainer_env(
+    job: &FineTuneJob,
+    meta: &Meta<'_>,
+    config: &OperatorConfig,
+) -> Result<Vec<EnvVar>, PlanError> {
+    Ok(vec![
+        env("ANNEAL_OUTPUT", &output_uri(job, config)?),
+        env("ANNEAL_RUN_ID", meta.uid),
+        env("ANNEAL_RESUME", "true"),
+        env("ANNEAL_WORK_DIR", "/work"),
+        env("HOME", "/work"),
+        env(
+            "ANNEAL_REPORT_URL",
+            &format!(
+                "{}/v1/jobs/{}/{}/events",
+                config.report_base_url.trim_end_matches('/'),
+                meta.namespace,
+                meta.name
+            ),
+        ),
+        env(
+            "ANNEAL_REPORT_TOKEN_FILE",
+            &format!("{JOB_FILES_DIR}/{TOKEN_KEY}"),
+        ),
+        // Why the trainer failed, with its reason (`Diverged: ...`), where the
+        // operator reads it back from the pod.
+        env("ANNEAL_TERMINATION_LOG", "/dev/termination-log"),
+    ])
+}
+
 /// A CPU trainer's memory: the spec's (and its size, when it is one the trainer can
 /// read), else the operator's `--cpu-trainer-memory`.
 fn cpu_trainer_memory(resources: &ResourcesSpec, config: &OperatorConfig) -> (Quantity, ByteSize) {
