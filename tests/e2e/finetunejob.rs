@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anneal_crds::finetunejob::JobPhase;
-use anneal_e2e::operator_harness::{NAMESPACE, World, events_about, job_yaml, quickstart_lines};
+use anneal_e2e::operator_harness::{NAMESPACE, World, events_once, job_yaml, quickstart_lines};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
@@ -13,12 +13,16 @@ use kube::api::ListParams;
 
 const TRAINING: Duration = Duration::from_secs(240);
 
-async fn events_for(world: &World, name: &str) -> Vec<(String, String)> {
-    events_about(&world.client(), NAMESPACE, name)
-        .await
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
+/// The (reason, note) of the Events about `name`, once one has reason `last` (the
+/// Event a controller publishes after the status the test has just seen).
+async fn events_for(world: &World, name: &str, last: &str) -> Vec<(String, String)> {
+    events_once(&world.client(), NAMESPACE, name, |events| {
+        events.iter().any(|e| e.reason.as_deref() == Some(last))
+    })
+    .await
+    .into_iter()
+    .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -134,7 +138,7 @@ async fn a_job_trains_to_succeeded_with_progress_metrics_checkpoints_and_a_model
         "{metrics}"
     );
 
-    let reasons: Vec<String> = events_for(&world, "story")
+    let reasons: Vec<String> = events_for(&world, "story", "Succeeded")
         .await
         .into_iter()
         .map(|(r, _)| r)
@@ -182,7 +186,7 @@ async fn a_bad_dataset_fails_validation_naming_the_line_before_any_pod() {
             .items
             .is_empty()
     );
-    let events = events_for(&world, "bad-data").await;
+    let events = events_for(&world, "bad-data", "Failed").await;
     assert!(
         events
             .iter()
@@ -700,7 +704,7 @@ async fn the_memory_plan_refuses_what_cannot_fit_its_gpus_before_any_pod() {
             .items
             .is_empty()
     );
-    let events = events_for(&world, "too-big").await;
+    let events = events_for(&world, "too-big", "Failed").await;
     assert!(
         events
             .iter()

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
 use anneal_crds::{FineTuneJob, ModelDeployment};
-use anneal_e2e::operator_harness::{events_about, start_operator};
+use anneal_e2e::operator_harness::{events_once, start_operator};
 use anneal_fake_apiserver::FakeApiServer;
 use anneal_operator::config::OperatorConfig;
 use anneal_operator::metrics::Metrics;
 use anneal_operator::modeldeployment::controller::{Context, run_modeldeployment_controller};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
@@ -238,12 +239,23 @@ async fn pods_ready(client: &Client, name: &str, ready: i32) {
         .unwrap();
 }
 
-async fn event_reasons(client: &Client, name: &str) -> Vec<(String, String)> {
-    events_about(client, NAMESPACE, name)
-        .await
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
-        .collect()
+/// The (reason, type) of the Events about `name`, once every one of `wanted` is there
+/// (or after the harness's wait, so the caller's assertion names what is missing).
+async fn event_reasons(client: &Client, name: &str, wanted: &[&str]) -> Vec<(String, String)> {
+    let reasons_of = |events: &[Event]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e.reason.clone().unwrap_or_default())
+            .collect()
+    };
+    events_once(client, NAMESPACE, name, |events| {
+        let reasons = reasons_of(events);
+        wanted.iter().all(|w| reasons.iter().any(|r| r == w))
+    })
+    .await
+    .into_iter()
+    .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
+    .collect()
 }
 
 fn condition<'a>(status: &'a ModelDeploymentStatus, type_: &str) -> (&'a str, &'a str) {
@@ -383,7 +395,7 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
         ("True", "MinimumReplicasAvailable")
     );
     assert_eq!(ready.message.as_deref(), Some("1 of 1 serving pods ready"));
-    let reasons = event_reasons(&client, "chat").await;
+    let reasons = event_reasons(&client, "chat", &["Pending", "Loading", "Ready"]).await;
     for phase in ["Pending", "Loading", "Ready"] {
         assert!(
             reasons.contains(&(phase.to_owned(), "Normal".to_owned())),
@@ -475,7 +487,7 @@ async fn an_unknown_checkpoint_fails_naming_the_ones_there_are() {
         ("False", "CheckpointNotFound")
     );
     assert!(server(&client, "typo").await.is_none());
-    let reasons = event_reasons(&client, "typo").await;
+    let reasons = event_reasons(&client, "typo", &["Failed"]).await;
     assert!(
         reasons.contains(&("Failed".to_owned(), "Warning".to_owned())),
         "{reasons:?}"

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anneal_crds::finetunejob::JobPhase;
 use anneal_e2e::operator_harness::{
-    BUCKET, NAMESPACE, World, events_about, job_yaml, quickstart_lines,
+    BUCKET, NAMESPACE, World, events_once, job_yaml, quickstart_lines,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -115,8 +115,11 @@ async fn no_secret_value_appears_where_users_read() {
             serde_json::to_string(&job).unwrap(),
         ));
     }
-    for name in ["fine", "broken"] {
-        let events = events_about(&world.client(), NAMESPACE, name).await;
+    for (name, last) in [("fine", "Succeeded"), ("broken", "Failed")] {
+        let events = events_once(&world.client(), NAMESPACE, name, |events| {
+            events.iter().any(|e| e.reason.as_deref() == Some(last))
+        })
+        .await;
         assert!(events.len() >= 2, "{name}: {} events", events.len());
         places.push((
             format!("Events of {name}"),

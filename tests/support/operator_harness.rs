@@ -338,3 +338,22 @@ pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Vec<E
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect()
 }
+
+/// The Events about `name` once `done` holds for them, or after ten seconds
+/// whatever there is. Controllers publish an Event after writing the status it
+/// announces, so a test that has just seen the status must wait for the Event.
+pub async fn events_once(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    done: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
+    let started = Instant::now();
+    loop {
+        let events = events_about(client, namespace, name).await;
+        if done(&events) || started.elapsed() > Duration::from_secs(10) {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
