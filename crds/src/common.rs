@@ -46,6 +46,12 @@ pub struct ResourcesSpec {
     /// Memory limit of the pod, e.g. `64Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
+    /// Size limit of the pod's scratch disk (`/work`: the downloaded model, datasets
+    /// and checkpoints on their way to storage), e.g. `300Gi`. Default: from the
+    /// model's size where the operator knows it, else the install's `scratchSize`.
+    /// A pod that writes past it is evicted, so one job cannot fill its node's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<Quantity>,
     /// Container image to run instead of the operator's configured one; only images the
     /// install allows (its `allowedImages` patterns) run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +67,7 @@ impl Default for ResourcesSpec {
             node_selector: None,
             tolerations: None,
             memory: None,
+            scratch: None,
             image: None,
         }
     }

@@ -400,6 +400,17 @@ fn check_resources(e: &mut FieldErrors, path: &str, resources: &crate::common::R
     if let Some(image) = &resources.image {
         e.length(&format!("{path}.image"), image, URI_MAX);
     }
+    if let Some(scratch) = &resources.scratch
+        && let Err(error) = scratch.0.parse::<crate::memory_plan::ByteSize>()
+    {
+        e.push(
+            format!("{path}.scratch"),
+            format!(
+                "{:?} is not a size ({}); write it like 300Gi",
+                error.text, error.reason
+            ),
+        );
+    }
 }
 
 /// Checks a ModelDeployment's spec.

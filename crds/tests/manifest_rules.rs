@@ -279,6 +279,12 @@ fn job_cases() -> Vec<Case> {
             &["/spec/resources/gpus: 16 is greater than the maximum of 8.0"],
             &["spec.resources.gpus: must be between 0 and 8, got 16"],
         ),
+        (
+            "a scratch size that is not one",
+            json!({"spec": {"resources": {"scratch": "lots"}}}),
+            &[],
+            &[r#"spec.resources.scratch: "lots" is not a size (no number); write it like 300Gi"#],
+        ),
     ]
 }
 

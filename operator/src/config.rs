@@ -82,6 +82,12 @@ pub struct OperatorConfig {
     /// unset; the trainer plans its micro-batch for its pod's limit either way.
     #[arg(long, env = "ANNEAL_CPU_TRAINER_MEMORY", default_value = "8GiB")]
     pub cpu_trainer_memory: ByteSize,
+    /// Size limit of a trainer or serving pod's scratch disk (`/work`) when its
+    /// spec.resources.scratch is unset and the operator does not know the model's size
+    /// (a trainer of a known model gets what its download, datasets and checkpoints
+    /// need). A pod that writes past its limit is evicted instead of filling the node.
+    #[arg(long, env = "ANNEAL_SCRATCH_SIZE", default_value = "200GiB")]
+    pub scratch_size: ByteSize,
     /// Time a stopping trainer gets to write its checkpoint after SIGTERM (not a flag).
     #[arg(skip = 300)]
     pub trainer_grace_seconds: i64,

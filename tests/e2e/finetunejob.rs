@@ -298,6 +298,48 @@ async fn a_crashed_trainer_is_retried_and_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oom_killed_trainer_fails_with_reason_out_of_memory_without_a_retry() {
+    let world = World::start(&quickstart_lines(96)).await;
+    let operator = world.start_operator(None).await;
+    world.apply(&job_yaml("oom", 2, 2, "")).await;
+    first_checkpoint(&world, "oom").await;
+    world.kubelet.oom_kill("oom-trainer-0");
+    let status = failed(&world, "oom").await;
+    assert_eq!(failed_reason(&status), "OutOfMemory");
+    let message = status.message.unwrap();
+    let step = status.progress.as_ref().unwrap().step;
+    assert_eq!(
+        message,
+        format!(
+            "the trainer was killed for going over its memory limit (8Gi) after step {step}; set \
+             spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens"
+        )
+    );
+    // The same plan is not tried again: no second pod, and the trainer Job is gone.
+    let gone = tokio::time::Instant::now() + Duration::from_secs(10);
+    while trainer_job(&world, "oom").await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < gone,
+            "the trainer Job is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    let names: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(!names.contains(&"oom-trainer-1".to_owned()), "{names:?}");
+    // What was saved stays saved.
+    assert!(!status.checkpoints.is_empty());
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trainer_error_fails_the_job_at_once_with_the_trainers_words() {
     let world = World::start(&quickstart_lines(24)).await;
     let operator = world.start_operator(None).await;

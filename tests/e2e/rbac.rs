@@ -465,6 +465,7 @@ fn the_network_policy_lets_only_trainer_pods_reach_the_report_port() {
     let planned = anneal_operator::finetunejob::trainer_job::plan_trainer_job(
         &job,
         &anneal_operator::config::OperatorConfig::default(),
+        None,
     )
     .unwrap();
     let trainer_labels = planned

@@ -73,6 +73,8 @@ struct RunningPod {
     /// The container's termination message file (its `terminationMessagePath`).
     termination_log: PathBuf,
     terminating: bool,
+    /// Killed as the kernel's OOM killer does at the memory limit (`OOMKilled`).
+    oom_killed: bool,
     container: String,
     /// Set for a Deployment's pod.
     serving: Option<ServingPod>,
@@ -214,6 +216,15 @@ impl FakeKubelet {
         }
     }
 
+    /// Kills a pod's process with SIGKILL and reports its container `OOMKilled`, as
+    /// the kernel does to a container over its memory limit.
+    pub fn oom_kill(&self, pod_name: &str) {
+        if let Some(pod) = self.running.lock().unwrap().get_mut(pod_name) {
+            pod.oom_killed = true;
+            let _ = pod.child.kill();
+        }
+    }
+
     /// Names of the pods whose processes run now.
     pub fn running_pods(&self) -> Vec<String> {
         let mut names: Vec<String> = self.running.lock().unwrap().keys().cloned().collect();
@@ -282,27 +293,32 @@ impl Worker {
                 }
                 if let Ok(Some(status)) = process.child.try_wait() {
                     let code = status.code().unwrap_or(137);
+                    let reason = match (code, process.oom_killed) {
+                        (0, _) => "Completed",
+                        (_, true) => "OOMKilled",
+                        (_, false) => "Error",
+                    };
                     exited.push((
                         name.clone(),
                         process.container.clone(),
-                        code,
+                        (code, reason),
                         termination_message(process, code),
                     ));
                 }
             }
             let mut exits = self.exits.lock().unwrap();
-            for (name, _, code, _) in &exited {
+            for (name, _, (code, _), _) in &exited {
                 running.remove(name);
                 exits.insert(name.clone(), *code);
             }
         }
-        for (name, container, code, message) in exited {
+        for (name, container, (code, reason), message) in exited {
             if pods.iter().any(|p| p.name_any() == name) {
                 let phase = if code == 0 { "Succeeded" } else { "Failed" };
                 let patch = json!({"status": {"phase": phase, "containerStatuses": [{
                     "name": container, "image": "trainer", "imageID": "", "ready": false,
                     "restartCount": 0,
-                    "state": {"terminated": {"exitCode": code, "reason": if code == 0 {"Completed"} else {"Error"},
+                    "state": {"terminated": {"exitCode": code, "reason": reason,
                         "message": message, "finishedAt": now()}},
                 }]}});
                 pods_api
@@ -784,6 +800,7 @@ impl Worker {
                 log,
                 termination_log,
                 terminating: false,
+                oom_killed: false,
                 container: container.name.clone(),
                 serving,
             },

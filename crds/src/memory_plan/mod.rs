@@ -12,7 +12,8 @@
 //! - [`footprint`]: the byte formula of every part (bounds, for GPUs);
 //! - [`cpu_peak`]: the CPU backend's peak as measured;
 //! - [`plan`]: the peak, the micro-batch choice and [`DoesNotFit`];
-//! - [`render`]: the plan as a table; [`fit_table`]: what fits where, for the docs.
+//! - [`render`]: the plan as a table; [`fit_table`]: what fits where, for the docs;
+//! - [`scratch`]: the trainer pod's scratch disk.
 
 pub mod byte_size;
 pub mod cpu_peak;
@@ -24,6 +25,7 @@ pub mod known_models;
 pub mod model_shape;
 pub mod plan;
 pub mod render;
+pub mod scratch;
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +38,7 @@ pub use inputs::{
 pub use known_models::{KNOWN_MODELS, known_shape};
 pub use model_shape::ModelShape;
 pub use plan::{DoesNotFit, MemoryPlan, plan};
+pub use scratch::{ScratchPlan, scratch_plan};
 
 use crate::finetunejob::FineTuneJobSpec;
 

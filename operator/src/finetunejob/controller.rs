@@ -25,6 +25,7 @@ use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::finetunejob::dataset_check::{DatasetCheck, check_datasets};
 use crate::finetunejob::kube_report::KubeReportCluster;
+use crate::finetunejob::memory_verdict::ShapeFound;
 use crate::finetunejob::memory_verdict::judge_memory;
 use crate::finetunejob::model_shape_check::find_model_shape;
 use crate::finetunejob::trainer_job::{
@@ -32,7 +33,8 @@ use crate::finetunejob::trainer_job::{
     trainer_secret_name,
 };
 use crate::finetunejob::trainer_observation::{
-    TrainerState, last_failure_message, observe_trainer_job, plan_phase,
+    TrainerState, last_failure_message, observe_trainer_job, plan_phase, repeating_failure,
+    trainer_memory_limit,
 };
 use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_spec};
 use crate::metrics::Metrics;
@@ -236,7 +238,12 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
                     return Ok(Action::await_change());
                 }
             }
-            let planned = plan_trainer_job(job, &context.config)?;
+            // The model's size sizes the pod's scratch disk.
+            let shape = match find_model_shape(&context.client, job, &context.config).await? {
+                ShapeFound::ConfigJson(shape) | ShapeFound::BuiltIn(shape) => Some(shape),
+                ShapeFound::Unknown(_) => None,
+            };
+            let planned = plan_trainer_job(job, &context.config, shape)?;
             match trainers.create(&PostParams::default(), &planned).await {
                 Ok(created) => {
                     info!("created the trainer Job");
@@ -256,6 +263,19 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
         }
         None => Vec::new(),
     };
+    if end_on_repeating_failure(
+        job,
+        context,
+        trainer.as_ref(),
+        &trainer_pods,
+        &mut next,
+        &now,
+    )
+    .await?
+    {
+        write_status(job, &status, &next, context).await?;
+        return Ok(Action::await_change());
+    }
     let state = observe_trainer_job(
         trainer.as_ref(),
         last_failure_message(&trainer_pods).as_deref(),
@@ -514,6 +534,60 @@ fn admit(job: &FineTuneJob, context: &Context, token: String) -> Result<()> {
 
 /// Marks the job failed and complete with `reason`: a verdict of Validating, or an
 /// object in its way.
+/// Ends the job `Failed` at once when its trainer pods show a failure every retry of
+/// the same plan would repeat (an OOM kill, a full scratch disk), deleting the trainer
+/// Job that would otherwise retry it. Returns whether it did.
+async fn end_on_repeating_failure(
+    job: &FineTuneJob,
+    context: &Context,
+    trainer: Option<&Job>,
+    pods: &[Pod],
+    next: &mut FineTuneJobStatus,
+    now: &Time,
+) -> Result<bool> {
+    let Some(trainer) = trainer else {
+        return Ok(false);
+    };
+    if observe_trainer_job(Some(trainer), None) == TrainerState::Succeeded {
+        return Ok(false);
+    }
+    let step = next.progress.as_ref().map(|p| p.step);
+    let limit = trainer_memory_limit(trainer);
+    let Some(failure) = repeating_failure(pods, step, limit.as_deref()) else {
+        return Ok(false);
+    };
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    if trainer.metadata.deletion_timestamp.is_none() {
+        info!(
+            reason = failure.reason,
+            "deleting the trainer Job: its retries would fail the same way"
+        );
+        let trainers: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
+        match trainers
+            .delete(
+                &trainer_job_name(&name),
+                &DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                },
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if let Err(error) = context.reports.flush_now(&namespace, &name).await {
+        warn!(%error, "flushing the trainer's last events");
+    }
+    context.reports.close_job(&namespace, &name);
+    let generation = job.metadata.generation;
+    end_failed(next, failure.reason, &failure.message, generation, now);
+    Ok(true)
+}
+
 fn end_failed(
     next: &mut FineTuneJobStatus,
     reason: &str,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::common::ResourcesSpec;
-use anneal_crds::memory_plan::{ByteSize, GIB};
+use anneal_crds::memory_plan::{ByteSize, GIB, ModelShape, scratch_plan};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -25,8 +25,8 @@ use crate::config::OperatorConfig;
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::env as pod_env;
 use crate::shared::pod_parts::{
-    PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
-    gpu_tolerations, kernel_cache, mount, pod_security,
+    PVC_DIR, TMP_SIZE, container_security, credentials_env, device, empty_dir_limited, env,
+    gpu_resources, gpu_tolerations, kernel_cache, mount, pod_security, quantity_of, scratch_limit,
 };
 
 /// Name of the trainer's container, which the pod failure policy refers to.
@@ -213,8 +213,13 @@ pub fn plan_trainer_secret(job: &FineTuneJob, token: &str) -> Result<Secret, Pla
     })
 }
 
-/// The trainer's `batch/v1 Job`.
-pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Job, PlanError> {
+/// The trainer's `batch/v1 Job`. `shape`, the model's when the operator knows it,
+/// sizes the pod's scratch disk.
+pub fn plan_trainer_job(
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+    shape: Option<ModelShape>,
+) -> Result<Job, PlanError> {
     let meta = Meta::of(job)?;
     // Checked again here: the image is checked in Validating, but a resumed job may
     // have changed it since.
@@ -247,6 +252,12 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
     env.sort_by(|a, b| a.name.cmp(&b.name));
     let env_from = credentials_env(credentials_secret(job, config).as_deref());
 
+    // Whole GiB, as a person would write it.
+    let planned_scratch = shape.map(|shape| {
+        let total = scratch_plan(&job.spec, shape).total.bytes();
+        ByteSize(total.div_ceil(GIB) * GIB)
+    });
+    let scratch = scratch_limit(resources, planned_scratch, config);
     let mut mounts = vec![
         mount("job-files", JOB_FILES_DIR, true),
         mount("work", "/work", false),
@@ -262,8 +273,8 @@ pub fn plan_trainer_job(job: &FineTuneJob, config: &OperatorConfig) -> Result<Jo
             }),
             ..Volume::default()
         },
-        empty_dir("work"),
-        empty_dir("tmp"),
+        empty_dir_limited("work", scratch),
+        empty_dir_limited("tmp", TMP_SIZE),
     ];
     if let Some((volume, cache_mount, _)) = cache {
         mounts.push(cache_mount);
@@ -409,12 +420,7 @@ fn cpu_trainer_memory(resources: &ResourcesSpec, config: &OperatorConfig) -> (Qu
         .and_then(|q| q.0.parse::<ByteSize>().ok().map(|size| (q.clone(), size)));
     parsed.unwrap_or_else(|| {
         let size = config.cpu_trainer_memory;
-        let text = if size.bytes().is_multiple_of(GIB) {
-            format!("{}Gi", size.bytes() / GIB)
-        } else {
-            size.bytes().to_string()
-        };
-        (Quantity(text), size)
+        (quantity_of(size), size)
     })
 }
 

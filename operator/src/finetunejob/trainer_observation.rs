@@ -137,6 +137,77 @@ pub fn last_failure_message(pods: &[Pod]) -> Option<String> {
     })
 }
 
+/// A trainer pod failure that every retry of the same plan would repeat, so the job
+/// fails at once instead of using up its retries (each of which downloads the model
+/// again): the container killed for going over its memory limit, or the pod evicted
+/// for writing more than its scratch disk's size limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepeatingFailure {
+    /// The `Failed` condition's reason: `OutOfMemory` or `ScratchFull`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Condition reason of a trainer killed for its memory limit.
+pub const OUT_OF_MEMORY: &str = "OutOfMemory";
+/// Condition reason of a trainer pod evicted for its scratch disk's size limit.
+pub const SCRATCH_FULL: &str = "ScratchFull";
+
+/// The newest repeating failure among `pods`, if any. `step` is the last optimizer step
+/// the trainer reported, `memory_limit` its container's limit, both for the message.
+pub fn repeating_failure(
+    pods: &[Pod],
+    step: Option<u64>,
+    memory_limit: Option<&str>,
+) -> Option<RepeatingFailure> {
+    let at_step = step.map_or_else(
+        || " before its first step".to_owned(),
+        |step| format!(" after step {step}"),
+    );
+    pods.iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        if status.reason.as_deref() == Some("Evicted")
+            && let Some(message) = &status.message
+            && message.contains("EmptyDir volume")
+        {
+            return Some(RepeatingFailure {
+                reason: SCRATCH_FULL,
+                message: format!(
+                    "the trainer pod was evicted{at_step}: {}; set spec.resources.scratch larger (the model, datasets and two checkpoints must fit)",
+                    cut(message.trim().trim_end_matches('.'), 256)
+                ),
+            });
+        }
+        let killed = status
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?;
+        (killed.reason.as_deref() == Some("OOMKilled")).then(|| RepeatingFailure {
+            reason: OUT_OF_MEMORY,
+            message: format!(
+                "the trainer was killed for going over its memory limit ({}){at_step}; set spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens",
+                memory_limit.unwrap_or("none set")
+            ),
+        })
+    })
+}
+
+/// The memory limit of the trainer Job's container, as written in it.
+pub fn trainer_memory_limit(job: &Job) -> Option<String> {
+    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+    let container = pod
+        .containers
+        .iter()
+        .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?;
+    let limits = container.resources.as_ref()?.limits.as_ref()?;
+    limits.get("memory").map(|q| q.0.clone())
+}
+
 fn cut(text: &str, max: usize) -> &str {
     match text.char_indices().nth(max) {
         Some((index, _)) => &text[..index],

@@ -22,8 +22,8 @@ use crate::config::OperatorConfig;
 use crate::modeldeployment::model_resolution::{ServedModel, Source};
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::{
-    PVC_DIR, container_security, credentials_env, device, empty_dir, env, gpu_resources,
-    gpu_tolerations, kernel_cache, mount, pod_security,
+    PVC_DIR, TMP_SIZE, container_security, credentials_env, device, empty_dir_limited, env,
+    gpu_resources, gpu_tolerations, kernel_cache, mount, pod_security, scratch_limit,
 };
 
 /// Label every object and pod of a deployment carries: its ModelDeployment's name.
@@ -408,7 +408,13 @@ pub fn plan_deployment(
     let credentials = credentials_env(model.credentials_secret.as_deref());
 
     let mut mounts = vec![mount("work", WORK_DIR, false), mount("tmp", "/tmp", false)];
-    let mut volumes = vec![empty_dir("work"), empty_dir("tmp")];
+    // The downloaded model (builtin) or vLLM's caches; vLLM's model gets its own
+    // volume of the same limit.
+    let scratch = scratch_limit(resources, None, config);
+    let mut volumes = vec![
+        empty_dir_limited("work", scratch),
+        empty_dir_limited("tmp", TMP_SIZE),
+    ];
     let mut env_vars = vec![env("HOME", WORK_DIR)];
     let (image, command) = match runtime {
         ServingRuntime::Builtin => {
@@ -433,7 +439,7 @@ pub fn plan_deployment(
             env_vars.push(env("HF_HOME", &format!("{WORK_DIR}/huggingface")));
             env_vars.push(env("USER", "anneal"));
             mounts.push(mount("models", MODELS_DIR, true));
-            volumes.push(empty_dir("models"));
+            volumes.push(empty_dir_limited("models", scratch));
             // PyTorch's workers share tensors through /dev/shm, which is 64 MiB by default.
             mounts.push(mount("dshm", "/dev/shm", false));
             volumes.push(Volume {

@@ -1,16 +1,19 @@
 //! Pieces every pod the operator plans shares: the hardened security contexts, GPU
 //! requests with their toleration, the kernel cache of pods that run burn-cuda, and
-//! small builders for env vars, mounts and scratch volumes. The trainer Job and the serving Deployment both build from these,
-//! so a pod of either kind is placed and locked down the same way.
+//! small builders for env vars, mounts and size-limited scratch volumes. The trainer
+//! Job and the serving Deployment both build from these, so a pod of either kind is
+//! placed, limited and locked down the same way.
 
 use std::collections::BTreeMap;
 
 use anneal_crds::common::ResourcesSpec;
+use anneal_crds::memory_plan::{ByteSize, GIB};
 use k8s_openapi::api::core::v1::{
     Capabilities, EmptyDirVolumeSource, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
     Toleration, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::config::OperatorConfig;
 
@@ -115,7 +118,7 @@ pub fn kernel_cache(config: &OperatorConfig) -> (Volume, VolumeMount, EnvVar) {
             }),
             ..Volume::default()
         },
-        None => empty_dir(name),
+        None => empty_dir_limited(name, KERNEL_CACHE_SIZE),
     };
     (
         volume,
@@ -154,10 +157,47 @@ pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-pub fn empty_dir(name: &str) -> Volume {
+/// Size limit of a pod's own kernel cache (without the operator's claim): compiled
+/// kernels and autotune results take tens of megabytes a model.
+pub const KERNEL_CACHE_SIZE: ByteSize = ByteSize::gib(4);
+
+/// Size limit of a pod's `/tmp`: the trainer and `trainer serve` write their work to
+/// `/work`; `/tmp` takes only what libraries put there.
+pub const TMP_SIZE: ByteSize = ByteSize::gib(2);
+
+/// An emptyDir the kubelet evicts the pod for writing more than `limit` into.
+pub fn empty_dir_limited(name: &str, limit: ByteSize) -> Volume {
     Volume {
         name: name.to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit: Some(quantity_of(limit)),
+        }),
         ..Volume::default()
     }
+}
+
+/// `limit` as a Kubernetes quantity: whole GiB as `NGi`, else bytes.
+pub fn quantity_of(limit: ByteSize) -> Quantity {
+    let bytes = limit.bytes();
+    Quantity(if bytes.is_multiple_of(GIB) {
+        format!("{}Gi", bytes / GIB)
+    } else {
+        bytes.to_string()
+    })
+}
+
+/// The size limit of a pod's `/work`: the spec's `resources.scratch`, else `planned`
+/// (from the model's size), else the operator's `--scratch-size`.
+pub fn scratch_limit(
+    resources: &ResourcesSpec,
+    planned: Option<ByteSize>,
+    config: &OperatorConfig,
+) -> ByteSize {
+    resources
+        .scratch
+        .as_ref()
+        .and_then(|q| q.0.parse::<ByteSize>().ok())
+        .or(planned)
+        .unwrap_or(config.scratch_size)
 }

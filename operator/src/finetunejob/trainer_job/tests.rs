@@ -70,7 +70,7 @@ fn env_value<'a>(job: &'a Job, name: &str) -> Option<&'a str> {
 #[test]
 fn the_full_job_matches_its_snapshot() {
     let job = job_from(FULL);
-    let planned = plan_trainer_job(&job, &config()).unwrap();
+    let planned = plan_trainer_job(&job, &config(), None).unwrap();
     assert_snapshot(
         "trainer_job_full.yaml",
         &serde_yaml_ng::to_string(&planned).unwrap(),
@@ -83,7 +83,7 @@ fn the_full_job_matches_its_snapshot() {
 
 #[test]
 fn gpus_queue_and_placement_follow_the_spec() {
-    let planned = plan_trainer_job(&job_from(FULL), &config()).unwrap();
+    let planned = plan_trainer_job(&job_from(FULL), &config(), None).unwrap();
     let spec = planned.spec.as_ref().unwrap();
     assert_eq!(spec.suspend, Some(true), "a queued Job waits for Kueue");
     assert_eq!(
@@ -134,7 +134,7 @@ fn the_operators_gpu_resource_replaces_the_api_default_only() {
         ..config()
     };
     let gpu_of = |job: &FineTuneJob| {
-        let planned = plan_trainer_job(job, &amd).unwrap();
+        let planned = plan_trainer_job(job, &amd, None).unwrap();
         let limits = container(&planned)
             .resources
             .clone()
@@ -166,7 +166,7 @@ fn the_operators_gpu_resource_replaces_the_api_default_only() {
 
 #[test]
 fn defaults_come_from_the_operator_and_no_queue_means_not_suspended() {
-    let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
+    let planned = plan_trainer_job(&job_from(MINIMAL), &config(), None).unwrap();
     let spec = planned.spec.as_ref().unwrap();
     assert_eq!(spec.suspend, Some(false));
     assert_eq!(planned.metadata.name.as_deref(), Some("tiny-trainer"));
@@ -206,7 +206,7 @@ fn a_gpu_trainer_gets_the_operators_gpu_memory_for_its_micro_batch() {
             gpu_memory: memory.parse().unwrap(),
             ..config()
         };
-        let planned = plan_trainer_job(&job_from(job), &config).unwrap();
+        let planned = plan_trainer_job(&job_from(job), &config, None).unwrap();
         env_value(&planned, "ANNEAL_GPU_MEMORY").map(str::to_owned)
     };
     assert_eq!(gpu_memory(MINIMAL, "80GiB").as_deref(), Some("80GiB"));
@@ -225,7 +225,7 @@ fn a_cpu_trainer_has_a_memory_limit_and_plans_for_it() {
             cpu_trainer_memory: default.parse().unwrap(),
             ..config()
         };
-        let planned = plan_trainer_job(&job_from(job), &config).unwrap();
+        let planned = plan_trainer_job(&job_from(job), &config, None).unwrap();
         let resources = container(&planned).resources.clone().unwrap();
         let memory = |side: Option<std::collections::BTreeMap<String, Quantity>>| {
             side.and_then(|m| m.get("memory").map(|q| q.0.clone()))
@@ -288,7 +288,7 @@ fn kernel_cache_of(job: &Job) -> (Option<&str>, Option<(&str, bool)>, Option<Str
 
 #[test]
 fn a_gpu_trainer_keeps_its_kernels_on_the_kernel_cache_volume() {
-    let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
+    let planned = plan_trainer_job(&job_from(MINIMAL), &config(), None).unwrap();
     assert_eq!(
         kernel_cache_of(&planned),
         (
@@ -301,20 +301,20 @@ fn a_gpu_trainer_keeps_its_kernels_on_the_kernel_cache_volume() {
         kernel_cache_claim: Some("anneal-kernels".to_owned()),
         ..config()
     };
-    let planned = plan_trainer_job(&job_from(MINIMAL), &shared).unwrap();
+    let planned = plan_trainer_job(&job_from(MINIMAL), &shared, None).unwrap();
     assert_eq!(
         kernel_cache_of(&planned).2.as_deref(),
         Some("anneal-kernels")
     );
     // The CPU backend compiles no kernels: no cache, and no claim it would need.
     let cpu_job = format!("{MINIMAL}  resources: {{gpus: 0}}\n");
-    let planned = plan_trainer_job(&job_from(&cpu_job), &shared).unwrap();
+    let planned = plan_trainer_job(&job_from(&cpu_job), &shared, None).unwrap();
     assert_eq!(kernel_cache_of(&planned), (None, None, None));
 }
 
 #[test]
 fn the_pod_is_locked_down_and_fails_fast_on_trainer_errors() {
-    let planned = plan_trainer_job(&job_from(MINIMAL), &config()).unwrap();
+    let planned = plan_trainer_job(&job_from(MINIMAL), &config(), None).unwrap();
     let spec = planned.spec.as_ref().unwrap();
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
@@ -355,12 +355,14 @@ fn sources_a_pod_cannot_read_are_refused_with_their_field() {
     ];
     for (source, expected) in cases {
         let job = job_from(&MINIMAL.replace("s3://models/anneal-tiny", source));
-        let error = plan_trainer_job(&job, &config()).unwrap_err().to_string();
+        let error = plan_trainer_job(&job, &config(), None)
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with(expected), "{source}: {error}");
     }
     let no_output = OperatorConfig::default();
     assert_eq!(
-        plan_trainer_job(&job_from(MINIMAL), &no_output).unwrap_err(),
+        plan_trainer_job(&job_from(MINIMAL), &no_output, None).unwrap_err(),
         PlanError::NoOutput
     );
 }
@@ -396,7 +398,7 @@ fn a_job_runs_only_images_the_install_allows() {
         foreign.spec.resources.image.as_deref(),
         Some("docker.io/someone/reads-secrets:1")
     );
-    let refused = plan_trainer_job(&foreign, &config()).unwrap_err();
+    let refused = plan_trainer_job(&foreign, &config(), None).unwrap_err();
     assert!(matches!(refused, PlanError::ImageNotAllowed(_)));
     assert!(
         refused
@@ -410,11 +412,58 @@ fn a_job_runs_only_images_the_install_allows() {
         allowed_images: vec!["docker.io/someone/*".to_owned()],
         ..config()
     };
-    let planned = plan_trainer_job(&foreign, &allowing).unwrap();
+    let planned = plan_trainer_job(&foreign, &allowing, None).unwrap();
     assert_eq!(
         container(&planned).image.as_deref(),
         Some("docker.io/someone/reads-secrets:1")
     );
     let own = with_image(&config().trainer_image);
-    assert!(plan_trainer_job(&own, &config()).is_ok());
+    assert!(plan_trainer_job(&own, &config(), None).is_ok());
+}
+
+/// The size limits of the planned pod's emptyDir volumes, by name.
+fn scratch_limits(job: &Job) -> Vec<(String, String)> {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    pod.volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter_map(|v| {
+            let limit = v.empty_dir.as_ref()?.size_limit.as_ref()?;
+            Some((v.name.clone(), limit.0.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn scratch_disks_are_limited_by_the_model_the_spec_or_the_install() {
+    // A model the operator knows: what its download, datasets and checkpoints need.
+    let seven_b = MINIMAL.replace(
+        "{name: anneal-tiny, source: \"s3://models/anneal-tiny\"}",
+        "{name: Qwen2.5-7B-Instruct, source: \"s3://models/qwen7b\"}",
+    );
+    let job = job_from(&seven_b);
+    let shape = anneal_crds::memory_plan::known_shape("Qwen2.5-7B-Instruct");
+    let planned = plan_trainer_job(&job, &config(), shape).unwrap();
+    let planned_total = anneal_crds::memory_plan::scratch_plan(&job.spec, shape.unwrap()).total;
+    assert_eq!(format!("{planned_total}"), "35.7 GiB");
+    assert_eq!(
+        scratch_limits(&planned),
+        [
+            ("work".to_owned(), "36Gi".to_owned()),
+            ("tmp".to_owned(), "2Gi".to_owned()),
+            ("kernel-cache".to_owned(), "4Gi".to_owned()),
+        ]
+    );
+
+    // The spec's own size wins; an unknown model gets the install's default.
+    let mut sized = job.clone();
+    sized.spec.resources.scratch = Some(Quantity("500Gi".to_owned()));
+    let planned = plan_trainer_job(&sized, &config(), shape).unwrap();
+    assert_eq!(scratch_limits(&planned)[0].1, "500Gi");
+    let planned = plan_trainer_job(&job_from(MINIMAL), &config(), None).unwrap();
+    assert_eq!(
+        scratch_limits(&planned)[0],
+        ("work".to_owned(), "200Gi".to_owned())
+    );
 }

@@ -191,3 +191,53 @@ fn a_diverged_trainer_fails_the_job_with_reason_diverged() {
     assert!(plan.conditions.iter().all(|c| c.reason == "TrainerFailed"));
     assert!(plan.message.ends_with("exit code 2: Exploded: boom"));
 }
+
+#[test]
+fn an_oom_kill_or_a_full_scratch_disk_is_a_failure_every_retry_would_repeat() {
+    let pod = |reason: Option<&str>, message: Option<&str>, container_reason: &str| Pod {
+        status: Some(PodStatus {
+            reason: reason.map(Into::into),
+            message: message.map(Into::into),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "trainer".into(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 137,
+                        reason: Some(container_reason.into()),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    // Killed for another reason (a deleted pod past its grace period): retried as usual.
+    assert_eq!(
+        repeating_failure(&[pod(None, None, "Error")], Some(3), Some("8Gi")),
+        None
+    );
+    // Evicted for node pressure: not the job's doing, retried.
+    let pressure = "The node was low on resource: memory. Threshold quantity: 100Mi.";
+    assert_eq!(
+        repeating_failure(&[pod(Some("Evicted"), Some(pressure), "Error")], None, None),
+        None
+    );
+    assert_eq!(
+        repeating_failure(&[pod(None, None, "OOMKilled")], Some(12), Some("8Gi")),
+        Some(RepeatingFailure {
+            reason: "OutOfMemory",
+            message: "the trainer was killed for going over its memory limit (8Gi) after step 12; set spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens".into(),
+        })
+    );
+    let full = "Usage of EmptyDir volume \"work\" exceeds the limit \"36Gi\". ";
+    assert_eq!(
+        repeating_failure(&[pod(Some("Evicted"), Some(full), "Error")], None, None),
+        Some(RepeatingFailure {
+            reason: "ScratchFull",
+            message: "the trainer pod was evicted before its first step: Usage of EmptyDir volume \"work\" exceeds the limit \"36Gi\"; set spec.resources.scratch larger (the model, datasets and two checkpoints must fit)".into(),
+        })
+    );
+}
