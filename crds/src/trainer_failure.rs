@@ -9,15 +9,21 @@
 pub enum TrainerFailureReason {
     /// A loss or gradient norm that is not a finite number; the last good checkpoint is kept.
     Diverged,
+    /// A step ran out of device memory, also when tried again at half the micro-batch.
+    OutOfMemory,
 }
 
 impl TrainerFailureReason {
-    const ALL: [TrainerFailureReason; 1] = [TrainerFailureReason::Diverged];
+    const ALL: [TrainerFailureReason; 2] = [
+        TrainerFailureReason::Diverged,
+        TrainerFailureReason::OutOfMemory,
+    ];
 
     /// The condition reason, CamelCase as Kubernetes reasons are.
     pub fn as_str(self) -> &'static str {
         match self {
             TrainerFailureReason::Diverged => "Diverged",
+            TrainerFailureReason::OutOfMemory => "OutOfMemory",
         }
     }
 

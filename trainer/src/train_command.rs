@@ -168,6 +168,7 @@ impl Failure {
     fn reason(&self) -> Option<TrainerFailureReason> {
         match self {
             Failure::Train(TrainError::Diverged(_)) => Some(TrainerFailureReason::Diverged),
+            Failure::Train(TrainError::OutOfMemory(_)) => Some(TrainerFailureReason::OutOfMemory),
             _ => None,
         }
     }

@@ -18,6 +18,7 @@ mod layer_placement;
 mod lora_adapter;
 mod model_loading;
 mod model_reference;
+mod out_of_memory_cli;
 mod plan_cli;
 mod precision;
 mod quickstart;

@@ -71,6 +71,10 @@ pub enum TrainError {
     /// A loss or gradient norm that is not finite: the run stops there.
     #[error("{0}")]
     Diverged(Box<run::Divergence>),
+    /// A step ran out of device memory, also at half the micro-batch where it could
+    /// be tried again.
+    #[error("{0}")]
+    OutOfMemory(Box<run::OutOfMemory>),
     /// Not one sample fits the device: the plan's figures and what would fit.
     #[error("does not fit: {does_not_fit} (memory from {from})")]
     DoesNotFit {

@@ -93,7 +93,13 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             last_checkpoint: state.checkpoints.last().map(|c| c.name.clone()),
             likely_cause: likely_cause(state, step, learning_rate),
         };
-        let message = divergence.to_string();
+        self.fail_run(divergence.to_string());
+        TrainError::Diverged(Box::new(divergence))
+    }
+
+    /// Says why the run ends here: an error event and the `Failed` phase go to the
+    /// event stream and its storage copy.
+    pub(super) fn fail_run(&mut self, message: String) {
         self.events.emit(EventBody::Log {
             level: LogLevel::Error,
             message: message.clone(),
@@ -103,12 +109,11 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             message: Some(message),
             result: None,
         });
-        // The events that say why are worth a retry of the write; the divergence is
-        // the error either way.
+        // The events that say why are worth a retry of the write; the failure is the
+        // error either way.
         if let Err(error) = self.events.sync(&self.location.output) {
             eprintln!("warning: events.jsonl not updated: {error}");
         }
-        TrainError::Diverged(Box::new(divergence))
     }
 }
 

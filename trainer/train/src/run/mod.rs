@@ -10,6 +10,7 @@ mod divergence;
 mod early_stop;
 mod finish;
 mod inputs;
+mod out_of_memory;
 mod start;
 mod step;
 
@@ -23,6 +24,7 @@ use burn::tensor::backend::AutodiffBackend;
 pub use divergence::Divergence;
 use early_stop::early_stop;
 pub use inputs::{BaseModel, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings};
+pub use out_of_memory::{OutOfMemory, Retry};
 use start::Start;
 use step::Session;
 
@@ -121,6 +123,7 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
         lora: &lora,
         events: start.open_events(&inputs.location, sinks)?,
         device,
+        micro_batch_line: micro_batch.to_string(),
     };
     run.announce(&start, micro_batch);
     run.report_placement(&training.model);
@@ -167,6 +170,9 @@ struct Run<'a, B: AutodiffBackend, O: Objective<B>> {
     lora: &'a LoraSettings,
     events: EventLog,
     device: &'a B::Device,
+    /// The micro-batch the run started with and why (the plan's prediction), for an
+    /// out-of-memory failure's message.
+    micro_batch_line: String,
 }
 
 impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {

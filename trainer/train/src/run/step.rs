@@ -2,19 +2,21 @@
 //! into the run's micro-batches, the update at the scheduled learning rate with dropout seeded by the
 //! step, the state and log entry it leaves, and its progress and metrics events.
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::Instant;
 
 use anneal_crds::ResolvedHyperparameters;
-use anneal_crds::events::EventBody;
-use anneal_crds::finetunejob::{Metrics, Progress};
+use anneal_crds::events::{EventBody, LogLevel};
+use anneal_crds::finetunejob::{Metrics, Progress, TrainingType};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::Run;
 use super::divergence::non_finite_figure;
+use super::out_of_memory::{self, OutOfMemory, Retry};
 use super::start::Training;
 use crate::TrainError;
 use crate::batches::{epoch_batches, split_evenly};
-use crate::objective::{Objective, Scores};
+use crate::objective::{Objective, Scores, StepReport};
 use crate::schedule::LearningRateSchedule;
 use crate::state::{DataOrder, LogEntry, RngState, step_seed};
 use crate::tokenized::DataItem;
@@ -34,6 +36,10 @@ pub(super) struct Session {
     /// reports a NaN loss, as a diverging run would, so the stop and the resume after
     /// it can be exercised on purpose.
     nan_loss_at_step: Option<u64>,
+    /// The micro-batch after a step ran out of memory and was taken again at half.
+    micro_batch: Option<usize>,
+    /// Fault injection (`ANNEAL_FAULT_OOM_ABOVE_MICRO_BATCH`, [`out_of_memory`]).
+    oom_above_micro_batch: Option<usize>,
 }
 
 impl Session {
@@ -49,7 +55,14 @@ impl Session {
             nan_loss_at_step: std::env::var("ANNEAL_FAULT_NAN_LOSS_AT_STEP")
                 .ok()
                 .and_then(|step| step.parse().ok()),
+            micro_batch: None,
+            oom_above_micro_batch: out_of_memory::injected_limit(),
         }
+    }
+
+    /// The micro-batch steps run at now.
+    fn micro_batch_size(&self, order: &DataOrder) -> usize {
+        self.micro_batch.unwrap_or(order.micro_batch_size)
     }
 
     /// The micro-batches of step `step`: its batch of the epoch's order, split evenly
@@ -67,7 +80,7 @@ impl Session {
         }
         let batches = &self.batches.as_ref().expect("set above").1;
         let batch = &batches[(step % order.steps_per_epoch) as usize];
-        split_evenly(batch, order.micro_batch_size)
+        split_evenly(batch, self.micro_batch_size(order))
             .into_iter()
             .map(|indices| indices.iter().map(|&i| &train[i]).collect())
             .collect()
@@ -110,23 +123,11 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         checkpoint_due: bool,
     ) -> Result<(Training<B>, Option<Scores>), TrainError> {
         let step = training.state.step;
-        let items = session.micro_batches(&self.data.train, self.order, step);
-        let tokens: usize = items.iter().flatten().map(|s| s.tokens()).sum();
-
-        // Dropout draws depend only on (seed, step): a resumed run repeats them.
-        B::seed(self.device, step_seed(session.seed, step));
         let learning_rate = session.schedule.at(step);
         let started = Instant::now();
-        let (model, report) = self.objective.step(
-            training.model,
-            &mut training.optimizer,
-            &items,
-            learning_rate,
-            self.device,
-        );
-        training.model = model;
+        let (trained, mut report, tokens) = self.update(training, session, learning_rate)?;
+        training = trained;
         let seconds = started.elapsed().as_secs_f64();
-        let mut report = report;
         if session.nan_loss_at_step == Some(step + 1) {
             report.scores.loss = f64::NAN;
         }
@@ -164,6 +165,91 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         self.log_step(session, &entry, &report.scores, evaluation);
         state.log_history.push(entry);
         Ok((training, evaluation))
+    }
+
+    /// The forward and backward passes and the optimizer update of the current step,
+    /// with the number of tokens it trained on. A step that runs out of device memory
+    /// is taken again once at half the micro-batch ([`out_of_memory`]).
+    fn update(
+        &mut self,
+        training: Training<B>,
+        session: &mut Session,
+        learning_rate: f64,
+    ) -> Result<(Training<B>, StepReport, usize), TrainError> {
+        let Training {
+            mut model,
+            mut optimizer,
+            state,
+        } = training;
+        let step = state.step;
+        let lora = self.settings.training == TrainingType::Lora;
+        let mut first_failure: Option<(usize, String)> = None;
+        loop {
+            let micro_batch = session.micro_batch_size(self.order);
+            let items = session.micro_batches(&self.data.train, self.order, step);
+            let tokens: usize = items.iter().flatten().map(|s| s.tokens()).sum();
+            // Dropout draws depend only on (seed, step): a resumed run repeats them.
+            B::seed(self.device, step_seed(session.seed, step));
+            // Handles, not copies: the frozen base is shared, only LoRA's state is kept.
+            let backup = lora.then(|| (model.clone(), optimizer.clone()));
+            let injected = session.oom_above_micro_batch;
+            let (objective, device) = (self.objective, self.device);
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                out_of_memory::inject(injected, micro_batch);
+                objective.step(model, &mut optimizer, &items, learning_rate, device)
+            }));
+            let payload = match outcome {
+                Ok((trained, report)) => {
+                    let training = Training {
+                        model: trained,
+                        optimizer,
+                        state,
+                    };
+                    return Ok((training, report, tokens));
+                }
+                Err(payload) => payload,
+            };
+            let text = out_of_memory::panic_text(payload.as_ref());
+            // Any panic of the retry ends the run as out of memory: the allocator's
+            // failure may have left the device unusable (a poisoned lock, a lost stream).
+            if first_failure.is_none() && !out_of_memory::is_out_of_memory(&text) {
+                resume_unwind(payload);
+            }
+            let detail = out_of_memory::first_line(&text);
+            let retry = match (&backup, &first_failure, out_of_memory::half(micro_batch)) {
+                (Some(_), None, Some(half)) => Ok(half),
+                (None, _, _) => Err(Retry::FullTraining),
+                (_, Some(_), _) => Err(Retry::FailedAt(micro_batch)),
+                (_, _, None) => Err(Retry::NothingToHalve),
+            };
+            match retry {
+                Ok(half) => {
+                    (model, optimizer) = backup.expect("kept for a LoRA run");
+                    self.events.emit(EventBody::Log {
+                        level: LogLevel::Warn,
+                        message: format!(
+                            "out of memory at step {} with micro-batch {micro_batch} ({detail}); \
+                             taking the step again at micro-batch {half}, and the rest of the run with it",
+                            step + 1
+                        ),
+                    });
+                    session.micro_batch = Some(half);
+                    first_failure = Some((micro_batch, detail));
+                }
+                Err(retry) => {
+                    let (micro_batch, detail) = first_failure.unwrap_or((micro_batch, detail));
+                    let oom = OutOfMemory {
+                        step: step + 1,
+                        micro_batch,
+                        retry,
+                        plan: self.micro_batch_line.clone(),
+                        detail,
+                    };
+                    self.fail_run(oom.to_string());
+                    return Err(TrainError::OutOfMemory(Box::new(oom)));
+                }
+            }
+        }
     }
 
     /// The progress and metrics events of the step `entry` logs.
