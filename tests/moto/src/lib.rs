@@ -5,6 +5,8 @@
 //! `./scripts/test.sh` installs moto into the workspace's `.venv`;
 //! `ANNEAL_MOTO_SERVER` may name another `moto_server` executable.
 
+pub mod fault_proxy;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;

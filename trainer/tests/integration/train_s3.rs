@@ -211,3 +211,82 @@ fn a_base_model_in_s3_that_does_not_match_its_marker_is_refused() {
     assert!(output.stdout.is_empty(), "no event: training never started");
     assert!(bucket.list_children("runs").unwrap().is_empty());
 }
+
+/// Storage over an unreliable network (issue: faults on purpose): through a proxy that
+/// answers a seeded tenth of the requests with `503 SlowDown`, holds 8% and cuts 8%
+/// off, a run still ends on the same adapter, byte for byte, as one over a
+/// clean connection, with every checkpoint complete.
+#[test]
+fn a_run_through_throttling_delays_and_resets_ends_on_the_clean_runs_adapter() {
+    use anneal_moto::fault_proxy::{FaultProxy, FaultShares};
+
+    let server = MotoServer::start();
+    let data =
+        std::fs::read_to_string(repo().join("examples/quickstart/house-style.jsonl")).unwrap();
+    let data: String = data.lines().take(20).map(|l| format!("{l}\n")).collect();
+    let (bucket, _dir, in_s3) = job_in_s3(&server, data.into_bytes());
+    train(Some(&server), &in_s3, "s3://anneal/clean", &[]);
+
+    let shares = FaultShares {
+        slow_down: 10,
+        delay: 8,
+        reset: 8,
+    };
+    // `ANNEAL_FAULT_SEED` repeats the test with other faults.
+    let seed = std::env::var("ANNEAL_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(23);
+    let proxy = FaultProxy::start(&server.endpoint(), shares, seed);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trainer"));
+    command.arg("train").arg(&in_s3).args([
+        "--output",
+        "s3://anneal/faulty",
+        "--run-id",
+        "uid-1",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    for (key, value) in server.settings() {
+        let value = match key {
+            "AWS_ENDPOINT_URL" => proxy.endpoint(),
+            _ => value,
+        };
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    let counts = proxy.counts();
+    assert!(
+        output.status.success(),
+        "{counts:?}\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The run met every kind of fault, several times over.
+    assert!(
+        counts.slow_down >= 1 && counts.delay >= 1 && counts.reset >= 1 && counts.faults() >= 6,
+        "{counts:?}"
+    );
+    eprintln!("fault proxy, seed {seed}: {counts:?}");
+
+    let run = "ml/s3job/uid-1";
+    for path in ["checkpoints/ckpt-2", "checkpoints/ckpt-4", "final"] {
+        assert!(
+            bucket.is_complete(&format!("faulty/{run}/{path}")).unwrap(),
+            "{path}"
+        );
+    }
+    for file in ["adapter_model.safetensors", "adapter_config.json"] {
+        let read = |prefix: &str| {
+            bucket
+                .get(&format!("{prefix}/{run}/final/{file}"))
+                .unwrap()
+                .unwrap()
+        };
+        assert!(
+            read("clean") == read("faulty"),
+            "final/{file} differs from the clean run's"
+        );
+    }
+}
