@@ -81,6 +81,15 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// A failure injected by the fault schedule (`faults.rs`).
+    pub fn injected(code: u16, reason: &'static str) -> Self {
+        Self::new(
+            code,
+            reason,
+            format!("{reason} (injected by the test's fault schedule)"),
+        )
+    }
+
     pub fn method_not_allowed(method: &str) -> Self {
         Self::new(
             405,

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::delete::DeleteOptions;
 use crate::discovery;
 use crate::errors::{ApiError, ApiResult};
+use crate::faults::{Attempt, Fault};
 use crate::meta;
 use crate::patch::PatchKind;
 use crate::path::{self, Route, Target};
@@ -57,6 +58,22 @@ async fn dispatch(
         Some(Route::Resource(target)) => {
             let record = audit_record(&method, &target, &query, &headers);
             shared.audit(record.clone());
+            let fault = shared.faults.draw(&Attempt {
+                user: &record.user,
+                write: !matches!(record.verb.as_str(), "get" | "list" | "watch"),
+                watch: record.verb == "watch",
+            });
+            match fault {
+                Some(Fault::ServerError) => {
+                    return ApiError::injected(500, "InternalError").into_response();
+                }
+                Some(Fault::Conflict) => {
+                    return ApiError::injected(409, "Conflict").into_response();
+                }
+                Some(Fault::WatchGone) => return watch_gone(),
+                Some(Fault::Latency(delay)) => tokio::time::sleep(delay).await,
+                Some(Fault::WatchDrop(_)) | None => {}
+            }
             let request = Request {
                 method,
                 target,
@@ -68,7 +85,10 @@ async fn dispatch(
                     .to_owned(),
                 body,
             };
-            let response = resource(&shared, request, uri.path());
+            let mut response = resource(&shared, request, uri.path());
+            if let (Some(Fault::WatchDrop(after)), Ok(ok)) = (fault, response.as_mut()) {
+                cut_off_after(ok, after);
+            }
             // A server-side apply that creates the object is authorized as `create`
             // too, as the real API server does.
             if record.verb == "patch"
@@ -121,6 +141,31 @@ fn audit_record(
         namespace: target.namespace.clone().unwrap_or_default(),
         name: target.name.clone().unwrap_or_default(),
     }
+}
+
+/// A watch that ends at once with an in-stream `410 Expired`, as the real server
+/// answers a watch from a compacted resourceVersion: the client lists again.
+fn watch_gone() -> Response {
+    let event = serde_json::json!({
+        "type": "ERROR",
+        "object": ApiError::injected(410, "Expired").to_status(),
+    });
+    (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        format!("{event}\n"),
+    )
+        .into_response()
+}
+
+/// Ends a (watch) response's body `after` from now, as a dropped connection would.
+fn cut_off_after(response: &mut Response, after: std::time::Duration) {
+    use futures_util::StreamExt;
+    let body = std::mem::take(response.body_mut());
+    let stream = body
+        .into_data_stream()
+        .take_until(tokio::time::sleep(after));
+    *response.body_mut() = axum::body::Body::from_stream(stream);
 }
 
 fn json(code: StatusCode, body: Value) -> Response {

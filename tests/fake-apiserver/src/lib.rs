@@ -66,6 +66,9 @@
 //!   resource request with its RBAC attributes and the client's bearer token as the
 //!   user (`audit`, `client_as`), `compact` (etcd compaction) and
 //!   `disconnect_watches` (an API server restart).
+//! - A seeded fault schedule (`set_faults`, see `faults.rs`): 500s, 409s on writes,
+//!   latency, 410s at watch start and watch streams cut off, on a share of the
+//!   requests of one user or of all.
 //!
 //! # What it does not emulate
 //!
@@ -97,11 +100,12 @@
 //! - `dryRun` (rejected with 400), `PUT` creating a missing object, subresources
 //!   other than `status` (scale, log, exec, eviction, binding), field-selector
 //!   restrictions per kind, aggregated discovery, protobuf, table output, API
-//!   outages.
+//!   outages (beyond the per-request failures of the fault schedule).
 
 mod delete;
 mod discovery;
 mod errors;
+mod faults;
 mod handlers;
 mod meta;
 mod patch;
@@ -116,6 +120,7 @@ mod verbs;
 mod watch;
 
 pub use errors::ApiError;
+pub use faults::{FaultCounts, FaultSchedule};
 pub use resources::{Registry, ResourceType};
 pub use server::{FakeApi, FakeApiServer};
 pub use shared::{AuditRecord, Options};

@@ -156,6 +156,16 @@ impl FakeApi {
         self.shared.write(|store| store.compact());
     }
 
+    /// Injects `schedule`'s faults from now on (`None`: none).
+    pub fn set_faults(&self, schedule: Option<crate::FaultSchedule>) {
+        self.shared.faults.set(schedule);
+    }
+
+    /// The faults injected so far.
+    pub fn fault_counts(&self) -> crate::FaultCounts {
+        self.shared.faults.counts()
+    }
+
     /// Ends every open watch stream, as an API server restart would; clients
     /// reconnect from their last resourceVersion.
     pub fn disconnect_watches(&self) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::faults::Faults;
 use crate::resources::Registry;
 use crate::store::Store;
 
@@ -74,6 +75,8 @@ pub struct Shared {
     pub bookmark_interval: Duration,
     /// Every request to a resource, in arrival order.
     pub audit: Mutex<Vec<AuditRecord>>,
+    /// The fault schedule in force, if any.
+    pub faults: Faults,
 }
 
 impl Shared {
@@ -84,6 +87,7 @@ impl Shared {
             requests: AtomicU64::new(0),
             bookmark_interval: options.bookmark_interval,
             audit: Mutex::new(Vec::new()),
+            faults: Faults::default(),
         }
     }
 

@@ -890,3 +890,76 @@ async fn watcher_with_streaming_lists() {
         matches!(next(&mut events).await.unwrap(), watcher::Event::Apply(cm) if cm.name_any() == "b")
     );
 }
+
+#[tokio::test]
+async fn the_fault_schedule_fails_one_users_requests_as_a_busy_server_would() {
+    use anneal_fake_apiserver::FaultSchedule;
+    let server = FakeApiServer::start().await;
+    let schedule = |errors, conflicts, gone, drop| FaultSchedule {
+        seed: 1,
+        user: Some("operator".into()),
+        server_error_percent: errors,
+        conflict_percent: conflicts,
+        latency_percent: 0,
+        latency: Duration::ZERO,
+        watch_gone_percent: gone,
+        watch_drop_percent: drop,
+        watch_drop_within: Duration::from_millis(200),
+    };
+    let operator: Api<ConfigMap> = Api::namespaced(server.client_as("operator"), "default");
+    let test: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+
+    server.set_faults(Some(schedule(100, 0, 0, 0)));
+    assert_eq!(api_code(operator.list(&ListParams::default()).await).0, 500);
+    assert!(
+        test.list(&ListParams::default()).await.is_ok(),
+        "another user is spared"
+    );
+
+    server.set_faults(Some(schedule(0, 100, 0, 0)));
+    let created = operator
+        .create(&PostParams::default(), &config_map("a", &[]))
+        .await;
+    assert_eq!(api_code(created).0, 409);
+    assert!(
+        server.list::<ConfigMap>().is_empty(),
+        "a refused write writes nothing"
+    );
+    assert!(
+        operator.list(&ListParams::default()).await.is_ok(),
+        "reads pass"
+    );
+
+    server.set_faults(Some(schedule(0, 0, 100, 0)));
+    let mut events = operator
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    match next(&mut events).await {
+        Ok(WatchEvent::Error(status)) => assert_eq!(status.code, 410),
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+
+    server.set_faults(Some(schedule(0, 0, 0, 100)));
+    let mut events = operator
+        .watch(&WatchParams::default().timeout(60), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let ended = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "a dropped stream ends well before its 60 s timeout: {ended:?}"
+    );
+    let counts = server.fault_counts();
+    assert_eq!(
+        (
+            counts.server_errors,
+            counts.conflicts,
+            counts.watches_gone,
+            counts.watches_dropped
+        ),
+        (1, 1, 1, 1)
+    );
+}
