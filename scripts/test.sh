@@ -76,4 +76,6 @@ step "Dockerfiles lint (hadolint)"
 .venv/bin/hadolint --no-color docker/*.Dockerfile
 
 step "cargo test"
+# The chaos test runs the operator binary as a process it can kill.
+cargo build --locked -p anneal-operator --bin anneal-operator
 cargo test --workspace --locked

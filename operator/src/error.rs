@@ -34,6 +34,9 @@ pub enum Error {
     ServingPlan(#[from] crate::modeldeployment::serving_deployment::ServingPlanError),
     #[error("events.jsonl: {0}")]
     EventsFile(#[from] crate::report::EventsFileError),
+    /// Writing the status the report endpoint folded.
+    #[error("reported status: {0}")]
+    Report(#[from] crate::report::ReportError),
 }
 
 impl Error {
@@ -47,6 +50,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::Plan(_) | Error::ServingPlan(_) => "plan",
             Error::EventsFile(_) => "events_file",
+            Error::Report(_) => "report",
         }
     }
 }

@@ -76,6 +76,11 @@ impl World {
     /// Moto with the tiny model and `dataset` (JSONL text) uploaded, the API server
     /// with the storage Secret, and the kubelet; the operator starts separately.
     pub async fn start(dataset: &str) -> World {
+        Self::start_with(dataset, trainer_binary()).await
+    }
+
+    /// `start`, with the kubelet running `trainer` as its pods' program.
+    pub async fn start_with(dataset: &str, trainer: PathBuf) -> World {
         let moto = tokio::task::spawn_blocking(MotoServer::start)
             .await
             .unwrap();
@@ -134,7 +139,7 @@ impl World {
         let kubelet = FakeKubelet::start(
             api.client(),
             NAMESPACE,
-            trainer_binary(),
+            trainer,
             vec![("ANNEAL_REPORT_FLUSH_SECONDS".to_owned(), "5".to_owned())],
             scratch.path(),
         );

@@ -153,6 +153,12 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
     next.observed_generation = generation;
 
     if matches!(status.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
+        // A result that could not be read back when the job ended (storage or the API
+        // server unavailable then) is read again until it is there: an error here is
+        // retried with the controller's backoff.
+        if status.phase == Some(JobPhase::Succeeded) && status.result.is_none() {
+            recover_result(job, context).await?;
+        }
         // Finished jobs keep their Job (for `kubectl logs`) and their status as it is;
         // their trainer's token posts no more.
         context.reports.close_job(&namespace, &name);
@@ -551,13 +557,17 @@ async fn end_on_repeating_failure(
     if observe_trainer_job(Some(trainer), None) == TrainerState::Succeeded {
         return Ok(false);
     }
-    let step = next.progress.as_ref().map(|p| p.step);
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    // The endpoint's folded progress is newer than the status it has yet to write.
+    let reported = context.reports.reported_status(&namespace, &name);
+    let step = (reported.and_then(|r| r.progress))
+        .or_else(|| next.progress.clone())
+        .map(|p| p.step);
     let limit = trainer_memory_limit(trainer);
     let Some(failure) = repeating_failure(pods, step, limit.as_deref()) else {
         return Ok(false);
     };
-    let namespace = job.namespace().unwrap_or_default();
-    let name = job.name_any();
     if trainer.metadata.deletion_timestamp.is_none() {
         info!(
             reason = failure.reason,
@@ -650,6 +660,16 @@ async fn recover_result(job: &FineTuneJob, context: &Context) -> Result<()> {
     let mut recovered = known;
     let rules = FoldRules::for_run(&run);
     fold_events_jsonl(&mut recovered, &String::from_utf8_lossy(&text), &rules)?;
+    // Through the endpoint when it holds the job: a write of its older state that is
+    // still due (one that failed a moment ago) must not land after this one.
+    if context
+        .reports
+        .adopt_recovered(&namespace, &name, recovered.clone())
+        .await?
+    {
+        info!("recovered the result from events.jsonl");
+        return Ok(());
+    }
     let api: Api<FineTuneJob> = Api::namespaced(context.client.clone(), &namespace);
     let mut patch = recovered.to_status_patch();
     patch["metadata"] = serde_json::json!({"uid": job.uid()});

@@ -95,7 +95,7 @@ pub(super) async fn write_job<C: ReportCluster>(
         // The job was forgotten or re-created; its state is no longer what to write.
         return Ok(false);
     }
-    let Some(patch) = slot.take_due_patch(Instant::now(), force) else {
+    let Some((patch, seq)) = slot.take_due_patch(Instant::now(), force) else {
         return Ok(false);
     };
     let (namespace, name) = (&slot.key.namespace, &slot.key.name);
@@ -105,6 +105,7 @@ pub(super) async fn write_job<C: ReportCluster>(
         .await
     {
         Ok(()) => {
+            slot.persisted(seq);
             shared
                 .metrics
                 .status_patches

@@ -98,6 +98,10 @@ pub struct JobSlot {
     state: Mutex<JobState>,
     /// Held across a status write of this job (see `coalescer::write_job`).
     pub write_gate: tokio::sync::Mutex<()>,
+    /// The newest event seq the job's stored status holds: a post is answered once
+    /// its events are in it ([`crate::report::server`]), so an operator that dies
+    /// before writing them has not acknowledged them, and the trainer sends them again.
+    persisted_seq: tokio::sync::watch::Sender<u64>,
 }
 
 struct JobState {
@@ -126,7 +130,10 @@ pub struct BatchOutcome {
 
 impl JobSlot {
     fn new(key: JobKey, target: ReportTarget, log_lines: usize) -> Self {
+        // What the controller read from the stored status is stored already.
+        let persisted = target.reported.last_event_seq.unwrap_or(0);
         Self {
+            persisted_seq: tokio::sync::watch::Sender::new(persisted),
             key,
             uid: target.uid,
             rules: FoldRules::for_run(&target.run_prefix),
@@ -218,16 +225,44 @@ impl JobSlot {
         outcome
     }
 
-    /// The merge patch to write now, if the job is due (or `force`), marking it clean.
-    /// It carries `metadata.uid` so that it cannot land on a re-created job.
-    pub fn take_due_patch(&self, now: Instant, force: bool) -> Option<serde_json::Value> {
+    /// The merge patch to write now, if the job is due (or `force`), marking it clean,
+    /// with the newest seq it carries. It carries `metadata.uid` so that it cannot land
+    /// on a re-created job.
+    pub fn take_due_patch(&self, now: Instant, force: bool) -> Option<(serde_json::Value, u64)> {
         let mut state = self.lock();
         if !state.schedule.take_if_due(now, force) {
             return None;
         }
         let mut patch = state.reported.to_status_patch();
         patch["metadata"] = serde_json::json!({ "uid": self.uid });
-        Some(patch)
+        Some((patch, state.reported.last_event_seq.unwrap_or(0)))
+    }
+
+    /// A status write carrying the events up to `seq` succeeded.
+    pub fn persisted(&self, seq: u64) {
+        self.persisted_seq.send_if_modified(|stored| {
+            let newer = seq > *stored;
+            if newer {
+                *stored = seq;
+            }
+            newer
+        });
+    }
+
+    /// Follows the newest seq the stored status holds.
+    pub fn watch_persisted(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.persisted_seq.subscribe()
+    }
+
+    /// Takes `recovered` (the status folded again from the run's `events.jsonl`) in
+    /// place of what was folded, when it holds newer events, and marks the job due
+    /// now: a pending write of the older state can then never land after it.
+    pub fn adopt(&self, recovered: ReportedStatus, now: Instant) {
+        let mut state = self.lock();
+        if recovered.last_event_seq > state.reported.last_event_seq {
+            state.reported = recovered;
+            state.schedule.mark_dirty(now, Duration::ZERO);
+        }
     }
 
     /// A write failed: the job stays dirty and is retried an interval later.
@@ -314,7 +349,8 @@ mod tests {
         assert!(lines[0].ends_with("event 1"));
 
         assert!(slot.take_due_patch(now, false).is_none(), "not due yet");
-        let patch = slot.take_due_patch(now, true).unwrap();
+        let (patch, seq) = slot.take_due_patch(now, true).unwrap();
+        assert_eq!(seq, 2);
         assert_eq!(patch["metadata"]["uid"], "u");
         assert_eq!(patch["status"]["lastEventSeq"], 2);
         assert!(slot.take_due_patch(now, true).is_none(), "written once");

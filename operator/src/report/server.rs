@@ -4,7 +4,10 @@
 //!   with the job's bearer token; answers `{"accepted": N, "refused": R, "lastSeq": S}`,
 //!   where repeats are not counted, refused events broke a rule (see `fold_rules`), and
 //!   `lastSeq` is the newest seq held (0 before any), so a trainer may drop everything
-//!   up to it from its retry queue.
+//!   up to it from its retry queue. The answer comes once those events are in the
+//!   job's stored status (writes stay coalesced, one a second per job), or `503` with
+//!   `Retry-After` after 5 s without: what the endpoint acknowledged survives the
+//!   operator's death.
 //! - `GET /v1/jobs/{namespace}/{name}/logs[?follow=true][&tail=N]`: the job's recent
 //!   log lines as text, with the same bearer token; with `follow` the response stays
 //!   open and streams new lines until the trainer reports a terminal phase or the
@@ -17,6 +20,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anneal_crds::events::TrainerEvent;
 use axum::Router;
@@ -35,6 +39,7 @@ use tokio::time::Instant;
 use super::ReportCluster;
 use super::access::{authorize_logs, authorize_post};
 use super::auth::bearer_token;
+use super::coalescer::write_job;
 use super::job_gauges::update_job_gauges;
 use super::job_reports::{JobKey, JobSlot};
 use super::log_buffer::{LogSubscription, LogUpdate};
@@ -72,7 +77,7 @@ async fn post_events<C: ReportCluster>(
         Ok(slot) => slot,
         Err(refused) => return refused.answer(shared),
     };
-    let (_reservation, body) = match read_body(shared, &parts.headers, body).await {
+    let (reservation, body) = match read_body(shared, &parts.headers, body).await {
         Ok(read) => read,
         Err(refused) => return refused.answer(shared),
     };
@@ -88,7 +93,39 @@ async fn post_events<C: ReportCluster>(
         return reject(shared, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &message);
     }
     drop(body);
-    fold_posted(shared, &slot, &events).await
+    fold_posted(shared, &slot, events, reservation).await
+}
+
+/// How long a post waits for its events to reach the job's stored status before it is
+/// answered `503` (to be sent again): under the trainer's 10 s request timeout.
+const PERSIST_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until the job's stored status holds the events up to `seq`, writing it when
+/// it is due rather than waiting for the flusher's next tick; `false` after
+/// [`PERSIST_WAIT`].
+async fn wait_until_persisted<C: ReportCluster>(
+    shared: &Shared<C>,
+    slot: &Arc<JobSlot>,
+    seq: u64,
+) -> bool {
+    let deadline = Instant::now() + PERSIST_WAIT;
+    let tick = (shared.settings.flush_interval / 4).max(Duration::from_millis(10));
+    let mut persisted = slot.watch_persisted();
+    loop {
+        if *persisted.borrow_and_update() >= seq {
+            return true;
+        }
+        // Failures are counted and logged there; the job stays due for another try.
+        let _ = write_job(shared, slot, false).await;
+        if *persisted.borrow_and_update() >= seq {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let _ = tokio::time::timeout(tick.min(deadline - now), persisted.changed()).await;
+    }
 }
 
 /// A post turned away before its events were looked at.
@@ -207,11 +244,16 @@ async fn read_body<C>(
 /// Folds an authorized post's events and answers with what was taken.
 async fn fold_posted<C: ReportCluster>(
     shared: &Shared<C>,
-    slot: &JobSlot,
-    events: &[TrainerEvent],
+    slot: &Arc<JobSlot>,
+    events: Vec<TrainerEvent>,
+    reservation: BodyReservation,
 ) -> Response {
     let (namespace, name) = (&slot.key.namespace, &slot.key.name);
-    let outcome = slot.fold_batch(events, Instant::now(), shared.settings.flush_interval);
+    let outcome = slot.fold_batch(&events, Instant::now(), shared.settings.flush_interval);
+    // Folded: what the post held in memory goes back to the shared budget before the
+    // wait for the status write.
+    drop(events);
+    drop(reservation);
     for event_type in &outcome.accepted_types {
         shared
             .metrics
@@ -246,6 +288,17 @@ async fn fold_posted<C: ReportCluster>(
         {
             tracing::warn!(%namespace, %name, reason = %milestone.reason, %error, "recording a milestone event failed");
         }
+    }
+    // Acknowledged only once recorded: an operator that dies before writing the
+    // status has not said yes, and the trainer posts the same events again.
+    if !wait_until_persisted(shared, slot, outcome.last_seq).await {
+        return Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_recorded",
+            "the events are held but the job's status could not be written yet; post them again",
+        )
+        .retry_after_a_second()
+        .answer(shared);
     }
     let answer = json!({
         "accepted": outcome.accepted_types.len(),

@@ -120,6 +120,24 @@ impl<C: ReportCluster> ReportState<C> {
         }
     }
 
+    /// Takes in the job's status folded again from its run's `events.jsonl` when it is
+    /// newer than what the endpoint holds (so that no pending write of the older state
+    /// lands after it) and writes it now. `Ok(false)` when the endpoint does not hold
+    /// the job: the caller writes the status itself.
+    pub async fn adopt_recovered(
+        &self,
+        namespace: &str,
+        name: &str,
+        recovered: ReportedStatus,
+    ) -> Result<bool, ReportError> {
+        let Some(slot) = self.shared.jobs.get(&JobKey::new(namespace, name)) else {
+            return Ok(false);
+        };
+        slot.adopt(recovered, tokio::time::Instant::now());
+        write_job(&self.shared, &slot, true).await?;
+        Ok(true)
+    }
+
     /// Writes every job with unwritten status now; returns how many patches were
     /// written, or the first error after trying all.
     pub async fn flush_all(&self) -> Result<usize, ReportError> {

@@ -294,7 +294,10 @@ async fn repeated_posts_are_accepted_once() {
         "anneal_report_events_total",
         r#"type="metrics"} 1"#
     ));
-    assert_eq!(state.flush_all().await.unwrap(), 1);
+    // Answered once written: nothing is left to write, and the patch has it all.
+    assert_eq!(state.flush_all().await.unwrap(), 0);
+    let patches = cluster.patches();
+    assert_eq!(patches.last().unwrap().2["status"]["lastEventSeq"], 3);
 }
 
 #[tokio::test]
@@ -302,10 +305,18 @@ async fn forty_events_in_a_second_and_a_half_make_at_most_two_patches() {
     let (cluster, state, router) = setup(Duration::from_secs(1));
     let flusher = state.spawn_flusher();
     let start = Instant::now();
+    // Each post is answered once its events are written, so they overlap as a
+    // trainer's would not; the writes stay one a second all the same.
+    let mut posts = Vec::new();
     for seq in 1..=40u64 {
         sleep_until(start + Duration::from_millis(37) * (seq as u32 - 1)).await;
-        let (status, _) = post(&router, "token-1", train_loss(seq, 3.0 - seq as f64 / 20.0)).await;
-        assert_eq!(status, StatusCode::OK);
+        let router = router.clone();
+        posts.push(tokio::spawn(async move {
+            post(&router, "token-1", train_loss(seq, 3.0 - seq as f64 / 20.0)).await
+        }));
+    }
+    for posted in posts {
+        assert_eq!(posted.await.unwrap().0, StatusCode::OK);
     }
     // The newest values land within an interval and a flusher tick of the last post.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -351,16 +362,28 @@ async fn a_failed_patch_is_retried_with_the_newest_values() {
     let (cluster, state, router) = setup(Duration::from_millis(100));
     let flusher = state.spawn_flusher();
     cluster.fail_patches(true);
-    post(&router, "token-1", train_loss(1, 2.0)).await;
-    sleep(Duration::from_millis(300)).await;
+    // Not written, so not acknowledged: the trainer is told to post it again.
+    let (status, _) = post(&router, "token-1", train_loss(1, 2.0)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(counter(
         &state,
         "anneal_status_patches_total",
         r#"result="error"}"#
     ));
-    post(&router, "token-1", train_loss(2, 1.5)).await;
+    assert!(counter(
+        &state,
+        "anneal_report_rejected_total",
+        r#"reason="not_recorded"} 1"#
+    ));
     cluster.fail_patches(false);
-    sleep(Duration::from_millis(400)).await;
+    let (status, answer) = post(
+        &router,
+        "token-1",
+        json!([train_loss(1, 2.0), train_loss(2, 1.5)]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, json!({"accepted": 1, "refused": 0, "lastSeq": 2}));
     flusher.abort();
     let patches = cluster.patches();
     assert_eq!(patches.len(), 1, "{patches:?}");
@@ -369,7 +392,7 @@ async fn a_failed_patch_is_retried_with_the_newest_values() {
 
 #[tokio::test]
 async fn milestones_become_events_at_once_and_flush_now_writes_at_once() {
-    let (cluster, state, router) = setup(Duration::from_secs(60));
+    let (cluster, state, router) = setup(Duration::from_millis(10));
     let result = JobResult {
         model_id: "ft:tiny:job:ckpt-3".into(),
         uri: "s3://b/final".into(),
@@ -397,8 +420,7 @@ async fn milestones_become_events_at_once_and_flush_now_writes_at_once() {
     assert!(milestones[3].message.contains("ft:tiny:job:ckpt-3"));
     assert!(milestones[2].warning && !milestones[3].warning);
 
-    // No flusher runs and the interval is a minute: only flush_now writes.
-    assert!(state.flush_now("ns", "job").await.unwrap());
+    // No flusher runs: the post wrote the status before it was answered.
     assert!(!state.flush_now("ns", "job").await.unwrap(), "nothing new");
     let patches = cluster.patches();
     assert_eq!(patches.len(), 1);
@@ -409,7 +431,7 @@ async fn milestones_become_events_at_once_and_flush_now_writes_at_once() {
 
 #[tokio::test]
 async fn logs_are_served_and_followed_until_the_run_ends() {
-    let (_cluster, _state, router) = setup(Duration::from_secs(60));
+    let (_cluster, _state, router) = setup(Duration::from_millis(10));
     for (path, token) in [
         ("/v1/jobs/ns/nope/logs", Some("token-1")),
         (LOGS, None),
@@ -479,7 +501,7 @@ async fn logs_are_served_and_followed_until_the_run_ends() {
 
 #[tokio::test]
 async fn a_follow_started_before_the_first_post_waits_for_it() {
-    let (_cluster, _state, router) = setup(Duration::from_secs(60));
+    let (_cluster, _state, router) = setup(Duration::from_millis(10));
     let response = router
         .clone()
         .oneshot(
@@ -514,7 +536,7 @@ async fn a_follow_started_before_the_first_post_waits_for_it() {
 
 #[tokio::test]
 async fn a_new_trainer_token_replaces_the_old_and_a_recreated_job_starts_over() {
-    let (cluster, state, router) = setup(Duration::from_secs(60));
+    let (cluster, state, router) = setup(Duration::from_millis(10));
     let batch = json!([
         phase(1, JobPhase::Running, None),
         checkpoint(2, "ckpt-2"),
@@ -540,7 +562,6 @@ async fn a_new_trainer_token_replaces_the_old_and_a_recreated_job_starts_over() 
     let (_, logs) = get_text_with(&router, LOGS, Some("token-3")).await;
     assert_eq!(logs, "2026-11-23T06:00:00Z INFO phase Running\n");
 
-    assert!(state.flush_now("ns", "job").await.unwrap());
     let patches = cluster.patches();
     let (_, _, patch) = patches.last().unwrap();
     assert_eq!(patch["metadata"]["uid"], "uid-2");
