@@ -310,19 +310,23 @@ async fn an_oom_killed_trainer_fails_with_reason_out_of_memory_without_a_retry()
     // The last step the operator knew of when it saw the kill: events the trainer
     // posted just before may land in the status after it.
     let progress = status.progress.as_ref().unwrap().step;
-    let step: u64 = message
+    let (step, rest) = message
         .strip_prefix("the trainer was killed for going over its memory limit (8Gi) after step ")
-        .and_then(|rest| rest.split_once(';'))
-        .and_then(|(step, _)| step.parse().ok())
+        .and_then(|rest| rest.split_once(", "))
         .unwrap_or_else(|| panic!("{message}"));
+    let step: u64 = step.parse().unwrap();
     assert!(
         (1..=progress).contains(&step),
         "{message} (progress {progress})"
     );
+    // What the plan predicted for a CPU trainer at that limit (anneal-tiny's shape from
+    // its config.json in the test's bucket; the whole batch of 4 fits).
     assert!(
-        message.ends_with(
-            "; set spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens"
-        ),
+        rest.starts_with("where the memory plan predicted ")
+            && rest.contains(" at micro-batch 4; ")
+            && rest.ends_with(
+                "; set spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens"
+            ),
         "{message}"
     );
     // The same plan is not tried again: no second pod, and the trainer Job is gone.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anneal_crds::finetunejob::{FineTuneJobStatus, JobPhase};
+use anneal_crds::memory_plan::{ByteSize, DeviceMemory, plan_for_job};
 use anneal_crds::{FineTuneJob, jiff};
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -33,8 +34,8 @@ use crate::finetunejob::trainer_job::{
     trainer_secret_name,
 };
 use crate::finetunejob::trainer_observation::{
-    TrainerState, last_failure_message, observe_trainer_job, plan_phase, repeating_failure,
-    trainer_memory_limit,
+    OUT_OF_MEMORY, TrainerState, last_failure_message, observe_trainer_job, plan_phase,
+    repeating_failure, trainer_memory_limit,
 };
 use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_spec};
 use crate::metrics::Metrics;
@@ -565,9 +566,14 @@ async fn end_on_repeating_failure(
         .or_else(|| next.progress.clone())
         .map(|p| p.step);
     let limit = trainer_memory_limit(trainer);
-    let Some(failure) = repeating_failure(pods, step, limit.as_deref()) else {
+    let Some(mut failure) = repeating_failure(pods, step, limit.as_deref(), None) else {
         return Ok(false);
     };
+    if failure.reason == OUT_OF_MEMORY
+        && let Some(plan) = cpu_plan_note(job, context, limit.as_deref()).await
+    {
+        failure = repeating_failure(pods, step, limit.as_deref(), Some(&plan)).unwrap_or(failure);
+    }
     if trainer.metadata.deletion_timestamp.is_none() {
         info!(
             reason = failure.reason,
@@ -596,6 +602,32 @@ async fn end_on_repeating_failure(
     let generation = job.metadata.generation;
     end_failed(next, failure.reason, &failure.message, generation, now);
     Ok(true)
+}
+
+/// What the memory plan predicted for a CPU trainer at its pod's memory limit
+/// (`", where the memory plan predicted 5.1 GiB at micro-batch 2"`), when the model's
+/// shape is known; GPU jobs plan GPU memory, not the host's.
+async fn cpu_plan_note(
+    job: &FineTuneJob,
+    context: &Context,
+    limit: Option<&str>,
+) -> Option<String> {
+    if job.spec.resources.gpus > 0 {
+        return None;
+    }
+    let memory: ByteSize = limit?.parse().ok()?;
+    let shape = match find_model_shape(&context.client, job, &context.config)
+        .await
+        .ok()?
+    {
+        ShapeFound::ConfigJson(shape) | ShapeFound::BuiltIn(shape) => shape,
+        ShapeFound::Unknown(_) => return None,
+    };
+    let plan = plan_for_job(&job.spec, shape, DeviceMemory::cpu(memory)).ok()?;
+    Some(format!(
+        ", where the memory plan predicted {} at micro-batch {}",
+        plan.peak, plan.micro_batch
+    ))
 }
 
 fn end_failed(

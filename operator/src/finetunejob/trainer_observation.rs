@@ -154,11 +154,13 @@ pub const OUT_OF_MEMORY: &str = "OutOfMemory";
 pub const SCRATCH_FULL: &str = "ScratchFull";
 
 /// The newest repeating failure among `pods`, if any. `step` is the last optimizer step
-/// the trainer reported, `memory_limit` its container's limit, both for the message.
+/// the trainer reported, `memory_limit` its container's limit and `plan` what the
+/// memory plan predicted for it (`", where ..."`), all for the message.
 pub fn repeating_failure(
     pods: &[Pod],
     step: Option<u64>,
     memory_limit: Option<&str>,
+    plan: Option<&str>,
 ) -> Option<RepeatingFailure> {
     let at_step = step.map_or_else(
         || " before its first step".to_owned(),
@@ -190,8 +192,9 @@ pub fn repeating_failure(
         (killed.reason.as_deref() == Some("OOMKilled")).then(|| RepeatingFailure {
             reason: OUT_OF_MEMORY,
             message: format!(
-                "the trainer was killed for going over its memory limit ({}){at_step}; set spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens",
-                memory_limit.unwrap_or("none set")
+                "the trainer was killed for going over its memory limit ({}){at_step}{}; set spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens",
+                memory_limit.unwrap_or("none set"),
+                plan.unwrap_or_default()
             ),
         })
     })

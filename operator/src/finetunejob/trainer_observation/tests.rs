@@ -216,25 +216,35 @@ fn an_oom_kill_or_a_full_scratch_disk_is_a_failure_every_retry_would_repeat() {
     };
     // Killed for another reason (a deleted pod past its grace period): retried as usual.
     assert_eq!(
-        repeating_failure(&[pod(None, None, "Error")], Some(3), Some("8Gi")),
+        repeating_failure(&[pod(None, None, "Error")], Some(3), Some("8Gi"), None),
         None
     );
     // Evicted for node pressure: not the job's doing, retried.
     let pressure = "The node was low on resource: memory. Threshold quantity: 100Mi.";
     assert_eq!(
-        repeating_failure(&[pod(Some("Evicted"), Some(pressure), "Error")], None, None),
+        repeating_failure(
+            &[pod(Some("Evicted"), Some(pressure), "Error")],
+            None,
+            None,
+            None
+        ),
         None
     );
     assert_eq!(
-        repeating_failure(&[pod(None, None, "OOMKilled")], Some(12), Some("8Gi")),
+        repeating_failure(
+            &[pod(None, None, "OOMKilled")],
+            Some(12),
+            Some("8Gi"),
+            Some(", where the memory plan predicted 5.1 GiB at micro-batch 2")
+        ),
         Some(RepeatingFailure {
             reason: "OutOfMemory",
-            message: "the trainer was killed for going over its memory limit (8Gi) after step 12; set spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens".into(),
+            message: "the trainer was killed for going over its memory limit (8Gi) after step 12, where the memory plan predicted 5.1 GiB at micro-batch 2; set spec.resources.memory larger or lower hyperparameters.batchSize or maxTokens".into(),
         })
     );
     let full = "Usage of EmptyDir volume \"work\" exceeds the limit \"36Gi\". ";
     assert_eq!(
-        repeating_failure(&[pod(Some("Evicted"), Some(full), "Error")], None, None),
+        repeating_failure(&[pod(Some("Evicted"), Some(full), "Error")], None, None, None),
         Some(RepeatingFailure {
             reason: "ScratchFull",
             message: "the trainer pod was evicted before its first step: Usage of EmptyDir volume \"work\" exceeds the limit \"36Gi\"; set spec.resources.scratch larger (the model, datasets and two checkpoints must fit)".into(),
