@@ -7,7 +7,8 @@
                                      (--check: fail if the committed files differ)
   checks.py validate FILE...         every object against the Kubernetes 1.33 schema
                                      (kubernetes-validate --strict); ServiceMonitors
-                                     against the Prometheus Operator CRD schema
+                                     against the Prometheus Operator CRD schema,
+                                     cert-manager objects against cert-manager-v1.schema.json
 
 Run with .venv/bin/python (PyYAML and kubernetes-validate come from there).
 """
@@ -124,14 +125,37 @@ def render_deploy(check: bool) -> int:
     return 0
 
 
+def validate_cert_manager(objects: list) -> int:
+    """cert-manager Issuers and Certificates against the part of its v1 API the chart
+    renders (cert-manager-v1.schema.json)."""
+    import jsonschema
+
+    schema = json.loads((HERE / "cert-manager-v1.schema.json").read_text())
+    failed = 0
+    for obj in objects:
+        kind_schema = dict(schema["definitions"][obj["kind"]], definitions=schema["definitions"])
+        for error in jsonschema.Draft7Validator(kind_schema).iter_errors(obj):
+            path = "/".join(str(p) for p in error.absolute_path)
+            print(f"{obj['kind']} {obj['metadata'].get('name')}: {path}: {error.message}", file=sys.stderr)
+            failed += 1
+    if failed:
+        return 1
+    print(f"{len(objects)} cert-manager objects valid against cert-manager-v1.schema.json")
+    return 0
+
+
 def validate(paths: list) -> int:
-    builtin, monitors = [], []
+    builtin, monitors, cert_manager = [], [], []
     for path in paths:
         for obj in documents(Path(path).read_text()):
             if obj.get("apiVersion") == "monitoring.coreos.com/v1" and obj.get("kind") == "ServiceMonitor":
                 monitors.append(obj)
+            elif obj.get("apiVersion") == "cert-manager.io/v1" and obj.get("kind") in ("Issuer", "Certificate"):
+                cert_manager.append(obj)
             else:
                 builtin.append(obj)
+    if validate_cert_manager(cert_manager) != 0:
+        return 1
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as out:
         yaml.safe_dump_all(builtin, out)
         out.flush()
