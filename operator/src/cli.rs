@@ -30,6 +30,24 @@ pub struct OperatorArgs {
     /// webhook is served on --webhook-listen; unset, not at all.
     #[arg(long, env = "ANNEAL_WEBHOOK_CERT_DIR")]
     pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// A `kubernetes.io/tls` Secret in the operator's namespace (POD_NAMESPACE) where
+    /// the operator makes and rotates the webhook's certificate itself, writing the
+    /// serving pair into --webhook-cert-dir; needs --webhook-host and
+    /// --webhook-configuration.
+    #[arg(
+        long,
+        env = "ANNEAL_WEBHOOK_CERT_SECRET",
+        requires_all = ["webhook_cert_dir", "webhook_host", "webhook_configuration"]
+    )]
+    pub webhook_cert_secret: Option<String>,
+    /// The name the API server calls the webhook at (`SERVICE.NAMESPACE.svc`), for
+    /// the certificate the operator makes.
+    #[arg(long, env = "ANNEAL_WEBHOOK_HOST")]
+    pub webhook_host: Option<String>,
+    /// The ValidatingWebhookConfiguration whose `caBundle` the operator keeps when it
+    /// makes the certificate.
+    #[arg(long, env = "ANNEAL_WEBHOOK_CONFIGURATION")]
+    pub webhook_configuration: Option<String>,
     /// Where the admission webhook listens (HTTPS).
     #[arg(long, env = "ANNEAL_WEBHOOK_LISTEN", default_value = "0.0.0.0:9443")]
     pub webhook_listen: SocketAddr,

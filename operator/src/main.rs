@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anneal_operator::admission::WebhookTls;
+use anneal_operator::admission::certificate::OperatorCertificate;
 use anneal_operator::cli::OperatorArgs;
 use anneal_operator::leader_election::LeaseSettings;
 use anneal_operator::operator_run::{OperatorSettings, WebhookServing, run_operator};
@@ -42,6 +43,15 @@ async fn main() -> anyhow::Result<()> {
         webhook: args.webhook_cert_dir.map(|cert_dir| WebhookServing {
             listen: args.webhook_listen,
             tls: WebhookTls { cert_dir },
+            certificate: args.webhook_cert_secret.map(|secret| {
+                let host = args.webhook_host.clone().unwrap_or_default();
+                OperatorCertificate {
+                    namespace: args.lease_namespace.clone(),
+                    secret,
+                    hosts: vec![host.clone(), format!("{host}.cluster.local")],
+                    configuration: args.webhook_configuration.clone().unwrap_or_default(),
+                }
+            }),
         }),
     };
     let client = kube::Client::try_default().await?;

@@ -16,7 +16,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::admission::{KubeAccessReviewer, WebhookTls, admission_router, serve_webhook};
+use crate::admission::certificate::{OperatorCertificate, keep_certificate};
+use crate::admission::{
+    KubeAccessReviewer, WebhookTls, admission_router, serve_webhook, wait_for_files,
+};
 use crate::config::OperatorConfig;
 use crate::finetunejob::controller::{self as finetunejob, run_finetunejob_controller};
 use crate::finetunejob::kube_report::KubeReportCluster;
@@ -45,6 +48,9 @@ pub struct OperatorSettings {
 pub struct WebhookServing {
     pub listen: std::net::SocketAddr,
     pub tls: WebhookTls,
+    /// Set when the operator makes and rotates the certificate itself, writing it into
+    /// `tls.cert_dir`.
+    pub certificate: Option<OperatorCertificate>,
 }
 
 /// Runs until `shutdown` turns true, or until this replica loses its lease (then it
@@ -213,6 +219,13 @@ fn spawn_webhook(
 ) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(webhook.listen)?;
     let handle = axum_server::Handle::new();
+    let keeper = webhook.certificate.clone().map(|certificate| {
+        tokio::spawn(keep_certificate(
+            client.clone(),
+            certificate,
+            webhook.tls.cert_dir.clone(),
+        ))
+    });
     let router = admission_router(KubeAccessReviewer::new(client.clone()), config.clone());
     let stopping = handle.clone();
     tokio::spawn(async move {
@@ -220,8 +233,15 @@ fn spawn_webhook(
         stopping.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
     tokio::spawn(async move {
+        if keeper.is_some() {
+            // The first certificate is being made: serve once its files are there.
+            wait_for_files(&webhook.tls).await;
+        }
         if let Err(error) = serve_webhook(listener, webhook.tls, router, handle).await {
             error!(%error, "admission webhook stopped");
+        }
+        if let Some(keeper) = keeper {
+            keeper.abort();
         }
     });
     Ok(())

@@ -96,8 +96,9 @@ def render(*values: str) -> list:
 
 
 def render_deploy(check: bool) -> int:
-    # deploy/ is plain YAML for kustomize: without the admission webhook, whose
-    # certificate Helm makes at install time (docs/security.md).
+    # deploy/ is plain YAML for kustomize: without the admission webhook for now
+    # (docs/security.md), though with webhook.certificate: operator it needs nothing
+    # Helm makes; tests/e2e/rbac.rs checks this RBAC against the operator's calls.
     rendered = render(NO_WEBHOOK)
     # The RBAC of a single watched namespace, for tests/e2e/rbac.rs.
     one_namespace = [o for o in render(NO_WEBHOOK, "watchNamespace=team-a") if o["kind"] in RBAC_KINDS]

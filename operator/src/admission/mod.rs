@@ -8,6 +8,7 @@
 //!   `admission.k8s.io/v1` AdmissionReview in, the same with its response out.
 
 mod access_review;
+pub mod certificate;
 mod references;
 mod review;
 mod serve;
@@ -28,7 +29,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 pub use access_review::{AccessReviewer, KubeAccessReviewer, access_review};
 pub use references::{Reference, finetunejob_references, modeldeployment_references};
 pub use review::{Admitted, review};
-pub use serve::{WebhookTls, serve_webhook};
+pub use serve::{WebhookTls, serve_webhook, wait_for_files};
 
 use crate::config::OperatorConfig;
 

@@ -30,6 +30,13 @@ impl WebhookTls {
     }
 }
 
+/// Resolves once the certificate and key files exist (the operator is making them).
+pub async fn wait_for_files(tls: &WebhookTls) {
+    while !(tls.cert().is_file() && tls.key().is_file()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Serves `router` over TLS on `listener` until `handle` is told to shut down. Fails
 /// at once when the certificate cannot be read.
 pub async fn serve_webhook(
