@@ -82,9 +82,6 @@ def strip_helm_labels(obj) -> None:
             strip_helm_labels(value)
 
 
-NO_WEBHOOK = "webhook.enabled=false"
-
-
 def render(*values: str) -> list:
     args = ["template", "anneal", str(ROOT / "charts/anneal"), "--namespace", "anneal-system"]
     for value in values:
@@ -96,12 +93,12 @@ def render(*values: str) -> list:
 
 
 def render_deploy(check: bool) -> int:
-    # deploy/ is plain YAML for kustomize: without the admission webhook for now
-    # (docs/security.md), though with webhook.certificate: operator it needs nothing
-    # Helm makes; tests/e2e/rbac.rs checks this RBAC against the operator's calls.
-    rendered = render(NO_WEBHOOK)
+    # deploy/ is plain YAML for kustomize, with the admission webhook: its certificate
+    # is the operator's (webhook.certificate: operator), so nothing is made at render
+    # time. tests/e2e/rbac.rs checks this RBAC against the operator's calls.
+    rendered = render()
     # The RBAC of a single watched namespace, for tests/e2e/rbac.rs.
-    one_namespace = [o for o in render(NO_WEBHOOK, "watchNamespace=team-a") if o["kind"] in RBAC_KINDS]
+    one_namespace = [o for o in render("watchNamespace=team-a") if o["kind"] in RBAC_KINDS]
     files = {
         "deploy/base/rbac.yaml": [o for o in rendered if o["kind"] in RBAC_KINDS],
         "deploy/base/operator.yaml": [o for o in rendered if o["kind"] not in RBAC_KINDS],

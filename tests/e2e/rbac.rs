@@ -3,9 +3,11 @@
 //! and `tests/helm/rendered/rbac-watch-team-a.yaml` (`watchNamespace: team-a`: Roles
 //! only); CI fails when those files differ from `helm template` of the chart
 //! (`scripts/k8s/checks.py render-deploy --check`). The operator runs as its
-//! ServiceAccount through a story against the fake API server (two FineTuneJobs
-//! trained to the end, one deleted; a ModelDeployment served, scaled and deleted;
-//! leader election), the server records every request with the attributes RBAC
+//! ServiceAccount through a story against the fake API server (the admission webhook
+//! making its certificate, answering the API server over TLS and asking a
+//! SubjectAccessReview, then renewing the certificate after a restart; two
+//! FineTuneJobs trained to the end, one deleted; a ModelDeployment served, scaled and
+//! deleted; leader election), the server records every request with the attributes RBAC
 //! authorizes (user, verb, group, resource, subresource, namespace), and the test
 //! checks both ways: every call is allowed by a bound rule, and every verb of every
 //! rule was used by some call.
@@ -16,11 +18,16 @@ use std::time::Duration;
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines, repo};
-use anneal_fake_apiserver::AuditRecord;
+use anneal_fake_apiserver::{AuditRecord, ResourceType};
+use anneal_operator::admission::WebhookTls;
+use anneal_operator::admission::certificate;
 use anneal_operator::leader_election::{LEADER_LABEL, LeaseSettings};
-use anneal_operator::operator_run::{OperatorSettings, run_operator};
+use anneal_operator::operator_run::{OperatorSettings, WebhookServing, run_operator};
 use anneal_operator::report::ReportSettings;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
@@ -42,6 +49,8 @@ struct Rule {
     namespace: Option<String>,
     groups: Vec<String>,
     resources: Vec<String>,
+    /// `resourceNames`: the rule allows only these objects (empty: any).
+    names: Vec<String>,
     verbs: Vec<String>,
 }
 
@@ -58,6 +67,7 @@ impl Rule {
                 .iter()
                 .any(|r| r == "*" || *r == call.resource)
             && self.verbs.iter().any(|v| v == "*" || *v == call.verb)
+            && (self.names.is_empty() || self.names.contains(&call.name))
     }
 }
 
@@ -68,6 +78,8 @@ struct Call {
     group: String,
     resource: String,
     namespace: String,
+    /// Empty for collection requests (and creates).
+    name: String,
 }
 
 impl From<&AuditRecord> for Call {
@@ -80,6 +92,7 @@ impl From<&AuditRecord> for Call {
                 None => record.resource.clone(),
             },
             namespace: record.namespace.clone(),
+            name: record.name.clone(),
         }
     }
 }
@@ -130,8 +143,8 @@ fn bound_rules(file: &str) -> Vec<Rule> {
             .unwrap_or_else(|| panic!("{role_kind} {role_name} is bound but not defined"));
         for rule in role["rules"].as_array().unwrap() {
             assert!(
-                rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
-                "this test does not read resourceNames or nonResourceURLs: {rule}"
+                rule.get("nonResourceURLs").is_none(),
+                "this test does not read nonResourceURLs: {rule}"
             );
             rules.push(Rule {
                 role: format!(
@@ -142,6 +155,7 @@ fn bound_rules(file: &str) -> Vec<Rule> {
                 namespace: binding_namespace.map(str::to_owned),
                 groups: strings(&rule["apiGroups"]),
                 resources: strings(&rule["resources"]),
+                names: strings(&rule["resourceNames"]),
                 verbs: strings(&rule["verbs"]),
             });
         }
@@ -166,11 +180,197 @@ async fn the_chart_grants_exactly_what_the_operator_calls_in_all_namespaces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_one_watched_namespace_the_chart_grants_only_roles_and_they_suffice() {
     let rules = bound_rules("tests/helm/rendered/rbac-watch-team-a.yaml");
-    assert!(
-        rules.iter().all(|r| r.namespace.is_some()),
-        "nothing cluster-wide for one namespace: {rules:#?}"
+    // Cluster-wide only what has no namespace: the webhook's SubjectAccessReviews and
+    // its own webhook configuration.
+    let cluster_wide: BTreeSet<&str> = rules
+        .iter()
+        .filter(|r| r.namespace.is_none())
+        .flat_map(|r| r.resources.iter().map(String::as_str))
+        .collect();
+    assert_eq!(
+        cluster_wide,
+        BTreeSet::from(["subjectaccessreviews", "validatingwebhookconfigurations"]),
+        "{rules:#?}"
     );
     story_within(rules, Some(NAMESPACE)).await;
+}
+
+/// The admission webhook as `deploy/` installs it: its configuration (from the
+/// rendered manifest, `caBundle` empty); the operator makes its certificate Secret.
+struct Webhook {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const WEBHOOK_HOST: &str = "anneal-operator-webhook.anneal-system.svc";
+const WEBHOOK_SECRET: &str = "anneal-operator-webhook-tls";
+
+impl Webhook {
+    async fn install(world: &World) -> Webhook {
+        world.api.register(ResourceType::cluster_scoped(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingwebhookconfigurations",
+            "ValidatingWebhookConfiguration",
+        ));
+        world.api.register(ResourceType::cluster_scoped(
+            "authorization.k8s.io",
+            "v1",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+        ));
+        let text = std::fs::read_to_string(repo().join("deploy/base/operator.yaml")).unwrap();
+        let configuration: ValidatingWebhookConfiguration =
+            serde_yaml_ng::Deserializer::from_str(&text)
+                .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+                .find(|o| o["kind"] == "ValidatingWebhookConfiguration")
+                .map(|o| serde_json::from_value(o).unwrap())
+                .expect("deploy/ installs the webhook");
+        Api::<ValidatingWebhookConfiguration>::all(world.client())
+            .create(&PostParams::default(), &configuration)
+            .await
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Webhook {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn serving(&self) -> WebhookServing {
+        WebhookServing {
+            listen: ([127, 0, 0, 1], self.port).into(),
+            tls: WebhookTls {
+                cert_dir: self.dir.path().to_owned(),
+            },
+            certificate: Some(certificate::OperatorCertificate {
+                namespace: OPERATOR_NAMESPACE.to_owned(),
+                secret: WEBHOOK_SECRET.to_owned(),
+                hosts: vec![WEBHOOK_HOST.to_owned()],
+                configuration: "anneal-operator".to_owned(),
+            }),
+        }
+    }
+
+    /// Waits for the operator to put its CA into the configuration, then sends the
+    /// webhook a FineTuneJob naming a Secret as the API server would (TLS trusting
+    /// only that `caBundle`); the fake API server answers the operator's
+    /// SubjectAccessReview without allowing it, so the job is refused.
+    async fn refuses_a_secret_alice_may_not_read(&self, world: &World) {
+        let configurations: Api<ValidatingWebhookConfiguration> = Api::all(world.client());
+        let started = std::time::Instant::now();
+        let bundle = loop {
+            let configuration = configurations.get("anneal-operator").await.unwrap();
+            let bundles: Vec<Option<ByteString>> = configuration
+                .webhooks
+                .unwrap_or_default()
+                .into_iter()
+                .map(|w| w.client_config.ca_bundle)
+                .collect();
+            if bundles.iter().all(Option::is_some) && !bundles.is_empty() {
+                break bundles[0].clone().unwrap();
+            }
+            assert!(started.elapsed() < WAIT, "no caBundle: {bundles:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&bundle.0).unwrap()])
+            .resolve(WEBHOOK_HOST, ([127, 0, 0, 1], self.port).into())
+            .build()
+            .unwrap();
+        let job: Value = serde_yaml_ng::from_str(&format!(
+            "{}  output: {{uri: \"s3://anneal-e2e/runs\", credentialsSecret: payroll}}\n",
+            job_yaml("probe", 1, 2, "")
+        ))
+        .unwrap();
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "review-1",
+                "kind": {"group": "anneal.dev", "version": "v1alpha1", "kind": "FineTuneJob"},
+                "resource": {"group": "anneal.dev", "version": "v1alpha1", "resource": "finetunejobs"},
+                "name": "probe",
+                "namespace": NAMESPACE,
+                "operation": "CREATE",
+                "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+                "object": job,
+                "oldObject": null,
+                "dryRun": false,
+            }
+        });
+        let url = format!("https://{WEBHOOK_HOST}:{}/validate/finetunejobs", self.port);
+        let started = std::time::Instant::now();
+        let answer: Value = loop {
+            // The webhook serves once the operator has written its certificate.
+            match client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(review.to_string())
+                .send()
+                .await
+            {
+                Ok(response) => {
+                    break serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+                }
+                Err(error) => {
+                    assert!(
+                        started.elapsed() < WAIT,
+                        "the webhook did not answer: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let response = &answer["response"];
+        assert_eq!(response["allowed"], false, "{answer}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("payroll"), "{message}");
+        // The CA the bundle names is the one in the Secret the operator made.
+        let secret = Api::<Secret>::namespaced(world.client(), OPERATOR_NAMESPACE)
+            .get(WEBHOOK_SECRET)
+            .await
+            .unwrap();
+        assert_eq!(secret.data.unwrap()["ca.crt"], bundle);
+    }
+
+    /// As a restart 340 days on finds it: the serving certificate's recorded end 25
+    /// days away. Returns what the Secret said.
+    async fn age_certificate(&self, world: &World) -> Secret {
+        let secrets = Api::<Secret>::namespaced(world.client(), OPERATOR_NAMESPACE);
+        let soon = anneal_crds::jiff::Timestamp::now()
+            + anneal_crds::jiff::SignedDuration::from_hours(24 * 25);
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            certificate::NOT_AFTER_ANNOTATION: soon.to_string()}}});
+        secrets
+            .patch(
+                WEBHOOK_SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the operator replaced the serving certificate of `aged` (same CA).
+    async fn renewed(&self, world: &World, aged: &Secret) {
+        let secrets = Api::<Secret>::namespaced(world.client(), OPERATOR_NAMESPACE);
+        let before = aged.data.clone().unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let now = secrets.get(WEBHOOK_SECRET).await.unwrap().data.unwrap();
+            if now["tls.crt"] != before["tls.crt"] {
+                assert_eq!(now["ca.crt"], before["ca.crt"], "the CA stays");
+                return;
+            }
+            assert!(started.elapsed() < WAIT, "the certificate was not renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Runs the story with the operator watching `watch` (all namespaces when `None`) and
@@ -188,6 +388,7 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
         ..Pod::default()
     };
     pods.create(&PostParams::default(), &pod).await.unwrap();
+    let webhook = Webhook::install(&world).await;
 
     // The operator as the chart runs it, with leader election in its own namespace.
     let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}");
@@ -205,12 +406,12 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
         }),
         report: ReportSettings::default(),
         instance: OPERATOR_POD.to_owned(),
-        webhook: None,
+        webhook: Some(webhook.serving()),
     };
     let (stop, stopped) = watch::channel(false);
     let operator = tokio::spawn(run_operator(
         world.api.client_as(&user),
-        settings,
+        settings.clone(),
         report,
         health,
         stopped,
@@ -230,6 +431,9 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
         .create(&PostParams::default(), &config_map)
         .await
         .unwrap();
+    // The API server calls the webhook; it asks whether alice may read the Secret.
+    webhook.refuses_a_secret_alice_may_not_read(&world).await;
+
     world.apply(&job_yaml("story", 2, 2, "")).await;
     let inline = job_yaml("inline", 1, 2, "").replace(
         r#"dataset: {train: "s3://anneal-e2e/data/train.jsonl", validationSplit: 0.2}"#,
@@ -337,6 +541,21 @@ spec:
     let labels = pods.get(OPERATOR_POD).await.unwrap().metadata.labels;
     assert!(!labels.unwrap_or_default().contains_key(LEADER_LABEL));
 
+    // Started again when the webhook's serving certificate is near its end, the
+    // operator renews it.
+    let aged = webhook.age_certificate(&world).await;
+    let (stop, stopped) = watch::channel(false);
+    let operator = tokio::spawn(run_operator(
+        world.api.client_as(&user),
+        settings,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        stopped,
+    ));
+    webhook.renewed(&world, &aged).await;
+    let _ = stop.send(true);
+    operator.await.unwrap().unwrap();
+
     let audit = world.api.audit();
     let calls: BTreeSet<Call> = audit
         .iter()
@@ -413,7 +632,8 @@ fn every_variable_the_chart_sets_is_an_operator_setting() {
 
 /// The chart's NetworkPolicy (rendered into `deploy/base/operator.yaml`) lets trainer
 /// pods, as the operator plans them, reach the report port of the operator's pods,
-/// and nothing else reach it; the metrics port only from the monitoring namespace.
+/// and nothing else reach it; the metrics port only from the monitoring namespace;
+/// the webhook's port from the API server, wherever it is.
 #[test]
 fn the_network_policy_lets_only_trainer_pods_reach_the_report_port() {
     let text = std::fs::read_to_string(repo().join("deploy/base/operator.yaml")).unwrap();
@@ -494,5 +714,8 @@ fn the_network_policy_lets_only_trainer_pods_reach_the_report_port() {
             serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}})
         ]
     );
-    assert_eq!(rules.len(), 2, "no other way in");
+    // The admission webhook's port: from anywhere, since the API server's address is
+    // not known in advance (it answers only AdmissionReviews over TLS).
+    assert!(rule_for("webhook").get("from").is_none());
+    assert_eq!(rules.len(), 3, "no other way in");
 }
