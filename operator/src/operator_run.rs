@@ -14,7 +14,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::admission::certificate::{OperatorCertificate, keep_certificate};
 use crate::admission::{
@@ -52,6 +52,9 @@ pub struct WebhookServing {
     /// `tls.cert_dir`.
     pub certificate: Option<OperatorCertificate>,
 }
+
+/// How long the controllers' running reconciles get to finish at shutdown.
+const CONTROLLER_STOP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs until `shutdown` turns true, or until this replica loses its lease (then it
 /// returns an error, and the pod restarts as a follower).
@@ -157,8 +160,21 @@ pub async fn run_operator(
     };
     leading.store(false, Ordering::SeqCst);
     let _ = stop_controller.send(true);
-    let _ = controller.await;
-    let _ = serving_controller.await;
+    for (kind, mut task) in [
+        ("FineTuneJob", controller),
+        ("ModelDeployment", serving_controller),
+    ] {
+        // kube's graceful shutdown waits for the controller's cache to fill first; a
+        // stop that comes before it has (a replica stopped right after it started)
+        // would wait forever, so its reconciles get a bounded time to finish.
+        if tokio::time::timeout(CONTROLLER_STOP, &mut task)
+            .await
+            .is_err()
+        {
+            warn!(kind, "the controller did not stop in time; ending it");
+            task.abort();
+        }
+    }
     if let Err(error) = reports.flush_all().await {
         error!(%error, "writing the last reported status");
     }
