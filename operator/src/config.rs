@@ -50,6 +50,12 @@ pub struct OperatorConfig {
     /// endpoint set) is always allowed.
     #[arg(long, env = "ANNEAL_ALLOWED_STORAGE_ENDPOINTS", value_delimiter = ',')]
     pub allowed_storage_endpoints: Vec<String>,
+    /// Let the operator read with its own cloud identity (its node's instance profile,
+    /// its ServiceAccount's role) for jobs whose storage settings have no static keys.
+    /// Off: it reads those unsigned (public buckets only), so no job borrows the
+    /// operator's identity to read a bucket its author cannot.
+    #[arg(long, env = "ANNEAL_STORAGE_OPERATOR_IDENTITY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub storage_operator_identity: bool,
     /// Object storage prefix for jobs without spec.output (s3://bucket/prefix).
     #[arg(long, env = "ANNEAL_DEFAULT_OUTPUT_URI")]
     pub default_output_uri: Option<String>,

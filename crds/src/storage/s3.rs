@@ -158,6 +158,13 @@ mod tests {
     }
 
     #[test]
+    fn skip_signature_reaches_the_client_so_no_ambient_credentials_are_looked_up() {
+        let builder = s3_builder("public", &settings(&[("AWS_SKIP_SIGNATURE", "true")])).unwrap();
+        let skip = config(&builder, AmazonS3ConfigKey::SkipSignature);
+        assert_eq!(skip.as_deref(), Some("true"));
+    }
+
+    #[test]
     fn virtual_hosted_addressing_puts_the_bucket_in_the_endpoint_host() {
         let builder = s3_builder(
             "models",

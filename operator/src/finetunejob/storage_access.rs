@@ -7,8 +7,10 @@
 //! endpoints (no endpoint set) and to the endpoints the install allows
 //! (`allowedStorageEndpoints`), and passes on only the keys a static-credential S3
 //! client needs: never the settings that make a client fetch credentials or tokens
-//! from a URL or a file. Trainer pods are not affected: they run in the tenant's own
-//! namespace with the tenant's own network position.
+//! from a URL or a file. Settings without static keys make unsigned requests: never
+//! the operator's ambient identity (its node's instance profile, its ServiceAccount's
+//! cloud role). Trainer pods are not affected: they run in the tenant's own namespace
+//! with the tenant's own network position and identity.
 
 use anneal_crds::storage::S3_ENDPOINT_KEYS;
 
@@ -59,15 +61,28 @@ pub fn operator_storage_access(
             ));
         }
     }
-    StorageAccess::Allowed(
-        settings
-            .into_iter()
-            .filter(|(key, _)| {
-                PASSED_KEYS.contains(&key.as_str()) || S3_ENDPOINT_KEYS.contains(&key.as_str())
-            })
-            .collect(),
-    )
+    let mut passed: Vec<(String, String)> = settings
+        .into_iter()
+        .filter(|(key, _)| {
+            PASSED_KEYS.contains(&key.as_str()) || S3_ENDPOINT_KEYS.contains(&key.as_str())
+        })
+        .collect();
+    let has_keys = passed
+        .iter()
+        .any(|(key, value)| key == "AWS_ACCESS_KEY_ID" && !value.is_empty());
+    if !has_keys && !config.storage_operator_identity {
+        // Without static keys an S3 client looks for the credentials around it: the
+        // node's instance profile, the operator's own workload identity. Unless the
+        // install allows it, a job must not borrow the operator's identity to read a
+        // bucket its author cannot, so the operator's requests for it go unsigned
+        // (public buckets only).
+        passed.push((SKIP_SIGNATURE.to_owned(), "true".to_owned()));
+    }
+    StorageAccess::Allowed(passed)
 }
+
+/// object_store's setting for unsigned (anonymous) requests.
+const SKIP_SIGNATURE: &str = "AWS_SKIP_SIGNATURE";
 
 /// `scheme://host[:port][/path]` compared without case in scheme and host and without
 /// a trailing `/`.
@@ -136,6 +151,45 @@ mod tests {
     }
 
     #[test]
+    fn without_static_keys_the_operator_asks_unsigned_never_with_its_own_identity() {
+        for tenant in [
+            settings(&[("AWS_REGION", "eu-west-1")]),
+            settings(&[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "x")]),
+            settings(&[("AWS_ROLE_ARN", "arn:aws:iam::1:role/operator")]),
+        ] {
+            let StorageAccess::Allowed(passed) = operator_storage_access(tenant, &config(&[]))
+            else {
+                panic!("AWS's own S3 is reached");
+            };
+            assert!(
+                passed.contains(&("AWS_SKIP_SIGNATURE".to_owned(), "true".to_owned())),
+                "{passed:?}"
+            );
+            assert!(!passed.iter().any(|(k, _)| k == "AWS_ROLE_ARN"));
+        }
+        // An install that allows it reads with its own identity.
+        let trusting = OperatorConfig {
+            storage_operator_identity: true,
+            ..config(&[])
+        };
+        let StorageAccess::Allowed(passed) =
+            operator_storage_access(settings(&[("AWS_REGION", "eu-west-1")]), &trusting)
+        else {
+            panic!();
+        };
+        assert!(!passed.iter().any(|(k, _)| k == "AWS_SKIP_SIGNATURE"));
+        let with_keys = settings(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
+        let StorageAccess::Allowed(passed) = operator_storage_access(with_keys, &config(&[]))
+        else {
+            panic!();
+        };
+        assert!(!passed.iter().any(|(k, _)| k == "AWS_SKIP_SIGNATURE"));
+    }
+
+    #[test]
     fn an_endpoint_is_reached_only_when_the_install_allows_it() {
         for endpoint in [
             "http://kubernetes.default.svc:443",
@@ -154,9 +208,11 @@ mod tests {
             );
         }
         let tenant = settings(&[("S3_ENDPOINT", "HTTPS://MinIO.storage.svc:9000/")]);
+        let mut unsigned = tenant.clone();
+        unsigned.push(("AWS_SKIP_SIGNATURE".to_owned(), "true".to_owned()));
         assert_eq!(
-            operator_storage_access(tenant.clone(), &config(&["https://minio.storage.svc:9000"])),
-            StorageAccess::Allowed(tenant)
+            operator_storage_access(tenant, &config(&["https://minio.storage.svc:9000"])),
+            StorageAccess::Allowed(unsigned)
         );
         // The most specific endpoint key wins, as in the client: it is the one judged.
         let tenant = settings(&[
