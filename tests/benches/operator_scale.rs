@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::JobPhase;
+use anneal_e2e::fake_kubelet::free_port;
+use anneal_e2e::operator_process::operator_binary;
 use anneal_fake_apiserver::FakeApiServer;
 use futures_util::{StreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
@@ -27,30 +29,6 @@ struct Measurement {
     settle: Duration,
     reconciles: f64,
     peak_rss_mib: f64,
-}
-
-fn operator_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("anneal-operator");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --release -p anneal-operator` first",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A GPU job whose model and data the operator does not read: the model is on a claim

@@ -947,7 +947,7 @@ fn loopback_args(args: Vec<String>, port: u16) -> Vec<String> {
 }
 
 /// A loopback port nothing listens on now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

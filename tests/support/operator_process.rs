@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::fake_kubelet::free_port;
 use crate::operator_harness::World;
 
-/// `target/debug/anneal-operator`, built by `./scripts/test.sh` before the tests.
+/// `anneal-operator` beside the running test or bench (`target/debug/`, built by
+/// `./scripts/test.sh` before the tests; `target/release/` for benches).
 pub fn operator_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("ANNEAL_OPERATOR_BIN") {
         return PathBuf::from(path);
@@ -22,19 +24,12 @@ pub fn operator_binary() -> PathBuf {
         .join("anneal-operator");
     assert!(
         path.is_file(),
-        "{} is missing: build it first with `cargo build -p anneal-operator --bin \
-         anneal-operator` (./scripts/test.sh does), or set ANNEAL_OPERATOR_BIN",
+        "{} is missing: build it first with `cargo build [--release] -p anneal-operator \
+         --bin anneal-operator` (./scripts/test.sh does for the tests), or set \
+         ANNEAL_OPERATOR_BIN",
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An operator process and how to start another like it.

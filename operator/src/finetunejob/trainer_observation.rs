@@ -3,7 +3,7 @@
 //! failed pod) to status, so every branch has a table test.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::trainer_failure::TrainerFailureReason;
@@ -112,16 +112,7 @@ pub fn last_failure_message(pods: &[Pod]) -> Option<String> {
     let failed = pods
         .iter()
         .filter_map(|pod| {
-            let status = pod.status.as_ref()?;
-            let terminated = status
-                .container_statuses
-                .as_ref()?
-                .iter()
-                .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?
-                .state
-                .as_ref()?
-                .terminated
-                .as_ref()?;
+            let terminated = trainer_terminated(pod)?;
             (terminated.exit_code != 0).then_some(terminated)
         })
         .max_by_key(|terminated| terminated.finished_at.clone().map(|t| t.0))?;
@@ -180,15 +171,7 @@ pub fn repeating_failure(
                 ),
             });
         }
-        let killed = status
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?
-            .state
-            .as_ref()?
-            .terminated
-            .as_ref()?;
+        let killed = trainer_terminated(pod)?;
         (killed.reason.as_deref() == Some("OOMKilled")).then(|| RepeatingFailure {
             reason: OUT_OF_MEMORY,
             message: format!(
@@ -209,6 +192,20 @@ pub fn trainer_memory_limit(job: &Job) -> Option<String> {
         .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?;
     let limits = container.resources.as_ref()?.limits.as_ref()?;
     limits.get("memory").map(|q| q.0.clone())
+}
+
+/// The trainer container's terminated state in `pod`, if it has ended.
+fn trainer_terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
 }
 
 fn cut(text: &str, max: usize) -> &str {
