@@ -160,21 +160,11 @@ pub async fn run_operator(
     };
     leading.store(false, Ordering::SeqCst);
     let _ = stop_controller.send(true);
-    for (kind, mut task) in [
+    stop_controllers([
         ("FineTuneJob", controller),
         ("ModelDeployment", serving_controller),
-    ] {
-        // kube's graceful shutdown waits for the controller's cache to fill first; a
-        // stop that comes before it has (a replica stopped right after it started)
-        // would wait forever, so its reconciles get a bounded time to finish.
-        if tokio::time::timeout(CONTROLLER_STOP, &mut task)
-            .await
-            .is_err()
-        {
-            warn!(kind, "the controller did not stop in time; ending it");
-            task.abort();
-        }
-    }
+    ])
+    .await;
     if let Err(error) = reports.flush_all().await {
         error!(%error, "writing the last reported status");
     }
@@ -186,6 +176,22 @@ pub async fn run_operator(
         error!(%error, "releasing the leader lease");
     }
     outcome
+}
+
+/// Waits for the told-to-stop controllers' running reconciles, [`CONTROLLER_STOP`] at
+/// most each. kube's graceful shutdown waits for the controller's cache to fill first;
+/// a stop that comes before it has (a replica stopped right after it started) would
+/// wait forever.
+async fn stop_controllers(controllers: [(&str, tokio::task::JoinHandle<()>); 2]) {
+    for (kind, mut task) in controllers {
+        if tokio::time::timeout(CONTROLLER_STOP, &mut task)
+            .await
+            .is_err()
+        {
+            warn!(kind, "the controller did not stop in time; ending it");
+            task.abort();
+        }
+    }
 }
 
 /// `/healthz` (the process is alive), `/readyz` (this replica leads, so the report

@@ -126,32 +126,8 @@ fn finished(job: &FineTuneJob) -> bool {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hundred_jobs_end_right_under_api_faults_and_operator_kills() {
-    let seed: u64 = std::env::var("ANNEAL_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(11);
-    let world = World::start_with(&quickstart_lines(8), sim_trainer()).await;
-    world.kubelet.run_deployments();
-    let client = world.client();
-    let logs = tempfile::TempDir::new().unwrap();
-    world.api.set_faults(Some(FaultSchedule {
-        seed,
-        user: Some("operator".to_owned()),
-        server_error_percent: 3,
-        conflict_percent: 3,
-        latency_percent: 5,
-        latency: Duration::from_millis(200),
-        watch_gone_percent: 10,
-        watch_drop_percent: 20,
-        watch_drop_within: Duration::from_secs(5),
-    }));
-    let mut operator = OperatorProcess::start(&world, "operator", logs.path()).await;
-    let regressions = record_regressions(client.clone());
-
-    let jobs: Api<FineTuneJob> = Api::namespaced(client.clone(), NAMESPACE);
-    let deployments: Api<ModelDeployment> = Api::namespaced(client.clone(), NAMESPACE);
+/// Creates the 200 jobs and the 20 deployments with the test's own client.
+async fn apply_everything(jobs: &Api<FineTuneJob>, deployments: &Api<ModelDeployment>) {
     stream::iter(0..JOBS)
         .for_each_concurrent(16, |index| {
             let jobs = jobs.clone();
@@ -171,8 +147,16 @@ async fn two_hundred_jobs_end_right_under_api_faults_and_operator_kills() {
             .await
             .unwrap();
     }
+}
 
-    // Kill the operator every 2 to 6 seconds until everything has ended.
+/// Kills the operator every 2 to 6 seconds (seeded) until every job has ended and
+/// every deployment is ready; how long that took.
+async fn kill_until_everything_ended(
+    jobs: &Api<FineTuneJob>,
+    deployments: &Api<ModelDeployment>,
+    operator: &mut OperatorProcess,
+    seed: u64,
+) -> Duration {
     let started = Instant::now();
     let mut kill = 0;
     loop {
@@ -188,7 +172,7 @@ async fn two_hundred_jobs_end_right_under_api_faults_and_operator_kills() {
             .filter(|d| d.status.as_ref().and_then(|s| s.phase) == Some(DeploymentPhase::Ready))
             .count();
         if jobs_done == JOBS && ready == DEPLOYMENTS {
-            break;
+            return started.elapsed();
         }
         eprintln!(
             "chaos: {:.0} s, {jobs_done} jobs ended, {ready} deployments ready, {} kills",
@@ -207,13 +191,13 @@ async fn two_hundred_jobs_end_right_under_api_faults_and_operator_kills() {
         operator.kill_and_restart(down).await;
         kill += 1;
     }
-    let took = started.elapsed();
-    let faults = world.api.fault_counts();
+}
 
-    // Every job in the phase its trainer gave, with everything it reported.
-    let all_jobs = jobs.list(&ListParams::default()).await.unwrap().items;
+/// Each job that did not end in the phase its trainer gave, with everything it
+/// reported, in words.
+fn jobs_ended_wrong(all_jobs: &[FineTuneJob]) -> Vec<String> {
     let mut wrong = Vec::new();
-    for job in &all_jobs {
+    for job in all_jobs {
         let name = job.metadata.name.clone().unwrap();
         let status = job.status.clone().unwrap_or_default();
         let failed_reason = status
@@ -249,6 +233,52 @@ async fn two_hundred_jobs_end_right_under_api_faults_and_operator_kills() {
             ));
         }
     }
+    wrong
+}
+
+/// Successful creates per (plural, name) over the whole run.
+fn creates(world: &World) -> BTreeMap<(String, String), usize> {
+    let mut created: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for write in world.api.writes() {
+        if write.verb == "create" && write.code == 201 {
+            *created.entry((write.plural, write.name)).or_default() += 1;
+        }
+    }
+    created
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_jobs_end_right_under_api_faults_and_operator_kills() {
+    let seed: u64 = std::env::var("ANNEAL_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    let world = World::start_with(&quickstart_lines(8), sim_trainer()).await;
+    world.kubelet.run_deployments();
+    let client = world.client();
+    let logs = tempfile::TempDir::new().unwrap();
+    world.api.set_faults(Some(FaultSchedule {
+        seed,
+        user: Some("operator".to_owned()),
+        server_error_percent: 3,
+        conflict_percent: 3,
+        latency_percent: 5,
+        latency: Duration::from_millis(200),
+        watch_gone_percent: 10,
+        watch_drop_percent: 20,
+        watch_drop_within: Duration::from_secs(5),
+    }));
+    let mut operator = OperatorProcess::start(&world, "operator", logs.path()).await;
+    let regressions = record_regressions(client.clone());
+    let jobs: Api<FineTuneJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let deployments: Api<ModelDeployment> = Api::namespaced(client.clone(), NAMESPACE);
+    apply_everything(&jobs, &deployments).await;
+    let took = kill_until_everything_ended(&jobs, &deployments, &mut operator, seed).await;
+    let faults = world.api.fault_counts();
+
+    // Every job in the phase its trainer gave, with everything it reported.
+    let all_jobs = jobs.list(&ListParams::default()).await.unwrap().items;
+    let wrong = jobs_ended_wrong(&all_jobs);
     assert!(
         wrong.is_empty(),
         "{} jobs ended wrong:\n{}",
@@ -263,12 +293,7 @@ async fn two_hundred_jobs_end_right_under_api_faults_and_operator_kills() {
     );
 
     // One trainer Job per FineTuneJob and one Deployment per ModelDeployment, ever.
-    let mut created: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for write in world.api.writes() {
-        if write.verb == "create" && write.code == 201 {
-            *created.entry((write.plural, write.name)).or_default() += 1;
-        }
-    }
+    let created = creates(&world);
     let twice: Vec<_> = created
         .iter()
         .filter(|((plural, _), count)| (plural == "jobs" || plural == "deployments") && **count > 1)
