@@ -458,10 +458,48 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
         "the leader labels its pod for the report Service"
     );
 
-    // Serve the ConfigMap job's result: the operator applies a Deployment and a
-    // Service; once the Deployment's pods are ready the ModelDeployment is Ready;
-    // more replicas apply the Deployment again; deleting it leaves the children to
-    // the garbage collector.
+    serve_scale_and_delete(&world).await;
+
+    // Deleting a job: the operator removes its trainer Job and Secret, then its finalizer.
+    let jobs: Api<FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
+    jobs.delete("story", &Default::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    while jobs.get_opt("story").await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "story not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stopping releases the Lease and takes the label off.
+    let _ = stop.send(true);
+    operator.await.unwrap().unwrap();
+    let labels = pods.get(OPERATOR_POD).await.unwrap().metadata.labels;
+    assert!(!labels.unwrap_or_default().contains_key(LEADER_LABEL));
+
+    // Started again when the webhook's serving certificate is near its end, the
+    // operator renews it.
+    let aged = webhook.age_certificate(&world).await;
+    let (stop, stopped) = watch::channel(false);
+    let operator = tokio::spawn(run_operator(
+        world.api.client_as(&user),
+        settings,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        stopped,
+    ));
+    webhook.renewed(&world, &aged).await;
+    let _ = stop.send(true);
+    operator.await.unwrap().unwrap();
+
+    check_calls_against_rules(&world, &user, &rules);
+}
+
+/// The ConfigMap job's result served: the operator applies a Deployment and a
+/// Service; once the Deployment's pods are ready the ModelDeployment is Ready; more
+/// replicas apply the Deployment again; deleting it leaves the children to the
+/// garbage collector.
+async fn serve_scale_and_delete(world: &World) {
     let serving: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
     let deployment = anneal_crds::manifest::parse_modeldeployment(&format!(
         r#"apiVersion: anneal.dev/v1alpha1
@@ -523,39 +561,11 @@ spec:
         .delete("inline-serve", &Default::default())
         .await
         .unwrap();
+}
 
-    // Deleting a job: the operator removes its trainer Job and Secret, then its finalizer.
-    let jobs: Api<FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
-    jobs.delete("story", &Default::default()).await.unwrap();
-    let started = std::time::Instant::now();
-    while jobs.get_opt("story").await.unwrap().is_some() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "story not deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Stopping releases the Lease and takes the label off.
-    let _ = stop.send(true);
-    operator.await.unwrap().unwrap();
-    let labels = pods.get(OPERATOR_POD).await.unwrap().metadata.labels;
-    assert!(!labels.unwrap_or_default().contains_key(LEADER_LABEL));
-
-    // Started again when the webhook's serving certificate is near its end, the
-    // operator renews it.
-    let aged = webhook.age_certificate(&world).await;
-    let (stop, stopped) = watch::channel(false);
-    let operator = tokio::spawn(run_operator(
-        world.api.client_as(&user),
-        settings,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        stopped,
-    ));
-    webhook.renewed(&world, &aged).await;
-    let _ = stop.send(true);
-    operator.await.unwrap().unwrap();
-
+/// Every call `user` made is allowed by a bound rule, and every verb of every rule was
+/// used by some call.
+fn check_calls_against_rules(world: &World, user: &str, rules: &[Rule]) {
     let audit = world.api.audit();
     let calls: BTreeSet<Call> = audit
         .iter()
@@ -576,7 +586,7 @@ spec:
     );
 
     let mut unused = Vec::new();
-    for rule in &rules {
+    for rule in rules {
         for group in &rule.groups {
             for resource in &rule.resources {
                 for verb in &rule.verbs {
