@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A one-shot build gains nothing from incremental compilation, which roughly doubles
+# target/ (a CI run once died of a full disk while compiling). The free space is
+# printed first so that a run that dies of it says so.
+if [ "${CI:-}" = "true" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+df -h . | tail -1 | awk '{print "disk: " $4 " free of " $2}'
+
 step "Python test tools (.venv)"
 # Installed again whenever scripts/requirements-test.txt changes: the stamp is a copy
 # of the requirements the venv was last installed from.

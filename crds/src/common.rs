@@ -13,16 +13,32 @@ use crate::limits::{GPUS_MAX, NAME_MAX, SOURCE_URI_PATTERN, URI_MAX};
 /// The model to start from: a Hugging Face-format folder (config.json,
 /// tokenizer.json, *.safetensors).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.source) || self.name.matches('^[A-Za-z0-9_][-_.A-Za-z0-9]*/[A-Za-z0-9_][-_.A-Za-z0-9]*$')").message("source is required unless name is a hub repository (ORG/NAME)").field_path(".source"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BaseModelSpec {
     /// Model name as users know it, e.g. `Qwen/Qwen2.5-7B-Instruct`; it becomes
-    /// part of the fine-tuned model id.
+    /// part of the fine-tuned model id. Without a `source`, an `ORG/NAME` name is
+    /// downloaded from Hugging Face (`hf://ORG/NAME`).
     #[schemars(length(min = 1, max = NAME_MAX))]
     pub name: String,
-    /// Where the folder is: `s3://`, `gs://`, `az://`, `pvc://CLAIM/path`,
-    /// `file://` (local mode) or `hf://org/name` (clusters with internet).
+    /// Where the folder is: `s3://`, `gs://`, `az://`, `pvc://CLAIM/path`, `file://`
+    /// (local mode), `hf://ORG/NAME[@REVISION]` or `modelscope://ORG/NAME[@REVISION]`
+    /// (a model hub, through the install's model cache). Default: the hub form of `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = URI_MAX), pattern(SOURCE_URI_PATTERN))]
-    pub source: String,
+    pub source: Option<String>,
+}
+
+impl BaseModelSpec {
+    /// Where the folder is: `source`, else the hub form of `name` (`None` when the
+    /// name is not `ORG/NAME`; validation refuses that).
+    pub fn source_uri(&self) -> Option<String> {
+        self.source
+            .clone()
+            .or_else(|| crate::hub::hub_form_of_name(&self.name))
+    }
 }
 
 /// Where and how big the pods are.

@@ -1,5 +1,6 @@
-//! `FineTuneJob`: a base model, a chat dataset and hyperparameters in; a trained
-//! adapter (or full model), its checkpoints and metrics out.
+//! `FineTuneJob`: a base model, a dataset (chats, or captioned images for an image
+//! model) and hyperparameters in; a trained adapter (or full model), its checkpoints
+//! and metrics out.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -10,7 +11,8 @@ use crate::dataset::ChatMessage;
 use crate::hyperparameters::{HyperparametersSpec, ResolvedHyperparameters};
 use crate::limits::{
     CHECKPOINTS_KEEP_MAX, EARLY_STOPPING_MIN_DELTA_MAX, EARLY_STOPPING_PATIENCE, NAME_MAX,
-    PROMPT_MESSAGES_MAX, SAMPLE_PROMPTS_MAX, SOURCE_URI_PATTERN, STORAGE_URI_PATTERN, URI_MAX,
+    PROMPT_CONTENT_MAX, PROMPT_MESSAGES_MAX, PUBLISH_MAX, PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX,
+    SAMPLE_PROMPTS_MAX, SAMPLE_STEPS, SOURCE_URI_PATTERN, STORAGE_URI_PATTERN, URI_MAX,
     VALIDATION_SPLIT_MAX,
 };
 
@@ -37,6 +39,37 @@ impl From<TrainingMethod> for crate::dataset::DatasetKind {
     }
 }
 
+/// What the model learns to do, which decides the dataset's shape and the objective.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum Task {
+    /// A chat model (Qwen2, Llama) on JSONL conversations.
+    #[default]
+    #[serde(rename = "chat")]
+    Chat,
+    /// An image model (FLUX.1) on a folder of images with `.txt` captions: a LoRA
+    /// trained with the flow-matching loss, sample images at every checkpoint.
+    #[serde(rename = "text-to-image")]
+    TextToImage,
+}
+
+impl Task {
+    pub fn is_image(self) -> bool {
+        self == Task::TextToImage
+    }
+
+    /// The default, left out when a job is written back (the trainer's manifest).
+    pub fn is_chat(&self) -> bool {
+        *self == Task::Chat
+    }
+}
+
+/// What an image job is told, by the operator and by `trainer train`, until the
+/// trainer has the image objective: the API, its rules and the folder checks are in
+/// place first.
+pub const IMAGE_TRAINING_NOT_YET: &str = "text-to-image training is not in this version yet: the job's fields and its image folder are checked (trainer validate), and FLUX models are served with their LoRA adapters (trainer serve), but the trainer does not train image LoRAs yet";
+
 /// Which weights are trained.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
@@ -50,7 +83,8 @@ pub enum TrainingType {
     Full,
 }
 
-/// Fine-tune a base model on a chat dataset.
+/// Fine-tune a base model on a dataset: chat conversations, or captioned images
+/// for an image model.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "anneal.dev",
@@ -72,9 +106,20 @@ pub enum TrainingType {
     validation = Rule::new("!has(self.hyperparameters.dpo) || self.method == 'dpo'").message("hyperparameters.dpo is only allowed with method: dpo").field_path(".hyperparameters.dpo"),
     validation = Rule::new(crate::hyperparameters::gradient_accumulation_divides_batch_rule()).message("hyperparameters.gradientAccumulation must divide the batch size (hyperparameters.batchSize, or the preset's)").field_path(".hyperparameters.gradientAccumulation"),
     validation = Rule::new("has(self.output) == has(oldSelf.output)").message("output is immutable once the job is created").field_path(".output"),
+    validation = Rule::new("has(self.dataset.images) == (self.task == 'text-to-image')").message("dataset.images is what task: text-to-image trains on, and only it").field_path(".dataset"),
+    validation = Rule::new("self.task != 'text-to-image' || (self.method == 'sft' && self.training == 'lora')").message("task: text-to-image trains a LoRA with the flow-matching loss: leave method and training unset").field_path(".task"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FineTuneJobSpec {
+    /// `chat` (default): a chat model on JSONL conversations; `text-to-image`: an
+    /// image model on a folder of captioned images.
+    // The schema's default (as `method` has one) keeps the CEL rules that read
+    // `self.task` working on objects that leave it out; serde leaves it out of the
+    // manifests the operator writes, so chat jobs read as they did before.
+    #[serde(default, skip_serializing_if = "Task::is_chat")]
+    #[schemars(extend("default" = "chat"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("task is immutable once the job is created"))]
+    pub task: Task,
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("method is immutable once the job is created"))]
     pub method: TrainingMethod,
@@ -105,13 +150,78 @@ pub struct FineTuneJobSpec {
     /// Pause: the pod is removed, and training resumes from the last checkpoint when set back to false.
     #[serde(default)]
     pub suspend: bool,
+    /// Checkpoints to save to model repositories once the job has succeeded (may be
+    /// added later: "save to repository"); each is published once, as
+    /// `status.published` records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = PUBLISH_MAX))]
+    pub publish: Vec<PublishSpec>,
 }
 
-/// Training data from a URI or, for small data, a ConfigMap.
+/// A checkpoint saved to a model repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishSpec {
+    /// `final` (default), `best` (lowest validation loss) or a checkpoint's name.
+    #[serde(default = "default_publish_checkpoint")]
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub checkpoint: String,
+    /// Where to: `hf://ORG/NAME[@BRANCH]` or `modelscope://ORG/NAME[@BRANCH]` (created
+    /// private if missing; the token in the credentials Secret's `HF_TOKEN` or
+    /// `MODELSCOPE_API_TOKEN` must be allowed to write), or an `s3://` prefix.
+    #[schemars(length(min = 1, max = URI_MAX), pattern(PUBLISH_URI_PATTERN))]
+    pub to: String,
+    /// Merge the adapter into the base model: a whole model folder any runtime without
+    /// LoRA support loads. Default: the adapter alone.
+    #[serde(default)]
+    pub merge: bool,
+}
+
+fn default_publish_checkpoint() -> String {
+    "final".to_owned()
+}
+
+/// What was published where; one entry per `spec.publish` entry, kept when the entry
+/// is removed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedStatus {
+    /// As `spec.publish[].checkpoint` names it.
+    pub checkpoint: String,
+    /// The checkpoint it resolved to (`best` becomes e.g. `ckpt-8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_checkpoint: Option<String>,
+    pub to: String,
+    pub merge: bool,
+    /// `Publishing`, `Published` or `Failed`.
+    pub phase: String,
+    /// The repository's commit (hub destinations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Where to read it back (the commit's page, or the storage prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}
+
+impl PublishedStatus {
+    /// Whether this records `entry`.
+    pub fn records(&self, entry: &PublishSpec) -> bool {
+        self.to == entry.to && self.checkpoint == entry.checkpoint && self.merge == entry.merge
+    }
+}
+
+/// Training data from a URI or, for small data, a ConfigMap; for an image job, a
+/// folder of images.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[x_kube(
-    validation = Rule::new("has(self.train) != has(self.configMap)").message("set exactly one of dataset.train and dataset.configMap"),
+    validation = Rule::new("[has(self.train), has(self.configMap), has(self.images)].filter(x, x).size() == 1").message("set exactly one of dataset.train, dataset.configMap and dataset.images"),
     validation = Rule::new("!(has(self.validation) && has(self.validationSplit))").message("set at most one of dataset.validation and dataset.validationSplit"),
+    validation = Rule::new("!has(self.images) || !(has(self.validation) || has(self.validationSplit))").message("an image dataset has no validation data: leave dataset.validation and dataset.validationSplit unset"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetSpec {
@@ -130,6 +240,11 @@ pub struct DatasetSpec {
     /// Training data inline in a ConfigMap of the job's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapDataset>,
+    /// A folder of images (`.jpg`, `.jpeg`, `.png`, `.webp`), each captioned by a
+    /// `.txt` file of the same name, for `task: text-to-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = URI_MAX), pattern(STORAGE_URI_PATTERN))]
+    pub images: Option<String>,
 }
 
 /// Default fraction of the training data held out for validation.
@@ -167,7 +282,9 @@ pub struct CheckpointsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = CHECKPOINTS_KEEP_MAX))]
     pub keep: Option<u32>,
-    /// Conversations answered at every checkpoint; the answers land in status and storage.
+    /// Conversations answered at every checkpoint (chat jobs), or prompts drawn at
+    /// every checkpoint (image jobs; default: three prompts with the trigger word);
+    /// the answers and the images' URIs land in status and storage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = SAMPLE_PROMPTS_MAX))]
     pub sample_prompts: Vec<SamplePrompt>,
@@ -208,15 +325,36 @@ fn default_true() -> bool {
     true
 }
 
-/// A conversation to answer at each checkpoint; it ends on a user message.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+/// What to ask at each checkpoint: a conversation ending on a user message (chat
+/// jobs), or an image prompt (image jobs).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.messages) != has(self.prompt)").message("set messages (a chat job's conversation) or prompt (an image job's), not both"),
+    validation = Rule::new("has(self.prompt) || !(has(self.seed) || has(self.steps) || has(self.guidance))").message("seed, steps and guidance go with an image prompt"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SamplePrompt {
     /// The conversation so far: an optional system message, then user and assistant
     /// turns, the last one from the user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1, max = PROMPT_MESSAGES_MAX))]
     #[x_kube(validation = Rule::new("self[size(self) - 1].role == 'user'").message("a sample prompt must end on a user message"))]
     pub messages: Vec<ChatMessage>,
+    /// An image job's prompt, drawn at every checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = PROMPT_CONTENT_MAX))]
+    pub prompt: Option<String>,
+    /// The noise seed; default the job's `hyperparameters.seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Denoising steps; default the model's (28 for FLUX.1-dev).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = SAMPLE_STEPS.0, max = SAMPLE_STEPS.1))]
+    pub steps: Option<u32>,
+    /// Guidance scale; default the model's (3.5 for FLUX.1-dev).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = SAMPLE_GUIDANCE_MAX))]
+    pub guidance: Option<f64>,
 }
 
 /// Where checkpoints and the final adapter are written.
@@ -278,6 +416,9 @@ pub struct FineTuneJobStatus {
     /// never apply an event twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_seq: Option<u64>,
+    /// What `spec.publish` saved where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishedStatus>,
 }
 
 /// How far training is.
@@ -380,7 +521,7 @@ pub struct JobResult {
 impl FineTuneJob {
     /// The hyperparameters training runs with: the preset overridden by the spec.
     pub fn resolved_hyperparameters(&self) -> ResolvedHyperparameters {
-        self.spec.hyperparameters.resolve()
+        self.spec.hyperparameters.resolve_for(self.spec.task)
     }
 }
 

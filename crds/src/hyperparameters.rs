@@ -4,10 +4,11 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::finetunejob::Task;
 use crate::limits::{
     BATCH_SIZE, DPO_BETA_MAX, DPO_LABEL_SMOOTHING_MAX, DPO_SFT_WEIGHT_MAX, EPOCHS,
     GRADIENT_ACCUMULATION, LEARNING_RATE_MAX, LORA_ALPHA, LORA_DROPOUT_MAX, LORA_RANK, MAX_TOKENS,
-    WARMUP_RATIO_MAX, WEIGHT_DECAY_MAX,
+    REPEATS, RESOLUTION, TRIGGER_WORD_MAX, WARMUP_RATIO_MAX, WEIGHT_DECAY_MAX,
 };
 
 /// A named starting point for the hyperparameters; any field set beside it wins.
@@ -122,6 +123,22 @@ pub struct HyperparametersSpec {
     /// trades that memory for speed on small models and short sequences.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradient_checkpointing: Option<bool>,
+    /// Image jobs: a word for the subject, put before every caption (and alone where
+    /// an image has none), so that prompts with it bring the subject back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = TRIGGER_WORD_MAX))]
+    pub trigger_word: Option<String>,
+    /// Image jobs: how many times each image is seen per epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = REPEATS.0, max = REPEATS.1))]
+    pub repeats: Option<u32>,
+    /// Image jobs: the long side of the training buckets in pixels (a multiple of
+    /// 64): each image is resized and centre-cropped to the nearest of square,
+    /// 4:3 and 3:4 (1024 gives 1024x1024, 1024x768 and 768x1024). Default: the
+    /// model's image size (1024 for FLUX.1-dev), rounded up to a multiple of 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = RESOLUTION.0, max = RESOLUTION.1), extend("multipleOf" = 64))]
+    pub resolution: Option<u32>,
 }
 
 /// LoRA adapter shape.
@@ -147,6 +164,10 @@ pub struct LoraSpec {
     /// Scale by `alpha / sqrt(rank)` (rsLoRA) instead of `alpha / rank`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_rslora: Option<bool>,
+    /// Image jobs: also adapt the transformer blocks' feed-forward projections
+    /// (default: attention only, as diffusers' FLUX LoRA script does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_mlp: Option<bool>,
 }
 
 /// DPO settings; only with `method: dpo`.
@@ -196,6 +217,24 @@ pub struct ResolvedHyperparameters {
     /// runs resume under a job that leaves it unset.
     #[serde(default = "default_gradient_checkpointing")]
     pub gradient_checkpointing: bool,
+    /// Image jobs only, as the rest below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_word: Option<String>,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeats: u32,
+    /// `None`: the model's image size (decided when the model is loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lora_include_mlp: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(value: &u32) -> bool {
+    *value == 1
 }
 
 fn default_gradient_checkpointing() -> bool {
@@ -224,7 +263,8 @@ pub fn lora_scale(alpha: f64, rank: usize, use_rslora: bool) -> f64 {
     }
 }
 
-/// One row of the presets table in docs/design.md.
+/// One row of the presets table in docs/design.md (or, for image jobs,
+/// docs/images.md).
 struct PresetRow {
     learning_rate: f64,
     epochs: u32,
@@ -232,9 +272,51 @@ struct PresetRow {
     rank: u32,
     alpha: u32,
     dropout: f64,
+    repeats: u32,
 }
 
 impl Preset {
+    fn row_for(self, task: Task) -> PresetRow {
+        match task {
+            Task::Chat => self.row(),
+            Task::TextToImage => self.image_row(),
+        }
+    }
+
+    /// Image LoRA: one image a step, rank = alpha, no dropout, each image seen
+    /// `repeats` times an epoch, as the FLUX LoRA trainers in use default to.
+    fn image_row(self) -> PresetRow {
+        match self {
+            Preset::Standard => PresetRow {
+                learning_rate: 1e-4,
+                epochs: 8,
+                batch_size: 1,
+                rank: 16,
+                alpha: 16,
+                dropout: 0.0,
+                repeats: 10,
+            },
+            Preset::Quality => PresetRow {
+                learning_rate: 1e-4,
+                epochs: 10,
+                batch_size: 1,
+                rank: 32,
+                alpha: 32,
+                dropout: 0.0,
+                repeats: 15,
+            },
+            Preset::Fast => PresetRow {
+                learning_rate: 2e-4,
+                epochs: 4,
+                batch_size: 1,
+                rank: 8,
+                alpha: 8,
+                dropout: 0.0,
+                repeats: 10,
+            },
+        }
+    }
+
     fn row(self) -> PresetRow {
         match self {
             Preset::Standard => PresetRow {
@@ -244,6 +326,7 @@ impl Preset {
                 rank: 8,
                 alpha: 32,
                 dropout: 0.05,
+                repeats: 1,
             },
             Preset::Quality => PresetRow {
                 learning_rate: 1e-4,
@@ -252,6 +335,7 @@ impl Preset {
                 rank: 16,
                 alpha: 64,
                 dropout: 0.1,
+                repeats: 1,
             },
             Preset::Fast => PresetRow {
                 learning_rate: 1e-4,
@@ -260,6 +344,7 @@ impl Preset {
                 rank: 4,
                 alpha: 16,
                 dropout: 0.05,
+                repeats: 1,
             },
         }
     }
@@ -279,16 +364,20 @@ pub const DEFAULT_GRADIENT_CHECKPOINTING: bool = true;
 /// presets' batch sizes are written into it from the table above, so the rule and
 /// [`HyperparametersSpec::resolve`] cannot disagree.
 pub fn gradient_accumulation_divides_batch_rule() -> String {
-    let preset_batches: Vec<String> = [Preset::Standard, Preset::Quality, Preset::Fast]
-        .into_iter()
-        .map(|preset| {
-            let name = serde_json::to_value(preset).expect("presets serialize");
-            format!("{name}: {}", preset.row().batch_size).replace('"', "'")
-        })
-        .collect();
+    let preset_batches = |task: Task| {
+        let rows: Vec<String> = [Preset::Standard, Preset::Quality, Preset::Fast]
+            .into_iter()
+            .map(|preset| {
+                let name = serde_json::to_value(preset).expect("presets serialize");
+                format!("{name}: {}", preset.row_for(task).batch_size).replace('"', "'")
+            })
+            .collect();
+        format!("{{{}}}", rows.join(", "))
+    };
     format!(
-        "!has(self.hyperparameters.gradientAccumulation) || (has(self.hyperparameters.batchSize) ? self.hyperparameters.batchSize : {{{}}}[self.hyperparameters.preset]) % self.hyperparameters.gradientAccumulation == 0",
-        preset_batches.join(", ")
+        "!has(self.hyperparameters.gradientAccumulation) || (has(self.hyperparameters.batchSize) ? self.hyperparameters.batchSize : (self.task == 'text-to-image' ? {} : {})[self.hyperparameters.preset]) % self.hyperparameters.gradientAccumulation == 0",
+        preset_batches(Task::TextToImage),
+        preset_batches(Task::Chat),
     )
 }
 
@@ -301,9 +390,14 @@ impl HyperparametersSpec {
         Some(self.resolve().batch_size / accumulation)
     }
 
-    /// The preset's row, overridden field by field by what the user wrote.
+    /// A chat job's hyperparameters: [`Self::resolve_for`] `Task::Chat`.
     pub fn resolve(&self) -> ResolvedHyperparameters {
-        let row = self.preset.row();
+        self.resolve_for(Task::Chat)
+    }
+
+    /// The preset's row for `task`, overridden field by field by what the user wrote.
+    pub fn resolve_for(&self, task: Task) -> ResolvedHyperparameters {
+        let row = self.preset.row_for(task);
         let lora = self.lora.clone().unwrap_or_default();
         let dpo = self.dpo.clone().unwrap_or_default();
         ResolvedHyperparameters {
@@ -328,6 +422,10 @@ impl HyperparametersSpec {
             gradient_checkpointing: self
                 .gradient_checkpointing
                 .unwrap_or(DEFAULT_GRADIENT_CHECKPOINTING),
+            trigger_word: self.trigger_word.clone(),
+            repeats: self.repeats.unwrap_or(row.repeats),
+            resolution: self.resolution,
+            lora_include_mlp: lora.include_mlp.unwrap_or(false),
         }
     }
 }

@@ -4,8 +4,9 @@
 //! Defaults and presets are resolved in [`hyperparameters`]; every rule the API
 //! states is checked by [`validation`] (the same rules the CRD schema and its CEL
 //! expressions enforce at apply time, so local mode without an apiserver refuses
-//! the same manifests); datasets are checked line by line by [`dataset`]; what a
-//! job needs of a GPU is [`memory_plan`].
+//! the same manifests); datasets are checked line by line by [`dataset`], and an
+//! image job's folder file by file by [`image_dataset`]; what a job needs of a GPU
+//! is [`memory_plan`].
 
 pub mod api_docs;
 pub mod common;
@@ -13,7 +14,9 @@ pub mod crdgen;
 pub mod dataset;
 pub mod events;
 pub mod finetunejob;
+pub mod hub;
 pub mod hyperparameters;
+pub mod image_dataset;
 pub mod limits;
 pub mod manifest;
 pub mod memory_plan;

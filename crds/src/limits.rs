@@ -34,13 +34,32 @@ pub const PROMPT_MESSAGES_MAX: usize = 16;
 pub const PROMPT_CONTENT_MAX: usize = 8192;
 pub const ADAPTERS_MAX: usize = 16;
 pub const CHECKPOINTS_KEEP_MAX: u32 = 100;
+/// An image job's sample prompts: denoising steps and guidance scale.
+pub const SAMPLE_STEPS: (u32, u32) = (1, 100);
+pub const SAMPLE_GUIDANCE_MAX: f64 = 30.0;
+/// `hyperparameters.repeats`: times each image is seen per epoch.
+pub const REPEATS: (u32, u32) = (1, 100);
+/// `hyperparameters.resolution`: the long side of the training buckets, in pixels, a
+/// multiple of [`RESOLUTION_STEP`] (so that the 4:3 buckets' short side, 3/4 of it,
+/// is a whole number of FLUX's 16-pixel latent patches).
+pub const RESOLUTION: (u32, u32) = (64, 2048);
+pub const RESOLUTION_STEP: u32 = 64;
+/// `hyperparameters.triggerWord`: characters.
+pub const TRIGGER_WORD_MAX: usize = 64;
 
 /// URIs a base model or dataset may come from: a bucket, a claim, a local path or
 /// a Hub repository. `validation::uri_problem` says the same in words.
-pub const SOURCE_URI_PATTERN: &str = r"^((s3|gs|az)://[^/]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file://.+|hf://[^/]+/[^/]+)$";
-/// URIs checkpoints and adapters may be written to or read from.
+pub const SOURCE_URI_PATTERN: &str = r"^((s3|gs|az)://[^/]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file://.+|(hf|modelscope)://[^/@]+/[^/@]+(@[^/@]+)?)$";
+/// URIs a served adapter may come from: storage, or a hub repository.
+pub const ADAPTER_URI_PATTERN: &str = r"^((s3|gs|az)://[^/]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file://.+|(hf|modelscope)://[^/@]+/[^/@]+(@[^/@]+)?)$";
+/// URIs checkpoints may be written to or read from.
 pub const STORAGE_URI_PATTERN: &str =
     r"^((s3|gs|az)://[^/]+(/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file://.+)$";
+/// Where `spec.publish` may save a checkpoint: a hub repository or S3.
+pub const PUBLISH_URI_PATTERN: &str =
+    r"^((hf|modelscope)://[^/@]+/[^/@]+(@[^/@]+)?|s3://[^/]+(/.*)?)$";
+/// Entries of `spec.publish`.
+pub const PUBLISH_MAX: usize = 4;
 /// `checkpoints.earlyStopping.patience`: evaluations without a new best.
 pub const EARLY_STOPPING_PATIENCE: (u32, u32) = (1, 100);
 /// `checkpoints.earlyStopping.minDelta`: in units of the loss (nats per token).

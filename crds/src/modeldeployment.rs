@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{BaseModelSpec, ResourcesSpec};
-use crate::limits::{ADAPTERS_MAX, NAME_MAX, REPLICAS_MAX, STORAGE_URI_PATTERN, URI_MAX};
+use crate::limits::{ADAPTER_URI_PATTERN, ADAPTERS_MAX, NAME_MAX, REPLICAS_MAX, URI_MAX};
 
 /// Serve a fine-tuned model.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -89,8 +89,9 @@ pub struct AdapterSpec {
     /// The model name clients ask for.
     #[schemars(length(min = 1, max = NAME_MAX))]
     pub name: String,
-    /// Where the adapter folder is: object storage, `pvc://CLAIM/path` or `file://`.
-    #[schemars(length(min = 1, max = URI_MAX), pattern(STORAGE_URI_PATTERN))]
+    /// Where the adapter folder is: object storage, `pvc://CLAIM/path`, `file://`, or a
+    /// hub repository (`hf://ORG/NAME[@REVISION]`, `modelscope://...`).
+    #[schemars(length(min = 1, max = URI_MAX), pattern(ADAPTER_URI_PATTERN))]
     pub uri: String,
 }
 

@@ -10,10 +10,13 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::common::BaseModelSpec;
 use crate::dataset::Role;
-use crate::finetunejob::{FineTuneJob, FineTuneJobSpec, TrainingMethod};
+use crate::finetunejob::{FineTuneJob, FineTuneJobSpec, TrainingMethod, TrainingType};
 use crate::limits::*;
 use crate::modeldeployment::{ModelDeployment, ModelDeploymentSpec};
+
+mod task_fields;
 
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,8 +104,25 @@ impl FieldErrors {
     }
 }
 
-const SOURCE_SCHEMES: [&str; 6] = ["s3", "gs", "az", "pvc", "file", "hf"];
+const SOURCE_SCHEMES: [&str; 7] = ["s3", "gs", "az", "pvc", "file", "hf", "modelscope"];
 const STORAGE_SCHEMES: [&str; 5] = ["s3", "gs", "az", "pvc", "file"];
+const ADAPTER_SCHEMES: [&str; 7] = ["s3", "gs", "az", "pvc", "file", "hf", "modelscope"];
+
+/// A base model's name and where it is: a `source`, or a name that is a hub repository.
+pub(crate) fn check_base_model(e: &mut FieldErrors, path: &str, model: &BaseModelSpec) {
+    e.length(&format!("{path}.name"), &model.name, NAME_MAX);
+    match &model.source {
+        Some(source) => e.uri(&format!("{path}.source"), source, &SOURCE_SCHEMES),
+        None if crate::hub::hub_form_of_name(&model.name).is_none() => e.push(
+            format!("{path}.source"),
+            format!(
+                "required unless {path}.name is a hub repository (ORG/NAME, fetched from Hugging Face), got name {:?}",
+                model.name
+            ),
+        ),
+        None => {}
+    }
+}
 
 /// What is wrong with a storage URI, if anything: a known scheme, and for bucket
 /// and claim schemes a non-empty bucket or claim name.
@@ -125,10 +145,72 @@ fn uri_problem(uri: &str, schemes: &[&str]) -> Option<String> {
         "pvc" if !is_dns_label(authority) => Some(format!(
             "pvc://CLAIM/path needs a PersistentVolumeClaim name (lowercase letters, digits and '-'), got {authority:?}"
         )),
-        "hf" if rest.split('/').filter(|part| !part.is_empty()).count() != 2 => {
-            Some(format!("hf:// takes the form hf://org/name, got {uri:?}"))
-        }
+        "hf" | "modelscope" => crate::hub::HubRef::parse(uri).and_then(Result::err),
         _ => None,
+    }
+}
+
+/// `spec.dataset`: one source of training data (a JSONL file, a ConfigMap, or an
+/// image folder), and validation data for chat jobs.
+fn check_dataset(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
+    let dataset = &spec.dataset;
+    match (&dataset.train, &dataset.config_map, &dataset.images) {
+        (Some(train), None, None) => e.uri("spec.dataset.train", train, &SOURCE_SCHEMES),
+        (None, Some(config_map), None) => {
+            e.length("spec.dataset.configMap.name", &config_map.name, NAME_MAX);
+            e.length("spec.dataset.configMap.key", &config_map.key, NAME_MAX);
+        }
+        (None, None, Some(images)) => e.uri("spec.dataset.images", images, &STORAGE_SCHEMES),
+        _ => e.push(
+            "spec.dataset",
+            "set exactly one of dataset.train, dataset.configMap and dataset.images",
+        ),
+    }
+    if let Some(validation) = &dataset.validation {
+        e.uri("spec.dataset.validation", validation, &SOURCE_SCHEMES);
+        if dataset.validation_split.is_some() {
+            e.push(
+                "spec.dataset",
+                "set at most one of dataset.validation and dataset.validationSplit",
+            );
+        }
+    }
+    e.at_most(
+        "spec.dataset.validationSplit",
+        dataset.validation_split,
+        VALIDATION_SPLIT_MAX,
+    );
+}
+
+/// `spec.publish`: where each checkpoint may go, and whether it can be merged.
+fn check_publish(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
+    if spec.publish.len() > PUBLISH_MAX {
+        e.push(
+            "spec.publish",
+            format!("at most {PUBLISH_MAX} entries, got {}", spec.publish.len()),
+        );
+    }
+    for (i, entry) in spec.publish.iter().enumerate() {
+        e.length(
+            &format!("spec.publish[{i}].checkpoint"),
+            &entry.checkpoint,
+            NAME_MAX,
+        );
+        let to = format!("spec.publish[{i}].to");
+        e.uri(&to, &entry.to, &["hf", "modelscope", "s3"]);
+        if entry.merge && spec.training == TrainingType::Full {
+            e.push(
+                format!("spec.publish[{i}].merge"),
+                "a fully trained job's checkpoints are whole models already; leave merge unset",
+            );
+        }
+        if spec.publish[..i].iter().any(|other| {
+            other.to == entry.to
+                && other.merge == entry.merge
+                && other.checkpoint == entry.checkpoint
+        }) {
+            e.push(format!("spec.publish[{i}]"), "the same as an earlier entry");
+        }
     }
 }
 
@@ -150,8 +232,11 @@ fn check_checkpoints(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
         );
     }
     for (i, prompt) in c.sample_prompts.iter().enumerate() {
-        let path = format!("spec.checkpoints.samplePrompts[{i}].messages");
-        check_prompt(e, &path, &prompt.messages);
+        // An image job's prompts are checked with its other fields.
+        if !spec.task.is_image() && prompt.prompt.is_none() {
+            let path = format!("spec.checkpoints.samplePrompts[{i}].messages");
+            check_prompt(e, &path, &prompt.messages);
+        }
     }
     if let Some(early) = &c.early_stopping {
         e.range(
@@ -164,7 +249,14 @@ fn check_checkpoints(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             Some(early.min_delta),
             EARLY_STOPPING_MIN_DELTA_MAX,
         );
-        if spec.dataset.validation.is_none() && spec.dataset.resolved_validation_split() <= 0.0 {
+        if spec.task.is_image() {
+            e.push(
+                "spec.checkpoints.earlyStopping",
+                "an image job has no validation data to judge by: choose among the epochs' samples instead",
+            );
+        } else if spec.dataset.validation.is_none()
+            && spec.dataset.resolved_validation_split() <= 0.0
+        {
             e.push(
                 "spec.checkpoints.earlyStopping",
                 "needs validation data to judge by: set spec.dataset.validation or a validationSplit above 0",
@@ -228,40 +320,9 @@ impl FineTuneJobSpec {
     pub fn validate(&self) -> Result<(), FieldErrors> {
         let mut e = FieldErrors::default();
 
-        e.length("spec.baseModel.name", &self.base_model.name, NAME_MAX);
-        e.uri(
-            "spec.baseModel.source",
-            &self.base_model.source,
-            &SOURCE_SCHEMES,
-        );
+        check_base_model(&mut e, "spec.baseModel", &self.base_model);
 
-        let dataset = &self.dataset;
-        match (&dataset.train, &dataset.config_map) {
-            (Some(train), None) => e.uri("spec.dataset.train", train, &SOURCE_SCHEMES),
-            (None, Some(config_map)) => {
-                e.length("spec.dataset.configMap.name", &config_map.name, NAME_MAX);
-                e.length("spec.dataset.configMap.key", &config_map.key, NAME_MAX);
-            }
-            _ => e.push(
-                "spec.dataset",
-                "set exactly one of dataset.train and dataset.configMap",
-            ),
-        }
-        if let Some(validation) = &dataset.validation {
-            e.uri("spec.dataset.validation", validation, &SOURCE_SCHEMES);
-            if dataset.validation_split.is_some() {
-                e.push(
-                    "spec.dataset",
-                    "set at most one of dataset.validation and dataset.validationSplit",
-                );
-            }
-        }
-        e.at_most(
-            "spec.dataset.validationSplit",
-            dataset.validation_split,
-            VALIDATION_SPLIT_MAX,
-        );
-
+        check_dataset(&mut e, self);
         let h = &self.hyperparameters;
         e.positive_at_most(
             "spec.hyperparameters.learningRate",
@@ -286,7 +347,7 @@ impl FineTuneJobSpec {
             h.gradient_accumulation,
             GRADIENT_ACCUMULATION,
         );
-        let batch = h.resolve().batch_size;
+        let batch = h.resolve_for(self.task).batch_size;
         if let Some(accumulation) = h.gradient_accumulation
             && accumulation != 0
             && !batch.is_multiple_of(accumulation)
@@ -342,6 +403,8 @@ impl FineTuneJobSpec {
         }
 
         check_checkpoints(&mut e, self);
+        task_fields::check_task_fields(&mut e, self);
+        check_publish(&mut e, self);
 
         if let Some(output) = &self.output {
             e.uri("spec.output.uri", &output.uri, &STORAGE_SCHEMES);
@@ -437,10 +500,7 @@ impl ModelDeploymentSpec {
                     NAME_MAX,
                 );
             }
-            (None, Some(base)) => {
-                e.length("spec.model.baseModel.name", &base.name, NAME_MAX);
-                e.uri("spec.model.baseModel.source", &base.source, &SOURCE_SCHEMES);
-            }
+            (None, Some(base)) => check_base_model(&mut e, "spec.model.baseModel", base),
             _ => e.push(
                 "spec.model",
                 "set exactly one of model.fineTuneJob and model.baseModel",
@@ -470,7 +530,7 @@ impl ModelDeploymentSpec {
             e.uri(
                 &format!("spec.model.adapters[{i}].uri"),
                 &adapter.uri,
-                &STORAGE_SCHEMES,
+                &ADAPTER_SCHEMES,
             );
             if model.adapters[..i].iter().any(|a| a.name == adapter.name) {
                 e.push(

@@ -4,7 +4,9 @@
 
 mod support;
 
-use anneal_crds::limits::{SOURCE_URI_PATTERN, STORAGE_URI_PATTERN};
+use anneal_crds::limits::{
+    ADAPTER_URI_PATTERN, PUBLISH_URI_PATTERN, SOURCE_URI_PATTERN, STORAGE_URI_PATTERN,
+};
 use anneal_crds::manifest::{parse_finetunejob, parse_modeldeployment};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use serde_json::{Value, json};
@@ -166,7 +168,43 @@ fn job_cases() -> Vec<Case> {
                 r#"/spec/baseModel/source: "ftp://models/qwen" does not match "{SOURCE_URI_PATTERN}""#,
             ],
             &[
-                r#"spec.baseModel.source: must start with one of s3://, gs://, az://, pvc://, file://, hf://, got "ftp://models/qwen""#,
+                r#"spec.baseModel.source: must start with one of s3://, gs://, az://, pvc://, file://, hf://, modelscope://, got "ftp://models/qwen""#,
+            ],
+        ),
+        (
+            "a base model without a source whose name is no hub repository",
+            json!({"spec": {"baseModel": {"name": "tiny-chat", "source": null}}}),
+            &[
+                "spec.baseModel.source: source is required unless name is a hub repository (ORG/NAME)",
+            ],
+            &[
+                r#"spec.baseModel.source: required unless spec.baseModel.name is a hub repository (ORG/NAME, fetched from Hugging Face), got name "tiny-chat""#,
+            ],
+        ),
+        (
+            "a hub source with a path in its revision",
+            json!({"spec": {"baseModel": {"source": "hf://Qwen/Qwen2.5-7B-Instruct@refs/pr/1"}}}),
+            &[
+                r#"/spec/baseModel/source: "hf://Qwen/Qwen2.5-7B-Instruct@refs/pr/1" does not match "{SOURCE_URI_PATTERN}""#,
+            ],
+            &[
+                r#"spec.baseModel.source: hf://: the revision after @ must be a branch, tag or commit (letters, digits, '.', '_', '-'), got "refs/pr/1""#,
+            ],
+        ),
+        (
+            "publishing to a bucket of another cloud",
+            json!({"spec": {"publish": [{"to": "gs://models/bot"}]}}),
+            &[r#"/spec/publish/0/to: "gs://models/bot" does not match "{PUBLISH_URI_PATTERN}""#],
+            &[
+                r#"spec.publish[0].to: must start with one of hf://, modelscope://, s3://, got "gs://models/bot""#,
+            ],
+        ),
+        (
+            "merging a fully trained job",
+            json!({"spec": {"training": "full", "hyperparameters": {"lora": null}, "publish": [{"to": "hf://team/bot", "merge": true}]}}),
+            &[],
+            &[
+                "spec.publish[0].merge: a fully trained job's checkpoints are whole models already; leave merge unset",
             ],
         ),
         (
@@ -204,14 +242,22 @@ fn job_cases() -> Vec<Case> {
         (
             "both train file and configMap",
             json!({"spec": {"dataset": {"configMap": {"name": "support-data"}}}}),
-            &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],
-            &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],
+            &[
+                "spec.dataset: set exactly one of dataset.train, dataset.configMap and dataset.images",
+            ],
+            &[
+                "spec.dataset: set exactly one of dataset.train, dataset.configMap and dataset.images",
+            ],
         ),
         (
             "neither train file nor configMap",
             json!({"spec": {"dataset": {"train": null}}}),
-            &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],
-            &["spec.dataset: set exactly one of dataset.train and dataset.configMap"],
+            &[
+                "spec.dataset: set exactly one of dataset.train, dataset.configMap and dataset.images",
+            ],
+            &[
+                "spec.dataset: set exactly one of dataset.train, dataset.configMap and dataset.images",
+            ],
         ),
         (
             "validation file and split together",
@@ -325,11 +371,13 @@ fn deployment_cases() -> Vec<Case> {
             &["spec.replicas: must be between 0 and 64, got 100"],
         ),
         (
-            "adapter from hf",
-            json!({"spec": {"model": {"fineTuneJob": null, "baseModel": {"name": "m", "source": "s3://models/m"}, "adapters": [{"name": "a", "uri": "hf://org/a"}]}}}),
-            &[r#"/spec/model/adapters/0/uri: "hf://org/a" does not match "{STORAGE_URI_PATTERN}""#],
+            "adapter over ftp",
+            json!({"spec": {"model": {"fineTuneJob": null, "baseModel": {"name": "m", "source": "s3://models/m"}, "adapters": [{"name": "a", "uri": "ftp://org/a"}]}}}),
             &[
-                r#"spec.model.adapters[0].uri: must start with one of s3://, gs://, az://, pvc://, file://, got "hf://org/a""#,
+                r#"/spec/model/adapters/0/uri: "ftp://org/a" does not match "{ADAPTER_URI_PATTERN}""#,
+            ],
+            &[
+                r#"spec.model.adapters[0].uri: must start with one of s3://, gs://, az://, pvc://, file://, hf://, modelscope://, got "ftp://org/a""#,
             ],
         ),
     ]
@@ -360,6 +408,8 @@ fn check_cases(
 /// Expected texts name the URI patterns rather than spell out their regular expressions.
 fn with_patterns(text: &str) -> String {
     text.replace("{SOURCE_URI_PATTERN}", SOURCE_URI_PATTERN)
+        .replace("{PUBLISH_URI_PATTERN}", PUBLISH_URI_PATTERN)
+        .replace("{ADAPTER_URI_PATTERN}", ADAPTER_URI_PATTERN)
         .replace("{STORAGE_URI_PATTERN}", STORAGE_URI_PATTERN)
 }
 
@@ -387,6 +437,113 @@ fn the_base_manifests_pass_everywhere() {
     );
     let rules = ApiServerRules::for_crd::<ModelDeployment>();
     assert_eq!(rules.create(&base_deployment()), Vec::<String>::new());
+}
+
+#[test]
+fn hub_models_by_name_or_uri_pass_everywhere() {
+    let rules = ApiServerRules::for_crd::<FineTuneJob>();
+    for base_model in [
+        json!({"name": "Qwen/Qwen2.5-7B-Instruct", "source": null}),
+        json!({"source": "modelscope://qwen/Qwen2.5-7B-Instruct@v1.0.0"}),
+        json!({"source": "hf://meta-llama/Llama-3.1-8B-Instruct@0e9e39f249a16976918f6564b8830bc894c89659"}),
+    ] {
+        let job = merge_patch(base_job(), json!({"spec": {"baseModel": base_model}}));
+        assert_eq!(rules.create(&job), Vec::<String>::new(), "{base_model}");
+        let yaml = serde_yaml_ng::to_string(&job).unwrap();
+        assert_eq!(
+            local_job_errors(&yaml),
+            Vec::<String>::new(),
+            "{base_model}"
+        );
+    }
+    let named = merge_patch(base_job(), json!({"spec": {"baseModel": {"source": null}}}));
+    let parsed = parse_finetunejob(&serde_yaml_ng::to_string(&named).unwrap()).unwrap();
+    assert_eq!(
+        parsed.spec.base_model.source_uri().as_deref(),
+        Some("hf://Qwen/Qwen2.5-7B-Instruct")
+    );
+}
+
+/// An image job: the base job turned into `task: text-to-image` on a folder.
+fn image_job() -> Value {
+    merge_patch(
+        base_job(),
+        json!({"spec": {
+            "task": "text-to-image",
+            "method": null,
+            "baseModel": {"name": "anneal-flux-tiny", "source": "file://models/anneal-flux-tiny"},
+            "dataset": {"train": null, "validation": null, "validationSplit": null, "images": "s3://data/dog-photos/"},
+            "hyperparameters": {"maxTokens": null, "dpo": null, "lora": null, "gradientAccumulation": null, "triggerWord": "sks dog", "repeats": 5, "resolution": 512},
+            "checkpoints": {"samplePrompts": [{"prompt": "a photo of sks dog", "seed": 3, "steps": 20, "guidance": 3.5}], "earlyStopping": null},
+        }}),
+    )
+}
+
+#[test]
+fn an_image_job_passes_everywhere_and_its_cross_field_rules_hold_in_cel_too() {
+    let rules = ApiServerRules::for_crd::<FineTuneJob>();
+    let job = image_job();
+    assert_eq!(rules.create(&job), Vec::<String>::new());
+    let yaml = serde_yaml_ng::to_string(&job).unwrap();
+    assert_eq!(local_job_errors(&yaml), Vec::<String>::new());
+    let cases: Vec<Case> = vec![
+        (
+            "an image job on a JSONL file",
+            json!({"spec": {"dataset": {"images": null, "train": "s3://data/train.jsonl"}}}),
+            &["spec.dataset: dataset.images is what task: text-to-image trains on, and only it"],
+            &[
+                "spec.dataset.images: required by task: text-to-image (a folder of images with .txt captions)",
+                "spec.dataset.train: a chat job's field: an image job (task: text-to-image) has no JSONL data",
+            ],
+        ),
+        (
+            "an image job with dpo",
+            json!({"spec": {"method": "dpo"}}),
+            &[
+                "spec.task: task: text-to-image trains a LoRA with the flow-matching loss: leave method and training unset",
+            ],
+            &[
+                "spec.method: an image job (task: text-to-image) trains with the flow-matching loss: leave method unset",
+            ],
+        ),
+        (
+            "an image folder with a validation split",
+            json!({"spec": {"dataset": {"validationSplit": 0.2}}}),
+            &[
+                "spec.dataset: an image dataset has no validation data: leave dataset.validation and dataset.validationSplit unset",
+            ],
+            &[
+                "spec.dataset.validationSplit: a chat job's field: an image job (task: text-to-image) has no JSONL data",
+            ],
+        ),
+        (
+            "a conversation as an image prompt, with an image prompt beside it",
+            json!({"spec": {"checkpoints": {"samplePrompts": [{"prompt": "a dog", "messages": [{"role": "user", "content": "hi"}]}]}}}),
+            &[
+                "spec.checkpoints.samplePrompts[0]: set messages (a chat job's conversation) or prompt (an image job's), not both",
+            ],
+            &[
+                "spec.checkpoints.samplePrompts[0].messages: an image job's sample prompt is text: set prompt",
+            ],
+        ),
+        (
+            "a resolution off the 64 grid",
+            json!({"spec": {"hyperparameters": {"resolution": 1000}}}),
+            &["/spec/hyperparameters/resolution: 1000 is not a multiple of 64"],
+            &[
+                "spec.hyperparameters.resolution: must be a multiple of 64 between 64 and 2048, got 1000",
+            ],
+        ),
+        (
+            "gradientAccumulation against the image preset's batch of 1",
+            json!({"spec": {"hyperparameters": {"gradientAccumulation": 2}}}),
+            &[
+                "spec.hyperparameters.gradientAccumulation: hyperparameters.gradientAccumulation must divide the batch size (hyperparameters.batchSize, or the preset's)",
+            ],
+            &["spec.hyperparameters.gradientAccumulation: must divide the batch size (1), got 2"],
+        ),
+    ];
+    check_cases(cases, job, &rules, local_job_errors);
 }
 
 #[test]

@@ -80,6 +80,20 @@ pub struct OperatorConfig {
     /// share it. Default: an emptyDir per pod.
     #[arg(long, env = "ANNEAL_KERNEL_CACHE_CLAIM")]
     pub kernel_cache_claim: Option<String>,
+    /// PersistentVolumeClaim, in each job's or deployment's namespace, that trainer and
+    /// serving pods keep models from `hf://` and `modelscope://` on, keyed by repository
+    /// and commit, so the second job on a model downloads nothing; ReadWriteMany when
+    /// pods on several nodes share it. Default: each pod's scratch disk.
+    #[arg(long, env = "ANNEAL_MODEL_CACHE_CLAIM")]
+    pub model_cache_claim: Option<String>,
+    /// Hugging Face endpoint (a mirror or an air-gapped proxy) for the operator's checks
+    /// and every pod; pods get it as HF_ENDPOINT. Default: https://huggingface.co.
+    #[arg(long, env = "ANNEAL_HF_ENDPOINT")]
+    pub hf_endpoint: Option<String>,
+    /// ModelScope endpoint, as `--hf-endpoint`; pods get it as MODELSCOPE_ENDPOINT.
+    /// Default: https://www.modelscope.cn.
+    #[arg(long, env = "ANNEAL_MODELSCOPE_ENDPOINT")]
+    pub modelscope_endpoint: Option<String>,
     /// Memory of one GPU on the nodes trainers run on (80GiB for H100 and A100 80GB,
     /// 141GiB for H200): a job whose memory plan needs more is refused in Validating.
     #[arg(long, env = "ANNEAL_GPU_MEMORY", default_value = "80GiB")]

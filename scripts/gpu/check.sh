@@ -19,6 +19,10 @@
 #      the base model's, as trainer/tests/integration/quickstart.rs asks on the CPU
 #      (on CUDA the row also quotes the GPU start check `trainer train` runs first,
 #      and the size of the kernel cache it fills, $ANNEAL_KERNEL_CACHE as in a pod),
+#   6. makes images on CUDA with the bundled FLUX model (examples/models/anneal-flux-tiny)
+#      and the FLUX reference fixture, and compares their pixels with the CPU's (f32,
+#      equal to diffusers to 1e-5): CUDA computes in bf16, so the mean difference must
+#      stay under 4/255 and the bundled model's squares keep their colours,
 # then prints one table, also written to $OUT/gpu-check.md when $OUT is set (with
 # every step's own output in $OUT/gpu-check-steps.log). The benchmark runs before the
 # tiny-model steps because it is the longest and the one a short lease is for; every
@@ -69,9 +73,9 @@ seconds_for() {
   echo $((limit < 10 ? 10 : limit))
 }
 # The steps to run after the build: ANNEAL_CHECK_STEPS, a comma-separated subset of
-# doctor,benchmark,parity,quickstart (all by default), so that one lease can take some
-# and the next the rest.
-STEPS=",${ANNEAL_CHECK_STEPS:-doctor,benchmark,parity,quickstart},"
+# doctor,benchmark,parity,quickstart,images (all by default), so that one lease can
+# take some and the next the rest.
+STEPS=",${ANNEAL_CHECK_STEPS:-doctor,benchmark,parity,quickstart,images},"
 # run_step NAME FUNCTION: runs the step if it was asked for and at least 30 s of the
 # budget are left; otherwise a skipped row that says why.
 run_step() {
@@ -375,6 +379,78 @@ else
 fi
 }
 run_step quickstart check_quickstart
+
+# --- 6. FLUX images -------------------------------------------------------------------
+check_images() {
+step "6. images: trainer generate-image --device $MODE against the CPU's pixels (anneal-flux-tiny, the FLUX fixture)"
+if timeout "$(seconds_for 120)" python3 - "$BIN" "$MODE" "$WORK/images" > "$WORK/images.txt" 2>&1 <<'PY'
+import struct, subprocess, sys, zlib
+from pathlib import Path
+binary, device, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+def pixels(path: Path) -> bytes:
+    """RGB bytes of an 8-bit RGB PNG as `trainer generate-image` writes it."""
+    data, pos, chunks, width = path.read_bytes(), 8, [], 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width = struct.unpack(">I", body[:4])[0]
+        elif kind == b"IDAT":
+            chunks.append(body)
+        pos += 12 + length
+    raw, stride, out, prev = zlib.decompress(b"".join(chunks)), width * 3, bytearray(), bytearray(width * 3)
+    for row in range(len(raw) // (stride + 1)):
+        kind, line = raw[row * (stride + 1)], bytearray(raw[row * (stride + 1) + 1:(row + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - 3] if i >= 3 else 0
+            b, c = prev[i], prev[i - 3] if i >= 3 else 0
+            if kind == 1: line[i] = (line[i] + a) & 255
+            elif kind == 2: line[i] = (line[i] + b) & 255
+            elif kind == 3: line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out += line
+        prev = line
+    return bytes(out)
+
+def generate(model, prompt, dev, out, extra):
+    subprocess.run([binary, "generate-image", "--model", model, "--prompt", prompt, "--seed", "1",
+                    "--device", dev, "--out", str(out), *extra], check=True, capture_output=True)
+    return pixels(out / "image-0.png")
+
+COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "yellow": (235, 210, 40), "white": (245, 245, 245)}
+def centre_colour(rgb: bytes) -> str:
+    picks = [rgb[(r * 32 + c) * 3:(r * 32 + c) * 3 + 3] for r in range(13, 19) for c in range(13, 19)]
+    mean = [sum(p[i] for p in picks) / len(picks) for i in range(3)]
+    return min(COLOURS, key=lambda k: sum((COLOURS[k][i] - mean[i]) ** 2 for i in range(3)))
+
+cases = [("examples/models/anneal-flux-tiny", f"a {c} square on a black background", []) for c in COLOURS]
+cases.append(("trainer/tests/fixtures/reference/flux-tiny", "a red circle", ["--size", "32x32", "--steps", "4", "--max-sequence-length", "30"]))
+worst, failures = 0.0, 0
+for i, (model, prompt, extra) in enumerate(cases):
+    cpu = generate(model, prompt, "cpu", work / f"cpu{i}", extra)
+    gpu = generate(model, prompt, device, work / f"dev{i}", extra)
+    diff = sum(abs(a - b) for a, b in zip(cpu, gpu)) / len(cpu)
+    worst = max(worst, diff)
+    same_colour = "fixtures" in model or centre_colour(cpu) == centre_colour(gpu)
+    ok = diff < 4 and same_colour
+    failures += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} {Path(model).name} {prompt!r}: mean |cpu - {device}| {diff:.2f}/255, centre {centre_colour(gpu)}")
+print(f"SUMMARY {len(cases)} images, {failures} failed, worst mean difference {worst:.2f}/255")
+sys.exit(1 if failures else 0)
+PY
+then
+  cat "$WORK/images.txt"
+  record images ok "$(grep ^SUMMARY "$WORK/images.txt" | cut -c9-)"
+else
+  cat "$WORK/images.txt"
+  record images FAIL "$( (grep -E '^(FAIL|SUMMARY)' "$WORK/images.txt"; tail -1 "$WORK/images.txt"; echo 'timed out') | head -1 | cut -c1-300 | tr '|' '/')"
+fi
+}
+run_step images check_images
 
 table
 if [[ $FAILED == 1 ]]; then

@@ -7,6 +7,9 @@
 //!
 //! `cargo build --release -p anneal-operator && cargo bench -p anneal-e2e --bench operator_scale -- [--jobs 1000] [--write]`
 
+#[path = "../../benches/results_section.rs"]
+mod results_section;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,26 +203,6 @@ fn section(reference: &Measurement, main: &Measurement) -> String {
     )
 }
 
-fn write_section(text: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/RESULTS.md");
-    let results = std::fs::read_to_string(&path).unwrap();
-    let header = "## operator scale (fake API server)";
-    let updated = match results.find(header) {
-        Some(start) => {
-            let end = results[start + header.len()..]
-                .find("\n## ")
-                .map_or(results.len(), |i| start + header.len() + i + 1);
-            format!("{}{}{}", &results[..start], text, &results[end..])
-        }
-        None => format!(
-            "{}\n{}",
-            results.trim_end_matches('\n').to_owned() + "\n",
-            text
-        ),
-    };
-    std::fs::write(&path, updated).unwrap();
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -233,6 +216,9 @@ async fn main() {
     let text = section(&reference, &main);
     println!("{text}");
     if args.iter().any(|a| a == "--write") {
-        write_section(&text);
+        results_section::write_section(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/RESULTS.md"),
+            &text,
+        );
     }
 }

@@ -303,6 +303,17 @@ async fn an_oom_killed_trainer_fails_with_reason_out_of_memory_without_a_retry()
     let operator = world.start_operator(None).await;
     world.apply(&job_yaml("oom", 2, 2, "")).await;
     first_checkpoint(&world, "oom").await;
+    assert!(
+        world
+            .kubelet
+            .running_pods()
+            .iter()
+            .any(|pod| pod == "oom-trainer-0"),
+        "the trainer finished before it could be killed: {:?}",
+        world.kubelet.running_pods()
+    );
+    // The job as a watch that lags behind may still hold it after the kill.
+    let stale = world.job("oom").await;
     world.kubelet.oom_kill("oom-trainer-0");
     let status = failed(&world, "oom").await;
     assert_eq!(failed_reason(&status), "OutOfMemory");
@@ -349,6 +360,51 @@ async fn an_oom_killed_trainer_fails_with_reason_out_of_memory_without_a_retry()
     // What was saved stays saved.
     assert!(!status.checkpoints.is_empty());
     operator.stop().await;
+
+    // A reconcile of the job's stale copy (phase Running, its trainer Job gone, as a
+    // lagging watch delivers it) must not start the run again.
+    assert_eq!(
+        stale.status.as_ref().and_then(|s| s.phase),
+        Some(JobPhase::Running)
+    );
+    reconcile_once(&world, stale).await;
+    assert!(
+        trainer_job(&world, "oom").await.is_none(),
+        "a trainer Job was made for a job that had failed"
+    );
+    assert_eq!(
+        world.job("oom").await.status.unwrap().phase,
+        Some(JobPhase::Failed)
+    );
+}
+
+/// One reconcile of `job` as the operator's controller runs it, with a context of
+/// its own.
+async fn reconcile_once(world: &World, job: anneal_crds::FineTuneJob) {
+    use anneal_operator::finetunejob::controller::{Context, reconcile};
+    use anneal_operator::finetunejob::kube_report::KubeReportCluster;
+    use anneal_operator::metrics::Metrics;
+    use anneal_operator::report::ReportState;
+    use kube::runtime::events::{Recorder, Reporter};
+    let client = world.client();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "anneal-operator".to_owned(),
+            instance: Some("test".to_owned()),
+        },
+    );
+    let metrics = Metrics::new();
+    let context = Context {
+        client: client.clone(),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+        config: world.config.clone(),
+        reports: ReportState::new(KubeReportCluster::new(client, recorder), metrics),
+    };
+    reconcile(std::sync::Arc::new(job), std::sync::Arc::new(context))
+        .await
+        .expect("the reconcile runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

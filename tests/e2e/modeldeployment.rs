@@ -13,6 +13,7 @@ use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use anneal_e2e::operator_harness::{events_once, start_operator};
 use anneal_fake_apiserver::FakeApiServer;
+use anneal_fake_hub::FakeHub;
 use anneal_operator::config::OperatorConfig;
 use anneal_operator::metrics::Metrics;
 use anneal_operator::modeldeployment::controller::{Context, run_modeldeployment_controller};
@@ -530,7 +531,15 @@ async fn deleting_the_deployment_removes_its_deployment_and_service() {
 async fn the_operator_serves_a_base_model_with_adapters_on_vllm() {
     let api = FakeApiServer::start().await;
     let client = api.client();
-    let operator = start_operator(client.clone(), config(), None).await;
+    // The hub the operator looks the base model up on before planning its pods.
+    let hub = tokio::task::spawn_blocking(FakeHub::start).await.unwrap();
+    let tiny = anneal_e2e::operator_harness::repo().join("examples/models/anneal-tiny");
+    hub.publish_folder("Qwen/Qwen2.5-7B-Instruct", "main", &tiny);
+    let config = OperatorConfig {
+        hf_endpoint: Some(hub.endpoint()),
+        ..config()
+    };
+    let operator = start_operator(client.clone(), config, None).await;
     let deployment = anneal_crds::manifest::parse_modeldeployment(&format!(
         r#"apiVersion: anneal.dev/v1alpha1
 kind: ModelDeployment
@@ -553,7 +562,8 @@ spec:
         container(&created).image.as_deref(),
         Some("vllm/vllm-openai:v0.11.0")
     );
-    assert_eq!(flag(&created, "--model"), "Qwen/Qwen2.5-7B-Instruct");
+    // The hub model is fetched into the model cache first, like the adapter from S3.
+    assert_eq!(flag(&created, "--model"), "/models/base");
     assert_eq!(
         flag(&created, "--lora-modules"),
         "support=/models/adapters/0"
@@ -571,6 +581,10 @@ spec:
         .unwrap();
     assert_eq!(
         init[0].args.as_deref().unwrap(),
+        ["fetch", "hf://Qwen/Qwen2.5-7B-Instruct", "/models/base"]
+    );
+    assert_eq!(
+        init[1].args.as_deref().unwrap(),
         ["fetch", "s3://runs/support/final", "/models/adapters/0"]
     );
     pods_ready(&client, "adapters", 1).await;

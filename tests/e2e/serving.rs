@@ -115,6 +115,25 @@ fn trainer_generate(adapter: &Path, messages: &Path, max_new_tokens: u32) -> Str
     last["text"].as_str().unwrap().to_owned()
 }
 
+/// The model ids the server at `url` lists at /v1/models.
+async fn served_ids(url: &str) -> Vec<String> {
+    let models: Value = serde_json::from_str(
+        &reqwest::get(format!("{url}/v1/models"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn post_json(url: &str, body: &Value) -> reqwest::Response {
     anneal_crds::storage::install_crypto_provider();
     reqwest::Client::new()
@@ -237,22 +256,8 @@ spec:
     // The client, on the pod's real port: the model is listed, and its greedy answer
     // is what `trainer generate` says with the checkpoint from storage.
     let url = world.kubelet.deployment_url("chat").unwrap();
-    let models: Value = serde_json::from_str(
-        &reqwest::get(format!("{url}/v1/models"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert!(ids.contains(&model_id.as_str()), "{ids:?}");
+    let ids = served_ids(&url).await;
+    assert!(ids.contains(&model_id), "{ids:?}");
 
     let messages = json!([{"role": "user", "content": QUESTION}]);
     let reply = post_json(
@@ -367,4 +372,121 @@ spec:
     assert!(pods.get_opt(&pod_name).await.unwrap().is_none());
     assert!(deployments.get_opt("chat").await.unwrap().is_none());
     operator.stop().await;
+}
+
+/// Uploads a local folder, subfolders included, under `uri`.
+fn upload_tree(uri: &str, local: &Path, settings: Vec<(String, String)>) {
+    let storage = Storage::open_with(uri, settings).unwrap();
+    let mut stack = vec![local.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path
+                    .strip_prefix(local)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                storage
+                    .put(&relative, std::fs::read(&path).unwrap())
+                    .unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_image_model_and_its_lora_are_served_by_a_model_deployment() {
+    use anneal_e2e::operator_harness::BUCKET;
+    use base64::Engine as _;
+
+    let world = World::start(&quickstart_lines(4)).await;
+    world.kubelet.run_deployments();
+    let _operator = world.start_operator(None).await;
+    // A FLUX pipeline folder and a diffusers LoRA in object storage, as a user keeps them.
+    let fixture = repo().join("trainer/tests/fixtures/reference/flux-tiny");
+    let settings: Vec<(String, String)> = world
+        .moto
+        .settings()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        upload_tree(
+            &format!("s3://{BUCKET}/models/flux-tiny"),
+            &fixture,
+            settings.clone(),
+        );
+        upload_tree(
+            &format!("s3://{BUCKET}/loras/styled"),
+            &fixture.join("lora-a"),
+            settings,
+        );
+    })
+    .await
+    .unwrap();
+    let manifest = anneal_crds::manifest::parse_modeldeployment(&format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: pictures, namespace: {NAMESPACE}}}
+spec:
+  model:
+    baseModel:
+      name: flux-tiny
+      source: "s3://{BUCKET}/models/flux-tiny"
+    adapters:
+      - {{name: styled, uri: "s3://{BUCKET}/loras/styled"}}
+  runtime: builtin
+  resources: {{gpus: 0}}
+"#
+    ))
+    .unwrap();
+    let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
+    deployments
+        .create(&PostParams::default(), &manifest)
+        .await
+        .unwrap();
+    let ready = wait_for_deployment(&world, "pictures", "Ready", |s| {
+        s.phase == Some(DeploymentPhase::Ready)
+    })
+    .await;
+    assert_eq!(ready.ready_replicas, 1);
+
+    let url = world.kubelet.deployment_url("pictures").unwrap();
+    let ids = served_ids(&url).await;
+    assert_eq!(ids, ["flux-tiny", "styled"]);
+    let mut pngs = Vec::new();
+    for model in ["flux-tiny", "styled"] {
+        let reply = post_json(
+            &format!("{url}/v1/images/generations"),
+            &json!({"model": model, "prompt": "a red circle", "size": "16x16",
+                    "seed": 5, "num_inference_steps": 2}),
+        )
+        .await;
+        assert_eq!(reply.status(), 200);
+        let body: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(body["data"][0]["b64_json"].as_str().unwrap())
+            .unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+        pngs.push(png);
+    }
+    assert_ne!(pngs[0], pngs[1], "the adapter changes the image");
+    // The same server refuses chat, naming the endpoint it has.
+    let reply = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &json!({"model": "flux-tiny", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(reply.status(), 400);
+    assert!(
+        reply
+            .text()
+            .await
+            .unwrap()
+            .contains("/v1/images/generations")
+    );
 }

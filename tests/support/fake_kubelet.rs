@@ -14,7 +14,10 @@
 //! `FallbackToLogsOnError` the output's tail); Job status `active`/`ready`/`failed`/`succeeded` and
 //! `Complete`/`Failed` conditions following `backoffLimit` and the `podFailurePolicy`
 //! rules the operator uses (`FailJob` on exit codes, `Ignore` on the
-//! `DisruptionTarget` condition).
+//! `DisruptionTarget` condition), and the Job controller's back-off before it
+//! replaces a failed pod: 10 s after the first counted failure, doubling, at most
+//! 6 minutes (a pod failed with `DisruptionTarget` is replaced at once). The back-off
+//! is what gives the operator time to end a job whose failure a retry would repeat.
 //!
 //! Deployments (after `run_deployments`): `spec.replicas` pods, each labelled with the
 //! template's labels and a `pod-template-hash` of the template, owned by the
@@ -47,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
@@ -63,6 +66,10 @@ const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// Bytes of output kept as a failed container's termination message.
 const MESSAGE_BYTES: usize = 4096;
+/// The Job controller's back-off after a pod's first counted failure; it doubles with
+/// each further one, up to `MAX_RETRY_BACKOFF`.
+const RETRY_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(360);
 /// How long a readiness probe waits for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -137,6 +144,7 @@ impl FakeKubelet {
             exits: exits.clone(),
             deployments: deployments.clone(),
             started: Mutex::default(),
+            backoff: Mutex::default(),
             http: reqwest::Client::builder()
                 .timeout(PROBE_TIMEOUT)
                 .build()
@@ -269,6 +277,8 @@ struct Worker {
     /// Pods started per Job (and per Deployment), so a re-created Job's pods get new
     /// names (as the random suffixes of real pod names are new).
     started: Mutex<HashMap<String, usize>>,
+    /// Per Job uid: its counted pod failures and when its next pod may start.
+    backoff: Mutex<HashMap<String, (u32, Instant)>>,
     /// For readiness probes.
     http: reqwest::Client,
 }
@@ -313,7 +323,10 @@ impl Worker {
             }
         }
         for (name, container, (code, reason), message) in exited {
-            if pods.iter().any(|p| p.name_any() == name) {
+            if let Some(pod) = pods.iter().find(|p| p.name_any() == name) {
+                if code != 0 {
+                    self.back_off(pod);
+                }
                 let phase = if code == 0 { "Succeeded" } else { "Failed" };
                 let patch = json!({"status": {"phase": phase, "containerStatuses": [{
                     "name": container, "image": "trainer", "imageID": "", "ready": false,
@@ -345,7 +358,11 @@ impl Worker {
                 .any(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"));
             let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
             let mut status = status;
-            if !finished && !suspended && status.active.unwrap_or(0) == 0 {
+            if !finished
+                && !suspended
+                && status.active.unwrap_or(0) == 0
+                && self.backoff_over(job.uid())
+            {
                 let index = self.next_index(&job_name);
                 let pod = self.start_pod(&job, index).await?;
                 status.active = Some(1);
@@ -560,6 +577,35 @@ impl Worker {
         Ok(())
     }
 
+    /// Starts the Job controller's back-off for the Job of `pod`, which just failed,
+    /// unless the failure was a disruption (the policy's `Ignore` rule).
+    fn back_off(&self, pod: &Pod) {
+        let disrupted = (pod.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+            });
+        // Keyed by the Job's uid: a Job made again under the same name starts afresh.
+        let Some(job) = pod.owner_references().first().map(|owner| &owner.uid) else {
+            return;
+        };
+        if disrupted {
+            return;
+        }
+        let mut backoff = self.backoff.lock().unwrap();
+        let (failures, until) = backoff.entry(job.clone()).or_insert((0, Instant::now()));
+        *failures += 1;
+        let delay = RETRY_BACKOFF.saturating_mul(1 << (*failures - 1).min(8));
+        *until = Instant::now() + delay.min(MAX_RETRY_BACKOFF);
+    }
+
+    /// Whether the back-off of the Job with uid `job`, if any, has passed.
+    fn backoff_over(&self, job: Option<String>) -> bool {
+        let Some(job) = job else { return true };
+        (self.backoff.lock().unwrap().get(&job)).is_none_or(|(_, until)| Instant::now() >= *until)
+    }
+
     /// The next pod number of a Job or Deployment (`key`).
     fn next_index(&self, key: &str) -> usize {
         let mut started = self.started.lock().unwrap();
@@ -699,11 +745,18 @@ impl Worker {
         let container = &spec.containers[0];
         let root = self.scratch.join(pod_name);
         fs::create_dir_all(&root).unwrap();
+        // A claim is one folder shared by every pod that mounts it (a ReadWriteMany
+        // volume); every other volume is the pod's own.
+        let volume_folder =
+            |volume: &k8s_openapi::api::core::v1::Volume| match &volume.persistent_volume_claim {
+                Some(claim) => self.scratch.join("claims").join(&claim.claim_name),
+                None => root.join(&volume.name),
+            };
         let mut mounts: Vec<(String, PathBuf)> = Vec::new();
         for volume in spec.volumes.iter().flatten() {
             for mount in container.volume_mounts.iter().flatten() {
                 if mount.name == volume.name {
-                    mounts.push((mount.mount_path.clone(), root.join(&volume.name)));
+                    mounts.push((mount.mount_path.clone(), volume_folder(volume)));
                 }
             }
         }
@@ -743,7 +796,7 @@ impl Worker {
             Err(binary) => binary.into_bytes(),
         };
         for volume in spec.volumes.iter().flatten() {
-            let folder = root.join(&volume.name);
+            let folder = volume_folder(volume);
             fs::create_dir_all(&folder).unwrap();
             if let Some(secret) = &volume.secret {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);

@@ -1,7 +1,8 @@
 //! The `trainer` command line: one binary for the trainer pod, serving pods and local
 //! mode. Each subcommand reads its flags or manifest here and hands the work to the
 //! crate that does it: `anneal-train` (train), `anneal-serve` (serve), `anneal-model`
-//! (generate), `anneal-sources` (fetch) and `anneal-crds` (validate, plan); `doctor`
+//! (generate, and the merge of `publish`), `anneal-sources` (fetch) and `anneal-crds`
+//! (validate, plan, and the hub upload of `publish`); `doctor`
 //! checks the machine with all of them, and `train` and `serve` run its quick checks
 //! first on CUDA (`gpu_start`).
 
@@ -10,11 +11,15 @@ pub mod doctor;
 pub mod doctor_command;
 pub mod fetch_command;
 pub mod generate_command;
+pub mod generate_image_command;
 pub mod gpu_start;
+pub mod image_plan;
 pub mod kernel_cache;
 pub mod memory_arg;
+pub mod model_card;
 pub mod next_steps;
 pub mod plan_command;
+pub mod publish_command;
 pub mod serve_command;
 pub mod train_command;
 pub mod train_progress;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use anneal_trainer::doctor_command::{self, DoctorArgs};
 use anneal_trainer::fetch_command::{self, FetchArgs};
 use anneal_trainer::generate_command::{self, GenerateArgs};
+use anneal_trainer::generate_image_command::{self, GenerateImageArgs};
 use anneal_trainer::plan_command::{self, PlanArgs};
+use anneal_trainer::publish_command::{self, PublishArgs};
 use anneal_trainer::serve_command::{self, ServeArgs};
 use anneal_trainer::train_command::{self, TrainArgs};
 use anneal_trainer::validate_command::{self, ValidateArgs};
@@ -32,10 +34,14 @@ enum Command {
     Plan(PlanArgs),
     /// Continue a prompt or a chat with a model folder.
     Generate(GenerateArgs),
+    /// Make images from a prompt with a FLUX.1 pipeline folder, written as PNG files.
+    GenerateImage(GenerateImageArgs),
     /// Serve a model and its LoRA adapters behind an OpenAI-compatible API.
     Serve(ServeArgs),
-    /// Download a model or adapter folder from object storage (a serving pod's init container).
+    /// Download a model or adapter folder from object storage or a hub (a serving pod's init container).
     Fetch(FetchArgs),
+    /// Save a checkpoint to a model repository (Hugging Face, s3://, a folder), merged or as an adapter.
+    Publish(PublishArgs),
     /// Check this machine: the backend, a matmul against a reference, one LoRA training step.
     Doctor(DoctorArgs),
 }
@@ -47,8 +53,10 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate_command::run(&args),
         Command::Plan(args) => plan_command::run(&args),
         Command::Generate(args) => generate_command::run(args),
+        Command::GenerateImage(args) => generate_image_command::run(args),
         Command::Serve(args) => serve_command::run(args),
         Command::Fetch(args) => fetch_command::run(&args),
+        Command::Publish(args) => publish_command::run(args),
         Command::Doctor(args) => doctor_command::run(&args),
     }
 }

@@ -21,7 +21,8 @@ use crate::memory_arg::memory_size;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlanArgs {
-    /// The FineTuneJob manifest.
+    /// The FineTuneJob manifest, or a FLUX pipeline folder (its configs are enough) for
+    /// what making images with it needs.
     pub manifest: PathBuf,
     /// Memory of one GPU: 80GiB (H100, A100 80GB), 141GiB (H200), 24GiB, ...
     #[arg(long, default_value = "80GiB", value_parser = memory_size)]
@@ -37,6 +38,13 @@ pub struct PlanArgs {
     /// --base-model`).
     #[arg(long)]
     pub base_model: Option<PathBuf>,
+    /// For a FLUX pipeline: the image size, WIDTHxHEIGHT (default the pipeline's
+    /// anneal_pipeline.json, else 1024x1024).
+    #[arg(long, value_parser = crate::generate_image_command::parse_size)]
+    pub size: Option<(usize, usize)>,
+    /// For a FLUX pipeline: images made at once.
+    #[arg(long = "n", default_value_t = 1)]
+    pub count: usize,
 }
 
 /// Why no plan could be made.
@@ -69,6 +77,9 @@ pub enum PlanCommandError {
 /// 0 when the job fits, 1 when it does not (the message says what would), 2 when no
 /// plan could be made.
 pub fn run(args: &PlanArgs) -> ExitCode {
+    if args.manifest.join("model_index.json").is_file() {
+        return crate::image_plan::run(args);
+    }
     let (job, shape, device) = match plan_inputs(args) {
         Ok(inputs) => inputs,
         Err(error) => {
@@ -128,10 +139,10 @@ fn model_shape(
     manifest_dir: &Path,
     base_model: Option<&Path>,
 ) -> Result<ModelShape, PlanCommandError> {
-    let source = &job.spec.base_model.source;
+    let source = job.spec.base_model.source_uri().unwrap_or_default();
     let folder = base_model
         .map(Path::to_path_buf)
-        .or_else(|| resolve_file_uri(source, manifest_dir));
+        .or_else(|| resolve_file_uri(&source, manifest_dir));
     if let Some(folder) = folder {
         let path = folder.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|source| PlanCommandError::Read {
@@ -144,13 +155,16 @@ fn model_shape(
     let name = &job.spec.base_model.name;
     known_shape(name).ok_or_else(|| PlanCommandError::UnknownShape {
         name: name.clone(),
-        model_source: source.clone(),
+        model_source: source,
     })
 }
 
 /// Which model the plan is for, and where its shape came from.
 fn shape_line(job: &FineTuneJob, shape: &ModelShape, args: &PlanArgs) -> String {
-    let from = match (&args.base_model, &job.spec.base_model.source) {
+    let from = match (
+        &args.base_model,
+        job.spec.base_model.source_uri().unwrap_or_default(),
+    ) {
         (Some(dir), _) => format!("{}/config.json", dir.display()),
         (None, source) if source.starts_with("file://") => format!("{source}/config.json"),
         _ => "the built-in table".to_owned(),

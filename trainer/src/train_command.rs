@@ -124,6 +124,8 @@ enum Failure {
         "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train"
     )]
     ConfigMapDataset,
+    #[error("spec.task: {}", anneal_crds::finetunejob::IMAGE_TRAINING_NOT_YET)]
+    ImageTask,
     #[error("output: {0}")]
     Output(#[source] StorageError),
     /// Found before the model is loaded, not at the first checkpoint hours later.
@@ -158,6 +160,9 @@ fn local_hint(error: &SourceError) -> &'static str {
     match error {
         SourceError::NotFetchable { .. } => {
             "; to try the job locally on the bundled tiny model, add --base-model examples/models/anneal-tiny"
+        }
+        SourceError::Hub { source, .. } if source.may_pass_on_retry() => {
+            "; to try the job without downloading its model, add --base-model examples/models/anneal-tiny (the bundled tiny model)"
         }
         _ => "",
     }
@@ -279,6 +284,9 @@ fn read_manifest(manifest: &Path) -> Result<(FineTuneJob, PathBuf), Failure> {
         path: manifest.to_path_buf(),
         source,
     })?;
+    if job.spec.task.is_image() {
+        return Err(Failure::ImageTask);
+    }
     let dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     Ok((job, dir))
@@ -534,7 +542,8 @@ fn new_run_id() -> String {
 }
 
 /// The base model as a local folder: `--base-model`, or spec.baseModel.source (an
-/// `s3://` one downloaded into the work folder), refused when incomplete.
+/// `s3://` one downloaded into the work folder, a hub one fetched into the model
+/// cache), refused when incomplete.
 fn fetch_base_model(
     args: &TrainArgs,
     job: &FineTuneJob,
@@ -545,8 +554,9 @@ fn fetch_base_model(
         Some(dir) => (FolderSource::Local(dir.clone()), "--base-model"),
         None => {
             let what = "spec.baseModel.source";
-            let uri = &job.spec.base_model.source;
-            (FolderSource::from_manifest(uri, manifest_dir, what)?, what)
+            // Validation refused a job with neither a source nor a hub name.
+            let uri = job.spec.base_model.source_uri().unwrap_or_default();
+            (FolderSource::from_manifest(&uri, manifest_dir, what)?, what)
         }
     };
     Ok(make_local(&source, &work_dir.join("base-model"), what)?)

@@ -1,5 +1,6 @@
-//! `trainer validate`: check a JSONL dataset, or a FineTuneJob manifest together
-//! with the local datasets it names, and say in plain words what is wrong.
+//! `trainer validate`: check a JSONL dataset, an image job's folder of captioned
+//! images, or a FineTuneJob manifest together with the local datasets it names, and
+//! say in plain words what is wrong.
 //!
 //! Exit codes: 0 valid, 1 invalid, 2 the input could not be read at all.
 
@@ -9,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anneal_crds::dataset::{DatasetKind, DatasetLimits, DatasetReport, validate_dataset};
+use anneal_crds::image_dataset::{
+    CaptionFallback, FolderFile, ImageFolderLimits, validate_image_folder,
+};
 use anneal_crds::manifest::parse_finetunejob;
 use anneal_crds::{FineTuneJob, FineTuneJobSpec};
 
@@ -16,7 +20,8 @@ use anneal_sources::local_paths::resolve_file_uri;
 
 #[derive(clap::Args, Debug)]
 pub struct ValidateArgs {
-    /// A dataset (.jsonl) or a FineTuneJob manifest (.yaml / .yml).
+    /// A dataset (.jsonl), an image job's folder of images and .txt captions, or a
+    /// FineTuneJob manifest (.yaml / .yml).
     pub file: PathBuf,
     /// Line shape to expect in a dataset; a manifest brings its own method.
     #[arg(long, value_enum, default_value_t = MethodArg::Sft)]
@@ -53,6 +58,8 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     );
     let outcome = if is_manifest {
         check_manifest(&args.file, &limits)
+    } else if args.file.is_dir() {
+        check_image_folder(&args.file, &CaptionFallback::Unknown)
     } else {
         check_dataset(&args.file, args.method.into(), &limits)
     };
@@ -115,7 +122,7 @@ pub fn check_dataset(
     if !metadata.is_file() {
         return Err(open_error(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, device or folder cannot be a dataset)",
+            "not a regular file (a FIFO or a device cannot be a dataset)",
         )));
     }
     let file = File::open(path).map_err(open_error)?;
@@ -152,31 +159,97 @@ pub fn check_manifest(path: &Path, limits: &DatasetLimits) -> Result<Verdict, Va
     let mut valid = true;
     let manifest_dir = path.parent().unwrap_or(Path::new("."));
     let kind = DatasetKind::from(job.spec.method);
+    let fallback = match &job.spec.hyperparameters.trigger_word {
+        Some(word) => CaptionFallback::TriggerWord(word.clone()),
+        None => CaptionFallback::None,
+    };
     for (field, uri) in dataset_uris(&job.spec) {
-        match resolve_file_uri(uri, manifest_dir) {
-            Some(local) => {
-                let verdict = check_dataset(&local, kind, limits).map_err(|source| {
-                    ValidateError::Dataset {
-                        field,
-                        source: Box::new(source),
-                    }
-                })?;
-                valid &= verdict.valid;
-                report.push_str(&verdict.report);
-            }
-            None => {
-                let _ = writeln!(
-                    report,
-                    "{uri}: not read here (only file:// datasets are checked locally; the operator checks the rest before training)"
-                );
-            }
+        let Some(local) = resolve_file_uri(uri, manifest_dir) else {
+            let _ = writeln!(
+                report,
+                "{uri}: not read here (only file:// datasets are checked locally; the operator checks the rest before training)"
+            );
+            continue;
+        };
+        let verdict = match field {
+            "images" => check_image_folder(&local, &fallback),
+            _ => check_dataset(&local, kind, limits),
         }
+        .map_err(|source| ValidateError::Dataset {
+            field,
+            source: Box::new(source),
+        })?;
+        valid &= verdict.valid;
+        report.push_str(&verdict.report);
     }
     Ok(Verdict { report, valid })
 }
 
+/// Checks an image job's folder: its listing, then every caption and image.
+pub fn check_image_folder(
+    folder: &Path,
+    fallback: &CaptionFallback,
+) -> Result<Verdict, ValidateError> {
+    let listing = list_folder(folder)?;
+    let report = validate_image_folder(
+        &listing,
+        fallback,
+        &ImageFolderLimits::default(),
+        &mut |name| std::fs::read(folder.join(name)).map_err(|e| format!("cannot be read: {e}")),
+    );
+    let mut text = format!("{}: ", folder.display());
+    if report.is_valid() {
+        text.push_str("valid image folder, ");
+    } else {
+        text.push_str("invalid image folder, ");
+    }
+    let _ = write!(text, "{report}");
+    Ok(Verdict {
+        valid: report.is_valid(),
+        report: text,
+    })
+}
+
+/// Every regular file under `folder`, by its `/`-separated path within it.
+fn list_folder(folder: &Path) -> Result<Vec<FolderFile>, ValidateError> {
+    let mut files = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let dir = folder.join(&relative);
+        let entries = std::fs::read_dir(&dir).map_err(|source| ValidateError::Open {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| ValidateError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let path = relative.join(entry.file_name());
+            let metadata = entry.metadata().map_err(|source| ValidateError::Read {
+                path: folder.join(&path),
+                source,
+            })?;
+            if metadata.is_dir() {
+                pending.push(path);
+            } else if metadata.is_file() {
+                let name = path.to_string_lossy().replace('\\', "/");
+                files.push(FolderFile {
+                    name,
+                    size: metadata.len(),
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The local data a manifest names: JSONL files, or an image job's folder.
 fn dataset_uris(spec: &FineTuneJobSpec) -> Vec<(&'static str, &str)> {
     let mut uris = Vec::new();
+    if let Some(images) = &spec.dataset.images {
+        uris.push(("images", images.as_str()));
+    }
     if let Some(train) = &spec.dataset.train {
         uris.push(("train", train.as_str()));
     }
@@ -193,6 +266,27 @@ fn indent(text: &str) -> String {
 fn render_job(path: &Path, job: &FineTuneJob) -> String {
     let h = job.resolved_hyperparameters();
     let name = job.metadata.name.as_deref().unwrap_or("(unnamed)");
+    if job.spec.task.is_image() {
+        let resolution = h
+            .resolution
+            .map_or_else(|| "the model's".to_owned(), |r| r.to_string());
+        return format!(
+            "{}: valid FineTuneJob {name}\n  model             {}\n  task              text-to-image, LoRA with the flow-matching loss\n  hyperparameters   lr {}, epochs {}, batch {}, repeats {}, resolution {resolution}, trigger word {}\n  lora              rank {}, alpha {}, dropout {}, modules attention{}\n",
+            path.display(),
+            job.spec.base_model.name,
+            h.learning_rate,
+            h.epochs,
+            h.batch_size,
+            h.repeats,
+            h.trigger_word
+                .as_deref()
+                .map_or_else(|| "(none)".to_owned(), |w| format!("{w:?}")),
+            h.lora_rank,
+            h.lora_alpha,
+            h.lora_dropout,
+            if h.lora_include_mlp { " and MLP" } else { "" },
+        );
+    }
     let modules: Vec<&str> = h.target_modules.iter().map(|m| m.hf_name()).collect();
     format!(
         "{}: valid FineTuneJob {name}\n  model             {}\n  method            {}, training {}\n  hyperparameters   lr {}, epochs {}, batch {} ({}), max tokens {}\n  lora              rank {}, alpha {}, dropout {}, modules {}\n",

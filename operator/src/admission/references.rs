@@ -65,7 +65,7 @@ pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
         ));
     }
     let uris = [
-        ("spec.baseModel.source", Some(&spec.base_model.source)),
+        ("spec.baseModel.source", spec.base_model.source.as_ref()),
         ("spec.dataset.train", spec.dataset.train.as_ref()),
         ("spec.dataset.validation", spec.dataset.validation.as_ref()),
         ("spec.output.uri", spec.output.as_ref().map(|o| &o.uri)),
@@ -89,8 +89,12 @@ pub fn modeldeployment_references(deployment: &ModelDeployment) -> Vec<Reference
             &job.name,
         ));
     }
-    if let Some(base) = &model.base_model {
-        found.extend(claim_of("spec.model.baseModel.source", &base.source));
+    if let Some(source) = model
+        .base_model
+        .as_ref()
+        .and_then(|base| base.source.as_ref())
+    {
+        found.extend(claim_of("spec.model.baseModel.source", source));
     }
     for (index, adapter) in model.adapters.iter().enumerate() {
         found.extend(claim_of(

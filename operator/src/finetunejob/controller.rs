@@ -28,10 +28,13 @@ use crate::finetunejob::dataset_check::{DatasetCheck, check_datasets};
 use crate::finetunejob::kube_report::KubeReportCluster;
 use crate::finetunejob::memory_verdict::ShapeFound;
 use crate::finetunejob::memory_verdict::judge_memory;
-use crate::finetunejob::model_shape_check::find_model_shape;
+use crate::finetunejob::model_shape_check::{
+    ModelSourceCheck, check_model_source, find_model_shape,
+};
+use crate::finetunejob::publishing::{PublishNews, reconcile_publishing};
 use crate::finetunejob::trainer_job::{
-    JOB_LABEL, TOKEN_KEY, plan_trainer_job, plan_trainer_secret, run_uri, trainer_job_name,
-    trainer_secret_name,
+    JOB_LABEL, TOKEN_KEY, from_hub, plan_trainer_job, plan_trainer_secret, run_uri,
+    trainer_job_name, trainer_secret_name,
 };
 use crate::finetunejob::trainer_observation::{
     OUT_OF_MEMORY, TrainerState, last_failure_message, observe_trainer_job, plan_phase,
@@ -163,6 +166,12 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
         // Finished jobs keep their Job (for `kubectl logs`) and their status as it is;
         // their trainer's token posts no more.
         context.reports.close_job(&namespace, &name);
+        if status.phase == Some(JobPhase::Succeeded)
+            && status.result.is_some()
+            && (!job.spec.publish.is_empty() || !status.published.is_empty())
+        {
+            return publish_checkpoints(job, &status, &now, context).await;
+        }
         return Ok(Action::await_change());
     }
 
@@ -232,6 +241,9 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
             waiting_message = Some("waiting for the previous trainer pod to stop".to_owned());
             requeue = Duration::from_secs(5);
         } else {
+            if ended_or_suspended_since(job, context).await? {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
             match issue_report_token(job, context).await? {
                 TokenIssue::Issued => {}
                 TokenIssue::Waiting(message) => {
@@ -324,7 +336,11 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
     })
 }
 
-/// The Validating phase: the spec, the datasets, then (GPU jobs) the memory plan.
+/// How soon a job waiting for a hub that did not answer asks again.
+const MODEL_SOURCE_RETRY: Duration = Duration::from_secs(15);
+
+/// The Validating phase: the spec, the datasets, the model (hub models), then (GPU
+/// jobs) the memory plan.
 /// `Some` when the job stops here for now: waiting for what it names, or failed.
 async fn validate(
     job: &FineTuneJob,
@@ -363,10 +379,30 @@ async fn validate(
             DatasetCheck::Judged(judged) => verdict = judged,
         }
     }
-    // The memory plan of a GPU job, once its datasets passed (and its storage
-    // credentials are known to exist): refused here, it never holds a GPU.
-    if verdict.passed() && job.spec.resources.gpus > 0 {
-        let shape = find_model_shape(&context.client, job, &context.config).await?;
+    // The model, once the datasets passed (and the storage credentials are known to
+    // exist): a hub model must exist and be readable with the job's token; then the
+    // memory plan of a GPU job. Refused here, a job never holds a GPU.
+    let shape = if verdict.passed() && (job.spec.resources.gpus > 0 || from_hub(job)) {
+        match check_model_source(&context.client, job, &context.config).await? {
+            ModelSourceCheck::Passed(shape) => Some(shape),
+            ModelSourceCheck::Waiting(message) => {
+                next.phase = Some(JobPhase::Pending);
+                next.message = Some(message);
+                write_status(job, status, next, context).await?;
+                return Ok(Some(Action::requeue(MODEL_SOURCE_RETRY)));
+            }
+            ModelSourceCheck::Refused(message) => {
+                verdict = Verdict {
+                    reason: VerdictReason::ModelUnavailable,
+                    message,
+                };
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(shape) = shape.filter(|_| verdict.passed() && job.spec.resources.gpus > 0) {
         let memory = judge_memory(job, &shape, context.config.gpu_memory);
         verdict = if memory.passed() {
             Verdict {
@@ -539,8 +575,36 @@ fn admit(job: &FineTuneJob, context: &Context, token: String) -> Result<()> {
     Ok(())
 }
 
-/// Marks the job failed and complete with `reason`: a verdict of Validating, or an
-/// object in its way.
+/// Whether the job has ended or been suspended since the copy this reconcile works
+/// on was read. The controller's copy comes from its watch, which can lag behind the
+/// controller's own status writes: after ending a job (deleting its trainer Job and
+/// writing `Failed`), a reconcile woken by the Job's deletion may still see the job
+/// `Running` with no trainer, and would start a new one that resumes the run. So
+/// the API server's copy is read once before a trainer Job is created.
+async fn ended_or_suspended_since(job: &FineTuneJob, context: &Context) -> Result<bool> {
+    let api: Api<FineTuneJob> =
+        Api::namespaced(context.client.clone(), &job.namespace().unwrap_or_default());
+    let Some(current) = api.get_opt(&job.name_any()).await? else {
+        return Ok(true);
+    };
+    if current.metadata.uid != job.metadata.uid {
+        return Ok(true);
+    }
+    let phase = current.status.as_ref().and_then(|s| s.phase);
+    let ended = matches!(
+        phase,
+        Some(JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled)
+    );
+    if ended || current.spec.suspend {
+        info!(
+            ?phase,
+            "not creating a trainer Job: the job's watched copy is stale"
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Ends the job `Failed` at once when its trainer pods show a failure every retry of
 /// the same plan would repeat (an OOM kill, a full scratch disk), deleting the trainer
 /// Job that would otherwise retry it. Returns whether it did.
@@ -569,11 +633,9 @@ async fn end_on_repeating_failure(
     let Some(mut failure) = repeating_failure(pods, step, limit.as_deref(), None) else {
         return Ok(false);
     };
-    if failure.reason == OUT_OF_MEMORY
-        && let Some(plan) = cpu_plan_note(job, context, limit.as_deref()).await
-    {
-        failure = repeating_failure(pods, step, limit.as_deref(), Some(&plan)).unwrap_or(failure);
-    }
+    // The Job goes first: the memory plan's note below may read the model's config
+    // from storage, and the Job controller's back-off (10 s) is all that keeps a
+    // retry from starting meanwhile.
     if trainer.metadata.deletion_timestamp.is_none() {
         info!(
             reason = failure.reason,
@@ -594,6 +656,11 @@ async fn end_on_repeating_failure(
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(error) => return Err(error.into()),
         }
+    }
+    if failure.reason == OUT_OF_MEMORY
+        && let Some(plan) = cpu_plan_note(job, context, limit.as_deref()).await
+    {
+        failure = repeating_failure(pods, step, limit.as_deref(), Some(&plan)).unwrap_or(failure);
     }
     if let Err(error) = context.reports.flush_now(&namespace, &name).await {
         warn!(%error, "flushing the trainer's last events");
@@ -630,6 +697,8 @@ async fn cpu_plan_note(
     ))
 }
 
+/// Marks the job failed and complete with `reason`: a verdict of Validating, a
+/// failure every retry would repeat, or an object in its way.
 fn end_failed(
     next: &mut FineTuneJobStatus,
     reason: &str,
@@ -711,6 +780,36 @@ async fn recover_result(job: &FineTuneJob, context: &Context) -> Result<()> {
     Ok(())
 }
 
+/// Runs `spec.publish` for a succeeded job and records it in `status.published`.
+async fn publish_checkpoints(
+    job: &FineTuneJob,
+    status: &FineTuneJobStatus,
+    now: &Time,
+    context: &Context,
+) -> Result<Action> {
+    let (published, news, running) = reconcile_publishing(job, status, now, context).await?;
+    let next = FineTuneJobStatus {
+        published,
+        ..status.clone()
+    };
+    write_status(job, status, &next, context).await?;
+    for item in news {
+        match item {
+            PublishNews::Published(note) => {
+                publish(context, job, EventType::Normal, "Published", note).await;
+            }
+            PublishNews::Failed(note) => {
+                publish(context, job, EventType::Warning, "PublishFailed", note).await;
+            }
+        }
+    }
+    Ok(if running {
+        Action::requeue(Duration::from_secs(10))
+    } else {
+        Action::await_change()
+    })
+}
+
 /// Writes the controller's part of the status (server-side apply) when it changed,
 /// and announces a phase change as a Kubernetes Event.
 async fn write_status(
@@ -727,6 +826,7 @@ async fn write_status(
             s.observed_generation,
             s.start_time.clone(),
             s.completion_time.clone(),
+            s.published.clone(),
         )
     };
     if owned(before) == owned(next) {
@@ -741,6 +841,8 @@ async fn write_status(
         "observedGeneration": next.observed_generation,
         "startTime": next.start_time,
         "completionTime": next.completion_time,
+        // Left out while empty: a job without `spec.publish` keeps its status as it was.
+        "published": (!next.published.is_empty()).then_some(&next.published),
     });
     apply_status(&api, &job.name_any(), owned_fields).await?;
     if before.phase != next.phase

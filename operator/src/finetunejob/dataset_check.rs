@@ -194,7 +194,7 @@ pub async fn job_storage_access(
 
 /// Storage settings from the job's credentials Secret (the same Secret its pod gets
 /// as environment), or why the job has to wait for it.
-async fn storage_settings(
+pub(crate) async fn storage_settings(
     client: &Client,
     namespace: &str,
     job: &FineTuneJob,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::common::ResourcesSpec;
+use anneal_crds::hub::HubRef;
 use anneal_crds::memory_plan::{ByteSize, GIB, ModelShape, scratch_plan};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{
@@ -26,7 +27,8 @@ use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::env as pod_env;
 use crate::shared::pod_parts::{
     PVC_DIR, TMP_SIZE, container_security, credentials_env, device, empty_dir_limited, env,
-    gpu_resources, gpu_tolerations, kernel_cache, mount, pod_security, quantity_of, scratch_limit,
+    gpu_resources, gpu_tolerations, kernel_cache, model_cache, mount, pod_security, quantity_of,
+    scratch_limit,
 };
 
 /// Name of the trainer's container, which the pod failure policy refers to.
@@ -54,9 +56,13 @@ pub enum PlanError {
     )]
     NoOutput,
     #[error(
-        "{field}: {scheme}:// sources are not fetched by this version of the trainer; use s3:// or pvc://"
+        "{field}: {scheme}:// sources are not fetched by this version of the trainer; use s3://, pvc://, hf:// or modelscope://"
     )]
     UnsupportedSource { field: &'static str, scheme: String },
+    #[error(
+        "spec.baseModel.source: not set, and spec.baseModel.name {0:?} is not a hub repository (ORG/NAME)"
+    )]
+    NoModelSource(String),
     #[error(
         "{field}: file:// is for local mode (`trainer train`); in a cluster use s3:// or pvc://CLAIM/path"
     )]
@@ -124,7 +130,7 @@ pub fn pod_manifest(job: &FineTuneJob) -> Result<String, PlanError> {
     planned.metadata.namespace = Some(meta.namespace.to_owned());
     planned.metadata.uid = Some(meta.uid.to_owned());
     planned.spec.base_model.source =
-        pod_source_uri("spec.baseModel.source", &job.spec.base_model.source)?.0;
+        Some(pod_source_uri("spec.baseModel.source", &base_model_source(job)?)?.0);
     let dataset = &mut planned.spec.dataset;
     if let Some(config_map) = dataset.config_map.take() {
         dataset.train = Some(format!("file://{DATASET_DIR}/{}", config_map.key));
@@ -148,11 +154,25 @@ pub fn check_trainer_image(job: &FineTuneJob, config: &OperatorConfig) -> Result
     Ok(check_image(job.spec.resources.image.as_deref(), config)?)
 }
 
+/// Where the base model is: its source, else the hub form of its name.
+pub fn base_model_source(job: &FineTuneJob) -> Result<String, PlanError> {
+    job.spec
+        .base_model
+        .source_uri()
+        .ok_or_else(|| PlanError::NoModelSource(job.spec.base_model.name.clone()))
+}
+
+/// Whether the base model comes from a model hub (and so through the model cache).
+pub fn from_hub(job: &FineTuneJob) -> bool {
+    base_model_source(job).is_ok_and(|uri| HubRef::parse(&uri).is_some())
+}
+
 /// A source as the pod reads it, and the claim to mount when it is on a PVC.
 fn pod_source_uri(field: &'static str, uri: &str) -> Result<(String, Option<PvcMount>), PlanError> {
     let scheme = uri.split("://").next().unwrap_or_default();
     match scheme {
-        "s3" => Ok((uri.to_owned(), None)),
+        // The trainer fetches a hub model itself, through the model cache.
+        "s3" | "hf" | "modelscope" => Ok((uri.to_owned(), None)),
         "file" if uri.starts_with(&format!("file://{DATASET_DIR}/")) => Ok((uri.to_owned(), None)),
         "file" => Err(PlanError::LocalFileInCluster { field }),
         "pvc" => {
@@ -177,7 +197,8 @@ fn pod_source_uri(field: &'static str, uri: &str) -> Result<(String, Option<PvcM
 
 /// The claims the pod mounts, each once, in a stable order.
 fn pvc_mounts(job: &FineTuneJob) -> Result<Vec<PvcMount>, PlanError> {
-    let mut sources = vec![("spec.baseModel.source", job.spec.base_model.source.as_str())];
+    let base_model = base_model_source(job)?;
+    let mut sources = vec![("spec.baseModel.source", base_model.as_str())];
     if let Some(train) = &job.spec.dataset.train {
         sources.push(("spec.dataset.train", train));
     }
@@ -243,6 +264,12 @@ pub fn plan_trainer_job(
     if let Some((_, _, variable)) = &cache {
         env.push(variable.clone());
     }
+    let mut model_cache_volume = None;
+    if from_hub(job) {
+        let (volume, variables) = model_cache(config);
+        model_cache_volume = volume;
+        env.extend(variables);
+    }
     let cpu_memory = (resources.gpus == 0).then(|| cpu_trainer_memory(resources, config));
     if let Some((_, bytes)) = &cpu_memory {
         // The CPU backend would otherwise plan for the node's MemAvailable, which a
@@ -277,6 +304,10 @@ pub fn plan_trainer_job(
         empty_dir_limited("tmp", TMP_SIZE),
     ];
     if let Some((volume, cache_mount, _)) = cache {
+        mounts.push(cache_mount);
+        volumes.push(volume);
+    }
+    if let Some((volume, cache_mount)) = model_cache_volume {
         mounts.push(cache_mount);
         volumes.push(volume);
     }

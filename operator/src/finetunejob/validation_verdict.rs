@@ -19,6 +19,11 @@ pub enum VerdictReason {
     InvalidDataset,
     /// The memory plan does not fit the GPU the job asks for.
     InsufficientGpuMemory,
+    /// A hub model that does not exist at its revision, or that the job's token
+    /// cannot read.
+    ModelUnavailable,
+    /// A task this version validates but cannot train yet.
+    UnsupportedTask,
 }
 
 impl VerdictReason {
@@ -28,6 +33,8 @@ impl VerdictReason {
             VerdictReason::InvalidSpec => "InvalidSpec",
             VerdictReason::InvalidDataset => "InvalidDataset",
             VerdictReason::InsufficientGpuMemory => "InsufficientGpuMemory",
+            VerdictReason::ModelUnavailable => "ModelUnavailable",
+            VerdictReason::UnsupportedTask => "UnsupportedTask",
         }
     }
 }
@@ -48,6 +55,15 @@ impl Verdict {
 /// costs no storage reads.
 pub fn judge_spec(job: &FineTuneJob) -> Verdict {
     match validate_finetunejob(job) {
+        // The API and its dataset rules are in place; the trainer's image objective
+        // is not yet, so an image job ends here rather than on a trainer pod.
+        Ok(()) if job.spec.task.is_image() => Verdict {
+            reason: VerdictReason::UnsupportedTask,
+            message: format!(
+                "spec.task: {}",
+                anneal_crds::finetunejob::IMAGE_TRAINING_NOT_YET
+            ),
+        },
         Ok(()) => Verdict {
             reason: VerdictReason::Valid,
             message: "spec is valid".to_owned(),
@@ -143,6 +159,30 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_image_job_ends_in_validating_until_the_trainer_has_the_objective() {
+        let mut job = FineTuneJob::new(
+            "dog",
+            serde_json::from_value(serde_json::json!({
+                "task": "text-to-image",
+                "baseModel": {"name": "anneal-flux-tiny", "source": "s3://models/flux"},
+                "dataset": {"images": "s3://data/dogs/"},
+                "hyperparameters": {"triggerWord": "sks dog"},
+            }))
+            .unwrap(),
+        );
+        job.metadata.namespace = Some("default".into());
+        let verdict = judge_spec(&job);
+        assert_eq!(verdict.reason.as_str(), "UnsupportedTask");
+        assert!(
+            verdict
+                .message
+                .starts_with("spec.task: text-to-image training is not in this version yet"),
+            "{}",
+            verdict.message
+        );
+    }
+
+    #[test]
     fn a_bad_spec_names_its_fields() {
         let mut job = FineTuneJob::new(
             "j",
@@ -158,7 +198,7 @@ mod tests {
         assert_eq!(verdict.reason, VerdictReason::InvalidSpec);
         assert_eq!(
             verdict.message,
-            "invalid spec: spec.baseModel.source: must start with one of s3://, gs://, az://, pvc://, file://, hf://, got \"ftp://x\"; spec.hyperparameters.epochs: must be between 1 and 10, got 11"
+            "invalid spec: spec.baseModel.source: must start with one of s3://, gs://, az://, pvc://, file://, hf://, modelscope://, got \"ftp://x\"; spec.hyperparameters.epochs: must be between 1 and 10, got 11"
         );
     }
 }

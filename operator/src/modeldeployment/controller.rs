@@ -8,11 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anneal_crds::hub::HubRef;
 use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
 use anneal_crds::{FineTuneJob, ModelDeployment, jiff};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -25,12 +26,15 @@ use tracing::{info, warn};
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::modeldeployment::model_resolution::{Resolution, fine_tune_job_name, resolve_model};
+use crate::modeldeployment::model_resolution::{
+    Resolution, ServedModel, fine_tune_job_name, resolve_model,
+};
 use crate::modeldeployment::serving_deployment::{
     check_servable, endpoint, plan_deployment, plan_service,
 };
 use crate::modeldeployment::serving_observation::{ModelState, plan_status};
 use crate::shared::conditions::set_condition;
+use crate::shared::hub_check::{HubCheck, check_hub_model, operator_hub_settings};
 use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
 
 /// What every reconcile shares.
@@ -184,6 +188,16 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
             message: problem.to_string(),
         };
     }
+    // Hub models (the base, adapters) are looked up before the first pods are planned:
+    // a wrong repository, revision or token fails here, a hub that does not answer waits.
+    if let Resolution::Resolved(model) = &resolution
+        && existing
+            .as_ref()
+            .is_none_or(|d| !owned_by(&d.metadata, deployment))
+        && let Some(failed) = check_hub_sources(context, &namespace, model).await?
+    {
+        resolution = failed;
+    }
     // Objects of the same name that are not this deployment's are never taken over.
     for (kind, found) in [
         ("Deployment", existing.as_ref().map(|d| d.meta())),
@@ -263,10 +277,80 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
             reason: "NameConflict",
             ..
         } => Action::requeue(Duration::from_secs(60)),
+        Resolution::Waiting {
+            reason: "HubUnreachable",
+            ..
+        } => Action::requeue(Duration::from_secs(15)),
         // The watches on the FineTuneJob and the children bring every other change;
         // this is a safety net.
         _ => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+/// The first hub source of `model` (its base, then its adapters) the hub refuses or
+/// does not answer for, as the resolution it makes.
+async fn check_hub_sources(
+    context: &Context,
+    namespace: &str,
+    model: &ServedModel,
+) -> Result<Option<Resolution>> {
+    let sources = std::iter::once(&model.base).chain(model.adapters.iter().map(|a| &a.source));
+    let mut secret = None;
+    for source in sources {
+        let Some(Ok(reference)) = HubRef::parse(&source.uri) else {
+            continue;
+        };
+        if secret.is_none() {
+            secret = Some(
+                secret_settings(context, namespace, model.credentials_secret.as_deref()).await?,
+            );
+        }
+        let settings = operator_hub_settings(
+            &reference,
+            secret.as_deref().unwrap_or_default(),
+            &context.config,
+        );
+        match check_hub_model(&source.field, &reference, settings).await {
+            HubCheck::Readable { .. } => {}
+            HubCheck::Refused(message) => {
+                return Ok(Some(Resolution::Failed {
+                    reason: "ModelUnavailable",
+                    message,
+                }));
+            }
+            HubCheck::Unreachable(message) => {
+                return Ok(Some(Resolution::Waiting {
+                    reason: "HubUnreachable",
+                    message,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The keys of the credentials Secret the serving pods get (none when there is no
+/// Secret, or it is not there: the pods would fail to start on it, and say so).
+async fn secret_settings(
+    context: &Context,
+    namespace: &str,
+    secret: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    let Some(name) = secret else {
+        return Ok(Vec::new());
+    };
+    let api: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    let Some(found) = api.get_opt(name).await? else {
+        return Ok(Vec::new());
+    };
+    let mut settings: Vec<(String, String)> = found
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| (key, String::from_utf8_lossy(&value.0).into_owned()))
+        .collect();
+    settings.extend(found.string_data.unwrap_or_default());
+    Ok(settings)
 }
 
 /// Writes the status (server-side apply) when it changed, and announces a phase

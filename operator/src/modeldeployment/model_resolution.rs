@@ -85,6 +85,15 @@ pub fn resolve_model(
             },
         },
         (None, Some(base)) => {
+            let Some(base_uri) = base.source_uri() else {
+                return Resolution::Failed {
+                    reason: "InvalidSpec",
+                    message: format!(
+                        "spec.model.baseModel.source: not set, and spec.model.baseModel.name {:?} is not a hub repository (ORG/NAME)",
+                        base.name
+                    ),
+                };
+            };
             let served_name = deployment
                 .spec
                 .served_model_name
@@ -122,7 +131,7 @@ pub fn resolve_model(
                 model_id: base.name.clone(),
                 base_name: served_name,
                 base: Source {
-                    uri: base.source.clone(),
+                    uri: base_uri,
                     field: "spec.model.baseModel.source".to_owned(),
                 },
                 adapters,
@@ -277,7 +286,8 @@ fn from_job(
             model_id,
             base_name: base_model.name.clone(),
             base: Source {
-                uri: base_model.source.clone(),
+                // A validated job's model always has one.
+                uri: base_model.source_uri().unwrap_or_default(),
                 field: format!("FineTuneJob {job_name} spec.baseModel.source"),
             },
             adapters: vec![ServedAdapter {

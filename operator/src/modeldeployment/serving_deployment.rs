@@ -23,7 +23,7 @@ use crate::modeldeployment::model_resolution::{ServedModel, Source};
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::{
     PVC_DIR, TMP_SIZE, container_security, credentials_env, device, empty_dir_limited, env,
-    gpu_resources, gpu_tolerations, kernel_cache, mount, pod_security, scratch_limit,
+    gpu_resources, gpu_tolerations, kernel_cache, model_cache, mount, pod_security, scratch_limit,
 };
 
 /// Label every object and pod of a deployment carries: its ModelDeployment's name.
@@ -67,6 +67,10 @@ pub enum ServingPlanError {
     BadPvcUri { field: String },
     #[error("metadata.{0} is missing (the ModelDeployment was not read from the API server)")]
     MissingMetadata(&'static str),
+    #[error(
+        "spec.runtime vllm: {0} is a FLUX image model, which vLLM's OpenAI server does not serve; use runtime: builtin (trainer serve answers /v1/images/generations)"
+    )]
+    ImageModelOnVllm(String),
     #[error(transparent)]
     ImageNotAllowed(#[from] ImageNotAllowed),
 }
@@ -81,6 +85,7 @@ impl ServingPlanError {
             | Self::LocalFileInCluster { .. }
             | Self::BadPvcUri { .. } => Some("UnsupportedSource"),
             Self::ImageNotAllowed(_) => Some("ImageNotAllowed"),
+            Self::ImageModelOnVllm(_) => Some("UnsupportedRuntime"),
             Self::MissingMetadata(_) => None,
         }
     }
@@ -110,7 +115,8 @@ enum PodSource {
     Remote(String),
     /// A folder on a claim mounted read-only.
     Mounted { claim: String, path: String },
-    /// A Hugging Face Hub repository vLLM downloads itself.
+    /// A model hub repository (`hf://` or `modelscope://`), fetched through the model
+    /// cache by the server (builtin) or an init container (vllm).
     Hub(String),
 }
 
@@ -141,20 +147,13 @@ fn pod_source(source: &Source, runtime: ServingRuntime) -> Result<PodSource, Ser
                 path: format!("{PVC_DIR}/{claim}/{path}"),
             })
         }
-        "hf" if runtime == ServingRuntime::Vllm => {
-            Ok(PodSource::Hub(uri["hf://".len()..].to_owned()))
-        }
+        "hf" | "modelscope" => Ok(PodSource::Hub(uri.to_owned())),
         "file" => Err(ServingPlanError::LocalFileInCluster { field: field() }),
         other => Err(ServingPlanError::UnsupportedSource {
             field: field(),
             scheme: other.to_owned(),
             runtime: runtime_name(runtime),
-            supported: match runtime {
-                ServingRuntime::Builtin => {
-                    "s3:// or pvc://CLAIM/path (hf:// works with runtime vllm)"
-                }
-                ServingRuntime::Vllm => "s3://, pvc://CLAIM/path or hf://ORG/NAME",
-            },
+            supported: "s3://, pvc://CLAIM/path, hf://ORG/NAME or modelscope://ORG/NAME",
         }),
     }
 }
@@ -172,6 +171,16 @@ pub fn check_servable(
         ServingRuntime::Builtin => builtin_plan(model, deployment).map(drop),
         ServingRuntime::Vllm => vllm_plan(model, deployment).map(drop),
     }
+}
+
+/// Whether a base model's name is one of the FLUX image models (black-forest-labs'
+/// FLUX.1-dev, -schnell and their fine-tunes keep "flux" in their names): vLLM serves
+/// language models only.
+fn is_flux_name(name: &str) -> bool {
+    name.to_ascii_lowercase()
+        .rsplit('/')
+        .next()
+        .is_some_and(|model| model.contains("flux"))
 }
 
 /// Whether `name` is a DNS-1035 label, as a Service's name must be.
@@ -250,8 +259,11 @@ struct PodPlan {
     /// `trainer fetch URI DIR` init containers (vllm): (name, uri, dir).
     fetches: Vec<(String, String, String)>,
     claims: Vec<String>,
-    /// Whether the server process itself reads object storage (needs the credentials).
+    /// Whether the server process itself reads object storage or a hub (needs the
+    /// credentials Secret: storage keys, hub tokens).
     server_reads_storage: bool,
+    /// Whether a model comes from a hub (the pod mounts the model cache).
+    reads_hub: bool,
 }
 
 impl PodPlan {
@@ -272,14 +284,24 @@ impl PodPlan {
                 self.claim(&claim);
                 path
             }
-            PodSource::Hub(_) => unreachable!("pod_source refuses hf:// for builtin"),
+            PodSource::Hub(uri) => {
+                self.server_reads_storage = true;
+                self.reads_hub = true;
+                uri
+            }
         }
     }
 
-    /// The path (or Hub name) vLLM reads a source from; remote ones are fetched first.
+    /// The path vLLM reads a source from; remote and hub ones are fetched first (a hub
+    /// one into the model cache, `dir` a link to it).
     fn vllm_source(&mut self, source: PodSource, fetch_name: String, dir: String) -> String {
         match source {
             PodSource::Remote(uri) => {
+                self.fetches.push((fetch_name, uri, dir.clone()));
+                dir
+            }
+            PodSource::Hub(uri) => {
+                self.reads_hub = true;
                 self.fetches.push((fetch_name, uri, dir.clone()));
                 dir
             }
@@ -287,7 +309,6 @@ impl PodPlan {
                 self.claim(&claim);
                 path
             }
-            PodSource::Hub(repo) => repo,
         }
     }
 }
@@ -330,6 +351,14 @@ fn vllm_plan(
     deployment: &ModelDeployment,
 ) -> Result<PodPlan, ServingPlanError> {
     let runtime = ServingRuntime::Vllm;
+    if let Some(base) = deployment.spec.model.base_model.as_ref()
+        && is_flux_name(&base.name)
+    {
+        return Err(ServingPlanError::ImageModelOnVllm(format!(
+            "spec.model.baseModel.name {}",
+            base.name
+        )));
+    }
     let mut plan = PodPlan::default();
     let base = pod_source(&model.base, runtime)?;
     let base = plan.vllm_source(base, "fetch-base".to_owned(), format!("{MODELS_DIR}/base"));
@@ -463,7 +492,26 @@ pub fn plan_deployment(
             )
         }
     };
+    // Hub models: the cache (a claim, or the pod's scratch) in the server and in
+    // every fetch, which links the models folder into it.
+    let mut fetch_env = vec![env("HOME", WORK_DIR)];
+    let mut fetch_mounts = vec![
+        mount("models", MODELS_DIR, false),
+        mount("work", WORK_DIR, false),
+        mount("tmp", "/tmp", false),
+    ];
+    if plan.reads_hub {
+        let (volume, variables) = model_cache(config);
+        if let Some((volume, cache_mount)) = volume {
+            volumes.push(volume);
+            mounts.push(cache_mount.clone());
+            fetch_mounts.push(cache_mount);
+        }
+        env_vars.extend(variables.iter().cloned());
+        fetch_env.extend(variables);
+    }
     env_vars.sort_by(|a, b| a.name.cmp(&b.name));
+    fetch_env.sort_by(|a, b| a.name.cmp(&b.name));
     for (index, claim) in plan.claims.iter().enumerate() {
         let volume = format!("pvc-{index}");
         mounts.push(mount(&volume, &format!("{PVC_DIR}/{claim}"), true));
@@ -484,13 +532,9 @@ pub fn plan_deployment(
             name: fetch_name.clone(),
             image: Some(config.fetch_image.clone()),
             args: Some(vec!["fetch".to_owned(), uri.clone(), dir.clone()]),
-            env: Some(vec![env("HOME", WORK_DIR)]),
+            env: Some(fetch_env.clone()),
             env_from: credentials.clone(),
-            volume_mounts: Some(vec![
-                mount("models", MODELS_DIR, false),
-                mount("work", WORK_DIR, false),
-                mount("tmp", "/tmp", false),
-            ]),
+            volume_mounts: Some(fetch_mounts.clone()),
             security_context: Some(container_security()),
             termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
             ..Container::default()

@@ -23,6 +23,8 @@ pub const PVC_DIR: &str = "/mnt/pvc";
 /// Where a pod running `trainer` on CUDA keeps the kernels burn-cuda compiles and its
 /// autotune results (`ANNEAL_KERNEL_CACHE`): the root file system is read-only.
 pub const KERNEL_CACHE_DIR: &str = "/var/cache/anneal/kernels";
+/// Where the model cache claim is mounted.
+pub const MODEL_CACHE_DIR: &str = "/var/cache/anneal/models";
 
 /// Non-root user of Anneal's images (and the user other images run as in its pods).
 pub const POD_UID: i64 = 65532;
@@ -125,6 +127,45 @@ pub fn kernel_cache(config: &OperatorConfig) -> (Volume, VolumeMount, EnvVar) {
         mount(name, KERNEL_CACHE_DIR, false),
         env("ANNEAL_KERNEL_CACHE", KERNEL_CACHE_DIR),
     )
+}
+
+/// Where a pod keeps hub models: the operator's claim mounted read-write, else the
+/// pod's scratch disk (`/work`, which the scratch plan sizes for the model).
+pub fn model_cache(config: &OperatorConfig) -> (Option<(Volume, VolumeMount)>, Vec<EnvVar>) {
+    let name = "model-cache";
+    let (volume, dir) = match &config.model_cache_claim {
+        Some(claim) => (
+            Some((
+                Volume {
+                    name: name.to_owned(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.clone(),
+                        read_only: Some(false),
+                    }),
+                    ..Volume::default()
+                },
+                mount(name, MODEL_CACHE_DIR, false),
+            )),
+            MODEL_CACHE_DIR,
+        ),
+        None => (None, "/work/model-cache"),
+    };
+    let mut variables = vec![env("ANNEAL_MODEL_CACHE", dir)];
+    variables.extend(hub_endpoint_env(config));
+    (volume, variables)
+}
+
+/// The install's hub endpoints, for any pod that talks to a hub. Set here, they win
+/// over the same keys in a credentials Secret: a tenant takes the install's mirror.
+pub fn hub_endpoint_env(config: &OperatorConfig) -> Vec<EnvVar> {
+    let mut variables = Vec::new();
+    if let Some(endpoint) = &config.hf_endpoint {
+        variables.push(env("HF_ENDPOINT", endpoint));
+    }
+    if let Some(endpoint) = &config.modelscope_endpoint {
+        variables.push(env("MODELSCOPE_ENDPOINT", endpoint));
+    }
+    variables
 }
 
 /// The storage credentials Secret as environment (`AWS_*` keys), required to exist.

@@ -68,16 +68,32 @@ impl MotoServer {
 
     /// Creates a bucket with a plain `PUT /bucket` (moto does not check signatures), so
     /// that the tests need no AWS SDK.
+    /// A connection reset or refused is tried again for a few seconds: a server that has
+    /// just started listening on a loaded machine may drop its first connections.
     pub fn create_bucket(&self, bucket: &str) {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).unwrap();
         let request = format!(
             "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
              Connection: close\r\n\r\n",
             self.port
         );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        let exchange = || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))?;
+            stream.write_all(request.as_bytes())?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        };
+        let started = Instant::now();
+        let response = loop {
+            match exchange() {
+                Ok(response) => break response,
+                Err(error) if started.elapsed() < STARTUP_TIMEOUT => {
+                    eprintln!("creating bucket {bucket}: {error}; trying again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(error) => panic!("creating bucket {bucket}: {error}:\n{}", self.output()),
+            }
+        };
         let status_line = response.lines().next().unwrap_or_default();
         assert!(
             status_line.contains(" 200 "),

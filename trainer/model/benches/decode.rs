@@ -12,6 +12,9 @@
 //! `0.5b` and `small` shapes have random weights (Qwen2.5-0.5B's shape, and the
 //! forward bench's); `tiny` is examples/models/anneal-tiny.
 
+#[path = "../../../benches/results_section.rs"]
+mod results_section;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -279,27 +282,9 @@ fn main() {
     );
     print!("{text}");
     if args.iter().any(|a| a == "--write") {
-        write_section(&text);
+        results_section::write_section(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/RESULTS.md"),
+            &text,
+        );
     }
-}
-
-/// Replaces this bench's section of benches/RESULTS.md, or appends it.
-fn write_section(text: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/RESULTS.md");
-    let results = std::fs::read_to_string(&path).unwrap();
-    let header = text.lines().next().unwrap();
-    let updated = match results.find(header) {
-        Some(start) => {
-            let end = results[start + header.len()..]
-                .find("\n## ")
-                .map_or(results.len(), |i| start + header.len() + i + 1);
-            format!("{}{}{}", &results[..start], text, &results[end..])
-        }
-        None => format!(
-            "{}\n{}",
-            results.trim_end_matches('\n').to_owned() + "\n",
-            text
-        ),
-    };
-    std::fs::write(&path, updated).unwrap();
 }

@@ -46,6 +46,14 @@ impl ApiError {
         }
     }
 
+    /// 400: the endpoint does not fit the kind of model served (chat or images).
+    pub fn wrong_endpoint(message: &str) -> Self {
+        Self {
+            code: Some("unsupported_endpoint"),
+            ..Self::malformed(message)
+        }
+    }
+
     /// 404: no model of that name is served here.
     pub fn model_not_found(model: &str, served: &[String]) -> Self {
         Self {
@@ -106,6 +114,22 @@ impl ApiError {
             }
         })
     }
+}
+
+/// A request body as `T`: not JSON, or not an object, is a malformed request; a field
+/// of the wrong type, or one `T` does not know, is refused by its path
+/// (`messages[1].role`, `temprature`).
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::malformed(format!("The body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::malformed("The body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        // The path ends at the field at fault, an unknown one's own name included.
+        let param = e.path().to_string();
+        ApiError::invalid(param.clone(), format!("{param}: {}", e.into_inner()))
+    })
 }
 
 impl IntoResponse for ApiError {

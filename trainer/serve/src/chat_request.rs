@@ -5,7 +5,7 @@ use anneal_crds::dataset::{ChatMessage, Role};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api_error::ApiError;
+use super::api_error::{ApiError, parse_body};
 
 /// OpenAI's limit on stop sequences.
 const MAX_STOP_SEQUENCES: usize = 4;
@@ -104,17 +104,7 @@ struct StreamOptions {
 
 /// Parses and checks a request body.
 pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::malformed(format!("The body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::malformed("The body must be a JSON object"));
-    }
-    let body: Body = serde_path_to_error::deserialize(value).map_err(|e| {
-        // The path ends at the field at fault, an unknown one's own name included.
-        let param = e.path().to_string();
-        ApiError::invalid(param.clone(), format!("{param}: {}", e.into_inner()))
-    })?;
-    check_body(body)
+    check_body(parse_body(bytes)?)
 }
 
 fn check_body(body: Body) -> Result<ChatRequest, ApiError> {

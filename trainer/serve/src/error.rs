@@ -33,6 +33,13 @@ pub enum ServeError {
     Tokenizer(#[source] ChatError),
     #[error("--adapter {name}: {source}")]
     Adapter { name: String, source: AdapterError },
+    #[error("--model: {0}")]
+    ImageModel(#[source] anneal_image::pipeline::PipelineError),
+    #[error("--adapter {name}: {source}")]
+    ImageAdapter {
+        name: String,
+        source: anneal_image::flux::lora::FluxLoraError,
+    },
     #[error("--host {host} --port {port}: {source}")]
     Bind {
         host: String,

@@ -1,5 +1,6 @@
 //! The HTTP side of `trainer serve`: OpenAI's `/v1/models` and `/v1/chat/completions`
-//! (whole or streamed as server-sent events), `/health` and `/metrics`.
+//! (whole or streamed as server-sent events), `/v1/images/generations` for image
+//! models (`image_http.rs`), `/health` and `/metrics`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use super::api_error::ApiError;
 use super::chat_request::{ChatRequest, parse_chat_request};
 use super::engine::Submission;
+pub use super::image_http::ImageSide;
+use super::image_http::image_generations;
 use super::reply::{Reply, ReplyPart, Slot, finish_name};
 use super::serve_metrics::ServeMetrics;
 use anneal_model::chat::ModelTokenizer;
@@ -37,13 +40,24 @@ pub struct ServedModel {
     pub parent: Option<String>,
 }
 
-/// What every handler shares.
-pub struct ServerState {
-    pub models: Vec<ServedModel>,
+/// What generates: a chat model's engine, or an image pipeline's worker.
+pub enum Generator {
+    Chat(ChatSide),
+    Image(ImageSide),
+}
+
+/// A chat model's tokenizer, context and engine queue.
+pub struct ChatSide {
     pub tokenizer: Arc<ModelTokenizer>,
     /// Prompt plus reply must fit in this many tokens.
     pub context_length: usize,
     pub submit: Sender<Submission>,
+}
+
+/// What every handler shares.
+pub struct ServerState {
+    pub models: Vec<ServedModel>,
+    pub generator: Generator,
     pub in_flight: Arc<AtomicUsize>,
     /// Requests running plus waiting beyond which new ones get 429.
     pub max_in_flight: usize,
@@ -62,7 +76,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/models/{*id}", get(get_model))
         .route(
             "/v1/chat/completions",
-            post(chat_completions).layer(body_timeout),
+            post(chat_completions).layer(body_timeout.clone()),
+        )
+        .route(
+            "/v1/images/generations",
+            post(image_generations).layer(body_timeout),
         )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -96,7 +114,17 @@ async fn get_model(State(state): State<Arc<ServerState>>, Path(id): Path<String>
     }
 }
 
-fn model_names(state: &ServerState) -> Vec<String> {
+impl ServerState {
+    /// The served model's index (0: the base, then the adapters), or 404 listing them.
+    pub(crate) fn model_index(&self, name: &str) -> Result<usize, ApiError> {
+        self.models
+            .iter()
+            .position(|m| m.name == name)
+            .ok_or_else(|| ApiError::model_not_found(name, &model_names(self)))
+    }
+}
+
+pub(crate) fn model_names(state: &ServerState) -> Vec<String> {
     state.models.iter().map(|m| m.name.clone()).collect()
 }
 
@@ -115,30 +143,52 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
         .into_response()
 }
 
+/// The body, or the refusal (counted) of one over axum's limit (2 MiB, far past any
+/// context) or cut short, in OpenAI's error shape.
+pub(crate) fn read_body(
+    state: &ServerState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let error = ApiError {
+            status: rejection.status(),
+            ..ApiError::malformed(format!(
+                "The body could not be read: {}",
+                rejection.body_text()
+            ))
+        };
+        state
+            .metrics
+            .requests
+            .with_label_values(&["", error.status.as_str()])
+            .inc();
+        error
+    })
+}
+
+/// Counts a refused request under its model's name when it named a served one.
+pub(crate) fn count_refusal(state: &ServerState, body: &[u8], error: ApiError) -> Response {
+    let model = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_owned))
+        .filter(|m| state.models.iter().any(|s| &s.name == m))
+        .unwrap_or_default();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&model, error.status.as_str()])
+        .inc();
+    error.into_response()
+}
+
 async fn chat_completions(
     State(state): State<Arc<ServerState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let arrived = Instant::now();
-    // A body over axum's limit (2 MiB, far past any context) or cut short still gets
-    // OpenAI's error shape.
-    let body = match body {
+    let body = match read_body(&state, body) {
         Ok(body) => body,
-        Err(rejection) => {
-            let error = ApiError {
-                status: rejection.status(),
-                ..ApiError::malformed(format!(
-                    "The body could not be read: {}",
-                    rejection.body_text()
-                ))
-            };
-            state
-                .metrics
-                .requests
-                .with_label_values(&["", error.status.as_str()])
-                .inc();
-            return error.into_response();
-        }
+        Err(refused) => return refused.into_response(),
     };
     // Parsing and tokenizing a prompt of up to 2 MiB takes a CPU for a while: on the
     // blocking pool (a few threads, the rest queued), never on the workers that answer
@@ -154,19 +204,7 @@ async fn chat_completions(
             stream_reply(request, reply, prompt_tokens).into_response()
         }
         Ok((request, reply, prompt_tokens)) => whole_reply(request, reply, prompt_tokens).await,
-        Err(error) => {
-            let model = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_owned))
-                .filter(|m| state.models.iter().any(|s| &s.name == m))
-                .unwrap_or_default();
-            state
-                .metrics
-                .requests
-                .with_label_values(&[&model, error.status.as_str()])
-                .inc();
-            error.into_response()
-        }
+        Err(error) => count_refusal(&state, &body, error),
     }
 }
 
@@ -180,17 +218,18 @@ fn start_completion(
         return Err(ApiError::shutting_down());
     }
     let request = parse_chat_request(body)?;
-    let model = state
-        .models
-        .iter()
-        .position(|m| m.name == request.model)
-        .ok_or_else(|| ApiError::model_not_found(&request.model, &model_names(state)))?;
-    let prompt = state
+    let Generator::Chat(chat) = &state.generator else {
+        return Err(ApiError::wrong_endpoint(
+            "This server serves an image model: use /v1/images/generations",
+        ));
+    };
+    let model = state.model_index(&request.model)?;
+    let prompt = chat
         .tokenizer
         .encode_chat(&request.messages, true)
         .map_err(|e| ApiError::invalid("messages", format!("messages: {e}")))?
         .ids;
-    let context = state.context_length;
+    let context = chat.context_length;
     if prompt.len() >= context {
         return Err(ApiError::context_length(
             "messages",
@@ -224,15 +263,14 @@ fn start_completion(
         seed: request.seed.unwrap_or_else(rand::random),
         stop: Vec::new(),
     };
-    state
-        .submit
+    chat.submit
         .send(Submission {
             model,
             prompt: prompt.clone(),
             eos: if request.ignore_eos {
                 Vec::new()
             } else {
-                state.tokenizer.eos_token_ids().to_vec()
+                chat.tokenizer.eos_token_ids().to_vec()
             },
             params,
             events,
@@ -241,7 +279,7 @@ fn start_completion(
     let reply = Reply::new(
         receiver,
         request.stop.clone(),
-        state.tokenizer.clone(),
+        chat.tokenizer.clone(),
         request.model.clone(),
         prompt.len(),
         state.metrics.clone(),
@@ -255,7 +293,7 @@ fn completion_id() -> String {
     format!("chatcmpl-{:032x}", rand::random::<u128>())
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

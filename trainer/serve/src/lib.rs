@@ -1,6 +1,7 @@
 //! Anneal's serving: a base model and any number of LoRA adapters on it behind an
-//! OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, streamed or not),
-//! with `/health` and Prometheus `/metrics`. `trainer serve` is its command line.
+//! OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, streamed or not; for a
+//! FLUX.1 image model `/v1/images/generations`), with `/health` and Prometheus
+//! `/metrics`. `trainer serve` is its command line.
 //!
 //! [`serve`] brings the models onto this machine (`prepare.rs`), loads them on the
 //! chosen backend (`launch.rs`), and runs the [`engine`] (which owns them) on this
@@ -17,6 +18,9 @@ pub mod engine;
 mod error;
 pub mod http;
 mod http_server;
+pub mod image_http;
+pub mod image_request;
+mod image_worker;
 mod launch;
 mod options;
 mod prepare;

@@ -1,6 +1,6 @@
 //! The server's Prometheus metrics at `/metrics`: requests by outcome, tokens in and
-//! out, time to first token, decoding speed, how many requests run and wait, and
-//! the KV cache's size.
+//! out, time to first token, decoding speed, how many requests run and wait, the KV
+//! cache's size, and images generated.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -36,6 +36,8 @@ pub struct ServeMetrics {
     pub decode_batch: Histogram,
     /// `anneal_serve_kv_cache_bytes`: what the engine's KV cache buffers take.
     pub kv_cache_bytes: IntGauge,
+    /// `anneal_serve_generated_images_total{model}`: images an image model made.
+    pub generated_images: IntCounterVec,
 }
 
 impl ServeMetrics {
@@ -49,7 +51,7 @@ impl ServeMetrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "anneal_serve_requests_total",
-                    "Chat completion requests, by model and outcome",
+                    "Chat completion and image generation requests, by model and outcome",
                 ),
                 &["model", "outcome"],
             )
@@ -121,6 +123,11 @@ impl ServeMetrics {
                 "Bytes the KV cache's preallocated buffers take",
             )
             .unwrap(),
+            generated_images: IntCounterVec::new(
+                Opts::new("anneal_serve_generated_images_total", "Images generated"),
+                model,
+            )
+            .unwrap(),
             registry,
         };
         let r = &metrics.registry;
@@ -139,6 +146,8 @@ impl ServeMetrics {
         r.register(Box::new(metrics.engine_steps.clone())).unwrap();
         r.register(Box::new(metrics.decode_batch.clone())).unwrap();
         r.register(Box::new(metrics.kv_cache_bytes.clone()))
+            .unwrap();
+        r.register(Box::new(metrics.generated_images.clone()))
             .unwrap();
         metrics
     }

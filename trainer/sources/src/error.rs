@@ -38,7 +38,7 @@ impl From<StorageError> for FolderError {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(
-        "{what} {value}: {scheme}:// is not supported here; give a local folder, file:// or s3://"
+        "{what} {value}: {scheme}:// is not supported here; give a local folder, file://, s3://, hf:// or modelscope://"
     )]
     UnsupportedScheme {
         what: &'static str,
@@ -46,9 +46,22 @@ pub enum SourceError {
         scheme: String,
     },
 
-    /// A manifest URI of a scheme this trainer cannot fetch (`hf://`, a bare name).
-    #[error("{what}: {uri} cannot be fetched by this trainer (file:// and s3:// can)")]
+    /// A manifest URI of a scheme this trainer cannot fetch (`pvc://`, a bare name).
+    #[error(
+        "{what}: {uri} cannot be fetched by this trainer (file://, s3://, hf:// and modelscope:// can)"
+    )]
     NotFetchable { what: &'static str, uri: String },
+
+    /// A hub URI of the wrong form.
+    #[error("{what}: {problem}")]
+    BadHubUri { what: &'static str, problem: String },
+
+    /// A hub repository that could not be resolved or downloaded.
+    #[error("{what}: {source}")]
+    Hub {
+        what: &'static str,
+        source: Box<anneal_crds::hub::HubError>,
+    },
 
     #[error("{what} {}: no such folder", path.display())]
     NoSuchFolder { what: &'static str, path: PathBuf },
@@ -92,6 +105,7 @@ impl SourceError {
                 FolderError::Storage(error) => storage_may_pass_on_retry(error),
             },
             SourceError::Storage { source, .. } => storage_may_pass_on_retry(source),
+            SourceError::Hub { source, .. } => source.may_pass_on_retry(),
             _ => false,
         }
     }

@@ -4,13 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
+use anneal_crds::hub::HubSettings;
 use anneal_crds::storage::{COMPLETE, Storage};
 
-use super::{FolderError, FolderSource, SourceError};
+use super::{FolderError, FolderSource, HubCache, SourceError};
 
 /// The folder as a local path: a local one as it is (it must exist), a remote one
-/// downloaded into `target` (created; its contents replaced). `what` names the flag
-/// or manifest field for the error message.
+/// downloaded into `target` (created; its contents replaced), a hub one fetched into
+/// the model cache (`ANNEAL_MODEL_CACHE`) with the hub settings of this process's
+/// environment. `what` names the flag or manifest field for the error message.
 pub fn make_local(
     source: &FolderSource,
     target: &Path,
@@ -34,6 +36,32 @@ pub fn make_local(
                 source,
             })?;
             Ok(target.to_path_buf())
+        }
+        FolderSource::Hub(reference) => {
+            let settings = HubSettings::from_env(reference.hub);
+            let cache = HubCache::from_env();
+            eprintln!(
+                "fetching {reference} from {} into the model cache {}",
+                settings.endpoint,
+                cache.root.display()
+            );
+            let fetch = cache
+                .fetch(reference, settings, &mut |_| {})
+                .map_err(|source| SourceError::Hub {
+                    what,
+                    source: Box::new(source),
+                })?;
+            eprintln!(
+                "{reference}: commit {}, {} bytes downloaded{}",
+                fetch.commit,
+                fetch.bytes_downloaded,
+                if fetch.offline {
+                    " (the hub could not be reached: the cached copy is used)"
+                } else {
+                    ""
+                }
+            );
+            Ok(fetch.dir)
         }
     }
 }

@@ -10,10 +10,12 @@
 mod dataset;
 mod error;
 mod folder;
+mod hub_cache;
 pub mod local_paths;
 mod location;
 
 pub use dataset::fetch_file;
 pub use error::{FolderError, SourceError};
 pub use folder::{check_local_folder, download_folder, make_local};
+pub use hub_cache::{HubCache, HubFetch};
 pub use location::FolderSource;

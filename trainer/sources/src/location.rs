@@ -1,8 +1,10 @@
-//! Where a model or adapter folder is, read from a command-line flag (a path, `file://`
-//! or `s3://`) or from a manifest (`file://` relative to the manifest's folder, or
-//! `s3://`).
+//! Where a model or adapter folder is, read from a command-line flag (a path,
+//! `file://`, `s3://`, `hf://` or `modelscope://`) or from a manifest (the same, with
+//! `file://` relative to the manifest's folder).
 
 use std::path::{Path, PathBuf};
+
+use anneal_crds::hub::HubRef;
 
 use super::SourceError;
 use crate::local_paths::resolve_file_uri;
@@ -14,17 +16,22 @@ pub enum FolderSource {
     Local(PathBuf),
     /// Object storage to download from (`s3://`).
     Remote(String),
+    /// A model hub repository, fetched through the model cache.
+    Hub(HubRef),
 }
 
 impl FolderSource {
-    /// Reads a `--model` / `--adapter` value: a path, `file://`, or `s3://`. `what`
-    /// names the flag for the error message.
+    /// Reads a `--model` / `--adapter` value: a path, `file://`, `s3://`, `hf://` or
+    /// `modelscope://`. `what` names the flag for the error message.
     pub fn from_flag(value: &str, what: &'static str) -> Result<Self, SourceError> {
         if let Some(path) = resolve_file_uri(value, Path::new(".")) {
             return Ok(Self::Local(path));
         }
         if value.starts_with("s3://") {
             return Ok(Self::Remote(value.trim_end_matches('/').to_owned()));
+        }
+        if let Some(hub) = hub_source(value, what)? {
+            return Ok(hub);
         }
         if let Some((scheme, _)) = value.split_once("://") {
             return Err(SourceError::UnsupportedScheme {
@@ -37,8 +44,8 @@ impl FolderSource {
     }
 
     /// Reads a manifest's URI (`spec.baseModel.source`): `file://` resolved against
-    /// `manifest_dir`, or `s3://`. Anything else (`hf://`, a bare name) is refused:
-    /// in a cluster the operator resolves it, locally nothing can.
+    /// `manifest_dir`, `s3://`, `hf://` or `modelscope://`. Anything else (`pvc://`,
+    /// `gs://`) is refused: in a cluster the operator mounts or rewrites it.
     pub fn from_manifest(
         uri: &str,
         manifest_dir: &Path,
@@ -50,10 +57,22 @@ impl FolderSource {
         if uri.starts_with("s3://") {
             return Ok(Self::Remote(uri.trim_end_matches('/').to_owned()));
         }
+        if let Some(hub) = hub_source(uri, what)? {
+            return Ok(hub);
+        }
         Err(SourceError::NotFetchable {
             what,
             uri: uri.to_owned(),
         })
+    }
+}
+
+/// A hub URI's source, `None` for other schemes.
+fn hub_source(uri: &str, what: &'static str) -> Result<Option<FolderSource>, SourceError> {
+    match HubRef::parse(uri) {
+        None => Ok(None),
+        Some(Ok(reference)) => Ok(Some(FolderSource::Hub(reference))),
+        Some(Err(problem)) => Err(SourceError::BadHubUri { what, problem }),
     }
 }
 
@@ -85,6 +104,21 @@ mod tests {
     }
 
     #[test]
+    fn hub_flags_name_a_repository_or_say_the_form() {
+        assert!(matches!(
+            FolderSource::from_flag("modelscope://qwen/Qwen2.5-0.5B-Instruct", "--model").unwrap(),
+            FolderSource::Hub(_)
+        ));
+        let error = FolderSource::from_flag("hf://Qwen", "--model")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "--model: hf:// takes the form hf://ORG/NAME[@REVISION], got \"hf://Qwen\""
+        );
+    }
+
+    #[test]
     fn manifest_uris_are_file_relative_to_the_manifest_or_s3() {
         let dir = Path::new("/jobs");
         let what = "spec.baseModel.source";
@@ -96,13 +130,23 @@ mod tests {
             FolderSource::from_manifest("s3://bucket/models/tiny", dir, what).unwrap(),
             FolderSource::Remote("s3://bucket/models/tiny".into())
         );
-        for uri in ["hf://Qwen/Qwen2.5-0.5B-Instruct", "models/tiny"] {
+        assert_eq!(
+            FolderSource::from_manifest("hf://Qwen/Qwen2.5-0.5B-Instruct@main", dir, what).unwrap(),
+            FolderSource::Hub(
+                HubRef::parse("hf://Qwen/Qwen2.5-0.5B-Instruct@main")
+                    .unwrap()
+                    .unwrap()
+            )
+        );
+        for uri in ["pvc://models/tiny", "models/tiny"] {
             let error = FolderSource::from_manifest(uri, dir, what)
                 .unwrap_err()
                 .to_string();
             assert_eq!(
                 error,
-                format!("{what}: {uri} cannot be fetched by this trainer (file:// and s3:// can)")
+                format!(
+                    "{what}: {uri} cannot be fetched by this trainer (file://, s3://, hf:// and modelscope:// can)"
+                )
             );
         }
     }

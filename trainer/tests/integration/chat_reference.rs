@@ -259,7 +259,10 @@ fn qwen2_folder_format_eos_and_vocab() {
 #[test]
 fn llama3_folder_format_eos_and_vocab() {
     let (tokenizer, reference) = load("llama3-tiny");
-    assert_eq!(tokenizer.chat_format(), ChatFormat::Llama3);
+    assert_eq!(
+        tokenizer.chat_format(),
+        ChatFormat::Llama3 { dated_system: None }
+    );
     // <|eot_id|> then generation_config.json's [<|end_of_text|>, <|eot_id|>], deduplicated.
     let expected = [
         token_id(&tokenizer, "<|eot_id|>"),
@@ -267,4 +270,51 @@ fn llama3_folder_format_eos_and_vocab() {
     ];
     assert_eq!(tokenizer.eos_token_ids(), expected);
     assert_eq!(tokenizer.vocab_size(), reference.tokenizer_size);
+}
+
+/// The chat template meta-llama/Llama-3.1-8B-Instruct ships (on llama3-tiny's tokenizer),
+/// with transformers' `apply_chat_template` text and ids for it: the system block with
+/// "Cutting Knowledge Date" and "Today Date" comes first in every conversation, so training,
+/// `trainer generate` and serving give the model what transformers and vLLM give it.
+#[test]
+fn the_llama31_template_renders_its_dated_system_block_as_transformers_does() {
+    let dir = model_dir("llama31-template");
+    let tokenizer = ModelTokenizer::from_model_dir(&dir, "LlamaForCausalLM").unwrap();
+    let ChatFormat::Llama3 {
+        dated_system: Some(dated),
+    } = tokenizer.chat_format()
+    else {
+        panic!("not a dated Llama-3 format: {:?}", tokenizer.chat_format());
+    };
+    assert_eq!(dated.knowledge_cutoff, "December 2023");
+    #[derive(Deserialize)]
+    struct Llama31Reference {
+        chat: Vec<ChatCase>,
+    }
+    let reference: Llama31Reference = read_json(&dir.join("reference.json"));
+    assert_eq!(reference.chat.len(), 4);
+    let eot = token_id(&tokenizer, "<|eot_id|>");
+    for case in &reference.chat {
+        assert_eq!(
+            tokenizer.render_chat(&case.messages, case.add_generation_prompt),
+            case.text
+        );
+        let ours = tokenizer
+            .encode_chat(&case.messages, case.add_generation_prompt)
+            .unwrap();
+        assert_eq!(ours.ids, case.input_ids, "chat ids of {:?}", case.text);
+        // The dated block is never trained; each reply and its <|eot_id|> is.
+        let trained: Vec<u32> = ours
+            .ids
+            .iter()
+            .zip(&ours.assistant_mask)
+            .filter_map(|(id, trained)| trained.then_some(*id))
+            .collect();
+        let replies = case
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count();
+        assert_eq!(trained.iter().filter(|id| **id == eot).count(), replies);
+    }
 }

@@ -178,7 +178,14 @@ fn every_documented_trainer_command_uses_flags_the_cli_has() {
         }
     }
     // The docs give a synopsis of each subcommand users run by hand, with every flag.
-    for sub in ["train", "validate", "generate", "serve", "plan"] {
+    for sub in [
+        "train",
+        "validate",
+        "generate",
+        "generate-image",
+        "serve",
+        "plan",
+    ] {
         let (listed, known) = synopses
             .get(sub)
             .unwrap_or_else(|| panic!("no synopsis of `trainer {sub}` in the docs"));

@@ -120,3 +120,42 @@ fn errors_name_the_flag_or_the_missing_shape() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_flux_pipeline_is_planned_from_its_configs_for_generating_and_serving() {
+    let configs = crate::support::fixture("../flux1-dev-configs");
+    let plan = |memory: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .arg("plan")
+            .arg(&configs)
+            .args(["--gpu-memory", memory])
+            .output()
+            .unwrap()
+    };
+    let roomy = plan("80GiB");
+    let text = String::from_utf8_lossy(&roomy.stdout);
+    assert_eq!(roomy.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("11,901,408,320 parameters") && text.contains("22.2 GiB"),
+        "{text}"
+    );
+    assert!(text.contains("4,762,310,656 parameters"), "{text}");
+    assert!(
+        text.contains("1 image(s) of 1024x1024 with 512 T5 tokens"),
+        "{text}"
+    );
+    assert!(text.contains("fits: both"), "{text}");
+    // All weights are loaded before T5 is freed: 31.4 GiB at once; the server adds
+    // the activations to them.
+    let tight = plan("32GiB");
+    let text = String::from_utf8_lossy(&tight.stdout);
+    assert_eq!(tight.status.code(), Some(0), "{text}");
+    assert!(text.contains("fits: generate-image only"), "{text}");
+    let small = plan("24GiB");
+    let text = String::from_utf8_lossy(&small.stdout);
+    assert_eq!(small.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("does not fit: generating needs 31.4 GiB of 24 GiB"),
+        "{text}"
+    );
+}

@@ -189,17 +189,22 @@ fn a_bad_dataset_line_fails_before_training_and_names_the_line() {
 #[test]
 fn a_source_local_mode_cannot_fetch_says_how_to_use_the_tiny_model() {
     let dir = tempfile::tempdir().unwrap();
-    let output = trainer_train(
-        &repo().join("examples/support-sft.yaml"),
-        &dir.path().join("out"),
-        &[],
-    )
-    .output()
-    .unwrap();
+    let manifest = job_dir(dir.path(), None);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("baseModel:"))
+        .unwrap()
+        .to_owned();
+    let pvc = "  baseModel: {name: anneal-tiny, source: \"pvc://models/anneal-tiny\"}";
+    std::fs::write(&manifest, text.replace(&line, pvc)).unwrap();
+    let output = trainer_train(&manifest, &dir.path().join("out"), &[])
+        .output()
+        .unwrap();
     expect(&output, 2);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("spec.baseModel.source: hf://Qwen/Qwen2.5-0.5B-Instruct")
+        stderr.contains("spec.baseModel.source: pvc://models/anneal-tiny cannot be fetched")
             && stderr.contains("--base-model examples/models/anneal-tiny"),
         "{stderr}"
     );

@@ -40,6 +40,36 @@ pub struct TrainerState {
     pub checkpoints: Vec<CheckpointStatus>,
     /// The checkpoint with the lowest validation loss.
     pub best_checkpoint: Option<String>,
+    /// The datasets' file names, for a model card (states written before they were
+    /// recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datasets: Option<DatasetNames>,
+}
+
+/// The file names of a run's datasets (the last part of their URIs or paths).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetNames {
+    pub train: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
+}
+
+impl DatasetNames {
+    /// The file name of each of a run's datasets.
+    pub fn of(train: &str, validation: Option<&str>) -> Self {
+        let file_name = |name: &str| {
+            name.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(name)
+                .to_owned()
+        };
+        Self {
+            train: file_name(train),
+            validation: validation.map(file_name),
+        }
+    }
 }
 
 /// What fixes the order samples are seen in, and how this run splits it: an epoch's
@@ -240,6 +270,7 @@ mod tests {
             log_history: Vec::new(),
             checkpoints: Vec::new(),
             best_checkpoint: None,
+            datasets: None,
         };
         assert_eq!(state.incompatibility(TrainingMethod::Sft, &h, &data), None);
         // Another device's micro-batch splits the same steps: the run continues.

@@ -341,8 +341,8 @@ fn the_pod_is_locked_down_and_fails_fast_on_trainer_errors() {
 fn sources_a_pod_cannot_read_are_refused_with_their_field() {
     let cases = [
         (
-            "hf://Qwen/Qwen2.5-0.5B",
-            "spec.baseModel.source: hf:// sources",
+            "gs://models/qwen",
+            "spec.baseModel.source: gs:// sources are not fetched",
         ),
         (
             "file:///models/x",
@@ -374,8 +374,8 @@ fn the_pod_manifest_trains_the_same_job_from_mounts() {
     let parsed = parse_finetunejob(&manifest).expect("the pod's manifest passes validation");
     assert_eq!(parsed.metadata.uid.as_deref(), Some("0b4e6f3c-uid"));
     assert_eq!(
-        parsed.spec.base_model.source,
-        "file:///mnt/pvc/models/qwen2.5-0.5b"
+        parsed.spec.base_model.source.as_deref(),
+        Some("file:///mnt/pvc/models/qwen2.5-0.5b")
     );
     assert_eq!(
         parsed.spec.dataset.train.as_deref(),
@@ -465,5 +465,106 @@ fn scratch_disks_are_limited_by_the_model_the_spec_or_the_install() {
     assert_eq!(
         scratch_limits(&planned)[0],
         ("work".to_owned(), "200Gi".to_owned())
+    );
+}
+
+/// The pod's volumes by name, and its container's mounts as (volume, path).
+fn volumes_and_mounts(job: &Job) -> (Vec<String>, Vec<(String, String)>) {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volumes = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect();
+    let mounts = container(job)
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.clone(), m.mount_path.clone()))
+        .collect();
+    (volumes, mounts)
+}
+
+#[test]
+fn a_hub_model_is_fetched_by_the_pod_through_the_model_cache() {
+    // By name alone: the pod's manifest names the hub repository.
+    let by_name = MINIMAL.replace(
+        "{name: anneal-tiny, source: \"s3://models/anneal-tiny\"}",
+        "{name: Qwen/Qwen2.5-7B-Instruct}",
+    );
+    let job = job_from(&by_name);
+    let manifest = parse_finetunejob(&pod_manifest(&job).unwrap()).unwrap();
+    assert_eq!(
+        manifest.spec.base_model.source.as_deref(),
+        Some("hf://Qwen/Qwen2.5-7B-Instruct")
+    );
+
+    // Without a cache claim: the scratch disk, and no extra volume.
+    let planned = plan_trainer_job(&job, &config(), None).unwrap();
+    assert_eq!(
+        env_value(&planned, "ANNEAL_MODEL_CACHE"),
+        Some("/work/model-cache")
+    );
+    assert_eq!(env_value(&planned, "HF_ENDPOINT"), None);
+    assert!(
+        !volumes_and_mounts(&planned)
+            .0
+            .contains(&"model-cache".to_owned())
+    );
+
+    // With one: the claim, read-write, and the install's mirrors win over a Secret's.
+    let cached = OperatorConfig {
+        model_cache_claim: Some("anneal-models".to_owned()),
+        hf_endpoint: Some("https://hf-mirror.corp.example".to_owned()),
+        modelscope_endpoint: Some("https://modelscope.corp.example".to_owned()),
+        ..config()
+    };
+    let planned = plan_trainer_job(&job, &cached, None).unwrap();
+    assert_eq!(
+        env_value(&planned, "ANNEAL_MODEL_CACHE"),
+        Some("/var/cache/anneal/models")
+    );
+    assert_eq!(
+        env_value(&planned, "HF_ENDPOINT"),
+        Some("https://hf-mirror.corp.example")
+    );
+    assert_eq!(
+        env_value(&planned, "MODELSCOPE_ENDPOINT"),
+        Some("https://modelscope.corp.example")
+    );
+    let (volumes, mounts) = volumes_and_mounts(&planned);
+    assert!(volumes.contains(&"model-cache".to_owned()), "{volumes:?}");
+    assert!(mounts.contains(&(
+        "model-cache".to_owned(),
+        "/var/cache/anneal/models".to_owned()
+    )));
+    let pod = planned
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let claim = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "model-cache")
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .unwrap();
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("anneal-models", Some(false))
+    );
+
+    // An object-storage model mounts no cache.
+    let planned = plan_trainer_job(&job_from(MINIMAL), &cached, None).unwrap();
+    assert_eq!(env_value(&planned, "ANNEAL_MODEL_CACHE"), None);
+    assert!(
+        !volumes_and_mounts(&planned)
+            .0
+            .contains(&"model-cache".to_owned())
     );
 }

@@ -453,6 +453,116 @@ fn kernel_cache_volume(planned: &Deployment) -> Option<String> {
     })
 }
 
+/// The env of `container` as (name, value).
+fn env_of(container: &Container) -> Vec<(String, String)> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn hub_models_are_fetched_through_the_model_cache_by_either_runtime() {
+    let cached = OperatorConfig {
+        model_cache_claim: Some("anneal-models".to_owned()),
+        hf_endpoint: Some("https://hf-mirror.corp.example".to_owned()),
+        ..config()
+    };
+    let cache_env = (
+        "ANNEAL_MODEL_CACHE".to_owned(),
+        "/var/cache/anneal/models".to_owned(),
+    );
+    let mirror = (
+        "HF_ENDPOINT".to_owned(),
+        "https://hf-mirror.corp.example".to_owned(),
+    );
+
+    // builtin: the server fetches it, with the credentials Secret for a token.
+    let planned = plan_deployment(
+        &deployment_from(BUILTIN),
+        &checkpoint_model("hf://Qwen/Qwen2.5-0.5B@main"),
+        &cached,
+    )
+    .unwrap();
+    let builtin_server = server(&planned);
+    assert_eq!(
+        args(builtin_server)[1..3],
+        ["--model", "hf://Qwen/Qwen2.5-0.5B@main"]
+    );
+    let env = env_of(builtin_server);
+    assert!(env.contains(&cache_env) && env.contains(&mirror), "{env:?}");
+    assert!(
+        builtin_server.env_from.is_some(),
+        "HF_TOKEN comes from the credentials Secret"
+    );
+    let mounts: Vec<&str> = builtin_server
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(mounts.contains(&"/var/cache/anneal/models"), "{mounts:?}");
+
+    // vllm: an init container fetches it into the cache and links the models folder.
+    let planned = plan_deployment(
+        &deployment_from(VLLM),
+        &checkpoint_model("modelscope://qwen/Qwen2.5-0.5B-Instruct"),
+        &config(),
+    )
+    .unwrap();
+    let fetch = &pod(&planned).init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        fetch.args.as_deref().unwrap(),
+        [
+            "fetch",
+            "modelscope://qwen/Qwen2.5-0.5B-Instruct",
+            "/models/base"
+        ]
+    );
+    let scratch_cache = (
+        "ANNEAL_MODEL_CACHE".to_owned(),
+        "/work/model-cache".to_owned(),
+    );
+    assert!(env_of(fetch).contains(&scratch_cache));
+    assert_eq!(args(server(&planned))[..2], ["--model", "/models/base"]);
+}
+
+#[test]
+fn hub_adapters_are_fetched_through_the_cache_by_either_runtime() {
+    let mut model = adapters_model();
+    model.adapters[0].source = source("hf://team/support-lora@v2", "spec.model.adapters[0].uri");
+    let planned = plan_deployment(&deployment_from(BUILTIN), &model, &config()).unwrap();
+    let builtin = server(&planned);
+    assert!(
+        args(builtin).contains(&"support=hf://team/support-lora@v2"),
+        "{:?}",
+        args(builtin)
+    );
+    assert!(
+        env_of(builtin)
+            .iter()
+            .any(|(name, _)| name == "ANNEAL_MODEL_CACHE")
+    );
+
+    let planned = plan_deployment(&deployment_from(VLLM), &model, &config()).unwrap();
+    let fetches: Vec<Vec<String>> = pod(&planned)
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.args.clone().unwrap())
+        .collect();
+    assert!(
+        fetches.contains(&vec![
+            "fetch".to_owned(),
+            "hf://team/support-lora@v2".to_owned(),
+            "/models/adapters/0".to_owned()
+        ]),
+        "{fetches:?}"
+    );
+}
+
 #[test]
 fn sources_and_names_the_pods_cannot_use_are_refused_with_their_field() {
     let builtin = deployment_from(BUILTIN);
@@ -470,11 +580,6 @@ fn sources_and_names_the_pods_cannot_use_are_refused_with_their_field() {
         ),
         (
             &builtin,
-            "hf://Qwen/Qwen2.5-0.5B",
-            "FineTuneJob support spec.baseModel.source: hf:// sources are not read by runtime builtin; use s3:// or pvc://CLAIM/path (hf:// works with runtime vllm)",
-        ),
-        (
-            &builtin,
             "pvc://claim-only",
             "FineTuneJob support spec.baseModel.source: pvc:// needs a claim name and a path",
         ),
@@ -489,15 +594,6 @@ fn sources_and_names_the_pods_cannot_use_are_refused_with_their_field() {
         assert!(error.to_string().starts_with(expected), "{uri}: {error}");
         assert_eq!(error.user_reason(), Some("UnsupportedSource"));
     }
-    // vLLM downloads Hub models itself.
-    let planned = plan_deployment(
-        &vllm,
-        &checkpoint_model("hf://Qwen/Qwen2.5-0.5B"),
-        &config(),
-    )
-    .unwrap();
-    assert_eq!(args(server(&planned))[1], "Qwen/Qwen2.5-0.5B");
-
     let mut dotted = deployment_from(BUILTIN);
     dotted.metadata.name = Some("support.bot".to_owned());
     let error = check_servable(&dotted, &checkpoint_model("s3://m/x"), &config()).unwrap_err();
@@ -592,4 +688,27 @@ fn container_secret(container: &Container) -> Option<&str> {
         .secret_ref
         .as_ref()
         .map(|s| s.name.as_str())
+}
+
+#[test]
+fn a_flux_image_model_is_refused_on_vllm_and_planned_on_builtin() {
+    let flux = VLLM.replace(
+        "{name: Qwen/Qwen2.5-7B-Instruct, source: \"s3://models/qwen2.5-7b\"}",
+        "{name: black-forest-labs/FLUX.1-dev, source: \"s3://models/flux1-dev\"}",
+    );
+    assert!(flux.contains("FLUX.1-dev"));
+    let error = check_servable(&deployment_from(&flux), &adapters_model(), &config()).unwrap_err();
+    assert_eq!(error.user_reason(), Some("UnsupportedRuntime"));
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "spec.runtime vllm: spec.model.baseModel.name black-forest-labs/FLUX.1-dev"
+        ) && message.contains("use runtime: builtin"),
+        "{message}"
+    );
+    let builtin = flux.replace("runtime: vllm", "runtime: builtin");
+    check_servable(&deployment_from(&builtin), &adapters_model(), &config()).unwrap();
+    // A language model whose organisation merely contains the letters is not refused.
+    assert!(!is_flux_name("fluxai-labs/Qwen2.5-7B"));
+    assert!(is_flux_name("me/my-flux-lora-base"));
 }

@@ -16,6 +16,12 @@
 //!   tokenized as plain text, so data can never end a turn early or forge a role header.
 //! - A ChatML reply starting with whitespace and a newline keeps the header's `\n` as its own
 //!   token, as after the generation prompt at inference, where whole-text encoding would merge it.
+//!
+//! Llama 3.1, 3.2 and 3.3 templates write a system block before every conversation
+//! ("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" and the system
+//! message, if any); it is read from the template's text and rendered the same way, checked
+//! against transformers on the template Llama-3.1-8B-Instruct ships
+//! (trainer/tests/fixtures/reference/llama31-template/).
 
 mod error;
 mod model_files;
@@ -31,7 +37,7 @@ use tokenizers::Tokenizer;
 
 pub use error::ChatError;
 pub use render::EncodedChat;
-pub use template::ChatFormat;
+pub use template::{ChatFormat, DatedSystem, TodayDate};
 
 use model_files::{ModelFiles, TOKENIZER_FILE};
 use render::{FormatTokens, Special};
@@ -102,11 +108,12 @@ impl ModelTokenizer {
                 im_end: special(template::IM_END)?,
                 default_system: default_system.clone(),
             },
-            ChatFormat::Llama3 => FormatTokens::Llama3 {
+            ChatFormat::Llama3 { dated_system } => FormatTokens::Llama3 {
                 begin_of_text: special(template::BEGIN_OF_TEXT)?,
                 start_header: special(template::START_HEADER)?,
                 end_header: special(template::END_HEADER)?,
                 eot: special(template::EOT)?,
+                dated_system: dated_system.clone(),
             },
         };
 
@@ -188,7 +195,9 @@ impl ModelTokenizer {
             FormatTokens::ChatMl { default_system, .. } => ChatFormat::ChatMl {
                 default_system: default_system.clone(),
             },
-            FormatTokens::Llama3 { .. } => ChatFormat::Llama3,
+            FormatTokens::Llama3 { dated_system, .. } => ChatFormat::Llama3 {
+                dated_system: dated_system.clone(),
+            },
         }
     }
 

@@ -5,6 +5,8 @@ use std::borrow::Cow;
 
 use anneal_crds::dataset::{ChatMessage, Role};
 
+use super::template::DatedSystem;
+
 /// A conversation as token ids, with `assistant_mask[i]` true where token `i` is trained on:
 /// assistant content and the assistant turn's end-of-turn token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,7 @@ pub(super) enum FormatTokens {
         start_header: Special,
         end_header: Special,
         eot: Special,
+        dated_system: Option<DatedSystem>,
     },
 }
 
@@ -103,6 +106,7 @@ pub(super) fn pieces<'a>(
             start_header,
             end_header,
             eot,
+            ref dated_system,
         } => {
             out.push((Piece::Special(begin_of_text), false));
             let header = |out: &mut Vec<MaskedPiece<'a>>, role: Role| {
@@ -111,6 +115,22 @@ pub(super) fn pieces<'a>(
                 out.push((Piece::Special(end_header), false));
                 out.push((Piece::Text(Cow::Borrowed("\n\n")), false));
             };
+            let mut messages = messages;
+            if let Some(dated) = dated_system {
+                // Llama 3.1+: the dated block always comes first, the system message (if the
+                // conversation starts with one) inside it, as one text like the template's.
+                let system = match messages.first() {
+                    Some(first) if first.role == Role::System => {
+                        messages = &messages[1..];
+                        jinja_trim(&first.content)
+                    }
+                    _ => "",
+                };
+                header(&mut out, Role::System);
+                let text = format!("{}{system}", dated.preamble());
+                out.push((Piece::Text(Cow::Owned(text)), false));
+                out.push((Piece::Special(eot), false));
+            }
             for message in messages {
                 let trained = message.role == Role::Assistant;
                 header(&mut out, message.role);

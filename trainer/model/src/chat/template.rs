@@ -12,8 +12,74 @@ pub enum ChatFormat {
     /// the template inserts when a conversation has none (Qwen2.5-Instruct does this).
     ChatMl { default_system: Option<String> },
     /// `<|begin_of_text|>` then `<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>`
-    /// per turn, with content trimmed (Llama 3).
-    Llama3,
+    /// per turn, with content trimmed (Llama 3). `dated_system` is the system block Llama 3.1,
+    /// 3.2 and 3.3 templates write before every conversation, system message or not.
+    Llama3 { dated_system: Option<DatedSystem> },
+}
+
+/// The system block of Llama 3.1+ templates: `Cutting Knowledge Date: {cutoff}\nToday
+/// Date: {date}\n\n` and then the (trimmed) system message, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatedSystem {
+    /// As the template writes it, e.g. `December 2023`.
+    pub knowledge_cutoff: String,
+    pub today: TodayDate,
+}
+
+/// What a Llama 3.1+ template writes as "Today Date".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TodayDate {
+    /// The template's default `date_string` (Llama 3.1 and 3.3: `26 Jul 2024`): transformers
+    /// and vLLM pass no date, so every conversation gets this one.
+    Fixed(String),
+    /// `strftime_now(FORMAT)` (Llama 3.2): the day the conversation is rendered, as
+    /// transformers gives it, so the tokens of the same conversation change with the date.
+    Now { format: String },
+}
+
+impl DatedSystem {
+    /// The block's text before the system message.
+    pub fn preamble(&self) -> String {
+        let today = match &self.today {
+            TodayDate::Fixed(date) => date.clone(),
+            TodayDate::Now { format } => {
+                anneal_crds::jiff::Zoned::now().strftime(format).to_string()
+            }
+        };
+        format!(
+            "Cutting Knowledge Date: {}\nToday Date: {today}\n\n",
+            self.knowledge_cutoff
+        )
+    }
+}
+
+/// Finds the dated system block of a Llama 3.1+ template; `None` for templates without one
+/// (Llama 3), or whose date this does not recognize.
+pub(super) fn dated_system(template: &str) -> Option<DatedSystem> {
+    const CUTOFF: &str = "Cutting Knowledge Date: ";
+    let after = &template[template.find(CUTOFF)? + CUTOFF.len()..];
+    // The literal ends at its `\n` escape (or a real newline, or its closing quote).
+    let knowledge_cutoff = after[..after.find(['\\', '\n', '"', '\''])?].to_owned();
+    let today = if let Some(at) = template.find("strftime_now(") {
+        TodayDate::Now {
+            format: quoted_after(&template[at + "strftime_now(".len()..])?,
+        }
+    } else {
+        let at = template.find("set date_string =")?;
+        TodayDate::Fixed(quoted_after(&template[at + "set date_string =".len()..])?)
+    };
+    Some(DatedSystem {
+        knowledge_cutoff,
+        today,
+    })
+}
+
+/// The first quoted string (`"..."` or `'...'`) at the start of `text`, after spaces.
+fn quoted_after(text: &str) -> Option<String> {
+    let text = text.trim_start();
+    let quote = text.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let body = &text[1..];
+    Some(body[..body.find(quote)?].to_owned())
 }
 
 impl ChatFormat {
@@ -21,7 +87,7 @@ impl ChatFormat {
     pub fn name(&self) -> &'static str {
         match self {
             Self::ChatMl { .. } => "ChatML",
-            Self::Llama3 => "Llama-3",
+            Self::Llama3 { .. } => "Llama-3",
         }
     }
 }
@@ -43,7 +109,9 @@ pub(super) fn detect_format(
         Some(template) if template.text.contains(IM_START) => {
             Ok(ChatFormat::ChatMl { default_system: default_system_prompt(&template.text) })
         }
-        Some(template) if template.text.contains(START_HEADER) => Ok(ChatFormat::Llama3),
+        Some(template) if template.text.contains(START_HEADER) => Ok(ChatFormat::Llama3 {
+            dated_system: dated_system(&template.text),
+        }),
         Some(template) => Err(ChatError::UnknownFormat {
             architecture: architecture.to_owned(),
             template: format!("the chat template in {}", template.source),
@@ -51,7 +119,7 @@ pub(super) fn detect_format(
         None if architecture.starts_with("Qwen2") || architecture.starts_with("Qwen3") => {
             Ok(ChatFormat::ChatMl { default_system: None })
         }
-        None if architecture.starts_with("Llama") => Ok(ChatFormat::Llama3),
+        None if architecture.starts_with("Llama") => Ok(ChatFormat::Llama3 { dated_system: None }),
         None => Err(ChatError::UnknownFormat {
             architecture: architecture.to_owned(),
             template: "a model folder without a chat template (no chat_template.jinja, no chat_template in \
@@ -255,8 +323,50 @@ mod tests {
     fn llama3_template_is_llama3_whatever_the_architecture() {
         assert_eq!(
             detect_format(Some(&template(LLAMA3_TEMPLATE)), "SomethingElse").unwrap(),
-            ChatFormat::Llama3
+            ChatFormat::Llama3 { dated_system: None }
         );
+    }
+
+    #[test]
+    fn llama31_and_32_templates_write_a_dated_system_block() {
+        let llama31 = concat!(
+            r#"{%- if not date_string is defined %}{%- set date_string = "26 Jul 2024" %}{%- endif %}"#,
+            r#"{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}"#,
+            r#"{{- "Cutting Knowledge Date: December 2023\n" }}"#,
+            r#"{{- "Today Date: " + date_string + "\n\n" }}"#
+        );
+        let found = dated_system(llama31).unwrap();
+        assert_eq!(
+            found,
+            DatedSystem {
+                knowledge_cutoff: "December 2023".to_owned(),
+                today: TodayDate::Fixed("26 Jul 2024".to_owned()),
+            }
+        );
+        assert_eq!(
+            found.preamble(),
+            "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+        );
+        let llama32 = llama31.replace(
+            r#"{%- set date_string = "26 Jul 2024" %}"#,
+            r#"{%- set date_string = strftime_now("%d %b %Y") %}"#,
+        );
+        let found = dated_system(&llama32).unwrap();
+        assert_eq!(
+            found.today,
+            TodayDate::Now {
+                format: "%d %b %Y".to_owned()
+            }
+        );
+        let today = anneal_crds::jiff::Zoned::now()
+            .strftime("%d %b %Y")
+            .to_string();
+        assert!(
+            found
+                .preamble()
+                .ends_with(&format!("Today Date: {today}\n\n"))
+        );
+        assert_eq!(dated_system(LLAMA3_TEMPLATE), None);
     }
 
     #[test]
@@ -269,7 +379,7 @@ mod tests {
         );
         assert_eq!(
             detect_format(None, "LlamaForCausalLM").unwrap(),
-            ChatFormat::Llama3
+            ChatFormat::Llama3 { dated_system: None }
         );
         let error = detect_format(None, "GPT2LMHeadModel")
             .unwrap_err()

@@ -262,7 +262,10 @@ fn special_token_text_in_content_is_plain_text() {
 #[test]
 fn llama3_has_exactly_one_bos_and_trims_content() {
     let (_dir, tokenizer) = llama3(&[]);
-    assert_eq!(tokenizer.chat_format(), ChatFormat::Llama3);
+    assert_eq!(
+        tokenizer.chat_format(),
+        ChatFormat::Llama3 { dated_system: None }
+    );
     let bos = tokenizer.encode("<|begin_of_text|>", false).unwrap()[0];
     // The post-processor adds a BOS to raw text...
     assert_eq!(tokenizer.encode("hi", true).unwrap()[0], bos);
@@ -356,7 +359,7 @@ fn template_sources_in_order_of_precedence() {
         ModelTokenizer::from_model_dir(dir.path(), "Qwen2ForCausalLM")
             .unwrap()
             .chat_format(),
-        ChatFormat::Llama3
+        ChatFormat::Llama3 { dated_system: None }
     );
     // A list of named templates: the one named "default".
     let listed = serde_json::json!({ "chat_template": [

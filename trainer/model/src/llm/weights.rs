@@ -81,33 +81,55 @@ pub struct SafetensorsFiles {
     index: BTreeMap<String, usize>,
 }
 
+/// The weight files of a model folder: the shards `model.safetensors.index.json`
+/// names (each once, sorted), else `model.safetensors`.
+pub fn shard_names(dir: &Path) -> Result<Vec<String>, ModelError> {
+    shard_names_of(dir, "model")
+}
+
+/// The weight files named `{stem}.safetensors` or listed by
+/// `{stem}.safetensors.index.json`: transformers saves `model`, diffusers saves its
+/// transformer and VAE as `diffusion_pytorch_model`.
+pub fn shard_names_of(dir: &Path, stem: &str) -> Result<Vec<String>, ModelError> {
+    let index_path = dir.join(format!("{stem}.safetensors.index.json"));
+    Ok(if index_path.exists() {
+        let text =
+            std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+        let index: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ModelError::Index {
+                path: index_path.clone(),
+                source,
+            })?;
+        let map = index["weight_map"]
+            .as_object()
+            .ok_or_else(|| ModelError::NoWeightMap {
+                path: index_path.clone(),
+            })?;
+        let mut names: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    } else {
+        vec![format!("{stem}.safetensors")]
+    })
+}
+
 impl SafetensorsFiles {
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
-        let index_path = dir.join("model.safetensors.index.json");
-        let shard_names: Vec<String> = if index_path.exists() {
-            let text =
-                std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-            let index: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| ModelError::Index {
-                    path: index_path.clone(),
-                    source,
-                })?;
-            let map = index["weight_map"]
-                .as_object()
-                .ok_or_else(|| ModelError::NoWeightMap {
-                    path: index_path.clone(),
-                })?;
-            let mut names: Vec<String> = map
-                .values()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-            names.sort();
-            names.dedup();
-            names
-        } else {
-            vec!["model.safetensors".to_owned()]
-        };
+        Self::open_stem(dir, "model")
+    }
 
+    /// Whether the files hold a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The files [`shard_names_of`] `dir` and `stem` names.
+    pub fn open_stem(dir: &Path, stem: &str) -> Result<Self, ModelError> {
+        let shard_names = shard_names_of(dir, stem)?;
         let mut files = Vec::new();
         let mut index = BTreeMap::new();
         for name in shard_names {
@@ -458,21 +480,32 @@ pub fn build_model<B: Backend>(
     })
 }
 
-struct Loader<'a, S, B: Backend> {
-    source: &'a S,
-    device: &'a B::Device,
+/// Builds modules of a model from its weights by Hugging Face name: matrices as
+/// transposed views, in [`base_dtype`] of what the model computes in; norm weights in
+/// f32. Shared by every model family (the image models' crate too).
+pub struct Loader<'a, S, B: Backend> {
+    pub source: &'a S,
+    pub device: &'a B::Device,
     /// What the model computes in.
-    compute: DType,
+    pub compute: DType,
 }
+
+impl<S, B: Backend> Clone for Loader<'_, S, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S, B: Backend> Copy for Loader<'_, S, B> {}
 
 impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
     /// The dtype of a base weight stored as the argument.
-    fn base(&self) -> impl Fn(DType) -> DType + use<S, B> {
+    pub fn base(&self) -> impl Fn(DType) -> DType + use<S, B> {
         let compute = self.compute;
         move |stored| base_dtype(compute, stored)
     }
 
-    fn load<const D: usize>(
+    pub fn load<const D: usize>(
         &self,
         name: &str,
         shape: [usize; D],
@@ -486,11 +519,11 @@ impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
 
     /// A Hugging Face `[out, in]` matrix as burn's `[in, out]`: a transposed view of
     /// the tensor as stored, which matmuls read through its strides.
-    fn matrix(&self, name: &str, out: usize, input: usize) -> Result<Tensor<B, 2>, ModelError> {
+    pub fn matrix(&self, name: &str, out: usize, input: usize) -> Result<Tensor<B, 2>, ModelError> {
         Ok(self.load::<2>(name, [out, input], self.base())?.transpose()) // [in, out]
     }
 
-    fn projection(
+    pub fn projection(
         &self,
         name: &str,
         input: usize,
@@ -511,7 +544,12 @@ impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
         Ok(Projection::new(Linear { weight, bias }))
     }
 
-    fn rms_norm(&self, name: &str, size: usize, epsilon: f64) -> Result<RmsNorm<B>, ModelError> {
+    pub fn rms_norm(
+        &self,
+        name: &str,
+        size: usize,
+        epsilon: f64,
+    ) -> Result<RmsNorm<B>, ModelError> {
         Ok(RmsNorm {
             gamma: Param::from_tensor(
                 self.load::<1>(&format!("{name}.weight"), [size], |_| DType::F32)?,

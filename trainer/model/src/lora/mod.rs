@@ -1,9 +1,11 @@
 //! LoRA on a loaded model: attaching adapters to the target projections with the
 //! base weights frozen, merging them into the base for plain inference, and
 //! reading and writing them in the PEFT format (see [`peft`]), and serving several
-//! of them in one decoding step (see [`bank`]).
+//! of them in one decoding step (see [`bank`]); merging an adapter folder into its
+//! base folder on disk, tensor by tensor ([`merge_folder`]).
 
 pub mod bank;
+pub mod merge_folder;
 pub mod peft;
 
 use anneal_crds::hyperparameters::{ResolvedHyperparameters, TargetModule, lora_scale};

@@ -190,11 +190,8 @@ pub fn save_adapter<B: Backend>(
     std::fs::write(&path, text).map_err(|e| AdapterError::io(&path, e))
 }
 
-/// Reads an adapter folder and attaches it to `model` (whose base stays frozen).
-pub fn load_adapter<B: Backend>(
-    model: CausalLm<B>,
-    dir: &Path,
-) -> Result<CausalLm<B>, AdapterError> {
+/// Reads and checks an adapter folder's `adapter_config.json`: plain LoRA only.
+pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig, AdapterError> {
     let config_path = dir.join(CONFIG_FILE);
     let text =
         std::fs::read_to_string(&config_path).map_err(|e| AdapterError::io(&config_path, e))?;
@@ -214,6 +211,16 @@ pub fn load_adapter<B: Backend>(
     if config.r == 0 {
         return Err(AdapterError::ZeroRank { path: config_path });
     }
+    Ok(config)
+}
+
+/// Reads an adapter folder and attaches it to `model` (whose base stays frozen).
+pub fn load_adapter<B: Backend>(
+    model: CausalLm<B>,
+    dir: &Path,
+) -> Result<CausalLm<B>, AdapterError> {
+    let config_path = dir.join(CONFIG_FILE);
+    let config = read_adapter_config(dir)?;
     let scale = lora_scale(config.lora_alpha, config.r, config.use_rslora);
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).map_err(|e| AdapterError::io(&weights_path, e))?;

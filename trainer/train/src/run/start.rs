@@ -12,7 +12,7 @@ use crate::event_log::{EVENTS_FILE, EventLog, EventSink};
 use crate::micro_batch::MicroBatch;
 use crate::objective::Objective;
 use crate::optimizer::{SftOptimizer, adamw};
-use crate::state::{DataOrder, RngState, STATE_FORMAT, TrainerState};
+use crate::state::{DataOrder, DatasetNames, RngState, STATE_FORMAT, TrainerState};
 use crate::{ResumeError, TrainError};
 use anneal_model::llm::CausalLm;
 use anneal_model::lora::{LoraSettings, attach};
@@ -134,6 +134,14 @@ fn first_state(inputs: &RunInputs, order: &DataOrder) -> TrainerState {
         log_history: Vec::new(),
         checkpoints: Vec::new(),
         best_checkpoint: None,
+        datasets: Some(DatasetNames::of(
+            &inputs.data.train.0,
+            inputs
+                .data
+                .validation
+                .as_ref()
+                .map(|(name, _)| name.as_str()),
+        )),
     }
 }
 
