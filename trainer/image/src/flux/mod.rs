@@ -9,6 +9,7 @@ pub mod embed;
 pub mod linear;
 pub mod lora;
 pub mod rope;
+pub mod trainable_lora;
 pub mod transformer;
 pub mod weights;
 
