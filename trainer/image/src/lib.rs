@@ -2,8 +2,9 @@
 //! latents into tokens ([`latents`]) and the flow-matching sampler's schedule
 //! ([`schedule`]), all as diffusers computes them, on the chat models' loading and
 //! precision rules (anneal-model); and for LoRA training, the training images'
-//! buckets ([`buckets`]), the flow-matching loss ([`flow_matching`]) and trainable
-//! adapters written in diffusers' format ([`flux::trainable_lora`]).
+//! buckets ([`buckets`]), the examples encoded once ([`training_examples`]), the
+//! flow-matching loss ([`flow_matching`]) and trainable adapters written in
+//! diffusers' format ([`flux::trainable_lora`]).
 
 pub mod blocked_attention;
 pub mod buckets;
@@ -16,4 +17,5 @@ pub mod png_out;
 pub mod sample;
 pub mod schedule;
 pub mod text;
+pub mod training_examples;
 pub mod vae;

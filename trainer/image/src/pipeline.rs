@@ -147,11 +147,43 @@ impl<B: Backend> FluxPipeline<B> {
         dtype: DType,
         max_sequence_length: usize,
     ) -> Result<Self, PipelineError> {
+        Self::load_parts(
+            dir,
+            device,
+            dtype,
+            max_sequence_length,
+            VaeParts::DecoderOnly,
+        )
+    }
+
+    /// [`Self::load`] with the VAE's encoder as well, for training: images become
+    /// latents through it (then [`Self::drop_vae_encoder`]).
+    pub fn load_for_training(
+        dir: &Path,
+        device: &B::Device,
+        dtype: DType,
+        max_sequence_length: usize,
+    ) -> Result<Self, PipelineError> {
+        Self::load_parts(
+            dir,
+            device,
+            dtype,
+            max_sequence_length,
+            VaeParts::EncoderAndDecoder,
+        )
+    }
+
+    fn load_parts(
+        dir: &Path,
+        device: &B::Device,
+        dtype: DType,
+        max_sequence_length: usize,
+        vae_parts: VaeParts,
+    ) -> Result<Self, PipelineError> {
         check_model_index(dir)?;
         let (transformer_config, transformer) =
             load_flux_transformer::<B>(&dir.join("transformer"), device, dtype)?;
-        let (vae_config, vae) =
-            load_vae::<B>(&dir.join("vae"), VaeParts::DecoderOnly, device, dtype)?;
+        let (vae_config, vae) = load_vae::<B>(&dir.join("vae"), vae_parts, device, dtype)?;
         let scheduler = SchedulerConfig::read(&dir.join("scheduler"))?;
         let (_, clip) = load_clip_text::<B>(&dir.join("text_encoder"), device, dtype)?;
         let (_, t5) = load_t5_encoder::<B>(&dir.join("text_encoder_2"), device, dtype)?;
@@ -195,6 +227,26 @@ impl<B: Backend> FluxPipeline<B> {
     /// Frees the text encoders' memory; [`Self::encode_prompts`] fails after this.
     pub fn drop_text_encoders(&mut self) {
         self.text = None;
+    }
+
+    /// Frees the VAE encoder's memory once the images are latents.
+    pub fn drop_vae_encoder(&mut self) {
+        self.vae.encoder = None;
+    }
+
+    /// The T5 tokens of `prompt` before it is cut to the pipeline's length: a caption
+    /// longer than that loses its end.
+    pub fn t5_tokens_uncut(&self, prompt: &str) -> Result<usize, PipelineError> {
+        let text = self
+            .text
+            .as_ref()
+            .ok_or(PipelineError::TextEncodersDropped)?;
+        Ok(text.t5_tokenizer.count_uncut(prompt)?)
+    }
+
+    /// The length T5 prompts are padded or cut to.
+    pub fn t5_length(&self) -> Option<usize> {
+        self.text.as_ref().map(|text| text.t5_tokenizer.max_length)
     }
 
     /// Checks `request` against the model and says what is wrong, naming the setting.

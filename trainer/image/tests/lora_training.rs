@@ -162,3 +162,73 @@ fn a_trained_adapter_written_for_diffusers_reads_back_to_the_same_model() {
     let moved = (expected - base).abs().max().into_scalar();
     assert!(moved > 1e-4, "training moved the output by {moved}");
 }
+
+fn tiny_pipeline() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/anneal-flux-tiny")
+}
+
+#[test]
+fn examples_are_encoded_once_per_bucket_with_long_captions_reported() {
+    use anneal_image::buckets::{fit_to_bucket, nearest_bucket};
+    use anneal_image::pipeline::FluxPipeline;
+    use anneal_image::training_examples::{TrainingImage, draw_model_latents, encode_examples};
+
+    let device = Default::default();
+    let pipeline =
+        FluxPipeline::<CpuBackend>::load_for_training(&tiny_pipeline(), &device, DType::F32, 16)
+            .unwrap();
+    let photo = |width: u32, height: u32| {
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 3) as u8, (y * 5) as u8, 120])
+        }))
+    };
+    let long = vec!["a very long caption about a small brown dog"; 6].join(", ");
+    let images: Vec<TrainingImage> = [
+        ("square.png", photo(90, 80), "sks dog"),
+        ("wide.png", photo(160, 120), long.as_str()),
+    ]
+    .into_iter()
+    .map(|(name, image, caption)| {
+        let bucket = nearest_bucket(image.width(), image.height(), 64);
+        TrainingImage {
+            name: name.to_owned(),
+            bucket,
+            pixels: fit_to_bucket(&image, bucket),
+            caption: caption.to_owned(),
+        }
+    })
+    .collect();
+    let (examples, cut) = encode_examples(&pipeline, &images, &device).unwrap();
+
+    // The tiny VAE halves twice: 64x64 -> 16x16 latents of 4 channels, 64x48 -> 16x12.
+    assert_eq!(examples[0].bucket.to_string(), "64x64");
+    assert_eq!(examples[0].latent_mean.shape.to_vec(), vec![4, 16, 16]);
+    assert_eq!(examples[1].bucket.to_string(), "64x48");
+    assert_eq!(examples[1].latent_logvar.shape.to_vec(), vec![4, 12, 16]);
+    // T5 states at the pipeline's 16 tokens, CLIP's pooled vector.
+    assert_eq!(examples[1].context.shape.to_vec(), vec![16, 32]);
+    assert_eq!(examples[1].pooled.shape.to_vec(), vec![32]);
+    // Only the long caption was cut, and the report says by how much.
+    assert_eq!(cut.len(), 1, "{cut:?}");
+    assert_eq!((cut[0].name.as_str(), cut[0].kept), ("wide.png", 16));
+    assert!(cut[0].tokens > 40, "{cut:?}");
+
+    // The cache holds what encoding the caption directly gives.
+    let direct = pipeline.encode_prompts(&["sks dog"]).unwrap();
+    direct
+        .context
+        .squeeze_dim::<2>(0)
+        .into_data()
+        .assert_eq(&examples[0].context, true);
+
+    // With zero draws, the latents are the mean, shifted and scaled for the model.
+    let zero = Tensor::<CpuBackend, 4>::zeros([1, 4, 16, 16], &device);
+    let drawn = draw_model_latents(&pipeline.vae, &[&examples[0]], zero, &device);
+    let mean = Tensor::<CpuBackend, 3>::from_data(examples[0].latent_mean.clone(), &device)
+        .unsqueeze_dim::<4>(0);
+    pipeline
+        .vae
+        .to_model_latents(mean)
+        .into_data()
+        .assert_approx_eq::<f32>(&drawn.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+}

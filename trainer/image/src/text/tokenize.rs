@@ -101,6 +101,20 @@ impl PromptTokenizer {
     }
 
     /// Each prompt's `max_length` ids, with start/end tokens, cut at the end when longer.
+    /// Tokens of `prompt` without padding or truncation (with the end-of-sequence
+    /// token the encoder adds).
+    pub fn count_uncut(&self, prompt: &str) -> Result<usize, TokenizeError> {
+        let mut whole = self.tokenizer.clone();
+        whole
+            .with_truncation(None)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        whole.with_padding(None);
+        let encoding = whole
+            .encode(prompt, true)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))?;
+        Ok(encoding.get_ids().len())
+    }
+
     pub fn encode(&self, prompts: &[&str]) -> Result<Vec<Vec<u32>>, TokenizeError> {
         let encodings = self
             .tokenizer
