@@ -182,7 +182,7 @@ fn examples_are_encoded_once_per_bucket_with_long_captions_reported() {
             image::Rgb([(x * 3) as u8, (y * 5) as u8, 120])
         }))
     };
-    let long = vec!["a very long caption about a small brown dog"; 6].join(", ");
+    let long = ["a very long caption about a small brown dog"; 6].join(", ");
     let images: Vec<TrainingImage> = [
         ("square.png", photo(90, 80), "sks dog"),
         ("wide.png", photo(160, 120), long.as_str()),
