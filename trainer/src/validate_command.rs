@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anneal_crds::dataset::{DatasetKind, DatasetLimits, DatasetReport, validate_dataset};
 use anneal_crds::image_dataset::{
-    CaptionFallback, FolderFile, ImageFolderLimits, validate_image_folder,
+    CaptionFallback, ImageFolderLimits, list_local_folder, validate_image_folder,
 };
 use anneal_crds::manifest::parse_finetunejob;
 use anneal_crds::{FineTuneJob, FineTuneJobSpec};
@@ -190,7 +190,8 @@ pub fn check_image_folder(
     folder: &Path,
     fallback: &CaptionFallback,
 ) -> Result<Verdict, ValidateError> {
-    let listing = list_folder(folder)?;
+    let listing =
+        list_local_folder(folder).map_err(|(path, source)| ValidateError::Open { path, source })?;
     let report = validate_image_folder(
         &listing,
         fallback,
@@ -208,40 +209,6 @@ pub fn check_image_folder(
         valid: report.is_valid(),
         report: text,
     })
-}
-
-/// Every regular file under `folder`, by its `/`-separated path within it.
-fn list_folder(folder: &Path) -> Result<Vec<FolderFile>, ValidateError> {
-    let mut files = Vec::new();
-    let mut pending = vec![PathBuf::new()];
-    while let Some(relative) = pending.pop() {
-        let dir = folder.join(&relative);
-        let entries = std::fs::read_dir(&dir).map_err(|source| ValidateError::Open {
-            path: dir.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|source| ValidateError::Read {
-                path: dir.clone(),
-                source,
-            })?;
-            let path = relative.join(entry.file_name());
-            let metadata = entry.metadata().map_err(|source| ValidateError::Read {
-                path: folder.join(&path),
-                source,
-            })?;
-            if metadata.is_dir() {
-                pending.push(path);
-            } else if metadata.is_file() {
-                let name = path.to_string_lossy().replace('\\', "/");
-                files.push(FolderFile {
-                    name,
-                    size: metadata.len(),
-                });
-            }
-        }
-    }
-    Ok(files)
 }
 
 /// The local data a manifest names: JSONL files, or an image job's folder.

@@ -14,10 +14,12 @@
 //!
 //! [`plan_folder`] judges a listing (names and sizes, nothing read);
 //! [`validate_image_folder`] then reads and decodes each file through the caller's
-//! reader (a local folder or object storage).
+//! reader (a local folder or object storage), and [`read_image_folder`] also hands
+//! each decoded image to the caller.
 
 mod decode;
 mod listing;
+mod local;
 mod report;
 
 #[cfg(test)]
@@ -25,6 +27,7 @@ mod tests;
 
 pub use decode::{DECODE_LIMITS_PIXELS, caption_text, decode_image};
 pub use listing::{FolderPlan, ImagePair, plan_folder};
+pub use local::list_local_folder;
 pub use report::{CaptionedImage, ImageFolderReport, ImageProblem};
 
 /// File name endings of images, compared without case.
@@ -81,6 +84,19 @@ pub fn validate_image_folder(
     limits: &ImageFolderLimits,
     read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
 ) -> ImageFolderReport {
+    read_image_folder(files, fallback, limits, read, &mut |_, _| {})
+}
+
+/// [`validate_image_folder`], handing each image that decodes to `on_image` with its
+/// entry in the report (the trainer fits it to its bucket there, so the folder's
+/// full-size images are never all in memory at once).
+pub fn read_image_folder(
+    files: &[FolderFile],
+    fallback: &CaptionFallback,
+    limits: &ImageFolderLimits,
+    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    on_image: &mut dyn FnMut(&CaptionedImage, image::DynamicImage),
+) -> ImageFolderReport {
     let plan = plan_folder(files, limits);
     let mut report = ImageFolderReport {
         images: Vec::new(),
@@ -108,12 +124,16 @@ pub fn validate_image_folder(
             None => None,
         };
         match read(&pair.image.name).and_then(|bytes| decode_image(&bytes)) {
-            Ok(image) => report.images.push(CaptionedImage {
-                name: pair.image.name.clone(),
-                caption,
-                width: image.width(),
-                height: image.height(),
-            }),
+            Ok(image) => {
+                let entry = CaptionedImage {
+                    name: pair.image.name.clone(),
+                    caption,
+                    width: image.width(),
+                    height: image.height(),
+                };
+                on_image(&entry, image);
+                report.images.push(entry);
+            }
             Err(why) => report
                 .problems
                 .push(ImageProblem::file(&pair.image.name, why)),

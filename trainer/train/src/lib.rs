@@ -1,5 +1,5 @@
 //! Anneal's training: the SFT and DPO objectives ([`sft`], [`dpo`]) and the run that
-//! steps either of them.
+//! steps either of them; and for image jobs, their folder and epoch order ([`image`]).
 //!
 //! Training runs: the loop ([`run`]) for either objective ([`objective`]: SFT or
 //! DPO), its data ([`data`]: tokenized examples, the validation split, the epoch's
@@ -18,6 +18,7 @@ pub mod dpo;
 pub mod event_log;
 pub mod event_report;
 pub mod grad_clip;
+pub mod image;
 pub mod loss_chart;
 pub mod micro_batch;
 pub mod objective;

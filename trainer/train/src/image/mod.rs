@@ -1,0 +1,7 @@
+//! Image jobs (`task: text-to-image`): the folder read into captioned images fitted
+//! to their buckets ([`folder`]), and each epoch's order of bucketed batches
+//! ([`order`]). The model side (encoding, the flow-matching loss, trainable FLUX
+//! adapters) is in anneal-image.
+
+pub mod folder;
+pub mod order;
