@@ -13,8 +13,6 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use anneal_model::llm::CausalLm;
-
 /// Adds up the squares of every gradient a parameter of the model has: the adapter's
 /// in LoRA training (the frozen base has none), every weight's in full training.
 struct GradSquares<'a, B: AutodiffBackend> {
@@ -56,8 +54,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
 /// Scales every gradient by `max / norm` when their joint L2 norm exceeds `max`;
 /// returns the norm before clipping, `[1]` on the device (`None` when nothing has a
 /// gradient).
-pub(crate) fn clip_global_norm<B: AutodiffBackend>(
-    model: &CausalLm<B>,
+pub(crate) fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(
+    model: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
 ) -> Option<Tensor<B::InnerBackend, 1>> {
@@ -86,7 +84,7 @@ mod tests {
 
     use super::*;
     use crate::train_backend::CpuTrainBackend;
-    use anneal_model::llm::load_model;
+    use anneal_model::llm::{CausalLm, load_model};
 
     type A = CpuTrainBackend;
 

@@ -186,9 +186,8 @@ pub fn diffusers_lora_bytes<B: Backend>(
                 .map_err(|e| format!("{name}: {e}"))
         })
         .collect::<Result<_, _>>()?;
-    let info = HashMap::from([
-        ("lora_adapter_metadata".to_owned(), metadata.to_string()),
-        ("format".to_owned(), "pt".to_owned()),
-    ]);
+    // One metadata entry: the header's map has no fixed order, and equal adapters
+    // must give equal bytes (checkpoints are compared and resumed bit for bit).
+    let info = HashMap::from([("lora_adapter_metadata".to_owned(), metadata.to_string())]);
     safetensors::serialize(views, Some(info)).map_err(|e| e.to_string())
 }

@@ -69,7 +69,7 @@ pub fn dpo_step<B: AutodiffBackend>(
         ]);
     }
     let mut grads = accumulator.grads();
-    let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
+    let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, settings.max_grad_norm);
     model = optimizer.step(settings.learning_rate, model, grads);
     let kept_norm = grad_norm.map(|norm| readback.keep(norm));
     let values = readback.read();

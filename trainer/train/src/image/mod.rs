@@ -1,7 +1,8 @@
 //! Image jobs (`task: text-to-image`): the folder read into captioned images fitted
-//! to their buckets ([`folder`]), and each epoch's order of bucketed batches
-//! ([`order`]). The model side (encoding, the flow-matching loss, trainable FLUX
+//! to their buckets ([`folder`]), each epoch's order of bucketed batches
+//! ([`order`]), and one optimizer step ([`step`]). The model side (encoding, the flow-matching loss, trainable FLUX
 //! adapters) is in anneal-image.
 
 pub mod folder;
 pub mod order;
+pub mod step;

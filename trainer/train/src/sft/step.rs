@@ -60,7 +60,7 @@ pub fn sft_step<B: AutodiffBackend>(
         });
     }
     let mut grads = accumulator.grads();
-    let grad_norm = clip_global_norm::<B>(&model, &mut grads, settings.max_grad_norm);
+    let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, settings.max_grad_norm);
     model = optimizer.step(settings.learning_rate, model, grads);
     let mut readback = Readback::default();
     let kept_sums = sums.map(|[nll, correct]| (readback.keep(nll), readback.keep(correct)));

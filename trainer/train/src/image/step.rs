@@ -1,0 +1,259 @@
+//! One optimizer step of an image job: the step's random draws from the run's seed
+//! and the step number (so a resumed run draws what the first run would have), the
+//! flow-matching loss on a batch of one bucket, its gradient clipped by the global
+//! norm, and AdamW on the adapter.
+
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use anneal_image::flow_matching::{FlowBatch, flow_matching_loss};
+use anneal_image::flux::FluxTransformer;
+
+use crate::grad_clip::clip_global_norm;
+use crate::state::step_seed;
+
+pub type ImageOptimizer<B> = OptimizerAdaptor<AdamW, FluxTransformer<B>, B>;
+
+/// AdamW as PyTorch defaults it (eps 1e-8), with the job's weight decay.
+pub fn image_adamw<B: AutodiffBackend>(weight_decay: f64) -> ImageOptimizer<B> {
+    AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(weight_decay as f32)
+        .init()
+}
+
+/// A step's random numbers: standard normal draws for the latents (from their cached
+/// distribution) and for the noise, both `[batch, channels, h, w]`, and one normal
+/// per image for its noise level.
+pub struct StepDraws {
+    pub latent: Vec<f32>,
+    pub noise: Vec<f32>,
+    pub levels: Vec<f32>,
+    pub shape: [usize; 4],
+}
+
+impl StepDraws {
+    /// Drawn on the host from the run's `seed` and the step number, the same on every
+    /// backend.
+    pub fn for_step(seed: u64, step: u64, shape: [usize; 4]) -> Self {
+        let mut rng = StdRng::seed_from_u64(step_seed(seed, step));
+        let count: usize = shape.iter().product();
+        let latent = normals(&mut rng, count);
+        let noise = normals(&mut rng, count);
+        let levels = normals(&mut rng, shape[0]);
+        Self {
+            latent,
+            noise,
+            levels,
+            shape,
+        }
+    }
+
+    pub fn latent_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
+        Tensor::from_data(TensorData::new(self.latent.clone(), self.shape), device)
+    }
+
+    pub fn noise_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
+        Tensor::from_data(TensorData::new(self.noise.clone(), self.shape), device)
+    }
+}
+
+/// `count` standard normal draws (Box-Muller on pairs of uniforms).
+fn normals(rng: &mut StdRng, count: usize) -> Vec<f32> {
+    (0..count)
+        .map(|_| {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            let v: f64 = rng.random_range(0.0..1.0);
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect()
+}
+
+/// What a step reports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImageStepReport {
+    pub loss: f64,
+    /// Before clipping.
+    pub grad_norm: f64,
+}
+
+/// One step on `batch` with `noise` at noise levels `sigmas`: the loss, its gradient
+/// clipped to `max_grad_norm`, AdamW at `learning_rate`.
+pub fn image_step<B: AutodiffBackend>(
+    model: FluxTransformer<B>,
+    optimizer: &mut ImageOptimizer<B>,
+    batch: &FlowBatch<B>,
+    noise: Tensor<B, 4>,
+    sigmas: &[f32],
+    learning_rate: f64,
+    max_grad_norm: f64,
+) -> (FluxTransformer<B>, ImageStepReport) {
+    let loss = flow_matching_loss(&model, batch, noise, sigmas);
+    let loss_value = loss.clone().into_scalar().elem::<f64>();
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let grad_norm = clip_global_norm(&model, &mut grads, max_grad_norm)
+        .map_or(0.0, |norm| norm.into_scalar().elem::<f64>());
+    let model = optimizer.step(learning_rate, model, grads);
+    (
+        model,
+        ImageStepReport {
+            loss: loss_value,
+            grad_norm,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use anneal_image::buckets::{Bucket, fit_to_bucket, pixels_for_vae};
+    use anneal_image::flow_matching::shifted_sigmas;
+    use anneal_image::flux::trainable_lora::{
+        TrainableLora, attach_trainable, diffusers_lora_bytes, lora_targets,
+    };
+    use anneal_image::pipeline::FluxPipeline;
+    use anneal_image::training_examples::{
+        EncodedExample, TrainingImage, draw_model_latents, encode_examples,
+    };
+    use burn::tensor::DType;
+
+    use super::*;
+    use crate::train_backend::CpuTrainBackend;
+
+    type A = CpuTrainBackend;
+
+    const BUCKET: Bucket = Bucket {
+        width: 64,
+        height: 64,
+    };
+    const SHAPE: [usize; 4] = [1, 4, 16, 16];
+
+    fn tiny_pipeline() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/anneal-flux-tiny")
+    }
+
+    fn pipeline() -> FluxPipeline<A> {
+        FluxPipeline::load_for_training(&tiny_pipeline(), &Default::default(), DType::F32, 16)
+            .unwrap()
+    }
+
+    fn images() -> Vec<TrainingImage> {
+        (0..2u8)
+            .map(|i| {
+                let image = image::RgbImage::from_fn(80, 80, |x, y| {
+                    image::Rgb([x as u8 * (i + 1), y as u8, 200 - 90 * i])
+                });
+                TrainingImage {
+                    name: format!("{i}.png"),
+                    bucket: BUCKET,
+                    pixels: fit_to_bucket(&image::DynamicImage::ImageRgb8(image), BUCKET),
+                    caption: format!("sks dog number {i}"),
+                }
+            })
+            .collect()
+    }
+
+    fn batch(
+        pipeline: &FluxPipeline<A>,
+        example: &EncodedExample,
+        draws: &StepDraws,
+    ) -> FlowBatch<A> {
+        let device = Default::default();
+        FlowBatch {
+            latents: draw_model_latents(
+                &pipeline.vae,
+                &[example],
+                draws.latent_tensor(&device),
+                &device,
+            ),
+            context: Tensor::<A, 2>::from_data(example.context.clone(), &device).unsqueeze_dim(0),
+            pooled: Tensor::<A, 1>::from_data(example.pooled.clone(), &device).unsqueeze_dim(0),
+        }
+    }
+
+    /// Three steps of a fresh adapter; its diffusers file and the losses.
+    fn three_steps(seed: u64) -> (Vec<u8>, Vec<f64>) {
+        let pipeline = pipeline();
+        let device = Default::default();
+        let (examples, _) = encode_examples(&pipeline, &images(), &device).unwrap();
+        let settings = TrainableLora {
+            rank: 4,
+            alpha: 4.0,
+            dropout: 0.0,
+            seed,
+            include_mlp: false,
+        };
+        let targets = lora_targets(2, 4, false);
+        let mut model =
+            attach_trainable(pipeline.transformer.clone(), &targets, &settings).unwrap();
+        let mut optimizer = image_adamw::<A>(0.0);
+        let mut losses = Vec::new();
+        for step in 0..3u64 {
+            let draws = StepDraws::for_step(seed, step, SHAPE);
+            let sigmas = shifted_sigmas(&pipeline.scheduler, &draws.levels, BUCKET.tokens());
+            let batch = batch(&pipeline, &examples[step as usize % 2], &draws);
+            let report;
+            (model, report) = image_step(
+                model,
+                &mut optimizer,
+                &batch,
+                draws.noise_tensor(&device),
+                &sigmas,
+                1e-3,
+                1.0,
+            );
+            assert!(
+                report.loss.is_finite() && report.grad_norm > 0.0,
+                "{report:?}"
+            );
+            losses.push(report.loss);
+        }
+        (
+            diffusers_lora_bytes(&mut model, &targets, &settings).unwrap(),
+            losses,
+        )
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_adapter_bit_for_bit_and_another_seed_does_not() {
+        let (first, losses) = three_steps(11);
+        let (again, losses_again) = three_steps(11);
+        assert_eq!(losses, losses_again);
+        assert!(first == again, "the adapter files differ");
+        let (other, _) = three_steps(12);
+        assert!(first != other);
+    }
+
+    #[test]
+    fn a_batch_from_the_cache_is_the_batch_encoded_at_the_step() {
+        let pipeline = pipeline();
+        let device = Default::default();
+        let images = images();
+        let (examples, _) = encode_examples(&pipeline, &images, &device).unwrap();
+        let draws = StepDraws::for_step(5, 0, SHAPE);
+        let cached = batch(&pipeline, &examples[1], &draws);
+        // Encoded now: the VAE's posterior of the same pixels, drawn with the same numbers.
+        let posterior = pipeline
+            .vae
+            .encode(pixels_for_vae::<A>(&images[1].pixels, &device).unsqueeze_dim(0))
+            .unwrap();
+        let latents = pipeline.vae.to_model_latents(
+            posterior.mean + posterior.logvar.mul_scalar(0.5).exp() * draws.latent_tensor(&device),
+        );
+        latents
+            .into_data()
+            .assert_eq(&cached.latents.clone().into_data(), true);
+        let prompt = pipeline
+            .encode_prompts(&[images[1].caption.as_str()])
+            .unwrap();
+        prompt
+            .context
+            .into_data()
+            .assert_eq(&cached.context.clone().into_data(), true);
+    }
+}
