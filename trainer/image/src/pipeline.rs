@@ -13,8 +13,8 @@ use rand::{RngExt, SeedableRng};
 
 use crate::flux::lora::{FluxLora, FluxLoraError, attach_loras};
 use crate::flux::{FluxConfig, FluxLoadError, FluxTransformer, load_flux_transformer};
-use crate::latents::{pack, token_grid};
-use crate::sample::{PromptEmbeddings, decode_images, denoise};
+use crate::latents::token_grid;
+use crate::sample::{PromptEmbeddings, Sampling, generate_images};
 use crate::schedule::{ScheduleError, SchedulerConfig};
 use crate::text::TextEncoderError;
 use crate::text::clip::{ClipTextModel, load_clip_text};
@@ -279,23 +279,7 @@ impl<B: Backend> FluxPipeline<B> {
         let (rows, columns) = self.check_request(request)?;
         let channels = self.transformer_config.latent_channels();
         let shape = [request.count, channels, 2 * rows, 2 * columns];
-        let len: usize = shape.iter().product();
-        let mut rng = StdRng::seed_from_u64(request.seed);
-        let mut values = Vec::with_capacity(len + 1);
-        while values.len() < len {
-            // u1 in (0, 1] keeps the logarithm finite.
-            let u1 = 1.0 - rng.random::<f64>();
-            let u2 = rng.random::<f64>();
-            let radius = (-2.0 * u1.ln()).sqrt();
-            let angle = std::f64::consts::TAU * u2;
-            values.push((radius * angle.cos()) as f32);
-            values.push((radius * angle.sin()) as f32);
-        }
-        values.truncate(len);
-        Ok(Tensor::from_data(
-            TensorData::new(values, shape),
-            &self.device,
-        ))
+        Ok(seeded_noise(shape, request.seed, &self.device))
     }
 
     /// Generates `noise.dims()[0]` images from `noise` (unpacked latents) and `prompt`
@@ -307,21 +291,43 @@ impl<B: Backend> FluxPipeline<B> {
         noise: Tensor<B, 4>,
         on_step: impl FnMut(usize),
     ) -> Result<Tensor<B, 4>, PipelineError> {
-        let grid = self.check_request(request)?;
+        self.check_request(request)?;
         let count = noise.dims()[0];
         let prompt = repeat_rows(prompt, count);
-        let latents = denoise(
+        let settings = Sampling {
+            steps: request.steps,
+            guidance: request.guidance,
+        };
+        Ok(generate_images(
             &self.transformer,
+            &self.vae,
             &self.scheduler,
-            pack(noise),
-            grid,
             &prompt,
-            request.steps,
-            request.guidance,
+            noise,
+            settings,
             on_step,
-        )?;
-        Ok(decode_images(&self.vae, latents, grid))
+        )?)
     }
+}
+
+/// Standard normal latents of `shape` from `seed`, as FluxPipeline's seeded generator
+/// would be replaced here: Box-Muller pairs from a seeded StdRng, on the host, so the
+/// same seed gives the same image on every backend.
+pub fn seeded_noise<B: Backend>(shape: [usize; 4], seed: u64, device: &B::Device) -> Tensor<B, 4> {
+    let len: usize = shape.iter().product();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut values = Vec::with_capacity(len + 1);
+    while values.len() < len {
+        // u1 in (0, 1] keeps the logarithm finite.
+        let u1 = 1.0 - rng.random::<f64>();
+        let u2 = rng.random::<f64>();
+        let radius = (-2.0 * u1.ln()).sqrt();
+        let angle = std::f64::consts::TAU * u2;
+        values.push((radius * angle.cos()) as f32);
+        values.push((radius * angle.sin()) as f32);
+    }
+    values.truncate(len);
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// `prompt` with its single row repeated `count` times (as FluxPipeline's

@@ -50,6 +50,40 @@ pub fn denoise<B: Backend>(
     Ok(latents)
 }
 
+/// How many denoising steps a generation takes, and its embedded guidance scale.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    pub steps: usize,
+    pub guidance: f32,
+}
+
+/// Images `[n, 3, H, W]` in [0, 1] from unpacked `noise` `[n, channels, h, w]` and
+/// `prompt` (one row per image): the Euler steps, then the VAE decoder. What
+/// `trainer generate-image` runs, and what a training run draws its samples with.
+pub fn generate_images<B: Backend>(
+    transformer: &FluxTransformer<B>,
+    vae: &Vae<B>,
+    scheduler: &SchedulerConfig,
+    prompt: &PromptEmbeddings<B>,
+    noise: Tensor<B, 4>,
+    settings: Sampling,
+    on_step: impl FnMut(usize),
+) -> Result<Tensor<B, 4>, ScheduleError> {
+    let [_, _, height, width] = noise.dims();
+    let grid = (height / 2, width / 2);
+    let latents = denoise(
+        transformer,
+        scheduler,
+        crate::latents::pack(noise),
+        grid,
+        prompt,
+        settings.steps,
+        settings.guidance,
+        on_step,
+    )?;
+    Ok(decode_images(vae, latents, grid))
+}
+
 /// Packed model latents to images `[batch, 3, H, W]` in [0, 1]: unpack, undo FLUX's
 /// scaling and shift, decode, and map [−1, 1] to [0, 1].
 pub fn decode_images<B: Backend>(
