@@ -190,15 +190,10 @@ async fn chat_completions(
         Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
-    // Parsing and tokenizing a prompt of up to 2 MiB takes a CPU for a while: on the
-    // blocking pool (a few threads, the rest queued), never on the workers that answer
-    // /health and stream the replies.
-    let started = {
-        let (state, body) = (state.clone(), body.clone());
-        tokio::task::spawn_blocking(move || start_completion(&state, &body, arrived))
-            .await
-            .unwrap_or_else(|_| Err(ApiError::internal("the request could not be prepared")))
-    };
+    let started = prepare_on_blocking_pool(&state, &body, move |state, body| {
+        start_completion(state, body, arrived)
+    })
+    .await;
     match started {
         Ok((request, reply, prompt_tokens)) if request.stream => {
             stream_reply(request, reply, prompt_tokens).into_response()
@@ -206,6 +201,20 @@ async fn chat_completions(
         Ok((request, reply, prompt_tokens)) => whole_reply(request, reply, prompt_tokens).await,
         Err(error) => count_refusal(&state, &body, error),
     }
+}
+
+/// Runs `prepare` (parsing the body, tokenizing a prompt of up to 2 MiB, taking a
+/// place in the queue) on the blocking pool (a few threads, the rest queued), never on
+/// the workers that answer /health and stream the replies.
+pub(crate) async fn prepare_on_blocking_pool<T: Send + 'static>(
+    state: &Arc<ServerState>,
+    body: &Bytes,
+    prepare: impl FnOnce(&ServerState, &[u8]) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (state, body) = (state.clone(), body.clone());
+    tokio::task::spawn_blocking(move || prepare(&state, &body))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("the request could not be prepared")))
 }
 
 /// Checks the request, tokenizes it, takes a place in the queue and hands it to the engine.

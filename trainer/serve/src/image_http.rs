@@ -18,7 +18,9 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::api_error::ApiError;
-use super::http::{Generator, ServerState, count_refusal, read_body, unix_now};
+use super::http::{
+    Generator, ServerState, count_refusal, prepare_on_blocking_pool, read_body, unix_now,
+};
 use super::image_request::{ImageCall, parse_image_request};
 use super::reply::Slot;
 
@@ -54,12 +56,7 @@ pub(crate) async fn image_generations(
         Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
-    let started = {
-        let (state, body) = (state.clone(), body.clone());
-        tokio::task::spawn_blocking(move || start_images(&state, &body))
-            .await
-            .unwrap_or_else(|_| Err(ApiError::internal("the request could not be prepared")))
-    };
+    let started = prepare_on_blocking_pool(&state, &body, start_images).await;
     let (call, request, waiting, _slot) = match started {
         Ok(started) => started,
         Err(error) => return count_refusal(&state, &body, error),
