@@ -44,7 +44,7 @@ use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_spec}
 use crate::metrics::Metrics;
 use crate::report::{FoldRules, ReportState, ReportTarget, ReportedStatus, fold_events_jsonl};
 use crate::shared::conditions::{self, Desired, set_condition};
-use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
+use crate::shared::status_apply::{FIELD_MANAGER, apply_status_at};
 
 /// Finalizer that lets the operator stop the trainer and drop its state before the job goes.
 pub const FINALIZER: &str = "anneal.dev/cleanup";
@@ -367,7 +367,16 @@ async fn validate(
         if status.phase.is_none() {
             next.phase = Some(JobPhase::Validating);
             next.message = Some("checking the datasets".to_owned());
-            write_status(job, status, next, context).await?;
+            // Only onto the object as read: this write, delayed in flight from an
+            // operator stopped meanwhile, must not land after a later phase.
+            write_status_at(
+                job,
+                status,
+                next,
+                context,
+                job.metadata.resource_version.as_deref(),
+            )
+            .await?;
         }
         match check_datasets(&context.client, job, &context.config).await? {
             DatasetCheck::Waiting(message) => {
@@ -818,6 +827,17 @@ async fn write_status(
     next: &FineTuneJobStatus,
     context: &Context,
 ) -> Result<()> {
+    write_status_at(job, before, next, context, None).await
+}
+
+/// [`write_status`], applied only while the job is at `resource_version` when given.
+async fn write_status_at(
+    job: &FineTuneJob,
+    before: &FineTuneJobStatus,
+    next: &FineTuneJobStatus,
+    context: &Context,
+    resource_version: Option<&str>,
+) -> Result<()> {
     let owned = |s: &FineTuneJobStatus| {
         (
             s.phase,
@@ -844,7 +864,7 @@ async fn write_status(
         // Left out while empty: a job without `spec.publish` keeps its status as it was.
         "published": (!next.published.is_empty()).then_some(&next.published),
     });
-    apply_status(&api, &job.name_any(), owned_fields).await?;
+    apply_status_at(&api, &job.name_any(), owned_fields, resource_version).await?;
     if before.phase != next.phase
         && let Some(phase) = next.phase
     {

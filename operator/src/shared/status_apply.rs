@@ -13,18 +13,37 @@ pub const FIELD_MANAGER: &str = "anneal-operator";
 
 /// Applies `fields` (a JSON object) as the status of `K` object `name`. Unset fields
 /// are left out rather than applied as null, which the schema refuses.
-pub async fn apply_status<K>(api: &Api<K>, name: &str, mut fields: Value) -> kube::Result<()>
+pub async fn apply_status<K>(api: &Api<K>, name: &str, fields: Value) -> kube::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    apply_status_at(api, name, fields, None).await
+}
+
+/// [`apply_status`], applied only while the object is still at `resource_version`
+/// (`409 Conflict` otherwise): for a write decided from what the object was, which
+/// must not land once it has moved on (a write delayed in flight from an operator
+/// that was stopped, or one from a stale copy).
+pub async fn apply_status_at<K>(
+    api: &Api<K>,
+    name: &str,
+    mut fields: Value,
+    resource_version: Option<&str>,
+) -> kube::Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     if let Some(fields) = fields.as_object_mut() {
         fields.retain(|_, value| !value.is_null());
     }
-    let patch = json!({
+    let mut patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": fields,
     });
+    if let Some(version) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
