@@ -362,6 +362,7 @@ impl Worker {
                 && !suspended
                 && status.active.unwrap_or(0) == 0
                 && self.backoff_over(job.uid())
+                && self.still_there(&jobs_api, &job).await?
             {
                 let index = self.next_index(&job_name);
                 let pod = self.start_pod(&job, index).await?;
@@ -598,6 +599,17 @@ impl Worker {
         *failures += 1;
         let delay = RETRY_BACKOFF.saturating_mul(1 << (*failures - 1).min(8));
         *until = Instant::now() + delay.min(MAX_RETRY_BACKOFF);
+    }
+
+    /// Whether `job` (as this tick listed it) still stands: a Job deleted since the
+    /// tick began (its pods collected with it) must not get a new pod, as the Job
+    /// controller, which watches Jobs, never gives one.
+    async fn still_there(&self, jobs_api: &Api<Job>, job: &Job) -> Result<bool, kube::Error> {
+        let current = jobs_api.get_opt(&job.name_any()).await?;
+        Ok(current.is_some_and(|current| {
+            current.metadata.uid == job.metadata.uid
+                && current.metadata.deletion_timestamp.is_none()
+        }))
     }
 
     /// Whether the back-off of the Job with uid `job`, if any, has passed.
