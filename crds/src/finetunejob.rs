@@ -499,7 +499,8 @@ pub struct CheckpointStatus {
     /// Validation loss of this checkpoint; `best` picks the lowest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_loss: Option<f64>,
-    /// Answers to `spec.checkpoints.samplePrompts`, in order.
+    /// Answers to `spec.checkpoints.samplePrompts`, in order; for an image job, the
+    /// URIs of the sample images (PNG) drawn for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<String>,
 }

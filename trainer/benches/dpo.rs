@@ -99,7 +99,7 @@ fn main() {
     };
     let reference = Reference::for_training(training, &model);
     let dpo = DpoConfig::new();
-    let mut optimizer = adamw::<B>(0.0);
+    let mut optimizer = adamw::<B, _>(0.0);
     let settings = StepSettings {
         learning_rate: LEARNING_RATE,
         max_grad_norm: 1.0,

@@ -162,7 +162,7 @@ fn main() {
         })
         .collect();
 
-    let mut optimizer = adamw::<B>(spec.weight_decay);
+    let mut optimizer = adamw::<B, _>(spec.weight_decay);
     let mut losses = Vec::new();
     let mut positions = 0;
     let mut start = Instant::now();

@@ -35,6 +35,7 @@ use crate::device_arg::DeviceArg;
 use crate::gpu_start::{GpuStartArgs, GpuStartError, prepare};
 use crate::memory_arg::memory_size;
 use crate::next_steps::{Trained, next_steps, resume_command};
+use crate::train_image::{ImageTrainJob, prepare_image_run, print_image_result};
 use crate::train_progress::{JsonLines, ProgressDisplay};
 use anneal_crds::storage::{Storage, StorageError};
 use anneal_crds::trainer_failure::TrainerFailureReason;
@@ -109,7 +110,7 @@ pub struct TrainArgs {
 
 /// Why `trainer train` failed; [`Failure::exit_code`] says whether a retry may pass.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(crate) enum Failure {
     #[error("{}: {source}", path.display())]
     ReadManifest {
         path: PathBuf,
@@ -124,8 +125,6 @@ enum Failure {
         "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train"
     )]
     ConfigMapDataset,
-    #[error("spec.task: {}", anneal_crds::finetunejob::IMAGE_TRAINING_NOT_YET)]
-    ImageTask,
     #[error("output: {0}")]
     Output(#[source] StorageError),
     /// Found before the model is loaded, not at the first checkpoint hours later.
@@ -241,13 +240,24 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     prepare("train", args.device.into(), &args.gpu_start)?;
     let (job, manifest_dir) = read_manifest(&args.manifest)?;
     let work = WorkDir::new(args.work_dir.clone())?;
-    let inputs = prepare_run(&args, &job, &manifest_dir, work.path())?;
-    let base_model_dir = inputs.base_model.dir.clone();
     let (sinks, reporter) = event_sinks(&args, &job);
-    // With CUDA, the GPUs the job asks for (a pod sees exactly those): a model too
-    // large for one has its layers placed across them.
-    let gpus = job.spec.resources.gpus.max(1);
-    let outcome = run_training_on(args.device.into(), gpus, TrainJob { inputs, sinks });
+    let (outcome, base_model_dir) = if job.spec.task.is_image() {
+        let inputs = prepare_image_run(&args, &job, &manifest_dir, work.path())?;
+        let base_model_dir = inputs.base_model.dir.clone();
+        let run = ImageTrainJob { inputs, sinks };
+        (run_training_on(args.device.into(), 1, run), base_model_dir)
+    } else {
+        let inputs = prepare_run(&args, &job, &manifest_dir, work.path())?;
+        let base_model_dir = inputs.base_model.dir.clone();
+        // With CUDA, the GPUs the job asks for (a pod sees exactly those): a model too
+        // large for one has its layers placed across them.
+        let gpus = job.spec.resources.gpus.max(1);
+        let run = TrainJob { inputs, sinks };
+        (
+            run_training_on(args.device.into(), gpus, run),
+            base_model_dir,
+        )
+    };
     // Whatever the outcome, the operator should hear the last events (the final
     // phase above all) before the pod's exit code speaks.
     if let Some(reporter) = reporter {
@@ -255,7 +265,10 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     }
     match outcome?? {
         RunOutcome::Finished { result, .. } => {
-            if !args.json {
+            if args.json {
+            } else if job.spec.task.is_image() {
+                print_image_result(&job, &base_model_dir, &result);
+            } else {
                 print_result(&job, &base_model_dir, &result);
             }
             Ok(ExitCode::SUCCESS)
@@ -284,22 +297,28 @@ fn read_manifest(manifest: &Path) -> Result<(FineTuneJob, PathBuf), Failure> {
         path: manifest.to_path_buf(),
         source,
     })?;
-    if job.spec.task.is_image() {
-        return Err(Failure::ImageTask);
-    }
     let dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     Ok((job, dir))
 }
 
-/// Everything the run needs, here: where it writes (a new run, or with `--resume` the
-/// newest one), the base model and the datasets made local, and the stop flag.
-fn prepare_run(
+/// What every run needs, chat or image: which run it is and where it writes (a new
+/// run, or with `--resume` the newest one), the base model made local, and the stop
+/// flag.
+pub(crate) struct RunBasics {
+    pub job: RunIdentity,
+    pub base_model: BaseModel,
+    pub location: RunLocation,
+    pub resume: bool,
+    pub stop: Arc<AtomicBool>,
+}
+
+pub(crate) fn prepare_basics(
     args: &TrainArgs,
     job: &FineTuneJob,
     manifest_dir: &Path,
     work_dir: &Path,
-) -> Result<RunInputs, Failure> {
+) -> Result<RunBasics, Failure> {
     let job_name = job.metadata.name.clone().unwrap_or_default();
     let namespace = job
         .metadata
@@ -315,18 +334,7 @@ fn prepare_run(
     };
     let output = runs.child(&run_id);
     let model_dir = fetch_base_model(args, job, manifest_dir, work_dir)?;
-    let dataset = |uri: &Option<String>, what| {
-        uri.as_deref()
-            .map(|uri| fetch_file(uri, manifest_dir, work_dir, what))
-            .transpose()
-    };
-    let train_data =
-        dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or(Failure::ConfigMapDataset)?;
-    let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
-    // After the sources (a run that cannot start leaves no folder), before the model
-    // loads and trains for hours.
-    check_writable(&output)?;
-    Ok(RunInputs {
+    Ok(RunBasics {
         job: RunIdentity { job_name, run_id },
         base_model: BaseModel {
             // Trained on another model than the manifest names: the adapter and model id must say so.
@@ -339,28 +347,56 @@ fn prepare_run(
             },
             dir: model_dir,
         },
-        settings: TrainingSettings::of_job(job),
-        data: RunData {
-            train: train_data,
-            validation: validation_data,
-            validation_split: job.spec.dataset.resolved_validation_split(),
-        },
         location: RunLocation {
             output,
             work_dir: work_dir.to_path_buf(),
-        },
-        memory: GivenMemory {
-            gpu: args.gpu_memory,
-            cpu: args.cpu_memory,
         },
         resume,
         stop: stop_on_signals(),
     })
 }
 
+/// A chat run's inputs: the basics and the datasets made local.
+fn prepare_run(
+    args: &TrainArgs,
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    work_dir: &Path,
+) -> Result<RunInputs, Failure> {
+    let basics = prepare_basics(args, job, manifest_dir, work_dir)?;
+    let dataset = |uri: &Option<String>, what| {
+        uri.as_deref()
+            .map(|uri| fetch_file(uri, manifest_dir, work_dir, what))
+            .transpose()
+    };
+    let train_data =
+        dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or(Failure::ConfigMapDataset)?;
+    let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
+    // After the sources (a run that cannot start leaves no folder), before the model
+    // loads and trains for hours.
+    check_writable(&basics.location.output)?;
+    Ok(RunInputs {
+        job: basics.job,
+        base_model: basics.base_model,
+        settings: TrainingSettings::of_job(job),
+        data: RunData {
+            train: train_data,
+            validation: validation_data,
+            validation_split: job.spec.dataset.resolved_validation_split(),
+        },
+        location: basics.location,
+        memory: GivenMemory {
+            gpu: args.gpu_memory,
+            cpu: args.cpu_memory,
+        },
+        resume: basics.resume,
+        stop: basics.stop,
+    })
+}
+
 /// Writes and removes a probe object in the run's folder, so that a read-only or
 /// misconfigured output fails the run now rather than at its first checkpoint.
-fn check_writable(output: &Storage) -> Result<(), Failure> {
+pub(crate) fn check_writable(output: &Storage) -> Result<(), Failure> {
     const PROBE: &str = ".anneal-write-check";
     let failure = |source| Failure::OutputNotWritable {
         uri: output.uri().to_owned(),
@@ -388,6 +424,15 @@ fn stop_on_signals() -> Arc<AtomicBool> {
 fn event_sinks(args: &TrainArgs, job: &FineTuneJob) -> (Vec<Box<dyn EventSink>>, Option<Reporter>) {
     let display: Box<dyn EventSink> = if args.json {
         Box::new(JsonLines)
+    } else if job.spec.task.is_image() {
+        let prompts = job
+            .spec
+            .checkpoints
+            .sample_prompts
+            .iter()
+            .filter_map(|p| p.prompt.clone())
+            .collect();
+        Box::new(ProgressDisplay::for_images(prompts))
     } else {
         let prompts = job
             .spec

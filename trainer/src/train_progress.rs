@@ -26,6 +26,8 @@ pub struct ProgressDisplay {
     bar: ProgressBar,
     /// The last user message of each sample prompt, shown beside its answer.
     prompts: Vec<String>,
+    /// An image job: a checkpoint's samples are image files, not answers.
+    image_samples: bool,
     last_loss: Option<f64>,
     last_rate: Option<f64>,
     /// DPO: the latest step's reward margin and accuracy.
@@ -35,7 +37,18 @@ pub struct ProgressDisplay {
 }
 
 impl ProgressDisplay {
+    /// The display of a chat job, whose checkpoints answer `prompts`.
     pub fn new(prompts: Vec<String>) -> Self {
+        Self::with_samples(prompts, false)
+    }
+
+    /// The display of an image job, whose checkpoints draw `prompts` (the job's own;
+    /// empty when it takes the default ones).
+    pub fn for_images(prompts: Vec<String>) -> Self {
+        Self::with_samples(prompts, true)
+    }
+
+    fn with_samples(prompts: Vec<String>, image_samples: bool) -> Self {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{bar:30}] step {pos}/{len} {msg} ETA {eta}")
@@ -46,6 +59,7 @@ impl ProgressDisplay {
         Self {
             bar,
             prompts,
+            image_samples,
             last_loss: None,
             last_rate: None,
             last_rewards: None,
@@ -107,6 +121,18 @@ impl EventSink for ProgressDisplay {
                     self.last_loss.unwrap_or(f64::NAN),
                     self.last_rate.unwrap_or(0.0)
                 ));
+            }
+            EventBody::Checkpoint(checkpoint) if self.image_samples => {
+                self.println(format!(
+                    "{} (step {}, epoch {:.2}) -> {}",
+                    checkpoint.name, checkpoint.step, checkpoint.epoch, checkpoint.uri
+                ));
+                for (index, file) in checkpoint.samples.iter().enumerate() {
+                    match self.prompts.get(index) {
+                        Some(prompt) => self.println(format!("    {prompt:?}: {file}")),
+                        None => self.println(format!("    {file}")),
+                    }
+                }
             }
             EventBody::Checkpoint(checkpoint) => {
                 let rewards = self

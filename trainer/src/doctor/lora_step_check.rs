@@ -90,7 +90,7 @@ impl TrainBackendJob for LoraStep {
             seed: 0,
         };
         let model = attach(model, &settings);
-        let mut optimizer = adamw::<B>(0.0);
+        let mut optimizer = adamw::<B, _>(0.0);
         let batch = || [Batch::new(&samples.iter().collect::<Vec<_>>(), &device)];
         // As `trainer train` steps by default: each layer recomputed in the backward pass.
         let step = StepSettings {

@@ -122,7 +122,7 @@ fn an_sft_step_in_micro_batches_is_the_step_of_the_whole_batch() {
             .iter()
             .map(|micro| Batch::new(micro, &device))
             .collect();
-        let (model, stats) = sft_step(model.clone(), &mut adamw::<B>(0.0), &batches, SETTINGS);
+        let (model, stats) = sft_step(model.clone(), &mut adamw::<B, _>(0.0), &batches, SETTINGS);
         assert_eq!(
             stats.trained_tokens,
             samples
@@ -166,7 +166,7 @@ fn a_dpo_step_in_micro_batches_is_the_step_of_the_whole_batch() {
             .iter()
             .map(|micro| PairBatch::new(micro, &device))
             .collect();
-        let mut optimizer = adamw::<B>(0.0);
+        let mut optimizer = adamw::<B, _>(0.0);
         let reference = &Reference::AdapterOff;
         let (model, stats) = dpo_step(
             model.clone(),

@@ -80,7 +80,7 @@ fn train_with(
     learning_rate: f64,
 ) -> (CausalLm<B>, Vec<DpoStepStats>) {
     let device = Default::default();
-    let mut optimizer = adamw::<B>(0.0);
+    let mut optimizer = adamw::<B, _>(0.0);
     let mut model = model;
     let mut all = Vec::new();
     for _ in 0..steps {

@@ -16,6 +16,8 @@ mod generate_cli;
 mod generate_image_cli;
 mod gpu_start_cli;
 mod hub_cli;
+mod image_quickstart;
+mod image_run;
 mod layer_placement;
 mod lora_adapter;
 mod model_loading;

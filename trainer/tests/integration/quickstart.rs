@@ -13,7 +13,7 @@ use anneal_crds::events::{EventBody, LogLevel, TrainerEvent};
 use anneal_crds::finetunejob::CheckpointStatus;
 
 /// A PATH with the shell's tools and no `trainer`.
-const PATH_WITHOUT_TRAINER: &str = "/usr/local/bin:/usr/bin:/bin";
+pub(crate) const PATH_WITHOUT_TRAINER: &str = "/usr/local/bin:/usr/bin:/bin";
 
 #[test]
 fn the_quickstart_learns_the_house_style_and_its_printed_commands_run() {
@@ -137,7 +137,7 @@ fn the_try_it_command_answers_like_the_last_checkpoint(command: &str, last: &Che
 
 /// `serve it:` serves the adapter under the model id the run printed. Only its port
 /// changes, to one that is free (8000 may be taken on the machine running the tests).
-fn the_serve_it_command_serves_the_adapter(command: &str, model_id: &str) {
+pub(crate) fn the_serve_it_command_serves_the_adapter(command: &str, model_id: &str) {
     assert!(command.ends_with(" --port 8000"), "{command}");
     let command = command.replace(" --port 8000", " --port 0");
     let mut server = Command::new("sh")

@@ -71,7 +71,7 @@ fn run_with(steps: usize, activations: LayerActivations) -> (Trained, Vec<f64>) 
         max_grad_norm: 1.0,
         activations,
     };
-    let mut optimizer = adamw::<B>(0.0);
+    let mut optimizer = adamw::<B, _>(0.0);
     let (mut losses, mut grad_norms) = (Vec::new(), Vec::new());
     for _ in 0..steps {
         let micro: Vec<Batch<B>> = samples

@@ -264,14 +264,28 @@ fn an_image_job_is_checked_with_its_folder_and_trigger_word() {
         "{text}"
     );
 
-    // Training an image job is refused up front, naming the field, with exit 2.
-    let output = trainer(&["train", with_word.to_str().unwrap()]);
+    // Training it on a folder with a corrupt image fails before the model is loaded
+    // (here there is none), naming the file, with exit 2.
+    std::fs::write(photos.join("dog3.jpg"), b"not a jpeg").unwrap();
+    let output = trainer(&[
+        "train",
+        with_word.to_str().unwrap(),
+        "--base-model",
+        &format!(
+            "{}/../examples/models/anneal-flux-tiny",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        "--output",
+        dir.path().join("runs").to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr,
+        "trainer train: dataset.images: dog3.jpg: is not a JPEG, PNG or WebP image\n"
+    );
     assert!(
-        stderr.starts_with(
-            "trainer train: spec.task: text-to-image training is not in this version yet"
-        ),
-        "{stderr}"
+        !dir.path().join("runs").exists(),
+        "a run that cannot start leaves no folder"
     );
 }

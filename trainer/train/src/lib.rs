@@ -76,6 +76,17 @@ pub enum TrainError {
     /// be tried again.
     #[error("{0}")]
     OutOfMemory(Box<run::OutOfMemory>),
+    /// An image job's folder breaks a rule: every problem, each naming its file.
+    #[error("dataset.images: {0}")]
+    ImageFolder(#[from] image::folder::ImageFolderError),
+    #[error("base model: {0}")]
+    ImagePipeline(#[from] anneal_image::pipeline::PipelineError),
+    #[error("adapter: {0}")]
+    ImageAdapter(String),
+    #[error("adapter: {0}")]
+    ImageAdapterFile(#[from] anneal_image::flux::lora::FluxLoraError),
+    #[error("sample image: {0}")]
+    Png(#[from] anneal_image::png_out::PngError),
     /// Not one sample fits the device: the plan's figures and what would fit.
     #[error("does not fit: {does_not_fit} (memory from {from})")]
     DoesNotFit {

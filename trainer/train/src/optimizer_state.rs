@@ -2,20 +2,22 @@
 //! resumed run continues with the same moments. burn keys optimizer records by
 //! `ParamId`, which is fresh every time a model is built; here the state is keyed
 //! by stable names instead: the adapter's PEFT tensor names in LoRA training, the
-//! transformers weight names in full training.
+//! transformers weight names in full training, the diffusers module paths of an
+//! image job's adapter ([`save_moments`] and [`load_moments`] take any named list).
 
 use std::path::{Path, PathBuf};
 
 use burn::module::ParamId;
 use burn::optim::Optimizer;
-use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{AdamW, AdamWState, AdaptiveMomentumState};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
-use crate::optimizer::{SftOptimizer, adamw};
+use burn::module::AutodiffModule;
+
+use crate::optimizer::{AdamWFor, SftOptimizer, adamw};
 use anneal_model::llm::CausalLm;
 use anneal_model::llm::save::{WeightRef, named_weights};
 use anneal_model::lora::peft::tensor_name;
@@ -48,14 +50,16 @@ pub enum StateFileProblem {
     NotF32 { key: String, rank: usize },
 }
 
-/// A trained parameter: a name stable across processes, its id now, its rank, and
-/// the device its optimizer state belongs on.
-struct Trained<D> {
-    name: String,
-    id: ParamId,
-    rank: usize,
-    device: D,
+/// A trained parameter: a name stable across processes, its id now, its rank (1
+/// or 2), and the device its optimizer state belongs on.
+pub struct TrainedParam<D> {
+    pub name: String,
+    pub id: ParamId,
+    pub rank: usize,
+    pub device: D,
 }
+
+type Trained<D> = TrainedParam<D>;
 
 /// The adapter's matrices when the model has adapters, else every base weight.
 fn trained_params<B: Backend>(model: &mut CausalLm<B>) -> Vec<Trained<B::Device>> {
@@ -89,7 +93,7 @@ fn trained_params<B: Backend>(model: &mut CausalLm<B>) -> Vec<Trained<B::Device>
         .collect()
 }
 
-type Record<B> = <SftOptimizer<B> as Optimizer<CausalLm<B>, B>>::Record;
+type Record<M, B> = <AdamWFor<M, B> as Optimizer<M, B>>::Record;
 type Tensors = Vec<TensorRow>;
 
 /// Writes the first and second moments of every trained parameter as f32 tensors
@@ -101,9 +105,18 @@ pub fn save_optimizer_state<B: AutodiffBackend>(
     optimizer: &SftOptimizer<B>,
     path: &Path,
 ) -> Result<(), OptimizerStateError> {
+    save_moments(optimizer, trained_params(model), path)
+}
+
+/// [`save_optimizer_state`] for any module, its trained parameters named by `params`.
+pub fn save_moments<B: AutodiffBackend, M: AutodiffModule<B>>(
+    optimizer: &AdamWFor<M, B>,
+    params: Vec<TrainedParam<B::Device>>,
+    path: &Path,
+) -> Result<(), OptimizerStateError> {
     let mut records = optimizer.to_record();
     let mut tensors: Tensors = Vec::new();
-    for trained in trained_params(model) {
+    for trained in params {
         // A parameter with no record has not been stepped yet; it resumes the same way.
         let Some(record) = records.remove(&trained.id) else {
             continue;
@@ -149,14 +162,23 @@ pub fn load_optimizer_state<B: AutodiffBackend>(
     weight_decay: f64,
     path: &Path,
 ) -> Result<SftOptimizer<B>, OptimizerStateError> {
+    load_moments(trained_params(model), weight_decay, path)
+}
+
+/// [`load_optimizer_state`] for any module, its trained parameters named by `params`.
+pub fn load_moments<B: AutodiffBackend, M: AutodiffModule<B>>(
+    params: Vec<TrainedParam<B::Device>>,
+    weight_decay: f64,
+    path: &Path,
+) -> Result<AdamWFor<M, B>, OptimizerStateError> {
     let err = |problem: StateFileProblem| OptimizerStateError {
         path: path.to_path_buf(),
         problem,
     };
     let bytes = std::fs::read(path).map_err(|e| err(e.into()))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| err(e.into()))?;
-    let mut records: Record<B> = Default::default();
-    for trained in trained_params(model) {
+    let mut records: Record<M, B> = Default::default();
+    for trained in params {
         // A parameter without state had not been stepped when the state was saved.
         let Ok(step) = tensors.tensor(&format!("{}.step", trained.name)) else {
             continue;
@@ -174,7 +196,7 @@ pub fn load_optimizer_state<B: AutodiffBackend>(
         .map_err(err)?;
         records.insert(trained.id, record);
     }
-    let optimizer: OptimizerAdaptor<AdamW, CausalLm<B>, B> = adamw(weight_decay);
+    let optimizer: AdamWFor<M, B> = adamw(weight_decay);
     Ok(optimizer.load_record(records))
 }
 

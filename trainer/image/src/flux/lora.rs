@@ -158,6 +158,11 @@ impl FluxLora {
     pub fn modules(&self) -> impl Iterator<Item = &str> {
         self.layers.keys().map(String::as_str)
     }
+
+    /// Module `module`'s matrices as stored: `lora_A` `[r, in]` and `lora_B` `[out, r]`.
+    pub fn matrices(&self, module: &str) -> Option<(&TensorData, &TensorData)> {
+        self.layers.get(module).map(|layer| (&layer.a, &layer.b))
+    }
 }
 
 /// `lora_alpha / r` per module from diffusers' metadata.

@@ -20,6 +20,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use safetensors::Dtype;
 
+use super::lora::FluxLora;
 use super::transformer::FluxTransformer;
 
 /// The shape and init of the adapters an image job trains.
@@ -109,6 +110,55 @@ pub fn attach_trainable<B: Backend>(
                 [settings.rank, output],
                 (&device, DType::F32),
             )),
+            scale: settings.scale(),
+            dropout: Dropout {
+                prob: settings.dropout,
+            },
+        });
+    }
+    Ok(model)
+}
+
+/// Attaches to each of `targets` the trainable adapter `saved` holds (a checkpoint
+/// [`diffusers_lora_bytes`] wrote), every base weight frozen: the run continues
+/// from the same matrices, bit for bit (f32 in, f32 out).
+pub fn attach_saved<B: Backend>(
+    model: FluxTransformer<B>,
+    targets: &[String],
+    settings: &TrainableLora,
+    saved: &FluxLora,
+) -> Result<FluxTransformer<B>, String> {
+    let mut model = model.no_grad();
+    model.clear_loras();
+    for target in targets {
+        let (a, b) = saved
+            .matrices(target)
+            .ok_or_else(|| format!("{}: has no adapter for {target}", saved.path.display()))?;
+        let projection = model
+            .projection_mut(target)
+            .ok_or_else(|| format!("no linear layer {target} in this FLUX transformer"))?;
+        let device = projection.base.weight.device();
+        let [input, output] = projection.base.weight.dims();
+        // Stored [r, in] and [out, r]; ours are their transposes.
+        let own = |data: &TensorData| -> Tensor<B, 2> {
+            let stored =
+                Tensor::<B, 2>::from_data(data.clone().convert::<f32>(), (&device, DType::F32));
+            Tensor::from_data(stored.transpose().into_data(), (&device, DType::F32))
+        };
+        let (a, b) = (own(a), own(b));
+        if a.dims() != [input, settings.rank] || b.dims() != [settings.rank, output] {
+            return Err(format!(
+                "{}: {target} has rank {} for a {}x{} layer; the job trains rank {} on {input}x{output}",
+                saved.path.display(),
+                a.dims()[1],
+                a.dims()[0],
+                b.dims()[1],
+                settings.rank
+            ));
+        }
+        projection.lora = Some(LoraAdapter {
+            a: Param::from_tensor(a),
+            b: Param::from_tensor(b),
             scale: settings.scale(),
             dropout: Dropout {
                 prob: settings.dropout,

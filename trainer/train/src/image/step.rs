@@ -3,8 +3,7 @@
 //! flow-matching loss on a batch of one bucket, its gradient clipped by the global
 //! norm, and AdamW on the adapter.
 
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rand::rngs::StdRng;
@@ -14,17 +13,10 @@ use anneal_image::flow_matching::{FlowBatch, flow_matching_loss};
 use anneal_image::flux::FluxTransformer;
 
 use crate::grad_clip::clip_global_norm;
+use crate::optimizer::AdamWFor;
 use crate::state::step_seed;
 
-pub type ImageOptimizer<B> = OptimizerAdaptor<AdamW, FluxTransformer<B>, B>;
-
-/// AdamW as PyTorch defaults it (eps 1e-8), with the job's weight decay.
-pub fn image_adamw<B: AutodiffBackend>(weight_decay: f64) -> ImageOptimizer<B> {
-    AdamWConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(weight_decay as f32)
-        .init()
-}
+pub type ImageOptimizer<B> = AdamWFor<FluxTransformer<B>, B>;
 
 /// A step's random numbers: standard normal draws for the latents (from their cached
 /// distribution) and for the noise, both `[batch, channels, h, w]`, and one normal
@@ -191,7 +183,7 @@ mod tests {
         let targets = lora_targets(2, 4, false);
         let mut model =
             attach_trainable(pipeline.transformer.clone(), &targets, &settings).unwrap();
-        let mut optimizer = image_adamw::<A>(0.0);
+        let mut optimizer: ImageOptimizer<A> = crate::optimizer::adamw(0.0);
         let mut losses = Vec::new();
         for step in 0..3u64 {
             let draws = StepDraws::for_step(seed, step, SHAPE);

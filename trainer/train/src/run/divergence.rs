@@ -58,7 +58,7 @@ pub(super) fn non_finite_figure(
 
 /// What most likely made a run diverge at `step`: a base model that gives no finite
 /// output when the very first step of a fresh run fails, else too large a step.
-fn likely_cause(state: &TrainerState, step: u64, learning_rate: f64) -> String {
+pub(crate) fn likely_cause(state: &TrainerState, step: u64, learning_rate: f64) -> String {
     let finite_before = state
         .log_history
         .iter()

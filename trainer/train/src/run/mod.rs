@@ -6,12 +6,12 @@
 //! adapter, loss chart and result at the end ([`finish`]).
 
 mod checkpoint;
-mod divergence;
+pub(crate) mod divergence;
 mod early_stop;
 mod finish;
 mod inputs;
 mod out_of_memory;
-mod start;
+pub(crate) mod start;
 mod step;
 
 use std::sync::atomic::Ordering;

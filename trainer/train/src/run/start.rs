@@ -6,7 +6,7 @@ use anneal_crds::events::{EventBody, LogLevel};
 use anneal_crds::finetunejob::{JobPhase, Metrics, TrainingType};
 use burn::tensor::backend::AutodiffBackend;
 
-use super::{Run, RunInputs, RunLocation};
+use super::{Run, RunIdentity, RunInputs, RunLocation, TrainingSettings};
 use crate::checkpoint::{ResumePoint, fetch_newest_checkpoint, restore_training};
 use crate::event_log::{EVENTS_FILE, EventLog, EventSink};
 use crate::micro_batch::MicroBatch;
@@ -34,27 +34,8 @@ impl Start {
     /// The newest complete checkpoint when the run is to resume and has one; an
     /// error when that checkpoint cannot continue a run with this job and `order`.
     pub fn find(inputs: &RunInputs, order: &DataOrder) -> Result<Self, TrainError> {
-        if !inputs.resume {
-            return Ok(Start::Fresh);
-        }
-        let Some(point) =
-            fetch_newest_checkpoint(&inputs.location.output, &inputs.location.work_dir)?
-        else {
-            return Ok(Start::Fresh);
-        };
-        let settings = &inputs.settings;
-        if let Some(why) =
-            point
-                .state
-                .incompatibility(settings.method, &settings.hyperparameters, order)
-        {
-            return Err(ResumeError::Incompatible {
-                checkpoint: point.name,
-                why,
-            }
-            .into());
-        }
-        Ok(Start::Resume(Box::new(point)))
+        let point = find_resume_point(inputs.resume, &inputs.location, &inputs.settings, order)?;
+        Ok(point.map_or(Start::Fresh, |point| Start::Resume(Box::new(point))))
     }
 
     /// The model, optimizer and state the first step of this session trains on.
@@ -105,24 +86,87 @@ impl Start {
         location: &RunLocation,
         sinks: Vec<Box<dyn EventSink>>,
     ) -> Result<EventLog, TrainError> {
-        let previous = match self {
-            Start::Resume(_) => location.output.get(EVENTS_FILE)?,
-            Start::Fresh => None,
-        };
-        EventLog::open(&location.work_dir, previous, sinks)
-            .map_err(|e| TrainError::io(&location.work_dir, e))
+        open_event_log(location, matches!(self, Start::Resume(_)), sinks)
     }
+}
+
+/// With `resume`, the newest complete checkpoint in the run's output, if any; an
+/// error when it cannot continue a run with these settings and `order` (chat and
+/// image runs alike).
+pub(crate) fn find_resume_point(
+    resume: bool,
+    location: &RunLocation,
+    settings: &TrainingSettings,
+    order: &DataOrder,
+) -> Result<Option<ResumePoint>, TrainError> {
+    if !resume {
+        return Ok(None);
+    }
+    let Some(point) = fetch_newest_checkpoint(&location.output, &location.work_dir)? else {
+        return Ok(None);
+    };
+    if let Some(why) =
+        point
+            .state
+            .incompatibility(settings.method, &settings.hyperparameters, order)
+    {
+        return Err(ResumeError::Incompatible {
+            checkpoint: point.name,
+            why,
+        }
+        .into());
+    }
+    Ok(Some(point))
+}
+
+/// The run's event stream; a resumed run continues the events its output stores.
+pub(crate) fn open_event_log(
+    location: &RunLocation,
+    resumed: bool,
+    sinks: Vec<Box<dyn EventSink>>,
+) -> Result<EventLog, TrainError> {
+    let previous = match resumed {
+        true => location.output.get(EVENTS_FILE)?,
+        false => None,
+    };
+    EventLog::open(&location.work_dir, previous, sinks)
+        .map_err(|e| TrainError::io(&location.work_dir, e))
 }
 
 /// The state of a run at step 0.
 fn first_state(inputs: &RunInputs, order: &DataOrder) -> TrainerState {
-    let h = &inputs.settings.hyperparameters;
+    let datasets = DatasetNames::of(
+        &inputs.data.train.0,
+        inputs
+            .data
+            .validation
+            .as_ref()
+            .map(|(name, _)| name.as_str()),
+    );
+    state_at_start(
+        &inputs.job,
+        &inputs.base_model.name,
+        &inputs.settings,
+        order,
+        datasets,
+    )
+}
+
+/// The state of a run (chat or image) before its first step.
+pub(crate) fn state_at_start(
+    job: &RunIdentity,
+    base_model: &str,
+    settings: &TrainingSettings,
+    order: &DataOrder,
+    datasets: DatasetNames,
+) -> TrainerState {
+    let h = &settings.hyperparameters;
     TrainerState {
         format: STATE_FORMAT,
-        job: inputs.job.job_name.clone(),
-        run_id: inputs.job.run_id.clone(),
-        base_model: inputs.base_model.name.clone(),
-        method: inputs.settings.method,
+        job: job.job_name.clone(),
+        run_id: job.run_id.clone(),
+        base_model: base_model.to_owned(),
+        method: settings.method,
         step: 0,
         total_steps: order.steps_per_epoch * u64::from(h.epochs),
         epoch: 0.0,
@@ -134,14 +178,7 @@ fn first_state(inputs: &RunInputs, order: &DataOrder) -> TrainerState {
         log_history: Vec::new(),
         checkpoints: Vec::new(),
         best_checkpoint: None,
-        datasets: Some(DatasetNames::of(
-            &inputs.data.train.0,
-            inputs
-                .data
-                .validation
-                .as_ref()
-                .map(|(name, _)| name.as_str()),
-        )),
+        datasets: Some(datasets),
     }
 }
 
