@@ -196,6 +196,53 @@ async fn a_bad_dataset_fails_validation_naming_the_line_before_any_pod() {
     operator.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_image_folder_that_breaks_a_rule_fails_validation_naming_the_file_before_any_pod() {
+    use anneal_e2e::operator_harness::{BUCKET, image_job_yaml, repo};
+    let world = World::start(&quickstart_lines(4)).await;
+    let operator = world.start_operator(None).await;
+    let folder = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("examples/quickstart/sks-ball")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(folder.path().join("ball-6.jpg"), b"not a picture").unwrap();
+    std::fs::remove_file(folder.path().join("ball-2.txt")).unwrap();
+    let images = format!("s3://{BUCKET}/data/bad-balls/");
+    world
+        .upload(folder.path().to_path_buf(), images.clone())
+        .await;
+    // No trigger word: the picture without a caption has nothing to be trained on.
+    let job = image_job_yaml("bad-balls", &images, 1, 1).replace("    triggerWord: sks\n", "");
+    world.apply(&job).await;
+    let failed = world
+        .wait_for("bad-balls", Duration::from_secs(60), "Failed", |s| {
+            s.phase == Some(JobPhase::Failed)
+        })
+        .await;
+    let status = failed.status.unwrap();
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert_eq!(
+        (validated.status.as_str(), validated.reason.as_str()),
+        ("False", "InvalidDataset")
+    );
+    assert_eq!(
+        status.message.unwrap(),
+        format!(
+            "invalid dataset spec.dataset.images {images}: ball-6.jpg: is not a JPEG, PNG or WebP image; \
+             ball-2.png: has no caption (a .txt file of the same name) and the job sets no \
+             hyperparameters.triggerWord to train it on"
+        )
+    );
+    let jobs: Api<Job> = Api::namespaced(world.client(), NAMESPACE);
+    assert!(jobs.get_opt("bad-balls-trainer").await.unwrap().is_none());
+    operator.stop().await;
+}
+
 async fn status_train_loss(world: &World, name: &str) -> f64 {
     let status = world.job(name).await.status.unwrap();
     status.metrics.unwrap().train_loss.unwrap()

@@ -13,7 +13,7 @@ use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
 use anneal_crds::storage::Storage;
 use anneal_e2e::operator_harness::{
-    NAMESPACE, World, job_yaml, quickstart_lines, repo, trainer_binary,
+    NAMESPACE, World, job_yaml, quickstart_lines, repo, trainer_binary, upload_tree,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -374,30 +374,6 @@ spec:
     operator.stop().await;
 }
 
-/// Uploads a local folder, subfolders included, under `uri`.
-fn upload_tree(uri: &str, local: &Path, settings: Vec<(String, String)>) {
-    let storage = Storage::open_with(uri, settings).unwrap();
-    let mut stack = vec![local.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let relative = path
-                    .strip_prefix(local)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                storage
-                    .put(&relative, std::fs::read(&path).unwrap())
-                    .unwrap();
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_image_model_and_its_lora_are_served_by_a_model_deployment() {
     use anneal_e2e::operator_harness::BUCKET;
@@ -489,4 +465,131 @@ spec:
             .unwrap()
             .contains("/v1/images/generations")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_image_job_trains_a_lora_per_epoch_and_a_model_deployment_serves_one() {
+    use anneal_e2e::operator_harness::{BUCKET, image_job_yaml};
+    use base64::Engine as _;
+
+    let world = World::start(&quickstart_lines(4)).await;
+    world.kubelet.run_deployments();
+    let operator = world.start_operator(None).await;
+    world
+        .upload(
+            repo().join("examples/models/anneal-flux-tiny"),
+            format!("s3://{BUCKET}/models/anneal-flux-tiny"),
+        )
+        .await;
+    world
+        .upload(
+            repo().join("examples/quickstart/sks-ball"),
+            format!("s3://{BUCKET}/data/sks-ball"),
+        )
+        .await;
+    let images = format!("s3://{BUCKET}/data/sks-ball/");
+    let applied = world.apply(&image_job_yaml("ball", &images, 2, 2)).await;
+    let uid = applied.metadata.uid.clone().unwrap();
+
+    // Five pictures twice an epoch, one a step: a checkpoint with its sample image
+    // every 10 steps.
+    let done = world
+        .wait_for("ball", TRAINING, "Succeeded", |s| {
+            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
+        })
+        .await;
+    let status = done.status.unwrap();
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert_eq!(validated.reason, "Valid");
+    assert!(
+        validated
+            .message
+            .contains(&format!("spec.dataset.images {images}: 5 images")),
+        "{}",
+        validated.message
+    );
+    let run = format!("s3://{BUCKET}/runs/{NAMESPACE}/ball/{uid}");
+    let names: Vec<&str> = status.checkpoints.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ckpt-10", "ckpt-20"]);
+    for checkpoint in &status.checkpoints {
+        let folder = format!("{run}/checkpoints/{}", checkpoint.name);
+        assert_eq!(checkpoint.samples, [format!("{folder}/sample-0.png")]);
+        let sample = world.read_object(&folder, "sample-0.png").await.unwrap();
+        assert!(sample.starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert!(
+            world
+                .read_object(&folder, "pytorch_lora_weights.safetensors")
+                .await
+                .is_some()
+        );
+    }
+    let result = status.result.unwrap();
+    assert_eq!(result.model_id, "ft:anneal-flux-tiny:ball:ckpt-20");
+    assert_eq!(result.uri, format!("{run}/final"));
+    assert!(world.read_object(&run, "samples.png").await.is_some());
+    assert!(world.read_object(&run, "loss.svg").await.is_some());
+
+    // The first epoch's adapter, served: the same picture as its sample for the same
+    // prompt and seed.
+    let manifest = anneal_crds::manifest::parse_modeldeployment(&format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: ball-pictures, namespace: {NAMESPACE}}}
+spec:
+  model:
+    fineTuneJob: {{name: ball, checkpoint: ckpt-10}}
+  runtime: builtin
+  resources: {{gpus: 0}}
+"#
+    ))
+    .unwrap();
+    let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
+    deployments
+        .create(&PostParams::default(), &manifest)
+        .await
+        .unwrap();
+    let ready = wait_for_deployment(&world, "ball-pictures", "Ready", |s| {
+        s.phase == Some(DeploymentPhase::Ready)
+    })
+    .await;
+    let model_id = "ft:anneal-flux-tiny:ball:ckpt-10";
+    assert_eq!(ready.model_id.as_deref(), Some(model_id));
+    let url = world.kubelet.deployment_url("ball-pictures").unwrap();
+    let ids = served_ids(&url).await;
+    assert!(ids.contains(&model_id.to_owned()), "{ids:?}");
+    let reply = post_json(
+        &format!("{url}/v1/images/generations"),
+        &json!({"model": model_id, "prompt": "sks", "size": "64x64",
+                "seed": 1, "num_inference_steps": 4}),
+    )
+    .await;
+    assert_eq!(reply.status(), 200);
+    let body: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    let sample = world
+        .read_object(&format!("{run}/checkpoints/ckpt-10"), "sample-0.png")
+        .await
+        .unwrap();
+    // Serving computes on its own path (its own batch of one, its own threads): a
+    // value may round the other way, never more.
+    let pixels = |png: &[u8]| image::load_from_memory(png).unwrap().to_rgb8().into_raw();
+    let (served, sampled) = (pixels(&png), pixels(&sample));
+    assert_eq!(served.len(), 64 * 64 * 3);
+    let off: Vec<i16> = served
+        .iter()
+        .zip(&sampled)
+        .map(|(a, b)| i16::from(*a) - i16::from(*b))
+        .filter(|d| *d != 0)
+        .collect();
+    assert!(
+        off.iter().all(|d| d.abs() <= 1) && off.len() <= served.len() / 100,
+        "the served picture differs from the checkpoint's sample: {off:?}"
+    );
+    operator.stop().await;
 }

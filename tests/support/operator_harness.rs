@@ -2,7 +2,7 @@
 //! the dataset, the operator running in-process against both, and the fake kubelet
 //! running trainer pods as real `trainer` processes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anneal_crds::FineTuneJob;
@@ -322,6 +322,77 @@ spec:
   checkpoints: {{everyEpoch: true, everySteps: {every_steps}}}
   resources: {{gpus: 0}}
 {extra_spec}"#
+    )
+}
+
+/// Uploads a local folder, subfolders included, under `uri` (blocking).
+pub fn upload_tree(uri: &str, local: &Path, settings: Vec<(String, String)>) {
+    let storage = Storage::open_with(uri, settings).unwrap();
+    let mut stack = vec![local.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path
+                    .strip_prefix(local)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                storage
+                    .put(&relative, std::fs::read(&path).unwrap())
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl World {
+    /// The moto settings as the storage layer takes them.
+    pub fn storage_settings(&self) -> Vec<(String, String)> {
+        self.moto
+            .settings()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    /// Uploads the local folder `local` under `uri`.
+    pub async fn upload(&self, local: PathBuf, uri: String) {
+        let settings = self.storage_settings();
+        tokio::task::spawn_blocking(move || upload_tree(&uri, &local, settings))
+            .await
+            .unwrap();
+    }
+}
+
+/// An image job (`task: text-to-image`) on the bundled tiny FLUX model at
+/// `s3://{BUCKET}/models/anneal-flux-tiny` and the pictures under `images`: each
+/// picture `repeats` times an epoch, one a step, a checkpoint and a sample each epoch.
+pub fn image_job_yaml(name: &str, images: &str, epochs: u32, repeats: u32) -> String {
+    format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {{name: {name}, namespace: {NAMESPACE}}}
+spec:
+  task: text-to-image
+  baseModel: {{name: anneal-flux-tiny, source: "s3://{BUCKET}/models/anneal-flux-tiny"}}
+  dataset: {{images: "{images}"}}
+  hyperparameters:
+    learningRate: 0.002
+    epochs: {epochs}
+    batchSize: 1
+    repeats: {repeats}
+    resolution: 64
+    triggerWord: sks
+    lora: {{rank: 4, alpha: 4}}
+  checkpoints:
+    everyEpoch: true
+    samplePrompts: [{{prompt: sks, seed: 1, steps: 4}}]
+  resources: {{gpus: 0}}
+"#
     )
 }
 

@@ -15,7 +15,8 @@
 //! [`plan_folder`] judges a listing (names and sizes, nothing read);
 //! [`validate_image_folder`] then reads and decodes each file through the caller's
 //! reader (a local folder or object storage), and [`read_image_folder`] also hands
-//! each decoded image to the caller.
+//! each decoded image to the caller. [`check_image_headers`] is the operator's
+//! check: the same rules with each image's header read instead of its pixels.
 
 mod decode;
 mod listing;
@@ -25,7 +26,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{DECODE_LIMITS_PIXELS, caption_text, decode_image};
+pub use decode::{DECODE_LIMITS_PIXELS, caption_text, decode_image, image_header};
 pub use listing::{FolderPlan, ImagePair, plan_folder};
 pub use local::list_local_folder;
 pub use report::{CaptionedImage, ImageFolderReport, ImageProblem};
@@ -97,6 +98,39 @@ pub fn read_image_folder(
     read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
     on_image: &mut dyn FnMut(&CaptionedImage, image::DynamicImage),
 ) -> ImageFolderReport {
+    let mut look = |bytes: &[u8]| decode_image(bytes).map(Looked::Decoded);
+    walk_folder(files, fallback, limits, read, &mut look, on_image)
+}
+
+/// [`validate_image_folder`] reading each image's header only (its format and size),
+/// never its pixels: memory stays within one file's bytes (at most
+/// `max_image_bytes`) whatever size an image claims. A file whose pixel data is
+/// damaged past its header passes here and is refused by the trainer's decode.
+pub fn check_image_headers(
+    files: &[FolderFile],
+    fallback: &CaptionFallback,
+    limits: &ImageFolderLimits,
+    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+) -> ImageFolderReport {
+    let mut look = |bytes: &[u8]| image_header(bytes).map(|(w, h)| Looked::Header(w, h));
+    walk_folder(files, fallback, limits, read, &mut look, &mut |_, _| {})
+}
+
+/// What was learnt of an image: its pixels, or only its header's size.
+enum Looked {
+    Decoded(image::DynamicImage),
+    Header(u32, u32),
+}
+
+/// The listing's rules, then each caption read and each image looked at with `look`.
+fn walk_folder(
+    files: &[FolderFile],
+    fallback: &CaptionFallback,
+    limits: &ImageFolderLimits,
+    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    look: &mut dyn FnMut(&[u8]) -> Result<Looked, String>,
+    on_image: &mut dyn FnMut(&CaptionedImage, image::DynamicImage),
+) -> ImageFolderReport {
     let plan = plan_folder(files, limits);
     let mut report = ImageFolderReport {
         images: Vec::new(),
@@ -123,15 +157,21 @@ pub fn read_image_folder(
             },
             None => None,
         };
-        match read(&pair.image.name).and_then(|bytes| decode_image(&bytes)) {
-            Ok(image) => {
+        match read(&pair.image.name).and_then(|bytes| look(&bytes)) {
+            Ok(looked) => {
+                let (width, height) = match &looked {
+                    Looked::Decoded(image) => (image.width(), image.height()),
+                    Looked::Header(width, height) => (*width, *height),
+                };
                 let entry = CaptionedImage {
                     name: pair.image.name.clone(),
                     caption,
-                    width: image.width(),
-                    height: image.height(),
+                    width,
+                    height,
                 };
-                on_image(&entry, image);
+                if let Looked::Decoded(image) = looked {
+                    on_image(&entry, image);
+                }
                 report.images.push(entry);
             }
             Err(why) => report

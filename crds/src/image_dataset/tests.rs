@@ -27,17 +27,30 @@ impl Folder {
     }
 
     fn check(&self, fallback: &CaptionFallback, limits: &ImageFolderLimits) -> ImageFolderReport {
-        let listing: Vec<FolderFile> = self
-            .0
+        validate_image_folder(&self.listing(), fallback, limits, &mut |name| {
+            self.0.get(name).cloned().ok_or_else(|| "gone".to_owned())
+        })
+    }
+
+    /// The operator's check: headers only.
+    fn check_headers(
+        &self,
+        fallback: &CaptionFallback,
+        limits: &ImageFolderLimits,
+    ) -> ImageFolderReport {
+        check_image_headers(&self.listing(), fallback, limits, &mut |name| {
+            self.0.get(name).cloned().ok_or_else(|| "gone".to_owned())
+        })
+    }
+
+    fn listing(&self) -> Vec<FolderFile> {
+        self.0
             .iter()
             .map(|(name, bytes)| FolderFile {
                 name: name.clone(),
                 size: bytes.len() as u64,
             })
-            .collect();
-        validate_image_folder(&listing, fallback, limits, &mut |name| {
-            self.0.get(name).cloned().ok_or_else(|| "gone".to_owned())
-        })
+            .collect()
     }
 }
 
@@ -185,6 +198,16 @@ fn each_bad_folder_is_refused_naming_the_file() {
     for (folder, fallback, limits, expected) in cases {
         let report = folder.check(&fallback, &limits);
         let found: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        // The operator's header check refuses the same folders with the same messages,
+        // but for pixel data damaged after a whole header, which only decoding finds.
+        let headers = folder.check_headers(&fallback, &limits);
+        let header_problems: Vec<String> =
+            headers.problems.iter().map(ToString::to_string).collect();
+        if folder.0.contains_key("cut.png") {
+            assert!(headers.is_valid(), "{header_problems:?}");
+        } else {
+            assert_eq!(header_problems, found);
+        }
         assert!(!report.is_valid(), "{:?}", folder.0.keys());
         for want in &expected {
             assert!(
@@ -211,6 +234,11 @@ fn an_image_claiming_a_huge_size_is_refused_without_allocating_it() {
         problem.starts_with("cannot be decoded as a PNG image"),
         "{problem}"
     );
+    assert_eq!(
+        image_header(&bytes).unwrap_err(),
+        "cannot be decoded as a PNG image: 100000x100000 is larger than 8192 pixels a side"
+    );
+    assert_eq!(image_header(&png(40, 30)), Ok((40, 30)));
 }
 
 #[test]

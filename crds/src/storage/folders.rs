@@ -148,6 +148,22 @@ impl AsyncStorage {
         Ok(())
     }
 
+    /// Every object under `relative/`, as its name within the folder (`/`-separated,
+    /// so files in subfolders show theirs) and its size in bytes, sorted by name.
+    pub async fn list_files(&self, relative: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        let folder = self.path(relative)?;
+        let mut files: Vec<(String, u64)> = self
+            .list_objects(&folder)
+            .await?
+            .into_iter()
+            .filter_map(|object| {
+                location::relative_name(&object.location, &folder).map(|name| (name, object.size))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
     /// Removes everything under `relative/`, the `COMPLETE` marker first so that a
     /// half-deleted folder is never taken as complete.
     pub async fn delete_dir(&self, relative: &str) -> Result<(), StorageError> {

@@ -14,6 +14,7 @@ use kube::{Api, Client};
 
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
+use crate::finetunejob::image_folder_check::check_image_folder;
 use crate::finetunejob::storage_access::{StorageAccess, operator_storage_access};
 use crate::finetunejob::trainer_job::credentials_secret;
 use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_dataset};
@@ -30,10 +31,12 @@ const DATASET_CHECKS_AT_ONCE: usize = 2;
 static DATASET_CHECKS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(DATASET_CHECKS_AT_ONCE);
 
-/// A dataset to judge: a ConfigMap's text, or an object to read the head of.
+/// A dataset to judge: a ConfigMap's text, an object to read the head of, or an
+/// image folder (its URI and the job's trigger word).
 enum DatasetSource {
     Text(String, String),
     Object(&'static str, String, Vec<(String, String)>),
+    Images(String, Vec<(String, String)>, Option<String>),
 }
 
 /// The outcome: judged, or waiting for something the user still has to create.
@@ -87,6 +90,7 @@ pub async fn check_datasets(
     for (field, uri) in [
         ("spec.dataset.train", &job.spec.dataset.train),
         ("spec.dataset.validation", &job.spec.dataset.validation),
+        ("spec.dataset.images", &job.spec.dataset.images),
     ] {
         let Some(uri) = uri else { continue };
         if !uri.starts_with("s3://") {
@@ -94,6 +98,14 @@ pub async fn check_datasets(
             continue;
         }
         match &access {
+            StorageAccess::Allowed(settings) if field == "spec.dataset.images" => {
+                let trigger_word = job.spec.hyperparameters.trigger_word.clone();
+                sources.push(DatasetSource::Images(
+                    uri.clone(),
+                    settings.clone(),
+                    trigger_word,
+                ));
+            }
             StorageAccess::Allowed(settings) => {
                 sources.push(DatasetSource::Object(field, uri.clone(), settings.clone()));
             }
@@ -114,6 +126,14 @@ pub async fn check_datasets(
             .await
             .expect("the semaphore is never closed");
         let (name, head) = match source {
+            DatasetSource::Images(uri, settings, trigger_word) => {
+                let verdict = check_image_folder(&uri, settings, trigger_word).await?;
+                if !verdict.passed() {
+                    return Ok(DatasetCheck::Judged(verdict));
+                }
+                messages.push(verdict.message);
+                continue;
+            }
             DatasetSource::Text(name, text) => {
                 let size = text.len() as u64;
                 (name, Some((text.into_bytes(), size)))

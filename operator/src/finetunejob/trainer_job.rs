@@ -141,6 +141,9 @@ pub fn pod_manifest(job: &FineTuneJob) -> Result<String, PlanError> {
     if let Some(validation) = &dataset.validation {
         dataset.validation = Some(pod_source_uri("spec.dataset.validation", validation)?.0);
     }
+    if let Some(images) = &dataset.images {
+        dataset.images = Some(pod_source_uri("spec.dataset.images", images)?.0);
+    }
     Ok(serde_yaml_ng::to_string(&planned).expect("a FineTuneJob serializes"))
 }
 
@@ -204,6 +207,9 @@ fn pvc_mounts(job: &FineTuneJob) -> Result<Vec<PvcMount>, PlanError> {
     }
     if let Some(validation) = &job.spec.dataset.validation {
         sources.push(("spec.dataset.validation", validation));
+    }
+    if let Some(images) = &job.spec.dataset.images {
+        sources.push(("spec.dataset.images", images));
     }
     let mut claims = Vec::new();
     for (field, uri) in sources {

@@ -4,6 +4,7 @@
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::dataset::DatasetReport;
+use anneal_crds::image_dataset::ImageFolderReport;
 use anneal_crds::validation::validate_finetunejob;
 
 /// Problems listed in a status message before the rest are only counted.
@@ -22,8 +23,6 @@ pub enum VerdictReason {
     /// A hub model that does not exist at its revision, or that the job's token
     /// cannot read.
     ModelUnavailable,
-    /// A task this version validates but cannot train yet.
-    UnsupportedTask,
 }
 
 impl VerdictReason {
@@ -34,7 +33,6 @@ impl VerdictReason {
             VerdictReason::InvalidDataset => "InvalidDataset",
             VerdictReason::InsufficientGpuMemory => "InsufficientGpuMemory",
             VerdictReason::ModelUnavailable => "ModelUnavailable",
-            VerdictReason::UnsupportedTask => "UnsupportedTask",
         }
     }
 }
@@ -55,15 +53,6 @@ impl Verdict {
 /// costs no storage reads.
 pub fn judge_spec(job: &FineTuneJob) -> Verdict {
     match validate_finetunejob(job) {
-        // The API and its dataset rules are in place; the trainer's image objective
-        // is not yet, so an image job ends here rather than on a trainer pod.
-        Ok(()) if job.spec.task.is_image() => Verdict {
-            reason: VerdictReason::UnsupportedTask,
-            message: format!(
-                "spec.task: {}",
-                anneal_crds::finetunejob::IMAGE_TRAINING_NOT_YET
-            ),
-        },
         Ok(()) => Verdict {
             reason: VerdictReason::Valid,
             message: "spec is valid".to_owned(),
@@ -93,6 +82,32 @@ pub fn judge_dataset(source: &str, report: &DatasetReport) -> Verdict {
             &format!("invalid dataset {source}"),
             &lines,
             report.problems_total,
+        ),
+    }
+}
+
+/// Judges an image folder's report; `source` names the field and URI.
+pub fn judge_image_folder(source: &str, report: &ImageFolderReport) -> Verdict {
+    if report.is_valid() {
+        let uncaptioned = report.images.iter().filter(|i| i.caption.is_none()).count();
+        let mut message = format!("{source}: {} images", report.images.len());
+        if uncaptioned > 0 {
+            message.push_str(&format!(
+                " ({uncaptioned} without a caption, trained on the trigger word alone)"
+            ));
+        }
+        return Verdict {
+            reason: VerdictReason::Valid,
+            message,
+        };
+    }
+    let lines: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    Verdict {
+        reason: VerdictReason::InvalidDataset,
+        message: bounded_message(
+            &format!("invalid dataset {source}"),
+            &lines,
+            lines.len() as u64,
         ),
     }
 }
@@ -159,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_image_job_ends_in_validating_until_the_trainer_has_the_objective() {
+    fn a_valid_image_job_passes_the_spec_and_its_folder_is_judged_by_name() {
         let mut job = FineTuneJob::new(
             "dog",
             serde_json::from_value(serde_json::json!({
@@ -171,14 +186,42 @@ mod tests {
             .unwrap(),
         );
         job.metadata.namespace = Some("default".into());
-        let verdict = judge_spec(&job);
-        assert_eq!(verdict.reason.as_str(), "UnsupportedTask");
-        assert!(
-            verdict
-                .message
-                .starts_with("spec.task: text-to-image training is not in this version yet"),
-            "{}",
-            verdict.message
+        assert_eq!(judge_spec(&job).reason, VerdictReason::Valid);
+
+        use anneal_crds::image_dataset::{CaptionedImage, ImageProblem};
+        let image = |name: &str, caption: Option<&str>| CaptionedImage {
+            name: name.into(),
+            caption: caption.map(str::to_owned),
+            width: 64,
+            height: 64,
+        };
+        let good = ImageFolderReport {
+            images: vec![image("a.png", Some("a dog")), image("b.png", None)],
+            notes: Vec::new(),
+            problems: Vec::new(),
+        };
+        let verdict = judge_image_folder("spec.dataset.images s3://data/dogs/", &good);
+        assert_eq!(
+            (verdict.reason, verdict.message.as_str()),
+            (
+                VerdictReason::Valid,
+                "spec.dataset.images s3://data/dogs/: 2 images (1 without a caption, trained on the trigger word alone)"
+            )
+        );
+        let bad = ImageFolderReport {
+            problems: vec![ImageProblem::file(
+                "c.jpg",
+                "is not a JPEG, PNG or WebP image",
+            )],
+            ..good
+        };
+        let verdict = judge_image_folder("spec.dataset.images s3://data/dogs/", &bad);
+        assert_eq!(
+            (verdict.reason, verdict.message.as_str()),
+            (
+                VerdictReason::InvalidDataset,
+                "invalid dataset spec.dataset.images s3://data/dogs/: c.jpg: is not a JPEG, PNG or WebP image"
+            )
         );
     }
 

@@ -386,6 +386,37 @@ fn the_pod_manifest_trains_the_same_job_from_mounts() {
 }
 
 #[test]
+fn an_image_jobs_pod_reads_its_folder_from_the_claim_it_mounts() {
+    let job = job_from(
+        r#"
+apiVersion: anneal.dev/v1alpha1
+kind: FineTuneJob
+metadata: {name: dog, namespace: team-a, uid: 7c1d-uid}
+spec:
+  task: text-to-image
+  baseModel: {name: anneal-flux-tiny, source: "s3://models/anneal-flux-tiny"}
+  dataset: {images: "pvc://photos/dogs/"}
+  hyperparameters: {triggerWord: sks dog}
+  output: {uri: "s3://runs"}
+"#,
+    );
+    let manifest = pod_manifest(&job).unwrap();
+    let parsed = parse_finetunejob(&manifest).expect("the pod's manifest passes validation");
+    assert_eq!(
+        parsed.spec.dataset.images.as_deref(),
+        Some("file:///mnt/pvc/photos/dogs/")
+    );
+    assert!(parsed.spec.task.is_image());
+    let planned = plan_trainer_job(&job, &config(), None).unwrap();
+    let (volumes, mounts) = volumes_and_mounts(&planned);
+    assert!(volumes.contains(&"pvc-0".to_owned()), "{volumes:?}");
+    assert!(
+        mounts.contains(&("pvc-0".to_owned(), "/mnt/pvc/photos".to_owned())),
+        "{mounts:?}"
+    );
+}
+
+#[test]
 fn a_job_runs_only_images_the_install_allows() {
     let with_image = |image: &str| {
         job_from(&MINIMAL.replace(
