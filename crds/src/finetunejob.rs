@@ -65,11 +65,6 @@ impl Task {
     }
 }
 
-/// What an image job is told, by the operator and by `trainer train`, until the
-/// trainer has the image objective: the API, its rules and the folder checks are in
-/// place first.
-pub const IMAGE_TRAINING_NOT_YET: &str = "text-to-image training is not in this version yet: the job's fields and its image folder are checked (trainer validate), and FLUX models are served with their LoRA adapters (trainer serve), but the trainer does not train image LoRAs yet";
-
 /// Which weights are trained.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
