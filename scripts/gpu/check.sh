@@ -23,6 +23,9 @@
 #      and the FLUX reference fixture, and compares their pixels with the CPU's (f32,
 #      equal to diffusers to 1e-5): CUDA computes in bf16, so the mean difference must
 #      stay under 4/255 and the bundled model's squares keep their colours,
+#   7. trains the image quick start on CUDA (examples/quickstart/image-lora.yaml): the
+#      last epoch's mean flow-matching loss must fall below half the first's, with
+#      a sample image per prompt and epoch,
 # then prints one table, also written to $OUT/gpu-check.md when $OUT is set (with
 # every step's own output in $OUT/gpu-check-steps.log). The benchmark runs before the
 # tiny-model steps because it is the longest and the one a short lease is for; every
@@ -73,9 +76,9 @@ seconds_for() {
   echo $((limit < 10 ? 10 : limit))
 }
 # The steps to run after the build: ANNEAL_CHECK_STEPS, a comma-separated subset of
-# doctor,benchmark,parity,quickstart,images (all by default), so that one lease can
+# doctor,benchmark,parity,quickstart,images,image-job (all by default), so that one lease can
 # take some and the next the rest.
-STEPS=",${ANNEAL_CHECK_STEPS:-doctor,benchmark,parity,quickstart,images},"
+STEPS=",${ANNEAL_CHECK_STEPS:-doctor,benchmark,parity,quickstart,images,image-job},"
 # run_step NAME FUNCTION: runs the step if it was asked for and at least 30 s of the
 # budget are left; otherwise a skipped row that says why.
 run_step() {
@@ -451,6 +454,37 @@ else
 fi
 }
 run_step images check_images
+
+# --- 7. an image job ------------------------------------------------------------------
+check_image_job() {
+step "7. image job: trainer train examples/quickstart/image-lora.yaml --device $MODE; last epoch's mean loss < 0.5 x the first's"
+local started=$SECONDS
+if timeout "$(seconds_for 120)" "$BIN" train examples/quickstart/image-lora.yaml --device "$MODE" --json --output "$WORK/image-job" \
+  > "$WORK/image-job.jsonl" 2> "$WORK/image-job.err"; then
+  if python3 - "$WORK/image-job.jsonl" $((SECONDS - started)) > "$WORK/image-job.txt" <<'PY'
+import json, statistics, sys
+events = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+steps = [e for e in events if e["type"] == "metrics" and "trainLoss" in e]
+per_epoch = len(steps) // 4
+first = statistics.mean(e["trainLoss"] for e in steps[:per_epoch])
+last = statistics.mean(e["trainLoss"] for e in steps[-per_epoch:])
+rate = statistics.median(e["tokensPerSecond"] for e in steps)
+samples = sum(len(e.get("samples", [])) for e in events if e["type"] == "checkpoint")
+print(f"mean loss {first:.3f} (epoch 1) -> {last:.3f} (epoch 4; must be below {0.5 * first:.3f}), "
+      f"{samples} sample images, median {rate:.0f} image tokens/s, {sys.argv[2]} s")
+sys.exit(0 if last < 0.5 * first and samples == 12 else 1)
+PY
+  then
+    record image-job ok "$(cat "$WORK/image-job.txt")"
+  else
+    record image-job FAIL "$(cat "$WORK/image-job.txt")"
+  fi
+else
+  tail -5 "$WORK/image-job.err" >&2
+  record image-job FAIL "trainer train failed or timed out: $( (tail -1 "$WORK/image-job.err"; echo 'no output') | head -1 | cut -c1-300 | tr '|' '/')"
+fi
+}
+run_step image-job check_image_job
 
 table
 if [[ $FAILED == 1 ]]; then
