@@ -26,6 +26,17 @@ const SERVING: Duration = Duration::from_secs(60);
 /// The question the client asks.
 const QUESTION: &str = "Can I take a bike on the tram?";
 
+/// Creates the ModelDeployment in `yaml` (parsed as `kubectl apply` would take it).
+async fn deploy(world: &World, yaml: &str) -> Api<ModelDeployment> {
+    let manifest = anneal_crds::manifest::parse_modeldeployment(yaml).unwrap();
+    let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
+    deployments
+        .create(&PostParams::default(), &manifest)
+        .await
+        .unwrap();
+    deployments
+}
+
 async fn deployment_status(world: &World, name: &str) -> ModelDeploymentStatus {
     let api: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
     api.get(name).await.unwrap().status.unwrap_or_default()
@@ -155,8 +166,10 @@ async fn a_trained_checkpoint_is_served_and_answers_as_trainer_generate_does() {
     let job = job_yaml("story", 2, 2, "").replace("learningRate: 0.003", "learningRate: 0.01");
     assert!(job.contains("learningRate: 0.01"));
     world.apply(&job).await;
-    let manifest = anneal_crds::manifest::parse_modeldeployment(&format!(
-        r#"apiVersion: anneal.dev/v1alpha1
+    let deployments = deploy(
+        &world,
+        &format!(
+            r#"apiVersion: anneal.dev/v1alpha1
 kind: ModelDeployment
 metadata: {{name: chat, namespace: {NAMESPACE}}}
 spec:
@@ -166,13 +179,9 @@ spec:
   runtime: builtin
   resources: {{gpus: 0}}
 "#
-    ))
-    .unwrap();
-    let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
-    deployments
-        .create(&PostParams::default(), &manifest)
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
 
     // While the job trains, the deployment waits, saying why, with nothing to run.
     let pending = wait_for_deployment(&world, "chat", "Pending", |s| {
@@ -404,8 +413,10 @@ async fn an_image_model_and_its_lora_are_served_by_a_model_deployment() {
     })
     .await
     .unwrap();
-    let manifest = anneal_crds::manifest::parse_modeldeployment(&format!(
-        r#"apiVersion: anneal.dev/v1alpha1
+    deploy(
+        &world,
+        &format!(
+            r#"apiVersion: anneal.dev/v1alpha1
 kind: ModelDeployment
 metadata: {{name: pictures, namespace: {NAMESPACE}}}
 spec:
@@ -418,13 +429,9 @@ spec:
   runtime: builtin
   resources: {{gpus: 0}}
 "#
-    ))
-    .unwrap();
-    let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
-    deployments
-        .create(&PostParams::default(), &manifest)
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let ready = wait_for_deployment(&world, "pictures", "Ready", |s| {
         s.phase == Some(DeploymentPhase::Ready)
     })
@@ -535,8 +542,10 @@ async fn an_image_job_trains_a_lora_per_epoch_and_a_model_deployment_serves_one(
 
     // The first epoch's adapter, served: the same picture as its sample for the same
     // prompt and seed.
-    let manifest = anneal_crds::manifest::parse_modeldeployment(&format!(
-        r#"apiVersion: anneal.dev/v1alpha1
+    deploy(
+        &world,
+        &format!(
+            r#"apiVersion: anneal.dev/v1alpha1
 kind: ModelDeployment
 metadata: {{name: ball-pictures, namespace: {NAMESPACE}}}
 spec:
@@ -545,13 +554,9 @@ spec:
   runtime: builtin
   resources: {{gpus: 0}}
 "#
-    ))
-    .unwrap();
-    let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
-    deployments
-        .create(&PostParams::default(), &manifest)
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let ready = wait_for_deployment(&world, "ball-pictures", "Ready", |s| {
         s.phase == Some(DeploymentPhase::Ready)
     })

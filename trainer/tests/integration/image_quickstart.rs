@@ -10,7 +10,9 @@ use std::process::Command;
 
 use anneal_crds::events::{EventBody, TrainerEvent};
 
-use crate::quickstart::{PATH_WITHOUT_TRAINER, the_serve_it_command_serves_the_adapter};
+use crate::quickstart::{
+    PATH_WITHOUT_TRAINER, printed_line, the_serve_it_command_serves_the_adapter, train_as_printed,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -49,21 +51,7 @@ fn distance_to_pictures(png: &Path, pictures: &[image::RgbImage]) -> f64 {
 #[test]
 fn the_image_quickstart_teaches_the_subject_and_its_printed_commands_run() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .arg("train")
-        .arg(repo().join("examples/quickstart/image-lora.yaml"))
-        .arg("--output")
-        .arg(dir.path())
-        .args(["--device", "cpu"])
-        .env("PATH", PATH_WITHOUT_TRAINER)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = train_as_printed("examples/quickstart/image-lora.yaml", dir.path());
     let runs = dir.path().join("default/sks-ball");
     let run = std::fs::read_dir(&runs)
         .unwrap()
@@ -119,14 +107,7 @@ fn the_image_quickstart_teaches_the_subject_and_its_printed_commands_run() {
     );
     assert!(run.join("loss.svg").is_file());
 
-    let printed = |label: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(label))
-            .unwrap_or_else(|| panic!("no `{label}` line in:\n{stdout}"))
-            .trim()
-            .to_owned()
-    };
+    let printed = |label: &str| printed_line(&stdout, label);
     let try_it = printed("try it:");
     let drawn = Command::new("sh")
         .args(["-c", &try_it])

@@ -5,7 +5,9 @@
 //! breaks a rule fails the run before the model loads, naming the file.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::support::Recorder;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anneal_crds::FineTuneJob;
@@ -14,7 +16,6 @@ use anneal_crds::manifest::parse_finetunejob;
 use anneal_crds::storage::Storage;
 use anneal_image::flux::lora::{FluxLora, LORA_FILE};
 use anneal_train::TrainError;
-use anneal_train::event_log::EventSink;
 use anneal_train::image::run::{ImageRunInputs, SampleImage, TrainingImages, run_image_training};
 use anneal_train::run::{BaseModel, RunIdentity, RunLocation, RunOutcome, TrainingSettings};
 use anneal_train::state::TrainerState;
@@ -90,23 +91,6 @@ fn inputs(
 
 fn pictures() -> PathBuf {
     repo().join("examples/quickstart/sks-ball")
-}
-
-/// Keeps every event; sets `stop` once step `stop_at` has finished.
-struct Recorder {
-    events: Arc<Mutex<Vec<TrainerEvent>>>,
-    stop: Option<(u64, Arc<AtomicBool>)>,
-}
-
-impl EventSink for Recorder {
-    fn emit(&mut self, event: &TrainerEvent) {
-        if let (EventBody::Progress(p), Some((at, flag))) = (&event.body, &self.stop)
-            && p.step >= *at
-        {
-            flag.store(true, Ordering::SeqCst);
-        }
-        self.events.lock().unwrap().push(event.clone());
-    }
 }
 
 fn train(

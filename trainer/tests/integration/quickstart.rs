@@ -17,34 +17,12 @@ pub(crate) const PATH_WITHOUT_TRAINER: &str = "/usr/local/bin:/usr/bin:/bin";
 
 #[test]
 fn the_quickstart_learns_the_house_style_and_its_printed_commands_run() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .arg("train")
-        .arg(repo.join("examples/quickstart/finetunejob.yaml"))
-        .arg("--output")
-        .arg(dir.path())
-        .args(["--device", "cpu"])
-        .env("PATH", PATH_WITHOUT_TRAINER)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = train_as_printed("examples/quickstart/finetunejob.yaml", dir.path());
     let events = run_events(dir.path());
     let last = learned_the_house_style(&events);
 
-    let printed = |label: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(label))
-            .unwrap_or_else(|| panic!("no `{label}` line in:\n{stdout}"))
-            .trim()
-            .to_owned()
-    };
+    let printed = |label: &str| printed_line(&stdout, label);
     let trainer = std::fs::canonicalize(env!("CARGO_BIN_EXE_trainer")).unwrap();
     let try_it = printed("try it:");
     assert!(
@@ -53,6 +31,38 @@ fn the_quickstart_learns_the_house_style_and_its_printed_commands_run() {
     );
     the_try_it_command_answers_like_the_last_checkpoint(&try_it, last);
     the_serve_it_command_serves_the_adapter(&printed("serve it:"), &printed("model id:"));
+}
+
+/// Runs `trainer train MANIFEST` (relative to the repository) as a newcomer would,
+/// without `trainer` on PATH, into `output`; its standard output.
+pub(crate) fn train_as_printed(manifest: &str, output: &Path) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("train")
+        .arg(repo.join(manifest))
+        .arg("--output")
+        .arg(output)
+        .args(["--device", "cpu"])
+        .env("PATH", PATH_WITHOUT_TRAINER)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+}
+
+/// What the run printed after `label` (`try it:`), trimmed.
+pub(crate) fn printed_line(stdout: &str, label: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{stdout}"))
+        .trim()
+        .to_owned()
 }
 
 /// The events the run wrote to its `events.jsonl`.

@@ -7,7 +7,9 @@
 //! run's losses as they are.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::support::Recorder;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anneal_crds::FineTuneJob;
@@ -24,7 +26,6 @@ use anneal_model::llm::load_model;
 use anneal_model::lora::merge;
 use anneal_model::lora::peft::load_adapter;
 use anneal_train::device_memory::GivenMemory;
-use anneal_train::event_log::EventSink;
 use anneal_train::run::{
     BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
     run_training,
@@ -155,23 +156,6 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
         memory: GivenMemory::default(),
         resume,
         stop: Arc::new(AtomicBool::new(false)),
-    }
-}
-
-/// Keeps every event; sets `stop` once a step at or past `stop_at` has finished.
-struct Recorder {
-    events: Arc<Mutex<Vec<TrainerEvent>>>,
-    stop: Option<(u64, Arc<AtomicBool>)>,
-}
-
-impl EventSink for Recorder {
-    fn emit(&mut self, event: &TrainerEvent) {
-        if let (EventBody::Progress(p), Some((at, flag))) = (&event.body, &self.stop)
-            && p.step >= *at
-        {
-            flag.store(true, Ordering::SeqCst);
-        }
-        self.events.lock().unwrap().push(event.clone());
     }
 }
 

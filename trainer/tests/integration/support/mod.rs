@@ -130,3 +130,22 @@ pub fn two_row_batch()
     let short = sample((0..33).map(|i| (i * 11 % 500 + 3) as u32).collect(), 5);
     anneal_train::tensor_batch::Batch::new(&[&long, &short], &Default::default())
 }
+
+/// Keeps every event of a run; sets `stop` once a step at or past `stop_at` has
+/// finished, as a SIGTERM would.
+pub struct Recorder {
+    pub events: std::sync::Arc<std::sync::Mutex<Vec<anneal_crds::events::TrainerEvent>>>,
+    pub stop: Option<(u64, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+}
+
+impl anneal_train::event_log::EventSink for Recorder {
+    fn emit(&mut self, event: &anneal_crds::events::TrainerEvent) {
+        if let (anneal_crds::events::EventBody::Progress(p), Some((at, flag))) =
+            (&event.body, &self.stop)
+            && p.step >= *at
+        {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.events.lock().unwrap().push(event.clone());
+    }
+}

@@ -11,7 +11,29 @@ use crate::checkpoint::{
     CHECKPOINTS, CheckpointContents, SampleAnswer, checkpoint_name, checkpoint_status,
     prune_checkpoints, store_checkpoint,
 };
+use crate::event_log::EventLog;
 use crate::objective::{Objective, Scores};
+use anneal_crds::storage::Storage;
+
+/// Prunes the checkpoints beyond `keep` (`checkpoints.keep`), sparing `spare`, with
+/// a log event for each one removed.
+pub(crate) fn prune_and_report(
+    events: &mut EventLog,
+    output: &Storage,
+    keep: Option<u32>,
+    spare: Option<&str>,
+) -> Result<(), TrainError> {
+    let Some(keep) = keep else {
+        return Ok(());
+    };
+    for removed in prune_checkpoints(output, keep as usize, spare)? {
+        events.emit(EventBody::Log {
+            level: LogLevel::Info,
+            message: format!("removed {removed} (checkpoints.keep is {keep})"),
+        });
+    }
+    Ok(())
+}
 
 impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
     /// Stores a checkpoint at the current step with `samples` (the answers to the
@@ -34,15 +56,13 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             .map(|(_, name)| name.clone());
         self.store(training, samples, &format!("{CHECKPOINTS}/{}", status.name))?;
         self.events.emit(EventBody::Checkpoint(status));
-        if let Some(keep) = self.settings.checkpoints.keep {
-            let best = training.state.best_checkpoint.as_deref();
-            for removed in prune_checkpoints(output, keep as usize, best)? {
-                self.events.emit(EventBody::Log {
-                    level: LogLevel::Info,
-                    message: format!("removed {removed} (checkpoints.keep is {keep})"),
-                });
-            }
-        }
+        let best = training.state.best_checkpoint.as_deref();
+        prune_and_report(
+            &mut self.events,
+            output,
+            self.settings.checkpoints.keep,
+            best,
+        )?;
         self.events.sync(output)?;
         Ok(())
     }

@@ -10,8 +10,10 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::Run;
 use crate::TrainError;
+use crate::event_log::EventLog;
 use crate::objective::{Objective, Scores, StepReport};
 use crate::state::TrainerState;
+use anneal_crds::storage::Storage;
 
 /// Why and where a run diverged, and what is left of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,20 +102,26 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
     /// Says why the run ends here: an error event and the `Failed` phase go to the
     /// event stream and its storage copy.
     pub(super) fn fail_run(&mut self, message: String) {
-        self.events.emit(EventBody::Log {
-            level: LogLevel::Error,
-            message: message.clone(),
-        });
-        self.events.emit(EventBody::Phase {
-            phase: JobPhase::Failed,
-            message: Some(message),
-            result: None,
-        });
-        // The events that say why are worth a retry of the write; the failure is the
-        // error either way.
-        if let Err(error) = self.events.sync(&self.location.output) {
-            eprintln!("warning: events.jsonl not updated: {error}");
-        }
+        report_failure(&mut self.events, &self.location.output, message);
+    }
+}
+
+/// An error event and the `Failed` phase with `message`, also in `output`'s copy of
+/// the events (chat and image runs alike).
+pub(crate) fn report_failure(events: &mut EventLog, output: &Storage, message: String) {
+    events.emit(EventBody::Log {
+        level: LogLevel::Error,
+        message: message.clone(),
+    });
+    events.emit(EventBody::Phase {
+        phase: JobPhase::Failed,
+        message: Some(message),
+        result: None,
+    });
+    // The events that say why are worth a retry of the write; the failure is the
+    // error either way.
+    if let Err(error) = events.sync(output) {
+        eprintln!("warning: events.jsonl not updated: {error}");
     }
 }
 

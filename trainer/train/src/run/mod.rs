@@ -5,14 +5,14 @@
 //! every checkpoint step and on a stop request ([`checkpoint`]), and the final
 //! adapter, loss chart and result at the end ([`finish`]).
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub(crate) mod divergence;
 mod early_stop;
 mod finish;
 mod inputs;
 mod out_of_memory;
 pub(crate) mod start;
-mod step;
+pub(crate) mod step;
 
 use std::sync::atomic::Ordering;
 

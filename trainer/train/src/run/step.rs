@@ -89,15 +89,26 @@ impl Session {
     /// Where the run stands after the step `entry` logs, with the time left at
     /// this session's pace.
     fn progress(&self, entry: &LogEntry, total_steps: u64) -> Progress {
-        let done_this_session = (entry.step - self.first_step) as f64;
-        let per_step = self.started.elapsed().as_secs_f64() / done_this_session;
-        Progress {
-            epoch: entry.epoch,
-            step: entry.step,
-            total_steps,
-            percent: (entry.step * 100 / total_steps.max(1)) as u32,
-            eta_seconds: Some((per_step * (total_steps - entry.step) as f64).round() as u64),
-        }
+        progress_at(entry, total_steps, self.started, self.first_step)
+    }
+}
+
+/// Where a run (chat or image) stands after the step `entry` logs, with the time
+/// left at the pace of the steps since `first_step`, which started at `started`.
+pub(crate) fn progress_at(
+    entry: &LogEntry,
+    total_steps: u64,
+    started: Instant,
+    first_step: u64,
+) -> Progress {
+    let done_this_session = (entry.step - first_step).max(1) as f64;
+    let per_step = started.elapsed().as_secs_f64() / done_this_session;
+    Progress {
+        epoch: entry.epoch,
+        step: entry.step,
+        total_steps,
+        percent: (entry.step * 100 / total_steps.max(1)) as u32,
+        eta_seconds: Some((per_step * (total_steps - entry.step) as f64).round() as u64),
     }
 }
 

@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::start::{ImageTraining, adapter_params};
 use super::{ImageRun, RunOutcome};
 use crate::TrainError;
-use crate::checkpoint::{CHECKPOINTS, SAMPLES_FILE, checkpoint_name, prune_checkpoints};
+use crate::checkpoint::{CHECKPOINTS, SAMPLES_FILE, checkpoint_name};
 use crate::image::samples::draw_samples;
 use crate::optimizer_state::{OPTIMIZER_FILE, save_moments};
+use crate::run::checkpoint::prune_and_report;
 use crate::state::STATE_FILE;
 
 /// Where the untrained model's samples go in the run's output.
@@ -111,14 +112,8 @@ impl<B: AutodiffBackend> ImageRun<'_, B> {
         state.checkpoints.push(status.clone());
         self.store(training, &pngs, &folder)?;
         self.events.emit(EventBody::Checkpoint(status));
-        if let Some(keep) = self.inputs.settings.checkpoints.keep {
-            for removed in prune_checkpoints(output, keep as usize, None)? {
-                self.events.emit(EventBody::Log {
-                    level: LogLevel::Info,
-                    message: format!("removed {removed} (checkpoints.keep is {keep})"),
-                });
-            }
-        }
+        let keep = self.inputs.settings.checkpoints.keep;
+        prune_and_report(&mut self.events, output, keep, None)?;
         self.events.sync(output)?;
         Ok(())
     }

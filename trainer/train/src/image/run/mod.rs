@@ -15,7 +15,7 @@ mod step;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anneal_crds::events::{EventBody, LogLevel};
+use anneal_crds::events::EventBody;
 use anneal_crds::finetunejob::JobPhase;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -28,6 +28,7 @@ use step::Pace;
 
 use crate::TrainError;
 use crate::event_log::{EventLog, EventSink};
+use crate::run::divergence::report_failure;
 use crate::run::start::{find_resume_point, open_event_log};
 use crate::run::{BaseModel, RunIdentity, RunLocation, RunOutcome, TrainingSettings};
 use crate::state::DataOrder;
@@ -143,17 +144,6 @@ impl<B: AutodiffBackend> ImageRun<'_, B> {
     /// Says why the run ends here: an error event and the `Failed` phase, also in
     /// storage's copy of the events.
     fn fail_run(&mut self, message: String) {
-        self.events.emit(EventBody::Log {
-            level: LogLevel::Error,
-            message: message.clone(),
-        });
-        self.events.emit(EventBody::Phase {
-            phase: JobPhase::Failed,
-            message: Some(message),
-            result: None,
-        });
-        if let Err(error) = self.events.sync(&self.inputs.location.output) {
-            eprintln!("warning: events.jsonl not updated: {error}");
-        }
+        report_failure(&mut self.events, &self.inputs.location.output, message);
     }
 }

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use crate::run::step::progress_at;
 use anneal_crds::events::EventBody;
 use anneal_crds::finetunejob::{Metrics, Progress};
 use anneal_image::flow_matching::{FlowBatch, shifted_sigmas};
@@ -39,15 +40,7 @@ impl Pace {
     }
 
     fn progress(&self, entry: &LogEntry, total_steps: u64) -> Progress {
-        let done = (entry.step - self.first_step).max(1) as f64;
-        let per_step = self.started.elapsed().as_secs_f64() / done;
-        Progress {
-            epoch: entry.epoch,
-            step: entry.step,
-            total_steps,
-            percent: (entry.step * 100 / total_steps.max(1)) as u32,
-            eta_seconds: Some((per_step * (total_steps - entry.step) as f64).round() as u64),
-        }
+        progress_at(entry, total_steps, self.started, self.first_step)
     }
 }
 
