@@ -7,5 +7,6 @@ mod fixtures;
 mod lora;
 mod pipeline;
 mod text;
+mod trained_adapter;
 mod transformer;
 mod vae;
