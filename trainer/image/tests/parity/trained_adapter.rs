@@ -68,6 +68,49 @@ fn trained_adapter() -> Vec<u8> {
     diffusers_lora_bytes(&mut model, &targets, &SETTINGS).unwrap()
 }
 
+/// Whether two adapter files hold the same metadata and tensors, their values equal
+/// to 1e-5 of the largest (another CPU may sum in another order).
+fn same_adapter(committed: &[u8], written: &[u8]) -> Result<(), String> {
+    let metadata = |bytes: &[u8]| {
+        safetensors::SafeTensors::read_metadata(bytes)
+            .map(|(_, header)| header.metadata().clone())
+            .map_err(|e| e.to_string())
+    };
+    if metadata(committed)? != metadata(written)? {
+        return Err("other metadata".into());
+    }
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(committed).map_err(|e| e.to_string())?,
+        safetensors::SafeTensors::deserialize(written).map_err(|e| e.to_string())?,
+    );
+    let (mut names, mut others) = (a.names(), b.names());
+    names.sort();
+    others.sort();
+    if names != others {
+        return Err("other tensors".into());
+    }
+    let floats = |data: &[u8]| -> Vec<f32> {
+        data.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    for name in names {
+        let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        if x.shape() != y.shape() {
+            return Err(format!(
+                "{name}: shape {:?}, now {:?}",
+                x.shape(),
+                y.shape()
+            ));
+        }
+        let error = relative_error(&floats(y.data()), &floats(x.data()));
+        if error > 1e-5 {
+            return Err(format!("{name}: relative difference {error}"));
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn an_adapter_anneal_trained_draws_in_anneal_what_diffusers_draws_with_it() {
     let folder = fixtures().join("anneal-trained");
@@ -82,12 +125,14 @@ fn an_adapter_anneal_trained_draws_in_anneal_what_diffusers_draws_with_it() {
         );
         return;
     }
-    assert!(
-        std::fs::read(&file).unwrap() == written,
-        "{} is not what the trainer writes now: run this test with ANNEAL_UPDATE_FIXTURES=1, \
-         then scripts/reference/anneal_lora_in_diffusers.py",
-        file.display()
-    );
+    let committed = std::fs::read(&file).unwrap();
+    if let Err(why) = same_adapter(&committed, &written) {
+        panic!(
+            "{} is not what the trainer writes now ({why}): run this test with \
+             ANNEAL_UPDATE_FIXTURES=1, then scripts/reference/anneal_lora_in_diffusers.py",
+            file.display()
+        );
+    }
 
     // Diffusers' image, drawn with the file from the LoRA case's noise.
     let bytes = std::fs::read(folder.join("diffusers_image.safetensors")).unwrap();
