@@ -17,6 +17,7 @@ use k8s_openapi::api::batch::v1::{
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource,
     PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -251,75 +252,88 @@ pub fn plan_trainer_job(
     // Checked again here: the image is checked in Validating, but a resumed job may
     // have changed it since.
     check_trainer_image(job, config)?;
+    let files = pod_files(job, &meta, config, shape)?;
+    // A CPU trainer's memory limit, and the same as the bytes it plans for.
+    let (memory_limit, cpu_memory) = match job.spec.resources.gpus {
+        0 => {
+            let (limit, bytes) = cpu_trainer_memory(&job.spec.resources, config);
+            (Some(limit), Some(bytes))
+        }
+        _ => (None, None),
+    };
+    let env = trainer_pod_env(job, &meta, config, files.env, cpu_memory)?;
+    let container = trainer_container(job, config, env, files.mounts, memory_limit);
+    Ok(trainer_job_around(
+        job,
+        &meta,
+        config,
+        container,
+        files.volumes,
+    ))
+}
+
+/// What the pod reads and writes: its volumes, where they are mounted, and the
+/// variables that point the trainer at the caches among them.
+struct PodFiles {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+    env: Vec<EnvVar>,
+}
+
+/// The job's files (its Secret), scratch space sized from `shape`, the kernel cache
+/// on a GPU, the model cache for a hub model, a ConfigMap dataset and `pvc://` claims.
+fn pod_files(
+    job: &FineTuneJob,
+    meta: &Meta<'_>,
+    config: &OperatorConfig,
+    shape: Option<ModelShape>,
+) -> Result<PodFiles, PlanError> {
     let resources = &job.spec.resources;
-    let mut labels = BTreeMap::new();
-    if let Some(queue) = &job.spec.queue_name {
-        labels.insert(KUEUE_QUEUE_LABEL.to_owned(), queue.clone());
-    }
-    let secret_name = trainer_secret_name(meta.name);
-
-    let mut env = trainer_env(job, &meta, config)?;
-    // On a GPU: burn-cuda compiles its kernels into a writable cache.
-    let cache = (resources.gpus > 0).then(|| kernel_cache(config));
-    if resources.gpus > 0 {
-        // The GPU the Validating verdict planned for: the trainer plans its
-        // micro-batch for the same memory.
-        let memory = exact_size(config.gpu_memory);
-        env.push(pod_env("ANNEAL_GPU_MEMORY", &memory));
-    }
-    if let Some((_, _, variable)) = &cache {
-        env.push(variable.clone());
-    }
-    let mut model_cache_volume = None;
-    if from_hub(job) {
-        let (volume, variables) = model_cache(config);
-        model_cache_volume = volume;
-        env.extend(variables);
-    }
-    let cpu_memory = (resources.gpus == 0).then(|| cpu_trainer_memory(resources, config));
-    if let Some((_, bytes)) = &cpu_memory {
-        // The CPU backend would otherwise plan for the node's MemAvailable, which a
-        // container's memory limit does not change.
-        env.push(pod_env("ANNEAL_CPU_MEMORY", &exact_size(*bytes)));
-    }
-    env.sort_by(|a, b| a.name.cmp(&b.name));
-    let env_from = credentials_env(credentials_secret(job, config).as_deref());
-
     // Whole GiB, as a person would write it.
     let planned_scratch = shape.map(|shape| {
         let total = scratch_plan(&job.spec, shape).total.bytes();
         ByteSize(total.div_ceil(GIB) * GIB)
     });
     let scratch = scratch_limit(resources, planned_scratch, config);
-    let mut mounts = vec![
-        mount("job-files", JOB_FILES_DIR, true),
-        mount("work", "/work", false),
-        mount("tmp", "/tmp", false),
-    ];
-    let mut volumes = vec![
-        Volume {
-            name: "job-files".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret_name),
-                default_mode: Some(0o440),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        empty_dir_limited("work", scratch),
-        empty_dir_limited("tmp", TMP_SIZE),
-    ];
-    if let Some((volume, cache_mount, _)) = cache {
-        mounts.push(cache_mount);
-        volumes.push(volume);
+    let mut files = PodFiles {
+        mounts: vec![
+            mount("job-files", JOB_FILES_DIR, true),
+            mount("work", "/work", false),
+            mount("tmp", "/tmp", false),
+        ],
+        volumes: vec![
+            Volume {
+                name: "job-files".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(trainer_secret_name(meta.name)),
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            empty_dir_limited("work", scratch),
+            empty_dir_limited("tmp", TMP_SIZE),
+        ],
+        env: Vec::new(),
+    };
+    // On a GPU: burn-cuda compiles its kernels into a writable cache.
+    if resources.gpus > 0 {
+        let (volume, cache_mount, variable) = kernel_cache(config);
+        files.mounts.push(cache_mount);
+        files.volumes.push(volume);
+        files.env.push(variable);
     }
-    if let Some((volume, cache_mount)) = model_cache_volume {
-        mounts.push(cache_mount);
-        volumes.push(volume);
+    if from_hub(job) {
+        let (volume, variables) = model_cache(config);
+        if let Some((volume, cache_mount)) = volume {
+            files.mounts.push(cache_mount);
+            files.volumes.push(volume);
+        }
+        files.env.extend(variables);
     }
     if let Some(config_map) = &job.spec.dataset.config_map {
-        mounts.push(mount("dataset", DATASET_DIR, true));
-        volumes.push(Volume {
+        files.mounts.push(mount("dataset", DATASET_DIR, true));
+        files.volumes.push(Volume {
             name: "dataset".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
                 name: config_map.name.clone(),
@@ -336,8 +350,10 @@ pub fn plan_trainer_job(
     }
     for (index, pvc) in pvc_mounts(job)?.into_iter().enumerate() {
         let name = format!("pvc-{index}");
-        mounts.push(mount(&name, &format!("{PVC_DIR}/{}", pvc.claim), true));
-        volumes.push(Volume {
+        files
+            .mounts
+            .push(mount(&name, &format!("{PVC_DIR}/{}", pvc.claim), true));
+        files.volumes.push(Volume {
             name,
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: pvc.claim,
@@ -346,8 +362,44 @@ pub fn plan_trainer_job(
             ..Volume::default()
         });
     }
+    Ok(files)
+}
 
-    let container = Container {
+/// The trainer's environment: the job's own, the device memory it plans its
+/// micro-batch for, and `file_variables` (the caches), sorted by name.
+fn trainer_pod_env(
+    job: &FineTuneJob,
+    meta: &Meta<'_>,
+    config: &OperatorConfig,
+    file_variables: Vec<EnvVar>,
+    cpu_memory: Option<ByteSize>,
+) -> Result<Vec<EnvVar>, PlanError> {
+    let mut env = trainer_env(job, meta, config)?;
+    if job.spec.resources.gpus > 0 {
+        // The GPU the Validating verdict planned for: the trainer plans its
+        // micro-batch for the same memory.
+        env.push(pod_env("ANNEAL_GPU_MEMORY", &exact_size(config.gpu_memory)));
+    }
+    env.extend(file_variables);
+    if let Some(bytes) = cpu_memory {
+        // The CPU backend would otherwise plan for the node's MemAvailable, which a
+        // container's memory limit does not change.
+        env.push(pod_env("ANNEAL_CPU_MEMORY", &exact_size(bytes)));
+    }
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(env)
+}
+
+/// The trainer container: `trainer train` on the mounted manifest, locked down.
+fn trainer_container(
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+    env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+    memory_limit: Option<Quantity>,
+) -> Container {
+    let resources = &job.spec.resources;
+    Container {
         name: TRAINER_CONTAINER.to_owned(),
         image: Some(
             resources
@@ -363,17 +415,29 @@ pub fn plan_trainer_job(
             device(resources).to_owned(),
         ]),
         env: Some(env),
-        env_from,
+        env_from: credentials_env(credentials_secret(job, config).as_deref()),
         volume_mounts: Some(mounts),
-        resources: Some(with_memory(
-            gpu_resources(resources, config),
-            cpu_memory.map(|(quantity, _)| quantity),
-        )),
+        resources: Some(with_memory(gpu_resources(resources, config), memory_limit)),
         security_context: Some(container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
-    };
+    }
+}
 
+/// The `batch/v1 Job` around `container`: one pod, never restarted in place,
+/// suspended for Kueue when the job names a queue.
+fn trainer_job_around(
+    job: &FineTuneJob,
+    meta: &Meta<'_>,
+    config: &OperatorConfig,
+    container: Container,
+    volumes: Vec<Volume>,
+) -> Job {
+    let resources = &job.spec.resources;
+    let mut labels = BTreeMap::new();
+    if let Some(queue) = &job.spec.queue_name {
+        labels.insert(KUEUE_QUEUE_LABEL.to_owned(), queue.clone());
+    }
     let pod_labels = BTreeMap::from([
         (JOB_LABEL.to_owned(), meta.name.to_owned()),
         (
@@ -381,8 +445,8 @@ pub fn plan_trainer_job(
             "anneal-trainer".to_owned(),
         ),
     ]);
-    Ok(Job {
-        metadata: child_metadata(job, &meta, trainer_job_name(meta.name), labels),
+    Job {
+        metadata: child_metadata(job, meta, trainer_job_name(meta.name), labels),
         spec: Some(JobSpec {
             // Kueue admits a queued Job by unsuspending it.
             suspend: Some(job.spec.queue_name.is_some()),
@@ -411,7 +475,7 @@ pub fn plan_trainer_job(
             ..JobSpec::default()
         }),
         status: None,
-    })
+    }
 }
 
 /// `size` as the trainer reads it back to the byte: `80GiB`, else a count of bytes
