@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 
 use anneal_crds::ModelDeployment;
-use anneal_crds::modeldeployment::ServingRuntime;
+use anneal_crds::common::ResourcesSpec;
+use anneal_crds::modeldeployment::{ModelDeploymentSpec, ServingRuntime};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
     ServiceSpec, Volume, VolumeMount,
 };
@@ -427,51 +428,94 @@ pub fn plan_deployment(
 ) -> Result<Deployment, ServingPlanError> {
     let (name, namespace) = name_and_namespace(deployment)?;
     check_image(deployment.spec.resources.image.as_deref(), config)?;
-    let spec = &deployment.spec;
-    let resources = &spec.resources;
-    let runtime = spec.runtime;
-    let plan = match runtime {
+    let plan = match deployment.spec.runtime {
         ServingRuntime::Builtin => builtin_plan(model, deployment)?,
         ServingRuntime::Vllm => vllm_plan(model, deployment)?,
     };
     let credentials = credentials_env(model.credentials_secret.as_deref());
+    let (mut server, image, command) = server_files(&deployment.spec, config);
+    let mut fetch = fetch_files();
+    if plan.reads_hub {
+        add_model_cache(&mut server, &mut fetch, config);
+    }
+    add_claims(&mut server, &plan.claims);
+    let init_containers = fetch_containers(&plan, fetch, credentials.clone(), config);
+    let server_credentials = plan.server_reads_storage.then_some(credentials).flatten();
+    let volumes = std::mem::take(&mut server.volumes);
+    let container = server_container(
+        image,
+        command,
+        plan.args,
+        server,
+        server_credentials,
+        &deployment.spec.resources,
+        config,
+    );
+    Ok(deployment_around(
+        deployment,
+        name,
+        namespace,
+        config,
+        init_containers,
+        container,
+        volumes,
+    ))
+}
 
-    let mut mounts = vec![mount("work", WORK_DIR, false), mount("tmp", "/tmp", false)];
+/// A container's environment and mounts, and the pod volumes they need.
+struct ContainerFiles {
+    env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+    volumes: Vec<Volume>,
+}
+
+/// The server's scratch, caches and shared memory for its runtime, with the image
+/// and command that runtime runs.
+fn server_files(
+    spec: &ModelDeploymentSpec,
+    config: &OperatorConfig,
+) -> (ContainerFiles, String, Option<Vec<String>>) {
+    let resources = &spec.resources;
     // The downloaded model (builtin) or vLLM's caches; vLLM's model gets its own
     // volume of the same limit.
     let scratch = scratch_limit(resources, None, config);
-    let mut volumes = vec![
-        empty_dir_limited("work", scratch),
-        empty_dir_limited("tmp", TMP_SIZE),
-    ];
-    let mut env_vars = vec![env("HOME", WORK_DIR)];
-    let (image, command) = match runtime {
+    let mut files = ContainerFiles {
+        env: vec![env("HOME", WORK_DIR)],
+        mounts: vec![mount("work", WORK_DIR, false), mount("tmp", "/tmp", false)],
+        volumes: vec![
+            empty_dir_limited("work", scratch),
+            empty_dir_limited("tmp", TMP_SIZE),
+        ],
+    };
+    let image = |default: &str| {
+        resources
+            .image
+            .clone()
+            .unwrap_or_else(|| default.to_owned())
+    };
+    match spec.runtime {
         ServingRuntime::Builtin => {
             if resources.gpus > 0 {
                 // burn-cuda compiles its kernels into a writable cache.
                 let (volume, cache_mount, variable) = kernel_cache(config);
-                volumes.push(volume);
-                mounts.push(cache_mount);
-                env_vars.push(variable);
+                files.volumes.push(volume);
+                files.mounts.push(cache_mount);
+                files.env.push(variable);
             }
-            (
-                resources
-                    .image
-                    .clone()
-                    .unwrap_or_else(|| config.trainer_image.clone()),
-                None,
-            )
+            (files, image(&config.trainer_image), None)
         }
         ServingRuntime::Vllm => {
             // Caches under the writable scratch; a named user, because PyTorch asks for
             // one and the pod's uid has no passwd entry.
-            env_vars.push(env("HF_HOME", &format!("{WORK_DIR}/huggingface")));
-            env_vars.push(env("USER", "anneal"));
-            mounts.push(mount("models", MODELS_DIR, true));
-            volumes.push(empty_dir_limited("models", scratch));
+            files
+                .env
+                .push(env("HF_HOME", &format!("{WORK_DIR}/huggingface")));
+            files.env.push(env("USER", "anneal"));
+            files.mounts.push(mount("models", MODELS_DIR, true));
+            files.volumes.push(empty_dir_limited("models", scratch));
             // PyTorch's workers share tensors through /dev/shm, which is 64 MiB by default.
-            mounts.push(mount("dshm", "/dev/shm", false));
-            volumes.push(Volume {
+            files.mounts.push(mount("dshm", "/dev/shm", false));
+            files.volumes.push(Volume {
                 name: "dshm".to_owned(),
                 empty_dir: Some(EmptyDirVolumeSource {
                     medium: Some("Memory".to_owned()),
@@ -479,43 +523,52 @@ pub fn plan_deployment(
                 }),
                 ..Volume::default()
             });
-            (
-                resources
-                    .image
-                    .clone()
-                    .unwrap_or_else(|| config.vllm_image.clone()),
-                Some(
-                    ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-                        .map(str::to_owned)
-                        .to_vec(),
-                ),
-            )
+            let command = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+                .map(str::to_owned)
+                .to_vec();
+            (files, image(&config.vllm_image), Some(command))
         }
-    };
-    // Hub models: the cache (a claim, or the pod's scratch) in the server and in
-    // every fetch, which links the models folder into it.
-    let mut fetch_env = vec![env("HOME", WORK_DIR)];
-    let mut fetch_mounts = vec![
-        mount("models", MODELS_DIR, false),
-        mount("work", WORK_DIR, false),
-        mount("tmp", "/tmp", false),
-    ];
-    if plan.reads_hub {
-        let (volume, variables) = model_cache(config);
-        if let Some((volume, cache_mount)) = volume {
-            volumes.push(volume);
-            mounts.push(cache_mount.clone());
-            fetch_mounts.push(cache_mount);
-        }
-        env_vars.extend(variables.iter().cloned());
-        fetch_env.extend(variables);
     }
-    env_vars.sort_by(|a, b| a.name.cmp(&b.name));
-    fetch_env.sort_by(|a, b| a.name.cmp(&b.name));
-    for (index, claim) in plan.claims.iter().enumerate() {
+}
+
+/// What every fetch container mounts (its volumes are the server's).
+fn fetch_files() -> ContainerFiles {
+    ContainerFiles {
+        env: vec![env("HOME", WORK_DIR)],
+        mounts: vec![
+            mount("models", MODELS_DIR, false),
+            mount("work", WORK_DIR, false),
+            mount("tmp", "/tmp", false),
+        ],
+        volumes: Vec::new(),
+    }
+}
+
+/// Hub models: the cache (a claim, or the pod's scratch) in the server and in every
+/// fetch, which links the models folder into it.
+fn add_model_cache(
+    server: &mut ContainerFiles,
+    fetch: &mut ContainerFiles,
+    config: &OperatorConfig,
+) {
+    let (volume, variables) = model_cache(config);
+    if let Some((volume, cache_mount)) = volume {
+        server.volumes.push(volume);
+        server.mounts.push(cache_mount.clone());
+        fetch.mounts.push(cache_mount);
+    }
+    server.env.extend(variables.iter().cloned());
+    fetch.env.extend(variables);
+}
+
+/// The `pvc://` claims the server reads, mounted read-only.
+fn add_claims(server: &mut ContainerFiles, claims: &[String]) {
+    for (index, claim) in claims.iter().enumerate() {
         let volume = format!("pvc-{index}");
-        mounts.push(mount(&volume, &format!("{PVC_DIR}/{claim}"), true));
-        volumes.push(Volume {
+        server
+            .mounts
+            .push(mount(&volume, &format!("{PVC_DIR}/{claim}"), true));
+        server.volumes.push(Volume {
             name: volume,
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: claim.clone(),
@@ -524,41 +577,57 @@ pub fn plan_deployment(
             ..Volume::default()
         });
     }
+}
 
-    let init_containers: Vec<Container> = plan
-        .fetches
+/// One `trainer fetch` init container per source the server needs downloaded.
+fn fetch_containers(
+    plan: &PodPlan,
+    mut fetch: ContainerFiles,
+    credentials: Option<Vec<EnvFromSource>>,
+    config: &OperatorConfig,
+) -> Vec<Container> {
+    fetch.env.sort_by(|a, b| a.name.cmp(&b.name));
+    plan.fetches
         .iter()
         .map(|(fetch_name, uri, dir)| Container {
             name: fetch_name.clone(),
             image: Some(config.fetch_image.clone()),
             args: Some(vec!["fetch".to_owned(), uri.clone(), dir.clone()]),
-            env: Some(fetch_env.clone()),
+            env: Some(fetch.env.clone()),
             env_from: credentials.clone(),
-            volume_mounts: Some(fetch_mounts.clone()),
+            volume_mounts: Some(fetch.mounts.clone()),
             security_context: Some(container_security()),
             termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
             ..Container::default()
         })
-        .collect();
+        .collect()
+}
 
-    let server = Container {
+/// The server container, with its port and probes.
+fn server_container(
+    image: String,
+    command: Option<Vec<String>>,
+    args: Vec<String>,
+    mut files: ContainerFiles,
+    credentials: Option<Vec<EnvFromSource>>,
+    resources: &ResourcesSpec,
+    config: &OperatorConfig,
+) -> Container {
+    files.env.sort_by(|a, b| a.name.cmp(&b.name));
+    Container {
         name: SERVER_CONTAINER.to_owned(),
         image: Some(image),
         command,
-        args: Some(plan.args),
+        args: Some(args),
         ports: Some(vec![ContainerPort {
             name: Some("http".to_owned()),
             container_port: HTTP_PORT,
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        env: Some(env_vars),
-        env_from: if plan.server_reads_storage {
-            credentials.clone()
-        } else {
-            None
-        },
-        volume_mounts: Some(sorted_mounts(mounts)),
+        env: Some(files.env),
+        env_from: credentials,
+        volume_mounts: Some(sorted_mounts(files.mounts)),
         resources: Some(gpu_resources(resources, config)),
         // Loading a model takes minutes: the startup probe holds the others off until
         // /health answers, readiness keeps a busy or broken pod out of the Service, and
@@ -569,10 +638,23 @@ pub fn plan_deployment(
         security_context: Some(container_security()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
-    };
+    }
+}
 
+/// The `apps/v1 Deployment` around the server (and its fetches), with the server's
+/// volumes.
+fn deployment_around(
+    deployment: &ModelDeployment,
+    name: &str,
+    namespace: &str,
+    config: &OperatorConfig,
+    init_containers: Vec<Container>,
+    server: Container,
+    volumes: Vec<Volume>,
+) -> Deployment {
+    let spec = &deployment.spec;
     let labels = pod_labels(name);
-    Ok(Deployment {
+    Deployment {
         metadata: child_metadata(deployment, name, namespace),
         spec: Some(DeploymentSpec {
             replicas: Some(i32::try_from(spec.replicas).unwrap_or(i32::MAX)),
@@ -590,8 +672,8 @@ pub fn plan_deployment(
                     // The servers never talk to the API server.
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(GRACE_SECONDS),
-                    node_selector: resources.node_selector.clone(),
-                    tolerations: gpu_tolerations(resources, config),
+                    node_selector: spec.resources.node_selector.clone(),
+                    tolerations: gpu_tolerations(&spec.resources, config),
                     security_context: Some(pod_security()),
                     init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     containers: vec![server],
@@ -602,7 +684,7 @@ pub fn plan_deployment(
             ..DeploymentSpec::default()
         }),
         status: None,
-    })
+    }
 }
 
 /// Mounts in a stable order (by path), so a reconcile never plans a different list.
