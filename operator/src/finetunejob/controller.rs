@@ -148,31 +148,13 @@ pub fn error_policy(_job: Arc<FineTuneJob>, error: &Error, context: Arc<Context>
 
 /// The job exists: move it along.
 async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
-    let namespace = job.namespace().unwrap_or_default();
-    let name = job.name_any();
     let status = job.status.clone().unwrap_or_default();
     let mut next = status.clone();
-    let generation = job.metadata.generation;
     let now = Time(jiff::Timestamp::now());
-    next.observed_generation = generation;
+    next.observed_generation = job.metadata.generation;
 
     if matches!(status.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
-        // A result that could not be read back when the job ended (storage or the API
-        // server unavailable then) is read again until it is there: an error here is
-        // retried with the controller's backoff.
-        if status.phase == Some(JobPhase::Succeeded) && status.result.is_none() {
-            recover_result(job, context).await?;
-        }
-        // Finished jobs keep their Job (for `kubectl logs`) and their status as it is;
-        // their trainer's token posts no more.
-        context.reports.close_job(&namespace, &name);
-        if status.phase == Some(JobPhase::Succeeded)
-            && status.result.is_some()
-            && (!job.spec.publish.is_empty() || !status.published.is_empty())
-        {
-            return publish_checkpoints(job, &status, &now, context).await;
-        }
-        return Ok(Action::await_change());
+        return keep_finished(job, &status, &now, context).await;
     }
 
     // Validating: the spec, then the datasets, then the memory plan, once (the training
@@ -183,99 +165,200 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
         return Ok(action);
     }
 
-    let trainers: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let job_name = trainer_job_name(&name);
-    let mut trainer = trainers.get_opt(&job_name).await?;
-    let mut requeue = Duration::from_secs(300);
-    let mut waiting_message = None;
-    match trainer.as_ref().map(|found| ownership(found, job)) {
-        Some(Ownership::Other) => {
-            let message = name_conflict("Job", &job_name);
-            end_failed(&mut next, NAME_CONFLICT, &message, generation, &now);
+    let mut trainer = match find_trainer(job, context).await? {
+        Found::Trainer(trainer) => *trainer,
+        Found::Conflict(message) => {
+            end_failed(
+                &mut next,
+                NAME_CONFLICT,
+                &message,
+                job.metadata.generation,
+                &now,
+            );
             write_status(job, &status, &next, context).await?;
             return Ok(Action::await_change());
         }
+    };
+    if let Some(action) =
+        start_or_stop_trainer(job, &status, &mut next, &mut trainer, &now, context).await?
+    {
+        return Ok(action);
+    }
+    record_trainer(job, &status, next, trainer, &now, context).await
+}
+
+/// A finished job keeps its Job (for `kubectl logs`) and its status as they are; its
+/// trainer's token posts no more. A result that could not be read back when the job
+/// ended is read again until it is there, and its checkpoints are published.
+async fn keep_finished(
+    job: &FineTuneJob,
+    status: &FineTuneJobStatus,
+    now: &Time,
+    context: &Context,
+) -> Result<Action> {
+    // An error here (storage or the API server unavailable) is retried with the
+    // controller's backoff.
+    if status.phase == Some(JobPhase::Succeeded) && status.result.is_none() {
+        recover_result(job, context).await?;
+    }
+    context
+        .reports
+        .close_job(&job.namespace().unwrap_or_default(), &job.name_any());
+    if status.phase == Some(JobPhase::Succeeded)
+        && status.result.is_some()
+        && (!job.spec.publish.is_empty() || !status.published.is_empty())
+    {
+        return publish_checkpoints(job, status, now, context).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// The job's trainer Job as the reconcile sees it, and why it may wait.
+struct TrainerJob {
+    found: Option<Job>,
+    waiting: Option<String>,
+    requeue: Duration,
+}
+
+enum Found {
+    Trainer(Box<TrainerJob>),
+    /// A Job of the trainer's name that belongs to something else.
+    Conflict(String),
+}
+
+/// The trainer Job of this job, if there is one of its own.
+async fn find_trainer(job: &FineTuneJob, context: &Context) -> Result<Found> {
+    let trainers: Api<Job> =
+        Api::namespaced(context.client.clone(), &job.namespace().unwrap_or_default());
+    let job_name = trainer_job_name(&job.name_any());
+    let found = trainers.get_opt(&job_name).await?;
+    let mut trainer = TrainerJob {
+        found: None,
+        waiting: None,
+        requeue: Duration::from_secs(300),
+    };
+    match found.as_ref().map(|found| ownership(found, job)) {
+        Some(Ownership::Other) => return Ok(Found::Conflict(name_conflict("Job", &job_name))),
         Some(Ownership::EarlierJob) => {
             // Its deletion (garbage collection) wakes this job up through the Job watch.
-            trainer = None;
-            waiting_message = Some(format!(
+            trainer.waiting = Some(format!(
                 "waiting for the Job {job_name} of a deleted FineTuneJob of the same name to go"
             ));
-            requeue = Duration::from_secs(5);
+            trainer.requeue = Duration::from_secs(5);
         }
-        Some(Ownership::Ours) => readmit_trainer(job, context).await?,
+        Some(Ownership::Ours) => {
+            readmit_trainer(job, context).await?;
+            trainer.found = found;
+        }
         None => {}
     }
+    Ok(Found::Trainer(Box::new(trainer)))
+}
 
+/// Suspended: the trainer Job deleted (its pod checkpoints on SIGTERM). Otherwise,
+/// with no trainer and none still stopping, a new one created. `Some` when the
+/// reconcile ends here.
+async fn start_or_stop_trainer(
+    job: &FineTuneJob,
+    status: &FineTuneJobStatus,
+    next: &mut FineTuneJobStatus,
+    trainer: &mut TrainerJob,
+    now: &Time,
+    context: &Context,
+) -> Result<Option<Action>> {
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let trainers: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     if job.spec.suspend {
-        if let Some(found) = &trainer
+        if let Some(found) = &trainer.found
             && found.metadata.deletion_timestamp.is_none()
         {
             // Deleting the Job stops its pod with SIGTERM; the trainer checkpoints first.
             info!("suspending: deleting the trainer Job");
-            trainers
-                .delete(
-                    &job_name,
-                    &DeleteParams {
-                        propagation_policy: Some(PropagationPolicy::Background),
-                        ..DeleteParams::default()
-                    },
-                )
-                .await?;
-        }
-    } else if trainer.is_none() && waiting_message.is_none() {
-        let selector = format!("{JOB_LABEL}={name}");
-        let still_running = pods
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items
-            .into_iter()
-            .any(|pod| {
-                let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
-                phase != "Succeeded" && phase != "Failed"
-            });
-        if still_running {
-            // A trainer stopped for a suspend may still be writing its checkpoint; two
-            // trainers must never write the same run.
-            waiting_message = Some("waiting for the previous trainer pod to stop".to_owned());
-            requeue = Duration::from_secs(5);
-        } else {
-            if ended_or_suspended_since(job, context).await? {
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            }
-            match issue_report_token(job, context).await? {
-                TokenIssue::Issued => {}
-                TokenIssue::Waiting(message) => {
-                    next.message = Some(message);
-                    write_status(job, &status, &next, context).await?;
-                    return Ok(Action::requeue(Duration::from_secs(5)));
-                }
-                TokenIssue::Conflict(message) => {
-                    end_failed(&mut next, NAME_CONFLICT, &message, generation, &now);
-                    write_status(job, &status, &next, context).await?;
-                    return Ok(Action::await_change());
-                }
-            }
-            // The model's size sizes the pod's scratch disk.
-            let shape = match find_model_shape(&context.client, job, &context.config).await? {
-                ShapeFound::ConfigJson(shape) | ShapeFound::BuiltIn(shape) => Some(shape),
-                ShapeFound::Unknown(_) => None,
+            let delete = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..DeleteParams::default()
             };
-            let planned = plan_trainer_job(job, &context.config, shape)?;
-            match trainers.create(&PostParams::default(), &planned).await {
-                Ok(created) => {
-                    info!("created the trainer Job");
-                    trainer = Some(created);
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 => requeue = Duration::from_secs(2),
-                Err(e) => return Err(e.into()),
-            }
+            trainers.delete(&trainer_job_name(&name), &delete).await?;
+        }
+        return Ok(None);
+    }
+    if trainer.found.is_some() || trainer.waiting.is_some() {
+        return Ok(None);
+    }
+    if previous_trainer_running(job, context).await? {
+        // A trainer stopped for a suspend may still be writing its checkpoint; two
+        // trainers must never write the same run.
+        trainer.waiting = Some("waiting for the previous trainer pod to stop".to_owned());
+        trainer.requeue = Duration::from_secs(5);
+        return Ok(None);
+    }
+    if ended_or_suspended_since(job, context).await? {
+        return Ok(Some(Action::requeue(Duration::from_secs(1))));
+    }
+    match issue_report_token(job, context).await? {
+        TokenIssue::Issued => {}
+        TokenIssue::Waiting(message) => {
+            next.message = Some(message);
+            write_status(job, status, next, context).await?;
+            return Ok(Some(Action::requeue(Duration::from_secs(5))));
+        }
+        TokenIssue::Conflict(message) => {
+            end_failed(next, NAME_CONFLICT, &message, job.metadata.generation, now);
+            write_status(job, status, next, context).await?;
+            return Ok(Some(Action::await_change()));
         }
     }
+    // The model's size sizes the pod's scratch disk.
+    let shape = match find_model_shape(&context.client, job, &context.config).await? {
+        ShapeFound::ConfigJson(shape) | ShapeFound::BuiltIn(shape) => Some(shape),
+        ShapeFound::Unknown(_) => None,
+    };
+    let planned = plan_trainer_job(job, &context.config, shape)?;
+    match trainers.create(&PostParams::default(), &planned).await {
+        Ok(created) => {
+            info!("created the trainer Job");
+            trainer.found = Some(created);
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => trainer.requeue = Duration::from_secs(2),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(None)
+}
 
-    let trainer_pods = match &trainer {
+/// Whether a pod of an earlier trainer of this job is still running.
+async fn previous_trainer_running(job: &FineTuneJob, context: &Context) -> Result<bool> {
+    let pods: Api<Pod> =
+        Api::namespaced(context.client.clone(), &job.namespace().unwrap_or_default());
+    let selector = format!("{JOB_LABEL}={}", job.name_any());
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .any(|pod| {
+            let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+            phase != "Succeeded" && phase != "Failed"
+        }))
+}
+
+/// The trainer's state read into the job's phase, conditions and times: a trainer
+/// that keeps failing ends the job; a finished one has its last events flushed and
+/// its result read.
+async fn record_trainer(
+    job: &FineTuneJob,
+    status: &FineTuneJobStatus,
+    mut next: FineTuneJobStatus,
+    trainer: TrainerJob,
+    now: &Time,
+    context: &Context,
+) -> Result<Action> {
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let generation = job.metadata.generation;
+    let trainer_pods = match &trainer.found {
         Some(_) => {
+            let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
             pods.list(&ListParams::default().labels(&format!("{JOB_LABEL}={name}")))
                 .await?
                 .items
@@ -285,21 +368,22 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
     if end_on_repeating_failure(
         job,
         context,
-        trainer.as_ref(),
+        trainer.found.as_ref(),
         &trainer_pods,
         &mut next,
-        &now,
+        now,
     )
     .await?
     {
-        write_status(job, &status, &next, context).await?;
+        write_status(job, status, &next, context).await?;
         return Ok(Action::await_change());
     }
     let state = observe_trainer_job(
-        trainer.as_ref(),
+        trainer.found.as_ref(),
         last_failure_message(&trainer_pods).as_deref(),
     );
     let plan = plan_phase(job.spec.suspend, &state);
+    let mut requeue = trainer.requeue;
     if matches!(
         state,
         TrainerState::Starting { .. } | TrainerState::Deleting
@@ -307,7 +391,7 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
         requeue = requeue.min(Duration::from_secs(30));
     }
     for desired in plan.conditions {
-        set_condition(&mut next.conditions, desired, generation, &now);
+        set_condition(&mut next.conditions, desired, generation, now);
     }
     if plan.phase == JobPhase::Running && next.start_time.is_none() {
         next.start_time = Some(now.clone());
@@ -327,9 +411,9 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
         }
         context.reports.close_job(&namespace, &name);
     }
-    next.message = Some(waiting_message.unwrap_or(plan.message));
+    next.message = Some(trainer.waiting.unwrap_or(plan.message));
     next.phase = Some(plan.phase);
-    write_status(job, &status, &next, context).await?;
+    write_status(job, status, &next, context).await?;
     Ok(match plan.phase {
         JobPhase::Succeeded | JobPhase::Failed => Action::await_change(),
         _ => Action::requeue(requeue),
@@ -858,7 +942,7 @@ async fn write_status_at(
         "phase": next.phase,
         "conditions": next.conditions,
         "message": next.message,
-        "observedGeneration": next.observed_generation,
+        "observedGeneration": job.metadata.generation,
         "startTime": next.start_time,
         "completionTime": next.completion_time,
         // Left out while empty: a job without `spec.publish` keeps its status as it was.
