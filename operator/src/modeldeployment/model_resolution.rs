@@ -4,7 +4,9 @@
 //! deployment and the job it names: a job that is not done yet is a reason to wait,
 //! never an error, and a checkpoint that does not exist is the user's to fix.
 
-use anneal_crds::finetunejob::{CheckpointStatus, JobPhase, TrainingType, fine_tuned_model_id};
+use anneal_crds::finetunejob::{
+    CheckpointStatus, FineTuneJobStatus, JobPhase, TrainingType, fine_tuned_model_id,
+};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
 use crate::config::OperatorConfig;
@@ -157,34 +159,61 @@ fn from_job(
 ) -> Resolution {
     let job_name = job.metadata.name.clone().unwrap_or_default();
     let status = job.status.clone().unwrap_or_default();
+    if let Some(not_yet) = unless_succeeded(&job_name, &status) {
+        return not_yet;
+    }
+    let chosen = match chosen_checkpoint(job, &job_name, &status, checkpoint) {
+        Ok(chosen) => chosen,
+        Err(resolution) => return *resolution,
+    };
+    served_checkpoint(deployment, job, &job_name, chosen, config)
+}
+
+/// Why a job that has not succeeded has nothing to serve yet (or ever).
+fn unless_succeeded(job_name: &str, status: &FineTuneJobStatus) -> Option<Resolution> {
     let phase = status.phase.unwrap_or(JobPhase::Pending);
     match phase {
-        JobPhase::Succeeded => {}
-        JobPhase::Failed | JobPhase::Cancelled => {
-            return Resolution::Failed {
-                reason: "FineTuneJobFailed",
-                message: format!(
-                    "FineTuneJob {job_name} is {phase:?}, so it has no model to serve: {}",
-                    status.message.as_deref().unwrap_or("no message")
-                ),
-            };
-        }
-        _ => {
-            return Resolution::Waiting {
-                reason: "FineTuneJobNotReady",
-                message: format!(
-                    "waiting for FineTuneJob {job_name} to succeed; it is {phase:?}{}",
-                    status
-                        .message
-                        .as_deref()
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default()
-                ),
-            };
-        }
+        JobPhase::Succeeded => None,
+        JobPhase::Failed | JobPhase::Cancelled => Some(Resolution::Failed {
+            reason: "FineTuneJobFailed",
+            message: format!(
+                "FineTuneJob {job_name} is {phase:?}, so it has no model to serve: {}",
+                status.message.as_deref().unwrap_or("no message")
+            ),
+        }),
+        _ => Some(Resolution::Waiting {
+            reason: "FineTuneJobNotReady",
+            message: format!(
+                "waiting for FineTuneJob {job_name} to succeed; it is {phase:?}{}",
+                status
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+        }),
     }
+}
+
+/// The checkpoint a deployment names, found in the job's status.
+struct ChosenCheckpoint {
+    model_id: String,
+    uri: String,
+    /// The status field its folder comes from, for messages.
+    field: String,
+    label: String,
+}
+
+/// `final`, `best` or a named checkpoint of the job; the resolution to report when
+/// there is no such checkpoint.
+fn chosen_checkpoint(
+    job: &FineTuneJob,
+    job_name: &str,
+    status: &FineTuneJobStatus,
+    checkpoint: &str,
+) -> Result<ChosenCheckpoint, Box<Resolution>> {
     let base_model = &job.spec.base_model;
-    let id_of = |name: &str| fine_tuned_model_id(&base_model.name, &job_name, name);
+    let id_of = |name: &str| fine_tuned_model_id(&base_model.name, job_name, name);
     let (model_id, uri, field, label) = match checkpoint {
         "final" => match (&status.result, status.checkpoints.last()) {
             (Some(result), _) => (
@@ -202,12 +231,12 @@ fn from_job(
                 last.name.clone(),
             ),
             (None, None) => {
-                return Resolution::Waiting {
+                return Err(Box::new(Resolution::Waiting {
                     reason: "FineTuneJobResultMissing",
                     message: format!(
                         "FineTuneJob {job_name} succeeded but its status has no result or checkpoint yet"
                     ),
-                };
+                }));
             }
         },
         "best" => match best_checkpoint(&status.checkpoints) {
@@ -218,12 +247,12 @@ fn from_job(
                 best.name.clone(),
             ),
             None => {
-                return Resolution::Failed {
+                return Err(Box::new(Resolution::Failed {
                     reason: "NoValidationLoss",
                     message: format!(
                         "checkpoint best: no checkpoint of FineTuneJob {job_name} has a validation loss (it held out no validation data); name a checkpoint or use final"
                     ),
-                };
+                }));
             }
         },
         name => match status.checkpoints.iter().find(|c| c.name == name) {
@@ -235,7 +264,7 @@ fn from_job(
             ),
             None => {
                 let known: Vec<&str> = status.checkpoints.iter().map(|c| c.name.as_str()).collect();
-                return Resolution::Failed {
+                return Err(Box::new(Resolution::Failed {
                     reason: "CheckpointNotFound",
                     message: format!(
                         "spec.model.fineTuneJob.checkpoint: FineTuneJob {job_name} has no checkpoint {name}; it has {}, or use final or best",
@@ -245,10 +274,34 @@ fn from_job(
                             known.join(", ")
                         }
                     ),
-                };
+                }));
             }
         },
     };
+    Ok(ChosenCheckpoint {
+        model_id,
+        uri,
+        field,
+        label,
+    })
+}
+
+/// The chosen checkpoint as the server loads it: an adapter on the job's base model
+/// (LoRA) or a whole model (full training), if its folder is the job's own.
+fn served_checkpoint(
+    deployment: &ModelDeployment,
+    job: &FineTuneJob,
+    job_name: &str,
+    chosen: ChosenCheckpoint,
+    config: &OperatorConfig,
+) -> Resolution {
+    let ChosenCheckpoint {
+        model_id,
+        uri,
+        field,
+        label,
+    } = chosen;
+    let base_model = &job.spec.base_model;
     // The status is written from the trainer's events, which are checked the same way;
     // this guards against a status edited by hand or by an older operator.
     let inside_run = run_uri(job, config)
