@@ -21,6 +21,7 @@ pub mod limits;
 pub mod manifest;
 pub mod memory_plan;
 pub mod modeldeployment;
+pub mod modelevaluation;
 #[cfg(feature = "storage")]
 pub mod storage;
 pub mod trainer_failure;

@@ -48,6 +48,15 @@ pub fn parse_modeldeployment(text: &str) -> Result<ModelDeployment, ManifestErro
     Ok(deployment)
 }
 
+/// Parses and validates the ModelEvaluation in `text`, as `parse_finetunejob` does a job.
+pub fn parse_modelevaluation(
+    text: &str,
+) -> Result<crate::modelevaluation::ModelEvaluation, ManifestError> {
+    let evaluation: crate::modelevaluation::ModelEvaluation = parse_kind(text, "ModelEvaluation")?;
+    crate::validation::validate_modelevaluation(&evaluation).map_err(ManifestError::Invalid)?;
+    Ok(evaluation)
+}
+
 fn parse_kind<T: DeserializeOwned>(text: &str, kind: &'static str) -> Result<T, ManifestError> {
     let mut found = Vec::new();
     let mut matching = Vec::new();

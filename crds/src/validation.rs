@@ -16,7 +16,10 @@ use crate::finetunejob::{FineTuneJob, FineTuneJobSpec, TrainingMethod, TrainingT
 use crate::limits::*;
 use crate::modeldeployment::{ModelDeployment, ModelDeploymentSpec};
 
+mod evaluation_fields;
 mod task_fields;
+
+pub use evaluation_fields::validate_modelevaluation;
 
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
