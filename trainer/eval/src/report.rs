@@ -1,0 +1,271 @@
+//! Every model's answers scored into one comparison: per model and metric the mean
+//! with its bootstrap interval and, against the baseline, the interval of the paired
+//! difference; per sample the prompt, the reference and each model's answer with its
+//! scores (the report's JSON); and the comparison as a table for a terminal.
+
+use anneal_crds::dataset::ChatMessage;
+use serde::Serialize;
+
+use crate::bootstrap::{Interval, RESAMPLES, bootstrap_difference, bootstrap_mean};
+use crate::metrics::{Metric, MissingReference};
+use crate::samples::EvalSample;
+
+/// The confidence of every interval.
+pub const CONFIDENCE: f64 = 0.95;
+
+/// One model's answers, one per sample, in the samples' order.
+pub struct ModelAnswers {
+    pub model: String,
+    pub answers: Vec<String>,
+}
+
+/// A metric as the report names it (`contains "In short:"`) and computes it.
+pub struct NamedMetric {
+    pub label: String,
+    pub metric: Metric,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub baseline: String,
+    pub metrics: Vec<String>,
+    pub models: Vec<ModelSummary>,
+    /// The model with the highest score for the first metric.
+    pub best: String,
+    pub samples: Vec<SampleRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSummary {
+    pub model: String,
+    pub scores: Vec<MetricSummary>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSummary {
+    pub metric: String,
+    pub score: Interval,
+    /// This model's score minus the baseline's, paired by sample; none for the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_baseline: Option<Interval>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SampleRecord {
+    pub line: u64,
+    pub prompt: Vec<ChatMessage>,
+    pub reference: String,
+    pub answers: Vec<AnswerRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerRecord {
+    pub model: String,
+    pub answer: String,
+    /// One per metric, in the report's order.
+    pub scores: Vec<f64>,
+}
+
+/// Scores every model's answers to `samples` with `metrics`; intervals are drawn
+/// with `seed`. `baseline` must be one of the models.
+pub fn build_report(
+    samples: &[EvalSample],
+    answers: &[ModelAnswers],
+    metrics: &[NamedMetric],
+    baseline: &str,
+    seed: u64,
+) -> Result<Report, MissingReference> {
+    // scores[model][metric][sample]
+    let mut scores: Vec<Vec<Vec<f64>>> = Vec::with_capacity(answers.len());
+    for model in answers {
+        assert_eq!(
+            model.answers.len(),
+            samples.len(),
+            "{}: one answer a sample",
+            model.model
+        );
+        let mut per_metric = Vec::with_capacity(metrics.len());
+        for named in metrics {
+            let column = samples
+                .iter()
+                .zip(&model.answers)
+                .map(|(sample, answer)| named.metric.score(answer, Some(&sample.reference)))
+                .collect::<Result<Vec<f64>, _>>()?;
+            per_metric.push(column);
+        }
+        scores.push(per_metric);
+    }
+    let base = answers
+        .iter()
+        .position(|m| m.model == baseline)
+        .expect("the baseline is one of the models");
+    let models: Vec<ModelSummary> = answers
+        .iter()
+        .enumerate()
+        .map(|(m, model)| ModelSummary {
+            model: model.model.clone(),
+            scores: metrics
+                .iter()
+                .enumerate()
+                .map(|(k, named)| MetricSummary {
+                    metric: named.label.clone(),
+                    score: bootstrap_mean(&scores[m][k], RESAMPLES, CONFIDENCE, seed)
+                        .expect("at least one sample"),
+                    vs_baseline: (m != base).then(|| {
+                        bootstrap_difference(
+                            &scores[m][k],
+                            &scores[base][k],
+                            RESAMPLES,
+                            CONFIDENCE,
+                            seed,
+                        )
+                        .expect("at least one sample")
+                    }),
+                })
+                .collect(),
+        })
+        .collect();
+    let best = models
+        .iter()
+        .max_by(|a, b| a.scores[0].score.mean.total_cmp(&b.scores[0].score.mean))
+        .map(|m| m.model.clone())
+        .unwrap_or_default();
+    let records = samples
+        .iter()
+        .enumerate()
+        .map(|(i, sample)| SampleRecord {
+            line: sample.line,
+            prompt: sample.prompt.clone(),
+            reference: sample.reference.clone(),
+            answers: answers
+                .iter()
+                .enumerate()
+                .map(|(m, model)| AnswerRecord {
+                    model: model.model.clone(),
+                    answer: model.answers[i].clone(),
+                    scores: (0..metrics.len()).map(|k| scores[m][k][i]).collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Report {
+        baseline: baseline.to_owned(),
+        metrics: metrics.iter().map(|m| m.label.clone()).collect(),
+        models,
+        best,
+        samples: records,
+    })
+}
+
+/// The comparison as a plain-text table: a row per model, a column per metric, each
+/// cell the score and its 95% interval, and for the other models the difference
+/// from the baseline.
+pub fn comparison_table(report: &Report) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut header = vec!["model".to_owned()];
+    header.extend(report.metrics.iter().cloned());
+    rows.push(header);
+    for model in &report.models {
+        let mut row = vec![if model.model == report.baseline {
+            format!("{} (baseline)", model.model)
+        } else {
+            model.model.clone()
+        }];
+        for score in &model.scores {
+            let s = score.score;
+            let mut cell = format!("{:.3} [{:.3}, {:.3}]", s.mean, s.low, s.high);
+            if let Some(d) = score.vs_baseline {
+                cell.push_str(&format!(" {:+.3} [{:+.3}, {:+.3}]", d.mean, d.low, d.high));
+            }
+            row.push(cell);
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anneal_crds::dataset::Role;
+
+    fn sample(line: u64, reference: &str) -> EvalSample {
+        EvalSample {
+            line,
+            prompt: vec![ChatMessage {
+                role: Role::User,
+                content: format!("question {line}"),
+            }],
+            reference: reference.to_owned(),
+        }
+    }
+
+    #[test]
+    fn each_model_is_scored_against_the_baseline_on_the_same_samples() {
+        let samples: Vec<EvalSample> = (1..=4).map(|i| sample(i, &format!("answer {i}"))).collect();
+        let answers = vec![
+            ModelAnswers {
+                model: "base".into(),
+                answers: vec!["answer 1".into(), "no".into(), "no".into(), "no".into()],
+            },
+            ModelAnswers {
+                model: "tuned".into(),
+                answers: vec![
+                    "answer 1".into(),
+                    "answer 2".into(),
+                    "answer 3".into(),
+                    "no".into(),
+                ],
+            },
+        ];
+        let metrics = vec![NamedMetric {
+            label: "exactMatch".into(),
+            metric: Metric::ExactMatch,
+        }];
+        let report = build_report(&samples, &answers, &metrics, "base", 1).unwrap();
+        assert_eq!(report.best, "tuned");
+        assert_eq!(report.models[0].scores[0].score.mean, 0.25);
+        assert_eq!(report.models[0].scores[0].vs_baseline, None);
+        let tuned = &report.models[1].scores[0];
+        assert_eq!(tuned.score.mean, 0.75);
+        assert_eq!(tuned.vs_baseline.unwrap().mean, 0.5);
+        assert_eq!(report.samples[1].answers[1].scores, vec![1.0]);
+        assert_eq!(report.samples[1].answers[0].scores, vec![0.0]);
+
+        let table = comparison_table(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(
+            lines[0].starts_with("model") && lines[0].ends_with("exactMatch"),
+            "{table}"
+        );
+        assert!(lines[1].starts_with("base (baseline)  0.250 ["), "{table}");
+        assert!(
+            lines[2].starts_with("tuned")
+                && lines[2].contains("0.750 [")
+                && lines[2].contains(" +0.500 ["),
+            "{table}"
+        );
+        // The JSON names every field in camelCase.
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["models"][1]["scores"][0]["vsBaseline"]["mean"].is_number());
+    }
+}
