@@ -65,10 +65,20 @@ def sample(rng: random.Random) -> dict:
     return {"messages": messages}
 
 
-def write_unique(rng: random.Random, make, count: int, out: Path) -> int:
+def questions_in(path: Path) -> set[str]:
+    """The last user question of every line of a dataset."""
+    found = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        messages = json.loads(line)["messages"]
+        found.add([m for m in messages if m["role"] == "user"][-1]["content"])
+    return found
+
+
+def write_unique(rng: random.Random, make, count: int, out: Path, exclude: set[str] | None = None) -> int:
     """Writes `count` lines made by `make(rng)` to `out`, one JSON object a line, none
-    repeating the user question (the last user message) of an earlier one."""
-    seen: set[str] = set()
+    repeating the user question (the last user message) of an earlier one or of
+    `exclude`."""
+    seen: set[str] = set(exclude or ())
     lines = []
     while len(lines) < count:
         line = make(rng)
@@ -86,8 +96,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "examples" / "quickstart" / "house-style.jsonl")
     parser.add_argument("--samples", type=int, default=SAMPLES)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--exclude", type=Path, help="a dataset whose questions the output must not repeat")
     args = parser.parse_args()
-    count = write_unique(random.Random(args.seed), sample, args.samples, args.out)
+    exclude = questions_in(args.exclude) if args.exclude else None
+    count = write_unique(random.Random(args.seed), sample, args.samples, args.out, exclude)
     print(f"{count} samples -> {args.out}")
 
 

@@ -9,6 +9,8 @@
 pub mod device_arg;
 pub mod doctor;
 pub mod doctor_command;
+pub mod evaluate;
+pub mod evaluate_command;
 pub mod fetch_command;
 pub mod generate_command;
 pub mod generate_image_command;

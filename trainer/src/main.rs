@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anneal_trainer::doctor_command::{self, DoctorArgs};
+use anneal_trainer::evaluate_command::{self, EvaluateArgs};
 use anneal_trainer::fetch_command::{self, FetchArgs};
 use anneal_trainer::generate_command::{self, GenerateArgs};
 use anneal_trainer::generate_image_command::{self, GenerateImageArgs};
@@ -30,6 +31,8 @@ enum Command {
     Train(TrainArgs),
     /// Check a JSONL dataset, or a FineTuneJob manifest and the local datasets it names.
     Validate(ValidateArgs),
+    /// Compare models on held-out chats: the ModelEvaluation in a manifest, here.
+    Evaluate(EvaluateArgs),
     /// The memory a FineTuneJob needs per GPU, and the micro-batch that fits.
     Plan(PlanArgs),
     /// Continue a prompt or a chat with a model folder.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Train(args) => train_command::run(args),
         Command::Validate(args) => validate_command::run(&args),
+        Command::Evaluate(args) => evaluate_command::run(args),
         Command::Plan(args) => plan_command::run(&args),
         Command::Generate(args) => generate_command::run(args),
         Command::GenerateImage(args) => generate_image_command::run(args),

@@ -375,6 +375,7 @@ fn prepare_run(
     // After the sources (a run that cannot start leaves no folder), before the model
     // loads and trains for hours.
     check_writable(&basics.location.output)?;
+    record_job(args, job, manifest_dir, &basics.location.output)?;
     Ok(RunInputs {
         job: basics.job,
         base_model: basics.base_model,
@@ -392,6 +393,56 @@ fn prepare_run(
         resume: basics.resume,
         stop: basics.stop,
     })
+}
+
+/// The run's own copy of the job it trains, `job.yaml`: what `trainer evaluate` and
+/// a person reading the run later learn the base model and data from. `file://`
+/// sources are made absolute (the manifest's folder is not stored), and a
+/// `--base-model` folder replaces the manifest's base model.
+pub(crate) const JOB_FILE: &str = "job.yaml";
+
+pub(crate) fn record_job(
+    args: &TrainArgs,
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    output: &Storage,
+) -> Result<(), Failure> {
+    let mut recorded = job.clone();
+    recorded.status = None;
+    let absolute = |uri: &String| match resolve_file_uri(uri, manifest_dir) {
+        Some(path) => format!(
+            "file://{}",
+            std::path::absolute(&path).unwrap_or(path).display()
+        ),
+        None => uri.clone(),
+    };
+    let spec = &mut recorded.spec;
+    spec.base_model.source = match &args.base_model {
+        Some(dir) => Some(format!(
+            "file://{}",
+            std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.clone())
+                .display()
+        )),
+        None => spec.base_model.source.as_ref().map(absolute),
+    };
+    for uri in [
+        &mut spec.dataset.train,
+        &mut spec.dataset.validation,
+        &mut spec.dataset.images,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *uri = absolute(uri);
+    }
+    let yaml = serde_yaml_ng::to_string(&recorded).expect("a FineTuneJob serializes");
+    output
+        .put(JOB_FILE, yaml.into_bytes())
+        .map_err(|source| Failure::OutputNotWritable {
+            uri: output.uri().to_owned(),
+            source: Box::new(source),
+        })
 }
 
 /// Writes and removes a probe object in the run's folder, so that a read-only or
@@ -549,7 +600,7 @@ fn runs_location(
 }
 
 /// `file://relative` made absolute against `dir`; bare paths taken as files too.
-fn absolute_uri(uri: &str, dir: &Path) -> String {
+pub(crate) fn absolute_uri(uri: &str, dir: &Path) -> String {
     if let Some(path) = resolve_file_uri(uri, dir) {
         return format!("file://{}", path.display());
     }
@@ -580,7 +631,7 @@ fn run_id(value: &str) -> Result<String, String> {
 }
 
 /// `20261123-071502-3f9a`: sorts by start time, unique enough for one job.
-fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let now = anneal_crds::jiff::Zoned::now().with_time_zone(anneal_crds::jiff::tz::TimeZone::UTC);
     let suffix: u16 = rand::random();
     format!("{}-{suffix:04x}", now.strftime("%Y%m%d-%H%M%S"))

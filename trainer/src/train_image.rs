@@ -19,7 +19,7 @@ use anneal_train::train_backend::TrainBackendJob;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::next_steps::{command_line, trainer_command};
-use crate::train_command::{Failure, TrainArgs, check_writable, prepare_basics};
+use crate::train_command::{Failure, TrainArgs, check_writable, prepare_basics, record_job};
 
 /// The image run's inputs: the basics and the image folder made local.
 pub(crate) fn prepare_image_run(
@@ -40,6 +40,7 @@ pub(crate) fn prepare_image_run(
     // After the folder is checked (a run that cannot start leaves no folder), before
     // the model loads.
     check_writable(&basics.location.output)?;
+    record_job(args, job, manifest_dir, &basics.location.output)?;
     Ok(ImageRunInputs {
         job: basics.job,
         base_model: basics.base_model,

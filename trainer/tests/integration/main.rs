@@ -12,6 +12,7 @@ mod doc_commands;
 mod doctor_cli;
 mod dpo_run;
 mod dpo_step;
+mod evaluate_cli;
 mod generate_cli;
 mod generate_image_cli;
 mod gpu_start_cli;

@@ -31,6 +31,51 @@ fn the_quickstart_learns_the_house_style_and_its_printed_commands_run() {
     );
     the_try_it_command_answers_like_the_last_checkpoint(&try_it, last);
     the_serve_it_command_serves_the_adapter(&printed("serve it:"), &printed("model id:"));
+    the_evaluation_finds_the_house_style_in_the_tuned_model_only(dir.path());
+}
+
+/// `examples/quickstart/evaluation.yaml` on the run just trained: on 20 held-out
+/// questions the tuned model opens every answer with "Good question!" and the base
+/// model none, and the difference's interval is far above 0.
+fn the_evaluation_finds_the_house_style_in_the_tuned_model_only(runs: &Path) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("evaluate")
+        .arg(repo.join("examples/quickstart/evaluation.yaml"))
+        .arg("--runs")
+        .arg(runs)
+        .arg("--output")
+        .arg(runs)
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("best:    tuned (by regex /^Good question!/)"),
+        "{stdout}"
+    );
+    let report_uri = printed_line(&stdout, "report:");
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(report_uri.strip_prefix("file://").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let score = |model: usize, metric: usize| &report["models"][model]["scores"][metric];
+    assert_eq!(report["models"][0]["model"], "base");
+    assert_eq!(score(0, 0)["score"]["mean"], 0.0);
+    assert!(
+        score(1, 0)["score"]["mean"].as_f64().unwrap() >= 0.9,
+        "{report}"
+    );
+    assert!(
+        score(1, 0)["vsBaseline"]["low"].as_f64().unwrap() > 0.5,
+        "{report}"
+    );
+    assert_eq!(report["samples"].as_array().unwrap().len(), 20);
 }
 
 /// Runs `trainer train MANIFEST` (relative to the repository) as a newcomer would,
