@@ -108,6 +108,13 @@ pub fn admit_manifest(text: &str) -> (String, Vec<String>) {
             ApiServerRules::for_crd::<ModelDeployment>().create(&value),
             parse_modeldeployment(text).err().map(|e| e.to_string()),
         ),
+        "ModelEvaluation" => (
+            ApiServerRules::for_crd::<anneal_crds::modelevaluation::ModelEvaluation>()
+                .create(&value),
+            anneal_crds::manifest::parse_modelevaluation(text)
+                .err()
+                .map(|e| e.to_string()),
+        ),
         other => (vec![format!("unexpected kind {other:?}")], None),
     };
     problems.extend(local.map(|e| format!("local validation: {e}")));
