@@ -15,7 +15,7 @@ use anneal_crds::manifest::{ManifestError, parse_modelevaluation};
 use anneal_crds::modelevaluation::{MetricSpec, ModelEvaluation};
 use anneal_crds::storage::{Storage, StorageError};
 use anneal_eval::metrics::Metric;
-use anneal_eval::report::{NamedMetric, build_report, comparison_table};
+use anneal_eval::report::{NamedMetric, Scorer, build_report, comparison_table};
 use anneal_eval::samples::{SamplesError, read_eval_samples};
 use anneal_model::backend::{BackendError, run_on};
 use anneal_model::generate::SamplingParams;
@@ -134,6 +134,9 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
         models,
         samples: samples.clone(),
         params,
+        reference_loss: metrics
+            .iter()
+            .any(|m| matches!(m.scorer, Scorer::ReferenceLoss)),
     };
     let answers = run_on(args.device.into(), job)??;
     let baseline = spec
@@ -178,7 +181,7 @@ fn named_metrics(metrics: &[MetricSpec]) -> Result<Vec<NamedMetric>, Failure> {
         .map(|(index, spec)| {
             let not_yet = |kind: &str| Failure::NotYet {
                 field: format!("spec.metrics[{index}].{kind}"),
-                message: "not computed by this version of trainer evaluate yet; exactMatch, contains, regex, rougeL and chrf are".to_owned(),
+                message: "not computed by this version of trainer evaluate yet; exactMatch, contains, regex, rougeL, chrf and referenceLoss are".to_owned(),
             };
             let (label, metric) = if spec.exact_match.is_some() {
                 ("exactMatch".to_owned(), Metric::ExactMatch)
@@ -198,11 +201,17 @@ fn named_metrics(metrics: &[MetricSpec]) -> Result<Vec<NamedMetric>, Failure> {
             } else if spec.chrf.is_some() {
                 ("chrf".to_owned(), Metric::Chrf)
             } else if spec.reference_loss.is_some() {
-                return Err(not_yet("referenceLoss"));
+                return Ok(NamedMetric {
+                    label: "referenceLoss".to_owned(),
+                    scorer: Scorer::ReferenceLoss,
+                });
             } else {
                 return Err(not_yet("judge"));
             };
-            Ok(NamedMetric { label, metric })
+            Ok(NamedMetric {
+                label,
+                scorer: Scorer::Text(metric),
+            })
         })
         .collect()
 }

@@ -17,12 +17,33 @@ pub const CONFIDENCE: f64 = 0.95;
 pub struct ModelAnswers {
     pub model: String,
     pub answers: Vec<String>,
+    /// Its mean loss per token of each sample's reference answer, where it was
+    /// computed (a model whose weights were loaded).
+    pub reference_losses: Option<Vec<f64>>,
+}
+
+/// How a metric scores a sample: the answer's text against the reference, or the
+/// model's loss on the reference (lower is better).
+pub enum Scorer {
+    Text(Metric),
+    ReferenceLoss,
 }
 
 /// A metric as the report names it (`contains "In short:"`) and computes it.
 pub struct NamedMetric {
     pub label: String,
-    pub metric: Metric,
+    pub scorer: Scorer,
+}
+
+/// Why the answers could not be scored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    MissingReference(#[from] MissingReference),
+    #[error(
+        "referenceLoss: model {model} has no loss on the references (its weights were not loaded)"
+    )]
+    NoReferenceLoss { model: String },
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -31,7 +52,8 @@ pub struct Report {
     pub baseline: String,
     pub metrics: Vec<String>,
     pub models: Vec<ModelSummary>,
-    /// The model with the highest score for the first metric.
+    /// The model with the best score for the first metric (the highest, or for
+    /// `referenceLoss` the lowest).
     pub best: String,
     pub samples: Vec<SampleRecord>,
 }
@@ -48,6 +70,10 @@ pub struct ModelSummary {
 pub struct MetricSummary {
     pub metric: String,
     pub score: Interval,
+    /// For `referenceLoss`: `exp` of the score and its bounds, the per-token perplexity
+    /// of the references.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<Interval>,
     /// This model's score minus the baseline's, paired by sample; none for the baseline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs_baseline: Option<Interval>,
@@ -79,7 +105,7 @@ pub fn build_report(
     metrics: &[NamedMetric],
     baseline: &str,
     seed: u64,
-) -> Result<Report, MissingReference> {
+) -> Result<Report, ReportError> {
     // scores[model][metric][sample]
     let mut scores: Vec<Vec<Vec<f64>>> = Vec::with_capacity(answers.len());
     for model in answers {
@@ -91,11 +117,19 @@ pub fn build_report(
         );
         let mut per_metric = Vec::with_capacity(metrics.len());
         for named in metrics {
-            let column = samples
-                .iter()
-                .zip(&model.answers)
-                .map(|(sample, answer)| named.metric.score(answer, Some(&sample.reference)))
-                .collect::<Result<Vec<f64>, _>>()?;
+            let column =
+                match &named.scorer {
+                    Scorer::Text(metric) => samples
+                        .iter()
+                        .zip(&model.answers)
+                        .map(|(sample, answer)| metric.score(answer, Some(&sample.reference)))
+                        .collect::<Result<Vec<f64>, _>>()?,
+                    Scorer::ReferenceLoss => model.reference_losses.clone().ok_or_else(|| {
+                        ReportError::NoReferenceLoss {
+                            model: model.model.clone(),
+                        }
+                    })?,
+                };
             per_metric.push(column);
         }
         scores.push(per_metric);
@@ -112,10 +146,19 @@ pub fn build_report(
             scores: metrics
                 .iter()
                 .enumerate()
-                .map(|(k, named)| MetricSummary {
+                .map(|(k, named)| {
+                    let score = bootstrap_mean(&scores[m][k], RESAMPLES, CONFIDENCE, seed)
+                        .expect("at least one sample");
+                    (k, named, score)
+                })
+                .map(|(k, named, score)| MetricSummary {
                     metric: named.label.clone(),
-                    score: bootstrap_mean(&scores[m][k], RESAMPLES, CONFIDENCE, seed)
-                        .expect("at least one sample"),
+                    perplexity: matches!(named.scorer, Scorer::ReferenceLoss).then(|| Interval {
+                        mean: score.mean.exp(),
+                        low: score.low.exp(),
+                        high: score.high.exp(),
+                    }),
+                    score,
                     vs_baseline: (m != base).then(|| {
                         bootstrap_difference(
                             &scores[m][k],
@@ -130,9 +173,17 @@ pub fn build_report(
                 .collect(),
         })
         .collect();
+    let lower_is_better = matches!(metrics[0].scorer, Scorer::ReferenceLoss);
     let best = models
         .iter()
-        .max_by(|a, b| a.scores[0].score.mean.total_cmp(&b.scores[0].score.mean))
+        .max_by(|a, b| {
+            let order = a.scores[0].score.mean.total_cmp(&b.scores[0].score.mean);
+            if lower_is_better {
+                order.reverse()
+            } else {
+                order
+            }
+        })
         .map(|m| m.model.clone())
         .unwrap_or_default();
     let records = samples
@@ -225,6 +276,7 @@ mod tests {
             ModelAnswers {
                 model: "base".into(),
                 answers: vec!["answer 1".into(), "no".into(), "no".into(), "no".into()],
+                reference_losses: None,
             },
             ModelAnswers {
                 model: "tuned".into(),
@@ -234,11 +286,12 @@ mod tests {
                     "answer 3".into(),
                     "no".into(),
                 ],
+                reference_losses: None,
             },
         ];
         let metrics = vec![NamedMetric {
             label: "exactMatch".into(),
-            metric: Metric::ExactMatch,
+            scorer: Scorer::Text(Metric::ExactMatch),
         }];
         let report = build_report(&samples, &answers, &metrics, "base", 1).unwrap();
         assert_eq!(report.best, "tuned");
@@ -267,5 +320,33 @@ mod tests {
         // The JSON names every field in camelCase.
         let json = serde_json::to_value(&report).unwrap();
         assert!(json["models"][1]["scores"][0]["vsBaseline"]["mean"].is_number());
+    }
+
+    #[test]
+    fn reference_loss_is_better_lower_and_gives_a_perplexity() {
+        let samples: Vec<EvalSample> = (1..=3).map(|i| sample(i, "x")).collect();
+        let model = |name: &str, loss: Option<f64>| ModelAnswers {
+            model: name.into(),
+            answers: vec!["x".into(); 3],
+            reference_losses: loss.map(|l| vec![l; 3]),
+        };
+        let metrics = vec![NamedMetric {
+            label: "referenceLoss".into(),
+            scorer: Scorer::ReferenceLoss,
+        }];
+        let answers = [model("base", Some(2.0)), model("tuned", Some(0.5))];
+        let report = build_report(&samples, &answers, &metrics, "base", 1).unwrap();
+        assert_eq!(report.best, "tuned");
+        let tuned = &report.models[1].scores[0];
+        assert_eq!(tuned.score.mean, 0.5);
+        assert_eq!(tuned.perplexity.unwrap().mean, 0.5f64.exp());
+        assert_eq!(tuned.vs_baseline.unwrap().mean, -1.5);
+        let served = [model("base", Some(2.0)), model("hosted", None)];
+        assert_eq!(
+            build_report(&samples, &served, &metrics, "base", 1).unwrap_err(),
+            ReportError::NoReferenceLoss {
+                model: "hosted".into()
+            }
+        );
     }
 }

@@ -4,13 +4,16 @@
 
 use std::time::Instant;
 
+use anneal_crds::dataset::{ChatMessage, Role};
 use anneal_eval::report::ModelAnswers;
 use anneal_eval::samples::EvalSample;
 use anneal_model::backend::BackendJob;
 use anneal_model::chat::{ChatError, ModelTokenizer};
 use anneal_model::generate::{SamplingParams, generate};
-use anneal_model::llm::{ModelError, load_model};
+use anneal_model::llm::{CausalLm, ModelError, load_model};
 use anneal_model::lora::peft::{AdapterError, load_adapter};
+use anneal_train::sft::evaluate::evaluate;
+use anneal_train::tokenized::TokenizedSample;
 use burn::prelude::Backend;
 use burn::tensor::DType;
 
@@ -44,6 +47,8 @@ pub struct AnswerJob {
     pub models: Vec<LocalModel>,
     pub samples: Vec<EvalSample>,
     pub params: SamplingParams,
+    /// Also each model's loss on every reference answer (the `referenceLoss` metric).
+    pub reference_loss: bool,
 }
 
 impl BackendJob for AnswerJob {
@@ -53,7 +58,8 @@ impl BackendJob for AnswerJob {
         let mut all = Vec::with_capacity(self.models.len());
         for local in &self.models {
             let started = Instant::now();
-            let answers = answer_with::<B>(local, &self.samples, &self.params, &device, dtype)?;
+            let (answers, reference_losses) =
+                answer_with::<B>(local, &self.samples, &self, &device, dtype)?;
             eprintln!(
                 "{}: {} answers in {:.1} s",
                 local.name,
@@ -63,19 +69,21 @@ impl BackendJob for AnswerJob {
             all.push(ModelAnswers {
                 model: local.name.clone(),
                 answers,
+                reference_losses,
             });
         }
         Ok(all)
     }
 }
 
+/// The model's answers, and with `job.reference_loss` its loss on each reference.
 fn answer_with<B: Backend>(
     local: &LocalModel,
     samples: &[EvalSample],
-    params: &SamplingParams,
+    job: &AnswerJob,
     device: &B::Device,
     dtype: DType,
-) -> Result<Vec<String>, AnswerError> {
+) -> Result<(Vec<String>, Option<Vec<f64>>), AnswerError> {
     let model_error = |source| AnswerError::Model {
         model: local.name.clone(),
         source,
@@ -98,7 +106,7 @@ fn answer_with<B: Backend>(
         .check_vocabulary(config.vocab_size)
         .map_err(chat_error)?;
     let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
-    samples
+    let answers = samples
         .iter()
         .map(|sample| {
             let prompt = tokenizer
@@ -108,11 +116,53 @@ fn answer_with<B: Backend>(
                 &model,
                 &prompt.ids,
                 tokenizer.eos_token_ids(),
-                params,
+                &job.params,
                 decode,
                 |_| {},
             );
             Ok(generation.text)
         })
-        .collect()
+        .collect::<Result<Vec<String>, AnswerError>>()?;
+    if !job.reference_loss {
+        return Ok((answers, None));
+    }
+    let losses = samples
+        .iter()
+        .map(|sample| reference_loss(&model, &tokenizer, sample).map_err(chat_error))
+        .collect::<Result<Vec<f64>, AnswerError>>()?;
+    Ok((answers, Some(losses)))
+}
+
+/// The model's mean loss per token of `sample`'s reference answer, given its prompt:
+/// the masked cross-entropy validation computes, on the reference's tokens only
+/// (earlier assistant turns of the prompt are context, not scored).
+fn reference_loss<B: Backend>(
+    model: &CausalLm<B>,
+    tokenizer: &ModelTokenizer,
+    sample: &EvalSample,
+) -> Result<f64, ChatError> {
+    let prompt_tokens = tokenizer.encode_chat(&sample.prompt, true)?.ids.len();
+    let mut messages = sample.prompt.clone();
+    messages.push(ChatMessage {
+        role: Role::Assistant,
+        content: sample.reference.clone(),
+    });
+    let chat = tokenizer.encode_chat(&messages, false)?;
+    let mut mask: Vec<bool> = chat
+        .assistant_mask
+        .iter()
+        .enumerate()
+        .map(|(i, &trained)| trained && i >= prompt_tokens)
+        .collect();
+    // A template that renders the prompt differently once answered: score every
+    // assistant token rather than none.
+    if !mask.iter().skip(1).any(|&m| m) {
+        mask = chat.assistant_mask;
+    }
+    let tokenized = TokenizedSample {
+        line: sample.line,
+        ids: chat.ids,
+        mask,
+    };
+    Ok(evaluate(model, &[tokenized], 1).map_or(f64::NAN, |scores| scores.loss))
 }

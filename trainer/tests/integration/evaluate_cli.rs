@@ -43,8 +43,10 @@ fn what_cannot_be_evaluated_is_refused_by_field_with_exit_2() {
     let dataset = "  dataset: {uri: file://held-out.jsonl}\n";
     let cases = [
         (
-            format!("{dataset}  metrics: [{{rougeL: {{}}}}, {{referenceLoss: {{}}}}]\n"),
-            "trainer evaluate: spec.metrics[1].referenceLoss: not computed by this version of trainer evaluate yet; exactMatch, contains, regex, rougeL and chrf are\n",
+            format!(
+                "{dataset}  metrics: [{{rougeL: {{}}}}, {{judge: {{model: {{evaluatedModel: base}}, rubric: Good?}}}}]\n"
+            ),
+            "trainer evaluate: spec.metrics[1].judge: not computed by this version of trainer evaluate yet; exactMatch, contains, regex, rougeL, chrf and referenceLoss are\n",
         ),
         (
             format!(

@@ -76,6 +76,21 @@ fn the_evaluation_finds_the_house_style_in_the_tuned_model_only(runs: &Path) {
         "{report}"
     );
     assert_eq!(report["samples"].as_array().unwrap().len(), 20);
+    // The references are in the house style: the tuned model finds them likelier.
+    let loss = report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|m| m == "referenceLoss")
+        .unwrap();
+    assert!(
+        score(1, loss)["vsBaseline"]["high"].as_f64().unwrap() < 0.0,
+        "{report}"
+    );
+    assert!(
+        score(1, loss)["perplexity"]["mean"].as_f64().unwrap() > 1.0,
+        "{report}"
+    );
 }
 
 /// Runs `trainer train MANIFEST` (relative to the repository) as a newcomer would,
