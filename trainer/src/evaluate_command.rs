@@ -3,7 +3,8 @@
 //! the runs `trainer train` wrote) answers the held-out prompts, every answer is
 //! scored against its reference by the manifest's metrics, and the comparison (each
 //! score with its 95% interval and its difference from the baseline) is printed and
-//! written as `report.json` to `{output}/{namespace}/{evaluation}/{run id}/`.
+//! written as `report.json` and `report.html` (the answers side by side) to
+//! `{output}/{namespace}/{evaluation}/{run id}/`.
 //!
 //! Exit codes: 0 evaluated; 1 a failure that may pass on retry (storage, I/O); 2 one
 //! that will not (manifest, dataset, a model that cannot be found or loaded).
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use anneal_crds::manifest::{ManifestError, parse_modelevaluation};
 use anneal_crds::modelevaluation::{MetricSpec, ModelEvaluation};
 use anneal_crds::storage::{Storage, StorageError};
+use anneal_eval::html::report_html;
 use anneal_eval::metrics::Metric;
 use anneal_eval::report::{NamedMetric, Scorer, build_report, comparison_table};
 use anneal_eval::samples::{SamplesError, read_eval_samples};
@@ -151,9 +153,15 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
         .child(&format!("{namespace}/{name}/{}", new_run_id()));
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     output.put("report.json", json.into_bytes())?;
+    let page = report_html(&report, &format!("ModelEvaluation {namespace}/{name}"));
+    output.put("report.html", page.into_bytes())?;
     print!("{}", comparison_table(&report));
     println!("best:    {} (by {})", report.best, report.metrics[0]);
     println!("report:  {}/report.json", output.uri());
+    println!(
+        "page:    {}/report.html (answers side by side)",
+        output.uri()
+    );
     Ok(())
 }
 

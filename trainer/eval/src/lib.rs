@@ -3,10 +3,12 @@
 //! ([`metrics`]: exact match, contains, a regular expression, ROUGE-L and chrF, each
 //! a score in [0, 1] per sample), how far a mean over a few hundred samples can be
 //! trusted ([`bootstrap`]: a percentile interval from resampling the samples,
-//! seeded), and every model's answers scored into one comparison ([`report`]).
+//! seeded), every model's answers scored into one comparison ([`report`]), and that
+//! comparison as a self-contained page ([`html`]).
 
 pub mod bootstrap;
 pub mod chrf;
+pub mod html;
 pub mod metrics;
 pub mod report;
 pub mod samples;

@@ -76,6 +76,14 @@ fn the_evaluation_finds_the_house_style_in_the_tuned_model_only(runs: &Path) {
         "{report}"
     );
     assert_eq!(report["samples"].as_array().unwrap().len(), 20);
+    let page = std::fs::read_to_string(
+        report_uri
+            .strip_prefix("file://")
+            .unwrap()
+            .replace("report.json", "report.html"),
+    )
+    .unwrap();
+    assert!(page.contains("<td class=\"best\">tuned</td>"), "{page}");
     // The references are in the house style: the tuned model finds them likelier.
     let loss = report["metrics"]
         .as_array()
