@@ -145,6 +145,19 @@ async fn served_ids(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// The PNG `/v1/images/generations` returns for `request`, checked to be one.
+async fn generated_png(url: &str, request: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    let reply = post_json(&format!("{url}/v1/images/generations"), request).await;
+    assert_eq!(reply.status(), 200);
+    let body: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    png
+}
+
 async fn post_json(url: &str, body: &Value) -> reqwest::Response {
     anneal_crds::storage::install_crypto_provider();
     reqwest::Client::new()
@@ -386,7 +399,6 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_image_model_and_its_lora_are_served_by_a_model_deployment() {
     use anneal_e2e::operator_harness::BUCKET;
-    use base64::Engine as _;
 
     let world = World::start(&quickstart_lines(4)).await;
     world.kubelet.run_deployments();
@@ -443,18 +455,12 @@ spec:
     assert_eq!(ids, ["flux-tiny", "styled"]);
     let mut pngs = Vec::new();
     for model in ["flux-tiny", "styled"] {
-        let reply = post_json(
-            &format!("{url}/v1/images/generations"),
+        let png = generated_png(
+            &url,
             &json!({"model": model, "prompt": "a red circle", "size": "16x16",
                     "seed": 5, "num_inference_steps": 2}),
         )
         .await;
-        assert_eq!(reply.status(), 200);
-        let body: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(body["data"][0]["b64_json"].as_str().unwrap())
-            .unwrap();
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
         pngs.push(png);
     }
     assert_ne!(pngs[0], pngs[1], "the adapter changes the image");
@@ -474,10 +480,53 @@ spec:
     );
 }
 
+/// The image job `ball` (five pictures twice an epoch, one a step) succeeds with a
+/// checkpoint, its adapter and its sample image every 10 steps, the contact sheet and
+/// the loss chart, all in the run folder `run`.
+async fn a_lora_and_a_sample_per_epoch(world: &World, images: &str, run: &str) {
+    let done = world
+        .wait_for("ball", TRAINING, "Succeeded", |s| {
+            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
+        })
+        .await;
+    let status = done.status.unwrap();
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert_eq!(validated.reason, "Valid");
+    assert!(
+        validated
+            .message
+            .contains(&format!("spec.dataset.images {images}: 5 images")),
+        "{}",
+        validated.message
+    );
+    let names: Vec<&str> = status.checkpoints.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ckpt-10", "ckpt-20"]);
+    for checkpoint in &status.checkpoints {
+        let folder = format!("{run}/checkpoints/{}", checkpoint.name);
+        assert_eq!(checkpoint.samples, [format!("{folder}/sample-0.png")]);
+        let sample = world.read_object(&folder, "sample-0.png").await.unwrap();
+        assert!(sample.starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert!(
+            world
+                .read_object(&folder, "pytorch_lora_weights.safetensors")
+                .await
+                .is_some()
+        );
+    }
+    let result = status.result.unwrap();
+    assert_eq!(result.model_id, "ft:anneal-flux-tiny:ball:ckpt-20");
+    assert_eq!(result.uri, format!("{run}/final"));
+    assert!(world.read_object(run, "samples.png").await.is_some());
+    assert!(world.read_object(run, "loss.svg").await.is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_image_job_trains_a_lora_per_epoch_and_a_model_deployment_serves_one() {
     use anneal_e2e::operator_harness::{BUCKET, image_job_yaml};
-    use base64::Engine as _;
 
     let world = World::start(&quickstart_lines(4)).await;
     world.kubelet.run_deployments();
@@ -498,47 +547,8 @@ async fn an_image_job_trains_a_lora_per_epoch_and_a_model_deployment_serves_one(
     let applied = world.apply(&image_job_yaml("ball", &images, 2, 2)).await;
     let uid = applied.metadata.uid.clone().unwrap();
 
-    // Five pictures twice an epoch, one a step: a checkpoint with its sample image
-    // every 10 steps.
-    let done = world
-        .wait_for("ball", TRAINING, "Succeeded", |s| {
-            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
-        })
-        .await;
-    let status = done.status.unwrap();
-    let validated = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Validated")
-        .unwrap();
-    assert_eq!(validated.reason, "Valid");
-    assert!(
-        validated
-            .message
-            .contains(&format!("spec.dataset.images {images}: 5 images")),
-        "{}",
-        validated.message
-    );
     let run = format!("s3://{BUCKET}/runs/{NAMESPACE}/ball/{uid}");
-    let names: Vec<&str> = status.checkpoints.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["ckpt-10", "ckpt-20"]);
-    for checkpoint in &status.checkpoints {
-        let folder = format!("{run}/checkpoints/{}", checkpoint.name);
-        assert_eq!(checkpoint.samples, [format!("{folder}/sample-0.png")]);
-        let sample = world.read_object(&folder, "sample-0.png").await.unwrap();
-        assert!(sample.starts_with(b"\x89PNG\r\n\x1a\n"));
-        assert!(
-            world
-                .read_object(&folder, "pytorch_lora_weights.safetensors")
-                .await
-                .is_some()
-        );
-    }
-    let result = status.result.unwrap();
-    assert_eq!(result.model_id, "ft:anneal-flux-tiny:ball:ckpt-20");
-    assert_eq!(result.uri, format!("{run}/final"));
-    assert!(world.read_object(&run, "samples.png").await.is_some());
-    assert!(world.read_object(&run, "loss.svg").await.is_some());
+    a_lora_and_a_sample_per_epoch(&world, &images, &run).await;
 
     // The first epoch's adapter, served: the same picture as its sample for the same
     // prompt and seed.
@@ -566,17 +576,12 @@ spec:
     let url = world.kubelet.deployment_url("ball-pictures").unwrap();
     let ids = served_ids(&url).await;
     assert!(ids.contains(&model_id.to_owned()), "{ids:?}");
-    let reply = post_json(
-        &format!("{url}/v1/images/generations"),
+    let png = generated_png(
+        &url,
         &json!({"model": model_id, "prompt": "sks", "size": "64x64",
                 "seed": 1, "num_inference_steps": 4}),
     )
     .await;
-    assert_eq!(reply.status(), 200);
-    let body: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(body["data"][0]["b64_json"].as_str().unwrap())
-        .unwrap();
     let sample = world
         .read_object(&format!("{run}/checkpoints/ckpt-10"), "sample-0.png")
         .await

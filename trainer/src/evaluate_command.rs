@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anneal_crds::manifest::{ManifestError, parse_modelevaluation};
+use anneal_crds::manifest::parse_modelevaluation;
 use anneal_crds::modelevaluation::{MetricSpec, ModelEvaluation};
 use anneal_crds::storage::{Storage, StorageError};
 use anneal_eval::html::report_html;
@@ -26,6 +26,7 @@ use anneal_sources::{SourceError, fetch_file};
 use crate::device_arg::DeviceArg;
 use crate::evaluate::answer::{AnswerError, AnswerJob};
 use crate::evaluate::resolve::{Places, ResolveError, resolve_model};
+use crate::manifest_file::{ManifestFileError, read_manifest_file};
 use crate::train_command::{absolute_uri, new_run_id};
 
 #[derive(clap::Args, Debug)]
@@ -48,16 +49,8 @@ pub struct EvaluateArgs {
 /// Why the evaluation did not run; each message names the field, file or model.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    #[error("{}: {source}", path.display())]
-    ReadManifest {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", path.display())]
-    Manifest {
-        path: PathBuf,
-        source: ManifestError,
-    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestFileError),
     #[error("{field}: {message}")]
     NotYet { field: String, message: String },
     #[error("spec.dataset {uri}: {source}")]
@@ -167,17 +160,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
 
 /// The evaluation in the manifest, and the folder its `file://` URIs are relative to.
 fn read_manifest(manifest: &Path) -> Result<(ModelEvaluation, PathBuf), Failure> {
-    let text = std::fs::read_to_string(manifest).map_err(|source| Failure::ReadManifest {
-        path: manifest.to_path_buf(),
-        source,
-    })?;
-    let evaluation = parse_modelevaluation(&text).map_err(|source| Failure::Manifest {
-        path: manifest.to_path_buf(),
-        source,
-    })?;
-    let dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
-    Ok((evaluation, dir))
+    Ok(read_manifest_file(manifest, parse_modelevaluation)?)
 }
 
 /// The manifest's metrics as the scorer computes them; the ones this version does

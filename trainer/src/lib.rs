@@ -17,6 +17,7 @@ pub mod generate_image_command;
 pub mod gpu_start;
 pub mod image_plan;
 pub mod kernel_cache;
+pub mod manifest_file;
 pub mod memory_arg;
 pub mod model_card;
 pub mod next_steps;

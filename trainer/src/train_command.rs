@@ -27,12 +27,13 @@ use std::time::Duration;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::{JobResult, TrainingType};
-use anneal_crds::manifest::{ManifestError, parse_finetunejob};
+use anneal_crds::manifest::parse_finetunejob;
 use anneal_crds::memory_plan::ByteSize;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::device_arg::DeviceArg;
 use crate::gpu_start::{GpuStartArgs, GpuStartError, prepare};
+use crate::manifest_file::{ManifestFileError, read_manifest_file};
 use crate::memory_arg::memory_size;
 use crate::next_steps::{Trained, next_steps, resume_command};
 use crate::train_image::{ImageTrainJob, prepare_image_run, print_image_result};
@@ -111,16 +112,8 @@ pub struct TrainArgs {
 /// Why `trainer train` failed; [`Failure::exit_code`] says whether a retry may pass.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
-    #[error("{}: {source}", path.display())]
-    ReadManifest {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", path.display())]
-    Manifest {
-        path: PathBuf,
-        source: ManifestError,
-    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestFileError),
     #[error(
         "spec.dataset.configMap: a ConfigMap dataset is mounted by the operator in a cluster; locally, name the file in spec.dataset.train"
     )]
@@ -289,17 +282,7 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
 
 /// The job in the manifest, and the folder its `file://` URIs are relative to.
 fn read_manifest(manifest: &Path) -> Result<(FineTuneJob, PathBuf), Failure> {
-    let text = std::fs::read_to_string(manifest).map_err(|source| Failure::ReadManifest {
-        path: manifest.to_path_buf(),
-        source,
-    })?;
-    let job = parse_finetunejob(&text).map_err(|source| Failure::Manifest {
-        path: manifest.to_path_buf(),
-        source,
-    })?;
-    let dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
-    Ok((job, dir))
+    Ok(read_manifest_file(manifest, parse_finetunejob)?)
 }
 
 /// What every run needs, chat or image: which run it is and where it writes (a new

@@ -106,42 +106,39 @@ fn answer_with<B: Backend>(
         .check_vocabulary(config.vocab_size)
         .map_err(chat_error)?;
     let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
-    let answers = samples
-        .iter()
-        .map(|sample| {
-            let prompt = tokenizer
-                .encode_chat(&sample.prompt, true)
-                .map_err(chat_error)?;
-            let generation = generate(
-                &model,
-                &prompt.ids,
-                tokenizer.eos_token_ids(),
-                &job.params,
-                decode,
-                |_| {},
-            );
-            Ok(generation.text)
-        })
-        .collect::<Result<Vec<String>, AnswerError>>()?;
-    if !job.reference_loss {
-        return Ok((answers, None));
+    let mut answers = Vec::with_capacity(samples.len());
+    let mut losses = Vec::with_capacity(samples.len());
+    for sample in samples {
+        let prompt = tokenizer
+            .encode_chat(&sample.prompt, true)
+            .map_err(chat_error)?;
+        let generation = generate(
+            &model,
+            &prompt.ids,
+            tokenizer.eos_token_ids(),
+            &job.params,
+            decode,
+            |_| {},
+        );
+        answers.push(generation.text);
+        if job.reference_loss {
+            let loss = reference_loss(&model, &tokenizer, sample, prompt.ids.len());
+            losses.push(loss.map_err(chat_error)?);
+        }
     }
-    let losses = samples
-        .iter()
-        .map(|sample| reference_loss(&model, &tokenizer, sample).map_err(chat_error))
-        .collect::<Result<Vec<f64>, AnswerError>>()?;
-    Ok((answers, Some(losses)))
+    Ok((answers, job.reference_loss.then_some(losses)))
 }
 
-/// The model's mean loss per token of `sample`'s reference answer, given its prompt:
-/// the masked cross-entropy validation computes, on the reference's tokens only
-/// (earlier assistant turns of the prompt are context, not scored).
+/// The model's mean loss per token of `sample`'s reference answer, given its prompt
+/// (`prompt_tokens` long with the generation prompt): the masked cross-entropy
+/// validation computes, on the reference's tokens only (earlier assistant turns of
+/// the prompt are context, not scored).
 fn reference_loss<B: Backend>(
     model: &CausalLm<B>,
     tokenizer: &ModelTokenizer,
     sample: &EvalSample,
+    prompt_tokens: usize,
 ) -> Result<f64, ChatError> {
-    let prompt_tokens = tokenizer.encode_chat(&sample.prompt, true)?.ids.len();
     let mut messages = sample.prompt.clone();
     messages.push(ChatMessage {
         role: Role::Assistant,

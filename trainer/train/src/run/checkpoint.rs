@@ -13,7 +13,35 @@ use crate::checkpoint::{
 };
 use crate::event_log::EventLog;
 use crate::objective::{Objective, Scores};
+use crate::state::TrainerState;
 use anneal_crds::storage::Storage;
+
+/// Says where a stopped run (chat or image) stands and what a resume continues
+/// from, in the events and storage's copy of them.
+pub(crate) fn report_stop(
+    events: &mut EventLog,
+    output: &Storage,
+    state: &TrainerState,
+    checkpoint: String,
+) -> Result<RunOutcome, TrainError> {
+    events.emit(EventBody::Log {
+        level: LogLevel::Warn,
+        message: format!(
+            "stopped at step {}/{}; resume continues from {}",
+            state.step,
+            state.total_steps,
+            state
+                .checkpoints
+                .last()
+                .map_or("the start", |c| c.name.as_str())
+        ),
+    });
+    events.sync(output)?;
+    Ok(RunOutcome::Stopped {
+        checkpoint,
+        step: state.step,
+    })
+}
 
 /// Prunes the checkpoints beyond `keep` (`checkpoints.keep`), sparing `spare`, with
 /// a log event for each one removed.
@@ -102,23 +130,11 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             let evaluation = self.evaluate(&training.model);
             self.checkpoint(&mut training, evaluation, Vec::new())?;
         }
-        let state = &training.state;
-        self.events.emit(EventBody::Log {
-            level: LogLevel::Warn,
-            message: format!(
-                "stopped at step {}/{}; resume continues from {}",
-                state.step,
-                state.total_steps,
-                state
-                    .checkpoints
-                    .last()
-                    .map_or("the start", |c| c.name.as_str())
-            ),
-        });
-        self.events.sync(&self.location.output)?;
-        Ok(RunOutcome::Stopped {
-            checkpoint: name,
-            step: state.step,
-        })
+        report_stop(
+            &mut self.events,
+            &self.location.output,
+            &training.state,
+            name,
+        )
     }
 }

@@ -21,7 +21,7 @@ use crate::TrainError;
 use crate::checkpoint::{CHECKPOINTS, SAMPLES_FILE, checkpoint_name};
 use crate::image::samples::draw_samples;
 use crate::optimizer_state::{OPTIMIZER_FILE, save_moments};
-use crate::run::checkpoint::prune_and_report;
+use crate::run::checkpoint::{prune_and_report, report_stop};
 use crate::state::STATE_FILE;
 
 /// Where the untrained model's samples go in the run's output.
@@ -179,23 +179,11 @@ impl<B: AutodiffBackend> ImageRun<'_, B> {
         if state.step > 0 && !already {
             self.checkpoint(&mut training, false)?;
         }
-        let state = &training.state;
-        self.events.emit(EventBody::Log {
-            level: LogLevel::Warn,
-            message: format!(
-                "stopped at step {}/{}; resume continues from {}",
-                state.step,
-                state.total_steps,
-                state
-                    .checkpoints
-                    .last()
-                    .map_or("the start", |c| c.name.as_str())
-            ),
-        });
-        self.events.sync(&self.inputs.location.output)?;
-        Ok(RunOutcome::Stopped {
-            checkpoint: name,
-            step: state.step,
-        })
+        report_stop(
+            &mut self.events,
+            &self.inputs.location.output,
+            &training.state,
+            name,
+        )
     }
 }

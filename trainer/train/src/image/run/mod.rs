@@ -19,8 +19,7 @@ use anneal_crds::events::EventBody;
 use anneal_crds::finetunejob::JobPhase;
 use burn::tensor::backend::AutodiffBackend;
 
-pub use checkpoint::{BASE_SAMPLES, SampleImage, sample_file};
-pub use finish::CONTACT_SHEET;
+pub use checkpoint::SampleImage;
 use prepare::Prepared;
 pub use prepare::{TrainingImages, default_resolution};
 use start::ImageTraining;
@@ -31,6 +30,7 @@ use crate::event_log::{EventLog, EventSink};
 use crate::run::divergence::report_failure;
 use crate::run::start::{find_resume_point, open_event_log};
 use crate::run::{BaseModel, RunIdentity, RunLocation, RunOutcome, TrainingSettings};
+use crate::schedule::LearningRateSchedule;
 use crate::state::DataOrder;
 
 /// Everything an image run needs, already on this machine.
@@ -68,6 +68,7 @@ pub fn run_image_training<B: AutodiffBackend>(
         total_steps,
         events,
         device,
+        schedule: LearningRateSchedule::new(h.learning_rate, h.warmup_ratio, total_steps),
         epoch_batches: None,
     };
     run.announce(point.as_ref().map(|p| (p.name.as_str(), p.state.step)));
@@ -95,6 +96,7 @@ struct ImageRun<'a, B: AutodiffBackend> {
     total_steps: u64,
     events: EventLog,
     device: &'a B::Device,
+    schedule: LearningRateSchedule,
     /// The current epoch's batches (indices into the examples).
     epoch_batches: Option<(u64, Vec<Vec<usize>>)>,
 }

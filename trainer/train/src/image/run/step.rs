@@ -22,7 +22,6 @@ use crate::image::step::{StepDraws, image_step};
 use crate::objective::MAX_GRAD_NORM;
 use crate::run::Divergence;
 use crate::run::divergence::likely_cause;
-use crate::schedule::LearningRateSchedule;
 use crate::state::{LogEntry, RngState, step_seed};
 
 /// This process's pace, for the time-left estimate.
@@ -58,8 +57,7 @@ impl<'a, B: AutodiffBackend> ImageRun<'a, B> {
         } = training;
         let h = &self.inputs.settings.hyperparameters;
         let step = state.step;
-        let schedule = LearningRateSchedule::new(h.learning_rate, h.warmup_ratio, self.total_steps);
-        let learning_rate = schedule.at(step);
+        let learning_rate = self.schedule.at(step);
         let started = Instant::now();
         let examples = self.step_examples(step);
         let (batch, draws, tokens) = self.flow_batch(&examples, step);
