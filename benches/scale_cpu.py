@@ -440,10 +440,13 @@ def main() -> None:
         f"Command: `cargo build --release -p anneal-trainer --bin trainer && {command}` "
         f"({time.strftime('%Y-%m-%d')}, {threads} cores, 1-minute load average up to {load:.2f}; "
         f"runs killed above {max_rss_mib / 1024:.1f} GiB RSS).",
-        "The trainer as of this run: fused chunked cross-entropy, per-layer recomputation "
-        "(`gradientCheckpointing`, on by default), the attention softmax as one tracked op keeping only its "
-        "output, the base loaded once in f32 (the CPU computes in f32) with each tensor's mapped pages "
-        "released once converted, one host read per step.",
+        "The trainer as of this run: fused chunked cross-entropy in chunks of at most 128 MiB of logits, "
+        "making the hidden states' gradient in its forward pass, per-layer recomputation "
+        "(`gradientCheckpointing`, on by default), attention as one tracked op keeping only q, k and v and "
+        "recomputing one block of 128 query rows at a time in its backward pass, the MLP's SwiGLU as one "
+        "tracked op keeping gate and up, matrix products through gemm's AVX-512 kernels, the base loaded "
+        "once in f32 (the CPU computes in f32) with each tensor's mapped pages released once converted, "
+        "one host read per step.",
         f"Qwen2 shape `{shape_name}` with random weights saved in bf16: {json.dumps(config)}. "
         f"LoRA r{LORA['rank']} alpha {LORA['alpha']} dropout {LORA['dropout']} on all 7 projections, AdamW, "
         f"learning rate {LEARNING_RATE}, gradient clipping at 1.0. Chats of the quick start's words in the "

@@ -6,23 +6,23 @@
 //! - the loss and the layers' backward never hold their working sets at once: the
 //!   chunked loss runs (and frees its chunk) before the first layer is recomputed;
 //! - a layer's backward goes through its MLP first and frees the MLP's saved tensors
-//!   before attention's backward makes its score-sized gradient;
-//! - burn's CPU backend computes a chunk's softmax and its gradient in the logits'
-//!   own buffer, and the softmax's gradient in the kept output's, so one score-sized
-//!   and one logits-sized tensor are made, not two.
+//!   before attention's backward works through its query blocks;
+//! - burn's CPU backend computes a chunk's softmax in the logits' own buffer, so one
+//!   logits-sized tensor is made, not two.
 //!
 //! The GPU plan keeps its bounds until a GPU run measures them.
 
 use super::byte_size::MIB;
 use super::footprint::{
-    F32_BYTES, MLP_GRADIENT_COPIES, SCORE_COPIES_KEPT, head_activation_bytes, layer_input_bytes,
-    layer_saved_bytes, score_elements,
+    F32_BYTES, MLP_GRADIENT_COPIES, block_score_elements, head_activation_bytes, layer_input_bytes,
+    layer_saved_bytes,
 };
 use super::inputs::{PlanInputs, TrainedWeights};
 use crate::hyperparameters::TargetModule;
 
-/// Score-sized gradients alive while one layer's attention runs backward on the CPU.
-pub const CPU_SCORE_COPIES_IN_BACKWARD: u64 = 1;
+/// Block-sized `[nh, rows, T]` f32 tensors alive while attention's backward works on
+/// one query block on the CPU.
+pub const CPU_ATTENTION_BLOCK_COPIES_IN_BACKWARD: u64 = 3;
 /// Logits-sized tensors alive in the chunked loss on the CPU.
 pub const CPU_LOGITS_CHUNK_COPIES: u64 = 1;
 /// The allocator's slack (10% of the rest) and the process itself (64 MiB).
@@ -37,8 +37,8 @@ const ATTENTION: [TargetModule; 4] = [
 ];
 
 /// What attention keeps for its backward per sequence: the first norm's output, q
-/// after RoPE and the attention output (`2 * nh * d`), k and v (`2 * nkv * d`), the
-/// attention adapters' own activations, and the kept softmax output.
+/// after RoPE and the attention output (`2 * nh * d`), k and v (`2 * nkv * d`), and
+/// the attention adapters' own activations.
 fn attention_saved_bytes(inputs: &PlanInputs) -> u64 {
     let shape = &inputs.shape;
     let lora = match &inputs.trained {
@@ -55,26 +55,25 @@ fn attention_saved_bytes(inputs: &PlanInputs) -> u64 {
         TrainedWeights::Full => 0,
     };
     let per_token = shape.hidden_size + 2 * shape.query_width() + 2 * shape.kv_width() + lora;
-    let scores = SCORE_COPIES_KEPT * shape.attention_heads * score_elements(inputs.max_tokens);
-    (inputs.max_tokens * per_token + scores) * F32_BYTES
+    inputs.max_tokens * per_token * F32_BYTES
 }
 
 /// The layers' phase per sequence on a device with `layers` layers: the kept inputs
 /// (every layer's, with recomputation; every layer's saved tensors without) and the
 /// head's activations, plus the larger of the two moments of one layer's backward:
 /// its MLP's (everything the layer saved, and the MLP's gradients) and its
-/// attention's (what attention saved, and one score-sized gradient).
+/// attention's (what attention saved, and one query block's working set).
 pub fn cpu_layer_phase_bytes(inputs: &PlanInputs, layers: u64) -> u64 {
     let shape = &inputs.shape;
     let whole_layer = layer_saved_bytes(inputs);
     let mlp_gradients =
         MLP_GRADIENT_COPIES * inputs.max_tokens * shape.intermediate_size * F32_BYTES;
-    let score_gradients = CPU_SCORE_COPIES_IN_BACKWARD
+    let block_working_set = CPU_ATTENTION_BLOCK_COPIES_IN_BACKWARD
         * shape.attention_heads
-        * score_elements(inputs.max_tokens)
+        * block_score_elements(inputs.max_tokens)
         * F32_BYTES;
     let mlp_moment = whole_layer + mlp_gradients;
-    let attention_moment = attention_saved_bytes(inputs) + score_gradients;
+    let attention_moment = attention_saved_bytes(inputs) + block_working_set;
     let other_layers = if inputs.gradient_checkpointing {
         layers * layer_input_bytes(inputs)
     } else {
@@ -86,8 +85,7 @@ pub fn cpu_layer_phase_bytes(inputs: &PlanInputs, layers: u64) -> u64 {
 /// The loss's phase for a micro-batch, less what the layers' phase shares with it:
 /// one chunk of logits; the kept inputs and head activations are the layers' phase's.
 pub fn cpu_logits_bytes(inputs: &PlanInputs, micro_batch: u64) -> u64 {
-    let tokens = micro_batch * inputs.sequences_per_sample * inputs.max_tokens;
-    super::footprint::LOGITS_CHUNK_TOKENS.min(tokens)
+    super::footprint::logits_chunk_tokens_of(inputs, micro_batch)
         * inputs.shape.vocab_size
         * F32_BYTES
         * CPU_LOGITS_CHUNK_COPIES

@@ -89,12 +89,12 @@ mod tests {
             text.contains("| Qwen/Qwen2.5-7B-Instruct | 14.2 GiB |"),
             "{text}"
         );
-        // The 7B row of the 80 GiB table, 4096 tokens: 7 samples at 74.4 GiB.
+        // The 7B row of the 80 GiB table, 4096 tokens: all 8 samples at 54.8 GiB.
         let row = text
             .lines()
             .find(|l| l.starts_with("| Qwen/Qwen2.5-7B-Instruct"))
             .unwrap();
-        assert_eq!(row.split('|').nth(5).unwrap().trim(), "7 x 74.4 GiB");
+        assert_eq!(row.split('|').nth(5).unwrap().trim(), "8 x 54.8 GiB");
         let big = text
             .lines()
             .find(|l| l.starts_with("| Qwen/Qwen2.5-72B-Instruct"))

@@ -15,24 +15,30 @@ pub const F32_BYTES: u64 = 4;
 /// An f32 trainable parameter: its value (4), its gradient (4) and AdamW's two
 /// moments (4 + 4). A LoRA adapter is this and nothing else.
 pub const TRAINABLE_BYTES_PER_PARAM: u64 = 16;
-/// Tokens the chunked cross-entropy turns into logits at once: the `[T, V]` logits
-/// of a whole batch are never held, only a `[1024, V]` chunk and its gradient.
-pub const LOGITS_CHUNK_TOKENS: u64 = 1024;
-/// `[1024, V]` f32 tensors alive in the loss: the chunk's logits and their gradient.
+/// The f32 logits the chunked cross-entropy makes at once: the `[T, V]` logits of a
+/// whole batch are never held, only a chunk of about 128 MiB and its gradient
+/// ([`logits_chunk_tokens`]).
+pub const LOGITS_CHUNK_BYTES: u64 = 128 * 1024 * 1024;
+/// Chunks have 64 to 1,024 tokens: fewer rows make the head's product inefficient,
+/// and a small vocabulary needs no chunking.
+pub const LOGITS_CHUNK_TOKENS_MIN: u64 = 64;
+pub const LOGITS_CHUNK_TOKENS_MAX: u64 = 1024;
+/// `[chunk, V]` f32 tensors alive in the loss: the chunk's logits and their gradient.
 pub const LOGITS_CHUNK_COPIES: u64 = 2;
-/// Score-sized `[nh, T, T]` f32 tensors a layer keeps for its backward pass: the
-/// softmax output, with a softmax whose backward needs only its output.
-pub const SCORE_COPIES_KEPT: u64 = 1;
-/// Score-sized gradients alive while one layer's attention runs backward: the
-/// gradient of the softmax output and of the scores.
-pub const SCORE_COPIES_IN_BACKWARD: u64 = 2;
+/// Block-sized `[nh, rows, T]` f32 tensors alive while attention's backward works on
+/// one query block: the recomputed softmax `P`, the gradient `dP`, `dP − rowsum(dP·P)`
+/// and the scores' gradient `dS`. Attention keeps only q, k and v for its backward
+/// pass (trainer/train/src/blocked_attention.rs): no score-sized tensor outlives a
+/// block.
+pub const ATTENTION_BLOCK_COPIES_IN_BACKWARD: u64 = 4;
 /// `[T, f]` gradients alive while one layer's MLP runs backward (gate's and up's).
 pub const MLP_GRADIENT_COPIES: u64 = 2;
-/// The trainer's attention runs queries in at most 8 blocks of at least 64 rows, each
-/// block against the keys up to its last row only (trainer/src/model/attention.rs,
-/// `query_blocks`): the scores cover about 9/16 of the `[T, T]` square, not all of it.
-pub const ATTENTION_QUERY_BLOCKS_MAX: u64 = 8;
+/// The trainer's attention runs queries in blocks of 64 to 128 rows (at most 8 blocks
+/// up to 1,024 tokens, then 128 rows each), each block against the keys up to its
+/// last row only (trainer/model/src/llm/blocked_attention.rs, `block_rows`).
 pub const ATTENTION_BLOCK_ROWS_MIN: u64 = 64;
+pub const ATTENTION_BLOCK_ROWS_MAX: u64 = 128;
+pub const ATTENTION_BLOCKS_UP_TO_MAX_ROWS: u64 = 8;
 /// Workspace and fragmentation: the allocator's pools and kernels' scratch grow with
 /// the tensors (10% of everything else), plus a fixed 1 GiB for the CUDA context,
 /// kernel caches and the process itself.
@@ -77,19 +83,38 @@ pub fn trainable_state_bytes(inputs: &PlanInputs, layers: u64) -> u64 {
     trainable_params(inputs, layers) * trainable_bytes_per_param(inputs)
 }
 
+/// Query rows per attention block for a sequence of `tokens`, as the trainer splits it.
+pub fn attention_block_rows(tokens: u64) -> u64 {
+    tokens
+        .div_ceil(ATTENTION_BLOCKS_UP_TO_MAX_ROWS)
+        .clamp(ATTENTION_BLOCK_ROWS_MIN, ATTENTION_BLOCK_ROWS_MAX)
+}
+
+/// Each query block of a sequence of `tokens`: (rows, keys seen).
+fn attention_blocks(tokens: u64) -> impl Iterator<Item = (u64, u64)> {
+    let block = attention_block_rows(tokens);
+    (0..tokens).step_by(block as usize).map(move |first| {
+        let end = (first + block).min(tokens);
+        (end - first, end)
+    })
+}
+
 /// Score elements of one head of one sequence of `tokens`: the sum over the query
-/// blocks of `rows * keys seen`, as the trainer computes them.
+/// blocks of `rows * keys seen`, as the trainer computes them (and as the causal mask
+/// is built).
 pub fn score_elements(tokens: u64) -> u64 {
-    let block = tokens
-        .div_ceil(ATTENTION_QUERY_BLOCKS_MAX)
-        .max(ATTENTION_BLOCK_ROWS_MIN);
-    (0..tokens)
-        .step_by(block as usize)
-        .map(|first| {
-            let end = (first + block).min(tokens);
-            (end - first) * end
-        })
+    attention_blocks(tokens)
+        .map(|(rows, keys)| rows * keys)
         .sum()
+}
+
+/// Score elements of one head in the largest query block of a sequence of `tokens`:
+/// what attention's backward holds at once, one block at a time.
+pub fn block_score_elements(tokens: u64) -> u64 {
+    attention_blocks(tokens)
+        .map(|(rows, keys)| rows * keys)
+        .max()
+        .unwrap_or(0)
 }
 
 /// One layer's input `[T, h]` f32: what recomputation keeps of each layer (and what
@@ -101,19 +126,19 @@ pub fn layer_input_bytes(inputs: &PlanInputs) -> u64 {
 /// What one layer keeps for its backward pass besides its input, per sequence:
 /// per token the first norm's output `h` (q/k/v's input), q after RoPE `nh*d`, k after
 /// RoPE and v `2*nkv*d` (the attention matmuls' operands), the attention output `nh*d`
-/// (o's input), the residual sum and second norm's output `2h`, gate, up, silu(gate)
-/// and their product `4f` (the MLP's operands); for each LoRA adapter its `[T, r]`
-/// down-projection and, with dropout, the dropped copy of its input `in`; and the
-/// softmax output, `nh` heads of [`score_elements`].
+/// (o's input), the residual sum and second norm's output `2h`, gate, up and
+/// `silu(gate) · up` `3f` (the MLP's operands: its SwiGLU keeps only gate and up, see
+/// trainer/train/src/swiglu.rs); for each LoRA adapter its `[T, r]`
+/// down-projection and, with dropout, the dropped copy of its input `in`. No scores:
+/// attention's backward recomputes them block by block.
 pub fn layer_saved_bytes(inputs: &PlanInputs) -> u64 {
     let shape = &inputs.shape;
     let per_token = 3 * shape.hidden_size
         + 2 * shape.query_width()
         + 2 * shape.kv_width()
-        + 4 * shape.intermediate_size
+        + 3 * shape.intermediate_size
         + lora_saved_per_token(inputs);
-    let scores = SCORE_COPIES_KEPT * shape.attention_heads * score_elements(inputs.max_tokens);
-    (inputs.max_tokens * per_token + scores) * F32_BYTES
+    inputs.max_tokens * per_token * F32_BYTES
 }
 
 /// LoRA's own activations per token of one layer: `r` per adapter, plus `in` with dropout.
@@ -136,13 +161,15 @@ fn lora_saved_per_token(inputs: &PlanInputs) -> u64 {
 }
 
 /// Gradients alive at the worst moment of one layer's backward pass, per sequence:
-/// two score-sized `[nh, T, T]` (the softmax output's and the scores') or, later, two
+/// attention's working set for its largest query block
+/// ([`ATTENTION_BLOCK_COPIES_IN_BACKWARD`] `[nh, rows, T]`) or, at another moment, two
 /// `[T, f]` (gate's and up's); both are counted, as the allocator may still hold one
 /// while the other is made.
 pub fn backward_working_bytes(inputs: &PlanInputs) -> u64 {
     let shape = &inputs.shape;
-    let scores =
-        SCORE_COPIES_IN_BACKWARD * shape.attention_heads * score_elements(inputs.max_tokens);
+    let scores = ATTENTION_BLOCK_COPIES_IN_BACKWARD
+        * shape.attention_heads
+        * block_score_elements(inputs.max_tokens);
     let mlp = MLP_GRADIENT_COPIES * inputs.max_tokens * shape.intermediate_size;
     (scores + mlp) * F32_BYTES
 }
@@ -178,11 +205,28 @@ pub fn shared_table_bytes(inputs: &PlanInputs) -> u64 {
     (mask + rope) * F32_BYTES
 }
 
-/// The loss's logits for a micro-batch: one chunk of at most [`LOGITS_CHUNK_TOKENS`]
-/// tokens (fewer when the micro-batch has fewer) times `V`, f32, with its gradient.
-pub fn logits_bytes(inputs: &PlanInputs, micro_batch: u64) -> u64 {
+/// Tokens per chunk of the chunked cross-entropy for a vocabulary of `vocab`: as many
+/// as fit [`LOGITS_CHUNK_BYTES`] of f32 logits, within 64..=1,024 (220 at Qwen2.5's
+/// 151,936, 261 at Llama 3's 128,256). The trainer chunks by this function too.
+pub fn logits_chunk_tokens(vocab: u64) -> u64 {
+    (LOGITS_CHUNK_BYTES / (vocab.max(1) * F32_BYTES))
+        .clamp(LOGITS_CHUNK_TOKENS_MIN, LOGITS_CHUNK_TOKENS_MAX)
+}
+
+/// The tokens of one logits chunk for a micro-batch: fewer when the micro-batch has
+/// fewer.
+pub fn logits_chunk_tokens_of(inputs: &PlanInputs, micro_batch: u64) -> u64 {
     let tokens = micro_batch * inputs.sequences_per_sample * inputs.max_tokens;
-    LOGITS_CHUNK_TOKENS.min(tokens) * inputs.shape.vocab_size * F32_BYTES * LOGITS_CHUNK_COPIES
+    logits_chunk_tokens(inputs.shape.vocab_size).min(tokens)
+}
+
+/// The loss's logits for a micro-batch: one chunk ([`logits_chunk_tokens_of`]) times
+/// `V`, f32, with its gradient.
+pub fn logits_bytes(inputs: &PlanInputs, micro_batch: u64) -> u64 {
+    logits_chunk_tokens_of(inputs, micro_batch)
+        * inputs.shape.vocab_size
+        * F32_BYTES
+        * LOGITS_CHUNK_COPIES
 }
 
 /// The workspace and fragmentation margin on top of `subtotal` bytes.
@@ -198,11 +242,24 @@ mod tests {
     fn scores_cover_the_causal_blocks_only() {
         // Up to 64 tokens: one block, the whole square.
         assert_eq!(score_elements(10), 100);
+        assert_eq!(block_score_elements(10), 100);
         // 200 tokens: blocks of 64 rows seeing 64, 128, 192 and 200 keys.
         assert_eq!(score_elements(200), 64 * 64 + 64 * 128 + 64 * 192 + 8 * 200);
-        // 4096 tokens: 8 blocks of 512 rows, (1 + ... + 8) x 512 x 512 = 9/16 of 4096².
-        assert_eq!(score_elements(4096), 36 * 512 * 512);
-        assert_eq!(score_elements(4096) * 16, 9 * 4096 * 4096);
+        assert_eq!(block_score_elements(200), 64 * 192);
+        // 4096 tokens: 32 blocks of 128 rows, (1 + ... + 32) x 128 x 128 = 33/64 of
+        // 4096²; the largest block is 128 x 4096, 1/32 of the square.
+        assert_eq!(score_elements(4096), 528 * 128 * 128);
+        assert_eq!(score_elements(4096) * 64, 33 * 4096 * 4096);
+        assert_eq!(block_score_elements(4096), 128 * 4096);
+    }
+
+    #[test]
+    fn logits_chunks_hold_about_128_mib_within_64_to_1024_tokens() {
+        assert_eq!(logits_chunk_tokens(151_936), 220);
+        assert_eq!(logits_chunk_tokens(128_256), 261);
+        assert!(logits_chunk_tokens(151_936) * 151_936 * 4 <= LOGITS_CHUNK_BYTES);
+        assert_eq!(logits_chunk_tokens(2_048), 1024);
+        assert_eq!(logits_chunk_tokens(4_000_000), 64);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::cpu_peak::CPU_MARGIN_PERCENT;
-use super::footprint::{LOGITS_CHUNK_TOKENS, MARGIN_PERCENT, trainable_bytes_per_param};
+use super::footprint::{MARGIN_PERCENT, logits_chunk_tokens, trainable_bytes_per_param};
 use super::inputs::DeviceKind;
 use super::inputs::{PlanInputs, TrainedWeights};
 use super::plan::MemoryPlan;
@@ -63,16 +63,15 @@ impl fmt::Display for MemoryPlan {
             (
                 "logits",
                 self.logits,
-                match cpu {
-                    false => format!(
-                        "a {LOGITS_CHUNK_TOKENS}-token chunk x {} vocabulary, f32, and its gradient",
-                        shape.vocab_size
-                    ),
-                    true => format!(
-                        "a {LOGITS_CHUNK_TOKENS}-token chunk x {} vocabulary, f32, its gradient in place",
-                        shape.vocab_size
-                    ),
-                },
+                format!(
+                    "a chunk of up to {} tokens x {} vocabulary, f32, {}",
+                    logits_chunk_tokens(shape.vocab_size),
+                    shape.vocab_size,
+                    match cpu {
+                        false => "and its gradient",
+                        true => "its gradient in place",
+                    }
+                ),
             ),
             (
                 "margin",
@@ -204,12 +203,12 @@ mod tests {
 memory plan: LoRA r8 on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; 1 sequence of 4096 tokens per sample, batchSize 8, recomputation on; 1 x 80 GiB GPU
   base weights        14.19 GiB  7.62B parameters x 2 bytes (bf16)
   trainable state      0.30 GiB  20.19M parameters x 16 bytes (f32 value, gradient, 2 AdamW moments)
-  activations         51.03 GiB  7 x 7.29 GiB per sample (each layer's input kept, one layer recomputed at a time)
+  activations         34.13 GiB  8 x 4.27 GiB per sample (each layer's input kept, one layer recomputed at a time)
   shared tables        0.04 GiB  causal-mask blocks and RoPE tables, once per length
-  logits               1.16 GiB  a 1024-token chunk x 152064 vocabulary, f32, and its gradient
-  margin               7.67 GiB  10% + 1 GiB: workspace, fragmentation, CUDA context
-  peak                74.39 GiB  of 80 GiB per GPU
-micro-batch 7 x 2 accumulation steps = batchSize 8 (the last micro-batch has 1)";
+  logits               0.25 GiB  a chunk of up to 220 tokens x 152064 vocabulary, f32, and its gradient
+  margin               5.89 GiB  10% + 1 GiB: workspace, fragmentation, CUDA context
+  peak                54.80 GiB  of 80 GiB per GPU
+micro-batch 8 x 1 accumulation step = batchSize 8";
         assert_eq!(text, expected);
 
         let spread = PlanInputs {
@@ -224,7 +223,7 @@ micro-batch 7 x 2 accumulation steps = batchSize 8 (the last micro-batch has 1)"
         );
         assert!(
             text.ends_with(
-                "micro-batch 3 x 3 accumulation steps = batchSize 8 (the last micro-batch has 2)"
+                "micro-batch 5 x 2 accumulation steps = batchSize 8 (the last micro-batch has 3)"
             ),
             "{text}"
         );

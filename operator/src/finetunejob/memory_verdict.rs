@@ -93,34 +93,34 @@ mod tests {
         let gib = ByteSize::gib;
         let tokens = |n: u32| serde_json::json!({"hyperparameters": {"maxTokens": n}});
         let cases = [
-            // The standard preset at 4096 tokens: 7 of 8 samples at a time.
+            // The standard preset at 4096 tokens: all 8 samples at a time.
             (
                 job(QWEN_7B, serde_json::json!({})),
                 built_in(QWEN_7B),
                 gib(80),
                 VerdictReason::Valid,
-                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 74.4 GiB of 80 GiB per GPU at micro-batch 7 x 2 accumulation and maxTokens 4096",
+                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 54.8 GiB of 80 GiB per GPU at micro-batch 8 x 1 accumulation and maxTokens 4096",
             ),
             (
                 job(QWEN_7B, serde_json::json!({})),
                 built_in(QWEN_7B),
                 gib(141),
                 VerdictReason::Valid,
-                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 82.4 GiB of 141 GiB per GPU at micro-batch 8 x 1 accumulation and maxTokens 4096",
+                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 54.8 GiB of 141 GiB per GPU at micro-batch 8 x 1 accumulation and maxTokens 4096",
             ),
             (
                 job(QWEN_72B, serde_json::json!({})),
                 built_in(QWEN_72B),
                 gib(80),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
+                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 168.5 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU; no maxTokens fits on 1 x 80 GiB GPU, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
             ),
             (
                 job(QWEN_72B, serde_json::json!({})),
                 built_in(QWEN_72B),
                 gib(141),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 176.9 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 141 GiB of a GPU; no maxTokens fits on 1 x 141 GiB GPU, or on 2 GPUs of 141 GiB with its layers placed across them (spec.resources.gpus: 2)",
+                "does not fit one GPU: Qwen/Qwen2.5-72B-Instruct needs 168.5 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 141 GiB of a GPU; no maxTokens fits on 1 x 141 GiB GPU, or on 2 GPUs of 141 GiB with its layers placed across them (spec.resources.gpus: 2)",
             ),
             // Two H200s hold 72B with its layers placed across them.
             (
@@ -128,7 +128,7 @@ mod tests {
                 built_in(QWEN_72B),
                 gib(141),
                 VerdictReason::Valid,
-                "memory plan (Qwen/Qwen2.5-72B-Instruct, from the built-in shape of its name): 135.3 GiB of 141 GiB per GPU, its 80 layers placed across 2 GPUs (40 on the busiest) at micro-batch 3 x 3 accumulation and maxTokens 4096",
+                "memory plan (Qwen/Qwen2.5-72B-Instruct, from the built-in shape of its name): 134.2 GiB of 141 GiB per GPU, its 80 layers placed across 2 GPUs (40 on the busiest) at micro-batch 5 x 2 accumulation and maxTokens 4096",
             ),
             // Two 80 GiB GPUs do not: it says how many would.
             (
@@ -136,14 +136,22 @@ mod tests {
                 built_in(QWEN_72B),
                 gib(80),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit 2 GPUs: Qwen/Qwen2.5-72B-Instruct needs 98.6 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 70.0 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 271 or less, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
+                "does not fit 2 GPUs: Qwen/Qwen2.5-72B-Instruct needs 90.2 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 70.0 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 316 or less, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
             ),
+            // Qwen2.5-7B's whole 32k context fits, one sample at a time; twice that does not.
             (
                 job(QWEN_7B, tokens(32_768)),
                 built_in(QWEN_7B),
                 gib(80),
+                VerdictReason::Valid,
+                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 57.0 GiB of 80 GiB per GPU at micro-batch 1 x 8 accumulation and maxTokens 32768",
+            ),
+            (
+                job(QWEN_7B, tokens(65_536)),
+                built_in(QWEN_7B),
+                gib(80),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit one GPU: Qwen/Qwen2.5-7B-Instruct needs 266.8 GiB per GPU at micro-batch 1 with maxTokens 32768 (base weights 14.2 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 15028 or less, and no number of 80 GiB GPUs holds it with its layers placed across them",
+                "does not fit one GPU: Qwen/Qwen2.5-7B-Instruct needs 101.3 GiB per GPU at micro-batch 1 with maxTokens 65536 (base weights 14.2 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 50194 or less, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
             ),
             // A model the operator knows nothing about is let through.
             (
@@ -184,7 +192,7 @@ mod tests {
         assert!(
             verdict
                 .message
-                .starts_with("memory plan (my-org/seven, from its config.json): 74.4 GiB"),
+                .starts_with("memory plan (my-org/seven, from its config.json): 54.8 GiB"),
             "{}",
             verdict.message
         );

@@ -1,14 +1,15 @@
 //! Softmax attention computed a block of query rows at a time, so that the f32
 //! scores of one block stay within a byte budget however long the sequence: the
 //! transformer's joint attention (4,608 tokens at 1024x1024) and the VAE's attention
-//! over a latent image's pixels (16,384 at 1024x1024) both use it. Products run in
-//! the operands' dtype, the softmax in f32.
+//! over a latent image's pixels (16,384 at 1024x1024) both use it. It is the
+//! language models' blocked attention with one query head per key head and no mask
+//! (`anneal_model::llm::blocked_attention`): products in the operands' dtype, the
+//! softmax in f32, and in training a backward pass that keeps q, k and v and
+//! recomputes one block's scores at a time.
 
 use burn::prelude::*;
-use burn::tensor::DType;
 
-use anneal_model::llm::precision::cast;
-use anneal_model::llm::softmax::row_softmax;
+use anneal_model::llm::blocked_attention::{QueryBlock, blocked_attention};
 
 /// `softmax(q·k_t)·v`: `q` `[b, h, s, d]` with the scale already applied, `k_t`
 /// `[b, h, d, t]`, `v` `[b, h, t, d]`; returns `[b, h, s, d]` in `v`'s dtype.
@@ -20,24 +21,18 @@ pub fn attend_in_blocks<B: Backend>(
 ) -> Tensor<B, 4> {
     let [batch, heads, seq, _] = q.dims();
     let keys = k_t.dims()[3];
-    let dtype = v.dtype();
     let rows = query_rows(batch * heads, keys, scores_budget).min(seq.max(1));
-    let outs: Vec<Tensor<B, 4>> = (0..seq)
+    let blocks: Vec<QueryBlock<B>> = (0..seq)
         .step_by(rows)
-        .map(|first| {
-            let n = rows.min(seq - first);
-            let scores = cast(
-                q.clone().narrow(2, first, n).matmul(k_t.clone()),
-                DType::F32,
-            ); // [b, h, n, t]
-            let weights = cast(
-                row_softmax(scores.reshape([batch * heads * n, keys])),
-                dtype,
-            );
-            weights.reshape([batch, heads, n, keys]).matmul(v.clone()) // [b, h, n, d]
+        .map(|first| QueryBlock {
+            rows: first..(first + rows).min(seq),
+            keys,
+            bias: None,
         })
         .collect();
-    Tensor::cat(outs, 2)
+    // Each head its own key head: [b, h, 1, s, d] against [b, h, t, d].
+    let queries = q.unsqueeze_dim::<5>(2);
+    blocked_attention(queries, k_t.swap_dims(2, 3), v, &blocks).squeeze_dim::<4>(2)
 }
 
 /// Query rows per block so that `batch_heads` rows of `keys` f32 scores each stay

@@ -43,6 +43,56 @@ pub fn shifted_sigmas(
         .collect()
 }
 
+/// A step's noisy latents and the velocity they should be denoised with.
+pub struct FlowTargets<B: Backend> {
+    /// `x_σ`, packed `[b, n, c·4]`.
+    pub noisy: Tensor<B, 3>,
+    /// `ε − x₀`, packed `[b, n, c·4]`.
+    pub target: Tensor<B, 3>,
+    /// The latents' packed grid (rows, columns).
+    pub grid: (usize, usize),
+    /// [`TRAINING_GUIDANCE`] per image.
+    pub guidance: Vec<f32>,
+}
+
+impl<B: Backend> FlowTargets<B> {
+    /// `batch`'s latents noised with `noise` (the latents' shape) at noise levels
+    /// `sigmas` (one per image).
+    pub fn new(batch: &FlowBatch<B>, noise: Tensor<B, 4>, sigmas: &[f32]) -> Self {
+        let [images, _, height, width] = batch.latents.dims();
+        assert_eq!(sigmas.len(), images, "one noise level per image");
+        let device = batch.latents.device();
+        let sigma = Tensor::<B, 1>::from_floats(sigmas, &device).reshape([images, 1, 1, 1]);
+        // x_σ = (1 − σ)·x₀ + σ·ε, per image.
+        let noisy = batch.latents.clone() * (sigma.clone().neg() + 1.0) + noise.clone() * sigma;
+        Self {
+            noisy: pack(noisy),
+            target: pack(noise - batch.latents.clone()),
+            grid: (height / 2, width / 2),
+            guidance: vec![TRAINING_GUIDANCE; images],
+        }
+    }
+
+    /// The transformer's conditioning for `batch` at noise levels `sigmas`.
+    pub fn conditioning<'a>(
+        &'a self,
+        batch: &FlowBatch<B>,
+        sigmas: &'a [f32],
+    ) -> Conditioning<'a, B> {
+        Conditioning {
+            context: batch.context.clone(),
+            pooled: batch.pooled.clone(),
+            timestep: sigmas,
+            guidance: Some(&self.guidance),
+        }
+    }
+}
+
+/// The mean squared error of a predicted `velocity` against `target`, one element.
+pub fn velocity_loss<B: Backend>(velocity: Tensor<B, 3>, target: Tensor<B, 3>) -> Tensor<B, 1> {
+    (velocity - target).powi_scalar(2).mean()
+}
+
 /// The mean squared error of the predicted velocity against `noise − latents` at
 /// noise levels `sigmas` (one per image). `noise` has the latents' shape. Returns a
 /// one-element loss in f32, on the graph of `model`'s trainable parameters.
@@ -52,23 +102,10 @@ pub fn flow_matching_loss<B: Backend>(
     noise: Tensor<B, 4>,
     sigmas: &[f32],
 ) -> Tensor<B, 1> {
-    let [images, _, height, width] = batch.latents.dims();
-    assert_eq!(sigmas.len(), images, "one noise level per image");
-    let device = batch.latents.device();
-    let sigma = Tensor::<B, 1>::from_floats(sigmas, &device).reshape([images, 1, 1, 1]);
-    // x_σ = (1 − σ)·x₀ + σ·ε, per image.
-    let noisy = batch.latents.clone() * (sigma.clone().neg() + 1.0) + noise.clone() * sigma;
-    let target = pack(noise - batch.latents.clone()); // [b, n, c·4]
-    let guidance = vec![TRAINING_GUIDANCE; images];
-    let cond = Conditioning {
-        context: batch.context.clone(),
-        pooled: batch.pooled.clone(),
-        timestep: sigmas,
-        guidance: Some(&guidance),
-    };
-    let grid = (height / 2, width / 2);
-    let velocity = model.forward(pack(noisy), grid, &cond); // [b, n, c·4], f32
-    (velocity - target).powi_scalar(2).mean()
+    let targets = FlowTargets::new(batch, noise, sigmas);
+    let cond = targets.conditioning(batch, sigmas);
+    let velocity = model.forward(targets.noisy.clone(), targets.grid, &cond); // [b, n, c·4], f32
+    velocity_loss(velocity, targets.target.clone())
 }
 
 #[cfg(test)]

@@ -45,11 +45,11 @@ fn a_7b_lora_job_fits_one_80_gib_gpu_and_the_plan_says_how() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("peak                74.73 GiB  of 80 GiB per GPU"),
+        stdout.contains("peak                78.61 GiB  of 80 GiB per GPU"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("micro-batch 7 x 3 accumulation steps = batchSize 16"),
+        stdout.contains("micro-batch 13 x 2 accumulation steps = batchSize 16"),
         "{stdout}"
     );
 
@@ -57,7 +57,7 @@ fn a_7b_lora_job_fits_one_80_gib_gpu_and_the_plan_says_how() {
     let (code, stdout, _) = plan(&[job.to_str().unwrap(), "--gpu-memory", "141GiB"]);
     assert_eq!(code, Some(0));
     assert!(
-        stdout.contains("micro-batch 15 x 2 accumulation steps"),
+        stdout.contains("micro-batch 16 x 1 accumulation step = batchSize 16"),
         "{stdout}"
     );
 }
@@ -82,7 +82,7 @@ fn a_72b_job_on_one_gpu_does_not_fit_and_the_plan_says_what_would() {
     let (code, stdout, _) = plan(&[&job]);
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
-        stdout.contains("does not fit: needs 178.6 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU"),
+        stdout.contains("does not fit: needs 170.2 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 135.4 GiB), more than the 80 GiB of a GPU"),
         "{stdout}"
     );
     assert!(stdout.contains("or on 3 GPUs of 80 GiB"), "{stdout}");

@@ -11,7 +11,7 @@ use burn::tensor::DType;
 use anneal_model::backend::CpuBackend;
 use anneal_model::llm::CausalLm;
 use anneal_model::llm::recompute::backward_recomputed;
-use anneal_train::chunked_loss::{CHUNK_TOKENS, TargetScores, batch_scores};
+use anneal_train::chunked_loss::{TargetScores, batch_scores, chunk_tokens};
 use anneal_train::sft::loss::masked_nll;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::train_backend::CpuTrainBackend;
@@ -69,8 +69,12 @@ fn plain(model: &CausalLm<A>, batch: &Batch<A>) -> (f32, GradientsParams) {
 fn recomputed(model: &CausalLm<A>, batch: &Batch<A>) -> (f32, GradientsParams) {
     let mut accumulator = GradientsAccumulator::new();
     let loss = backward_recomputed(model, batch.inputs.clone(), &mut accumulator, |hidden| {
-        let scores =
-            TargetScores::from_hidden(hidden, model.head(), batch.targets.clone(), CHUNK_TOKENS);
+        let scores = TargetScores::from_hidden(
+            hidden,
+            model.head(),
+            batch.targets.clone(),
+            chunk_tokens(model),
+        );
         let loss = masked_nll(scores, batch).0;
         (loss.clone(), loss)
     });

@@ -13,7 +13,7 @@ use anneal_model::backend::CpuBackend;
 use anneal_model::llm::CausalLm;
 use anneal_model::llm::attention::query_blocks;
 use anneal_model::llm::recompute::{backward_recomputed, layer_seeds};
-use anneal_train::chunked_loss::{CHUNK_TOKENS, TargetScores, batch_scores};
+use anneal_train::chunked_loss::{TargetScores, batch_scores, chunk_tokens};
 use anneal_train::sft::loss::masked_nll;
 use anneal_train::tensor_batch::Batch;
 use anneal_train::tokenized::TokenizedSample;
@@ -56,8 +56,12 @@ fn collect(model: &CausalLm<A>, grads: &GradientsParams) -> Vec<(String, Option<
 }
 
 fn loss_of(model: &CausalLm<A>, batch: &Batch<A>, hidden: Tensor<A, 3>) -> Tensor<A, 1> {
-    let scores =
-        TargetScores::from_hidden(hidden, model.head(), batch.targets.clone(), CHUNK_TOKENS);
+    let scores = TargetScores::from_hidden(
+        hidden,
+        model.head(),
+        batch.targets.clone(),
+        chunk_tokens(model),
+    );
     masked_nll(scores, batch).0
 }
 

@@ -8,7 +8,9 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::blocked_attention::register_training_attention;
 use crate::row_softmax::register_training_softmax;
+use crate::swiglu::register_training_swiglu;
 use anneal_model::llm::CausalLm;
 use anneal_model::llm::recompute::backward_recomputed;
 
@@ -32,6 +34,16 @@ impl LayerActivations {
     }
 }
 
+/// Registers the training crate's tracked ops with anneal-model, once per process:
+/// attention keeps only its queries, keys and values for the backward pass, the MLP's
+/// `silu(gate) · up` only `gate` and `up`, and a softmax elsewhere only its output.
+/// Every training step calls it first.
+pub fn register_training_ops() {
+    register_training_attention();
+    register_training_swiglu();
+    register_training_softmax();
+}
+
 /// Runs `model` on `inputs` `[rows, len]`, differentiates `loss_of(hidden)` and adds
 /// every trained parameter's gradient to `accumulator`. `loss_of` gets the hidden
 /// states after the final norm, `[rows, len, hidden]`, and returns the scalar to
@@ -43,8 +55,7 @@ pub fn accumulate_backward<B: AutodiffBackend, T>(
     accumulator: &mut GradientsAccumulator<CausalLm<B>>,
     loss_of: impl FnOnce(Tensor<B, 3>) -> (Tensor<B, 1>, T),
 ) -> T {
-    // Attention's softmax keeps only its output for this backward pass.
-    register_training_softmax();
+    register_training_ops();
     match activations {
         LayerActivations::Recomputed => backward_recomputed(model, inputs, accumulator, loss_of),
         LayerActivations::Kept => {

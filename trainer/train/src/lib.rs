@@ -10,6 +10,7 @@
 
 pub mod backward;
 pub mod batches;
+pub mod blocked_attention;
 pub mod checkpoint;
 pub mod chunked_loss;
 pub mod data;
@@ -33,6 +34,7 @@ pub mod sft;
 pub mod split;
 pub mod state;
 pub mod step_settings;
+pub mod swiglu;
 pub mod tensor_batch;
 pub mod tokenized;
 pub mod train_backend;
@@ -121,4 +123,12 @@ pub enum ResumeError {
     },
     #[error("the run ended without a checkpoint")]
     NoCheckpoint,
+}
+
+/// Held by every test that seeds the backend's generator and then draws from it: the
+/// generator is one per process, and tests run on parallel threads.
+#[cfg(test)]
+pub(crate) fn backend_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

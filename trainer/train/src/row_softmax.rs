@@ -85,6 +85,7 @@ mod tests {
     /// differently.
     #[test]
     fn values_and_gradients_are_burns() {
+        let _rng = crate::backend_rng_lock();
         let device = Default::default();
         A::seed(&device, 5);
         let scores = Tensor::<A, 2>::random([6, 40], Distribution::Normal(0.0, 3.0), &device);

@@ -8,6 +8,7 @@ pub mod config;
 pub mod embed;
 pub mod linear;
 pub mod lora;
+pub mod recompute;
 pub mod rope;
 pub mod trainable_lora;
 pub mod transformer;

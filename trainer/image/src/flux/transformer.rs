@@ -39,6 +39,19 @@ pub struct Conditioning<'a, B: Backend> {
     pub guidance: Option<&'a [f32]>,
 }
 
+/// What the blocks start from: the image and text tokens in the model's width, the
+/// conditioning vector every block modulates with, and the rotary tables.
+pub struct BlockInputs<B: Backend> {
+    /// `[batch, image_tokens, dim]`
+    pub image: Tensor<B, 3>,
+    /// `[batch, text_tokens, dim]`
+    pub text: Tensor<B, 3>,
+    /// `[batch, dim]`: timestep, guidance and pooled text.
+    pub temb: Tensor<B, 2>,
+    /// Covers the text tokens, then the image tokens.
+    pub rope: RopeTables<B>,
+}
+
 impl<B: Backend> FluxTransformer<B> {
     /// `latents`: packed `[batch, rows · columns, in_channels]` on a `rows` x `columns`
     /// grid. Returns the velocity, same shape, in f32.
@@ -48,6 +61,31 @@ impl<B: Backend> FluxTransformer<B> {
         grid: (usize, usize),
         cond: &Conditioning<'_, B>,
     ) -> Tensor<B, 3> {
+        let BlockInputs {
+            image,
+            text,
+            temb,
+            rope,
+        } = self.block_inputs(latents, grid, cond);
+        let [_, text_len, _] = text.dims();
+        let (mut text, mut image) = (text, image);
+        for block in &self.double_blocks {
+            (text, image) = block.forward(image, text, &temb, &rope);
+        }
+        let mut joined = Tensor::cat(vec![text, image], 1); // [b, t + n, dim]
+        for block in &self.single_blocks {
+            joined = block.forward(joined, &temb, &rope);
+        }
+        self.velocity(joined, text_len, &temb)
+    }
+
+    /// The latents and the conditioning embedded for the blocks.
+    pub fn block_inputs(
+        &self,
+        latents: Tensor<B, 3>,
+        grid: (usize, usize),
+        cond: &Conditioning<'_, B>,
+    ) -> BlockInputs<B> {
         let device = latents.device();
         let [_, text_len, _] = cond.context.dims();
         let image = self.x_embedder.forward(cast(latents, self.compute)); // [b, n, dim]
@@ -61,17 +99,24 @@ impl<B: Backend> FluxTransformer<B> {
             .context_embedder
             .forward(cast(cond.context.clone(), self.compute)); // [b, t, dim]
         let rope = RopeTables::new(&position_ids(text_len, grid.0, grid.1), &self.axes, &device);
+        BlockInputs {
+            image,
+            text,
+            temb,
+            rope,
+        }
+    }
 
-        let (mut text, mut image) = (text, image);
-        for block in &self.double_blocks {
-            (text, image) = block.forward(image, text, &temb, &rope);
-        }
-        let [_, image_len, _] = image.dims();
-        let mut joined = Tensor::cat(vec![text, image], 1); // [b, t + n, dim]
-        for block in &self.single_blocks {
-            joined = block.forward(joined, &temb, &rope);
-        }
-        let image = joined.narrow(1, text_len, image_len);
-        cast(self.head.forward(image, &temb), DType::F32)
+    /// The velocity, `[batch, image_tokens, out_channels]` f32, from the last single
+    /// block's joined output `[batch, text_len + image_tokens, dim]`.
+    pub fn velocity(
+        &self,
+        joined: Tensor<B, 3>,
+        text_len: usize,
+        temb: &Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
+        let [_, tokens, _] = joined.dims();
+        let image = joined.narrow(1, text_len, tokens - text_len);
+        cast(self.head.forward(image, temb), DType::F32)
     }
 }

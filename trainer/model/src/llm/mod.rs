@@ -2,6 +2,7 @@
 //! the Qwen2 / Qwen2.5 family and the Llama 3 / 3.1 family.
 
 pub mod attention;
+pub mod blocked_attention;
 pub mod config;
 mod config_bounds;
 pub mod decode;
@@ -14,6 +15,7 @@ pub mod recompute;
 pub mod rope;
 pub mod save;
 pub mod softmax;
+pub mod tracked_ops;
 pub mod transformer;
 pub mod weights;
 

@@ -22,6 +22,9 @@ pub struct Scored<B: Backend> {
     pub hits: Tensor<B, 1>,
     /// Each row's softmax normalizer, which the backward reuses.
     pub normalizer: Normalizer<B>,
+    /// When asked for: each token's `d log p(target) / d hidden`, `[tokens, hidden]`
+    /// f32, made while the chunk's softmax is at hand (see [`score`]).
+    pub hidden_gradient: Option<Tensor<B, 2>>,
 }
 
 /// `log_softmax(x) = (x − max) − log_sum`, per token `[tokens]`, as burn computes it.
@@ -43,26 +46,44 @@ fn ranges(tokens: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
 /// `hidden` `[tokens, hidden]`, `head` `[hidden, vocab]`, `targets` `[tokens]`.
 /// On a backend with gradients this records a graph per chunk (which keeps every
 /// chunk's logits); the tracked op runs it on the inner backend instead.
+///
+/// With `hidden_gradient`, each token's `d log p(target) / d hidden = head[:, t] −
+/// Σ_v p_v · head[:, v]` is made from the chunk's softmax while it is at hand, so a
+/// backward pass needs no second product with the head: it only scales these rows
+/// by the upstream gradient ([`super::tracked`]). That product is a sixth of a 0.5B
+/// model's training arithmetic at Qwen's vocabulary.
 pub fn score<B: Backend>(
     hidden: Tensor<B, 2>,
     head: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
     chunk: usize,
+    hidden_gradient: bool,
 ) -> Scored<B> {
-    let [tokens, _] = hidden.dims();
+    let [tokens, width] = hidden.dims();
     let product = head.dtype();
+    let head_t = head.clone().transpose(); // [vocab, hidden]
     let (mut log_probs, mut hits, mut max, mut log_sum) = (vec![], vec![], vec![], vec![]);
+    let mut gradients = vec![];
     for (start, len) in ranges(tokens, chunk) {
         let h = cast(hidden.clone().narrow(0, start, len), product); // [c, hidden]
-        let t = targets.clone().narrow(0, start, len).reshape([len, 1]); // [c, 1]
+        let t = targets.clone().narrow(0, start, len); // [c]
+        let t_column = t.clone().reshape([len, 1]); // [c, 1]
         let logits = cast(h.matmul(head.clone()), DType::F32); // [c, vocab], f32
         // argmax takes the first of equal maxima, as the whole-logits path does.
-        hits.push(logits.clone().argmax(1).equal(t.clone()).float()); // [c, 1]
+        hits.push(logits.clone().argmax(1).equal(t_column.clone()).float()); // [c, 1]
         // burn's log_softmax, `(x − m) − log Σ exp(x − m)`, with the same roundings,
         // but only the target's entry of `x − m` is kept.
         let m = logits.clone().max_dim(1); // [c, 1]
-        let picked = logits.clone().gather(1, t) - m.clone(); // [c, 1]
-        let s = (logits - m.clone()).exp().sum_dim(1).log(); // [c, 1]
+        let picked = logits.clone().gather(1, t_column) - m.clone(); // [c, 1]
+        let exps = (logits - m.clone()).exp(); // [c, vocab]
+        let sum = exps.clone().sum_dim(1); // [c, 1]
+        let s = sum.clone().log(); // [c, 1]
+        if hidden_gradient {
+            let p = exps / sum; // [c, vocab], in place of the exponentials
+            let expected = cast(cast(p, product).matmul(head_t.clone()), DType::F32); // [c, hidden]
+            let target_rows = cast(head_t.clone().select(0, t), DType::F32); // [c, hidden]
+            gradients.push(target_rows - expected);
+        }
         log_probs.push(picked - s.clone());
         max.push(m);
         log_sum.push(s);
@@ -71,6 +92,10 @@ pub fn score<B: Backend>(
         true => Tensor::zeros([0], &hidden.device()),
         false => Tensor::cat(parts, 0).reshape([tokens]),
     };
+    let hidden_gradient = hidden_gradient.then(|| match gradients.is_empty() {
+        true => Tensor::zeros([0, width], &hidden.device()),
+        false => Tensor::cat(gradients, 0),
+    });
     Scored {
         log_probs: join(log_probs),
         hits: join(hits),
@@ -78,6 +103,7 @@ pub fn score<B: Backend>(
             max: join(max),
             log_sum: join(log_sum),
         },
+        hidden_gradient,
     }
 }
 

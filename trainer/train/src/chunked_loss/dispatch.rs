@@ -28,7 +28,7 @@ pub fn score<B: Backend>(
     if same::<B, Autodiff<anneal_model::backend::CudaBackend>>() {
         return tracked_on::<B, anneal_model::backend::CudaBackend>(hidden, head, targets, chunk);
     }
-    chunks::score(hidden, head, targets, chunk)
+    chunks::score(hidden, head, targets, chunk, false)
 }
 
 /// Whether `T` and `U` are one type.
@@ -53,6 +53,7 @@ fn tracked_on<B: Backend, I: Backend>(
         log_probs: cast(scored.log_probs),
         hits: cast(scored.hits),
         normalizer: cast(scored.normalizer),
+        hidden_gradient: None,
     }
 }
 

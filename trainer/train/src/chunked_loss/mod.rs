@@ -1,6 +1,6 @@
 //! Fused, chunked cross-entropy: each token's log-probability of its target (and
 //! whether the argmax hit it) from the final hidden states and the head, computed
-//! [`CHUNK_TOKENS`] tokens at a time, so the `[tokens, vocab]` logits (152k wide for
+//! [`chunk_tokens`] tokens at a time, so the `[tokens, vocab]` logits (152k wide for
 //! Qwen2.5) and their gradient are never whole in memory. Under autodiff it is one op
 //! whose backward recomputes each chunk's softmax ([`tracked`]); SFT's loss and
 //! accuracy, DPO's sequence log-probs and both validations use it.
@@ -18,9 +18,13 @@ use burn::tensor::activation::log_softmax;
 use crate::tensor_batch::Batch;
 use anneal_model::llm::CausalLm;
 
-/// Tokens per chunk. At Qwen2.5's vocabulary one chunk's f32 logits are 622 MB; the
-/// backward holds about three chunk-sized tensors (logits, softmax, its gradient).
-pub const CHUNK_TOKENS: usize = 1024;
+/// Tokens per chunk for `model`'s vocabulary: the memory plan's
+/// ([`anneal_crds::memory_plan::footprint::logits_chunk_tokens`]), so one chunk's f32
+/// logits are at most 128 MiB (220 tokens at Qwen2.5's vocabulary).
+pub fn chunk_tokens<B: Backend>(model: &CausalLm<B>) -> usize {
+    let vocab = model.embed_tokens.weight.dims()[0] as u64;
+    anneal_crds::memory_plan::footprint::logits_chunk_tokens(vocab) as usize
+}
 
 /// Per position of a batch, `[rows, len]`, padding and prompt included: callers
 /// weight them with `batch.weights`.
@@ -82,5 +86,6 @@ pub fn hidden_scores<B: Backend>(
     batch: &Batch<B>,
     hidden: Tensor<B, 3>,
 ) -> TargetScores<B> {
-    TargetScores::from_hidden(hidden, model.head(), batch.targets.clone(), CHUNK_TOKENS)
+    let chunk = chunk_tokens(model);
+    TargetScores::from_hidden(hidden, model.head(), batch.targets.clone(), chunk)
 }

@@ -239,7 +239,8 @@ fn peak_memory() {
     );
     let targets: Vec<i64> = (0..tokens).map(|i| (i * 7919 % vocab) as i64).collect();
     let targets = Tensor::<A, 2, Int>::from_data(TensorData::new(targets, [1, tokens]), &device);
-    let chunk = fused.then_some(super::CHUNK_TOKENS);
+    let chunk = fused
+        .then_some(anneal_crds::memory_plan::footprint::logits_chunk_tokens(vocab as u64) as usize);
     let nll = scores(hidden.clone(), head, targets, chunk)
         .log_probs
         .neg()

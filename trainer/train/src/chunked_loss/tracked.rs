@@ -1,8 +1,10 @@
 //! The fused cross-entropy as one op of burn's autodiff graph. The forward runs the
-//! chunked arithmetic on the inner backend, so no graph keeps any logits; the op
-//! saves only its inputs (hidden states, head, targets) and its backward recomputes
-//! each chunk's softmax from them. Gradients go to the hidden states and, when it is
-//! trained (full training), to the head.
+//! chunked arithmetic on the inner backend, so no graph keeps any logits. With a
+//! frozen head (LoRA) the forward also makes each token's gradient for the hidden
+//! states while its chunk's softmax is at hand, `[tokens, hidden]`, and the backward
+//! only scales it; with a trained head (full training) the op saves its inputs
+//! (hidden states, head, targets) and its backward recomputes each chunk's softmax
+//! to make both gradients.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -13,6 +15,7 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 
 use super::chunks::{self, Normalizer, Scored};
+use anneal_model::llm::precision::cast;
 
 /// The op, with the chunk size its backward recomputes with.
 #[derive(Debug)]
@@ -20,9 +23,16 @@ struct TargetLogProbs {
     chunk: usize,
 }
 
-/// The forward's inputs on the inner backend, hidden `[tokens, hidden]`, head
-/// `[hidden, vocab]`, targets `[tokens]`, and its softmax normalizer `[tokens]`.
-type Saved<I> = (Tensor<I, 2>, Tensor<I, 2>, Tensor<I, 1, Int>, Normalizer<I>);
+/// What the backward pass works from, on the inner backend.
+#[derive(Clone, Debug)]
+enum Saved<I: Backend> {
+    /// Each token's `d log p(target) / d hidden` `[tokens, hidden]` f32, and the
+    /// hidden states' dtype.
+    HiddenGradient(Tensor<I, 2>, burn::tensor::DType),
+    /// The forward's inputs, hidden `[tokens, hidden]`, head `[hidden, vocab]`, targets
+    /// `[tokens]`, and its softmax normalizer `[tokens]`.
+    Inputs(Tensor<I, 2>, Tensor<I, 2>, Tensor<I, 1, Int>, Normalizer<I>),
+}
 
 impl<I: Backend> Backward<I, 2> for TargetLogProbs {
     type State = Saved<I>;
@@ -31,7 +41,17 @@ impl<I: Backend> Backward<I, 2> for TargetLogProbs {
         let [hidden_node, head_node] = ops.parents;
         let grad =
             Tensor::<I, 1>::from_primitive(TensorPrimitive::Float(grads.consume::<I>(&ops.node))); // [tokens]
-        let (hidden, head, targets, normalizer) = ops.state;
+        let (hidden, head, targets, normalizer) = match ops.state {
+            Saved::HiddenGradient(per_token, dtype) => {
+                if let Some(node) = hidden_node {
+                    let [tokens, _] = per_token.dims();
+                    let d = cast(per_token * grad.reshape([tokens, 1]), dtype); // [tokens, hidden]
+                    grads.register::<I>(node.id, d.into_primitive().tensor());
+                }
+                return;
+            }
+            Saved::Inputs(hidden, head, targets, normalizer) => (hidden, head, targets, normalizer),
+        };
         let (d_hidden, d_head) = chunks::gradients(
             hidden,
             head,
@@ -68,16 +88,29 @@ pub fn score<I: Backend, C: CheckpointStrategy>(
         inner(head.primitive.clone()),
     );
     let targets = targets.inner();
-    let scored = chunks::score(hidden_in.clone(), head_in.clone(), targets.clone(), chunk);
-    let log_probs = scored.log_probs.into_primitive().tensor();
     let op = TargetLogProbs { chunk };
-    let log_probs = match op
+    let head_trained = head.is_tracked();
+    let prepared = op
         .prepare::<C>([hidden.node.clone(), head.node.clone()])
         .compute_bound()
-        .stateful()
-    {
+        .stateful();
+    // The hidden states' gradient made in the forward, when a backward pass will
+    // want it and the head's will not.
+    let hidden_gradient = matches!(prepared, OpsKind::Tracked(_)) && !head_trained;
+    let mut scored = chunks::score(
+        hidden_in.clone(),
+        head_in.clone(),
+        targets.clone(),
+        chunk,
+        hidden_gradient,
+    );
+    let log_probs = scored.log_probs.into_primitive().tensor();
+    let log_probs = match prepared {
         OpsKind::Tracked(prep) => {
-            let saved = (hidden_in, head_in, targets, scored.normalizer.clone());
+            let saved = match scored.hidden_gradient.take() {
+                Some(per_token) => Saved::HiddenGradient(per_token, hidden_in.dtype()),
+                None => Saved::Inputs(hidden_in, head_in, targets, scored.normalizer.clone()),
+            };
             prep.finish(saved, log_probs)
         }
         OpsKind::UnTracked(prep) => prep.finish(log_probs),
@@ -90,5 +123,6 @@ pub fn score<I: Backend, C: CheckpointStrategy>(
         log_probs: Tensor::from_primitive(TensorPrimitive::Float(log_probs)),
         hits: Tensor::from_inner(scored.hits),
         normalizer,
+        hidden_gradient: None,
     }
 }

@@ -17,6 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::ImageRun;
 use super::start::ImageTraining;
 use crate::TrainError;
+use crate::backward::LayerActivations;
 use crate::image::order::epoch_batches;
 use crate::image::step::{StepDraws, image_step};
 use crate::objective::MAX_GRAD_NORM;
@@ -74,6 +75,7 @@ impl<'a, B: AutodiffBackend> ImageRun<'a, B> {
             &batch,
             draws.noise_tensor(self.device),
             &sigmas,
+            LayerActivations::from_checkpointing(h.gradient_checkpointing),
             learning_rate,
             MAX_GRAD_NORM,
         );

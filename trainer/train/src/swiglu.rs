@@ -1,0 +1,131 @@
+//! The MLP's `silu(gate) · up` as one op of burn's autodiff graph, registered with
+//! anneal-model's `swiglu` for the training backends. It keeps only `gate` and `up`
+//! for the backward pass, where burn's graph of `gate · sigmoid(gate) · up` keeps the
+//! sigmoid and `silu(gate)` too: two `[tokens, ffn]` tensors fewer per layer, the
+//! widest activations a layer has. The backward recomputes the sigmoid:
+//!
+//! ```text
+//! s = σ(g)    d_up = dy · g·s    d_gate = dy · up · s·(1 + g·(1 − s))
+//! ```
+
+use std::sync::Once;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn::tensor::activation::{sigmoid, silu};
+
+use anneal_model::backend::CpuBackend;
+use anneal_model::llm::mlp::register_swiglu;
+
+#[derive(Debug)]
+struct SwiGluOp;
+
+impl<I: Backend> Backward<I, 2> for SwiGluOp {
+    /// `gate` and `up`, `[b, s, ffn]`.
+    type State = (Tensor<I, 3>, Tensor<I, 3>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<I>(&ops.node);
+        let grad = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(grad));
+        let [gate_node, up_node] = ops.parents;
+        let (gate, up) = ops.state;
+        let s = sigmoid(gate.clone());
+        if let Some(node) = up_node {
+            let d_up = grad.clone() * gate.clone() * s.clone();
+            grads.register::<I>(node.id, d_up.into_primitive().tensor());
+        }
+        if let Some(node) = gate_node {
+            // σ'(g)·g + σ(g) = s·(1 + g·(1 − s)).
+            let slope = s.clone() * ((s.neg() + 1.0) * gate + 1.0);
+            let d_gate = grad * up * slope;
+            grads.register::<I>(node.id, d_gate.into_primitive().tensor());
+        }
+    }
+}
+
+/// `silu(gate) · up` on `Autodiff<I, C>`, keeping only its inputs for the backward
+/// pass. The forward is the inner backend's own silu and product.
+pub fn tracked_swiglu<I: Backend, C: CheckpointStrategy>(
+    gate: Tensor<Autodiff<I, C>, 3>,
+    up: Tensor<Autodiff<I, C>, 3>,
+) -> Tensor<Autodiff<I, C>, 3> {
+    let (gate, up) = (gate.into_primitive().tensor(), up.into_primitive().tensor());
+    let gate_in = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(gate.primitive.clone()));
+    let up_in = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(up.primitive.clone()));
+    let out = (silu(gate_in.clone()) * up_in.clone())
+        .into_primitive()
+        .tensor();
+    let out = match SwiGluOp
+        .prepare::<C>([gate.node.clone(), up.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((gate_in, up_in), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// Registers the op for the trainer's autodiff backends, once per process.
+pub fn register_training_swiglu() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        register_swiglu::<Autodiff<CpuBackend>>(tracked_swiglu::<CpuBackend, _>);
+        #[cfg(feature = "cuda")]
+        register_swiglu::<Autodiff<anneal_model::backend::CudaBackend>>(
+            tracked_swiglu::<anneal_model::backend::CudaBackend, _>,
+        );
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    type A = Autodiff<CpuBackend>;
+
+    /// Values and both gradients match burn's graph of `silu(gate) · up`.
+    #[test]
+    fn values_and_gradients_are_burns() {
+        let _rng = crate::backend_rng_lock();
+        let device = Default::default();
+        A::seed(&device, 9);
+        let normal = Distribution::Normal(0.0, 2.0);
+        let gate = Tensor::<A, 3>::random([2, 5, 24], normal, &device);
+        let up = Tensor::<A, 3>::random([2, 5, 24], normal, &device);
+        let weights = Tensor::<A, 3>::random([2, 5, 24], normal, &device);
+        let run = |tracked: bool| {
+            let (g, u) = (gate.clone().require_grad(), up.clone().require_grad());
+            let y = match tracked {
+                true => tracked_swiglu(g.clone(), u.clone()),
+                false => silu(g.clone()) * u.clone(),
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let values = |t: Tensor<CpuBackend, 3>| t.into_data().to_vec::<f32>().unwrap();
+            [
+                values(y.inner()),
+                values(g.grad(&grads).unwrap()),
+                values(u.grad(&grads).unwrap()),
+            ]
+        };
+        let (ours, burns) = (run(true), run(false));
+        for (name, (a, b)) in ["y", "d_gate", "d_up"].iter().zip(ours.iter().zip(&burns)) {
+            let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let gap = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                scale > 1e-3 && gap <= 1e-6 * scale,
+                "{name}: gap {gap} of {scale}"
+            );
+        }
+    }
+}
