@@ -8,11 +8,19 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::blocked_attention::register_training_attention;
-use crate::row_softmax::register_training_softmax;
-use crate::swiglu::register_training_swiglu;
+use std::sync::Once;
+
+use burn::backend::Autodiff;
+
+use crate::blocked_attention::tracked_blocked_attention;
+use crate::row_softmax::tracked_row_softmax;
+use crate::swiglu::tracked_swiglu;
+use anneal_model::backend::CpuBackend;
 use anneal_model::llm::CausalLm;
+use anneal_model::llm::blocked_attention::register_blocked_attention;
+use anneal_model::llm::mlp::register_swiglu;
 use anneal_model::llm::recompute::backward_recomputed;
+use anneal_model::llm::softmax::register_row_softmax;
 
 /// Where the backward pass gets each decoder layer's activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,9 +47,19 @@ impl LayerActivations {
 /// `silu(gate) · up` only `gate` and `up`, and a softmax elsewhere only its output.
 /// Every training step calls it first.
 pub fn register_training_ops() {
-    register_training_attention();
-    register_training_swiglu();
-    register_training_softmax();
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        register_for::<CpuBackend>();
+        #[cfg(feature = "cuda")]
+        register_for::<anneal_model::backend::CudaBackend>();
+    });
+}
+
+/// The tracked ops on `Autodiff<I>`, the trainer's autodiff backend over `I`.
+fn register_for<I: Backend>() {
+    register_blocked_attention::<Autodiff<I>>(tracked_blocked_attention::<I, _>);
+    register_swiglu::<Autodiff<I>>(tracked_swiglu::<I, _>);
+    register_row_softmax::<Autodiff<I>>(tracked_row_softmax::<I, _>);
 }
 
 /// Runs `model` on `inputs` `[rows, len]`, differentiates `loss_of(hidden)` and adds

@@ -21,8 +21,6 @@
 //! softmax and its gradient in f32, the keys' and values' gradients summed over the
 //! blocks in f32 and cast back once.
 
-use std::sync::Once;
-
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -31,10 +29,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
 
-use anneal_model::backend::CpuBackend;
-use anneal_model::llm::blocked_attention::{
-    QueryBlock, attend_blocks, block_probabilities, register_blocked_attention,
-};
+use anneal_model::llm::blocked_attention::{QueryBlock, attend_blocks, block_probabilities};
 use anneal_model::llm::precision::cast;
 
 #[derive(Debug)]
@@ -183,23 +178,10 @@ pub fn tracked_blocked_attention<I: Backend, C: CheckpointStrategy>(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// Registers the op for the trainer's autodiff backends, once per process.
-pub fn register_training_attention() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        register_blocked_attention::<Autodiff<CpuBackend>>(
-            tracked_blocked_attention::<CpuBackend, _>,
-        );
-        #[cfg(feature = "cuda")]
-        register_blocked_attention::<Autodiff<anneal_model::backend::CudaBackend>>(
-            tracked_blocked_attention::<anneal_model::backend::CudaBackend, _>,
-        );
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anneal_model::backend::CpuBackend;
     use anneal_model::llm::blocked_attention::query_blocks;
     use burn::tensor::Distribution;
 
@@ -213,7 +195,7 @@ mod tests {
         let _rng = crate::backend_rng_lock();
         // The graph the op replaces: the tracked softmax, whose forward is the inner
         // backend's kernel, as the op's is.
-        crate::row_softmax::register_training_softmax();
+        crate::backward::register_training_ops();
         let device = Default::default();
         for (seq, start, kv, groups) in [(200, 0, 2, 3), (70, 30, 1, 4), (1, 9, 2, 2)] {
             A::seed(&device, seq as u64);
@@ -252,16 +234,7 @@ mod tests {
                 .iter()
                 .zip(our_grads.iter().zip(&burn_grads))
             {
-                let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let gap = a
-                    .iter()
-                    .zip(b)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
-                assert!(
-                    scale > 1e-3 && gap <= 1e-5 * scale,
-                    "d{name} at seq {seq}: gap {gap} of {scale}"
-                );
+                crate::assert_matches_burn(&format!("d{name} at seq {seq}"), a, b, 1e-5);
             }
         }
     }

@@ -132,3 +132,21 @@ pub(crate) fn backend_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Asserts `got` is `want` to `tolerance` of `want`'s largest magnitude (or of 1, when
+/// that is smaller), and that `want` is not all but zero: a tracked op's values or
+/// gradients against burn's own graph.
+#[cfg(test)]
+pub(crate) fn assert_matches_burn(name: &str, got: &[f32], want: &[f32], tolerance: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let gap = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        scale > 1e-3 && gap <= tolerance * scale.max(1.0),
+        "{name}: gap {gap} of {scale}"
+    );
+}

@@ -6,8 +6,6 @@
 //! kernel inference runs (burn's autodiff would run exp, sum and divide one by one:
 //! the two differ in the last bit).
 
-use std::sync::Once;
-
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -16,9 +14,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::activation::softmax;
-
-use anneal_model::backend::CpuBackend;
-use anneal_model::llm::softmax::register_row_softmax;
 
 #[derive(Debug)]
 struct RowSoftmaxOp;
@@ -61,21 +56,10 @@ pub fn tracked_row_softmax<I: Backend, C: CheckpointStrategy>(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// Registers the op for the trainer's autodiff backends, once per process.
-pub fn register_training_softmax() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        register_row_softmax::<Autodiff<CpuBackend>>(tracked_row_softmax::<CpuBackend, _>);
-        #[cfg(feature = "cuda")]
-        register_row_softmax::<Autodiff<anneal_model::backend::CudaBackend>>(
-            tracked_row_softmax::<anneal_model::backend::CudaBackend, _>,
-        );
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anneal_model::backend::CpuBackend;
     use burn::tensor::Distribution;
 
     type A = Autodiff<CpuBackend>;
@@ -103,15 +87,6 @@ mod tests {
         let ((ours, our_dx), (burns, burn_dx)) = (run(true), run(false));
         let close = |a: &f32, b: &f32| (a - b).abs() <= 1e-6 * b.abs().max(1e-6);
         assert!(ours.iter().zip(&burns).all(|(a, b)| close(a, b)));
-        let scale = burn_dx.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let gap = our_dx
-            .iter()
-            .zip(&burn_dx)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            scale > 1e-3 && gap <= 1e-6 * scale.max(1.0),
-            "gap {gap} of {scale}"
-        );
+        crate::assert_matches_burn("dx", &our_dx, &burn_dx, 1e-6);
     }
 }

@@ -8,8 +8,6 @@
 //! s = σ(g)    d_up = dy · g·s    d_gate = dy · up · s·(1 + g·(1 − s))
 //! ```
 
-use std::sync::Once;
-
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -18,9 +16,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::activation::{sigmoid, silu};
-
-use anneal_model::backend::CpuBackend;
-use anneal_model::llm::mlp::register_swiglu;
 
 #[derive(Debug)]
 struct SwiGluOp;
@@ -71,21 +66,10 @@ pub fn tracked_swiglu<I: Backend, C: CheckpointStrategy>(
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// Registers the op for the trainer's autodiff backends, once per process.
-pub fn register_training_swiglu() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        register_swiglu::<Autodiff<CpuBackend>>(tracked_swiglu::<CpuBackend, _>);
-        #[cfg(feature = "cuda")]
-        register_swiglu::<Autodiff<anneal_model::backend::CudaBackend>>(
-            tracked_swiglu::<anneal_model::backend::CudaBackend, _>,
-        );
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anneal_model::backend::CpuBackend;
     use burn::tensor::Distribution;
 
     type A = Autodiff<CpuBackend>;
@@ -116,16 +100,7 @@ mod tests {
         };
         let (ours, burns) = (run(true), run(false));
         for (name, (a, b)) in ["y", "d_gate", "d_up"].iter().zip(ours.iter().zip(&burns)) {
-            let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let gap = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                scale > 1e-3 && gap <= 1e-6 * scale,
-                "{name}: gap {gap} of {scale}"
-            );
+            crate::assert_matches_burn(name, a, b, 1e-6);
         }
     }
 }
