@@ -35,7 +35,7 @@ pub const ATTENTION_BLOCK_COPIES_IN_BACKWARD: u64 = 4;
 pub const MLP_GRADIENT_COPIES: u64 = 2;
 /// The trainer's attention runs queries in blocks of 64 to 128 rows (at most 8 blocks
 /// up to 1,024 tokens, then 128 rows each), each block against the keys up to its
-/// last row only (trainer/model/src/llm/blocked_attention.rs, `block_rows`).
+/// last row only (trainer/model/src/llm/blocked_attention.rs asks [`attention_block_rows`]).
 pub const ATTENTION_BLOCK_ROWS_MIN: u64 = 64;
 pub const ATTENTION_BLOCK_ROWS_MAX: u64 = 128;
 pub const ATTENTION_BLOCKS_UP_TO_MAX_ROWS: u64 = 8;

@@ -25,7 +25,9 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
+
+use crate::tracked_op::record;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
 
@@ -167,14 +169,7 @@ pub fn tracked_blocked_attention<I: Backend, C: CheckpointStrategy>(
     )
     .into_primitive()
     .tensor();
-    let out = match BlockedAttentionOp
-        .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(saved, out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
+    let out = record::<I, C, _, 3>(BlockedAttentionOp, [&q, &k, &v], || saved, out);
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 

@@ -37,6 +37,7 @@ pub mod step_settings;
 pub mod swiglu;
 pub mod tensor_batch;
 pub mod tokenized;
+pub mod tracked_op;
 pub mod train_backend;
 
 use std::path::{Path, PathBuf};

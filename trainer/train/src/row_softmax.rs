@@ -10,7 +10,9 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
+
+use crate::tracked_op::record;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::activation::softmax;
@@ -45,14 +47,7 @@ pub fn tracked_row_softmax<I: Backend, C: CheckpointStrategy>(
     let inner = Tensor::<I, 2>::from_primitive(TensorPrimitive::Float(scores.primitive.clone()));
     let y = softmax(inner, 1);
     let out = y.clone().into_primitive().tensor();
-    let out = match RowSoftmaxOp
-        .prepare::<C>([scores.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(y, out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
+    let out = record::<I, C, _, 1>(RowSoftmaxOp, [&scores], || y, out);
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 

@@ -12,7 +12,9 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
+
+use crate::tracked_op::record;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::activation::{sigmoid, silu};
@@ -55,14 +57,7 @@ pub fn tracked_swiglu<I: Backend, C: CheckpointStrategy>(
     let out = (silu(gate_in.clone()) * up_in.clone())
         .into_primitive()
         .tensor();
-    let out = match SwiGluOp
-        .prepare::<C>([gate.node.clone(), up.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((gate_in, up_in), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
+    let out = record::<I, C, _, 2>(SwiGluOp, [&gate, &up], || (gate_in, up_in), out);
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 

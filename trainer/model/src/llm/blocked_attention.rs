@@ -17,14 +17,6 @@ use super::precision::cast;
 use super::softmax::row_softmax;
 use super::tracked_ops::{register, registered};
 
-/// Blocks have 64 to 128 rows: up to 1,024 queries at most 8 blocks, beyond that
-/// blocks of 128. Smaller blocks skip more of the masked triangle and bound the
-/// scores alive at once (`[heads, 128, T]`, 59 MB per sequence for Qwen2.5-7B's 28
-/// heads at 4,096 tokens); larger ones make fewer, larger products.
-const MIN_BLOCK_ROWS: usize = 64;
-const MAX_BLOCK_ROWS: usize = 128;
-const BLOCKS_UP_TO_MAX_ROWS: usize = 8;
-
 /// One block of queries: rows `rows` of a forward pass's queries see keys `0..keys`;
 /// `bias` (0 where a query may see a key, -inf where not; `[1, rows.len() * keys]`) hides
 /// each row's later keys, and is `None` for a single row, which sees all of them.
@@ -35,10 +27,14 @@ pub struct QueryBlock<B: Backend> {
     pub bias: Option<Tensor<B, 2>>,
 }
 
-/// The rows per block for `seq` queries.
+/// The rows per block for `seq` queries, as the memory plan counts them
+/// (`anneal_crds::memory_plan::footprint::attention_block_rows`): 64 to 128, so up to
+/// 1,024 queries at most 8 blocks and beyond that blocks of 128. Smaller blocks skip
+/// more of the masked triangle and bound the scores alive at once (`[heads, 128, T]`,
+/// 59 MB per sequence for Qwen2.5-7B's 28 heads at 4,096 tokens); larger ones make
+/// fewer, larger products.
 pub fn block_rows(seq: usize) -> usize {
-    seq.div_ceil(BLOCKS_UP_TO_MAX_ROWS)
-        .clamp(MIN_BLOCK_ROWS, MAX_BLOCK_ROWS)
+    anneal_crds::memory_plan::footprint::attention_block_rows(seq as u64) as usize
 }
 
 /// The blocks for `seq` queries at positions `start..start + seq` (keys `0..start + seq`):
