@@ -444,9 +444,11 @@ def main() -> None:
         "making the hidden states' gradient in its forward pass, per-layer recomputation "
         "(`gradientCheckpointing`, on by default), attention as one tracked op keeping only q, k and v and "
         "recomputing one block of 128 query rows at a time in its backward pass, the MLP's SwiGLU as one "
-        "tracked op keeping gate and up, matrix products through gemm's AVX-512 kernels, the base loaded "
-        "once in f32 (the CPU computes in f32) with each tensor's mapped pages released once converted, "
-        "one host read per step.",
+        "tracked op keeping gate and up, matrix products through gemm's AVX-512 kernels, the exponentials "
+        "of the softmaxes, SwiGLU and the loss in fused vectorized passes (`anneal_model::cpu_kernels`), "
+        "freed tensor memory kept in the process for reuse (`trainer/src/heap.rs`), the decoder layers "
+        "held in the checkpoint's bf16 and widened to f32 one product at a time, the embeddings and head "
+        "in f32 (the CPU computes in f32), one host read per step.",
         f"Qwen2 shape `{shape_name}` with random weights saved in bf16: {json.dumps(config)}. "
         f"LoRA r{LORA['rank']} alpha {LORA['alpha']} dropout {LORA['dropout']} on all 7 projections, AdamW, "
         f"learning rate {LEARNING_RATE}, gradient clipping at 1.0. Chats of the quick start's words in the "

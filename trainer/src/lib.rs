@@ -15,6 +15,7 @@ pub mod fetch_command;
 pub mod generate_command;
 pub mod generate_image_command;
 pub mod gpu_start;
+pub mod heap;
 pub mod image_plan;
 pub mod kernel_cache;
 pub mod manifest_file;

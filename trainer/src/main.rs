@@ -51,6 +51,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    anneal_trainer::heap::keep_freed_tensor_memory();
     match cli.command {
         Command::Train(args) => train_command::run(args),
         Command::Validate(args) => validate_command::run(&args),

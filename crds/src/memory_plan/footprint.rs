@@ -8,7 +8,7 @@
 //! MLP width, `V` the vocabulary, `r` the LoRA rank.
 
 use super::byte_size::GIB;
-use super::inputs::{PlanInputs, TrainedWeights, WeightDtype};
+use super::inputs::{DeviceKind, PlanInputs, TrainedWeights, WeightDtype};
 
 /// Bytes of an f32 element.
 pub const F32_BYTES: u64 = 4;
@@ -45,12 +45,43 @@ pub const ATTENTION_BLOCKS_UP_TO_MAX_ROWS: u64 = 8;
 pub const MARGIN_PERCENT: u64 = 10;
 pub const MARGIN_FIXED_BYTES: u64 = GIB;
 
-/// Bytes of the base weights on the device: `L` layers' parameters and, on the same
-/// device (conservatively, with layer placement too), the embedding, the output head
-/// and the final norm, each parameter in the base dtype (bf16: 2 bytes, f32: 4).
+/// Bytes of the base weights on the device: `L` layers' parameters in
+/// [`layer_weight_dtype`] and, on the same device (conservatively, with layer
+/// placement too), the embedding, the output head and the final norm in the base
+/// dtype (bf16: 2 bytes, f32: 4); with layers held narrower than they compute, one
+/// layer's widened copy besides ([`widened_layer_bytes`]).
 pub fn base_weight_bytes(inputs: &PlanInputs, layers: u64) -> u64 {
     let shape = &inputs.shape;
-    (layers * shape.layer_params() + shape.outside_layer_params()) * inputs.base_dtype.bytes()
+    layers * shape.layer_params() * layer_weight_dtype(inputs).bytes()
+        + shape.outside_layer_params() * inputs.base_dtype.bytes()
+        + widened_layer_bytes(inputs)
+}
+
+/// The dtype the decoder layers' weights are held in. The CPU computes in f32, but a
+/// frozen base recomputed layer by layer keeps its layers in the checkpoint's bf16
+/// there and widens one layer's weights at a time (the trainer's
+/// `LayerStorage::Stored`); everywhere else the base dtype. Like the GPU plan, it
+/// takes the checkpoint to be bf16: an f32 checkpoint's layers stay f32 in the
+/// trainer, and the plan counts them at half their bytes.
+pub fn layer_weight_dtype(inputs: &PlanInputs) -> WeightDtype {
+    let frozen = matches!(inputs.trained, TrainedWeights::Lora { .. });
+    let cpu = inputs.device.kind == DeviceKind::Cpu;
+    match (
+        cpu && frozen && inputs.gradient_checkpointing,
+        inputs.base_dtype,
+    ) {
+        (true, WeightDtype::F32) => WeightDtype::Bf16,
+        (_, dtype) => dtype,
+    }
+}
+
+/// One layer's weights widened to the base dtype, when the layers are held narrower:
+/// the widened copies of the layer being recomputed live until its backward ends.
+pub fn widened_layer_bytes(inputs: &PlanInputs) -> u64 {
+    match layer_weight_dtype(inputs) == inputs.base_dtype {
+        true => 0,
+        false => inputs.shape.layer_params() * inputs.base_dtype.bytes(),
+    }
 }
 
 /// Parameters that train on the device: LoRA's `r * (in + out)` per adapted

@@ -43,7 +43,8 @@ impl WeightDtype {
 pub enum DeviceKind {
     /// CUDA: the frozen base stays in the checkpoint's bf16.
     Gpu,
-    /// burn's CPU backend computes in f32, so the base is held as f32.
+    /// burn's CPU backend computes in f32, so the base is held as f32 (but for a
+    /// frozen base's layers with recomputation: `footprint::layer_weight_dtype`).
     Cpu,
 }
 

@@ -4,7 +4,9 @@
 use std::fmt;
 
 use super::cpu_peak::CPU_MARGIN_PERCENT;
-use super::footprint::{MARGIN_PERCENT, logits_chunk_tokens, trainable_bytes_per_param};
+use super::footprint::{
+    MARGIN_PERCENT, layer_weight_dtype, logits_chunk_tokens, trainable_bytes_per_param,
+};
 use super::inputs::DeviceKind;
 use super::inputs::{PlanInputs, TrainedWeights};
 use super::plan::MemoryPlan;
@@ -15,19 +17,8 @@ impl fmt::Display for MemoryPlan {
         let shape = &inputs.shape;
         let cpu = inputs.device.kind == DeviceKind::Cpu;
         writeln!(f, "memory plan: {}", describe_inputs(inputs))?;
-        let weight_params = self.base_weights.bytes() / inputs.base_dtype.bytes();
         let rows = [
-            (
-                "base weights",
-                self.base_weights,
-                format!(
-                    "{} parameters x {} bytes ({}){}",
-                    count(weight_params),
-                    inputs.base_dtype.bytes(),
-                    inputs.base_dtype.name(),
-                    placement(self)
-                ),
-            ),
+            ("base weights", self.base_weights, describe_weights(self)),
             (
                 "trainable state",
                 self.trainable_state,
@@ -121,6 +112,34 @@ impl fmt::Display for MemoryPlan {
         }
         Ok(())
     }
+}
+
+/// The base weights' row: parameters x bytes, and where the layers are held
+/// narrower than they compute, the two parts and the widened layer.
+fn describe_weights(plan: &MemoryPlan) -> String {
+    let inputs = &plan.inputs;
+    let (layer_dtype, base_dtype) = (layer_weight_dtype(inputs), inputs.base_dtype);
+    if layer_dtype == base_dtype {
+        let params = plan.base_weights.bytes() / base_dtype.bytes();
+        return format!(
+            "{} parameters x {} bytes ({}){}",
+            count(params),
+            base_dtype.bytes(),
+            base_dtype.name(),
+            placement(plan)
+        );
+    }
+    let shape = &inputs.shape;
+    format!(
+        "{} layer parameters x {} bytes ({}), {} outside the layers x {} bytes ({}), one layer widened to {} at a time",
+        count(inputs.layers_per_device() * shape.layer_params()),
+        layer_dtype.bytes(),
+        layer_dtype.name(),
+        count(shape.outside_layer_params()),
+        base_dtype.bytes(),
+        base_dtype.name(),
+        base_dtype.name()
+    )
 }
 
 /// `LoRA r8 on 7 modules, 1 sequence of 4096 tokens per sample, batchSize 8, recomputation on, 1 x 80 GiB GPU`.

@@ -16,7 +16,7 @@
 //! a full fine-tune of 7B: 222 GiB.
 
 use super::byte_size::{ByteSize, GIB};
-use super::footprint::{base_weight_bytes, trainable_params};
+use super::footprint::trainable_params;
 use super::inputs::{DeviceMemory, PlanInputs};
 use super::model_shape::ModelShape;
 use crate::finetunejob::FineTuneJobSpec;
@@ -52,8 +52,7 @@ pub fn scratch_plan(spec: &FineTuneJobSpec, shape: ModelShape) -> ScratchPlan {
     // layer is on the one pod's disk.
     let inputs = PlanInputs::for_job(spec, shape, DeviceMemory::cpu(ByteSize::gib(1)));
     let layers = shape.layers;
-    let params_on_disk = base_weight_bytes(&inputs, layers) / inputs.base_dtype.bytes();
-    let weights = params_on_disk * CHECKPOINT_BYTES_PER_PARAM;
+    let weights = shape.params() * CHECKPOINT_BYTES_PER_PARAM;
     let checkpoints =
         CHECKPOINTS_ON_DISK * trainable_params(&inputs, layers) * SAVED_BYTES_PER_TRAINABLE_PARAM;
     let datasets = DATASET_ALLOWANCE.bytes();

@@ -330,7 +330,7 @@ fn a_job_that_turns_recomputation_off_is_planned_with_every_layer_kept() {
 /// Peak RSS of `trainer train` at Qwen2.5-0.5B's shape, LoRA r8 with dropout on all
 /// seven projections, batch 2, one micro-batch, as `benches/scale_cpu.py` measured
 /// it (benches/RESULTS.md, 2026-12-05): (maxTokens, GiB).
-const MEASURED_0_5B_CPU: [(u64, f64); 3] = [(1024, 2.48), (2048, 3.00), (4096, 4.09)];
+const MEASURED_0_5B_CPU: [(u64, f64); 3] = [(1024, 1.91), (2048, 2.39), (4096, 3.43)];
 
 /// Qwen2.5-0.5B, LoRA r8 with dropout on all seven projections, on a roomy CPU.
 fn half_b_lora_on_the_cpu(max_tokens: u64, batch_size: u64) -> PlanInputs {

@@ -18,7 +18,7 @@ mod results_section;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anneal_model::backend::CpuBackend;
+use anneal_model::backend::{CpuBackend, LayerStorage};
 use anneal_model::generate::{Decoding, SamplingParams, Step, argmax, decode_together};
 use anneal_model::llm::config::ModelConfig;
 use anneal_model::llm::kv_slots::position_bytes;
@@ -63,7 +63,14 @@ fn model(shape: &str) -> (String, CausalLm<B>) {
     let random = |json: &str| {
         let config = ModelConfig::from_json(json).expect("a config");
         let placement = LayerPlacement::single(device, config.num_layers);
-        build_model::<B>(&config, &RandomWeights, &placement, DType::F32).expect("the model builds")
+        build_model::<B>(
+            &config,
+            &RandomWeights,
+            &placement,
+            DType::F32,
+            LayerStorage::Computed,
+        )
+        .expect("the model builds")
     };
     match shape {
         "0.5b" => (

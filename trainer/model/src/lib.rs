@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod chat;
+pub mod cpu_kernels;
 pub mod generate;
 pub mod llm;
 pub mod lora;

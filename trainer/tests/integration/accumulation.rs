@@ -72,7 +72,16 @@ fn split<'a, T>(items: &'a [T], sizes: &[usize]) -> Vec<Vec<&'a T>> {
         .collect()
 }
 
-/// Asserts that every split's step is the whole batch's, to 1e-5 relative.
+/// The adapter after the step, relative to its largest value. AdamW divides each
+/// gradient by its own running root mean square, so an entry whose gradient is near
+/// zero moves by a share of the learning rate that rounding decides: the padding of
+/// a split's shorter rows changes the order of a few sums. Measured: 1.5e-5 for DPO
+/// in 4 micro-batches (CPU kernels' exponentials within 2 ulp); a wrong accumulation
+/// moves entries by up to the learning rate, 1e-2 against a largest value of 0.21.
+const ADAPTER_TOLERANCE: f32 = 4e-5;
+
+/// Asserts that every split's step is the whole batch's: loss and gradient norm to
+/// 1e-5 relative, the adapter to [`ADAPTER_TOLERANCE`].
 fn assert_same(whole: &Stepped, split: &Stepped, what: &str) {
     let relative = |a: f64, b: f64| (a - b).abs() / b.abs();
     assert!(
@@ -95,7 +104,7 @@ fn assert_same(whole: &Stepped, split: &Stepped, what: &str) {
         .zip(&whole.adapter)
         .fold(0f32, |m, (s, w)| m.max((s - w).abs()));
     assert!(
-        scale > 0.0 && gap / scale <= 1e-5,
+        scale > 0.0 && gap / scale <= ADAPTER_TOLERANCE,
         "{what}: adapter gap {gap} of {scale}"
     );
 }

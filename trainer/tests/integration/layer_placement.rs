@@ -34,6 +34,7 @@ fn placed(devices: usize) -> CausalLm<B> {
         &tiny_model(),
         &vec![Default::default(); devices],
         DType::F32,
+        anneal_model::backend::LayerStorage::Computed,
     )
     .unwrap()
     .1

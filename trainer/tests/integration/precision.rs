@@ -131,3 +131,63 @@ fn lora_gradients_with_a_bf16_base_are_near_the_f32_base_and_f32() {
 fn recomputed_lora_gradients_with_a_bf16_base_are_near_the_f32_base() {
     compare(recomputed);
 }
+
+/// `model` with each decoder layer's projection weights and biases passed through
+/// `f` (the same parameter ids, still frozen).
+fn with_layer_weights(mut model: CausalLm<A>, f: impl Fn(DType) -> DType) -> CausalLm<A> {
+    for (_, _, projection) in anneal_model::lora::projections_mut(&mut model) {
+        let weight = projection.base.weight.clone();
+        projection.base.weight = weight.map(|w| {
+            let dtype = f(w.dtype());
+            w.cast(dtype)
+        });
+        if let Some(bias) = projection.base.bias.take() {
+            projection.base.bias = Some(bias.map(|b| {
+                let dtype = f(b.dtype());
+                b.cast(dtype)
+            }));
+        }
+    }
+    model
+}
+
+/// The decoder layers held in bf16 and widened to f32 at each product
+/// (`LayerStorage::Stored`, how CPU LoRA training with recomputation holds its base)
+/// give the loss and adapter gradients of the same bf16 values held in f32, to the
+/// bit: bf16 to f32 is exact, so nothing but the bytes held changes.
+#[test]
+fn layers_held_in_bf16_train_as_the_same_values_held_in_f32_to_the_bit() {
+    let _generator = crate::support::generator_turn();
+    let batch = two_row_batch();
+    // The f32 base with every layer weight rounded to bf16 values, still held in f32.
+    let rounded = with_layer_weights(model(DType::F32), |_| DType::BF16);
+    let rounded = with_layer_weights(rounded, |_| DType::F32);
+    let held_half = with_layer_weights(rounded.clone(), |_| DType::BF16);
+    let q = &held_half.layers[0].self_attn.q_proj;
+    assert_eq!(q.base.weight.val().dtype(), DType::BF16);
+    assert_eq!(q.base.bias.as_ref().unwrap().val().dtype(), DType::BF16);
+    assert_eq!(held_half.embed_tokens.weight.val().dtype(), DType::F32);
+
+    let (half_loss, half_grads) = recomputed(&held_half, &batch);
+    let (full_loss, full_grads) = recomputed(&rounded, &batch);
+    assert_eq!(
+        half_loss.to_bits(),
+        full_loss.to_bits(),
+        "{half_loss} vs {full_loss}"
+    );
+    let (half, full) = (
+        collect(&held_half, &half_grads),
+        collect(&rounded, &full_grads),
+    );
+    assert_eq!(half.len(), 28);
+    for ((name, _, grad, h), (_, _, _, f)) in half.iter().zip(&full) {
+        assert_eq!(*grad, DType::F32, "{name}");
+        assert!(
+            h.iter().zip(f).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}"
+        );
+    }
+    // And the rounding is real: the rounded base's loss is not the f32 base's.
+    let (original_loss, _) = recomputed(&model(DType::F32), &batch);
+    assert_ne!(original_loss.to_bits(), full_loss.to_bits());
+}

@@ -20,6 +20,7 @@ use super::optimizer_state::{OPTIMIZER_FILE, load_optimizer_state, save_optimize
 use super::state::{STATE_FILE, TrainerState};
 use super::{ResumeError, TrainError};
 use anneal_crds::storage::Storage;
+use anneal_model::backend::LayerStorage;
 use anneal_model::llm::save::save_model_folder;
 use anneal_model::llm::{CausalLm, load_model_placed};
 use anneal_model::lora::peft::{load_adapter, save_adapter};
@@ -144,7 +145,8 @@ pub fn restore_training<B: AutodiffBackend>(
 ) -> Result<(CausalLm<B>, SftOptimizer<B>), TrainError> {
     if training == TrainingType::Full {
         drop(base);
-        let (_, mut model) = load_model_placed::<B>(&point.dir, devices, DType::F32)?;
+        let (_, mut model) =
+            load_model_placed::<B>(&point.dir, devices, DType::F32, LayerStorage::Computed)?;
         let optimizer =
             load_optimizer_state(&mut model, weight_decay, &point.dir.join(OPTIMIZER_FILE))?;
         return Ok((model, optimizer));

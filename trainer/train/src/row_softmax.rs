@@ -2,9 +2,9 @@
 //! anneal-model's `row_softmax` for the training backends: its backward needs only
 //! its output, `dx = y · (g − Σ_row g·y)`, so the graph keeps one score-sized tensor
 //! per layer instead of burn's decomposed exp, sum and divide keeping two (see
-//! `anneal_model::llm::softmax`). The forward is the inner backend's own softmax, the
-//! kernel inference runs (burn's autodiff would run exp, sum and divide one by one:
-//! the two differ in the last bit).
+//! `anneal_model::llm::softmax`). The forward is the kernel inference runs
+//! (`anneal_model::cpu_kernels::softmax_rows`: one fused pass on the CPU, burn's
+//! softmax elsewhere).
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -13,9 +13,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 
 use crate::tracked_op::record;
+use anneal_model::cpu_kernels;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
-use burn::tensor::activation::softmax;
 
 #[derive(Debug)]
 struct RowSoftmaxOp;
@@ -45,7 +45,7 @@ pub fn tracked_row_softmax<I: Backend, C: CheckpointStrategy>(
 ) -> Tensor<Autodiff<I, C>, 2> {
     let scores = scores.into_primitive().tensor();
     let inner = Tensor::<I, 2>::from_primitive(TensorPrimitive::Float(scores.primitive.clone()));
-    let y = softmax(inner, 1);
+    let y = cpu_kernels::softmax_rows(inner);
     let out = y.clone().into_primitive().tensor();
     let out = record::<I, C, _, 1>(RowSoftmaxOp, [&scores], || y, out);
     Tensor::from_primitive(TensorPrimitive::Float(out))
@@ -56,12 +56,12 @@ mod tests {
     use super::*;
     use anneal_model::backend::CpuBackend;
     use burn::tensor::Distribution;
+    use burn::tensor::activation::softmax;
 
     type A = Autodiff<CpuBackend>;
 
     /// The op's output and its input gradient are burn's (whose backward runs through
-    /// exp, sum and divide) to the last bits, for a loss that weighs every output
-    /// differently.
+    /// exp, sum and divide) to 1e-6, for a loss that weighs every output differently.
     #[test]
     fn values_and_gradients_are_burns() {
         let _rng = crate::backend_rng_lock();

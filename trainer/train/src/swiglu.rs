@@ -15,9 +15,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 
 use crate::tracked_op::record;
+use anneal_model::cpu_kernels;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
-use burn::tensor::activation::{sigmoid, silu};
 
 #[derive(Debug)]
 struct SwiGluOp;
@@ -31,22 +31,20 @@ impl<I: Backend> Backward<I, 2> for SwiGluOp {
         let grad = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(grad));
         let [gate_node, up_node] = ops.parents;
         let (gate, up) = ops.state;
-        let s = sigmoid(gate.clone());
+        // Both gradients in one pass (on the CPU): computing one alone saves little.
+        let (d_gate, d_up) = cpu_kernels::swiglu_backward(gate, up, grad);
         if let Some(node) = up_node {
-            let d_up = grad.clone() * gate.clone() * s.clone();
             grads.register::<I>(node.id, d_up.into_primitive().tensor());
         }
         if let Some(node) = gate_node {
-            // σ'(g)·g + σ(g) = s·(1 + g·(1 − s)).
-            let slope = s.clone() * ((s.neg() + 1.0) * gate + 1.0);
-            let d_gate = grad * up * slope;
             grads.register::<I>(node.id, d_gate.into_primitive().tensor());
         }
     }
 }
 
 /// `silu(gate) · up` on `Autodiff<I, C>`, keeping only its inputs for the backward
-/// pass. The forward is the inner backend's own silu and product.
+/// pass. Forward and backward are one fused pass each on the CPU
+/// (`anneal_model::cpu_kernels`), burn's ops on other backends.
 pub fn tracked_swiglu<I: Backend, C: CheckpointStrategy>(
     gate: Tensor<Autodiff<I, C>, 3>,
     up: Tensor<Autodiff<I, C>, 3>,
@@ -54,7 +52,7 @@ pub fn tracked_swiglu<I: Backend, C: CheckpointStrategy>(
     let (gate, up) = (gate.into_primitive().tensor(), up.into_primitive().tensor());
     let gate_in = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(gate.primitive.clone()));
     let up_in = Tensor::<I, 3>::from_primitive(TensorPrimitive::Float(up.primitive.clone()));
-    let out = (silu(gate_in.clone()) * up_in.clone())
+    let out = cpu_kernels::swiglu(gate_in.clone(), up_in.clone())
         .into_primitive()
         .tensor();
     let out = record::<I, C, _, 2>(SwiGluOp, [&gate, &up], || (gate_in, up_in), out);
@@ -66,6 +64,7 @@ mod tests {
     use super::*;
     use anneal_model::backend::CpuBackend;
     use burn::tensor::Distribution;
+    use burn::tensor::activation::silu;
 
     type A = Autodiff<CpuBackend>;
 

@@ -53,6 +53,7 @@ pub fn build_flux_transformer<B: Backend>(
         source,
         device,
         compute: dtype,
+        storage: anneal_model::backend::LayerStorage::Computed,
     };
     let d = config.inner_dim();
     let heads = config.num_attention_heads;

@@ -172,6 +172,7 @@ pub fn load_clip_text<B: Backend>(
         source: &files,
         device,
         compute: dtype,
+        storage: anneal_model::backend::LayerStorage::Computed,
     };
     let (w, inter) = (config.hidden_size, config.intermediate_size);
     let heads = config.num_attention_heads;

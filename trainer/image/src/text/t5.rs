@@ -146,6 +146,7 @@ pub fn load_t5_encoder<B: Backend>(
         source: &files,
         device,
         compute: dtype,
+        storage: anneal_model::backend::LayerStorage::Computed,
     };
     let (d, inner, ff) = (config.d_model, config.num_heads * config.d_kv, config.d_ff);
     let eps = config.layer_norm_epsilon;

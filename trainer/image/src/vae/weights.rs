@@ -42,6 +42,7 @@ pub fn load_vae<B: Backend>(
         source: &files,
         device,
         compute: dtype,
+        storage: anneal_model::backend::LayerStorage::Computed,
     };
     let parts_loader = VaeLoader {
         l: loader,

@@ -1,7 +1,6 @@
 //! The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::projection::Projection;
 use super::tracked_ops::{register, registered};
@@ -32,10 +31,11 @@ pub fn register_swiglu<B: Backend>(op: SwiGlu<B>) {
     register(op);
 }
 
-/// `silu(gate) · up`, `[b, s, ffn]` each: the registered op for `B`, else burn's.
+/// `silu(gate) · up`, `[b, s, ffn]` each: the registered op for `B`, else
+/// [`crate::cpu_kernels::swiglu`] (one fused pass on the CPU, burn's elsewhere).
 pub fn swiglu<B: Backend>(gate: Tensor<B, 3>, up: Tensor<B, 3>) -> Tensor<B, 3> {
     match registered::<SwiGlu<B>>() {
         Some(op) => op(gate, up),
-        None => silu(gate) * up,
+        None => crate::cpu_kernels::swiglu(gate, up),
     }
 }

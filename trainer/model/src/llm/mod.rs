@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::DType;
+
 use safetensors::SafeTensorError;
+
+use crate::backend::LayerStorage;
 
 pub use config::{Family, ModelConfig};
 pub use kv_slots::KvSlots;
@@ -88,20 +91,26 @@ pub fn load_model<B: Backend>(
     device: &B::Device,
     dtype: DType,
 ) -> Result<(ModelConfig, CausalLm<B>), ModelError> {
-    load_model_placed(dir, std::slice::from_ref(device), dtype)
+    load_model_placed(
+        dir,
+        std::slice::from_ref(device),
+        dtype,
+        LayerStorage::Computed,
+    )
 }
 
 /// Loads a model folder with its decoder layers split over `devices` in consecutive
-/// runs ([`LayerPlacement::balanced`]); the embeddings, final norm and head go to
-/// the first device.
+/// runs ([`LayerPlacement::balanced`]), held as `storage` says; the embeddings,
+/// final norm and head go to the first device.
 pub fn load_model_placed<B: Backend>(
     dir: &Path,
     devices: &[B::Device],
     dtype: DType,
+    storage: LayerStorage,
 ) -> Result<(ModelConfig, CausalLm<B>), ModelError> {
     let config = ModelConfig::from_model_dir(dir)?;
     let files = weights::SafetensorsFiles::open(dir)?;
     let placement = LayerPlacement::balanced(devices.to_vec(), config.num_layers);
-    let model = weights::build_model(&config, &files, &placement, dtype)?;
+    let model = weights::build_model(&config, &files, &placement, dtype, storage)?;
     Ok((config, model))
 }

@@ -6,6 +6,7 @@
 use burn::module::Param;
 use burn::nn::{Dropout, Linear};
 use burn::prelude::*;
+use burn::tensor::module::linear;
 use burn::tensor::{DType, Distribution};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -45,10 +46,17 @@ impl<B: Backend> Projection<B> {
         let [batch, seq, input] = x.dims();
         let dtype = x.dtype();
         let x = x.reshape([batch * seq, input]);
-        // The product in the weight's dtype: the weight is never copied to another
-        // dtype, and backward keeps the weight it already holds.
         let base = |x: Tensor<B, 2>| {
             let weight = self.base.weight.val().dtype();
+            if widened_at_use::<B>(weight, dtype) {
+                // Held half, computed in f32 (`LayerStorage::Stored`): a widened copy
+                // for this product alone (its backward keeps it until then).
+                let widen = |t: Tensor<B, 2>| cast(t, dtype);
+                let bias = self.base.bias.as_ref().map(|b| cast(b.val(), dtype));
+                return linear(x, widen(self.base.weight.val()), bias); // [tokens, out]
+            }
+            // The product in the weight's dtype: the weight is never copied to another
+            // dtype, and backward keeps the weight it already holds.
             cast(self.base.forward(cast(x, weight)), dtype) // [tokens, out]
         };
         let y = match &self.lora {
@@ -62,6 +70,13 @@ impl<B: Backend> Projection<B> {
         let output = y.dims()[1];
         y.reshape([batch, seq, output])
     }
+}
+
+/// Whether a base weight held in `weight` is widened for each product with inputs of
+/// `compute`: a half weight with f32 inputs on the CPU, whose half products would
+/// widen both operands to f32 on every call anyway and round the result to half.
+fn widened_at_use<B: Backend>(weight: DType, compute: DType) -> bool {
+    matches!(weight, DType::BF16 | DType::F16) && compute == DType::F32 && on_cpu_backend::<B>()
 }
 
 impl<B: Backend> LoraAdapter<B> {

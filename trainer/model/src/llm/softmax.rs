@@ -7,7 +7,6 @@
 //! every other backend, and inference, takes burn's.
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use super::tracked_ops::{register, registered};
 
@@ -20,10 +19,11 @@ pub fn register_row_softmax<B: Backend>(op: RowSoftmax<B>) {
 }
 
 /// The softmax of each row of `scores` `[rows, keys]`: the registered op for `B`,
-/// else burn's.
+/// else [`crate::cpu_kernels::softmax_rows`] (one fused pass on the CPU, burn's
+/// elsewhere).
 pub fn row_softmax<B: Backend>(scores: Tensor<B, 2>) -> Tensor<B, 2> {
     match registered::<RowSoftmax<B>>() {
         Some(op) => op(scores),
-        None => softmax(scores, 1),
+        None => crate::cpu_kernels::softmax_rows(scores),
     }
 }

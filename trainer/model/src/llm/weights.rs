@@ -32,7 +32,7 @@ use super::placement::LayerPlacement;
 use super::projection::Projection;
 use super::rope::Rope;
 use super::transformer::{CausalLm, DecoderLayer};
-use crate::backend::base_dtype;
+use crate::backend::LayerStorage;
 
 /// Where tensors come from, by their Hugging Face names and `[out, in]` shapes.
 pub trait WeightSource {
@@ -375,20 +375,26 @@ fn parallel_fill<S: Sync, T: Copy + Default + Send>(
 }
 
 /// Builds the model for `config` from `source` on the devices of `placement`, to
-/// compute in `dtype`:
-/// the projections, embeddings and head in [`base_dtype`] of it (the checkpoint's
-/// bf16 or f16 as stored when `dtype` is a half dtype, f32 when it is f32), the
-/// norms' weights in f32 (they are tiny and the norms compute in f32).
+/// compute in `dtype`: the embeddings and head in
+/// [`base_dtype`](crate::backend::base_dtype) of it (the checkpoint's bf16 or f16 as
+/// stored when `dtype` is a half dtype, f32 when it is f32), the decoder layers'
+/// projections as `layers_storage` says (the same, or half on the CPU), the norms'
+/// weights in f32 (they are tiny and the norms compute in f32).
 pub fn build_model<B: Backend>(
     config: &ModelConfig,
     source: &impl WeightSource,
     placement: &LayerPlacement<B::Device>,
     dtype: DType,
+    layers_storage: LayerStorage,
 ) -> Result<CausalLm<B>, ModelError> {
+    // The embeddings and head as computed: a tied head's product with every token's
+    // hidden state would otherwise widen a vocabulary-sized copy at the loss, the
+    // step's peak.
     let outside = Loader {
         source,
         device: placement.first(),
         compute: dtype,
+        storage: LayerStorage::Computed,
     };
     let (hidden, inter, vocab) = (
         config.hidden_size,
@@ -402,6 +408,7 @@ pub fn build_model<B: Backend>(
     for i in 0..config.num_layers {
         let loader = Loader {
             device: placement.layer_device(i),
+            storage: layers_storage,
             ..outside
         };
         let p = format!("model.layers.{i}");
@@ -481,13 +488,16 @@ pub fn build_model<B: Backend>(
 }
 
 /// Builds modules of a model from its weights by Hugging Face name: matrices as
-/// transposed views, in [`base_dtype`] of what the model computes in; norm weights in
+/// transposed views, in [`base_dtype`](crate::backend::base_dtype) of what the model computes in
+/// (the decoder layers' as [`LayerStorage`] says); norm weights in
 /// f32. Shared by every model family (the image models' crate too).
 pub struct Loader<'a, S, B: Backend> {
     pub source: &'a S,
     pub device: &'a B::Device,
     /// What the model computes in.
     pub compute: DType,
+    /// How its matrices are held: the decoder layers' may stay half on the CPU.
+    pub storage: LayerStorage,
 }
 
 impl<S, B: Backend> Clone for Loader<'_, S, B> {
@@ -501,8 +511,8 @@ impl<S, B: Backend> Copy for Loader<'_, S, B> {}
 impl<S: WeightSource, B: Backend> Loader<'_, S, B> {
     /// The dtype of a base weight stored as the argument.
     pub fn base(&self) -> impl Fn(DType) -> DType + use<S, B> {
-        let compute = self.compute;
-        move |stored| base_dtype(compute, stored)
+        let (compute, storage) = (self.compute, self.storage);
+        move |stored| storage.dtype::<B>(compute, stored)
     }
 
     pub fn load<const D: usize>(

@@ -12,6 +12,7 @@
 use burn::prelude::*;
 use burn::tensor::{DType, IndexingUpdateOp};
 
+use anneal_model::cpu_kernels;
 use anneal_model::llm::precision::cast;
 
 /// What the forward gives per token, `[tokens]` each.
@@ -71,11 +72,11 @@ pub fn score<B: Backend>(
         let logits = cast(h.matmul(head.clone()), DType::F32); // [c, vocab], f32
         // argmax takes the first of equal maxima, as the whole-logits path does.
         hits.push(logits.clone().argmax(1).equal(t_column.clone()).float()); // [c, 1]
-        // burn's log_softmax, `(x − m) − log Σ exp(x − m)`, with the same roundings,
-        // but only the target's entry of `x − m` is kept.
+        // burn's log_softmax, `(x − m) − log Σ exp(x − m)`, but only the target's
+        // entry of `x − m` is kept.
         let m = logits.clone().max_dim(1); // [c, 1]
         let picked = logits.clone().gather(1, t_column) - m.clone(); // [c, 1]
-        let exps = (logits - m.clone()).exp(); // [c, vocab]
+        let exps = cpu_kernels::exp(logits - m.clone()); // [c, vocab]
         let sum = exps.clone().sum_dim(1); // [c, 1]
         let s = sum.clone().log(); // [c, 1]
         if hidden_gradient {
@@ -135,7 +136,7 @@ pub fn gradients<B: Backend>(
         let column = |v: &Tensor<B, 1>| v.clone().narrow(0, start, len).reshape([len, 1]); // [c, 1]
         let g = column(&grad); // f32
         let logits = cast(cast(h.clone(), product).matmul(head.clone()), DType::F32); // [c, vocab]
-        let p = ((logits - column(&normalizer.max)) - column(&normalizer.log_sum)).exp(); // [c, vocab]
+        let p = cpu_kernels::exp((logits - column(&normalizer.max)) - column(&normalizer.log_sum)); // [c, vocab]
         let minus_gp = p * g.clone().neg(); // [c, vocab]: the −p part of d/d logits
         if for_head {
             // In f32 (the head is trained only in full training, where it is f32).

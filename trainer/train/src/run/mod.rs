@@ -37,7 +37,7 @@ use super::micro_batch::{MicroBatch, choose_micro_batch};
 use super::objective::{Dpo, Objective, Scores, Sft};
 use super::samples::answer_sample_prompts;
 use super::state::{DataOrder, TrainerState};
-use anneal_model::backend::compute_dtype;
+use anneal_model::backend::{LayerStorage, compute_dtype};
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::{CausalLm, load_model_placed};
 use anneal_model::lora::LoraSettings;
@@ -71,7 +71,16 @@ pub fn run_training<B: AutodiffBackend>(
         TrainingType::Lora => compute_dtype::<B>(),
         TrainingType::Full => DType::F32,
     };
-    let (config, base) = load_model_placed::<B>(&inputs.base_model.dir, devices, dtype)?;
+    // A frozen base recomputed layer by layer widens one layer's weights at a time:
+    // on the CPU it stays in the checkpoint's bf16 (`LayerStorage::Stored`). Without
+    // recomputation every layer's backward would keep its widened copies, more than
+    // the f32 base itself.
+    let recomputed = inputs.settings.hyperparameters.gradient_checkpointing;
+    let storage = match inputs.settings.training {
+        TrainingType::Lora if recomputed => LayerStorage::Stored,
+        _ => LayerStorage::Computed,
+    };
+    let (config, base) = load_model_placed::<B>(&inputs.base_model.dir, devices, dtype, storage)?;
     let tokenizer = ModelTokenizer::from_model_dir(&inputs.base_model.dir, &config.architecture)?;
     tokenizer.check_vocabulary(config.vocab_size)?;
     let settings = &inputs.settings;
