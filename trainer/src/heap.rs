@@ -9,8 +9,8 @@
 //! page of the next such tensor again on first touch. On the CPU backend that was
 //! 14.7 million page faults in two optimizer steps and about a sixth of the step's
 //! time. With both thresholds at their maximum the freed buffers are reused: 0.5
-//! million page faults and 16% more tokens/s, the same peak RSS at the 0.5B shape
-//! (1.91 GiB). One arena for all threads: with one per rayon thread each kept its
+//! million page faults, 42.4 and 43.3 tokens/s where it was 36.1 and 36.4, the same
+//! peak RSS at the 0.5B shape. One arena for all threads: with one per rayon thread each kept its
 //! own freed buffers, and a small model with a large vocabulary peaked 0.12 GiB
 //! higher (0.55 against 0.43 GiB). What is kept costs that much at such shapes still
 //! (0.43 against 0.31 GiB without these settings); `benches/RESULTS.md`, "scale" and

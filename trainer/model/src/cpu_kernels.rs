@@ -308,11 +308,7 @@ fn to_flex<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Result<FlexTenso
 /// A kernel's output `values` as a tensor of `like`'s shape on backend `B` (Flex).
 fn from_flex<B: Backend, const D: usize>(values: Vec<f32>, like: &FlexTensor) -> Tensor<B, D> {
     let shape = like.layout().shape().clone();
-    let tensor: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(values, shape)));
-    let primitive = *tensor
-        .downcast::<B::FloatTensorPrimitive>()
-        .expect("only called with B = Flex");
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+    flex_tensor(FlexTensor::from_data(TensorData::new(values, shape)))
 }
 
 /// Back to a tensor of `B` whichever way [`to_flex`] went (for the fallback paths when
@@ -320,16 +316,16 @@ fn from_flex<B: Backend, const D: usize>(values: Vec<f32>, like: &FlexTensor) ->
 fn from_either<B: Backend, const D: usize>(
     tensor: Result<FlexTensor, Tensor<B, D>>,
 ) -> Tensor<B, D> {
-    match tensor {
-        Err(tensor) => tensor,
-        Ok(flex) => {
-            let primitive: Box<dyn Any> = Box::new(flex);
-            let primitive = *primitive
-                .downcast::<B::FloatTensorPrimitive>()
-                .expect("Ok only for B = Flex");
-            Tensor::from_primitive(TensorPrimitive::Float(primitive))
-        }
-    }
+    tensor.map_or_else(|tensor| tensor, flex_tensor)
+}
+
+/// A Flex tensor as a tensor of `B`; only called with `B` = Flex.
+fn flex_tensor<B: Backend, const D: usize>(tensor: FlexTensor) -> Tensor<B, D> {
+    let tensor: Box<dyn Any> = Box::new(tensor);
+    let primitive = *tensor
+        .downcast::<B::FloatTensorPrimitive>()
+        .expect("only called with B = Flex");
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
 fn contiguous(tensor: FlexTensor) -> FlexTensor {
