@@ -131,8 +131,7 @@ fn attention_blocks(tokens: u64) -> impl Iterator<Item = (u64, u64)> {
 }
 
 /// Score elements of one head of one sequence of `tokens`: the sum over the query
-/// blocks of `rows * keys seen`, as the trainer computes them (and as the causal mask
-/// is built).
+/// blocks of `rows * keys seen`, as the trainer computes them.
 pub fn score_elements(tokens: u64) -> u64 {
     attention_blocks(tokens)
         .map(|(rows, keys)| rows * keys)
@@ -228,10 +227,11 @@ pub fn activation_bytes_per_sample(inputs: &PlanInputs, layers: u64) -> u64 {
 }
 
 /// Tables built once per length and shared by every layer and sample: the causal
-/// mask blocks (one f32 per score element of a head) and RoPE's cos and sin for
-/// queries and keys (`4 * [T, d]` f32).
+/// mask's triangles (one `[rows, rows]` f32 per block height, at most two) and RoPE's
+/// cos and sin for queries and keys (`4 * [T, d]` f32).
 pub fn shared_table_bytes(inputs: &PlanInputs) -> u64 {
-    let mask = score_elements(inputs.max_tokens);
+    let block = attention_block_rows(inputs.max_tokens).min(inputs.max_tokens);
+    let mask = 2 * block * block;
     let rope = 4 * inputs.max_tokens * inputs.shape.head_dim;
     (mask + rope) * F32_BYTES
 }

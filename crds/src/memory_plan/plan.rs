@@ -32,7 +32,7 @@ pub struct MemoryPlan {
     pub activations_per_sample: ByteSize,
     /// `micro_batch` samples' activations.
     pub activations: ByteSize,
-    /// The causal-mask blocks and RoPE tables shared by all layers and samples.
+    /// The causal-mask triangles and RoPE tables shared by all layers and samples.
     pub shared_tables: ByteSize,
     /// One chunk of logits and their gradient.
     pub logits: ByteSize,

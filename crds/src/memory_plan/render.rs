@@ -49,7 +49,7 @@ impl fmt::Display for MemoryPlan {
             (
                 "shared tables",
                 self.shared_tables,
-                "causal-mask blocks and RoPE tables, once per length".to_owned(),
+                "causal-mask triangles and RoPE tables, once per length".to_owned(),
             ),
             (
                 "logits",
@@ -223,10 +223,10 @@ memory plan: LoRA r8 on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down
   base weights        14.19 GiB  7.62B parameters x 2 bytes (bf16)
   trainable state      0.30 GiB  20.19M parameters x 16 bytes (f32 value, gradient, 2 AdamW moments)
   activations         34.13 GiB  8 x 4.27 GiB per sample (each layer's input kept, one layer recomputed at a time)
-  shared tables        0.04 GiB  causal-mask blocks and RoPE tables, once per length
+  shared tables        0.01 GiB  causal-mask triangles and RoPE tables, once per length
   logits               0.25 GiB  a chunk of up to 220 tokens x 152064 vocabulary, f32, and its gradient
   margin               5.89 GiB  10% + 1 GiB: workspace, fragmentation, CUDA context
-  peak                54.80 GiB  of 80 GiB per GPU
+  peak                54.76 GiB  of 80 GiB per GPU
 micro-batch 8 x 1 accumulation step = batchSize 8";
         assert_eq!(text, expected);
 

@@ -128,7 +128,7 @@ mod tests {
                 built_in(QWEN_72B),
                 gib(141),
                 VerdictReason::Valid,
-                "memory plan (Qwen/Qwen2.5-72B-Instruct, from the built-in shape of its name): 134.2 GiB of 141 GiB per GPU, its 80 layers placed across 2 GPUs (40 on the busiest) at micro-batch 5 x 2 accumulation and maxTokens 4096",
+                "memory plan (Qwen/Qwen2.5-72B-Instruct, from the built-in shape of its name): 134.1 GiB of 141 GiB per GPU, its 80 layers placed across 2 GPUs (40 on the busiest) at micro-batch 5 x 2 accumulation and maxTokens 4096",
             ),
             // Two 80 GiB GPUs do not: it says how many would.
             (
@@ -144,14 +144,14 @@ mod tests {
                 built_in(QWEN_7B),
                 gib(80),
                 VerdictReason::Valid,
-                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 57.0 GiB of 80 GiB per GPU at micro-batch 1 x 8 accumulation and maxTokens 32768",
+                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 54.8 GiB of 80 GiB per GPU at micro-batch 1 x 8 accumulation and maxTokens 32768",
             ),
             (
                 job(QWEN_7B, tokens(65_536)),
                 built_in(QWEN_7B),
                 gib(80),
                 VerdictReason::InsufficientGpuMemory,
-                "does not fit one GPU: Qwen/Qwen2.5-7B-Instruct needs 101.3 GiB per GPU at micro-batch 1 with maxTokens 65536 (base weights 14.2 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 50194 or less, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
+                "does not fit one GPU: Qwen/Qwen2.5-7B-Instruct needs 92.4 GiB per GPU at micro-batch 1 with maxTokens 65536 (base weights 14.2 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 54704 or less, or on 2 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 2)",
             ),
             // A model the operator knows nothing about is let through.
             (

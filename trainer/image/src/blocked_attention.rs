@@ -27,7 +27,7 @@ pub fn attend_in_blocks<B: Backend>(
         .map(|first| QueryBlock {
             rows: first..(first + rows).min(seq),
             keys,
-            bias: None,
+            causal: None,
         })
         .collect();
     // Each head its own key head: [b, h, 1, s, d] against [b, h, t, d].

@@ -123,6 +123,30 @@ pub fn softmax_rows<B: Backend>(scores: Tensor<B, 2>) -> Tensor<B, 2> {
     }
 }
 
+/// The causal softmax of each row of `scores` `[n * rows, keys]`, read as `n` blocks of
+/// `rows` queries whose own positions are the last `rows` keys: row `i` of a block sees
+/// its first `keys - rows + i + 1` keys and gives the later ones exactly 0, as a −∞
+/// mask would. On Flex the mask is never built and the hidden exponentials never
+/// computed; elsewhere this gives `scores` back for the caller to mask.
+pub fn causal_softmax_rows<B: Backend>(
+    scores: Tensor<B, 2>,
+    rows: usize,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    let scores = to_flex(scores)?;
+    let scores = contiguous(scores);
+    let keys = scores.layout().shape()[1];
+    let x = slice(&scores);
+    let mut out = vec![0f32; x.len()];
+    if keys > 0 && rows > 0 {
+        // Whole blocks per task, so that each task knows its rows' places in a block.
+        let rows_per_task = (CHUNK / (keys * rows)).max(1) * rows;
+        out.par_chunks_mut(rows_per_task * keys)
+            .zip(x.par_chunks(rows_per_task * keys))
+            .for_each(|(out, x)| Task::CausalSoftmax { out, x, keys, rows }.run());
+    }
+    Ok(from_flex(out, &scores))
+}
+
 /// One rayon task's share of a kernel: its slices of the outputs and inputs.
 enum Task<'a> {
     Exp {
@@ -145,6 +169,12 @@ enum Task<'a> {
         out: &'a mut [f32],
         x: &'a [f32],
         keys: usize,
+    },
+    CausalSoftmax {
+        out: &'a mut [f32],
+        x: &'a [f32],
+        keys: usize,
+        rows: usize,
     },
 }
 
@@ -175,6 +205,7 @@ impl pulp::WithSimd for Task<'_> {
                 dy,
             } => swiglu_backward_chunk(d_gate, d_up, g, u, dy),
             Task::Softmax { out, x, keys } => softmax_chunk(out, x, keys),
+            Task::CausalSoftmax { out, x, keys, rows } => causal_softmax_chunk(out, x, keys, rows),
         }
     }
 }
@@ -208,6 +239,17 @@ fn swiglu_backward_chunk(d_gate: &mut [f32], d_up: &mut [f32], g: &[f32], u: &[f
 fn softmax_chunk(out: &mut [f32], x: &[f32], keys: usize) {
     for (out, x) in out.chunks_exact_mut(keys).zip(x.chunks_exact(keys)) {
         softmax_row(x, out);
+    }
+}
+
+/// Whole blocks of `rows` rows: row `i` of each over its first `keys - rows + i + 1`
+/// keys; the rest of `out` stays 0.
+#[inline(always)]
+fn causal_softmax_chunk(out: &mut [f32], x: &[f32], keys: usize, rows: usize) {
+    let rows_out = out.chunks_exact_mut(keys).zip(x.chunks_exact(keys));
+    for (row, (out, x)) in rows_out.enumerate() {
+        let seen = keys - rows + row % rows + 1;
+        softmax_row(&x[..seen], &mut out[..seen]);
     }
 }
 
@@ -433,5 +475,31 @@ mod tests {
             close_to(4e-6, "softmax", ours.clone(), exact);
             assert!(ours.chunks(keys).all(|row| row[keys - 1] == 0.0));
         }
+    }
+
+    /// The causal kernel against the whole-row kernel over the same scores with the
+    /// hidden keys set to −∞: blocks of 3 rows after 4 earlier keys, and tasks that
+    /// hold several blocks.
+    #[test]
+    fn the_causal_softmax_equals_the_softmax_of_masked_rows() {
+        let device = Default::default();
+        let (blocks, rows, past) = (2_000, 3, 4);
+        let keys = past + rows;
+        let scores = Tensor::<CpuBackend, 2>::random(
+            [blocks * rows, keys],
+            Distribution::Normal(0.0, 3.0),
+            &device,
+        );
+        let position = Tensor::<CpuBackend, 1, Int>::arange(0..(blocks * rows) as i64, &device)
+            .remainder_scalar(rows as i64)
+            .reshape([blocks * rows, 1]);
+        let key = Tensor::<CpuBackend, 1, Int>::arange(0..keys as i64, &device).reshape([1, keys]);
+        let hidden = key.greater(position.add_scalar(past as i64)); // [blocks * rows, keys]
+        let masked = scores.clone().mask_fill(hidden, f32::NEG_INFINITY);
+        let ours = values(causal_softmax_rows(scores, rows).unwrap());
+        assert_eq!(ours, values(softmax_rows(masked)));
+        // Row 0 of a block sees the 4 earlier keys and its own; row 2 sees all 7.
+        assert!(ours[past + 1..keys].iter().all(|p| *p == 0.0));
+        assert!(ours[2 * keys..3 * keys].iter().all(|p| *p > 0.0));
     }
 }

@@ -45,7 +45,7 @@ fn a_7b_lora_job_fits_one_80_gib_gpu_and_the_plan_says_how() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("peak                78.61 GiB  of 80 GiB per GPU"),
+        stdout.contains("peak                78.57 GiB  of 80 GiB per GPU"),
         "{stdout}"
     );
     assert!(

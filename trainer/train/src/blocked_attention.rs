@@ -157,7 +157,7 @@ pub fn tracked_blocked_attention<I: Backend, C: CheckpointStrategy>(
             .map(|block| QueryBlock {
                 rows: block.rows.clone(),
                 keys: block.keys,
-                bias: block.bias.clone().map(|bias| bias.inner()),
+                causal: block.causal.clone().map(|triangle| triangle.inner()),
             })
             .collect(),
     };

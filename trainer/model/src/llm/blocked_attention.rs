@@ -14,17 +14,18 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::precision::cast;
-use super::softmax::row_softmax;
+use super::softmax::{causal_row_softmax, row_softmax};
 use super::tracked_ops::{register, registered};
 
-/// One block of queries: rows `rows` of a forward pass's queries see keys `0..keys`;
-/// `bias` (0 where a query may see a key, -inf where not; `[1, rows.len() * keys]`) hides
-/// each row's later keys, and is `None` for a single row, which sees all of them.
+/// One block of queries: rows `rows` of a forward pass's queries see keys `0..keys`.
+/// Every key before the block's own positions is visible to all its rows; `causal`
+/// (`[rows, rows]`: 0 on and below the diagonal, −∞ above) hides each row's later keys
+/// among the block's own last `rows`, and is `None` for a single row, which sees all.
 #[derive(Clone, Debug)]
 pub struct QueryBlock<B: Backend> {
     pub rows: std::ops::Range<usize>,
     pub keys: usize,
-    pub bias: Option<Tensor<B, 2>>,
+    pub causal: Option<Tensor<B, 2>>,
 }
 
 /// The rows per block for `seq` queries, as the memory plan counts them
@@ -38,43 +39,46 @@ pub fn block_rows(seq: usize) -> usize {
 }
 
 /// The blocks for `seq` queries at positions `start..start + seq` (keys `0..start + seq`):
-/// built once per forward pass and shared by every layer.
+/// built once per forward pass and shared by every layer. Blocks of the same height
+/// share one triangle, so the mask is at most two `[128, 128]` tables at any length
+/// (a mask per block would be `T²/2` f32: 2.1 GB at 32,768 tokens).
 pub fn query_blocks<B: Backend>(
     seq: usize,
     start: usize,
     device: &B::Device,
 ) -> Vec<QueryBlock<B>> {
     let block_rows = block_rows(seq);
+    let mut triangles: Vec<(usize, Tensor<B, 2>)> = Vec::new();
     (0..seq)
         .step_by(block_rows)
         .map(|first| {
             let rows = first..(first + block_rows).min(seq);
             let keys = start + rows.end;
-            let bias =
-                (rows.len() > 1).then(|| causal_bias(start + first, rows.len(), keys, device));
-            QueryBlock { rows, keys, bias }
+            let causal = (rows.len() > 1).then(|| {
+                let height = rows.len();
+                match triangles.iter().find(|(h, _)| *h == height) {
+                    Some((_, triangle)) => triangle.clone(),
+                    None => {
+                        let triangle = causal_triangle::<B>(height, device);
+                        triangles.push((height, triangle.clone()));
+                        triangle
+                    }
+                }
+            });
+            QueryBlock { rows, keys, causal }
         })
         .collect()
 }
 
-/// `[1, rows * keys]`: 0 where query row `i` (at position `first + i`) may see key
-/// `j`, −∞ where `j` is later. Built on the device from two index ranges: at 4,096
-/// tokens the blocks hold 34 MB, which the host would otherwise fill and upload every
-/// forward pass.
-fn causal_bias<B: Backend>(
-    first: usize,
-    rows: usize,
-    keys: usize,
-    device: &B::Device,
-) -> Tensor<B, 2> {
-    let positions = Tensor::<B, 1, Int>::arange(first as i64..(first + rows) as i64, device);
-    let key_positions = Tensor::<B, 1, Int>::arange(0..keys as i64, device);
-    let later = key_positions
-        .reshape([1, keys])
-        .greater(positions.reshape([rows, 1])); // [rows, keys]
-    Tensor::<B, 2>::zeros([rows, keys], device)
-        .mask_fill(later, f32::NEG_INFINITY)
-        .reshape([1, rows * keys])
+/// `[rows, rows]`: 0 where row `i` may see column `j` (`j <= i`), −∞ where `j` is
+/// later. Built on the device from two index ranges.
+fn causal_triangle<B: Backend>(rows: usize, device: &B::Device) -> Tensor<B, 2> {
+    let positions = Tensor::<B, 1, Int>::arange(0..rows as i64, device);
+    let later = positions
+        .clone()
+        .reshape([1, rows])
+        .greater(positions.reshape([rows, 1])); // [rows, rows]
+    Tensor::<B, 2>::zeros([rows, rows], device).mask_fill(later, f32::NEG_INFINITY)
 }
 
 /// Attention over blocks for one backend: queries `[b, kv, groups, s, d]` (RoPE and
@@ -137,14 +141,12 @@ pub fn block_probabilities<B: Backend>(
     let [batch, kv, groups, rows, _] = q.dims();
     let (heads, seen) = (kv * groups, block.keys);
     let scores = q.matmul(k_t.narrow(4, 0, seen)); // [b, kv, groups, rows, seen]
-    let scores = cast(scores, DType::F32);
-    let scores = match &block.bias {
-        // One bias row per head's [rows, seen] block: the backend's fast broadcast.
-        Some(bias) => (scores.reshape([batch * heads, rows * seen]) + bias.clone())
-            .reshape([batch * heads * rows, seen]),
-        None => scores.reshape([batch * heads * rows, seen]),
+    let scores = cast(scores, DType::F32).reshape([batch * heads, rows, seen]);
+    let probabilities = match &block.causal {
+        Some(triangle) => causal_row_softmax(scores, triangle),
+        None => row_softmax(scores.reshape([batch * heads * rows, seen])),
     };
-    row_softmax(scores).reshape([batch, kv, groups, rows, seen])
+    probabilities.reshape([batch, kv, groups, rows, seen])
 }
 
 #[cfg(test)]
@@ -152,39 +154,45 @@ mod tests {
     use super::*;
     use crate::backend::CpuBackend;
 
-    fn blocks(seq: usize, start: usize) -> Vec<(std::ops::Range<usize>, usize, Option<Vec<f32>>)> {
-        query_blocks::<CpuBackend>(seq, start, &Default::default())
+    /// Each block's attention weights when every score is equal: row `i` of a block
+    /// spreads evenly over the keys it may see and gives the later ones 0.
+    fn uniform_weights(seq: usize, start: usize) -> Vec<(std::ops::Range<usize>, usize, Vec<f32>)> {
+        let device = Default::default();
+        let k_t = Tensor::<CpuBackend, 5>::zeros([1, 1, 1, 4, start + seq], &device);
+        query_blocks::<CpuBackend>(seq, start, &device)
             .into_iter()
-            .map(|b| {
-                let bias = b.bias.map(|t| t.into_data().to_vec::<f32>().unwrap());
-                (b.rows, b.keys, bias)
+            .map(|block| {
+                let q = Tensor::<CpuBackend, 5>::zeros([1, 1, 1, block.rows.len(), 4], &device);
+                let p = block_probabilities(q, k_t.clone(), &block);
+                (
+                    block.rows,
+                    block.keys,
+                    p.into_data().to_vec::<f32>().unwrap(),
+                )
             })
             .collect()
     }
 
     #[test]
     fn each_query_sees_the_keys_up_to_its_own_position() {
-        let inf = f32::NEG_INFINITY;
+        let (h, t) = (1.0 / 2.0, 1.0 / 3.0);
         assert_eq!(
-            blocks(3, 0),
-            vec![(
-                0..3,
-                3,
-                Some(vec![0.0, inf, inf, 0.0, 0.0, inf, 0.0, 0.0, 0.0])
-            )]
+            uniform_weights(3, 0),
+            vec![(0..3, 3, vec![1.0, 0.0, 0.0, h, h, 0.0, t, t, t])]
         );
         // Two new queries at positions 2 and 3 after two cached keys.
+        let q = 1.0 / 4.0;
         assert_eq!(
-            blocks(2, 2),
-            vec![(0..2, 4, Some(vec![0.0, 0.0, 0.0, inf, 0.0, 0.0, 0.0, 0.0]))]
+            uniform_weights(2, 2),
+            vec![(0..2, 4, vec![t, t, t, 0.0, q, q, q, q])]
         );
-        // One new token sees everything: no bias at all.
-        assert_eq!(blocks(1, 4), vec![(0..1, 5, None)]);
+        // One new token sees everything: no mask at all.
+        assert_eq!(uniform_weights(1, 4), vec![(0..1, 5, vec![0.2; 5])]);
     }
 
     #[test]
     fn long_sequences_split_into_blocks_that_see_only_earlier_keys() {
-        let split = blocks(200, 0);
+        let split = uniform_weights(200, 0);
         let shapes: Vec<_> = split.iter().map(|(r, k, _)| (r.clone(), *k)).collect();
         assert_eq!(
             shapes,
@@ -195,15 +203,28 @@ mod tests {
                 (192..200, 200)
             ]
         );
-        // Row 0 of the second block (position 64) sees keys 0..=64 and no further.
-        let bias = split[1].2.as_ref().unwrap();
-        assert!(bias[..65].iter().all(|v| *v == 0.0));
-        assert!(bias[65..128].iter().all(|v| *v == f32::NEG_INFINITY));
+        // Row 0 of the second block (position 64) sees keys 0..=64 and no further;
+        // its last row (position 127) sees all 128.
+        let weights = &split[1].2;
+        assert!(weights[..65].iter().all(|w| (w - 1.0 / 65.0).abs() < 1e-7));
+        assert!(weights[65..128].iter().all(|w| *w == 0.0));
+        assert!(
+            weights[63 * 128..]
+                .iter()
+                .all(|w| (w - 1.0 / 128.0).abs() < 1e-7)
+        );
         // Up to 1,024 tokens at most 8 blocks; beyond, blocks of 128 rows.
-        assert_eq!(blocks(1024, 0).len(), 8);
+        assert_eq!(
+            query_blocks::<CpuBackend>(1024, 0, &Default::default()).len(),
+            8
+        );
         assert_eq!(block_rows(1000), 125);
         let long = query_blocks::<CpuBackend>(4096, 0, &Default::default());
         assert_eq!(long.len(), 32);
         assert!(long.iter().all(|b| b.rows.len() == 128));
+        // Blocks of one height share one [128, 128] triangle: the mask's memory does
+        // not grow with the length.
+        let triangle = long[31].causal.as_ref().unwrap();
+        assert_eq!(triangle.dims(), [128, 128]);
     }
 }

@@ -97,7 +97,7 @@ fn too_little_memory_fails_with_the_plans_figures() {
     );
     assert!(
         error.to_string().starts_with(
-            "does not fit: needs 78.9 MiB per CPU at micro-batch 1 with maxTokens 256"
+            "does not fit: needs 78.7 MiB per CPU at micro-batch 1 with maxTokens 256"
         ),
         "{error}"
     );
