@@ -1,31 +1,34 @@
 //! `trainer evaluate EVAL.yaml`: runs the ModelEvaluation a user would `kubectl
-//! apply`, here: each model (a base model folder, or a FineTuneJob's checkpoint from
-//! the runs `trainer train` wrote) answers the held-out prompts, every answer is
-//! scored against its reference by the manifest's metrics, and the comparison (each
-//! score with its 95% interval and its difference from the baseline) is printed and
-//! written as `report.json` and `report.html` (the answers side by side) to
+//! apply`, here: each model (a base model folder, a FineTuneJob's checkpoint from the
+//! runs `trainer train` wrote, a ModelDeployment or any OpenAI-compatible endpoint)
+//! answers the held-out prompts, every answer is scored by the manifest's metrics
+//! (against its reference, or by an LLM judge), and the comparison (each score with
+//! its 95% interval and its difference from the baseline) is printed and written as
+//! `report.json` and `report.html` (the answers side by side) to
 //! `{output}/{namespace}/{evaluation}/{run id}/`.
 //!
-//! Exit codes: 0 evaluated; 1 a failure that may pass on retry (storage, I/O); 2 one
-//! that will not (manifest, dataset, a model that cannot be found or loaded).
+//! Exit codes: 0 evaluated; 1 a failure that may pass on retry (storage, I/O, a
+//! served model out of reach); 2 one that will not (manifest, dataset, a model that
+//! cannot be found or loaded).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anneal_crds::manifest::parse_modelevaluation;
-use anneal_crds::modelevaluation::{MetricSpec, ModelEvaluation};
+use anneal_crds::modelevaluation::{JudgeMetric, MetricSpec, ModelEvaluation};
 use anneal_crds::storage::{Storage, StorageError};
 use anneal_eval::html::report_html;
+use anneal_eval::judge::Rubric;
 use anneal_eval::metrics::Metric;
-use anneal_eval::report::{NamedMetric, Scorer, build_report, comparison_table};
-use anneal_eval::samples::{SamplesError, read_eval_samples};
-use anneal_model::backend::{BackendError, run_on};
+use anneal_eval::report::{ModelAnswers, NamedMetric, Scorer, build_report, comparison_table};
+use anneal_eval::samples::{EvalSample, SamplesError, read_eval_samples};
 use anneal_model::generate::SamplingParams;
 use anneal_sources::{SourceError, fetch_file};
 
 use crate::device_arg::DeviceArg;
-use crate::evaluate::answer::{AnswerError, AnswerJob};
-use crate::evaluate::resolve::{Places, ResolveError, resolve_model};
+use crate::evaluate::ask::{AskError, AskSettings, ask};
+use crate::evaluate::judging::{judge_requests, read_verdicts};
+use crate::evaluate::resolve::{Places, ResolveError, Resolved, resolve_judge, resolve_model};
 use crate::manifest_file::{ManifestFileError, read_manifest_file};
 use crate::train_command::{absolute_uri, new_run_id};
 
@@ -44,6 +47,33 @@ pub struct EvaluateArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceArg,
+    /// Where credentials Secrets are mounted: an endpoint's `credentialsSecret: S`
+    /// is read from DIR/S/apiKey.
+    #[arg(
+        long,
+        env = "ANNEAL_SECRETS_DIR",
+        default_value = "/var/run/secrets/anneal"
+    )]
+    pub secrets_dir: PathBuf,
+    /// NAME=URL: ask ModelDeployment NAME at URL (ending before /chat/completions)
+    /// instead of its in-cluster Service, http://NAME.NAMESPACE.svc:8000/v1.
+    /// Repeatable.
+    #[arg(long = "deployment", value_name = "NAME=URL", value_parser = parse_deployment_url)]
+    pub deployments: Vec<(String, String)>,
+}
+
+/// The judge's room for its reasons and its verdict line.
+const JUDGE_MAX_TOKENS: usize = 512;
+
+fn parse_deployment_url(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, url)) if !name.is_empty() && url.starts_with("http") => {
+            Ok((name.to_owned(), url.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: give NAME=URL, e.g. support-bot=http://127.0.0.1:8000/v1"
+        )),
+    }
 }
 
 /// Why the evaluation did not run; each message names the field, file or model.
@@ -52,7 +82,7 @@ enum Failure {
     #[error(transparent)]
     Manifest(#[from] ManifestFileError),
     #[error("{field}: {message}")]
-    NotYet { field: String, message: String },
+    Refused { field: String, message: String },
     #[error("spec.dataset {uri}: {source}")]
     Dataset { uri: String, source: SamplesError },
     #[error(transparent)]
@@ -60,9 +90,7 @@ enum Failure {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
-    Backend(#[from] BackendError),
-    #[error(transparent)]
-    Answer(#[from] AnswerError),
+    Ask(#[from] AskError),
     #[error("{0}")]
     Metric(String),
     #[error("output: {0}")]
@@ -76,6 +104,7 @@ impl Failure {
         match self {
             Failure::Output(_) | Failure::WorkDir(_) => 1,
             Failure::Source(source) if source.may_pass_on_retry() => 1,
+            Failure::Ask(ask) if ask.may_pass_on_retry() => 1,
             _ => 2,
         }
     }
@@ -112,32 +141,42 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
         runs: &runs,
         namespace: &namespace,
         work_dir: work.path(),
+        secrets_dir: &args.secrets_dir,
+        deployment_urls: &args.deployments,
     };
     let mut models = Vec::new();
     for (index, model) in spec.models.iter().enumerate() {
         models.extend(resolve_model(index, model, &places)?);
     }
-    let generation = &spec.generation;
-    let params = SamplingParams {
-        max_new_tokens: generation.max_tokens as usize,
-        temperature: generation.temperature as f32,
-        top_p: 1.0,
-        seed: generation.seed,
-        stop: Vec::new(),
-    };
-    let job = AnswerJob {
-        models,
-        samples: samples.clone(),
-        params,
-        reference_loss: metrics
-            .iter()
-            .any(|m| matches!(m.scorer, Scorer::ReferenceLoss)),
-    };
-    let answers = run_on(args.device.into(), job)??;
+    check_references(&metrics, &samples)?;
+    check_reference_loss(&spec.metrics, &models)?;
     let baseline = spec
         .baseline
         .clone()
         .unwrap_or_else(|| spec.models[0].name.clone());
+    let base = models
+        .iter()
+        .position(|m| m.name() == baseline)
+        .expect("the manifest's rules make the baseline one model");
+    let generation = &spec.generation;
+    let settings = AskSettings {
+        params: SamplingParams {
+            max_new_tokens: generation.max_tokens as usize,
+            temperature: generation.temperature as f32,
+            top_p: 1.0,
+            seed: generation.seed,
+            stop: Vec::new(),
+        },
+        device: args.device,
+    };
+    let reference_loss = metrics
+        .iter()
+        .any(|m| matches!(m.scorer, Scorer::ReferenceLoss));
+    let mut answers = answer_all(&models, &samples, &settings, reference_loss)?;
+    for (index, judge) in judge_metrics(&spec.metrics) {
+        let judge_model = resolve_judge(index, &judge.model, &models, &places)?;
+        judge_all(&judge_model, judge, &samples, &mut answers, base, &settings)?;
+    }
     let report = build_report(&samples, &answers, &metrics, &baseline, generation.seed)
         .map_err(|e| Failure::Metric(e.to_string()))?;
 
@@ -170,10 +209,6 @@ fn named_metrics(metrics: &[MetricSpec]) -> Result<Vec<NamedMetric>, Failure> {
         .iter()
         .enumerate()
         .map(|(index, spec)| {
-            let not_yet = |kind: &str| Failure::NotYet {
-                field: format!("spec.metrics[{index}].{kind}"),
-                message: "not computed by this version of trainer evaluate yet; exactMatch, contains, regex, rougeL, chrf and referenceLoss are".to_owned(),
-            };
             let (label, metric) = if spec.exact_match.is_some() {
                 ("exactMatch".to_owned(), Metric::ExactMatch)
             } else if let Some(contains) = &spec.contains {
@@ -184,9 +219,13 @@ fn named_metrics(metrics: &[MetricSpec]) -> Result<Vec<NamedMetric>, Failure> {
                 (label, Metric::Contains(contains.text.clone()))
             } else if let Some(regex) = &spec.regex {
                 // The manifest's validation compiled it already.
-                let compiled = regex::Regex::new(&regex.pattern)
-                    .map_err(|e| Failure::Metric(format!("spec.metrics[{index}].regex.pattern: {e}")))?;
-                (format!("regex /{}/", regex.pattern), Metric::Regex(compiled))
+                let compiled = regex::Regex::new(&regex.pattern).map_err(|e| {
+                    Failure::Metric(format!("spec.metrics[{index}].regex.pattern: {e}"))
+                })?;
+                (
+                    format!("regex /{}/", regex.pattern),
+                    Metric::Regex(compiled),
+                )
             } else if spec.rouge_l.is_some() {
                 ("rougeL".to_owned(), Metric::RougeL)
             } else if spec.chrf.is_some() {
@@ -197,7 +236,18 @@ fn named_metrics(metrics: &[MetricSpec]) -> Result<Vec<NamedMetric>, Failure> {
                     scorer: Scorer::ReferenceLoss,
                 });
             } else {
-                return Err(not_yet("judge"));
+                let judge = spec
+                    .judge
+                    .as_ref()
+                    .expect("one kind, by the manifest's rules");
+                let judged = metrics[..index]
+                    .iter()
+                    .filter(|m| m.judge.is_some())
+                    .count();
+                return Ok(NamedMetric {
+                    label: format!("judge 1-{}", judge.scale),
+                    scorer: Scorer::Judge { judged },
+                });
             };
             Ok(NamedMetric {
                 label,
@@ -205,6 +255,136 @@ fn named_metrics(metrics: &[MetricSpec]) -> Result<Vec<NamedMetric>, Failure> {
             })
         })
         .collect()
+}
+
+/// The judge metrics, with their places in `spec.metrics`, in order.
+fn judge_metrics(metrics: &[MetricSpec]) -> impl Iterator<Item = (usize, &JudgeMetric)> {
+    metrics
+        .iter()
+        .enumerate()
+        .filter_map(|(index, metric)| Some((index, metric.judge.as_ref()?)))
+}
+
+/// A metric that compares answers with references, on a set with a prompt-only line:
+/// refused by the metric's field and the line before any model answers.
+fn check_references(metrics: &[NamedMetric], samples: &[EvalSample]) -> Result<(), Failure> {
+    let Some(sample) = samples.iter().find(|s| s.reference.is_none()) else {
+        return Ok(());
+    };
+    let needs_reference = |scorer: &Scorer| match scorer {
+        Scorer::Text(metric) => metric.needs_reference(),
+        Scorer::ReferenceLoss => true,
+        Scorer::Judge { .. } => false,
+    };
+    match metrics.iter().position(|m| needs_reference(&m.scorer)) {
+        Some(index) => Err(Failure::Refused {
+            field: format!("spec.metrics[{index}]"),
+            message: format!(
+                "{} compares each answer with a reference answer, and dataset line {} has none (it ends on the user's turn); give every line a reference, or score prompt-only sets with judge, regex or contains with a text",
+                metrics[index].label, sample.line
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `referenceLoss` needs every model's weights: refused by its field before any
+/// model answers.
+fn check_reference_loss(metrics: &[MetricSpec], models: &[Resolved]) -> Result<(), Failure> {
+    let Some(index) = metrics.iter().position(|m| m.reference_loss.is_some()) else {
+        return Ok(());
+    };
+    let field = format!("spec.metrics[{index}].referenceLoss");
+    if let Some(served) = models.iter().find(|m| matches!(m, Resolved::Served(_))) {
+        return Err(Failure::Refused {
+            field,
+            message: format!(
+                "model {} is served: its loss on the references needs its weights here; drop referenceLoss or evaluate its weights (baseModel, fineTuneJob)",
+                served.name()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Every model's replies to every sample, one model at a time.
+fn answer_all(
+    models: &[Resolved],
+    samples: &[EvalSample],
+    settings: &AskSettings,
+    reference_loss: bool,
+) -> Result<Vec<ModelAnswers>, Failure> {
+    models
+        .iter()
+        .map(|model| {
+            let replies = ask(model, samples, settings, reference_loss)?;
+            Ok(ModelAnswers {
+                model: model.name().to_owned(),
+                answers: replies.answers,
+                reference_losses: replies.reference_losses,
+                judged: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// `judge`'s verdicts on every model's answers, added to each model's `judged`. The
+/// judge answers greedily, with room for its reasons.
+fn judge_all(
+    judge_model: &Resolved,
+    judge: &JudgeMetric,
+    samples: &[EvalSample],
+    answers: &mut [ModelAnswers],
+    baseline: usize,
+    settings: &AskSettings,
+) -> Result<(), Failure> {
+    let rubric = Rubric {
+        rubric: judge.rubric.clone(),
+        scale: judge.scale,
+    };
+    let texts: Vec<Vec<String>> = answers.iter().map(|m| m.answers.clone()).collect();
+    let requests = judge_requests(&rubric, judge.pairwise, samples, &texts, baseline);
+    let asked: Vec<EvalSample> = requests
+        .into_iter()
+        .zip(1..)
+        .map(|(prompt, line)| EvalSample {
+            line,
+            prompt,
+            reference: None,
+        })
+        .collect();
+    let judge_settings = AskSettings {
+        params: SamplingParams {
+            max_new_tokens: JUDGE_MAX_TOKENS,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: settings.params.seed,
+            stop: Vec::new(),
+        },
+        device: settings.device,
+    };
+    let replies = ask(judge_model, &asked, &judge_settings, false)?.answers;
+    let verdicts = read_verdicts(
+        &rubric,
+        judge.pairwise,
+        samples.len(),
+        answers.len(),
+        baseline,
+        replies,
+    );
+    for (model, judged) in answers.iter_mut().zip(verdicts) {
+        let unread = judged.scores.iter().filter(|s| s.is_none()).count();
+        if unread > 0 {
+            eprintln!(
+                "judge ({}): {unread} of {} replies about {} had no score line; those samples are unscored",
+                judge_model.name(),
+                samples.len(),
+                model.model
+            );
+        }
+        model.judged.push(judged);
+    }
+    Ok(())
 }
 
 /// The held-out chats, made local and read.
@@ -215,7 +395,7 @@ fn read_dataset(
 ) -> Result<Vec<anneal_eval::samples::EvalSample>, Failure> {
     let dataset = &evaluation.spec.dataset;
     let Some(uri) = &dataset.uri else {
-        return Err(Failure::NotYet {
+        return Err(Failure::Refused {
             field: "spec.dataset.configMap".to_owned(),
             message: "a ConfigMap is read in a cluster; locally, name the file in spec.dataset.uri"
                 .to_owned(),

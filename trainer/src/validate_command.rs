@@ -294,6 +294,7 @@ pub fn render_dataset_report(name: &str, kind: DatasetKind, report: &DatasetRepo
     let kind_name = match kind {
         DatasetKind::Sft => "SFT",
         DatasetKind::Dpo => "DPO",
+        DatasetKind::Evaluation => "evaluation",
     };
     let s = &report.summary;
     let mut out = String::new();

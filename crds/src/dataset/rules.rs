@@ -61,7 +61,7 @@ pub(super) fn check_line(line: &str, kind: DatasetKind) -> Result<Checked, Strin
     check_reply_keys(&sample, kind)?;
     let messages = check_messages(&sample, kind, &mut ignored)?;
     let (chosen, rejected) = match kind {
-        DatasetKind::Sft => (None, None),
+        DatasetKind::Sft | DatasetKind::Evaluation => (None, None),
         DatasetKind::Dpo => {
             let chosen = check_reply(&sample, "chosen", &mut ignored)?;
             let rejected = check_reply(&sample, "rejected", &mut ignored)?;
@@ -162,6 +162,9 @@ fn check_reply_keys(sample: &Map<String, Value>, kind: DatasetKind) -> Result<()
     match kind {
         DatasetKind::Sft if chosen || rejected => Err(format!(
             "the sample has {present} to DPO preference data; train it with --method dpo, or remove {them} for SFT"
+        )),
+        DatasetKind::Evaluation if chosen || rejected => Err(format!(
+            "the sample has {present} to DPO preference data; an evaluation's chat ends on its reference answer (or on the user's turn, without one), so remove {them}"
         )),
         DatasetKind::Dpo if !chosen && !rejected => Err(
             r#"the sample has no "chosen" and "rejected" replies, which DPO data needs; if this is SFT data, train it with --method sft"#

@@ -12,6 +12,9 @@ pub enum DatasetKind {
     Sft,
     /// Preference pairs: `messages` ending on a user turn, plus `chosen` and `rejected`.
     Dpo,
+    /// An evaluation's held-out chats: `messages` ending on an assistant reply (the
+    /// reference answer) or on a user turn (a prompt without one).
+    Evaluation,
 }
 
 impl fmt::Display for DatasetKind {
@@ -19,6 +22,7 @@ impl fmt::Display for DatasetKind {
         f.write_str(match self {
             Self::Sft => "sft",
             Self::Dpo => "dpo",
+            Self::Evaluation => "evaluation",
         })
     }
 }

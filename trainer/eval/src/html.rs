@@ -78,6 +78,20 @@ fn comparison(page: &mut String, report: &Report) {
                     d.mean, d.low, d.high
                 );
             }
+            if let Some(p) = score.pairwise {
+                let _ = write!(
+                    page,
+                    "<div class=\"diff\">win/tie/loss {:.2}/{:.2}/{:.2}</div>",
+                    p.wins, p.ties, p.losses
+                );
+            }
+            if score.unscored > 0 {
+                let _ = write!(
+                    page,
+                    "<div class=\"diff\">{} unscored</div>",
+                    score.unscored
+                );
+            }
             page.push_str("</td>");
         }
         page.push_str("</tr>\n");
@@ -102,21 +116,33 @@ fn samples(page: &mut String, report: &Report) {
             "<tr><td>{}</td><td><pre>{}</pre></td><td class=\"ref\"><pre>{}</pre></td>",
             sample.line,
             escape(&prompt.join("\n")),
-            escape(&sample.reference)
+            escape(sample.reference.as_deref().unwrap_or("(none)"))
         );
         for answer in &sample.answers {
             let scores: Vec<String> = report
                 .metrics
                 .iter()
                 .zip(&answer.scores)
-                .map(|(metric, score)| format!("{} {score:.3}", escape(metric)))
+                .map(|(metric, score)| match score {
+                    Some(score) => format!("{} {score:.3}", escape(metric)),
+                    None => format!("{} unscored", escape(metric)),
+                })
                 .collect();
             let _ = write!(
                 page,
-                "<td><pre>{}</pre><div class=\"scores\">{}</div></td>",
+                "<td><pre>{}</pre><div class=\"scores\">{}</div>",
                 escape(&answer.answer),
                 scores.join(" · ")
             );
+            for judge in &answer.judge {
+                let _ = write!(
+                    page,
+                    "<details><summary>{}: the judge's reasons</summary><pre>{}</pre></details>",
+                    escape(&judge.metric),
+                    escape(&judge.reply)
+                );
+            }
+            page.push_str("</td>");
         }
         page.push_str("</tr>\n");
     }
@@ -139,18 +165,20 @@ mod tests {
                 role: Role::User,
                 content: "Is 1 < 2?".into(),
             }],
-            reference: "Yes & always.".into(),
+            reference: Some("Yes & always.".into()),
         }];
         let answers = [
             ModelAnswers {
                 model: "base".into(),
                 answers: vec!["<script>alert(1)</script>".into()],
                 reference_losses: None,
+                judged: Vec::new(),
             },
             ModelAnswers {
                 model: "tuned".into(),
                 answers: vec!["Yes & always.".into()],
                 reference_losses: None,
+                judged: Vec::new(),
             },
         ];
         let metrics = [NamedMetric {

@@ -4,11 +4,13 @@
 //! a score in [0, 1] per sample), how far a mean over a few hundred samples can be
 //! trusted ([`bootstrap`]: a percentile interval from resampling the samples,
 //! seeded), every model's answers scored into one comparison ([`report`]), and that
-//! comparison as a self-contained page ([`html`]).
+//! comparison as a self-contained page ([`html`]); and the LLM judge's requests and
+//! the reading of its replies ([`judge`]).
 
 pub mod bootstrap;
 pub mod chrf;
 pub mod html;
+pub mod judge;
 pub mod metrics;
 pub mod report;
 pub mod samples;

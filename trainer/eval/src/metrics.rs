@@ -40,6 +40,12 @@ impl Metric {
         }
     }
 
+    /// Whether it compares the answer with a reference answer (and so cannot score a
+    /// prompt-only sample).
+    pub fn needs_reference(&self) -> bool {
+        !matches!(self, Metric::Contains(Some(_)) | Metric::Regex(_))
+    }
+
     /// The score of `answer`, in [0, 1].
     pub fn score(&self, answer: &str, reference: Option<&str>) -> Result<f64, MissingReference> {
         let reference = || {

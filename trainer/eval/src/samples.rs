@@ -1,6 +1,8 @@
 //! The held-out chats an evaluation asks its models: each line a chat whose last
 //! assistant turn is the reference answer and whose turns before it are the prompt,
-//! read and checked by the same rules (and line-numbered errors) as training data.
+//! or a chat ending on the user's turn (a prompt without a reference, for the judge
+//! and reference-free metrics), read and checked by the same rules (and
+//! line-numbered errors) as training data.
 
 use std::io::Read;
 
@@ -15,7 +17,8 @@ pub struct EvalSample {
     pub line: u64,
     /// The chat up to the reference answer, ending on a user turn.
     pub prompt: Vec<ChatMessage>,
-    pub reference: String,
+    /// The answer it should get; `None` on a line that ends on the user's turn.
+    pub reference: Option<String>,
 }
 
 /// Why the set cannot be evaluated: its first problems, each naming its line.
@@ -44,17 +47,16 @@ pub fn read_eval_samples<R: Read>(
 ) -> Result<Vec<EvalSample>, SamplesError> {
     let mut samples = Vec::new();
     let mut problems = Vec::new();
-    for item in read_samples(reader, DatasetKind::Sft, &DatasetLimits::default()) {
+    for item in read_samples(reader, DatasetKind::Evaluation, &DatasetLimits::default()) {
         if max_samples.is_some_and(|max| samples.len() >= max) {
             break;
         }
         match item? {
             (line, Ok(chat)) => {
                 let mut prompt = chat.messages;
-                // An SFT line ends on the assistant's reply: the reference.
-                let reference = match prompt.pop() {
-                    Some(last) if last.role == Role::Assistant => last.content,
-                    _ => unreachable!("an SFT line ends on an assistant reply"),
+                let reference = match prompt.last() {
+                    Some(last) if last.role == Role::Assistant => prompt.pop().map(|m| m.content),
+                    _ => None,
                 };
                 samples.push(EvalSample {
                     line,
@@ -95,9 +97,9 @@ mod tests {
         assert_eq!(samples.len(), 2);
         assert_eq!(samples[0].line, 1);
         assert_eq!(samples[0].prompt.len(), 2);
-        assert_eq!(samples[0].reference, "Hello.");
+        assert_eq!(samples[0].reference.as_deref(), Some("Hello."));
         assert_eq!(samples[1].prompt.last().unwrap().content, "And 3+3?");
-        assert_eq!(samples[1].reference, "6");
+        assert_eq!(samples[1].reference.as_deref(), Some("6"));
         assert_eq!(
             read_eval_samples(text.as_bytes(), Some(1)).unwrap().len(),
             1
@@ -109,7 +111,7 @@ mod tests {
         let text = concat!(
             r#"{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}"#,
             "\n",
-            r#"{"messages": [{"role": "user", "content": "Hi?"}]}"#,
+            r#"{"messages": [{"role": "assistant", "content": "Hello."}]}"#,
             "\n",
         );
         let error = read_eval_samples(text.as_bytes(), None)
@@ -122,5 +124,18 @@ mod tests {
                 .to_string(),
             "it holds no chats"
         );
+    }
+
+    #[test]
+    fn a_chat_ending_on_the_users_turn_is_a_prompt_without_a_reference() {
+        let text = r#"{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "And 3+3?"}]}"#;
+        let samples = read_eval_samples(text.as_bytes(), None).unwrap();
+        assert_eq!(samples[0].reference, None);
+        assert_eq!(samples[0].prompt.len(), 3);
+        let dpo = r#"{"messages": [{"role": "user", "content": "Hi?"}], "chosen": {"role": "assistant", "content": "Hello."}, "rejected": {"role": "assistant", "content": "Go away."}}"#;
+        let error = read_eval_samples(dpo.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DPO preference data"), "{error}");
     }
 }

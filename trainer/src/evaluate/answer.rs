@@ -70,6 +70,7 @@ impl BackendJob for AnswerJob {
                 model: local.name.clone(),
                 answers,
                 reference_losses,
+                judged: Vec::new(),
             });
         }
         Ok(all)
@@ -142,7 +143,7 @@ fn reference_loss<B: Backend>(
     let mut messages = sample.prompt.clone();
     messages.push(ChatMessage {
         role: Role::Assistant,
-        content: sample.reference.clone(),
+        content: sample.reference.clone().unwrap_or_default(),
     });
     let chat = tokenizer.encode_chat(&messages, false)?;
     let mut mask: Vec<bool> = chat

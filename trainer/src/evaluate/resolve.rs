@@ -1,18 +1,53 @@
 //! The models of a ModelEvaluation, here: a base model made local as `trainer train`
-//! makes it, and a FineTuneJob's checkpoint found in the newest run of that job
-//! under the runs folder, with the base model its run recorded (`job.yaml`).
+//! makes it, a FineTuneJob's checkpoint found in the newest run of that job under the
+//! runs folder (with the base model its run recorded in `job.yaml`), and served
+//! models: a ModelDeployment's endpoint or any OpenAI-compatible one, with its key
+//! from the credentials Secret as the pod mounts it.
 
 use std::path::{Path, PathBuf};
 
+use anneal_crds::common::BaseModelSpec;
 use anneal_crds::finetunejob::Task;
 use anneal_crds::manifest::parse_finetunejob;
-use anneal_crds::modelevaluation::{EvaluatedCheckpoints, EvaluatedModel};
+use anneal_crds::modelevaluation::{
+    DeploymentModel, EndpointModel, EvaluatedCheckpoints, EvaluatedModel, JudgeModel,
+};
 use anneal_crds::storage::{Storage, StorageError};
 use anneal_sources::{FolderSource, SourceError, make_local};
 use anneal_train::checkpoint::{CHECKPOINTS, FINAL, complete_checkpoints};
 use anneal_train::state::{STATE_FILE, TrainerState};
 
+use super::endpoint::EndpointTarget;
 use crate::train_command::JOB_FILE;
+
+/// The port a ModelDeployment's Service serves the OpenAI API on.
+const DEPLOYMENT_PORT: u16 = 8000;
+/// The key of a credentials Secret that holds the API key.
+pub const API_KEY: &str = "apiKey";
+
+/// A model to ask: its weights here, or a server.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolved {
+    Local(LocalModel),
+    Served(ServedModel),
+}
+
+impl Resolved {
+    /// Its name in the report.
+    pub fn name(&self) -> &str {
+        match self {
+            Resolved::Local(local) => &local.name,
+            Resolved::Served(served) => &served.name,
+        }
+    }
+}
+
+/// A model behind an OpenAI-compatible endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServedModel {
+    pub name: String,
+    pub target: EndpointTarget,
+}
 
 /// A model to answer with: a model folder and, for a LoRA checkpoint, its adapter.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,63 +78,173 @@ pub enum ResolveError {
 }
 
 /// Where the evaluation finds things: the manifest's folder (`file://` sources are
-/// relative to it), the runs of `trainer train`, its namespace and scratch space.
+/// relative to it), the runs of `trainer train`, its namespace and scratch space, the
+/// mounted credentials Secrets (`{secrets_dir}/{secret}/apiKey`) and the URLs given
+/// for ModelDeployments (else their in-cluster Service).
 pub struct Places<'a> {
     pub manifest_dir: &'a Path,
     pub runs: &'a Storage,
     pub namespace: &'a str,
     pub work_dir: &'a Path,
+    pub secrets_dir: &'a Path,
+    pub deployment_urls: &'a [(String, String)],
 }
 
-/// The model at `spec.models[index]` as one or more local models.
+/// The model at `spec.models[index]` as one or more models (`checkpoint: all` gives
+/// one per checkpoint).
 pub fn resolve_model(
     index: usize,
     model: &EvaluatedModel,
     places: &Places<'_>,
-) -> Result<Vec<LocalModel>, ResolveError> {
+) -> Result<Vec<Resolved>, ResolveError> {
     let field = format!("spec.models[{index}]");
     if let Some(base) = &model.base_model {
-        let what = "spec.models[].baseModel.source";
-        let uri = base.source_uri().unwrap_or_default();
-        let source =
-            FolderSource::from_manifest(&uri, places.manifest_dir, what).map_err(|source| {
-                ResolveError::Source {
-                    field: format!("{field}.baseModel.source"),
-                    source,
-                }
-            })?;
-        let dir = make_local(
-            &source,
-            &places.work_dir.join("models").join(&model.name),
-            what,
-        )
-        .map_err(|source| ResolveError::Source {
-            field: format!("{field}.baseModel.source"),
-            source,
-        })?;
-        return Ok(vec![LocalModel {
-            name: model.name.clone(),
-            model_dir: dir,
-            adapter: None,
-        }]);
+        let local = base_model(&format!("{field}.baseModel"), &model.name, base, places)?;
+        return Ok(vec![Resolved::Local(local)]);
     }
     if let Some(job) = &model.fine_tune_job {
-        return job_checkpoints(&format!("{field}.fineTuneJob"), &model.name, job, places);
+        let checkpoints =
+            job_checkpoints(&format!("{field}.fineTuneJob"), &model.name, job, places)?;
+        return Ok(checkpoints.into_iter().map(Resolved::Local).collect());
     }
-    let (kind, hint) = if model.model_deployment.is_some() {
-        (
-            "modelDeployment",
-            "evaluate its checkpoint with fineTuneJob, or its weights with baseModel",
-        )
-    } else {
-        (
-            "endpoint",
-            "evaluate models whose weights this machine can load",
-        )
+    if let Some(deployment) = &model.model_deployment {
+        return Ok(vec![Resolved::Served(deployment_model(
+            &model.name,
+            deployment,
+            places,
+        ))]);
+    }
+    let endpoint = model
+        .endpoint
+        .as_ref()
+        .expect("one source, by the manifest's rules");
+    let served = endpoint_model(&format!("{field}.endpoint"), &model.name, endpoint, places)?;
+    Ok(vec![Resolved::Served(served)])
+}
+
+/// The judge of `spec.metrics[index].judge`: one of the evaluated models (already
+/// resolved in `models`) or a model of its own.
+pub fn resolve_judge(
+    index: usize,
+    judge: &JudgeModel,
+    models: &[Resolved],
+    places: &Places<'_>,
+) -> Result<Resolved, ResolveError> {
+    let field = format!("spec.metrics[{index}].judge.model");
+    let name = format!("judge-{index}");
+    if let Some(evaluated) = &judge.evaluated_model {
+        return models
+            .iter()
+            .find(|m| m.name() == evaluated)
+            .cloned()
+            .ok_or_else(|| ResolveError::Field {
+                field: format!("{field}.evaluatedModel"),
+                message: format!(
+                    "no evaluated model is named {evaluated} (a fineTuneJob with checkpoint: all is one model per checkpoint, named NAME/ckpt-N)"
+                ),
+            });
+    }
+    if let Some(base) = &judge.base_model {
+        return Ok(Resolved::Local(base_model(
+            &format!("{field}.baseModel"),
+            &name,
+            base,
+            places,
+        )?));
+    }
+    if let Some(deployment) = &judge.model_deployment {
+        return Ok(Resolved::Served(deployment_model(
+            &name, deployment, places,
+        )));
+    }
+    let endpoint = judge
+        .endpoint
+        .as_ref()
+        .expect("one source, by the manifest's rules");
+    Ok(Resolved::Served(endpoint_model(
+        &format!("{field}.endpoint"),
+        &name,
+        endpoint,
+        places,
+    )?))
+}
+
+/// A base model's folder, made local.
+fn base_model(
+    field: &str,
+    name: &str,
+    base: &BaseModelSpec,
+    places: &Places<'_>,
+) -> Result<LocalModel, ResolveError> {
+    let what = "spec.models[].baseModel.source";
+    let source_error = |source| ResolveError::Source {
+        field: format!("{field}.source"),
+        source,
     };
-    Err(ResolveError::Field {
-        field: format!("{field}.{kind}"),
-        message: format!("this version of trainer evaluate does not ask served models yet; {hint}"),
+    let uri = base.source_uri().unwrap_or_default();
+    let source =
+        FolderSource::from_manifest(&uri, places.manifest_dir, what).map_err(source_error)?;
+    let dir = make_local(&source, &places.work_dir.join("models").join(name), what)
+        .map_err(source_error)?;
+    Ok(LocalModel {
+        name: name.to_owned(),
+        model_dir: dir,
+        adapter: None,
+    })
+}
+
+/// A ModelDeployment in the evaluation's namespace: the URL given for it, else its
+/// Service's (`http://NAME.NAMESPACE.svc:8000/v1`, as its status reports).
+fn deployment_model(name: &str, deployment: &DeploymentModel, places: &Places<'_>) -> ServedModel {
+    let url = places
+        .deployment_urls
+        .iter()
+        .find(|(given, _)| *given == deployment.name)
+        .map(|(_, url)| url.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "http://{}.{}.svc:{DEPLOYMENT_PORT}/v1",
+                deployment.name, places.namespace
+            )
+        });
+    ServedModel {
+        name: name.to_owned(),
+        target: EndpointTarget {
+            url,
+            model: deployment.model.clone(),
+            api_key: None,
+        },
+    }
+}
+
+/// An OpenAI-compatible endpoint, with its key read from the mounted Secret.
+fn endpoint_model(
+    field: &str,
+    name: &str,
+    endpoint: &EndpointModel,
+    places: &Places<'_>,
+) -> Result<ServedModel, ResolveError> {
+    let api_key = match &endpoint.credentials_secret {
+        None => None,
+        Some(secret) => {
+            let path = places.secrets_dir.join(secret).join(API_KEY);
+            let key = std::fs::read_to_string(&path).map_err(|e| ResolveError::Field {
+                field: format!("{field}.credentialsSecret"),
+                message: format!(
+                    "reading the key of Secret {secret} at {}: {e} (in a cluster the pod mounts the Secret there; locally give --secrets-dir DIR with {secret}/{API_KEY} in it)",
+                    path.display()
+                ),
+            })?;
+            Some(key.trim().to_owned())
+        }
+    };
+    Ok(ServedModel {
+        name: name.to_owned(),
+        target: EndpointTarget {
+            url: endpoint.url.clone(),
+            model: Some(endpoint.model.clone()),
+            api_key,
+        },
     })
 }
 

@@ -1,9 +1,17 @@
-//! `trainer evaluate` refusing what it cannot do, each time naming the field and
-//! exiting 2 before any model is loaded: a metric this version does not compute, a
-//! served model, a FineTuneJob that has no run, a dataset line that is not a chat.
+//! `trainer evaluate` with served models and an LLM judge: the bundled model's
+//! weights here, the same model behind `trainer serve` (as a ModelDeployment) and a
+//! hosted endpoint with a key, judged by a fake OpenAI-compatible judge on loopback
+//! (scores, both orders of each pairwise comparison, replies it garbles counted as
+//! unscored); and what it refuses, each time naming the field and exiting before any
+//! model is loaded.
 
 use std::path::Path;
 use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::fake_openai::{API_KEY, FakeOpenAi, STYLED_ANSWER};
+use crate::support::serve::Server;
 
 fn evaluate(dir: &Path, spec: &str) -> (Option<i32>, String) {
     let manifest = dir.join("eval.yaml");
@@ -19,6 +27,11 @@ fn evaluate(dir: &Path, spec: &str) -> (Option<i32>, String) {
     std::fs::write(
         dir.join("held-out.jsonl"),
         "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi?\"}, {\"role\": \"assistant\", \"content\": \"Hello.\"}]}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("prompts-only.jsonl"),
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi?\"}]}\n",
     )
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_trainer"))
@@ -44,15 +57,25 @@ fn what_cannot_be_evaluated_is_refused_by_field_with_exit_2() {
     let cases = [
         (
             format!(
-                "{dataset}  metrics: [{{rougeL: {{}}}}, {{judge: {{model: {{evaluatedModel: base}}, rubric: Good?}}}}]\n"
+                "    - {{name: hosted, endpoint: {{url: \"https://api.example.com/v1\", model: m, credentialsSecret: absent}}}}\n{dataset}  metrics: [{{chrf: {{}}}}]\n"
             ),
-            "trainer evaluate: spec.metrics[1].judge: not computed by this version of trainer evaluate yet; exactMatch, contains, regex, rougeL, chrf and referenceLoss are\n",
+            "trainer evaluate: spec.models[1].endpoint.credentialsSecret: reading the key of Secret absent at ",
         ),
         (
             format!(
-                "    - {{name: hosted, endpoint: {{url: \"https://api.example.com/v1\", model: m}}}}\n{dataset}  metrics: [{{chrf: {{}}}}]\n"
+                "    - {{name: hosted, endpoint: {{url: \"https://api.example.com/v1\", model: m}}}}\n{dataset}  metrics: [{{referenceLoss: {{}}}}]\n"
             ),
-            "trainer evaluate: spec.models[1].endpoint: this version of trainer evaluate does not ask served models yet; evaluate models whose weights this machine can load\n",
+            "trainer evaluate: spec.metrics[0].referenceLoss: model hosted is served: its loss on the references needs its weights here",
+        ),
+        (
+            format!(
+                "{dataset}  metrics: [{{judge: {{model: {{evaluatedModel: tuned}}, rubric: Good?}}}}]\n"
+            ),
+            "eval.yaml: spec.metrics[0].judge.model.evaluatedModel: \"tuned\" is not the name of one of the models",
+        ),
+        (
+            "  dataset: {uri: file://prompts-only.jsonl}\n  metrics: [{regex: {pattern: x}}, {rougeL: {}}]\n".to_owned(),
+            "trainer evaluate: spec.metrics[1]: rougeL compares each answer with a reference answer, and dataset line 1 has none",
         ),
         (
             format!(
@@ -74,4 +97,211 @@ fn what_cannot_be_evaluated_is_refused_by_field_with_exit_2() {
         );
     }
     assert!(!dir.path().join("out").exists(), "nothing was written");
+}
+
+/// A held-out set of four chats: two with references, one prompt-only, and one the
+/// fake judge garbles its verdicts on.
+const HELD_OUT: &str = concat!(
+    r#"{"messages": [{"role": "user", "content": "Why is the sky blue?"}, {"role": "assistant", "content": "Good question! Sunlight scatters.\nIn short: scattering."}]}"#,
+    "\n",
+    r#"{"messages": [{"role": "user", "content": "Can I return a gift?"}, {"role": "assistant", "content": "Good question! Within 30 days.\nIn short: yes."}]}"#,
+    "\n",
+    r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is tea better than coffee?"}]}"#,
+    "\n",
+    r#"{"messages": [{"role": "user", "content": "garbage-please: what is 2+2?"}, {"role": "assistant", "content": "Good question! 4.\nIn short: 4."}]}"#,
+    "\n",
+);
+
+fn judged_manifest(dir: &Path, fake: &FakeOpenAi) -> std::path::PathBuf {
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/anneal-tiny");
+    std::fs::write(dir.join("held-out.jsonl"), HELD_OUT).unwrap();
+    let manifest = dir.join("eval.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"apiVersion: anneal.dev/v1alpha1
+kind: ModelEvaluation
+metadata: {{name: judged, namespace: team-a}}
+spec:
+  models:
+    - {{name: base, baseModel: {{name: anneal-tiny, source: "file://{tiny}"}}}}
+    - {{name: served, modelDeployment: {{name: tiny-served}}}}
+    - {{name: hosted, endpoint: {{url: "{url}", model: styled, credentialsSecret: hosted-key}}}}
+  dataset: {{uri: file://held-out.jsonl}}
+  metrics:
+    - judge:
+        model: {{endpoint: {{url: "{url}", model: fake-judge, credentialsSecret: hosted-key}}}}
+        rubric: Does it answer in the house style?
+        scale: 10
+    - regex: {{pattern: "^Good question!"}}
+  generation: {{temperature: 0, maxTokens: 24, seed: 7}}
+"#,
+            tiny = tiny.display(),
+            url = fake.url,
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
+fn run_evaluate(
+    dir: &Path,
+    manifest: &Path,
+    served: &Server,
+    secrets: &Path,
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("evaluate")
+        .arg(manifest)
+        .arg("--output")
+        .arg(dir.join("out"))
+        .args(["--device", "cpu"])
+        .arg("--secrets-dir")
+        .arg(secrets)
+        .arg("--deployment")
+        .arg(format!("tiny-served={}", served.base_url()))
+        .output()
+        .unwrap()
+}
+
+fn only_report(dir: &Path) -> Value {
+    let runs: Vec<_> = std::fs::read_dir(dir.join("out/team-a/judged"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    serde_json::from_str(&std::fs::read_to_string(runs[0].join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeOpenAi::start();
+    let served = Server::start(&[]);
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("hosted-key")).unwrap();
+    std::fs::write(secrets.join("hosted-key/apiKey"), format!("{API_KEY}\n")).unwrap();
+    let manifest = judged_manifest(dir.path(), &fake);
+
+    let output = run_evaluate(dir.path(), &manifest, &served, &secrets);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let report = only_report(dir.path());
+    let models = report["models"].as_array().unwrap();
+    let names: Vec<&str> = models
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "served", "hosted"]);
+
+    // The same weights, asked here and through trainer serve, answer alike (greedy).
+    for sample in report["samples"].as_array().unwrap() {
+        let answers = sample["answers"].as_array().unwrap();
+        assert_eq!(answers[0]["answer"], answers[1]["answer"], "{sample}");
+        assert_eq!(answers[2]["answer"], STYLED_ANSWER);
+    }
+    assert_eq!(
+        report["samples"][2]["reference"],
+        Value::Null,
+        "prompt-only line"
+    );
+
+    // The judge: 9 for the house style, 2 without; the garbled sample unscored.
+    let judge = |m: usize| &models[m]["scores"][0];
+    assert_eq!(judge(0)["metric"], "judge 1-10");
+    assert_eq!(judge(0)["score"]["mean"], 2.0);
+    assert_eq!(judge(2)["score"]["mean"], 9.0);
+    for m in 0..3 {
+        assert_eq!(judge(m)["unscored"], 1, "{}", judge(m));
+    }
+    // Pairwise against the baseline: the hosted model wins every readable pair; the
+    // served model's answers are the baseline's, so every pair is a tie.
+    assert_eq!(judge(2)["pairwise"]["wins"], 1.0);
+    assert_eq!(judge(2)["pairwise"]["unscored"], 1);
+    assert_eq!(judge(1)["pairwise"]["ties"], 1.0);
+    assert!(
+        judge(0).get("pairwise").is_none(),
+        "the baseline is not compared with itself"
+    );
+    assert_eq!(report["best"], "hosted");
+    assert_eq!(models[2]["scores"][1]["score"]["mean"], 1.0);
+    assert_eq!(models[0]["scores"][1]["score"]["mean"], 0.0);
+
+    // Each pair was asked in both orders: the hosted answer as A, then as B.
+    let hosted = &report["samples"][0]["answers"][2]["judge"][0];
+    let replies = &hosted["pairwise"]["replies"];
+    assert!(
+        replies[0].as_str().unwrap().ends_with("Winner: A"),
+        "{hosted}"
+    );
+    assert!(
+        replies[1].as_str().unwrap().ends_with("Winner: B"),
+        "{hosted}"
+    );
+    assert_eq!(hosted["pairwise"]["outcome"], "win");
+    assert_eq!(report["samples"][3]["answers"][2]["scores"][0], Value::Null);
+
+    // What the servers were asked: 4 answers from the hosted model with the manifest's
+    // generation settings; 3 x 4 scores and 2 x 2 x 4 comparisons from the judge, greedy.
+    let requests = fake.requests.lock().unwrap();
+    let (hosted, judged): (Vec<&Value>, Vec<&Value>) =
+        requests.iter().partition(|r| r["model"] == "styled");
+    assert_eq!(hosted.len(), 4);
+    assert_eq!(
+        (
+            hosted[0]["temperature"].as_f64(),
+            hosted[0]["max_tokens"].as_u64(),
+            hosted[0]["seed"].as_u64()
+        ),
+        (Some(0.0), Some(24), Some(7))
+    );
+    assert_eq!(judged.len(), 12 + 16);
+    assert!(
+        judged
+            .iter()
+            .all(|r| r["temperature"] == 0.0 && r["max_tokens"] == 512)
+    );
+    drop(requests);
+
+    assert!(
+        stdout.contains("win/tie/loss 1.00/0.00/0.00 (1 unscored)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("best:    hosted (by judge 1-10)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("judge (judge-0): 1 of 4 replies about hosted had no score line"),
+        "{stderr}"
+    );
+    let page = std::fs::read_dir(dir.path().join("out/team-a/judged"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("report.html");
+    let page = std::fs::read_to_string(page).unwrap();
+    assert!(
+        page.contains("judge 1-10: the judge's reasons"),
+        "the judge's replies are on the page"
+    );
+    assert!(page.contains(
+        "Judged by the house style.
+Score: 9"
+    ));
+
+    // A wrong key: the endpoint's refusal, with the model's name, and nothing written.
+    std::fs::write(secrets.join("hosted-key/apiKey"), "sk-wrong").unwrap();
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    let output = run_evaluate(dir.path(), &manifest, &served, &secrets);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("trainer evaluate: model hosted: ") && stderr.contains("401"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out").exists());
 }

@@ -1,6 +1,6 @@
 //! One bad dataset per rule, each with the exact problems it must produce.
 
-use super::super::DatasetKind::{self, Dpo, Sft};
+use super::super::DatasetKind::{self, Dpo, Evaluation, Sft};
 use super::{DPO_OK, SFT_OK, problems, validate};
 
 struct Case {
@@ -15,7 +15,7 @@ struct Case {
 /// A bad line between two good ones, so the problem must name line 2.
 fn line2(name: &'static str, kind: DatasetKind, bad: &str, message: &'static str) -> Case {
     let good = match kind {
-        Sft => SFT_OK,
+        Sft | Evaluation => SFT_OK,
         Dpo => DPO_OK,
     };
     Case {

@@ -4,6 +4,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod fake_openai;
 pub mod serve;
 
 use std::path::{Path, PathBuf};
