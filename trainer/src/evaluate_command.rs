@@ -28,6 +28,7 @@ use anneal_sources::{SourceError, fetch_file};
 use crate::device_arg::DeviceArg;
 use crate::evaluate::ask::{AskError, AskSettings, ask};
 use crate::evaluate::judging::{judge_requests, read_verdicts};
+use crate::evaluate::kept::{Keeper, fingerprint};
 use crate::evaluate::resolve::{Places, ResolveError, Resolved, resolve_judge, resolve_model};
 use crate::manifest_file::{ManifestFileError, read_manifest_file};
 use crate::train_command::{absolute_uri, new_run_id};
@@ -60,6 +61,10 @@ pub struct EvaluateArgs {
     /// Repeatable.
     #[arg(long = "deployment", value_name = "NAME=URL", value_parser = parse_deployment_url)]
     pub deployments: Vec<(String, String)>,
+    /// Continue run ID of this evaluation: the answers and verdicts it kept are not
+    /// asked again. Default: a new run. (The operator gives each evaluation one.)
+    #[arg(long, env = "ANNEAL_RUN_ID")]
+    pub run_id: Option<String>,
 }
 
 /// The judge's room for its reasons and its verdict line.
@@ -172,17 +177,27 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
     let reference_loss = metrics
         .iter()
         .any(|m| matches!(m.scorer, Scorer::ReferenceLoss));
-    let mut answers = answer_all(&models, &samples, &settings, reference_loss)?;
+    let name = evaluation.metadata.name.clone().unwrap_or_default();
+    let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
+    let output = storage_root(args.output.as_deref(), spec_output, &manifest_dir)?
+        .child(&format!("{namespace}/{name}/{run_id}"));
+    eprintln!(
+        "run {run_id}: replies are kept in {}; to continue after an interruption: --run-id {run_id}",
+        output.uri()
+    );
+    let asked = Asked {
+        run: &output,
+        samples: &samples,
+        settings: &settings,
+    };
+    let mut answers = answer_all(&models, &asked, reference_loss)?;
     for (index, judge) in judge_metrics(&spec.metrics) {
         let judge_model = resolve_judge(index, &judge.model, &models, &places)?;
-        judge_all(&judge_model, judge, &samples, &mut answers, base, &settings)?;
+        judge_all(&judge_model, (index, judge), &asked, &mut answers, base)?;
     }
     let report = build_report(&samples, &answers, &metrics, &baseline, generation.seed)
         .map_err(|e| Failure::Metric(e.to_string()))?;
 
-    let name = evaluation.metadata.name.clone().unwrap_or_default();
-    let output = storage_root(args.output.as_deref(), spec_output, &manifest_dir)?
-        .child(&format!("{namespace}/{name}/{}", new_run_id()));
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     output.put("report.json", json.into_bytes())?;
     let page = report_html(&report, &format!("ModelEvaluation {namespace}/{name}"));
@@ -307,17 +322,40 @@ fn check_reference_loss(metrics: &[MetricSpec], models: &[Resolved]) -> Result<(
     Ok(())
 }
 
-/// Every model's replies to every sample, one model at a time.
+/// What every model is asked, and the run folder its replies are kept in.
+struct Asked<'a> {
+    run: &'a Storage,
+    samples: &'a [EvalSample],
+    settings: &'a AskSettings,
+}
+
+/// Every model's replies to every sample, one model at a time, each continuing from
+/// the answers kept for it.
 fn answer_all(
     models: &[Resolved],
-    samples: &[EvalSample],
-    settings: &AskSettings,
+    asked: &Asked<'_>,
     reference_loss: bool,
 ) -> Result<Vec<ModelAnswers>, Failure> {
+    let held_out: Vec<String> = asked
+        .samples
+        .iter()
+        .map(|s| serde_json::json!([s.prompt, s.reference]).to_string())
+        .collect();
+    let params = format!("{:?}", asked.settings.params);
     models
         .iter()
         .map(|model| {
-            let replies = ask(model, samples, settings, reference_loss)?;
+            let mut parts = vec![model.name().to_owned(), model.origin(), params.clone()];
+            parts.push(reference_loss.to_string());
+            parts.extend(held_out.iter().cloned());
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let keeper = Keeper::open(
+                asked.run,
+                format!("answers/{}.json", model.name().replace('/', "_")),
+                fingerprint(&parts),
+                reference_loss,
+            )?;
+            let replies = ask(model, asked.samples, asked.settings, reference_loss, keeper)?;
             Ok(ModelAnswers {
                 model: model.name().to_owned(),
                 answers: replies.answers,
@@ -328,23 +366,41 @@ fn answer_all(
         .collect()
 }
 
-/// `judge`'s verdicts on every model's answers, added to each model's `judged`. The
-/// judge answers greedily, with room for its reasons.
+/// The judge of `spec.metrics[index]`'s verdicts on every model's answers, added to
+/// each model's `judged`. The judge answers greedily, with room for its reasons.
 fn judge_all(
     judge_model: &Resolved,
-    judge: &JudgeMetric,
-    samples: &[EvalSample],
+    (index, judge): (usize, &JudgeMetric),
+    asked: &Asked<'_>,
     answers: &mut [ModelAnswers],
     baseline: usize,
-    settings: &AskSettings,
 ) -> Result<(), Failure> {
     let rubric = Rubric {
         rubric: judge.rubric.clone(),
         scale: judge.scale,
     };
     let texts: Vec<Vec<String>> = answers.iter().map(|m| m.answers.clone()).collect();
-    let requests = judge_requests(&rubric, judge.pairwise, samples, &texts, baseline);
-    let asked: Vec<EvalSample> = requests
+    let requests = judge_requests(&rubric, judge.pairwise, asked.samples, &texts, baseline);
+    let judge_settings = AskSettings {
+        params: SamplingParams {
+            max_new_tokens: JUDGE_MAX_TOKENS,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: asked.settings.params.seed,
+            stop: Vec::new(),
+        },
+        device: asked.settings.device,
+    };
+    let mut parts = vec![judge_model.origin(), format!("{:?}", judge_settings.params)];
+    parts.extend(requests.iter().map(|r| serde_json::json!(r).to_string()));
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let keeper = Keeper::open(
+        asked.run,
+        format!("judged/metric-{index}.json"),
+        fingerprint(&parts),
+        false,
+    )?;
+    let requests: Vec<EvalSample> = requests
         .into_iter()
         .zip(1..)
         .map(|(prompt, line)| EvalSample {
@@ -353,21 +409,11 @@ fn judge_all(
             reference: None,
         })
         .collect();
-    let judge_settings = AskSettings {
-        params: SamplingParams {
-            max_new_tokens: JUDGE_MAX_TOKENS,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: settings.params.seed,
-            stop: Vec::new(),
-        },
-        device: settings.device,
-    };
-    let replies = ask(judge_model, &asked, &judge_settings, false)?.answers;
+    let replies = ask(judge_model, &requests, &judge_settings, false, keeper)?.answers;
     let verdicts = read_verdicts(
         &rubric,
         judge.pairwise,
-        samples.len(),
+        asked.samples.len(),
         answers.len(),
         baseline,
         replies,
@@ -378,7 +424,7 @@ fn judge_all(
             eprintln!(
                 "judge ({}): {unread} of {} replies about {} had no score line; those samples are unscored",
                 judge_model.name(),
-                samples.len(),
+                asked.samples.len(),
                 model.model
             );
         }

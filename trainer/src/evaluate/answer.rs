@@ -1,11 +1,10 @@
-//! Each evaluated model's answers to the held-out prompts: its folder loaded on the
+//! A model's answers to a list of prompts from its weights: its folder loaded on the
 //! chosen backend (with its adapter), every prompt put through its chat template and
 //! continued as `trainer generate` continues a chat, one model in memory at a time.
 
 use std::time::Instant;
 
 use anneal_crds::dataset::{ChatMessage, Role};
-use anneal_eval::report::ModelAnswers;
 use anneal_eval::samples::EvalSample;
 use anneal_model::backend::BackendJob;
 use anneal_model::chat::{ChatError, ModelTokenizer};
@@ -42,92 +41,83 @@ pub enum AnswerError {
     },
 }
 
-/// The models and what they answer.
-pub struct AnswerJob {
-    pub models: Vec<LocalModel>,
-    pub samples: Vec<EvalSample>,
+/// One model and the prompts it answers; each answer (and with `reference_loss` its
+/// loss on the reference) goes to `on_answer` as it comes.
+pub struct AnswerJob<'a> {
+    pub model: LocalModel,
+    pub samples: &'a [EvalSample],
     pub params: SamplingParams,
-    /// Also each model's loss on every reference answer (the `referenceLoss` metric).
     pub reference_loss: bool,
+    pub on_answer: &'a mut dyn FnMut(String, Option<f64>) -> Result<(), String>,
 }
 
-impl BackendJob for AnswerJob {
-    type Output = Result<Vec<ModelAnswers>, AnswerError>;
+/// Why a model could not answer, or its answers could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerJobError {
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    #[error("{0}")]
+    Keeping(String),
+}
+
+impl BackendJob for AnswerJob<'_> {
+    type Output = Result<(), AnswerJobError>;
 
     fn run<B: Backend>(self, device: B::Device, dtype: DType) -> Self::Output {
-        let mut all = Vec::with_capacity(self.models.len());
-        for local in &self.models {
-            let started = Instant::now();
-            let (answers, reference_losses) =
-                answer_with::<B>(local, &self.samples, &self, &device, dtype)?;
-            eprintln!(
-                "{}: {} answers in {:.1} s",
-                local.name,
-                answers.len(),
-                started.elapsed().as_secs_f64()
-            );
-            all.push(ModelAnswers {
-                model: local.name.clone(),
-                answers,
-                reference_losses,
-                judged: Vec::new(),
-            });
-        }
-        Ok(all)
-    }
-}
-
-/// The model's answers, and with `job.reference_loss` its loss on each reference.
-fn answer_with<B: Backend>(
-    local: &LocalModel,
-    samples: &[EvalSample],
-    job: &AnswerJob,
-    device: &B::Device,
-    dtype: DType,
-) -> Result<(Vec<String>, Option<Vec<f64>>), AnswerError> {
-    let model_error = |source| AnswerError::Model {
-        model: local.name.clone(),
-        source,
-    };
-    let chat_error = |source| AnswerError::Chat {
-        model: local.name.clone(),
-        source,
-    };
-    let (config, model) = load_model::<B>(&local.model_dir, device, dtype).map_err(model_error)?;
-    let model = match &local.adapter {
-        Some(dir) => load_adapter(model, dir).map_err(|source| AnswerError::Adapter {
+        let started = Instant::now();
+        let local = &self.model;
+        let model_error = |source| AnswerError::Model {
             model: local.name.clone(),
             source,
-        })?,
-        None => model,
-    };
-    let tokenizer = ModelTokenizer::from_model_dir(&local.model_dir, &config.architecture)
-        .map_err(chat_error)?;
-    tokenizer
-        .check_vocabulary(config.vocab_size)
-        .map_err(chat_error)?;
-    let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
-    let mut answers = Vec::with_capacity(samples.len());
-    let mut losses = Vec::with_capacity(samples.len());
-    for sample in samples {
-        let prompt = tokenizer
-            .encode_chat(&sample.prompt, true)
+        };
+        let chat_error = |source| AnswerError::Chat {
+            model: local.name.clone(),
+            source,
+        };
+        let (config, model) =
+            load_model::<B>(&local.model_dir, &device, dtype).map_err(model_error)?;
+        let model = match &local.adapter {
+            Some(dir) => load_adapter(model, dir).map_err(|source| AnswerError::Adapter {
+                model: local.name.clone(),
+                source,
+            })?,
+            None => model,
+        };
+        let tokenizer = ModelTokenizer::from_model_dir(&local.model_dir, &config.architecture)
             .map_err(chat_error)?;
-        let generation = generate(
-            &model,
-            &prompt.ids,
-            tokenizer.eos_token_ids(),
-            &job.params,
-            decode,
-            |_| {},
-        );
-        answers.push(generation.text);
-        if job.reference_loss {
-            let loss = reference_loss(&model, &tokenizer, sample, prompt.ids.len());
-            losses.push(loss.map_err(chat_error)?);
+        tokenizer
+            .check_vocabulary(config.vocab_size)
+            .map_err(chat_error)?;
+        let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
+        for sample in self.samples {
+            let prompt = tokenizer
+                .encode_chat(&sample.prompt, true)
+                .map_err(chat_error)?;
+            let generation = generate(
+                &model,
+                &prompt.ids,
+                tokenizer.eos_token_ids(),
+                &self.params,
+                decode,
+                |_| {},
+            );
+            let loss = match self.reference_loss {
+                true => Some(
+                    reference_loss(&model, &tokenizer, sample, prompt.ids.len())
+                        .map_err(chat_error)?,
+                ),
+                false => None,
+            };
+            (self.on_answer)(generation.text, loss).map_err(AnswerJobError::Keeping)?;
         }
+        eprintln!(
+            "{}: {} answers in {:.1} s",
+            local.name,
+            self.samples.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
-    Ok((answers, job.reference_loss.then_some(losses)))
 }
 
 /// The model's mean loss per token of `sample`'s reference answer, given its prompt

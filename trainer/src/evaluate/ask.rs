@@ -1,7 +1,8 @@
 //! Asking one model a list of chats, wherever it is: loaded here on the chosen
 //! device ([`super::answer`], with its losses on the references when asked), or over
-//! HTTP ([`super::endpoint`]). The evaluated models' answers and the judge's verdicts
-//! both come through here.
+//! HTTP ([`super::endpoint`]), each reply kept as it comes ([`super::kept`]) so that a
+//! retry continues where this try stopped. The evaluated models' answers and the
+//! judge's verdicts both come through here.
 
 use std::time::Instant;
 
@@ -9,8 +10,9 @@ use anneal_eval::samples::EvalSample;
 use anneal_model::backend::{BackendError, run_on};
 use anneal_model::generate::SamplingParams;
 
-use super::answer::{AnswerError, AnswerJob};
+use super::answer::{AnswerError, AnswerJob, AnswerJobError};
 use super::endpoint::{ChatEndpoint, EndpointError, RequestSettings};
+use super::kept::Keeper;
 use super::resolve::Resolved;
 use crate::device_arg::DeviceArg;
 
@@ -40,36 +42,89 @@ pub enum AskError {
         #[source]
         source: EndpointError,
     },
+    #[error("keeping the answers of model {model}: {message}")]
+    Keeping { model: String, message: String },
 }
 
 impl AskError {
-    /// A served model that could not be reached may answer on a later try.
+    /// A served model out of reach, or storage, may pass on a later try.
     pub fn may_pass_on_retry(&self) -> bool {
-        matches!(self, AskError::Endpoint { source, .. } if source.may_pass_on_retry())
+        match self {
+            AskError::Endpoint { source, .. } => source.may_pass_on_retry(),
+            AskError::Keeping { .. } => true,
+            _ => false,
+        }
     }
 }
 
 /// `model`'s reply to each sample's prompt (and its loss on each reference with
-/// `reference_loss`, for a model whose weights are loaded).
+/// `reference_loss`, for a model whose weights are loaded), continuing from what
+/// `keeper` kept and keeping each new reply. What came before a failure stays kept.
 pub fn ask(
     model: &Resolved,
     samples: &[EvalSample],
     settings: &AskSettings,
     reference_loss: bool,
+    mut keeper: Keeper<'_>,
 ) -> Result<Replies, AskError> {
+    let keeping = |e: &dyn std::fmt::Display| AskError::Keeping {
+        model: model.name().to_owned(),
+        message: e.to_string(),
+    };
+    let done = keeper.kept().replies.len().min(samples.len());
+    if done > 0 {
+        eprintln!(
+            "{}: {done} of {} replies kept from an earlier try",
+            model.name(),
+            samples.len()
+        );
+    }
+    let asked = ask_remaining(
+        model,
+        &samples[done..],
+        settings,
+        reference_loss,
+        &mut keeper,
+    );
+    let saved = keeper.save();
+    asked?;
+    saved.map_err(|e| keeping(&e))?;
+    let kept = keeper.finish().map_err(|e| keeping(&e))?;
+    Ok(Replies {
+        answers: kept.replies,
+        reference_losses: kept.reference_losses,
+    })
+}
+
+/// Asks `samples` (those not kept yet), adding each reply to `keeper`.
+fn ask_remaining(
+    model: &Resolved,
+    samples: &[EvalSample],
+    settings: &AskSettings,
+    reference_loss: bool,
+    keeper: &mut Keeper<'_>,
+) -> Result<(), AskError> {
+    if samples.is_empty() {
+        return Ok(());
+    }
     match model {
         Resolved::Local(local) => {
+            let mut on_answer = |answer: String, loss: Option<f64>| {
+                keeper.add(answer, loss).map_err(|e| e.to_string())
+            };
             let job = AnswerJob {
-                models: vec![local.clone()],
-                samples: samples.to_vec(),
+                model: local.clone(),
+                samples,
                 params: settings.params.clone(),
                 reference_loss,
+                on_answer: &mut on_answer,
             };
-            let mut answered = run_on(settings.device.into(), job)??;
-            let answered = answered.remove(0);
-            Ok(Replies {
-                answers: answered.answers,
-                reference_losses: answered.reference_losses,
+            run_on(settings.device.into(), job)?.map_err(|e| match e {
+                AnswerJobError::Answer(e) => AskError::Answer(e),
+                AnswerJobError::Keeping(message) => AskError::Keeping {
+                    model: local.name.clone(),
+                    message,
+                },
             })
         }
         Resolved::Served(served) => {
@@ -84,23 +139,24 @@ pub fn ask(
                 max_tokens: settings.params.max_new_tokens as u32,
                 seed: settings.params.seed,
             };
-            let answers = samples
-                .iter()
-                .map(|sample| endpoint.complete(&sample.prompt, request))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(endpoint_error)?;
+            for sample in samples {
+                let answer = endpoint
+                    .complete(&sample.prompt, request)
+                    .map_err(endpoint_error)?;
+                keeper.add(answer, None).map_err(|e| AskError::Keeping {
+                    model: served.name.clone(),
+                    message: e.to_string(),
+                })?;
+            }
             eprintln!(
                 "{} ({} at {}): {} answers in {:.1} s",
                 served.name,
                 endpoint.model(),
                 served.target.url,
-                answers.len(),
+                samples.len(),
                 started.elapsed().as_secs_f64()
             );
-            Ok(Replies {
-                answers,
-                reference_losses: None,
-            })
+            Ok(())
         }
     }
 }

@@ -40,6 +40,22 @@ impl Resolved {
             Resolved::Served(served) => &served.name,
         }
     }
+
+    /// Where it is: a source URI, a run's checkpoint folder, or a server and model.
+    pub fn origin(&self) -> String {
+        match self {
+            Resolved::Local(local) => local.origin.clone(),
+            Resolved::Served(served) => format!(
+                "{} model {}",
+                served.target.url,
+                served
+                    .target
+                    .model
+                    .as_deref()
+                    .unwrap_or("(the first it lists)")
+            ),
+        }
+    }
 }
 
 /// A model behind an OpenAI-compatible endpoint.
@@ -56,6 +72,9 @@ pub struct LocalModel {
     pub name: String,
     pub model_dir: PathBuf,
     pub adapter: Option<PathBuf>,
+    /// Where its weights came from (a source URI, a run's checkpoint folder): what
+    /// its kept answers are tied to.
+    pub origin: String,
 }
 
 /// Why a model cannot be evaluated here; each message names its field.
@@ -190,6 +209,7 @@ fn base_model(
         name: name.to_owned(),
         model_dir: dir,
         adapter: None,
+        origin: uri,
     })
 }
 
@@ -322,6 +342,7 @@ fn job_checkpoints(
             name: model_name,
             model_dir: model_dir.clone(),
             adapter: Some(local),
+            origin: run.child(&folder).uri().to_owned(),
         });
     }
     Ok(models)

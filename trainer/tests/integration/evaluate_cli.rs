@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use std::sync::atomic::Ordering;
+
 use serde_json::Value;
 
 use crate::support::fake_openai::{API_KEY, FakeOpenAi, STYLED_ANSWER};
@@ -149,10 +151,12 @@ fn run_evaluate(
     manifest: &Path,
     served: &Server,
     secrets: &Path,
+    extra: &[&str],
 ) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
         .arg("evaluate")
         .arg(manifest)
+        .args(extra)
         .arg("--output")
         .arg(dir.join("out"))
         .args(["--device", "cpu"])
@@ -162,6 +166,14 @@ fn run_evaluate(
         .arg(format!("tiny-served={}", served.base_url()))
         .output()
         .unwrap()
+}
+
+/// Secret `hosted-key` as a pod mounts it.
+fn key_folder(dir: &Path) -> std::path::PathBuf {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(secrets.join("hosted-key")).unwrap();
+    std::fs::write(secrets.join("hosted-key/apiKey"), format!("{API_KEY}\n")).unwrap();
+    secrets
 }
 
 fn only_report(dir: &Path) -> Value {
@@ -178,12 +190,10 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeOpenAi::start();
     let served = Server::start(&[]);
-    let secrets = dir.path().join("secrets");
-    std::fs::create_dir_all(secrets.join("hosted-key")).unwrap();
-    std::fs::write(secrets.join("hosted-key/apiKey"), format!("{API_KEY}\n")).unwrap();
+    let secrets = key_folder(dir.path());
     let manifest = judged_manifest(dir.path(), &fake);
 
-    let output = run_evaluate(dir.path(), &manifest, &served, &secrets);
+    let output = run_evaluate(dir.path(), &manifest, &served, &secrets, &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -293,15 +303,110 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
 Score: 9"
     ));
 
-    // A wrong key: the endpoint's refusal, with the model's name, and nothing written.
+    // A wrong key: the endpoint's refusal, with the model's name; no report, and the
+    // answers already made are kept for the next try.
     std::fs::write(secrets.join("hosted-key/apiKey"), "sk-wrong").unwrap();
     std::fs::remove_dir_all(dir.path().join("out")).unwrap();
-    let output = run_evaluate(dir.path(), &manifest, &served, &secrets);
+    let output = run_evaluate(dir.path(), &manifest, &served, &secrets, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("trainer evaluate: model hosted: ") && stderr.contains("401"),
         "{stderr}"
     );
-    assert!(!dir.path().join("out").exists());
+    let run = std::fs::read_dir(dir.path().join("out/team-a/judged"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(!run.join("report.json").exists());
+    assert!(run.join("answers/base.json").exists());
+}
+
+#[test]
+fn an_interrupted_evaluation_continues_from_the_answers_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeOpenAi::start();
+    let served = Server::start(&[]);
+    let secrets = key_folder(dir.path());
+    let manifest = judged_manifest(dir.path(), &fake);
+    let resume = ["--run-id", "r1"];
+
+    // The hosted model answers twice, then its server is down for good: the try
+    // fails with exit 1 (a retry may pass) after its retries, keeping what came.
+    fake.answer_at_most.store(2, Ordering::SeqCst);
+    let output = run_evaluate(dir.path(), &manifest, &served, &secrets, &resume);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("to continue after an interruption: --run-id r1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("503"), "{stderr}");
+    let run = dir.path().join("out/team-a/judged/r1");
+    let kept = |file: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(file)).unwrap()).unwrap()
+    };
+    assert_eq!(
+        kept("answers/base.json")["replies"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        kept("answers/hosted.json")["replies"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(!run.join("report.json").exists());
+
+    // The server is back: the next try asks the hosted model the two it lacks, the
+    // judge everything, and the models with kept answers nothing.
+    fake.answer_at_most.store(usize::MAX, Ordering::SeqCst);
+    let before = fake.requests.lock().unwrap().len();
+    let served_before = served.metric("anneal_serve_requests_total");
+    let output = run_evaluate(dir.path(), &manifest, &served, &secrets, &resume);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("base: 4 of 4 replies kept from an earlier try"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hosted: 2 of 4 replies kept from an earlier try"),
+        "{stderr}"
+    );
+    let requests = fake.requests.lock().unwrap();
+    let asked_again: Vec<&Value> = requests[before..].iter().collect();
+    assert_eq!(
+        asked_again
+            .iter()
+            .filter(|r| r["model"] == "styled")
+            .count(),
+        2
+    );
+    assert_eq!(asked_again.len(), 2 + 12 + 16);
+    drop(requests);
+    assert_eq!(
+        served.metric("anneal_serve_requests_total"),
+        served_before,
+        "the served model was not asked again"
+    );
+    let report = only_report(dir.path());
+    assert_eq!(report["models"][2]["scores"][0]["score"]["mean"], 9.0);
+    for sample in report["samples"].as_array().unwrap() {
+        assert_eq!(sample["answers"][2]["answer"], STYLED_ANSWER);
+    }
+
+    // A third try finds everything kept, the judge's verdicts too: nothing is asked.
+    std::fs::remove_file(run.join("report.json")).unwrap();
+    let before = fake.requests.lock().unwrap().len();
+    let output = run_evaluate(dir.path(), &manifest, &served, &secrets, &resume);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(fake.requests.lock().unwrap().len(), before);
+    assert!(run.join("report.json").exists());
 }

@@ -9,6 +9,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -19,8 +20,10 @@ pub const STYLED_ANSWER: &str = "Good question! It depends.\nIn short: yes.";
 pub struct FakeOpenAi {
     /// Base URL, ending before `/chat/completions`.
     pub url: String,
-    /// Each chat request's body, in order.
+    /// Each chat request answered, its body, in order.
     pub requests: Arc<Mutex<Vec<Value>>>,
+    /// Chat requests answered before the server answers 503 to every one (an outage).
+    pub answer_at_most: Arc<AtomicUsize>,
 }
 
 impl FakeOpenAi {
@@ -28,19 +31,24 @@ impl FakeOpenAi {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let recorded = requests.clone();
+        let answer_at_most = Arc::new(AtomicUsize::new(usize::MAX));
+        let (recorded, limit) = (requests.clone(), answer_at_most.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let recorded = recorded.clone();
-                std::thread::spawn(move || answer_connection(stream, &recorded));
+                let (recorded, limit) = (recorded.clone(), limit.clone());
+                std::thread::spawn(move || answer_connection(stream, &recorded, &limit));
             }
         });
-        FakeOpenAi { url, requests }
+        FakeOpenAi {
+            url,
+            requests,
+            answer_at_most,
+        }
     }
 }
 
-fn answer_connection(stream: TcpStream, recorded: &Mutex<Vec<Value>>) {
+fn answer_connection(stream: TcpStream, recorded: &Mutex<Vec<Value>>, limit: &AtomicUsize) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     loop {
         let mut request_line = String::new();
@@ -69,6 +77,8 @@ fn answer_connection(stream: TcpStream, recorded: &Mutex<Vec<Value>>) {
             (401, json!({"error": {"message": "invalid api key"}}))
         } else if request_line.starts_with("GET /v1/models") {
             (200, json!({"data": [{"id": "fake-judge"}]}))
+        } else if recorded.lock().unwrap().len() >= limit.load(Ordering::SeqCst) {
+            (503, json!({"error": {"message": "overloaded"}}))
         } else {
             let request: Value = serde_json::from_slice(&body).unwrap();
             recorded.lock().unwrap().push(request.clone());
@@ -76,7 +86,11 @@ fn answer_connection(stream: TcpStream, recorded: &Mutex<Vec<Value>>) {
         };
         let text = reply.to_string();
         let mut out = &stream;
-        let reason = if status == 200 { "OK" } else { "Unauthorized" };
+        let reason = match status {
+            200 => "OK",
+            401 => "Unauthorized",
+            _ => "Service Unavailable",
+        };
         write!(
             out,
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
