@@ -346,8 +346,8 @@ pub struct ModelResult {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricScore {
-    /// `exactMatch`, `contains`, `regex`, `rougeL`, `chrf`, `referenceLoss`,
-    /// `perplexity`, `judge`.
+    /// The metric as the report names it (`regex /^Good question!/`, `rougeL`,
+    /// `referenceLoss`, `judge 1-10`), and `perplexity` after `referenceLoss`.
     pub metric: String,
     pub score: f64,
     pub low: f64,

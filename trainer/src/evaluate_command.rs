@@ -22,6 +22,7 @@ use anneal_eval::judge::Rubric;
 use anneal_eval::metrics::Metric;
 use anneal_eval::report::{ModelAnswers, NamedMetric, Scorer, build_report, comparison_table};
 use anneal_eval::samples::{EvalSample, SamplesError, read_eval_samples};
+use anneal_eval::status::evaluation_results;
 use anneal_model::generate::SamplingParams;
 use anneal_sources::{SourceError, fetch_file};
 
@@ -202,6 +203,8 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
     output.put("report.json", json.into_bytes())?;
     let page = report_html(&report, &format!("ModelEvaluation {namespace}/{name}"));
     output.put("report.html", page.into_bytes())?;
+    let status = serde_json::to_vec_pretty(&evaluation_results(&report)).expect("serializes");
+    output.put("status.json", status)?;
     print!("{}", comparison_table(&report));
     println!("best:    {} (by {})", report.best, report.metrics[0]);
     println!("report:  {}/report.json", output.uri());

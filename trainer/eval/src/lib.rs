@@ -5,7 +5,8 @@
 //! trusted ([`bootstrap`]: a percentile interval from resampling the samples,
 //! seeded), every model's answers scored into one comparison ([`report`]), and that
 //! comparison as a self-contained page ([`html`]); and the LLM judge's requests and
-//! the reading of its replies ([`judge`]).
+//! the reading of its replies ([`judge`]); and the comparison as a ModelEvaluation's
+//! status carries it ([`status`]).
 
 pub mod bootstrap;
 pub mod chrf;
@@ -14,3 +15,4 @@ pub mod judge;
 pub mod metrics;
 pub mod report;
 pub mod samples;
+pub mod status;

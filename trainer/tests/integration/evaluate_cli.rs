@@ -235,6 +235,19 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
         "the baseline is not compared with itself"
     );
     assert_eq!(report["best"], "hosted");
+    // The status the operator copies: scores per model and the pairwise rates.
+    let run = std::fs::read_dir(dir.path().join("out/team-a/judged"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let status: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["best"]["model"], "hosted");
+    assert_eq!(status["results"][2]["metrics"][0]["score"], 9.0);
+    assert_eq!(status["results"][2]["metrics"][0]["unscored"], 1);
+    assert_eq!(status["results"][2]["judgePairwise"]["wins"], 1.0);
     assert_eq!(models[2]["scores"][1]["score"]["mean"], 1.0);
     assert_eq!(models[0]["scores"][1]["score"]["mean"], 0.0);
 
