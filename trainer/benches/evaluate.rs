@@ -87,6 +87,7 @@ fn evaluation(work: &Path, metrics: &str) -> f64 {
         device: DeviceArg::Cpu,
         secrets_dir: work.join("secrets"),
         deployments: Vec::new(),
+        job_runs: Vec::new(),
         run_id: None,
     });
     assert_eq!(code, ExitCode::SUCCESS, "the evaluation ran");

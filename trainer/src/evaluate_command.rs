@@ -62,6 +62,10 @@ pub struct EvaluateArgs {
     /// Repeatable.
     #[arg(long = "deployment", value_name = "NAME=URL", value_parser = parse_deployment_url)]
     pub deployments: Vec<(String, String)>,
+    /// NAME=URI: FineTuneJob NAME's checkpoints are in run folder URI (as the
+    /// operator knows it) instead of its newest run under --runs. Repeatable.
+    #[arg(long = "job-run", value_name = "NAME=URI", value_parser = parse_job_run)]
+    pub job_runs: Vec<(String, String)>,
     /// Continue run ID of this evaluation: the answers and verdicts it kept are not
     /// asked again. Default: a new run. (The operator gives each evaluation one.)
     #[arg(long, env = "ANNEAL_RUN_ID")]
@@ -70,6 +74,17 @@ pub struct EvaluateArgs {
 
 /// The judge's room for its reasons and its verdict line.
 const JUDGE_MAX_TOKENS: usize = 512;
+
+fn parse_job_run(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, uri)) if !name.is_empty() && uri.contains("://") => {
+            Ok((name.to_owned(), uri.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: give NAME=URI, e.g. support-bot=s3://bucket/runs/team-a/support-bot/RUN"
+        )),
+    }
+}
 
 fn parse_deployment_url(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -149,6 +164,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
         work_dir: work.path(),
         secrets_dir: &args.secrets_dir,
         deployment_urls: &args.deployments,
+        job_runs: &args.job_runs,
     };
     let mut models = Vec::new();
     for (index, model) in spec.models.iter().enumerate() {

@@ -107,6 +107,9 @@ pub struct Places<'a> {
     pub work_dir: &'a Path,
     pub secrets_dir: &'a Path,
     pub deployment_urls: &'a [(String, String)],
+    /// The run folder of a FineTuneJob, by name, where it is known (the operator's
+    /// `--job-run`); other jobs' newest run under `runs` is taken.
+    pub job_runs: &'a [(String, String)],
 }
 
 /// The model at `spec.models[index]` as one or more models (`checkpoint: all` gives
@@ -279,22 +282,14 @@ fn job_checkpoints(
         field: field.to_owned(),
         source: Box::new(source),
     };
-    let runs = places
-        .runs
-        .child(&format!("{}/{}", places.namespace, job.name));
-    let mut ids = runs.list_children("").map_err(storage_error)?;
-    ids.sort();
-    let Some(run_id) = ids.pop() else {
-        return Err(ResolveError::Field {
-            field: format!("{field}.name"),
-            message: format!(
-                "no run of FineTuneJob {} under {}: train it first (trainer train JOB.yaml), or give --runs",
-                job.name,
-                runs.uri()
-            ),
-        });
+    let (run, run_id) = match places.job_runs.iter().find(|(name, _)| *name == job.name) {
+        Some((_, uri)) => {
+            let run = Storage::open(uri).map_err(storage_error)?;
+            let id = uri.trim_end_matches('/').rsplit('/').next().unwrap_or(uri);
+            (run, id.to_owned())
+        }
+        None => newest_run(field, job, places)?,
     };
-    let run = runs.child(&run_id);
     let model_dir = recorded_base_model(field, &run, places)?;
     let folders: Vec<(String, String)> = match job.checkpoint.as_str() {
         "final" => vec![(name.to_owned(), FINAL.to_owned())],
@@ -346,6 +341,35 @@ fn job_checkpoints(
         });
     }
     Ok(models)
+}
+
+/// The newest run of `job` under the runs folder, and its id.
+fn newest_run(
+    field: &str,
+    job: &EvaluatedCheckpoints,
+    places: &Places<'_>,
+) -> Result<(Storage, String), ResolveError> {
+    let runs = places
+        .runs
+        .child(&format!("{}/{}", places.namespace, job.name));
+    let mut ids = runs
+        .list_children("")
+        .map_err(|source| ResolveError::Storage {
+            field: field.to_owned(),
+            source: Box::new(source),
+        })?;
+    ids.sort();
+    let Some(run_id) = ids.pop() else {
+        return Err(ResolveError::Field {
+            field: format!("{field}.name"),
+            message: format!(
+                "no run of FineTuneJob {} under {}: train it first (trainer train JOB.yaml), or give --runs",
+                job.name,
+                runs.uri()
+            ),
+        });
+    };
+    Ok((runs.child(&run_id), run_id))
 }
 
 /// The base model the run trained, from its `job.yaml`, made local.

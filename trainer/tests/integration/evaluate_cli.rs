@@ -44,6 +44,11 @@ fn evaluate(dir: &Path, spec: &str) -> (Option<i32>, String) {
         .arg("--output")
         .arg(dir.join("out"))
         .args(["--device", "cpu"])
+        .arg("--job-run")
+        .arg(format!(
+            "named-run=file://{}/runs/team/named-run/uid-1",
+            dir.display()
+        ))
         .output()
         .unwrap();
     (
@@ -89,9 +94,22 @@ fn what_cannot_be_evaluated_is_refused_by_field_with_exit_2() {
             "  dataset: {uri: file://missing.jsonl}\n  metrics: [{chrf: {}}]\n".to_owned(),
             "spec.dataset.uri",
         ),
+        (
+            // The run the operator names (--job-run), which has no final checkpoint.
+            format!(
+                "    - {{name: tuned, fineTuneJob: {{name: named-run}}}}\n{dataset}  metrics: [{{chrf: {{}}}}]\n"
+            ),
+            "spec.models[1].fineTuneJob: file://",
+        ),
     ];
     for (spec, expected) in cases {
         let (code, stderr) = evaluate(dir.path(), &spec);
+        if spec.contains("named-run") {
+            assert!(
+                stderr.contains("/runs/team/named-run/uid-1 has no job.yaml"),
+                "{stderr}"
+            );
+        }
         assert_eq!(code, Some(2), "{spec}\n{stderr}");
         assert!(
             stderr.contains(expected),
