@@ -15,6 +15,7 @@ pub mod finetunejob;
 pub mod leader_election;
 pub mod metrics;
 pub mod modeldeployment;
+pub mod modelevaluation;
 pub mod operator_run;
 pub mod report;
 pub mod shared;

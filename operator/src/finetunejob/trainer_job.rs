@@ -514,7 +514,10 @@ fn trainer_env(
 
 /// A CPU trainer's memory: the spec's (and its size, when it is one the trainer can
 /// read), else the operator's `--cpu-trainer-memory`.
-fn cpu_trainer_memory(resources: &ResourcesSpec, config: &OperatorConfig) -> (Quantity, ByteSize) {
+pub(crate) fn cpu_trainer_memory(
+    resources: &ResourcesSpec,
+    config: &OperatorConfig,
+) -> (Quantity, ByteSize) {
     let parsed = resources
         .memory
         .as_ref()
@@ -526,7 +529,7 @@ fn cpu_trainer_memory(resources: &ResourcesSpec, config: &OperatorConfig) -> (Qu
 }
 
 /// `requirements` with a memory limit and request of `memory` where it has none.
-fn with_memory(
+pub(crate) fn with_memory(
     mut requirements: ResourceRequirements,
     memory: Option<Quantity>,
 ) -> ResourceRequirements {
@@ -552,12 +555,18 @@ fn exact_size(size: ByteSize) -> String {
 /// preemptions (the next pod resumes from the last checkpoint); other failures
 /// (exit 1: storage or I/O) use the backoff limit.
 fn trainer_failure_policy() -> PodFailurePolicy {
+    failure_policy(TRAINER_CONTAINER)
+}
+
+/// The failure policy of a pod whose `container` runs the trainer: exit 2 fails the
+/// Job at once, a disruption is not counted.
+pub(crate) fn failure_policy(container: &str) -> PodFailurePolicy {
     PodFailurePolicy {
         rules: vec![
             PodFailurePolicyRule {
                 action: "FailJob".to_owned(),
                 on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                    container_name: Some(TRAINER_CONTAINER.to_owned()),
+                    container_name: Some(container.to_owned()),
                     operator: "In".to_owned(),
                     values: vec![EXIT_NOT_RETRYABLE],
                 }),
