@@ -9,6 +9,7 @@ use kube::CustomResourceExt;
 
 use crate::api_docs;
 use crate::memory_plan::fit_table;
+use crate::modelevaluation::ModelEvaluation;
 use crate::{FineTuneJob, ModelDeployment};
 
 /// Folders, relative to the repository root, that hold a copy of the CRDs.
@@ -25,7 +26,11 @@ pub struct GeneratedFile {
 /// Every generated file: each CRD's YAML in every CRD folder, and its reference page.
 pub fn generate() -> Vec<GeneratedFile> {
     let mut files = Vec::new();
-    for crd in [FineTuneJob::crd(), ModelDeployment::crd()] {
+    for crd in [
+        FineTuneJob::crd(),
+        ModelDeployment::crd(),
+        ModelEvaluation::crd(),
+    ] {
         let name = crd.metadata.name.clone().expect("derived CRDs are named");
         let body = serde_yaml_ng::to_string(&crd).expect("a CRD serializes to YAML");
         for dir in CRD_DIRS {

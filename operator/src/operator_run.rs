@@ -1,6 +1,6 @@
 //! The operator process put together: health and metrics endpoints, leader election,
-//! then (as leader only) the report endpoint, the status flusher and the FineTuneJob
-//! and ModelDeployment controllers. The binary calls [`run_operator`]; end-to-end
+//! then (as leader only) the report endpoint, the status flusher and the FineTuneJob,
+//! ModelDeployment and ModelEvaluation controllers. The binary calls [`run_operator`]; end-to-end
 //! tests call it in-process against the fake API server.
 
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use crate::finetunejob::kube_report::KubeReportCluster;
 use crate::leader_election::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::modeldeployment::controller::{self as modeldeployment, run_modeldeployment_controller};
+use crate::modelevaluation::controller::{self as modelevaluation, run_modelevaluation_controller};
 use crate::report::{ReportSettings, ReportState, report_router};
 
 /// Everything the process is configured with.
@@ -130,6 +131,12 @@ pub async fn run_operator(
         metrics: metrics.clone(),
         config: settings.config.clone(),
     });
+    let evaluation_context = Arc::new(modelevaluation::Context {
+        client: client.clone(),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+        config: settings.config.clone(),
+    });
     let context = Arc::new(finetunejob::Context {
         client,
         recorder,
@@ -145,6 +152,11 @@ pub async fn run_operator(
     ));
     let serving_controller = tokio::spawn(run_modeldeployment_controller(
         serving_context,
+        settings.namespace.clone(),
+        wait_for(controller_stop.clone()),
+    ));
+    let evaluation_controller = tokio::spawn(run_modelevaluation_controller(
+        evaluation_context,
         settings.namespace.clone(),
         wait_for(controller_stop),
     ));
@@ -163,6 +175,7 @@ pub async fn run_operator(
     stop_controllers([
         ("FineTuneJob", controller),
         ("ModelDeployment", serving_controller),
+        ("ModelEvaluation", evaluation_controller),
     ])
     .await;
     if let Err(error) = reports.flush_all().await {
@@ -182,7 +195,7 @@ pub async fn run_operator(
 /// most each. kube's graceful shutdown waits for the controller's cache to fill first;
 /// a stop that comes before it has (a replica stopped right after it started) would
 /// wait forever.
-async fn stop_controllers(controllers: [(&str, tokio::task::JoinHandle<()>); 2]) {
+async fn stop_controllers(controllers: [(&str, tokio::task::JoinHandle<()>); 3]) {
     for (kind, mut task) in controllers {
         if tokio::time::timeout(CONTROLLER_STOP, &mut task)
             .await

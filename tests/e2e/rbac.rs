@@ -7,7 +7,7 @@
 //! making its certificate, answering the API server over TLS and asking a
 //! SubjectAccessReview, then renewing the certificate after a restart; two
 //! FineTuneJobs trained to the end, one deleted; a ModelDeployment served, scaled and
-//! deleted; leader election), the server records every request with the attributes RBAC
+//! deleted; a ModelEvaluation of a job's adapter run to the end; leader election), the server records every request with the attributes RBAC
 //! authorizes (user, verb, group, resource, subresource, namespace), and the test
 //! checks both ways: every call is allowed by a bound rule, and every verb of every
 //! rule was used by some call.
@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anneal_crds::finetunejob::JobPhase;
+use anneal_crds::modelevaluation::{EvaluationPhase, ModelEvaluation};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines, repo};
 use anneal_fake_apiserver::{AuditRecord, ResourceType};
@@ -459,6 +460,7 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
     );
 
     serve_scale_and_delete(&world).await;
+    evaluate(&world).await;
 
     // Deleting a job: the operator removes its trainer Job and Secret, then its finalizer.
     let jobs: Api<FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
@@ -493,6 +495,55 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
     operator.await.unwrap().unwrap();
 
     check_calls_against_rules(&world, &user, &rules);
+}
+
+/// The story job's final adapter evaluated against the base model: the operator
+/// creates the evaluation's Secret and Job and writes its status as the pod runs.
+async fn evaluate(world: &World) {
+    let evaluations: Api<ModelEvaluation> = Api::namespaced(world.client(), NAMESPACE);
+    let evaluation = anneal_crds::manifest::parse_modelevaluation(&format!(
+        r#"apiVersion: anneal.dev/v1alpha1
+kind: ModelEvaluation
+metadata: {{name: compare, namespace: {NAMESPACE}}}
+spec:
+  models:
+    - {{name: base, baseModel: {{name: anneal-tiny, source: "s3://anneal-e2e/models/anneal-tiny"}}}}
+    - {{name: tuned, fineTuneJob: {{name: story}}}}
+  dataset: {{uri: "s3://anneal-e2e/data/train.jsonl", maxSamples: 4}}
+  metrics: [{{rougeL: {{}}}}]
+  generation: {{maxTokens: 16}}
+  resources: {{gpus: 0}}
+"#
+    ))
+    .unwrap();
+    evaluations
+        .create(&PostParams::default(), &evaluation)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let status = evaluations
+            .get("compare")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.phase == Some(EvaluationPhase::Failed) {
+            panic!(
+                "the evaluation failed: {status:?}\n{}",
+                world.kubelet.logs("compare-evaluate-0")
+            );
+        }
+        if status.phase == Some(EvaluationPhase::Succeeded) {
+            assert_eq!(status.results.len(), 2, "{status:?}");
+            break;
+        }
+        assert!(
+            started.elapsed() < TRAINING,
+            "the evaluation did not succeed: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The ConfigMap job's result served: the operator applies a Deployment and a

@@ -220,7 +220,17 @@ pub(crate) async fn storage_settings(
     job: &FineTuneJob,
     config: &OperatorConfig,
 ) -> Result<Result<Vec<(String, String)>, String>> {
-    let Some(name) = credentials_secret(job, config) else {
+    secret_storage_settings(client, namespace, credentials_secret(job, config)).await
+}
+
+/// Storage settings from credentials Secret `name` in `namespace` (none without a
+/// Secret), or why whoever names it has to wait for it.
+pub(crate) async fn secret_storage_settings(
+    client: &Client,
+    namespace: &str,
+    name: Option<String>,
+) -> Result<Result<Vec<(String, String)>, String>> {
+    let Some(name) = name else {
         return Ok(Ok(Vec::new()));
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);

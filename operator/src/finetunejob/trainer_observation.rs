@@ -109,10 +109,15 @@ fn trainer_reason(line: &str) -> (Option<TrainerFailureReason>, String) {
 /// Its logs end with the trainer's error line (`FallbackToLogsOnError`), after the
 /// JSON events it printed.
 pub fn last_failure_message(pods: &[Pod]) -> Option<String> {
+    last_failure_message_of(pods, crate::finetunejob::trainer_job::TRAINER_CONTAINER)
+}
+
+/// [`last_failure_message`] of the pods' container `container`.
+pub fn last_failure_message_of(pods: &[Pod], container: &str) -> Option<String> {
     let failed = pods
         .iter()
         .filter_map(|pod| {
-            let terminated = trainer_terminated(pod)?;
+            let terminated = container_terminated(pod, container)?;
             (terminated.exit_code != 0).then_some(terminated)
         })
         .max_by_key(|terminated| terminated.finished_at.clone().map(|t| t.0))?;
@@ -196,12 +201,17 @@ pub fn trainer_memory_limit(job: &Job) -> Option<String> {
 
 /// The trainer container's terminated state in `pod`, if it has ended.
 fn trainer_terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    container_terminated(pod, crate::finetunejob::trainer_job::TRAINER_CONTAINER)
+}
+
+/// Container `name`'s terminated state in `pod`, if it has ended.
+fn container_terminated<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStateTerminated> {
     pod.status
         .as_ref()?
         .container_statuses
         .as_ref()?
         .iter()
-        .find(|c| c.name == crate::finetunejob::trainer_job::TRAINER_CONTAINER)?
+        .find(|c| c.name == name)?
         .state
         .as_ref()?
         .terminated

@@ -18,7 +18,8 @@
 //! - Objects stored as JSON per (group, plural, namespace, name) for the types in
 //!   `resources::Registry::default()` (core pods, secrets, configmaps, services,
 //!   events, namespaces; events.k8s.io events; batch jobs; apps deployments;
-//!   coordination leases; anneal.dev finetunejobs and modeldeployments), more via
+//!   coordination leases; anneal.dev finetunejobs, modeldeployments and
+//!   modelevaluations), more via
 //!   `FakeApi::register`. Other paths: 404 Status.
 //! - URLs `/api/v1/namespaces/{ns}/{plural}[/{name}[/status]]`, `/api/v1/{plural}`
 //!   (all namespaces, or cluster-scoped types) and the `/apis/{group}/{version}/...`

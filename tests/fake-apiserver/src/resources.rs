@@ -100,6 +100,13 @@ impl Default for Registry {
                 "ModelDeployment",
             )
             .with_status(),
+            ns(
+                "anneal.dev",
+                "v1alpha1",
+                "modelevaluations",
+                "ModelEvaluation",
+            )
+            .with_status(),
         ];
         Self { types }
     }

@@ -131,7 +131,10 @@ fn a_gpu_pod_evaluates_weights_and_checkpoints_with_the_keys_mounted() {
     let dataset = mounted_at(&job, "/var/run/anneal/dataset").unwrap();
     assert_eq!(dataset.config_map.as_ref().unwrap().name, "held-out");
     // A hub base model comes through the model cache.
-    assert_eq!(env_value(&job, "ANNEAL_MODEL_CACHE"), Some("/work/model-cache"));
+    assert_eq!(
+        env_value(&job, "ANNEAL_MODEL_CACHE"),
+        Some("/work/model-cache")
+    );
     assert_eq!(pod(&job).automount_service_account_token, Some(false));
     let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
