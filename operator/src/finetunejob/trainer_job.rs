@@ -15,9 +15,8 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource,
-    PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecretVolumeSource, Volume,
-    VolumeMount,
+    Container, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -27,9 +26,9 @@ use crate::config::OperatorConfig;
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::env as pod_env;
 use crate::shared::pod_parts::{
-    PVC_DIR, TMP_SIZE, container_security, credentials_env, device, empty_dir_limited, env,
-    gpu_resources, gpu_tolerations, kernel_cache, model_cache, mount, pod_security, quantity_of,
-    scratch_limit,
+    PVC_DIR, TMP_SIZE, config_map_file, container_security, credentials_env, device,
+    empty_dir_limited, env, gpu_resources, gpu_tolerations, kernel_cache, model_cache, mount,
+    pod_security, quantity_of, scratch_limit,
 };
 
 /// Name of the trainer's container, which the pod failure policy refers to.
@@ -332,21 +331,9 @@ fn pod_files(
         files.env.extend(variables);
     }
     if let Some(config_map) = &job.spec.dataset.config_map {
-        files.mounts.push(mount("dataset", DATASET_DIR, true));
-        files.volumes.push(Volume {
-            name: "dataset".to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map.name.clone(),
-                items: Some(vec![KeyToPath {
-                    key: config_map.key.clone(),
-                    path: config_map.key.clone(),
-                    mode: None,
-                }]),
-                optional: Some(false),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        let (volume, dataset_mount) = config_map_file(config_map, DATASET_DIR);
+        files.mounts.push(dataset_mount);
+        files.volumes.push(volume);
     }
     for (index, pvc) in pvc_mounts(job)?.into_iter().enumerate() {
         let name = format!("pvc-{index}");

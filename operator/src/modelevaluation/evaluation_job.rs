@@ -22,8 +22,8 @@ use anneal_crds::modelevaluation::{ModelEvaluation, ModelEvaluationSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Secret, SecretVolumeSource, Volume, VolumeMount,
+    Container, EnvVar, KeyToPath, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -32,9 +32,9 @@ use crate::config::OperatorConfig;
 use crate::finetunejob::trainer_job::{PlanError, cpu_trainer_memory, failure_policy, with_memory};
 use crate::shared::image_policy::check_image;
 use crate::shared::pod_parts::{
-    TMP_SIZE, container_security, credentials_env, empty_dir_limited, env, gpu_resources,
-    gpu_tolerations, hub_endpoint_env, kernel_cache, model_cache, mount, pod_security,
-    scratch_limit,
+    TMP_SIZE, config_map_file, container_security, credentials_env, empty_dir_limited, env,
+    gpu_resources, gpu_tolerations, hub_endpoint_env, kernel_cache, model_cache, mount,
+    pod_security, scratch_limit,
 };
 
 /// Name of the evaluating container.
@@ -384,21 +384,9 @@ fn pod_files(
         env_vars.extend(hub_endpoint_env(config));
     }
     if let Some(config_map) = &spec.dataset.config_map {
-        files.mounts.push(mount("dataset", DATASET_DIR, true));
-        files.volumes.push(Volume {
-            name: "dataset".to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map.name.clone(),
-                items: Some(vec![KeyToPath {
-                    key: config_map.key.clone(),
-                    path: config_map.key.clone(),
-                    mode: None,
-                }]),
-                optional: Some(false),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        let (volume, dataset_mount) = config_map_file(config_map, DATASET_DIR);
+        files.mounts.push(dataset_mount);
+        files.volumes.push(volume);
     }
     files
 }

@@ -242,3 +242,26 @@ pub fn scratch_limit(
         .or(planned)
         .unwrap_or(config.scratch_size)
 }
+
+/// A ConfigMap key mounted as the one file `{dir}/{key}`, read-only: a dataset given
+/// inline.
+pub fn config_map_file(
+    config_map: &anneal_crds::finetunejob::ConfigMapDataset,
+    dir: &str,
+) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: "dataset".to_owned(),
+        config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+            name: config_map.name.clone(),
+            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                key: config_map.key.clone(),
+                path: config_map.key.clone(),
+                mode: None,
+            }]),
+            optional: Some(false),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    };
+    (volume, mount("dataset", dir, true))
+}

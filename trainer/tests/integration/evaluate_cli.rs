@@ -194,13 +194,19 @@ fn key_folder(dir: &Path) -> std::path::PathBuf {
     secrets
 }
 
-fn only_report(dir: &Path) -> Value {
+/// The one run folder of the evaluation `judged`.
+fn only_run(dir: &Path) -> std::path::PathBuf {
     let runs: Vec<_> = std::fs::read_dir(dir.join("out/team-a/judged"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(runs.len(), 1);
-    serde_json::from_str(&std::fs::read_to_string(runs[0].join("report.json")).unwrap()).unwrap()
+    runs[0].clone()
+}
+
+fn only_report(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(only_run(dir).join("report.json")).unwrap())
+        .unwrap()
 }
 
 #[test]
@@ -254,12 +260,7 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
     );
     assert_eq!(report["best"], "hosted");
     // The status the operator copies: scores per model and the pairwise rates.
-    let run = std::fs::read_dir(dir.path().join("out/team-a/judged"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = only_run(dir.path());
     let status: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
     assert_eq!(status["best"]["model"], "hosted");
@@ -317,13 +318,7 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
         stderr.contains("judge (judge-0): 1 of 4 replies about hosted had no score line"),
         "{stderr}"
     );
-    let page = std::fs::read_dir(dir.path().join("out/team-a/judged"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("report.html");
+    let page = only_run(dir.path()).join("report.html");
     let page = std::fs::read_to_string(page).unwrap();
     assert!(
         page.contains("judge 1-10: the judge's reasons"),
@@ -345,12 +340,7 @@ Score: 9"
         stderr.contains("trainer evaluate: model hosted: ") && stderr.contains("401"),
         "{stderr}"
     );
-    let run = std::fs::read_dir(dir.path().join("out/team-a/judged"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = only_run(dir.path());
     assert!(!run.join("report.json").exists());
     assert!(run.join("answers/base.json").exists());
 }
