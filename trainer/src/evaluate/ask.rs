@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressStyle};
+
 use anneal_eval::samples::EvalSample;
 use anneal_model::backend::{BackendError, run_on};
 use anneal_model::generate::SamplingParams;
@@ -79,13 +81,16 @@ pub fn ask(
             samples.len()
         );
     }
+    let bar = progress_bar(model.name(), samples.len(), done);
     let asked = ask_remaining(
         model,
         &samples[done..],
         settings,
         reference_loss,
         &mut keeper,
+        &bar,
     );
+    bar.finish_and_clear();
     let saved = keeper.save();
     asked?;
     saved.map_err(|e| keeping(&e))?;
@@ -103,6 +108,7 @@ fn ask_remaining(
     settings: &AskSettings,
     reference_loss: bool,
     keeper: &mut Keeper<'_>,
+    bar: &ProgressBar,
 ) -> Result<(), AskError> {
     if samples.is_empty() {
         return Ok(());
@@ -110,6 +116,7 @@ fn ask_remaining(
     match model {
         Resolved::Local(local) => {
             let mut on_answer = |answer: String, loss: Option<f64>| {
+                bar.inc(1);
                 keeper.add(answer, loss).map_err(|e| e.to_string())
             };
             let job = AnswerJob {
@@ -143,6 +150,7 @@ fn ask_remaining(
                 let answer = endpoint
                     .complete(&sample.prompt, request)
                     .map_err(endpoint_error)?;
+                bar.inc(1);
                 keeper.add(answer, None).map_err(|e| AskError::Keeping {
                     model: served.name.clone(),
                     message: e.to_string(),
@@ -159,4 +167,18 @@ fn ask_remaining(
             Ok(())
         }
     }
+}
+
+/// A bar of `model`'s replies on a terminal (drawn nowhere else: not in a pod's log),
+/// starting at the `done` kept from an earlier try.
+fn progress_bar(model: &str, total: usize, done: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} replies, ETA {eta}")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_message(model.to_owned());
+    bar.set_position(done as u64);
+    bar
 }
