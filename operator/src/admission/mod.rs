@@ -1,10 +1,12 @@
-//! The validating admission webhook for FineTuneJobs and ModelDeployments: the API
+//! The validating admission webhook for FineTuneJobs, ModelDeployments and
+//! ModelEvaluations: the API
 //! server sends each create and update here before it stores the object, and the
 //! answer refuses a spec with field errors (all of them at once), an image the
-//! install does not allow, or a Secret, ConfigMap, PersistentVolumeClaim or
-//! FineTuneJob its author may not read (docs/security.md).
+//! install does not allow, or a Secret, ConfigMap, PersistentVolumeClaim,
+//! FineTuneJob or ModelDeployment its author may not read (docs/security.md).
 //!
-//! - `POST /validate/finetunejobs`, `POST /validate/modeldeployments`: an
+//! - `POST /validate/finetunejobs`, `POST /validate/modeldeployments`,
+//!   `POST /validate/modelevaluations`: an
 //!   `admission.k8s.io/v1` AdmissionReview in, the same with its response out.
 
 mod access_review;
@@ -18,6 +20,7 @@ mod tests;
 
 use std::sync::Arc;
 
+use anneal_crds::modelevaluation::ModelEvaluation;
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use axum::Router;
 use axum::body::Bytes;
@@ -27,7 +30,9 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 
 pub use access_review::{AccessReviewer, KubeAccessReviewer, access_review};
-pub use references::{Reference, finetunejob_references, modeldeployment_references};
+pub use references::{
+    Reference, finetunejob_references, modeldeployment_references, modelevaluation_references,
+};
 pub use review::{Admitted, review};
 pub use serve::{WebhookTls, serve_webhook, wait_for_files};
 
@@ -49,6 +54,10 @@ pub fn admission_router<R: AccessReviewer>(reviewer: R, config: OperatorConfig) 
         .route(
             "/validate/modeldeployments",
             post(admit::<ModelDeployment, R>),
+        )
+        .route(
+            "/validate/modelevaluations",
+            post(admit::<ModelEvaluation, R>),
         )
         .layer(axum::extract::DefaultBodyLimit::max(REVIEW_BYTES_MAX))
         .with_state(Arc::new(Webhook { reviewer, config }))

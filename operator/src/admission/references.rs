@@ -1,10 +1,13 @@
 //! The objects a spec names that its author must be allowed to read: the Secret its
 //! credentials come from, the ConfigMap its dataset is in, the PersistentVolumeClaims
 //! its `pvc://` sources and output are on, and, for a ModelDeployment, the
-//! FineTuneJob whose checkpoint (and credentials) it serves. Without this check, a
-//! user allowed only to create FineTuneJobs could name any Secret of the namespace
-//! and have its keys mounted into a pod they control.
+//! FineTuneJob whose checkpoint (and credentials) it serves, and for a
+//! ModelEvaluation the jobs, deployments and endpoint key Secrets it names. Without
+//! this check, a user allowed only to create FineTuneJobs could name any Secret of
+//! the namespace and have its keys mounted into a pod they control (and an
+//! evaluation would send an endpoint's key to whatever URL its author gives).
 
+use anneal_crds::modelevaluation::{EndpointModel, ModelEvaluation};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
 /// One named object and the field that names it.
@@ -101,6 +104,76 @@ pub fn modeldeployment_references(deployment: &ModelDeployment) -> Vec<Reference
             &format!("spec.model.adapters[{index}].uri"),
             &adapter.uri,
         ));
+    }
+    found
+}
+
+/// What a ModelEvaluation names: its storage credentials and ConfigMap dataset, the
+/// FineTuneJobs and ModelDeployments it compares, and each endpoint's key Secret
+/// (evaluated or judging).
+pub fn modelevaluation_references(evaluation: &ModelEvaluation) -> Vec<Reference> {
+    let spec = &evaluation.spec;
+    let mut found = Vec::new();
+    if let Some(secret) = spec
+        .output
+        .as_ref()
+        .and_then(|o| o.credentials_secret.as_deref())
+    {
+        found.push(Reference::new(
+            "spec.output.credentialsSecret",
+            "",
+            "secrets",
+            secret,
+        ));
+    }
+    if let Some(config_map) = &spec.dataset.config_map {
+        found.push(Reference::new(
+            "spec.dataset.configMap.name",
+            "",
+            "configmaps",
+            &config_map.name,
+        ));
+    }
+    let key = |field: String, endpoint: &EndpointModel| {
+        let secret = endpoint.credentials_secret.as_deref()?;
+        Some(Reference::new(field, "", "secrets", secret))
+    };
+    for (index, model) in spec.models.iter().enumerate() {
+        let field = format!("spec.models[{index}]");
+        if let Some(job) = &model.fine_tune_job {
+            found.push(Reference::new(
+                format!("{field}.fineTuneJob.name"),
+                "anneal.dev",
+                "finetunejobs",
+                &job.name,
+            ));
+        }
+        if let Some(deployment) = &model.model_deployment {
+            found.push(Reference::new(
+                format!("{field}.modelDeployment.name"),
+                "anneal.dev",
+                "modeldeployments",
+                &deployment.name,
+            ));
+        }
+        if let Some(endpoint) = &model.endpoint {
+            found.extend(key(format!("{field}.endpoint.credentialsSecret"), endpoint));
+        }
+    }
+    for (index, metric) in spec.metrics.iter().enumerate() {
+        let Some(judge) = &metric.judge else { continue };
+        let field = format!("spec.metrics[{index}].judge.model");
+        if let Some(deployment) = &judge.model.model_deployment {
+            found.push(Reference::new(
+                format!("{field}.modelDeployment.name"),
+                "anneal.dev",
+                "modeldeployments",
+                &deployment.name,
+            ));
+        }
+        if let Some(endpoint) = &judge.model.endpoint {
+            found.extend(key(format!("{field}.endpoint.credentialsSecret"), endpoint));
+        }
     }
     found
 }

@@ -1,4 +1,5 @@
-//! Judging one admission request for a FineTuneJob or ModelDeployment: every field
+//! Judging one admission request for a FineTuneJob, ModelDeployment or
+//! ModelEvaluation: every field
 //! error of the spec at once (the same validation the controllers and `trainer train`
 //! run, so `kubectl apply` shows them all instead of a job failing later), the image
 //! policy, and whether the requesting user may read each object the spec names.
@@ -6,14 +7,19 @@
 //! operator's own writes), pass without checks, so an object written before a rule
 //! changed can always be deleted.
 
-use anneal_crds::validation::{FieldErrors, validate_finetunejob, validate_modeldeployment};
+use anneal_crds::modelevaluation::ModelEvaluation;
+use anneal_crds::validation::{
+    FieldErrors, validate_finetunejob, validate_modeldeployment, validate_modelevaluation,
+};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use kube::Resource;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde::de::DeserializeOwned;
 
 use super::access_review::AccessReviewer;
-use super::references::{Reference, finetunejob_references, modeldeployment_references};
+use super::references::{
+    Reference, finetunejob_references, modeldeployment_references, modelevaluation_references,
+};
 use crate::config::OperatorConfig;
 use crate::shared::image_policy::check_image;
 
@@ -56,6 +62,24 @@ impl Admitted for ModelDeployment {
 
     fn references(&self) -> Vec<Reference> {
         modeldeployment_references(self)
+    }
+
+    fn same_spec(&self, old: &Self) -> bool {
+        self.spec == old.spec
+    }
+}
+
+impl Admitted for ModelEvaluation {
+    fn spec_problems(&self, config: &OperatorConfig) -> Vec<String> {
+        problems_of(
+            validate_modelevaluation(self),
+            self.spec.resources.image.as_deref(),
+            config,
+        )
+    }
+
+    fn references(&self) -> Vec<Reference> {
+        modelevaluation_references(self)
     }
 
     fn same_spec(&self, old: &Self) -> bool {

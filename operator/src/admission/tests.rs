@@ -80,6 +80,7 @@ spec:
 fn review_of(kind: &str, operation: &str, user: &str, object: Value, old: Option<Value>) -> Value {
     let (resource, plural) = match kind {
         "FineTuneJob" => ("FineTuneJob", "finetunejobs"),
+        "ModelEvaluation" => ("ModelEvaluation", "modelevaluations"),
         _ => ("ModelDeployment", "modeldeployments"),
     };
     json!({
@@ -296,6 +297,62 @@ spec:
     assert_eq!(
         message(&refused),
         "spec.model.fineTuneJob.name: eve may not get finetunejobs.anneal.dev support in namespace team-a, so this spec may not name it"
+    );
+}
+
+/// An evaluation sends an endpoint's key to the URL its author writes: naming the
+/// key's Secret needs read access to it, as do the jobs and deployments it compares.
+#[tokio::test]
+async fn an_evaluation_may_name_only_the_secrets_and_jobs_its_author_may_read() {
+    let reviewer = FakeReviewer::granting(&[
+        ("alice", "secrets", "hosted-key"),
+        ("alice", "finetunejobs", "support"),
+        ("eve", "finetunejobs", "support"),
+    ]);
+    let router = admission_router(reviewer, OperatorConfig::default());
+    let evaluation: Value = serde_yaml_ng::from_str(
+        r#"
+apiVersion: anneal.dev/v1alpha1
+kind: ModelEvaluation
+metadata: {name: compare, namespace: team-a}
+spec:
+  models:
+    - {name: tuned, fineTuneJob: {name: support}}
+  dataset: {uri: "s3://data/held-out.jsonl"}
+  metrics:
+    - judge:
+        model: {endpoint: {url: "https://judge.example.com/v1", model: j, credentialsSecret: hosted-key}}
+        rubric: Good?
+"#,
+    )
+    .unwrap();
+    let review =
+        |user: &str, object: Value| review_of("ModelEvaluation", "CREATE", user, object, None);
+    let allowed = send(
+        &router,
+        "/validate/modelevaluations",
+        &review("alice", evaluation.clone()),
+    )
+    .await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let refused = send(
+        &router,
+        "/validate/modelevaluations",
+        &review("eve", evaluation.clone()),
+    )
+    .await;
+    assert_eq!(
+        message(&refused),
+        "spec.metrics[0].judge.model.endpoint.credentialsSecret: eve may not get secrets hosted-key in namespace team-a, so this spec may not name it"
+    );
+    // Field errors come back all at once, as for the other kinds.
+    let mut bad = evaluation;
+    bad["spec"]["baseline"] = json!("nobody");
+    let refused = send(&router, "/validate/modelevaluations", &review("alice", bad)).await;
+    assert!(
+        message(&refused).contains("spec.baseline"),
+        "{}",
+        message(&refused)
     );
 }
 
