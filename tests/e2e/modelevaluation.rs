@@ -124,6 +124,9 @@ async fn an_evaluation_waits_for_its_job_then_scores_the_adapter_against_the_bas
     let run = format!("s3://{BUCKET}/runs/{NAMESPACE}/story/{job_uid}");
     assert!(args.contains(&format!("story={run}")), "{args:?}");
 
+    // Both models' 6 answers, counted from the pod's progress file.
+    let progress = done.progress.clone().unwrap();
+    assert_eq!((progress.answered, progress.total), (12, 12));
     // Every model's scores, with intervals, and the best, in the status.
     let models: Vec<&str> = done.results.iter().map(|r| r.model.as_str()).collect();
     assert_eq!(models, ["base", "tuned"]);

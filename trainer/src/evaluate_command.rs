@@ -29,7 +29,7 @@ use anneal_sources::{SourceError, fetch_file};
 use crate::device_arg::DeviceArg;
 use crate::evaluate::ask::{AskError, AskSettings, ask};
 use crate::evaluate::judging::{judge_requests, read_verdicts};
-use crate::evaluate::kept::{Keeper, fingerprint};
+use crate::evaluate::kept::{Keeper, Progress, fingerprint};
 use crate::evaluate::resolve::{Places, ResolveError, Resolved, resolve_judge, resolve_model};
 use crate::manifest_file::{ManifestFileError, read_manifest_file};
 use crate::train_command::{absolute_uri, new_run_id};
@@ -202,8 +202,12 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
         "run {run_id}: replies are kept in {}; to continue after an interruption: --run-id {run_id}",
         output.uri()
     );
+    let judges: Vec<&JudgeMetric> = judge_metrics(&spec.metrics).map(|(_, j)| j).collect();
+    let pairwise = judges.iter().filter(|j| j.pairwise).count();
+    let progress = Progress::new(models.len(), samples.len(), judges.len(), pairwise);
     let asked = Asked {
         run: &output,
+        progress: &progress,
         samples: &samples,
         settings: &settings,
     };
@@ -344,6 +348,7 @@ fn check_reference_loss(metrics: &[MetricSpec], models: &[Resolved]) -> Result<(
 /// What every model is asked, and the run folder its replies are kept in.
 struct Asked<'a> {
     run: &'a Storage,
+    progress: &'a Progress,
     samples: &'a [EvalSample],
     settings: &'a AskSettings,
 }
@@ -370,6 +375,7 @@ fn answer_all(
             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
             let keeper = Keeper::open(
                 asked.run,
+                asked.progress,
                 format!("answers/{}.json", model.name().replace('/', "_")),
                 fingerprint(&parts),
                 reference_loss,
@@ -415,6 +421,7 @@ fn judge_all(
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let keeper = Keeper::open(
         asked.run,
+        asked.progress,
         format!("judged/metric-{index}.json"),
         fingerprint(&parts),
         false,

@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anneal_crds::modelevaluation::{EvaluationPhase, ModelEvaluation, ModelEvaluationStatus};
+use anneal_crds::modelevaluation::{
+    EvaluationPhase, EvaluationProgress, ModelEvaluation, ModelEvaluationStatus,
+};
 use anneal_crds::{FineTuneJob, jiff};
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -43,6 +45,14 @@ use crate::modelevaluation::evaluation_observation::{
     Stage, WrittenResults, fine_tune_job_stage, job_outcome, plan_evaluation_status,
 };
 use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
+
+/// The progress file `trainer evaluate` keeps in its run folder.
+const PROGRESS_FILE: &str = "progress.json";
+
+/// How long reading a file of the run folder may take.
+const RUN_FILE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a running evaluation's progress is read.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 /// The annotation on the Job with the evaluation generation it runs.
 const GENERATION_ANNOTATION: &str = "anneal.dev/generation";
@@ -179,7 +189,9 @@ async fn reconcile(evaluation: Arc<ModelEvaluation>, context: Arc<Context>) -> R
     write_status(&evaluation, &before, &next, &context).await?;
     Ok(match next.phase {
         Some(EvaluationPhase::Succeeded | EvaluationPhase::Failed) => Action::await_change(),
-        // The Job and FineTuneJob watches bring every change; this is a safety net.
+        // The pod's progress is in storage, which nothing watches.
+        Some(EvaluationPhase::Running) => Action::requeue(PROGRESS_EVERY),
+        // The Job and FineTuneJob watches bring every other change; a safety net.
         _ => Action::requeue(Duration::from_secs(300)),
     })
 }
@@ -251,14 +263,24 @@ async fn start(evaluation: &ModelEvaluation, context: &Context) -> Result<Stage>
         Err(kube::Error::Api(response)) if response.code == 409 => {}
         Err(error) => return Err(error.into()),
     }
-    Ok(Stage::Running)
+    Ok(Stage::Running { progress: None })
 }
 
 /// The Job is there: running, failed, or done, in which case its results are read
 /// from storage.
 async fn observe(evaluation: &ModelEvaluation, job: &Job, context: &Context) -> Result<Stage> {
+    let report_uri = match evaluation_run_uri(evaluation, &context.config) {
+        Ok(uri) => uri,
+        Err(problem) => {
+            return Ok(Stage::Failed {
+                message: problem.to_string(),
+            });
+        }
+    };
     match job_outcome(job) {
-        None => Ok(Stage::Running),
+        None => Ok(Stage::Running {
+            progress: read_progress(evaluation, &report_uri, context).await,
+        }),
         Some(Err(job_words)) => {
             // The pod's last words say why (trainer evaluate's error line); the Job's
             // only which rule ended it.
@@ -273,31 +295,58 @@ async fn observe(evaluation: &ModelEvaluation, job: &Job, context: &Context) -> 
             Ok(Stage::Failed { message })
         }
         Some(Ok(())) => {
-            let report_uri = match evaluation_run_uri(evaluation, &context.config) {
-                Ok(uri) => uri,
-                Err(problem) => {
-                    return Ok(Stage::Failed {
-                        message: problem.to_string(),
-                    });
-                }
-            };
             let results = read_results(evaluation, &report_uri, context).await?;
             Ok(Stage::Succeeded {
                 results,
+                progress: read_progress(evaluation, &report_uri, context).await,
                 report_uri,
             })
         }
     }
 }
 
-/// The `status.json` beside the report, read with the evaluation's storage
-/// credentials where the install lets the operator read that storage; none (the
-/// report alone) where it does not.
+/// The `status.json` beside the report; none (the report alone) where it cannot be
+/// read.
 async fn read_results(
     evaluation: &ModelEvaluation,
     report_uri: &str,
     context: &Context,
 ) -> Result<WrittenResults> {
+    let Some(bytes) = read_run_file(evaluation, report_uri, "status.json", context).await? else {
+        warn!("the evaluation succeeded but its status.json cannot be read");
+        return Ok(WrittenResults::default());
+    };
+    Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+        warn!(%error, "status.json is not the results the trainer writes");
+        WrittenResults::default()
+    }))
+}
+
+/// The replies counted in the run's `progress.json`, when it can be read.
+async fn read_progress(
+    evaluation: &ModelEvaluation,
+    report_uri: &str,
+    context: &Context,
+) -> Option<EvaluationProgress> {
+    match read_run_file(evaluation, report_uri, PROGRESS_FILE, context).await {
+        Ok(bytes) => serde_json::from_slice(&bytes?).ok(),
+        Err(error) => {
+            warn!(%error, "reading the evaluation's progress");
+            None
+        }
+    }
+}
+
+/// A file of the evaluation's run folder, read with its storage credentials where the
+/// install lets the operator read that storage, within [`RUN_FILE_TIMEOUT`] (a slow
+/// store must not hold the controller); `None` where it is not there or may not be
+/// read.
+async fn read_run_file(
+    evaluation: &ModelEvaluation,
+    report_uri: &str,
+    name: &str,
+    context: &Context,
+) -> Result<Option<Vec<u8>>> {
     let namespace = evaluation.namespace().unwrap_or_default();
     let secret = evaluation
         .spec
@@ -311,19 +360,18 @@ async fn read_results(
     let settings = match operator_storage_access(settings, &context.config) {
         StorageAccess::Allowed(settings) => settings,
         StorageAccess::Refused(why) => {
-            warn!(%why, "not reading the evaluation's status.json");
-            return Ok(WrittenResults::default());
+            warn!(%why, file = name, "not reading the evaluation's run folder");
+            return Ok(None);
         }
     };
     let storage = anneal_crds::storage::AsyncStorage::open_with(report_uri, settings)?;
-    let Some(bytes) = storage.get("status.json").await? else {
-        warn!("the evaluation succeeded but its status.json is missing");
-        return Ok(WrittenResults::default());
-    };
-    Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error| {
-        warn!(%error, "status.json is not the results the trainer writes");
-        WrittenResults::default()
-    }))
+    match tokio::time::timeout(RUN_FILE_TIMEOUT, storage.get(name)).await {
+        Ok(read) => Ok(read?.map(|bytes| bytes.to_vec())),
+        Err(_) => Err(Error::Timeout {
+            what: format!("{report_uri}/{name}"),
+            limit: RUN_FILE_TIMEOUT,
+        }),
+    }
 }
 
 /// Writes `next` when it differs from `before`, with an Event when the phase moves.

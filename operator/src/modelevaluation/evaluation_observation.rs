@@ -5,7 +5,7 @@
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::modelevaluation::{
-    BestModel, EvaluationPhase, ModelEvaluationStatus, ModelResult,
+    BestModel, EvaluationPhase, EvaluationProgress, ModelEvaluationStatus, ModelResult,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -36,10 +36,14 @@ pub enum Stage {
         reason: &'static str,
         message: String,
     },
-    Running,
+    /// The pod runs; `progress` as it last wrote it.
+    Running {
+        progress: Option<EvaluationProgress>,
+    },
     Succeeded {
         results: WrittenResults,
         report_uri: String,
+        progress: Option<EvaluationProgress>,
     },
     Failed {
         message: String,
@@ -132,7 +136,7 @@ pub fn plan_evaluation_status(
             next.phase = Some(EvaluationPhase::Failed);
             next.message = Some(message);
         }
-        Stage::Running => {
+        Stage::Running { progress } => {
             condition(
                 COMPLETE,
                 false,
@@ -140,11 +144,17 @@ pub fn plan_evaluation_status(
                 "the evaluation pod is running",
             );
             next.phase = Some(EvaluationPhase::Running);
-            next.message = Some("evaluating".to_owned());
+            next.message = Some(match &progress {
+                Some(p) => format!("evaluating: {} of {} replies", p.answered, p.total),
+                None => "evaluating".to_owned(),
+            });
+            // A read that failed keeps what the last one saw.
+            next.progress = progress.or_else(|| previous.progress.clone());
         }
         Stage::Succeeded {
             results,
             report_uri,
+            progress,
         } => {
             let message = match &results.best {
                 Some(best) => format!(
@@ -157,6 +167,7 @@ pub fn plan_evaluation_status(
             next.phase = Some(EvaluationPhase::Succeeded);
             next.results = results.results;
             next.best = results.best;
+            next.progress = progress.or_else(|| previous.progress.clone());
             next.report_uri = Some(report_uri);
             next.message = Some(message);
         }
@@ -275,18 +286,33 @@ mod tests {
                 score: 8.5,
             }),
         };
+        let progress = |answered| EvaluationProgress {
+            answered,
+            total: 40,
+        };
         let running = plan_evaluation_status(
             &ModelEvaluationStatus::default(),
-            Stage::Running,
+            Stage::Running {
+                progress: Some(progress(12)),
+            },
             Some(1),
             &now(),
         );
         assert_eq!(running.phase, Some(EvaluationPhase::Running));
+        assert_eq!(
+            running.message.as_deref(),
+            Some("evaluating: 12 of 40 replies")
+        );
+        // A progress file that could not be read this time keeps the last count.
+        let still =
+            plan_evaluation_status(&running, Stage::Running { progress: None }, Some(1), &now());
+        assert_eq!(still.progress, Some(progress(12)));
         let done = plan_evaluation_status(
             &running,
             Stage::Succeeded {
                 results: results.clone(),
                 report_uri: "s3://runs/team-a/house-style/uid".into(),
+                progress: Some(progress(40)),
             },
             Some(1),
             &now(),
@@ -294,6 +320,7 @@ mod tests {
         assert_eq!(done.phase, Some(EvaluationPhase::Succeeded));
         assert_eq!(done.results, results.results);
         assert_eq!(done.best, results.best);
+        assert_eq!(done.progress, Some(progress(40)));
         assert_eq!(
             done.message.as_deref(),
             Some(

@@ -267,6 +267,10 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
     assert_eq!(status["results"][2]["metrics"][0]["score"], 9.0);
     assert_eq!(status["results"][2]["metrics"][0]["unscored"], 1);
     assert_eq!(status["results"][2]["judgePairwise"]["wins"], 1.0);
+    // Every reply counted: 3 models x 4 answers, 12 scores and 16 comparisons.
+    let progress: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("progress.json")).unwrap()).unwrap();
+    assert_eq!(progress, serde_json::json!({"answered": 40, "total": 40}));
     assert_eq!(models[2]["scores"][1]["score"]["mean"], 1.0);
     assert_eq!(models[0]["scores"][1]["score"]["mean"], 0.0);
 
