@@ -190,9 +190,35 @@ async fn an_evaluation_that_cannot_run_fails_with_the_pods_reason() {
         .replace("- {name: tuned, fineTuneJob: {name: story}}", "- {name: again, baseModel: {name: anneal-tiny, source: \"s3://anneal-e2e/models/anneal-tiny\"}}")
         .replace("data/held-out.jsonl", "data/missing.jsonl");
     assert!(yaml.contains("missing.jsonl") && !yaml.contains("fineTuneJob"));
+    // A Job of that name that is someone else's is never taken over: the evaluation
+    // waits until it goes.
+    let jobs: Api<Job> = Api::namespaced(world.client(), NAMESPACE);
+    let stranger: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "house-style-evaluate"},
+        "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "other", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &stranger)
+        .await
+        .unwrap();
     let created: ModelEvaluation = serde_yaml_ng::from_str(&yaml).unwrap();
     let api: Api<ModelEvaluation> = Api::namespaced(world.client(), NAMESPACE);
     api.create(&PostParams::default(), &created).await.unwrap();
+    let waiting = wait_for(&world, "Pending", |s| {
+        s.phase == Some(EvaluationPhase::Pending)
+    })
+    .await;
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some(
+            "waiting for the Job house-style-evaluate, which does not belong to this ModelEvaluation, to go"
+        )
+    );
+    jobs.delete("house-style-evaluate", &Default::default())
+        .await
+        .unwrap();
 
     let failed = wait_for(&world, "Failed", |s| {
         s.phase == Some(EvaluationPhase::Failed)

@@ -160,11 +160,13 @@ async fn reconcile(evaluation: Arc<ModelEvaluation>, context: Arc<Context>) -> R
     let jobs: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     let job_name = evaluation_job_name(&name);
     let existing = jobs.get_opt(&job_name).await?;
-    let current = existing.filter(|job| {
+    let ours = |job: &Job| {
         job.owner_references()
             .iter()
             .any(|o| Some(&o.uid) == evaluation.uid().as_ref())
-    });
+    };
+    let taken = existing.as_ref().is_some_and(|job| !ours(job));
+    let current = existing.filter(ours);
 
     // A Job of an earlier spec goes first; its deletion wakes this one up.
     if let Some(job) = &current
@@ -182,6 +184,14 @@ async fn reconcile(evaluation: Arc<ModelEvaluation>, context: Arc<Context>) -> R
 
     let stage = match current {
         Some(job) => observe(&evaluation, &job, &context).await?,
+        // Another object's Job (most often a deleted evaluation's of the same name,
+        // which the garbage collector is removing) is never taken over.
+        None if taken => Stage::Waiting {
+            reason: "NameTaken",
+            message: format!(
+                "waiting for the Job {job_name}, which does not belong to this ModelEvaluation, to go"
+            ),
+        },
         None => start(&evaluation, &context).await?,
     };
     let now = Time(jiff::Timestamp::now());
@@ -191,6 +201,8 @@ async fn reconcile(evaluation: Arc<ModelEvaluation>, context: Arc<Context>) -> R
         Some(EvaluationPhase::Succeeded | EvaluationPhase::Failed) => Action::await_change(),
         // The pod's progress is in storage, which nothing watches.
         Some(EvaluationPhase::Running) => Action::requeue(PROGRESS_EVERY),
+        // A Job in the way goes without an event this controller sees.
+        Some(EvaluationPhase::Pending) => Action::requeue(Duration::from_secs(30)),
         // The Job and FineTuneJob watches bring every other change; a safety net.
         _ => Action::requeue(Duration::from_secs(300)),
     })

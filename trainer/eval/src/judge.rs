@@ -94,12 +94,12 @@ fn conversation_section(prompt: &[ChatMessage], reference: Option<&str>) -> Stri
     text
 }
 
-/// The score on the reply's last `Score: N` line, when it is within 1..=`scale`.
+/// The score of the reply's last `Score: N` (anywhere on a line, as in `Final score:
+/// 8`), when it is within 1..=`scale`.
 pub fn parse_score(reply: &str, scale: u32) -> Option<u32> {
     static SCORE: OnceLock<Regex> = OnceLock::new();
-    let pattern = SCORE.get_or_init(|| {
-        Regex::new(r"(?im)^[\s*_#>-]*score[\s*_]*[:=][\s*_]*(\d{1,3})\b").expect("valid")
-    });
+    let pattern = SCORE
+        .get_or_init(|| Regex::new(r"(?i)\bscore\b[\s*_]*[:=][\s*_]*(\d{1,3})\b").expect("valid"));
     let last = pattern.captures_iter(reply).last()?;
     let score: u32 = last[1].parse().ok()?;
     (1..=scale).contains(&score).then_some(score)
@@ -113,12 +113,11 @@ pub enum Preference {
     Tie,
 }
 
-/// The verdict on the reply's last `Winner: A|B|tie` line.
+/// The verdict of the reply's last `Winner: A|B|tie`.
 pub fn parse_preference(reply: &str) -> Option<Preference> {
     static WINNER: OnceLock<Regex> = OnceLock::new();
     let pattern = WINNER.get_or_init(|| {
-        Regex::new(r"(?im)^[\s*_#>-]*winner[\s*_]*[:=][\s*_]*(answer\s+)?(a|b|tie)\b")
-            .expect("valid")
+        Regex::new(r"(?i)\bwinner\b[\s*_]*[:=][\s*_]*(answer\s+)?(a|b|tie)\b").expect("valid")
     });
     let last = pattern.captures_iter(reply).last()?;
     Some(match last[2].to_ascii_lowercase().as_str() {
@@ -229,6 +228,7 @@ mod tests {
         assert_eq!(parse_score("Clear and kind.\nScore: 8", 10), Some(8));
         assert_eq!(parse_score("**Score:** 7/10", 10), Some(7));
         assert_eq!(parse_score("score = 3", 5), Some(3));
+        assert_eq!(parse_score("Clear.\nFinal score: 8", 10), Some(8));
         // The last one counts: a judge that corrects itself.
         assert_eq!(
             parse_score("Score: 2\nOn reflection:\nScore: 9", 10),
@@ -238,6 +238,7 @@ mod tests {
         assert_eq!(parse_score("Score: 11", 10), None);
         assert_eq!(parse_score("Score: 0", 10), None);
         assert_eq!(parse_score("I would give it a high score", 10), None);
+        assert_eq!(parse_score("I'd score it 9", 10), None);
         assert_eq!(parse_score("The score: nine", 10), None);
         assert_eq!(parse_score("", 10), None);
     }
@@ -253,6 +254,10 @@ mod tests {
         assert_eq!(
             parse_preference("Winner: Answer B"),
             Some(Preference::Second)
+        );
+        assert_eq!(
+            parse_preference("Final verdict, winner: tie"),
+            Some(Preference::Tie)
         );
         assert_eq!(parse_preference("Both are fine."), None);
         assert_eq!(parse_preference("Winner: C"), None);
