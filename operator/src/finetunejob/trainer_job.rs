@@ -571,31 +571,24 @@ pub(crate) fn failure_policy(container: &str) -> PodFailurePolicy {
     }
 }
 
-/// The metadata a reconcile reads from the job; all set on objects from the API server.
-struct Meta<'a> {
-    name: &'a str,
-    namespace: &'a str,
-    uid: &'a str,
+/// The metadata a reconcile reads from the object it plans for; all set on objects
+/// from the API server.
+pub(crate) struct Meta<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) namespace: &'a str,
+    pub(crate) uid: &'a str,
 }
 
 impl<'a> Meta<'a> {
-    fn of(job: &'a FineTuneJob) -> Result<Self, PlanError> {
+    pub(crate) fn of<K: Resource>(object: &'a K) -> Result<Self, PlanError> {
+        let meta = object.meta();
+        let field = |value: &'a Option<String>, name| {
+            value.as_deref().ok_or(PlanError::MissingMetadata(name))
+        };
         Ok(Self {
-            name: job
-                .metadata
-                .name
-                .as_deref()
-                .ok_or(PlanError::MissingMetadata("name"))?,
-            namespace: job
-                .metadata
-                .namespace
-                .as_deref()
-                .ok_or(PlanError::MissingMetadata("namespace"))?,
-            uid: job
-                .metadata
-                .uid
-                .as_deref()
-                .ok_or(PlanError::MissingMetadata("uid"))?,
+            name: field(&meta.name, "name")?,
+            namespace: field(&meta.namespace, "namespace")?,
+            uid: field(&meta.uid, "uid")?,
         })
     }
 }

@@ -29,7 +29,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::config::OperatorConfig;
-use crate::finetunejob::trainer_job::{PlanError, cpu_trainer_memory, failure_policy, with_memory};
+use crate::finetunejob::trainer_job::{
+    Meta, PlanError, cpu_trainer_memory, failure_policy, with_memory,
+};
 use crate::shared::image_policy::check_image;
 use crate::shared::pod_parts::{
     TMP_SIZE, config_map_file, container_security, credentials_env, empty_dir_limited, env,
@@ -389,27 +391,6 @@ fn pod_files(
         files.volumes.push(volume);
     }
     files
-}
-
-/// The metadata a reconcile reads from the evaluation; all set on objects from the
-/// API server.
-struct Meta<'a> {
-    name: &'a str,
-    namespace: &'a str,
-    uid: &'a str,
-}
-
-impl<'a> Meta<'a> {
-    fn of(evaluation: &'a ModelEvaluation) -> Result<Self, PlanError> {
-        let field = |value: &'a Option<String>, name| {
-            value.as_deref().ok_or(PlanError::MissingMetadata(name))
-        };
-        Ok(Self {
-            name: field(&evaluation.metadata.name, "name")?,
-            namespace: field(&evaluation.metadata.namespace, "namespace")?,
-            uid: field(&evaluation.metadata.uid, "uid")?,
-        })
-    }
 }
 
 /// Metadata of a child: owned by the evaluation (deleting it deletes them), labelled
