@@ -7,6 +7,7 @@
 //! the namespace and have its keys mounted into a pod they control (and an
 //! evaluation would send an endpoint's key to whatever URL its author gives).
 
+use anneal_crds::finetunejob::{ConfigMapDataset, OutputSpec};
 use anneal_crds::modelevaluation::{EndpointModel, ModelEvaluation};
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
@@ -43,15 +44,14 @@ fn claim_of(field: &str, uri: &str) -> Option<Reference> {
     Some(Reference::new(field, "", "persistentvolumeclaims", claim))
 }
 
-/// What a FineTuneJob names.
-pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
-    let spec = &job.spec;
+/// The storage credentials Secret (`spec.output.credentialsSecret`) and the ConfigMap
+/// dataset (`spec.dataset.configMap`) a spec names, as both kinds that have them do.
+fn output_and_dataset(
+    output: Option<&OutputSpec>,
+    config_map: Option<&ConfigMapDataset>,
+) -> Vec<Reference> {
     let mut found = Vec::new();
-    if let Some(secret) = spec
-        .output
-        .as_ref()
-        .and_then(|o| o.credentials_secret.as_deref())
-    {
+    if let Some(secret) = output.and_then(|o| o.credentials_secret.as_deref()) {
         found.push(Reference::new(
             "spec.output.credentialsSecret",
             "",
@@ -59,7 +59,7 @@ pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
             secret,
         ));
     }
-    if let Some(config_map) = &spec.dataset.config_map {
+    if let Some(config_map) = config_map {
         found.push(Reference::new(
             "spec.dataset.configMap.name",
             "",
@@ -67,6 +67,13 @@ pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
             &config_map.name,
         ));
     }
+    found
+}
+
+/// What a FineTuneJob names.
+pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
+    let spec = &job.spec;
+    let mut found = output_and_dataset(spec.output.as_ref(), spec.dataset.config_map.as_ref());
     let uris = [
         ("spec.baseModel.source", spec.base_model.source.as_ref()),
         ("spec.dataset.train", spec.dataset.train.as_ref()),
@@ -113,27 +120,7 @@ pub fn modeldeployment_references(deployment: &ModelDeployment) -> Vec<Reference
 /// (evaluated or judging).
 pub fn modelevaluation_references(evaluation: &ModelEvaluation) -> Vec<Reference> {
     let spec = &evaluation.spec;
-    let mut found = Vec::new();
-    if let Some(secret) = spec
-        .output
-        .as_ref()
-        .and_then(|o| o.credentials_secret.as_deref())
-    {
-        found.push(Reference::new(
-            "spec.output.credentialsSecret",
-            "",
-            "secrets",
-            secret,
-        ));
-    }
-    if let Some(config_map) = &spec.dataset.config_map {
-        found.push(Reference::new(
-            "spec.dataset.configMap.name",
-            "",
-            "configmaps",
-            &config_map.name,
-        ));
-    }
+    let mut found = output_and_dataset(spec.output.as_ref(), spec.dataset.config_map.as_ref());
     let key = |field: String, endpoint: &EndpointModel| {
         let secret = endpoint.credentials_secret.as_deref()?;
         Some(Reference::new(field, "", "secrets", secret))
