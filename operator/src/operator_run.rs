@@ -25,9 +25,10 @@ use crate::finetunejob::controller::{self as finetunejob, run_finetunejob_contro
 use crate::finetunejob::kube_report::KubeReportCluster;
 use crate::leader_election::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
-use crate::modeldeployment::controller::{self as modeldeployment, run_modeldeployment_controller};
-use crate::modelevaluation::controller::{self as modelevaluation, run_modelevaluation_controller};
+use crate::modeldeployment::controller::run_modeldeployment_controller;
+use crate::modelevaluation::controller::run_modelevaluation_controller;
 use crate::report::{ReportSettings, ReportState, report_router};
+use crate::shared::controller_context::Context as ControllerContext;
 
 /// Everything the process is configured with.
 #[derive(Clone, Debug)]
@@ -125,41 +126,15 @@ pub async fn run_operator(
         }
     });
 
-    let serving_context = Arc::new(modeldeployment::Context {
-        client: client.clone(),
-        recorder: recorder.clone(),
-        metrics: metrics.clone(),
-        config: settings.config.clone(),
-    });
-    let evaluation_context = Arc::new(modelevaluation::Context {
-        client: client.clone(),
-        recorder: recorder.clone(),
-        metrics: metrics.clone(),
-        config: settings.config.clone(),
-    });
-    let context = Arc::new(finetunejob::Context {
+    let (stop_controller, controller_stop) = watch::channel(false);
+    let controllers = spawn_controllers(
         client,
         recorder,
         metrics,
-        config: settings.config.clone(),
-        reports: reports.clone(),
-    });
-    let (stop_controller, controller_stop) = watch::channel(false);
-    let controller = tokio::spawn(run_finetunejob_controller(
-        context,
-        settings.namespace.clone(),
-        wait_for(controller_stop.clone()),
-    ));
-    let serving_controller = tokio::spawn(run_modeldeployment_controller(
-        serving_context,
-        settings.namespace.clone(),
-        wait_for(controller_stop.clone()),
-    ));
-    let evaluation_controller = tokio::spawn(run_modelevaluation_controller(
-        evaluation_context,
-        settings.namespace.clone(),
-        wait_for(controller_stop),
-    ));
+        &settings,
+        reports.clone(),
+        controller_stop,
+    );
     let lost_lease = async {
         match &elector {
             Some(elector) => elector.keep_renewing().await,
@@ -172,12 +147,7 @@ pub async fn run_operator(
     };
     leading.store(false, Ordering::SeqCst);
     let _ = stop_controller.send(true);
-    stop_controllers([
-        ("FineTuneJob", controller),
-        ("ModelDeployment", serving_controller),
-        ("ModelEvaluation", evaluation_controller),
-    ])
-    .await;
+    stop_controllers(controllers).await;
     if let Err(error) = reports.flush_all().await {
         error!(%error, "writing the last reported status");
     }
@@ -191,11 +161,62 @@ pub async fn run_operator(
     outcome
 }
 
+/// The three controllers, each until `stop` turns true, by kind.
+fn spawn_controllers(
+    client: Client,
+    recorder: Recorder,
+    metrics: Metrics,
+    settings: &OperatorSettings,
+    reports: ReportState<KubeReportCluster>,
+    stop: watch::Receiver<bool>,
+) -> [(&'static str, tokio::task::JoinHandle<()>); 3] {
+    let shared = Arc::new(ControllerContext {
+        client: client.clone(),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+        config: settings.config.clone(),
+    });
+    let training = Arc::new(finetunejob::Context {
+        client,
+        recorder,
+        metrics,
+        config: settings.config.clone(),
+        reports,
+    });
+    let namespace = || settings.namespace.clone();
+    [
+        (
+            "FineTuneJob",
+            tokio::spawn(run_finetunejob_controller(
+                training,
+                namespace(),
+                wait_for(stop.clone()),
+            )),
+        ),
+        (
+            "ModelDeployment",
+            tokio::spawn(run_modeldeployment_controller(
+                shared.clone(),
+                namespace(),
+                wait_for(stop.clone()),
+            )),
+        ),
+        (
+            "ModelEvaluation",
+            tokio::spawn(run_modelevaluation_controller(
+                shared,
+                namespace(),
+                wait_for(stop),
+            )),
+        ),
+    ]
+}
+
 /// Waits for the told-to-stop controllers' running reconciles, [`CONTROLLER_STOP`] at
 /// most each. kube's graceful shutdown waits for the controller's cache to fill first;
 /// a stop that comes before it has (a replica stopped right after it started) would
 /// wait forever.
-async fn stop_controllers(controllers: [(&str, tokio::task::JoinHandle<()>); 3]) {
+async fn stop_controllers(controllers: [(&'static str, tokio::task::JoinHandle<()>); 3]) {
     for (kind, mut task) in controllers {
         if tokio::time::timeout(CONTROLLER_STOP, &mut task)
             .await

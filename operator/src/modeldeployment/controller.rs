@@ -17,13 +17,12 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::modeldeployment::model_resolution::{
@@ -37,14 +36,7 @@ use crate::shared::conditions::set_condition;
 use crate::shared::hub_check::{HubCheck, check_hub_model, operator_hub_settings};
 use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
 
-/// What every reconcile shares.
-#[derive(Clone)]
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Metrics,
-    pub config: OperatorConfig,
-}
+pub use crate::shared::controller_context::Context;
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run_modeldeployment_controller(

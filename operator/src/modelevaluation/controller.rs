@@ -24,19 +24,17 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::finetunejob::dataset_check::secret_storage_settings;
 use crate::finetunejob::storage_access::{StorageAccess, operator_storage_access};
 use crate::finetunejob::trainer_job::run_uri;
 use crate::finetunejob::trainer_observation::last_failure_message_of;
-use crate::metrics::Metrics;
 use crate::modelevaluation::evaluation_job::{
     EVALUATE_CONTAINER, EVALUATION_LABEL, EvaluationPlanError, JobRun, evaluation_job_name,
     evaluation_run_uri, plan_evaluation_job, plan_evaluation_secret,
@@ -57,14 +55,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// The annotation on the Job with the evaluation generation it runs.
 const GENERATION_ANNOTATION: &str = "anneal.dev/generation";
 
-/// What every reconcile shares.
-#[derive(Clone)]
-pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Metrics,
-    pub config: OperatorConfig,
-}
+pub use crate::shared::controller_context::Context;
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run_modelevaluation_controller(

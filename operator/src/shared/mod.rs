@@ -1,7 +1,8 @@
-//! What both controllers build on: status conditions, the hub check, the image policy, server-side apply of status,
+//! What the controllers build on: the context of the two without report state, status conditions, the hub check, the image policy, server-side apply of status,
 //! the pod parts every planned pod shares, and (in tests) snapshot comparison.
 
 pub mod conditions;
+pub mod controller_context;
 pub mod hub_check;
 pub mod image_policy;
 pub mod pod_parts;

@@ -222,14 +222,43 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     let report = only_report(dir.path());
-    let models = report["models"].as_array().unwrap();
-    let names: Vec<&str> = models
+    check_answers(&report);
+    check_judge_scores(&report);
+    check_run_files(&only_run(dir.path()));
+    check_both_orders(&report);
+    check_requests(&fake);
+    check_printed(&stdout, &stderr, &only_run(dir.path()));
+
+    // A wrong key: the endpoint's refusal, with the model's name; no report, and the
+    // answers already made are kept for the next try.
+    std::fs::write(secrets.join("hosted-key/apiKey"), "sk-wrong").unwrap();
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    let output = run_evaluate(dir.path(), &manifest, &served, &secrets, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("trainer evaluate: model hosted: ") && stderr.contains("401"),
+        "{stderr}"
+    );
+    let run = only_run(dir.path());
+    assert!(!run.join("report.json").exists());
+    assert!(run.join("answers/base.json").exists());
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The models in order; the same weights asked here and through trainer serve answer
+/// alike (greedy); the hosted model in the house style; the prompt-only line.
+fn check_answers(report: &Value) {
+    let names: Vec<&str> = report["models"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|m| m["model"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["base", "served", "hosted"]);
-
-    // The same weights, asked here and through trainer serve, answer alike (greedy).
     for sample in report["samples"].as_array().unwrap() {
         let answers = sample["answers"].as_array().unwrap();
         assert_eq!(answers[0]["answer"], answers[1]["answer"], "{sample}");
@@ -240,8 +269,12 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
         Value::Null,
         "prompt-only line"
     );
+}
 
-    // The judge: 9 for the house style, 2 without; the garbled sample unscored.
+/// The judge: 9 for the house style, 2 without; the garbled sample unscored; the
+/// pairwise rates against the baseline; the regex metric beside it.
+fn check_judge_scores(report: &Value) {
+    let models = &report["models"];
     let judge = |m: usize| &models[m]["scores"][0];
     assert_eq!(judge(0)["metric"], "judge 1-10");
     assert_eq!(judge(0)["score"]["mean"], 2.0);
@@ -259,22 +292,25 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
         "the baseline is not compared with itself"
     );
     assert_eq!(report["best"], "hosted");
-    // The status the operator copies: scores per model and the pairwise rates.
-    let run = only_run(dir.path());
-    let status: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
+    assert_eq!(models[2]["scores"][1]["score"]["mean"], 1.0);
+    assert_eq!(models[0]["scores"][1]["score"]["mean"], 0.0);
+}
+
+/// The status the operator copies (scores per model and the pairwise rates), and the
+/// progress file.
+fn check_run_files(run: &Path) {
+    let status = read_json(&run.join("status.json"));
     assert_eq!(status["best"]["model"], "hosted");
     assert_eq!(status["results"][2]["metrics"][0]["score"], 9.0);
     assert_eq!(status["results"][2]["metrics"][0]["unscored"], 1);
     assert_eq!(status["results"][2]["judgePairwise"]["wins"], 1.0);
     // Every reply counted: 3 models x 4 answers, 12 scores and 16 comparisons.
-    let progress: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("progress.json")).unwrap()).unwrap();
+    let progress = read_json(&run.join("progress.json"));
     assert_eq!(progress, serde_json::json!({"answered": 40, "total": 40}));
-    assert_eq!(models[2]["scores"][1]["score"]["mean"], 1.0);
-    assert_eq!(models[0]["scores"][1]["score"]["mean"], 0.0);
+}
 
-    // Each pair was asked in both orders: the hosted answer as A, then as B.
+/// Each pair was asked in both orders: the hosted answer as A, then as B.
+fn check_both_orders(report: &Value) {
     let hosted = &report["samples"][0]["answers"][2]["judge"][0];
     let replies = &hosted["pairwise"]["replies"];
     assert!(
@@ -287,9 +323,11 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
     );
     assert_eq!(hosted["pairwise"]["outcome"], "win");
     assert_eq!(report["samples"][3]["answers"][2]["scores"][0], Value::Null);
+}
 
-    // What the servers were asked: 4 answers from the hosted model with the manifest's
-    // generation settings; 3 x 4 scores and 2 x 2 x 4 comparisons from the judge, greedy.
+/// What the servers were asked: 4 answers from the hosted model with the manifest's
+/// generation settings; 3 x 4 scores and 2 x 2 x 4 comparisons from the judge, greedy.
+fn check_requests(fake: &FakeOpenAi) {
     let requests = fake.requests.lock().unwrap();
     let (hosted, judged): (Vec<&Value>, Vec<&Value>) =
         requests.iter().partition(|r| r["model"] == "styled");
@@ -308,8 +346,10 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
             .iter()
             .all(|r| r["temperature"] == 0.0 && r["max_tokens"] == 512)
     );
-    drop(requests);
+}
 
+/// The table and log lines, and the judge's replies on the page.
+fn check_printed(stdout: &str, stderr: &str, run: &Path) {
     assert!(
         stdout.contains("win/tie/loss 1.00/0.00/0.00 (1 unscored)"),
         "{stdout}"
@@ -322,31 +362,12 @@ fn served_models_are_judged_in_both_orders_and_garbled_verdicts_are_counted() {
         stderr.contains("judge (judge-0): 1 of 4 replies about hosted had no score line"),
         "{stderr}"
     );
-    let page = only_run(dir.path()).join("report.html");
-    let page = std::fs::read_to_string(page).unwrap();
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(
         page.contains("judge 1-10: the judge's reasons"),
         "the judge's replies are on the page"
     );
-    assert!(page.contains(
-        "Judged by the house style.
-Score: 9"
-    ));
-
-    // A wrong key: the endpoint's refusal, with the model's name; no report, and the
-    // answers already made are kept for the next try.
-    std::fs::write(secrets.join("hosted-key/apiKey"), "sk-wrong").unwrap();
-    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
-    let output = run_evaluate(dir.path(), &manifest, &served, &secrets, &[]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("trainer evaluate: model hosted: ") && stderr.contains("401"),
-        "{stderr}"
-    );
-    let run = only_run(dir.path());
-    assert!(!run.join("report.json").exists());
-    assert!(run.join("answers/base.json").exists());
+    assert!(page.contains("Judged by the house style.\nScore: 9"));
 }
 
 #[test]
