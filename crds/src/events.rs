@@ -120,12 +120,22 @@ mod tests {
                 epoch: 1.5,
                 uri: "s3://b/p/checkpoints/ckpt-12".into(),
                 valid_loss: Some(1.5),
+                evaluation: vec![crate::modelevaluation::MetricScore {
+                    metric: "rougeL".into(),
+                    score: 0.5,
+                    low: 0.25,
+                    high: 0.75,
+                    unscored: 0,
+                }],
                 samples: vec!["Sure thing!".into()],
             }),
         };
         let line = checkpoint.to_line();
         assert!(line.contains(r#""type":"checkpoint","name":"ckpt-12","step":12"#));
         assert!(line.contains(r#""validLoss":1.5"#));
+        assert!(line.contains(
+            r#""evaluation":[{"metric":"rougeL","score":0.5,"low":0.25,"high":0.75}]"#
+        ));
         assert_eq!(TrainerEvent::from_line(&line).unwrap(), checkpoint);
     }
 

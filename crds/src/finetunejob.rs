@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::common::{BaseModelSpec, ResourcesSpec};
 use crate::dataset::ChatMessage;
 use crate::hyperparameters::{HyperparametersSpec, ResolvedHyperparameters};
+use crate::modelevaluation::{
+    EvaluationDataset, GenerationSpec, METRICS_MAX, MetricScore, MetricSpec,
+};
 use crate::limits::{
     CHECKPOINTS_KEEP_MAX, EARLY_STOPPING_MIN_DELTA_MAX, EARLY_STOPPING_PATIENCE, NAME_MAX,
     PROMPT_CONTENT_MAX, PROMPT_MESSAGES_MAX, PUBLISH_MAX, PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX,
@@ -283,10 +286,37 @@ pub struct CheckpointsSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = SAMPLE_PROMPTS_MAX))]
     pub sample_prompts: Vec<SamplePrompt>,
-    /// End the run when the validation loss stops improving; the result is then the
-    /// best checkpoint. Needs validation data.
+    /// End the run when the checkpoints stop improving (the validation loss, or with
+    /// `evaluation` its first metric); the result is then the best checkpoint. Needs
+    /// validation data or `evaluation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStoppingSpec>,
+    /// Held-out chats every checkpoint answers, scored by metrics (chat jobs). The best
+    /// checkpoint (`best` in ModelDeployments, ModelEvaluations and `publish`) is then
+    /// the one with the best score for the first metric rather than the lowest
+    /// validation loss, and early stopping follows that score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<CheckpointEvaluationSpec>,
+}
+
+/// The evaluation a job runs at every checkpoint: a ModelEvaluation's dataset, metrics
+/// and generation settings, for the model being trained.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("self.metrics.all(m, !has(m.judge))").message("a judge scores in a ModelEvaluation (fineTuneJob checkpoint: all), not at every checkpoint").field_path(".metrics"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointEvaluationSpec {
+    /// The held-out chats: the last assistant turn of each is the reference answer.
+    /// Every checkpoint answers them all, so keep it to the tens or few hundreds
+    /// (`maxSamples`).
+    pub dataset: EvaluationDataset,
+    /// The first decides which checkpoint is best: the highest score, or for
+    /// `referenceLoss` the lowest.
+    #[schemars(length(min = 1, max = METRICS_MAX))]
+    pub metrics: Vec<MetricSpec>,
+    #[serde(default)]
+    pub generation: GenerationSpec,
 }
 
 impl Default for CheckpointsSpec {
@@ -297,6 +327,7 @@ impl Default for CheckpointsSpec {
             keep: None,
             sample_prompts: Vec::new(),
             early_stopping: None,
+            evaluation: None,
         }
     }
 }
@@ -491,9 +522,15 @@ pub struct CheckpointStatus {
     pub epoch: f64,
     /// The checkpoint folder in object storage.
     pub uri: String,
-    /// Validation loss of this checkpoint; `best` picks the lowest.
+    /// Validation loss of this checkpoint; without `checkpoints.evaluation`, `best`
+    /// picks the lowest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_loss: Option<f64>,
+    /// Its scores on `checkpoints.evaluation`'s chats, one per metric (and
+    /// `perplexity` after `referenceLoss`), each with its 95% interval; `best` picks
+    /// by the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluation: Vec<MetricScore>,
     /// Answers to `spec.checkpoints.samplePrompts`, in order; for an image job, the
     /// URIs of the sample images (PNG) drawn for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

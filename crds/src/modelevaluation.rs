@@ -1,9 +1,8 @@
 //! `ModelEvaluation`: compare models (a FineTuneJob's checkpoints, base models,
 //! ModelDeployments, OpenAI-compatible endpoints) on a held-out set of chats, with
 //! reference metrics and an LLM judge, and report which one answers best.
-//!
-//! The types and their rules come first; the operator does not run evaluations
-//! yet, so the kind is not in the generated CRDs until it does.
+//! A FineTuneJob's `checkpoints.evaluation` takes the same dataset, metrics and
+//! generation settings to score every checkpoint while it trains.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};

@@ -259,12 +259,16 @@ fn check_checkpoints(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             );
         } else if spec.dataset.validation.is_none()
             && spec.dataset.resolved_validation_split() <= 0.0
+            && c.evaluation.is_none()
         {
             e.push(
                 "spec.checkpoints.earlyStopping",
-                "needs validation data to judge by: set spec.dataset.validation or a validationSplit above 0",
+                "needs something to judge by: set spec.dataset.validation, a validationSplit above 0, or spec.checkpoints.evaluation",
             );
         }
+    }
+    if let Some(evaluation) = &c.evaluation {
+        evaluation_fields::check_checkpoint_evaluation(e, "spec.checkpoints.evaluation", evaluation);
     }
 }
 

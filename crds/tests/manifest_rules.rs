@@ -58,7 +58,41 @@ fn job_cases() -> Vec<Case> {
             // phase and its admission webhook apply it, as local mode does.
             &[],
             &[
-                "spec.checkpoints.earlyStopping: needs validation data to judge by: set spec.dataset.validation or a validationSplit above 0",
+                "spec.checkpoints.earlyStopping: needs something to judge by: set spec.dataset.validation, a validationSplit above 0, or spec.checkpoints.evaluation",
+            ],
+        ),
+        (
+            "a judge at every checkpoint",
+            json!({"spec": {"checkpoints": {"evaluation": {
+                "dataset": {"uri": "s3://data/held-out.jsonl"},
+                "metrics": [{"rougeL": {}}, {"judge": {"model": {"endpoint": {"url": "https://api.example.com/v1", "model": "judge"}}, "rubric": "Good?"}}],
+            }}}}),
+            &[
+                "spec.checkpoints.evaluation.metrics: a judge scores in a ModelEvaluation (fineTuneJob checkpoint: all), not at every checkpoint",
+            ],
+            &[
+                "spec.checkpoints.evaluation.metrics[1].judge: a judge scores in a ModelEvaluation (fineTuneJob checkpoint: all), not at every checkpoint",
+            ],
+        ),
+        (
+            "a checkpoint evaluation without metrics or a dataset",
+            json!({"spec": {"checkpoints": {"evaluation": {"dataset": {"maxSamples": 0}, "metrics": []}}}}),
+            &[
+                "/spec/checkpoints/evaluation/dataset/maxSamples: 0 is less than the minimum of 1.0",
+                "/spec/checkpoints/evaluation/metrics: [] has less than 1 item",
+            ],
+            &[
+                "spec.checkpoints.evaluation.dataset: set exactly one of dataset.uri and dataset.configMap",
+                "spec.checkpoints.evaluation.dataset.maxSamples: must be between 1 and 4294967295, got 0",
+                "spec.checkpoints.evaluation.metrics: must list 1 to 16 metrics, got 0",
+            ],
+        ),
+        (
+            "a checkpoint evaluation's regular expression that does not compile",
+            json!({"spec": {"checkpoints": {"evaluation": {"dataset": {"uri": "s3://data/held-out.jsonl"}, "metrics": [{"regex": {"pattern": "(unclosed"}}]}}}}),
+            &[],
+            &[
+                "spec.checkpoints.evaluation.metrics[0].regex.pattern: is not a regular expression: unclosed group",
             ],
         ),
         (

@@ -1,13 +1,17 @@
-//! The rules of a ModelEvaluation, as its CRD's schema and CEL rules state them,
+//! The rules of a ModelEvaluation (and of a FineTuneJob's `checkpoints.evaluation`,
+//! which shares its dataset, metrics and generation settings), as the CRD's schema
+//! and CEL rules state them,
 //! checked without an API server (`trainer evaluate` locally, the operator again),
 //! plus what CEL cannot say: a regular expression that does not compile, and a
 //! baseline or judge that is a whole job's checkpoints.
 
 use super::{FieldErrors, check_base_model, check_object_names};
 use crate::limits::{NAME_MAX, URI_MAX};
+use crate::finetunejob::CheckpointEvaluationSpec;
 use crate::modelevaluation::{
-    ANSWER_TOKENS_MAX, EVALUATED_MODELS_MAX, EndpointModel, EvaluatedModel, JudgeModel,
-    METRICS_MAX, MetricSpec, ModelEvaluation, ModelEvaluationSpec, RUBRIC_MAX,
+    ANSWER_TOKENS_MAX, EVALUATED_MODELS_MAX, EndpointModel, EvaluatedModel, EvaluationDataset,
+    GenerationSpec, JudgeModel, METRICS_MAX, MetricSpec, ModelEvaluation, ModelEvaluationSpec,
+    RUBRIC_MAX,
 };
 
 /// Checks a ModelEvaluation: its name and its spec.
@@ -57,43 +61,78 @@ fn check_spec(e: &mut FieldErrors, spec: &ModelEvaluationSpec) {
             Some(_) => {}
         }
     }
-    let dataset = &spec.dataset;
-    match (&dataset.uri, &dataset.config_map) {
-        (Some(uri), None) => e.length("spec.dataset.uri", uri, URI_MAX),
-        (None, Some(config_map)) => {
-            e.length("spec.dataset.configMap.name", &config_map.name, NAME_MAX);
-            e.length("spec.dataset.configMap.key", &config_map.key, NAME_MAX);
+    check_dataset(e, "spec.dataset", &spec.dataset);
+    check_metric_count(e, "spec.metrics", &spec.metrics);
+    for (index, metric) in spec.metrics.iter().enumerate() {
+        check_metric(e, &format!("spec.metrics[{index}]"), metric, &spec.models);
+    }
+    check_generation(e, "spec.generation", &spec.generation);
+}
+
+/// `spec.checkpoints.evaluation` of a FineTuneJob: a ModelEvaluation's dataset,
+/// metrics and generation settings, without a judge (it would need a model of its
+/// own beside the one training).
+pub(super) fn check_checkpoint_evaluation(
+    e: &mut FieldErrors,
+    path: &str,
+    evaluation: &CheckpointEvaluationSpec,
+) {
+    check_dataset(e, &format!("{path}.dataset"), &evaluation.dataset);
+    check_metric_count(e, &format!("{path}.metrics"), &evaluation.metrics);
+    for (index, metric) in evaluation.metrics.iter().enumerate() {
+        let path = format!("{path}.metrics[{index}]");
+        if metric.judge.is_some() {
+            e.push(
+                format!("{path}.judge"),
+                "a judge scores in a ModelEvaluation (fineTuneJob checkpoint: all), not at every checkpoint",
+            );
+            continue;
         }
-        _ => e.push(
-            "spec.dataset",
-            "set exactly one of dataset.uri and dataset.configMap",
-        ),
+        check_metric(e, &path, metric, &[]);
+    }
+    check_generation(e, &format!("{path}.generation"), &evaluation.generation);
+}
+
+fn check_dataset(e: &mut FieldErrors, path: &str, dataset: &EvaluationDataset) {
+    match (&dataset.uri, &dataset.config_map) {
+        (Some(uri), None) => e.length(&format!("{path}.uri"), uri, URI_MAX),
+        (None, Some(config_map)) => {
+            e.length(
+                &format!("{path}.configMap.name"),
+                &config_map.name,
+                NAME_MAX,
+            );
+            e.length(&format!("{path}.configMap.key"), &config_map.key, NAME_MAX);
+        }
+        _ => e.push(path, "set exactly one of dataset.uri and dataset.configMap"),
     }
     e.range(
-        "spec.dataset.maxSamples",
+        &format!("{path}.maxSamples"),
         dataset.max_samples,
         (1, u32::MAX),
     );
-    if spec.metrics.is_empty() || spec.metrics.len() > METRICS_MAX {
+}
+
+fn check_metric_count(e: &mut FieldErrors, path: &str, metrics: &[MetricSpec]) {
+    if metrics.is_empty() || metrics.len() > METRICS_MAX {
         e.push(
-            "spec.metrics",
+            path,
             format!(
                 "must list 1 to {METRICS_MAX} metrics, got {}",
-                spec.metrics.len()
+                metrics.len()
             ),
         );
     }
-    for (index, metric) in spec.metrics.iter().enumerate() {
-        check_metric(e, &format!("spec.metrics[{index}]"), metric, spec);
-    }
-    let generation = &spec.generation;
+}
+
+fn check_generation(e: &mut FieldErrors, path: &str, generation: &GenerationSpec) {
     e.range(
-        "spec.generation.temperature",
+        &format!("{path}.temperature"),
         Some(generation.temperature),
         (0.0, 2.0),
     );
     e.range(
-        "spec.generation.maxTokens",
+        &format!("{path}.maxTokens"),
         Some(generation.max_tokens),
         (1, ANSWER_TOKENS_MAX),
     );
@@ -168,7 +207,8 @@ fn check_endpoint(e: &mut FieldErrors, path: &str, endpoint: &EndpointModel) {
     e.length(&format!("{path}.model"), &endpoint.model, NAME_MAX);
 }
 
-fn check_metric(e: &mut FieldErrors, path: &str, metric: &MetricSpec, spec: &ModelEvaluationSpec) {
+/// One metric; a judge that names an evaluated model must name one of `models`.
+fn check_metric(e: &mut FieldErrors, path: &str, metric: &MetricSpec, models: &[EvaluatedModel]) {
     let kinds = [
         metric.exact_match.is_some(),
         metric.contains.is_some(),
@@ -202,7 +242,7 @@ fn check_metric(e: &mut FieldErrors, path: &str, metric: &MetricSpec, spec: &Mod
     if let Some(judge) = &metric.judge {
         e.length(&format!("{path}.judge.rubric"), &judge.rubric, RUBRIC_MAX);
         e.range(&format!("{path}.judge.scale"), Some(judge.scale), (2, 100));
-        check_judge_model(e, &format!("{path}.judge.model"), &judge.model, spec);
+        check_judge_model(e, &format!("{path}.judge.model"), &judge.model, models);
     }
 }
 
@@ -210,7 +250,7 @@ fn check_judge_model(
     e: &mut FieldErrors,
     path: &str,
     judge: &JudgeModel,
-    spec: &ModelEvaluationSpec,
+    models: &[EvaluatedModel],
 ) {
     let sources = [
         judge.evaluated_model.is_some(),
@@ -225,7 +265,7 @@ fn check_judge_model(
         );
     }
     if let Some(name) = &judge.evaluated_model {
-        match spec.models.iter().find(|m| &m.name == name) {
+        match models.iter().find(|m| &m.name == name) {
             None => e.push(
                 format!("{path}.evaluatedModel"),
                 format!("{name:?} is not the name of one of the models"),

@@ -131,6 +131,12 @@ fn check_image_job(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             );
         }
     }
+    if spec.checkpoints.evaluation.is_some() {
+        e.push(
+            "spec.checkpoints.evaluation",
+            "only a chat job answers held-out chats; an image job's checkpoints draw samplePrompts",
+        );
+    }
     check_image_prompts(e, spec);
 }
 

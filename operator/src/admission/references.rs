@@ -74,10 +74,23 @@ fn output_and_dataset(
 pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
     let spec = &job.spec;
     let mut found = output_and_dataset(spec.output.as_ref(), spec.dataset.config_map.as_ref());
+    let evaluation = spec.checkpoints.evaluation.as_ref().map(|e| &e.dataset);
+    if let Some(config_map) = evaluation.and_then(|d| d.config_map.as_ref()) {
+        found.push(Reference::new(
+            "spec.checkpoints.evaluation.dataset.configMap.name",
+            "",
+            "configmaps",
+            &config_map.name,
+        ));
+    }
     let uris = [
         ("spec.baseModel.source", spec.base_model.source.as_ref()),
         ("spec.dataset.train", spec.dataset.train.as_ref()),
         ("spec.dataset.validation", spec.dataset.validation.as_ref()),
+        (
+            "spec.checkpoints.evaluation.dataset.uri",
+            evaluation.and_then(|d| d.uri.as_ref()),
+        ),
         ("spec.output.uri", spec.output.as_ref().map(|o| &o.uri)),
     ];
     found.extend(
@@ -185,6 +198,33 @@ spec:
 "#,
         )
         .unwrap();
+        let with_evaluation = |dataset: &str| {
+            let mut job = job.clone();
+            job.spec.checkpoints.evaluation = Some(
+                serde_yaml_ng::from_str(&format!("{{dataset: {dataset}, metrics: [rougeL: {{}}]}}"))
+                    .unwrap(),
+            );
+            finetunejob_references(&job)
+                .into_iter()
+                .map(|r| (r.field, r.resource, r.name))
+                .find(|(field, _, _)| field.starts_with("spec.checkpoints"))
+        };
+        assert_eq!(
+            with_evaluation("{configMap: {name: held-out}}"),
+            Some((
+                "spec.checkpoints.evaluation.dataset.configMap.name".to_owned(),
+                "configmaps",
+                "held-out".to_owned()
+            ))
+        );
+        assert_eq!(
+            with_evaluation("{uri: \"pvc://eval-data/held-out.jsonl\"}"),
+            Some((
+                "spec.checkpoints.evaluation.dataset.uri".to_owned(),
+                "persistentvolumeclaims",
+                "eval-data".to_owned()
+            ))
+        );
         let named: Vec<(String, &str, String)> = finetunejob_references(&job)
             .into_iter()
             .map(|r| (r.field, r.resource, r.name))

@@ -31,11 +31,12 @@ const DATASET_CHECKS_AT_ONCE: usize = 2;
 static DATASET_CHECKS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(DATASET_CHECKS_AT_ONCE);
 
-/// A dataset to judge: a ConfigMap's text, an object to read the head of, or an
-/// image folder (its URI and the job's trigger word).
+/// A dataset to judge: a ConfigMap's text, an object to read the head of (each with
+/// the kind of lines it holds), or an image folder (its URI and the job's trigger
+/// word).
 enum DatasetSource {
-    Text(String, String),
-    Object(&'static str, String, Vec<(String, String)>),
+    Text(String, String, DatasetKind),
+    Object(&'static str, String, Vec<(String, String)>, DatasetKind),
     Images(String, Vec<(String, String)>, Option<String>),
 }
 
@@ -47,7 +48,8 @@ pub enum DatasetCheck {
     Waiting(String),
 }
 
-/// Checks the training data and the validation data, if the job names a file for it.
+/// Checks the training data, the validation data if the job names a file for it, and
+/// the held-out chats of `checkpoints.evaluation`.
 pub async fn check_datasets(
     client: &Client,
     job: &FineTuneJob,
@@ -62,11 +64,23 @@ pub async fn check_datasets(
     // Datasets the operator does not read, and why: the trainer checks them as it loads.
     let mut left_to_trainer = None;
     let mut sources = Vec::new();
-    if let Some(config_map) = &job.spec.dataset.config_map {
+    let evaluation = job.spec.checkpoints.evaluation.as_ref().map(|e| &e.dataset);
+    let config_maps = [
+        ("spec.dataset.configMap", job.spec.dataset.config_map.as_ref(), kind),
+        (
+            "spec.checkpoints.evaluation.dataset.configMap",
+            evaluation.and_then(|d| d.config_map.as_ref()),
+            DatasetKind::Evaluation,
+        ),
+    ];
+    for (field, config_map, kind) in config_maps {
+        let Some(config_map) = config_map else {
+            continue;
+        };
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
         let Some(found) = api.get_opt(&config_map.name).await? else {
             return Ok(DatasetCheck::Waiting(format!(
-                "spec.dataset.configMap: waiting for ConfigMap {} in namespace {namespace}",
+                "{field}: waiting for ConfigMap {} in namespace {namespace}",
                 config_map.name
             )));
         };
@@ -75,22 +89,28 @@ pub async fn check_datasets(
             .as_ref()
             .and_then(|data| data.get(&config_map.key))
             .cloned();
-        let source = format!(
-            "spec.dataset.configMap {}/{}",
-            config_map.name, config_map.key
-        );
+        let source = format!("{field} {}/{}", config_map.name, config_map.key);
         let Some(text) = text else {
             return Ok(DatasetCheck::Judged(Verdict {
                 reason: VerdictReason::InvalidDataset,
                 message: format!("invalid dataset {source}: the ConfigMap has no such key"),
             }));
         };
-        sources.push(DatasetSource::Text(source, text));
+        sources.push(DatasetSource::Text(source, text, kind));
     }
-    for (field, uri) in [
-        ("spec.dataset.train", &job.spec.dataset.train),
-        ("spec.dataset.validation", &job.spec.dataset.validation),
-        ("spec.dataset.images", &job.spec.dataset.images),
+    for (field, uri, kind) in [
+        ("spec.dataset.train", job.spec.dataset.train.as_ref(), kind),
+        (
+            "spec.dataset.validation",
+            job.spec.dataset.validation.as_ref(),
+            kind,
+        ),
+        ("spec.dataset.images", job.spec.dataset.images.as_ref(), kind),
+        (
+            "spec.checkpoints.evaluation.dataset.uri",
+            evaluation.and_then(|d| d.uri.as_ref()),
+            DatasetKind::Evaluation,
+        ),
     ] {
         let Some(uri) = uri else { continue };
         if !uri.starts_with("s3://") {
@@ -107,7 +127,12 @@ pub async fn check_datasets(
                 ));
             }
             StorageAccess::Allowed(settings) => {
-                sources.push(DatasetSource::Object(field, uri.clone(), settings.clone()));
+                sources.push(DatasetSource::Object(
+                    field,
+                    uri.clone(),
+                    settings.clone(),
+                    kind,
+                ));
             }
             StorageAccess::Refused(why) => {
                 left_to_trainer = Some(format!(
@@ -125,7 +150,7 @@ pub async fn check_datasets(
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let (name, head) = match source {
+        let (name, head, kind) = match source {
             DatasetSource::Images(uri, settings, trigger_word) => {
                 let verdict = check_image_folder(&uri, settings, trigger_word).await?;
                 if !verdict.passed() {
@@ -134,13 +159,13 @@ pub async fn check_datasets(
                 messages.push(verdict.message);
                 continue;
             }
-            DatasetSource::Text(name, text) => {
+            DatasetSource::Text(name, text, kind) => {
                 let size = text.len() as u64;
-                (name, Some((text.into_bytes(), size)))
+                (name, Some((text.into_bytes(), size)), kind)
             }
-            DatasetSource::Object(field, uri, settings) => {
+            DatasetSource::Object(field, uri, settings, kind) => {
                 let head = read_head(&uri, settings).await?;
-                (format!("{field} {uri}"), head)
+                (format!("{field} {uri}"), head, kind)
             }
         };
         let Some((bytes, size)) = head else {

@@ -52,7 +52,7 @@ pub fn publish_source(
         "best" => best_checkpoint(&status.checkpoints)
             .map(|best| (best.name.clone(), best.uri.clone()))
             .ok_or_else(|| {
-                "no checkpoint has a validation loss (the job held out no validation data); name a checkpoint or use final".to_owned()
+                "no checkpoint has a validation loss or a checkpoints.evaluation score (the job held out no validation data); name a checkpoint or use final".to_owned()
             }),
         name => named(name).ok_or_else(|| {
             let known: Vec<&str> = status.checkpoints.iter().map(|c| c.name.as_str()).collect();

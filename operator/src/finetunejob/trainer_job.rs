@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::common::ResourcesSpec;
+use anneal_crds::modelevaluation::EvaluationDataset;
 use anneal_crds::hub::HubRef;
 use anneal_crds::memory_plan::{ByteSize, GIB, ModelShape, scratch_plan};
 use k8s_openapi::ByteString;
@@ -47,6 +48,8 @@ pub const MANIFEST_KEY: &str = "finetunejob.yaml";
 const JOB_FILES_DIR: &str = "/var/run/anneal/job";
 /// Where a ConfigMap dataset is mounted in the pod.
 const DATASET_DIR: &str = "/var/run/anneal/dataset";
+/// Where a ConfigMap's `checkpoints.evaluation` chats are mounted.
+const EVALUATION_DATASET_DIR: &str = "/var/run/anneal/evaluation-dataset";
 
 /// Why a job cannot be planned; each names the field to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,8 +147,27 @@ pub fn pod_manifest(job: &FineTuneJob) -> Result<String, PlanError> {
     if let Some(images) = &dataset.images {
         dataset.images = Some(pod_source_uri("spec.dataset.images", images)?.0);
     }
+    if let Some(evaluation) = &mut planned.spec.checkpoints.evaluation {
+        let dataset = &mut evaluation.dataset;
+        if let Some(config_map) = dataset.config_map.take() {
+            dataset.uri = Some(format!(
+                "file://{EVALUATION_DATASET_DIR}/{}",
+                config_map.key
+            ));
+        }
+        if let Some(uri) = &dataset.uri {
+            dataset.uri = Some(pod_source_uri(EVALUATION_DATASET_FIELD, uri)?.0);
+        }
+    }
     Ok(serde_yaml_ng::to_string(&planned).expect("a FineTuneJob serializes"))
 }
+
+/// The held-out chats `checkpoints.evaluation` scores every checkpoint on.
+fn evaluation_dataset(job: &FineTuneJob) -> Option<&EvaluationDataset> {
+    (job.spec.checkpoints.evaluation.as_ref()).map(|evaluation| &evaluation.dataset)
+}
+
+const EVALUATION_DATASET_FIELD: &str = "spec.checkpoints.evaluation.dataset.uri";
 
 /// Checks that the pod can read every source, without planning anything.
 pub fn check_sources(job: &FineTuneJob) -> Result<(), PlanError> {
@@ -176,7 +198,12 @@ fn pod_source_uri(field: &'static str, uri: &str) -> Result<(String, Option<PvcM
     match scheme {
         // The trainer fetches a hub model itself, through the model cache.
         "s3" | "hf" | "modelscope" => Ok((uri.to_owned(), None)),
-        "file" if uri.starts_with(&format!("file://{DATASET_DIR}/")) => Ok((uri.to_owned(), None)),
+        "file"
+            if uri.starts_with(&format!("file://{DATASET_DIR}/"))
+                || uri.starts_with(&format!("file://{EVALUATION_DATASET_DIR}/")) =>
+        {
+            Ok((uri.to_owned(), None))
+        }
         "file" => Err(PlanError::LocalFileInCluster { field }),
         "pvc" => {
             let rest = &uri["pvc://".len()..];
@@ -210,6 +237,9 @@ fn pvc_mounts(job: &FineTuneJob) -> Result<Vec<PvcMount>, PlanError> {
     }
     if let Some(images) = &job.spec.dataset.images {
         sources.push(("spec.dataset.images", images));
+    }
+    if let Some(uri) = evaluation_dataset(job).and_then(|d| d.uri.as_ref()) {
+        sources.push((EVALUATION_DATASET_FIELD, uri));
     }
     let mut claims = Vec::new();
     for (field, uri) in sources {
@@ -331,7 +361,13 @@ fn pod_files(
         files.env.extend(variables);
     }
     if let Some(config_map) = &job.spec.dataset.config_map {
-        let (volume, dataset_mount) = config_map_file(config_map, DATASET_DIR);
+        let (volume, dataset_mount) = config_map_file("dataset", config_map, DATASET_DIR);
+        files.mounts.push(dataset_mount);
+        files.volumes.push(volume);
+    }
+    if let Some(config_map) = evaluation_dataset(job).and_then(|d| d.config_map.as_ref()) {
+        let (volume, dataset_mount) =
+            config_map_file("evaluation-dataset", config_map, EVALUATION_DATASET_DIR);
         files.mounts.push(dataset_mount);
         files.volumes.push(volume);
     }

@@ -7,6 +7,7 @@
 use anneal_crds::finetunejob::{
     CheckpointStatus, FineTuneJobStatus, JobPhase, TrainingType, fine_tuned_model_id,
 };
+use anneal_crds::best_checkpoint::best_checkpoint_index;
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
 use crate::config::OperatorConfig;
@@ -250,7 +251,7 @@ fn chosen_checkpoint(
                 return Err(Box::new(Resolution::Failed {
                     reason: "NoValidationLoss",
                     message: format!(
-                        "checkpoint best: no checkpoint of FineTuneJob {job_name} has a validation loss (it held out no validation data); name a checkpoint or use final"
+                        "checkpoint best: no checkpoint of FineTuneJob {job_name} has a validation loss or a checkpoints.evaluation score (it held out no validation data); name a checkpoint or use final"
                     ),
                 }));
             }
@@ -362,11 +363,11 @@ fn served_checkpoint(
     }
 }
 
-/// The checkpoint with the lowest validation loss (the earliest of equals); those
-/// without one do not compete.
+/// The best checkpoint: by the first metric of `checkpoints.evaluation` where the job
+/// has one, else by the lowest validation loss (`anneal_crds::best_checkpoint`); the
+/// same choice the report endpoint keeps in the status when it trims the list.
 pub fn best_checkpoint(checkpoints: &[CheckpointStatus]) -> Option<&CheckpointStatus> {
-    // The same choice the report endpoint keeps in the status when it trims the list.
-    crate::report::best_checkpoint_index(checkpoints).map(|index| &checkpoints[index])
+    best_checkpoint_index(checkpoints).map(|index| &checkpoints[index])
 }
 
 #[cfg(test)]

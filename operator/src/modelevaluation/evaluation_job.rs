@@ -386,7 +386,7 @@ fn pod_files(
         env_vars.extend(hub_endpoint_env(config));
     }
     if let Some(config_map) = &spec.dataset.config_map {
-        let (volume, dataset_mount) = config_map_file(config_map, DATASET_DIR);
+        let (volume, dataset_mount) = config_map_file("dataset", config_map, DATASET_DIR);
         files.mounts.push(dataset_mount);
         files.volumes.push(volume);
     }

@@ -8,6 +8,7 @@
 //! run folder, and what the status keeps is bounded (the newest checkpoints and the
 //! best, samples cut to a preview), so the status always fits the API server's limit.
 
+use anneal_crds::best_checkpoint::best_checkpoint_index;
 use anneal_crds::FineTuneJobStatus;
 use anneal_crds::events::{EventBody, LogLevel, TrainerEvent};
 use anneal_crds::finetunejob::{CheckpointStatus, JobPhase, JobResult, Metrics, Progress};
@@ -181,9 +182,9 @@ fn upsert_checkpoint(checkpoints: &mut Vec<CheckpointStatus>, checkpoint: &Check
     keep_newest_and_best(checkpoints);
 }
 
-/// Drops the oldest checkpoints past [`STATUS_CHECKPOINTS_MAX`], except the one with
-/// the lowest validation loss, which `checkpoint: best` serves. The dropped ones stay
-/// in storage.
+/// Drops the oldest checkpoints past [`STATUS_CHECKPOINTS_MAX`], except the best one
+/// (`anneal_crds::best_checkpoint`), which `checkpoint: best` serves. The dropped ones
+/// stay in storage.
 fn keep_newest_and_best(checkpoints: &mut Vec<CheckpointStatus>) {
     if checkpoints.len() <= STATUS_CHECKPOINTS_MAX {
         return;
@@ -196,20 +197,6 @@ fn keep_newest_and_best(checkpoints: &mut Vec<CheckpointStatus>) {
         index += 1;
         keep
     });
-}
-
-/// The checkpoint with the lowest finite validation loss (the earliest of equals).
-pub fn best_checkpoint_index(checkpoints: &[CheckpointStatus]) -> Option<usize> {
-    checkpoints
-        .iter()
-        .enumerate()
-        .filter_map(|(index, c)| {
-            c.valid_loss
-                .filter(|loss| loss.is_finite())
-                .map(|l| (index, l))
-        })
-        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
-        .map(|(index, _)| index)
 }
 
 /// The checkpoint as the status shows it: at most [`SAMPLES_MAX`] samples, each cut
@@ -327,6 +314,7 @@ mod tests {
             epoch: step as f64 / 10.0,
             uri: format!("s3://b/{name}"),
             valid_loss,
+            evaluation: Vec::new(),
             samples: vec![],
         })
     }

@@ -293,6 +293,7 @@ async fn unique_checkpoints_keep_the_status_and_its_patch_bounded() {
             } else {
                 1.0 + step as f64 / 100.0
             }),
+            evaluation: Vec::new(),
             samples: vec![sample.clone(); 10],
         };
         let (status, answer) = post(

@@ -101,8 +101,11 @@ fn checkpoint_lines(checkpoint: &CheckpointStatus) -> Vec<String> {
         .valid_loss
         .map(|loss| format!(" valid_loss {loss:.4}"))
         .unwrap_or_default();
+    let scores: String = (checkpoint.evaluation.iter())
+        .map(|s| format!(" {} {:.4} [{:.4}, {:.4}]", s.metric, s.score, s.low, s.high))
+        .collect();
     let mut lines = vec![format!(
-        "checkpoint {} step {} epoch {:.2}{loss} -> {}",
+        "checkpoint {} step {} epoch {:.2}{loss}{scores} -> {}",
         checkpoint.name, checkpoint.step, checkpoint.epoch, checkpoint.uri
     )];
     for (index, sample) in checkpoint.samples.iter().enumerate() {
@@ -187,12 +190,19 @@ mod tests {
             epoch: 1.5,
             uri: "s3://b/ckpt-12".into(),
             valid_loss: Some(1.3),
+            evaluation: vec![anneal_crds::modelevaluation::MetricScore {
+                metric: "rougeL".into(),
+                score: 0.5,
+                low: 0.25,
+                high: 0.75,
+                unscored: 0,
+            }],
             samples: vec!["Hello\nthere".into()],
         }));
         assert_eq!(
             render_event(&checkpoint, None),
             [
-                "2026-11-23T06:00:00Z INFO checkpoint ckpt-12 step 12 epoch 1.50 valid_loss 1.3000 -> s3://b/ckpt-12",
+                "2026-11-23T06:00:00Z INFO checkpoint ckpt-12 step 12 epoch 1.50 valid_loss 1.3000 rougeL 0.5000 [0.2500, 0.7500] -> s3://b/ckpt-12",
                 "2026-11-23T06:00:00Z INFO   sample 1: Hello there",
             ]
         );

@@ -44,8 +44,14 @@ impl Milestone {
             Some(loss) => format!("validation loss {loss:.4}"),
             None => "no validation loss".to_owned(),
         };
+        // The score `best` goes by, where the job evaluates its checkpoints.
+        let score = checkpoint
+            .evaluation
+            .first()
+            .map(|s| format!(", {} {:.4}", s.metric, s.score))
+            .unwrap_or_default();
         let message = format!(
-            "checkpoint {} saved at step {} (epoch {:.2}), {loss}",
+            "checkpoint {} saved at step {} (epoch {:.2}), {loss}{score}",
             checkpoint.name, checkpoint.step, checkpoint.epoch
         );
         Self::new(Self::CHECKPOINT_SAVED, message, false)
@@ -112,11 +118,26 @@ mod tests {
             epoch: 1.5,
             uri: "s3://b/ckpt-12".into(),
             valid_loss: Some(1.25),
+            evaluation: Vec::new(),
             samples: vec![],
         };
         assert_eq!(
             Milestone::checkpoint_saved(&checkpoint).message,
             "checkpoint ckpt-12 saved at step 12 (epoch 1.50), validation loss 1.2500"
+        );
+        let evaluated = CheckpointStatus {
+            evaluation: vec![anneal_crds::modelevaluation::MetricScore {
+                metric: "regex /^Good/".into(),
+                score: 0.75,
+                low: 0.5,
+                high: 1.0,
+                unscored: 0,
+            }],
+            ..checkpoint
+        };
+        assert_eq!(
+            Milestone::checkpoint_saved(&evaluated).message,
+            "checkpoint ckpt-12 saved at step 12 (epoch 1.50), validation loss 1.2500, regex /^Good/ 0.7500"
         );
     }
 }

@@ -35,9 +35,7 @@ mod tests;
 use std::future::Future;
 
 pub use events_file::{EventsFileError, fold_events_jsonl};
-pub use fold::{
-    FoldOutcome, FoldRules, Refusal, ReportedStatus, best_checkpoint_index, fold_event,
-};
+pub use fold::{FoldOutcome, FoldRules, Refusal, ReportedStatus, fold_event};
 pub use log_line::render_event;
 pub use milestone::Milestone;
 pub use server::{parse_events, report_router};

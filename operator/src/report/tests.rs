@@ -102,6 +102,7 @@ fn checkpoint(seq: u64, name: &str) -> Value {
             epoch: 1.0,
             uri: format!("s3://b/{name}"),
             valid_loss: Some(1.25),
+            evaluation: Vec::new(),
             samples: vec![],
         }),
     )

@@ -243,14 +243,15 @@ pub fn scratch_limit(
         .unwrap_or(config.scratch_size)
 }
 
-/// A ConfigMap key mounted as the one file `{dir}/{key}`, read-only: a dataset given
-/// inline.
+/// A ConfigMap key mounted as the one file `{dir}/{key}`, read-only, through the
+/// volume `name`: a dataset given inline.
 pub fn config_map_file(
+    name: &str,
     config_map: &anneal_crds::finetunejob::ConfigMapDataset,
     dir: &str,
 ) -> (Volume, VolumeMount) {
     let volume = Volume {
-        name: "dataset".to_owned(),
+        name: name.to_owned(),
         config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
             name: config_map.name.clone(),
             items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
@@ -263,5 +264,5 @@ pub fn config_map_file(
         }),
         ..Volume::default()
     };
-    (volume, mount("dataset", dir, true))
+    (volume, mount(name, dir, true))
 }

@@ -417,6 +417,56 @@ spec:
 }
 
 #[test]
+fn the_held_out_chats_of_checkpoint_evaluations_are_mounted_or_fetched() {
+    let with_evaluation = |dataset: &str| {
+        job_from(&format!(
+            "{FULL}  checkpoints:\n    evaluation: {{dataset: {dataset}, metrics: [rougeL: {{}}]}}\n"
+        ))
+    };
+    let from_config_map = with_evaluation("{configMap: {name: held-out, key: eval.jsonl}}");
+    let parsed = parse_finetunejob(&pod_manifest(&from_config_map).unwrap()).unwrap();
+    let dataset = &parsed.spec.checkpoints.evaluation.as_ref().unwrap().dataset;
+    assert_eq!(
+        dataset.uri.as_deref(),
+        Some("file:///var/run/anneal/evaluation-dataset/eval.jsonl")
+    );
+    assert_eq!(dataset.config_map, None);
+    // The training chats keep their own volume beside the held-out ones.
+    let planned = plan_trainer_job(&from_config_map, &config(), None).unwrap();
+    let (volumes, mounts) = volumes_and_mounts(&planned);
+    assert!(volumes.contains(&"dataset".to_owned()), "{volumes:?}");
+    assert!(
+        mounts.contains(&(
+            "evaluation-dataset".to_owned(),
+            "/var/run/anneal/evaluation-dataset".to_owned()
+        )),
+        "{mounts:?}"
+    );
+
+    let on_a_claim = with_evaluation("{uri: \"pvc://eval-data/held-out.jsonl\"}");
+    let parsed = parse_finetunejob(&pod_manifest(&on_a_claim).unwrap()).unwrap();
+    assert_eq!(
+        parsed.spec.checkpoints.evaluation.unwrap().dataset.uri.as_deref(),
+        Some("file:///mnt/pvc/eval-data/held-out.jsonl")
+    );
+    let planned = plan_trainer_job(&on_a_claim, &config(), None).unwrap();
+    let (_, mounts) = volumes_and_mounts(&planned);
+    assert!(
+        mounts.contains(&("pvc-1".to_owned(), "/mnt/pvc/eval-data".to_owned())),
+        "{mounts:?}"
+    );
+
+    let local = with_evaluation("{uri: \"file://held-out.jsonl\"}");
+    assert_eq!(
+        pod_manifest(&local).unwrap_err().to_string(),
+        PlanError::LocalFileInCluster {
+            field: "spec.checkpoints.evaluation.dataset.uri"
+        }
+        .to_string()
+    );
+}
+
+#[test]
 fn a_job_runs_only_images_the_install_allows() {
     let with_image = |image: &str| {
         job_from(&MINIMAL.replace(

@@ -28,6 +28,7 @@ fn job(phase: JobPhase, losses: &[Option<f64>], result: bool) -> FineTuneJob {
             epoch: i as f64 + 1.0,
             uri: format!("{RUN}/checkpoints/ckpt-{}", (i + 1) * 9),
             valid_loss: *loss,
+            evaluation: Vec::new(),
             samples: Vec::new(),
         })
         .collect();
@@ -186,6 +187,28 @@ fn best_ignores_checkpoints_without_a_loss_and_takes_the_earliest_of_equals() {
 }
 
 #[test]
+fn best_follows_the_checkpoint_evaluation_where_the_job_has_one() {
+    // ckpt-18 has the lowest loss; ckpt-27 answers the held-out chats best.
+    let mut job = job(JobPhase::Succeeded, &[Some(0.9), Some(0.4), Some(0.6)], true);
+    let checkpoints = &mut job.status.as_mut().unwrap().checkpoints;
+    for (checkpoint, score) in checkpoints.iter_mut().zip([0.2, 0.5, 0.8]) {
+        checkpoint.evaluation = vec![anneal_crds::modelevaluation::MetricScore {
+            metric: "contains \"In short:\"".into(),
+            score,
+            low: score - 0.1,
+            high: score + 0.1,
+            unscored: 0,
+        }];
+    }
+    let model = resolved(resolve_model(
+        &deployment("best", None),
+        Some(&job),
+        &config(),
+    ));
+    assert_eq!(model.model_id, "ft:qwen2.5-0.5b-instruct:my-job:ckpt-27");
+}
+
+#[test]
 fn a_job_not_done_waits_and_a_wrong_choice_fails() {
     // (job, checkpoint, waits (else fails), reason, message)
     let cases: [(Option<FineTuneJob>, &str, bool, &str, &str); 7] = [
@@ -229,7 +252,7 @@ fn a_job_not_done_waits_and_a_wrong_choice_fails() {
             "best",
             false,
             "NoValidationLoss",
-            "checkpoint best: no checkpoint of FineTuneJob my-job has a validation loss (it held out no validation data); name a checkpoint or use final",
+            "checkpoint best: no checkpoint of FineTuneJob my-job has a validation loss or a checkpoints.evaluation score (it held out no validation data); name a checkpoint or use final",
         ),
         (
             Some({
