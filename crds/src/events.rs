@@ -133,9 +133,11 @@ mod tests {
         let line = checkpoint.to_line();
         assert!(line.contains(r#""type":"checkpoint","name":"ckpt-12","step":12"#));
         assert!(line.contains(r#""validLoss":1.5"#));
-        assert!(line.contains(
-            r#""evaluation":[{"metric":"rougeL","score":0.5,"low":0.25,"high":0.75}]"#
-        ));
+        assert!(
+            line.contains(
+                r#""evaluation":[{"metric":"rougeL","score":0.5,"low":0.25,"high":0.75}]"#
+            )
+        );
         assert_eq!(TrainerEvent::from_line(&line).unwrap(), checkpoint);
     }
 

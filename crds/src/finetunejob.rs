@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 use crate::common::{BaseModelSpec, ResourcesSpec};
 use crate::dataset::ChatMessage;
 use crate::hyperparameters::{HyperparametersSpec, ResolvedHyperparameters};
-use crate::modelevaluation::{
-    EvaluationDataset, GenerationSpec, METRICS_MAX, MetricScore, MetricSpec,
-};
 use crate::limits::{
     CHECKPOINTS_KEEP_MAX, EARLY_STOPPING_MIN_DELTA_MAX, EARLY_STOPPING_PATIENCE, NAME_MAX,
     PROMPT_CONTENT_MAX, PROMPT_MESSAGES_MAX, PUBLISH_MAX, PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX,
     SAMPLE_PROMPTS_MAX, SAMPLE_STEPS, SOURCE_URI_PATTERN, STORAGE_URI_PATTERN, URI_MAX,
     VALIDATION_SPLIT_MAX,
+};
+use crate::modelevaluation::{
+    EvaluationDataset, GenerationSpec, METRICS_MAX, MetricScore, MetricSpec,
 };
 
 /// The training objective.
@@ -293,8 +293,9 @@ pub struct CheckpointsSpec {
     pub early_stopping: Option<EarlyStoppingSpec>,
     /// Held-out chats every checkpoint answers, scored by metrics (chat jobs). The best
     /// checkpoint (`best` in ModelDeployments, ModelEvaluations and `publish`) is then
-    /// the one with the best score for the first metric rather than the lowest
-    /// validation loss, and early stopping follows that score.
+    /// the one with the best score for the first metric (ties to the next metrics,
+    /// then the validation loss) rather than the lowest validation loss, and early
+    /// stopping follows that score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<CheckpointEvaluationSpec>,
 }

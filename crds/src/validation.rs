@@ -268,7 +268,11 @@ fn check_checkpoints(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
         }
     }
     if let Some(evaluation) = &c.evaluation {
-        evaluation_fields::check_checkpoint_evaluation(e, "spec.checkpoints.evaluation", evaluation);
+        evaluation_fields::check_checkpoint_evaluation(
+            e,
+            "spec.checkpoints.evaluation",
+            evaluation,
+        );
     }
 }
 

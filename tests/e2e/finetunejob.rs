@@ -765,6 +765,75 @@ async fn a_configmap_dataset_is_validated_by_the_operator_and_mounted_for_the_tr
     operator.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_out_configmap_scores_every_checkpoint_and_best_follows_its_first_metric() {
+    let world = World::start(&quickstart_lines(24)).await;
+    let operator = world.start_operator(None).await;
+    // The last 6 of the quick start's chats: the job trains on the first 24.
+    let data = quickstart_lines(240);
+    let held_out: Vec<&str> = data.lines().skip(234).collect();
+    let config_map = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("held-out".into()),
+            ..Default::default()
+        },
+        data: Some([("eval.jsonl".to_owned(), held_out.join("\n") + "\n")].into()),
+        ..Default::default()
+    };
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(world.client(), NAMESPACE);
+    config_maps
+        .create(&Default::default(), &config_map)
+        .await
+        .unwrap();
+    let yaml = job_yaml("scored", 1, 2, "").replace(
+        "checkpoints: {everyEpoch: true, everySteps: 2}",
+        r#"checkpoints: {everyEpoch: true, everySteps: 2, evaluation: {dataset: {configMap: {name: held-out, key: eval.jsonl}}, metrics: [{contains: {text: "Good question!"}}, referenceLoss: {}], generation: {maxTokens: 16}}}"#,
+    );
+    assert!(yaml.contains("evaluation"));
+    world.apply(&yaml).await;
+    let status = succeeded(&world, "scored").await;
+    let validated = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert!(
+        validated.message.contains(
+            "spec.checkpoints.evaluation.dataset.configMap held-out/eval.jsonl: 6 samples"
+        ),
+        "{}",
+        validated.message
+    );
+    // Every checkpoint the pod wrote was scored on the 6 chats it read from the mount.
+    assert!(status.checkpoints.len() >= 3, "{:?}", status.checkpoints);
+    for checkpoint in &status.checkpoints {
+        let metrics: Vec<&str> = (checkpoint.evaluation.iter())
+            .map(|s| s.metric.as_str())
+            .collect();
+        assert_eq!(
+            metrics,
+            ["contains \"Good question!\"", "referenceLoss", "perplexity"],
+            "{}",
+            checkpoint.name
+        );
+    }
+    let output = pod_output(&world, "scored-trainer-0");
+    assert!(
+        output.contains(": evaluated on 6 held-out chats in "),
+        "{output}"
+    );
+    // `checkpoint: best` (of a ModelDeployment, publish, a ModelEvaluation) is the
+    // checkpoint with the top first score.
+    let best = anneal_crds::best_checkpoint::best_checkpoint_name(&status.checkpoints).unwrap();
+    let top = (status.checkpoints.iter())
+        .map(|c| c.evaluation[0].score)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let chosen = status.checkpoints.iter().find(|c| c.name == best).unwrap();
+    assert_eq!(chosen.evaluation[0].score, top);
+    operator.stop().await;
+}
+
 /// The `Validated` condition of a job, once it has one.
 async fn validated_condition(
     world: &World,

@@ -19,8 +19,8 @@ use anneal_crds::modelevaluation::{JudgeMetric, MetricSpec, ModelEvaluation};
 use anneal_crds::storage::{Storage, StorageError};
 use anneal_eval::html::report_html;
 use anneal_eval::judge::Rubric;
-use anneal_eval::metrics::Metric;
-use anneal_eval::report::{ModelAnswers, NamedMetric, Scorer, build_report, comparison_table};
+use anneal_eval::named::{MetricRefused, check_references, named_metrics};
+use anneal_eval::report::{ModelAnswers, Scorer, build_report, comparison_table};
 use anneal_eval::samples::{EvalSample, SamplesError, read_eval_samples};
 use anneal_eval::status::evaluation_results;
 use anneal_model::generate::SamplingParams;
@@ -144,7 +144,7 @@ pub fn run(args: EvaluateArgs) -> ExitCode {
 fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
     let (evaluation, manifest_dir) = read_manifest(&args.manifest)?;
     let spec = &evaluation.spec;
-    let metrics = named_metrics(&spec.metrics)?;
+    let metrics = named_metrics("spec.metrics", &spec.metrics).map_err(refused)?;
     let work = tempfile::Builder::new()
         .prefix("anneal-evaluate-")
         .tempdir()
@@ -170,7 +170,7 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
     for (index, model) in spec.models.iter().enumerate() {
         models.extend(resolve_model(index, model, &places)?);
     }
-    check_references(&metrics, &samples)?;
+    check_references("spec.metrics", &metrics, &samples).map_err(refused)?;
     check_reference_loss(&spec.metrics, &models)?;
     let baseline = spec
         .baseline
@@ -235,64 +235,16 @@ fn evaluate(args: &EvaluateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn refused(refused: MetricRefused) -> Failure {
+    Failure::Refused {
+        field: refused.field,
+        message: refused.message,
+    }
+}
+
 /// The evaluation in the manifest, and the folder its `file://` URIs are relative to.
 fn read_manifest(manifest: &Path) -> Result<(ModelEvaluation, PathBuf), Failure> {
     Ok(read_manifest_file(manifest, parse_modelevaluation)?)
-}
-
-/// The manifest's metrics as the scorer computes them; the ones this version does
-/// not compute yet are refused by name.
-fn named_metrics(metrics: &[MetricSpec]) -> Result<Vec<NamedMetric>, Failure> {
-    metrics
-        .iter()
-        .enumerate()
-        .map(|(index, spec)| {
-            let (label, metric) = if spec.exact_match.is_some() {
-                ("exactMatch".to_owned(), Metric::ExactMatch)
-            } else if let Some(contains) = &spec.contains {
-                let label = match &contains.text {
-                    Some(text) => format!("contains {text:?}"),
-                    None => "contains reference".to_owned(),
-                };
-                (label, Metric::Contains(contains.text.clone()))
-            } else if let Some(regex) = &spec.regex {
-                // The manifest's validation compiled it already.
-                let compiled = regex::Regex::new(&regex.pattern).map_err(|e| {
-                    Failure::Metric(format!("spec.metrics[{index}].regex.pattern: {e}"))
-                })?;
-                (
-                    format!("regex /{}/", regex.pattern),
-                    Metric::Regex(compiled),
-                )
-            } else if spec.rouge_l.is_some() {
-                ("rougeL".to_owned(), Metric::RougeL)
-            } else if spec.chrf.is_some() {
-                ("chrf".to_owned(), Metric::Chrf)
-            } else if spec.reference_loss.is_some() {
-                return Ok(NamedMetric {
-                    label: "referenceLoss".to_owned(),
-                    scorer: Scorer::ReferenceLoss,
-                });
-            } else {
-                let judge = spec
-                    .judge
-                    .as_ref()
-                    .expect("one kind, by the manifest's rules");
-                let judged = metrics[..index]
-                    .iter()
-                    .filter(|m| m.judge.is_some())
-                    .count();
-                return Ok(NamedMetric {
-                    label: format!("judge 1-{}", judge.scale),
-                    scorer: Scorer::Judge { judged },
-                });
-            };
-            Ok(NamedMetric {
-                label,
-                scorer: Scorer::Text(metric),
-            })
-        })
-        .collect()
 }
 
 /// The judge metrics, with their places in `spec.metrics`, in order.
@@ -301,29 +253,6 @@ fn judge_metrics(metrics: &[MetricSpec]) -> impl Iterator<Item = (usize, &JudgeM
         .iter()
         .enumerate()
         .filter_map(|(index, metric)| Some((index, metric.judge.as_ref()?)))
-}
-
-/// A metric that compares answers with references, on a set with a prompt-only line:
-/// refused by the metric's field and the line before any model answers.
-fn check_references(metrics: &[NamedMetric], samples: &[EvalSample]) -> Result<(), Failure> {
-    let Some(sample) = samples.iter().find(|s| s.reference.is_none()) else {
-        return Ok(());
-    };
-    let needs_reference = |scorer: &Scorer| match scorer {
-        Scorer::Text(metric) => metric.needs_reference(),
-        Scorer::ReferenceLoss => true,
-        Scorer::Judge { .. } => false,
-    };
-    match metrics.iter().position(|m| needs_reference(&m.scorer)) {
-        Some(index) => Err(Failure::Refused {
-            field: format!("spec.metrics[{index}]"),
-            message: format!(
-                "{} compares each answer with a reference answer, and dataset line {} has none (it ends on the user's turn); give every line a reference, or score prompt-only sets with judge, regex or contains with a text",
-                metrics[index].label, sample.line
-            ),
-        }),
-        None => Ok(()),
-    }
 }
 
 /// `referenceLoss` needs every model's weights: refused by its field before any

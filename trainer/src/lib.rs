@@ -26,6 +26,7 @@ pub mod plan_command;
 pub mod publish_command;
 pub mod serve_command;
 pub mod train_command;
+pub mod train_evaluation;
 mod train_image;
 pub mod train_progress;
 pub mod validate_command;

@@ -36,6 +36,7 @@ use crate::gpu_start::{GpuStartArgs, GpuStartError, prepare};
 use crate::manifest_file::{ManifestFileError, read_manifest_file};
 use crate::memory_arg::memory_size;
 use crate::next_steps::{Trained, next_steps, resume_command};
+use crate::train_evaluation::{TrainEvaluationError, prepare_checkpoint_evaluation};
 use crate::train_image::{ImageTrainJob, prepare_image_run, print_image_result};
 use crate::train_progress::{JsonLines, ProgressDisplay};
 use anneal_crds::storage::{Storage, StorageError};
@@ -140,6 +141,8 @@ pub(crate) enum Failure {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error(transparent)]
+    CheckpointEvaluation(#[from] TrainEvaluationError),
     #[error("{source}{}", local_hint(source))]
     Source {
         #[from]
@@ -179,6 +182,11 @@ impl Failure {
                 TrainError::Storage(_) | TrainError::Io { .. } | TrainError::Chart(_),
             ) => 1,
             Failure::Source { source } if source.may_pass_on_retry() => 1,
+            Failure::CheckpointEvaluation(TrainEvaluationError::Source(source))
+                if source.may_pass_on_retry() =>
+            {
+                1
+            }
             // Storage that refused a write may be a passing outage, or a bucket policy
             // fixed while the pod waits for its retry.
             Failure::OutputNotWritable { .. } => 1,
@@ -355,6 +363,9 @@ fn prepare_run(
     let train_data =
         dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or(Failure::ConfigMapDataset)?;
     let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
+    let evaluation = (job.spec.checkpoints.evaluation.as_ref())
+        .map(|spec| prepare_checkpoint_evaluation(spec, manifest_dir, work_dir))
+        .transpose()?;
     // After the sources (a run that cannot start leaves no folder), before the model
     // loads and trains for hours.
     check_writable(&basics.location.output)?;
@@ -367,6 +378,7 @@ fn prepare_run(
             train: train_data,
             validation: validation_data,
             validation_split: job.spec.dataset.resolved_validation_split(),
+            evaluation,
         },
         location: basics.location,
         memory: GivenMemory {
@@ -409,12 +421,18 @@ pub(crate) fn record_job(
         )),
         None => spec.base_model.source.as_ref().map(absolute),
     };
+    let evaluation = spec
+        .checkpoints
+        .evaluation
+        .as_mut()
+        .map(|e| &mut e.dataset.uri);
     for uri in [
         &mut spec.dataset.train,
         &mut spec.dataset.validation,
         &mut spec.dataset.images,
     ]
     .into_iter()
+    .chain(evaluation)
     .flatten()
     {
         *uri = absolute(uri);

@@ -144,8 +144,12 @@ impl EventSink for ProgressDisplay {
                     .valid_loss
                     .map(|l| format!("validation loss {l:.3}{rewards}"))
                     .unwrap_or_else(|| "no validation set".to_owned());
+                // The score `best` goes by, with `checkpoints.evaluation`.
+                let score = (checkpoint.evaluation.first())
+                    .map(|s| format!(", {} {:.3}", s.metric, s.score))
+                    .unwrap_or_default();
                 self.println(format!(
-                    "{} (step {}, epoch {:.2}): {loss}  -> {}",
+                    "{} (step {}, epoch {:.2}): {loss}{score}  -> {}",
                     checkpoint.name, checkpoint.step, checkpoint.epoch, checkpoint.uri
                 ));
                 for (prompt, answer) in self.prompts.iter().zip(&checkpoint.samples) {

@@ -6,8 +6,8 @@
 //! baseline or judge that is a whole job's checkpoints.
 
 use super::{FieldErrors, check_base_model, check_object_names};
-use crate::limits::{NAME_MAX, URI_MAX};
 use crate::finetunejob::CheckpointEvaluationSpec;
+use crate::limits::{NAME_MAX, URI_MAX};
 use crate::modelevaluation::{
     ANSWER_TOKENS_MAX, EVALUATED_MODELS_MAX, EndpointModel, EvaluatedModel, EvaluationDataset,
     GenerationSpec, JudgeModel, METRICS_MAX, MetricSpec, ModelEvaluation, ModelEvaluationSpec,

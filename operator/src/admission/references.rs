@@ -201,8 +201,10 @@ spec:
         let with_evaluation = |dataset: &str| {
             let mut job = job.clone();
             job.spec.checkpoints.evaluation = Some(
-                serde_yaml_ng::from_str(&format!("{{dataset: {dataset}, metrics: [rougeL: {{}}]}}"))
-                    .unwrap(),
+                serde_yaml_ng::from_str(&format!(
+                    "{{dataset: {dataset}, metrics: [rougeL: {{}}]}}"
+                ))
+                .unwrap(),
             );
             finetunejob_references(&job)
                 .into_iter()

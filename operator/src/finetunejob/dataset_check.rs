@@ -66,7 +66,11 @@ pub async fn check_datasets(
     let mut sources = Vec::new();
     let evaluation = job.spec.checkpoints.evaluation.as_ref().map(|e| &e.dataset);
     let config_maps = [
-        ("spec.dataset.configMap", job.spec.dataset.config_map.as_ref(), kind),
+        (
+            "spec.dataset.configMap",
+            job.spec.dataset.config_map.as_ref(),
+            kind,
+        ),
         (
             "spec.checkpoints.evaluation.dataset.configMap",
             evaluation.and_then(|d| d.config_map.as_ref()),
@@ -105,7 +109,11 @@ pub async fn check_datasets(
             job.spec.dataset.validation.as_ref(),
             kind,
         ),
-        ("spec.dataset.images", job.spec.dataset.images.as_ref(), kind),
+        (
+            "spec.dataset.images",
+            job.spec.dataset.images.as_ref(),
+            kind,
+        ),
         (
             "spec.checkpoints.evaluation.dataset.uri",
             evaluation.and_then(|d| d.uri.as_ref()),

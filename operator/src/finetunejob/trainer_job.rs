@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::common::ResourcesSpec;
-use anneal_crds::modelevaluation::EvaluationDataset;
 use anneal_crds::hub::HubRef;
 use anneal_crds::memory_plan::{ByteSize, GIB, ModelShape, scratch_plan};
+use anneal_crds::modelevaluation::EvaluationDataset;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,

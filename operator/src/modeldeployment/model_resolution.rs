@@ -4,10 +4,10 @@
 //! deployment and the job it names: a job that is not done yet is a reason to wait,
 //! never an error, and a checkpoint that does not exist is the user's to fix.
 
+use anneal_crds::best_checkpoint::best_checkpoint_index;
 use anneal_crds::finetunejob::{
     CheckpointStatus, FineTuneJobStatus, JobPhase, TrainingType, fine_tuned_model_id,
 };
-use anneal_crds::best_checkpoint::best_checkpoint_index;
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
 use crate::config::OperatorConfig;

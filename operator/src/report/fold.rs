@@ -8,8 +8,8 @@
 //! run folder, and what the status keeps is bounded (the newest checkpoints and the
 //! best, samples cut to a preview), so the status always fits the API server's limit.
 
-use anneal_crds::best_checkpoint::best_checkpoint_index;
 use anneal_crds::FineTuneJobStatus;
+use anneal_crds::best_checkpoint::best_checkpoint_index;
 use anneal_crds::events::{EventBody, LogLevel, TrainerEvent};
 use anneal_crds::finetunejob::{CheckpointStatus, JobPhase, JobResult, Metrics, Progress};
 use serde::Serialize;

@@ -180,6 +180,7 @@ async fn train(manifest: &str) -> ExitCode {
                 epoch,
                 uri: format!("{run}/checkpoints/{checkpoint}"),
                 valid_loss: Some(1.0 + 1.0 / step as f64),
+                evaluation: Vec::new(),
                 samples: Vec::new(),
             }));
             storage

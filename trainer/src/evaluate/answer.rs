@@ -4,15 +4,13 @@
 
 use std::time::Instant;
 
-use anneal_crds::dataset::{ChatMessage, Role};
 use anneal_eval::samples::EvalSample;
 use anneal_model::backend::BackendJob;
 use anneal_model::chat::{ChatError, ModelTokenizer};
 use anneal_model::generate::{SamplingParams, generate};
-use anneal_model::llm::{CausalLm, ModelError, load_model};
+use anneal_model::llm::{ModelError, load_model};
 use anneal_model::lora::peft::{AdapterError, load_adapter};
-use anneal_train::sft::evaluate::evaluate;
-use anneal_train::tokenized::TokenizedSample;
+use anneal_train::checkpoint_evaluation::reference_loss_of;
 use burn::prelude::Backend;
 use burn::tensor::DType;
 
@@ -103,7 +101,7 @@ impl BackendJob for AnswerJob<'_> {
             );
             let loss = match self.reference_loss {
                 true => Some(
-                    reference_loss(&model, &tokenizer, sample, prompt.ids.len())
+                    reference_loss_of(&model, &tokenizer, sample, prompt.ids.len())
                         .map_err(chat_error)?,
                 ),
                 false => None,
@@ -118,39 +116,4 @@ impl BackendJob for AnswerJob<'_> {
         );
         Ok(())
     }
-}
-
-/// The model's mean loss per token of `sample`'s reference answer, given its prompt
-/// (`prompt_tokens` long with the generation prompt): the masked cross-entropy
-/// validation computes, on the reference's tokens only (earlier assistant turns of
-/// the prompt are context, not scored).
-fn reference_loss<B: Backend>(
-    model: &CausalLm<B>,
-    tokenizer: &ModelTokenizer,
-    sample: &EvalSample,
-    prompt_tokens: usize,
-) -> Result<f64, ChatError> {
-    let mut messages = sample.prompt.clone();
-    messages.push(ChatMessage {
-        role: Role::Assistant,
-        content: sample.reference.clone().unwrap_or_default(),
-    });
-    let chat = tokenizer.encode_chat(&messages, false)?;
-    let mut mask: Vec<bool> = chat
-        .assistant_mask
-        .iter()
-        .enumerate()
-        .map(|(i, &trained)| trained && i >= prompt_tokens)
-        .collect();
-    // A template that renders the prompt differently once answered: score every
-    // assistant token rather than none.
-    if !mask.iter().skip(1).any(|&m| m) {
-        mask = chat.assistant_mask;
-    }
-    let tokenized = TokenizedSample {
-        line: sample.line,
-        ids: chat.ids,
-        mask,
-    };
-    Ok(evaluate(model, &[tokenized], 1).map_or(f64::NAN, |scores| scores.loss))
 }

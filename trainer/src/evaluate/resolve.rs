@@ -311,7 +311,7 @@ fn job_checkpoints(
                 ResolveError::Field {
                     field: format!("{field}.checkpoint"),
                     message: format!(
-                        "best: no checkpoint of run {run_id} has a validation loss; name a checkpoint or use final"
+                        "best: no checkpoint of run {run_id} has a validation loss or a checkpoints.evaluation score; name a checkpoint or use final"
                     ),
                 }
             })?;
@@ -423,7 +423,7 @@ fn recorded_base_model(
     })
 }
 
-/// The run's best checkpoint (lowest validation loss), from the state its last
+/// The run's best checkpoint (`anneal_crds::best_checkpoint`), from the state its last
 /// complete checkpoint or `final/` recorded.
 fn best_checkpoint(run: &Storage) -> Result<Option<String>, StorageError> {
     let text = match run.get(&format!("{FINAL}/{STATE_FILE}"))? {

@@ -121,6 +121,7 @@ fn train(
             }),
             validation: None,
             validation_split: job.spec.dataset.resolved_validation_split(),
+            evaluation: None,
         },
         location: RunLocation {
             output: Storage::open(&format!("file://{}", out.display())).unwrap(),

@@ -7,6 +7,7 @@ mod support;
 
 mod accumulation;
 mod chat_reference;
+mod checkpoint_evaluation;
 mod divergence_cli;
 mod doc_commands;
 mod doctor_cli;

@@ -189,7 +189,36 @@ fn learned_the_house_style(events: &[TrainerEvent]) -> &CheckpointStatus {
     assert_eq!(before.len(), 2);
     assert!(before.iter().all(|a| !styled(a)), "{before:?}");
     assert!(last.samples.iter().all(|a| styled(a)), "{:?}", last.samples);
+    the_held_out_questions_score_every_checkpoint(&checkpoints);
     last
+}
+
+/// `checkpoints.evaluation`: each checkpoint answered the 10 held-out questions; by the
+/// end every answer opens in the house style, and `best` among the checkpoints that
+/// reach the top score is the one with the lowest loss on the references.
+fn the_held_out_questions_score_every_checkpoint(checkpoints: &[&CheckpointStatus]) {
+    for checkpoint in checkpoints {
+        let metrics: Vec<&str> = (checkpoint.evaluation.iter())
+            .map(|s| s.metric.as_str())
+            .collect();
+        assert_eq!(
+            metrics,
+            ["regex /^Good question!/", "referenceLoss", "perplexity"]
+        );
+    }
+    let opened = |c: &CheckpointStatus| c.evaluation[0].score;
+    let last = checkpoints.last().unwrap();
+    assert_eq!(opened(last), 1.0, "{:?}", last.evaluation);
+    let best = checkpoints
+        .iter()
+        .filter(|c| opened(c) == 1.0)
+        .min_by(|a, b| a.evaluation[1].score.total_cmp(&b.evaluation[1].score))
+        .unwrap();
+    // The last checkpoint's state records the best of the run.
+    let last_folder = last.uri.strip_prefix("file://").unwrap();
+    let state = std::fs::read_to_string(Path::new(last_folder).join("trainer_state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["bestCheckpoint"], best.name.as_str());
 }
 
 /// `try it:` chats with the final adapter: greedy, so its answer to the first sample

@@ -463,7 +463,8 @@ fn an_output_that_cannot_be_written_fails_before_the_model_loads() {
 fn early_stopping_ends_the_run_on_its_best_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = job_dir(dir.path(), None);
-    // No evaluation can beat the first by more than 5 nats: the second ends the run.
+    // No evaluation can beat the first by more than 5 nats: the second ends the run,
+    // and the better of the two (the lower loss, ckpt-4) is its result.
     let text = std::fs::read_to_string(&manifest).unwrap().replace(
         "checkpoints: {everyEpoch: true, everySteps: 2}",
         "checkpoints: {everyEpoch: true, everySteps: 2, earlyStopping: {patience: 1, minDelta: 5.0}}",
@@ -475,16 +476,17 @@ fn early_stopping_ends_the_run_on_its_best_checkpoint() {
     let events = events(&output.stdout);
     let result = succeeded_result(&events);
     let run = out.join("team-a/cli/r1");
-    assert_eq!(result.model_id, "ft:anneal-tiny:cli:ckpt-2");
+    assert_eq!(result.model_id, "ft:anneal-tiny:cli:ckpt-4");
     assert_eq!(
         result.uri,
-        format!("file://{}", run.join("checkpoints/ckpt-2").display())
+        format!("file://{}", run.join("checkpoints/ckpt-4").display())
     );
     let why = result.stopped_early.expect("the reason it stopped");
     assert!(
         why.starts_with("stopped early at step 4: the validation loss has not improved on ")
-            && why
-                .ends_with("(ckpt-2) by more than 5 for 1 evaluations (earlyStopping.patience 1)"),
+            && why.ends_with(
+                "(ckpt-2) by more than 5 for 1 evaluations (earlyStopping.patience 1); the best checkpoint is ckpt-4"
+            ),
         "{why}"
     );
     // Steps 5 to 10 never ran; the best checkpoint is whole and no final/ was written.
@@ -494,7 +496,7 @@ fn early_stopping_ends_the_run_on_its_best_checkpoint() {
             .any(|e| matches!(&e.body, EventBody::Progress(p) if p.step > 4))
     );
     assert!(
-        run.join("checkpoints/ckpt-2/adapter_model.safetensors")
+        run.join("checkpoints/ckpt-4/adapter_model.safetensors")
             .exists()
     );
     assert!(run.join("loss.svg").exists());

@@ -148,6 +148,7 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
             }),
             validation: None,
             validation_split: job.spec.dataset.resolved_validation_split(),
+            evaluation: None,
         },
         location: RunLocation {
             output: Storage::open(&format!("file://{}", output.display())).unwrap(),

@@ -2,7 +2,8 @@
 //! (`adapter_config.json`, `adapter_model.safetensors`), or in full training a
 //! whole model folder (`config.json`, `model.safetensors`, tokenizer files), and
 //! `trainer_state.json`,
-//! `optimizer.safetensors` and `samples.json`. A checkpoint is staged in a local
+//! `optimizer.safetensors` and `samples.json` (and with `checkpoints.evaluation`,
+//! `evaluation.json` and `evaluation.html`). A checkpoint is staged in a local
 //! folder, uploaded, and only then marked complete (the storage layer writes its
 //! `COMPLETE` object last), so a pod killed mid-upload never leaves a folder that a
 //! resume would take for whole.
@@ -10,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use anneal_crds::finetunejob::{CheckpointStatus, SamplePrompt, TrainingType};
+use anneal_crds::modelevaluation::MetricScore;
 use burn::nn::Dropout;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
@@ -54,6 +56,8 @@ pub struct CheckpointContents<'a> {
     pub settings: &'a LoraSettings,
     pub base_model_name: &'a str,
     pub samples: Vec<SampleAnswer>,
+    /// More files by name: the report of `checkpoints.evaluation`.
+    pub files: Vec<(&'static str, String)>,
 }
 
 /// Writes the adapter, optimizer state, `state` and samples to `{relative}/` in
@@ -80,6 +84,9 @@ pub fn store_checkpoint<B: AutodiffBackend>(
     write_json(&staging.join(STATE_FILE), &state.to_json())?;
     let samples = serde_json::to_string_pretty(&contents.samples).expect("samples serialize");
     write_json(&staging.join(SAMPLES_FILE), &samples)?;
+    for (name, text) in &contents.files {
+        write_json(&staging.join(name), text)?;
+    }
     output.upload_dir_complete(&staging, relative)?;
     std::fs::remove_dir_all(&staging).map_err(|e| TrainError::io(&staging, e))?;
     Ok(())
@@ -192,6 +199,7 @@ pub fn checkpoint_status(
     output: &Storage,
     state: &TrainerState,
     valid_loss: Option<f64>,
+    evaluation: Vec<MetricScore>,
     samples: &[SampleAnswer],
 ) -> CheckpointStatus {
     let name = checkpoint_name(state.step);
@@ -204,6 +212,7 @@ pub fn checkpoint_status(
         step: state.step,
         epoch: state.epoch,
         valid_loss,
+        evaluation,
         samples: samples.iter().map(|s| s.answer.clone()).collect(),
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Training runs: the loop ([`run`]) for either objective ([`objective`]: SFT or
 //! DPO), its data ([`data`]: tokenized examples, the validation split, the epoch's
-//! batches and their tensors), the micro-batch the device runs ([`micro_batch`], from
+//! batches and their tensors), the held-out chats scored at every checkpoint
+//! ([`checkpoint_evaluation`]), the micro-batch the device runs ([`micro_batch`], from
 //! the memory plan and [`device_memory`]), the optimizer and gradient clipping both objectives
 //! step with, learning-rate schedule, sample answers, checkpoints with optimizer
 //! state and `trainer_state.json`, the event stream and the loss chart.
@@ -12,6 +13,7 @@ pub mod backward;
 pub mod batches;
 pub mod blocked_attention;
 pub mod checkpoint;
+pub mod checkpoint_evaluation;
 pub mod chunked_loss;
 pub mod data;
 pub mod device_memory;
@@ -53,6 +55,8 @@ pub enum TrainError {
     Dataset(#[from] data::DatasetError),
     #[error("storage: {0}")]
     Storage(#[from] anneal_crds::storage::StorageError),
+    #[error(transparent)]
+    CheckpointEvaluation(#[from] checkpoint_evaluation::CheckpointEvaluationError),
     #[error("adapter: {0}")]
     Adapter(#[from] anneal_model::lora::peft::AdapterError),
     #[error("optimizer state: {0}")]

@@ -446,7 +446,14 @@ fn the_held_out_chats_of_checkpoint_evaluations_are_mounted_or_fetched() {
     let on_a_claim = with_evaluation("{uri: \"pvc://eval-data/held-out.jsonl\"}");
     let parsed = parse_finetunejob(&pod_manifest(&on_a_claim).unwrap()).unwrap();
     assert_eq!(
-        parsed.spec.checkpoints.evaluation.unwrap().dataset.uri.as_deref(),
+        parsed
+            .spec
+            .checkpoints
+            .evaluation
+            .unwrap()
+            .dataset
+            .uri
+            .as_deref(),
         Some("file:///mnt/pvc/eval-data/held-out.jsonl")
     );
     let planned = plan_trainer_job(&on_a_claim, &config(), None).unwrap();

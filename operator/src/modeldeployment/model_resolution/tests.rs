@@ -189,7 +189,11 @@ fn best_ignores_checkpoints_without_a_loss_and_takes_the_earliest_of_equals() {
 #[test]
 fn best_follows_the_checkpoint_evaluation_where_the_job_has_one() {
     // ckpt-18 has the lowest loss; ckpt-27 answers the held-out chats best.
-    let mut job = job(JobPhase::Succeeded, &[Some(0.9), Some(0.4), Some(0.6)], true);
+    let mut job = job(
+        JobPhase::Succeeded,
+        &[Some(0.9), Some(0.4), Some(0.6)],
+        true,
+    );
     let checkpoints = &mut job.status.as_mut().unwrap().checkpoints;
     for (checkpoint, score) in checkpoints.iter_mut().zip([0.2, 0.5, 0.8]) {
         checkpoint.evaluation = vec![anneal_crds::modelevaluation::MetricScore {

@@ -11,9 +11,11 @@ use crate::checkpoint::{
     CHECKPOINTS, CheckpointContents, SampleAnswer, checkpoint_name, checkpoint_status,
     prune_checkpoints, store_checkpoint,
 };
+use crate::checkpoint_evaluation::CheckpointScores;
 use crate::event_log::EventLog;
 use crate::objective::{Objective, Scores};
 use crate::state::TrainerState;
+use anneal_crds::best_checkpoint::best_checkpoint_name;
 use anneal_crds::storage::Storage;
 
 /// Says where a stopped run (chat or image) stands and what a resume continues
@@ -65,24 +67,46 @@ pub(crate) fn prune_and_report(
 
 impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
     /// Stores a checkpoint at the current step with `samples` (the answers to the
-    /// sample prompts, or none), records it in the state, and prunes old ones.
+    /// sample prompts, or none) and `scores` (of `checkpoints.evaluation`, where it
+    /// ran), records it in the state with the best checkpoint so far, and prunes old
+    /// ones.
     pub(super) fn checkpoint(
         &mut self,
         training: &mut Training<B>,
-        evaluation: Option<Scores>,
+        validation: Option<Scores>,
         samples: Vec<SampleAnswer>,
+        scores: Option<CheckpointScores>,
     ) -> Result<(), TrainError> {
         let output = &self.location.output;
         let state = &mut training.state;
-        let status = checkpoint_status(output, state, evaluation.map(|e| e.loss), &samples);
+        let evaluation = scores.as_ref().map_or(Vec::new(), |s| s.scores.clone());
+        let status = checkpoint_status(
+            output,
+            state,
+            validation.map(|v| v.loss),
+            evaluation,
+            &samples,
+        );
         state.checkpoints.push(status.clone());
-        state.best_checkpoint = state
-            .checkpoints
-            .iter()
-            .filter_map(|c| c.valid_loss.map(|loss| (loss, &c.name)))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, name)| name.clone());
-        self.store(training, samples, &format!("{CHECKPOINTS}/{}", status.name))?;
+        state.best_checkpoint = best_checkpoint_name(&state.checkpoints);
+        let files = match &scores {
+            Some(scores) => {
+                let title = format!(
+                    "{} {}: checkpoints.evaluation",
+                    self.job.job_name, status.name
+                );
+                scores.files(&title).into()
+            }
+            None => Vec::new(),
+        };
+        let folder = format!("{CHECKPOINTS}/{}", status.name);
+        self.store(training, samples, files, &folder)?;
+        if let (Some(scores), Some(evaluation)) = (&scores, self.checkpoint_evaluation) {
+            self.events.emit(EventBody::Log {
+                level: LogLevel::Info,
+                message: scores.summary(&status.name, evaluation.samples.len()),
+            });
+        }
         self.events.emit(EventBody::Checkpoint(status));
         let best = training.state.best_checkpoint.as_deref();
         prune_and_report(
@@ -95,12 +119,13 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         Ok(())
     }
 
-    /// Writes the model, its optimizer and trainer state and `samples` to `relative`
-    /// (a checkpoint's folder, or `final`) in the run's output.
+    /// Writes the model, its optimizer and trainer state, `samples` and `files` to
+    /// `relative` (a checkpoint's folder, or `final`) in the run's output.
     pub(super) fn store(
         &self,
         training: &mut Training<B>,
         samples: Vec<SampleAnswer>,
+        files: Vec<(&'static str, String)>,
         relative: &str,
     ) -> Result<(), TrainError> {
         let contents = CheckpointContents {
@@ -109,6 +134,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             settings: self.lora,
             base_model_name: &self.base_model.name,
             samples,
+            files,
         };
         store_checkpoint(
             &mut training.model,
@@ -122,13 +148,15 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
     }
 
     /// Checkpoints where the run stands (unless that step already has one) and stops.
+    /// Within the pod's grace period: the validation loss, but no sample answers and
+    /// no `checkpoints.evaluation` (so this checkpoint does not compete for best).
     pub(super) fn stop(mut self, mut training: Training<B>) -> Result<RunOutcome, TrainError> {
         let state = &training.state;
         let name = checkpoint_name(state.step);
         let already = state.checkpoints.iter().any(|c| c.name == name);
         if state.step > 0 && !already {
-            let evaluation = self.evaluate(&training.model);
-            self.checkpoint(&mut training, evaluation, Vec::new())?;
+            let validation = self.evaluate(&training.model);
+            self.checkpoint(&mut training, validation, Vec::new(), None)?;
         }
         report_stop(
             &mut self.events,

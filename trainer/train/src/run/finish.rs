@@ -37,7 +37,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
                 answer: answer.clone(),
             })
             .collect();
-        self.store(&mut training, samples, FINAL)?;
+        self.store(&mut training, samples, Vec::new(), FINAL)?;
         let result = JobResult {
             model_id: fine_tuned_model_id(&self.base_model.name, &self.job.job_name, &last.name),
             uri: self.location.output.child(FINAL).uri().to_owned(),

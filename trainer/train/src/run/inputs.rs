@@ -11,6 +11,7 @@ use anneal_crds::finetunejob::{CheckpointsSpec, FineTuneJob, TrainingMethod, Tra
 
 use anneal_crds::storage::Storage;
 
+use crate::checkpoint_evaluation::CheckpointEvaluation;
 use crate::device_memory::GivenMemory;
 
 /// Everything a run needs, already fetched to this machine.
@@ -77,6 +78,8 @@ pub struct RunData {
     pub validation: Option<(String, PathBuf)>,
     /// The share of `train` held out for validation when there is no validation file.
     pub validation_split: f64,
+    /// `checkpoints.evaluation`: the held-out chats, read, and the metrics.
+    pub evaluation: Option<CheckpointEvaluation>,
 }
 
 /// Where the run writes.

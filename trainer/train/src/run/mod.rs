@@ -1,8 +1,9 @@
 //! The training loop of a run: SFT or DPO, LoRA or full, on the micro-batch the job
 //! or the memory plan sets ([`crate::micro_batch`]), from step 0 or from the
 //! newest complete checkpoint ([`start`]), one optimizer step after another with
-//! an event for each ([`step`]), an evaluation, sample answers and a checkpoint at
-//! every checkpoint step and on a stop request ([`checkpoint`]), and the final
+//! an event for each ([`step`]), an evaluation, sample answers, the held-out chats
+//! of `checkpoints.evaluation` and a checkpoint at every checkpoint step (and on a
+//! stop request, the checkpoint alone: [`checkpoint`]), and the final
 //! adapter, loss chart and result at the end ([`finish`]).
 
 pub(crate) mod checkpoint;
@@ -25,11 +26,12 @@ pub use divergence::Divergence;
 use early_stop::early_stop;
 pub use inputs::{BaseModel, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings};
 pub use out_of_memory::{OutOfMemory, Retry};
-use start::Start;
+use start::{Start, Training};
 use step::Session;
 
 use super::TrainError;
-use super::checkpoint::SampleAnswer;
+use super::checkpoint::{SampleAnswer, checkpoint_name};
+use super::checkpoint_evaluation::{CheckpointEvaluation, CheckpointScores};
 use super::data::TrainingData;
 use super::device_memory::device_memory;
 use super::event_log::{EventLog, EventSink};
@@ -131,6 +133,7 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
         tokenizer,
         lora: &lora,
         events: start.open_events(&inputs.location, sinks)?,
+        checkpoint_evaluation: inputs.data.evaluation.as_ref(),
         device,
         micro_batch_line: micro_batch.to_string(),
     };
@@ -146,11 +149,12 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
             return run.stop(training);
         }
         let checkpoint_due = run.checkpoint_due(training.state.step + 1);
-        let evaluation;
-        (training, evaluation) = run.step(training, &mut session, checkpoint_due)?;
+        let validation;
+        (training, validation) = run.step(training, &mut session, checkpoint_due)?;
         if checkpoint_due {
             let samples = run.answer_sample_prompts(&training.model);
-            run.checkpoint(&mut training, evaluation, samples)?;
+            let scores = run.evaluate_checkpoint(&training)?;
+            run.checkpoint(&mut training, validation, samples, scores)?;
             let early = (inputs.settings.checkpoints.early_stopping)
                 .and_then(|spec| early_stop(&training.state.checkpoints, &spec));
             if let Some(stop) = early
@@ -178,6 +182,8 @@ struct Run<'a, B: AutodiffBackend, O: Objective<B>> {
     tokenizer: &'a ModelTokenizer,
     lora: &'a LoraSettings,
     events: EventLog,
+    /// `checkpoints.evaluation`, read and checked before the first step.
+    checkpoint_evaluation: Option<&'a CheckpointEvaluation>,
     device: &'a B::Device,
     /// The micro-batch the run started with and why (the plan's prediction), for an
     /// out-of-memory failure's message.
@@ -189,6 +195,23 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
     fn evaluate(&self, model: &CausalLm<B>) -> Option<Scores> {
         self.objective
             .evaluate(model, &self.data.validation, self.order.micro_batch_size)
+    }
+
+    /// The scores of `checkpoints.evaluation` for the checkpoint about to be written
+    /// at the current step; `None` when the job has none.
+    fn evaluate_checkpoint(
+        &self,
+        training: &Training<B>,
+    ) -> Result<Option<CheckpointScores>, TrainError> {
+        let Some(evaluation) = self.checkpoint_evaluation else {
+            return Ok(None);
+        };
+        let name = checkpoint_name(training.state.step);
+        Ok(Some(evaluation.run(
+            &training.model.valid(),
+            self.tokenizer,
+            &name,
+        )?))
     }
 
     /// The model's answers to the job's sample prompts.

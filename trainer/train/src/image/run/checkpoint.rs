@@ -100,6 +100,7 @@ impl<B: AutodiffBackend> ImageRun<'_, B> {
             step: state.step,
             epoch: state.epoch,
             valid_loss: None,
+            evaluation: Vec::new(),
             samples: (0..pngs.len())
                 .map(|i| {
                     output
