@@ -10,10 +10,10 @@ use crate::common::{BaseModelSpec, ResourcesSpec};
 use crate::dataset::ChatMessage;
 use crate::hyperparameters::{HyperparametersSpec, ResolvedHyperparameters};
 use crate::limits::{
-    CHECKPOINTS_KEEP_MAX, EARLY_STOPPING_MIN_DELTA_MAX, EARLY_STOPPING_PATIENCE, NAME_MAX,
-    PROMPT_CONTENT_MAX, PROMPT_MESSAGES_MAX, PUBLISH_MAX, PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX,
-    SAMPLE_PROMPTS_MAX, SAMPLE_STEPS, SOURCE_URI_PATTERN, STORAGE_URI_PATTERN, URI_MAX,
-    VALIDATION_SPLIT_MAX,
+    ACTIVE_DEADLINE_SECONDS, CHECKPOINTS_KEEP_MAX, EARLY_STOPPING_MIN_DELTA_MAX,
+    EARLY_STOPPING_PATIENCE, NAME_MAX, PROMPT_CONTENT_MAX, PROMPT_MESSAGES_MAX, PUBLISH_MAX,
+    PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX, SAMPLE_PROMPTS_MAX, SAMPLE_STEPS, SOURCE_URI_PATTERN,
+    STORAGE_URI_PATTERN, URI_MAX, VALIDATION_SPLIT_MAX,
 };
 use crate::modelevaluation::{
     EvaluationDataset, GenerationSpec, METRICS_MAX, MetricScore, MetricSpec,
@@ -148,6 +148,14 @@ pub struct FineTuneJobSpec {
     /// Pause: the pod is removed, and training resumes from the last checkpoint when set back to false.
     #[serde(default)]
     pub suspend: bool,
+    /// Seconds the job may take, counted from when its first trainer was started
+    /// (`status.startTime`; suspended time counts too). Past it the trainer
+    /// checkpoints and the job fails with reason `DeadlineExceeded`, keeping its
+    /// checkpoints, which ModelDeployments can still serve. Changes apply to the next
+    /// trainer pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = ACTIVE_DEADLINE_SECONDS.0, max = ACTIVE_DEADLINE_SECONDS.1))]
+    pub active_deadline_seconds: Option<u64>,
     /// Checkpoints to save to model repositories once the job has succeeded (may be
     /// added later: "save to repository"); each is published once, as
     /// `status.published` records.

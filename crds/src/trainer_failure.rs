@@ -11,12 +11,15 @@ pub enum TrainerFailureReason {
     Diverged,
     /// A step ran out of device memory, also when tried again at half the micro-batch.
     OutOfMemory,
+    /// The job ran past `spec.activeDeadlineSeconds`; its checkpoints are kept.
+    DeadlineExceeded,
 }
 
 impl TrainerFailureReason {
-    const ALL: [TrainerFailureReason; 2] = [
+    const ALL: [TrainerFailureReason; 3] = [
         TrainerFailureReason::Diverged,
         TrainerFailureReason::OutOfMemory,
+        TrainerFailureReason::DeadlineExceeded,
     ];
 
     /// The condition reason, CamelCase as Kubernetes reasons are.
@@ -24,6 +27,7 @@ impl TrainerFailureReason {
         match self {
             TrainerFailureReason::Diverged => "Diverged",
             TrainerFailureReason::OutOfMemory => "OutOfMemory",
+            TrainerFailureReason::DeadlineExceeded => "DeadlineExceeded",
         }
     }
 

@@ -427,6 +427,11 @@ impl FineTuneJobSpec {
         if let Some(queue) = &self.queue_name {
             e.length("spec.queueName", queue, 63);
         }
+        e.range(
+            "spec.activeDeadlineSeconds",
+            self.active_deadline_seconds,
+            ACTIVE_DEADLINE_SECONDS,
+        );
         e.into_result()
     }
 }

@@ -96,6 +96,12 @@ fn job_cases() -> Vec<Case> {
             ],
         ),
         (
+            "a deadline shorter than a minute",
+            json!({"spec": {"activeDeadlineSeconds": 30}}),
+            &["/spec/activeDeadlineSeconds: 30 is less than the minimum of 60.0"],
+            &["spec.activeDeadlineSeconds: must be between 60 and 31536000, got 30"],
+        ),
+        (
             "learning rate above 0.1",
             json!({"spec": {"hyperparameters": {"learningRate": 0.5}}}),
             &["/spec/hyperparameters/learningRate: 0.5 is greater than the maximum of 0.1"],

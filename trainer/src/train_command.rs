@@ -5,7 +5,9 @@
 //!
 //! Exit codes: 0 trained; 1 a failure that may pass on retry (storage, I/O);
 //! 2 a failure that will not (manifest, dataset, model, incompatible resume);
-//! 143 stopped by SIGTERM or Ctrl-C after a checkpoint (`--resume` continues).
+//! 143 stopped by SIGTERM or Ctrl-C after a checkpoint (`--resume` continues). A run
+//! past its deadline (`--deadline`, `spec.activeDeadlineSeconds`) checkpoints and
+//! exits 2 with reason `DeadlineExceeded`.
 //!
 //! On CUDA it first checks the GPU and points the kernel caches at `--kernel-cache`
 //! (`gpu_start`): a GPU that fails exits 1 before the manifest is read (2 when this
@@ -23,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::{JobResult, TrainingType};
@@ -49,8 +51,8 @@ use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
 use anneal_train::event_report::{ReportConfig, Reporter};
 use anneal_train::run::{
-    BaseModel, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome, TrainingSettings,
-    run_training,
+    BaseModel, Deadline, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome,
+    TrainingSettings, run_training,
 };
 use anneal_train::train_backend::{TrainBackendJob, run_training_on};
 
@@ -106,8 +108,39 @@ pub struct TrainArgs {
     /// operator reads why its trainer stopped.
     #[arg(long, env = "ANNEAL_TERMINATION_LOG")]
     pub termination_log: Option<PathBuf>,
+    /// When the job's time is up (RFC 3339, e.g. `2026-12-05T18:00:00Z`): the operator
+    /// sets it from `spec.activeDeadlineSeconds` and the job's start. Default: that
+    /// many seconds from now, when the job sets it.
+    #[arg(long, env = "ANNEAL_DEADLINE", value_parser = deadline_time)]
+    pub deadline: Option<anneal_crds::jiff::Timestamp>,
     #[command(flatten)]
     pub gpu_start: GpuStartArgs,
+}
+
+fn deadline_time(text: &str) -> Result<anneal_crds::jiff::Timestamp, String> {
+    text.parse()
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-12-05T18:00:00Z: {e}"))
+}
+
+/// The run's deadline: `--deadline`, else `spec.activeDeadlineSeconds` from now.
+fn deadline_of(args: &TrainArgs, job: &FineTuneJob) -> Option<Deadline> {
+    let seconds = job.spec.active_deadline_seconds;
+    match (args.deadline, seconds) {
+        (Some(at), _) => Some(Deadline {
+            at: SystemTime::from(at),
+            seconds: seconds.unwrap_or_else(|| {
+                let left = at
+                    .duration_since(anneal_crds::jiff::Timestamp::now())
+                    .as_secs();
+                u64::try_from(left).unwrap_or(0)
+            }),
+        }),
+        (None, Some(seconds)) => Some(Deadline {
+            at: SystemTime::now() + Duration::from_secs(seconds),
+            seconds,
+        }),
+        (None, None) => None,
+    }
 }
 
 /// Why `trainer train` failed; [`Failure::exit_code`] says whether a retry may pass.
@@ -169,6 +202,9 @@ impl Failure {
         match self {
             Failure::Train(TrainError::Diverged(_)) => Some(TrainerFailureReason::Diverged),
             Failure::Train(TrainError::OutOfMemory(_)) => Some(TrainerFailureReason::OutOfMemory),
+            Failure::Train(TrainError::DeadlineExceeded(_)) => {
+                Some(TrainerFailureReason::DeadlineExceeded)
+            }
             _ => None,
         }
     }
@@ -302,6 +338,7 @@ pub(crate) struct RunBasics {
     pub location: RunLocation,
     pub resume: bool,
     pub stop: Arc<AtomicBool>,
+    pub deadline: Option<Deadline>,
 }
 
 pub(crate) fn prepare_basics(
@@ -344,6 +381,7 @@ pub(crate) fn prepare_basics(
         },
         resume,
         stop: stop_on_signals(),
+        deadline: deadline_of(args, job),
     })
 }
 
@@ -387,6 +425,7 @@ fn prepare_run(
         },
         resume: basics.resume,
         stop: basics.stop,
+        deadline: basics.deadline,
     })
 }
 

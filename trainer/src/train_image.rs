@@ -49,6 +49,7 @@ pub(crate) fn prepare_image_run(
         location: basics.location,
         resume: basics.resume,
         stop: basics.stop,
+        deadline: basics.deadline,
     })
 }
 

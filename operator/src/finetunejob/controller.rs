@@ -32,6 +32,7 @@ use crate::finetunejob::model_shape_check::{
     ModelSourceCheck, check_model_source, find_model_shape,
 };
 use crate::finetunejob::publishing::{PublishNews, reconcile_publishing};
+use crate::finetunejob::trainer_deadline::{TrainerDeadline, apply_deadline, trainer_deadline};
 use crate::finetunejob::trainer_job::{
     JOB_LABEL, TOKEN_KEY, from_hub, plan_trainer_job, plan_trainer_secret, run_uri,
     trainer_job_name, trainer_secret_name,
@@ -45,6 +46,7 @@ use crate::metrics::Metrics;
 use crate::report::{FoldRules, ReportState, ReportTarget, ReportedStatus, fold_events_jsonl};
 use crate::shared::conditions::{self, Desired, set_condition};
 use crate::shared::status_apply::{FIELD_MANAGER, apply_status_at};
+use anneal_crds::trainer_failure::TrainerFailureReason;
 
 /// Finalizer that lets the operator stop the trainer and drop its state before the job goes.
 pub const FINALIZER: &str = "anneal.dev/cleanup";
@@ -314,7 +316,15 @@ async fn start_or_stop_trainer(
         ShapeFound::ConfigJson(shape) | ShapeFound::BuiltIn(shape) => Some(shape),
         ShapeFound::Unknown(_) => None,
     };
-    let planned = plan_trainer_job(job, &context.config, shape)?;
+    let mut planned = plan_trainer_job(job, &context.config, shape)?;
+    let deadline = trainer_deadline(job, now);
+    if let TrainerDeadline::Passed(message) = &deadline {
+        let reason = TrainerFailureReason::DeadlineExceeded.as_str();
+        end_failed(next, reason, message, job.metadata.generation, now);
+        write_status(job, status, next, context).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    apply_deadline(&mut planned, &deadline);
     match trainers.create(&PostParams::default(), &planned).await {
         Ok(created) => {
             info!("created the trainer Job");

@@ -12,6 +12,7 @@ pub mod model_shape_check;
 pub mod publish_job;
 pub mod publishing;
 pub mod storage_access;
+pub mod trainer_deadline;
 pub mod trainer_job;
 pub mod trainer_observation;
 pub mod validation_verdict;

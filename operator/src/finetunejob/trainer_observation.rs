@@ -69,6 +69,10 @@ pub fn observe_trainer_job(job: Option<&Job>, last_failure: Option<&str>) -> Tra
             Some((reason, text)) => (reason, Some(text)),
             None => (None, None),
         };
+        // Kubernetes stopped a trainer that ran past the Job's backstop deadline
+        // (`spec.activeDeadlineSeconds` and a margin): the job's deadline all the same.
+        let trainer_reason = trainer_reason
+            .or((reason == "DeadlineExceeded").then_some(TrainerFailureReason::DeadlineExceeded));
         let message = match last_failure {
             Some(detail) => format!("{cause}: {detail}"),
             None => match &failed.message {

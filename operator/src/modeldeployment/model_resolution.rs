@@ -10,9 +10,12 @@ use anneal_crds::finetunejob::{
 };
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
+use anneal_crds::trainer_failure::TrainerFailureReason;
+
 use crate::config::OperatorConfig;
 use crate::finetunejob::trainer_job::{credentials_secret, run_uri};
 use crate::report::FoldRules;
+use crate::shared::conditions;
 
 /// A URI the pods read, and where it came from (error messages name it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,11 +173,19 @@ fn from_job(
     served_checkpoint(deployment, job, &job_name, chosen, config)
 }
 
-/// Why a job that has not succeeded has nothing to serve yet (or ever).
+/// Why a job that has not succeeded has nothing to serve yet (or ever). A job that
+/// ran past `spec.activeDeadlineSeconds` kept its checkpoints: they serve as a
+/// succeeded job's do (`final` is then its last checkpoint).
 fn unless_succeeded(job_name: &str, status: &FineTuneJobStatus) -> Option<Resolution> {
     let phase = status.phase.unwrap_or(JobPhase::Pending);
+    let past_deadline = status.conditions.iter().any(|c| {
+        c.type_ == conditions::FAILED
+            && c.status == "True"
+            && c.reason == TrainerFailureReason::DeadlineExceeded.as_str()
+    });
     match phase {
         JobPhase::Succeeded => None,
+        JobPhase::Failed if past_deadline && !status.checkpoints.is_empty() => None,
         JobPhase::Failed | JobPhase::Cancelled => Some(Resolution::Failed {
             reason: "FineTuneJobFailed",
             message: format!(

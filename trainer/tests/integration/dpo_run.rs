@@ -130,6 +130,7 @@ fn train(
         memory: GivenMemory::default(),
         resume,
         stop: stop.clone(),
+        deadline: None,
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let recorder = Recorder(events.clone(), stop_at.map(|at| (at, stop)));

@@ -86,6 +86,7 @@ fn inputs(
         },
         resume,
         stop: Arc::new(AtomicBool::new(false)),
+        deadline: None,
     })
 }
 

@@ -101,7 +101,11 @@ pub(crate) fn expect(output: &Output, code: i32) {
 }
 
 /// Runs until an event `until` accepts, then signals the process and reaps it.
-fn run_until(mut command: Command, until: impl Fn(&TrainerEvent) -> bool, signal: &str) -> Child {
+pub(crate) fn run_until(
+    mut command: Command,
+    until: impl Fn(&TrainerEvent) -> bool,
+    signal: &str,
+) -> Child {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -157,6 +157,7 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
         memory: GivenMemory::default(),
         resume,
         stop: Arc::new(AtomicBool::new(false)),
+        deadline: None,
     }
 }
 

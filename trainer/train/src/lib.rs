@@ -57,6 +57,9 @@ pub enum TrainError {
     Storage(#[from] anneal_crds::storage::StorageError),
     #[error(transparent)]
     CheckpointEvaluation(#[from] checkpoint_evaluation::CheckpointEvaluationError),
+    /// The job ran past `spec.activeDeadlineSeconds`; what was trained is checkpointed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("adapter: {0}")]
     Adapter(#[from] anneal_model::lora::peft::AdapterError),
     #[error("optimizer state: {0}")]

@@ -193,6 +193,51 @@ fn a_diverged_trainer_fails_the_job_with_reason_diverged() {
 }
 
 #[test]
+fn a_job_past_its_deadline_fails_with_reason_deadline_exceeded_either_way() {
+    // The trainer saw the deadline at a step boundary and said so.
+    let stopped_itself = job(
+        false,
+        JobStatus {
+            conditions: Some(vec![condition("Failed", "PodFailurePolicy")]),
+            ..JobStatus::default()
+        },
+    );
+    let line = "exit code 2: DeadlineExceeded: ran past spec.activeDeadlineSeconds (3600 s) at \
+                step 40/81; the checkpoints are kept, the last is ckpt-40";
+    let plan = plan_phase(
+        false,
+        &observe_trainer_job(Some(&stopped_itself), Some(line)),
+    );
+    assert_eq!(plan.phase, JobPhase::Failed);
+    assert!(
+        plan.message.ends_with("the last is ckpt-40"),
+        "{}",
+        plan.message
+    );
+    // Kubernetes stopped a trainer stuck past the Job's backstop deadline.
+    let stopped = job(
+        false,
+        JobStatus {
+            conditions: Some(vec![condition("Failed", "DeadlineExceeded")]),
+            ..JobStatus::default()
+        },
+    );
+    let backstop = plan_phase(false, &observe_trainer_job(Some(&stopped), None));
+    assert_eq!(
+        backstop.message,
+        "the trainer ran past its deadline: DeadlineExceeded from the job controller"
+    );
+    for plan in [plan, backstop] {
+        let failed = plan
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .unwrap();
+        assert_eq!(failed.reason, "DeadlineExceeded");
+    }
+}
+
+#[test]
 fn an_oom_kill_or_a_full_scratch_disk_is_a_failure_every_retry_would_repeat() {
     let pod = |reason: Option<&str>, message: Option<&str>, container_reason: &str| Pod {
         status: Some(PodStatus {

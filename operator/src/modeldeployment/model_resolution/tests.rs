@@ -213,6 +213,47 @@ fn best_follows_the_checkpoint_evaluation_where_the_job_has_one() {
 }
 
 #[test]
+fn a_job_past_its_deadline_serves_the_checkpoints_it_kept() {
+    let failed = |reason: &str| {
+        let mut job = job(JobPhase::Failed, &LOSSES, false);
+        job.status.as_mut().unwrap().conditions =
+            vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message: "ran past spec.activeDeadlineSeconds".into(),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    anneal_crds::jiff::Timestamp::UNIX_EPOCH,
+                ),
+                observed_generation: None,
+            }];
+        job
+    };
+    let past_deadline = failed("DeadlineExceeded");
+    let last = resolved(resolve_model(
+        &deployment("final", None),
+        Some(&past_deadline),
+        &config(),
+    ));
+    assert_eq!(last.model_id, "ft:qwen2.5-0.5b-instruct:my-job:ckpt-27");
+    let best = resolved(resolve_model(
+        &deployment("best", None),
+        Some(&past_deadline),
+        &config(),
+    ));
+    assert_eq!(best.model_id, "ft:qwen2.5-0.5b-instruct:my-job:ckpt-18");
+    // Any other failure has nothing to serve.
+    let diverged = failed("Diverged");
+    assert!(matches!(
+        resolve_model(&deployment("final", None), Some(&diverged), &config()),
+        Resolution::Failed {
+            reason: "FineTuneJobFailed",
+            ..
+        }
+    ));
+}
+
+#[test]
 fn a_job_not_done_waits_and_a_wrong_choice_fails() {
     // (job, checkpoint, waits (else fails), reason, message)
     let cases: [(Option<FineTuneJob>, &str, bool, &str, &str); 7] = [

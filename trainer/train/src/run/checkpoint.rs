@@ -5,7 +5,7 @@ use anneal_crds::events::{EventBody, LogLevel};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::start::Training;
-use super::{Run, RunOutcome};
+use super::{Deadline, Run, RunOutcome};
 use crate::TrainError;
 use crate::checkpoint::{
     CHECKPOINTS, CheckpointContents, SampleAnswer, checkpoint_name, checkpoint_status,
@@ -14,6 +14,7 @@ use crate::checkpoint::{
 use crate::checkpoint_evaluation::CheckpointScores;
 use crate::event_log::EventLog;
 use crate::objective::{Objective, Scores};
+use crate::run::divergence::report_failure;
 use crate::state::TrainerState;
 use anneal_crds::best_checkpoint::best_checkpoint_name;
 use anneal_crds::storage::Storage;
@@ -43,6 +44,27 @@ pub(crate) fn report_stop(
         checkpoint,
         step: state.step,
     })
+}
+
+/// Says that a run (chat or image) ran past its deadline and where what it trained is
+/// kept (an error event and the `Failed` phase, also in storage's copy of the events);
+/// returns the failure that ends it.
+pub(crate) fn report_deadline(
+    events: &mut EventLog,
+    output: &Storage,
+    state: &TrainerState,
+    deadline: Deadline,
+) -> Result<TrainError, TrainError> {
+    let kept = match state.checkpoints.last() {
+        Some(last) => format!("the checkpoints are kept, the last is {}", last.name),
+        None => "no step was taken, so there is no checkpoint".to_owned(),
+    };
+    let message = format!(
+        "ran past spec.activeDeadlineSeconds ({} s) at step {}/{}; {kept}",
+        deadline.seconds, state.step, state.total_steps
+    );
+    report_failure(events, output, message.clone());
+    Ok(TrainError::DeadlineExceeded(message))
 }
 
 /// Prunes the checkpoints beyond `keep` (`checkpoints.keep`), sparing `spare`, with
@@ -144,6 +166,29 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             &self.location.output,
             relative,
             &self.location.work_dir,
+        )
+    }
+
+    /// Checkpoints where the run stands (unless that step already has one) and
+    /// returns the failure that ends a run past its deadline, naming the checkpoint
+    /// that keeps what it trained.
+    pub(super) fn deadline_exceeded(
+        mut self,
+        mut training: Training<B>,
+        deadline: Deadline,
+    ) -> Result<TrainError, TrainError> {
+        let state = &training.state;
+        let name = checkpoint_name(state.step);
+        let already = state.checkpoints.iter().any(|c| c.name == name);
+        if state.step > 0 && !already {
+            let validation = self.evaluate(&training.model);
+            self.checkpoint(&mut training, validation, Vec::new(), None)?;
+        }
+        report_deadline(
+            &mut self.events,
+            &self.location.output,
+            &training.state,
+            deadline,
         )
     }
 

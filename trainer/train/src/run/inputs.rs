@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
 
 use anneal_crds::ResolvedHyperparameters;
 use anneal_crds::finetunejob::{CheckpointsSpec, FineTuneJob, TrainingMethod, TrainingType};
@@ -28,6 +29,24 @@ pub struct RunInputs {
     pub resume: bool,
     /// Set (e.g. on SIGTERM) to checkpoint at the next step boundary and stop.
     pub stop: Arc<AtomicBool>,
+    /// `spec.activeDeadlineSeconds`: past it, the run checkpoints at the next step
+    /// boundary and fails with [`crate::TrainError::DeadlineExceeded`].
+    pub deadline: Option<Deadline>,
+}
+
+/// When the job's time is up, and the setting that says so (for messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: SystemTime,
+    /// `spec.activeDeadlineSeconds`.
+    pub seconds: u64,
+}
+
+impl Deadline {
+    /// Whether it has passed at `now`.
+    pub fn passed(&self, now: SystemTime) -> bool {
+        now >= self.at
+    }
 }
 
 /// Which run this is, as `trainer_state.json`, the model id and the loss chart name it.

@@ -16,6 +16,7 @@ pub(crate) mod start;
 pub(crate) mod step;
 
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use anneal_crds::finetunejob::{JobResult, TrainingMethod, TrainingType};
 use burn::module::AutodiffModule;
@@ -24,7 +25,9 @@ use burn::tensor::backend::AutodiffBackend;
 
 pub use divergence::Divergence;
 use early_stop::early_stop;
-pub use inputs::{BaseModel, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings};
+pub use inputs::{
+    BaseModel, Deadline, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings,
+};
 pub use out_of_memory::{OutOfMemory, Retry};
 use start::{Start, Training};
 use step::Session;
@@ -147,6 +150,11 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
     while training.state.step < total_steps {
         if inputs.stop.load(Ordering::SeqCst) {
             return run.stop(training);
+        }
+        if let Some(deadline) = inputs.deadline
+            && deadline.passed(SystemTime::now())
+        {
+            return Err(run.deadline_exceeded(training, deadline)?);
         }
         let checkpoint_due = run.checkpoint_due(training.state.step + 1);
         let validation;

@@ -21,7 +21,8 @@ use crate::TrainError;
 use crate::checkpoint::{CHECKPOINTS, SAMPLES_FILE, checkpoint_name};
 use crate::image::samples::draw_samples;
 use crate::optimizer_state::{OPTIMIZER_FILE, save_moments};
-use crate::run::checkpoint::{prune_and_report, report_stop};
+use crate::run::Deadline;
+use crate::run::checkpoint::{prune_and_report, report_deadline, report_stop};
 use crate::state::STATE_FILE;
 
 /// Where the untrained model's samples go in the run's output.
@@ -170,6 +171,26 @@ impl<B: AutodiffBackend> ImageRun<'_, B> {
         location.output.upload_dir_complete(&staging, relative)?;
         std::fs::remove_dir_all(&staging).map_err(|e| TrainError::io(&staging, e))?;
         Ok(())
+    }
+
+    /// Checkpoints where the run stands (unless that step already has one) and
+    /// returns the failure that ends a run past its deadline.
+    pub(super) fn deadline_exceeded(
+        mut self,
+        mut training: ImageTraining<B>,
+        deadline: Deadline,
+    ) -> Result<TrainError, TrainError> {
+        let state = &training.state;
+        let name = checkpoint_name(state.step);
+        if state.step > 0 && !state.checkpoints.iter().any(|c| c.name == name) {
+            self.checkpoint(&mut training, false)?;
+        }
+        report_deadline(
+            &mut self.events,
+            &self.inputs.location.output,
+            &training.state,
+            deadline,
+        )
     }
 
     /// Checkpoints where the run stands (unless that step already has one) and stops.

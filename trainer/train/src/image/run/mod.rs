@@ -29,7 +29,7 @@ use crate::TrainError;
 use crate::event_log::{EventLog, EventSink};
 use crate::run::divergence::report_failure;
 use crate::run::start::{find_resume_point, open_event_log};
-use crate::run::{BaseModel, RunIdentity, RunLocation, RunOutcome, TrainingSettings};
+use crate::run::{BaseModel, Deadline, RunIdentity, RunLocation, RunOutcome, TrainingSettings};
 use crate::schedule::LearningRateSchedule;
 use crate::state::DataOrder;
 
@@ -46,6 +46,8 @@ pub struct ImageRunInputs {
     pub resume: bool,
     /// Set (e.g. on SIGTERM) to checkpoint at the next step boundary and stop.
     pub stop: Arc<AtomicBool>,
+    /// `spec.activeDeadlineSeconds`, as in a chat run.
+    pub deadline: Option<Deadline>,
 }
 
 /// Trains an image job's adapter on backend `B`'s `device`, reporting to `sinks`.
@@ -79,6 +81,11 @@ pub fn run_image_training<B: AutodiffBackend>(
     while training.state.step < total_steps {
         if inputs.stop.load(Ordering::SeqCst) {
             return run.stop(training);
+        }
+        if let Some(deadline) = inputs.deadline
+            && deadline.passed(std::time::SystemTime::now())
+        {
+            return Err(run.deadline_exceeded(training, deadline)?);
         }
         training = run.step(training, &mut pace)?;
         if run.checkpoint_due(training.state.step) {
