@@ -727,20 +727,7 @@ async fn a_queued_job_waits_for_kueue_to_admit_its_trainer() {
 async fn a_configmap_dataset_is_validated_by_the_operator_and_mounted_for_the_trainer() {
     let world = World::start(&quickstart_lines(4)).await;
     let operator = world.start_operator(None).await;
-    let config_map = k8s_openapi::api::core::v1::ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some("chats".into()),
-            ..Default::default()
-        },
-        data: Some([("train.jsonl".to_owned(), quickstart_lines(24))].into()),
-        ..Default::default()
-    };
-    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(world.client(), NAMESPACE);
-    config_maps
-        .create(&Default::default(), &config_map)
-        .await
-        .unwrap();
+    create_config_map(&world, "chats", "train.jsonl", quickstart_lines(24)).await;
     let yaml = job_yaml("inline", 1, 2, "").replace(
         r#"dataset: {train: "s3://anneal-e2e/data/train.jsonl", validationSplit: 0.2}"#,
         "dataset: {configMap: {name: chats}, validationSplit: 0.2}",
@@ -772,20 +759,7 @@ async fn a_held_out_configmap_scores_every_checkpoint_and_best_follows_its_first
     // The last 6 of the quick start's chats: the job trains on the first 24.
     let data = quickstart_lines(240);
     let held_out: Vec<&str> = data.lines().skip(234).collect();
-    let config_map = k8s_openapi::api::core::v1::ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some("held-out".into()),
-            ..Default::default()
-        },
-        data: Some([("eval.jsonl".to_owned(), held_out.join("\n") + "\n")].into()),
-        ..Default::default()
-    };
-    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(world.client(), NAMESPACE);
-    config_maps
-        .create(&Default::default(), &config_map)
-        .await
-        .unwrap();
+    create_config_map(&world, "held-out", "eval.jsonl", held_out.join("\n") + "\n").await;
     let yaml = job_yaml("scored", 1, 2, "").replace(
         "checkpoints: {everyEpoch: true, everySteps: 2}",
         r#"checkpoints: {everyEpoch: true, everySteps: 2, evaluation: {dataset: {configMap: {name: held-out, key: eval.jsonl}}, metrics: [{contains: {text: "Good question!"}}, referenceLoss: {}], generation: {maxTokens: 16}}}"#,
@@ -832,6 +806,24 @@ async fn a_held_out_configmap_scores_every_checkpoint_and_best_follows_its_first
     let chosen = status.checkpoints.iter().find(|c| c.name == best).unwrap();
     assert_eq!(chosen.evaluation[0].score, top);
     operator.stop().await;
+}
+
+/// A ConfigMap in the test namespace holding `text` under `key`.
+async fn create_config_map(world: &World, name: &str, key: &str, text: String) {
+    let config_map = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some([(key.to_owned(), text)].into()),
+        ..Default::default()
+    };
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(world.client(), NAMESPACE);
+    config_maps
+        .create(&Default::default(), &config_map)
+        .await
+        .unwrap();
 }
 
 /// The `Validated` condition of a job, once it has one.

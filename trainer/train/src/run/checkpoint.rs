@@ -177,13 +177,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         mut training: Training<B>,
         deadline: Deadline,
     ) -> Result<TrainError, TrainError> {
-        let state = &training.state;
-        let name = checkpoint_name(state.step);
-        let already = state.checkpoints.iter().any(|c| c.name == name);
-        if state.step > 0 && !already {
-            let validation = self.evaluate(&training.model);
-            self.checkpoint(&mut training, validation, Vec::new(), None)?;
-        }
+        self.checkpoint_where_it_stands(&mut training)?;
         report_deadline(
             &mut self.events,
             &self.location.output,
@@ -193,21 +187,27 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
     }
 
     /// Checkpoints where the run stands (unless that step already has one) and stops.
-    /// Within the pod's grace period: the validation loss, but no sample answers and
-    /// no `checkpoints.evaluation` (so this checkpoint does not compete for best).
     pub(super) fn stop(mut self, mut training: Training<B>) -> Result<RunOutcome, TrainError> {
-        let state = &training.state;
-        let name = checkpoint_name(state.step);
-        let already = state.checkpoints.iter().any(|c| c.name == name);
-        if state.step > 0 && !already {
-            let validation = self.evaluate(&training.model);
-            self.checkpoint(&mut training, validation, Vec::new(), None)?;
-        }
+        self.checkpoint_where_it_stands(&mut training)?;
+        let name = checkpoint_name(training.state.step);
         report_stop(
             &mut self.events,
             &self.location.output,
             &training.state,
             name,
         )
+    }
+
+    /// A checkpoint at the current step, unless it has one or no step was taken.
+    /// Within the pod's grace period: the validation loss, but no sample answers and
+    /// no `checkpoints.evaluation` (so this checkpoint does not compete for best).
+    fn checkpoint_where_it_stands(&mut self, training: &mut Training<B>) -> Result<(), TrainError> {
+        let state = &training.state;
+        let name = checkpoint_name(state.step);
+        if state.step > 0 && !state.checkpoints.iter().any(|c| c.name == name) {
+            let validation = self.evaluate(&training.model);
+            self.checkpoint(training, validation, Vec::new(), None)?;
+        }
+        Ok(())
     }
 }
