@@ -6,6 +6,8 @@
 //! checks the machine with all of them, and `train` and `serve` run its quick checks
 //! first on CUDA (`gpu_start`).
 
+pub mod console;
+pub mod console_command;
 pub mod device_arg;
 pub mod doctor;
 pub mod doctor_command;

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anneal_trainer::console_command::{self, ConsoleArgs};
 use anneal_trainer::doctor_command::{self, DoctorArgs};
 use anneal_trainer::evaluate_command::{self, EvaluateArgs};
 use anneal_trainer::fetch_command::{self, FetchArgs};
@@ -47,6 +48,8 @@ enum Command {
     Publish(PublishArgs),
     /// Check this machine: the backend, a matmul against a reference, one LoRA training step.
     Doctor(DoctorArgs),
+    /// Browse the runs `trainer train` wrote: losses, checkpoints' answers side by side, logs.
+    Console(ConsoleArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,5 +66,6 @@ fn main() -> ExitCode {
         Command::Fetch(args) => fetch_command::run(&args),
         Command::Publish(args) => publish_command::run(args),
         Command::Doctor(args) => doctor_command::run(&args),
+        Command::Console(args) => console_command::run(&args),
     }
 }

@@ -185,6 +185,7 @@ fn every_documented_trainer_command_uses_flags_the_cli_has() {
         "generate-image",
         "serve",
         "plan",
+        "console",
     ] {
         let (listed, known) = synopses
             .get(sub)

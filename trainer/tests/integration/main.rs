@@ -8,6 +8,7 @@ mod support;
 mod accumulation;
 mod chat_reference;
 mod checkpoint_evaluation;
+mod console_cli;
 mod deadline_cli;
 mod divergence_cli;
 mod doc_commands;

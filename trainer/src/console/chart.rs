@@ -1,0 +1,117 @@
+//! The loss chart of a run page, drawn on the server as SVG: training loss as a line,
+//! validation loss as points, over steps. No script: it shows in any browser and in
+//! an air-gapped cluster. Each point carries a `<title>` with its step and value, so
+//! hovering names it.
+
+use maud::{Markup, html};
+
+const WIDTH: f64 = 720.0;
+const HEIGHT: f64 = 280.0;
+/// Room for the axis labels.
+const LEFT: f64 = 56.0;
+const BOTTOM: f64 = 32.0;
+const TOP: f64 = 12.0;
+const RIGHT: f64 = 12.0;
+
+/// Where the series are drawn: their step and value ranges mapped onto the plot.
+struct Frame {
+    steps: (f64, f64),
+    values: (f64, f64),
+}
+
+impl Frame {
+    fn around(series: &[&[(u64, f64)]]) -> Option<Self> {
+        let points = series
+            .iter()
+            .flat_map(|s| s.iter())
+            .filter(|p| p.1.is_finite());
+        let (mut steps, mut values) = ((f64::MAX, f64::MIN), (f64::MAX, f64::MIN));
+        let mut any = false;
+        for &(step, value) in points {
+            any = true;
+            steps = (steps.0.min(step as f64), steps.1.max(step as f64));
+            values = (values.0.min(value), values.1.max(value));
+        }
+        if !any {
+            return None;
+        }
+        // A flat series or a single step still gets a frame.
+        if steps.1 - steps.0 < 1.0 {
+            steps.1 = steps.0 + 1.0;
+        }
+        let pad = ((values.1 - values.0) * 0.05).max(1e-6);
+        Some(Self {
+            steps,
+            values: (values.0 - pad, values.1 + pad),
+        })
+    }
+
+    fn x(&self, step: u64) -> f64 {
+        let share = (step as f64 - self.steps.0) / (self.steps.1 - self.steps.0);
+        LEFT + share * (WIDTH - LEFT - RIGHT)
+    }
+
+    fn y(&self, value: f64) -> f64 {
+        let share = (value - self.values.0) / (self.values.1 - self.values.0);
+        HEIGHT - BOTTOM - share * (HEIGHT - BOTTOM - TOP)
+    }
+}
+
+/// The chart of `train` (a line) and `valid` (points), or a note when there is
+/// nothing to draw yet.
+pub fn loss_chart(train: &[(u64, f64)], valid: &[(u64, f64)]) -> Markup {
+    let Some(frame) = Frame::around(&[train, valid]) else {
+        return html! { p.muted { "No loss logged yet." } };
+    };
+    let line: Vec<String> = (train.iter())
+        .filter(|p| p.1.is_finite())
+        .map(|&(step, loss)| format!("{:.1},{:.1}", frame.x(step), frame.y(loss)))
+        .collect();
+    let bottom = HEIGHT - BOTTOM;
+    html! {
+        svg.chart viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img"
+            aria-label="Training loss (line) and validation loss (points) over steps" {
+            line x1=(LEFT) y1=(bottom) x2=(WIDTH - RIGHT) y2=(bottom) stroke="#888" {}
+            line x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(bottom) stroke="#888" {}
+            text x=(LEFT - 6.0) y=(TOP + 10.0) text-anchor="end" font-size="11" { (format!("{:.3}", frame.values.1)) }
+            text x=(LEFT - 6.0) y=(bottom) text-anchor="end" font-size="11" { (format!("{:.3}", frame.values.0)) }
+            text x=(LEFT) y=(HEIGHT - 10.0) font-size="11" { "step " (frame.steps.0) }
+            text x=(WIDTH - RIGHT) y=(HEIGHT - 10.0) text-anchor="end" font-size="11" { (frame.steps.1) }
+            polyline.train points=(line.join(" ")) fill="none" stroke="#2563eb" stroke-width="2" {}
+            @for &(step, loss) in train.iter().filter(|p| p.1.is_finite()) {
+                circle.train-point cx=(format!("{:.1}", frame.x(step))) cy=(format!("{:.1}", frame.y(loss))) r="2" fill="#2563eb" {
+                    title { "step " (step) ": training loss " (format!("{loss:.4}")) }
+                }
+            }
+            @for &(step, loss) in valid.iter().filter(|p| p.1.is_finite()) {
+                circle.valid-point cx=(format!("{:.1}", frame.x(step))) cy=(format!("{:.1}", frame.y(loss))) r="4" fill="#dc2626" {
+                    title { "step " (step) ": validation loss " (format!("{loss:.4}")) }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_point_is_drawn_inside_the_plot() {
+        let train = [(1, 2.0), (2, 1.5), (3, f64::NAN), (4, 1.0)];
+        let valid = [(2, 1.8), (4, 1.2)];
+        let svg = loss_chart(&train, &valid).into_string();
+        assert_eq!(svg.matches("class=\"train-point\"").count(), 3);
+        assert_eq!(svg.matches("class=\"valid-point\"").count(), 2);
+        assert!(svg.contains("step 4: training loss 1.0000"));
+        let frame = Frame::around(&[&train, &valid]).unwrap();
+        // The highest loss is near the top, the last step at the right edge.
+        assert!((frame.x(4) - (WIDTH - RIGHT)).abs() < 1e-9);
+        assert!(frame.y(2.0) > TOP && frame.y(2.0) < TOP + 20.0);
+        assert!(frame.y(1.0) < HEIGHT - BOTTOM);
+        assert_eq!(
+            loss_chart(&[], &[]).into_string(),
+            "<p class=\"muted\">No loss logged yet.</p>"
+        );
+    }
+}

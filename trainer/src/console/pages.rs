@@ -1,0 +1,210 @@
+//! The console's pages, rendered on the server (maud escapes every value): the runs
+//! list, and a run's page with its loss chart, its checkpoints side by side (each
+//! sample prompt's answers in a row, scores and validation loss above), and its log.
+//! One small inline style sheet, no script and no outside request.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::chart::loss_chart;
+use super::runs::RunSummary;
+use anneal_crds::events::LogLevel;
+
+const STYLE: &str = "
+body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fafafa}
+header{background:#1e293b;color:#fff;padding:.6rem 1rem}
+header a{color:#fff;text-decoration:none;font-weight:600}
+main{padding:1rem;max-width:1400px;margin:auto}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f1f5f9}
+.scroll{overflow-x:auto}
+.muted{color:#666}
+.chart{width:100%;max-width:720px;height:auto;background:#fff;border:1px solid #ddd}
+.best{background:#ecfdf5}
+.answer{white-space:pre-wrap;min-width:14rem}
+.log{font-family:ui-monospace,monospace;font-size:.85rem;white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.5rem;max-height:24rem;overflow:auto}
+.warn{color:#b45309}.error{color:#b91c1c}
+a:focus,a:hover{outline:2px solid #2563eb}
+";
+
+fn page(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " - Anneal console" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header { a href="/" { "Anneal console" } }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn phase(summary: &RunSummary) -> String {
+    summary
+        .phase
+        .map_or("Pending".to_owned(), |p| format!("{p:?}"))
+}
+
+fn last(series: &[(u64, f64)]) -> String {
+    series
+        .last()
+        .map_or("-".to_owned(), |(_, loss)| format!("{loss:.4}"))
+}
+
+/// Every run in the runs folder, as a table.
+pub fn runs_page(root: &str, runs: &[RunSummary]) -> Markup {
+    page(
+        "Runs",
+        html! {
+            h1 { "Runs" }
+            p.muted { "In " code { (root) } ", newest run of each job first." }
+            @if runs.is_empty() {
+                p { "No runs yet: " code { "trainer train JOB.yaml" } " writes them here." }
+            } @else {
+                div.scroll { table {
+                    thead { tr {
+                        th { "Job" } th { "Run" } th { "Phase" } th { "Step" }
+                        th { "Training loss" } th { "Validation loss" } th { "Best checkpoint" } th { "Started" }
+                    } }
+                    tbody {
+                        @for (key, run) in runs.iter().filter_map(|r| Some((r.key.as_ref()?, r))) {
+                            tr {
+                                td { (key.namespace) "/" (key.job) }
+                                td { a href=(key.href()) { (key.run) } }
+                                td { (phase(run)) }
+                                td { (run.step) "/" (run.total_steps) }
+                                td { (last(&run.train_loss)) }
+                                td { (last(&run.valid_loss)) }
+                                td { (run.best_checkpoint.as_deref().unwrap_or("-")) }
+                                td { (run.started.as_deref().unwrap_or("-")) }
+                            }
+                        }
+                    }
+                } }
+            }
+        },
+    )
+}
+
+/// One run: where it stands, its losses, its checkpoints side by side, its log.
+pub fn run_page(run: &RunSummary) -> Markup {
+    let key = run.key.clone().expect("a read run has its key");
+    let title = format!("{}/{} {}", key.namespace, key.job, key.run);
+    let rows = run
+        .checkpoints
+        .iter()
+        .map(|c| c.samples.len())
+        .max()
+        .unwrap_or(0)
+        .max(run.sample_prompts.len());
+    let metrics = evaluation_metrics(run);
+    page(
+        &title,
+        html! {
+            h1 { (title) }
+            p {
+                strong { (phase(run)) }
+                @if let Some(message) = &run.message { ": " (message) }
+            }
+            ul {
+                li { "Step " (run.step) " of " (run.total_steps) }
+                @if let Some(base) = &run.base_model { li { "Base model: " (base) } }
+                @if let Some(id) = &run.model_id { li { "Model id: " code { (id) } } }
+                @if let Some(rate) = run.tokens_per_second { li { "Tokens/s (last step): " (format!("{rate:.1}")) } }
+                @if let Some(best) = &run.best_checkpoint { li { "Best checkpoint: " strong { (best) } } }
+            }
+            h2 { "Loss" }
+            (loss_chart(&run.train_loss, &run.valid_loss))
+            p.muted { "Line: training loss. Points: validation loss." }
+            h2 { "Checkpoints" }
+            @if run.checkpoints.is_empty() {
+                p.muted { "No checkpoint yet." }
+            } @else {
+                div.scroll { table.checkpoints {
+                    thead {
+                        tr {
+                            th { "" }
+                            @for c in &run.checkpoints {
+                                th class=(if run.best_checkpoint.as_deref() == Some(c.name.as_str()) { "best" } else { "" }) {
+                                    (c.name) br; span.muted { "step " (c.step) ", epoch " (format!("{:.2}", c.epoch)) }
+                                }
+                            }
+                        }
+                    }
+                    tbody {
+                        tr {
+                            th { "Validation loss" }
+                            @for c in &run.checkpoints {
+                                td { (c.valid_loss.map_or("-".to_owned(), |l| format!("{l:.4}"))) }
+                            }
+                        }
+                        @for metric in &metrics {
+                            tr {
+                                th { (metric) }
+                                @for c in &run.checkpoints {
+                                    td {
+                                        @if let Some(s) = c.evaluation.iter().find(|s| &s.metric == metric) {
+                                            (format!("{:.4}", s.score)) " " span.muted { (format!("[{:.4}, {:.4}]", s.low, s.high)) }
+                                        } @else { "-" }
+                                    }
+                                }
+                            }
+                        }
+                        @for row in 0..rows {
+                            tr {
+                                th.answer { (run.sample_prompts.get(row).map_or(format!("Sample {}", row + 1), Clone::clone)) }
+                                @for c in &run.checkpoints {
+                                    td.answer { (c.samples.get(row).map_or("", String::as_str)) }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+            h2 { "Log" }
+            @if run.log.is_empty() {
+                p.muted { "Nothing logged." }
+            } @else {
+                div.log {
+                    @for line in &run.log {
+                        @let class = match line.level { LogLevel::Info => "", LogLevel::Warn => "warn", LogLevel::Error => "error" };
+                        div class=(class) { (line.time) " " (format!("{:?}", line.level).to_uppercase()) " " (line.message) }
+                    }
+                }
+            }
+            @if run.unreadable_lines > 0 {
+                p.muted { (run.unreadable_lines) " lines of events.jsonl could not be read." }
+            }
+        },
+    )
+}
+
+/// The metrics of `checkpoints.evaluation` the run's checkpoints were scored by, in
+/// the order they first appear.
+fn evaluation_metrics(run: &RunSummary) -> Vec<String> {
+    let mut metrics: Vec<String> = Vec::new();
+    for score in run.checkpoints.iter().flat_map(|c| &c.evaluation) {
+        if !metrics.contains(&score.metric) {
+            metrics.push(score.metric.clone());
+        }
+    }
+    metrics
+}
+
+/// The page for a run that is not there.
+pub fn not_found(what: &str) -> Markup {
+    page(
+        "Not found",
+        html! {
+            h1 { "Not found" }
+            p { (what) }
+            p { a href="/" { "All runs" } }
+        },
+    )
+}
