@@ -1,5 +1,5 @@
 //! The commands `trainer train` prints for what comes next (`try it:`, `serve it:`,
-//! how to resume), written so that they run as printed.
+//! `browse it:`, how to resume), written so that they run as printed.
 //!
 //! After `cargo run` nothing called `trainer` is on PATH, so a bare `trainer …`
 //! would fail for the newcomer who just followed the README: the commands name
@@ -125,6 +125,14 @@ pub fn next_steps(trained: Trained, model_id: &str, question: &str) -> NextSteps
         ),
         serve_it: command_line(&trainer, serve_args),
     }
+}
+
+/// `trainer console` over the runs folder `runs` (the one holding
+/// `{namespace}/{job}/{run}`), to browse the run in a browser.
+pub fn console_command(runs: &Path) -> String {
+    let runs = std::fs::canonicalize(runs).unwrap_or_else(|_| runs.to_path_buf());
+    let runs = runs.display().to_string();
+    command_line(&trainer_command(), ["console", "--runs", runs.as_str()])
 }
 
 /// The command that continues a stopped run: the same manifest and the settings that

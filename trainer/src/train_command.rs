@@ -37,7 +37,7 @@ use crate::device_arg::DeviceArg;
 use crate::gpu_start::{GpuStartArgs, GpuStartError, prepare};
 use crate::manifest_file::{ManifestFileError, read_manifest_file};
 use crate::memory_arg::memory_size;
-use crate::next_steps::{Trained, next_steps, resume_command};
+use crate::next_steps::{Trained, console_command, next_steps, resume_command};
 use crate::train_evaluation::{TrainEvaluationError, prepare_checkpoint_evaluation};
 use crate::train_image::{ImageTrainJob, prepare_image_run, print_image_result};
 use crate::train_progress::{JsonLines, ProgressDisplay};
@@ -587,6 +587,11 @@ fn print_result(job: &FineTuneJob, base_model_dir: &Path, result: &JobResult) {
     let steps = next_steps(trained, &result.model_id, question);
     println!("try it:     {}", steps.try_it);
     println!("serve it:   {}", steps.serve_it);
+    // `{runs}/{namespace}/{job}/{run}/final` (or `.../checkpoints/ckpt-N`).
+    let run_folder = run.strip_prefix("file://").map(Path::new);
+    if let Some(runs) = run_folder.and_then(|run| run.ancestors().nth(3)) {
+        println!("browse it:  {}", console_command(runs));
+    }
 }
 
 /// The reporter for `--report-url`, if one is given and usable: a reporting

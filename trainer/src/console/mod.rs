@@ -1,7 +1,9 @@
 //! `trainer console`: the runs `trainer train` wrote, in a browser. A runs list and a
-//! page per run (loss chart, checkpoints side by side with their sample answers and
-//! scores, the log), rendered on the server from the run folders each time a page is
-//! asked for ([`runs`]); read-only, and bound to loopback unless told otherwise.
+//! page per run (loss chart, checkpoints side by side with their sample answers, or
+//! an image job's sample pictures, and scores, the log), rendered on the server from
+//! the run folders each time a page is asked for ([`runs`]), reloading every few
+//! seconds while the run goes on; read-only, and bound to loopback unless told
+//! otherwise.
 
 pub mod chart;
 pub mod pages;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
@@ -23,6 +25,10 @@ pub fn router(root: PathBuf) -> Router {
     Router::new()
         .route("/", get(runs_list))
         .route("/runs/{namespace}/{job}/{run}", get(run_detail))
+        .route(
+            "/runs/{namespace}/{job}/{run}/samples/{checkpoint}/{file}",
+            get(sample_picture),
+        )
         .route("/health", get(|| async { "ok" }))
         .with_state(Arc::new(root))
 }
@@ -57,5 +63,29 @@ async fn run_detail(
             (StatusCode::NOT_FOUND, Html(page.into_string())).into_response()
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// A sample picture of an image job's checkpoint: `sample-{n}.png` in the folder of a
+/// checkpoint of a run, nothing else.
+async fn sample_picture(
+    State(root): State<Arc<PathBuf>>,
+    Path((namespace, job, run, checkpoint, file)): Path<(String, String, String, String, String)>,
+) -> Response {
+    let key = RunKey::from_segments(&namespace, &job, &run);
+    let wanted = key.filter(|_| {
+        RunKey::from_segments(&checkpoint, "-", "-").is_some() && pages::sample_picture(&file)
+    });
+    let Some(key) = wanted else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let path = key
+        .folder(&root)
+        .join("checkpoints")
+        .join(checkpoint)
+        .join(file);
+    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "image/png")], bytes).into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -6,8 +6,9 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::chart::loss_chart;
-use super::runs::RunSummary;
+use super::runs::{RunKey, RunSummary};
 use anneal_crds::events::LogLevel;
+use anneal_crds::finetunejob::{CheckpointStatus, JobPhase};
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fafafa}
@@ -27,13 +28,17 @@ th{background:#f1f5f9}
 a:focus,a:hover{outline:2px solid #2563eb}
 ";
 
-fn page(title: &str, body: Markup) -> Markup {
+/// Seconds between reloads of a page whose run is still going.
+const REFRESH_SECONDS: u32 = 10;
+
+fn page(title: &str, live: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if live { meta http-equiv="refresh" content=(REFRESH_SECONDS); }
                 title { (title) " - Anneal console" }
                 style { (PreEscaped(STYLE)) }
             }
@@ -43,6 +48,14 @@ fn page(title: &str, body: Markup) -> Markup {
             }
         }
     }
+}
+
+/// Whether the run may still change: not yet ended.
+fn going(summary: &RunSummary) -> bool {
+    !matches!(
+        summary.phase,
+        Some(JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled)
+    )
 }
 
 fn phase(summary: &RunSummary) -> String {
@@ -61,6 +74,7 @@ fn last(series: &[(u64, f64)]) -> String {
 pub fn runs_page(root: &str, runs: &[RunSummary]) -> Markup {
     page(
         "Runs",
+        runs.iter().any(going),
         html! {
             h1 { "Runs" }
             p.muted { "In " code { (root) } ", newest run of each job first." }
@@ -106,6 +120,7 @@ pub fn run_page(run: &RunSummary) -> Markup {
     let metrics = evaluation_metrics(run);
     page(
         &title,
+        going(run),
         html! {
             h1 { (title) }
             p {
@@ -160,7 +175,7 @@ pub fn run_page(run: &RunSummary) -> Markup {
                             tr {
                                 th.answer { (run.sample_prompts.get(row).map_or(format!("Sample {}", row + 1), Clone::clone)) }
                                 @for c in &run.checkpoints {
-                                    td.answer { (c.samples.get(row).map_or("", String::as_str)) }
+                                    td.answer { (sample(&key, c, row)) }
                                 }
                             }
                         }
@@ -185,6 +200,33 @@ pub fn run_page(run: &RunSummary) -> Markup {
     )
 }
 
+/// A checkpoint's `row`th sample: an answer, or for an image job its picture (a PNG
+/// in the checkpoint's folder, served by the console).
+fn sample(key: &RunKey, checkpoint: &CheckpointStatus, row: usize) -> Markup {
+    let Some(sample) = checkpoint.samples.get(row) else {
+        return html! {};
+    };
+    let picture = sample
+        .rsplit_once('/')
+        .map(|(_, file)| file)
+        .filter(|file| sample.starts_with("file://") && sample_picture(file));
+    match picture {
+        Some(file) => html! {
+            img src=(format!("{}/samples/{}/{file}", key.href(), checkpoint.name))
+                alt=(format!("sample {} of {}", row + 1, checkpoint.name)) width="256";
+        },
+        None => html! { (sample) },
+    }
+}
+
+/// Whether `file` is a sample picture's name (`sample-{n}.png`), the only files the
+/// console serves from a checkpoint.
+pub fn sample_picture(file: &str) -> bool {
+    file.strip_prefix("sample-")
+        .and_then(|rest| rest.strip_suffix(".png"))
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// The metrics of `checkpoints.evaluation` the run's checkpoints were scored by, in
 /// the order they first appear.
 fn evaluation_metrics(run: &RunSummary) -> Vec<String> {
@@ -201,6 +243,7 @@ fn evaluation_metrics(run: &RunSummary) -> Vec<String> {
 pub fn not_found(what: &str) -> Markup {
     page(
         "Not found",
+        false,
         html! {
             h1 { "Not found" }
             p { (what) }

@@ -20,19 +20,28 @@ impl Drop for Console {
     }
 }
 
-/// `GET path` on `address`: the status code and the body.
-fn get(address: &str, path: &str) -> (u16, String) {
+/// `GET path` on `address`: the status code and the body's bytes.
+fn get_bytes(address: &str, path: &str) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(address).unwrap();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_owned())
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let status = String::from_utf8_lossy(&response[9..12]).parse().unwrap();
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |i| i + 4);
+    (status, response[head_end..].to_vec())
+}
+
+/// `GET path` on `address`: the status code and the body as text.
+fn get(address: &str, path: &str) -> (u16, String) {
+    let (status, body) = get_bytes(address, path);
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[test]
@@ -49,21 +58,7 @@ fn the_console_shows_a_trained_runs_losses_answers_and_log() {
     expect(&output, 0);
     let trained = events(&output.stdout);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(["console", "--port", "0", "--runs"])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let console = Console(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
-    let address = first
-        .strip_prefix("console: http://")
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(address, _)| address.to_owned())
-        .unwrap_or_else(|| panic!("{first}"));
+    let (console, address) = start_console(&out);
 
     let (status, list) = get(&address, "/");
     assert_eq!(status, 200);
@@ -105,6 +100,10 @@ fn the_console_shows_a_trained_runs_losses_answers_and_log() {
     // The prompt is escaped, not markup.
     assert!(page.contains("What should I wear &lt;today&gt;?"));
     assert!(page.contains("Model id: <code>ft:anneal-tiny:cli:ckpt-10</code>"));
+    assert!(
+        !page.contains("http-equiv=\"refresh\""),
+        "a finished run stays put"
+    );
 
     for path in [
         "/runs/team-a/cli/r2",
@@ -115,6 +114,66 @@ fn the_console_shows_a_trained_runs_losses_answers_and_log() {
         assert_eq!(status, 404, "{path}");
     }
     drop(console);
+}
+
+/// Starts `trainer console` on `runs`; its address.
+fn start_console(runs: &std::path::Path) -> (Console, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["console", "--port", "0", "--runs"])
+        .arg(runs)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let console = Console(child);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    let address = first
+        .strip_prefix("console: http://")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(address, _)| address.to_owned())
+        .unwrap_or_else(|| panic!("{first}"));
+    (console, address)
+}
+
+#[test]
+fn an_image_runs_sample_pictures_are_shown_and_nothing_else_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("team-a/dog/r1");
+    let checkpoint = run.join("checkpoints/ckpt-4");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+    let png = b"\x89PNG\r\n\x1a\nnot really a picture".to_vec();
+    std::fs::write(checkpoint.join("sample-0.png"), &png).unwrap();
+    std::fs::write(checkpoint.join("adapter_config.json"), "{}").unwrap();
+    let uri = format!("file://{}/sample-0.png", checkpoint.display());
+    let events = [
+        r#"{"seq":1,"time":"2026-12-05T10:00:00Z","type":"phase","phase":"Running"}"#.to_owned(),
+        format!(
+            r#"{{"seq":2,"time":"2026-12-05T10:00:09Z","type":"checkpoint","name":"ckpt-4","step":4,"epoch":1.0,"uri":"file://{}","samples":["{uri}"]}}"#,
+            checkpoint.display()
+        ),
+    ];
+    std::fs::write(run.join("events.jsonl"), events.join("\n") + "\n").unwrap();
+    let (_console, address) = start_console(dir.path());
+
+    let (status, page) = get(&address, "/runs/team-a/dog/r1");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<img src=\"/runs/team-a/dog/r1/samples/ckpt-4/sample-0.png\""),
+        "{page}"
+    );
+    // Still running: the page reloads itself.
+    assert!(page.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+    let (status, body) = get_bytes(&address, "/runs/team-a/dog/r1/samples/ckpt-4/sample-0.png");
+    assert_eq!(status, 200);
+    assert_eq!(body, png);
+    for path in [
+        "/runs/team-a/dog/r1/samples/ckpt-4/adapter_config.json",
+        "/runs/team-a/dog/r1/samples/ckpt-4/sample-1.png",
+        "/runs/team-a/dog/r1/samples/..%2F..%2F..%2F/sample-0.png",
+    ] {
+        assert_eq!(get(&address, path).0, 404, "{path}");
+    }
 }
 
 #[test]

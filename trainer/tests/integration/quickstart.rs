@@ -31,6 +31,7 @@ fn the_quickstart_learns_the_house_style_and_its_printed_commands_run() {
     );
     the_try_it_command_answers_like_the_last_checkpoint(&try_it, last);
     the_serve_it_command_serves_the_adapter(&printed("serve it:"), &printed("model id:"));
+    the_browse_it_command_lists_the_run(&printed("browse it:"));
     the_evaluation_finds_the_house_style_in_the_tuned_model_only(dir.path());
 }
 
@@ -270,6 +271,34 @@ pub(crate) fn the_serve_it_command_serves_the_adapter(command: &str, model_id: &
     assert!(
         models.contains(&format!("\"id\":\"{model_id}\"")),
         "/v1/models of `{command}`: {models}"
+    );
+}
+
+/// `browse it:` starts `trainer console` over the runs folder, and its list links the
+/// quick start's run.
+fn the_browse_it_command_lists_the_run(command: &str) {
+    assert!(command.contains(" console --runs "), "{command}");
+    let mut console = Command::new("sh")
+        .args(["-c", &format!("exec {command} --port 0")])
+        .env("PATH", PATH_WITHOUT_TRAINER)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(console.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let address = first
+        .strip_prefix("console: http://")
+        .and_then(|rest| rest.split('/').next())
+        .map(str::to_owned);
+    let list = address.as_deref().map(|a| http_get(a, "/"));
+    let _ = console.kill();
+    let _ = console.wait();
+    let list = list.unwrap_or_else(|| panic!("`{command}` printed {first:?}"));
+    assert!(
+        list.contains("<a href=\"/runs/default/quickstart/"),
+        "the list of `{command}`: {list}"
     );
 }
 
