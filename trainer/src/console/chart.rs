@@ -40,9 +40,14 @@ impl Frame {
             steps.1 = steps.0 + 1.0;
         }
         let pad = ((values.1 - values.0) * 0.05).max(1e-6);
+        // A loss is never below 0: the axis does not start below it either.
+        let low = match values.0 >= 0.0 {
+            true => (values.0 - pad).max(0.0),
+            false => values.0 - pad,
+        };
         Some(Self {
             steps,
-            values: (values.0 - pad, values.1 + pad),
+            values: (low, values.1 + pad),
         })
     }
 

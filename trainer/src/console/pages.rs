@@ -11,7 +11,7 @@ use anneal_crds::events::LogLevel;
 use anneal_crds::finetunejob::{CheckpointStatus, JobPhase};
 
 const STYLE: &str = "
-body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fafafa}
+body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fafafa;overflow-wrap:anywhere}
 header{background:#1e293b;color:#fff;padding:.6rem 1rem}
 header a{color:#fff;text-decoration:none;font-weight:600}
 main{padding:1rem;max-width:1400px;margin:auto}
