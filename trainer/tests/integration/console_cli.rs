@@ -104,6 +104,17 @@ fn the_console_shows_a_trained_runs_losses_answers_and_log() {
         !page.contains("http-equiv=\"refresh\""),
         "a finished run stays put"
     );
+    // Nothing is loaded from another host: no absolute URL in a link, a picture or a
+    // style (an air-gapped cluster has none to reach).
+    for shown in [&list, &page] {
+        for attribute in ["href=\"", "src=\""] {
+            for (at, _) in shown.match_indices(attribute) {
+                let value = &shown[at + attribute.len()..];
+                assert!(value.starts_with('/'), "{}", &value[..value.len().min(60)]);
+            }
+        }
+        assert!(!shown.contains("url("), "no style loads anything");
+    }
 
     for path in [
         "/runs/team-a/cli/r2",
