@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::dataset::{DatasetKind, DatasetLimits, validate_dataset};
+use anneal_crds::finetunejob::ConfigMapDataset;
 use anneal_crds::storage::AsyncStorage;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
@@ -81,26 +82,10 @@ pub async fn check_datasets(
         let Some(config_map) = config_map else {
             continue;
         };
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-        let Some(found) = api.get_opt(&config_map.name).await? else {
-            return Ok(DatasetCheck::Waiting(format!(
-                "{field}: waiting for ConfigMap {} in namespace {namespace}",
-                config_map.name
-            )));
-        };
-        let text = found
-            .data
-            .as_ref()
-            .and_then(|data| data.get(&config_map.key))
-            .cloned();
-        let source = format!("{field} {}/{}", config_map.name, config_map.key);
-        let Some(text) = text else {
-            return Ok(DatasetCheck::Judged(Verdict {
-                reason: VerdictReason::InvalidDataset,
-                message: format!("invalid dataset {source}: the ConfigMap has no such key"),
-            }));
-        };
-        sources.push(DatasetSource::Text(source, text, kind));
+        match config_map_text(client, &namespace, field, config_map).await? {
+            Ok((source, text)) => sources.push(DatasetSource::Text(source, text, kind)),
+            Err(check) => return Ok(check),
+        }
     }
     for (field, uri, kind) in [
         ("spec.dataset.train", job.spec.dataset.train.as_ref(), kind),
@@ -150,47 +135,10 @@ pub async fn check_datasets(
         }
     }
 
-    // However many jobs validate at once, at most DATASET_CHECKS_AT_ONCE datasets are
-    // in the operator's memory, each read, judged and dropped before the next.
-    let mut messages = Vec::new();
-    for source in sources {
-        let _turn = DATASET_CHECKS
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        let (name, head, kind) = match source {
-            DatasetSource::Images(uri, settings, trigger_word) => {
-                let verdict = check_image_folder(&uri, settings, trigger_word).await?;
-                if !verdict.passed() {
-                    return Ok(DatasetCheck::Judged(verdict));
-                }
-                messages.push(verdict.message);
-                continue;
-            }
-            DatasetSource::Text(name, text, kind) => {
-                let size = text.len() as u64;
-                (name, Some((text.into_bytes(), size)), kind)
-            }
-            DatasetSource::Object(field, uri, settings, kind) => {
-                let head = read_head(&uri, settings).await?;
-                (format!("{field} {uri}"), head, kind)
-            }
-        };
-        let Some((bytes, size)) = head else {
-            return Ok(DatasetCheck::Judged(Verdict {
-                reason: VerdictReason::InvalidDataset,
-                message: format!("invalid dataset {name}: no such object"),
-            }));
-        };
-        // Off the async workers: judging 64 MiB takes a CPU for a while.
-        let verdict = tokio::task::spawn_blocking(move || judge_bytes(&name, &bytes, size, kind))
-            .await
-            .map_err(|error| Error::DatasetCheckPanicked(error.to_string()))??;
-        if !verdict.passed() {
-            return Ok(DatasetCheck::Judged(verdict));
-        }
-        messages.push(verdict.message);
-    }
+    let mut messages = match judge_sources(sources).await? {
+        Ok(messages) => messages,
+        Err(failed) => return Ok(DatasetCheck::Judged(failed)),
+    };
     messages.extend(left_to_trainer);
     let message = if messages.is_empty() {
         "spec is valid; the datasets are checked by the trainer as it loads them".to_owned()
@@ -314,6 +262,81 @@ pub(crate) async fn read_head_within(
             limit: timeout,
         }),
     }
+}
+
+/// The text of the ConfigMap key a dataset field names and the dataset's name for
+/// messages; or the check's outcome when the ConfigMap or its key is missing.
+async fn config_map_text(
+    client: &Client,
+    namespace: &str,
+    field: &str,
+    config_map: &ConfigMapDataset,
+) -> Result<std::result::Result<(String, String), DatasetCheck>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let Some(found) = api.get_opt(&config_map.name).await? else {
+        return Ok(Err(DatasetCheck::Waiting(format!(
+            "{field}: waiting for ConfigMap {} in namespace {namespace}",
+            config_map.name
+        ))));
+    };
+    let source = format!("{field} {}/{}", config_map.name, config_map.key);
+    let text = found.data.and_then(|mut data| data.remove(&config_map.key));
+    Ok(match text {
+        Some(text) => Ok((source, text)),
+        None => Err(DatasetCheck::Judged(Verdict {
+            reason: VerdictReason::InvalidDataset,
+            message: format!("invalid dataset {source}: the ConfigMap has no such key"),
+        })),
+    })
+}
+
+/// Judges each source in turn: the passing verdicts' messages, or the first failing
+/// verdict. However many jobs validate at once, at most [`DATASET_CHECKS_AT_ONCE`]
+/// datasets are in the operator's memory, each read, judged and dropped before the
+/// next.
+async fn judge_sources(
+    sources: Vec<DatasetSource>,
+) -> Result<std::result::Result<Vec<String>, Verdict>> {
+    let mut messages = Vec::new();
+    for source in sources {
+        let _turn = DATASET_CHECKS
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let (name, head, kind) = match source {
+            DatasetSource::Images(uri, settings, trigger_word) => {
+                let verdict = check_image_folder(&uri, settings, trigger_word).await?;
+                if !verdict.passed() {
+                    return Ok(Err(verdict));
+                }
+                messages.push(verdict.message);
+                continue;
+            }
+            DatasetSource::Text(name, text, kind) => {
+                let size = text.len() as u64;
+                (name, Some((text.into_bytes(), size)), kind)
+            }
+            DatasetSource::Object(field, uri, settings, kind) => {
+                let head = read_head(&uri, settings).await?;
+                (format!("{field} {uri}"), head, kind)
+            }
+        };
+        let Some((bytes, size)) = head else {
+            return Ok(Err(Verdict {
+                reason: VerdictReason::InvalidDataset,
+                message: format!("invalid dataset {name}: no such object"),
+            }));
+        };
+        // Off the async workers: judging 64 MiB takes a CPU for a while.
+        let verdict = tokio::task::spawn_blocking(move || judge_bytes(&name, &bytes, size, kind))
+            .await
+            .map_err(|error| Error::DatasetCheckPanicked(error.to_string()))??;
+        if !verdict.passed() {
+            return Ok(Err(verdict));
+        }
+        messages.push(verdict.message);
+    }
+    Ok(Ok(messages))
 }
 
 #[cfg(test)]
