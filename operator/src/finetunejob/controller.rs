@@ -45,6 +45,7 @@ use crate::finetunejob::validation_verdict::{Verdict, VerdictReason, judge_spec}
 use crate::metrics::Metrics;
 use crate::report::{FoldRules, ReportState, ReportTarget, ReportedStatus, fold_events_jsonl};
 use crate::shared::conditions::{self, Desired, set_condition};
+use crate::shared::controller_watch::{log_reconcile_failure, managed_children};
 use crate::shared::status_apply::{FIELD_MANAGER, apply_status_at};
 use anneal_crds::trainer_failure::TrainerFailureReason;
 
@@ -86,19 +87,10 @@ pub async fn run_finetunejob_controller(
         }
     });
     controller
-        .owns(
-            trainers,
-            watcher::Config::default()
-                .labels("app.kubernetes.io/managed-by=anneal-operator")
-                .any_semantic(),
-        )
+        .owns(trainers, managed_children())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "reconcile failed");
-            }
-        })
+        .for_each(log_reconcile_failure)
         .await;
     counter.abort();
 }

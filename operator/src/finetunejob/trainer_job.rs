@@ -17,7 +17,7 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Secret, SecretVolumeSource, Volume, VolumeMount,
+    ResourceRequirements, Secret, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -27,9 +27,9 @@ use crate::config::OperatorConfig;
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::env as pod_env;
 use crate::shared::pod_parts::{
-    PVC_DIR, TMP_SIZE, config_map_file, container_security, credentials_env, device,
-    empty_dir_limited, env, gpu_resources, gpu_tolerations, kernel_cache, model_cache, mount,
-    pod_security, quantity_of, scratch_limit,
+    PVC_DIR, config_map_file, container_security, credentials_env, device, env, gpu_resources,
+    gpu_tolerations, kernel_cache, model_cache, mount, pod_security, quantity_of, scratch_limit,
+    secret_work_and_tmp,
 };
 
 /// Name of the trainer's container, which the pod failure policy refers to.
@@ -324,25 +324,15 @@ fn pod_files(
         ByteSize(total.div_ceil(GIB) * GIB)
     });
     let scratch = scratch_limit(resources, planned_scratch, config);
+    let (mounts, volumes) = secret_work_and_tmp(
+        "job-files",
+        trainer_secret_name(meta.name),
+        JOB_FILES_DIR,
+        scratch,
+    );
     let mut files = PodFiles {
-        mounts: vec![
-            mount("job-files", JOB_FILES_DIR, true),
-            mount("work", "/work", false),
-            mount("tmp", "/tmp", false),
-        ],
-        volumes: vec![
-            Volume {
-                name: "job-files".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(trainer_secret_name(meta.name)),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            empty_dir_limited("work", scratch),
-            empty_dir_limited("tmp", TMP_SIZE),
-        ],
+        mounts,
+        volumes,
         env: Vec::new(),
     };
     // On a GPU: burn-cuda compiles its kernels into a writable cache.

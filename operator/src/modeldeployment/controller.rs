@@ -37,6 +37,7 @@ use crate::shared::hub_check::{HubCheck, check_hub_model, operator_hub_settings}
 use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
 
 pub use crate::shared::controller_context::Context;
+use crate::shared::controller_watch::{log_reconcile_failure, managed_children};
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run_modeldeployment_controller(
@@ -76,9 +77,7 @@ pub async fn run_modeldeployment_controller(
             count_phases(&metrics, &counted.state());
         }
     });
-    let children = watcher::Config::default()
-        .labels("app.kubernetes.io/managed-by=anneal-operator")
-        .any_semantic();
+    let children = managed_children();
     controller
         .owns(servers, children.clone())
         .owns(services, children)
@@ -90,11 +89,7 @@ pub async fn run_modeldeployment_controller(
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "reconcile failed");
-            }
-        })
+        .for_each(log_reconcile_failure)
         .await;
     counter.abort();
 }

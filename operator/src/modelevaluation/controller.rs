@@ -56,6 +56,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 const GENERATION_ANNOTATION: &str = "anneal.dev/generation";
 
 pub use crate::shared::controller_context::Context;
+use crate::shared::controller_watch::{log_reconcile_failure, managed_children};
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run_modelevaluation_controller(
@@ -79,9 +80,7 @@ pub async fn run_modelevaluation_controller(
         };
     let controller = Controller::new(evaluations, watcher::Config::default().any_semantic());
     let store = controller.store();
-    let children = watcher::Config::default()
-        .labels("app.kubernetes.io/managed-by=anneal-operator")
-        .any_semantic();
+    let children = managed_children();
     controller
         .owns(jobs, children)
         // A FineTuneJob finishing starts the evaluations waiting for it.
@@ -92,11 +91,7 @@ pub async fn run_modelevaluation_controller(
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "reconcile failed");
-            }
-        })
+        .for_each(log_reconcile_failure)
         .await;
 }
 

@@ -34,9 +34,9 @@ use crate::finetunejob::trainer_job::{
 };
 use crate::shared::image_policy::check_image;
 use crate::shared::pod_parts::{
-    TMP_SIZE, config_map_file, container_security, credentials_env, empty_dir_limited, env,
-    gpu_resources, gpu_tolerations, hub_endpoint_env, kernel_cache, model_cache, mount,
-    pod_security, scratch_limit,
+    config_map_file, container_security, credentials_env, env, gpu_resources, gpu_tolerations,
+    hub_endpoint_env, kernel_cache, model_cache, mount, pod_security, scratch_limit,
+    secret_work_and_tmp,
 };
 
 /// Name of the evaluating container.
@@ -345,26 +345,13 @@ fn pod_files(
     env_vars: &mut Vec<EnvVar>,
 ) -> PodFiles {
     let spec = &evaluation.spec;
-    let mut files = PodFiles {
-        mounts: vec![
-            mount("evaluation-files", FILES_DIR, true),
-            mount("work", "/work", false),
-            mount("tmp", "/tmp", false),
-        ],
-        volumes: vec![
-            Volume {
-                name: "evaluation-files".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(evaluation_job_name(meta.name)),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            empty_dir_limited("work", scratch_limit(&spec.resources, None, config)),
-            empty_dir_limited("tmp", TMP_SIZE),
-        ],
-    };
+    let (mounts, volumes) = secret_work_and_tmp(
+        "evaluation-files",
+        evaluation_job_name(meta.name),
+        FILES_DIR,
+        scratch_limit(&spec.resources, None, config),
+    );
+    let mut files = PodFiles { mounts, volumes };
     if on_gpu {
         let (volume, cache_mount, variable) = kernel_cache(config);
         files.mounts.push(cache_mount);

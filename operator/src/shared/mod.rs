@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod controller_context;
+pub mod controller_watch;
 pub mod hub_check;
 pub mod image_policy;
 pub mod pod_parts;

@@ -10,8 +10,8 @@ use anneal_crds::common::ResourcesSpec;
 use anneal_crds::memory_plan::{ByteSize, GIB};
 use k8s_openapi::api::core::v1::{
     Capabilities, EmptyDirVolumeSource, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
-    Toleration, Volume, VolumeMount,
+    PodSecurityContext, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -241,6 +241,35 @@ pub fn scratch_limit(
         .and_then(|q| q.0.parse::<ByteSize>().ok())
         .or(planned)
         .unwrap_or(config.scratch_size)
+}
+
+/// What every Anneal pod mounts: its own Secret read-only at `dir` (through the volume
+/// `name`), a `/work` scratch disk limited to `scratch`, and a small `/tmp`.
+pub fn secret_work_and_tmp(
+    name: &str,
+    secret: String,
+    dir: &str,
+    scratch: ByteSize,
+) -> (Vec<VolumeMount>, Vec<Volume>) {
+    let mounts = vec![
+        mount(name, dir, true),
+        mount("work", "/work", false),
+        mount("tmp", "/tmp", false),
+    ];
+    let volumes = vec![
+        Volume {
+            name: name.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        empty_dir_limited("work", scratch),
+        empty_dir_limited("tmp", TMP_SIZE),
+    ];
+    (mounts, volumes)
 }
 
 /// A ConfigMap key mounted as the one file `{dir}/{key}`, read-only, through the
