@@ -297,9 +297,17 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
         serving
             .api
             .writes_to("modeldeployments", NAMESPACE, "chat", Some("status"))
-            .len(),
+            .iter()
+            .filter(|write| write.code < 300)
+            .count(),
         1,
-        "one status write for Pending"
+        "one status write landed for Pending"
+    );
+    let pending_events = event_reasons(&client, "chat", &["Pending"]).await;
+    assert_eq!(
+        pending_events.len(),
+        1,
+        "one Pending Event: {pending_events:?}"
     );
 
     // The job succeeds: the FineTuneJob watch brings the deployment its model.

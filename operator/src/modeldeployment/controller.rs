@@ -21,7 +21,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -34,7 +34,7 @@ use crate::modeldeployment::serving_deployment::{
 use crate::modeldeployment::serving_observation::{ModelState, plan_status};
 use crate::shared::conditions::set_condition;
 use crate::shared::hub_check::{HubCheck, check_hub_model, operator_hub_settings};
-use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
+use crate::shared::status_apply::{FIELD_MANAGER, StatusWrite, apply_observed_status};
 
 pub use crate::shared::controller_context::Context;
 use crate::shared::controller_watch::{log_reconcile_failure, managed_children};
@@ -356,7 +356,10 @@ async fn write_status(
         &deployment.namespace().unwrap_or_default(),
     );
     let fields = serde_json::to_value(next).expect("a status serializes");
-    apply_status(&api, &deployment.name_any(), fields).await?;
+    if apply_observed_status(&api, deployment, fields).await? == StatusWrite::MovedOn {
+        debug!("the deployment moved on since it was read: the next reconcile decides");
+        return Ok(());
+    }
     if before.phase != next.phase
         && let Some(phase) = next.phase
     {

@@ -28,7 +28,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::error::{Error, Result};
 use crate::finetunejob::dataset_check::secret_storage_settings;
@@ -42,7 +42,7 @@ use crate::modelevaluation::evaluation_job::{
 use crate::modelevaluation::evaluation_observation::{
     Stage, WrittenResults, fine_tune_job_stage, job_outcome, plan_evaluation_status,
 };
-use crate::shared::status_apply::{FIELD_MANAGER, apply_status};
+use crate::shared::status_apply::{FIELD_MANAGER, StatusWrite, apply_observed_status};
 
 /// The progress file `trainer evaluate` keeps in its run folder.
 const PROGRESS_FILE: &str = "progress.json";
@@ -385,7 +385,10 @@ async fn write_status(
     let namespace = evaluation.namespace().unwrap_or_default();
     let api: Api<ModelEvaluation> = Api::namespaced(context.client.clone(), &namespace);
     let fields = serde_json::to_value(next).expect("a status serializes");
-    apply_status(&api, &evaluation.name_any(), fields).await?;
+    if apply_observed_status(&api, evaluation, fields).await? == StatusWrite::MovedOn {
+        debug!("the evaluation moved on since it was read: the next reconcile decides");
+        return Ok(());
+    }
     if next.phase != before.phase
         && let Some(phase) = next.phase
     {

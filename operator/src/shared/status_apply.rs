@@ -20,6 +20,37 @@ where
     apply_status_at(api, name, fields, None).await
 }
 
+/// What became of a status write decided from an observed copy of the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    Written,
+    /// The object had moved on since it was observed, most often by the previous
+    /// reconcile's own status write not yet in the cache: nothing was written, and the
+    /// watch event of that change brings a reconcile that decides again.
+    MovedOn,
+}
+
+/// [`apply_status_at`] at the resourceVersion of `observed`, the copy the status was
+/// decided from, with a `409 Conflict` answered as [`StatusWrite::MovedOn`]. Without
+/// the precondition a reconcile running on a cache that has not seen the last write
+/// writes the same status again and announces the same phase twice.
+pub async fn apply_observed_status<K>(
+    api: &Api<K>,
+    observed: &K,
+    fields: Value,
+) -> kube::Result<StatusWrite>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let name = observed.meta().name.clone().unwrap_or_default();
+    let version = observed.meta().resource_version.as_deref();
+    match apply_status_at(api, &name, fields, version).await {
+        Ok(()) => Ok(StatusWrite::Written),
+        Err(kube::Error::Api(response)) if response.code == 409 => Ok(StatusWrite::MovedOn),
+        Err(error) => Err(error),
+    }
+}
+
 /// [`apply_status`], applied only while the object is still at `resource_version`
 /// (`409 Conflict` otherwise): for a write decided from what the object was, which
 /// must not land once it has moved on (a write delayed in flight from an operator
