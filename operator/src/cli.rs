@@ -51,6 +51,11 @@ pub struct OperatorArgs {
     /// Where the admission webhook listens (HTTPS).
     #[arg(long, env = "ANNEAL_WEBHOOK_LISTEN", default_value = "0.0.0.0:9443")]
     pub webhook_listen: SocketAddr,
+    /// Where the console (the FineTuneJobs in a browser, read-only) listens; unset,
+    /// there is none. The chart binds it to the pod's loopback (`127.0.0.1:8090`):
+    /// reached with `kubectl port-forward`, by whoever may do that.
+    #[arg(long, env = "ANNEAL_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
     /// Where /metrics, /healthz and /readyz listen.
     #[arg(long, env = "ANNEAL_HEALTH_LISTEN", default_value = "0.0.0.0:9090")]
     pub health_listen: SocketAddr,

@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod finetunejob;
 pub mod leader_election;

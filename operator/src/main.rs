@@ -7,7 +7,7 @@ use anneal_operator::admission::WebhookTls;
 use anneal_operator::admission::certificate::OperatorCertificate;
 use anneal_operator::cli::OperatorArgs;
 use anneal_operator::leader_election::LeaseSettings;
-use anneal_operator::operator_run::{OperatorSettings, WebhookServing, run_operator};
+use anneal_operator::operator_run::{Listeners, OperatorSettings, WebhookServing, run_operator};
 use anneal_operator::report::ReportSettings;
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -57,6 +57,10 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let report_listener = TcpListener::bind(args.report_listen).await?;
     let health_listener = TcpListener::bind(args.health_listen).await?;
+    let console_listener = match args.console_listen {
+        Some(address) => Some(TcpListener::bind(address).await?),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_termination().await;
@@ -66,7 +70,12 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(25)).await;
         std::process::exit(1);
     });
-    run_operator(client, settings, report_listener, health_listener, stopped).await
+    let listeners = Listeners {
+        report: report_listener,
+        health: health_listener,
+        console: console_listener,
+    };
+    run_operator(client, settings, listeners, stopped).await
 }
 
 async fn wait_for_termination() {

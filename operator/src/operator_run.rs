@@ -3,8 +3,8 @@
 //! ModelDeployment and ModelEvaluation controllers. The binary calls [`run_operator`]; end-to-end
 //! tests call it in-process against the fake API server.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -21,6 +21,7 @@ use crate::admission::{
     KubeAccessReviewer, WebhookTls, admission_router, serve_webhook, wait_for_files,
 };
 use crate::config::OperatorConfig;
+use crate::console::{ConsoleState, console_router};
 use crate::finetunejob::controller::{self as finetunejob, run_finetunejob_controller};
 use crate::finetunejob::kube_report::KubeReportCluster;
 use crate::leader_election::{LeaderElector, LeaseSettings};
@@ -55,6 +56,16 @@ pub struct WebhookServing {
     pub certificate: Option<OperatorCertificate>,
 }
 
+/// The sockets the operator serves on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// The report endpoint (leader only).
+    pub report: TcpListener,
+    /// /metrics, /healthz, /readyz.
+    pub health: TcpListener,
+    /// The console, when there is one (every replica).
+    pub console: Option<TcpListener>,
+}
+
 /// How long the controllers' running reconciles get to finish at shutdown.
 const CONTROLLER_STOP: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -63,22 +74,29 @@ const CONTROLLER_STOP: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn run_operator(
     client: Client,
     settings: OperatorSettings,
-    report_listener: TcpListener,
-    health_listener: TcpListener,
+    listeners: Listeners,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        report: report_listener,
+        health: health_listener,
+        console: console_listener,
+    } = listeners;
     let metrics = Metrics::new();
     let leading = Arc::new(AtomicBool::new(false));
     let health = health_router(metrics.clone(), leading.clone());
-    let health_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let served = axum::serve(health_listener, health)
-            .with_graceful_shutdown(wait_for(health_shutdown))
-            .await;
-        if let Err(error) = served {
-            error!(%error, "health endpoint stopped");
-        }
-    });
+    spawn_server("health endpoint", health_listener, health, shutdown.clone());
+
+    let leader_reports = Arc::new(OnceLock::new());
+    if let Some(listener) = console_listener {
+        let console = console_router(ConsoleState {
+            client: client.clone(),
+            config: settings.config.clone(),
+            namespace: settings.namespace.clone(),
+            reports: leader_reports.clone(),
+        });
+        spawn_server("console", listener, console, shutdown.clone());
+    }
 
     // The webhook answers the API server whichever replica leads: it reads nothing
     // the leader holds.
@@ -112,6 +130,7 @@ pub async fn run_operator(
         metrics.clone(),
         settings.report.clone(),
     );
+    let _ = leader_reports.set(reports.clone());
     let flusher = reports.spawn_flusher();
     let report_app = report_router(reports.clone());
     let report_shutdown = shutdown.clone();
@@ -262,6 +281,23 @@ fn health_router(metrics: Metrics, leading: Arc<AtomicBool>) -> Router {
 }
 
 /// Resolves once the flag turns true (or its sender is gone).
+/// Serves `app` on `listener` until `shutdown` turns true.
+fn spawn_server(
+    what: &'static str,
+    listener: TcpListener,
+    app: Router,
+    shutdown: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(wait_for(shutdown))
+            .await;
+        if let Err(error) = served {
+            error!(%error, "{what} stopped");
+        }
+    });
+}
+
 async fn wait_for(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|stop| *stop).await;
 }

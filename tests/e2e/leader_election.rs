@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anneal_fake_apiserver::FakeApiServer;
 use anneal_operator::config::OperatorConfig;
 use anneal_operator::leader_election::{LEADER_LABEL, LeaderElector, LeaseSettings};
-use anneal_operator::operator_run::{OperatorSettings, run_operator};
+use anneal_operator::operator_run::{Listeners, OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -61,13 +61,12 @@ async fn replica(api: &FakeApiServer, identity: &str) -> Replica {
         webhook: None,
     };
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run_operator(
-        api.client(),
-        settings,
+    let listeners = Listeners {
         report,
         health,
-        stopped,
-    ));
+        console: None,
+    };
+    let task = tokio::spawn(run_operator(api.client(), settings, listeners, stopped));
     Replica {
         stop,
         task,

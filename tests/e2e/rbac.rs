@@ -23,7 +23,7 @@ use anneal_fake_apiserver::{AuditRecord, ResourceType};
 use anneal_operator::admission::WebhookTls;
 use anneal_operator::admission::certificate;
 use anneal_operator::leader_election::{LEADER_LABEL, LeaseSettings};
-use anneal_operator::operator_run::{OperatorSettings, WebhookServing, run_operator};
+use anneal_operator::operator_run::{Listeners, OperatorSettings, WebhookServing, run_operator};
 use anneal_operator::report::ReportSettings;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -374,6 +374,32 @@ impl Webhook {
     }
 }
 
+/// The console lists the jobs and shows a job's history and Events with the chart's
+/// permissions: a read they lack would leave its section saying so.
+async fn console_reads_within_the_rules(console: &str) {
+    let list = reqwest::get(format!("{console}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in ["story", "inline"] {
+        assert!(
+            list.contains(&format!("/jobs/{NAMESPACE}/{name}")),
+            "{list}"
+        );
+    }
+    let page = reqwest::get(format!("{console}/jobs/{NAMESPACE}/story"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<td>Succeeded</td>"), "its Events: {page}");
+    assert!(!page.contains("Not read:"), "{page}");
+    assert!(page.contains("train-point"), "its loss history: {page}");
+}
+
 /// Runs the story with the operator watching `watch` (all namespaces when `None`) and
 /// checks its calls against `rules`.
 async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
@@ -410,11 +436,16 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
         webhook: Some(webhook.serving()),
     };
     let (stop, stopped) = watch::channel(false);
+    let console = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let console_url = format!("http://{}", console.local_addr().unwrap());
     let operator = tokio::spawn(run_operator(
         world.api.client_as(&user),
         settings.clone(),
-        report,
-        health,
+        Listeners {
+            report,
+            health,
+            console: Some(console),
+        },
         stopped,
     ));
 
@@ -459,6 +490,7 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
         "the leader labels its pod for the report Service"
     );
 
+    console_reads_within_the_rules(&console_url).await;
     serve_scale_and_delete(&world).await;
     evaluate(&world).await;
 
@@ -486,8 +518,11 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
     let operator = tokio::spawn(run_operator(
         world.api.client_as(&user),
         settings,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Listeners {
+            report: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            console: None,
+        },
         stopped,
     ));
     webhook.renewed(&world, &aged).await;

@@ -2,7 +2,7 @@
 //! fails, both on a credentials Secret with distinctive values, the values and the
 //! jobs' report tokens are searched for in everything a user or another tenant can
 //! read: the jobs' status, the namespace's Events, the operator's metrics, the logs
-//! endpoint, the trainer pods' output and the operator's own log.
+//! endpoint, the console's pages, the trainer pods' output and the operator's own log.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -159,6 +159,24 @@ async fn no_secret_value_appears_where_users_read() {
         )
         .unwrap();
         places.push((format!("pod output of {name}"), pod));
+    }
+    // The console's pages: the list, and each job's (its run's history read from
+    // storage with the team's Secret).
+    let console = |path: String| {
+        let url = format!("{}{path}", operator.console_url);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let list = console("/".to_owned()).await;
+    assert!(list.contains(&format!("/jobs/{NAMESPACE}/fine")), "{list}");
+    places.push(("the console's jobs list".to_owned(), list));
+    for name in ["fine", "broken"] {
+        let page = console(format!("/jobs/{NAMESPACE}/{name}")).await;
+        assert!(page.contains("credentialsSecret: team-creds"), "{page}");
+        assert!(
+            name == "broken" || page.contains("train-point"),
+            "the fine job's loss history: {page}"
+        );
+        places.push((format!("the console's page of {name}"), page));
     }
     operator.stop().await;
     let operator_log = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();

@@ -11,7 +11,7 @@ use anneal_crds::storage::Storage;
 use anneal_fake_apiserver::FakeApiServer;
 use anneal_moto::MotoServer;
 use anneal_operator::config::OperatorConfig;
-use anneal_operator::operator_run::{OperatorSettings, run_operator};
+use anneal_operator::operator_run::{Listeners, OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -54,6 +54,8 @@ pub struct RunningOperator {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub report_url: String,
     pub health_url: String,
+    /// The console (`--console-listen`), which every test operator serves.
+    pub console_url: String,
 }
 
 impl RunningOperator {
@@ -278,6 +280,8 @@ pub async fn start_operator(
         .await
         .unwrap();
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let console = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let console_url = format!("http://{}", console.local_addr().unwrap());
     let report_url = format!("http://{}", report.local_addr().unwrap());
     let health_url = format!("http://{}", health.local_addr().unwrap());
     config.report_base_url = report_url.clone();
@@ -290,12 +294,18 @@ pub async fn start_operator(
         webhook: None,
     };
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run_operator(client, settings, report, health, stopped));
+    let listeners = Listeners {
+        report,
+        health,
+        console: Some(console),
+    };
+    let task = tokio::spawn(run_operator(client, settings, listeners, stopped));
     RunningOperator {
         stop,
         task,
         report_url,
         health_url,
+        console_url,
     }
 }
 

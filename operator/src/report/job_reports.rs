@@ -277,6 +277,11 @@ impl JobSlot {
     pub fn subscribe_logs(&self, tail: Option<usize>) -> LogSubscription {
         self.lock().logs.subscribe(tail)
     }
+
+    /// The newest `lines` buffered log lines.
+    pub fn log_tail(&self, lines: usize) -> Vec<Arc<str>> {
+        self.lock().logs.tail(Some(lines))
+    }
 }
 
 /// The `type` an event has on the wire, the label of `anneal_report_events_total`.

@@ -152,6 +152,13 @@ impl<C: ReportCluster> ReportState<C> {
             .map(|slot| slot.reported())
     }
 
+    /// The newest `lines` log lines the endpoint holds for the job (`TIME LEVEL text`
+    /// each), if it holds the job.
+    pub fn log_tail(&self, namespace: &str, name: &str, lines: usize) -> Option<Vec<Arc<str>>> {
+        let slot = self.shared.jobs.get(&JobKey::new(namespace, name))?;
+        Some(slot.log_tail(lines))
+    }
+
     /// Drops everything held for a deleted job (its followers' streams end) and its
     /// per-job metric series.
     pub fn forget_job(&self, namespace: &str, name: &str) {

@@ -1,13 +1,9 @@
 //! `trainer console`: the runs `trainer train` wrote, in a browser. A runs list and a
 //! page per run (loss chart, checkpoints side by side with their sample answers, or
 //! an image job's sample pictures, and scores, the log), rendered on the server from
-//! the run folders each time a page is asked for ([`runs`]), reloading every few
+//! the run folders each time a page is asked for (`anneal_console`), reloading every few
 //! seconds while the run goes on; read-only, and bound to loopback unless told
 //! otherwise.
-
-pub mod chart;
-pub mod pages;
-pub mod runs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +14,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use runs::{RunKey, list_runs, read_run};
+use anneal_console::pages;
+use anneal_console::runs::{RunKey, list_runs, read_run};
 
 /// The console's routes over the runs folder `root`.
 pub fn router(root: PathBuf) -> Router {
@@ -57,7 +54,7 @@ async fn run_detail(
     };
     let found = tokio::task::spawn_blocking(move || read_run(&root, &key)).await;
     match found {
-        Ok(Some(summary)) => Html(pages::run_page(&summary).into_string()).into_response(),
+        Ok(Some(summary)) => Html(pages::run_page(&summary, None).into_string()).into_response(),
         Ok(None) => {
             let page = pages::not_found(&format!("There is no run {namespace}/{job}/{run}."));
             (StatusCode::NOT_FOUND, Html(page.into_string())).into_response()

@@ -62,7 +62,12 @@ pub struct LogLine {
 /// A run as its events tell it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunSummary {
+    /// Where a local run is in the runs folder (none for a cluster job).
     pub key: Option<RunKey>,
+    /// What its page is headed with, and the page's path: the console's sample
+    /// pictures are served below it.
+    pub title: String,
+    pub href: String,
     pub phase: Option<JobPhase>,
     pub message: Option<String>,
     /// When its first event was written.
@@ -120,25 +125,28 @@ pub fn read_run(root: &Path, key: &RunKey) -> Option<RunSummary> {
     let folder = key.folder(root);
     let text = std::fs::read_to_string(folder.join(EVENTS_FILE)).ok()?;
     let mut summary = fold_events(&text);
+    summary.title = format!("{}/{} {}", key.namespace, key.job, key.run);
+    summary.href = key.href();
     summary.key = Some(key.clone());
     if let Some(job) = std::fs::read_to_string(folder.join(JOB_FILE))
         .ok()
         .and_then(|yaml| serde_yaml_ng::from_str::<FineTuneJob>(&yaml).ok())
     {
         summary.base_model = Some(job.spec.base_model.name.clone());
-        summary.sample_prompts = job
-            .spec
-            .checkpoints
-            .sample_prompts
-            .iter()
-            .map(|p| match (&p.prompt, p.messages.last()) {
-                (Some(prompt), _) => prompt.clone(),
-                (None, Some(last)) => last.content.clone(),
-                (None, None) => String::new(),
-            })
-            .collect();
+        summary.sample_prompts = sample_prompt_texts(&job);
     }
     Some(summary)
+}
+
+/// What each of the job's sample prompts asks: its prompt, or its last message.
+pub fn sample_prompt_texts(job: &FineTuneJob) -> Vec<String> {
+    (job.spec.checkpoints.sample_prompts.iter())
+        .map(|p| match (&p.prompt, p.messages.last()) {
+            (Some(prompt), _) => prompt.clone(),
+            (None, Some(last)) => last.content.clone(),
+            (None, None) => String::new(),
+        })
+        .collect()
 }
 
 /// Where a run stands after the events in `text` (`events.jsonl`).

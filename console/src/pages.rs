@@ -5,8 +5,10 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::chart::loss_chart;
-use super::runs::{RunKey, RunSummary};
+use crate::chart::loss_chart;
+use crate::job_pages::job_details;
+use crate::jobs::JobDetails;
+use crate::runs::RunSummary;
 use anneal_crds::events::LogLevel;
 use anneal_crds::finetunejob::{CheckpointStatus, JobPhase};
 
@@ -31,7 +33,7 @@ a:focus,a:hover{outline:2px solid #2563eb}
 /// Seconds between reloads of a page whose run is still going.
 const REFRESH_SECONDS: u32 = 10;
 
-fn page(title: &str, live: bool, body: Markup) -> Markup {
+pub(crate) fn page(title: &str, live: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -64,7 +66,7 @@ fn phase(summary: &RunSummary) -> String {
         .map_or("Pending".to_owned(), |p| format!("{p:?}"))
 }
 
-fn last(series: &[(u64, f64)]) -> String {
+pub(crate) fn last(series: &[(u64, f64)]) -> String {
     series
         .last()
         .map_or("-".to_owned(), |(_, loss)| format!("{loss:.4}"))
@@ -106,10 +108,10 @@ pub fn runs_page(root: &str, runs: &[RunSummary]) -> Markup {
     )
 }
 
-/// One run: where it stands, its losses, its checkpoints side by side, its log.
-pub fn run_page(run: &RunSummary) -> Markup {
-    let key = run.key.clone().expect("a read run has its key");
-    let title = format!("{}/{} {}", key.namespace, key.job, key.run);
+/// One run: where it stands, its losses, its checkpoints side by side, its log; for
+/// a cluster's job, its conditions, Events and manifest after them.
+pub fn run_page(run: &RunSummary, details: Option<&JobDetails>) -> Markup {
+    let title = &run.title;
     let rows = run
         .checkpoints
         .iter()
@@ -119,7 +121,7 @@ pub fn run_page(run: &RunSummary) -> Markup {
         .max(run.sample_prompts.len());
     let metrics = evaluation_metrics(run);
     page(
-        &title,
+        title,
         going(run),
         html! {
             h1 { (title) }
@@ -175,7 +177,7 @@ pub fn run_page(run: &RunSummary) -> Markup {
                             tr {
                                 th.answer { (run.sample_prompts.get(row).map_or(format!("Sample {}", row + 1), Clone::clone)) }
                                 @for c in &run.checkpoints {
-                                    td.answer { (sample(&key, c, row)) }
+                                    td.answer { (sample(&run.href, c, row)) }
                                 }
                             }
                         }
@@ -196,27 +198,35 @@ pub fn run_page(run: &RunSummary) -> Markup {
             @if run.unreadable_lines > 0 {
                 p.muted { (run.unreadable_lines) " lines of events.jsonl could not be read." }
             }
+            @if let Some(details) = details { (job_details(details)) }
         },
     )
 }
 
 /// A checkpoint's `row`th sample: an answer, or for an image job its picture (a PNG
 /// in the checkpoint's folder, served by the console).
-fn sample(key: &RunKey, checkpoint: &CheckpointStatus, row: usize) -> Markup {
+fn sample(page: &str, checkpoint: &CheckpointStatus, row: usize) -> Markup {
     let Some(sample) = checkpoint.samples.get(row) else {
         return html! {};
     };
-    let picture = sample
-        .rsplit_once('/')
-        .map(|(_, file)| file)
-        .filter(|file| sample.starts_with("file://") && sample_picture(file));
+    let picture = picture_in_checkpoint(sample, &checkpoint.name);
     match picture {
         Some(file) => html! {
-            img src=(format!("{}/samples/{}/{file}", key.href(), checkpoint.name))
+            img src=(format!("{page}/samples/{}/{file}", checkpoint.name))
                 alt=(format!("sample {} of {}", row + 1, checkpoint.name)) width="256";
         },
         None => html! { (sample) },
     }
+}
+
+/// The file name of an image job's sample when `sample` is the URI of a picture in
+/// the checkpoint's own folder (`{run}/checkpoints/{checkpoint}/sample-{n}.png`, on
+/// any storage), and not an answer.
+pub fn picture_in_checkpoint<'a>(sample: &'a str, checkpoint: &str) -> Option<&'a str> {
+    let (folder, file) = sample.rsplit_once('/')?;
+    let uri = sample.contains("://") && !sample.contains(char::is_whitespace);
+    (uri && folder.ends_with(&format!("/checkpoints/{checkpoint}")) && sample_picture(file))
+        .then_some(file)
 }
 
 /// Whether `file` is a sample picture's name (`sample-{n}.png`), the only files the
@@ -247,7 +257,35 @@ pub fn not_found(what: &str) -> Markup {
         html! {
             h1 { "Not found" }
             p { (what) }
-            p { a href="/" { "All runs" } }
+            p { a href="/" { "Back to the list" } }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_checkpoints_own_sample_pngs_are_pictures() {
+        let ckpt = "ckpt-4";
+        for (sample, picture) in [
+            (
+                "file:///r/checkpoints/ckpt-4/sample-1.png",
+                Some("sample-1.png"),
+            ),
+            (
+                "s3://b/ns/job/uid/checkpoints/ckpt-4/sample-12.png",
+                Some("sample-12.png"),
+            ),
+            ("s3://b/ns/job/uid/checkpoints/ckpt-3/sample-1.png", None),
+            ("file:///r/checkpoints/ckpt-4/model.safetensors", None),
+            ("file:///r/checkpoints/ckpt-4/sample-.png", None),
+            ("see file:///r/checkpoints/ckpt-4/sample-1.png", None),
+            ("/r/checkpoints/ckpt-4/sample-1.png", None),
+            ("A plain answer.", None),
+        ] {
+            assert_eq!(picture_in_checkpoint(sample, ckpt), picture, "{sample}");
+        }
+    }
 }

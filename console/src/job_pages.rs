@@ -1,0 +1,220 @@
+//! The pages only a cluster console has: the FineTuneJobs list with its namespace
+//! and phase filters (a plain GET form: no script), and a job's conditions, Events
+//! and manifest below its run.
+
+use maud::{Markup, html};
+
+use crate::jobs::{JobDetails, JobRow};
+use crate::pages::page;
+use anneal_crds::finetunejob::JobPhase;
+
+/// The phases the filter offers, in the order a job goes through them.
+pub const PHASES: [&str; 8] = [
+    "Pending",
+    "Validating",
+    "Queued",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Suspended",
+    "Cancelled",
+];
+
+/// What the jobs list is narrowed to (`?namespace=&phase=`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub namespace: Option<String>,
+    pub phase: Option<String>,
+}
+
+impl JobFilter {
+    /// Whether `row` is shown.
+    pub fn admits(&self, row: &JobRow) -> bool {
+        let namespace = self.namespace.as_deref().is_none_or(|n| n == row.namespace);
+        let phase = self
+            .phase
+            .as_deref()
+            .is_none_or(|p| p == phase_name(row.phase));
+        namespace && phase
+    }
+}
+
+fn phase_name(phase: Option<JobPhase>) -> String {
+    phase.map_or("Pending".to_owned(), |p| format!("{p:?}"))
+}
+
+fn loss(value: Option<f64>) -> String {
+    value.map_or("-".to_owned(), |v| format!("{v:.4}"))
+}
+
+/// Every job the console may list (`rows`), narrowed by `filter`; `namespaces` are
+/// the filter's choices.
+pub fn jobs_page(rows: &[JobRow], filter: &JobFilter, namespaces: &[String]) -> Markup {
+    let shown: Vec<&JobRow> = rows.iter().filter(|r| filter.admits(r)).collect();
+    let going = shown.iter().any(|r| {
+        !matches!(
+            r.phase,
+            Some(JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled)
+        )
+    });
+    page(
+        "Fine-tuning jobs",
+        going,
+        html! {
+            h1 { "Fine-tuning jobs" }
+            form method="get" action="/" {
+                label { "Namespace "
+                    select name="namespace" {
+                        option value="" selected[filter.namespace.is_none()] { "all" }
+                        @for namespace in namespaces {
+                            option value=(namespace) selected[filter.namespace.as_deref() == Some(namespace.as_str())] { (namespace) }
+                        }
+                    }
+                }
+                " "
+                label { "Phase "
+                    select name="phase" {
+                        option value="" selected[filter.phase.is_none()] { "all" }
+                        @for phase in PHASES {
+                            option value=(phase) selected[filter.phase.as_deref() == Some(phase)] { (phase) }
+                        }
+                    }
+                }
+                " "
+                button type="submit" { "Show" }
+            }
+            @if shown.is_empty() {
+                p { "No FineTuneJob here. " code { "kubectl apply -f job.yaml" } " starts one." }
+            } @else {
+                div.scroll { table {
+                    thead { tr {
+                        th { "Job" } th { "Phase" } th { "Model" } th { "Method" } th { "Step" }
+                        th { "Training loss" } th { "Validation loss" } th { "Best checkpoint" } th { "Created" }
+                    } }
+                    tbody {
+                        @for row in &shown {
+                            tr {
+                                td { a href=(row.href) { (row.namespace) "/" (row.name) } }
+                                td {
+                                    (phase_name(row.phase))
+                                    @if let Some(message) = &row.message { br; span.muted { (message) } }
+                                }
+                                td { (row.base_model) }
+                                td { (row.method) }
+                                td { (row.step) "/" (row.total_steps) }
+                                td { (loss(row.train_loss)) }
+                                td { (loss(row.valid_loss)) }
+                                td { (row.best_checkpoint.as_deref().unwrap_or("-")) }
+                                td { (row.created.as_deref().unwrap_or("-")) }
+                            }
+                        }
+                    }
+                } }
+            }
+            p.muted { (shown.len()) " of " (rows.len()) " jobs shown. Read-only: the console changes nothing." }
+        },
+    )
+}
+
+/// A cluster job's conditions, Events and manifest.
+pub fn job_details(details: &JobDetails) -> Markup {
+    html! {
+        @if let Some(why) = &details.history_unread {
+            p.muted { "The loss history is the status's latest alone: " (why) }
+        }
+        h2 { "Conditions" }
+        @if details.conditions.is_empty() {
+            p.muted { "None yet." }
+        } @else {
+            div.scroll { table {
+                thead { tr { th { "Type" } th { "Status" } th { "Reason" } th { "Message" } th { "Since" } } }
+                tbody {
+                    @for c in &details.conditions {
+                        tr { td { (c.type_) } td { (c.status) } td { (c.reason) } td { (c.message) } td { (c.last_transition_time.0.to_string()) } }
+                    }
+                }
+            } }
+        }
+        h2 { "Events" }
+        @if let Some(why) = &details.events_unread {
+            p.muted { "Not read: " (why) }
+        } @else if details.events.is_empty() {
+            p.muted { "None." }
+        } @else {
+            div.scroll { table {
+                thead { tr { th { "Time" } th { "Type" } th { "Reason" } th { "Note" } } }
+                tbody {
+                    @for e in &details.events {
+                        tr class=(if e.type_ == "Warning" { "warn" } else { "" }) {
+                            td { (e.time) } td { (e.type_) } td { (e.reason) } td { (e.note) }
+                        }
+                    }
+                }
+            } }
+        }
+        h2 { "Manifest" }
+        pre.log { (details.manifest) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(namespace: &str, name: &str, phase: Option<JobPhase>) -> JobRow {
+        JobRow {
+            namespace: namespace.into(),
+            name: name.into(),
+            href: crate::jobs::job_href(namespace, name),
+            phase,
+            base_model: "anneal-tiny".into(),
+            method: "sft".into(),
+            step: 3,
+            total_steps: 9,
+            train_loss: Some(1.25),
+            valid_loss: None,
+            best_checkpoint: None,
+            created: None,
+            message: Some("<b>bold</b>".into()),
+        }
+    }
+
+    #[test]
+    fn the_filter_narrows_by_namespace_and_phase() {
+        let rows = [
+            row("team-a", "one", Some(JobPhase::Running)),
+            row("team-a", "two", Some(JobPhase::Succeeded)),
+            row("team-b", "three", None),
+        ];
+        let names = |filter: &JobFilter| -> Vec<&str> {
+            (rows.iter().filter(|r| filter.admits(r)))
+                .map(|r| r.name.as_str())
+                .collect()
+        };
+        assert_eq!(names(&JobFilter::default()), ["one", "two", "three"]);
+        let team_a = JobFilter {
+            namespace: Some("team-a".into()),
+            phase: None,
+        };
+        assert_eq!(names(&team_a), ["one", "two"]);
+        let pending = JobFilter {
+            namespace: None,
+            phase: Some("Pending".into()),
+        };
+        assert_eq!(names(&pending), ["three"], "no phase yet is Pending");
+
+        let html = jobs_page(&rows, &team_a, &["team-a".into(), "team-b".into()]).into_string();
+        assert!(html.contains(r#"href="/jobs/team-a/one""#), "{html}");
+        assert!(!html.contains("team-b/three"), "{html}");
+        assert!(html.contains("2 of 3 jobs shown"), "{html}");
+        assert!(
+            html.contains(r#"<option value="team-a" selected>"#),
+            "{html}"
+        );
+        assert!(html.contains("&lt;b&gt;bold&lt;/b&gt;"), "escaped: {html}");
+        assert!(
+            html.contains(r#"http-equiv="refresh""#),
+            "a running job reloads"
+        );
+    }
+}
