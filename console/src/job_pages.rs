@@ -48,8 +48,13 @@ fn loss(value: Option<f64>) -> String {
 }
 
 /// Every job the console may list (`rows`), narrowed by `filter`; `namespaces` are
-/// the filter's choices.
-pub fn jobs_page(rows: &[JobRow], filter: &JobFilter, namespaces: &[String]) -> Markup {
+/// the filter's choices; `viewer` the signed-in user, if there is sign-in.
+pub fn jobs_page(
+    rows: &[JobRow],
+    filter: &JobFilter,
+    namespaces: &[String],
+    viewer: Option<&str>,
+) -> Markup {
     let shown: Vec<&JobRow> = rows.iter().filter(|r| filter.admits(r)).collect();
     let going = shown.iter().any(|r| {
         !matches!(
@@ -62,6 +67,12 @@ pub fn jobs_page(rows: &[JobRow], filter: &JobFilter, namespaces: &[String]) -> 
         going,
         html! {
             h1 { "Fine-tuning jobs" }
+            @if let Some(viewer) = viewer {
+                form.viewer method="post" action="/logout" {
+                    "Signed in as " strong { (viewer) } ", seeing the jobs you may list. "
+                    button type="submit" { "Sign out" }
+                }
+            }
             form method="get" action="/" {
                 label { "Namespace "
                     select name="namespace" {
@@ -112,6 +123,45 @@ pub fn jobs_page(rows: &[JobRow], filter: &JobFilter, namespaces: &[String]) -> 
                 } }
             }
             p.muted { (shown.len()) " of " (rows.len()) " jobs shown. Read-only: the console changes nothing." }
+        },
+    )
+}
+
+/// The sign-in page: a Kubernetes token, checked by the API server.
+pub fn sign_in_page(error: Option<&str>) -> Markup {
+    page(
+        "Sign in",
+        false,
+        html! {
+            h1 { "Sign in" }
+            @if let Some(error) = error { p.error { (error) } }
+            p { "Paste a Kubernetes token. The console shows the FineTuneJobs it lets you list, nothing more." }
+            form method="post" action="/login" {
+                label for="token" { "Token" }
+                br;
+                textarea id="token" name="token" rows="4" cols="60" autocomplete="off" required {}
+                br;
+                button type="submit" { "Sign in" }
+            }
+            p.muted {
+                "A token of your own: the one in your kubeconfig, or "
+                code { "kubectl create token SERVICE_ACCOUNT -n NAMESPACE" }
+                ". It is kept in this browser as a cookie only the console reads."
+            }
+        },
+    )
+}
+
+/// A page refusing what the viewer asked, and why.
+pub fn refused_page(why: &str, sign_in: bool) -> Markup {
+    page(
+        "Not allowed",
+        false,
+        html! {
+            h1 { "Not allowed" }
+            p { (why) }
+            @if sign_in { p { a href="/login" { "Sign in" } } }
+            p { a href="/" { "Back to the list" } }
         },
     )
 }
@@ -203,7 +253,8 @@ mod tests {
         };
         assert_eq!(names(&pending), ["three"], "no phase yet is Pending");
 
-        let html = jobs_page(&rows, &team_a, &["team-a".into(), "team-b".into()]).into_string();
+        let html =
+            jobs_page(&rows, &team_a, &["team-a".into(), "team-b".into()], None).into_string();
         assert!(html.contains(r#"href="/jobs/team-a/one""#), "{html}");
         assert!(!html.contains("team-b/three"), "{html}");
         assert!(html.contains("2 of 3 jobs shown"), "{html}");

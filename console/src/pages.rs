@@ -27,6 +27,8 @@ th{background:#f1f5f9}
 .answer{white-space:pre-wrap;min-width:14rem}
 .log{font-family:ui-monospace,monospace;font-size:.85rem;white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.5rem;max-height:24rem;overflow:auto}
 .warn{color:#b45309}.error{color:#b91c1c}
+.viewer{float:right}
+button,select,textarea{font:inherit}
 a:focus,a:hover{outline:2px solid #2563eb}
 ";
 

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use clap::{CommandFactory, Parser};
 
 use crate::config::OperatorConfig;
+use crate::console::viewer::{AuthSettings, ConsoleAuth};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +57,26 @@ pub struct OperatorArgs {
     /// reached with `kubectl port-forward`, by whoever may do that.
     #[arg(long, env = "ANNEAL_CONSOLE_LISTEN")]
     pub console_listen: Option<SocketAddr>,
+    /// Who the console's viewers are: `none` (no sign-in; the operator's own view,
+    /// for a loopback console), `token` (a Kubernetes token, checked with a
+    /// TokenReview) or `header` (an authenticating proxy in front names the user);
+    /// with `token` or `header` each viewer sees the jobs they may read.
+    #[arg(long, env = "ANNEAL_CONSOLE_AUTH", value_enum, default_value_t = ConsoleAuth::None)]
+    pub console_auth: ConsoleAuth,
+    /// With `--console-auth header`: the header naming the user.
+    #[arg(
+        long,
+        env = "ANNEAL_CONSOLE_USER_HEADER",
+        default_value = "X-Forwarded-User"
+    )]
+    pub console_user_header: String,
+    /// With `--console-auth header`: the header listing the user's groups, comma-separated.
+    #[arg(
+        long,
+        env = "ANNEAL_CONSOLE_GROUPS_HEADER",
+        default_value = "X-Forwarded-Groups"
+    )]
+    pub console_groups_header: String,
     /// Where /metrics, /healthz and /readyz listen.
     #[arg(long, env = "ANNEAL_HEALTH_LISTEN", default_value = "0.0.0.0:9090")]
     pub health_listen: SocketAddr,
@@ -74,6 +95,17 @@ pub struct OperatorArgs {
     /// `json` or `text`.
     #[arg(long, env = "ANNEAL_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+}
+
+impl OperatorArgs {
+    /// The console's sign-in settings.
+    pub fn console_auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            mode: self.console_auth,
+            user_header: self.console_user_header.clone(),
+            groups_header: self.console_groups_header.clone(),
+        }
+    }
 }
 
 /// `anneal-operator --help`, as text.

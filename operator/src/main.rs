@@ -32,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| format!("anneal-operator-{}", std::process::id()))
     });
+    let console_auth = args.console_auth_settings();
     let settings = OperatorSettings {
+        console_auth,
         config: args.config,
         namespace: args.watch_namespace,
         lease: args

@@ -21,6 +21,7 @@ use crate::admission::{
     KubeAccessReviewer, WebhookTls, admission_router, serve_webhook, wait_for_files,
 };
 use crate::config::OperatorConfig;
+use crate::console::viewer::AuthSettings;
 use crate::console::{ConsoleState, console_router};
 use crate::finetunejob::controller::{self as finetunejob, run_finetunejob_controller};
 use crate::finetunejob::kube_report::KubeReportCluster;
@@ -44,6 +45,8 @@ pub struct OperatorSettings {
     pub instance: String,
     /// The admission webhook, served by every replica; `None` serves none.
     pub webhook: Option<WebhookServing>,
+    /// How the console learns who its viewers are.
+    pub console_auth: AuthSettings,
 }
 
 /// Where the admission webhook listens and its certificate.
@@ -94,6 +97,7 @@ pub async fn run_operator(
             config: settings.config.clone(),
             namespace: settings.namespace.clone(),
             reports: leader_reports.clone(),
+            auth: settings.console_auth.clone(),
         });
         spawn_server("console", listener, console, shutdown.clone());
     }

@@ -11,6 +11,7 @@ use anneal_crds::storage::Storage;
 use anneal_fake_apiserver::FakeApiServer;
 use anneal_moto::MotoServer;
 use anneal_operator::config::OperatorConfig;
+use anneal_operator::console::viewer::AuthSettings;
 use anneal_operator::operator_run::{Listeners, OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
 use k8s_openapi::ByteString;
@@ -178,6 +179,11 @@ impl World {
         start_operator(self.client(), self.config.clone(), report_port).await
     }
 
+    /// `start_operator`, its console signing viewers in by `console_auth`.
+    pub async fn start_operator_with_console(&self, console_auth: AuthSettings) -> RunningOperator {
+        start_operator_with(self.client(), self.config.clone(), None, console_auth).await
+    }
+
     /// Applies a FineTuneJob from YAML.
     pub async fn apply(&self, yaml: &str) -> FineTuneJob {
         let job: FineTuneJob = parse_job(yaml);
@@ -273,8 +279,18 @@ impl World {
 /// endpoint on `report_port` (any free port when `None`).
 pub async fn start_operator(
     client: Client,
+    config: OperatorConfig,
+    report_port: Option<u16>,
+) -> RunningOperator {
+    start_operator_with(client, config, report_port, AuthSettings::default()).await
+}
+
+/// `start_operator`, its console signing viewers in by `console_auth`.
+pub async fn start_operator_with(
+    client: Client,
     mut config: OperatorConfig,
     report_port: Option<u16>,
+    console_auth: AuthSettings,
 ) -> RunningOperator {
     let report = TcpListener::bind(("127.0.0.1", report_port.unwrap_or(0)))
         .await
@@ -292,6 +308,7 @@ pub async fn start_operator(
         report: ReportSettings::default(),
         instance: "e2e".to_owned(),
         webhook: None,
+        console_auth,
     };
     let (stop, stopped) = watch::channel(false);
     let listeners = Listeners {

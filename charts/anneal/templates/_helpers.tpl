@@ -51,3 +51,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "anneal.reportBaseUrl" -}}
 {{- printf "http://%s.%s.svc:%d" (include "anneal.fullname" .) .Release.Namespace (int .Values.service.reportPort) -}}
 {{- end -}}
+
+{{/* Refuses console settings that would show jobs to whoever reaches the pod. */}}
+{{- define "anneal.consoleChecks" -}}
+{{- if and .Values.console.expose (eq .Values.console.auth "none") }}
+{{- fail "console.expose needs console.auth token or header: without sign-in the console shows every job to whoever reaches it" }}
+{{- end }}
+{{- if and .Values.console.expose (eq .Values.console.auth "header") .Values.networkPolicy.enabled (not .Values.console.allowFrom) }}
+{{- fail "console.auth header with console.expose needs console.allowFrom (your proxy's pods): anyone else reaching the port could set the headers" }}
+{{- end }}
+{{- if and .Values.console.ingress.enabled (not .Values.console.expose) }}
+{{- fail "console.ingress.enabled needs console.expose" }}
+{{- end }}
+{{- end -}}

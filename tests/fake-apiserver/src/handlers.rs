@@ -242,6 +242,12 @@ fn resource(shared: &Arc<Shared>, request: Request, path: &str) -> ApiResult<Res
         (&Method::POST, None) if resource.namespaced && t.namespace.is_none() => {
             Err(ApiError::no_route(path))
         }
+        (&Method::POST, None) if shared.reviews.get(&resource.plural).is_some() => {
+            let answer = shared.reviews.get(&resource.plural).expect("checked");
+            let mut review = parse_object(&request.body)?;
+            review["status"] = answer(&review);
+            Ok(json(StatusCode::CREATED, review))
+        }
         (&Method::POST | &Method::PUT | &Method::PATCH | &Method::DELETE, _) => {
             Ok(write(shared, &resource, &request))
         }

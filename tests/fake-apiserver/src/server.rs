@@ -156,6 +156,17 @@ impl FakeApi {
         self.shared.write(|store| store.compact());
     }
 
+    /// Answers creates of the review kind `plural` (`tokenreviews`,
+    /// `subjectaccessreviews`, registered first) with the `status` `answer` makes of
+    /// the review sent; nothing is stored.
+    pub fn answer_reviews(
+        &self,
+        plural: &str,
+        answer: impl Fn(&Value) -> Value + Send + Sync + 'static,
+    ) {
+        self.shared.reviews.set(plural, Arc::new(answer));
+    }
+
     /// Injects `schedule`'s faults from now on (`None`: none).
     pub fn set_faults(&self, schedule: Option<crate::FaultSchedule>) {
         self.shared.faults.set(schedule);

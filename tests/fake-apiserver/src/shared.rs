@@ -77,6 +77,46 @@ pub struct Shared {
     pub audit: Mutex<Vec<AuditRecord>>,
     /// The fault schedule in force, if any.
     pub faults: Faults,
+    /// Review kinds (`tokenreviews`, `subjectaccessreviews`) the test answers: a
+    /// create of one returns the request with the `status` this makes, and stores
+    /// nothing, as the real server's reviews do.
+    pub reviews: Reviews,
+}
+
+/// The `status` of a review, from the review as it was sent.
+pub type ReviewAnswer =
+    std::sync::Arc<dyn Fn(&serde_json::Value) -> serde_json::Value + Send + Sync>;
+
+/// The answered review kinds, by plural.
+#[derive(Default)]
+pub struct Reviews(Mutex<std::collections::BTreeMap<String, ReviewAnswer>>);
+
+impl Reviews {
+    pub fn set(&self, plural: &str, answer: ReviewAnswer) {
+        let mut reviews = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reviews.insert(plural.to_owned(), answer);
+    }
+
+    pub fn get(&self, plural: &str) -> Option<ReviewAnswer> {
+        let reviews = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reviews.get(plural).cloned()
+    }
+}
+
+impl std::fmt::Debug for Reviews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reviews = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.debug_list().entries(reviews.keys()).finish()
+    }
 }
 
 impl Shared {
@@ -88,6 +128,7 @@ impl Shared {
             bookmark_interval: options.bookmark_interval,
             audit: Mutex::new(Vec::new()),
             faults: Faults::default(),
+            reviews: Reviews::default(),
         }
     }
 
