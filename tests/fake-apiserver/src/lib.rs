@@ -65,8 +65,10 @@
 //! - For tests: direct typed and JSON accessors, a request counter, a log of every
 //!   write request with its time and outcome (`writes_to`), an audit log of every
 //!   resource request with its RBAC attributes and the client's bearer token as the
-//!   user (`audit`, `client_as`), `compact` (etcd compaction) and
-//!   `disconnect_watches` (an API server restart).
+//!   user (`audit`, `client_as`), `compact` (etcd compaction),
+//!   `disconnect_watches` (an API server restart), and `answer_reviews`: a review
+//!   kind (TokenReview, SubjectAccessReview) answered with the status the test
+//!   computes from the review sent, nothing stored.
 //! - A seeded fault schedule (`set_faults`, see `faults.rs`): 500s, 409s on writes,
 //!   latency, 410s at watch start and watch streams cut off, on a share of the
 //!   requests of one user or of all.
