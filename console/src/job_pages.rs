@@ -66,6 +66,7 @@ pub fn jobs_page(
         "Fine-tuning jobs",
         going,
         html! {
+            (crate::deployment_pages::cluster_nav())
             h1 { "Fine-tuning jobs" }
             @if let Some(viewer) = viewer {
                 form.viewer method="post" action="/logout" {

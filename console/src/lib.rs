@@ -5,6 +5,8 @@
 //! sources and routes.
 
 pub mod chart;
+pub mod deployment_pages;
+pub mod deployments;
 pub mod job_pages;
 pub mod jobs;
 pub mod pages;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anneal_operator::admission::WebhookTls;
 use anneal_operator::admission::certificate::OperatorCertificate;
 use anneal_operator::cli::OperatorArgs;
+use anneal_operator::console::ConsoleSettings;
 use anneal_operator::leader_election::LeaseSettings;
 use anneal_operator::operator_run::{Listeners, OperatorSettings, WebhookServing, run_operator};
 use anneal_operator::report::ReportSettings;
@@ -32,9 +33,12 @@ async fn main() -> anyhow::Result<()> {
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| format!("anneal-operator-{}", std::process::id()))
     });
-    let console_auth = args.console_auth_settings();
+    let console = ConsoleSettings {
+        auth: args.console_auth_settings(),
+        ..ConsoleSettings::default()
+    };
     let settings = OperatorSettings {
-        console_auth,
+        console,
         config: args.config,
         namespace: args.watch_namespace,
         lease: args

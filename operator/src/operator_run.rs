@@ -21,8 +21,7 @@ use crate::admission::{
     KubeAccessReviewer, WebhookTls, admission_router, serve_webhook, wait_for_files,
 };
 use crate::config::OperatorConfig;
-use crate::console::viewer::AuthSettings;
-use crate::console::{ConsoleState, console_router};
+use crate::console::{ConsoleSettings, ConsoleState, console_router};
 use crate::finetunejob::controller::{self as finetunejob, run_finetunejob_controller};
 use crate::finetunejob::kube_report::KubeReportCluster;
 use crate::leader_election::{LeaderElector, LeaseSettings};
@@ -45,8 +44,8 @@ pub struct OperatorSettings {
     pub instance: String,
     /// The admission webhook, served by every replica; `None` serves none.
     pub webhook: Option<WebhookServing>,
-    /// How the console learns who its viewers are.
-    pub console_auth: AuthSettings,
+    /// How the console learns who its viewers are, and reaches deployments.
+    pub console: ConsoleSettings,
 }
 
 /// Where the admission webhook listens and its certificate.
@@ -97,7 +96,8 @@ pub async fn run_operator(
             config: settings.config.clone(),
             namespace: settings.namespace.clone(),
             reports: leader_reports.clone(),
-            auth: settings.console_auth.clone(),
+            auth: settings.console.auth.clone(),
+            serving_address: settings.console.serving_address.clone(),
         });
         spawn_server("console", listener, console, shutdown.clone());
     }

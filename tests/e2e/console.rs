@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
-use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::JobPhase;
+use anneal_crds::modeldeployment::DeploymentPhase;
 use anneal_crds::storage::Storage;
+use anneal_crds::{FineTuneJob, ModelDeployment};
 use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines};
 use anneal_fake_apiserver::ResourceType;
 use anneal_operator::console::viewer::{AuthSettings, ConsoleAuth};
@@ -340,4 +341,201 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
     assert_eq!(code, 401);
     assert!(page.contains("no X-Forwarded-User header"), "{page}");
     operator.stop().await;
+}
+
+/// The ModelDeployment `chat` once `done` holds for it.
+async fn deployment_when(
+    world: &World,
+    done: impl Fn(&ModelDeployment) -> bool,
+) -> ModelDeployment {
+    let api: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
+    let started = std::time::Instant::now();
+    loop {
+        let deployment = api.get("chat").await.unwrap();
+        if done(&deployment) {
+            return deployment;
+        }
+        assert!(started.elapsed() < TRAINING, "{:?}", deployment.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The text of the `data:` chunks of a streamed chat answer.
+fn streamed_text(stream: &str) -> String {
+    stream
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_playground_streams_what_the_deployment_answers() {
+    let world = World::start(&quickstart_lines(24)).await;
+    world.kubelet.run_deployments();
+    let operator = world
+        .start_operator_with_console(AuthSettings::default())
+        .await;
+    world.apply(&job_yaml("story", 1, 2, "")).await;
+    let manifest = format!(
+        "apiVersion: anneal.dev/v1alpha1\nkind: ModelDeployment\n\
+         metadata: {{name: chat, namespace: {NAMESPACE}}}\n\
+         spec:\n  model:\n    fineTuneJob: {{name: story, checkpoint: final}}\n  \
+         replicas: 1\n  runtime: builtin\n  resources: {{gpus: 0}}\n"
+    );
+    let deployment = anneal_crds::manifest::parse_modeldeployment(&manifest).unwrap();
+    Api::<ModelDeployment>::namespaced(world.client(), NAMESPACE)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let ready = deployment_when(&world, |d| {
+        d.status.as_ref().and_then(|s| s.phase) == Some(DeploymentPhase::Ready)
+    })
+    .await;
+    let model = ready.status.unwrap().model_id.unwrap();
+    let console = &operator.console_url;
+
+    let (code, list) = get(format!("{console}/deployments")).await;
+    assert_eq!(code, 200);
+    assert!(
+        list.contains(&format!(r#"href="/deployments/{NAMESPACE}/chat""#)),
+        "{list}"
+    );
+    assert!(
+        list.contains("FineTuneJob story (final)") && list.contains("Ready"),
+        "{list}"
+    );
+    let page_url = format!("{console}/deployments/{NAMESPACE}/chat");
+    let (code, page) = get(page_url.clone()).await;
+    assert_eq!(code, 200, "{page}");
+    // The models the server lists: the fine-tuned one and its base.
+    assert!(
+        page.contains(&format!(r#"<option value="{model}""#)),
+        "{page}"
+    );
+    assert!(page.contains(r#"<option value="anneal-tiny""#), "{page}");
+
+    // What the server itself answers, greedily.
+    let server = world.kubelet.deployment_url("chat").unwrap();
+    let direct = post_json(
+        format!("{server}/v1/chat/completions"),
+        &json!({"model": model, "temperature": 0, "max_tokens": 16,
+            "messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": PROMPT}]}),
+    )
+    .await;
+    let direct: serde_json::Value = serde_json::from_str(&direct.text().await.unwrap()).unwrap();
+    let answer = direct["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!answer.is_empty());
+
+    // Through the console, streamed, it is the same.
+    let fields = json!({"model": model, "system": "Be kind.", "message": PROMPT,
+        "temperature": "0", "top_p": "1", "max_tokens": "16"});
+    let streamed = post_json(format!("{page_url}/chat"), &fields).await;
+    assert_eq!(streamed.status(), 200);
+    assert_eq!(
+        streamed.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let stream = streamed.text().await.unwrap();
+    assert!(
+        stream.matches("data: ").count() > 2,
+        "streamed in chunks: {stream}"
+    );
+    assert_eq!(streamed_text(&stream), answer, "{stream}");
+
+    // The form, without script, answers the same in the page.
+    let form = [
+        ("model", model.as_str()),
+        ("system", "Be kind."),
+        ("message", PROMPT),
+        ("temperature", "0"),
+        ("top_p", "1"),
+        ("max_tokens", "16"),
+    ];
+    let encoded: String = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencoding(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let post_form = |body: String| {
+        reqwest::Client::new()
+            .post(format!("{page_url}/playground"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let response = post_form(encoded.clone()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains(&format!("{}</pre>", escaped(&answer))),
+        "{page}"
+    );
+    assert!(page.contains(&escaped(PROMPT)), "the message is kept");
+    // A bad setting is named, and nothing is asked.
+    let response = post_form(encoded.replace("temperature=0", "temperature=5"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("temperature must be a number from 0 to 2"),
+        "{page}"
+    );
+    // The streaming route takes JSON only (a cross-site form cannot send it).
+    let form_to_chat = reqwest::Client::new()
+        .post(format!("{page_url}/chat"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("model=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form_to_chat.status(), 415);
+    // The snippets send the same request to the deployment's endpoint.
+    let snippets = post_json(format!("{page_url}/snippets"), &fields).await;
+    let snippets: serde_json::Value =
+        serde_json::from_str(&snippets.text().await.unwrap()).unwrap();
+    let curl = snippets["curl"].as_str().unwrap();
+    assert!(
+        curl.starts_with(&format!(
+            "curl -N http://chat.{NAMESPACE}.svc:8000/v1/chat/completions"
+        )),
+        "{curl}"
+    );
+    assert!(
+        curl.contains("\"max_tokens\": 16") && curl.contains("Be kind."),
+        "{curl}"
+    );
+    operator.stop().await;
+}
+
+async fn post_json(url: String, body: &serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `text` as a form field's value.
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anneal_fake_apiserver::FakeApiServer;
 use anneal_operator::config::OperatorConfig;
-use anneal_operator::console::viewer::AuthSettings;
+use anneal_operator::console::ConsoleSettings;
 use anneal_operator::leader_election::{LEADER_LABEL, LeaderElector, LeaseSettings};
 use anneal_operator::operator_run::{Listeners, OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
@@ -60,7 +60,7 @@ async fn replica(api: &FakeApiServer, identity: &str) -> Replica {
         report: ReportSettings::default(),
         instance: identity.to_owned(),
         webhook: None,
-        console_auth: AuthSettings::default(),
+        console: ConsoleSettings::default(),
     };
     let (stop, stopped) = watch::channel(false);
     let listeners = Listeners {

@@ -22,7 +22,7 @@ use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines,
 use anneal_fake_apiserver::{AuditRecord, ResourceType};
 use anneal_operator::admission::WebhookTls;
 use anneal_operator::admission::certificate;
-use anneal_operator::console::viewer::AuthSettings;
+use anneal_operator::console::ConsoleSettings;
 use anneal_operator::leader_election::{LEADER_LABEL, LeaseSettings};
 use anneal_operator::operator_run::{Listeners, OperatorSettings, WebhookServing, run_operator};
 use anneal_operator::report::ReportSettings;
@@ -435,7 +435,7 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
         report: ReportSettings::default(),
         instance: OPERATOR_POD.to_owned(),
         webhook: Some(webhook.serving()),
-        console_auth: AuthSettings::default(),
+        console: ConsoleSettings::default(),
     };
     let (stop, stopped) = watch::channel(false);
     let console = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -192,26 +192,39 @@ impl FakeKubelet {
         self.deployments.store(true, Ordering::SeqCst);
     }
 
+    /// [`Self::deployment_url`] as a function that outlives this borrow, for what
+    /// stands in for cluster DNS (the console's way to a deployment).
+    pub fn deployment_urls(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+        let running = self.running.clone();
+        move |deployment| serving_url(&running.lock().unwrap(), deployment)
+    }
+
     /// `http://127.0.0.1:PORT` where a running pod of `deployment` serves its
     /// container port (the first such pod by name); `None` when none runs.
     pub fn deployment_url(&self, deployment: &str) -> Option<String> {
-        let running = self.running.lock().unwrap();
-        let mut pods: Vec<(&String, &RunningPod)> = running
-            .iter()
-            .filter(|(_, p)| {
-                p.serving
-                    .as_ref()
-                    .is_some_and(|s| s.deployment == deployment)
-            })
-            .collect();
-        pods.sort_by_key(|(name, _)| name.as_str());
-        let (_, pod) = pods.first()?;
-        Some(format!(
-            "http://127.0.0.1:{}",
-            pod.serving.as_ref().unwrap().port
-        ))
+        serving_url(&self.running.lock().unwrap(), deployment)
     }
+}
 
+/// Where the first running pod of `deployment`, by name, serves.
+fn serving_url(running: &HashMap<String, RunningPod>, deployment: &str) -> Option<String> {
+    let mut pods: Vec<(&String, &RunningPod)> = running
+        .iter()
+        .filter(|(_, p)| {
+            p.serving
+                .as_ref()
+                .is_some_and(|s| s.deployment == deployment)
+        })
+        .collect();
+    pods.sort_by_key(|(name, _)| name.as_str());
+    let (_, pod) = pods.first()?;
+    Some(format!(
+        "http://127.0.0.1:{}",
+        pod.serving.as_ref().unwrap().port
+    ))
+}
+
+impl FakeKubelet {
     /// The exit code of a pod's process once it has exited (137 for a signal).
     pub fn exit_code(&self, pod_name: &str) -> Option<i32> {
         self.exits.lock().unwrap().get(pod_name).copied()

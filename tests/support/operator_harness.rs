@@ -11,6 +11,7 @@ use anneal_crds::storage::Storage;
 use anneal_fake_apiserver::FakeApiServer;
 use anneal_moto::MotoServer;
 use anneal_operator::config::OperatorConfig;
+use anneal_operator::console::ConsoleSettings;
 use anneal_operator::console::viewer::AuthSettings;
 use anneal_operator::operator_run::{Listeners, OperatorSettings, run_operator};
 use anneal_operator::report::ReportSettings;
@@ -179,9 +180,17 @@ impl World {
         start_operator(self.client(), self.config.clone(), report_port).await
     }
 
-    /// `start_operator`, its console signing viewers in by `console_auth`.
-    pub async fn start_operator_with_console(&self, console_auth: AuthSettings) -> RunningOperator {
-        start_operator_with(self.client(), self.config.clone(), None, console_auth).await
+    /// `start_operator`, its console signing viewers in by `auth` and reaching
+    /// deployments on the loopback ports the kubelet's serving pods listen on.
+    pub async fn start_operator_with_console(&self, auth: AuthSettings) -> RunningOperator {
+        let urls = self.kubelet.deployment_urls();
+        let console = ConsoleSettings {
+            auth,
+            serving_address: std::sync::Arc::new(move |deployment| {
+                urls(deployment.metadata.name.as_deref().unwrap_or_default())
+            }),
+        };
+        start_operator_with(self.client(), self.config.clone(), None, console).await
     }
 
     /// Applies a FineTuneJob from YAML.
@@ -282,22 +291,22 @@ pub async fn start_operator(
     config: OperatorConfig,
     report_port: Option<u16>,
 ) -> RunningOperator {
-    start_operator_with(client, config, report_port, AuthSettings::default()).await
+    start_operator_with(client, config, report_port, ConsoleSettings::default()).await
 }
 
-/// `start_operator`, its console signing viewers in by `console_auth`.
+/// `start_operator`, its console set up by `console`.
 pub async fn start_operator_with(
     client: Client,
     mut config: OperatorConfig,
     report_port: Option<u16>,
-    console_auth: AuthSettings,
+    console: ConsoleSettings,
 ) -> RunningOperator {
     let report = TcpListener::bind(("127.0.0.1", report_port.unwrap_or(0)))
         .await
         .unwrap();
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let console = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let console_url = format!("http://{}", console.local_addr().unwrap());
+    let console_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let console_url = format!("http://{}", console_listener.local_addr().unwrap());
     let report_url = format!("http://{}", report.local_addr().unwrap());
     let health_url = format!("http://{}", health.local_addr().unwrap());
     config.report_base_url = report_url.clone();
@@ -308,13 +317,13 @@ pub async fn start_operator_with(
         report: ReportSettings::default(),
         instance: "e2e".to_owned(),
         webhook: None,
-        console_auth,
+        console,
     };
     let (stop, stopped) = watch::channel(false);
     let listeners = Listeners {
         report,
         health,
-        console: Some(console),
+        console: Some(console_listener),
     };
     let task = tokio::spawn(run_operator(client, settings, listeners, stopped));
     RunningOperator {

@@ -164,12 +164,17 @@ pub async fn review_token(client: &Client, token: &str) -> kube::Result<Option<U
         .and_then(|s| s.user))
 }
 
-/// May the viewer `verb` FineTuneJobs in `namespace` (`None`: all namespaces), or the
-/// one called `name`?
+/// The console's kinds, by their resource (plural) in `anneal.dev`.
+pub const FINETUNEJOBS: &str = "finetunejobs";
+pub const MODELDEPLOYMENTS: &str = "modeldeployments";
+
+/// May the viewer `verb` the `anneal.dev` `resource` in `namespace` (`None`: all
+/// namespaces), or the object called `name`?
 pub async fn may(
     client: &Client,
     viewer: &Viewer,
     verb: &str,
+    resource: &str,
     namespace: Option<&str>,
     name: Option<&str>,
 ) -> kube::Result<bool> {
@@ -180,16 +185,17 @@ pub async fn may(
     let answered = reviews
         .create(
             &PostParams::default(),
-            &job_access_review(user, verb, namespace, name),
+            &access_review(user, verb, resource, namespace, name),
         )
         .await?;
     Ok(answered.status.is_some_and(|s| s.allowed))
 }
 
-/// The SubjectAccessReview of `user` doing `verb` on FineTuneJobs.
-pub fn job_access_review(
+/// The SubjectAccessReview of `user` doing `verb` on `anneal.dev` `resource`.
+pub fn access_review(
     user: &UserInfo,
     verb: &str,
+    resource: &str,
     namespace: Option<&str>,
     name: Option<&str>,
 ) -> SubjectAccessReview {
@@ -203,7 +209,7 @@ pub fn job_access_review(
                 namespace: namespace.map(str::to_owned),
                 verb: Some(verb.to_owned()),
                 group: Some("anneal.dev".to_owned()),
-                resource: Some("finetunejobs".to_owned()),
+                resource: Some(resource.to_owned()),
                 name: name.map(str::to_owned),
                 ..ResourceAttributes::default()
             }),
@@ -274,7 +280,7 @@ mod tests {
             groups: Some(vec!["ml".into()]),
             ..UserInfo::default()
         };
-        let review = job_access_review(&user, "get", Some("team-a"), Some("story"));
+        let review = access_review(&user, "get", FINETUNEJOBS, Some("team-a"), Some("story"));
         let attributes = review.spec.resource_attributes.unwrap();
         assert_eq!(review.spec.user.as_deref(), Some("alice"));
         assert_eq!(review.spec.groups.unwrap(), ["ml"]);
@@ -294,7 +300,7 @@ mod tests {
                 Some("story")
             )
         );
-        let all = job_access_review(&user, "list", None, None);
+        let all = access_review(&user, "list", MODELDEPLOYMENTS, None, None);
         assert_eq!(all.spec.resource_attributes.unwrap().namespace, None);
     }
 }
