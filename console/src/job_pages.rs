@@ -4,7 +4,8 @@
 
 use maud::{Markup, html};
 
-use crate::jobs::{JobDetails, JobRow};
+use crate::actions::{patch_yaml, suspend_patch};
+use crate::jobs::{JobActions, JobDetails, JobRow};
 use crate::pages::page;
 use anneal_crds::finetunejob::JobPhase;
 
@@ -167,9 +168,61 @@ pub fn refused_page(why: &str, sign_in: bool) -> Markup {
     )
 }
 
-/// A cluster job's conditions, Events and manifest.
+/// The forms of the actions the viewer may take, each with what it applies.
+fn job_actions(actions: &JobActions) -> Markup {
+    let permitted = actions.permitted;
+    html! {
+        h2 { "Actions" }
+        @if let Some(outcome) = &actions.outcome { p.warn #outcome { (outcome) } }
+        @if !permitted.any() {
+            p.muted { "You may not change this job." }
+        }
+        @if permitted.suspend {
+            form method="post" action=(format!("{}/suspend", actions.href)) {
+                input type="hidden" name="suspend" value=(!actions.suspended);
+                button type="submit" { @if actions.suspended { "Resume" } @else { "Suspend" } }
+                " "
+                details { summary { "What it applies" }
+                    pre.log { "kubectl patch finetunejob " (actions.name) " --type merge -p -
+    " (patch_yaml(&suspend_patch(!actions.suspended))) }
+                }
+            }
+        }
+        @if permitted.deploy && !actions.checkpoints.is_empty() {
+            form method="post" action=(format!("{}/deploy", actions.href)) {
+                label { "Deploy checkpoint "
+                    select name="checkpoint" {
+                        @for checkpoint in &actions.checkpoints { option value=(checkpoint) { (checkpoint) } }
+                    }
+                }
+                " "
+                label { "as " input name="name" placeholder=(format!("{}-CHECKPOINT", actions.name)) size="24"; }
+                " "
+                label { "replicas " input name="replicas" type="number" min="1" max="16" value="1"; }
+                " "
+                button type="submit" { "Deploy" }
+                @if let Some(preview) = &actions.deployment_preview {
+                    details { summary { "What it applies" } pre.log { (preview) } }
+                }
+            }
+        }
+        @if permitted.delete {
+            form method="post" action=(format!("{}/delete", actions.href)) {
+                label { "Type " code { (actions.name) } " to delete the job (its checkpoints stay in storage) "
+                    input name="confirm" autocomplete="off" required;
+                }
+                " "
+                button type="submit" { "Delete" }
+                details { summary { "What it applies" } pre.log { "kubectl delete finetunejob " (actions.name) } }
+            }
+        }
+    }
+}
+
+/// A cluster job's actions, conditions, Events and manifest.
 pub fn job_details(details: &JobDetails) -> Markup {
     html! {
+        @if let Some(actions) = &details.actions { (job_actions(actions)) }
         @if let Some(why) = &details.history_unread {
             p.muted { "The loss history is the status's latest alone: " (why) }
         }

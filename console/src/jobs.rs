@@ -159,6 +159,24 @@ pub struct JobDetails {
     pub history_unread: Option<String>,
     /// The job as YAML: its spec, with the metadata a user wrote.
     pub manifest: String,
+    /// What the viewer may do with it (`None`: the console is read-only).
+    pub actions: Option<JobActions>,
+}
+
+/// The actions a job's page offers its viewer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobActions {
+    /// The job's page, below which the actions are posted.
+    pub href: String,
+    pub name: String,
+    pub permitted: crate::actions::Permitted,
+    pub suspended: bool,
+    /// The checkpoints a deployment may name.
+    pub checkpoints: Vec<String>,
+    /// The manifest a deployment of the first of them would apply.
+    pub deployment_preview: Option<String>,
+    /// What came of the last action, or why it was refused.
+    pub outcome: Option<String>,
 }
 
 /// One Kubernetes Event about the job.

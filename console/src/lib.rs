@@ -4,6 +4,7 @@
 //! chart ([`chart`]) and the HTML ([`pages`]) live here; each server reads its own
 //! sources and routes.
 
+pub mod actions;
 pub mod chart;
 pub mod deployment_pages;
 pub mod deployments;

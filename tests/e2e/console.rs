@@ -154,6 +154,19 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
         );
     }
 
+    // Without sign-in the console is read-only: no actions offered, none taken.
+    assert!(!page.contains("<h2>Actions</h2>"), "{page}");
+    let suspend = reqwest::Client::new()
+        .post(format!("{console}/jobs/{NAMESPACE}/story/suspend"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("suspend=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(suspend.status(), 403);
+    assert!(suspend.text().await.unwrap().contains("read-only"));
+    assert!(!world.job("story").await.spec.suspend);
+
     // What is not there, or not the job's pictures, is not found.
     for path in [
         format!("/jobs/{NAMESPACE}/nope"),
@@ -169,8 +182,9 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
 }
 
 /// Answers the API server's reviews as a cluster would: `alice-token` is alice (group
-/// `ml`), `bob-token` is bob; alice may get and list FineTuneJobs in the test
-/// namespace only, bob nothing.
+/// `ml`), `bob-token` is bob. In the test namespace only, alice may get, list and
+/// patch FineTuneJobs (not delete them) and get, list and create ModelDeployments;
+/// bob may do nothing.
 fn answer_reviews(world: &World) {
     world.api.register(ResourceType::cluster_scoped(
         "authentication.k8s.io",
@@ -196,12 +210,16 @@ fn answer_reviews(world: &World) {
     world.api.answer_reviews("subjectaccessreviews", |review| {
         let spec = &review["spec"];
         let attributes = &spec["resourceAttributes"];
+        let verbs: &[&str] = match attributes["resource"].as_str() {
+            Some("finetunejobs") => &["get", "list", "patch"],
+            Some("modeldeployments") => &["get", "list", "create"],
+            _ => &[],
+        };
         let allowed = spec["user"] == "alice"
             && spec["groups"] == json!(["ml"])
             && attributes["group"] == "anneal.dev"
-            && attributes["resource"] == "finetunejobs"
             && attributes["namespace"] == NAMESPACE
-            && (attributes["verb"] == "get" || attributes["verb"] == "list");
+            && verbs.contains(&attributes["verb"].as_str().unwrap_or_default());
         json!({"allowed": allowed})
     });
 }
@@ -314,6 +332,87 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
     assert!(code == 200 && list.contains("0 of 0 jobs shown"), "{list}");
     let (code, _, _, _) = send(as_bob(&format!("/jobs/{NAMESPACE}/story"))).await;
     assert_eq!(code, 403);
+
+    // Actions, each as the API server allows the viewer: alice resumes the job
+    // (she may patch it), may not delete it, and deploys a checkpoint.
+    let (_, _, _, page) = send(as_alice(&format!("/jobs/{NAMESPACE}/story"))).await;
+    assert!(
+        page.contains(">Resume</button>") && page.contains("suspend: false"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("to delete the job"),
+        "alice may not delete: {page}"
+    );
+    let act = |path: &str, token: &str, body: &str| {
+        (browser.post(format!("{console}/jobs/{NAMESPACE}/story/{path}")))
+            .header("cookie", format!("anneal-console-token={token}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+    };
+    let (code, location, _, _) = send(act("suspend", "alice-token", "suspend=false")).await;
+    assert_eq!((code, location.as_str()), (303, "/jobs/team-a/story"));
+    assert!(!world.job("story").await.spec.suspend, "resumed");
+    let (code, _, _, _) = send(act("suspend", "alice-token", "suspend=true")).await;
+    assert_eq!(code, 303);
+    assert!(world.job("story").await.spec.suspend, "suspended again");
+    let (code, _, _, page) = send(act("delete", "alice-token", "confirm=story")).await;
+    assert_eq!(code, 403);
+    assert!(
+        page.contains("alice may not delete the FineTuneJob team-a/story"),
+        "{page}"
+    );
+    let (code, _, _, page) = send(act("suspend", "bob-token", "suspend=false")).await;
+    assert_eq!(code, 403, "{page}");
+    assert!(world.job("story").await.spec.suspend, "bob changed nothing");
+    // Another site's page cannot make alice's browser act.
+    let (code, _, _, page) = send(
+        act("suspend", "alice-token", "suspend=false").header("origin", "https://evil.example"),
+    )
+    .await;
+    assert!(code == 403 && page.contains("another site"), "{page}");
+    assert!(world.job("story").await.spec.suspend);
+    // Deploying a checkpoint the job has: the ModelDeployment the page showed.
+    let jobs: Api<FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
+    let trained = json!({"status": {
+        "result": {"modelId": "ft:anneal-tiny:story:ckpt-2", "uri": "s3://x/final"},
+        "checkpoints": [{"name": "ckpt-2", "step": 2, "epoch": 1.0, "uri": "s3://x/checkpoints/ckpt-2", "validLoss": 1.5}]}});
+    jobs.patch_status(
+        "story",
+        &Default::default(),
+        &kube::api::Patch::Merge(&trained),
+    )
+    .await
+    .unwrap();
+    let (_, _, _, page) = send(as_alice(&format!("/jobs/{NAMESPACE}/story"))).await;
+    assert!(
+        page.contains(r#"<option value="ckpt-2">"#) && page.contains("name: story-final"),
+        "{page}"
+    );
+    let (code, _, _, page) =
+        send(act("deploy", "alice-token", "checkpoint=ckpt-9&replicas=1")).await;
+    assert_eq!(code, 422);
+    assert!(
+        page.contains("checkpoint &quot;ckpt-9&quot; is not one of the job"),
+        "{page}"
+    );
+    let (code, location, _, _) =
+        send(act("deploy", "alice-token", "checkpoint=ckpt-2&replicas=1")).await;
+    assert_eq!(
+        (code, location.as_str()),
+        (303, "/deployments/team-a/story-ckpt-2")
+    );
+    let deployed = Api::<ModelDeployment>::namespaced(world.client(), NAMESPACE)
+        .get("story-ckpt-2")
+        .await
+        .unwrap();
+    let source = deployed.spec.model.fine_tune_job.unwrap();
+    assert_eq!(
+        (source.name.as_str(), source.checkpoint.as_str()),
+        ("story", "ckpt-2")
+    );
+    let (code, _, _, _) = send(act("deploy", "alice-token", "checkpoint=ckpt-2&replicas=1")).await;
+    assert_eq!(code, 409, "the name is taken now");
 
     // Signing out drops the cookie.
     let (code, location, cookie, _) = send(browser.post(format!("{console}/logout"))).await;

@@ -493,7 +493,7 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
     );
 
     console_reads_within_the_rules(&console_url).await;
-    serve_scale_and_delete(&world).await;
+    serve_scale_and_delete(&world, &console_url).await;
     evaluate(&world).await;
 
     // Deleting a job: the operator removes its trainer Job and Secret, then its finalizer.
@@ -587,7 +587,7 @@ spec:
 /// Service; once the Deployment's pods are ready the ModelDeployment is Ready; more
 /// replicas apply the Deployment again; deleting it leaves the children to the
 /// garbage collector.
-async fn serve_scale_and_delete(world: &World) {
+async fn serve_scale_and_delete(world: &World, console: &str) {
     let serving: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
     let deployment = anneal_crds::manifest::parse_modeldeployment(&format!(
         r#"apiVersion: anneal.dev/v1alpha1
@@ -611,6 +611,21 @@ spec:
         assert!(started.elapsed() < WAIT, "no serving Deployment");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The console lists it and shows its page.
+    let list = reqwest::get(format!("{console}/deployments"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(&format!("/deployments/{NAMESPACE}/inline-serve")),
+        "{list}"
+    );
+    let page = reqwest::get(format!("{console}/deployments/{NAMESPACE}/inline-serve"))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "{:?}", page.text().await);
     let ready = serde_json::json!({"status": {"replicas": 1, "readyReplicas": 1,
         "updatedReplicas": 1, "availableReplicas": 1}});
     servers

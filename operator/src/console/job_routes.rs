@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use kube::Api;
 use serde::Deserialize;
 
-use super::viewer::FINETUNEJOBS;
+use super::viewer::{FINETUNEJOBS, Viewer};
 use super::{
-    ConsoleState, check_get, html_page, job_sources, listable_namespaces, unavailable, viewer_of,
-    watched,
+    ConsoleState, check_get, html_page, job_actions, job_sources, listable_namespaces, unavailable,
+    viewer_of, watched,
 };
 
 #[derive(Deserialize, Default)]
@@ -77,7 +77,7 @@ async fn viewed_job(
     headers: &HeaderMap,
     namespace: &str,
     name: &str,
-) -> Result<FineTuneJob, Response> {
+) -> Result<(Viewer, FineTuneJob), Response> {
     let viewer = viewer_of(state, headers).await?;
     check_get(state, &viewer, FINETUNEJOBS, namespace, name).await?;
     let api: Api<FineTuneJob> = Api::namespaced(state.client.clone(), namespace);
@@ -87,7 +87,7 @@ async fn viewed_job(
         Ok(None)
     };
     match found {
-        Ok(Some(job)) => Ok(job),
+        Ok(Some(job)) => Ok((viewer, job)),
         Ok(None) => {
             let page = pages::not_found(&format!("There is no FineTuneJob {namespace}/{name}."));
             Err(html_page(StatusCode::NOT_FOUND, page))
@@ -101,14 +101,19 @@ pub async fn job_page(
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let job = match viewed_job(&state, &headers, &namespace, &name).await {
-        Ok(job) => job,
+    let (viewer, job) = match viewed_job(&state, &headers, &namespace, &name).await {
+        Ok(found) => found,
         Err(response) => return response,
     };
-    let (history, events) = tokio::join!(
+    let (history, events, permitted) = tokio::join!(
         job_sources::run_events(&state.client, &job, &state.config),
         job_sources::job_events(&state.client, &job),
+        job_actions::permitted(&state, &viewer, &job),
     );
+    let permitted = match permitted {
+        Ok(permitted) => permitted,
+        Err(error) => return unavailable("reviewing access", &error),
+    };
     let log = (state.reports.get())
         .and_then(|reports| reports.log_tail(&namespace, &name, LOG_LINES_SHOWN));
     let summary = job_summary(&job, history.as_deref().ok(), log.as_deref());
@@ -118,6 +123,7 @@ pub async fn job_page(
         events: events.unwrap_or_default(),
         history_unread: history.err(),
         manifest: job_manifest(&job),
+        actions: job_actions::job_actions(&viewer, &job, permitted),
     };
     html_page(StatusCode::OK, pages::run_page(&summary, Some(&details)))
 }
@@ -128,7 +134,7 @@ pub async fn job_sample_picture(
     headers: HeaderMap,
 ) -> Response {
     let job = match viewed_job(&state, &headers, &namespace, &name).await {
-        Ok(job) => job,
+        Ok((_, job)) => job,
         Err(response) => return response,
     };
     match job_sources::sample_picture(&state.client, &job, &state.config, &checkpoint, &file).await

@@ -15,6 +15,7 @@
 //! endpoint; a follower shows the log events the run copied to storage).
 
 pub mod deployment_routes;
+pub mod job_actions;
 pub mod job_routes;
 pub mod job_sources;
 pub mod sign_in_routes;
@@ -100,6 +101,18 @@ pub fn console_router(state: ConsoleState) -> Router {
         .route(
             "/jobs/{namespace}/{name}/samples/{checkpoint}/{file}",
             get(job_routes::job_sample_picture),
+        )
+        .route(
+            "/jobs/{namespace}/{name}/suspend",
+            post(job_actions::suspend_job),
+        )
+        .route(
+            "/jobs/{namespace}/{name}/delete",
+            post(job_actions::delete_job),
+        )
+        .route(
+            "/jobs/{namespace}/{name}/deploy",
+            post(job_actions::deploy_checkpoint),
         )
         .route("/deployments", get(deployment_routes::deployments_list))
         .route(
