@@ -24,6 +24,16 @@ if ! cmp -s scripts/requirements-test.txt "$stamp"; then
     cp scripts/requirements-test.txt "$stamp"
 fi
 
+step "A browser for the console's tests (Debian's chromium and chromium-driver)"
+if ! command -v chromedriver > /dev/null; then
+    as_root=""
+    if [ "$(id -u)" != 0 ]; then as_root="sudo"; fi
+    $as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver > /dev/null
+fi
+chromedriver --version
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

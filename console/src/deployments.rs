@@ -52,20 +52,23 @@ pub fn deployment_row(deployment: &ModelDeployment) -> DeploymentRow {
     }
 }
 
-/// The models a deployment answers to: what its server lists at `/v1/models` (the
-/// JSON `listing`, when it could be read), else the model id its status names.
+/// The models a deployment answers to: the model id its status names first (what it
+/// was made to serve), then the rest its server lists at `/v1/models` (the JSON
+/// `listing`, when it could be read), such as the base model.
 pub fn served_models(deployment: &ModelDeployment, listing: Option<&Value>) -> Vec<String> {
-    let listed: Vec<String> = (listing
+    let status = deployment.status.clone().unwrap_or_default();
+    let mut models: Vec<String> = status.model_id.into_iter().collect();
+    let listed = (listing
         .and_then(|l| l["data"].as_array())
         .into_iter()
         .flatten())
-    .filter_map(|m| m["id"].as_str().map(str::to_owned))
-    .collect();
-    if !listed.is_empty() {
-        return listed;
+    .filter_map(|m| m["id"].as_str().map(str::to_owned));
+    for model in listed {
+        if !models.contains(&model) {
+            models.push(model);
+        }
     }
-    let status = deployment.status.clone().unwrap_or_default();
-    status.model_id.into_iter().collect()
+    models
 }
 
 /// What the playground sends: the chat request's settings.
@@ -173,11 +176,12 @@ status:
     }
 
     #[test]
-    fn the_served_models_are_the_servers_listing_else_the_status() {
-        let listing = json!({"data": [{"id": "anneal-tiny"}, {"id": "ft:x"}]});
+    fn the_served_models_are_the_status_model_first_then_the_servers_listing() {
+        let listing =
+            json!({"data": [{"id": "anneal-tiny"}, {"id": "ft:anneal-tiny:story:ckpt-12"}]});
         assert_eq!(
             served_models(&deployment(), Some(&listing)),
-            ["anneal-tiny", "ft:x"]
+            ["ft:anneal-tiny:story:ckpt-12", "anneal-tiny"]
         );
         assert_eq!(
             served_models(&deployment(), None),

@@ -29,6 +29,8 @@ th{background:#f1f5f9}
 .warn{color:#b45309}.error{color:#b91c1c}
 .viewer{float:right}
 button,select,textarea{font:inherit}
+textarea,select,input{max-width:100%;box-sizing:border-box}
+pre{white-space:pre-wrap}
 a:focus,a:hover{outline:2px solid #2563eb}
 ";
 

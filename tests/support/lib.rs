@@ -4,6 +4,7 @@
 //! `trainer` process and an S3-compatible server (crate `anneal-moto`). The
 //! `anneal-sim-trainer` binary stands in for `trainer` where hundreds of jobs run.
 
+pub mod console_reviews;
 pub mod fake_kubelet;
 pub mod operator_harness;
 pub mod operator_process;
