@@ -1,7 +1,8 @@
-//! The loss chart of a run page, drawn on the server as SVG: training loss as a line,
-//! validation loss as points, over steps. No script: it shows in any browser and in
-//! an air-gapped cluster. Each point carries a `<title>` with its step and value, so
-//! hovering names it.
+//! The charts of a run page, drawn on the server as SVG over steps: the loss chart
+//! (training loss as a line, validation loss as points) and one line chart per other
+//! metric (learning rate, tokens per second, DPO's rewards). No script: they show in
+//! any browser and in an air-gapped cluster. Each point carries a `<title>` with its
+//! step and value, so hovering names it.
 
 use maud::{Markup, html};
 
@@ -97,6 +98,44 @@ pub fn loss_chart(train: &[(u64, f64)], valid: &[(u64, f64)]) -> Markup {
     }
 }
 
+/// The chart of one metric's `series` over steps, as a line with its points, headed
+/// by `label`; nothing when the run logged none of it.
+pub fn metric_chart(label: &str, series: &[(u64, f64)]) -> Markup {
+    let Some(frame) = Frame::around(&[series]) else {
+        return html! {};
+    };
+    let finite = || series.iter().filter(|p| p.1.is_finite());
+    let line: Vec<String> = finite()
+        .map(|&(step, value)| format!("{:.1},{:.1}", frame.x(step), frame.y(value)))
+        .collect();
+    let bottom = HEIGHT - BOTTOM;
+    // Learning rates are small: they are labelled in exponent form.
+    let show = |value: f64| match value.abs() {
+        v if v != 0.0 && !(1e-2..1e5).contains(&v) => format!("{value:.3e}"),
+        _ => format!("{value:.3}"),
+    };
+    html! {
+        figure.metric {
+            figcaption { (label) }
+            svg.chart viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img"
+                aria-label=(format!("{label} over steps")) {
+                line x1=(LEFT) y1=(bottom) x2=(WIDTH - RIGHT) y2=(bottom) stroke="#888" {}
+                line x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(bottom) stroke="#888" {}
+                text x=(LEFT - 6.0) y=(TOP + 10.0) text-anchor="end" font-size="11" { (show(frame.values.1)) }
+                text x=(LEFT - 6.0) y=(bottom) text-anchor="end" font-size="11" { (show(frame.values.0)) }
+                text x=(LEFT) y=(HEIGHT - 10.0) font-size="11" { "step " (frame.steps.0) }
+                text x=(WIDTH - RIGHT) y=(HEIGHT - 10.0) text-anchor="end" font-size="11" { (frame.steps.1) }
+                polyline points=(line.join(" ")) fill="none" stroke="#059669" stroke-width="2" {}
+                @for &(step, value) in finite() {
+                    circle.metric-point cx=(format!("{:.1}", frame.x(step))) cy=(format!("{:.1}", frame.y(value))) r="2" fill="#059669" {
+                        title { "step " (step) ": " (label) " " (show(value)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +157,18 @@ mod tests {
             loss_chart(&[], &[]).into_string(),
             "<p class=\"muted\">No loss logged yet.</p>"
         );
+    }
+
+    #[test]
+    fn a_metric_is_a_line_of_its_points_labelled_to_scale() {
+        let rates = [(1, 1e-4), (2, 2e-4), (3, 1.5e-4)];
+        let svg = metric_chart("Learning rate", &rates).into_string();
+        assert_eq!(svg.matches("class=\"metric-point\"").count(), 3);
+        assert!(svg.contains("step 2: Learning rate 2.000e-4"), "{svg}");
+        assert!(svg.contains("<figcaption>Learning rate</figcaption>"));
+        let margins = [(1, -0.5), (2, 0.25)];
+        let svg = metric_chart("Reward margin", &margins).into_string();
+        assert!(svg.contains("step 1: Reward margin -0.500"), "{svg}");
+        assert_eq!(metric_chart("Tokens/s", &[]).into_string(), "");
     }
 }

@@ -6,7 +6,7 @@ use maud::{Markup, html};
 
 use crate::actions::{patch_yaml, suspend_patch};
 use crate::jobs::{JobActions, JobDetails, JobRow};
-use crate::pages::page;
+use crate::pages::{page, page_watched};
 use anneal_crds::finetunejob::JobPhase;
 
 /// The phases the filter offers, in the order a job goes through them.
@@ -63,9 +63,10 @@ pub fn jobs_page(
             Some(JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled)
         )
     });
-    page(
+    page_watched(
         "Fine-tuning jobs",
         going,
+        Some("/watch"),
         html! {
             (crate::deployment_pages::cluster_nav())
             h1 { "Fine-tuning jobs" }

@@ -87,6 +87,7 @@ pub fn job_summary(
     let status = job.status.clone().unwrap_or_default();
     summary.title = format!("{namespace}/{name}");
     summary.href = job_href(&namespace, &name);
+    summary.watch = Some(format!("{}/watch", summary.href));
     summary.phase = status.phase.or(summary.phase);
     summary.message = status.message.or(summary.message.take());
     summary.started = (status.start_time.as_ref())

@@ -5,7 +5,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::chart::loss_chart;
+use crate::chart::{loss_chart, metric_chart};
 use crate::job_pages::job_details;
 use crate::jobs::JobDetails;
 use crate::runs::RunSummary;
@@ -23,6 +23,8 @@ th{background:#f1f5f9}
 .scroll{overflow-x:auto}
 .muted{color:#666}
 .chart{width:100%;max-width:720px;height:auto;background:#fff;border:1px solid #ddd}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(280px,1fr));gap:1rem}
+figure.metric{margin:0}
 .best{background:#ecfdf5}
 .answer{white-space:pre-wrap;min-width:14rem}
 .log{font-family:ui-monospace,monospace;font-size:.85rem;white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:.5rem;max-height:24rem;overflow:auto}
@@ -38,23 +40,61 @@ a:focus,a:hover{outline:2px solid #2563eb}
 const REFRESH_SECONDS: u32 = 10;
 
 pub(crate) fn page(title: &str, live: bool, body: Markup) -> Markup {
+    page_watched(title, live, None, body)
+}
+
+/// A page that follows changes: with `watch` (a server-sent events route whose
+/// `changed` events say the page's objects moved on) by fetching itself again in
+/// place; without script or `watch`, while `live` (what it shows is still going),
+/// by reloading every few seconds.
+pub(crate) fn page_watched(title: &str, live: bool, watch: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                @if live { meta http-equiv="refresh" content=(REFRESH_SECONDS); }
+                @if watch.is_some() {
+                    @if live { noscript { meta http-equiv="refresh" content=(REFRESH_SECONDS); } }
+                } @else if live {
+                    meta http-equiv="refresh" content=(REFRESH_SECONDS);
+                }
                 title { (title) " - Anneal console" }
                 style { (PreEscaped(STYLE)) }
             }
-            body {
+            body data-watch=[watch] {
                 header { a href="/" { "Anneal console" } }
                 main { (body) }
+                @if watch.is_some() { script { (PreEscaped(FOLLOW_SCRIPT)) } }
             }
         }
     }
 }
+
+/// Follows the page's object: on each `changed` event (at most one fetch a second)
+/// the page is fetched again and its `main` put in place of this one's, unless a
+/// field of a form has the focus (a viewer typing is not interrupted).
+const FOLLOW_SCRIPT: &str = r#"
+(function () {
+  var source = document.body.getAttribute('data-watch');
+  if (!source || !window.EventSource || !window.DOMParser) return;
+  var events = new EventSource(source);
+  var due = false;
+  events.addEventListener('changed', function () {
+    if (due) return;
+    due = true;
+    setTimeout(function () {
+      due = false;
+      var active = document.activeElement;
+      if (active && active.form) return;
+      fetch(location.href).then(function (r) { return r.text(); }).then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, 'text/html').querySelector('main');
+        if (fresh) document.querySelector('main').replaceWith(fresh);
+      });
+    }, 1000);
+  });
+})();
+"#;
 
 /// Whether the run may still change: not yet ended.
 fn going(summary: &RunSummary) -> bool {
@@ -124,9 +164,10 @@ pub fn run_page(run: &RunSummary, details: Option<&JobDetails>) -> Markup {
         .unwrap_or(0)
         .max(run.sample_prompts.len());
     let metrics = evaluation_metrics(run);
-    page(
+    page_watched(
         title,
         going(run),
+        run.watch.as_deref(),
         html! {
             h1 { (title) }
             p {
@@ -143,6 +184,12 @@ pub fn run_page(run: &RunSummary, details: Option<&JobDetails>) -> Markup {
             h2 { "Loss" }
             (loss_chart(&run.train_loss, &run.valid_loss))
             p.muted { "Line: training loss. Points: validation loss." }
+            div.charts {
+                (metric_chart("Learning rate", &run.learning_rate))
+                (metric_chart("Tokens per second", &run.throughput))
+                (metric_chart("Reward margin (DPO)", &run.reward_margin))
+                (metric_chart("Reward accuracy (DPO)", &run.reward_accuracy))
+            }
             h2 { "Checkpoints" }
             @if run.checkpoints.is_empty() {
                 p.muted { "No checkpoint yet." }

@@ -68,6 +68,8 @@ pub struct RunSummary {
     /// pictures are served below it.
     pub title: String,
     pub href: String,
+    /// The server-sent events route telling of its changes (a cluster's job).
+    pub watch: Option<String>,
     pub phase: Option<JobPhase>,
     pub message: Option<String>,
     /// When its first event was written.
@@ -77,6 +79,12 @@ pub struct RunSummary {
     /// `(step, loss)` of every step that logged one.
     pub train_loss: Vec<(u64, f64)>,
     pub valid_loss: Vec<(u64, f64)>,
+    /// `(step, value)` of the other metrics the steps logged: learning rate, tokens
+    /// per second, and DPO's reward margin and accuracy.
+    pub learning_rate: Vec<(u64, f64)>,
+    pub throughput: Vec<(u64, f64)>,
+    pub reward_margin: Vec<(u64, f64)>,
+    pub reward_accuracy: Vec<(u64, f64)>,
     pub tokens_per_second: Option<f64>,
     pub checkpoints: Vec<CheckpointStatus>,
     pub best_checkpoint: Option<String>,
@@ -181,6 +189,15 @@ pub fn fold_events(text: &str) -> RunSummary {
                 if let Some(loss) = metrics.valid_loss {
                     summary.valid_loss.push((step, loss));
                 }
+                let series = [
+                    (&mut summary.learning_rate, metrics.learning_rate),
+                    (&mut summary.throughput, metrics.tokens_per_second),
+                    (&mut summary.reward_margin, metrics.reward_margin),
+                    (&mut summary.reward_accuracy, metrics.reward_accuracy),
+                ];
+                for (series, value) in series {
+                    series.extend(value.map(|v| (step, v)));
+                }
                 summary.tokens_per_second = metrics.tokens_per_second.or(summary.tokens_per_second);
             }
             EventBody::Checkpoint(checkpoint) => {
@@ -220,7 +237,7 @@ mod tests {
     fn events_fold_into_the_runs_standing() {
         let lines = [
             r#"{"seq":1,"time":"2026-12-05T10:00:00Z","type":"phase","phase":"Running"}"#,
-            r#"{"seq":2,"time":"2026-12-05T10:00:01Z","type":"metrics","step":1,"epoch":0.1,"trainLoss":2.5,"tokensPerSecond":900.0}"#,
+            r#"{"seq":2,"time":"2026-12-05T10:00:01Z","type":"metrics","step":1,"epoch":0.1,"trainLoss":2.5,"tokensPerSecond":900.0,"learningRate":0.0001,"rewardMargin":-0.5}"#,
             r#"{"seq":3,"time":"2026-12-05T10:00:02Z","type":"progress","epoch":0.2,"step":2,"totalSteps":10,"percent":20}"#,
             r#"{"seq":4,"time":"2026-12-05T10:00:02Z","type":"metrics","step":2,"epoch":0.2,"trainLoss":2.0,"validLoss":2.2}"#,
             r#"{"seq":5,"time":"2026-12-05T10:00:03Z","type":"checkpoint","name":"ckpt-2","step":2,"epoch":0.2,"uri":"file:///r/checkpoints/ckpt-2","validLoss":2.2,"samples":["Good question!"]}"#,
@@ -235,6 +252,10 @@ mod tests {
         assert_eq!(summary.train_loss, [(1, 2.5), (2, 2.0)]);
         assert_eq!(summary.valid_loss, [(2, 2.2)]);
         assert_eq!(summary.tokens_per_second, Some(900.0));
+        assert_eq!(summary.learning_rate, [(1, 0.0001)]);
+        assert_eq!(summary.throughput, [(1, 900.0)]);
+        assert_eq!(summary.reward_margin, [(1, -0.5)]);
+        assert!(summary.reward_accuracy.is_empty());
         assert_eq!(summary.checkpoints.len(), 1);
         assert_eq!(summary.best_checkpoint.as_deref(), Some("ckpt-2"));
         assert_eq!(

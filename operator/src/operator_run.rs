@@ -98,6 +98,7 @@ pub async fn run_operator(
             reports: leader_reports.clone(),
             auth: settings.console.auth.clone(),
             serving_address: settings.console.serving_address.clone(),
+            stopping: shutdown.clone(),
         });
         spawn_server("console", listener, console, shutdown.clone());
     }

@@ -140,9 +140,9 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
     );
     assert!(page.contains("<td>Complete</td>"), "the Complete condition");
     assert!(page.contains("kind: FineTuneJob") && page.contains("samplePrompts:"));
-    // Everything on it is the console's own: no script, no other host.
+    // Everything on it is the console's own: no script loaded, no other host.
     for outside in [
-        "<script",
+        "<script src",
         r#"src="http"#,
         r#"href="http"#,
         "@import",
@@ -153,6 +153,35 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
             "{outside}"
         );
     }
+
+    // The page follows the job: a change to it is told on its watch.
+    assert!(page.contains(r#"data-watch="/jobs/team-a/story/watch""#));
+    let mut watch = reqwest::get(format!("{console}/jobs/{NAMESPACE}/story/watch"))
+        .await
+        .unwrap();
+    assert_eq!(watch.headers()["content-type"], "text/event-stream");
+    let labelled = json!({"metadata": {"labels": {"reviewed": "yes"}}});
+    Api::<FineTuneJob>::namespaced(world.client(), NAMESPACE)
+        .patch(
+            "story",
+            &Default::default(),
+            &kube::api::Patch::Merge(&labelled),
+        )
+        .await
+        .unwrap();
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = String::new();
+        while let Some(chunk) = watch.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: changed\ndata: ") {
+                return seen;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("a changed event within 10 s");
+    assert!(told.contains("event: changed\ndata: "), "{told}");
 
     // Without sign-in the console is read-only: no actions offered, none taken.
     assert!(!page.contains("<h2>Actions</h2>"), "{page}");
@@ -278,6 +307,10 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
         assert!(page.contains("alice may not get the FineTuneJob"), "{page}");
         assert!(!page.contains("kind: FineTuneJob"));
     }
+
+    // Nor may she follow it.
+    let (code, _, _, _) = send(as_alice("/jobs/team-b/payroll/watch")).await;
+    assert_eq!(code, 403);
 
     // Bob, by bearer token, may list nothing.
     let as_bob = |path: &str| {

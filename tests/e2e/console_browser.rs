@@ -297,6 +297,36 @@ async fn the_console_works_in_a_browser() {
         .await
         .unwrap();
     assert!(!world.job("story").await.spec.suspend, "resumed");
+    // A change made elsewhere shows on the open page, without navigating.
+    let jobs: Api<FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
+    let suspend = json!({"spec": {"suspend": true}});
+    jobs.patch(
+        "story",
+        &Default::default(),
+        &kube::api::Patch::Merge(&suspend),
+    )
+    .await
+    .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::XPath("//button[text()='Resume']"))
+        .await
+        .expect("the page follows the job");
+    let resume = json!({"spec": {"suspend": false}});
+    jobs.patch(
+        "story",
+        &Default::default(),
+        &kube::api::Patch::Merge(&resume),
+    )
+    .await
+    .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::XPath("//button[text()='Suspend']"))
+        .await
+        .unwrap();
 
     // The playground streams what the deployment answers.
     let server = world.kubelet.deployment_url("chat").unwrap();

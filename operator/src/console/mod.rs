@@ -18,6 +18,7 @@ pub mod deployment_routes;
 pub mod job_actions;
 pub mod job_routes;
 pub mod job_sources;
+pub mod live;
 pub mod sign_in_routes;
 pub mod viewer;
 
@@ -50,6 +51,9 @@ pub struct ConsoleState {
     /// Where a ModelDeployment's server answers (`http://HOST:PORT`), from the
     /// deployment; by default its Service, as `status.endpoint` names it.
     pub serving_address: ServingAddress,
+    /// Turns true when the operator stops: the live pages' streams end, so that the
+    /// server's graceful shutdown does not wait on them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How the console is set up: who its viewers are, and where deployments answer.
@@ -97,7 +101,9 @@ pub fn service_address() -> ServingAddress {
 pub fn console_router(state: ConsoleState) -> Router {
     Router::new()
         .route("/", get(job_routes::jobs_list))
+        .route("/watch", get(live::jobs_changes))
         .route("/jobs/{namespace}/{name}", get(job_routes::job_page))
+        .route("/jobs/{namespace}/{name}/watch", get(live::job_changes))
         .route(
             "/jobs/{namespace}/{name}/samples/{checkpoint}/{file}",
             get(job_routes::job_sample_picture),
