@@ -79,24 +79,12 @@ pub fn deployment_manifest(
     });
     let yaml = serde_yaml_ng::to_string(&manifest).map_err(|e| e.to_string())?;
     let deployment = parse_modeldeployment(&yaml).map_err(|error| error.to_string())?;
-    if !dns_label(name) {
+    if !anneal_crds::validation::is_service_name(name) {
         return Err(format!(
             "metadata.name {name:?} must be a DNS label: lower-case letters, digits and '-', 63 at most, starting with a letter"
         ));
     }
     Ok((yaml, deployment))
-}
-
-/// Whether `name` is a DNS-1035 label, as a Service name must be.
-fn dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_lowercase()
-        && bytes[bytes.len() - 1] != b'-'
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 /// The name a deployment of `checkpoint` of `job` gets unless the viewer gives one.

@@ -276,6 +276,12 @@ fn check_checkpoints(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
     }
 }
 
+/// Whether `name` is a DNS-1035 label, as a Service's name must be: a DNS label that
+/// starts with a letter.
+pub fn is_service_name(name: &str) -> bool {
+    is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63

@@ -10,14 +10,11 @@
 #[path = "../../benches/results_section.rs"]
 mod results_section;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::finetunejob::JobPhase;
-use anneal_e2e::fake_kubelet::free_port;
-use anneal_e2e::operator_process::operator_binary;
+use anneal_e2e::bench_operator::{BenchOperator, bench_args, results_path};
 use anneal_fake_apiserver::FakeApiServer;
 use futures_util::{StreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
@@ -50,15 +47,6 @@ spec:
     anneal_crds::manifest::parse_finetunejob(&yaml).unwrap()
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 async fn reconciles(health: &str) -> f64 {
     let text = reqwest::get(format!("{health}/metrics"))
         .await
@@ -76,17 +64,6 @@ async fn measure(jobs: usize) -> Measurement {
     let api = FakeApiServer::start().await;
     let client = api.client();
     let dir = tempfile::TempDir::new().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
-             current-context: fake\n",
-            api.url()
-        ),
-    )
-    .unwrap();
     let data = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]}\n".repeat(50);
     let config_map = ConfigMap {
         metadata: kube::api::ObjectMeta {
@@ -101,26 +78,7 @@ async fn measure(jobs: usize) -> Measurement {
         .await
         .unwrap();
 
-    let health_port = free_port();
-    let health = format!("http://127.0.0.1:{health_port}");
-    let mut operator: Child = Command::new(operator_binary())
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
-        .args([
-            "--leader-election=false",
-            "--default-output-uri=s3://bench/runs",
-            &format!("--report-listen=127.0.0.1:{}", free_port()),
-            &format!("--health-listen=127.0.0.1:{health_port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while reqwest::get(format!("{health}/healthz")).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Let the watches start before the burst.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let operator = BenchOperator::start(&api.url(), dir.path(), &[]).await;
 
     let started = Instant::now();
     let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), NAMESPACE);
@@ -163,11 +121,10 @@ async fn measure(jobs: usize) -> Measurement {
     let measurement = Measurement {
         jobs,
         settle,
-        reconciles: reconciles(&health).await,
-        peak_rss_mib: peak_rss_mib(operator.id()),
+        reconciles: reconciles(&operator.health).await,
+        peak_rss_mib: operator.peak_rss_mib(),
     };
-    let _ = operator.kill();
-    let _ = operator.wait();
+    operator.stop();
     measurement
 }
 
@@ -205,20 +162,12 @@ fn section(reference: &Measurement, main: &Measurement) -> String {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let jobs = args
-        .iter()
-        .position(|a| a == "--jobs")
-        .and_then(|i| args.get(i + 1))
-        .map_or(1000, |n| n.parse().unwrap());
-    let reference = measure(jobs / 10).await;
+    let (jobs, reference_jobs, write) = bench_args(1000);
+    let reference = measure(reference_jobs).await;
     let main = measure(jobs).await;
     let text = section(&reference, &main);
     println!("{text}");
-    if args.iter().any(|a| a == "--write") {
-        results_section::write_section(
-            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/RESULTS.md"),
-            &text,
-        );
+    if write {
+        results_section::write_section(&results_path(), &text);
     }
 }

@@ -7,18 +7,15 @@
 
 use std::time::Duration;
 
-use anneal_crds::finetunejob::JobPhase;
-use anneal_crds::modeldeployment::DeploymentPhase;
 use anneal_crds::storage::Storage;
 use anneal_crds::{FineTuneJob, ModelDeployment};
-use anneal_e2e::console_reviews::answer_reviews;
+use anneal_e2e::console_support::{answer_reviews, deploy_story, greedy_answer, train_story};
 use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines};
 use anneal_operator::console::viewer::{AuthSettings, ConsoleAuth};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-const TRAINING: Duration = Duration::from_secs(240);
 const PROMPT: &str = "Tell me about <kites> & wind.";
 
 async fn get(url: String) -> (u16, String) {
@@ -38,21 +35,7 @@ fn escaped(text: &str) -> String {
 async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
     let world = World::start(&quickstart_lines(24)).await;
     let operator = world.start_operator(None).await;
-    let yaml = job_yaml("story", 1, 2, "").replace(
-        "everySteps: 2}",
-        &format!(
-            "everySteps: 2, samplePrompts: [{{messages: [{{role: user, content: \"{PROMPT}\"}}]}}]}}"
-        ),
-    );
-    assert!(yaml.contains("samplePrompts"));
-    world.apply(&yaml).await;
-    let status = world
-        .wait_for("story", TRAINING, "Succeeded", |s| {
-            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
-        })
-        .await
-        .status
-        .unwrap();
+    let status = train_story(&world, 1, None, PROMPT).await;
     let console = &operator.console_url;
 
     // The list, and its filters.
@@ -432,23 +415,6 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
     operator.stop().await;
 }
 
-/// The ModelDeployment `chat` once `done` holds for it.
-async fn deployment_when(
-    world: &World,
-    done: impl Fn(&ModelDeployment) -> bool,
-) -> ModelDeployment {
-    let api: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
-    let started = std::time::Instant::now();
-    loop {
-        let deployment = api.get("chat").await.unwrap();
-        if done(&deployment) {
-            return deployment;
-        }
-        assert!(started.elapsed() < TRAINING, "{:?}", deployment.status);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The text of the `data:` chunks of a streamed chat answer.
 fn streamed_text(stream: &str) -> String {
     stream
@@ -471,23 +437,8 @@ async fn the_playground_streams_what_the_deployment_answers() {
     let operator = world
         .start_operator_with_console(AuthSettings::default())
         .await;
-    world.apply(&job_yaml("story", 1, 2, "")).await;
-    let manifest = format!(
-        "apiVersion: anneal.dev/v1alpha1\nkind: ModelDeployment\n\
-         metadata: {{name: chat, namespace: {NAMESPACE}}}\n\
-         spec:\n  model:\n    fineTuneJob: {{name: story, checkpoint: final}}\n  \
-         replicas: 1\n  runtime: builtin\n  resources: {{gpus: 0}}\n"
-    );
-    let deployment = anneal_crds::manifest::parse_modeldeployment(&manifest).unwrap();
-    Api::<ModelDeployment>::namespaced(world.client(), NAMESPACE)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
-    let ready = deployment_when(&world, |d| {
-        d.status.as_ref().and_then(|s| s.phase) == Some(DeploymentPhase::Ready)
-    })
-    .await;
-    let model = ready.status.unwrap().model_id.unwrap();
+    train_story(&world, 1, None, PROMPT).await;
+    let model = deploy_story(&world).await;
     let console = &operator.console_url;
 
     let (code, list) = get(format!("{console}/deployments")).await;
@@ -512,17 +463,9 @@ async fn the_playground_streams_what_the_deployment_answers() {
 
     // What the server itself answers, greedily.
     let server = world.kubelet.deployment_url("chat").unwrap();
-    let direct = post_json(
-        format!("{server}/v1/chat/completions"),
-        &json!({"model": model, "temperature": 0, "max_tokens": 16,
-            "messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": PROMPT}]}),
-    )
-    .await;
-    let direct: serde_json::Value = serde_json::from_str(&direct.text().await.unwrap()).unwrap();
-    let answer = direct["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let messages =
+        json!([{"role": "system", "content": "Be kind."}, {"role": "user", "content": PROMPT}]);
+    let answer = greedy_answer(&server, &model, messages, 16).await;
     assert!(!answer.is_empty());
 
     // Through the console, streamed, it is the same.

@@ -16,19 +16,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anneal_crds::finetunejob::JobPhase;
-use anneal_crds::modeldeployment::DeploymentPhase;
+use anneal_crds::FineTuneJob;
 use anneal_crds::storage::Storage;
-use anneal_crds::{FineTuneJob, ModelDeployment};
-use anneal_e2e::console_reviews::answer_reviews;
-use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines, repo};
+use anneal_e2e::console_support::{answer_reviews, deploy_story, greedy_answer, train_story};
+use anneal_e2e::operator_harness::{NAMESPACE, World, quickstart_lines, repo};
 use anneal_operator::console::viewer::{AuthSettings, ConsoleAuth};
 use fantoccini::{Client, ClientBuilder, Locator};
 use kube::Api;
-use kube::api::PostParams;
 use serde_json::{Value, json};
 
-const TRAINING: Duration = Duration::from_secs(240);
 const PROMPT: &str = "Can I take a bike on the tram?";
 /// The widths every page must work at: a laptop and a phone.
 const WIDTHS: [(u32, u32); 2] = [(1280, 900), (390, 844)];
@@ -177,50 +173,8 @@ async fn the_console_works_in_a_browser() {
         .await;
     // As serving.rs trains it: the house style ("Good question! ...") takes, so the
     // fine-tuned model answers otherwise than its base.
-    let job = job_yaml("story", 2, 2, "")
-        .replace("learningRate: 0.003", "learningRate: 0.01")
-        .replace(
-        "everySteps: 2}",
-        &format!(
-            "everySteps: 2, samplePrompts: [{{messages: [{{role: user, content: \"{PROMPT}\"}}]}}]}}"
-        ),
-    );
-    world.apply(&job).await;
-    let status = world
-        .wait_for("story", TRAINING, "Succeeded", |s| {
-            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
-        })
-        .await
-        .status
-        .unwrap();
-    let manifest = format!(
-        "apiVersion: anneal.dev/v1alpha1\nkind: ModelDeployment\n\
-         metadata: {{name: chat, namespace: {NAMESPACE}}}\n\
-         spec:\n  model:\n    fineTuneJob: {{name: story, checkpoint: final}}\n  \
-         replicas: 1\n  runtime: builtin\n  resources: {{gpus: 0}}\n"
-    );
-    let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
-    deployments
-        .create(
-            &PostParams::default(),
-            &anneal_crds::manifest::parse_modeldeployment(&manifest).unwrap(),
-        )
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let model = loop {
-        let status = deployments
-            .get("chat")
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default();
-        if status.phase == Some(DeploymentPhase::Ready) {
-            break status.model_id.unwrap();
-        }
-        assert!(started.elapsed() < TRAINING, "not ready: {status:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = train_story(&world, 2, Some("0.01"), PROMPT).await;
+    let model = deploy_story(&world).await;
     let console = operator.console_url.clone();
     let driver = Driver::start();
     let browser = driver.browser().await;
@@ -330,49 +284,10 @@ async fn the_console_works_in_a_browser() {
 
     // The playground streams what the deployment answers.
     let server = world.kubelet.deployment_url("chat").unwrap();
-    let direct: Value = serde_json::from_str(
-        &reqwest::Client::new()
-            .post(format!("{server}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(
-                json!({"model": model, "temperature": 0, "top_p": 1, "max_tokens": 16,
-                    "messages": [{"role": "user", "content": PROMPT}]})
-                .to_string(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let expected = direct["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let base: Value = serde_json::from_str(
-        &reqwest::Client::new()
-            .post(format!("{server}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(
-                json!({"model": "anneal-tiny", "temperature": 0, "top_p": 1, "max_tokens": 16,
-                    "messages": [{"role": "user", "content": PROMPT}]})
-                .to_string(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    assert_ne!(
-        base["choices"][0]["message"]["content"].as_str().unwrap(),
-        expected,
-        "the adapter changes the answer"
-    );
+    let question = json!([{"role": "user", "content": PROMPT}]);
+    let expected = greedy_answer(&server, &model, question.clone(), 16).await;
+    let base = greedy_answer(&server, "anneal-tiny", question, 16).await;
+    assert_ne!(base, expected, "the adapter changes the answer");
     browser
         .goto(&format!("{console}/deployments/{NAMESPACE}/chat"))
         .await

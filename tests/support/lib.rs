@@ -4,7 +4,8 @@
 //! `trainer` process and an S3-compatible server (crate `anneal-moto`). The
 //! `anneal-sim-trainer` binary stands in for `trainer` where hundreds of jobs run.
 
-pub mod console_reviews;
+pub mod bench_operator;
+pub mod console_support;
 pub mod fake_kubelet;
 pub mod operator_harness;
 pub mod operator_process;

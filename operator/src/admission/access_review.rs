@@ -5,13 +5,12 @@
 use std::future::Future;
 
 use k8s_openapi::api::authentication::v1::UserInfo;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview};
 use kube::api::PostParams;
 use kube::{Api, Client};
 
 use super::references::Reference;
+use crate::shared::subject_access_review::subject_access_review;
 
 /// Answers "may `user` get `reference` in `namespace`?". Implemented over kube, and
 /// by a fake in tests.
@@ -41,24 +40,15 @@ pub fn access_review(
     namespace: &str,
     reference: &Reference,
 ) -> SubjectAccessReview {
-    SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: user.username.clone(),
-            groups: user.groups.clone(),
-            uid: user.uid.clone(),
-            extra: user.extra.clone(),
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(namespace.to_owned()),
-                verb: Some("get".to_owned()),
-                group: Some(reference.group.to_owned()),
-                resource: Some(reference.resource.to_owned()),
-                name: Some(reference.name.clone()),
-                ..ResourceAttributes::default()
-            }),
-            ..SubjectAccessReviewSpec::default()
-        },
-        ..SubjectAccessReview::default()
-    }
+    let attributes = ResourceAttributes {
+        namespace: Some(namespace.to_owned()),
+        verb: Some("get".to_owned()),
+        group: Some(reference.group.to_owned()),
+        resource: Some(reference.resource.to_owned()),
+        name: Some(reference.name.clone()),
+        ..ResourceAttributes::default()
+    };
+    subject_access_review(user, attributes)
 }
 
 impl AccessReviewer for KubeAccessReviewer {

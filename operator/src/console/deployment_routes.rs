@@ -290,6 +290,25 @@ fn plain(status: StatusCode, text: String) -> Response {
         .into_response()
 }
 
+/// The deployment and the chat of a request the page's script sends (JSON), or the
+/// answer refusing it: the viewer may not get the deployment, the body is not JSON,
+/// or a field is out of range (named, as plain text for the script to show).
+async fn scripted_request(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    namespace: &str,
+    name: &str,
+    fields: Result<Json<PlaygroundFields>, JsonRejection>,
+) -> Result<(ModelDeployment, ChatSettings), Response> {
+    let deployment = viewed_deployment(state, headers, namespace, name).await?;
+    let Json(fields) =
+        fields.map_err(|rejection| plain(rejection.status(), rejection.body_text()))?;
+    let models = models_of(state, &deployment).await;
+    let settings = chat_settings(&fields, &models)
+        .map_err(|error| plain(StatusCode::UNPROCESSABLE_ENTITY, error))?;
+    Ok((deployment, settings))
+}
+
 /// The page's script's request: the answer streamed back as the server sends it
 /// (`data: {chunk}` lines). Only JSON is taken, so another site's page cannot send
 /// it without the browser asking the console first (which it does not allow).
@@ -299,19 +318,11 @@ pub async fn chat_stream(
     headers: HeaderMap,
     fields: Result<Json<PlaygroundFields>, JsonRejection>,
 ) -> Response {
-    let deployment = match viewed_deployment(&state, &headers, &namespace, &name).await {
-        Ok(deployment) => deployment,
-        Err(response) => return response,
-    };
-    let Json(fields) = match fields {
-        Ok(fields) => fields,
-        Err(rejection) => return plain(rejection.status(), rejection.body_text()),
-    };
-    let models = models_of(&state, &deployment).await;
-    let settings = match chat_settings(&fields, &models) {
-        Ok(settings) => settings,
-        Err(error) => return plain(StatusCode::UNPROCESSABLE_ENTITY, error),
-    };
+    let (deployment, settings) =
+        match scripted_request(&state, &headers, &namespace, &name, fields).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
     match ask_server(&state, &deployment, &settings.request_body()).await {
         Ok(response) => (
             [
@@ -332,19 +343,11 @@ pub async fn snippets(
     headers: HeaderMap,
     fields: Result<Json<PlaygroundFields>, JsonRejection>,
 ) -> Response {
-    let deployment = match viewed_deployment(&state, &headers, &namespace, &name).await {
-        Ok(deployment) => deployment,
-        Err(response) => return response,
-    };
-    let Json(fields) = match fields {
-        Ok(fields) => fields,
-        Err(rejection) => return plain(rejection.status(), rejection.body_text()),
-    };
-    let models = models_of(&state, &deployment).await;
-    let settings = match chat_settings(&fields, &models) {
-        Ok(settings) => settings,
-        Err(error) => return plain(StatusCode::UNPROCESSABLE_ENTITY, error),
-    };
+    let (deployment, settings) =
+        match scripted_request(&state, &headers, &namespace, &name, fields).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
     let endpoint = deployment_row(&deployment)
         .endpoint
         .unwrap_or_else(|| "http://SERVICE:8000/v1".to_owned());

@@ -9,11 +9,11 @@
 
 use axum::http::HeaderMap;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview};
 use kube::api::PostParams;
 use kube::{Api, Client};
+
+use crate::shared::subject_access_review::subject_access_review;
 
 /// How the console learns who its viewer is.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -199,24 +199,15 @@ pub fn access_review(
     namespace: Option<&str>,
     name: Option<&str>,
 ) -> SubjectAccessReview {
-    SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: user.username.clone(),
-            groups: user.groups.clone(),
-            uid: user.uid.clone(),
-            extra: user.extra.clone(),
-            resource_attributes: Some(ResourceAttributes {
-                namespace: namespace.map(str::to_owned),
-                verb: Some(verb.to_owned()),
-                group: Some("anneal.dev".to_owned()),
-                resource: Some(resource.to_owned()),
-                name: name.map(str::to_owned),
-                ..ResourceAttributes::default()
-            }),
-            ..SubjectAccessReviewSpec::default()
-        },
-        ..SubjectAccessReview::default()
-    }
+    let attributes = ResourceAttributes {
+        namespace: namespace.map(str::to_owned),
+        verb: Some(verb.to_owned()),
+        group: Some("anneal.dev".to_owned()),
+        resource: Some(resource.to_owned()),
+        name: name.map(str::to_owned),
+        ..ResourceAttributes::default()
+    };
+    subject_access_review(user, attributes)
 }
 
 #[cfg(test)]

@@ -184,18 +184,6 @@ fn is_flux_name(name: &str) -> bool {
         .is_some_and(|model| model.contains("flux"))
 }
 
-/// Whether `name` is a DNS-1035 label, as a Service's name must be.
-fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_lowercase()
-        && bytes[bytes.len() - 1] != b'-'
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
-
 /// The name and namespace a plan needs; both set on objects from the API server.
 fn name_and_namespace(deployment: &ModelDeployment) -> Result<(&str, &str), ServingPlanError> {
     let name = deployment
@@ -208,7 +196,7 @@ fn name_and_namespace(deployment: &ModelDeployment) -> Result<(&str, &str), Serv
         .namespace
         .as_deref()
         .ok_or(ServingPlanError::MissingMetadata("namespace"))?;
-    if !is_dns_label(name) {
+    if !anneal_crds::validation::is_service_name(name) {
         return Err(ServingPlanError::InvalidName(name.to_owned()));
     }
     Ok((name, namespace))
