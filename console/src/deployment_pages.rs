@@ -31,7 +31,12 @@ fn phase_name(phase: Option<DeploymentPhase>) -> String {
 
 /// The links between the cluster console's lists.
 pub fn cluster_nav() -> Markup {
-    html! { nav { a href="/" { "Jobs" } " · " a href="/deployments" { "Deployments" } } }
+    html! {
+        nav {
+            a href="/" { "Jobs" } " · " a href="/deployments" { "Deployments" }
+            " · " a href="/evaluations" { "Evaluations" }
+        }
+    }
 }
 
 /// Every deployment the viewer may list.

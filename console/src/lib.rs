@@ -8,6 +8,7 @@ pub mod actions;
 pub mod chart;
 pub mod deployment_pages;
 pub mod deployments;
+pub mod evaluations;
 pub mod job_pages;
 pub mod jobs;
 pub mod pages;

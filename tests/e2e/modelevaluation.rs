@@ -176,6 +176,44 @@ async fn an_evaluation_waits_for_its_job_then_scores_the_adapter_against_the_bas
         "{reasons:?}"
     );
 
+    // The console compares the models, and shows the answers side by side.
+    let console = &operator.console_url;
+    let list = reqwest::get(format!("{console}/evaluations"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(&format!(r#"href="/evaluations/{NAMESPACE}/house-style""#)),
+        "{list}"
+    );
+    assert!(list.contains("Succeeded"), "{list}");
+    let page = reqwest::get(format!("{console}/evaluations/{NAMESPACE}/house-style"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for result in &done.results {
+        let cell = format!(
+            "{:.4} <span class=\"muted\">[{:.4}, {:.4}]</span>",
+            result.metrics[0].score, result.metrics[0].low, result.metrics[0].high
+        );
+        assert!(page.contains(&cell), "{} {cell} in {page}", result.model);
+    }
+    assert!(
+        page.contains(&format!("<tr class=\"best\"><th>{}</th>", best.model)),
+        "{page}"
+    );
+    // Six held-out prompts, each with both models' answers.
+    assert_eq!(
+        page.matches("<td class=\"answer\">").count(),
+        6 * 4,
+        "{page}"
+    );
+    assert!(!page.contains("Not read:"), "{page}");
+
     // Done for this spec: a later reconcile changes nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(evaluation(&world).await.status.unwrap(), done);

@@ -494,7 +494,7 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
 
     console_reads_within_the_rules(&console_url).await;
     serve_scale_and_delete(&world, &console_url).await;
-    evaluate(&world).await;
+    evaluate(&world, &console_url).await;
 
     // Deleting a job: the operator removes its trainer Job and Secret, then its finalizer.
     let jobs: Api<FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
@@ -536,7 +536,7 @@ async fn story_within(rules: Vec<Rule>, watch: Option<&str>) {
 
 /// The story job's final adapter evaluated against the base model: the operator
 /// creates the evaluation's Secret and Job and writes its status as the pod runs.
-async fn evaluate(world: &World) {
+async fn evaluate(world: &World, console: &str) {
     let evaluations: Api<ModelEvaluation> = Api::namespaced(world.client(), NAMESPACE);
     let evaluation = anneal_crds::manifest::parse_modelevaluation(&format!(
         r#"apiVersion: anneal.dev/v1alpha1
@@ -581,6 +581,25 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The console lists it and shows its scores and its report's answers.
+    let list = reqwest::get(format!("{console}/evaluations"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(&format!("/evaluations/{NAMESPACE}/compare")),
+        "{list}"
+    );
+    let page = reqwest::get(format!("{console}/evaluations/{NAMESPACE}/compare"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<th>base</th><th>tuned</th>"), "{page}");
+    assert!(!page.contains("Not read:"), "the report's answers: {page}");
 }
 
 /// The ConfigMap job's result served: the operator applies a Deployment and a

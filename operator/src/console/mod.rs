@@ -4,7 +4,8 @@
 //! phase and a page per job ([`job_routes`]: where it stands, its loss curve, its
 //! checkpoints' answers side by side, its log, conditions, Events and manifest); a
 //! deployments list and a page per deployment with a playground that chats with
-//! what it serves ([`deployment_routes`]). Everything is read when a page is asked
+//! what it serves ([`deployment_routes`]); the evaluations list and a page per
+//! evaluation comparing its models ([`evaluation_routes`]). Everything is read when a page is asked
 //! for; nothing is kept.
 //!
 //! It changes nothing in the cluster and shows no Secret. Without sign-in it shows
@@ -15,6 +16,7 @@
 //! endpoint; a follower shows the log events the run copied to storage).
 
 pub mod deployment_routes;
+pub mod evaluation_routes;
 pub mod job_actions;
 pub mod job_routes;
 pub mod job_sources;
@@ -137,6 +139,11 @@ pub fn console_router(state: ConsoleState) -> Router {
             "/deployments/{namespace}/{name}/snippets",
             post(deployment_routes::snippets),
         )
+        .route("/evaluations", get(evaluation_routes::evaluations_list))
+        .route(
+            "/evaluations/{namespace}/{name}",
+            get(evaluation_routes::evaluation_detail),
+        )
         .route(
             "/login",
             get(sign_in_routes::sign_in).post(sign_in_routes::sign_in_with_token),
@@ -235,6 +242,7 @@ pub(crate) async fn check_get(
             let who = viewer.name().unwrap_or("you");
             let kind = match resource {
                 viewer::MODELDEPLOYMENTS => "ModelDeployment",
+                viewer::MODELEVALUATIONS => "ModelEvaluation",
                 _ => "FineTuneJob",
             };
             let why = format!("{who} may not get the {kind} {namespace}/{name}.");

@@ -167,6 +167,7 @@ pub async fn review_token(client: &Client, token: &str) -> kube::Result<Option<U
 /// The console's kinds, by their resource (plural) in `anneal.dev`.
 pub const FINETUNEJOBS: &str = "finetunejobs";
 pub const MODELDEPLOYMENTS: &str = "modeldeployments";
+pub const MODELEVALUATIONS: &str = "modelevaluations";
 
 /// May the viewer `verb` the `anneal.dev` `resource` in `namespace` (`None`: all
 /// namespaces), or the object called `name`?

@@ -310,7 +310,9 @@ async fn read_results(
     report_uri: &str,
     context: &Context,
 ) -> Result<WrittenResults> {
-    let Some(bytes) = read_run_file(evaluation, report_uri, "status.json", context).await? else {
+    let (client, config) = (&context.client, &context.config);
+    let Some(bytes) = read_run_file(evaluation, report_uri, "status.json", client, config).await?
+    else {
         warn!("the evaluation succeeded but its status.json cannot be read");
         return Ok(WrittenResults::default());
     };
@@ -326,7 +328,8 @@ async fn read_progress(
     report_uri: &str,
     context: &Context,
 ) -> Option<EvaluationProgress> {
-    match read_run_file(evaluation, report_uri, PROGRESS_FILE, context).await {
+    let (client, config) = (&context.client, &context.config);
+    match read_run_file(evaluation, report_uri, PROGRESS_FILE, client, config).await {
         Ok(bytes) => serde_json::from_slice(&bytes?).ok(),
         Err(error) => {
             warn!(%error, "reading the evaluation's progress");
@@ -339,11 +342,12 @@ async fn read_progress(
 /// install lets the operator read that storage, within [`RUN_FILE_TIMEOUT`] (a slow
 /// store must not hold the controller); `None` where it is not there or may not be
 /// read.
-async fn read_run_file(
+pub(crate) async fn read_run_file(
     evaluation: &ModelEvaluation,
     report_uri: &str,
     name: &str,
-    context: &Context,
+    client: &kube::Client,
+    config: &crate::config::OperatorConfig,
 ) -> Result<Option<Vec<u8>>> {
     let namespace = evaluation.namespace().unwrap_or_default();
     let secret = evaluation
@@ -351,11 +355,11 @@ async fn read_run_file(
         .output
         .as_ref()
         .and_then(|o| o.credentials_secret.clone())
-        .or_else(|| context.config.default_credentials_secret.clone());
-    let settings = secret_storage_settings(&context.client, &namespace, secret)
+        .or_else(|| config.default_credentials_secret.clone());
+    let settings = secret_storage_settings(client, &namespace, secret)
         .await?
         .map_err(Error::Credentials)?;
-    let settings = match operator_storage_access(settings, &context.config) {
+    let settings = match operator_storage_access(settings, config) {
         StorageAccess::Allowed(settings) => settings,
         StorageAccess::Refused(why) => {
             warn!(%why, file = name, "not reading the evaluation's run folder");
