@@ -169,6 +169,7 @@ pub fn run_page(run: &RunSummary, details: Option<&JobDetails>) -> Markup {
         going(run),
         run.watch.as_deref(),
         html! {
+            @if details.is_some() { (crate::deployment_pages::cluster_nav()) }
             h1 { (title) }
             p {
                 strong { (phase(run)) }
