@@ -72,8 +72,9 @@ pub(crate) fn page_watched(title: &str, live: bool, watch: Option<&str>, body: M
 }
 
 /// Follows the page's object: on each `changed` event (at most one fetch a second)
-/// the page is fetched again and its `main` put in place of this one's, unless a
-/// field of a form has the focus (a viewer typing is not interrupted).
+/// the page is fetched again and its `main` put in place of this one's when it
+/// differs, unless a field of a form has the focus (a viewer typing is not
+/// interrupted).
 const FOLLOW_SCRIPT: &str = r#"
 (function () {
   var source = document.body.getAttribute('data-watch');
@@ -89,7 +90,8 @@ const FOLLOW_SCRIPT: &str = r#"
       if (active && active.form) return;
       fetch(location.href).then(function (r) { return r.text(); }).then(function (html) {
         var fresh = new DOMParser().parseFromString(html, 'text/html').querySelector('main');
-        if (fresh) document.querySelector('main').replaceWith(fresh);
+        var shown = document.querySelector('main');
+        if (fresh && fresh.innerHTML !== shown.innerHTML) shown.replaceWith(fresh);
       });
     }, 1000);
   });

@@ -134,14 +134,45 @@ async fn check_page(browser: &Client, console: &str, name: &str) {
     }
 }
 
+/// The visible text of the first element `css` selects, read in one step in the page:
+/// a live page may put a fresh copy of its content in place at any moment, which
+/// would leave an element found in one request and read in the next behind.
 async fn text_of(browser: &Client, css: &str) -> String {
-    browser
-        .find(Locator::Css(css))
+    texts_of(browser, css)
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {css}"))
+}
+
+/// The visible text of every element `css` selects, read in one step.
+async fn texts_of(browser: &Client, css: &str) -> Vec<String> {
+    let texts = browser
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText ?? e.textContent);",
+            vec![json!(css)],
+        )
         .await
-        .unwrap()
+        .unwrap();
+    serde_json::from_value(texts).unwrap()
+}
+
+/// Clicks what `locator` finds, finding it again if the page put a fresh copy of its
+/// content in place in between.
+async fn click(browser: &Client, locator: Locator<'_>) {
+    let mut last = None;
+    for _ in 0..5 {
+        let clicked = match browser.find(locator).await {
+            Ok(element) => element.click().await,
+            Err(error) => Err(error),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("could not click {locator:?}: {last:?}");
 }
 
 async fn sign_in(browser: &Client, console: &str, token: &str) {
@@ -158,6 +189,12 @@ async fn sign_in(browser: &Client, console: &str, token: &str) {
         .await
         .unwrap();
     form.submit().await.unwrap();
+    // Signed in, the list greets the viewer with a way out.
+    browser
+        .wait()
+        .for_element(Locator::Css("form[action='/logout']"))
+        .await
+        .expect("signed in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -183,15 +220,16 @@ async fn the_console_works_in_a_browser() {
     browser.goto(&format!("{console}/login")).await.unwrap();
     check_page(&browser, &console, "sign-in").await;
     sign_in(&browser, &console, "alice-token").await;
-    let link = browser
-        .find(Locator::Css(&format!("a[href='/jobs/{NAMESPACE}/story']")))
-        .await
-        .expect("the job in the list");
+    let link = format!("a[href='/jobs/{NAMESPACE}/story']");
+    assert_eq!(
+        texts_of(&browser, &link).await,
+        [format!("{NAMESPACE}/story")]
+    );
     assert!(text_of(&browser, "table").await.contains("Succeeded"));
     check_page(&browser, &console, "jobs").await;
 
     // The job's page: a chart point for each training loss, each checkpoint's answer.
-    link.click().await.unwrap();
+    click(&browser, Locator::Css(&link)).await;
     let run = {
         let uid = world.job("story").await.metadata.uid.unwrap();
         format!("s3://anneal-e2e/runs/{NAMESPACE}/story/{uid}")
@@ -204,16 +242,9 @@ async fn the_console_works_in_a_browser() {
     .await
     .unwrap();
     let history = anneal_console::runs::fold_events(&String::from_utf8(events).unwrap());
-    let points = browser
-        .find_all(Locator::Css("circle.train-point"))
-        .await
-        .unwrap();
+    let points = texts_of(&browser, "circle.train-point").await;
     assert_eq!(points.len(), history.train_loss.len());
-    let answers = browser.find_all(Locator::Css("td.answer")).await.unwrap();
-    let mut shown = Vec::new();
-    for answer in answers {
-        shown.push(answer.text().await.unwrap());
-    }
+    let shown = texts_of(&browser, "td.answer").await;
     for checkpoint in &status.checkpoints {
         let sample = checkpoint.samples[0].trim();
         assert!(
@@ -225,26 +256,14 @@ async fn the_console_works_in_a_browser() {
     check_page(&browser, &console, "job").await;
 
     // Suspend: the spec changes, and the page offers Resume.
-    browser
-        .find(Locator::XPath("//button[text()='Suspend']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::XPath("//button[text()='Suspend']")).await;
     browser
         .wait()
         .for_element(Locator::XPath("//button[text()='Resume']"))
         .await
         .unwrap();
     assert!(world.job("story").await.spec.suspend, "suspended");
-    browser
-        .find(Locator::XPath("//button[text()='Resume']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::XPath("//button[text()='Resume']")).await;
     browser
         .wait()
         .for_element(Locator::XPath("//button[text()='Suspend']"))
@@ -339,13 +358,7 @@ async fn the_console_works_in_a_browser() {
         field.clear().await.unwrap();
         field.send_keys(value).await.unwrap();
     }
-    browser
-        .find(Locator::Css("#playground button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("#playground button")).await;
     let started = Instant::now();
     loop {
         let answer = text_of(&browser, "#answer").await;
