@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anneal_crds::modelevaluation::{EvaluationPhase, ModelEvaluation, ModelEvaluationStatus};
 use anneal_e2e::operator_harness::{
-    BUCKET, NAMESPACE, World, events_once, job_yaml, quickstart_lines, repo,
+    BUCKET, NAMESPACE, World, events_once, job_yaml, page_text, quickstart_lines, repo,
 };
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
@@ -178,23 +178,13 @@ async fn an_evaluation_waits_for_its_job_then_scores_the_adapter_against_the_bas
 
     // The console compares the models, and shows the answers side by side.
     let console = &operator.console_url;
-    let list = reqwest::get(format!("{console}/evaluations"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = page_text(format!("{console}/evaluations")).await;
     assert!(
         list.contains(&format!(r#"href="/evaluations/{NAMESPACE}/house-style""#)),
         "{list}"
     );
     assert!(list.contains("Succeeded"), "{list}");
-    let page = reqwest::get(format!("{console}/evaluations/{NAMESPACE}/house-style"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(format!("{console}/evaluations/{NAMESPACE}/house-style")).await;
     for result in &done.results {
         let cell = format!(
             "{:.4} <span class=\"muted\">[{:.4}, {:.4}]</span>",

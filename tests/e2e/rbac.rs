@@ -18,7 +18,7 @@ use std::time::Duration;
 use anneal_crds::finetunejob::JobPhase;
 use anneal_crds::modelevaluation::{EvaluationPhase, ModelEvaluation};
 use anneal_crds::{FineTuneJob, ModelDeployment};
-use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, quickstart_lines, repo};
+use anneal_e2e::operator_harness::{NAMESPACE, World, job_yaml, page_text, quickstart_lines, repo};
 use anneal_fake_apiserver::{AuditRecord, ResourceType};
 use anneal_operator::admission::WebhookTls;
 use anneal_operator::admission::certificate;
@@ -378,24 +378,14 @@ impl Webhook {
 /// The console lists the jobs and shows a job's history and Events with the chart's
 /// permissions: a read they lack would leave its section saying so.
 async fn console_reads_within_the_rules(console: &str) {
-    let list = reqwest::get(format!("{console}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = page_text(format!("{console}/")).await;
     for name in ["story", "inline"] {
         assert!(
             list.contains(&format!("/jobs/{NAMESPACE}/{name}")),
             "{list}"
         );
     }
-    let page = reqwest::get(format!("{console}/jobs/{NAMESPACE}/story"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(format!("{console}/jobs/{NAMESPACE}/story")).await;
     assert!(page.contains("<td>Succeeded</td>"), "its Events: {page}");
     assert!(!page.contains("Not read:"), "{page}");
     assert!(page.contains("train-point"), "its loss history: {page}");
@@ -582,22 +572,12 @@ spec:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The console lists it and shows its scores and its report's answers.
-    let list = reqwest::get(format!("{console}/evaluations"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = page_text(format!("{console}/evaluations")).await;
     assert!(
         list.contains(&format!("/evaluations/{NAMESPACE}/compare")),
         "{list}"
     );
-    let page = reqwest::get(format!("{console}/evaluations/{NAMESPACE}/compare"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(format!("{console}/evaluations/{NAMESPACE}/compare")).await;
     assert!(page.contains("<th>base</th><th>tuned</th>"), "{page}");
     assert!(!page.contains("Not read:"), "the report's answers: {page}");
 }
@@ -631,20 +611,12 @@ spec:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The console lists it and shows its page.
-    let list = reqwest::get(format!("{console}/deployments"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = page_text(format!("{console}/deployments")).await;
     assert!(
         list.contains(&format!("/deployments/{NAMESPACE}/inline-serve")),
         "{list}"
     );
-    let page = reqwest::get(format!("{console}/deployments/{NAMESPACE}/inline-serve"))
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200, "{:?}", page.text().await);
+    page_text(format!("{console}/deployments/{NAMESPACE}/inline-serve")).await;
     let ready = serde_json::json!({"status": {"replicas": 1, "readyReplicas": 1,
         "updatedReplicas": 1, "availableReplicas": 1}});
     servers

@@ -469,3 +469,10 @@ pub async fn events_once(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The body of a GET of `url` (a console page), which must answer 200.
+pub async fn page_text(url: String) -> String {
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    response.text().await.unwrap()
+}

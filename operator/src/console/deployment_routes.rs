@@ -13,7 +13,6 @@ use anneal_console::deployment_pages::{
 use anneal_console::deployments::{
     ChatSettings, curl_snippet, deployment_row, openai_snippet, served_models,
 };
-use anneal_console::pages;
 use anneal_crds::ModelDeployment;
 use axum::Json;
 use axum::body::Body;
@@ -21,15 +20,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kube::api::ListParams;
-use kube::{Api, ResourceExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::viewer::MODELDEPLOYMENTS;
-use super::{
-    ConsoleState, check_get, html_page, listable_namespaces, unavailable, viewer_of, watched,
-};
+use super::{ConsoleState, html_page, listed, viewed, viewer_of};
 
 /// The longest the console waits for a server's model list.
 const MODELS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -44,49 +39,23 @@ pub async fn deployments_list(
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
-    let api: Api<ModelDeployment> = match &state.namespace {
-        Some(namespace) => Api::namespaced(state.client.clone(), namespace),
-        None => Api::all(state.client.clone()),
+    let deployments: Vec<ModelDeployment> = match listed(&state, &viewer, MODELDEPLOYMENTS).await {
+        Ok(deployments) => deployments,
+        Err(response) => return response,
     };
-    let mut deployments = match api.list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        Err(error) => return unavailable("listing ModelDeployments", &error),
-    };
-    let present = deployments.iter().filter_map(|d| d.namespace()).collect();
-    let allowed = match listable_namespaces(&state, &viewer, MODELDEPLOYMENTS, present).await {
-        Ok(allowed) => allowed,
-        Err(error) => return unavailable("reviewing access", &error),
-    };
-    deployments.retain(|d| d.namespace().is_some_and(|n| allowed.contains(&n)));
-    deployments.sort_by_key(|d| (d.namespace(), d.name_any()));
     let rows: Vec<_> = deployments.iter().map(deployment_row).collect();
     html_page(StatusCode::OK, deployments_page(&rows))
 }
 
-/// The deployment the viewer asked for, or the answer when they may not get it or it
-/// is not there.
+/// The deployment the viewer asked for, or the answer refusing them.
 async fn viewed_deployment(
     state: &ConsoleState,
     headers: &HeaderMap,
     namespace: &str,
     name: &str,
 ) -> Result<ModelDeployment, Response> {
-    let viewer = viewer_of(state, headers).await?;
-    check_get(state, &viewer, MODELDEPLOYMENTS, namespace, name).await?;
-    let api: Api<ModelDeployment> = Api::namespaced(state.client.clone(), namespace);
-    let found = if watched(state, namespace) {
-        api.get_opt(name).await
-    } else {
-        Ok(None)
-    };
-    match found {
-        Ok(Some(deployment)) => Ok(deployment),
-        Ok(None) => {
-            let what = format!("There is no ModelDeployment {namespace}/{name}.");
-            Err(html_page(StatusCode::NOT_FOUND, pages::not_found(&what)))
-        }
-        Err(error) => Err(unavailable("reading a ModelDeployment", &error)),
-    }
+    let (_, deployment) = viewed(state, headers, MODELDEPLOYMENTS, namespace, name).await?;
+    Ok(deployment)
 }
 
 /// The models the deployment's server lists, else the one its status names.

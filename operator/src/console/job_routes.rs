@@ -11,13 +11,11 @@ use anneal_crds::FineTuneJob;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kube::Api;
 use serde::Deserialize;
 
-use super::viewer::{FINETUNEJOBS, Viewer};
+use super::viewer::FINETUNEJOBS;
 use super::{
-    ConsoleState, check_get, html_page, job_actions, job_sources, listable_namespaces, unavailable,
-    viewer_of, watched,
+    ConsoleState, html_page, job_actions, job_sources, listed, unavailable, viewed, viewer_of,
 };
 
 #[derive(Deserialize, Default)]
@@ -35,27 +33,12 @@ pub async fn jobs_list(
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
-    let listed = job_sources::list_jobs(&state.client, state.namespace.as_deref()).await;
-    let jobs = match listed {
+    let mut jobs: Vec<FineTuneJob> = match listed(&state, &viewer, FINETUNEJOBS).await {
         Ok(jobs) => jobs,
-        Err(error) => return unavailable("listing FineTuneJobs", &error),
+        Err(response) => return response,
     };
-    let present = jobs
-        .iter()
-        .filter_map(|j| j.metadata.namespace.clone())
-        .collect();
-    let allowed = match listable_namespaces(&state, &viewer, FINETUNEJOBS, present).await {
-        Ok(allowed) => allowed,
-        Err(error) => return unavailable("reviewing access", &error),
-    };
-    let jobs: Vec<FineTuneJob> = (jobs.into_iter())
-        .filter(|j| {
-            j.metadata
-                .namespace
-                .as_ref()
-                .is_some_and(|n| allowed.contains(n))
-        })
-        .collect();
+    // Newest first, as a hosted service lists them.
+    jobs.sort_by_key(|job| std::cmp::Reverse(job.metadata.creation_timestamp.clone()));
     let rows: Vec<_> = jobs.iter().map(job_row).collect();
     let mut namespaces: Vec<String> = rows.iter().map(|r| r.namespace.clone()).collect();
     namespaces.sort();
@@ -69,42 +52,16 @@ pub async fn jobs_list(
     html_page(StatusCode::OK, page)
 }
 
-/// The job the viewer asked for, or the answer when they may not get it (asked
-/// before it is read: a refusal says nothing of whether it is there), it is not
-/// there, or not in the watched namespace.
-async fn viewed_job(
-    state: &ConsoleState,
-    headers: &HeaderMap,
-    namespace: &str,
-    name: &str,
-) -> Result<(Viewer, FineTuneJob), Response> {
-    let viewer = viewer_of(state, headers).await?;
-    check_get(state, &viewer, FINETUNEJOBS, namespace, name).await?;
-    let api: Api<FineTuneJob> = Api::namespaced(state.client.clone(), namespace);
-    let found = if watched(state, namespace) {
-        api.get_opt(name).await
-    } else {
-        Ok(None)
-    };
-    match found {
-        Ok(Some(job)) => Ok((viewer, job)),
-        Ok(None) => {
-            let page = pages::not_found(&format!("There is no FineTuneJob {namespace}/{name}."));
-            Err(html_page(StatusCode::NOT_FOUND, page))
-        }
-        Err(error) => Err(unavailable("reading a FineTuneJob", &error)),
-    }
-}
-
 pub async fn job_page(
     State(state): State<Arc<ConsoleState>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let (viewer, job) = match viewed_job(&state, &headers, &namespace, &name).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    let (viewer, job) =
+        match viewed::<FineTuneJob>(&state, &headers, FINETUNEJOBS, &namespace, &name).await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
     let (history, events, permitted) = tokio::join!(
         job_sources::run_events(&state.client, &job, &state.config),
         job_sources::job_events(&state.client, &job),
@@ -133,7 +90,7 @@ pub async fn job_sample_picture(
     Path((namespace, name, checkpoint, file)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let job = match viewed_job(&state, &headers, &namespace, &name).await {
+    let job = match viewed::<FineTuneJob>(&state, &headers, FINETUNEJOBS, &namespace, &name).await {
         Ok((_, job)) => job,
         Err(response) => return response,
     };

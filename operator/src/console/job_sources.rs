@@ -1,5 +1,4 @@
-//! Where the console reads a job's page from: the FineTuneJobs through the API (with
-//! the operator's own permissions), the run's `events.jsonl` and sample pictures from
+//! Where the console reads a job's page from besides the job itself: the run's `events.jsonl` and sample pictures from
 //! storage (with the job's credentials, under the same rules as every other read the
 //! operator makes of a tenant's storage), and its Kubernetes Events. Every storage
 //! read has a time limit: a slow store makes a page say so, never hang.
@@ -24,23 +23,6 @@ const STORAGE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const EVENTS_BYTES_MAX: u64 = 32 * 1024 * 1024;
 /// The most Events a page shows, the newest.
 const EVENTS_SHOWN: usize = 50;
-
-/// The FineTuneJobs the console lists: of the watched namespace, or all.
-pub async fn list_jobs(client: &Client, namespace: Option<&str>) -> kube::Result<Vec<FineTuneJob>> {
-    let api: Api<FineTuneJob> = match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
-    let mut jobs = api.list(&ListParams::default()).await?.items;
-    // Newest first, as a hosted service lists them.
-    jobs.sort_by(|a, b| {
-        (b.metadata.creation_timestamp.as_ref().map(|t| t.0))
-            .cmp(&a.metadata.creation_timestamp.as_ref().map(|t| t.0))
-            .then_with(|| a.namespace().cmp(&b.namespace()))
-            .then_with(|| a.name_any().cmp(&b.name_any()))
-    });
-    Ok(jobs)
-}
 
 /// The job's run folder (its URI, as the trainer writes it) and its storage, or why
 /// the operator does not read it.

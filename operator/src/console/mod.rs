@@ -252,6 +252,81 @@ pub(crate) async fn check_get(
     }
 }
 
+/// The `K` objects the console watches that the viewer may list (`resource`, its
+/// plural), ordered by namespace and name; or the answer when the API does not
+/// answer.
+pub(crate) async fn listed<K>(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    resource: &str,
+) -> Result<Vec<K>, Response>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: kube::Api<K> = match &state.namespace {
+        Some(namespace) => kube::Api::namespaced(state.client.clone(), namespace),
+        None => kube::Api::all(state.client.clone()),
+    };
+    let listing = api.list(&kube::api::ListParams::default()).await;
+    let mut objects = listing
+        .map_err(|error| unavailable(&format!("listing {resource}"), &error))?
+        .items;
+    let present = objects
+        .iter()
+        .filter_map(|o| o.meta().namespace.clone())
+        .collect();
+    let allowed = listable_namespaces(state, viewer, resource, present)
+        .await
+        .map_err(|error| unavailable("reviewing access", &error))?;
+    objects.retain(|o| {
+        o.meta()
+            .namespace
+            .as_ref()
+            .is_some_and(|n| allowed.contains(n))
+    });
+    objects.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
+    Ok(objects)
+}
+
+/// The `K` object `namespace/name` the viewer asked for (`resource`, its plural; `kind`
+/// for messages), or the answer when they may not get it (asked before it is read: a
+/// refusal says nothing of whether it is there), it is not there, or not in the
+/// watched namespace.
+pub(crate) async fn viewed<K>(
+    state: &ConsoleState,
+    headers: &HeaderMap,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(Viewer, K), Response>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let viewer = viewer_of(state, headers).await?;
+    check_get(state, &viewer, resource, namespace, name).await?;
+    let api: kube::Api<K> = kube::Api::namespaced(state.client.clone(), namespace);
+    let found = if watched(state, namespace) {
+        api.get_opt(name).await
+    } else {
+        Ok(None)
+    };
+    let kind = K::kind(&());
+    match found {
+        Ok(Some(object)) => Ok((viewer, object)),
+        Ok(None) => {
+            let page = pages::not_found(&format!("There is no {kind} {namespace}/{name}."));
+            Err(html_page(StatusCode::NOT_FOUND, page))
+        }
+        Err(error) => Err(unavailable(&format!("reading a {kind}"), &error)),
+    }
+}
+
 /// Whether the console shows `namespace` at all (it watches one, or all).
 pub(crate) fn watched(state: &ConsoleState, namespace: &str) -> bool {
     state.namespace.as_deref().is_none_or(|n| n == namespace)
