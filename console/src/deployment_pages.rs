@@ -1,29 +1,12 @@
-//! The deployments list and a deployment's page with its playground: a chat with any
-//! model it serves, with a system prompt and sampling settings, and the same request
-//! as `curl` and OpenAI SDK code. The playground is a plain form the server answers
-//! (it works without script); a small script of the page's own streams the answer
-//! as it is generated instead, through the console's `chat` route.
+//! The deployments list and a deployment's page with its playground (a chat with any
+//! model it serves, [`crate::playground`]).
 
-use maud::{Markup, PreEscaped, html};
+use maud::{Markup, html};
 
-use crate::deployments::{ChatSettings, DeploymentRow, curl_snippet, openai_snippet};
+use crate::deployments::DeploymentRow;
 use crate::pages::page;
+use crate::playground::{ChatSettings, Exchange, playground_form, same_request};
 use anneal_crds::modeldeployment::DeploymentPhase;
-
-/// The playground's settings before a viewer changes them.
-pub fn default_settings(model: &str) -> ChatSettings {
-    ChatSettings {
-        model: model.to_owned(),
-        system: String::new(),
-        message: String::new(),
-        temperature: 0.7,
-        top_p: 1.0,
-        max_tokens: 256,
-    }
-}
-
-/// The most tokens the playground asks for.
-pub const MAX_TOKENS_MAX: u32 = 4096;
 
 fn phase_name(phase: Option<DeploymentPhase>) -> String {
     phase.map_or("Pending".to_owned(), |p| format!("{p:?}"))
@@ -81,13 +64,6 @@ pub fn deployments_page(rows: &[DeploymentRow]) -> Markup {
     )
 }
 
-/// What a playground exchange left to show: the answer, or why there is none.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Exchange {
-    pub answer: Option<String>,
-    pub error: Option<String>,
-}
-
 /// A deployment's page: where it stands, and its playground with `settings`.
 pub fn deployment_page(
     row: &DeploymentRow,
@@ -118,96 +94,18 @@ pub fn deployment_page(
             }
             h2 { "Playground" }
             @if !ready { p.warn { "Not ready: the playground answers once a serving pod is." } }
-            form #playground method="post" action=(format!("{}/playground", row.href)) {
-                p {
-                    label for="model" { "Model" } br;
-                    select #model name="model" {
-                        @for model in models {
-                            option value=(model) selected[*model == settings.model] { (model) }
-                        }
-                    }
-                }
-                p {
-                    label for="system" { "System prompt" } br;
-                    textarea #system name="system" rows="2" cols="70" { (settings.system) }
-                }
-                p {
-                    label for="message" { "Message" } br;
-                    textarea #message name="message" rows="4" cols="70" required { (settings.message) }
-                }
-                p {
-                    label { "Temperature " input name="temperature" type="number" min="0" max="2" step="0.05" value=(settings.temperature); }
-                    " "
-                    label { "top_p " input name="top_p" type="number" min="0.01" max="1" step="0.01" value=(settings.top_p); }
-                    " "
-                    label { "Max tokens " input name="max_tokens" type="number" min="1" max=(MAX_TOKENS_MAX) value=(settings.max_tokens); }
-                }
-                button type="submit" { "Send" }
-            }
-            h3 { "Answer" }
-            @if let Some(error) = &exchange.error { p.error #answer-error { (error) } }
-            pre.log #answer aria-live="polite" { (exchange.answer.as_deref().unwrap_or("")) }
-            h3 { "The same request" }
-            p.muted { "From a pod in the cluster, or through " code { "kubectl port-forward svc/" (row.name) " 8000" } " with " code { "localhost:8000" } "." }
-            pre.log #curl { (curl_snippet(&endpoint, settings)) }
-            pre.log #python { (openai_snippet(&endpoint, settings)) }
-            script { (PreEscaped(STREAMING_SCRIPT)) }
+            (playground_form(&format!("{}/playground", row.href), models, settings, exchange))
+            (same_request(&endpoint, settings, html! {
+                "From a pod in the cluster, or through " code { "kubectl port-forward svc/" (row.name) " 8000" } " with " code { "localhost:8000" } "."
+            }))
         },
     )
 }
 
-/// Streams the answer: posts the form as JSON to the page's `chat` route and writes
-/// each `data:` chunk's delta as it comes; the snippets follow the settings sent.
-/// The page's only script, written here, loading nothing.
-const STREAMING_SCRIPT: &str = r#"
-(function () {
-  var form = document.getElementById('playground');
-  if (!form || !window.fetch || !window.TextDecoder) return;
-  form.addEventListener('submit', function (event) {
-    event.preventDefault();
-    var fields = new FormData(form);
-    var body = {};
-    fields.forEach(function (value, key) { body[key] = value; });
-    var answer = document.getElementById('answer');
-    var error = document.getElementById('answer-error');
-    if (error) error.remove();
-    answer.textContent = '';
-    var page = form.getAttribute('action').replace(/\/playground$/, '');
-    fetch(page + '/snippets', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)})
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (s) { if (s) { document.getElementById('curl').textContent = s.curl; document.getElementById('python').textContent = s.python; } });
-    fetch(page + '/chat', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)})
-      .then(function (response) {
-        if (!response.ok) return response.text().then(function (t) { answer.textContent = t; });
-        var reader = response.body.getReader();
-        var decoder = new TextDecoder();
-        var pending = '';
-        function read() {
-          return reader.read().then(function (chunk) {
-            if (chunk.done) return;
-            pending += decoder.decode(chunk.value, {stream: true});
-            var lines = pending.split('\n');
-            pending = lines.pop();
-            lines.forEach(function (line) {
-              if (line.indexOf('data: ') !== 0 || line === 'data: [DONE]') return;
-              try {
-                var delta = JSON.parse(line.slice(6)).choices[0].delta;
-                if (delta && delta.content) answer.textContent += delta.content;
-              } catch (e) { /* a line that is not a chunk */ }
-            });
-            return read();
-          });
-        }
-        return read();
-      })
-      .catch(function (e) { answer.textContent = 'The request failed: ' + e; });
-  });
-})();
-"#;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::playground::default_settings;
 
     fn row() -> DeploymentRow {
         DeploymentRow {

@@ -1,10 +1,9 @@
 //! A cluster's ModelDeployments as the console shows them: a row of the deployments
-//! list, and what the playground needs (the served models, and the `curl` and
-//! OpenAI SDK snippets of a chat request). Pure: the operator reads the objects.
+//! list, and the models its playground offers. Pure: the operator reads the objects.
 
 use anneal_crds::ModelDeployment;
 use anneal_crds::modeldeployment::DeploymentPhase;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// One ModelDeployment in the list.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,67 +70,10 @@ pub fn served_models(deployment: &ModelDeployment, listing: Option<&Value>) -> V
     models
 }
 
-/// What the playground sends: the chat request's settings.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ChatSettings {
-    pub model: String,
-    pub system: String,
-    pub message: String,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub max_tokens: u32,
-}
-
-impl ChatSettings {
-    /// The `/v1/chat/completions` body, streamed.
-    pub fn request_body(&self) -> Value {
-        let mut messages = Vec::new();
-        if !self.system.trim().is_empty() {
-            messages.push(json!({"role": "system", "content": self.system}));
-        }
-        messages.push(json!({"role": "user", "content": self.message}));
-        json!({
-            "model": self.model,
-            "messages": messages,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-            "stream": true,
-        })
-    }
-}
-
-/// The same request with `curl`, against the deployment's endpoint (in the cluster,
-/// or through `kubectl port-forward`).
-pub fn curl_snippet(endpoint: &str, settings: &ChatSettings) -> String {
-    let body = serde_json::to_string_pretty(&settings.request_body()).unwrap_or_default();
-    format!(
-        "curl -N {endpoint}/chat/completions \\\n  -H 'Content-Type: application/json' \\\n  -d '{}'",
-        body.replace('\'', r"'\''")
-    )
-}
-
-/// The same request with the OpenAI Python SDK.
-pub fn openai_snippet(endpoint: &str, settings: &ChatSettings) -> String {
-    let messages = settings.request_body()["messages"].clone();
-    let messages = serde_json::to_string(&messages).unwrap_or_default();
-    format!(
-        "from openai import OpenAI\n\n\
-         client = OpenAI(base_url=\"{endpoint}\", api_key=\"unused\")\n\
-         stream = client.chat.completions.create(\n    \
-         model={model},\n    messages={messages},\n    \
-         temperature={temperature}, top_p={top_p}, max_tokens={max_tokens}, stream=True,\n)\n\
-         for chunk in stream:\n    print(chunk.choices[0].delta.content or \"\", end=\"\")\n",
-        model = serde_json::to_string(&settings.model).unwrap_or_default(),
-        temperature = settings.temperature,
-        top_p = settings.top_p,
-        max_tokens = settings.max_tokens,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn deployment() -> ModelDeployment {
         serde_yaml_ng::from_str(
@@ -150,17 +92,6 @@ status:
 "#,
         )
         .unwrap()
-    }
-
-    fn settings() -> ChatSettings {
-        ChatSettings {
-            model: "ft:anneal-tiny:story:ckpt-12".into(),
-            system: "Be brief.".into(),
-            message: "It's \"windy\"?".into(),
-            temperature: 0.0,
-            top_p: 1.0,
-            max_tokens: 32,
-        }
     }
 
     #[test]
@@ -187,39 +118,5 @@ status:
             served_models(&deployment(), None),
             ["ft:anneal-tiny:story:ckpt-12"]
         );
-    }
-
-    #[test]
-    fn the_snippets_send_the_playgrounds_request() {
-        let body = settings().request_body();
-        assert_eq!(
-            body["messages"][0],
-            json!({"role": "system", "content": "Be brief."})
-        );
-        assert_eq!(body["messages"][1]["content"], "It's \"windy\"?");
-        assert_eq!(body["stream"], true);
-        let no_system = ChatSettings {
-            system: " ".into(),
-            ..settings()
-        };
-        assert_eq!(
-            no_system.request_body()["messages"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
-
-        let curl = curl_snippet("http://chat.team-a.svc:8000/v1", &settings());
-        assert!(curl.starts_with("curl -N http://chat.team-a.svc:8000/v1/chat/completions"));
-        // The shell gets the body back whole: the quote is closed, escaped, reopened.
-        assert!(curl.contains(r#"It'\''s \"windy\"?"#), "{curl}");
-        let python = openai_snippet("http://chat.team-a.svc:8000/v1", &settings());
-        assert!(python.contains(r#"base_url="http://chat.team-a.svc:8000/v1""#));
-        assert!(
-            python.contains(r#"model="ft:anneal-tiny:story:ckpt-12""#),
-            "{python}"
-        );
-        assert!(python.contains("max_tokens=32, stream=True"), "{python}");
     }
 }

@@ -12,4 +12,8 @@ pub mod evaluations;
 pub mod job_pages;
 pub mod jobs;
 pub mod pages;
+pub mod playground;
+#[cfg(feature = "relay")]
+pub mod relay;
+pub mod run_playground;
 pub mod runs;

@@ -183,6 +183,7 @@ pub fn run_page(run: &RunSummary, details: Option<&JobDetails>) -> Markup {
                 @if let Some(id) = &run.model_id { li { "Model id: " code { (id) } } }
                 @if let Some(rate) = run.tokens_per_second { li { "Tokens/s (last step): " (format!("{rate:.1}")) } }
                 @if let Some(best) = &run.best_checkpoint { li { "Best checkpoint: " strong { (best) } } }
+                @if run.playground { li { a href=(format!("{}/playground", run.href)) { "Chat with its checkpoints" } } }
             }
             h2 { "Loss" }
             (loss_chart(&run.train_loss, &run.valid_loss))
@@ -209,6 +210,14 @@ pub fn run_page(run: &RunSummary, details: Option<&JobDetails>) -> Markup {
                         }
                     }
                     tbody {
+                        @if run.playground {
+                            tr {
+                                th { "Playground" }
+                                @for c in &run.checkpoints {
+                                    td { a href=(format!("{}/playground?checkpoint={}", run.href, c.name)) { "Chat with " (c.name) } }
+                                }
+                            }
+                        }
                         tr {
                             th { "Validation loss" }
                             @for c in &run.checkpoints {

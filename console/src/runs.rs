@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anneal_crds::best_checkpoint::best_checkpoint_name;
 use anneal_crds::events::{EventBody, LogLevel, TrainerEvent};
-use anneal_crds::finetunejob::{CheckpointStatus, FineTuneJob, JobPhase};
+use anneal_crds::finetunejob::{CheckpointStatus, FineTuneJob, JobPhase, Task};
 
 /// The file every run has: the trainer's events, one JSON line each.
 const EVENTS_FILE: &str = "events.jsonl";
@@ -94,6 +94,9 @@ pub struct RunSummary {
     /// The base model and the sample prompts, from the run's `job.yaml`.
     pub base_model: Option<String>,
     pub sample_prompts: Vec<String>,
+    /// Whether its checkpoints can be chatted with in `trainer console`'s playground:
+    /// a local chat run whose `job.yaml` names its base model.
+    pub playground: bool,
     /// Lines of `events.jsonl` that are not events (a run written by another version).
     pub unreadable_lines: u64,
 }
@@ -142,6 +145,7 @@ pub fn read_run(root: &Path, key: &RunKey) -> Option<RunSummary> {
     {
         summary.base_model = Some(job.spec.base_model.name.clone());
         summary.sample_prompts = sample_prompt_texts(&job);
+        summary.playground = job.spec.task == Task::Chat;
     }
     Some(summary)
 }

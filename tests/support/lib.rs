@@ -5,6 +5,7 @@
 //! `anneal-sim-trainer` binary stands in for `trainer` where hundreds of jobs run.
 
 pub mod bench_operator;
+pub mod browser;
 pub mod console_support;
 pub mod fake_kubelet;
 pub mod operator_harness;

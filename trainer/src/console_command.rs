@@ -46,14 +46,37 @@ fn serve(args: &ConsoleArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the server: {e}"))?;
     let root = std::path::absolute(&args.runs).unwrap_or_else(|_| args.runs.clone());
+    let program =
+        std::env::current_exe().map_err(|e| format!("finding this program to serve with: {e}"))?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| format!("{address}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         println!("console: http://{bound}/ (runs in {})", root.display());
-        axum::serve(listener, router(root))
+        // Stopping on a signal drops the router, and with it the playground's server.
+        axum::serve(listener, router(root, program))
+            .with_graceful_shutdown(stop_signal())
             .await
             .map_err(|e| format!("serving: {e}"))
     })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let interrupted = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminated =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return interrupted.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = interrupted => {}
+            _ = terminated.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupted.await;
 }

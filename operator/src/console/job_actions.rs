@@ -12,9 +12,10 @@ use anneal_console::actions::{
 };
 use anneal_console::job_pages::refused_page;
 use anneal_console::jobs::JobActions;
+use anneal_console::relay::same_origin;
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use axum::extract::{Form, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -88,27 +89,6 @@ pub fn job_actions(viewer: &Viewer, job: &FineTuneJob, permitted: Permitted) -> 
         deployment_preview,
         outcome: None,
     })
-}
-
-/// Whether a browser sent the request from the console's own pages: its `Origin`
-/// (or `Sec-Fetch-Site`), when it says, names this host. A client that is not a
-/// browser sends neither, and no other site can make a browser leave them out.
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))
-        && site != "same-origin"
-        && site != "none"
-    {
-        return false;
-    }
-    match (text(header::ORIGIN), text(header::HOST)) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => {
-            let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-            authority == host
-        }
-        (Some(_), None) => false,
-    }
 }
 
 fn refused(status: StatusCode, why: &str) -> Response {
@@ -295,42 +275,4 @@ pub async fn deploy_checkpoint(
     info!(viewer = viewer.name(), %namespace, job = %name, deployment = %deployment_name, "console action: deploy");
     let page = anneal_console::deployments::deployment_href(&namespace, &deployment_name);
     Redirect::to(&page).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
-
-    #[test]
-    fn only_the_consoles_own_pages_may_act() {
-        let host = ("host", "localhost:8090");
-        assert!(same_origin(&headers(&[host])), "not a browser");
-        assert!(same_origin(&headers(&[
-            host,
-            ("origin", "http://localhost:8090")
-        ])));
-        assert!(same_origin(&headers(&[
-            host,
-            ("sec-fetch-site", "same-origin")
-        ])));
-        for other in [
-            headers(&[host, ("origin", "https://evil.example")]),
-            headers(&[host, ("origin", "http://localhost:8091")]),
-            headers(&[host, ("origin", "null")]),
-            headers(&[host, ("sec-fetch-site", "cross-site")]),
-            headers(&[host, ("sec-fetch-site", "same-site")]),
-            headers(&[("origin", "http://localhost:8090")]),
-        ] {
-            assert!(!same_origin(&other), "{other:?}");
-        }
-    }
 }

@@ -137,7 +137,7 @@ pub fn console_router(state: ConsoleState) -> Router {
         )
         .route(
             "/deployments/{namespace}/{name}/snippets",
-            post(deployment_routes::snippets),
+            post(deployment_routes::request_snippets),
         )
         .route("/evaluations", get(evaluation_routes::evaluations_list))
         .route(

@@ -2,8 +2,13 @@
 //! page per run (loss chart, checkpoints side by side with their sample answers, or
 //! an image job's sample pictures, and scores, the log), rendered on the server from
 //! the run folders each time a page is asked for (`anneal_console`), reloading every few
-//! seconds while the run goes on; read-only, and bound to loopback unless told
-//! otherwise.
+//! seconds while the run goes on; bound to loopback unless told otherwise. A run's
+//! playground chats with its checkpoints through a `trainer serve` the console
+//! starts ([`model_server`]); nothing else is written or started.
+
+mod model_server;
+mod playground_routes;
+mod run_models;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,25 +17,48 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use anneal_console::pages;
 use anneal_console::runs::{RunKey, list_runs, read_run};
 
-/// The console's routes over the runs folder `root`.
-pub fn router(root: PathBuf) -> Router {
-    Router::new()
-        .route("/", get(runs_list))
-        .route("/runs/{namespace}/{job}/{run}", get(run_detail))
-        .route(
-            "/runs/{namespace}/{job}/{run}/samples/{checkpoint}/{file}",
-            get(sample_picture),
-        )
-        .route("/health", get(|| async { "ok" }))
-        .with_state(Arc::new(root))
+use model_server::ModelServer;
+
+/// What the routes share: the runs folder, and the playground's model server.
+pub struct ConsoleState {
+    root: PathBuf,
+    server: ModelServer,
 }
 
-async fn runs_list(State(root): State<Arc<PathBuf>>) -> Response {
+/// The console's routes over the runs folder `root`; `program` is this trainer,
+/// started as `trainer serve` for the playground.
+pub fn router(root: PathBuf, program: PathBuf) -> Router {
+    let run = "/runs/{namespace}/{job}/{run}";
+    Router::new()
+        .route("/", get(runs_list))
+        .route(run, get(run_detail))
+        .route(
+            &format!("{run}/samples/{{checkpoint}}/{{file}}"),
+            get(sample_picture),
+        )
+        .route(
+            &format!("{run}/playground"),
+            get(playground_routes::playground_page).post(playground_routes::playground_form),
+        )
+        .route(&format!("{run}/chat"), post(playground_routes::chat_stream))
+        .route(
+            &format!("{run}/snippets"),
+            post(playground_routes::request_snippets),
+        )
+        .route("/health", get(|| async { "ok" }))
+        .with_state(Arc::new(ConsoleState {
+            root,
+            server: ModelServer::new(program),
+        }))
+}
+
+async fn runs_list(State(state): State<Arc<ConsoleState>>) -> Response {
+    let root = state.root.clone();
     let page = tokio::task::spawn_blocking(move || {
         let runs: Vec<_> = (list_runs(&root).iter())
             .filter_map(|key| read_run(&root, key))
@@ -45,13 +73,14 @@ async fn runs_list(State(root): State<Arc<PathBuf>>) -> Response {
 }
 
 async fn run_detail(
-    State(root): State<Arc<PathBuf>>,
+    State(state): State<Arc<ConsoleState>>,
     Path((namespace, job, run)): Path<(String, String, String)>,
 ) -> Response {
     let Some(key) = RunKey::from_segments(&namespace, &job, &run) else {
         let page = pages::not_found("A run is named by its namespace, job and run id.");
         return (StatusCode::NOT_FOUND, Html(page.into_string())).into_response();
     };
+    let root = state.root.clone();
     let found = tokio::task::spawn_blocking(move || read_run(&root, &key)).await;
     match found {
         Ok(Some(summary)) => Html(pages::run_page(&summary, None).into_string()).into_response(),
@@ -66,7 +95,7 @@ async fn run_detail(
 /// A sample picture of an image job's checkpoint: `sample-{n}.png` in the folder of a
 /// checkpoint of a run, nothing else.
 async fn sample_picture(
-    State(root): State<Arc<PathBuf>>,
+    State(state): State<Arc<ConsoleState>>,
     Path((namespace, job, run, checkpoint, file)): Path<(String, String, String, String, String)>,
 ) -> Response {
     let key = RunKey::from_segments(&namespace, &job, &run);
@@ -77,7 +106,7 @@ async fn sample_picture(
         return StatusCode::NOT_FOUND.into_response();
     };
     let path = key
-        .folder(&root)
+        .folder(&state.root)
         .join("checkpoints")
         .join(checkpoint)
         .join(file);

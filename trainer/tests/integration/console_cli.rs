@@ -11,7 +11,7 @@ use anneal_crds::events::EventBody;
 use crate::train_cli::{events, expect, job_dir, trainer_train};
 
 /// Kills the console when the test ends, passed or not.
-struct Console(Child);
+pub(crate) struct Console(Child);
 
 impl Drop for Console {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ fn get_bytes(address: &str, path: &str) -> (u16, Vec<u8>) {
 }
 
 /// `GET path` on `address`: the status code and the body as text.
-fn get(address: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(address: &str, path: &str) -> (u16, String) {
     let (status, body) = get_bytes(address, path);
     (status, String::from_utf8_lossy(&body).into_owned())
 }
@@ -128,7 +128,7 @@ fn the_console_shows_a_trained_runs_losses_answers_and_log() {
 }
 
 /// Starts `trainer console` on `runs`; its address.
-fn start_console(runs: &std::path::Path) -> (Console, String) {
+pub(crate) fn start_console(runs: &std::path::Path) -> (Console, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
         .args(["console", "--port", "0", "--runs"])
         .arg(runs)

@@ -9,6 +9,7 @@ mod accumulation;
 mod chat_reference;
 mod checkpoint_evaluation;
 mod console_cli;
+mod console_playground;
 mod deadline_cli;
 mod divergence_cli;
 mod doc_commands;
