@@ -1,9 +1,13 @@
 //! What the console's actions on a job apply, shown before they are taken: suspending
-//! or resuming it (a patch of `spec.suspend`), deleting it, and deploying one of its
+//! or resuming it (a patch of `spec.suspend`), deleting it, deploying one of its
 //! checkpoints as a ModelDeployment (a manifest, validated as `kubectl apply` would
-//! have it). Pure: the operator checks the viewer's permissions and applies them.
+//! have it), and publishing one to a model repository (a patch adding a
+//! `spec.publish` entry). Pure: the operator checks the viewer's permissions and
+//! applies them.
 
+use anneal_crds::finetunejob::PublishSpec;
 use anneal_crds::manifest::parse_modeldeployment;
+use anneal_crds::validation::validate_finetunejob;
 use anneal_crds::{FineTuneJob, ModelDeployment};
 use serde_json::{Value, json};
 
@@ -11,8 +15,8 @@ use serde_json::{Value, json};
 /// without sign-in (the console is then read-only).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Permitted {
-    /// `patch finetunejobs`.
-    pub suspend: bool,
+    /// `patch finetunejobs`: suspend, resume, publish.
+    pub patch: bool,
     /// `delete finetunejobs`.
     pub delete: bool,
     /// `create modeldeployments`.
@@ -21,7 +25,7 @@ pub struct Permitted {
 
 impl Permitted {
     pub fn any(&self) -> bool {
-        self.suspend || self.delete || self.deploy
+        self.patch || self.delete || self.deploy
     }
 }
 
@@ -85,6 +89,39 @@ pub fn deployment_manifest(
         ));
     }
     Ok((yaml, deployment))
+}
+
+/// Where the publish form's example points, and what its preview shows.
+pub const PUBLISH_EXAMPLE: &str = "hf://ORG/NAME";
+
+/// The merge patch that adds "publish `checkpoint` of `job` to `to`" to its
+/// `spec.publish`; or what is wrong with it, by field. A merge patch replaces a list
+/// whole, so the patch carries the resourceVersion the entries were read at: a
+/// change made in between is refused (409), not lost.
+pub fn publish_patch(
+    job: &FineTuneJob,
+    checkpoint: &str,
+    to: &str,
+    merge: bool,
+) -> Result<Value, String> {
+    if !deployable_checkpoints(job).iter().any(|c| c == checkpoint) {
+        return Err(format!(
+            "checkpoint {checkpoint:?} is not one of the job's ({})",
+            deployable_checkpoints(job).join(", ")
+        ));
+    }
+    let mut changed = job.clone();
+    changed.spec.publish.push(PublishSpec {
+        checkpoint: checkpoint.to_owned(),
+        to: to.trim().to_owned(),
+        merge,
+    });
+    validate_finetunejob(&changed).map_err(|errors| errors.to_string())?;
+    let entries = serde_json::to_value(&changed.spec.publish).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "metadata": {"resourceVersion": job.metadata.resource_version},
+        "spec": {"publish": entries},
+    }))
 }
 
 /// The name a deployment of `checkpoint` of `job` gets unless the viewer gives one.
@@ -154,6 +191,38 @@ status:
         }
         let error = deployment_manifest(&job(), "best", "ok", 10_000).unwrap_err();
         assert!(error.contains("replicas"), "{error}");
+    }
+
+    #[test]
+    fn publishing_adds_an_entry_at_the_version_read() {
+        let mut job = job();
+        job.metadata.resource_version = Some("41".into());
+        job.spec.publish.push(PublishSpec {
+            checkpoint: "final".into(),
+            to: "s3://models/story".into(),
+            merge: false,
+        });
+        let patch = publish_patch(&job, "ckpt-2", " hf://acme/story-ckpt-2 ", true).unwrap();
+        assert_eq!(patch["metadata"]["resourceVersion"], "41");
+        assert_eq!(
+            patch["spec"]["publish"],
+            json!([
+                {"checkpoint": "final", "to": "s3://models/story", "merge": false},
+                {"checkpoint": "ckpt-2", "to": "hf://acme/story-ckpt-2", "merge": true},
+            ])
+        );
+        let error = publish_patch(&job, "ckpt-9", "hf://acme/x", false).unwrap_err();
+        assert!(
+            error.starts_with("checkpoint \"ckpt-9\" is not one of the job's"),
+            "{error}"
+        );
+        let error = publish_patch(&job, "final", "gs://bucket/x", false).unwrap_err();
+        assert!(error.starts_with("spec.publish[1].to"), "{error}");
+        let error = publish_patch(&job, "final", "s3://models/story", false).unwrap_err();
+        assert!(
+            error.starts_with("spec.publish[1]"),
+            "the same entry twice: {error}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use maud::{Markup, html};
 
-use crate::actions::{patch_yaml, suspend_patch};
+use crate::actions::{PUBLISH_EXAMPLE, patch_yaml, suspend_patch};
 use crate::jobs::{JobActions, JobDetails, JobRow};
 use crate::pages::{page, page_watched};
 use anneal_crds::finetunejob::JobPhase;
@@ -178,7 +178,7 @@ fn job_actions(actions: &JobActions) -> Markup {
         @if !permitted.any() {
             p.muted { "You may not change this job." }
         }
-        @if permitted.suspend {
+        @if permitted.patch {
             form method="post" action=(format!("{}/suspend", actions.href)) {
                 input type="hidden" name="suspend" value=(!actions.suspended);
                 button type="submit" { @if actions.suspended { "Resume" } @else { "Suspend" } }
@@ -204,6 +204,25 @@ fn job_actions(actions: &JobActions) -> Markup {
                 button type="submit" { "Deploy" }
                 @if let Some(preview) = &actions.deployment_preview {
                     details { summary { "What it applies" } pre.log { (preview) } }
+                }
+            }
+        }
+        @if permitted.patch && !actions.checkpoints.is_empty() {
+            form method="post" action=(format!("{}/publish", actions.href)) {
+                label { "Publish checkpoint "
+                    select name="checkpoint" {
+                        @for checkpoint in &actions.checkpoints { option value=(checkpoint) { (checkpoint) } }
+                    }
+                }
+                " "
+                label { "to " input name="to" placeholder=(PUBLISH_EXAMPLE) size="32" required; }
+                " "
+                label { input type="checkbox" name="merge" value="true"; " merged into the base model" }
+                " "
+                button type="submit" { "Publish" }
+                p.muted { "Once the job has succeeded the operator saves it there (hf://, modelscope:// or s3://, with the job's credentials) and records it in the status." }
+                @if let Some(preview) = &actions.publish_preview {
+                    details { summary { "What it applies" } pre.log { "kubectl patch finetunejob " (actions.name) " --type merge -p -\n" (preview) } }
                 }
             }
         }

@@ -176,6 +176,8 @@ pub struct JobActions {
     pub checkpoints: Vec<String>,
     /// The manifest a deployment of the first of them would apply.
     pub deployment_preview: Option<String>,
+    /// The patch publishing the first of them would apply.
+    pub publish_preview: Option<String>,
     /// What came of the last action, or why it was refused.
     pub outcome: Option<String>,
 }

@@ -387,6 +387,47 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
     let (code, _, _, _) = send(act("deploy", "alice-token", "checkpoint=ckpt-2&replicas=1")).await;
     assert_eq!(code, 409, "the name is taken now");
 
+    // Publishing a checkpoint adds a spec.publish entry, as the page showed it.
+    let (_, _, _, page) = send(as_alice(&format!("/jobs/{NAMESPACE}/story"))).await;
+    assert!(
+        page.contains(r#"action="/jobs/team-a/story/publish""#)
+            && page.contains("to: hf://ORG/NAME"),
+        "{page}"
+    );
+    let (code, _, _, page) = send(act(
+        "publish",
+        "alice-token",
+        "checkpoint=ckpt-2&to=gs%3A%2F%2Fb%2Fx",
+    ))
+    .await;
+    assert_eq!(code, 422);
+    assert!(page.contains("spec.publish[0].to"), "{page}");
+    let (code, location, _, _) = send(act(
+        "publish",
+        "alice-token",
+        "checkpoint=ckpt-2&to=hf%3A%2F%2Facme%2Fstory-ckpt-2&merge=true",
+    ))
+    .await;
+    assert_eq!((code, location.as_str()), (303, "/jobs/team-a/story"));
+    let published = world.job("story").await.spec.publish;
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        (
+            published[0].checkpoint.as_str(),
+            published[0].to.as_str(),
+            published[0].merge
+        ),
+        ("ckpt-2", "hf://acme/story-ckpt-2", true)
+    );
+    let (code, _, _, _) = send(act(
+        "publish",
+        "bob-token",
+        "checkpoint=final&to=s3%3A%2F%2Fb%2Fx",
+    ))
+    .await;
+    assert_eq!(code, 403, "bob may not patch the job");
+    assert_eq!(world.job("story").await.spec.publish.len(), 1);
+
     // Signing out drops the cookie.
     let (code, location, cookie, _) = send(browser.post(format!("{console}/logout"))).await;
     assert_eq!((code, location.as_str()), (303, "/login"));

@@ -1,14 +1,16 @@
 //! The console's actions on a job: suspend or resume it, delete it, deploy one of its
-//! checkpoints. Each is taken only for a signed-in viewer the API server allows to do
-//! that very thing (a SubjectAccessReview per action: `patch` or `delete` on the
-//! FineTuneJob, `create` on ModelDeployments in its namespace), and only from the
+//! checkpoints, publish one. Each is taken only for a signed-in viewer the API server
+//! allows to do that very thing (a SubjectAccessReview per action: `patch` or
+//! `delete` on the FineTuneJob, `create` on ModelDeployments in its namespace), and
+//! only from the
 //! console's own pages: a request another site's page makes a browser send is
 //! refused by its `Origin`. Without sign-in the console takes none.
 
 use std::sync::Arc;
 
 use anneal_console::actions::{
-    Permitted, default_deployment_name, deployable_checkpoints, deployment_manifest, suspend_patch,
+    PUBLISH_EXAMPLE, Permitted, default_deployment_name, deployable_checkpoints,
+    deployment_manifest, patch_yaml, publish_patch, suspend_patch,
 };
 use anneal_console::job_pages::refused_page;
 use anneal_console::jobs::JobActions;
@@ -55,13 +57,13 @@ pub async fn permitted(
             .await
         }
     };
-    let (suspend, delete, deploy) = tokio::join!(
+    let (patch, delete, deploy) = tokio::join!(
         ask("patch", FINETUNEJOBS, true),
         ask("delete", FINETUNEJOBS, true),
         ask("create", MODELDEPLOYMENTS, false),
     );
     Ok(Permitted {
-        suspend: suspend?,
+        patch: patch?,
         delete: delete?,
         deploy: deploy?,
     })
@@ -80,6 +82,9 @@ pub fn job_actions(viewer: &Viewer, job: &FineTuneJob, permitted: Permitted) -> 
             .ok()
             .map(|(yaml, _)| yaml)
     });
+    let publish_preview = (checkpoints.first())
+        .and_then(|checkpoint| publish_patch(job, checkpoint, PUBLISH_EXAMPLE, false).ok())
+        .map(|patch| patch_yaml(&patch));
     Some(JobActions {
         href: anneal_console::jobs::job_href(&job.namespace().unwrap_or_default(), &job.name_any()),
         name: job.name_any(),
@@ -87,6 +92,7 @@ pub fn job_actions(viewer: &Viewer, job: &FineTuneJob, permitted: Permitted) -> 
         suspended: job.spec.suspend,
         checkpoints,
         deployment_preview,
+        publish_preview,
         outcome: None,
     })
 }
@@ -159,7 +165,7 @@ pub async fn suspend_job(
 ) -> Response {
     let verb = if form.suspend { "suspend" } else { "resume" };
     let (viewer, job) =
-        match acting_on(&state, &headers, &namespace, &name, |p| p.suspend, verb).await {
+        match acting_on(&state, &headers, &namespace, &name, |p| p.patch, verb).await {
             Ok(found) => found,
             Err(response) => return response,
         };
@@ -275,4 +281,51 @@ pub async fn deploy_checkpoint(
     info!(viewer = viewer.name(), %namespace, job = %name, deployment = %deployment_name, "console action: deploy");
     let page = anneal_console::deployments::deployment_href(&namespace, &deployment_name);
     Redirect::to(&page).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct PublishForm {
+    checkpoint: String,
+    #[serde(default)]
+    to: String,
+    /// A checkbox: present when ticked.
+    #[serde(default)]
+    merge: Option<String>,
+}
+
+/// Adds a `spec.publish` entry: the operator saves the checkpoint once the job has
+/// succeeded.
+pub async fn publish_checkpoint(
+    State(state): State<Arc<ConsoleState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<PublishForm>,
+) -> Response {
+    let (viewer, job) =
+        match acting_on(&state, &headers, &namespace, &name, |p| p.patch, "publish").await {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
+    let merge = form.merge.is_some();
+    let patch = match publish_patch(&job, &form.checkpoint, &form.to, merge) {
+        Ok(patch) => patch,
+        Err(why) => return refused(StatusCode::UNPROCESSABLE_ENTITY, &why),
+    };
+    let api: Api<FineTuneJob> = Api::namespaced(state.client.clone(), &namespace);
+    let params = PatchParams {
+        field_manager: Some(CONSOLE_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(response)) if response.code == 409 => {
+            let why = format!(
+                "The FineTuneJob {namespace}/{name} changed since its page was read: reload it and publish again."
+            );
+            return refused(StatusCode::CONFLICT, &why);
+        }
+        Err(error) => return unavailable("patching a FineTuneJob", &error),
+    }
+    info!(viewer = viewer.name(), %namespace, %name, checkpoint = %form.checkpoint, to = %form.to.trim(), merge, "console action: publish");
+    Redirect::to(&anneal_console::jobs::job_href(&namespace, &name)).into_response()
 }

@@ -122,6 +122,10 @@ pub fn console_router(state: ConsoleState) -> Router {
             "/jobs/{namespace}/{name}/deploy",
             post(job_actions::deploy_checkpoint),
         )
+        .route(
+            "/jobs/{namespace}/{name}/publish",
+            post(job_actions::publish_checkpoint),
+        )
         .route("/deployments", get(deployment_routes::deployments_list))
         .route(
             "/deployments/{namespace}/{name}",
