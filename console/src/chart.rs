@@ -2,9 +2,12 @@
 //! (training loss as a line, validation loss as points) and one line chart per other
 //! metric (learning rate, tokens per second, DPO's rewards). No script: they show in
 //! any browser and in an air-gapped cluster. Each point carries a `<title>` with its
-//! step and value, so hovering names it.
+//! step and value, so hovering names it. A page zooms them to a [`StepWindow`] (its
+//! `?from=&to=` query); each chart's `data-first-step`/`data-last-step` let the
+//! page's script turn a drag across it into that query.
 
 use maud::{Markup, html};
+use serde::Deserialize;
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 280.0;
@@ -13,6 +16,45 @@ const LEFT: f64 = 56.0;
 const BOTTOM: f64 = 32.0;
 const TOP: f64 = 12.0;
 const RIGHT: f64 = 12.0;
+
+/// The steps a page's charts show: all of them, or those from `from` to `to`
+/// (inclusive; either end open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct StepWindow {
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+}
+
+impl StepWindow {
+    /// The window with its ends in order.
+    pub fn ordered(self) -> Self {
+        match (self.from, self.to) {
+            (Some(from), Some(to)) if from > to => Self {
+                from: Some(to),
+                to: Some(from),
+            },
+            _ => self,
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+
+    pub fn contains(&self, step: u64) -> bool {
+        let window = self.ordered();
+        window.from.is_none_or(|from| step >= from) && window.to.is_none_or(|to| step <= to)
+    }
+
+    /// The points of `series` inside the window.
+    pub fn of(&self, series: &[(u64, f64)]) -> Vec<(u64, f64)> {
+        series
+            .iter()
+            .copied()
+            .filter(|(step, _)| self.contains(*step))
+            .collect()
+    }
+}
 
 /// Where the series are drawn: their step and value ranges mapped onto the plot.
 struct Frame {
@@ -76,6 +118,8 @@ pub fn loss_chart(train: &[(u64, f64)], valid: &[(u64, f64)]) -> Markup {
     let bottom = HEIGHT - BOTTOM;
     html! {
         svg.chart viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img"
+            data-first-step=(frame.steps.0) data-last-step=(frame.steps.1)
+            data-plot=(format!("{LEFT} {}", WIDTH - RIGHT))
             aria-label="Training loss (line) and validation loss (points) over steps" {
             line x1=(LEFT) y1=(bottom) x2=(WIDTH - RIGHT) y2=(bottom) stroke="#888" {}
             line x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(bottom) stroke="#888" {}
@@ -118,6 +162,8 @@ pub fn metric_chart(label: &str, series: &[(u64, f64)]) -> Markup {
         figure.metric {
             figcaption { (label) }
             svg.chart viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img"
+                data-first-step=(frame.steps.0) data-last-step=(frame.steps.1)
+                data-plot=(format!("{LEFT} {}", WIDTH - RIGHT))
                 aria-label=(format!("{label} over steps")) {
                 line x1=(LEFT) y1=(bottom) x2=(WIDTH - RIGHT) y2=(bottom) stroke="#888" {}
                 line x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(bottom) stroke="#888" {}
@@ -156,6 +202,23 @@ mod tests {
         assert_eq!(
             loss_chart(&[], &[]).into_string(),
             "<p class=\"muted\">No loss logged yet.</p>"
+        );
+    }
+
+    #[test]
+    fn a_window_keeps_the_steps_between_its_ends_in_either_order() {
+        let series = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)];
+        let window = |from, to| StepWindow { from, to };
+        assert_eq!(window(Some(2), Some(3)).of(&series), [(2, 2.0), (3, 3.0)]);
+        assert_eq!(window(Some(3), Some(2)).of(&series), [(2, 2.0), (3, 3.0)]);
+        assert_eq!(window(None, Some(1)).of(&series), [(1, 1.0)]);
+        assert_eq!(window(Some(4), None).of(&series), [(4, 4.0)]);
+        assert_eq!(StepWindow::default().of(&series).len(), 4);
+        // The zoomed chart spans the window's steps, for the drag script to map.
+        let svg = loss_chart(&window(Some(2), Some(3)).of(&series), &[]).into_string();
+        assert!(
+            svg.contains(r#"data-first-step="2" data-last-step="3" data-plot="56 708""#),
+            "{svg}"
         );
     }
 

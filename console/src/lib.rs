@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod chart;
+pub mod chart_controls;
 pub mod deployment_pages;
 pub mod deployments;
 pub mod evaluations;

@@ -1,11 +1,14 @@
 //! The console's pages, rendered on the server (maud escapes every value): the runs
 //! list, and a run's page with its loss chart, its checkpoints side by side (each
 //! sample prompt's answers in a row, scores and validation loss above), and its log.
-//! One small inline style sheet, no script and no outside request.
+//! One small inline style sheet, small scripts of their own (following a live page,
+//! zooming a chart by dragging; each page works without them) and no outside
+//! request.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::chart::{loss_chart, metric_chart};
+use crate::chart::{StepWindow, metric_chart};
+use crate::chart_controls::{SERIES_STYLE, loss_chart_with_series, zoom_form, zoom_script};
 use crate::job_pages::job_details;
 use crate::jobs::JobDetails;
 use crate::runs::RunSummary;
@@ -60,7 +63,7 @@ pub(crate) fn page_watched(title: &str, live: bool, watch: Option<&str>, body: M
                     meta http-equiv="refresh" content=(REFRESH_SECONDS);
                 }
                 title { (title) " - Anneal console" }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(STYLE)) (PreEscaped(SERIES_STYLE)) }
             }
             body data-watch=[watch] {
                 header { a href="/" { "Anneal console" } }
@@ -154,10 +157,12 @@ pub fn runs_page(root: &str, runs: &[RunSummary]) -> Markup {
     )
 }
 
-/// One run: where it stands, its losses, its checkpoints side by side, its log; for
-/// a cluster's job, its conditions, Events and manifest after them.
-pub fn run_page(run: &RunSummary, details: Option<&JobDetails>) -> Markup {
+/// One run: where it stands, its losses (the charts zoomed to `window`), its
+/// checkpoints side by side, its log; for a cluster's job, its conditions, Events
+/// and manifest after them.
+pub fn run_page(run: &RunSummary, details: Option<&JobDetails>, window: &StepWindow) -> Markup {
     let title = &run.title;
+    let charted = run.within(window);
     let rows = run
         .checkpoints
         .iter()
@@ -186,14 +191,15 @@ pub fn run_page(run: &RunSummary, details: Option<&JobDetails>) -> Markup {
                 @if run.playground { li { a href=(format!("{}/playground", run.href)) { "Chat with its checkpoints" } } }
             }
             h2 { "Loss" }
-            (loss_chart(&run.train_loss, &run.valid_loss))
-            p.muted { "Line: training loss. Points: validation loss." }
+            (zoom_form(&run.href, window))
+            (loss_chart_with_series(&charted.train_loss, &charted.valid_loss))
             div.charts {
-                (metric_chart("Learning rate", &run.learning_rate))
-                (metric_chart("Tokens per second", &run.throughput))
-                (metric_chart("Reward margin (DPO)", &run.reward_margin))
-                (metric_chart("Reward accuracy (DPO)", &run.reward_accuracy))
+                (metric_chart("Learning rate", &charted.learning_rate))
+                (metric_chart("Tokens per second", &charted.throughput))
+                (metric_chart("Reward margin (DPO)", &charted.reward_margin))
+                (metric_chart("Reward accuracy (DPO)", &charted.reward_accuracy))
             }
+            (zoom_script())
             h2 { "Checkpoints" }
             @if run.checkpoints.is_empty() {
                 p.muted { "No checkpoint yet." }

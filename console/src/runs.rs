@@ -101,6 +101,24 @@ pub struct RunSummary {
     pub unreadable_lines: u64,
 }
 
+impl RunSummary {
+    /// The run with its step series cut to `window`, for zoomed charts.
+    pub fn within(&self, window: &crate::chart::StepWindow) -> Self {
+        let mut cut = self.clone();
+        for series in [
+            &mut cut.train_loss,
+            &mut cut.valid_loss,
+            &mut cut.learning_rate,
+            &mut cut.throughput,
+            &mut cut.reward_margin,
+            &mut cut.reward_accuracy,
+        ] {
+            *series = window.of(series);
+        }
+        cut
+    }
+}
+
 /// Every run below `root`, newest run id first within a job, jobs by name.
 pub fn list_runs(root: &Path) -> Vec<RunKey> {
     let names = |dir: &Path| -> Vec<String> {

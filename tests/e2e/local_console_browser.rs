@@ -1,8 +1,10 @@
 //! `trainer console`'s playground in a real browser (headless Chromium, as in
 //! `console_browser.rs`): over a job `trainer train` just trained on the bundled tiny
 //! model, a checkpoint's playground streams, into the page, the answer `trainer
-//! generate` gives with that checkpoint's adapter; the page works at both widths and
-//! loads nothing from another host (screenshots `local-playground-*.png`).
+//! generate` gives with that checkpoint's adapter; on the run page, a drag across the
+//! loss chart zooms the charts to the steps it spans and a box hides a series. The
+//! pages work at both widths and load nothing from another host (screenshots
+//! `local-playground-*.png`, `local-run-zoomed-*.png`).
 //!
 //! Needs `chromedriver` and `chromium` on PATH (`scripts/test.sh` installs them).
 
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anneal_e2e::browser::{Driver, check_page, click, text_of};
 use anneal_e2e::operator_harness::{quickstart_lines, repo, trainer_binary};
-use fantoccini::Locator;
+use fantoccini::{Client, Locator};
 use serde_json::json;
 
 const QUESTION: &str = "Can I take a bike on the tram?";
@@ -40,7 +42,7 @@ metadata: {{name: story, namespace: team-a}}
 spec:
   baseModel: {{name: anneal-tiny, source: "file://{}"}}
   dataset: {{train: "file://train.jsonl", validationSplit: 0.25}}
-  hyperparameters: {{learningRate: 0.003, epochs: 1, batchSize: 4, maxTokens: 256, lora: {{rank: 4, alpha: 8}}}}
+  hyperparameters: {{learningRate: 0.003, epochs: 2, batchSize: 4, maxTokens: 256, lora: {{rank: 4, alpha: 8}}}}
   checkpoints: {{everySteps: 2}}
 "#,
         model.display()
@@ -183,5 +185,76 @@ async fn a_checkpoints_playground_streams_trainer_generates_answer_in_the_browse
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     check_page(&browser, &console, "local-playground").await;
+    a_drag_zooms_the_charts_and_a_box_hides_a_series(&browser, &console).await;
     browser.close().await.unwrap();
+}
+
+/// The number of training-loss points the page draws.
+async fn train_points(browser: &Client) -> usize {
+    let count = browser
+        .execute(
+            "return document.querySelectorAll('circle.train-point').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    count.as_u64().unwrap() as usize
+}
+
+async fn a_drag_zooms_the_charts_and_a_box_hides_a_series(browser: &Client, console: &str) {
+    let run = format!("{console}/runs/team-a/story/r1");
+    browser.goto(&run).await.unwrap();
+    let all = train_points(browser).await;
+    assert!(all >= 4, "{all} steps");
+    let display = "return getComputedStyle(document.querySelector('circle.train-point')).display;";
+    click(browser, Locator::Id("show-train")).await;
+    assert_eq!(browser.execute(display, vec![]).await.unwrap(), "none");
+    click(browser, Locator::Id("show-train")).await;
+    assert_eq!(browser.execute(display, vec![]).await.unwrap(), "inline");
+
+    // A drag from 50% to 95% of the loss chart's width, as the pointer events come.
+    browser
+        .execute(
+            r#"var svg = document.querySelector('svg.chart[data-first-step]');
+               var box = svg.getBoundingClientRect();
+               function at(type, share) {
+                 svg.dispatchEvent(new PointerEvent(type, {bubbles: true, button: 0,
+                   clientX: box.left + box.width * share, clientY: box.top + box.height / 2}));
+               }
+               at('pointerdown', 0.5); at('pointermove', 0.7); at('pointerup', 0.95);"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let url = loop {
+        let url = browser.current_url().await.unwrap();
+        if url.query().is_some_and(|q| q.contains("from=")) {
+            break url;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no zoom: {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let bound = |name: &str| -> u64 {
+        let (_, value) = url.query_pairs().find(|(k, _)| k == name).unwrap();
+        value.parse().unwrap()
+    };
+    let (from, to) = (bound("from"), bound("to"));
+    assert!(from > 1 && from < to, "{url}");
+    browser
+        .wait()
+        .for_element(Locator::LinkText("All steps"))
+        .await
+        .unwrap();
+    let zoomed = train_points(browser).await;
+    assert_eq!(
+        zoomed as u64,
+        to - from + 1,
+        "a point per step from {from} to {to}"
+    );
+    assert!(zoomed < all);
+    check_page(browser, console, "local-run-zoomed").await;
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anneal_console::chart_controls::StepQuery;
 use anneal_console::job_pages::{JobFilter, jobs_page};
 use anneal_console::jobs::{JobDetails, job_manifest, job_row, job_summary};
 use anneal_console::pages;
@@ -55,6 +56,7 @@ pub async fn jobs_list(
 pub async fn job_page(
     State(state): State<Arc<ConsoleState>>,
     Path((namespace, name)): Path<(String, String)>,
+    Query(steps): Query<StepQuery>,
     headers: HeaderMap,
 ) -> Response {
     let (viewer, job) =
@@ -82,7 +84,8 @@ pub async fn job_page(
         manifest: job_manifest(&job),
         actions: job_actions::job_actions(&viewer, &job, permitted),
     };
-    html_page(StatusCode::OK, pages::run_page(&summary, Some(&details)))
+    let page = pages::run_page(&summary, Some(&details), &steps.window());
+    html_page(StatusCode::OK, page)
 }
 
 pub async fn job_sample_picture(

@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
+use anneal_console::chart_controls::StepQuery;
 use anneal_console::pages;
 use anneal_console::runs::{RunKey, list_runs, read_run};
 
@@ -75,6 +76,7 @@ async fn runs_list(State(state): State<Arc<ConsoleState>>) -> Response {
 async fn run_detail(
     State(state): State<Arc<ConsoleState>>,
     Path((namespace, job, run)): Path<(String, String, String)>,
+    Query(steps): Query<StepQuery>,
 ) -> Response {
     let Some(key) = RunKey::from_segments(&namespace, &job, &run) else {
         let page = pages::not_found("A run is named by its namespace, job and run id.");
@@ -83,7 +85,9 @@ async fn run_detail(
     let root = state.root.clone();
     let found = tokio::task::spawn_blocking(move || read_run(&root, &key)).await;
     match found {
-        Ok(Some(summary)) => Html(pages::run_page(&summary, None).into_string()).into_response(),
+        Ok(Some(summary)) => {
+            Html(pages::run_page(&summary, None, &steps.window()).into_string()).into_response()
+        }
         Ok(None) => {
             let page = pages::not_found(&format!("There is no run {namespace}/{job}/{run}."));
             (StatusCode::NOT_FOUND, Html(page.into_string())).into_response()

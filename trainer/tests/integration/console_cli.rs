@@ -116,6 +116,8 @@ fn the_console_shows_a_trained_runs_losses_answers_and_log() {
         assert!(!shown.contains("url("), "no style loads anything");
     }
 
+    charts_zoom_to_a_window_of_steps(&address, &trained);
+
     for path in [
         "/runs/team-a/cli/r2",
         "/runs/team-a/..%2F..%2F/r1",
@@ -125,6 +127,39 @@ fn the_console_shows_a_trained_runs_losses_answers_and_log() {
         assert_eq!(status, 404, "{path}");
     }
     drop(console);
+}
+
+/// `?from=&to=` draws only the steps between, in every chart; a bad bound is named.
+fn charts_zoom_to_a_window_of_steps(address: &str, trained: &[anneal_crds::events::TrainerEvent]) {
+    let losses_between = |from: u64, to: u64| {
+        trained
+            .iter()
+            .filter(|e| {
+                matches!(&e.body, EventBody::Metrics { step, metrics, .. }
+                if metrics.train_loss.is_some() && (from..=to).contains(step))
+            })
+            .count()
+    };
+    let (status, zoomed) = get(address, "/runs/team-a/cli/r1?from=3&to=6");
+    assert_eq!(status, 200);
+    assert_eq!(
+        zoomed.matches("class=\"train-point\"").count(),
+        losses_between(3, 6)
+    );
+    assert!(
+        losses_between(3, 6) < losses_between(0, u64::MAX),
+        "a real cut"
+    );
+    assert!(zoomed.contains("data-first-step=\"3\""), "{zoomed}");
+    assert!(zoomed.contains("<a href=\"/runs/team-a/cli/r1\">All steps</a>"));
+    let (status, _) = get(address, "/runs/team-a/cli/r1?from=&to=");
+    assert_eq!(status, 200, "blank fields are all steps");
+    let (status, refused) = get(address, "/runs/team-a/cli/r1?from=abc");
+    assert_eq!(status, 400);
+    assert!(
+        refused.contains("a step is a whole number, not \"abc\""),
+        "{refused}"
+    );
 }
 
 /// Starts `trainer console` on `runs`; its address.
