@@ -246,6 +246,10 @@ pub fn job_details(details: &JobDetails) -> Markup {
         @if let Some(why) = &details.history_unread {
             p.muted { "The loss history is the status's latest alone: " (why) }
         }
+        @if let Some(plan) = &details.memory_plan {
+            h2 { "Memory plan" }
+            pre.log #memory-plan { (plan) }
+        }
         h2 { "Conditions" }
         @if details.conditions.is_empty() {
             p.muted { "None yet." }

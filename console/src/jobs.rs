@@ -160,6 +160,8 @@ pub struct JobDetails {
     pub history_unread: Option<String>,
     /// The job as YAML: its spec, with the metadata a user wrote.
     pub manifest: String,
+    /// The memory plan of a GPU job, as text (`anneal_crds::memory_plan`'s table).
+    pub memory_plan: Option<String>,
     /// What the viewer may do with it (`None`: the console is read-only).
     pub actions: Option<JobActions>,
 }

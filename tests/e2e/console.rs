@@ -193,6 +193,39 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
     operator.stop().await;
 }
 
+/// A GPU job's page shows the memory plan Validating judged it by, from the built-in
+/// shape of its model's name when its folder has no config.json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gpu_jobs_page_shows_its_memory_plan() {
+    let world = World::start(&quickstart_lines(4)).await;
+    let operator = world.start_operator(None).await;
+    let gpu_job = job_yaml("big", 1, 2, "")
+        .replace("name: anneal-tiny,", "name: Qwen2.5-7B-Instruct,")
+        .replace("models/anneal-tiny", "models/qwen-7b")
+        .replace("resources: {gpus: 0}", "resources: {gpus: 1}");
+    world.apply(&gpu_job).await;
+    let (code, page) = get(format!("{}/jobs/{NAMESPACE}/big", operator.console_url)).await;
+    assert_eq!(code, 200);
+    let plan_at = page
+        .find("<pre class=\"log\" id=\"memory-plan\">")
+        .unwrap_or_else(|| panic!("{page}"));
+    let plan = &page[plan_at..];
+    assert!(
+        plan.contains(
+            "Qwen2.5-7B-Instruct (shape from the built-in shape of its name) on one GPU of 80 GiB"
+        ),
+        "{plan}"
+    );
+    for row in ["base weights", "trainable state", "activations"] {
+        assert!(plan.contains(row), "{row} in {plan}");
+    }
+    // A CPU job has none.
+    world.apply(&job_yaml("small", 1, 2, "")).await;
+    let (_, page) = get(format!("{}/jobs/{NAMESPACE}/small", operator.console_url)).await;
+    assert!(!page.contains("memory-plan"), "{page}");
+    operator.stop().await;
+}
+
 fn suspended(name: &str, namespace: &str) -> String {
     format!(
         "{}  suspend: true\n",

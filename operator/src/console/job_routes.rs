@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::viewer::FINETUNEJOBS;
 use super::{
-    ConsoleState, html_page, job_actions, job_sources, listed, unavailable, viewed, viewer_of,
+    ConsoleState, html_page, job_actions, job_plan, job_sources, listed, unavailable, viewed,
+    viewer_of,
 };
 
 #[derive(Deserialize, Default)]
@@ -64,10 +65,11 @@ pub async fn job_page(
             Ok(found) => found,
             Err(response) => return response,
         };
-    let (history, events, permitted) = tokio::join!(
+    let (history, events, permitted, memory_plan) = tokio::join!(
         job_sources::run_events(&state.client, &job, &state.config),
         job_sources::job_events(&state.client, &job),
         job_actions::permitted(&state, &viewer, &job),
+        job_plan::memory_plan_text(&state, &job),
     );
     let permitted = match permitted {
         Ok(permitted) => permitted,
@@ -82,6 +84,7 @@ pub async fn job_page(
         events: events.unwrap_or_default(),
         history_unread: history.err(),
         manifest: job_manifest(&job),
+        memory_plan,
         actions: job_actions::job_actions(&viewer, &job, permitted),
     };
     let page = pages::run_page(&summary, Some(&details), &steps.window());

@@ -18,6 +18,7 @@
 pub mod deployment_routes;
 pub mod evaluation_routes;
 pub mod job_actions;
+pub mod job_plan;
 pub mod job_routes;
 pub mod job_sources;
 pub mod live;
