@@ -14,7 +14,8 @@ use crate::limits::{GPUS_MAX, NAME_MAX, SOURCE_URI_PATTERN, URI_MAX};
 /// tokenizer.json, *.safetensors).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(
-    validation = Rule::new("has(self.source) || self.name.matches('^[A-Za-z0-9_][-_.A-Za-z0-9]*/[A-Za-z0-9_][-_.A-Za-z0-9]*$')").message("source is required unless name is a hub repository (ORG/NAME)").field_path(".source"),
+    validation = Rule::new("has(self.source) || has(self.fineTuneJob) || self.name.matches('^[A-Za-z0-9_][-_.A-Za-z0-9]*/[A-Za-z0-9_][-_.A-Za-z0-9]*$')").message("source is required unless name is a hub repository (ORG/NAME)").field_path(".source"),
+    validation = Rule::new("!(has(self.source) && has(self.fineTuneJob))").message("set source or fineTuneJob, not both").field_path(".fineTuneJob"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BaseModelSpec {
@@ -29,6 +30,13 @@ pub struct BaseModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = URI_MAX), pattern(SOURCE_URI_PATTERN))]
     pub source: Option<String>,
+    /// FineTuneJobs only: start from another FineTuneJob's checkpoint (`final`,
+    /// `best` or a name) in the same namespace instead of `source`, e.g. DPO on an SFT
+    /// result. A LoRA checkpoint's adapter is trained further (same rank, alpha and
+    /// targets); a fully trained checkpoint is the base. `name` must be the base
+    /// model that job trained. The job waits, Pending, until that job has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tune_job: Option<crate::modeldeployment::FineTuneJobRef>,
 }
 
 impl BaseModelSpec {

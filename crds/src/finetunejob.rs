@@ -454,6 +454,24 @@ pub struct FineTuneJobStatus {
     /// What `spec.publish` saved where.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishedStatus>,
+    /// The checkpoint `spec.baseModel.fineTuneJob` resolved to: the job's lineage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_from: Option<StartedFrom>,
+}
+
+/// Another job's checkpoint a job started from (`spec.baseModel.fineTuneJob`), as
+/// resolved when it started; also in every checkpoint's `trainer_state.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StartedFrom {
+    /// The FineTuneJob's name.
+    pub fine_tune_job: String,
+    /// Its checkpoint: `final` or `ckpt-N` (`best` resolved).
+    pub checkpoint: String,
+    /// The checkpoint's folder.
+    pub uri: String,
+    /// `lora`: its adapter was trained further; `full`: its weights were the base.
+    pub training: TrainingType,
 }
 
 /// How far training is.

@@ -69,7 +69,7 @@ pub struct ModelSource {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FineTuneJobRef {
-    /// Name of the FineTuneJob, in the deployment's namespace.
+    /// Name of the FineTuneJob, in the same namespace.
     #[schemars(length(min = 1, max = NAME_MAX))]
     pub name: String,
     /// `final`, `best` (lowest validation loss) or a checkpoint's name.

@@ -111,8 +111,52 @@ const SOURCE_SCHEMES: [&str; 7] = ["s3", "gs", "az", "pvc", "file", "hf", "model
 const STORAGE_SCHEMES: [&str; 5] = ["s3", "gs", "az", "pvc", "file"];
 const ADAPTER_SCHEMES: [&str; 7] = ["s3", "gs", "az", "pvc", "file", "hf", "modelscope"];
 
-/// A base model's name and where it is: a `source`, or a name that is a hub repository.
+/// A base model's name and where it is: a `source`, or a name that is a hub
+/// repository. Only a FineTuneJob may start from another job
+/// ([`check_job_base_model`]).
 pub(crate) fn check_base_model(e: &mut FieldErrors, path: &str, model: &BaseModelSpec) {
+    if model.fine_tune_job.is_some() {
+        e.push(
+            format!("{path}.fineTuneJob"),
+            "only a FineTuneJob's baseModel starts from another job (here, name the job's checkpoint with model.fineTuneJob)",
+        );
+    }
+    check_base_model_source(e, path, model);
+}
+
+/// A FineTuneJob's base model: as [`check_base_model`], or another FineTuneJob's
+/// checkpoint (`final`, `best` or `ckpt-N`) instead of a `source`.
+fn check_job_base_model(e: &mut FieldErrors, path: &str, model: &BaseModelSpec) {
+    let Some(job) = &model.fine_tune_job else {
+        return check_base_model_source(e, path, model);
+    };
+    e.length(&format!("{path}.name"), &model.name, NAME_MAX);
+    if model.source.is_some() {
+        e.push(
+            format!("{path}.fineTuneJob"),
+            "set source or fineTuneJob, not both",
+        );
+    }
+    // The name becomes a storage path segment (the runs of that job).
+    if !is_dns_label(&job.name) {
+        e.push(
+            format!("{path}.fineTuneJob.name"),
+            format!("{:?} {DNS_LABEL_RULE}", job.name),
+        );
+    }
+    let checkpoint = job.checkpoint.as_str();
+    let named = checkpoint
+        .strip_prefix("ckpt-")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if !(checkpoint == "final" || checkpoint == "best" || named) {
+        e.push(
+            format!("{path}.fineTuneJob.checkpoint"),
+            format!("must be final, best or a checkpoint's name (ckpt-N), got {checkpoint:?}"),
+        );
+    }
+}
+
+fn check_base_model_source(e: &mut FieldErrors, path: &str, model: &BaseModelSpec) {
     e.length(&format!("{path}.name"), &model.name, NAME_MAX);
     match &model.source {
         Some(source) => e.uri(&format!("{path}.source"), source, &SOURCE_SCHEMES),
@@ -326,6 +370,14 @@ pub fn validate_finetunejob(job: &FineTuneJob) -> Result<(), FieldErrors> {
             ),
         );
     }
+    if let (Some(name), Some(parent)) = (&job.metadata.name, &job.spec.base_model.fine_tune_job)
+        && *name == parent.name
+    {
+        errors.push(
+            "spec.baseModel.fineTuneJob.name",
+            "a job cannot start from its own checkpoint",
+        );
+    }
     if let Err(spec_errors) = job.spec.validate() {
         errors.0.extend(spec_errors.0);
     }
@@ -337,7 +389,7 @@ impl FineTuneJobSpec {
     pub fn validate(&self) -> Result<(), FieldErrors> {
         let mut e = FieldErrors::default();
 
-        check_base_model(&mut e, "spec.baseModel", &self.base_model);
+        check_job_base_model(&mut e, "spec.baseModel", &self.base_model);
 
         check_dataset(&mut e, self);
         let h = &self.hyperparameters;

@@ -222,6 +222,27 @@ fn job_cases() -> Vec<Case> {
             ],
         ),
         (
+            "a base model from a source and from another job",
+            json!({"spec": {"baseModel": {"fineTuneJob": {"name": "sft"}}}}),
+            &["spec.baseModel.fineTuneJob: set source or fineTuneJob, not both"],
+            &["spec.baseModel.fineTuneJob: set source or fineTuneJob, not both"],
+        ),
+        (
+            "starting from a checkpoint that is no checkpoint's name",
+            json!({"spec": {"baseModel": {"source": null, "fineTuneJob": {"name": "sft", "checkpoint": "latest"}}}}),
+            // The operator's Validating phase and its webhook apply it, as local mode does.
+            &[],
+            &[
+                r#"spec.baseModel.fineTuneJob.checkpoint: must be final, best or a checkpoint's name (ckpt-N), got "latest""#,
+            ],
+        ),
+        (
+            "starting from its own checkpoint",
+            json!({"spec": {"baseModel": {"source": null, "fineTuneJob": {"name": "support-bot"}}}}),
+            &[],
+            &["spec.baseModel.fineTuneJob.name: a job cannot start from its own checkpoint"],
+        ),
+        (
             "a hub source with a path in its revision",
             json!({"spec": {"baseModel": {"source": "hf://Qwen/Qwen2.5-7B-Instruct@refs/pr/1"}}}),
             &[
@@ -381,6 +402,14 @@ fn deployment_cases() -> Vec<Case> {
             json!({"spec": {"model": {"baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct", "source": "s3://models/qwen"}}}}),
             &["spec.model: set exactly one of model.fineTuneJob and model.baseModel"],
             &["spec.model: set exactly one of model.fineTuneJob and model.baseModel"],
+        ),
+        (
+            "a base model that starts from a job",
+            json!({"spec": {"model": {"fineTuneJob": null, "baseModel": {"name": "Qwen/Qwen2.5-7B-Instruct", "fineTuneJob": {"name": "sft"}}}}}),
+            &[],
+            &[
+                "spec.model.baseModel.fineTuneJob: only a FineTuneJob's baseModel starts from another job (here, name the job's checkpoint with model.fineTuneJob)",
+            ],
         ),
         (
             "no model at all",

@@ -97,7 +97,7 @@ fn main() {
         TrainingType::Lora => attach(model, &settings),
         TrainingType::Full => model,
     };
-    let reference = Reference::for_training(training, &model);
+    let reference = Reference::for_training(training, false, &model);
     let dpo = DpoConfig::new();
     let mut optimizer = adamw::<B, _>(0.0);
     let settings = StepSettings {

@@ -27,6 +27,7 @@ pub mod next_steps;
 pub mod plan_command;
 pub mod publish_command;
 pub mod serve_command;
+pub mod starting_point;
 pub mod train_command;
 pub mod train_evaluation;
 mod train_image;

@@ -46,6 +46,10 @@ use anneal_crds::trainer_failure::TrainerFailureReason;
 use anneal_model::backend::BackendError;
 use anneal_sources::local_paths::resolve_file_uri;
 use anneal_sources::{FolderSource, SourceError, fetch_file, make_local};
+
+use crate::starting_point::{
+    self, StartingPoint, StartingPointError, StartsFromArg, starts_from_arg,
+};
 use anneal_train::TrainError;
 use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
@@ -75,6 +79,11 @@ pub struct TrainArgs {
     /// Train this local model folder instead of spec.baseModel.source.
     #[arg(long)]
     pub base_model: Option<PathBuf>,
+    /// The checkpoint spec.baseModel.fineTuneJob resolved to, as JOB/CHECKPOINT=URI
+    /// (the operator sets it in a pod, with the base model in the manifest). Default:
+    /// found in that job's newest run under the runs folder.
+    #[arg(long, env = "ANNEAL_STARTS_FROM", value_parser = starts_from_arg)]
+    pub starts_from: Option<StartsFromArg>,
     /// Print every event as a JSON line instead of the progress bar.
     #[arg(long)]
     pub json: bool,
@@ -176,6 +185,8 @@ pub(crate) enum Failure {
     Train(#[from] TrainError),
     #[error(transparent)]
     CheckpointEvaluation(#[from] TrainEvaluationError),
+    #[error(transparent)]
+    StartingPoint(#[from] StartingPointError),
     #[error("{source}{}", local_hint(source))]
     Source {
         #[from]
@@ -277,6 +288,7 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     prepare("train", args.device.into(), &args.gpu_start)?;
     let (job, manifest_dir) = read_manifest(&args.manifest)?;
     let work = WorkDir::new(args.work_dir.clone())?;
+    let (job, starting_point) = resolve_starting_point(&args, &job, &manifest_dir, work.path())?;
     let (sinks, reporter) = event_sinks(&args, &job);
     let (outcome, base_model_dir) = if job.spec.task.is_image() {
         let inputs = prepare_image_run(&args, &job, &manifest_dir, work.path())?;
@@ -284,7 +296,7 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
         let run = ImageTrainJob { inputs, sinks };
         (run_training_on(args.device.into(), 1, run), base_model_dir)
     } else {
-        let inputs = prepare_run(&args, &job, &manifest_dir, work.path())?;
+        let inputs = prepare_run(&args, &job, &manifest_dir, work.path(), starting_point)?;
         let base_model_dir = inputs.base_model.dir.clone();
         // With CUDA, the GPUs the job asks for (a pod sees exactly those): a model too
         // large for one has its layers placed across them.
@@ -346,6 +358,7 @@ pub(crate) fn prepare_basics(
     job: &FineTuneJob,
     manifest_dir: &Path,
     work_dir: &Path,
+    starting_point: Option<StartingPoint>,
 ) -> Result<RunBasics, Failure> {
     let job_name = job.metadata.name.clone().unwrap_or_default();
     let namespace = job
@@ -374,6 +387,8 @@ pub(crate) fn prepare_basics(
                 None => job.spec.base_model.name.clone(),
             },
             dir: model_dir,
+            adapter: starting_point.as_ref().and_then(|p| p.adapter.clone()),
+            started_from: starting_point.map(|p| p.started_from),
         },
         location: RunLocation {
             output,
@@ -391,8 +406,9 @@ fn prepare_run(
     job: &FineTuneJob,
     manifest_dir: &Path,
     work_dir: &Path,
+    starting_point: Option<StartingPoint>,
 ) -> Result<RunInputs, Failure> {
-    let basics = prepare_basics(args, job, manifest_dir, work_dir)?;
+    let basics = prepare_basics(args, job, manifest_dir, work_dir, starting_point)?;
     let dataset = |uri: &Option<String>, what| {
         uri.as_deref()
             .map(|uri| fetch_file(uri, manifest_dir, work_dir, what))
@@ -632,6 +648,16 @@ fn runs_location(
     namespace: &str,
     job_name: &str,
 ) -> Result<Storage, Failure> {
+    Ok(namespace_runs(args, job, manifest_dir, namespace)?.child(job_name))
+}
+
+/// Where the runs of `namespace`'s jobs go: `{output}/{namespace}`.
+fn namespace_runs(
+    args: &TrainArgs,
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    namespace: &str,
+) -> Result<Storage, Failure> {
     let base = match (&args.output, job.spec.output.as_ref()) {
         (Some(uri), _) => absolute_uri(uri, &std::env::current_dir().unwrap_or_default()),
         (None, Some(output)) => absolute_uri(&output.uri, manifest_dir),
@@ -641,7 +667,44 @@ fn runs_location(
         }
     };
     let storage = Storage::open(&base).map_err(Failure::Output)?;
-    Ok(storage.child(&format!("{namespace}/{job_name}")))
+    Ok(storage.child(namespace))
+}
+
+/// `job` with the checkpoint it starts from (`spec.baseModel.fineTuneJob`, or the
+/// operator's `--starts-from`) made concrete ([`starting_point::resolve`]).
+fn resolve_starting_point(
+    args: &TrainArgs,
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    work_dir: &Path,
+) -> Result<(FineTuneJob, Option<StartingPoint>), Failure> {
+    if args.starts_from.is_none() && job.spec.base_model.fine_tune_job.is_none() {
+        return Ok((job.clone(), None));
+    }
+    let refuse = |message: &str| {
+        Failure::StartingPoint(StartingPointError::Field {
+            field: "spec.baseModel.fineTuneJob".to_owned(),
+            message: message.to_owned(),
+        })
+    };
+    if job.spec.task.is_image() {
+        return Err(refuse(
+            "an image job starts from a pipeline folder; starting from another job's checkpoint is for chat jobs",
+        ));
+    }
+    if args.base_model.is_some() {
+        return Err(refuse(
+            "--base-model replaces the base model, which this job takes from the job it starts from: leave one out",
+        ));
+    }
+    let namespace = (job.metadata.namespace.clone()).unwrap_or_else(|| "default".to_owned());
+    let runs = namespace_runs(args, job, manifest_dir, &namespace)?;
+    Ok(starting_point::resolve(
+        job,
+        args.starts_from.as_ref(),
+        &runs,
+        work_dir,
+    )?)
 }
 
 /// `file://relative` made absolute against `dir`; bare paths taken as files too.

@@ -28,7 +28,7 @@ pub(crate) fn prepare_image_run(
     manifest_dir: &Path,
     work_dir: &Path,
 ) -> Result<ImageRunInputs, Failure> {
-    let basics = prepare_basics(args, job, manifest_dir, work_dir)?;
+    let basics = prepare_basics(args, job, manifest_dir, work_dir, None)?;
     const WHAT: &str = "spec.dataset.images";
     // Validation refused an image job without dataset.images.
     let uri = job.spec.dataset.images.clone().unwrap_or_default();

@@ -425,7 +425,7 @@ fn recorded_base_model(
 
 /// The run's best checkpoint (`anneal_crds::best_checkpoint`), from the state its last
 /// complete checkpoint or `final/` recorded.
-fn best_checkpoint(run: &Storage) -> Result<Option<String>, StorageError> {
+pub(crate) fn best_checkpoint(run: &Storage) -> Result<Option<String>, StorageError> {
     let text = match run.get(&format!("{FINAL}/{STATE_FILE}"))? {
         Some(text) => text,
         None => return Ok(None),

@@ -111,6 +111,8 @@ fn train(
         base_model: BaseModel {
             name: "anneal-tiny".into(),
             dir: tiny_model(),
+            adapter: None,
+            started_from: None,
         },
         settings: TrainingSettings::of_job(&job),
         data: RunData {

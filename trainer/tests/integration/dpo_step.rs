@@ -155,7 +155,7 @@ fn full_training_keeps_the_initial_model_as_reference() {
     let _generator = crate::support::generator_turn();
     let device = Default::default();
     let (_, model) = load_model::<B>(&model_dir(), &device, DType::F32).unwrap();
-    let reference = Reference::for_training(TrainingType::Full, &model);
+    let reference = Reference::for_training(TrainingType::Full, false, &model);
     let pairs = pairs(2);
     let batch = PairBatch::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>::new(
         &pairs.iter().collect::<Vec<_>>(),

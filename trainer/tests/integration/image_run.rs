@@ -77,6 +77,8 @@ fn inputs(
         base_model: BaseModel {
             name: job.spec.base_model.name.clone(),
             dir: model,
+            adapter: None,
+            started_from: None,
         },
         settings,
         images,

@@ -6,6 +6,7 @@
 mod support;
 
 mod accumulation;
+mod chain_cli;
 mod chat_reference;
 mod checkpoint_evaluation;
 mod console_cli;

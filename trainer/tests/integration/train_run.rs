@@ -137,6 +137,8 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
         base_model: BaseModel {
             name: job.spec.base_model.name.clone(),
             dir: tiny_model(),
+            adapter: None,
+            started_from: None,
         },
         settings: TrainingSettings::of_job(job),
         data: RunData {

@@ -158,18 +158,24 @@ pub fn restore_training<B: AutodiffBackend>(
             load_optimizer_state(&mut model, weight_decay, &point.dir.join(OPTIMIZER_FILE))?;
         return Ok((model, optimizer));
     }
-    let mut model = load_adapter(base, &point.dir)?;
-    for (_, _, projection) in projections_mut(&mut model) {
-        if let Some(lora) = &mut projection.lora {
-            // The loader builds inference adapters, without dropout.
-            lora.dropout = Dropout {
-                prob: settings.dropout,
-            };
-        }
-    }
+    let mut model = with_dropout(load_adapter(base, &point.dir)?, settings.dropout);
     let optimizer =
         load_optimizer_state(&mut model, weight_decay, &point.dir.join(OPTIMIZER_FILE))?;
     Ok((model, optimizer))
+}
+
+/// `model`'s adapters with LoRA dropout `prob`: the loader builds inference adapters,
+/// without dropout, and training wants the job's.
+pub fn with_dropout<B: burn::tensor::backend::Backend>(
+    mut model: CausalLm<B>,
+    prob: f64,
+) -> CausalLm<B> {
+    for (_, _, projection) in projections_mut(&mut model) {
+        if let Some(lora) = &mut projection.lora {
+            lora.dropout = Dropout { prob };
+        }
+    }
+    model
 }
 
 /// Removes the oldest checkpoints beyond `keep`, sparing `spare` (the best one)

@@ -62,6 +62,9 @@ pub enum TrainError {
     DeadlineExceeded(String),
     #[error("adapter: {0}")]
     Adapter(#[from] anneal_model::lora::peft::AdapterError),
+    /// A job that cannot start from the checkpoint it names, and why, by field.
+    #[error("{0}")]
+    StartingPoint(String),
     #[error("optimizer state: {0}")]
     OptimizerState(#[from] optimizer_state::OptimizerStateError),
     #[error("{}: {source}", path.display())]

@@ -194,14 +194,20 @@ pub struct Dpo<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> Dpo<B> {
-    /// The objective for a run whose untrained model is `base` (before any resume).
-    pub fn new(h: &ResolvedHyperparameters, training: TrainingType, base: &CausalLm<B>) -> Self {
+    /// The objective for a run whose untrained model is `base` (before any resume);
+    /// `continued`: `base` carries another job's adapter, which the run trains further.
+    pub fn new(
+        h: &ResolvedHyperparameters,
+        training: TrainingType,
+        continued: bool,
+        base: &CausalLm<B>,
+    ) -> Self {
         Self {
             config: DpoConfig::new()
                 .with_beta(h.dpo_beta)
                 .with_label_smoothing(h.dpo_label_smoothing)
                 .with_sft_weight(h.dpo_sft_weight),
-            reference: Reference::for_training(training, base),
+            reference: Reference::for_training(training, continued, base),
             activations: LayerActivations::from_checkpointing(h.gradient_checkpointing),
         }
     }

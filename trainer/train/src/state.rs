@@ -44,6 +44,9 @@ pub struct TrainerState {
     /// recorded have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datasets: Option<DatasetNames>,
+    /// The checkpoint of another job this run started from: its lineage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_from: Option<anneal_crds::finetunejob::StartedFrom>,
 }
 
 /// The file names of a run's datasets (the last part of their URIs or paths).

@@ -1,8 +1,10 @@
-//! The reference model of DPO: the base model the job started from. LoRA needs no
-//! copy of it: the trained model with its adapters switched off is the base, and a
+//! The reference model of DPO: the model the job started from. LoRA needs no copy
+//! of it: the trained model with its adapters switched off is the base, and a
 //! module clone shares the base tensors (burn tensors are reference counted). Full
-//! training keeps the initial weights aside; an optimizer step makes new tensors
-//! for what it updates, so the kept clone stays the initial model.
+//! training, and LoRA training another job's adapter further (DPO after SFT: the
+//! reference is the SFT model), keep the initial model aside; an optimizer step makes
+//! new tensors for what it updates, so the kept clone stays the initial model, and
+//! with LoRA it shares the frozen base and holds only the adapter's own copy.
 
 use anneal_crds::finetunejob::TrainingType;
 use burn::module::AutodiffModule;
@@ -15,16 +17,18 @@ use anneal_model::lora::projections_mut;
 pub enum Reference<B: AutodiffBackend> {
     /// LoRA: the trained model without its adapters.
     AdapterOff,
-    /// Full training: the weights before the first step, without gradients.
+    /// Full training, or a continued adapter: the model before the first step,
+    /// without gradients.
     Frozen(Box<CausalLm<B::InnerBackend>>),
 }
 
 impl<B: AutodiffBackend> Reference<B> {
-    /// The reference for a run whose initial (untrained) model is `base`.
-    pub fn for_training(training: TrainingType, base: &CausalLm<B>) -> Self {
-        match training {
-            TrainingType::Lora => Reference::AdapterOff,
-            TrainingType::Full => Reference::Frozen(Box::new(base.valid())),
+    /// The reference for a run whose initial (untrained) model is `base`;
+    /// `continued`: `base` carries the adapter the run trains further.
+    pub fn for_training(training: TrainingType, continued: bool, base: &CausalLm<B>) -> Self {
+        match (training, continued) {
+            (TrainingType::Lora, false) => Reference::AdapterOff,
+            _ => Reference::Frozen(Box::new(base.valid())),
         }
     }
 

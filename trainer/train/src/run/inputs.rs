@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use anneal_crds::ResolvedHyperparameters;
-use anneal_crds::finetunejob::{CheckpointsSpec, FineTuneJob, TrainingMethod, TrainingType};
+use anneal_crds::finetunejob::{
+    CheckpointsSpec, FineTuneJob, StartedFrom, TrainingMethod, TrainingType,
+};
 
 use anneal_crds::storage::Storage;
 
@@ -62,6 +64,12 @@ pub struct BaseModel {
     pub name: String,
     /// Its local folder: config, weights and tokenizer.
     pub dir: PathBuf,
+    /// Another job's LoRA adapter (a local folder) the run trains further instead of
+    /// a fresh one (`spec.baseModel.fineTuneJob`); DPO's reference is then the model
+    /// with it, where the run starts.
+    pub adapter: Option<PathBuf>,
+    /// The checkpoint the run started from, recorded in every checkpoint's state.
+    pub started_from: Option<StartedFrom>,
 }
 
 /// What the job asks of training.

@@ -7,6 +7,7 @@
 //! adapter, loss chart and result at the end ([`finish`]).
 
 pub(crate) mod checkpoint;
+mod continued;
 pub(crate) mod divergence;
 mod early_stop;
 mod finish;
@@ -86,6 +87,20 @@ pub fn run_training<B: AutodiffBackend>(
         _ => LayerStorage::Computed,
     };
     let (config, base) = load_model_placed::<B>(&inputs.base_model.dir, devices, dtype, storage)?;
+    let continued = inputs.base_model.adapter.is_some();
+    let base = match &inputs.base_model.adapter {
+        Some(dir) => continued::continue_adapter(
+            base,
+            dir,
+            &(inputs.base_model.started_from.as_ref())
+                .map_or("the checkpoint it starts from".to_owned(), |from| {
+                    format!("FineTuneJob {}'s {}", from.fine_tune_job, from.checkpoint)
+                }),
+            inputs.settings.training,
+            &LoraSettings::from(&inputs.settings.hyperparameters),
+        )?,
+        None => base,
+    };
     let tokenizer = ModelTokenizer::from_model_dir(&inputs.base_model.dir, &config.architecture)?;
     tokenizer.check_vocabulary(config.vocab_size)?;
     let settings = &inputs.settings;
@@ -95,8 +110,14 @@ pub fn run_training<B: AutodiffBackend>(
             run_objective(sft, &inputs, &micro_batch, base, &tokenizer, sinks, devices)
         }
         TrainingMethod::Dpo => {
-            // The reference is the untrained model: taken before a resume replaces it.
-            let dpo = Dpo::new(&settings.hyperparameters, settings.training, &base);
+            // The reference is the model the run starts from (with another job's
+            // adapter, when it continues one): taken before a resume replaces it.
+            let dpo = Dpo::new(
+                &settings.hyperparameters,
+                settings.training,
+                continued,
+                &base,
+            );
             run_objective(dpo, &inputs, &micro_batch, base, &tokenizer, sinks, devices)
         }
     }

@@ -3,7 +3,7 @@
 //! model, optimizer moments, state and events; then the events that open it.
 
 use anneal_crds::events::{EventBody, LogLevel};
-use anneal_crds::finetunejob::{JobPhase, Metrics, TrainingType};
+use anneal_crds::finetunejob::{JobPhase, Metrics, StartedFrom, TrainingType};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::{Run, RunIdentity, RunInputs, RunLocation, TrainingSettings};
@@ -16,6 +16,8 @@ use crate::state::{DataOrder, DatasetNames, RngState, STATE_FORMAT, TrainerState
 use crate::{ResumeError, TrainError};
 use anneal_model::llm::CausalLm;
 use anneal_model::lora::{LoraSettings, attach};
+
+use crate::checkpoint::with_dropout;
 
 /// The model being trained, its optimizer, and where the run stands.
 pub(super) struct Training<B: AutodiffBackend> {
@@ -51,6 +53,10 @@ impl Start {
         let h = &settings.hyperparameters;
         let Start::Resume(point) = self else {
             let model = match settings.training {
+                // Another job's adapter, loaded onto the base: trained further.
+                TrainingType::Lora if inputs.base_model.adapter.is_some() => {
+                    with_dropout(base, lora.dropout)
+                }
                 TrainingType::Lora => attach(base, lora),
                 // Every weight keeps its gradient: loaded parameters require one.
                 TrainingType::Full => base,
@@ -143,13 +149,15 @@ fn first_state(inputs: &RunInputs, order: &DataOrder) -> TrainerState {
             .as_ref()
             .map(|(name, _)| name.as_str()),
     );
-    state_at_start(
+    let mut state = state_at_start(
         &inputs.job,
         &inputs.base_model.name,
         &inputs.settings,
         order,
         datasets,
-    )
+    );
+    state.started_from = inputs.base_model.started_from.clone();
+    state
 }
 
 /// The state of a run (chat or image) before its first step.
@@ -179,6 +187,7 @@ pub(crate) fn state_at_start(
         checkpoints: Vec::new(),
         best_checkpoint: None,
         datasets: Some(datasets),
+        started_from: None,
     }
 }
 
@@ -193,11 +202,12 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
                 point.name, point.state.step
             ),
             Start::Fresh => format!(
-                "training on {} samples ({} held out for validation), {} steps of {} samples",
+                "training on {} samples ({} held out for validation), {} steps of {} samples{}",
                 self.data.train.len(),
                 self.data.validation.len(),
                 total_steps,
-                self.settings.hyperparameters.batch_size
+                self.settings.hyperparameters.batch_size,
+                started_from_note(self.base_model.started_from.as_ref()),
             ),
         };
         self.events.emit(EventBody::Phase {
@@ -270,4 +280,19 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             });
         }
     }
+}
+
+/// `, from FineTuneJob sft's ckpt-81 (its adapter trained further)`, or nothing.
+fn started_from_note(started_from: Option<&StartedFrom>) -> String {
+    let Some(from) = started_from else {
+        return String::new();
+    };
+    let how = match from.training {
+        TrainingType::Lora => "its adapter trained further",
+        TrainingType::Full => "its weights as the base",
+    };
+    format!(
+        ", from FineTuneJob {}'s {} ({how})",
+        from.fine_tune_job, from.checkpoint
+    )
 }
