@@ -52,7 +52,7 @@ pub enum StartingPointError {
     Storage {
         field: String,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
 }
 
@@ -68,7 +68,7 @@ fn field_error(field: &str, message: String) -> StartingPointError {
 fn storage_error(source: StorageError) -> StartingPointError {
     StartingPointError::Storage {
         field: FIELD.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 

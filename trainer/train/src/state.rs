@@ -274,6 +274,7 @@ mod tests {
             checkpoints: Vec::new(),
             best_checkpoint: None,
             datasets: None,
+            started_from: None,
         };
         assert_eq!(state.incompatibility(TrainingMethod::Sft, &h, &data), None);
         // Another device's micro-batch splits the same steps: the run continues.
