@@ -472,6 +472,22 @@ pub struct StartedFrom {
     pub uri: String,
     /// `lora`: its adapter was trained further; `full`: its weights were the base.
     pub training: TrainingType,
+    /// The base model this job trains on, as resolved through the jobs it starts
+    /// from (the operator's record; a trainer's state leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<BaseModelSpec>,
+}
+
+impl FineTuneJob {
+    /// The base model the job trains (and its checkpoints are served) on: its
+    /// `spec.baseModel`, or for a job that starts from another job's checkpoint, the
+    /// base model that resolved to (`status.startedFrom.baseModel`) once known.
+    pub fn trained_base_model(&self) -> BaseModelSpec {
+        (self.status.as_ref())
+            .and_then(|s| s.started_from.as_ref())
+            .and_then(|from| from.base_model.clone())
+            .unwrap_or_else(|| self.spec.base_model.clone())
+    }
 }
 
 /// How far training is.

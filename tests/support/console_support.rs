@@ -48,10 +48,16 @@ pub async fn train_story(
 /// Deploys the final checkpoint of `story` as `chat` (the kubelet runs its pod when
 /// told to run deployments) and returns its model id once it is ready.
 pub async fn deploy_story(world: &World) -> String {
+    deploy_final(world, "story", "chat").await
+}
+
+/// Deploys the final checkpoint of the job `job` as `name` and returns its model id
+/// once it is ready.
+pub async fn deploy_final(world: &World, job: &str, name: &str) -> String {
     let manifest = format!(
         "apiVersion: anneal.dev/v1alpha1\nkind: ModelDeployment\n\
-         metadata: {{name: chat, namespace: {NAMESPACE}}}\n\
-         spec:\n  model:\n    fineTuneJob: {{name: story, checkpoint: final}}\n  \
+         metadata: {{name: {name}, namespace: {NAMESPACE}}}\n\
+         spec:\n  model:\n    fineTuneJob: {{name: {job}, checkpoint: final}}\n  \
          replicas: 1\n  runtime: builtin\n  resources: {{gpus: 0}}\n"
     );
     let deployments: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
@@ -63,7 +69,7 @@ pub async fn deploy_story(world: &World) -> String {
     let started = Instant::now();
     loop {
         let status = deployments
-            .get("chat")
+            .get(name)
             .await
             .unwrap()
             .status

@@ -140,6 +140,7 @@ pub fn resolve(
         } else {
             TrainingType::Full
         },
+        base_model: None,
     };
     Ok((
         resolved,

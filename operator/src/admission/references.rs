@@ -83,6 +83,14 @@ pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
             &config_map.name,
         ));
     }
+    if let Some(parent) = &spec.base_model.fine_tune_job {
+        found.push(Reference::new(
+            "spec.baseModel.fineTuneJob.name",
+            "anneal.dev",
+            "finetunejobs",
+            &parent.name,
+        ));
+    }
     let uris = [
         ("spec.baseModel.source", spec.base_model.source.as_ref()),
         ("spec.dataset.train", spec.dataset.train.as_ref()),

@@ -11,6 +11,7 @@ use anneal_crds::memory_plan::{DeviceMemory, plan_for_job};
 use super::ConsoleState;
 use crate::finetunejob::memory_verdict::ShapeFound;
 use crate::finetunejob::model_shape_check::find_model_shape;
+use crate::finetunejob::starting_job::as_trained;
 
 /// The longest the page waits for the model's shape.
 const SHAPE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -18,6 +19,14 @@ const SHAPE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The plan's table with a line saying what it is of; `None` for a CPU job or a
 /// model whose shape could not be read in time.
 pub async fn memory_plan_text(state: &ConsoleState, job: &FineTuneJob) -> Option<String> {
+    // A job that starts from another job's checkpoint: on the base model it resolved to.
+    let trained = (job.status.as_ref())
+        .and_then(|s| s.started_from.as_ref())
+        .map(|from| as_trained(job, from));
+    let job = trained.as_ref().unwrap_or(job);
+    if job.spec.base_model.fine_tune_job.is_some() {
+        return None;
+    }
     let gpus = job.spec.resources.gpus;
     if gpus == 0 {
         return None;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anneal_crds::finetunejob::{FineTuneJobStatus, JobPhase};
 use anneal_crds::memory_plan::{ByteSize, DeviceMemory, plan_for_job};
+
+use crate::finetunejob::starting_job::{StartResolution, as_trained, resolve_start};
 use anneal_crds::{FineTuneJob, jiff};
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -150,6 +152,18 @@ async fn apply(job: &FineTuneJob, context: &Context) -> Result<Action> {
     if matches!(status.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
         return keep_finished(job, &status, &now, context).await;
     }
+
+    // A job that starts from another job's checkpoint waits for it, then trains as
+    // the resolution says (recorded in status.startedFrom).
+    let trained;
+    let job = match start_from_job(job, &status, &mut next, &now, context).await? {
+        Ok(Some(resolved)) => {
+            trained = resolved;
+            &trained
+        }
+        Ok(None) => job,
+        Err(action) => return Ok(action),
+    };
 
     // Validating: the spec, then the datasets, then the memory plan, once (the training
     // fields are immutable).
@@ -420,6 +434,51 @@ async fn record_trainer(
         JobPhase::Succeeded | JobPhase::Failed => Action::await_change(),
         _ => Action::requeue(requeue),
     })
+}
+
+/// How soon a job waiting for the job it starts from looks again.
+const STARTING_JOB_RETRY: Duration = Duration::from_secs(15);
+
+/// For a job that starts from another job's checkpoint (`spec.baseModel.fineTuneJob`):
+/// `Ok(Some(job))`, the job as it trains (its base model resolved); `Err(action)`
+/// while it waits for that job, or when it failed (status written). `Ok(None)` for
+/// any other job.
+async fn start_from_job(
+    job: &FineTuneJob,
+    status: &FineTuneJobStatus,
+    next: &mut FineTuneJobStatus,
+    now: &Time,
+    context: &Context,
+) -> Result<std::result::Result<Option<FineTuneJob>, Action>> {
+    if job.spec.base_model.fine_tune_job.is_none() {
+        return Ok(Ok(None));
+    }
+    if let Some(from) = &status.started_from {
+        return Ok(Ok(Some(as_trained(job, from))));
+    }
+    match resolve_start(&context.client, job).await? {
+        StartResolution::Waiting(message) => {
+            next.phase = Some(JobPhase::Pending);
+            next.message = Some(message);
+            write_status(job, status, next, context).await?;
+            Ok(Err(Action::requeue(STARTING_JOB_RETRY)))
+        }
+        StartResolution::Refused(message) => {
+            end_failed(
+                next,
+                VerdictReason::InvalidSpec.as_str(),
+                &message,
+                job.metadata.generation,
+                now,
+            );
+            write_status(job, status, next, context).await?;
+            Ok(Err(Action::await_change()))
+        }
+        StartResolution::Resolved(from) => {
+            next.started_from = Some(from.clone());
+            Ok(Ok(Some(as_trained(job, &from))))
+        }
+    }
 }
 
 /// How soon a job waiting for a hub that did not answer asks again.
@@ -933,6 +992,7 @@ async fn write_status_at(
             s.start_time.clone(),
             s.completion_time.clone(),
             s.published.clone(),
+            s.started_from.clone(),
         )
     };
     if owned(before) == owned(next) {
@@ -949,6 +1009,8 @@ async fn write_status_at(
         "completionTime": next.completion_time,
         // Left out while empty: a job without `spec.publish` keeps its status as it was.
         "published": (!next.published.is_empty()).then_some(&next.published),
+        // Once resolved, a chained job's lineage is kept for good.
+        "startedFrom": next.started_from,
     });
     apply_status_at(&api, &job.name_any(), owned_fields, resource_version).await?;
     if before.phase != next.phase

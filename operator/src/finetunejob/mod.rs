@@ -11,6 +11,7 @@ pub mod memory_verdict;
 pub mod model_shape_check;
 pub mod publish_job;
 pub mod publishing;
+pub mod starting_job;
 pub mod storage_access;
 pub mod trainer_deadline;
 pub mod trainer_job;

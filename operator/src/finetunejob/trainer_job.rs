@@ -179,12 +179,12 @@ pub fn check_trainer_image(job: &FineTuneJob, config: &OperatorConfig) -> Result
     Ok(check_image(job.spec.resources.image.as_deref(), config)?)
 }
 
-/// Where the base model is: its source, else the hub form of its name.
+/// Where the base model the job trains on is: its source, else the hub form of its
+/// name (through the jobs it starts from, once resolved).
 pub fn base_model_source(job: &FineTuneJob) -> Result<String, PlanError> {
-    job.spec
-        .base_model
-        .source_uri()
-        .ok_or_else(|| PlanError::NoModelSource(job.spec.base_model.name.clone()))
+    let base = job.trained_base_model();
+    base.source_uri()
+        .ok_or_else(|| PlanError::NoModelSource(base.name.clone()))
 }
 
 /// Whether the base model comes from a model hub (and so through the model cache).
@@ -394,6 +394,12 @@ fn trainer_pod_env(
         env.push(pod_env("ANNEAL_GPU_MEMORY", &exact_size(config.gpu_memory)));
     }
     env.extend(file_variables);
+    if let Some(from) = job.status.as_ref().and_then(|s| s.started_from.as_ref()) {
+        // The checkpoint spec.baseModel.fineTuneJob resolved to; the manifest already
+        // names the base model it trained.
+        let value = format!("{}/{}={}", from.fine_tune_job, from.checkpoint, from.uri);
+        env.push(pod_env("ANNEAL_STARTS_FROM", &value));
+    }
     if let Some(bytes) = cpu_memory {
         // The CPU backend would otherwise plan for the node's MemAvailable, which a
         // container's memory limit does not change.

@@ -224,7 +224,7 @@ fn chosen_checkpoint(
     status: &FineTuneJobStatus,
     checkpoint: &str,
 ) -> Result<ChosenCheckpoint, Box<Resolution>> {
-    let base_model = &job.spec.base_model;
+    let base_model = &job.trained_base_model();
     let id_of = |name: &str| fine_tuned_model_id(&base_model.name, job_name, name);
     let (model_id, uri, field, label) = match checkpoint {
         "final" => match (&status.result, status.checkpoints.last()) {
@@ -313,7 +313,7 @@ fn served_checkpoint(
         field,
         label,
     } = chosen;
-    let base_model = &job.spec.base_model;
+    let base_model = &job.trained_base_model();
     // The status is written from the trainer's events, which are checked the same way;
     // this guards against a status edited by hand or by an older operator.
     let inside_run = run_uri(job, config)
