@@ -11,9 +11,9 @@ use crate::dataset::ChatMessage;
 use crate::hyperparameters::{HyperparametersSpec, ResolvedHyperparameters};
 use crate::limits::{
     ACTIVE_DEADLINE_SECONDS, CHECKPOINTS_KEEP_MAX, EARLY_STOPPING_MIN_DELTA_MAX,
-    EARLY_STOPPING_PATIENCE, NAME_MAX, PROMPT_CONTENT_MAX, PROMPT_MESSAGES_MAX, PUBLISH_MAX,
-    PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX, SAMPLE_PROMPTS_MAX, SAMPLE_STEPS, SOURCE_URI_PATTERN,
-    STORAGE_URI_PATTERN, URI_MAX, VALIDATION_SPLIT_MAX,
+    EARLY_STOPPING_PATIENCE, NAME_MAX, NOTIFY_MAX, PROMPT_CONTENT_MAX, PROMPT_MESSAGES_MAX,
+    PUBLISH_MAX, PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX, SAMPLE_PROMPTS_MAX, SAMPLE_STEPS,
+    SOURCE_URI_PATTERN, STORAGE_URI_PATTERN, URI_MAX, VALIDATION_SPLIT_MAX,
 };
 use crate::modelevaluation::{
     EvaluationDataset, GenerationSpec, METRICS_MAX, MetricScore, MetricSpec,
@@ -162,6 +162,67 @@ pub struct FineTuneJobSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = PUBLISH_MAX))]
     pub publish: Vec<PublishSpec>,
+    /// Where to tell of the job's progress: CloudEvents posted to each URL when it
+    /// starts, saves a checkpoint, succeeds, fails or is cancelled (deleted before it
+    /// ended). Retried with backoff; never holds the job up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = NOTIFY_MAX))]
+    pub notify: Vec<NotifySpec>,
+}
+
+/// A receiver of the job's CloudEvents (JSON, structured mode).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySpec {
+    /// `https://` or `http://` URL; its host must be one the install allows (Helm
+    /// value `notifications.allowedHosts`, the operator's `--notify-allowed-hosts`).
+    #[schemars(length(min = 1, max = URI_MAX))]
+    pub url: String,
+    /// A key of a Secret in the job's namespace whose value signs each body: header
+    /// `X-Anneal-Signature: sha256=HEX`, the HMAC-SHA256 of the body with that value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<SecretKeyRef>,
+    /// Which events to post (default: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<NotifyEvent>,
+}
+
+/// One key of a Secret in the object's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub name: String,
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub key: String,
+}
+
+/// What a notification tells of; its CloudEvent type is `dev.anneal.finetunejob.{event}`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyEvent {
+    /// The trainer runs (each time it starts running, resumes included).
+    Started,
+    /// A checkpoint was saved.
+    Checkpoint,
+    Succeeded,
+    Failed,
+    /// The job was deleted before it ended.
+    Cancelled,
+}
+
+impl NotifyEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifyEvent::Started => "started",
+            NotifyEvent::Checkpoint => "checkpoint",
+            NotifyEvent::Succeeded => "succeeded",
+            NotifyEvent::Failed => "failed",
+            NotifyEvent::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// A checkpoint saved to a model repository.

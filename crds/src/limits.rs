@@ -60,6 +60,8 @@ pub const PUBLISH_URI_PATTERN: &str =
     r"^((hf|modelscope)://[^/@]+/[^/@]+(@[^/@]+)?|s3://[^/]+(/.*)?)$";
 /// Entries of `spec.publish`.
 pub const PUBLISH_MAX: usize = 4;
+/// Receivers of a job's notifications (`spec.notify`).
+pub const NOTIFY_MAX: usize = 4;
 /// `activeDeadlineSeconds`: a minute (a checkpoint must fit after it) to a year.
 pub const ACTIVE_DEADLINE_SECONDS: (u64, u64) = (60, 365 * 24 * 3600);
 /// `checkpoints.earlyStopping.patience`: evaluations without a new best.

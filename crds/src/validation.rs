@@ -229,6 +229,32 @@ fn check_dataset(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
     );
 }
 
+/// `spec.notify`: each receiver's URL and signing Secret.
+fn check_notify(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
+    if spec.notify.len() > crate::limits::NOTIFY_MAX {
+        e.push(
+            "spec.notify",
+            format!(
+                "at most {} receivers, got {}",
+                crate::limits::NOTIFY_MAX,
+                spec.notify.len()
+            ),
+        );
+    }
+    for (i, receiver) in spec.notify.iter().enumerate() {
+        let path = format!("spec.notify[{i}]");
+        e.uri(&format!("{path}.url"), &receiver.url, &["https", "http"]);
+        if let Some(secret) = &receiver.signing_secret
+            && !is_dns_label(&secret.name)
+        {
+            e.push(
+                format!("{path}.signingSecret.name"),
+                format!("{:?} {DNS_LABEL_RULE}", secret.name),
+            );
+        }
+    }
+}
+
 /// `spec.publish`: where each checkpoint may go, and whether it can be merged.
 fn check_publish(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
     if spec.publish.len() > PUBLISH_MAX {
@@ -474,6 +500,7 @@ impl FineTuneJobSpec {
         check_checkpoints(&mut e, self);
         task_fields::check_task_fields(&mut e, self);
         check_publish(&mut e, self);
+        check_notify(&mut e, self);
 
         if let Some(output) = &self.output {
             e.uri("spec.output.uri", &output.uri, &STORAGE_SCHEMES);

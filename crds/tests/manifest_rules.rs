@@ -237,6 +237,15 @@ fn job_cases() -> Vec<Case> {
             ],
         ),
         (
+            "a notification receiver that is no web address",
+            json!({"spec": {"notify": [{"url": "ftp://hooks.example/x"}]}}),
+            // The operator also posts only to hosts the install allows.
+            &[],
+            &[
+                r#"spec.notify[0].url: must start with one of https://, http://, got "ftp://hooks.example/x""#,
+            ],
+        ),
+        (
             "starting from its own checkpoint",
             json!({"spec": {"baseModel": {"source": null, "fineTuneJob": {"name": "support-bot"}}}}),
             &[],

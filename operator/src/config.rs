@@ -50,6 +50,11 @@ pub struct OperatorConfig {
     /// endpoint set) is always allowed.
     #[arg(long, env = "ANNEAL_ALLOWED_STORAGE_ENDPOINTS", value_delimiter = ',')]
     pub allowed_storage_endpoints: Vec<String>,
+    /// Hosts (`host` or `host:port`, comma-separated) a FineTuneJob's `spec.notify`
+    /// URLs may name: the operator posts there from inside the cluster, so no tenant
+    /// may point it at another service. Empty: no notifications are sent.
+    #[arg(long, env = "ANNEAL_NOTIFY_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub notify_allowed_hosts: Vec<String>,
     /// Let the operator read with its own cloud identity (its node's instance profile,
     /// its ServiceAccount's role) for jobs whose storage settings have no static keys.
     /// Off: it reads those unsigned (public buckets only), so no job borrows the

@@ -17,6 +17,7 @@ pub mod leader_election;
 pub mod metrics;
 pub mod modeldeployment;
 pub mod modelevaluation;
+pub mod notify;
 pub mod operator_run;
 pub mod report;
 pub mod shared;

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub report_events_refused: IntCounterVec,
     /// `anneal_status_patches_total{result}`: coalesced status patches written (`ok`, `error`).
     pub status_patches: IntCounterVec,
+    /// `anneal_notifications_total{outcome}`: `spec.notify` deliveries (`delivered`,
+    /// `failed` after every retry, `refused` by the host allow-list or a missing
+    /// signing key, `dropped` when the queue was full) and `retried` attempts.
+    pub notifications: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -165,6 +169,14 @@ impl Metrics {
                 &["result"],
             )
             .unwrap(),
+            notifications: IntCounterVec::new(
+                Opts::new(
+                    "anneal_notifications_total",
+                    "spec.notify deliveries by outcome, and retried attempts",
+                ),
+                &["outcome"],
+            )
+            .unwrap(),
             registry,
         };
         for collector in [
@@ -182,6 +194,7 @@ impl Metrics {
             Box::new(metrics.report_rejected.clone()),
             Box::new(metrics.report_events_refused.clone()),
             Box::new(metrics.status_patches.clone()),
+            Box::new(metrics.notifications.clone()),
         ] {
             metrics
                 .registry

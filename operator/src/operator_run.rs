@@ -185,7 +185,8 @@ pub async fn run_operator(
     outcome
 }
 
-/// The three controllers, each until `stop` turns true, by kind.
+/// The three controllers and the notifier (`spec.notify`), each until `stop` turns
+/// true, by kind.
 fn spawn_controllers(
     client: Client,
     recorder: Recorder,
@@ -193,7 +194,14 @@ fn spawn_controllers(
     settings: &OperatorSettings,
     reports: ReportState<KubeReportCluster>,
     stop: watch::Receiver<bool>,
-) -> [(&'static str, tokio::task::JoinHandle<()>); 3] {
+) -> [(&'static str, tokio::task::JoinHandle<()>); 4] {
+    let notifier = crate::notify::run_notifier(
+        client.clone(),
+        metrics.clone(),
+        settings.config.notify_allowed_hosts.clone(),
+        settings.namespace.clone(),
+        wait_for(stop.clone()),
+    );
     let shared = Arc::new(ControllerContext {
         client: client.clone(),
         recorder: recorder.clone(),
@@ -233,6 +241,7 @@ fn spawn_controllers(
                 wait_for(stop),
             )),
         ),
+        ("Notifier", tokio::spawn(notifier)),
     ]
 }
 
@@ -240,7 +249,7 @@ fn spawn_controllers(
 /// most each. kube's graceful shutdown waits for the controller's cache to fill first;
 /// a stop that comes before it has (a replica stopped right after it started) would
 /// wait forever.
-async fn stop_controllers(controllers: [(&'static str, tokio::task::JoinHandle<()>); 3]) {
+async fn stop_controllers(controllers: [(&'static str, tokio::task::JoinHandle<()>); 4]) {
     for (kind, mut task) in controllers {
         if tokio::time::timeout(CONTROLLER_STOP, &mut task)
             .await

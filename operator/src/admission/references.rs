@@ -83,6 +83,16 @@ pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
             &config_map.name,
         ));
     }
+    for (index, receiver) in spec.notify.iter().enumerate() {
+        if let Some(key) = &receiver.signing_secret {
+            found.push(Reference::new(
+                format!("spec.notify[{index}].signingSecret.name"),
+                "",
+                "secrets",
+                &key.name,
+            ));
+        }
+    }
     if let Some(parent) = &spec.base_model.fine_tune_job {
         found.push(Reference::new(
             "spec.baseModel.fineTuneJob.name",
