@@ -11,9 +11,9 @@ use crate::dataset::ChatMessage;
 use crate::hyperparameters::{HyperparametersSpec, ResolvedHyperparameters};
 use crate::limits::{
     ACTIVE_DEADLINE_SECONDS, CHECKPOINTS_KEEP_MAX, EARLY_STOPPING_MIN_DELTA_MAX,
-    EARLY_STOPPING_PATIENCE, NAME_MAX, NOTIFY_MAX, PROMPT_CONTENT_MAX, PROMPT_MESSAGES_MAX,
-    PUBLISH_MAX, PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX, SAMPLE_PROMPTS_MAX, SAMPLE_STEPS,
-    SOURCE_URI_PATTERN, STORAGE_URI_PATTERN, URI_MAX, VALIDATION_SPLIT_MAX,
+    EARLY_STOPPING_PATIENCE, MIX_MAX, MIX_WEIGHT, NAME_MAX, NOTIFY_MAX, PROMPT_CONTENT_MAX,
+    PROMPT_MESSAGES_MAX, PUBLISH_MAX, PUBLISH_URI_PATTERN, SAMPLE_GUIDANCE_MAX, SAMPLE_PROMPTS_MAX,
+    SAMPLE_STEPS, SOURCE_URI_PATTERN, STORAGE_URI_PATTERN, URI_MAX, VALIDATION_SPLIT_MAX,
 };
 use crate::modelevaluation::{
     EvaluationDataset, GenerationSpec, METRICS_MAX, MetricScore, MetricSpec,
@@ -312,6 +312,27 @@ pub struct DatasetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = URI_MAX), pattern(STORAGE_URI_PATTERN))]
     pub images: Option<String>,
+    /// General data mixed into every epoch of a chat job's training data, so that
+    /// the model does not forget what it could do: each set adds `weight` times as
+    /// many samples as the training data has, drawn afresh every epoch with the
+    /// job's seed. Checked line by line like the training data; never held out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MIX_MAX))]
+    pub mix: Vec<MixSpec>,
+}
+
+/// One dataset mixed into the training data (`dataset.mix`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MixSpec {
+    /// JSONL data in the job's format (chats for SFT, preference pairs for DPO).
+    #[schemars(length(min = 1, max = URI_MAX), pattern(SOURCE_URI_PATTERN))]
+    pub uri: String,
+    /// Samples drawn each epoch, as a multiple of the training data's size: 0.25 adds
+    /// a quarter as many (one mixed sample in five). Drawn without repeats while the
+    /// set has enough.
+    #[schemars(range(min = MIX_WEIGHT.0, max = MIX_WEIGHT.1))]
+    pub weight: f64,
 }
 
 /// Default fraction of the training data held out for validation.

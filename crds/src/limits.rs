@@ -60,6 +60,11 @@ pub const PUBLISH_URI_PATTERN: &str =
     r"^((hf|modelscope)://[^/@]+/[^/@]+(@[^/@]+)?|s3://[^/]+(/.*)?)$";
 /// Entries of `spec.publish`.
 pub const PUBLISH_MAX: usize = 4;
+/// Datasets mixed into a job's training data (`dataset.mix`).
+pub const MIX_MAX: usize = 8;
+/// A mixed dataset's weight: its samples per epoch as a multiple of the training
+/// data's, above 0.
+pub const MIX_WEIGHT: (f64, f64) = (0.001, 10.0);
 /// Receivers of a job's notifications (`spec.notify`).
 pub const NOTIFY_MAX: usize = 4;
 /// `activeDeadlineSeconds`: a minute (a checkpoint must fit after it) to a year.

@@ -213,6 +213,30 @@ fn check_dataset(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             "set exactly one of dataset.train, dataset.configMap and dataset.images",
         ),
     }
+    if dataset.mix.len() > crate::limits::MIX_MAX {
+        e.push(
+            "spec.dataset.mix",
+            format!(
+                "at most {} datasets, got {}",
+                crate::limits::MIX_MAX,
+                dataset.mix.len()
+            ),
+        );
+    }
+    for (index, mixed) in dataset.mix.iter().enumerate() {
+        e.uri(
+            &format!("spec.dataset.mix[{index}].uri"),
+            &mixed.uri,
+            &SOURCE_SCHEMES,
+        );
+        let (low, high) = crate::limits::MIX_WEIGHT;
+        if !(mixed.weight.is_finite() && (low..=high).contains(&mixed.weight)) {
+            e.push(
+                format!("spec.dataset.mix[{index}].weight"),
+                format!("must be between {low} and {high}, got {}", mixed.weight),
+            );
+        }
+    }
     if let Some(validation) = &dataset.validation {
         e.uri("spec.dataset.validation", validation, &SOURCE_SCHEMES);
         if dataset.validation_split.is_some() {

@@ -237,6 +237,12 @@ fn job_cases() -> Vec<Case> {
             ],
         ),
         (
+            "a mixed dataset that adds nothing",
+            json!({"spec": {"dataset": {"mix": [{"uri": "s3://data/general.jsonl", "weight": 0.0}]}}}),
+            &["/spec/dataset/mix/0/weight: 0.0 is less than the minimum of 0.001"],
+            &["spec.dataset.mix[0].weight: must be between 0.001 and 10, got 0"],
+        ),
+        (
             "a notification receiver that is no web address",
             json!({"spec": {"notify": [{"url": "ftp://hooks.example/x"}]}}),
             // The operator also posts only to hosts the install allows.

@@ -55,7 +55,7 @@ use anneal_train::device_memory::GivenMemory;
 use anneal_train::event_log::EventSink;
 use anneal_train::event_report::{ReportConfig, Reporter};
 use anneal_train::run::{
-    BaseModel, Deadline, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome,
+    BaseModel, Deadline, MixFile, RunData, RunIdentity, RunInputs, RunLocation, RunOutcome,
     TrainingSettings, run_training,
 };
 use anneal_train::train_backend::{TrainBackendJob, run_training_on};
@@ -417,6 +417,19 @@ fn prepare_run(
     let train_data =
         dataset(&job.spec.dataset.train, "spec.dataset.train")?.ok_or(Failure::ConfigMapDataset)?;
     let validation_data = dataset(&job.spec.dataset.validation, "spec.dataset.validation")?;
+    let mix = (job.spec.dataset.mix.iter().enumerate())
+        .map(|(index, mixed)| {
+            // A folder each, so two mixed files of one name do not meet.
+            let folder = work_dir.join(format!("mix-{index}"));
+            let (name, path) =
+                fetch_file(&mixed.uri, manifest_dir, &folder, "spec.dataset.mix[].uri")?;
+            Ok(MixFile {
+                name,
+                path,
+                weight: mixed.weight,
+            })
+        })
+        .collect::<Result<Vec<_>, SourceError>>()?;
     let evaluation = (job.spec.checkpoints.evaluation.as_ref())
         .map(|spec| prepare_checkpoint_evaluation(spec, manifest_dir, work_dir))
         .transpose()?;
@@ -432,6 +445,7 @@ fn prepare_run(
             train: train_data,
             validation: validation_data,
             validation_split: job.spec.dataset.resolved_validation_split(),
+            mix,
             evaluation,
         },
         location: basics.location,
@@ -491,6 +505,9 @@ pub(crate) fn record_job(
     .flatten()
     {
         *uri = absolute(uri);
+    }
+    for mixed in &mut spec.dataset.mix {
+        mixed.uri = absolute(&mixed.uri);
     }
     let yaml = serde_yaml_ng::to_string(&recorded).expect("a FineTuneJob serializes");
     output

@@ -223,6 +223,9 @@ fn dataset_uris(spec: &FineTuneJobSpec) -> Vec<(&'static str, &str)> {
     if let Some(validation) = &spec.dataset.validation {
         uris.push(("validation", validation.as_str()));
     }
+    for mixed in &spec.dataset.mix {
+        uris.push(("mix", mixed.uri.as_str()));
+    }
     uris
 }
 

@@ -92,6 +92,7 @@ fn check_image_job(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             "spec.dataset.validationSplit",
             dataset.validation_split.is_some(),
         ),
+        ("spec.dataset.mix", !dataset.mix.is_empty()),
     ] {
         if set {
             e.push(path, chat_only);

@@ -115,6 +115,12 @@ pub fn finetunejob_references(job: &FineTuneJob) -> Vec<Reference> {
         uris.into_iter()
             .filter_map(|(field, uri)| uri.and_then(|uri| claim_of(field, uri))),
     );
+    for (index, mixed) in spec.dataset.mix.iter().enumerate() {
+        found.extend(claim_of(
+            &format!("spec.dataset.mix[{index}].uri"),
+            &mixed.uri,
+        ));
+    }
     found
 }
 

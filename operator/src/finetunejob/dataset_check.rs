@@ -87,7 +87,9 @@ pub async fn check_datasets(
             Err(check) => return Ok(check),
         }
     }
-    for (field, uri, kind) in [
+    let mixed =
+        (job.spec.dataset.mix.iter()).map(|m| ("spec.dataset.mix[].uri", Some(&m.uri), kind));
+    let listed = [
         ("spec.dataset.train", job.spec.dataset.train.as_ref(), kind),
         (
             "spec.dataset.validation",
@@ -104,7 +106,8 @@ pub async fn check_datasets(
             evaluation.and_then(|d| d.uri.as_ref()),
             DatasetKind::Evaluation,
         ),
-    ] {
+    ];
+    for (field, uri, kind) in listed.into_iter().chain(mixed) {
         let Some(uri) = uri else { continue };
         if !uri.starts_with("s3://") {
             // pvc:// is mounted in the trainer's pod only; the trainer checks it as it loads.

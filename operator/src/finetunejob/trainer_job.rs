@@ -144,6 +144,9 @@ pub fn pod_manifest(job: &FineTuneJob) -> Result<String, PlanError> {
     if let Some(validation) = &dataset.validation {
         dataset.validation = Some(pod_source_uri("spec.dataset.validation", validation)?.0);
     }
+    for mixed in &mut dataset.mix {
+        mixed.uri = pod_source_uri("spec.dataset.mix[].uri", &mixed.uri)?.0;
+    }
     if let Some(images) = &dataset.images {
         dataset.images = Some(pod_source_uri("spec.dataset.images", images)?.0);
     }
@@ -234,6 +237,9 @@ fn pvc_mounts(job: &FineTuneJob) -> Result<Vec<PvcMount>, PlanError> {
     }
     if let Some(validation) = &job.spec.dataset.validation {
         sources.push(("spec.dataset.validation", validation));
+    }
+    for mixed in &job.spec.dataset.mix {
+        sources.push(("spec.dataset.mix[].uri", &mixed.uri));
     }
     if let Some(images) = &job.spec.dataset.images {
         sources.push(("spec.dataset.images", images));

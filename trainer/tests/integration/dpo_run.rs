@@ -123,6 +123,7 @@ fn train(
             }),
             validation: None,
             validation_split: job.spec.dataset.resolved_validation_split(),
+            mix: Vec::new(),
             evaluation: None,
         },
         location: RunLocation {

@@ -150,6 +150,7 @@ fn inputs(job: &FineTuneJob, output: &Path, work: &Path, resume: bool) -> RunInp
             }),
             validation: None,
             validation_split: job.spec.dataset.resolved_validation_split(),
+            mix: Vec::new(),
             evaluation: None,
         },
         location: RunLocation {

@@ -9,16 +9,18 @@ use rand::seq::SliceRandom;
 
 use super::tokenized::DataItem;
 
-/// The samples of one epoch in step batches of `batch` indices (`batchSize`; the last
-/// may be shorter): shuffled by `(seed, epoch)`, then grouped so each batch holds
-/// samples of similar length, in ascending length within a batch.
+/// The samples of one epoch (`pool`, indices into `samples`) in step batches of
+/// `batch` indices (`batchSize`; the last may be shorter): shuffled by `(seed,
+/// epoch)`, then grouped so each batch holds samples of similar length, in ascending
+/// length within a batch.
 pub fn epoch_batches<T: DataItem>(
     samples: &[T],
+    pool: Vec<usize>,
     batch: usize,
     seed: u64,
     epoch: u64,
 ) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..samples.len()).collect();
+    let mut order = pool;
     order.shuffle(&mut StdRng::seed_from_u64(
         seed.wrapping_add(epoch.wrapping_mul(0x9E37_79B9)),
     ));
@@ -62,18 +64,18 @@ mod tests {
         let samples: Vec<_> = (0..64)
             .map(|i| TokenizedSample::of_len(i, 1 + (i as usize * 37) % 50))
             .collect();
-        let batches = epoch_batches(&samples, 4, 7, 0);
+        let batches = epoch_batches(&samples, (0..samples.len()).collect(), 4, 7, 0);
         let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
         seen.sort();
         assert_eq!(seen, (0..64).collect::<Vec<_>>());
         assert_eq!(
             batches,
-            epoch_batches(&samples, 4, 7, 0),
+            epoch_batches(&samples, (0..samples.len()).collect(), 4, 7, 0),
             "same seed and epoch, same batches"
         );
         assert_ne!(
             batches,
-            epoch_batches(&samples, 4, 7, 1),
+            epoch_batches(&samples, (0..samples.len()).collect(), 4, 7, 1),
             "a new epoch reshuffles"
         );
         // Padding: tokens in batches padded to their longest sample, against no grouping at all.

@@ -85,6 +85,9 @@ impl DatasetNames {
 pub struct DataOrder {
     pub seed: u64,
     pub train_samples: usize,
+    /// Samples each mixed dataset adds to every epoch (`dataset.mix`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mixed_per_epoch: Vec<u64>,
     pub validation_samples: usize,
     pub dropped_too_long: u64,
     /// The most samples one forward/backward pass ran, when this state was written.
@@ -249,6 +252,7 @@ mod tests {
         let data = DataOrder {
             seed: 1,
             train_samples: 4,
+            mixed_per_epoch: Vec::new(),
             validation_samples: 1,
             dropped_too_long: 0,
             micro_batch_size: 2,

@@ -105,8 +105,19 @@ pub struct RunData {
     pub validation: Option<(String, PathBuf)>,
     /// The share of `train` held out for validation when there is no validation file.
     pub validation_split: f64,
+    /// `dataset.mix`: each mixed file, made local, and its weight.
+    pub mix: Vec<MixFile>,
     /// `checkpoints.evaluation`: the held-out chats, read, and the metrics.
     pub evaluation: Option<CheckpointEvaluation>,
+}
+
+/// A dataset mixed into every epoch (`dataset.mix`).
+pub struct MixFile {
+    /// Its name for messages (the URI as the manifest gives it).
+    pub name: String,
+    pub path: PathBuf,
+    /// Samples per epoch as a multiple of the training file's.
+    pub weight: f64,
 }
 
 /// Where the run writes.

@@ -27,7 +27,7 @@ use burn::tensor::backend::AutodiffBackend;
 pub use divergence::Divergence;
 use early_stop::early_stop;
 pub use inputs::{
-    BaseModel, Deadline, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings,
+    BaseModel, Deadline, MixFile, RunData, RunIdentity, RunInputs, RunLocation, TrainingSettings,
 };
 pub use out_of_memory::{OutOfMemory, Retry};
 use start::{Start, Training};

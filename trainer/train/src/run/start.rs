@@ -18,6 +18,7 @@ use anneal_model::llm::CausalLm;
 use anneal_model::lora::{LoraSettings, attach};
 
 use crate::checkpoint::with_dropout;
+use crate::data::MixedSet;
 
 /// The model being trained, its optimizer, and where the run stands.
 pub(super) struct Training<B: AutodiffBackend> {
@@ -203,7 +204,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             ),
             Start::Fresh => format!(
                 "training on {} samples ({} held out for validation), {} steps of {} samples{}",
-                self.data.train.len(),
+                self.data.main_samples(),
                 self.data.validation.len(),
                 total_steps,
                 self.settings.hyperparameters.batch_size,
@@ -220,6 +221,13 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             message: micro_batch.to_string(),
         });
         let data = self.data;
+        for set in &data.mixed {
+            let epoch = data.main_samples() + data.mixed.iter().map(|m| m.per_epoch).sum::<usize>();
+            self.events.emit(EventBody::Log {
+                level: LogLevel::Info,
+                message: mixed_share(set, data.main_samples(), epoch),
+            });
+        }
         if data.dropped_too_long + data.dropped_untrainable > 0 {
             self.events.emit(EventBody::Log {
                 level: LogLevel::Warn,
@@ -294,5 +302,14 @@ fn started_from_note(started_from: Option<&StartedFrom>) -> String {
     format!(
         ", from FineTuneJob {}'s {} ({how})",
         from.fine_tune_job, from.checkpoint
+    )
+}
+
+/// `dataset.mix: 12 samples of general.jsonl (of 40) in every epoch, 20% of its 60`.
+fn mixed_share(set: &MixedSet, main: usize, epoch: usize) -> String {
+    let share = 100.0 * set.per_epoch as f64 / epoch.max(1) as f64;
+    format!(
+        "dataset.mix: {} samples of {} (of {}) in every epoch beside the training data's {main}: {share:.0}% of the epoch's {epoch}",
+        set.per_epoch, set.name, set.len
     )
 }

@@ -16,6 +16,7 @@ use super::out_of_memory::{self, OutOfMemory, Retry};
 use super::start::Training;
 use crate::TrainError;
 use crate::batches::{epoch_batches, split_evenly};
+use crate::data::TrainingData;
 use crate::objective::{Objective, Scores, StepReport};
 use crate::schedule::LearningRateSchedule;
 use crate::state::{DataOrder, LogEntry, RngState, step_seed};
@@ -69,13 +70,15 @@ impl Session {
     /// into micro-batches of at most `order.micro_batch_size`.
     fn micro_batches<'d, T: DataItem>(
         &mut self,
-        train: &'d [T],
+        data: &'d TrainingData<T>,
         order: &DataOrder,
         step: u64,
     ) -> Vec<Vec<&'d T>> {
+        let train = &data.train;
         let epoch = step / order.steps_per_epoch;
         if self.batches.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let batches = epoch_batches(train, self.batch_size, self.seed, epoch);
+            let pool = data.epoch_pool(self.seed, epoch);
+            let batches = epoch_batches(train, pool, self.batch_size, self.seed, epoch);
             self.batches = Some((epoch, batches));
         }
         let batches = &self.batches.as_ref().expect("set above").1;
@@ -197,7 +200,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         let mut first_failure: Option<(usize, String)> = None;
         loop {
             let micro_batch = session.micro_batch_size(self.order);
-            let items = session.micro_batches(&self.data.train, self.order, step);
+            let items = session.micro_batches(self.data, self.order, step);
             let tokens: usize = items.iter().flatten().map(|s| s.tokens()).sum();
             // Dropout draws depend only on (seed, step): a resumed run repeats them.
             B::seed(self.device, step_seed(session.seed, step));
@@ -309,6 +312,7 @@ mod tests {
         let order = DataOrder {
             seed: 7,
             train_samples: samples.len(),
+            mixed_per_epoch: Vec::new(),
             validation_samples: 0,
             dropped_too_long: 0,
             micro_batch_size: micro_batch,
@@ -316,10 +320,17 @@ mod tests {
             steps_per_epoch: 5,
             validation_lines: Vec::new(),
         };
+        let data = TrainingData {
+            train: samples.to_vec(),
+            validation: Vec::new(),
+            mixed: Vec::new(),
+            dropped_too_long: 0,
+            dropped_untrainable: 0,
+        };
         let mut session = Session::new(&h, 10, 0);
         (0..10)
             .map(|step| {
-                let micro = session.micro_batches(samples, &order, step);
+                let micro = session.micro_batches(&data, &order, step);
                 micro
                     .iter()
                     .map(|m| m.iter().map(|s| s.line).collect())

@@ -144,6 +144,7 @@ impl<B: AutodiffBackend> Prepared<B> {
         DataOrder {
             seed: h.seed,
             train_samples: self.examples.len(),
+            mixed_per_epoch: Vec::new(),
             validation_samples: 0,
             dropped_too_long: 0,
             micro_batch_size: batch_size,
