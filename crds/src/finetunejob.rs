@@ -168,6 +168,35 @@ pub struct FineTuneJobSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = NOTIFY_MAX))]
     pub notify: Vec<NotifySpec>,
+    /// Experiment tracking: the run's parameters, metrics per step, checkpoints'
+    /// sample answers and loss chart logged by the trainer as it trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<TrackingSpec>,
+}
+
+/// Where the trainer logs the run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackingSpec {
+    /// An MLflow tracking server, through its REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowSpec>,
+}
+
+/// An MLflow tracking server and the experiment the run is logged in. A token
+/// (`MLFLOW_TRACKING_TOKEN`) or user and password (`MLFLOW_TRACKING_USERNAME`,
+/// `MLFLOW_TRACKING_PASSWORD`) are taken from the trainer's environment: in a
+/// cluster, keys of the job's credentials Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MlflowSpec {
+    /// The server's base URL, e.g. `http://mlflow.mlops.svc:5000`.
+    #[schemars(length(min = 1, max = URI_MAX))]
+    pub uri: String,
+    /// The experiment's name, created when missing; default: the job's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = NAME_MAX))]
+    pub experiment: Option<String>,
 }
 
 /// A receiver of the job's CloudEvents (JSON, structured mode).

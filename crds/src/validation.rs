@@ -253,6 +253,16 @@ fn check_dataset(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
     );
 }
 
+/// `spec.tracking`: the tracking server's URL.
+fn check_tracking(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
+    if let Some(mlflow) = spec.tracking.as_ref().and_then(|t| t.mlflow.as_ref()) {
+        e.uri("spec.tracking.mlflow.uri", &mlflow.uri, &["https", "http"]);
+        if let Some(experiment) = &mlflow.experiment {
+            e.length("spec.tracking.mlflow.experiment", experiment, NAME_MAX);
+        }
+    }
+}
+
 /// `spec.notify`: each receiver's URL and signing Secret.
 fn check_notify(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
     if spec.notify.len() > crate::limits::NOTIFY_MAX {
@@ -525,6 +535,7 @@ impl FineTuneJobSpec {
         task_fields::check_task_fields(&mut e, self);
         check_publish(&mut e, self);
         check_notify(&mut e, self);
+        check_tracking(&mut e, self);
 
         if let Some(output) = &self.output {
             e.uri("spec.output.uri", &output.uri, &STORAGE_SCHEMES);

@@ -243,6 +243,14 @@ fn job_cases() -> Vec<Case> {
             &["spec.dataset.mix[0].weight: must be between 0.001 and 10, got 0"],
         ),
         (
+            "a tracking server that is no web address",
+            json!({"spec": {"tracking": {"mlflow": {"uri": "mlflow.mlops.svc:5000"}}}}),
+            &[],
+            &[
+                r#"spec.tracking.mlflow.uri: must start with one of https://, http://, got "mlflow.mlops.svc:5000""#,
+            ],
+        ),
+        (
             "a notification receiver that is no web address",
             json!({"spec": {"notify": [{"url": "ftp://hooks.example/x"}]}}),
             // The operator also posts only to hosts the install allows.

@@ -22,6 +22,7 @@ pub mod image_plan;
 pub mod kernel_cache;
 pub mod manifest_file;
 pub mod memory_arg;
+pub mod mlflow_tracking;
 pub mod model_card;
 pub mod next_steps;
 pub mod plan_command;

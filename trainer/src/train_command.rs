@@ -47,6 +47,7 @@ use anneal_model::backend::BackendError;
 use anneal_sources::local_paths::resolve_file_uri;
 use anneal_sources::{FolderSource, SourceError, fetch_file, make_local};
 
+use crate::mlflow_tracking::{self, TrackedRun};
 use crate::starting_point::{
     self, StartingPoint, StartingPointError, StartsFromArg, starts_from_arg,
 };
@@ -289,14 +290,24 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     let (job, manifest_dir) = read_manifest(&args.manifest)?;
     let work = WorkDir::new(args.work_dir.clone())?;
     let (job, starting_point) = resolve_starting_point(&args, &job, &manifest_dir, work.path())?;
-    let (sinks, reporter) = event_sinks(&args, &job);
+    let (mut sinks, reporter) = event_sinks(&args, &job);
+    let mut tracking = None;
+    let mut track = |run_id: &str, output: &Storage, sinks: &mut Vec<Box<dyn EventSink>>| {
+        if let Some(run) = TrackedRun::of(&job, run_id, output.clone()) {
+            let (sink, finish) = mlflow_tracking::start(run);
+            sinks.push(sink);
+            tracking = Some(finish);
+        }
+    };
     let (outcome, base_model_dir) = if job.spec.task.is_image() {
         let inputs = prepare_image_run(&args, &job, &manifest_dir, work.path())?;
+        track(&inputs.job.run_id, &inputs.location.output, &mut sinks);
         let base_model_dir = inputs.base_model.dir.clone();
         let run = ImageTrainJob { inputs, sinks };
         (run_training_on(args.device.into(), 1, run), base_model_dir)
     } else {
         let inputs = prepare_run(&args, &job, &manifest_dir, work.path(), starting_point)?;
+        track(&inputs.job.run_id, &inputs.location.output, &mut sinks);
         let base_model_dir = inputs.base_model.dir.clone();
         // With CUDA, the GPUs the job asks for (a pod sees exactly those): a model too
         // large for one has its layers placed across them.
@@ -311,6 +322,9 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     // phase above all) before the pod's exit code speaks.
     if let Some(reporter) = reporter {
         reporter.finish(Duration::from_secs(args.report_flush_seconds));
+    }
+    if let Some(tracking) = tracking {
+        tracking.wait(Duration::from_secs(args.report_flush_seconds));
     }
     match outcome?? {
         RunOutcome::Finished { result, .. } => {

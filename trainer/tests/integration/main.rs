@@ -27,6 +27,7 @@ mod image_run;
 mod layer_placement;
 mod lora_adapter;
 mod mix_cli;
+mod mlflow_cli;
 mod model_loading;
 mod model_reference;
 mod out_of_memory_cli;
