@@ -55,6 +55,11 @@ pub struct OperatorConfig {
     /// may point it at another service. Empty: no notifications are sent.
     #[arg(long, env = "ANNEAL_NOTIFY_ALLOWED_HOSTS", value_delimiter = ',')]
     pub notify_allowed_hosts: Vec<String>,
+    /// An MLflow tracking server every trainer logs to when its job sets no
+    /// `spec.tracking` (the experiment is then the job's name); passed to trainer pods
+    /// as ANNEAL_MLFLOW_TRACKING_URI.
+    #[arg(long, env = "ANNEAL_MLFLOW_TRACKING_URI")]
+    pub mlflow_tracking_uri: Option<String>,
     /// Let the operator read with its own cloud identity (its node's instance profile,
     /// its ServiceAccount's role) for jobs whose storage settings have no static keys.
     /// Off: it reads those unsigned (public buckets only), so no job borrows the

@@ -40,14 +40,24 @@ pub struct TrackedRun {
 }
 
 impl TrackedRun {
-    /// The run of `job` at `output` (run id `run_id`), when the job asks for MLflow.
-    pub fn of(job: &FineTuneJob, run_id: &str, output: Storage) -> Option<Self> {
-        let mlflow = job.spec.tracking.as_ref()?.mlflow.as_ref()?;
+    /// The run of `job` at `output` (run id `run_id`), when the job asks for MLflow
+    /// (`spec.tracking.mlflow`), or the install does for every job (`default_uri`,
+    /// the operator's `--mlflow-tracking-uri` as `ANNEAL_MLFLOW_TRACKING_URI`).
+    pub fn of(
+        job: &FineTuneJob,
+        run_id: &str,
+        output: Storage,
+        default_uri: Option<&str>,
+    ) -> Option<Self> {
+        let spec = job.spec.tracking.as_ref().and_then(|t| t.mlflow.as_ref());
+        let uri = spec
+            .map(|m| m.uri.as_str())
+            .or(default_uri.filter(|u| !u.is_empty()))?;
         let name = job.metadata.name.clone().unwrap_or_default();
         let namespace = (job.metadata.namespace.clone()).unwrap_or_else(|| "default".to_owned());
         Some(Self {
-            uri: mlflow.uri.trim_end_matches('/').to_owned(),
-            experiment: mlflow.experiment.clone().unwrap_or_else(|| name.clone()),
+            uri: uri.trim_end_matches('/').to_owned(),
+            experiment: (spec.and_then(|m| m.experiment.clone())).unwrap_or_else(|| name.clone()),
             key: format!("{namespace}/{name}/{run_id}"),
             name: format!("{name}/{run_id}"),
             params: job_params(job),

@@ -85,6 +85,10 @@ pub struct TrainArgs {
     /// found in that job's newest run under the runs folder.
     #[arg(long, env = "ANNEAL_STARTS_FROM", value_parser = starts_from_arg)]
     pub starts_from: Option<StartsFromArg>,
+    /// An MLflow tracking server to log the run to when the job sets no
+    /// spec.tracking (the operator passes its --mlflow-tracking-uri).
+    #[arg(long, env = "ANNEAL_MLFLOW_TRACKING_URI")]
+    pub mlflow_tracking_uri: Option<String>,
     /// Print every event as a JSON line instead of the progress bar.
     #[arg(long)]
     pub json: bool,
@@ -293,7 +297,8 @@ fn train(args: TrainArgs) -> Result<ExitCode, Failure> {
     let (mut sinks, reporter) = event_sinks(&args, &job);
     let mut tracking = None;
     let mut track = |run_id: &str, output: &Storage, sinks: &mut Vec<Box<dyn EventSink>>| {
-        if let Some(run) = TrackedRun::of(&job, run_id, output.clone()) {
+        let default_uri = args.mlflow_tracking_uri.as_deref();
+        if let Some(run) = TrackedRun::of(&job, run_id, output.clone(), default_uri) {
             let (sink, finish) = mlflow_tracking::start(run);
             sinks.push(sink);
             tracking = Some(finish);

@@ -400,6 +400,9 @@ fn trainer_pod_env(
         env.push(pod_env("ANNEAL_GPU_MEMORY", &exact_size(config.gpu_memory)));
     }
     env.extend(file_variables);
+    if let Some(uri) = &config.mlflow_tracking_uri {
+        env.push(pod_env("ANNEAL_MLFLOW_TRACKING_URI", uri));
+    }
     if let Some(from) = job.status.as_ref().and_then(|s| s.started_from.as_ref()) {
         // The checkpoint spec.baseModel.fineTuneJob resolved to; the manifest already
         // names the base model it trained.

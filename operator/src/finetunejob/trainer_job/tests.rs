@@ -219,6 +219,35 @@ fn a_gpu_trainer_gets_the_operators_gpu_memory_for_its_micro_batch() {
 }
 
 #[test]
+fn the_installs_tracking_server_and_a_resolved_starting_checkpoint_reach_the_trainer() {
+    let planned = plan_trainer_job(&job_from(MINIMAL), &config(), None).unwrap();
+    assert_eq!(env_value(&planned, "ANNEAL_MLFLOW_TRACKING_URI"), None);
+    assert_eq!(env_value(&planned, "ANNEAL_STARTS_FROM"), None);
+    let config = OperatorConfig {
+        mlflow_tracking_uri: Some("http://mlflow.mlops.svc:5000".into()),
+        ..config()
+    };
+    let mut job = job_from(MINIMAL);
+    job.status.get_or_insert_with(Default::default).started_from =
+        Some(anneal_crds::finetunejob::StartedFrom {
+            fine_tune_job: "sft".into(),
+            checkpoint: "ckpt-8".into(),
+            uri: "s3://runs/default/sft/uid/checkpoints/ckpt-8".into(),
+            training: anneal_crds::finetunejob::TrainingType::Lora,
+            base_model: None,
+        });
+    let planned = plan_trainer_job(&job, &config, None).unwrap();
+    assert_eq!(
+        env_value(&planned, "ANNEAL_MLFLOW_TRACKING_URI"),
+        Some("http://mlflow.mlops.svc:5000")
+    );
+    assert_eq!(
+        env_value(&planned, "ANNEAL_STARTS_FROM"),
+        Some("sft/ckpt-8=s3://runs/default/sft/uid/checkpoints/ckpt-8")
+    );
+}
+
+#[test]
 fn a_cpu_trainer_has_a_memory_limit_and_plans_for_it() {
     let planned = |job: &str, default: &str| {
         let config = OperatorConfig {
