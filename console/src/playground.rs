@@ -92,6 +92,16 @@ pub struct Exchange {
     pub error: Option<String>,
 }
 
+impl Exchange {
+    /// No answer, and why.
+    pub fn failed(error: String) -> Self {
+        Self {
+            answer: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// The playground's fields, as the form (or the page's script) sends them: text, to be
 /// judged by [`chat_settings`].
 #[derive(Deserialize, Debug, Default)]

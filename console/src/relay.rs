@@ -65,10 +65,7 @@ pub async fn whole_answer(address: &str, settings: &ChatSettings) -> Exchange {
             answer: Some(answer),
             error: None,
         },
-        Err(error) => Exchange {
-            answer: None,
-            error: Some(error),
-        },
+        Err(error) => Exchange::failed(error),
     }
 }
 

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anneal_crds::FineTuneJob;
 use anneal_crds::storage::Storage;
-use anneal_e2e::browser::{Driver, check_page, click, text_of, texts_of};
+use anneal_e2e::browser::{
+    Driver, ask_in_playground, check_page, click, text_of, texts_of, wait_for_answer,
+};
 use anneal_e2e::console_support::{answer_reviews, deploy_story, greedy_answer, train_story};
 use anneal_e2e::operator_harness::{NAMESPACE, World, quickstart_lines};
 use anneal_operator::console::viewer::{AuthSettings, ConsoleAuth};
@@ -194,34 +196,13 @@ async fn the_console_works_in_a_browser() {
         Some(model.as_str()),
         "the fine-tuned model is chosen first"
     );
-    browser
-        .find(Locator::Id("message"))
-        .await
-        .unwrap()
-        .send_keys(PROMPT)
-        .await
-        .unwrap();
-    for (name, value) in [("temperature", "0"), ("max_tokens", "16")] {
-        let field = browser
-            .find(Locator::Css(&format!("input[name='{name}']")))
-            .await
-            .unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
-    }
-    click(&browser, Locator::Css("#playground button")).await;
-    let started = Instant::now();
-    loop {
-        let answer = text_of(&browser, "#answer").await;
-        if answer == expected.trim() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "streamed {answer:?}, the deployment says {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ask_in_playground(
+        &browser,
+        PROMPT,
+        &[("temperature", "0"), ("max_tokens", "16")],
+    )
+    .await;
+    wait_for_answer(&browser, &expected, Duration::from_secs(60)).await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         format!("/deployments/{NAMESPACE}/chat"),

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anneal_e2e::browser::{Driver, check_page, click, text_of};
+use anneal_e2e::browser::{Driver, ask_in_playground, check_page, click, text_of, wait_for_answer};
 use anneal_e2e::operator_harness::{quickstart_lines, repo, trainer_binary};
 use fantoccini::{Client, Locator};
 use serde_json::json;
@@ -135,36 +135,15 @@ async fn a_checkpoints_playground_streams_trainer_generates_answer_in_the_browse
         Some("ft:anneal-tiny:story:ckpt-2"),
         "the checkpoint followed is chosen"
     );
-    browser
-        .find(Locator::Id("message"))
-        .await
-        .unwrap()
-        .send_keys(QUESTION)
-        .await
-        .unwrap();
-    for (name, value) in [("temperature", "0"), ("max_tokens", MAX_TOKENS)] {
-        let field = browser
-            .find(Locator::Css(&format!("input[name='{name}']")))
-            .await
-            .unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
-    }
     let expected = generated(&runs.join("team-a/story/r1/checkpoints/ckpt-2"));
-    click(&browser, Locator::Css("#playground button")).await;
+    ask_in_playground(
+        &browser,
+        QUESTION,
+        &[("temperature", "0"), ("max_tokens", MAX_TOKENS)],
+    )
+    .await;
     // The first message starts the server: loading the tiny model takes a moment.
-    let started = Instant::now();
-    loop {
-        let answer = text_of(&browser, "#answer").await;
-        if answer.trim() == expected.trim() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "streamed {answer:?}, trainer generate says {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_answer(&browser, &expected, Duration::from_secs(120)).await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         "/runs/team-a/story/r1/playground",

@@ -159,3 +159,41 @@ pub async fn click(browser: &Client, locator: Locator<'_>) {
     }
     panic!("could not click {locator:?}: {last:?}");
 }
+
+/// Writes `message` in the page's playground, sets its `fields` (`(name, value)` of
+/// its inputs) and sends it.
+pub async fn ask_in_playground(browser: &Client, message: &str, fields: &[(&str, &str)]) {
+    browser
+        .find(Locator::Id("message"))
+        .await
+        .unwrap()
+        .send_keys(message)
+        .await
+        .unwrap();
+    for (name, value) in fields {
+        let field = browser
+            .find(Locator::Css(&format!("input[name='{name}']")))
+            .await
+            .unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+    click(browser, Locator::Css("#playground button")).await;
+}
+
+/// Waits until the playground's streamed `#answer` reads `expected` (both trimmed),
+/// `limit` at most.
+pub async fn wait_for_answer(browser: &Client, expected: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let answer = text_of(browser, "#answer").await;
+        if answer.trim() == expected.trim() {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "streamed {answer:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -245,23 +245,30 @@ impl Tracker {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
-    /// The experiment's id, created when missing.
-    async fn experiment_id(&self) -> Result<String, String> {
-        let name = &self.run.experiment;
+    /// The id of the experiment named `name`, if there is one.
+    async fn find_experiment(&self, name: &str) -> Result<String, String> {
+        let mut path = reqwest::Url::parse("http://mlflow/mlflow/experiments/get-by-name")
+            .map_err(|e| e.to_string())?;
+        path.query_pairs_mut().append_pair("experiment_name", name);
+        let query = path.query().unwrap_or_default();
         let found = self
             .call(
                 reqwest::Method::GET,
-                &format!(
-                    "mlflow/experiments/get-by-name?experiment_name={}",
-                    query_escape(name)
-                ),
+                &format!("mlflow/experiments/get-by-name?{query}"),
                 None,
             )
-            .await;
-        if let Ok(found) = found
-            && let Some(id) = found["experiment"]["experiment_id"].as_str()
-        {
-            return Ok(id.to_owned());
+            .await?;
+        found["experiment"]["experiment_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no experiment {name}"))
+    }
+
+    /// The experiment's id, created when missing.
+    async fn experiment_id(&self) -> Result<String, String> {
+        let name = &self.run.experiment;
+        if let Ok(id) = self.find_experiment(name).await {
+            return Ok(id);
         }
         match self
             .post("mlflow/experiments/create", json!({"name": name}))
@@ -272,22 +279,7 @@ impl Tracker {
                 .map(str::to_owned)
                 .ok_or_else(|| format!("no experiment id in {created}")),
             // Created meanwhile by another run: read it again.
-            Err(_) => {
-                let found = self
-                    .call(
-                        reqwest::Method::GET,
-                        &format!(
-                            "mlflow/experiments/get-by-name?experiment_name={}",
-                            query_escape(name)
-                        ),
-                        None,
-                    )
-                    .await?;
-                found["experiment"]["experiment_id"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("no experiment {name}"))
-            }
+            Err(_) => self.find_experiment(name).await,
         }
     }
 
@@ -520,17 +512,6 @@ fn metric_key(name: &str) -> String {
         .collect()
 }
 
-fn query_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,6 +536,5 @@ mod tests {
             metric_key("regex /^Good question!/"),
             "regex /_Good question_/"
         );
-        assert_eq!(query_escape("team a/x"), "team%20a%2Fx");
     }
 }

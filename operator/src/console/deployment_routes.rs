@@ -115,20 +115,11 @@ pub async fn playground_form(
     };
     let models = models_of(&state, &deployment).await;
     let (settings, exchange) = match chat_settings(&fields, &models) {
-        Err(error) => (
-            fields.kept(),
-            Exchange {
-                answer: None,
-                error: Some(error),
-            },
-        ),
+        Err(error) => (fields.kept(), Exchange::failed(error)),
         Ok(settings) => {
             let exchange = match (state.serving_address)(&deployment) {
                 Some(address) => whole_answer(&address, &settings).await,
-                None => Exchange {
-                    answer: None,
-                    error: Some(NOT_SERVING.to_owned()),
-                },
+                None => Exchange::failed(NOT_SERVING.to_owned()),
             };
             (settings, exchange)
         }

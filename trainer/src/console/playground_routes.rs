@@ -143,20 +143,11 @@ pub async fn playground_form(
         .await;
     };
     let (settings, exchange) = match chat_settings(&fields, &run_models.ids()) {
-        Err(error) => (
-            fields.kept(),
-            Exchange {
-                answer: None,
-                error: Some(error),
-            },
-        ),
+        Err(error) => (fields.kept(), Exchange::failed(error)),
         Ok(settings) => {
             let exchange = match state.server.address_for(run_models, &settings.model).await {
                 Ok(address) => whole_answer(&address, &settings).await,
-                Err(error) => Exchange {
-                    answer: None,
-                    error: Some(error),
-                },
+                Err(error) => Exchange::failed(error),
             };
             (settings, exchange)
         }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::console_cli::{get, start_console};
+use crate::support::http_runtime;
 use crate::train_cli::{expect, job_dir, repo, trainer_train};
 
 const QUESTION: &str = "What should I wear when it is windy?";
@@ -57,17 +58,9 @@ fn streamed_text(body: &str) -> String {
         .collect()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    anneal_crds::storage::install_crypto_provider();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// `POST path` with `body` as JSON: the status and the whole body.
 fn post_json(address: &str, path: &str, body: &Value) -> (u16, String) {
-    runtime().block_on(async {
+    http_runtime().block_on(async {
         let response = reqwest::Client::new()
             .post(format!("http://{address}{path}"))
             .header("content-type", "application/json")
@@ -91,7 +84,7 @@ fn post_form(
         .map(|(k, v)| format!("{k}={}", form_escape(v)))
         .collect::<Vec<_>>()
         .join("&");
-    runtime().block_on(async {
+    http_runtime().block_on(async {
         let mut request = reqwest::Client::new()
             .post(format!("http://{address}{path}"))
             .header("content-type", "application/x-www-form-urlencoded")
@@ -215,7 +208,7 @@ fn the_playground_streams_what_trainer_generate_says_with_the_checkpoint() {
         &[("origin", "https://evil.example")],
     );
     assert_eq!(status, 403, "another site's page may not start servers");
-    let (status, _) = runtime().block_on(async {
+    let (status, _) = http_runtime().block_on(async {
         let response = reqwest::Client::new()
             .post(format!("http://{address}/runs/team-a/cli/r1/chat"))
             .header("content-type", "application/json")

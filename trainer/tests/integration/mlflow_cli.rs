@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anneal_crds::events::EventBody;
 use serde_json::{Value, json};
 
+use crate::support::http_runtime;
 use crate::train_cli::{events, expect, job_dir, repo, trainer_train};
 
 /// `mlflow server`, killed when dropped.
@@ -38,17 +39,9 @@ fn mlflow_program() -> PathBuf {
     program
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    anneal_crds::storage::install_crypto_provider();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// `GET` or `POST` (with `body`) on the server's REST API: the answer's JSON.
 fn api(url: &str, path: &str, body: Option<Value>) -> Value {
-    runtime().block_on(async {
+    http_runtime().block_on(async {
         let client = reqwest::Client::new();
         let request = match body {
             Some(body) => client
@@ -95,7 +88,7 @@ fn start_mlflow(store: &std::path::Path) -> Mlflow {
     };
     let started = Instant::now();
     loop {
-        let up = runtime().block_on(async {
+        let up = http_runtime().block_on(async {
             reqwest::get(format!("{}/health", server.url))
                 .await
                 .is_ok_and(|r| r.status().is_success())

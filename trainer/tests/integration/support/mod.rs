@@ -150,3 +150,12 @@ impl anneal_train::event_log::EventSink for Recorder {
         self.events.lock().unwrap().push(event.clone());
     }
 }
+
+/// A runtime for a test's HTTP requests (reqwest is async), TLS provider installed.
+pub fn http_runtime() -> tokio::runtime::Runtime {
+    anneal_crds::storage::install_crypto_provider();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
