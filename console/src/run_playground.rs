@@ -17,6 +17,17 @@ pub enum ServerState {
     NotStarted,
 }
 
+impl ServerState {
+    /// The `/v1` base URL requests go to: the server's, or a placeholder until the
+    /// first message starts one.
+    pub fn endpoint(&self) -> String {
+        match self {
+            ServerState::Serving(address) => format!("{address}/v1"),
+            ServerState::NotStarted => "http://127.0.0.1:PORT/v1".to_owned(),
+        }
+    }
+}
+
 /// The playground of `run`: `models` to choose from (checkpoints newest first, the base
 /// model last), the settings shown and the last exchange; or, when the run cannot be
 /// tried here, why (`refused`).
@@ -29,10 +40,7 @@ pub fn run_playground_page(
     refused: Option<&str>,
 ) -> Markup {
     let title = format!("Playground: {}", run.title);
-    let endpoint = match server {
-        ServerState::Serving(address) => format!("{address}/v1"),
-        ServerState::NotStarted => "http://127.0.0.1:PORT/v1".to_owned(),
-    };
+    let endpoint = server.endpoint();
     page(
         &title,
         false,

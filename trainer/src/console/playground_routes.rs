@@ -211,9 +211,6 @@ pub async fn request_snippets(
         Ok(request) => request,
         Err(response) => return response,
     };
-    let endpoint = match server_state(&state, &models).await {
-        ServerState::Serving(address) => format!("{address}/v1"),
-        ServerState::NotStarted => "http://127.0.0.1:PORT/v1".to_owned(),
-    };
+    let endpoint = server_state(&state, &models).await.endpoint();
     snippets(&endpoint, &settings)
 }

@@ -39,6 +39,15 @@ fn mlflow_program() -> PathBuf {
     program
 }
 
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `GET` or `POST` (with `body`) on the server's REST API: the answer's JSON.
 fn api(url: &str, path: &str, body: Option<Value>) -> Value {
     http_runtime().block_on(async {
@@ -59,11 +68,7 @@ fn api(url: &str, path: &str, body: Option<Value>) -> Value {
 }
 
 fn start_mlflow(store: &std::path::Path) -> Mlflow {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = Command::new(mlflow_program())
         .args([
             "server",
@@ -215,11 +220,7 @@ fn a_run_is_logged_to_mlflow_with_its_parameters_metrics_answers_and_chart() {
 #[test]
 fn an_unreachable_server_does_not_stop_training() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let manifest = job_dir(dir.path(), None);
     let text = std::fs::read_to_string(&manifest).unwrap()
         + &format!("  tracking: {{mlflow: {{uri: \"http://127.0.0.1:{port}\"}}}}\n");
