@@ -348,6 +348,13 @@ pub struct DatasetSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MIX_MAX))]
     pub mix: Vec<MixSpec>,
+    /// Sequence packing (SFT): a micro-batch's chats side by side in rows of up to
+    /// `maxTokens`, each chat's positions restarting at 0 and its attention blind to
+    /// the others, so the losses are those of one chat per row while the padding of
+    /// short chats becomes other chats' tokens. Steps still hold `batchSize` chats; a
+    /// micro-batch is then a number of packed rows. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<bool>,
 }
 
 /// One dataset mixed into the training data (`dataset.mix`).

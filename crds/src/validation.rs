@@ -237,6 +237,12 @@ fn check_dataset(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             );
         }
     }
+    if dataset.packing == Some(true) && spec.method == TrainingMethod::Dpo {
+        e.push(
+            "spec.dataset.packing",
+            "packs chats for method: sft; a DPO pair's chosen and rejected replies are compared row by row, unpacked",
+        );
+    }
     if let Some(validation) = &dataset.validation {
         e.uri("spec.dataset.validation", validation, &SOURCE_SCHEMES);
         if dataset.validation_split.is_some() {

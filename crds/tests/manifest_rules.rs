@@ -237,6 +237,14 @@ fn job_cases() -> Vec<Case> {
             ],
         ),
         (
+            "packing preference pairs",
+            json!({"spec": {"method": "dpo", "dataset": {"packing": true}}}),
+            &[],
+            &[
+                "spec.dataset.packing: packs chats for method: sft; a DPO pair's chosen and rejected replies are compared row by row, unpacked",
+            ],
+        ),
+        (
             "a mixed dataset that adds nothing",
             json!({"spec": {"dataset": {"mix": [{"uri": "s3://data/general.jsonl", "weight": 0.0}]}}}),
             &["/spec/dataset/mix/0/weight: 0.0 is less than the minimum of 0.001"],

@@ -93,6 +93,7 @@ fn check_image_job(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             dataset.validation_split.is_some(),
         ),
         ("spec.dataset.mix", !dataset.mix.is_empty()),
+        ("spec.dataset.packing", dataset.packing.is_some()),
     ] {
         if set {
             e.push(path, chat_only);

@@ -152,6 +152,57 @@ fn an_sft_step_in_micro_batches_is_the_step_of_the_whole_batch() {
     assert_same(&whole, &step(&[3, 1]), "3 + 1");
 }
 
+/// Sequence packing is the same step too: the 4 samples side by side in one row, or
+/// in rows of 3 + 1 or 2 + 2, with layers kept or recomputed, give
+/// the unpacked batch's loss, gradient norm and adapter: each sample sees only itself
+/// and its positions restart at 0.
+#[test]
+fn a_packed_sft_step_is_the_step_of_the_whole_batch() {
+    let _generator = crate::support::generator_turn();
+    let device = Default::default();
+    let model = lora_with_nonzero_b(qwen_for_training(DType::F32), 0.0);
+    let samples = sft_samples();
+    let refs: Vec<&TokenizedSample> = samples.iter().collect();
+    let step = |batches: Vec<Batch<B>>, activations| {
+        let settings = StepSettings {
+            activations,
+            ..SETTINGS
+        };
+        let (model, stats) = sft_step(model.clone(), &mut adamw::<B, _>(0.0), &batches, settings);
+        Stepped {
+            loss: stats.loss,
+            grad_norm: stats.grad_norm,
+            adapter: adapter(model),
+        }
+    };
+    let whole = step(
+        vec![Batch::new(&refs, &device)],
+        LayerActivations::Recomputed,
+    );
+    let s = &refs;
+    let packings = [
+        vec![vec![s[0], s[1], s[2], s[3]]],
+        vec![vec![s[0], s[1], s[2]], vec![s[3]]],
+        vec![vec![s[3], s[0]], vec![s[1], s[2]]],
+    ];
+    for rows in packings {
+        let longest = rows
+            .iter()
+            .map(|row| row.iter().map(|s| s.ids.len() - 1).sum::<usize>())
+            .max();
+        let batch = Batch::<B>::packed(&rows, &device);
+        assert_eq!(batch.inputs.dims(), [rows.len(), longest.unwrap()]);
+        for activations in [LayerActivations::Recomputed, LayerActivations::Kept] {
+            let what = format!("{} rows, {activations:?}", rows.len());
+            assert_same(
+                &whole,
+                &step(vec![Batch::packed(&rows, &device)], activations),
+                &what,
+            );
+        }
+    }
+}
+
 fn pairs() -> Vec<PreferencePair> {
     let data = std::fs::read(repo().join("examples/quickstart/house-style-dpo.jsonl")).unwrap();
     let prepared = prepare_pairs(data.as_slice(), &tokenizer(), 256).unwrap();

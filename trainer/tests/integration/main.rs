@@ -31,6 +31,7 @@ mod mlflow_cli;
 mod model_loading;
 mod model_reference;
 mod out_of_memory_cli;
+mod packing_cli;
 mod plan_cli;
 mod precision;
 mod publish_cli;

@@ -68,16 +68,22 @@ fn plain(model: &CausalLm<A>, batch: &Batch<A>) -> (f32, GradientsParams) {
 
 fn recomputed(model: &CausalLm<A>, batch: &Batch<A>) -> (f32, GradientsParams) {
     let mut accumulator = GradientsAccumulator::new();
-    let loss = backward_recomputed(model, batch.inputs.clone(), &mut accumulator, |hidden| {
-        let scores = TargetScores::from_hidden(
-            hidden,
-            model.head(),
-            batch.targets.clone(),
-            chunk_tokens(model),
-        );
-        let loss = masked_nll(scores, batch).0;
-        (loss.clone(), loss)
-    });
+    let loss = backward_recomputed(
+        model,
+        batch.inputs.clone(),
+        batch.layout(),
+        &mut accumulator,
+        |hidden| {
+            let scores = TargetScores::from_hidden(
+                hidden,
+                model.head(),
+                batch.targets.clone(),
+                chunk_tokens(model),
+            );
+            let loss = masked_nll(scores, batch).0;
+            (loss.clone(), loss)
+        },
+    );
     (loss.into_scalar(), accumulator.grads())
 }
 

@@ -11,7 +11,7 @@ use burn::tensor::DType;
 
 use anneal_model::backend::CpuBackend;
 use anneal_model::llm::CausalLm;
-use anneal_model::llm::attention::query_blocks;
+use anneal_model::llm::packing::AttentionTables;
 use anneal_model::llm::recompute::{backward_recomputed, layer_seeds};
 use anneal_train::chunked_loss::{TargetScores, batch_scores, chunk_tokens};
 use anneal_train::sft::loss::masked_nll;
@@ -68,10 +68,16 @@ fn loss_of(model: &CausalLm<A>, batch: &Batch<A>, hidden: Tensor<A, 3>) -> Tenso
 fn recomputed(model: &CausalLm<A>, batch: &Batch<A>) -> (f32, GradientsParams) {
     A::seed(&Default::default(), 7);
     let mut accumulator = GradientsAccumulator::new();
-    let loss = backward_recomputed(model, batch.inputs.clone(), &mut accumulator, |hidden| {
-        let loss = loss_of(model, batch, hidden);
-        (loss.clone(), loss)
-    });
+    let loss = backward_recomputed(
+        model,
+        batch.inputs.clone(),
+        batch.layout(),
+        &mut accumulator,
+        |hidden| {
+            let loss = loss_of(model, batch, hidden);
+            (loss.clone(), loss)
+        },
+    );
     (loss.into_scalar(), accumulator.grads())
 }
 
@@ -89,12 +95,12 @@ fn plain_seeded_per_layer(model: &CausalLm<A>, batch: &Batch<A>) -> (f32, Gradie
     A::seed(&device, 7);
     let [_, seq] = batch.inputs.dims();
     let rope = model.rope.tables::<A>(0, seq, &device);
-    let blocks = query_blocks::<A>(seq, 0, &device);
+    let attention = AttentionTables::<A>::causal(seq, 0, &device);
     let seeds = layer_seeds::<A>(model.layers.len(), &device);
     let mut x = model.embed_tokens.forward(batch.inputs.clone());
     for (layer, seed) in model.layers.iter().zip(seeds) {
         A::seed(&device, seed);
-        x = layer.forward(x, &rope, &blocks, None).0;
+        x = layer.forward(x, &rope, &attention, None).0;
     }
     let loss = loss_of(model, batch, model.norm.forward(x));
     let grads = GradientsParams::from_grads(loss.backward(), model);

@@ -37,10 +37,11 @@ pub fn epoch_batches<T: DataItem>(
     batches
 }
 
-/// A step's `batch` in the fewest micro-batches of at most `micro_batch` samples, their
-/// sizes differing by at most one (32 samples at 12 run as 11 + 11 + 10, not 12 + 12 +
-/// 8), each a run of neighbours so it keeps the batch's grouping by length.
-pub fn split_evenly(batch: &[usize], micro_batch: usize) -> Vec<&[usize]> {
+/// A step's `batch` in the fewest micro-batches of at most `micro_batch` samples (or
+/// packed rows), their sizes differing by at most one (32 samples at 12 run as
+/// 11, 11 and 10, not 12, 12 and 8), each a run of neighbours so it keeps the batch's
+/// grouping by length.
+pub fn split_evenly<T>(batch: &[T], micro_batch: usize) -> Vec<&[T]> {
     let parts = batch.len().div_ceil(micro_batch.max(1));
     let mut rest = batch;
     (0..parts)

@@ -27,6 +27,7 @@ pub mod micro_batch;
 pub mod objective;
 pub mod optimizer;
 pub mod optimizer_state;
+pub mod packing;
 pub mod readback;
 pub mod row_softmax;
 pub mod run;

@@ -91,12 +91,13 @@ pub trait Objective<B: AutodiffBackend> {
         max_tokens: usize,
     ) -> Result<Prepared<Self::Item>, DataError>;
 
-    /// One optimizer step over the step's micro-batches.
+    /// One optimizer step over the step's micro-batches, each a list of rows of
+    /// items: one item a row, or several when the run packs them.
     fn step(
         &self,
         model: CausalLm<B>,
         optimizer: &mut SftOptimizer<B>,
-        micro_batches: &[Vec<&Self::Item>],
+        micro_batches: &[Vec<Vec<&Self::Item>>],
         learning_rate: f64,
         device: &B::Device,
     ) -> (CausalLm<B>, StepReport);
@@ -114,12 +115,15 @@ pub trait Objective<B: AutodiffBackend> {
 pub struct Sft {
     /// Kept or recomputed in the backward pass (`gradientCheckpointing`).
     pub activations: LayerActivations,
+    /// `dataset.packing`: several chats share a row.
+    pub packing: bool,
 }
 
 impl Sft {
-    pub fn new(h: &ResolvedHyperparameters) -> Self {
+    pub fn new(h: &ResolvedHyperparameters, packing: bool) -> Self {
         Self {
             activations: LayerActivations::from_checkpointing(h.gradient_checkpointing),
+            packing,
         }
     }
 }
@@ -145,13 +149,16 @@ impl<B: AutodiffBackend> Objective<B> for Sft {
         &self,
         model: CausalLm<B>,
         optimizer: &mut SftOptimizer<B>,
-        micro_batches: &[Vec<&TokenizedSample>],
+        micro_batches: &[Vec<Vec<&TokenizedSample>>],
         learning_rate: f64,
         device: &B::Device,
     ) -> (CausalLm<B>, StepReport) {
         let batches: Vec<Batch<B>> = micro_batches
             .iter()
-            .map(|samples| Batch::new(samples, device))
+            .map(|rows| match self.packing {
+                true => Batch::packed(rows, device),
+                false => Batch::new(&rows.concat(), device),
+            })
             .collect();
         let settings = StepSettings {
             learning_rate,
@@ -234,13 +241,13 @@ impl<B: AutodiffBackend> Objective<B> for Dpo<B> {
         &self,
         model: CausalLm<B>,
         optimizer: &mut SftOptimizer<B>,
-        micro_batches: &[Vec<&PreferencePair>],
+        micro_batches: &[Vec<Vec<&PreferencePair>>],
         learning_rate: f64,
         device: &B::Device,
     ) -> (CausalLm<B>, StepReport) {
         let batches: Vec<PairBatch<B>> = micro_batches
             .iter()
-            .map(|pairs| PairBatch::new(pairs, device))
+            .map(|rows| PairBatch::new(&rows.concat(), device))
             .collect();
         let (model, stats) = dpo_step(
             model,

@@ -1,9 +1,11 @@
 //! A micro-batch as tensors, the form every objective's forward pass takes: SFT's
-//! conversations, and DPO's chosen and rejected replies as rows of one batch.
+//! conversations, one per row or packed several to a row, and DPO's chosen and
+//! rejected replies as rows of one batch.
 
 use burn::prelude::*;
 
 use super::tokenized::TokenizedSample;
+use anneal_model::llm::packing::{Layout, PackedRows};
 
 /// A micro-batch as tensors: `inputs` predict `targets`, one position ahead, and
 /// `weights` is 1 where the target is a trained token (0 on padding and prompt).
@@ -15,6 +17,8 @@ pub struct Batch<B: Backend> {
     pub trained_tokens: usize,
     /// Input positions, padding included: the work the forward pass does.
     pub positions: usize,
+    /// Where the samples sit when several share a row; `None`: one per row.
+    pub packed: Option<PackedRows>,
 }
 
 impl<B: Backend> Batch<B> {
@@ -42,6 +46,52 @@ impl<B: Backend> Batch<B> {
             weights: Tensor::from_data(TensorData::new(weights, [rows, len]), device),
             trained_tokens,
             positions: rows * len,
+            packed: None,
+        }
+    }
+
+    /// `rows` of samples side by side (see [`crate::packing::pack_rows`]), each row
+    /// padded to the longest; each sample predicts only its own next tokens, its first
+    /// position 0, its attention blind to the rest of the row.
+    pub fn packed(rows: &[Vec<&TokenizedSample>], device: &B::Device) -> Self {
+        let lengths: Vec<Vec<usize>> = (rows.iter())
+            .map(|row| row.iter().map(|s| s.ids.len() - 1).collect())
+            .collect();
+        let len = lengths.iter().map(|l| l.iter().sum()).max().unwrap_or(0);
+        let mut inputs = vec![0i64; rows.len() * len];
+        let mut targets = vec![0i64; rows.len() * len];
+        let mut weights = vec![0f32; rows.len() * len];
+        let mut trained_tokens = 0;
+        for (r, row) in rows.iter().enumerate() {
+            let mut at = r * len;
+            for sample in row {
+                for t in 0..sample.ids.len() - 1 {
+                    inputs[at] = i64::from(sample.ids[t]);
+                    targets[at] = i64::from(sample.ids[t + 1]);
+                    if sample.mask[t + 1] {
+                        weights[at] = 1.0;
+                        trained_tokens += 1;
+                    }
+                    at += 1;
+                }
+            }
+        }
+        let shape = [rows.len(), len];
+        Self {
+            inputs: Tensor::from_data(TensorData::new(inputs, shape), device),
+            targets: Tensor::from_data(TensorData::new(targets, shape), device),
+            weights: Tensor::from_data(TensorData::new(weights, shape), device),
+            trained_tokens,
+            positions: rows.len() * len,
+            packed: Some(PackedRows::new(&lengths, len)),
+        }
+    }
+
+    /// How the forward pass reads the rows.
+    pub fn layout(&self) -> Layout<'_> {
+        match &self.packed {
+            Some(packed) => Layout::Packed(packed),
+            None => Layout::OneSequencePerRow,
         }
     }
 }

@@ -7,6 +7,7 @@ use super::rope::RopeTables;
 
 use super::blocked_attention::blocked_attention;
 pub use super::blocked_attention::{QueryBlock, query_blocks};
+use super::packing::AttentionTables;
 
 /// Keys and values of the positions seen so far, per layer: `[batch, kv_heads, seq, head_dim]`,
 /// stored after RoPE and before the heads are repeated, so a cache is `kv_heads / heads` the size.
@@ -29,17 +30,17 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// `x`: `[batch, seq, hidden]` at positions `start..start + seq`, where `start` is the
-    /// cache's length; `rope` and `blocks` are [`Rope::tables`](super::rope::Rope::tables)
-    /// and [`query_blocks`] for those positions. Returns `[batch, seq, hidden]` and the
-    /// cache extended by `seq`.
+    /// cache's length; `rope` and `tables` are [`Rope::tables`](super::rope::Rope::tables)
+    /// and the [`AttentionTables`] for those positions (for packed rows, without a
+    /// cache). Returns `[batch, seq, hidden]` and the cache extended by `seq`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        blocks: &[QueryBlock<B>],
+        tables: &AttentionTables<B>,
         cache: Option<LayerCache<B>>,
     ) -> (Tensor<B, 3>, LayerCache<B>) {
-        let [batch, seq, _] = x.dims();
+        let [rows, len, _] = x.dims();
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let groups = h / kv;
 
@@ -49,11 +50,21 @@ impl<B: Backend> Attention<B> {
         // The rotation runs in f32 and hands back the compute dtype (see `HeadTables::apply`).
         let q = rope
             .q
-            .apply(self.q_proj.forward(x.clone()).reshape([batch, seq, h, d]));
+            .apply(self.q_proj.forward(x.clone()).reshape([rows, len, h, d]));
         let k = rope
             .k
-            .apply(self.k_proj.forward(x.clone()).reshape([batch, seq, kv, d]));
-        let v = self.v_proj.forward(x).reshape([batch, seq, kv, d]);
+            .apply(self.k_proj.forward(x.clone()).reshape([rows, len, kv, d]));
+        let v = self.v_proj.forward(x).reshape([rows, len, kv, d]);
+        // Packed rows attend as one row per sample (see `packing`).
+        let (q, k, v) = match &tables.unpacking {
+            Some(apart) => (
+                apart.samples_apart(q),
+                apart.samples_apart(k),
+                apart.samples_apart(v),
+            ),
+            None => (q, k, v),
+        };
+        let [batch, seq, _, _] = q.dims();
         let (k, v) = (k.swap_dims(1, 2), v.swap_dims(1, 2)); // [b, kv, s, d]
 
         let (keys, values) = match cache {
@@ -69,10 +80,14 @@ impl<B: Backend> Attention<B> {
         let q = q
             .reshape([batch, seq, kv, groups, d])
             .permute([0, 2, 3, 1, 4]);
-        let out = blocked_attention(q, keys.clone(), values.clone(), blocks) // [b, kv, groups, s, d]
+        let out = blocked_attention(q, keys.clone(), values.clone(), &tables.blocks) // [b, kv, groups, s, d]
             .reshape([batch, h, seq, d])
             .swap_dims(1, 2)
             .reshape([batch, seq, h * d]);
+        let out = match &tables.unpacking {
+            Some(apart) => apart.back_in_rows(out, rows, len),
+            None => out,
+        };
         (self.o_proj.forward(out), LayerCache { keys, values })
     }
 }

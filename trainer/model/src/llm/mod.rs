@@ -8,6 +8,7 @@ mod config_bounds;
 pub mod decode;
 pub mod kv_slots;
 pub mod mlp;
+pub mod packing;
 pub mod placement;
 pub mod precision;
 pub mod projection;

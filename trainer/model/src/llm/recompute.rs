@@ -26,7 +26,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::attention::{QueryBlock, query_blocks};
+use super::packing::{AttentionTables, Layout};
 use super::rope::RopeTables;
 use super::transformer::CausalLm;
 
@@ -47,7 +47,7 @@ pub fn layer_seeds<B: Backend>(layers: usize, device: &B::Device) -> Vec<u64> {
     .collect()
 }
 
-/// Runs `model` on `ids` and backpropagates `loss_of(hidden)` layer by layer, adding
+/// Runs `model` on `ids` (laid out as `layout` says) and backpropagates `loss_of(hidden)` layer by layer, adding
 /// every parameter's gradient to `accumulator`. `loss_of` gets the hidden states after
 /// the final norm, `[batch, seq, hidden]`, and returns the scalar loss to
 /// differentiate and what the caller wants back (e.g. the step's statistics).
@@ -58,11 +58,12 @@ pub fn layer_seeds<B: Backend>(layers: usize, device: &B::Device) -> Vec<u64> {
 pub fn backward_recomputed<B: AutodiffBackend, T>(
     model: &CausalLm<B>,
     ids: Tensor<B, 2, Int>,
+    layout: Layout<'_>,
     accumulator: &mut GradientsAccumulator<CausalLm<B>>,
     loss_of: impl FnOnce(Tensor<B, 3>) -> (Tensor<B, 1>, T),
 ) -> T {
     let [_, seq] = ids.dims();
-    let stages = StageTables::new(model, seq, &ids.device());
+    let stages = StageTables::new(model, seq, layout, &ids.device());
     let seeds = layer_seeds::<B>(model.layers.len(), &ids.device());
 
     // First pass: no parameter or input tracked, so no op keeps a tensor for backward;
@@ -71,13 +72,13 @@ pub fn backward_recomputed<B: AutodiffBackend, T>(
     let mut inputs = Vec::with_capacity(model.layers.len());
     let mut x = embedded.clone().inner();
     for (i, (layer, seed)) in model.layers.iter().zip(&seeds).enumerate() {
-        let (device, rope, blocks) = stages.of(i);
+        let (device, rope, attention) = stages.of(i);
         if model.starts_stage(i) {
             x = x.to_device(device);
         }
         B::seed(device, *seed);
         let frozen = layer.clone().no_grad();
-        let (y, _) = frozen.forward(Tensor::from_inner(x.clone()), rope, blocks, None);
+        let (y, _) = frozen.forward(Tensor::from_inner(x.clone()), rope, attention, None);
         inputs.push(x);
         x = y.inner();
     }
@@ -101,10 +102,10 @@ pub fn backward_recomputed<B: AutodiffBackend, T>(
         .enumerate()
         .rev()
     {
-        let (device, rope, blocks) = stages.of(i);
+        let (device, rope, attention) = stages.of(i);
         B::seed(device, *seed);
         let input = Tensor::<B, 3>::from_inner(input).require_grad();
-        let (y, _) = layer.forward(input.clone(), rope, blocks, None);
+        let (y, _) = layer.forward(input.clone(), rope, attention, None);
         // d/dy of Σ y·upstream is `upstream`, exactly.
         let mut grads = (y * Tensor::from_inner(upstream)).sum().backward();
         upstream = input
@@ -129,9 +130,9 @@ pub fn backward_recomputed<B: AutodiffBackend, T>(
 }
 
 /// One device's rotation tables and causal-mask blocks.
-type Tables<B> = (burn::tensor::Device<B>, RopeTables<B>, Vec<QueryBlock<B>>);
+type Tables<B> = (burn::tensor::Device<B>, RopeTables<B>, AttentionTables<B>);
 
-/// Each device's rotation tables and causal-mask blocks for one sequence length,
+/// Each device's rotation tables and causal-mask blocks for one batch's layout,
 /// built once per device and shared by its layers.
 struct StageTables<B: Backend> {
     /// Per stage.
@@ -141,11 +142,10 @@ struct StageTables<B: Backend> {
 }
 
 impl<B: Backend> StageTables<B> {
-    fn new(model: &CausalLm<B>, seq: usize, first: &B::Device) -> Self {
+    fn new(model: &CausalLm<B>, seq: usize, layout: Layout<'_>, first: &B::Device) -> Self {
         let tables = |device: B::Device| {
-            let rope = model.rope.tables::<B>(0, seq, &device);
-            let blocks = query_blocks::<B>(seq, 0, &device);
-            (device, rope, blocks)
+            let (rope, attention) = layout.tables::<B>(&model.rope, seq, 0, &device);
+            (device, rope, attention)
         };
         let mut stages = vec![tables(first.clone())];
         let mut stage_of_layer = Vec::with_capacity(model.layers.len());
@@ -162,8 +162,8 @@ impl<B: Backend> StageTables<B> {
     }
 
     /// The device and tables of decoder layer `layer`.
-    fn of(&self, layer: usize) -> (&B::Device, &RopeTables<B>, &[QueryBlock<B>]) {
-        let (device, rope, blocks) = &self.stages[self.stage_of_layer[layer]];
-        (device, rope, blocks)
+    fn of(&self, layer: usize) -> (&B::Device, &RopeTables<B>, &AttentionTables<B>) {
+        let (device, rope, attention) = &self.stages[self.stage_of_layer[layer]];
+        (device, rope, attention)
     }
 }

@@ -111,8 +111,29 @@ pub struct RopeTables<B: Backend> {
     pub k: HeadTables<B>,
 }
 
-/// `[1, seq * heads * head_dim]` tables: the cosines, and the sines with the sign of
-/// rotate_half folded in (negative on the first half of each head).
+impl<B: Backend> RopeTables<B> {
+    /// Tables built for `rows * seq` positions (every batch row's, row-major) as one
+    /// table per batch row: each row's tokens then rotate by positions of their own,
+    /// as packed rows need ([`super::packing`]).
+    pub fn per_batch_row(self, rows: usize) -> Self {
+        let split = |table: HeadTables<B>| {
+            let [_, all] = table.cos.dims();
+            let shape = [rows, all / rows.max(1)];
+            HeadTables {
+                cos: table.cos.reshape(shape),
+                sin: table.sin.reshape(shape),
+            }
+        };
+        RopeTables {
+            q: split(self.q),
+            k: split(self.k),
+        }
+    }
+}
+
+/// `[1, seq * heads * head_dim]` tables (`[batch, …]` when each batch row has
+/// positions of its own): the cosines, and the sines with the sign of rotate_half
+/// folded in (negative on the first half of each head).
 #[derive(Clone, Debug)]
 pub struct HeadTables<B: Backend> {
     pub cos: Tensor<B, 2>,

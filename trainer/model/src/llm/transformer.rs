@@ -6,8 +6,9 @@ use burn::nn::{Embedding, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use super::attention::{Attention, LayerCache, QueryBlock, query_blocks};
+use super::attention::{Attention, LayerCache};
 use super::mlp::Mlp;
+use super::packing::{AttentionTables, Layout};
 use super::precision::{cast, rms_norm};
 use super::rope::{Rope, RopeTables};
 
@@ -30,13 +31,13 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        blocks: &[QueryBlock<B>],
+        attention: &AttentionTables<B>,
         cache: Option<LayerCache<B>>,
     ) -> (Tensor<B, 3>, LayerCache<B>) {
         let (attended, cache) = self.self_attn.forward(
             rms_norm(&self.input_layernorm, x.clone()),
             rope,
-            blocks,
+            attention,
             cache,
         );
         let x = x + attended;
@@ -100,13 +101,21 @@ impl<B: Backend> CausalLm<B> {
         ids: Tensor<B, 2, Int>,
         cache: Option<KvCache<B>>,
     ) -> (Tensor<B, 3>, KvCache<B>) {
+        self.forward_laid_out(ids, cache, Layout::OneSequencePerRow)
+    }
+
+    /// Hidden states after the final norm, `[batch, seq, hidden]`, for `ids` laid out
+    /// as `layout` says (for packed rows, without a cache); returns the extended cache.
+    pub fn forward_laid_out(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        cache: Option<KvCache<B>>,
+        layout: Layout<'_>,
+    ) -> (Tensor<B, 3>, KvCache<B>) {
         let [_, seq] = ids.dims();
         let start = cache.as_ref().map_or(0, KvCache::len);
-        let device = ids.device();
         // The rotation tables and the causal mask are the same for every layer: built once.
-        let rope = self.rope.tables::<B>(start, seq, &device);
-        let blocks = query_blocks::<B>(seq, start, &device);
-        let (mut rope, mut blocks) = (rope, blocks);
+        let (mut rope, mut attention) = layout.tables::<B>(&self.rope, seq, start, &ids.device());
         let mut x = self.embed(ids);
         let mut old = cache.map(|c| c.layers.into_iter().map(Some).collect::<Vec<_>>());
         let mut layers = Vec::with_capacity(self.layers.len());
@@ -115,11 +124,10 @@ impl<B: Backend> CausalLm<B> {
                 // The next device's layers: the hidden states and the tables move there.
                 let device = layer.device();
                 x = x.to_device(&device);
-                rope = self.rope.tables::<B>(start, seq, &device);
-                blocks = query_blocks::<B>(seq, start, &device);
+                (rope, attention) = layout.tables::<B>(&self.rope, seq, start, &device);
             }
             let layer_cache = old.as_mut().and_then(|caches| caches[i].take());
-            let (next, cache) = layer.forward(x, &rope, &blocks, layer_cache);
+            let (next, cache) = layer.forward(x, &rope, &attention, layer_cache);
             x = next;
             layers.push(cache);
         }

@@ -3,6 +3,7 @@
 //! gradient (its SFT term included) accumulates, with the layers' activations kept or
 //! recomputed ([`crate::backward`]); then clipping and AdamW exactly as SFT's step does.
 
+use anneal_model::llm::packing::Layout;
 use burn::optim::{GradientsAccumulator, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -54,14 +55,22 @@ pub fn dpo_step<B: AutodiffBackend>(
         let sequences = &batch.sequences;
         let inputs = sequences.inputs.clone(); // [2n, len]
         let activations = settings.activations;
-        let output = accumulate_backward(&model, inputs, activations, &mut accumulator, |hidden| {
-            let scores = hidden_scores(&model, sequences, hidden).log_probs; // [2n, len]
-            let policy_scores = sequence_log_probs(scores, sequences); // [2n]
-            let output = config.pair_loss(policy_scores, reference_scores, sequences);
-            // Each micro-batch's share of the step's mean over pairs, as SFT does
-            // over tokens.
-            (output.loss.clone() / total_pairs.max(1) as f64, output)
-        });
+        let layout = Layout::OneSequencePerRow;
+        let output = accumulate_backward(
+            &model,
+            inputs,
+            layout,
+            activations,
+            &mut accumulator,
+            |hidden| {
+                let scores = hidden_scores(&model, sequences, hidden).log_probs; // [2n, len]
+                let policy_scores = sequence_log_probs(scores, sequences); // [2n]
+                let output = config.pair_loss(policy_scores, reference_scores, sequences);
+                // Each micro-batch's share of the step's mean over pairs, as SFT does
+                // over tokens.
+                (output.loss.clone() / total_pairs.max(1) as f64, output)
+            },
+        );
         kept.push([
             readback.keep(output.loss.inner()),
             readback.keep(output.chosen_rewards.inner()),
@@ -99,5 +108,6 @@ fn inner_batch<B: AutodiffBackend>(batch: &Batch<B>) -> Batch<B::InnerBackend> {
         weights: batch.weights.clone().inner(),
         trained_tokens: batch.trained_tokens,
         positions: batch.positions,
+        packed: batch.packed.clone(),
     }
 }

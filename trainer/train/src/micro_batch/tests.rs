@@ -25,6 +25,7 @@ fn settings(gradient_accumulation: Option<u32>) -> TrainingSettings {
         training: TrainingType::Lora,
         hyperparameters: spec.resolve(),
         set_micro_batch: spec.set_micro_batch(),
+        packing: false,
         checkpoints: CheckpointsSpec::default(),
     }
 }

@@ -82,6 +82,16 @@ pub struct TrainingSettings {
     /// `None` leaves the micro-batch to the memory plan.
     pub set_micro_batch: Option<u32>,
     pub checkpoints: CheckpointsSpec,
+    /// `dataset.packing`: chats packed into rows of up to `maxTokens` (SFT).
+    pub packing: bool,
+}
+
+impl TrainingSettings {
+    /// The input positions of a packed row (`maxTokens`), when the job packs.
+    pub fn packed_row(&self) -> Option<usize> {
+        self.packing
+            .then_some(self.hyperparameters.max_tokens as usize)
+    }
 }
 
 impl TrainingSettings {
@@ -93,6 +103,7 @@ impl TrainingSettings {
             hyperparameters: job.resolved_hyperparameters(),
             set_micro_batch: job.spec.hyperparameters.set_micro_batch(),
             checkpoints: job.spec.checkpoints.clone(),
+            packing: job.spec.dataset.packing.unwrap_or(false),
         }
     }
 }

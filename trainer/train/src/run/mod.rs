@@ -106,7 +106,7 @@ pub fn run_training<B: AutodiffBackend>(
     let settings = &inputs.settings;
     match settings.method {
         TrainingMethod::Sft => {
-            let sft = Sft::new(&settings.hyperparameters);
+            let sft = Sft::new(&settings.hyperparameters, settings.packing);
             run_objective(sft, &inputs, &micro_batch, base, &tokenizer, sinks, devices)
         }
         TrainingMethod::Dpo => {
@@ -167,7 +167,8 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
         run.report_base_model(&training.model);
     }
 
-    let mut session = Session::new(h, total_steps, training.state.step);
+    let packing = inputs.settings.packed_row();
+    let mut session = Session::new(h, total_steps, training.state.step, packing);
     while training.state.step < total_steps {
         if inputs.stop.load(Ordering::SeqCst) {
             return run.stop(training);

@@ -216,9 +216,14 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             message: Some(message),
             result: None,
         });
+        let message = match self.settings.packed_row() {
+            // The micro-batch counts rows, each several chats.
+            Some(row) => format!("{micro_batch}; chats packed into rows of {row} tokens"),
+            None => micro_batch.to_string(),
+        };
         self.events.emit(EventBody::Log {
             level: LogLevel::Info,
-            message: micro_batch.to_string(),
+            message,
         });
         let data = self.data;
         for set in &data.mixed {

@@ -18,6 +18,7 @@ use crate::TrainError;
 use crate::batches::{epoch_batches, split_evenly};
 use crate::data::TrainingData;
 use crate::objective::{Objective, Scores, StepReport};
+use crate::packing::pack_rows;
 use crate::schedule::LearningRateSchedule;
 use crate::state::{DataOrder, LogEntry, RngState, step_seed};
 use crate::tokenized::DataItem;
@@ -41,11 +42,20 @@ pub(super) struct Session {
     micro_batch: Option<usize>,
     /// Fault injection (`ANNEAL_FAULT_OOM_ABOVE_MICRO_BATCH`, [`out_of_memory`]).
     oom_above_micro_batch: Option<usize>,
+    /// `dataset.packing`: rows of at most this many input positions (`maxTokens`),
+    /// and the micro-batch counts rows.
+    packing: Option<usize>,
 }
 
 impl Session {
-    /// A session whose first step has index `first_step`.
-    pub fn new(h: &ResolvedHyperparameters, total_steps: u64, first_step: u64) -> Self {
+    /// A session whose first step has index `first_step`; `packing`: rows of at most
+    /// that many positions.
+    pub fn new(
+        h: &ResolvedHyperparameters,
+        total_steps: u64,
+        first_step: u64,
+        packing: Option<usize>,
+    ) -> Self {
         Self {
             schedule: LearningRateSchedule::new(h.learning_rate, h.warmup_ratio, total_steps),
             seed: h.seed,
@@ -58,6 +68,7 @@ impl Session {
                 .and_then(|step| step.parse().ok()),
             micro_batch: None,
             oom_above_micro_batch: out_of_memory::injected_limit(),
+            packing,
         }
     }
 
@@ -66,14 +77,16 @@ impl Session {
         self.micro_batch.unwrap_or(order.micro_batch_size)
     }
 
-    /// The micro-batches of step `step`: its batch of the epoch's order, split evenly
-    /// into micro-batches of at most `order.micro_batch_size`.
+    /// The micro-batches of step `step`, each a list of rows of samples: its batch of
+    /// the epoch's order, split evenly into micro-batches of at most
+    /// `order.micro_batch_size` rows, a row one sample, or with packing the batch's
+    /// samples packed into rows first ([`pack_rows`]).
     fn micro_batches<'d, T: DataItem>(
         &mut self,
         data: &'d TrainingData<T>,
         order: &DataOrder,
         step: u64,
-    ) -> Vec<Vec<&'d T>> {
+    ) -> Vec<Vec<Vec<&'d T>>> {
         let train = &data.train;
         let epoch = step / order.steps_per_epoch;
         if self.batches.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -83,9 +96,16 @@ impl Session {
         }
         let batches = &self.batches.as_ref().expect("set above").1;
         let batch = &batches[(step % order.steps_per_epoch) as usize];
-        split_evenly(batch, self.micro_batch_size(order))
-            .into_iter()
-            .map(|indices| indices.iter().map(|&i| &train[i]).collect())
+        let rows: Vec<Vec<usize>> = match self.packing {
+            None => batch.iter().map(|&i| vec![i]).collect(),
+            Some(capacity) => pack_rows(train, batch, capacity),
+        };
+        (split_evenly(&rows, self.micro_batch_size(order)).into_iter())
+            .map(|rows| {
+                (rows.iter())
+                    .map(|row| row.iter().map(|&i| &train[i]).collect())
+                    .collect()
+            })
             .collect()
     }
 
@@ -201,7 +221,7 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
         loop {
             let micro_batch = session.micro_batch_size(self.order);
             let items = session.micro_batches(self.data, self.order, step);
-            let tokens: usize = items.iter().flatten().map(|s| s.tokens()).sum();
+            let tokens: usize = items.iter().flatten().flatten().map(|s| s.tokens()).sum();
             // Dropout draws depend only on (seed, step): a resumed run repeats them.
             B::seed(self.device, step_seed(session.seed, step));
             // Handles, not copies: the frozen base is shared, only LoRA's state is kept.
@@ -327,13 +347,13 @@ mod tests {
             dropped_too_long: 0,
             dropped_untrainable: 0,
         };
-        let mut session = Session::new(&h, 10, 0);
+        let mut session = Session::new(&h, 10, 0, None);
         (0..10)
             .map(|step| {
                 let micro = session.micro_batches(&data, &order, step);
                 micro
                     .iter()
-                    .map(|m| m.iter().map(|s| s.line).collect())
+                    .map(|m| m.iter().flatten().map(|s| s.line).collect())
                     .collect()
             })
             .collect()
