@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// Where s3:// folders are downloaded; default: a temporary folder.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Let clients load and unload LoRA adapters while the server runs:
+    /// `POST /v1/load_lora_adapter {"lora_name", "lora_path"}` and
+    /// `/v1/unload_lora_adapter {"lora_name"}`, as vLLM takes them (a path, file://,
+    /// s3:// or hf:// URI). Off, both are refused with 404.
+    #[arg(long, env = "ANNEAL_ENABLE_RUNTIME_LORA")]
+    pub enable_runtime_lora: bool,
+    /// Adapters served at once at most, those of --adapter included.
+    #[arg(long, default_value_t = 8)]
+    pub max_loras: usize,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     #[command(flatten)]
@@ -75,6 +84,8 @@ impl From<ServeArgs> for ServeOptions {
             max_running: args.max_running,
             max_waiting: args.max_waiting,
             max_model_len: args.max_model_len,
+            runtime_lora: args.enable_runtime_lora,
+            max_loras: args.max_loras,
             max_connections: args.max_connections,
             header_timeout: Duration::from_secs(args.header_timeout_seconds),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),

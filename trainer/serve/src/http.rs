@@ -1,11 +1,12 @@
 //! The HTTP side of `trainer serve`: OpenAI's `/v1/models` and `/v1/chat/completions`
 //! (whole or streamed as server-sent events), `/v1/images/generations` for image
-//! models (`image_http.rs`), `/health` and `/metrics`.
+//! models (`image_http.rs`), adapters loaded and unloaded at runtime
+//! (`runtime_lora.rs`), `/health` and `/metrics`.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -24,10 +25,11 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::api_error::ApiError;
 use super::chat_request::{ChatRequest, parse_chat_request};
-use super::engine::Submission;
+use super::engine::{EngineMessage, Submission};
 pub use super::image_http::ImageSide;
 use super::image_http::image_generations;
 use super::reply::{Reply, ReplyPart, Slot, finish_name};
+use super::runtime_lora::{RuntimeLora, load_lora_adapter, unload_lora_adapter};
 use super::serve_metrics::ServeMetrics;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::generate::{FinishReason, SamplingParams};
@@ -38,6 +40,8 @@ pub struct ServedModel {
     pub name: String,
     /// The base model's name, for adapters.
     pub parent: Option<String>,
+    /// Its index in the engine (or the image worker): 0 for the base.
+    pub index: usize,
 }
 
 /// What generates: a chat model's engine, or an image pipeline's worker.
@@ -51,12 +55,15 @@ pub struct ChatSide {
     pub tokenizer: Arc<ModelTokenizer>,
     /// Prompt plus reply must fit in this many tokens.
     pub context_length: usize,
-    pub submit: Sender<Submission>,
+    pub submit: Sender<EngineMessage>,
 }
 
 /// What every handler shares.
 pub struct ServerState {
-    pub models: Vec<ServedModel>,
+    /// The base first, then the adapters; runtime loads and unloads change it.
+    pub models: RwLock<Vec<ServedModel>>,
+    /// Present with `--enable-runtime-lora`.
+    pub runtime_lora: Option<RuntimeLora>,
     pub generator: Generator,
     pub in_flight: Arc<AtomicUsize>,
     /// Requests running plus waiting beyond which new ones get 429.
@@ -80,7 +87,15 @@ pub fn router(state: Arc<ServerState>) -> Router {
         )
         .route(
             "/v1/images/generations",
-            post(image_generations).layer(body_timeout),
+            post(image_generations).layer(body_timeout.clone()),
+        )
+        .route(
+            "/v1/load_lora_adapter",
+            post(load_lora_adapter).layer(body_timeout.clone()),
+        )
+        .route(
+            "/v1/unload_lora_adapter",
+            post(unload_lora_adapter).layer(body_timeout),
         )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -99,17 +114,18 @@ fn model_object(state: &ServerState, model: &ServedModel) -> Value {
 }
 
 async fn list_models(State(state): State<Arc<ServerState>>) -> Json<Value> {
-    let data: Vec<Value> = state
-        .models
-        .iter()
+    let data: Vec<Value> = (state.models.read().expect("models lock").iter())
         .map(|m| model_object(&state, m))
         .collect();
     Json(json!({"object": "list", "data": data}))
 }
 
 async fn get_model(State(state): State<Arc<ServerState>>, Path(id): Path<String>) -> Response {
-    match state.models.iter().find(|m| m.name == id) {
-        Some(model) => Json(model_object(&state, model)).into_response(),
+    let found = (state.models.read().expect("models lock").iter())
+        .find(|m| m.name == id)
+        .map(|model| model_object(&state, model));
+    match found {
+        Some(model) => Json(model).into_response(),
         None => ApiError::model_not_found(&id, &model_names(&state)).into_response(),
     }
 }
@@ -117,15 +133,27 @@ async fn get_model(State(state): State<Arc<ServerState>>, Path(id): Path<String>
 impl ServerState {
     /// The served model's index (0: the base, then the adapters), or 404 listing them.
     pub(crate) fn model_index(&self, name: &str) -> Result<usize, ApiError> {
-        self.models
-            .iter()
-            .position(|m| m.name == name)
-            .ok_or_else(|| ApiError::model_not_found(name, &model_names(self)))
+        let models = self.models.read().expect("models lock");
+        served_index(&models, name)
     }
 }
 
+/// `name`'s index among `models`, or 404 listing them.
+fn served_index(models: &[ServedModel], name: &str) -> Result<usize, ApiError> {
+    models
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.index)
+        .ok_or_else(|| {
+            let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+            ApiError::model_not_found(name, &names)
+        })
+}
+
 pub(crate) fn model_names(state: &ServerState) -> Vec<String> {
-    state.models.iter().map(|m| m.name.clone()).collect()
+    (state.models.read().expect("models lock").iter())
+        .map(|m| m.name.clone())
+        .collect()
 }
 
 async fn health(State(state): State<Arc<ServerState>>) -> Response {
@@ -171,7 +199,7 @@ pub(crate) fn count_refusal(state: &ServerState, body: &[u8], error: ApiError) -
     let model = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_owned))
-        .filter(|m| state.models.iter().any(|s| &s.name == m))
+        .filter(|m| model_names(state).contains(m))
         .unwrap_or_default();
     state
         .metrics
@@ -232,7 +260,10 @@ fn start_completion(
             "This server serves an image model: use /v1/images/generations",
         ));
     };
-    let model = state.model_index(&request.model)?;
+    // Held until the request is queued, so an unload that takes the name off the list
+    // comes after it in the engine's queue, and waits for it.
+    let models = state.models.read().expect("models lock");
+    let model = served_index(&models, &request.model)?;
     let prompt = chat
         .tokenizer
         .encode_chat(&request.messages, true)
@@ -273,7 +304,7 @@ fn start_completion(
         stop: Vec::new(),
     };
     chat.submit
-        .send(Submission {
+        .send(EngineMessage::Submit(Submission {
             model,
             prompt: prompt.clone(),
             eos: if request.ignore_eos {
@@ -283,8 +314,9 @@ fn start_completion(
             },
             params,
             events,
-        })
+        }))
         .map_err(|_| ApiError::shutting_down())?;
+    drop(models);
     let reply = Reply::new(
         receiver,
         request.stop.clone(),

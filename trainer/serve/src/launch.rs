@@ -5,8 +5,8 @@
 //! done.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,7 @@ use crate::http::{ChatSide, Generator, ImageSide, ServedModel, ServerState};
 use crate::http_server::serve_http;
 use crate::image_worker::run_image_worker;
 use crate::prepare::Prepared;
+use crate::runtime_lora::RuntimeLora;
 use crate::serve_metrics::ServeMetrics;
 
 impl BackendJob for Prepared {
@@ -46,11 +47,15 @@ fn served_models(prepared: &Prepared) -> Vec<ServedModel> {
     let mut served = vec![ServedModel {
         name: prepared.base_name.clone(),
         parent: None,
+        index: 0,
     }];
-    served.extend(prepared.adapters.iter().map(|(name, _)| ServedModel {
-        name: name.clone(),
-        parent: Some(prepared.base_name.clone()),
-    }));
+    served.extend(
+        (prepared.adapters.iter().enumerate()).map(|(i, (name, _))| ServedModel {
+            name: name.clone(),
+            parent: Some(prepared.base_name.clone()),
+            index: i + 1,
+        }),
+    );
     served
 }
 
@@ -157,8 +162,13 @@ fn start_http(
         .map_err(ServeError::Listener)?;
     let address: SocketAddr = listener.local_addr().map_err(ServeError::Listener)?;
     let metrics = ServeMetrics::new();
+    let models = served_models(prepared);
+    let runtime_lora = (options.runtime_lora && matches!(generator, Generator::Chat(_)))
+        .then(|| RuntimeLora::new(prepared.work_dir.clone(), options.max_loras, models.len()));
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let state = Arc::new(ServerState {
-        models: served_models(prepared),
+        models: RwLock::new(models),
+        runtime_lora,
         generator,
         in_flight: Arc::new(AtomicUsize::new(0)),
         max_in_flight: options.max_running + options.max_waiting,
@@ -169,9 +179,12 @@ fn start_http(
             .map_or(0, |d| d.as_secs()),
         body_timeout: options.header_timeout,
     });
-    let names: Vec<&str> = state.models.iter().map(|m| m.name.as_str()).collect();
+    let runtime = match &state.runtime_lora {
+        Some(runtime) => format!(", adapters loaded at runtime up to {}", runtime.max_loras),
+        None => String::new(),
+    };
     eprintln!(
-        "trainer serve: {} on http://{address}/v1 ({detail}, {} running + {} waiting)",
+        "trainer serve: {} on http://{address}/v1 ({detail}, {} running + {} waiting{runtime})",
         names.join(", "),
         options.max_running,
         options.max_waiting

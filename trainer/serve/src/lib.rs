@@ -25,6 +25,7 @@ mod launch;
 mod options;
 mod prepare;
 pub mod reply;
+pub mod runtime_lora;
 pub mod serve_metrics;
 pub mod text_stream;
 

@@ -33,5 +33,11 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Where s3:// folders are downloaded; `None`: a temporary folder.
     pub work_dir: Option<PathBuf>,
+    /// `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter` answer (chat
+    /// models); off, they are refused.
+    pub runtime_lora: bool,
+    /// Adapters served at once at most, those given at start included (runtime loads
+    /// past it are refused).
+    pub max_loras: usize,
     pub device: DeviceChoice,
 }

@@ -14,6 +14,8 @@ pub(crate) struct Prepared {
     pub model_dir: PathBuf,
     pub base_name: String,
     pub adapters: Vec<(String, PathBuf)>,
+    /// Where remote folders go (adapters loaded at runtime too).
+    pub work_dir: PathBuf,
     _scratch: Option<tempfile::TempDir>,
 }
 
@@ -49,7 +51,8 @@ pub(crate) fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         || adapters
             .iter()
             .any(|(_, s)| matches!(s, FolderSource::Remote(_)));
-    let (work, scratch) = match (&options.work_dir, remote) {
+    // Adapters loaded at runtime may come from s3:// or a hub: they need a folder too.
+    let (work, scratch) = match (&options.work_dir, remote || options.runtime_lora) {
         (Some(dir), _) => (dir.clone(), None),
         (None, true) => {
             let temp = tempfile::Builder::new()
@@ -74,6 +77,7 @@ pub(crate) fn prepare(options: &ServeOptions) -> Result<Prepared, ServeError> {
         model_dir,
         base_name,
         adapters,
+        work_dir: work,
         _scratch: scratch,
     })
 }

@@ -39,6 +39,7 @@ mod quickstart;
 mod recompute;
 mod serve_api;
 mod serve_images;
+mod serve_runtime_lora;
 mod sft_step;
 mod storage_s3;
 mod train_cli;

@@ -29,10 +29,10 @@ use crate::support::serve::{Server, test_python, tiny_model};
 type B = CpuBackend;
 
 /// The `data:` payloads of a server-sent event stream, read as they arrive.
-struct Events(BufReader<TcpStream>);
+pub(crate) struct Events(BufReader<TcpStream>);
 
 impl Events {
-    fn new(socket: TcpStream) -> Events {
+    pub(crate) fn new(socket: TcpStream) -> Events {
         let mut reader = BufReader::new(socket);
         let mut line = String::new();
         // Skip the status line and headers.
@@ -46,7 +46,7 @@ impl Events {
         Events(reader)
     }
 
-    fn next(&mut self) -> Option<String> {
+    pub(crate) fn next(&mut self) -> Option<String> {
         let mut line = String::new();
         loop {
             line.clear();
@@ -60,7 +60,7 @@ impl Events {
     }
 
     /// Reads to the end: the content pieces, the finish reason, the usage, and whether `[DONE]` came.
-    fn rest(mut self) -> (String, Option<String>, Option<Value>, bool) {
+    pub(crate) fn rest(mut self) -> (String, Option<String>, Option<Value>, bool) {
         let (mut text, mut finish, mut usage, mut done) = (String::new(), None, None, false);
         while let Some(data) = self.next() {
             if data == "[DONE]" {
@@ -95,7 +95,7 @@ fn messages() -> Vec<ChatMessage> {
     ]
 }
 
-fn chat_body(extra: Value) -> String {
+pub(crate) fn chat_body(extra: Value) -> String {
     let mut body = json!({
         "model": "anneal-tiny",
         "messages": [{"role": "user", "content": "What should I wear when it is windy?"}],
@@ -108,7 +108,7 @@ fn chat_body(extra: Value) -> String {
 }
 
 /// A LoRA adapter with random B, saved in PEFT format, so it changes the answers.
-fn random_adapter(dir: &Path) {
+pub(crate) fn random_adapter(dir: &Path) {
     let device = Default::default();
     B::seed(&device, 7);
     let (_, base) = load_model::<B>(&tiny_model(), &device, DType::F32).unwrap();

@@ -59,6 +59,12 @@ impl Server {
         }
     }
 
+    /// A handle on a server another `Server` started, for calls from another thread;
+    /// dropping it stops nothing.
+    pub fn at(address: String) -> ServerAddress {
+        ServerAddress { address }
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.address)
     }
@@ -66,26 +72,12 @@ impl Server {
     /// Opens a request and returns the socket, its response unread (HTTP/1.0: the body
     /// ends when the server closes the connection, with no chunked framing to undo).
     pub fn open(&self, method: &str, path: &str, body: &str) -> TcpStream {
-        let mut socket = TcpStream::connect(&self.address).unwrap();
-        write!(
-            socket,
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.address,
-            body.len()
-        )
-        .unwrap();
-        socket
+        open(&self.address, method, path, body)
     }
 
     /// Status code and body of a whole request.
     pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut text = String::new();
-        self.open(method, path, body)
-            .read_to_string(&mut text)
-            .unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, body.to_owned())
+        call(&self.address, method, path, body)
     }
 
     pub fn metric(&self, name: &str) -> f64 {
@@ -107,6 +99,38 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Where a server listens, for calls from another thread.
+pub struct ServerAddress {
+    address: String,
+}
+
+impl ServerAddress {
+    pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        call(&self.address, method, path, body)
+    }
+}
+
+fn open(address: &str, method: &str, path: &str, body: &str) -> TcpStream {
+    let mut socket = TcpStream::connect(address).unwrap();
+    write!(
+        socket,
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    socket
+}
+
+fn call(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut text = String::new();
+    open(address, method, path, body)
+        .read_to_string(&mut text)
+        .unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
 }
 
 impl Drop for Server {

@@ -1,0 +1,223 @@
+//! `trainer serve --enable-runtime-lora`: an adapter loaded while the server runs
+//! answers as the library does with it, an unload waits for the request still
+//! streaming on it and then the name is gone, bad requests are refused by field, and
+//! without the flag both endpoints say how to turn them on.
+
+use std::time::Instant;
+
+use anneal_model::backend::CpuBackend;
+use anneal_model::chat::ModelTokenizer;
+use anneal_model::generate::{SamplingParams, generate};
+use anneal_model::llm::load_model;
+use anneal_model::lora::peft::load_adapter;
+use burn::tensor::DType;
+use serde_json::{Value, json};
+
+use crate::serve_api::{Events, chat_body, random_adapter};
+use crate::support::serve::{Server, tiny_model};
+
+fn model_ids(server: &Server) -> Vec<String> {
+    let (status, body) = server.call("GET", "/v1/models", "");
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    (list["data"].as_array().unwrap().iter())
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn load_body(name: &str, path: &str) -> String {
+    json!({"lora_name": name, "lora_path": path}).to_string()
+}
+
+/// The `error` object of a refusal.
+fn error(body: &str) -> Value {
+    serde_json::from_str::<Value>(body).unwrap()["error"].clone()
+}
+
+#[test]
+fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
+    let _generator = crate::support::generator_turn();
+    let adapter = tempfile::tempdir().unwrap();
+    random_adapter(adapter.path());
+    let path = adapter.path().to_str().unwrap();
+    let server = Server::start(&["--enable-runtime-lora", "--max-loras", "1"]);
+    assert_eq!(model_ids(&server), ["anneal-tiny"]);
+    let ask = |model: &str| {
+        server.call(
+            "POST",
+            "/v1/chat/completions",
+            &chat_body(json!({"model": model, "max_tokens": 12})),
+        )
+    };
+    assert_eq!(ask("house").0, 404, "not loaded yet");
+
+    let (status, body) = server.call("POST", "/v1/load_lora_adapter", &load_body("house", path));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Success: LoRA adapter 'house' added successfully.")
+    );
+    assert_eq!(model_ids(&server), ["anneal-tiny", "house"]);
+    let (_, listed) = server.call("GET", "/v1/models/house", "");
+    assert_eq!(
+        serde_json::from_str::<Value>(&listed).unwrap()["parent"],
+        "anneal-tiny"
+    );
+
+    // It answers what the library answers with that adapter, not the base's answer.
+    let device = Default::default();
+    let (config, base) = load_model::<CpuBackend>(&tiny_model(), &device, DType::F32).unwrap();
+    let tokenizer = ModelTokenizer::from_model_dir(&tiny_model(), &config.architecture).unwrap();
+    let adapted = load_adapter(base.clone(), adapter.path()).unwrap();
+    let messages: Vec<anneal_crds::dataset::ChatMessage> = serde_json::from_value(
+        json!([{"role": "user", "content": "What should I wear when it is windy?"}]),
+    )
+    .unwrap();
+    let prompt = tokenizer.encode_chat(&messages, true).unwrap().ids;
+    let library = |model| {
+        let params = SamplingParams {
+            max_new_tokens: 12,
+            ..Default::default()
+        };
+        let decode = |ids: &[u32]| tokenizer.decode(ids, true).unwrap();
+        generate(
+            model,
+            &prompt,
+            tokenizer.eos_token_ids(),
+            &params,
+            decode,
+            |_| {},
+        )
+        .text
+    };
+    let answer = |model: &str| {
+        let (status, body) = ask(model);
+        assert_eq!(status, 200, "{body}");
+        let reply: Value = serde_json::from_str(&body).unwrap();
+        reply["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(answer("house"), library(&adapted));
+    assert_ne!(
+        library(&adapted),
+        library(&base),
+        "the adapter changes the answer"
+    );
+    assert_eq!(answer("anneal-tiny"), library(&base));
+
+    // Refusals, by field.
+    let (status, body) = server.call("POST", "/v1/load_lora_adapter", &load_body("house", path));
+    assert_eq!(status, 400);
+    assert_eq!(
+        error(&body)["message"],
+        "The lora adapter 'house' has already been loaded."
+    );
+    let (status, body) = server.call("POST", "/v1/load_lora_adapter", &load_body("second", path));
+    assert_eq!(
+        (status, error(&body)["param"].clone()),
+        (400, json!("lora_name")),
+        "--max-loras 1: {body}"
+    );
+    let (status, body) = server.call(
+        "POST",
+        "/v1/unload_lora_adapter",
+        r#"{"lora_name": "anneal-tiny"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.call(
+        "POST",
+        "/v1/unload_lora_adapter",
+        r#"{"lora_name": "nope"}"#,
+    );
+    assert_eq!(
+        (status, error(&body)["message"].clone()),
+        (404, json!("The lora adapter 'nope' cannot be found."))
+    );
+    let (status, body) = server.call("POST", "/v1/load_lora_adapter", r#"{"lora_name": "x"}"#);
+    assert_eq!(
+        (status, error(&body)["param"].clone()),
+        (400, json!("lora_path")),
+        "{body}"
+    );
+
+    // A long reply streams on the adapter; the unload sent meanwhile answers only
+    // once that reply has been generated to its end, which arrives whole.
+    let long =
+        chat_body(json!({"model": "house", "max_tokens": 300, "ignore_eos": true, "stream": true}));
+    let mut events = Events::new(server.open("POST", "/v1/chat/completions", &long));
+    events.next().unwrap(); // the role
+    events.next().unwrap(); // the first piece
+    let address = server.address.clone();
+    let unload = std::thread::spawn(move || {
+        let server = Server::at(address);
+        let answer = server.call(
+            "POST",
+            "/v1/unload_lora_adapter",
+            r#"{"lora_name": "house"}"#,
+        );
+        (answer, Instant::now())
+    });
+    let mut pieces = 2;
+    let mut late_piece_at = None;
+    let mut finish = None;
+    while let Some(data) = events.next() {
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&data).unwrap();
+        assert!(chunk.get("error").is_none(), "the reply failed: {data}");
+        if let Some(reason) = chunk["choices"][0]["finish_reason"].as_str() {
+            finish = Some(reason.to_owned());
+        } else {
+            pieces += 1;
+            if pieces == 250 {
+                late_piece_at = Some(Instant::now());
+            }
+        }
+    }
+    let ((status, body), unloaded_at) = unload.join().unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Success: LoRA adapter 'house' removed successfully.")
+    );
+    assert_eq!(
+        finish.as_deref(),
+        Some("length"),
+        "the reply ran to its end"
+    );
+    assert!(
+        unloaded_at > late_piece_at.expect("250 pieces"),
+        "the unload answered before the reply in flight was generated"
+    );
+    assert_eq!(model_ids(&server), ["anneal-tiny"]);
+    let (status, body) = ask("house");
+    assert_eq!(
+        (status, error(&body)["code"].clone()),
+        (404, json!("model_not_found"))
+    );
+
+    // Loaded again under another name, it answers as before.
+    let (status, _) = server.call("POST", "/v1/load_lora_adapter", &load_body("house-2", path));
+    assert_eq!(status, 200);
+    assert_eq!(answer("house-2"), library(&adapted));
+}
+
+#[test]
+fn without_the_flag_runtime_changes_are_refused_saying_how_to_allow_them() {
+    let _generator = crate::support::generator_turn();
+    let server = Server::start(&[]);
+    for (path, body) in [
+        ("/v1/load_lora_adapter", load_body("house", "/nowhere")),
+        (
+            "/v1/unload_lora_adapter",
+            r#"{"lora_name": "house"}"#.to_owned(),
+        ),
+    ] {
+        let (status, body) = server.call("POST", path, &body);
+        assert_eq!(status, 404, "{path}");
+        let message = error(&body)["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("--enable-runtime-lora"), "{message}");
+    }
+    assert_eq!(model_ids(&server), ["anneal-tiny"]);
+}
