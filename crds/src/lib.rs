@@ -13,6 +13,7 @@ pub mod best_checkpoint;
 pub mod common;
 pub mod crdgen;
 pub mod dataset;
+pub mod estimate;
 pub mod events;
 pub mod finetunejob;
 pub mod hub;

@@ -18,6 +18,8 @@ use anneal_crds::memory_plan::{
 use anneal_sources::local_paths::resolve_file_uri;
 
 use crate::memory_arg::memory_size;
+use crate::plan_estimate::{EstimateSettings, estimate_lines};
+use anneal_crds::estimate::Throughput;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlanArgs {
@@ -45,7 +47,20 @@ pub struct PlanArgs {
     /// For a FLUX pipeline: images made at once.
     #[arg(long = "n", default_value_t = 1)]
     pub count: usize,
+    /// Peak dense bf16 TFLOPS of one device, for the estimated duration. Default for
+    /// GPUs 989 (H100 and H200 SXM); A100 312, L40S 362. None by default on the CPU.
+    #[arg(long)]
+    pub tflops: Option<f64>,
+    /// The share of the peak training reaches (model FLOPs utilization).
+    #[arg(long, default_value_t = 0.4)]
+    pub utilization: f64,
+    /// Price of one GPU-hour, for the estimated cost (in your currency).
+    #[arg(long)]
+    pub price_per_gpu_hour: Option<f64>,
 }
+
+/// Peak dense bf16 FLOPS of an H100 or H200 SXM: the default GPU of an estimate.
+pub const DEFAULT_GPU_TFLOPS: f64 = 989.0;
 
 /// Why no plan could be made.
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +103,59 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         }
     };
     println!("{}", shape_line(&job, &shape, args));
-    match plan_for_job(&job.spec, shape, device) {
+    let fits = match plan_for_job(&job.spec, shape, device) {
         Ok(plan) => {
             println!("{}", plan.to_string().trim_end());
-            ExitCode::SUCCESS
+            true
         }
         Err(does_not_fit) => {
             println!("does not fit: {does_not_fit}");
-            ExitCode::from(1)
+            false
         }
+    };
+    let manifest_dir = args.manifest.parent().unwrap_or(Path::new("."));
+    let model_dir = local_model_dir(&job, manifest_dir, args.base_model.as_deref());
+    for line in estimate_lines(
+        &job,
+        shape,
+        manifest_dir,
+        model_dir.as_deref(),
+        &estimate_settings(args, &device),
+    ) {
+        println!("{line}");
     }
+    if fits {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The devices, their speed and the price the estimate is for.
+fn estimate_settings(args: &PlanArgs, device: &DeviceMemory) -> EstimateSettings {
+    let gpus = args.cpu_memory.is_none();
+    let tflops = args.tflops.or(gpus.then_some(DEFAULT_GPU_TFLOPS));
+    EstimateSettings {
+        throughput: tflops.map(|tflops| Throughput {
+            devices: if gpus { device.devices } else { 1 },
+            peak_flops: tflops * 1e12,
+            utilization: args.utilization,
+        }),
+        gpus,
+        price_per_gpu_hour: args.price_per_gpu_hour,
+    }
+}
+
+/// The model's local folder: `--base-model`, or the manifest's `file://` source.
+fn local_model_dir(
+    job: &FineTuneJob,
+    manifest_dir: &Path,
+    base_model: Option<&Path>,
+) -> Option<PathBuf> {
+    let source = job.spec.base_model.source_uri().unwrap_or_default();
+    base_model
+        .map(Path::to_path_buf)
+        .or_else(|| resolve_file_uri(&source, manifest_dir))
 }
 
 /// The job, its model's shape and the devices the plan is for.
@@ -140,10 +198,7 @@ fn model_shape(
     base_model: Option<&Path>,
 ) -> Result<ModelShape, PlanCommandError> {
     let source = job.spec.base_model.source_uri().unwrap_or_default();
-    let folder = base_model
-        .map(Path::to_path_buf)
-        .or_else(|| resolve_file_uri(&source, manifest_dir));
-    if let Some(folder) = folder {
+    if let Some(folder) = local_model_dir(job, manifest_dir, base_model) {
         let path = folder.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|source| PlanCommandError::Read {
             path: path.clone(),

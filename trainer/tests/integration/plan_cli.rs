@@ -159,3 +159,97 @@ fn a_flux_pipeline_is_planned_from_its_configs_for_generating_and_serving() {
         "{text}"
     );
 }
+
+/// The estimate counts the quick start's tokens through the chat template (240 chats,
+/// a tenth held out: 216 an epoch, 27 steps of 8, three epochs), and at a 7B shape
+/// its duration and cost follow from the FLOPs printed beside them.
+#[test]
+fn the_estimate_counts_the_datasets_tokens_and_prices_the_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny model's tokenizer with Qwen2.5-7B's shape.
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let tiny = examples().join("models/anneal-tiny");
+    for file in std::fs::read_dir(&tiny).unwrap() {
+        let file = file.unwrap().path();
+        if file.extension().is_none_or(|e| e != "safetensors") {
+            std::fs::copy(&file, model.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny.join("config.json")).unwrap()).unwrap();
+    for (key, value) in [
+        ("hidden_size", 3584),
+        ("intermediate_size", 18944),
+        ("num_hidden_layers", 28),
+        ("num_attention_heads", 28),
+        ("num_key_value_heads", 4),
+        ("vocab_size", 152_064),
+    ] {
+        config[key] = value.into();
+    }
+    config["tie_word_embeddings"] = false.into();
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+
+    let job = examples().join("quickstart/finetunejob.yaml");
+    let (code, stdout, stderr) = plan(&[
+        job.to_str().unwrap(),
+        "--base-model",
+        model.to_str().unwrap(),
+        "--gpus",
+        "2",
+        "--tflops",
+        "1",
+        "--utilization",
+        "0.5",
+        "--price-per-gpu-hour",
+        "3",
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let line = |start: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no {start} line:\n{stdout}"))
+            .trim()
+            .to_owned()
+    };
+    let tokens_line = line("estimate:");
+    assert!(
+        tokens_line.starts_with("estimate: 216 samples and ")
+            && tokens_line
+                .ends_with(" tokens an epoch (after the chat template), 81 steps, 3 epochs"),
+        "{tokens_line}"
+    );
+    let per_epoch: f64 = tokens_line.split(' ').nth(4).unwrap().parse().unwrap();
+    assert!(
+        (60.0..100.0).contains(&(per_epoch / 216.0)),
+        "{per_epoch} tokens: about 85 a chat"
+    );
+    let flops: f64 = line("compute:").split(' ').nth(1).unwrap().parse().unwrap();
+    // About 43 GFLOPs a token at the 7B shape with LoRA and recomputation.
+    let per_token = flops / (3.0 * per_epoch);
+    assert!((per_token / 43e9 - 1.0).abs() < 0.03, "{per_token:e}");
+    // Two GPUs of 1 TFLOPS at half: flops / 1e12 seconds, as many GPU-hours as the
+    // duration's hours times two, at 3 each.
+    let seconds = flops / 1e12;
+    let gpu_hours = 2.0 * seconds / 3600.0;
+    assert_eq!(
+        line("cost:"),
+        format!(
+            "cost: {:.2} for {gpu_hours:.2} GPU-hours at 3.00 per GPU-hour",
+            3.0 * gpu_hours
+        )
+    );
+    assert!(
+        line("duration:").ends_with("of training steps on 2 GPUs of 1 TFLOPS at 50% utilization")
+    );
+
+    // A job whose data is not on this machine gets no estimate, and is told why.
+    let cluster = examples().join("cluster/support-sft-s3.yaml");
+    let (_, stdout, _) = plan(&[cluster.to_str().unwrap()]);
+    assert!(
+        stdout.contains("estimate: none, the model's tokenizer is not on this machine"),
+        "{stdout}"
+    );
+}
