@@ -271,18 +271,25 @@ fn check_tracking(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
 
 /// `spec.notify`: each receiver's URL and signing Secret.
 fn check_notify(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
-    if spec.notify.len() > crate::limits::NOTIFY_MAX {
+    check_receivers(e, "spec.notify", &spec.notify);
+}
+
+/// Notification receivers, at `path` (`spec.notify`, or a namespace's
+/// `anneal-notify` ConfigMap): at most `NOTIFY_MAX`, http(s) URLs, Secret names that
+/// are names.
+fn check_receivers(e: &mut FieldErrors, path: &str, receivers: &[crate::finetunejob::NotifySpec]) {
+    if receivers.len() > crate::limits::NOTIFY_MAX {
         e.push(
-            "spec.notify",
+            path,
             format!(
                 "at most {} receivers, got {}",
                 crate::limits::NOTIFY_MAX,
-                spec.notify.len()
+                receivers.len()
             ),
         );
     }
-    for (i, receiver) in spec.notify.iter().enumerate() {
-        let path = format!("spec.notify[{i}]");
+    for (i, receiver) in receivers.iter().enumerate() {
+        let path = format!("{path}[{i}]");
         e.uri(&format!("{path}.url"), &receiver.url, &["https", "http"]);
         if let Some(secret) = &receiver.signing_secret
             && !is_dns_label(&secret.name)
@@ -293,6 +300,20 @@ fn check_notify(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             );
         }
     }
+}
+
+/// The receivers a namespace's `anneal-notify` ConfigMap lists under `key`, checked as
+/// `spec.notify` is; errors name `{key}[i].url` and so on.
+pub fn namespace_receivers(
+    key: &str,
+    yaml: &str,
+) -> Result<Vec<crate::finetunejob::NotifySpec>, String> {
+    let receivers: Vec<crate::finetunejob::NotifySpec> =
+        serde_yaml_ng::from_str(yaml).map_err(|e| format!("{key}: {e}"))?;
+    let mut e = FieldErrors::default();
+    check_receivers(&mut e, key, &receivers);
+    e.into_result().map_err(|errors| errors.to_string())?;
+    Ok(receivers)
 }
 
 /// `spec.publish`: where each checkpoint may go, and whether it can be merged.

@@ -175,3 +175,68 @@ async fn a_job_tells_its_receiver_it_started_of_each_checkpoint_and_that_it_succ
     );
     operator.stop().await;
 }
+
+/// A job without `spec.notify` tells its namespace's receivers: the `anneal-notify`
+/// ConfigMap's list, here the start and the end only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_without_receivers_tells_its_namespaces() {
+    let mut world = World::start(&quickstart_lines(24)).await;
+    world.config.notify_allowed_hosts = vec!["127.0.0.1".to_owned()];
+    let (url, received) = start_receiver().await;
+    let config = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("anneal-notify".into()),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "receivers".to_owned(),
+                format!("- url: {url}\n  events: [started, succeeded]\n"),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let configs: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(world.client(), NAMESPACE);
+    configs
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    let operator = world.start_operator(None).await;
+
+    let job = world.apply(&job_yaml("quiet", 1, 2, "")).await;
+    let uid = job.metadata.uid.unwrap();
+    world
+        .wait_for("quiet", TRAINING, "Succeeded", |s| {
+            s.phase == Some(JobPhase::Succeeded)
+        })
+        .await;
+    let expected: Vec<String> = ["started", "succeeded"]
+        .iter()
+        .map(|e| format!("{uid}/{e}"))
+        .collect();
+    let started = Instant::now();
+    loop {
+        let ids: Vec<String> = (received.lock().unwrap().iter())
+            .map(|(signature, body)| {
+                assert_eq!(signature, &None, "no signing secret: unsigned");
+                let event: Value = serde_json::from_slice(body).unwrap();
+                event["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        // The receiver refuses its first post, which is tried again.
+        let mut told: Vec<String> = ids.clone();
+        told.dedup();
+        if told == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "told {ids:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    operator.stop().await;
+}

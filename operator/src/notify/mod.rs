@@ -5,6 +5,11 @@
 //! queue ([`delivery`]) for every receiver that wants it, if the install allows the
 //! receiver's host.
 //!
+//! A job without `spec.notify` takes its namespace's receivers: the `receivers` key
+//! of a ConfigMap named [`NAMESPACE_CONFIG`] there, the same list as `spec.notify`
+//! (read when there is something to tell, so a change applies to the next event;
+//! one that does not parse is logged and tells no one).
+//!
 //! What a job did before the leader started watching is not told again (a new
 //! leader starts from what it lists); a watch that is re-listed tells what changed
 //! meanwhile. Delivery is at least once per event while a leader runs: an event's
@@ -16,8 +21,10 @@ pub mod delivery;
 use std::collections::HashMap;
 
 use anneal_crds::FineTuneJob;
-use anneal_crds::finetunejob::{JobPhase, NotifyEvent};
+use anneal_crds::finetunejob::{JobPhase, NotifyEvent, NotifySpec};
+use anneal_crds::validation::namespace_receivers;
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -28,6 +35,11 @@ use cloud_event::{Happened, Seen, cancelled_event, cloud_event, what_happened};
 use delivery::{Delivery, Notifications};
 
 use crate::metrics::Metrics;
+
+/// The ConfigMap whose `receivers` key gives a namespace's default receivers.
+pub const NAMESPACE_CONFIG: &str = "anneal-notify";
+/// Its key.
+pub const NAMESPACE_CONFIG_KEY: &str = "receivers";
 
 /// Whether `url`'s host is one of `allowed` (`host`, any port, or `host:port`).
 pub fn host_allowed(url: &str, allowed: &[String]) -> bool {
@@ -60,8 +72,9 @@ pub async fn run_notifier(
         None => Api::all(client.clone()),
     };
     let notifier = Notifier {
-        notifications: Notifications::start(client, metrics),
+        notifications: Notifications::start(client.clone(), metrics),
         allowed_hosts,
+        client,
     };
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut listing: Option<Vec<FineTuneJob>> = None;
@@ -93,7 +106,7 @@ pub async fn run_notifier(
                 for job in jobs {
                     let uid = job.uid().unwrap_or_default();
                     if !first && let Some(before) = seen.get(&uid) {
-                        notifier.tell(&job, what_happened(before, &job));
+                        notifier.tell(&job, what_happened(before, &job)).await;
                     }
                     now.insert(uid, Seen::of(&job));
                 }
@@ -102,7 +115,7 @@ pub async fn run_notifier(
             Event::Apply(job) => {
                 let uid = job.uid().unwrap_or_default();
                 let before = seen.get(&uid).cloned().unwrap_or_default();
-                notifier.tell(&job, what_happened(&before, &job));
+                notifier.tell(&job, what_happened(&before, &job)).await;
                 seen.insert(uid, Seen::of(&job));
             }
             Event::Delete(job) => {
@@ -110,11 +123,9 @@ pub async fn run_notifier(
                 seen.remove(&uid);
                 let phase = job.status.as_ref().and_then(|s| s.phase);
                 if !matches!(phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
-                    notifier.tell_value(
-                        &job,
-                        NotifyEvent::Cancelled,
-                        cancelled_event(&job, &now()),
-                    );
+                    let receivers = notifier.receivers(&job).await;
+                    let event = cancelled_event(&job, &now());
+                    notifier.tell_value(&job, &receivers, NotifyEvent::Cancelled, event);
                 }
             }
         }
@@ -129,25 +140,59 @@ fn now() -> String {
 struct Notifier {
     notifications: Notifications,
     allowed_hosts: Vec<String>,
+    client: Client,
 }
 
 impl Notifier {
-    fn tell(&self, job: &FineTuneJob, happened: Vec<Happened>) {
-        if job.spec.notify.is_empty() {
+    async fn tell(&self, job: &FineTuneJob, happened: Vec<Happened>) {
+        if happened.is_empty() {
             return;
         }
+        let receivers = self.receivers(job).await;
         let time = now();
         for happened in happened {
             let event = cloud_event(job, &happened, &time);
-            self.tell_value(job, happened.event, event);
+            self.tell_value(job, &receivers, happened.event, event);
         }
     }
 
-    /// Queues `event` (`what`) for each of the job's receivers that wants it.
-    fn tell_value(&self, job: &FineTuneJob, what: NotifyEvent, event: Value) {
+    /// The job's own receivers, else its namespace's ([`NAMESPACE_CONFIG`]).
+    async fn receivers(&self, job: &FineTuneJob) -> Vec<NotifySpec> {
+        if !job.spec.notify.is_empty() {
+            return job.spec.notify.clone();
+        }
+        let namespace = job.namespace().unwrap_or_default();
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+        let config = match api.get_opt(NAMESPACE_CONFIG).await {
+            Ok(config) => config,
+            Err(error) => {
+                warn!(%error, %namespace, "notifier: reading the {NAMESPACE_CONFIG} ConfigMap");
+                return Vec::new();
+            }
+        };
+        let Some(yaml) = config
+            .and_then(|c| c.data)
+            .and_then(|mut data| data.remove(NAMESPACE_CONFIG_KEY))
+        else {
+            return Vec::new();
+        };
+        namespace_receivers(NAMESPACE_CONFIG_KEY, &yaml).unwrap_or_else(|problem| {
+            warn!(%namespace, %problem, "notifier: the {NAMESPACE_CONFIG} ConfigMap is not a list of receivers; telling no one");
+            Vec::new()
+        })
+    }
+
+    /// Queues `event` (`what`) for each of `receivers` that wants it.
+    fn tell_value(
+        &self,
+        job: &FineTuneJob,
+        receivers: &[NotifySpec],
+        what: NotifyEvent,
+        event: Value,
+    ) {
         let namespace = job.namespace().unwrap_or_default();
         let body = serde_json::to_vec(&event).unwrap_or_default();
-        for receiver in &job.spec.notify {
+        for receiver in receivers {
             if !receiver.events.is_empty() && !receiver.events.contains(&what) {
                 continue;
             }
@@ -189,5 +234,25 @@ mod tests {
             !host_allowed("https://hooks.example/", &[]),
             "none allowed by default"
         );
+    }
+
+    #[test]
+    fn a_namespaces_receivers_are_checked_as_spec_notify_is() {
+        let yaml = "- url: https://hooks.example/anneal\n  events: [succeeded, failed]\n  signingSecret: {name: hooks, key: hmac}\n";
+        let receivers = namespace_receivers(NAMESPACE_CONFIG_KEY, yaml).unwrap();
+        assert_eq!(receivers.len(), 1);
+        assert_eq!(
+            receivers[0].events,
+            [NotifyEvent::Succeeded, NotifyEvent::Failed]
+        );
+        let bad = "- url: ftp://hooks.example/x\n- url: https://ok.example\n  signingSecret: {name: Not_A_Name, key: k}\n";
+        let problem = namespace_receivers(NAMESPACE_CONFIG_KEY, bad).unwrap_err();
+        assert!(problem.contains("receivers[0].url: "), "{problem}");
+        assert!(
+            problem.contains("receivers[1].signingSecret.name: "),
+            "{problem}"
+        );
+        let problem = namespace_receivers(NAMESPACE_CONFIG_KEY, "url: https://x").unwrap_err();
+        assert!(problem.starts_with("receivers: "), "not a list: {problem}");
     }
 }
