@@ -15,11 +15,11 @@ use burn::backend::Autodiff;
 use crate::blocked_attention::tracked_blocked_attention;
 use crate::row_softmax::tracked_row_softmax;
 use crate::swiglu::tracked_swiglu;
+use crate::tensor_batch::Batch;
 use anneal_model::backend::CpuBackend;
 use anneal_model::llm::CausalLm;
 use anneal_model::llm::blocked_attention::register_blocked_attention;
 use anneal_model::llm::mlp::register_swiglu;
-use anneal_model::llm::packing::Layout;
 use anneal_model::llm::recompute::backward_recomputed;
 use anneal_model::llm::softmax::register_row_softmax;
 
@@ -63,25 +63,26 @@ fn register_for<I: Backend>() {
     register_row_softmax::<Autodiff<I>>(tracked_row_softmax::<I, _>);
 }
 
-/// Runs `model` on `inputs` `[rows, len]` laid out as `layout` says, differentiates `loss_of(hidden)` and adds
-/// every trained parameter's gradient to `accumulator`. `loss_of` gets the hidden
-/// states after the final norm, `[rows, len, hidden]`, and returns the scalar to
-/// differentiate and what the caller reads back after the backward pass.
+/// Runs `model` on `batch`'s inputs `[rows, len]` (laid out as the batch says: one
+/// sequence a row, or packed), differentiates `loss_of(hidden)` and adds every trained
+/// parameter's gradient to `accumulator`. `loss_of` gets the hidden states after the
+/// final norm, `[rows, len, hidden]`, and returns the scalar to differentiate and
+/// what the caller reads back after the backward pass.
 pub fn accumulate_backward<B: AutodiffBackend, T>(
     model: &CausalLm<B>,
-    inputs: Tensor<B, 2, Int>,
-    layout: Layout<'_>,
+    batch: &Batch<B>,
     activations: LayerActivations,
     accumulator: &mut GradientsAccumulator<CausalLm<B>>,
     loss_of: impl FnOnce(Tensor<B, 3>) -> (Tensor<B, 1>, T),
 ) -> T {
     register_training_ops();
+    let inputs = batch.inputs.clone();
     match activations {
         LayerActivations::Recomputed => {
-            backward_recomputed(model, inputs, layout, accumulator, loss_of)
+            backward_recomputed(model, inputs, batch.layout(), accumulator, loss_of)
         }
         LayerActivations::Kept => {
-            let (hidden, _) = model.forward_laid_out(inputs, None, layout); // [rows, len, hidden]
+            let (hidden, _) = model.forward_laid_out(inputs, None, batch.layout()); // [rows, len, hidden]
             let (loss, output) = loss_of(hidden);
             let grads = GradientsParams::from_grads(loss.backward(), model);
             accumulator.accumulate(model, grads);

@@ -3,7 +3,6 @@
 //! gradient (its SFT term included) accumulates, with the layers' activations kept or
 //! recomputed ([`crate::backward`]); then clipping and AdamW exactly as SFT's step does.
 
-use anneal_model::llm::packing::Layout;
 use burn::optim::{GradientsAccumulator, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -53,24 +52,16 @@ pub fn dpo_step<B: AutodiffBackend>(
         let reference_scores = Tensor::<B, 1>::from_inner(reference_scores);
         // One policy pass over the chosen and rejected rows together.
         let sequences = &batch.sequences;
-        let inputs = sequences.inputs.clone(); // [2n, len]
         let activations = settings.activations;
-        let layout = Layout::OneSequencePerRow;
-        let output = accumulate_backward(
-            &model,
-            inputs,
-            layout,
-            activations,
-            &mut accumulator,
-            |hidden| {
+        let output =
+            accumulate_backward(&model, sequences, activations, &mut accumulator, |hidden| {
                 let scores = hidden_scores(&model, sequences, hidden).log_probs; // [2n, len]
                 let policy_scores = sequence_log_probs(scores, sequences); // [2n]
                 let output = config.pair_loss(policy_scores, reference_scores, sequences);
                 // Each micro-batch's share of the step's mean over pairs, as SFT does
                 // over tokens.
                 (output.loss.clone() / total_pairs.max(1) as f64, output)
-            },
-        );
+            });
         kept.push([
             readback.keep(output.loss.inner()),
             readback.keep(output.chosen_rewards.inner()),

@@ -43,22 +43,15 @@ pub fn sft_step<B: AutodiffBackend>(
     // `[1]` sums on the device, read with the gradient norm once the step is done.
     let mut sums: Option<[Tensor<B::InnerBackend, 1>; 2]> = None;
     for batch in micro_batches {
-        let inputs = batch.inputs.clone(); // [rows, len]
-        let (activations, layout) = (settings.activations, batch.layout());
-        let (nll, correct) = accumulate_backward(
-            &model,
-            inputs,
-            layout,
-            activations,
-            &mut accumulator,
-            |hidden| {
+        let activations = settings.activations;
+        let (nll, correct) =
+            accumulate_backward(&model, batch, activations, &mut accumulator, |hidden| {
                 let (nll, correct) = masked_nll(hidden_scores(&model, batch, hidden), batch);
                 // Each micro-batch's share of the step's mean, so the accumulated
                 // gradient is the gradient of the mean over every trained token.
                 let loss = nll.clone() / total_tokens.max(1) as f64;
                 (loss, (nll, correct))
-            },
-        );
+            });
         let (nll, correct) = (nll.inner(), correct.inner());
         sums = Some(match sums {
             None => [nll, correct],
