@@ -3,6 +3,7 @@
 //! streaming on it and then the name is gone, bad requests are refused by field, and
 //! without the flag both endpoints say how to turn them on.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anneal_model::backend::CpuBackend;
@@ -34,40 +35,32 @@ fn error(body: &str) -> Value {
     serde_json::from_str::<Value>(body).unwrap()["error"].clone()
 }
 
-#[test]
-fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
-    let _generator = crate::support::generator_turn();
-    let adapter = tempfile::tempdir().unwrap();
-    random_adapter(adapter.path());
-    let path = adapter.path().to_str().unwrap();
-    let server = Server::start(&["--enable-runtime-lora", "--max-loras", "1"]);
-    assert_eq!(model_ids(&server), ["anneal-tiny"]);
-    let ask = |model: &str| {
-        server.call(
-            "POST",
-            "/v1/chat/completions",
-            &chat_body(json!({"model": model, "max_tokens": 12})),
-        )
-    };
-    assert_eq!(ask("house").0, 404, "not loaded yet");
+fn ask(server: &Server, model: &str) -> (u16, String) {
+    server.call(
+        "POST",
+        "/v1/chat/completions",
+        &chat_body(json!({"model": model, "max_tokens": 12})),
+    )
+}
 
-    let (status, body) = server.call("POST", "/v1/load_lora_adapter", &load_body("house", path));
-    assert_eq!(
-        (status, body.as_str()),
-        (200, "Success: LoRA adapter 'house' added successfully.")
-    );
-    assert_eq!(model_ids(&server), ["anneal-tiny", "house"]);
-    let (_, listed) = server.call("GET", "/v1/models/house", "");
-    assert_eq!(
-        serde_json::from_str::<Value>(&listed).unwrap()["parent"],
-        "anneal-tiny"
-    );
+/// The server's greedy answer from `model`.
+fn answer(server: &Server, model: &str) -> String {
+    let (status, body) = ask(server, model);
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
 
-    // It answers what the library answers with that adapter, not the base's answer.
+/// The library's greedy answers (as `chat_body` asks, 12 tokens) from the base model
+/// and from it with the adapter in `adapter`.
+fn library_answers(adapter: &Path) -> (String, String) {
     let device = Default::default();
     let (config, base) = load_model::<CpuBackend>(&tiny_model(), &device, DType::F32).unwrap();
     let tokenizer = ModelTokenizer::from_model_dir(&tiny_model(), &config.architecture).unwrap();
-    let adapted = load_adapter(base.clone(), adapter.path()).unwrap();
+    let adapted = load_adapter(base.clone(), adapter).unwrap();
     let messages: Vec<anneal_crds::dataset::ChatMessage> = serde_json::from_value(
         json!([{"role": "user", "content": "What should I wear when it is windy?"}]),
     )
@@ -89,24 +82,11 @@ fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
         )
         .text
     };
-    let answer = |model: &str| {
-        let (status, body) = ask(model);
-        assert_eq!(status, 200, "{body}");
-        let reply: Value = serde_json::from_str(&body).unwrap();
-        reply["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    assert_eq!(answer("house"), library(&adapted));
-    assert_ne!(
-        library(&adapted),
-        library(&base),
-        "the adapter changes the answer"
-    );
-    assert_eq!(answer("anneal-tiny"), library(&base));
+    (library(&base), library(&adapted))
+}
 
-    // Refusals, by field.
+/// With `house` loaded (and `--max-loras 1`): each refusal names its field.
+fn refusals_name_the_field(server: &Server, path: &str) {
     let (status, body) = server.call("POST", "/v1/load_lora_adapter", &load_body("house", path));
     assert_eq!(status, 400);
     assert_eq!(
@@ -140,9 +120,11 @@ fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
         (400, json!("lora_path")),
         "{body}"
     );
+}
 
-    // A long reply streams on the adapter; the unload sent meanwhile answers only
-    // once that reply has been generated to its end, which arrives whole.
+/// A long reply streams on `house`; the unload sent meanwhile answers only once that
+/// reply has been generated to its end, which arrives whole.
+fn unload_waits_for_the_reply_in_flight(server: &Server) {
     let long =
         chat_body(json!({"model": "house", "max_tokens": 300, "ignore_eos": true, "stream": true}));
     let mut events = Events::new(server.open("POST", "/v1/chat/completions", &long));
@@ -158,9 +140,7 @@ fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
         );
         (answer, Instant::now())
     });
-    let mut pieces = 2;
-    let mut late_piece_at = None;
-    let mut finish = None;
+    let (mut pieces, mut late_piece_at, mut finish) = (2, None, None);
     while let Some(data) = events.next() {
         if data == "[DONE]" {
             break;
@@ -190,8 +170,39 @@ fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
         unloaded_at > late_piece_at.expect("250 pieces"),
         "the unload answered before the reply in flight was generated"
     );
+}
+
+#[test]
+fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
+    let _generator = crate::support::generator_turn();
+    let adapter = tempfile::tempdir().unwrap();
+    random_adapter(adapter.path());
+    let path = adapter.path().to_str().unwrap();
+    let server = Server::start(&["--enable-runtime-lora", "--max-loras", "1"]);
     assert_eq!(model_ids(&server), ["anneal-tiny"]);
-    let (status, body) = ask("house");
+    assert_eq!(ask(&server, "house").0, 404, "not loaded yet");
+
+    let (status, body) = server.call("POST", "/v1/load_lora_adapter", &load_body("house", path));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Success: LoRA adapter 'house' added successfully.")
+    );
+    assert_eq!(model_ids(&server), ["anneal-tiny", "house"]);
+    let (_, listed) = server.call("GET", "/v1/models/house", "");
+    assert_eq!(
+        serde_json::from_str::<Value>(&listed).unwrap()["parent"],
+        "anneal-tiny"
+    );
+    // It answers what the library answers with that adapter, not the base's answer.
+    let (base, adapted) = library_answers(adapter.path());
+    assert_ne!(adapted, base, "the adapter changes the answer");
+    assert_eq!(answer(&server, "house"), adapted);
+    assert_eq!(answer(&server, "anneal-tiny"), base);
+
+    refusals_name_the_field(&server, path);
+    unload_waits_for_the_reply_in_flight(&server);
+    assert_eq!(model_ids(&server), ["anneal-tiny"]);
+    let (status, body) = ask(&server, "house");
     assert_eq!(
         (status, error(&body)["code"].clone()),
         (404, json!("model_not_found"))
@@ -200,7 +211,7 @@ fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
     // Loaded again under another name, it answers as before.
     let (status, _) = server.call("POST", "/v1/load_lora_adapter", &load_body("house-2", path));
     assert_eq!(status, 200);
-    assert_eq!(answer("house-2"), library(&adapted));
+    assert_eq!(answer(&server, "house-2"), adapted);
 }
 
 #[test]
