@@ -163,7 +163,8 @@ fn start_http(
     let address: SocketAddr = listener.local_addr().map_err(ServeError::Listener)?;
     let metrics = ServeMetrics::new();
     let models = served_models(prepared);
-    let runtime_lora = (options.runtime_lora && matches!(generator, Generator::Chat(_)))
+    // An image server with the flag answers the endpoints with what it serves instead.
+    let runtime_lora = (options.runtime_lora)
         .then(|| RuntimeLora::new(prepared.work_dir.clone(), options.max_loras, models.len()));
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let state = Arc::new(ServerState {
@@ -179,9 +180,11 @@ fn start_http(
             .map_or(0, |d| d.as_secs()),
         body_timeout: options.header_timeout,
     });
-    let runtime = match &state.runtime_lora {
-        Some(runtime) => format!(", adapters loaded at runtime up to {}", runtime.max_loras),
-        None => String::new(),
+    let runtime = match (&state.runtime_lora, &state.generator) {
+        (Some(runtime), Generator::Chat(_)) => {
+            format!(", adapters loaded at runtime up to {}", runtime.max_loras)
+        }
+        _ => String::new(),
     };
     eprintln!(
         "trainer serve: {} on http://{address}/v1 ({detail}, {} running + {} waiting{runtime})",

@@ -232,3 +232,17 @@ fn without_the_flag_runtime_changes_are_refused_saying_how_to_allow_them() {
     }
     assert_eq!(model_ids(&server), ["anneal-tiny"]);
 }
+
+#[test]
+fn an_image_server_says_its_adapters_are_given_at_start() {
+    let _generator = crate::support::generator_turn();
+    let flux = tiny_model().join("../anneal-flux-tiny");
+    let server = Server::start_with(flux.to_str().unwrap(), &["--enable-runtime-lora"], &[]);
+    let (status, body) = server.call("POST", "/v1/load_lora_adapter", &load_body("x", "/nowhere"));
+    assert_eq!(
+        (status, error(&body)["code"].clone()),
+        (400, json!("unsupported_endpoint")),
+        "{body}"
+    );
+    assert!(body.contains("--adapter"), "{body}");
+}
