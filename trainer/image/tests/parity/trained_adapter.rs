@@ -69,7 +69,11 @@ fn trained_adapter() -> Vec<u8> {
 }
 
 /// Whether two adapter files hold the same metadata and tensors, their values equal
-/// to 1e-5 of the largest (another CPU may sum in another order).
+/// to 1e-4 of the largest. Another CPU sums in another order, and AdamW divides each
+/// gradient by its own running size, so an entry whose gradient is near zero moves by
+/// a share of the step that rounding decides: on an AMD EPYC machine the committed
+/// file (written on another) differs by 1.5e-5. A changed step moves far more: one
+/// step more differs by 9e-2.
 fn same_adapter(committed: &[u8], written: &[u8]) -> Result<(), String> {
     let metadata = |bytes: &[u8]| {
         safetensors::SafeTensors::read_metadata(bytes)
@@ -104,7 +108,7 @@ fn same_adapter(committed: &[u8], written: &[u8]) -> Result<(), String> {
             ));
         }
         let error = relative_error(&floats(y.data()), &floats(x.data()));
-        if error > 1e-5 {
+        if error > 1e-4 {
             return Err(format!("{name}: relative difference {error}"));
         }
     }
