@@ -70,11 +70,6 @@ impl PackedRows {
         packed
     }
 
-    /// `[rows, len]`
-    pub fn dims(&self) -> [usize; 2] {
-        [self.rows, self.len]
-    }
-
     /// Each token's position within its sample, row-major.
     pub fn positions(&self) -> &[usize] {
         &self.positions
