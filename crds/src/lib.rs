@@ -9,6 +9,7 @@
 //! is [`memory_plan`].
 
 pub mod api_docs;
+pub mod bearer;
 pub mod best_checkpoint;
 pub mod common;
 pub mod crdgen;

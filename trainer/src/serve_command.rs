@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Adapters served at once at most, those of --adapter included.
     #[arg(long, default_value_t = 8)]
     pub max_loras: usize,
+    /// With --enable-runtime-lora: load and unload need `Authorization: Bearer TOKEN`
+    /// (the chat API stays open); a ModelDeployment's pods get theirs from a Secret.
+    #[arg(long, env = "ANNEAL_RUNTIME_LORA_TOKEN", hide_env_values = true)]
+    pub runtime_lora_token: Option<String>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     #[command(flatten)]
@@ -86,6 +90,7 @@ impl From<ServeArgs> for ServeOptions {
             max_model_len: args.max_model_len,
             runtime_lora: args.enable_runtime_lora,
             max_loras: args.max_loras,
+            runtime_lora_token: args.runtime_lora_token.filter(|token| !token.is_empty()),
             max_connections: args.max_connections,
             header_timeout: Duration::from_secs(args.header_timeout_seconds),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),

@@ -42,6 +42,10 @@ pub struct ServedModel {
     pub parent: Option<String>,
     /// Its index in the engine (or the image worker): 0 for the base.
     pub index: usize,
+    /// Where an adapter was read from, as given (`--adapter` or `lora_path`): listed
+    /// as `root`, as vLLM lists an adapter's path, so a caller can tell a name's
+    /// source changed.
+    pub source: Option<String>,
 }
 
 /// What generates: a chat model's engine, or an image pipeline's worker.
@@ -108,7 +112,7 @@ fn model_object(state: &ServerState, model: &ServedModel) -> Value {
         "object": "model",
         "created": state.started,
         "owned_by": "anneal",
-        "root": model.name,
+        "root": model.source.as_deref().unwrap_or(&model.name),
         "parent": model.parent,
     })
 }

@@ -48,14 +48,19 @@ fn served_models(prepared: &Prepared) -> Vec<ServedModel> {
         name: prepared.base_name.clone(),
         parent: None,
         index: 0,
+        source: None,
     }];
-    served.extend(
-        (prepared.adapters.iter().enumerate()).map(|(i, (name, _))| ServedModel {
+    // `prepare` took the adapters from `--adapter NAME=SOURCE` in order.
+    let sources = (prepared.options.adapters.iter())
+        .map(|value| value.split_once('=').map(|(_, source)| source.to_owned()));
+    served.extend((prepared.adapters.iter().zip(sources).enumerate()).map(
+        |(i, ((name, _), source))| ServedModel {
             name: name.clone(),
             parent: Some(prepared.base_name.clone()),
             index: i + 1,
-        }),
-    );
+            source,
+        },
+    ));
     served
 }
 
@@ -165,7 +170,8 @@ fn start_http(
     let models = served_models(prepared);
     // An image server with the flag answers the endpoints with what it serves instead.
     let runtime_lora = (options.runtime_lora)
-        .then(|| RuntimeLora::new(prepared.work_dir.clone(), options.max_loras, models.len()));
+        .then(|| RuntimeLora::new(prepared.work_dir.clone(), options.max_loras, models.len()))
+        .map(|runtime| runtime.with_token(options.runtime_lora_token.clone()));
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let state = Arc::new(ServerState {
         models: RwLock::new(models),

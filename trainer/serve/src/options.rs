@@ -39,5 +39,8 @@ pub struct ServeOptions {
     /// Adapters served at once at most, those given at start included (runtime loads
     /// past it are refused).
     pub max_loras: usize,
+    /// When set, load and unload need `Authorization: Bearer` with this token (the
+    /// endpoints sit behind the same Service as the chat API).
+    pub runtime_lora_token: Option<String>,
     pub device: DeviceChoice,
 }

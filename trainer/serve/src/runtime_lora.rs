@@ -1,7 +1,9 @@
 //! Adapters loaded and unloaded while the server runs, in vLLM's shape:
 //! `POST /v1/load_lora_adapter {"lora_name", "lora_path"}` and
 //! `POST /v1/unload_lora_adapter {"lora_name"}`, answered only with
-//! `--enable-runtime-lora` (else 404 saying so), for chat models.
+//! `--enable-runtime-lora` (else 404 saying so), for chat models, and with
+//! `--runtime-lora-token` only to callers that present it (the operator, for a
+//! ModelDeployment's pods).
 //!
 //! A load brings the folder local (a path, `file://`, `s3://` or a hub URI, with the
 //! server's own credentials), has the engine attach it to the base between two
@@ -16,11 +18,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use anneal_crds::bearer::{bearer_token_of, tokens_match};
 use anneal_sources::{FolderSource, make_local};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -35,6 +39,8 @@ pub struct RuntimeLora {
     pub work_dir: PathBuf,
     /// Adapters served at once at most.
     pub max_loras: usize,
+    /// The bearer token a change needs, if any.
+    token: Option<String>,
     /// The engine index the next loaded adapter takes (indexes are never reused).
     next_index: AtomicUsize,
     /// One load or unload at a time.
@@ -50,10 +56,36 @@ impl RuntimeLora {
         Self {
             work_dir,
             max_loras,
+            token: None,
             next_index: AtomicUsize::new(served),
             changing: tokio::sync::Mutex::new(()),
             downloaded: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Changes need `Authorization: Bearer TOKEN` when `token` is set.
+    pub fn with_token(self, token: Option<String>) -> Self {
+        Self { token, ..self }
+    }
+
+    /// 401 unless the request carries the token (when one is set).
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let presented = (headers.get(AUTHORIZATION))
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token_of);
+        if presented.is_some_and(|presented| tokens_match(presented, expected)) {
+            return Ok(());
+        }
+        Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: Some("invalid_api_key"),
+            ..ApiError::malformed(
+                "Loading and unloading adapters needs `Authorization: Bearer TOKEN` with the server's --runtime-lora-token",
+            )
+        })
     }
 }
 
@@ -119,9 +151,10 @@ fn success(message: String) -> Response {
 
 pub async fn load_lora_adapter(
     State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match load(&state, body).await {
+    match load(&state, &headers, body).await {
         Ok(name) => success(format!(
             "Success: LoRA adapter '{name}' added successfully."
         )),
@@ -131,9 +164,11 @@ pub async fn load_lora_adapter(
 
 async fn load(
     state: &Arc<ServerState>,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<String, ApiError> {
     let runtime = runtime_lora(state)?;
+    runtime.authorize(headers)?;
     let request: LoadRequest = parse_body(&read_body(state, body)?)?;
     let lora_name = required(
         request.lora_name,
@@ -203,15 +238,17 @@ async fn load(
             name: name.clone(),
             parent: Some(base),
             index,
+            source: Some(lora_path),
         });
     Ok(name)
 }
 
 pub async fn unload_lora_adapter(
     State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match unload(&state, body).await {
+    match unload(&state, &headers, body).await {
         Ok(name) => success(format!(
             "Success: LoRA adapter '{name}' removed successfully."
         )),
@@ -221,9 +258,11 @@ pub async fn unload_lora_adapter(
 
 async fn unload(
     state: &Arc<ServerState>,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<String, ApiError> {
     let runtime = runtime_lora(state)?;
+    runtime.authorize(headers)?;
     let request: UnloadRequest = parse_body(&read_body(state, body)?)?;
     let lora_name = required(request.lora_name, "lora_name", "the adapter's name")?;
     let _one_change = runtime.changing.lock().await;

@@ -215,6 +215,67 @@ fn an_adapter_loads_answers_and_unloads_after_its_request_in_flight() {
 }
 
 #[test]
+fn with_a_token_only_callers_presenting_it_change_adapters_and_the_source_is_listed() {
+    let _generator = crate::support::generator_turn();
+    let adapter = tempfile::tempdir().unwrap();
+    random_adapter(adapter.path());
+    let path = adapter.path().to_str().unwrap();
+    let server = Server::start_with(
+        tiny_model().to_str().unwrap(),
+        &["--enable-runtime-lora"],
+        &[("ANNEAL_RUNTIME_LORA_TOKEN", "s3cret-token".to_owned())],
+    );
+    for headers in [
+        "",
+        "Authorization: Bearer wrong-token!\r\n",
+        "Authorization: s3cret-token\r\n",
+    ] {
+        let (status, body) = server.call_with(
+            "POST",
+            "/v1/load_lora_adapter",
+            headers,
+            &load_body("house", path),
+        );
+        assert_eq!(
+            (status, error(&body)["code"].clone()),
+            (401, json!("invalid_api_key")),
+            "{headers:?}: {body}"
+        );
+    }
+    assert_eq!(model_ids(&server), ["anneal-tiny"]);
+    let bearer = "Authorization: Bearer s3cret-token\r\n";
+    let (status, body) = server.call_with(
+        "POST",
+        "/v1/load_lora_adapter",
+        bearer,
+        &load_body("house", path),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Listed with the source it was loaded from, as vLLM lists an adapter's path.
+    let (_, listed) = server.call("GET", "/v1/models/house", "");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        (listed["root"].as_str(), listed["parent"].as_str()),
+        (Some(path), Some("anneal-tiny"))
+    );
+    // The chat API needs no token.
+    assert_eq!(ask(&server, "house").0, 200);
+    let unload = r#"{"lora_name": "house"}"#;
+    assert_eq!(
+        server.call("POST", "/v1/unload_lora_adapter", unload).0,
+        401
+    );
+    assert_eq!(model_ids(&server), ["anneal-tiny", "house"]);
+    assert_eq!(
+        server
+            .call_with("POST", "/v1/unload_lora_adapter", bearer, unload)
+            .0,
+        200
+    );
+    assert_eq!(model_ids(&server), ["anneal-tiny"]);
+}
+
+#[test]
 fn without_the_flag_runtime_changes_are_refused_saying_how_to_allow_them() {
     let _generator = crate::support::generator_turn();
     let server = Server::start(&[]);

@@ -72,12 +72,17 @@ impl Server {
     /// Opens a request and returns the socket, its response unread (HTTP/1.0: the body
     /// ends when the server closes the connection, with no chunked framing to undo).
     pub fn open(&self, method: &str, path: &str, body: &str) -> TcpStream {
-        open(&self.address, method, path, body)
+        open(&self.address, method, path, "", body)
     }
 
     /// Status code and body of a whole request.
     pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        call(&self.address, method, path, body)
+        call(&self.address, method, path, "", body)
+    }
+
+    /// A call with extra header lines (`Name: value\r\n` each).
+    pub fn call_with(&self, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+        call(&self.address, method, path, headers, body)
     }
 
     pub fn metric(&self, name: &str) -> f64 {
@@ -108,24 +113,24 @@ pub struct ServerAddress {
 
 impl ServerAddress {
     pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        call(&self.address, method, path, body)
+        call(&self.address, method, path, "", body)
     }
 }
 
-fn open(address: &str, method: &str, path: &str, body: &str) -> TcpStream {
+fn open(address: &str, method: &str, path: &str, headers: &str, body: &str) -> TcpStream {
     let mut socket = TcpStream::connect(address).unwrap();
     write!(
         socket,
-        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     socket
 }
 
-fn call(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+fn call(address: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let mut text = String::new();
-    open(address, method, path, body)
+    open(address, method, path, headers, body)
         .read_to_string(&mut text)
         .unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
