@@ -117,6 +117,23 @@ pub enum DeploymentPhase {
     Failed,
 }
 
+/// One serving pod, as the operator last saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// The pod's name.
+    pub pod: String,
+    /// The adapter names it answers to, sorted.
+    #[serde(default)]
+    pub adapters: Vec<String>,
+    /// Whether it serves exactly the adapters of the spec.
+    #[serde(default)]
+    pub in_sync: bool,
+    /// What went wrong loading or unloading an adapter on it, if something did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// `status` of a ModelDeployment, written by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -132,9 +149,13 @@ pub struct ModelDeploymentStatus {
     /// The served checkpoint's model id, e.g. `ft:qwen2.5-7b-instruct:my-job:ckpt-600`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_id: Option<String>,
-    /// `ModelResolved`, `Available`.
+    /// `ModelResolved`, `Available`, and for runtime `builtin` `AdaptersLoaded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// What each serving pod serves (runtime `builtin`, whose adapters the operator
+    /// loads and unloads while the pods run), by pod name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaStatus>,
     /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

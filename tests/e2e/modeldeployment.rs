@@ -322,6 +322,11 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
     );
     assert_eq!(condition(&loading, "ModelResolved"), ("True", "Resolved"));
     assert_eq!(condition(&loading, "Available"), ("False", "Loading"));
+    // The checkpoint is an adapter the operator loads into each pod once it runs.
+    assert_eq!(
+        condition(&loading, "AdaptersLoaded"),
+        ("False", "NoServingPods")
+    );
     let created = server(&client, "chat").await.unwrap();
     assert_eq!(
         args(&created),
@@ -329,11 +334,9 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
             "serve",
             "--model",
             "s3://models/anneal-tiny",
-            "--adapter",
-            &format!(
-                "ft:anneal-tiny:story:ckpt-27={}/final",
-                run_of(&client, "story").await
-            ),
+            "--enable-runtime-lora",
+            "--max-loras",
+            "8",
             "--served-model-name",
             "anneal-tiny",
             "--host",
@@ -429,13 +432,6 @@ async fn best_serves_the_lowest_validation_loss_and_spec_changes_update_the_depl
         Some("ft:anneal-tiny:story:ckpt-18")
     );
     let created = server(&client, "best").await.unwrap();
-    assert_eq!(
-        flag(&created, "--adapter"),
-        format!(
-            "ft:anneal-tiny:story:ckpt-18={}/checkpoints/ckpt-18",
-            run_of(&client, "story").await
-        )
-    );
     assert_eq!(created.spec.as_ref().unwrap().replicas, Some(1));
 
     // More capacity and another checkpoint: the same Deployment, updated.
@@ -452,12 +448,11 @@ async fn best_serves_the_lowest_validation_loss_and_spec_changes_update_the_depl
         d.spec.as_ref().unwrap().replicas == Some(3)
     })
     .await;
+    // The checkpoint is loaded into the running pods: their template is unchanged,
+    // so none restarts.
     assert_eq!(
-        flag(&updated, "--adapter"),
-        format!(
-            "ft:anneal-tiny:story:ckpt-9={}/checkpoints/ckpt-9",
-            run_of(&client, "story").await
-        )
+        updated.spec.as_ref().unwrap().template,
+        created.spec.as_ref().unwrap().template
     );
     assert_eq!(updated.metadata.uid, created.metadata.uid);
     let status = wait_until(&client, "best", "at generation 2", |s| {

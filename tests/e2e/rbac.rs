@@ -587,6 +587,7 @@ spec:
 /// replicas apply the Deployment again; deleting it leaves the children to the
 /// garbage collector.
 async fn serve_scale_and_delete(world: &World, console: &str) {
+    world.kubelet.run_deployments();
     let serving: Api<ModelDeployment> = Api::namespaced(world.client(), NAMESPACE);
     let deployment = anneal_crds::manifest::parse_modeldeployment(&format!(
         r#"apiVersion: anneal.dev/v1alpha1
@@ -617,16 +618,21 @@ spec:
         "{list}"
     );
     page_text(format!("{console}/deployments/{NAMESPACE}/inline-serve")).await;
-    let ready = serde_json::json!({"status": {"replicas": 1, "readyReplicas": 1,
-        "updatedReplicas": 1, "availableReplicas": 1}});
-    servers
-        .patch_status(
-            "inline-serve",
-            &PatchParams::default(),
-            &Patch::Merge(&ready),
-        )
-        .await
-        .unwrap();
+    // Its pod runs: the operator loads the checkpoint into it and opens its gate.
+    let started = std::time::Instant::now();
+    loop {
+        let status = serving.get("inline-serve").await.unwrap().status;
+        let ready =
+            status.is_some_and(|s| s.ready_replicas == 1 && s.replicas.iter().all(|r| r.in_sync));
+        if ready {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the serving pod did not get its adapter"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let more = serde_json::json!({"spec": {"replicas": 2}});
     serving
         .patch(

@@ -603,3 +603,6 @@ spec:
     );
     operator.stop().await;
 }
+
+#[path = "serving/runtime_adapters.rs"]
+mod runtime_adapters;

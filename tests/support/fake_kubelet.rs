@@ -21,11 +21,14 @@
 //!
 //! Deployments (after `run_deployments`): `spec.replicas` pods, each labelled with the
 //! template's labels and a `pod-template-hash` of the template, owned by the
-//! Deployment itself. Since every pod would listen on the same container port of one
-//! loopback interface, a `--port` argument is rewritten to a free port (and `--host`
-//! to 127.0.0.1); `deployment_url` tells a test where a pod listens. The readiness
-//! probe's HTTP path is polled on that port every tick and sets the pod's `Ready`
-//! condition; the Deployment's status (`replicas`, `updatedReplicas`,
+//! Deployment itself. Each pod gets an IP of its own on the loopback interface
+//! (`127.X.Y.Z`, in `status.podIP`), and its `--host` argument is rewritten to it, so
+//! every pod listens on its container port as in a cluster and the operator reaches
+//! it at `podIP:port`; `deployment_url` tells a test where a pod listens. The
+//! readiness probe's HTTP path is polled every tick and sets the pod's
+//! `ContainersReady` condition, and `Ready` once every `readinessGates` condition
+//! (which a controller sets) is `True` too; conditions are written with strategic
+//! merge patches, which keep the other writers' conditions. The Deployment's status (`replicas`, `updatedReplicas`,
 //! `readyReplicas`, `availableReplicas`, `unavailableReplicas`, `observedGeneration`,
 //! `Available` and `Progressing` conditions) is written from its pods as the
 //! Deployment controller writes it. Extra pods, and pods of an earlier template, are
@@ -87,14 +90,19 @@ struct RunningPod {
     serving: Option<ServingPod>,
 }
 
-/// Where a Deployment's pod listens and what its readiness probe last said.
+/// Where a Deployment's pod listens and what its conditions last said.
 #[derive(Clone)]
 struct ServingPod {
     deployment: String,
-    /// The loopback port its container port was moved to.
+    /// Its own loopback address (`status.podIP`).
+    ip: String,
+    /// Its container port, where it listens on `ip`.
     port: u16,
-    /// The readiness probe's port and path on this machine, if it has an HTTP probe.
+    /// The readiness probe's port and path, if it has an HTTP probe.
     probe: Option<(u16, String)>,
+    /// The condition types of its `readinessGates`.
+    gates: Vec<String>,
+    containers_ready: bool,
     ready: bool,
 }
 
@@ -199,8 +207,8 @@ impl FakeKubelet {
         move |deployment| serving_url(&running.lock().unwrap(), deployment)
     }
 
-    /// `http://127.0.0.1:PORT` where a running pod of `deployment` serves its
-    /// container port (the first such pod by name); `None` when none runs.
+    /// `http://POD_IP:PORT` where a running pod of `deployment` serves its container
+    /// port (the first such pod by name); `None` when none runs.
     pub fn deployment_url(&self, deployment: &str) -> Option<String> {
         serving_url(&self.running.lock().unwrap(), deployment)
     }
@@ -218,10 +226,8 @@ fn serving_url(running: &HashMap<String, RunningPod>, deployment: &str) -> Optio
         .collect();
     pods.sort_by_key(|(name, _)| name.as_str());
     let (_, pod) = pods.first()?;
-    Some(format!(
-        "http://127.0.0.1:{}",
-        pod.serving.as_ref().unwrap().port
-    ))
+    let serving = pod.serving.as_ref().unwrap();
+    Some(format!("http://{}:{}", serving.ip, serving.port))
 }
 
 impl FakeKubelet {
@@ -410,8 +416,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Probes the readiness of each running Deployment pod and writes its `Ready`
-    /// condition when that changes.
+    /// Probes the readiness of each running Deployment pod and writes its
+    /// `ContainersReady` and `Ready` conditions when they change; `Ready` also waits
+    /// for the pod's readiness gates.
     async fn probe_readiness(&self) -> Result<(), kube::Error> {
         let probed: Vec<(String, String, ServingPod)> = self
             .running
@@ -424,28 +431,35 @@ impl Worker {
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         for (name, container, serving) in probed {
             // No HTTP probe: ready once running, as the kubelet has it.
-            let ready = match &serving.probe {
+            let containers_ready = match &serving.probe {
                 Some((port, path)) => self
                     .http
-                    .get(format!("http://127.0.0.1:{port}{path}"))
+                    .get(format!("http://{}:{port}{path}", serving.ip))
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success()),
                 None => true,
             };
-            if ready == serving.ready {
+            let gates_open = serving.gates.is_empty()
+                || match pods_api.get_opt(&name).await? {
+                    Some(pod) => gates_true(&pod, &serving.gates),
+                    None => continue,
+                };
+            let ready = containers_ready && gates_open;
+            if (containers_ready, ready) == (serving.containers_ready, serving.ready) {
                 continue;
             }
-            let status = if ready { "True" } else { "False" };
+            let status = |flag: bool| if flag { "True" } else { "False" };
             let patch = json!({"status": {"phase": "Running", "conditions": [
-                {"type": "Ready", "status": status, "lastTransitionTime": now()},
-                {"type": "ContainersReady", "status": status, "lastTransitionTime": now()}],
+                {"type": "Ready", "status": status(ready), "lastTransitionTime": now()},
+                {"type": "ContainersReady", "status": status(containers_ready),
+                 "lastTransitionTime": now()}],
                 "containerStatuses": [{
-                    "name": container, "image": "trainer", "imageID": "", "ready": ready,
-                    "started": true, "restartCount": 0,
+                    "name": container, "image": "trainer", "imageID": "",
+                    "ready": containers_ready, "started": true, "restartCount": 0,
                     "state": {"running": {"startedAt": now()}}}]}});
             match pods_api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
                 .await
             {
                 Ok(_) => {}
@@ -456,6 +470,7 @@ impl Worker {
             if let Some(pod) = self.running.lock().unwrap().get_mut(&name)
                 && let Some(serving) = pod.serving.as_mut()
             {
+                serving.containers_ready = containers_ready;
                 serving.ready = ready;
             }
         }
@@ -660,14 +675,17 @@ impl Worker {
         let spec = template.spec.unwrap();
         let container = &spec.containers[0];
 
-        // The container's ports move to free loopback ports; the probe follows them.
-        let port = free_port();
+        // The pod listens on its container port at an address of its own.
         let container_port = container
             .ports
             .iter()
             .flatten()
             .next()
             .map(|p| p.container_port);
+        let port = container_port
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(8000);
+        let ip = free_pod_ip(port);
         let probe = container
             .readiness_probe
             .as_ref()
@@ -682,22 +700,25 @@ impl Worker {
                         .find(|p| p.name.as_ref() == Some(named))
                         .map(|p| p.container_port),
                 };
-                let local = if probed.is_some() && probed == container_port {
-                    port
-                } else {
-                    probed.and_then(|p| u16::try_from(p).ok()).unwrap_or(port)
-                };
-                (local, get.path.clone().unwrap_or_else(|| "/".to_owned()))
+                let probed = probed.and_then(|p| u16::try_from(p).ok()).unwrap_or(port);
+                (probed, get.path.clone().unwrap_or_else(|| "/".to_owned()))
             });
+        let gates = (spec.readiness_gates.iter().flatten())
+            .map(|gate| gate.condition_type.clone())
+            .collect();
         let serving = ServingPod {
             deployment: name,
+            ip: ip.clone(),
             port,
             probe,
+            gates,
+            containers_ready: false,
             ready: false,
         };
         self.spawn_container(&pod_name, &spec, Some(serving))
             .await?;
-        let patch = json!({"status": {"phase": "Running", "startTime": now(), "conditions": [
+        let patch = json!({"status": {"phase": "Running", "startTime": now(),
+            "podIP": ip, "podIPs": [{"ip": ip}], "conditions": [
             {"type": "Ready", "status": "False", "lastTransitionTime": now()},
             {"type": "ContainersReady", "status": "False", "lastTransitionTime": now()}],
             "containerStatuses": [{
@@ -705,7 +726,11 @@ impl Worker {
                 "started": true, "restartCount": 0,
                 "state": {"running": {"startedAt": now()}}}]}});
         Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
-            .patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                &pod_name,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
             .await?;
         Ok(())
     }
@@ -861,7 +886,7 @@ impl Worker {
         }
         let mut args: Vec<String> = container.args.iter().flatten().map(|a| local(a)).collect();
         if let Some(serving) = &serving {
-            args = loopback_args(args, serving.port);
+            args = loopback_args(args, &serving.ip, serving.port);
         }
         command.args(&args);
         let log = root.join("output.log");
@@ -1001,8 +1026,8 @@ fn job_status(job: &Job, pods: &[&Pod]) -> JobStatus {
     status
 }
 
-/// The args with `--port` moved to `port` and `--host` to loopback.
-fn loopback_args(args: Vec<String>, port: u16) -> Vec<String> {
+/// The args with `--port` set to `port` and `--host` to the pod's address.
+fn loopback_args(args: Vec<String>, ip: &str, port: u16) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -1012,16 +1037,40 @@ fn loopback_args(args: Vec<String>, port: u16) -> Vec<String> {
                 let value = if arg == "--port" {
                     port.to_string()
                 } else {
-                    "127.0.0.1".to_owned()
+                    ip.to_owned()
                 };
                 out.extend([arg, value]);
             }
             _ if arg.starts_with("--port=") => out.push(format!("--port={port}")),
-            _ if arg.starts_with("--host=") => out.push("--host=127.0.0.1".to_owned()),
+            _ if arg.starts_with("--host=") => out.push(format!("--host={ip}")),
             _ => out.push(arg),
         }
     }
     out
+}
+
+/// A pod IP: an address of the loopback network (Linux answers on all of 127/8)
+/// where nothing listens on `port` now, picked at random so that the kubelets of
+/// tests running side by side do not meet.
+fn free_pod_ip(port: u16) -> String {
+    for _ in 0..100 {
+        let [a, b, c]: [u8; 3] = rand::random();
+        let ip = format!("127.{}.{b}.{}", a.max(1), c.clamp(1, 254));
+        if std::net::TcpListener::bind((ip.as_str(), port)).is_ok() {
+            return ip;
+        }
+    }
+    panic!("no loopback address has port {port} free");
+}
+
+/// Whether every readiness gate of the pod has its condition `True`.
+fn gates_true(pod: &Pod, gates: &[String]) -> bool {
+    let conditions = (pod.status.as_ref())
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    gates
+        .iter()
+        .all(|gate| (conditions.iter()).any(|c| &c.type_ == gate && c.status == "True"))
 }
 
 /// A loopback port nothing listens on now.

@@ -3,17 +3,20 @@
 //! Service), resolve the model (pure), plan the children (pure), apply them with
 //! server-side apply, then compute status from what is there. A FineTuneJob still
 //! training keeps the deployment `Pending` and the FineTuneJob watch wakes it up when
-//! that changes; the children go with the deployment through owner references.
+//! that changes; the children go with the deployment through owner references. For
+//! runtime `builtin` it then brings every running pod's adapters in line with the
+//! spec (`replica_adapters`); the pods watch wakes it up when one becomes ready.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anneal_crds::hub::HubRef;
+use anneal_crds::modeldeployment::ReplicaStatus;
 use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
 use anneal_crds::{FineTuneJob, ModelDeployment, jiff};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -28,11 +31,14 @@ use crate::metrics::Metrics;
 use crate::modeldeployment::model_resolution::{
     Resolution, ServedModel, fine_tune_job_name, resolve_model,
 };
+use crate::modeldeployment::replica_adapters::sync_replicas;
 use crate::modeldeployment::serving_deployment::{
-    check_servable, endpoint, plan_deployment, plan_service,
+    DEPLOYMENT_LABEL, RUNTIME_LORA_TOKEN_ENV, check_servable, endpoint, loads_adapters_at_runtime,
+    plan_deployment, plan_runtime_lora_secret, plan_service, runtime_adapters,
+    runtime_lora_secret_name,
 };
 use crate::modeldeployment::serving_observation::{ModelState, plan_status};
-use crate::shared::conditions::set_condition;
+use crate::shared::conditions::{ADAPTERS_LOADED, Desired, set_condition};
 use crate::shared::hub_check::{HubCheck, check_hub_model, operator_hub_settings};
 use crate::shared::status_apply::{FIELD_MANAGER, StatusWrite, apply_observed_status};
 
@@ -46,25 +52,23 @@ pub async fn run_modeldeployment_controller(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    let (deployments, servers, services, jobs): (
-        Api<ModelDeployment>,
-        Api<Deployment>,
-        Api<Service>,
-        Api<FineTuneJob>,
-    ) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
-    };
+    // Every API the controller watches, in the one namespace or in all.
+    fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let namespace = namespace.as_deref();
+    let deployments: Api<ModelDeployment> = scoped(&client, namespace);
+    let servers: Api<Deployment> = scoped(&client, namespace);
+    let services: Api<Service> = scoped(&client, namespace);
+    let jobs: Api<FineTuneJob> = scoped(&client, namespace);
+    let pods: Api<Pod> = scoped(&client, namespace);
     let controller = Controller::new(deployments, watcher::Config::default().any_semantic());
     let store = controller.store();
     let metrics = context.metrics.clone();
@@ -87,6 +91,14 @@ pub async fn run_modeldeployment_controller(
             watcher::Config::default().any_semantic(),
             move |job| deployments_naming(&store.state(), &job),
         )
+        // A serving pod whose server came up needs its adapters (and its gate).
+        .watches(
+            pods,
+            watcher::Config::default()
+                .labels(DEPLOYMENT_LABEL)
+                .any_semantic(),
+            |pod| deployment_of_pod(&pod),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(log_reconcile_failure)
@@ -107,6 +119,12 @@ pub fn deployments_naming(
         })
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
+}
+
+/// The deployment a serving pod belongs to, by its label.
+pub fn deployment_of_pod(pod: &Pod) -> Option<ObjectRef<ModelDeployment>> {
+    let name = pod.labels().get(DEPLOYMENT_LABEL)?;
+    Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
 
 /// Sets `anneal_modeldeployments{phase}` from the deployments in the cache.
@@ -213,6 +231,17 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
         };
     }
 
+    // Pods whose adapters are loaded at runtime need the token before they start.
+    let mut token = None;
+    if let Resolution::Resolved(model) = &resolution
+        && loads_adapters_at_runtime(deployment, model)
+    {
+        match runtime_lora_token(deployment, context).await? {
+            Ok(issued) => token = Some(issued),
+            Err(blocked) => resolution = blocked,
+        }
+    }
+
     // Build (pure) and apply.
     let mut server = existing.filter(|d| owned_by(&d.metadata, deployment));
     if let Resolution::Resolved(model) = &resolution {
@@ -231,6 +260,13 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
         server = Some(applied);
     }
 
+    // Every running builtin pod serves the spec's adapters.
+    let mut replicas = Vec::new();
+    if let (Resolution::Resolved(model), Some(token)) = (&resolution, &token) {
+        let wanted = runtime_adapters(deployment, model)?;
+        replicas = sync_replicas(&context.client, &namespace, &name, token, &wanted).await?;
+    }
+
     // Status from what is there.
     let model_state = match &resolution {
         Resolution::Resolved(model) => ModelState::Resolved {
@@ -246,6 +282,15 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
     for desired in observed.conditions {
         set_condition(&mut next.conditions, desired, generation, &now);
     }
+    if token.is_some() {
+        let adapters = match &resolution {
+            Resolution::Resolved(model) => model.adapters.len(),
+            _ => 0,
+        };
+        let loaded = adapters_loaded(&replicas, adapters);
+        set_condition(&mut next.conditions, loaded, generation, &now);
+    }
+    next.replicas = replicas.clone();
     next.phase = Some(observed.phase);
     next.ready_replicas = observed.ready_replicas;
     next.message = Some(observed.message);
@@ -268,10 +313,116 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
             reason: "HubUnreachable",
             ..
         } => Action::requeue(Duration::from_secs(15)),
+        // A failed load (storage that did not answer, a pod busy) is tried again.
+        Resolution::Resolved(_) if replicas.iter().any(|r| !r.in_sync) => {
+            Action::requeue(Duration::from_secs(30))
+        }
         // The watches on the FineTuneJob and the children bring every other change;
         // this is a safety net.
         _ => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+/// `AdaptersLoaded`: whether every pod the operator reached serves the spec's
+/// `adapters` adapters, else which pod is behind and why.
+fn adapters_loaded(replicas: &[ReplicaStatus], adapters: usize) -> Desired<'static> {
+    let in_sync = replicas.iter().filter(|r| r.in_sync).count();
+    let what = match adapters {
+        0 => "the base model alone".to_owned(),
+        count => format!("the spec's {count} adapter(s)"),
+    };
+    let (status, reason, message) =
+        if let Some(failed) = replicas.iter().find(|r| r.message.is_some()) {
+            (
+                false,
+                "AdapterChangeFailed",
+                format!(
+                    "pod {}: {} ({in_sync} of {} pods serve {what})",
+                    failed.pod,
+                    failed.message.as_deref().unwrap_or_default(),
+                    replicas.len()
+                ),
+            )
+        } else if replicas.is_empty() {
+            (
+                false,
+                "NoServingPods",
+                format!("no serving pod is up yet to load {what} into"),
+            )
+        } else if in_sync < replicas.len() {
+            (
+                false,
+                "Loading",
+                format!("{in_sync} of {} pods serve {what}", replicas.len()),
+            )
+        } else {
+            (
+                true,
+                "Loaded",
+                format!("{in_sync} of {} pods serve {what}", replicas.len()),
+            )
+        };
+    Desired {
+        type_: ADAPTERS_LOADED,
+        status,
+        reason,
+        message,
+    }
+}
+
+/// The token the operator presents to the deployment's pods to change their
+/// adapters, from the deployment's Secret (created with a new one when missing; kept
+/// after that, since running pods read it at start). A Secret of that name that is
+/// not the deployment's is never touched: the resolution says so.
+async fn runtime_lora_token(
+    deployment: &ModelDeployment,
+    context: &Context,
+) -> Result<std::result::Result<String, Resolution>> {
+    let name = deployment.name_any();
+    let secrets: Api<Secret> = Api::namespaced(
+        context.client.clone(),
+        &deployment.namespace().unwrap_or_default(),
+    );
+    let secret_name = runtime_lora_secret_name(&name);
+    if let Some(existing) = secrets.get_opt(&secret_name).await? {
+        if owned_by(&existing.metadata, deployment) {
+            let token = (existing.data.as_ref())
+                .and_then(|data| data.get(RUNTIME_LORA_TOKEN_ENV))
+                .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+                .filter(|token| !token.is_empty());
+            if let Some(token) = token {
+                return Ok(Ok(token));
+            }
+        } else if owned_by_earlier(&existing.metadata, &name) {
+            return Ok(Err(Resolution::Waiting {
+                reason: "PreviousChildrenTerminating",
+                message: format!(
+                    "waiting for the Secret {secret_name} of a deleted ModelDeployment of the same name to go"
+                ),
+            }));
+        } else {
+            return Ok(Err(Resolution::Failed {
+                reason: "NameConflict",
+                message: format!(
+                    "a Secret named {secret_name} already exists and does not belong to this ModelDeployment (its pods' adapter-change token goes there); delete it or rename the ModelDeployment"
+                ),
+            }));
+        }
+    }
+    let token: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let secret = plan_runtime_lora_secret(deployment, &token)?;
+    secrets
+        .patch(
+            &secret_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    info!(secret = %secret_name, "created the adapter-change token of the serving pods");
+    Ok(Ok(token))
 }
 
 /// The first hub source of `model` (its base, then its adapters) the hub refuses or

@@ -4,5 +4,6 @@
 
 pub mod controller;
 pub mod model_resolution;
+pub mod replica_adapters;
 pub mod serving_deployment;
 pub mod serving_observation;

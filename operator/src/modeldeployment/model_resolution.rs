@@ -42,6 +42,8 @@ pub struct ServedModel {
     pub adapters: Vec<ServedAdapter>,
     /// Secret with the storage credentials of the sources, if any.
     pub credentials_secret: Option<String>,
+    /// An image (FLUX) pipeline: its server takes its adapters at start, not at runtime.
+    pub image: bool,
     /// One line for `ModelResolved`'s message.
     pub summary: String,
 }
@@ -142,6 +144,7 @@ pub fn resolve_model(
                 },
                 adapters,
                 credentials_secret: config.default_credentials_secret.clone(),
+                image: is_flux_name(&base.name),
                 summary,
             })
         }
@@ -360,6 +363,7 @@ fn served_checkpoint(
                 source: checkpoint_source,
             }],
             credentials_secret,
+            image: job.spec.task.is_image(),
             summary,
         }),
         // A fully trained checkpoint is a whole model folder.
@@ -369,9 +373,19 @@ fn served_checkpoint(
             base: checkpoint_source,
             adapters: Vec::new(),
             credentials_secret,
+            image: job.spec.task.is_image(),
             summary,
         }),
     }
+}
+
+/// Whether a base model's name is one of the FLUX image models (black-forest-labs'
+/// FLUX.1-dev, -schnell and their fine-tunes keep "flux" in their names).
+pub fn is_flux_name(name: &str) -> bool {
+    name.to_ascii_lowercase()
+        .rsplit('/')
+        .next()
+        .is_some_and(|model| model.contains("flux"))
 }
 
 /// The best checkpoint: by the first metric of `checkpoints.evaluation` where the job

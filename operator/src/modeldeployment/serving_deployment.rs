@@ -1,26 +1,35 @@
 //! A ModelDeployment's serving pods, planned as Kubernetes objects: the `apps/v1
 //! Deployment` that runs `trainer serve` (runtime `builtin`, with the kernel cache on
 //! GPUs) or vLLM's OpenAI server (runtime `vllm`, models fetched by init containers in
-//! the fetch image), and the `Service` in front of it. Pure functions of the deployment, its resolved model and the operator's
-//! configuration, so the controller only applies what they return.
+//! the fetch image), the `Service` in front of it, and for `builtin` the Secret with
+//! the token its adapter changes need. Pure functions of the deployment, its resolved
+//! model and the operator's configuration, so the controller only applies what they
+//! return.
+//!
+//! A `builtin` pod starts with the base model alone and `--enable-runtime-lora`: the
+//! controller loads the adapters into every pod while it runs (`replica_adapters`),
+//! so changing them never restarts a pod, and a readiness gate keeps a new pod out of
+//! the Service until they are loaded. Only the kinds of storage the adapters come
+//! from are in the pod template (a claim mounted, the model cache, the credentials).
 
 use std::collections::BTreeMap;
 
 use anneal_crds::ModelDeployment;
 use anneal_crds::common::ResourcesSpec;
 use anneal_crds::modeldeployment::{ModelDeploymentSpec, ServingRuntime};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    PersistentVolumeClaimVolumeSource, PodReadinessGate, PodSpec, PodTemplateSpec, Probe, Secret,
+    SecretEnvSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use crate::config::OperatorConfig;
-use crate::modeldeployment::model_resolution::{ServedModel, Source};
+use crate::modeldeployment::model_resolution::{ServedModel, Source, is_flux_name};
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::{
     PVC_DIR, TMP_SIZE, container_security, credentials_env, device, empty_dir_limited, env,
@@ -47,6 +56,19 @@ const STARTUP_FAILURES: i32 = 180;
 const PROGRESS_DEADLINE_SECONDS: i32 = 3600;
 /// vLLM's bound on adapter rank, the API's bound on `lora.rank`.
 const MAX_LORA_RANK: u32 = anneal_crds::limits::LORA_RANK.1;
+/// Condition type of a `builtin` pod's readiness gate, which the operator sets once
+/// the pod serves the spec's adapters.
+pub const ADAPTERS_GATE: &str = "anneal.dev/adapters-loaded";
+/// The variable `trainer serve` reads its adapter-change token from.
+pub const RUNTIME_LORA_TOKEN_ENV: &str = "ANNEAL_RUNTIME_LORA_TOKEN";
+/// Adapters a `builtin` pod holds at once, at least (more when the spec names more),
+/// so that adapters can be added without a new pod.
+const MIN_MAX_LORAS: usize = 8;
+
+/// The Secret holding a deployment's adapter-change token (runtime `builtin`).
+pub fn runtime_lora_secret_name(deployment: &str) -> String {
+    format!("{deployment}-runtime-lora")
+}
 
 /// Why a deployment cannot be planned; each names the field to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -174,16 +196,6 @@ pub fn check_servable(
     }
 }
 
-/// Whether a base model's name is one of the FLUX image models (black-forest-labs'
-/// FLUX.1-dev, -schnell and their fine-tunes keep "flux" in their names): vLLM serves
-/// language models only.
-fn is_flux_name(name: &str) -> bool {
-    name.to_ascii_lowercase()
-        .rsplit('/')
-        .next()
-        .is_some_and(|model| model.contains("flux"))
-}
-
 /// The name and namespace a plan needs; both set on objects from the API server.
 fn name_and_namespace(deployment: &ModelDeployment) -> Result<(&str, &str), ServingPlanError> {
     let name = deployment
@@ -253,6 +265,18 @@ struct PodPlan {
     server_reads_storage: bool,
     /// Whether a model comes from a hub (the pod mounts the model cache).
     reads_hub: bool,
+    /// Adapters the operator loads into a running `builtin` pod.
+    runtime_adapters: Vec<RuntimeAdapter>,
+}
+
+/// An adapter as the operator loads it into a `builtin` pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeAdapter {
+    pub name: String,
+    /// What the pod reads (`lora_path`): a URI, or a path under a mounted claim.
+    pub path: String,
+    /// The field it comes from, for messages.
+    pub field: String,
 }
 
 impl PodPlan {
@@ -314,8 +338,25 @@ fn builtin_plan(
     let mut args = vec!["serve".to_owned(), "--model".to_owned(), base];
     for adapter in &model.adapters {
         let source = pod_source(&adapter.source, runtime)?;
-        let source = plan.builtin_source(source);
-        args.extend(["--adapter".to_owned(), format!("{}={source}", adapter.name)]);
+        let path = plan.builtin_source(source);
+        if model.image {
+            // An image server takes its adapters at start.
+            args.extend(["--adapter".to_owned(), format!("{}={path}", adapter.name)]);
+        } else {
+            // Loaded at runtime: the template holds only what reading them needs.
+            plan.runtime_adapters.push(RuntimeAdapter {
+                name: adapter.name.clone(),
+                path,
+                field: adapter.source.field.clone(),
+            });
+        }
+    }
+    if !model.image {
+        args.extend([
+            "--enable-runtime-lora".to_owned(),
+            "--max-loras".to_owned(),
+            MIN_MAX_LORAS.max(model.adapters.len()).to_string(),
+        ]);
     }
     args.extend([
         "--served-model-name".to_owned(),
@@ -332,6 +373,40 @@ fn builtin_plan(
     ]);
     plan.args = args;
     Ok(plan)
+}
+
+/// Whether the operator loads the adapters into the running pods: runtime `builtin`
+/// serving a chat model (an image server takes them at start; vLLM's pods fetch them
+/// in init containers).
+pub fn loads_adapters_at_runtime(deployment: &ModelDeployment, model: &ServedModel) -> bool {
+    deployment.spec.runtime == ServingRuntime::Builtin && !model.image
+}
+
+/// The adapters a `builtin` pod should serve, as the operator loads them.
+pub fn runtime_adapters(
+    deployment: &ModelDeployment,
+    model: &ServedModel,
+) -> Result<Vec<RuntimeAdapter>, ServingPlanError> {
+    Ok(builtin_plan(model, deployment)?.runtime_adapters)
+}
+
+/// The Secret with the token the operator presents to a `builtin` deployment's pods to
+/// load and unload adapters; their server reads it from the environment.
+pub fn plan_runtime_lora_secret(
+    deployment: &ModelDeployment,
+    token: &str,
+) -> Result<Secret, ServingPlanError> {
+    let (name, namespace) = name_and_namespace(deployment)?;
+    let secret_name = runtime_lora_secret_name(name);
+    Ok(Secret {
+        metadata: child_metadata(deployment, &secret_name, namespace),
+        data: Some(BTreeMap::from([(
+            RUNTIME_LORA_TOKEN_ENV.to_owned(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    })
 }
 
 /// vLLM OpenAI server arguments, with the downloads its init containers do.
@@ -430,7 +505,7 @@ pub fn plan_deployment(
     let init_containers = fetch_containers(&plan, fetch, credentials.clone(), config);
     let server_credentials = plan.server_reads_storage.then_some(credentials).flatten();
     let volumes = std::mem::take(&mut server.volumes);
-    let container = server_container(
+    let mut container = server_container(
         image,
         command,
         plan.args,
@@ -439,7 +514,20 @@ pub fn plan_deployment(
         &deployment.spec.resources,
         config,
     );
-    Ok(deployment_around(
+    let runtime_lora = loads_adapters_at_runtime(deployment, model);
+    if runtime_lora {
+        container
+            .env_from
+            .get_or_insert_default()
+            .push(EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: runtime_lora_secret_name(name),
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            });
+    }
+    let mut planned = deployment_around(
         deployment,
         name,
         namespace,
@@ -447,7 +535,14 @@ pub fn plan_deployment(
         init_containers,
         container,
         volumes,
-    ))
+    );
+    if runtime_lora && let Some(pod) = planned.spec.as_mut().and_then(|s| s.template.spec.as_mut())
+    {
+        pod.readiness_gates = Some(vec![PodReadinessGate {
+            condition_type: ADAPTERS_GATE.to_owned(),
+        }]);
+    }
+    Ok(planned)
 }
 
 /// A container's environment and mounts, and the pod volumes they need.

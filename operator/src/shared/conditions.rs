@@ -14,6 +14,8 @@ pub const FAILED: &str = "Failed";
 /// servable, and at least one serving pod is ready.
 pub const MODEL_RESOLVED: &str = "ModelResolved";
 pub const AVAILABLE: &str = "Available";
+/// Every ready serving pod serves exactly the spec's adapters (runtime `builtin`).
+pub const ADAPTERS_LOADED: &str = "AdaptersLoaded";
 
 /// What a condition should say now.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! The patch formats: JSON merge patch (RFC 7386), which also stands in for
-//! strategic merge patch and server-side apply, and JSON patch (RFC 6902).
+//! server-side apply; strategic merge patch as a merge patch whose `conditions`
+//! lists merge by `type`; and JSON patch (RFC 6902).
 
 use serde_json::{Map, Value};
 
@@ -8,7 +9,9 @@ use serde_json::{Map, Value};
 pub enum PatchKind {
     Merge,
     Json,
-    /// Treated as a merge patch: no `patchMergeKey` list merging, no `$patch` directives.
+    /// A merge patch in which `conditions` lists merge by `type` (their
+    /// `patchMergeKey` in every built-in kind); no other list merging, no `$patch`
+    /// directives.
     StrategicMerge,
     /// Server-side apply, merged like a merge patch (see the module documentation).
     Apply,
@@ -43,6 +46,43 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             target.remove(key);
         } else {
             merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// A strategic merge patch as far as the fake goes: a merge patch, except that a
+/// `conditions` list of objects merges entry by entry on `type`, as the real server
+/// merges a pod's or a Deployment's conditions (so the kubelet's `Ready` and a
+/// controller's readiness gate condition do not overwrite each other).
+pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let target = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+            continue;
+        }
+        let slot = target.entry(key.clone()).or_insert(Value::Null);
+        match (key.as_str(), value, &mut *slot) {
+            ("conditions", Value::Array(entries), Value::Array(existing)) => {
+                for entry in entries {
+                    let kind = entry.get("type");
+                    match existing
+                        .iter_mut()
+                        .find(|e| kind.is_some() && e.get("type") == kind)
+                    {
+                        Some(found) => strategic_merge_patch(found, entry),
+                        None => existing.push(entry.clone()),
+                    }
+                }
+            }
+            _ => strategic_merge_patch(slot, value),
         }
     }
 }
@@ -201,6 +241,26 @@ mod tests {
         assert_eq!(
             doc,
             json!({"a": "z", "c": {"d": "e"}, "l": [3], "n": {"x": 1}})
+        );
+    }
+
+    #[test]
+    fn a_strategic_merge_merges_conditions_by_type() {
+        let mut doc = json!({"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "False"},
+            {"type": "anneal.dev/gate", "status": "True"}], "l": [1]}});
+        strategic_merge_patch(
+            &mut doc,
+            &json!({"status": {"conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "ContainersReady", "status": "True"}], "l": [2]}}),
+        );
+        assert_eq!(
+            doc,
+            json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "anneal.dev/gate", "status": "True"},
+                {"type": "ContainersReady", "status": "True"}], "l": [2]}})
         );
     }
 

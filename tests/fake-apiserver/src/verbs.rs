@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::errors::{ApiError, ApiResult};
 use crate::meta::{self, meta_mut};
-use crate::patch::{PatchKind, json_patch, merge_patch};
+use crate::patch::{PatchKind, json_patch, merge_patch, strategic_merge_patch};
 use crate::resources::ResourceType;
 use crate::store::{ObjectKey, Propagation, Store};
 
@@ -241,9 +241,14 @@ impl Store {
             PatchKind::Json => {
                 json_patch(&old, &patch).map_err(|e| ApiError::invalid(resource, name, e))?
             }
-            PatchKind::Merge | PatchKind::StrategicMerge | PatchKind::Apply => {
+            PatchKind::Merge | PatchKind::Apply => {
                 let mut doc = old.clone();
                 merge_patch(&mut doc, &patch);
+                doc
+            }
+            PatchKind::StrategicMerge => {
+                let mut doc = old.clone();
+                strategic_merge_patch(&mut doc, &patch);
                 doc
             }
         };

@@ -3,7 +3,7 @@
 //! to its report endpoint with the job's token until they are accepted, `events.jsonl`
 //! copied to the run's folder at every checkpoint and at the end, the exit code and
 //! termination message) without a model. `trainer serve` becomes an HTTP server that
-//! answers every request `200 ok`, enough for the readiness probe.
+//! answers the readiness probe and keeps the list of adapters the operator loads.
 //!
 //! `train`: 4 steps with checkpoints `ckpt-2` and `ckpt-4`, then `Succeeded`; a job
 //! whose name starts with `fail-` stops after its first step with exit 2 and a
@@ -12,6 +12,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anneal_crds::events::{EventBody, TrainerEvent};
@@ -210,7 +211,10 @@ async fn train(manifest: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Answers every HTTP request on `--host`:`--port` with `200 ok` until killed.
+/// Answers HTTP on `--host`:`--port` until killed: `GET /v1/models` lists the base
+/// (`--served-model-name`) and the adapters loaded with `POST /v1/load_lora_adapter`
+/// (taken off by `/v1/unload_lora_adapter`), as `trainer serve` lists them, so the
+/// operator can sync a pod; anything else gets `200 ok` (the readiness probe).
 fn serve(args: &[String]) -> ExitCode {
     let value = |flag: &str| {
         args.iter()
@@ -220,16 +224,73 @@ fn serve(args: &[String]) -> ExitCode {
     };
     let host = value("--host").unwrap_or_else(|| "127.0.0.1".to_owned());
     let port = value("--port").unwrap_or_else(|| "8000".to_owned());
+    let base = value("--served-model-name").unwrap_or_else(|| "base".to_owned());
+    let adapters: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let listener = TcpListener::bind(format!("{host}:{port}")).expect("the serving port");
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
+        let (adapters, base) = (adapters.clone(), base.clone());
         std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = stream.read(&mut buffer);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let (head, body) = read_request(&mut stream);
+            let field = |name: &str| {
+                serde_json::from_slice::<serde_json::Value>(&body).ok()?[name]
+                    .as_str()
+                    .map(str::to_owned)
+            };
+            let mut loaded = adapters.lock().unwrap();
+            let answer = if head.starts_with("GET /v1/models") {
+                let mut data = vec![serde_json::json!({"id": base, "object": "model"})];
+                data.extend(loaded.iter().map(|(name, path)| {
+                    serde_json::json!({"id": name, "object": "model", "root": path, "parent": base})
+                }));
+                serde_json::json!({"object": "list", "data": data}).to_string()
+            } else if head.starts_with("POST /v1/load_lora_adapter") {
+                if let (Some(name), Some(path)) = (field("lora_name"), field("lora_path")) {
+                    loaded.push((name, path));
+                }
+                "ok".to_owned()
+            } else if head.starts_with("POST /v1/unload_lora_adapter") {
+                let name = field("lora_name");
+                loaded.retain(|(loaded, _)| Some(loaded) != name.as_ref());
+                "ok".to_owned()
+            } else {
+                "ok".to_owned()
+            };
+            drop(loaded);
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .as_bytes(),
+            );
         });
     }
     ExitCode::SUCCESS
+}
+
+/// A request's head and its body (`Content-Length` bytes of it).
+fn read_request(stream: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+            let length = (head.lines())
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                return (head, bytes[end + 4..end + 4 + length].to_vec());
+            }
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => return (String::from_utf8_lossy(&bytes).into_owned(), Vec::new()),
+            Ok(read) => bytes.extend_from_slice(&buffer[..read]),
+        }
+    }
 }

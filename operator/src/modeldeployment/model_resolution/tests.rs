@@ -359,6 +359,31 @@ fn a_fully_trained_checkpoint_is_served_as_the_model() {
 }
 
 #[test]
+fn image_models_are_told_by_the_jobs_task_or_the_base_models_name() {
+    let chat = job(JobPhase::Succeeded, &LOSSES, true);
+    let served = |job: &FineTuneJob| {
+        resolved(resolve_model(
+            &deployment("final", Some("x")),
+            Some(job),
+            &config(),
+        ))
+        .image
+    };
+    assert!(!served(&chat));
+    let mut image = chat.clone();
+    image.spec.task = anneal_crds::finetunejob::Task::TextToImage;
+    assert!(served(&image));
+    for (name, flux) in [
+        ("black-forest-labs/FLUX.1-dev", true),
+        ("flux-tiny", true),
+        ("Qwen/Qwen2.5-7B-Instruct", false),
+        ("fluxion-labs/Llama-3", false),
+    ] {
+        assert_eq!(is_flux_name(name), flux, "{name}");
+    }
+}
+
+#[test]
 fn a_base_model_with_adapters_serves_each_under_its_name() {
     let deployment = parse_modeldeployment(
         r#"

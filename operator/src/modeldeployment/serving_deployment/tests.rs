@@ -73,6 +73,7 @@ fn checkpoint_model(base_uri: &str) -> ServedModel {
             ),
         }],
         credentials_secret: Some("s3-creds".to_owned()),
+        image: false,
         summary: String::new(),
     }
 }
@@ -96,6 +97,7 @@ fn adapters_model() -> ServedModel {
             },
         ],
         credentials_secret: Some("anneal-storage".to_owned()),
+        image: false,
         summary: String::new(),
     }
 }
@@ -165,14 +167,10 @@ fn the_vllm_deployment_matches_its_snapshot() {
 }
 
 #[test]
-fn builtin_runs_trainer_serve_with_the_adapter_on_gpus() {
+fn builtin_runs_trainer_serve_with_the_adapter_loaded_at_runtime_on_gpus() {
     let deployment = deployment_from(BUILTIN);
-    let planned = plan_deployment(
-        &deployment,
-        &checkpoint_model("s3://models/qwen2.5-0.5b"),
-        &config(),
-    )
-    .unwrap();
+    let model = checkpoint_model("s3://models/qwen2.5-0.5b");
+    let planned = plan_deployment(&deployment, &model, &config()).unwrap();
     let spec = planned.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
     let server = server(&planned);
@@ -184,8 +182,9 @@ fn builtin_runs_trainer_serve_with_the_adapter_on_gpus() {
             "serve",
             "--model",
             "s3://models/qwen2.5-0.5b",
-            "--adapter",
-            "support-bot=s3://runs/team-a/support/u1/checkpoints/ckpt-18",
+            "--enable-runtime-lora",
+            "--max-loras",
+            "8",
             "--served-model-name",
             "Qwen/Qwen2.5-0.5B-Instruct",
             "--host",
@@ -207,6 +206,38 @@ fn builtin_runs_trainer_serve_with_the_adapter_on_gpus() {
         "s3-creds",
         "trainer serve downloads s3:// itself"
     );
+    // The adapter is the operator's to load, with the token from the deployment's
+    // Secret, and the pod joins the Service once it has.
+    assert_eq!(
+        runtime_adapters(&deployment, &model).unwrap(),
+        [RuntimeAdapter {
+            name: "support-bot".to_owned(),
+            path: "s3://runs/team-a/support/u1/checkpoints/ckpt-18".to_owned(),
+            field: model.adapters[0].source.field.clone(),
+        }]
+    );
+    let token_source = server.env_from.as_ref().unwrap()[1]
+        .secret_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(token_source.name, "support-bot-runtime-lora");
+    let secret = plan_runtime_lora_secret(&deployment, "t0ken").unwrap();
+    assert_eq!(
+        secret.metadata.name.as_deref(),
+        Some("support-bot-runtime-lora")
+    );
+    assert_eq!(
+        secret.data.unwrap()["ANNEAL_RUNTIME_LORA_TOKEN"].0,
+        b"t0ken",
+        "the name trainer serve reads the token from"
+    );
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].uid,
+        "7c1d-uid",
+        "deleted with the deployment"
+    );
+    let gates = pod(&planned).readiness_gates.clone().unwrap();
+    assert_eq!(gates[0].condition_type, "anneal.dev/adapters-loaded");
     let limits = server.resources.as_ref().unwrap().limits.clone().unwrap();
     assert_eq!(limits["nvidia.com/gpu"].0, "1");
     assert_eq!(limits["memory"].0, "24Gi");
@@ -373,6 +404,32 @@ fn vllm_fetches_remote_sources_first_and_mounts_claims() {
 }
 
 #[test]
+fn an_image_models_builtin_pod_takes_its_adapters_at_start() {
+    let deployment = deployment_from(BUILTIN);
+    let model = ServedModel {
+        image: true,
+        ..checkpoint_model("s3://models/flux.1-dev")
+    };
+    let planned = plan_deployment(&deployment, &model, &config()).unwrap();
+    let args = args(server(&planned));
+    assert_eq!(
+        args[3..5],
+        [
+            "--adapter",
+            "support-bot=s3://runs/team-a/support/u1/checkpoints/ckpt-18"
+        ]
+    );
+    assert!(!args.contains(&"--enable-runtime-lora"), "{args:?}");
+    assert!(!loads_adapters_at_runtime(&deployment, &model));
+    assert_eq!(runtime_adapters(&deployment, &model).unwrap(), []);
+    assert!(
+        pod(&planned).readiness_gates.is_none(),
+        "no gate to wait for"
+    );
+    assert_eq!(container_secrets(server(&planned)), ["s3-creds"]);
+}
+
+#[test]
 fn a_pvc_model_is_mounted_and_zero_gpus_runs_on_the_cpu() {
     let deployment = deployment_from(&BUILTIN.replace(
         "gpus: 1\n    memory: 24Gi\n    nodeSelector: {pool: l4}\n    tolerations: [{key: dedicated, operator: Equal, value: serving, effect: NoSchedule}]",
@@ -384,11 +441,15 @@ fn a_pvc_model_is_mounted_and_zero_gpus_runs_on_the_cpu() {
     let server = server(&planned);
     let args = args(server);
     assert_eq!(args[2], "/mnt/pvc/models/qwen/0.5b");
-    assert_eq!(args[4], "support-bot=/mnt/pvc/models/runs/ckpt-18");
+    assert_eq!(
+        runtime_adapters(&deployment, &model).unwrap()[0].path,
+        "/mnt/pvc/models/runs/ckpt-18"
+    );
     assert_eq!(args.last(), Some(&"cpu"));
-    assert!(
-        server.env_from.is_none(),
-        "nothing read from object storage"
+    assert_eq!(
+        container_secrets(server),
+        ["support-bot-runtime-lora"],
+        "nothing read from object storage: only the adapter-change token"
     );
     assert_eq!(
         mounts(server),
@@ -535,10 +596,9 @@ fn hub_adapters_are_fetched_through_the_cache_by_either_runtime() {
     model.adapters[0].source = source("hf://team/support-lora@v2", "spec.model.adapters[0].uri");
     let planned = plan_deployment(&deployment_from(BUILTIN), &model, &config()).unwrap();
     let builtin = server(&planned);
-    assert!(
-        args(builtin).contains(&"support=hf://team/support-lora@v2"),
-        "{:?}",
-        args(builtin)
+    assert_eq!(
+        runtime_adapters(&deployment_from(BUILTIN), &model).unwrap()[0].path,
+        "hf://team/support-lora@v2"
     );
     assert!(
         env_of(builtin)
@@ -669,15 +729,25 @@ fn the_cluster_examples_are_servable() {
         "ft:qwen2.5-7b-instruct:pedalhop-support:ckpt-400"
     );
     let planned = plan_deployment(&support, &model, &config()).unwrap();
-    assert!(
-        args(server(&planned))
-            .contains(&"pedalhop-support=s3://checkpoints/anneal/team-support/pedalhop-support/u/checkpoints/ckpt-400")
+    let loaded = runtime_adapters(&support, &model).unwrap();
+    assert_eq!(
+        (loaded[0].name.as_str(), loaded[0].path.as_str()),
+        (
+            "pedalhop-support",
+            "s3://checkpoints/anneal/team-support/pedalhop-support/u/checkpoints/ckpt-400"
+        )
     );
     assert_eq!(
         container_secret(server(&planned)),
         Some("anneal-storage"),
         "the job's credentials"
     );
+}
+
+fn container_secrets(container: &Container) -> Vec<&str> {
+    (container.env_from.iter().flatten())
+        .filter_map(|from| Some(from.secret_ref.as_ref()?.name.as_str()))
+        .collect()
 }
 
 fn container_secret(container: &Container) -> Option<&str> {

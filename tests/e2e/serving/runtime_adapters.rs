@@ -1,0 +1,173 @@
+//! A ModelDeployment's adapters change while its pod runs: the operator loads an added
+//! adapter into the running `trainer serve` and unloads a removed one, the pod (the
+//! same uid, never restarted) keeps serving throughout, a reply streaming on the
+//! removed adapter runs to its end, and `status.replicas` says what the pod serves.
+
+use super::*;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+
+/// The deployment's adapters, as a merge patch of its spec sets them.
+async fn set_adapters(deployments: &Api<ModelDeployment>, adapters: Value) {
+    deployments
+        .patch(
+            "tutor",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"model": {"adapters": adapters}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Name and uid of the one serving pod.
+async fn the_pod(world: &World) -> (String, String) {
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    let listed = pods
+        .list(&ListParams::default().labels("anneal.dev/modeldeployment=tutor"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed.len(), 1, "one serving pod");
+    (listed[0].name_any(), listed[0].uid().unwrap())
+}
+
+async fn ask(url: &str, model: &str) -> reqwest::StatusCode {
+    post_json(
+        &format!("{url}/v1/chat/completions"),
+        &json!({"model": model, "messages": [{"role": "user", "content": QUESTION}],
+                "temperature": 0, "max_tokens": 4}),
+    )
+    .await
+    .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adapters_are_added_and_removed_on_a_running_pod_after_its_reply_in_flight() {
+    let world = World::start(&quickstart_lines(16)).await;
+    world.kubelet.run_deployments();
+    let operator = world.start_operator(None).await;
+    // A short run that leaves a checkpoint per step: the adapters to serve.
+    world.apply(&job_yaml("lessons", 1, 1, "")).await;
+    let done = world
+        .wait_for("lessons", TRAINING, "Succeeded", |s| {
+            s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
+        })
+        .await;
+    let checkpoints = done.status.unwrap().checkpoints;
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    let (early, late) = (&checkpoints[0].uri, &checkpoints.last().unwrap().uri);
+
+    let deployments = deploy(
+        &world,
+        &format!(
+            r#"apiVersion: anneal.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: tutor, namespace: {NAMESPACE}}}
+spec:
+  model:
+    baseModel: {{name: anneal-tiny, source: "s3://anneal-e2e/models/anneal-tiny"}}
+    adapters:
+      - {{name: early, uri: "{early}"}}
+  replicas: 1
+  runtime: builtin
+  resources: {{gpus: 0}}
+"#
+        ),
+    )
+    .await;
+    let ready = wait_for_deployment(&world, "tutor", "Ready with its adapter", |s| {
+        s.phase == Some(DeploymentPhase::Ready) && s.replicas.iter().all(|r| r.in_sync)
+    })
+    .await;
+    let (pod, uid) = the_pod(&world).await;
+    assert_eq!(ready.replicas.len(), 1);
+    assert_eq!(
+        (
+            ready.replicas[0].pod.as_str(),
+            ready.replicas[0].adapters.as_slice()
+        ),
+        (pod.as_str(), ["early".to_owned()].as_slice())
+    );
+    assert_eq!(condition(&ready, "AdaptersLoaded"), ("True", "Loaded"));
+    let url = world.kubelet.deployment_url("tutor").unwrap();
+    assert_eq!(served_ids(&url).await, ["anneal-tiny", "early"]);
+    assert_eq!(ask(&url, "early").await, 200);
+    assert_eq!(ask(&url, "late").await, 404);
+
+    // Added: loaded into the running pod.
+    set_adapters(
+        &deployments,
+        json!([{"name": "early", "uri": early}, {"name": "late", "uri": late}]),
+    )
+    .await;
+    let both = wait_for_deployment(&world, "tutor", "serving both adapters", |s| {
+        s.observed_generation == Some(2)
+            && s.replicas.len() == 1
+            && s.replicas[0].adapters == ["early", "late"]
+    })
+    .await;
+    assert!(both.replicas[0].in_sync);
+    assert_eq!(
+        the_pod(&world).await,
+        (pod.clone(), uid.clone()),
+        "the same pod"
+    );
+    assert_eq!(served_ids(&url).await, ["anneal-tiny", "early", "late"]);
+    assert_eq!(ask(&url, "late").await, 200);
+
+    // Removed while a long reply streams on it: the reply runs to its end, then the
+    // adapter is gone.
+    let mut stream = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &json!({"model": "early", "messages": [{"role": "user", "content": QUESTION}],
+                "temperature": 0, "max_tokens": 900, "ignore_eos": true, "stream": true,
+                "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    let mut streamed = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    let reader = tokio::spawn(async move {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            streamed.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        (streamed, Instant::now())
+    });
+    let removed_at = Instant::now();
+    set_adapters(&deployments, json!([{"name": "late", "uri": late}])).await;
+    let one = wait_for_deployment(&world, "tutor", "serving the late adapter alone", |s| {
+        s.observed_generation == Some(3)
+            && s.replicas.len() == 1
+            && s.replicas[0].adapters == ["late"]
+    })
+    .await;
+    let unloaded_at = Instant::now();
+    let (streamed, finished) = reader.await.unwrap();
+    assert!(
+        removed_at < finished,
+        "the reply was no longer in flight when the adapter was removed; make it longer"
+    );
+    assert!(
+        finished <= unloaded_at,
+        "the adapter went before its reply ended"
+    );
+    assert!(streamed.trim_end().ends_with("data: [DONE]"), "{streamed}");
+    assert!(
+        streamed.contains(r#""completion_tokens":900"#),
+        "the reply did not run to its end:\n{streamed}"
+    );
+    assert_eq!(condition(&one, "AdaptersLoaded"), ("True", "Loaded"));
+    assert_eq!(served_ids(&url).await, ["anneal-tiny", "late"]);
+    assert_eq!(ask(&url, "early").await, 404);
+    assert_eq!(ask(&url, "late").await, 200);
+    assert_eq!(
+        the_pod(&world).await,
+        (pod.clone(), uid),
+        "the same pod throughout"
+    );
+    assert_eq!(
+        world.kubelet.exit_code(&pod),
+        None,
+        "its server never stopped"
+    );
+    operator.stop().await;
+}
