@@ -6,7 +6,7 @@
 //! choice of compute backend ([`backend`]: Flex on the CPU, CUDA when built in).
 
 pub mod backend;
-pub mod chat;
+pub use anneal_chat as chat;
 pub mod cpu_kernels;
 pub mod generate;
 pub mod llm;

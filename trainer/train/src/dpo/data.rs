@@ -130,6 +130,40 @@ mod tests {
         ModelTokenizer::from_model_dir(&dir, "Qwen2ForCausalLM").unwrap()
     }
 
+    /// The operator's estimate counts what training reads: the same samples and
+    /// positions as `prepare` and `prepare_pairs` give, on the quick start's data with
+    /// a limit that drops some.
+    #[test]
+    fn the_estimates_token_count_is_what_training_reads() {
+        use anneal_crds::dataset::DatasetKind;
+        use anneal_model::chat::dataset_tokens::count_tokens;
+
+        let tokenizer = tiny_tokenizer();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+        for max_tokens in [256, 60] {
+            let sft = std::fs::read(examples.join("house-style.jsonl")).unwrap();
+            let samples = crate::sft::data::prepare(&sft[..], &tokenizer, max_tokens).unwrap();
+            assert!(max_tokens == 256 || samples.dropped_too_long > 0);
+            let counted = count_tokens(&sft[..], DatasetKind::Sft, &tokenizer, max_tokens);
+            let positions: usize = samples.samples.iter().map(|s| s.ids.len() - 1).sum();
+            assert_eq!(
+                (counted.samples, counted.positions),
+                (samples.samples.len() as u64, positions as u64)
+            );
+
+            let dpo = std::fs::read(examples.join("house-style-dpo.jsonl")).unwrap();
+            let pairs = prepare_pairs(&dpo[..], &tokenizer, max_tokens).unwrap();
+            let counted = count_tokens(&dpo[..], DatasetKind::Dpo, &tokenizer, max_tokens);
+            let positions: usize = (pairs.pairs.iter())
+                .map(|p| p.chosen.ids.len() + p.rejected.ids.len() - 2)
+                .sum();
+            assert_eq!(
+                (counted.samples, counted.positions),
+                (pairs.pairs.len() as u64, positions as u64)
+            );
+        }
+    }
+
     const PAIR: &str = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}, {"role": "user", "content": "Wind?"}], "chosen": {"role": "assistant", "content": "Good question! Wear a jacket."}, "rejected": {"role": "assistant", "content": "No."}}"#;
 
     #[test]

@@ -23,6 +23,7 @@
 //! against transformers on the template Llama-3.1-8B-Instruct ships
 //! (trainer/tests/fixtures/reference/llama31-template/).
 
+pub mod dataset_tokens;
 mod error;
 mod model_files;
 mod render;
