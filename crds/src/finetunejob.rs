@@ -97,6 +97,8 @@ pub enum TrainingType {
     printcolumn = r#"{"name":"Progress","type":"integer","jsonPath":".status.progress.percent"}"#,
     printcolumn = r#"{"name":"Train loss","type":"number","jsonPath":".status.metrics.trainLoss"}"#,
     printcolumn = r#"{"name":"Valid loss","type":"number","jsonPath":".status.metrics.validLoss"}"#,
+    printcolumn = r#"{"name":"Est. time","type":"string","priority":1,"jsonPath":".status.estimate.duration"}"#,
+    printcolumn = r#"{"name":"Est. cost","type":"number","priority":1,"jsonPath":".status.estimate.cost"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.size() <= 48").message("metadata.name must be at most 48 characters, so that the names of the trainer Job and its Secret fit"),
 )]
@@ -552,6 +554,10 @@ pub struct FineTuneJobStatus {
     /// The checkpoints saved so far.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checkpoints: Vec<CheckpointStatus>,
+    /// What the run will take, estimated in Validating from its data's tokens, before
+    /// any GPU is asked for (`kubectl get ftj -o wide` shows time and cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<JobEstimate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<JobResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -623,6 +629,36 @@ pub struct Progress {
     /// Estimated seconds until training ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<u64>,
+}
+
+/// A run's estimate (`anneal_crds::estimate`): tokens and steps from the dataset after
+/// the chat template, the FLOPs of its steps, and on GPUs their time at the install's
+/// GPU speed and utilization, and the cost at its price per GPU-hour.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEstimate {
+    /// Samples (chats, or DPO pairs) an epoch trains on.
+    pub samples_per_epoch: u64,
+    /// Their input positions after the chat template, an epoch.
+    pub tokens_per_epoch: u64,
+    /// Optimizer steps, all epochs.
+    pub steps: u64,
+    /// Floating-point operations of those steps (matrix products).
+    pub flops: f64,
+    /// The steps' time, e.g. `3 h 20 min`; absent on the CPU (its speed is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u64>,
+    /// GPUs × hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hours: Option<f64>,
+    /// At the install's price per GPU-hour, when it sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+    /// What it rests on: the share of the data counted, the GPU speed and utilization
+    /// assumed, and what it leaves out.
+    pub basis: String,
 }
 
 /// The latest training metrics.

@@ -75,6 +75,9 @@ fn both_kinds_have_their_names_columns_and_status_subresource() {
             ("Progress", ".status.progress.percent"),
             ("Train loss", ".status.metrics.trainLoss"),
             ("Valid loss", ".status.metrics.validLoss"),
+            // -o wide: the estimate made in Validating.
+            ("Est. time", ".status.estimate.duration"),
+            ("Est. cost", ".status.estimate.cost"),
             ("Age", ".metadata.creationTimestamp"),
         ])
     );

@@ -108,6 +108,18 @@ pub struct OperatorConfig {
     /// 141GiB for H200): a job whose memory plan needs more is refused in Validating.
     #[arg(long, env = "ANNEAL_GPU_MEMORY", default_value = "80GiB")]
     pub gpu_memory: ByteSize,
+    /// Dense bf16 peak TFLOPS of one GPU on the trainers' nodes (989 for H100, 312
+    /// for A100): with --estimate-utilization, what `status.estimate` turns a job's
+    /// FLOPs into time with.
+    #[arg(long, env = "ANNEAL_GPU_TFLOPS", default_value_t = 989.0)]
+    pub gpu_tflops: f64,
+    /// Share of that peak a training step reaches (its model FLOPs utilization).
+    #[arg(long, env = "ANNEAL_ESTIMATE_UTILIZATION", default_value_t = 0.4)]
+    pub estimate_utilization: f64,
+    /// Price of one GPU-hour, in the install's currency: `status.estimate.cost`.
+    /// Default: no cost, GPU-hours only.
+    #[arg(long, env = "ANNEAL_PRICE_PER_GPU_HOUR")]
+    pub price_per_gpu_hour: Option<f64>,
     /// Memory limit (and request) of a CPU trainer pod whose spec.resources.memory is
     /// unset; the trainer plans its micro-batch for its pod's limit either way.
     #[arg(long, env = "ANNEAL_CPU_TRAINER_MEMORY", default_value = "8GiB")]

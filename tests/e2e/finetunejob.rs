@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anneal_crds::finetunejob::JobPhase;
-use anneal_e2e::operator_harness::{NAMESPACE, World, events_once, job_yaml, quickstart_lines};
+use anneal_e2e::operator_harness::{
+    NAMESPACE, World, events_once, job_yaml, quickstart_lines, repo, trainer_binary,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
@@ -1053,5 +1055,119 @@ async fn the_operator_never_connects_to_a_storage_endpoint_the_install_does_not_
     );
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
     accepting.abort();
+    operator.stop().await;
+}
+
+/// The figure after `label` in `trainer plan`'s estimate lines (`label` included).
+fn figure_after<'a>(plan: &'a str, label: &str) -> &'a str {
+    let start = plan
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{plan}"))
+        + label.len();
+    plan[start..].split_whitespace().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validating_estimates_tokens_steps_time_and_cost_as_trainer_plan_does() {
+    let lines = quickstart_lines(40);
+    let mut world = World::start(&lines).await;
+    // A GPU slow enough for the tiny model's steps to take minutes and cost cents.
+    world.config.price_per_gpu_hour = Some(2.5);
+    world.config.gpu_tflops = 0.001;
+    let operator = world.start_operator(None).await;
+    let on_gpu = job_yaml("costed", 3, 2, "").replace("gpus: 0", "gpus: 1");
+    world.apply(&format!("{on_gpu}  suspend: true\n")).await;
+    world.apply(&job_yaml("on-cpu", 2, 2, "")).await;
+    let estimated = |s: &anneal_crds::finetunejob::FineTuneJobStatus| s.estimate.is_some();
+    let costed = world
+        .wait_for("costed", Duration::from_secs(30), "an estimate", estimated)
+        .await
+        .status
+        .unwrap()
+        .estimate
+        .unwrap();
+
+    // `trainer plan` on the same data, model and GPU speed.
+    let local = tempfile::TempDir::new().unwrap();
+    std::fs::write(local.path().join("train.jsonl"), &lines).unwrap();
+    let model = repo().join("examples/models/anneal-tiny");
+    let manifest = on_gpu
+        .replace(
+            r#"source: "s3://anneal-e2e/models/anneal-tiny""#,
+            &format!(r#"source: "file://{}""#, model.display()),
+        )
+        .replace(
+            r#""s3://anneal-e2e/data/train.jsonl""#,
+            "file://train.jsonl",
+        );
+    assert!(!manifest.contains("s3://"), "{manifest}");
+    std::fs::write(local.path().join("job.yaml"), manifest).unwrap();
+    let output = std::process::Command::new(trainer_binary())
+        .arg("plan")
+        .arg(local.path().join("job.yaml"))
+        .args([
+            "--tflops",
+            "0.001",
+            "--utilization",
+            "0.4",
+            "--price-per-gpu-hour",
+            "2.5",
+        ])
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        (
+            costed.samples_per_epoch.to_string(),
+            costed.tokens_per_epoch.to_string(),
+            costed.steps.to_string()
+        ),
+        (
+            figure_after(&plan, "estimate: ").to_owned(),
+            figure_after(&plan, "samples and ").to_owned(),
+            figure_after(&plan, "(after the chat template), ").to_owned()
+        ),
+        "{plan}"
+    );
+    assert!(
+        costed.samples_per_epoch > 25,
+        "40 lines less the held-out 20%: {costed:?}"
+    );
+    assert_eq!(costed.steps, costed.samples_per_epoch.div_ceil(4) * 3);
+    let duration = costed.duration.clone().unwrap();
+    assert!(
+        plan.contains(&format!("duration: {duration} of training steps on 1 GPU")),
+        "{plan}"
+    );
+    assert!(costed.duration_seconds.unwrap() > 60, "{costed:?}");
+    let cost = costed.cost.unwrap();
+    assert!(
+        cost > 0.0 && plan.contains(&format!("cost: {cost:.2} for ")),
+        "{plan}"
+    );
+    assert!(
+        costed.basis.starts_with(
+            "tokens counted on the whole data; 1 GPU(s) of 0.001 TFLOPS at 40% utilization"
+        ),
+        "{}",
+        costed.basis
+    );
+
+    // A CPU job gets tokens and steps, and no time: the CPU's speed is not known.
+    let cpu = world
+        .wait_for("on-cpu", Duration::from_secs(30), "an estimate", estimated)
+        .await
+        .status
+        .unwrap()
+        .estimate
+        .unwrap();
+    assert_eq!(cpu.tokens_per_epoch, costed.tokens_per_epoch);
+    assert_eq!(cpu.steps, costed.steps / 3 * 2);
+    assert_eq!((cpu.duration, cpu.cost, cpu.gpu_hours), (None, None, None));
     operator.stop().await;
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anneal_crds::finetunejob::{FineTuneJobStatus, JobPhase};
+use anneal_crds::finetunejob::{FineTuneJobStatus, JobEstimate, JobPhase};
 use anneal_crds::memory_plan::{ByteSize, DeviceMemory, plan_for_job};
 
 use crate::finetunejob::starting_job::{StartResolution, as_trained, resolve_start};
@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::config::OperatorConfig;
 use crate::error::{Error, Result};
 use crate::finetunejob::dataset_check::{DatasetCheck, check_datasets};
+use crate::finetunejob::job_estimate::estimate_job;
 use crate::finetunejob::kube_report::KubeReportCluster;
 use crate::finetunejob::memory_verdict::ShapeFound;
 use crate::finetunejob::memory_verdict::judge_memory;
@@ -556,6 +557,9 @@ async fn validate(
     } else {
         None
     };
+    if verdict.passed() && !job.spec.task.is_image() {
+        next.estimate = estimate_run(job, shape.as_ref(), context).await?;
+    }
     if let Some(shape) = shape.filter(|_| verdict.passed() && job.spec.resources.gpus > 0) {
         let memory = judge_memory(job, &shape, context.config.gpu_memory);
         verdict = if memory.passed() {
@@ -589,6 +593,30 @@ async fn validate(
         write_status(job, status, next, context).await?;
         return Ok(Some(Action::await_change()));
     }
+    Ok(None)
+}
+
+/// `status.estimate` of a job that passed its checks, on its model's shape (`shape`
+/// when Validating found it); none, with the reason logged, when it cannot be made.
+async fn estimate_run(
+    job: &FineTuneJob,
+    shape: Option<&ShapeFound>,
+    context: &Context,
+) -> Result<Option<JobEstimate>> {
+    let shape = match shape {
+        Some(found) => found.clone(),
+        None => find_model_shape(&context.client, job, &context.config).await?,
+    };
+    let why = match shape {
+        ShapeFound::ConfigJson(shape) | ShapeFound::BuiltIn(shape) => {
+            match estimate_job(&context.client, job, &context.config, shape).await? {
+                Ok(estimate) => return Ok(Some(estimate)),
+                Err(why) => why,
+            }
+        }
+        ShapeFound::Unknown(why) => why,
+    };
+    info!(%why, "no estimate for the job");
     Ok(None)
 }
 
@@ -993,6 +1021,7 @@ async fn write_status_at(
             s.completion_time.clone(),
             s.published.clone(),
             s.started_from.clone(),
+            s.estimate.clone(),
         )
     };
     if owned(before) == owned(next) {
@@ -1011,6 +1040,8 @@ async fn write_status_at(
         "published": (!next.published.is_empty()).then_some(&next.published),
         // Once resolved, a chained job's lineage is kept for good.
         "startedFrom": next.started_from,
+        // Made once, in Validating.
+        "estimate": next.estimate,
     });
     apply_status_at(&api, &job.name_any(), owned_fields, resource_version).await?;
     if before.phase != next.phase

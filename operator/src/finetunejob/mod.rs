@@ -6,6 +6,7 @@
 pub mod controller;
 pub mod dataset_check;
 pub mod image_folder_check;
+pub mod job_estimate;
 pub mod kube_report;
 pub mod memory_verdict;
 pub mod model_shape_check;

@@ -99,3 +99,34 @@ async fn resolve_and_read(
     };
     Ok((snapshot.commit, shape))
 }
+
+/// Those of the small files `names` a hub model has (the tokenizer's, for a job's
+/// estimate), each at most `max_bytes`, within [`HUB_CHECK_TIMEOUT`]; or why not.
+pub async fn read_hub_files(
+    reference: &HubRef,
+    settings: HubSettings,
+    names: &[&str],
+    max_bytes: u64,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let read = async {
+        let client = HubClient::new(settings)?;
+        let snapshot = client.snapshot(reference).await?;
+        let files = snapshot.model_files(reference)?;
+        let mut found = Vec::new();
+        for file in files.iter().filter(|f| names.contains(&f.path.as_str())) {
+            let bytes = client
+                .read_small(reference, &snapshot, file, max_bytes)
+                .await?;
+            found.push((file.path.clone(), bytes));
+        }
+        Ok::<_, HubError>(found)
+    };
+    match tokio::time::timeout(HUB_CHECK_TIMEOUT, read).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(error)) => Err(format!("{reference}: {error}")),
+        Err(_) => Err(format!(
+            "{reference}: the hub did not answer within {} s",
+            HUB_CHECK_TIMEOUT.as_secs()
+        )),
+    }
+}

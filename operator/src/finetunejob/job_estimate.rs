@@ -1,0 +1,312 @@
+//! `status.estimate`, made in Validating before any GPU is asked for: the job's tokens
+//! (its training data through the model's own tokenizer and chat template, as
+//! training reads them), steps and FLOPs (`anneal_crds::estimate`), and on GPUs the
+//! steps' time at the install's GPU speed and utilization, GPU-hours and cost.
+//!
+//! Bounded like the rest of Validating: the tokenizer files come from the model's
+//! `s3://` folder or hub repository (at most 32 MB each, within 20 s), and at most
+//! [`COUNTED_BYTES_MAX`] of each dataset is tokenized; a larger dataset's count is
+//! scaled by its size, and the basis says so. An estimate that cannot be made (a
+//! model on a claim, a dataset the operator does not read) is left out, with the
+//! reason in the log: it never holds a job back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anneal_chat::ModelTokenizer;
+use anneal_chat::dataset_tokens::count_tokens;
+use anneal_crds::FineTuneJob;
+use anneal_crds::dataset::DatasetKind;
+use anneal_crds::estimate::{EpochTokens, Throughput, TrainingWork, estimate, rough_duration};
+use anneal_crds::finetunejob::{DEFAULT_VALIDATION_SPLIT, JobEstimate};
+use anneal_crds::hub::HubRef;
+use anneal_crds::memory_plan::ModelShape;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client};
+
+use crate::config::OperatorConfig;
+use crate::error::Result;
+use crate::finetunejob::dataset_check::{read_head_within, storage_settings};
+use crate::finetunejob::storage_access::{StorageAccess, operator_storage_access};
+use crate::finetunejob::trainer_job::base_model_source;
+use crate::shared::hub_check::{operator_hub_settings, read_hub_files};
+
+/// Bytes of a dataset tokenized for the count (about two million tokens: seconds of
+/// one core); the rest is scaled from them.
+pub const COUNTED_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// A tokenizer file is a few megabytes (Qwen2.5's `tokenizer.json` is 7 MB).
+const TOKENIZER_BYTES_MAX: u64 = 32 * 1024 * 1024;
+const TOKENIZER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// What the tokenizer and its chat format are read from, as in a model folder.
+const TOKENIZER_FILES: [&str; 5] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+];
+
+/// A dataset's tokens as counted, and the share of it that was read.
+struct Counted {
+    tokens: EpochTokens,
+    /// Bytes read over the dataset's size: 1 when it was read whole.
+    read_share: f64,
+}
+
+/// The job's estimate on `shape`, or why there is none.
+pub async fn estimate_job(
+    client: &Client,
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+    shape: ModelShape,
+) -> Result<std::result::Result<JobEstimate, String>> {
+    let namespace = job.metadata.namespace.clone().unwrap_or_default();
+    let settings = match storage_settings(client, &namespace, job, config).await? {
+        Ok(settings) => settings,
+        Err(why) => return Ok(Err(why)),
+    };
+    let tokenizer = match model_tokenizer(job, config, &settings).await {
+        Ok(tokenizer) => Arc::new(tokenizer),
+        Err(why) => return Ok(Err(why)),
+    };
+    let max_tokens = job.resolved_hyperparameters().max_tokens as usize;
+    let kind = DatasetKind::from(job.spec.method);
+    let dataset = &job.spec.dataset;
+    let train = match &dataset.config_map {
+        Some(config_map) => {
+            config_map_text(client, &namespace, &config_map.name, &config_map.key).await?
+        }
+        None => match dataset.train.as_deref() {
+            Some(uri) => object_head(uri, &settings, config).await?,
+            None => Err("spec.dataset has no training file".to_owned()),
+        },
+    };
+    let train = match train {
+        Ok(bytes) => count(bytes, kind, &tokenizer, max_tokens).await,
+        Err(why) => return Ok(Err(why)),
+    };
+    let mut counted = train.read_share;
+    let main = match dataset.validation {
+        Some(_) => train.tokens,
+        None => {
+            let split = dataset.validation_split.unwrap_or(DEFAULT_VALIDATION_SPLIT);
+            let held_out = (train.tokens.samples as f64 * split).round() as u64;
+            train
+                .tokens
+                .scaled_to(train.tokens.samples - held_out.min(train.tokens.samples))
+        }
+    };
+    let mut per_epoch = main;
+    for (index, mixed) in dataset.mix.iter().enumerate() {
+        let set = match object_head(&mixed.uri, &settings, config).await? {
+            Ok(bytes) => count(bytes, kind, &tokenizer, max_tokens).await,
+            Err(why) => return Ok(Err(format!("spec.dataset.mix[{index}]: {why}"))),
+        };
+        counted = counted.min(set.read_share);
+        let draws = ((mixed.weight * main.samples as f64).round() as u64).max(1);
+        per_epoch = per_epoch.plus(&set.tokens.scaled_to(draws));
+    }
+    Ok(Ok(job_estimate(job, config, shape, per_epoch, counted)))
+}
+
+/// The estimate of an epoch of `per_epoch` tokens, `counted` the smallest share of a
+/// dataset that was read.
+fn job_estimate(
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+    shape: ModelShape,
+    per_epoch: EpochTokens,
+    counted: f64,
+) -> JobEstimate {
+    let h = job.resolved_hyperparameters();
+    let work = TrainingWork {
+        shape,
+        method: job.spec.method,
+        training: job.spec.training,
+        gradient_checkpointing: h.gradient_checkpointing,
+        epochs: h.epochs,
+        batch_size: h.batch_size,
+        per_epoch,
+    };
+    let gpus = job.spec.resources.gpus;
+    let throughput = Throughput {
+        devices: gpus,
+        peak_flops: config.gpu_tflops * 1e12,
+        utilization: config.estimate_utilization,
+    };
+    let found = estimate(&work, &throughput, gpus > 0, config.price_per_gpu_hour);
+    let share = if counted < 1.0 {
+        format!(
+            "tokens counted on the first {:.0}% of the data and scaled",
+            counted * 100.0
+        )
+    } else {
+        "tokens counted on the whole data".to_owned()
+    };
+    let basis = if gpus > 0 {
+        format!(
+            "{share}; {gpus} GPU(s) of {} TFLOPS at {:.0}% utilization; training steps only (checkpoints, validation and loading not included)",
+            config.gpu_tflops,
+            config.estimate_utilization * 100.0
+        )
+    } else {
+        format!("{share}; no duration on the CPU, whose speed the operator does not know")
+    };
+    JobEstimate {
+        samples_per_epoch: per_epoch.samples,
+        tokens_per_epoch: per_epoch.positions,
+        steps: found.steps,
+        flops: found.flops,
+        duration: (gpus > 0).then(|| rough_duration(found.seconds)),
+        duration_seconds: (gpus > 0).then(|| found.seconds.round() as u64),
+        gpu_hours: (gpus > 0).then_some((found.gpu_hours * 100.0).round() / 100.0),
+        cost: found.cost.map(|cost| (cost * 100.0).round() / 100.0),
+        basis,
+    }
+}
+
+/// Counts `bytes`, the head of a dataset of `size` bytes (a cut-off last line is
+/// skipped), off the async threads.
+async fn count(
+    (bytes, size): (Vec<u8>, u64),
+    kind: DatasetKind,
+    tokenizer: &Arc<ModelTokenizer>,
+    max_tokens: usize,
+) -> Counted {
+    let read_share = (bytes.len() as f64 / size.max(1) as f64).min(1.0);
+    let tokenizer = tokenizer.clone();
+    let counting =
+        tokio::task::spawn_blocking(move || count_tokens(&bytes[..], kind, &tokenizer, max_tokens));
+    // A panic in the tokenizer counts nothing rather than stopping the reconcile.
+    let tokens = counting.await.unwrap_or_default();
+    Counted {
+        tokens: tokens.scaled_to((tokens.samples as f64 / read_share).round() as u64),
+        read_share,
+    }
+}
+
+/// The model's tokenizer, from the files of its `s3://` folder or hub repository.
+async fn model_tokenizer(
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+    settings: &[(String, String)],
+) -> std::result::Result<ModelTokenizer, String> {
+    let source = base_model_source(job).map_err(|e| e.to_string())?;
+    let source = source.trim_end_matches('/');
+    let files = if let Some(Ok(reference)) = HubRef::parse(source) {
+        let hub = operator_hub_settings(&reference, settings, config);
+        read_hub_files(&reference, hub, &TOKENIZER_FILES, TOKENIZER_BYTES_MAX).await?
+    } else if source.starts_with("s3://") {
+        let StorageAccess::Allowed(allowed) = operator_storage_access(settings.to_vec(), config)
+        else {
+            return Err(format!("the operator may not read {source}"));
+        };
+        let mut files = Vec::new();
+        for name in TOKENIZER_FILES {
+            let uri = format!("{source}/{name}");
+            let read = read_head_within(
+                &uri,
+                allowed.clone(),
+                TOKENIZER_BYTES_MAX,
+                TOKENIZER_READ_TIMEOUT,
+            );
+            match read.await {
+                Ok(Some((bytes, _))) => files.push((name.to_owned(), bytes)),
+                Ok(None) => {}
+                Err(error) => return Err(format!("{uri}: {error}")),
+            }
+        }
+        files
+    } else {
+        let scheme = source.split("://").next().unwrap_or_default();
+        return Err(format!("the operator does not read {scheme}:// models"));
+    };
+    tokenizer_of(&files)
+}
+
+/// A tokenizer from a model folder's files, laid out in a temporary folder.
+fn tokenizer_of(files: &[(String, Vec<u8>)]) -> std::result::Result<ModelTokenizer, String> {
+    let folder = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
+    for (name, bytes) in files {
+        std::fs::write(folder.path().join(name), bytes).map_err(|e| format!("{name}: {e}"))?;
+    }
+    let architecture = (files.iter())
+        .find(|(name, _)| name == "config.json")
+        .and_then(|(_, bytes)| serde_json::from_slice::<serde_json::Value>(bytes).ok())
+        .and_then(|config| config["architectures"][0].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    ModelTokenizer::from_model_dir(folder.path(), &architecture).map_err(|e| e.to_string())
+}
+
+/// The first [`COUNTED_BYTES_MAX`] of a dataset object and its size.
+async fn object_head(
+    uri: &str,
+    settings: &[(String, String)],
+    config: &OperatorConfig,
+) -> Result<std::result::Result<(Vec<u8>, u64), String>> {
+    if !uri.starts_with("s3://") {
+        return Ok(Err(format!("{uri} is read by the trainer only")));
+    }
+    let StorageAccess::Allowed(allowed) = operator_storage_access(settings.to_vec(), config) else {
+        return Ok(Err(format!("the operator may not read {uri}")));
+    };
+    let read = read_head_within(uri, allowed, COUNTED_BYTES_MAX, Duration::from_secs(60));
+    Ok(match read.await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(format!("there is no {uri}")),
+        Err(error) => Err(format!("{uri}: {error}")),
+    })
+}
+
+/// A ConfigMap dataset's text (its whole size: ConfigMaps are at most 1 MiB).
+async fn config_map_text(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<std::result::Result<(Vec<u8>, u64), String>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let text = (api.get_opt(name).await?)
+        .and_then(|found| found.data?.remove(key))
+        .map(String::into_bytes);
+    Ok(match text {
+        Some(bytes) => {
+            let size = bytes.len() as u64;
+            Ok((bytes, size))
+        }
+        None => Err(format!("ConfigMap {name} has no key {key}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_tokenizer() -> Arc<ModelTokenizer> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/anneal-tiny");
+        Arc::new(ModelTokenizer::from_model_dir(&dir, "Qwen2ForCausalLM").unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_dataset_read_in_part_is_scaled_by_its_size() {
+        let tokenizer = tiny_tokenizer();
+        let line = r#"{"messages": [{"role": "user", "content": "Is it windy?"}, {"role": "assistant", "content": "Good question! A little."}]}"#;
+        let all: String = (0..10).map(|_| format!("{line}\n")).collect();
+        let whole = count(
+            (all.clone().into_bytes(), all.len() as u64),
+            DatasetKind::Sft,
+            &tokenizer,
+            256,
+        )
+        .await;
+        assert_eq!((whole.tokens.samples, whole.read_share), (10, 1.0));
+        // Five lines and half the sixth: the cut line is skipped, the five are
+        // scaled to the size (5 / 0.55 of it read).
+        let head = all.as_bytes()[..all.len() * 55 / 100].to_vec();
+        let part = count((head, all.len() as u64), DatasetKind::Sft, &tokenizer, 256).await;
+        assert!((part.read_share - 0.55).abs() < 0.01, "{}", part.read_share);
+        assert_eq!(part.tokens.samples, 9);
+        assert_eq!(part.tokens.positions, whole.tokens.positions / 10 * 9);
+    }
+}
