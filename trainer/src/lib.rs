@@ -27,6 +27,7 @@ pub mod model_card;
 pub mod next_steps;
 pub mod plan_command;
 pub mod plan_estimate;
+pub mod plan_measure;
 pub mod publish_command;
 pub mod serve_command;
 pub mod starting_point;

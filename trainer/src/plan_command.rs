@@ -57,6 +57,11 @@ pub struct PlanArgs {
     /// Price of one GPU-hour, for the estimated cost (in your currency).
     #[arg(long)]
     pub price_per_gpu_hour: Option<f64>,
+    /// Time the job's first steps and a checkpoint on this machine's CPU (a short
+    /// real run into a temporary folder) and estimate the whole run's duration from
+    /// them; the job's data and model must be on this machine.
+    #[arg(long)]
+    pub measure: bool,
 }
 
 /// Peak dense bf16 FLOPS of an H100 or H200 SXM: the default GPU of an estimate.
@@ -123,6 +128,17 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         &estimate_settings(args, &device),
     ) {
         println!("{line}");
+    }
+    if args.measure {
+        match crate::plan_measure::measure_run(&args.manifest, &job, manifest_dir, args.cpu_memory)
+        {
+            Ok(measured) => {
+                for line in crate::plan_measure::measured_lines(&job, &measured) {
+                    println!("{line}");
+                }
+            }
+            Err(why) => println!("  measured: none, {why}"),
+        }
     }
     if fits {
         ExitCode::SUCCESS

@@ -420,7 +420,7 @@ pub(crate) fn prepare_basics(
 }
 
 /// A chat run's inputs: the basics and the datasets made local.
-fn prepare_run(
+pub(crate) fn prepare_run(
     args: &TrainArgs,
     job: &FineTuneJob,
     manifest_dir: &Path,
@@ -663,9 +663,9 @@ fn start_reporter(args: &TrainArgs) -> Option<Reporter> {
     }
 }
 
-struct TrainJob {
-    inputs: RunInputs,
-    sinks: Vec<Box<dyn EventSink>>,
+pub(crate) struct TrainJob {
+    pub(crate) inputs: RunInputs,
+    pub(crate) sinks: Vec<Box<dyn EventSink>>,
 }
 
 impl TrainBackendJob for TrainJob {

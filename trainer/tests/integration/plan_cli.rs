@@ -253,3 +253,51 @@ fn the_estimate_counts_the_datasets_tokens_and_prices_the_steps() {
         "{stdout}"
     );
 }
+
+/// The seconds of a figure such as `0.217 s` after `label`.
+fn seconds_after(text: &str, label: &str) -> f64 {
+    let start = text
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {text}"))
+        + label.len();
+    text[start..].split(" s").next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn measure_times_the_first_steps_and_a_checkpoint_and_adds_up_the_schedule() {
+    let manifest = examples().join("quickstart/finetunejob.yaml");
+    let (code, out, err) = plan(&[
+        manifest.to_str().unwrap(),
+        "--cpu-memory",
+        "8GiB",
+        "--measure",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let measured = out
+        .lines()
+        .find(|l| l.contains("measured on this CPU: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let (start, step, checkpoint) = (
+        seconds_after(measured, "start "),
+        seconds_after(measured, ", "),
+        seconds_after(measured, "a step, "),
+    );
+    assert!(step > 0.0 && checkpoint > 0.0 && start >= 0.0, "{measured}");
+    // The job's own schedule: 81 steps, a checkpoint every 9 and every epoch.
+    let total = out
+        .lines()
+        .find(|l| l.contains(" in all on this CPU (81 steps, 9 checkpoints)"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let expected = start + 81.0 * step + 9.0 * checkpoint;
+    let shown = total.split("duration: ").nth(1).unwrap();
+    let shown_seconds: f64 = match shown.split_once(" min") {
+        Some((minutes, _)) => minutes.trim().parse::<f64>().unwrap() * 60.0,
+        None => shown.split(" s").next().unwrap().trim().parse().unwrap(),
+    };
+    // Whole seconds under two minutes, whole minutes above (rounded to the nearest).
+    let rounding = if expected < 120.0 { 1.0 } else { 30.0 };
+    assert!(
+        (shown_seconds - expected).abs() <= rounding,
+        "{total} vs {expected:.1} s"
+    );
+}
