@@ -75,6 +75,20 @@ pub struct TrainingWork {
 }
 
 impl TrainingWork {
+    /// The work of `job` on a model of `shape`, with `per_epoch` tokens an epoch.
+    pub fn of_job(job: &crate::FineTuneJob, shape: ModelShape, per_epoch: EpochTokens) -> Self {
+        let h = job.resolved_hyperparameters();
+        Self {
+            shape,
+            method: job.spec.method,
+            training: job.spec.training,
+            gradient_checkpointing: h.gradient_checkpointing,
+            epochs: h.epochs,
+            batch_size: h.batch_size,
+            per_epoch,
+        }
+    }
+
     /// Optimizer steps: an epoch's samples in steps of `batchSize`, every epoch.
     pub fn steps(&self) -> u64 {
         self.per_epoch

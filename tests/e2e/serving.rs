@@ -169,6 +169,32 @@ async fn post_json(url: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// Starts a greedy streamed reply of `tokens` tokens from `model`, and once its first
+/// chunk has arrived, reads the rest in a task that returns the whole text and when
+/// it ended.
+async fn stream_in_background(
+    url: &str,
+    model: &str,
+    messages: &Value,
+    tokens: u32,
+) -> tokio::task::JoinHandle<(String, Instant)> {
+    let mut stream = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &json!({"model": model, "messages": messages, "temperature": 0,
+                "max_tokens": tokens, "ignore_eos": true, "stream": true,
+                "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    let mut streamed = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    tokio::spawn(async move {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            streamed.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        (streamed, Instant::now())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trained_checkpoint_is_served_and_answers_as_trainer_generate_does() {
     let world = World::start(&quickstart_lines(24)).await;
@@ -340,21 +366,7 @@ spec:
 
     // Deleting the deployment deletes its Deployment, Service and pod; the server
     // gets SIGTERM with a reply in flight, finishes it and exits 0.
-    let mut stream = post_json(
-        &format!("{url}/v1/chat/completions"),
-        &json!({"model": model_id, "messages": messages, "temperature": 0,
-                "max_tokens": 400, "ignore_eos": true, "stream": true,
-                "stream_options": {"include_usage": true}}),
-    )
-    .await;
-    assert_eq!(stream.status(), 200);
-    let mut streamed = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
-    let reader = tokio::spawn(async move {
-        while let Some(chunk) = stream.chunk().await.unwrap() {
-            streamed.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-        (streamed, Instant::now())
-    });
+    let reader = stream_in_background(&url, &model_id, &messages, 400).await;
     deployments
         .delete("chat", &Default::default())
         .await

@@ -43,16 +43,7 @@ pub fn estimate_lines(
         Ok(tokens) => tokens,
         Err(why) => return vec![format!("estimate: none, {why}")],
     };
-    let h = job.resolved_hyperparameters();
-    let work = TrainingWork {
-        shape,
-        method: job.spec.method,
-        training: job.spec.training,
-        gradient_checkpointing: h.gradient_checkpointing,
-        epochs: h.epochs,
-        batch_size: h.batch_size,
-        per_epoch,
-    };
+    let work = TrainingWork::of_job(job, shape, per_epoch);
     let throughput = settings.throughput.unwrap_or(Throughput {
         devices: 1,
         peak_flops: 0.0,

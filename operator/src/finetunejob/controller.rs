@@ -49,7 +49,7 @@ use crate::metrics::Metrics;
 use crate::report::{FoldRules, ReportState, ReportTarget, ReportedStatus, fold_events_jsonl};
 use crate::shared::conditions::{self, Desired, set_condition};
 use crate::shared::controller_watch::{log_reconcile_failure, managed_children};
-use crate::shared::status_apply::{FIELD_MANAGER, apply_status_at};
+use crate::shared::status_apply::{apply_child, apply_status_at, random_token};
 use anneal_crds::trainer_failure::TrainerFailureReason;
 
 /// Finalizer that lets the operator stop the trainer and drop its state before the job goes.
@@ -698,18 +698,9 @@ async fn issue_report_token(job: &FineTuneJob, context: &Context) -> Result<Toke
             Ownership::Other => return Ok(TokenIssue::Conflict(name_conflict("Secret", &name))),
         }
     }
-    let token: String = rand::random::<[u8; 32]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let token = random_token();
     let secret = plan_trainer_secret(job, &token)?;
-    secrets
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
+    apply_child(&secrets, &name, &secret).await?;
     admit(job, context, token)?;
     Ok(TokenIssue::Issued)
 }

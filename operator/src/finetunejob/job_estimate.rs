@@ -118,16 +118,7 @@ fn job_estimate(
     per_epoch: EpochTokens,
     counted: f64,
 ) -> JobEstimate {
-    let h = job.resolved_hyperparameters();
-    let work = TrainingWork {
-        shape,
-        method: job.spec.method,
-        training: job.spec.training,
-        gradient_checkpointing: h.gradient_checkpointing,
-        epochs: h.epochs,
-        batch_size: h.batch_size,
-        per_epoch,
-    };
+    let work = TrainingWork::of_job(job, shape, per_epoch);
     let gpus = job.spec.resources.gpus;
     let throughput = Throughput {
         devices: gpus,

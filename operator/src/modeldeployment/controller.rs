@@ -40,7 +40,9 @@ use crate::modeldeployment::serving_deployment::{
 use crate::modeldeployment::serving_observation::{ModelState, plan_status};
 use crate::shared::conditions::{ADAPTERS_LOADED, Desired, set_condition};
 use crate::shared::hub_check::{HubCheck, check_hub_model, operator_hub_settings};
-use crate::shared::status_apply::{FIELD_MANAGER, StatusWrite, apply_observed_status};
+use crate::shared::status_apply::{
+    FIELD_MANAGER, StatusWrite, apply_child, apply_observed_status, random_token,
+};
 
 pub use crate::shared::controller_context::Context;
 use crate::shared::controller_watch::{log_reconcile_failure, managed_children};
@@ -409,18 +411,9 @@ async fn runtime_lora_token(
             }));
         }
     }
-    let token: String = rand::random::<[u8; 32]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let token = random_token();
     let secret = plan_runtime_lora_secret(deployment, &token)?;
-    secrets
-        .patch(
-            &secret_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
+    apply_child(&secrets, &secret_name, &secret).await?;
     info!(secret = %secret_name, "created the adapter-change token of the serving pods");
     Ok(Ok(token))
 }

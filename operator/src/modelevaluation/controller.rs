@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -42,7 +42,7 @@ use crate::modelevaluation::evaluation_job::{
 use crate::modelevaluation::evaluation_observation::{
     Stage, WrittenResults, fine_tune_job_stage, job_outcome, plan_evaluation_status,
 };
-use crate::shared::status_apply::{FIELD_MANAGER, StatusWrite, apply_observed_status};
+use crate::shared::status_apply::{StatusWrite, apply_child, apply_observed_status};
 
 /// The progress file `trainer evaluate` keeps in its run folder.
 const PROGRESS_FILE: &str = "progress.json";
@@ -247,13 +247,7 @@ async fn start(evaluation: &ModelEvaluation, context: &Context) -> Result<Stage>
         .insert(GENERATION_ANNOTATION.to_owned(), generation);
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let secret_name = secret.metadata.name.clone().unwrap_or_default();
-    secrets
-        .patch(
-            &secret_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
+    apply_child(&secrets, &secret_name, &secret).await?;
     let jobs: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     match jobs.create(&PostParams::default(), &job).await {
         Ok(_) => info!("created the evaluation Job"),

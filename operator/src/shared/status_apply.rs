@@ -11,6 +11,28 @@ use serde_json::{Value, json};
 /// The field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "anneal-operator";
 
+/// Applies `object` (server-side, as [`FIELD_MANAGER`], taking over its fields): how
+/// the operator writes the children it owns.
+pub async fn apply_child<K>(api: &Api<K>, name: &str, object: &K) -> kube::Result<K>
+where
+    K: Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+}
+
+/// A new secret token: 32 random bytes, as 64 hex digits.
+pub fn random_token() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Applies `fields` (a JSON object) as the status of `K` object `name`. Unset fields
 /// are left out rather than applied as null, which the schema refuses.
 pub async fn apply_status<K>(api: &Api<K>, name: &str, fields: Value) -> kube::Result<()>

@@ -117,21 +117,8 @@ spec:
 
     // Removed while a long reply streams on it: the reply runs to its end, then the
     // adapter is gone.
-    let mut stream = post_json(
-        &format!("{url}/v1/chat/completions"),
-        &json!({"model": "early", "messages": [{"role": "user", "content": QUESTION}],
-                "temperature": 0, "max_tokens": 900, "ignore_eos": true, "stream": true,
-                "stream_options": {"include_usage": true}}),
-    )
-    .await;
-    assert_eq!(stream.status(), 200);
-    let mut streamed = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
-    let reader = tokio::spawn(async move {
-        while let Some(chunk) = stream.chunk().await.unwrap() {
-            streamed.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-        (streamed, Instant::now())
-    });
+    let messages = json!([{"role": "user", "content": QUESTION}]);
+    let reader = stream_in_background(&url, "early", &messages, 900).await;
     let removed_at = Instant::now();
     set_adapters(&deployments, json!([{"name": "late", "uri": late}])).await;
     let one = wait_for_deployment(&world, "tutor", "serving the late adapter alone", |s| {

@@ -33,21 +33,7 @@ impl PatchKind {
 /// RFC 7386: objects merge key by key, `null` removes a key, anything else
 /// (arrays included) replaces.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let target = target.as_object_mut().expect("made an object above");
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
+    merge(target, patch, false);
 }
 
 /// A strategic merge patch as far as the fake goes: a merge patch, except that a
@@ -55,6 +41,11 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 /// merges a pod's or a Deployment's conditions (so the kubelet's `Ready` and a
 /// controller's readiness gate condition do not overwrite each other).
 pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
+    merge(target, patch, true);
+}
+
+/// A merge patch; with `conditions_by_type`, `conditions` lists merge on `type`.
+fn merge(target: &mut Value, patch: &Value, conditions_by_type: bool) {
     let Value::Object(patch) = patch else {
         *target = patch.clone();
         return;
@@ -70,19 +61,19 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
         }
         let slot = target.entry(key.clone()).or_insert(Value::Null);
         match (key.as_str(), value, &mut *slot) {
-            ("conditions", Value::Array(entries), Value::Array(existing)) => {
+            ("conditions", Value::Array(entries), Value::Array(existing)) if conditions_by_type => {
                 for entry in entries {
                     let kind = entry.get("type");
                     match existing
                         .iter_mut()
                         .find(|e| kind.is_some() && e.get("type") == kind)
                     {
-                        Some(found) => strategic_merge_patch(found, entry),
+                        Some(found) => merge(found, entry, true),
                         None => existing.push(entry.clone()),
                     }
                 }
             }
-            _ => strategic_merge_patch(slot, value),
+            _ => merge(slot, value, conditions_by_type),
         }
     }
 }
