@@ -46,6 +46,11 @@ const TOKENIZER_FILES: [&str; 5] = [
     "generation_config.json",
 ];
 
+/// Estimates made at once across every job: a large model's tokenizer takes tens of
+/// megabytes loaded, twice over (with and without special-token matching), beside
+/// the dataset's 8 MiB, within the operator's memory limit.
+static ESTIMATES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// A dataset's tokens as counted, and the share of it that was read.
 struct Counted {
     tokens: EpochTokens,
@@ -65,6 +70,10 @@ pub async fn estimate_job(
         Ok(settings) => settings,
         Err(why) => return Ok(Err(why)),
     };
+    let _turn = ESTIMATES
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let tokenizer = match model_tokenizer(job, config, &settings).await {
         Ok(tokenizer) => Arc::new(tokenizer),
         Err(why) => return Ok(Err(why)),
