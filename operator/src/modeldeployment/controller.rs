@@ -270,40 +270,13 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
     }
 
     // Status from what is there.
-    let model_state = match &resolution {
-        Resolution::Resolved(model) => ModelState::Resolved {
-            summary: &model.summary,
-        },
-        Resolution::Waiting { reason, message } => ModelState::Waiting { reason, message },
-        Resolution::Failed { reason, message } => ModelState::Failed { reason, message },
-    };
-    let observed = plan_status(model_state, deployment.spec.replicas, server.as_ref());
-    let now = Time(jiff::Timestamp::now());
-    let generation = deployment.metadata.generation;
-    let mut next = before.clone();
-    for desired in observed.conditions {
-        set_condition(&mut next.conditions, desired, generation, &now);
-    }
-    if token.is_some() {
-        let adapters = match &resolution {
-            Resolution::Resolved(model) => model.adapters.len(),
-            _ => 0,
-        };
-        let loaded = adapters_loaded(&replicas, adapters);
-        set_condition(&mut next.conditions, loaded, generation, &now);
-    }
-    next.replicas = replicas.clone();
-    next.phase = Some(observed.phase);
-    next.ready_replicas = observed.ready_replicas;
-    next.message = Some(observed.message);
-    next.observed_generation = generation;
-    next.endpoint = server.as_ref().map(|_| endpoint(&name, &namespace));
-    next.model_id = match (&resolution, &server) {
-        (Resolution::Resolved(model), _) => Some(model.model_id.clone()),
-        // Pods of an earlier spec still serve the model the status named.
-        (_, Some(_)) => before.model_id.clone(),
-        (_, None) => None,
-    };
+    let next = next_status(
+        deployment,
+        &before,
+        &resolution,
+        server.as_ref(),
+        token.is_some().then_some(replicas.as_slice()),
+    );
     write_status(deployment, &before, &next, context).await?;
     Ok(match &resolution {
         // Nothing watched changes when the user removes an object in the way.
@@ -323,6 +296,57 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
         // this is a safety net.
         _ => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+/// The status from how the model resolved, the serving Deployment as applied, and
+/// (runtime adapters) what each pod serves.
+fn next_status(
+    deployment: &ModelDeployment,
+    before: &ModelDeploymentStatus,
+    resolution: &Resolution,
+    server: Option<&Deployment>,
+    replicas: Option<&[ReplicaStatus]>,
+) -> ModelDeploymentStatus {
+    let model_state = match resolution {
+        Resolution::Resolved(model) => ModelState::Resolved {
+            summary: &model.summary,
+        },
+        Resolution::Waiting { reason, message } => ModelState::Waiting { reason, message },
+        Resolution::Failed { reason, message } => ModelState::Failed { reason, message },
+    };
+    let observed = plan_status(model_state, deployment.spec.replicas, server);
+    let now = Time(jiff::Timestamp::now());
+    let generation = deployment.metadata.generation;
+    let mut next = before.clone();
+    for desired in observed.conditions {
+        set_condition(&mut next.conditions, desired, generation, &now);
+    }
+    if let Some(replicas) = replicas {
+        let adapters = match resolution {
+            Resolution::Resolved(model) => model.adapters.len(),
+            _ => 0,
+        };
+        let loaded = adapters_loaded(replicas, adapters);
+        set_condition(&mut next.conditions, loaded, generation, &now);
+    }
+    next.replicas = replicas.unwrap_or_default().to_vec();
+    next.phase = Some(observed.phase);
+    next.ready_replicas = observed.ready_replicas;
+    next.message = Some(observed.message);
+    next.observed_generation = generation;
+    next.endpoint = server.map(|_| {
+        endpoint(
+            &deployment.name_any(),
+            &deployment.namespace().unwrap_or_default(),
+        )
+    });
+    next.model_id = match (resolution, server) {
+        (Resolution::Resolved(model), _) => Some(model.model_id.clone()),
+        // Pods of an earlier spec still serve the model the status named.
+        (_, Some(_)) => before.model_id.clone(),
+        (_, None) => None,
+    };
+    next
 }
 
 /// `AdaptersLoaded`: whether every pod the operator reached serves the spec's

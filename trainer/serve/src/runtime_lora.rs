@@ -145,8 +145,27 @@ fn runtime_lora(state: &ServerState) -> Result<&RuntimeLora, ApiError> {
     Ok(runtime)
 }
 
-fn success(message: String) -> Response {
-    (StatusCode::OK, message).into_response()
+/// The settings and the parsed body of a change this caller may make.
+fn change_request<'s, T: serde::de::DeserializeOwned>(
+    state: &'s ServerState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(&'s RuntimeLora, T), ApiError> {
+    let runtime = runtime_lora(state)?;
+    runtime.authorize(headers)?;
+    Ok((runtime, parse_body(&read_body(state, body)?)?))
+}
+
+/// vLLM's answer to a change: its text on success (`added`, `removed`).
+fn answer(outcome: Result<String, ApiError>, done: &str) -> Response {
+    match outcome {
+        Ok(name) => (
+            StatusCode::OK,
+            format!("Success: LoRA adapter '{name}' {done} successfully."),
+        )
+            .into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 pub async fn load_lora_adapter(
@@ -154,12 +173,7 @@ pub async fn load_lora_adapter(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match load(&state, &headers, body).await {
-        Ok(name) => success(format!(
-            "Success: LoRA adapter '{name}' added successfully."
-        )),
-        Err(error) => error.into_response(),
-    }
+    answer(load(&state, &headers, body).await, "added")
 }
 
 async fn load(
@@ -167,9 +181,7 @@ async fn load(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<String, ApiError> {
-    let runtime = runtime_lora(state)?;
-    runtime.authorize(headers)?;
-    let request: LoadRequest = parse_body(&read_body(state, body)?)?;
+    let (runtime, request): (_, LoadRequest) = change_request(state, headers, body)?;
     let lora_name = required(
         request.lora_name,
         "lora_name",
@@ -248,12 +260,7 @@ pub async fn unload_lora_adapter(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match unload(&state, &headers, body).await {
-        Ok(name) => success(format!(
-            "Success: LoRA adapter '{name}' removed successfully."
-        )),
-        Err(error) => error.into_response(),
-    }
+    answer(unload(&state, &headers, body).await, "removed")
 }
 
 async fn unload(
@@ -261,9 +268,7 @@ async fn unload(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<String, ApiError> {
-    let runtime = runtime_lora(state)?;
-    runtime.authorize(headers)?;
-    let request: UnloadRequest = parse_body(&read_body(state, body)?)?;
+    let (runtime, request): (_, UnloadRequest) = change_request(state, headers, body)?;
     let lora_name = required(request.lora_name, "lora_name", "the adapter's name")?;
     let _one_change = runtime.changing.lock().await;
     let index = {
