@@ -97,12 +97,16 @@ async fn a_hub_model_trains_through_the_shared_cache_and_a_second_job_downloads_
         .find(|c| c.type_ == "Validated")
         .unwrap();
     assert_eq!(validated.reason, "Valid");
-    // Every file once; config.json also as the operator's look at the model.
+    // Every file once; config.json also as the operator's look at the model, and the
+    // tokenizer also for its estimate of the job.
     let weights = |hub: &FakeHub| {
         let served = hub.bytes_served_by_file();
         (served["model.safetensors"], served["tokenizer.json"])
     };
-    let sizes = (file_size("model.safetensors"), file_size("tokenizer.json"));
+    let sizes = (
+        file_size("model.safetensors"),
+        2 * file_size("tokenizer.json"),
+    );
     assert_eq!(weights(&hub), sizes);
     let snapshot = world
         .scratch
@@ -126,7 +130,11 @@ async fn a_hub_model_trains_through_the_shared_cache_and_a_second_job_downloads_
         .await;
     let second = ended(&world, "second").await;
     assert_eq!(second.phase, Some(JobPhase::Succeeded), "{second:?}");
-    assert_eq!(weights(&hub), sizes, "the second job downloads no weights");
+    assert_eq!(
+        weights(&hub),
+        sizes,
+        "the second job downloads nothing: the trainer reads the cache, the operator its last tokenizer"
+    );
     let log = pod_log(&world, "second-trainer");
     assert!(
         log.contains("hf://anneal/tiny@main: commit ") && log.contains(", 0 bytes downloaded"),

@@ -51,6 +51,11 @@ const TOKENIZER_FILES: [&str; 5] = [
 /// the dataset's 8 MiB, within the operator's memory limit.
 static ESTIMATES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
+/// The last model's tokenizer, by its source: jobs come in series on one model, and
+/// its files (7 MB for Qwen2.5's tokenizer.json) need not be read for each.
+static LAST_TOKENIZER: std::sync::Mutex<Option<(String, Arc<ModelTokenizer>)>> =
+    std::sync::Mutex::new(None);
+
 /// A dataset's tokens as counted, and the share of it that was read.
 struct Counted {
     tokens: EpochTokens,
@@ -74,8 +79,8 @@ pub async fn estimate_job(
         .acquire()
         .await
         .expect("the semaphore is never closed");
-    let tokenizer = match model_tokenizer(job, config, &settings).await {
-        Ok(tokenizer) => Arc::new(tokenizer),
+    let tokenizer = match cached_tokenizer(job, config, &settings).await {
+        Ok(tokenizer) => tokenizer,
         Err(why) => return Ok(Err(why)),
     };
     let max_tokens = job.resolved_hyperparameters().max_tokens as usize;
@@ -183,6 +188,34 @@ async fn count(
         tokens: tokens.scaled_to((tokens.samples as f64 / read_share).round() as u64),
         read_share,
     }
+}
+
+/// The model's tokenizer: the last one when the job names the same source.
+async fn cached_tokenizer(
+    job: &FineTuneJob,
+    config: &OperatorConfig,
+    settings: &[(String, String)],
+) -> std::result::Result<Arc<ModelTokenizer>, String> {
+    let source = base_model_source(job).map_err(|e| e.to_string())?;
+    // A hub model by its repository and revision, however the URI spells them.
+    let source = match HubRef::parse(source.trim_end_matches('/')) {
+        Some(Ok(reference)) => format!(
+            "{}://{}@{}",
+            reference.hub.scheme(),
+            reference.repo,
+            reference.revision_or_default()
+        ),
+        _ => source,
+    };
+    let last = LAST_TOKENIZER.lock().expect("tokenizer cache lock").clone();
+    if let Some((cached, tokenizer)) = last
+        && cached == source
+    {
+        return Ok(tokenizer);
+    }
+    let tokenizer = Arc::new(model_tokenizer(job, config, settings).await?);
+    *LAST_TOKENIZER.lock().expect("tokenizer cache lock") = Some((source, tokenizer.clone()));
+    Ok(tokenizer)
 }
 
 /// The model's tokenizer, from the files of its `s3://` folder or hub repository.
