@@ -210,27 +210,11 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
         ("Deployment", existing.as_ref().map(|d| d.meta())),
         ("Service", existing_service.as_ref().map(|s| s.meta())),
     ] {
-        let Some(meta) = found else { continue };
-        if owned_by(meta, deployment) || !matches!(resolution, Resolution::Resolved(_)) {
-            continue;
+        if let (Some(meta), Resolution::Resolved(_)) = (found, &resolution)
+            && let Some(in_the_way) = not_ours(kind, &name, meta, deployment, "")
+        {
+            resolution = in_the_way;
         }
-        resolution = if owned_by_earlier(meta, &name) {
-            // A deleted ModelDeployment of the same name: the garbage collector is
-            // removing its children, and their deletion wakes this one up.
-            Resolution::Waiting {
-                reason: "PreviousChildrenTerminating",
-                message: format!(
-                    "waiting for the {kind} {name} of a deleted ModelDeployment of the same name to go"
-                ),
-            }
-        } else {
-            Resolution::Failed {
-                reason: "NameConflict",
-                message: format!(
-                    "a {kind} named {name} already exists and does not belong to this ModelDeployment; delete it or rename the ModelDeployment"
-                ),
-            }
-        };
     }
 
     // Pods whose adapters are loaded at runtime need the token before they start.
@@ -411,28 +395,18 @@ async fn runtime_lora_token(
     );
     let secret_name = runtime_lora_secret_name(&name);
     if let Some(existing) = secrets.get_opt(&secret_name).await? {
-        if owned_by(&existing.metadata, deployment) {
-            let token = (existing.data.as_ref())
-                .and_then(|data| data.get(RUNTIME_LORA_TOKEN_ENV))
-                .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
-                .filter(|token| !token.is_empty());
-            if let Some(token) = token {
-                return Ok(Ok(token));
-            }
-        } else if owned_by_earlier(&existing.metadata, &name) {
-            return Ok(Err(Resolution::Waiting {
-                reason: "PreviousChildrenTerminating",
-                message: format!(
-                    "waiting for the Secret {secret_name} of a deleted ModelDeployment of the same name to go"
-                ),
-            }));
-        } else {
-            return Ok(Err(Resolution::Failed {
-                reason: "NameConflict",
-                message: format!(
-                    "a Secret named {secret_name} already exists and does not belong to this ModelDeployment (its pods' adapter-change token goes there); delete it or rename the ModelDeployment"
-                ),
-            }));
+        let why = " (its pods' adapter-change token goes there)";
+        if let Some(in_the_way) =
+            not_ours("Secret", &secret_name, &existing.metadata, deployment, why)
+        {
+            return Ok(Err(in_the_way));
+        }
+        let token = (existing.data.as_ref())
+            .and_then(|data| data.get(RUNTIME_LORA_TOKEN_ENV))
+            .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+            .filter(|token| !token.is_empty());
+        if let Some(token) = token {
+            return Ok(Ok(token));
         }
     }
     let token = random_token();
@@ -551,6 +525,38 @@ async fn write_status(
         }
     }
     Ok(())
+}
+
+/// Why the `kind` object `name` (with `meta`), in the way of one of `deployment`'s
+/// children, holds the deployment back; `None` when it is the deployment's own. It is
+/// never taken over: a deleted ModelDeployment's (of the same name) goes with the
+/// garbage collector, whose deletion wakes this one up; anything else is the user's to
+/// move. `why` says what the name is for.
+fn not_ours(
+    kind: &str,
+    name: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    deployment: &ModelDeployment,
+    why: &str,
+) -> Option<Resolution> {
+    if owned_by(meta, deployment) {
+        return None;
+    }
+    Some(if owned_by_earlier(meta, &deployment.name_any()) {
+        Resolution::Waiting {
+            reason: "PreviousChildrenTerminating",
+            message: format!(
+                "waiting for the {kind} {name} of a deleted ModelDeployment of the same name to go"
+            ),
+        }
+    } else {
+        Resolution::Failed {
+            reason: "NameConflict",
+            message: format!(
+                "a {kind} named {name} already exists and does not belong to this ModelDeployment{why}; delete it or rename the ModelDeployment"
+            ),
+        }
+    })
 }
 
 /// Whether the object names `deployment` (this very one, by uid) as its controller.
