@@ -53,7 +53,9 @@ impl BaseModelSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
-    /// GPUs per pod; 0 runs on the CPU backend.
+    /// GPUs per pod; 0 runs on the CPU backend. A chat job on several trains
+    /// data-parallel when its model fits one GPU, else with its layers placed across
+    /// them; an image job takes one.
     #[serde(default = "default_gpus")]
     #[schemars(range(max = GPUS_MAX))]
     pub gpus: u32,

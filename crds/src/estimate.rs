@@ -141,18 +141,32 @@ impl TrainingWork {
 }
 
 /// Where the steps run: `devices` of `peak_flops` each, at `utilization` of it (the
-/// model FLOPs utilization the estimate assumes).
+/// model FLOPs utilization the estimate assumes), `computing` of them at once.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Throughput {
+    /// The devices the job holds, each billed for the whole run.
     pub devices: u32,
+    /// Those computing at the same time: all of them data-parallel, one when the
+    /// model's layers are placed across them (a pipeline without overlap).
+    pub computing: u32,
     pub peak_flops: f64,
     pub utilization: f64,
 }
 
 impl Throughput {
-    /// FLOPs per second all devices reach together.
+    /// `devices` that all compute at once.
+    pub fn parallel(devices: u32, peak_flops: f64, utilization: f64) -> Self {
+        Throughput {
+            devices,
+            computing: devices,
+            peak_flops,
+            utilization,
+        }
+    }
+
+    /// FLOPs per second the computing devices reach together.
     pub fn flops_per_second(&self) -> f64 {
-        f64::from(self.devices.max(1)) * self.peak_flops * self.utilization
+        f64::from(self.computing.max(1)) * self.peak_flops * self.utilization
     }
 }
 

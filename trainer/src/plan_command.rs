@@ -108,14 +108,14 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         }
     };
     println!("{}", shape_line(&job, &shape, args));
-    let fits = match plan_for_job(&job.spec, shape, device) {
+    let (fits, computing) = match plan_for_job(&job.spec, shape, device) {
         Ok(plan) => {
             println!("{}", plan.to_string().trim_end());
-            true
+            (true, plan.replicas as u32)
         }
         Err(does_not_fit) => {
             println!("does not fit: {does_not_fit}");
-            false
+            (false, 1)
         }
     };
     let manifest_dir = args.manifest.parent().unwrap_or(Path::new("."));
@@ -125,7 +125,7 @@ pub fn run(args: &PlanArgs) -> ExitCode {
         shape,
         manifest_dir,
         model_dir.as_deref(),
-        &estimate_settings(args, &device),
+        &estimate_settings(args, &device, computing),
     ) {
         println!("{line}");
     }
@@ -148,12 +148,14 @@ pub fn run(args: &PlanArgs) -> ExitCode {
 }
 
 /// The devices, their speed and the price the estimate is for.
-fn estimate_settings(args: &PlanArgs, device: &DeviceMemory) -> EstimateSettings {
+/// `computing`: the devices that compute at once (the plan's data-parallel replicas).
+fn estimate_settings(args: &PlanArgs, device: &DeviceMemory, computing: u32) -> EstimateSettings {
     let gpus = args.cpu_memory.is_none();
     let tflops = args.tflops.or(gpus.then_some(DEFAULT_GPU_TFLOPS));
     EstimateSettings {
         throughput: tflops.map(|tflops| Throughput {
             devices: if gpus { device.devices } else { 1 },
+            computing: computing.max(1),
             peak_flops: tflops * 1e12,
             utilization: args.utilization,
         }),

@@ -44,11 +44,7 @@ pub fn estimate_lines(
         Err(why) => return vec![format!("estimate: none, {why}")],
     };
     let work = TrainingWork::of_job(job, shape, per_epoch);
-    let throughput = settings.throughput.unwrap_or(Throughput {
-        devices: 1,
-        peak_flops: 0.0,
-        utilization: 1.0,
-    });
+    let throughput = (settings.throughput).unwrap_or(Throughput::parallel(1, 0.0, 1.0));
     let found = estimate(
         &work,
         &throughput,
@@ -72,6 +68,7 @@ fn render(work: &TrainingWork, found: &Estimate, settings: &EstimateSettings) ->
     ];
     let Some(Throughput {
         devices,
+        computing,
         peak_flops,
         utilization,
     }) = settings.throughput
@@ -81,11 +78,16 @@ fn render(work: &TrainingWork, found: &Estimate, settings: &EstimateSettings) ->
     };
     let noun = if settings.gpus { "GPU" } else { "CPU" };
     lines.push(format!(
-        "  duration: {} of training steps on {devices} {noun}{} of {} TFLOPS at {:.0}% utilization",
+        "  duration: {} of training steps on {devices} {noun}{} of {} TFLOPS at {:.0}% utilization{}",
         rough_duration(found.seconds),
         if devices == 1 { "" } else { "s" },
         peak_flops / 1e12,
-        utilization * 100.0
+        utilization * 100.0,
+        match (devices, computing) {
+            (1, _) => "",
+            (_, 1) => ", one computing at a time (the layers placed across them)",
+            _ => ", data-parallel",
+        }
     ));
     if settings.gpus {
         lines.push(match found.cost {

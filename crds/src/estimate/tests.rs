@@ -80,11 +80,7 @@ fn steps_duration_and_cost_follow_the_devices_and_the_price() {
         "10,000 samples in steps of 16, two epochs"
     );
     assert_eq!(job.tokens(), 20_000_000);
-    let h100 = |devices| Throughput {
-        devices,
-        peak_flops: 989e12,
-        utilization: 0.4,
-    };
+    let h100 = |devices| Throughput::parallel(devices, 989e12, 0.4);
     let one = estimate(&job, &h100(1), true, Some(2.5));
     let eight = estimate(&job, &h100(8), true, Some(2.5));
     assert!((one.seconds / eight.seconds - 8.0).abs() < 1e-9);
@@ -101,6 +97,15 @@ fn steps_duration_and_cost_follow_the_devices_and_the_price() {
         one.flops / 20e6
     );
     assert_eq!(rough_duration(one.seconds), "36 min");
+    // Two GPUs with the layers placed across them: one computes at a time, both are
+    // paid for.
+    let placed = Throughput {
+        computing: 1,
+        ..h100(2)
+    };
+    let placed = estimate(&job, &placed, true, Some(2.5));
+    assert!((placed.seconds - one.seconds).abs() < 1e-9);
+    assert!((placed.gpu_hours - 2.0 * one.gpu_hours).abs() < 1e-9);
     let cpu = estimate(&job, &h100(1), false, Some(2.5));
     assert_eq!(
         (cpu.gpu_hours, cpu.cost),

@@ -1,6 +1,11 @@
 //! The plan itself: the peak of one training step on the busiest device, the largest
 //! micro-batch that fits and the gradient accumulation that reaches `batchSize`; or,
 //! when not even one sample fits, a [`DoesNotFit`] that says what would.
+//!
+//! With several GPUs, a model that fits one trains data-parallel: a copy on each GPU,
+//! each on its share of a step's batch, so the plan is one GPU's at that share. A
+//! model that does not fit one has its decoder layers placed across them, and the plan
+//! counts the busiest GPU.
 
 use super::byte_size::ByteSize;
 use super::cpu_peak::{
@@ -20,6 +25,10 @@ pub const DEVICES_SEARCH_MAX: u32 = 64;
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
     pub inputs: PlanInputs,
+    /// Copies of the model that train side by side, one per GPU, each on its share of
+    /// a step's batch (data parallelism); 1 on one device, and when the layers are
+    /// placed across several. Every figure below is one device's.
+    pub replicas: u64,
     /// Decoder layers on the busiest device (all of them on one device).
     pub layers_per_device: u64,
     /// The frozen base (or, with full training, the compute copy) in its dtype.
@@ -41,10 +50,11 @@ pub struct MemoryPlan {
     /// What the device must hold: on a GPU the sum of the parts; on the CPU the
     /// weights, tables and margin with the larger of the layers' and the loss's phases.
     pub peak: ByteSize,
-    /// Samples per forward/backward pass: the largest that fits, at most `batchSize`.
+    /// Samples per forward/backward pass: the largest that fits, at most `batchSize`
+    /// (with data parallelism, at most a replica's share of it).
     pub micro_batch: u64,
-    /// Micro-batches per optimizer step, `ceil(batchSize / micro_batch)`; the last one
-    /// may be shorter.
+    /// Micro-batches per optimizer step on each replica: `ceil(batchSize /
+    /// micro_batch)` on one; some may be shorter.
     pub accumulation: u64,
 }
 
@@ -96,8 +106,52 @@ impl DoesNotFit {
 }
 
 /// The plan of `inputs`: the largest micro-batch up to `batch_size` whose peak fits
-/// the device, or why none does.
+/// the device, or why none does. On several devices: data-parallel when one device
+/// holds a micro-batch of the replicas' share, else the layers placed across them.
 pub fn plan(inputs: &PlanInputs) -> Result<MemoryPlan, DoesNotFit> {
+    if let Some(share) = data_parallel_share(inputs)
+        && let Ok(replica) = plan_one_layout(&share.inputs)
+    {
+        let accumulation = inputs
+            .batch_size
+            .max(1)
+            .div_ceil(replica.micro_batch)
+            .div_ceil(share.replicas);
+        return Ok(MemoryPlan {
+            inputs: inputs.clone(),
+            replicas: share.replicas,
+            accumulation,
+            ..replica
+        });
+    }
+    plan_one_layout(inputs)
+}
+
+/// One replica of a data-parallel job: its inputs (one device, its share of the batch)
+/// and how many replicas train.
+struct ReplicaShare {
+    inputs: PlanInputs,
+    replicas: u64,
+}
+
+/// With several devices, one replica's share: `ceil(batchSize / replicas)` samples on
+/// one device. No more replicas than samples in a step. `None` on one device.
+fn data_parallel_share(inputs: &PlanInputs) -> Option<ReplicaShare> {
+    let batch = inputs.batch_size.max(1);
+    let replicas = u64::from(inputs.device.devices).min(batch);
+    (replicas > 1).then(|| ReplicaShare {
+        inputs: PlanInputs {
+            batch_size: batch.div_ceil(replicas),
+            device: inputs.device.with_devices(1),
+            ..inputs.clone()
+        },
+        replicas,
+    })
+}
+
+/// The plan with the model on one device, or its layers placed across all of
+/// `inputs`' devices.
+fn plan_one_layout(inputs: &PlanInputs) -> Result<MemoryPlan, DoesNotFit> {
     let batch = inputs.batch_size.max(1);
     let fits = |micro: u64| peak_bytes(inputs, micro) <= inputs.device.per_device.bytes();
     let Some(micro_batch) = (1..=batch).rev().find(|&micro| fits(micro)) else {
@@ -152,6 +206,7 @@ fn breakdown(inputs: &PlanInputs, micro_batch: u64) -> MemoryPlan {
     };
     MemoryPlan {
         inputs: inputs.clone(),
+        replicas: 1,
         layers_per_device: layers,
         base_weights: ByteSize(base_weights),
         trainable_params: trainable_params(inputs, layers),

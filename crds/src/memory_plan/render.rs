@@ -95,20 +95,30 @@ impl fmt::Display for MemoryPlan {
         for (part, bytes, how) in rows {
             writeln!(f, "  {part:<16}{:>9.2} GiB  {how}", bytes.as_gib())?;
         }
+        let each = match self.replicas {
+            1 => String::new(),
+            n => format!(
+                " on each of {n} {}s, data-parallel (a copy of the model on each)",
+                inputs.device.kind.noun()
+            ),
+        };
         write!(
             f,
-            "micro-batch {} x {} accumulation step{} = batchSize {}",
+            "micro-batch {} x {} accumulation step{}{each} = batchSize {}",
             self.micro_batch,
             self.accumulation,
             if self.accumulation == 1 { "" } else { "s" },
             inputs.batch_size
         )?;
-        if self.micro_batch * self.accumulation != inputs.batch_size {
+        let room = self.micro_batch * self.accumulation * self.replicas;
+        if room != inputs.batch_size && self.replicas == 1 {
             write!(
                 f,
                 " (the last micro-batch has {})",
                 inputs.batch_size - self.micro_batch * (self.accumulation - 1)
             )?;
+        } else if room != inputs.batch_size {
+            write!(f, " (some micro-batches are shorter)")?;
         }
         Ok(())
     }
@@ -132,7 +142,7 @@ fn describe_weights(plan: &MemoryPlan) -> String {
     let shape = &inputs.shape;
     format!(
         "{} layer parameters x {} bytes ({}), {} outside the layers x {} bytes ({}), one layer widened to {} at a time",
-        count(inputs.layers_per_device() * shape.layer_params()),
+        count(plan.layers_per_device * shape.layer_params()),
         layer_dtype.bytes(),
         layer_dtype.name(),
         count(shape.outside_layer_params()),

@@ -373,3 +373,54 @@ fn on_the_cpu_the_loss_and_the_layers_are_not_counted_together() {
         assert!(without_margin >= fixed + planned.activations.bytes().max(planned.logits.bytes()));
     }
 }
+
+/// A model that fits one GPU trains data-parallel on several: one GPU's plan at the
+/// replicas' share of the batch; one that does not fit one is placed across them.
+#[test]
+fn several_gpus_train_a_model_that_fits_one_data_parallel() {
+    let two = DeviceMemory::gpus(ByteSize::gib(80), 2);
+    let parallel = plan(&seven_b_lora(4096, 32, two)).unwrap();
+    let alone = plan(&seven_b_lora(4096, 16, one_gpu(80))).unwrap();
+    assert_eq!(parallel.replicas, 2);
+    // Each GPU holds the whole model and 13 samples at a time, as one GPU alone does.
+    assert_eq!(parallel.layers_per_device, 28);
+    assert_eq!(parallel.peak, alone.peak);
+    assert_eq!(parallel.micro_batch, 13);
+    // 32 samples: 3 micro-batches (13, 13, 6 before the trainer evens them out), 2
+    // of them on one GPU: 2 accumulation steps on each.
+    assert_eq!(parallel.accumulation, 2);
+    assert_eq!(parallel.inputs.batch_size, 32);
+    let text = parallel.to_string();
+    assert!(
+        text.ends_with(
+            "micro-batch 13 x 2 accumulation steps on each of 2 GPUs, data-parallel \
+             (a copy of the model on each) = batchSize 32 (some micro-batches are shorter)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("7.62B parameters x 2 bytes (bf16)\n"),
+        "{text}"
+    );
+
+    // Eight samples on four GPUs: two each, in one pass.
+    let four = DeviceMemory::gpus(ByteSize::gib(80), 4);
+    let spread = plan(&seven_b_lora(4096, 8, four)).unwrap();
+    assert_eq!(
+        (spread.replicas, spread.micro_batch, spread.accumulation),
+        (4, 2, 1)
+    );
+    assert!(spread.to_string().ends_with("= batchSize 8"), "{spread}");
+    // No more replicas than a step has samples: one sample on two GPUs places the
+    // layers instead.
+    let single = plan(&seven_b_lora(4096, 1, two)).unwrap();
+    assert_eq!((single.replicas, single.layers_per_device), (1, 14));
+
+    // 72B does not fit one 141 GiB GPU: its layers are placed across two.
+    let seventy_two = PlanInputs {
+        shape: known_shape("Qwen/Qwen2.5-72B-Instruct").unwrap(),
+        ..seven_b_lora(4096, 8, DeviceMemory::gpus(ByteSize::gib(141), 2))
+    };
+    let placed = plan(&seventy_two).unwrap();
+    assert_eq!((placed.replicas, placed.layers_per_device), (1, 40));
+}

@@ -76,6 +76,15 @@ fn check_image_job(e: &mut FieldErrors, spec: &FineTuneJobSpec) {
             "an image job (task: text-to-image) trains a LoRA adapter: leave training unset",
         );
     }
+    if spec.resources.gpus > 1 {
+        e.push(
+            "spec.resources.gpus",
+            format!(
+                "an image job (task: text-to-image) trains on one GPU, got {}: several GPUs are for chat jobs (data-parallel, or the model's layers placed across them)",
+                spec.resources.gpus
+            ),
+        );
+    }
     let dataset = &spec.dataset;
     if dataset.images.is_none() {
         e.push(
@@ -227,6 +236,10 @@ spec:
             (
                 "  training: full\n  dataset: {images: file://d/}\n",
                 "spec.training: an image job (task: text-to-image) trains a LoRA adapter: leave training unset",
+            ),
+            (
+                "  dataset: {images: file://d/}\n  resources: {gpus: 2}\n",
+                "spec.resources.gpus: an image job (task: text-to-image) trains on one GPU, got 2: several GPUs are for chat jobs (data-parallel, or the model's layers placed across them)",
             ),
             (
                 "  dataset: {images: file://d/, validationSplit: 0.2}\n",

@@ -20,7 +20,7 @@ use anneal_crds::dataset::DatasetKind;
 use anneal_crds::estimate::{EpochTokens, Throughput, TrainingWork, estimate, rough_duration};
 use anneal_crds::finetunejob::{DEFAULT_VALIDATION_SPLIT, JobEstimate};
 use anneal_crds::hub::HubRef;
-use anneal_crds::memory_plan::ModelShape;
+use anneal_crds::memory_plan::{DeviceMemory, ModelShape, plan_for_job};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 
@@ -134,8 +134,16 @@ fn job_estimate(
 ) -> JobEstimate {
     let work = TrainingWork::of_job(job, shape, per_epoch);
     let gpus = job.spec.resources.gpus;
+    // Data-parallel GPUs compute together; layers placed across GPUs take turns.
+    let computing = plan_for_job(
+        &job.spec,
+        shape,
+        DeviceMemory::gpus(config.gpu_memory, gpus),
+    )
+    .map_or(1, |plan| plan.replicas as u32);
     let throughput = Throughput {
         devices: gpus,
+        computing,
         peak_flops: config.gpu_tflops * 1e12,
         utilization: config.estimate_utilization,
     };
@@ -150,9 +158,14 @@ fn job_estimate(
     };
     let basis = if gpus > 0 {
         format!(
-            "{share}; {gpus} GPU(s) of {} TFLOPS at {:.0}% utilization; training steps only (checkpoints, validation and loading not included)",
+            "{share}; {gpus} GPU(s) of {} TFLOPS at {:.0}% utilization{}; training steps only (checkpoints, validation and loading not included)",
             config.gpu_tflops,
-            config.estimate_utilization * 100.0
+            config.estimate_utilization * 100.0,
+            match (gpus, computing) {
+                (0 | 1, _) => "",
+                (_, 1) => ", one computing at a time (the layers placed across them)",
+                _ => ", data-parallel",
+            }
         )
     } else {
         format!("{share}; no duration on the CPU, whose speed the operator does not know")

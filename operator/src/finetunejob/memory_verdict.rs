@@ -1,6 +1,6 @@
 //! The GPU half of the Validating phase, as a pure function: a job whose memory plan
-//! does not fit the GPUs it asks for (with several, the model's layers placed across
-//! them) is refused before any pod exists, with the figure and what would fit. A job
+//! does not fit the GPUs it asks for (with several, data-parallel when the model fits
+//! one, else its layers placed across them) is refused before any pod exists, with the figure and what would fit. A job
 //! whose model shape is unknown is let through: its plan is skipped, never guessed.
 
 use anneal_crds::FineTuneJob;
@@ -46,15 +46,22 @@ pub fn judge_memory(job: &FineTuneJob, shape: &ShapeFound, gpu_memory: ByteSize)
     };
     match plan_for_job(&job.spec, shape, device) {
         Ok(plan) => {
-            let placed = match gpus {
-                1 => String::new(),
-                _ => format!(
-                    ", its {} layers placed across {gpus} GPUs ({} on the busiest)",
-                    plan.inputs.shape.layers, plan.layers_per_device
+            let (layout, each) = match (gpus, plan.replicas) {
+                (1, _) => (String::new(), ""),
+                (_, 1) => (
+                    format!(
+                        ", its {} layers placed across {gpus} GPUs ({} on the busiest)",
+                        plan.inputs.shape.layers, plan.layers_per_device
+                    ),
+                    "",
+                ),
+                (_, replicas) => (
+                    format!(", data-parallel on {replicas} GPUs (a copy of the model on each)"),
+                    " on each",
                 ),
             };
             valid(format!(
-                "memory plan ({name}, from {from}): {} of {} per GPU{placed} at micro-batch {} x {} accumulation and maxTokens {}",
+                "memory plan ({name}, from {from}): {} of {} per GPU{layout} at micro-batch {} x {} accumulation{each} and maxTokens {}",
                 plan.peak, gpu_memory, plan.micro_batch, plan.accumulation, plan.inputs.max_tokens
             ))
         }
@@ -137,6 +144,14 @@ mod tests {
                 gib(80),
                 VerdictReason::InsufficientGpuMemory,
                 "does not fit 2 GPUs: Qwen/Qwen2.5-72B-Instruct needs 90.2 GiB per GPU at micro-batch 1 with maxTokens 4096 (base weights 70.0 GiB), more than the 80 GiB of a GPU; it fits with maxTokens 316 or less, or on 3 GPUs of 80 GiB with its layers placed across them (spec.resources.gpus: 3)",
+            ),
+            // 7B fits one GPU: on four it trains data-parallel, two samples on each.
+            (
+                job(QWEN_7B, serde_json::json!({"resources": {"gpus": 4}})),
+                built_in(QWEN_7B),
+                gib(80),
+                VerdictReason::Valid,
+                "memory plan (Qwen/Qwen2.5-7B-Instruct, from the built-in shape of its name): 26.6 GiB of 80 GiB per GPU, data-parallel on 4 GPUs (a copy of the model on each) at micro-batch 2 x 1 accumulation on each and maxTokens 4096",
             ),
             // Qwen2.5-7B's whole 32k context fits, one sample at a time; twice that does not.
             (

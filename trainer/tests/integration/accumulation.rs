@@ -30,18 +30,18 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn tokenizer() -> ModelTokenizer {
+pub(crate) fn tokenizer() -> ModelTokenizer {
     ModelTokenizer::from_model_dir(&qwen(), "Qwen2ForCausalLM").unwrap()
 }
 
-const SETTINGS: StepSettings = StepSettings {
+pub(crate) const SETTINGS: StepSettings = StepSettings {
     learning_rate: 1e-2,
     max_grad_norm: 1.0,
     activations: LayerActivations::Recomputed,
 };
 
 /// Every LoRA A and B value of `model`, in one list.
-fn adapter(mut model: CausalLm<B>) -> Vec<f32> {
+pub(crate) fn adapter(mut model: CausalLm<B>) -> Vec<f32> {
     let mut values = Vec::new();
     for (_, _, projection) in projections_mut(&mut model) {
         let lora = projection.lora.as_ref().unwrap();
@@ -53,14 +53,14 @@ fn adapter(mut model: CausalLm<B>) -> Vec<f32> {
 }
 
 /// What one step gave: its loss, its gradient norm before clipping, the adapter after.
-struct Stepped {
-    loss: f64,
-    grad_norm: f64,
-    adapter: Vec<f32>,
+pub(crate) struct Stepped {
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub adapter: Vec<f32>,
 }
 
 /// `items` cut into consecutive micro-batches of `sizes`.
-fn split<'a, T>(items: &'a [T], sizes: &[usize]) -> Vec<Vec<&'a T>> {
+pub(crate) fn split<'a, T>(items: &'a [T], sizes: &[usize]) -> Vec<Vec<&'a T>> {
     let mut rest = items;
     sizes
         .iter()
@@ -82,7 +82,7 @@ const ADAPTER_TOLERANCE: f32 = 4e-5;
 
 /// Asserts that every split's step is the whole batch's: loss and gradient norm to
 /// 1e-5 relative, the adapter to [`ADAPTER_TOLERANCE`].
-fn assert_same(whole: &Stepped, split: &Stepped, what: &str) {
+pub(crate) fn assert_same(whole: &Stepped, split: &Stepped, what: &str) {
     let relative = |a: f64, b: f64| (a - b).abs() / b.abs();
     assert!(
         relative(split.loss, whole.loss) <= 1e-5,
@@ -109,7 +109,7 @@ fn assert_same(whole: &Stepped, split: &Stepped, what: &str) {
     );
 }
 
-fn sft_samples() -> Vec<TokenizedSample> {
+pub(crate) fn sft_samples() -> Vec<TokenizedSample> {
     let data = std::fs::File::open(repo().join("examples/datasets/support-sft.jsonl")).unwrap();
     let prepared = prepare(data, &tokenizer(), 400).unwrap();
     prepared.samples.into_iter().take(4).collect()
@@ -203,7 +203,7 @@ fn a_packed_sft_step_is_the_step_of_the_whole_batch() {
     }
 }
 
-fn pairs() -> Vec<PreferencePair> {
+pub(crate) fn pairs() -> Vec<PreferencePair> {
     let data = std::fs::read(repo().join("examples/quickstart/house-style-dpo.jsonl")).unwrap();
     let prepared = prepare_pairs(data.as_slice(), &tokenizer(), 256).unwrap();
     prepared.pairs.into_iter().take(4).collect()

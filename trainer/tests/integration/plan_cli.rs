@@ -241,8 +241,12 @@ fn the_estimate_counts_the_datasets_tokens_and_prices_the_steps() {
             3.0 * gpu_hours
         )
     );
+    // The 7B shape fits one GPU, so both train at once: data-parallel.
     assert!(
-        line("duration:").ends_with("of training steps on 2 GPUs of 1 TFLOPS at 50% utilization")
+        line("duration:")
+            .ends_with("of training steps on 2 GPUs of 1 TFLOPS at 50% utilization, data-parallel"),
+        "{}",
+        line("duration:")
     );
 
     // A job whose data is not on this machine gets no estimate, and is told why.

@@ -25,8 +25,7 @@ pub struct FoundMemory {
     pub from: &'static str,
 }
 
-/// The memory of `devices` on backend `B` (each GPU's, as the first reports it; with
-/// several, the model's layers are placed across them); `None` on the CPU when
+/// The memory of `devices` on backend `B` (each GPU's, as the first reports it); `None` on the CPU when
 /// neither `--cpu-memory` nor /proc/meminfo says (not Linux).
 pub fn device_memory<B: Backend>(devices: &[B::Device], given: GivenMemory) -> Option<FoundMemory> {
     if on_cpu_backend::<B>() {
@@ -34,8 +33,10 @@ pub fn device_memory<B: Backend>(devices: &[B::Device], given: GivenMemory) -> O
             Some(memory) => (memory, "--cpu-memory"),
             None => (host_available_memory()?, "MemAvailable"),
         };
+        // Several CPU devices exist only in tests, which run the multi-device paths
+        // on the one CPU: each is planned with the whole memory.
         return Some(FoundMemory {
-            device: DeviceMemory::cpu(memory),
+            device: DeviceMemory::cpu(memory).with_devices(devices.len() as u32),
             from,
         });
     }

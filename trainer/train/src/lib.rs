@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod checkpoint_evaluation;
 pub mod chunked_loss;
 pub mod data;
+pub mod data_parallel;
 pub mod device_memory;
 pub mod dpo;
 pub mod event_log;

@@ -2,7 +2,9 @@
 //! `gradientAccumulation` (`batchSize / gradientAccumulation`: an explicit choice
 //! wins), else the memory plan's largest that fits the device the trainer runs on;
 //! and the line that says which. Either way a step still sees `batchSize` samples in
-//! the same order ([`crate::batches`]): only how many run at once changes.
+//! the same order ([`crate::batches`]): only how many run at once changes. With
+//! several devices the plan also says how they are used: data-parallel replicas when
+//! the model fits one ([`crate::data_parallel`]), else its layers placed across them.
 
 use std::fmt;
 use std::path::Path;
@@ -17,8 +19,11 @@ use crate::run::TrainingSettings;
 #[derive(Clone, Debug, PartialEq)]
 pub struct MicroBatch {
     pub size: usize,
-    /// Micro-batches in a full step, `ceil(batchSize / size)`.
+    /// Micro-batches in a full step on each replica: `ceil(batchSize / size)` on one.
     pub accumulation: usize,
+    /// Devices training data-parallel, each with a copy of the model; 1 when the run
+    /// has one device or its layers are placed across several.
+    pub replicas: usize,
     pub source: MicroBatchSource,
 }
 
@@ -34,13 +39,26 @@ pub enum MicroBatchSource {
 }
 
 impl MicroBatch {
-    /// `size` samples at once, as many times as a step of `batch` needs.
-    fn new(batch: usize, size: usize, source: MicroBatchSource) -> Self {
+    /// `size` samples at once on each of `replicas`, as many times as a step of
+    /// `batch` needs.
+    fn new(batch: usize, size: usize, replicas: usize, source: MicroBatchSource) -> Self {
         let size = size.clamp(1, batch.max(1));
+        let replicas = replicas.max(1);
         MicroBatch {
             size,
-            accumulation: batch.max(1).div_ceil(size),
+            accumulation: batch.max(1).div_ceil(size).div_ceil(replicas),
+            replicas,
             source,
+        }
+    }
+
+    /// The devices the model loads on, of the run's `devices`: the first alone when
+    /// it trains data-parallel (copied to the others once the run starts), else all
+    /// of them, its layers placed across them.
+    pub fn model_devices<'d, D>(&self, devices: &'d [D]) -> &'d [D] {
+        match self.replicas {
+            1 => devices,
+            _ => &devices[..1],
         }
     }
 }
@@ -55,14 +73,19 @@ pub fn choose_micro_batch(
     memory: Option<FoundMemory>,
 ) -> Result<MicroBatch, TrainError> {
     let batch = settings.hyperparameters.batch_size as usize;
-    if let Some(size) = settings.set_micro_batch {
+    let set = settings.set_micro_batch.map(|size| size as usize);
+    let several = memory.is_some_and(|memory| memory.device.devices > 1);
+    if let Some(size) = set
+        && !several
+    {
         let source = MicroBatchSource::GradientAccumulation;
-        return Ok(MicroBatch::new(batch, size as usize, source));
+        return Ok(MicroBatch::new(batch, size, 1, source));
     }
     let Some(memory) = memory else {
         return Ok(MicroBatch::new(
             batch,
             batch,
+            1,
             MicroBatchSource::UnknownMemory,
         ));
     };
@@ -77,7 +100,18 @@ pub fn choose_micro_batch(
         shape,
         memory.device,
     );
-    planned(&inputs, memory)
+    let plan = planned(&inputs, memory)?;
+    // On several devices the plan still says how they are used; the job's own
+    // micro-batch, when it sets one, runs on each.
+    Ok(match set {
+        Some(size) => MicroBatch::new(
+            batch,
+            size,
+            plan.replicas,
+            MicroBatchSource::GradientAccumulation,
+        ),
+        None => plan,
+    })
 }
 
 /// The plan's micro-batch for `inputs`.
@@ -93,6 +127,7 @@ fn planned(inputs: &PlanInputs, memory: FoundMemory) -> Result<MicroBatch, Train
     Ok(MicroBatch::new(
         inputs.batch_size as usize,
         plan.micro_batch as usize,
+        plan.replicas as usize,
         source,
     ))
 }
@@ -103,9 +138,13 @@ impl fmt::Display for MicroBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "micro-batch {} x {} accumulation (",
+            "micro-batch {} x {} accumulation",
             self.size, self.accumulation
         )?;
+        if self.replicas > 1 {
+            write!(f, " on each of {} devices, data-parallel", self.replicas)?;
+        }
+        write!(f, " (")?;
         match &self.source {
             MicroBatchSource::GradientAccumulation => write!(f, "set by gradientAccumulation)"),
             MicroBatchSource::Plan { peak, memory } => {

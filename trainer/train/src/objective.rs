@@ -16,14 +16,15 @@ use super::optimizer::SftOptimizer;
 use super::step_settings::StepSettings;
 use super::tensor_batch::Batch;
 use super::tokenized::{DataItem, TokenizedSample};
+use crate::data_parallel::Replicas;
 use crate::dpo::data::{PreferencePair, prepare_pairs};
 use crate::dpo::evaluate::evaluate_pairs;
 use crate::dpo::loss::{DpoConfig, PairBatch, PreferenceScores};
 use crate::dpo::reference::Reference;
-use crate::dpo::step::dpo_step;
+use crate::dpo::step::DpoStep;
 use crate::sft::data::prepare;
 use crate::sft::evaluate::evaluate;
-use crate::sft::step::sft_step;
+use crate::sft::step::sft_step_on;
 use anneal_model::chat::ModelTokenizer;
 use anneal_model::llm::CausalLm;
 
@@ -91,15 +92,21 @@ pub trait Objective<B: AutodiffBackend> {
         max_tokens: usize,
     ) -> Result<Prepared<Self::Item>, DataError>;
 
+    /// Whatever the objective keeps beside the model, made again for `replicas`
+    /// (copies of `model` on other devices): nothing for SFT, DPO's reference.
+    fn replicate(&mut self, _model: &CausalLm<B>, _replicas: &Replicas<B>) {}
+
     /// One optimizer step over the step's micro-batches, each a list of rows of
-    /// items: one item a row, or several when the run packs them.
+    /// items: one item a row, or several when the run packs them. The micro-batches
+    /// run on `replicas` as [`Replicas::assign`] says, which hold the updated weights
+    /// after it.
     fn step(
         &self,
         model: CausalLm<B>,
         optimizer: &mut SftOptimizer<B>,
         micro_batches: &[Vec<Vec<&Self::Item>>],
         learning_rate: f64,
-        device: &B::Device,
+        replicas: &mut Replicas<B>,
     ) -> (CausalLm<B>, StepReport);
 
     /// Scores the training model (without dropout) on `items`; `None` when empty.
@@ -151,13 +158,16 @@ impl<B: AutodiffBackend> Objective<B> for Sft {
         optimizer: &mut SftOptimizer<B>,
         micro_batches: &[Vec<Vec<&TokenizedSample>>],
         learning_rate: f64,
-        device: &B::Device,
+        replicas: &mut Replicas<B>,
     ) -> (CausalLm<B>, StepReport) {
-        let batches: Vec<Batch<B>> = micro_batches
-            .iter()
-            .map(|rows| match self.packing {
-                true => Batch::packed(rows, device),
-                false => Batch::new(&rows.concat(), device),
+        let assigned = replicas.assign(micro_batches.len());
+        let batches: Vec<Batch<B>> = (micro_batches.iter().zip(assigned))
+            .map(|(rows, replica)| {
+                let device = replicas.device(replica);
+                match self.packing {
+                    true => Batch::packed(rows, device),
+                    false => Batch::new(&rows.concat(), device),
+                }
             })
             .collect();
         let settings = StepSettings {
@@ -165,7 +175,7 @@ impl<B: AutodiffBackend> Objective<B> for Sft {
             max_grad_norm: MAX_GRAD_NORM,
             activations: self.activations,
         };
-        let (model, stats) = sft_step(model, optimizer, &batches, settings);
+        let (model, stats) = sft_step_on(model, optimizer, &batches, settings, replicas);
         let scores = Scores {
             loss: stats.loss,
             token_accuracy: Some(stats.accuracy),
@@ -195,7 +205,8 @@ impl<B: AutodiffBackend> Objective<B> for Sft {
 /// Direct preference optimisation against the job's base model.
 pub struct Dpo<B: AutodiffBackend> {
     pub config: DpoConfig,
-    pub reference: Reference<B>,
+    /// The reference beside each replica of the model, the trained model's first.
+    pub references: Vec<Reference<B>>,
     /// Kept or recomputed in the backward pass (`gradientCheckpointing`).
     pub activations: LayerActivations,
 }
@@ -214,7 +225,7 @@ impl<B: AutodiffBackend> Dpo<B> {
                 .with_beta(h.dpo_beta)
                 .with_label_smoothing(h.dpo_label_smoothing)
                 .with_sft_weight(h.dpo_sft_weight),
-            reference: Reference::for_training(training, continued, base),
+            references: vec![Reference::for_training(training, continued, base)],
             activations: LayerActivations::from_checkpointing(h.gradient_checkpointing),
         }
     }
@@ -237,30 +248,35 @@ impl<B: AutodiffBackend> Objective<B> for Dpo<B> {
         })
     }
 
+    fn replicate(&mut self, model: &CausalLm<B>, replicas: &Replicas<B>) {
+        self.references.truncate(1);
+        for replica in 1..replicas.len() {
+            let beside = self.references[0].for_replica(replicas.model(model, replica));
+            self.references.push(beside);
+        }
+    }
+
     fn step(
         &self,
         model: CausalLm<B>,
         optimizer: &mut SftOptimizer<B>,
         micro_batches: &[Vec<Vec<&PreferencePair>>],
         learning_rate: f64,
-        device: &B::Device,
+        replicas: &mut Replicas<B>,
     ) -> (CausalLm<B>, StepReport) {
-        let batches: Vec<PairBatch<B>> = micro_batches
-            .iter()
-            .map(|rows| PairBatch::new(&rows.concat(), device))
+        let assigned = replicas.assign(micro_batches.len());
+        let batches: Vec<PairBatch<B>> = (micro_batches.iter().zip(assigned))
+            .map(|(rows, replica)| PairBatch::new(&rows.concat(), replicas.device(replica)))
             .collect();
-        let (model, stats) = dpo_step(
-            model,
-            &self.reference,
-            &self.config,
-            optimizer,
-            &batches,
-            StepSettings {
+        let step = DpoStep {
+            config: &self.config,
+            settings: StepSettings {
                 learning_rate,
                 max_grad_norm: MAX_GRAD_NORM,
                 activations: self.activations,
             },
-        );
+        };
+        let (model, stats) = step.run(model, &self.references, optimizer, &batches, replicas);
         let scores = Scores {
             loss: stats.scores.loss,
             token_accuracy: None,
@@ -279,7 +295,7 @@ impl<B: AutodiffBackend> Objective<B> for Dpo<B> {
         items: &[PreferencePair],
         batch_size: usize,
     ) -> Option<Scores> {
-        let reference = self.reference.model(model);
+        let reference = self.references[0].model(model);
         let scores = evaluate_pairs(&model.valid(), &reference, &self.config, items, batch_size)?;
         Some(Scores {
             loss: scores.loss,

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use anneal_model::llm::CausalLm;
-use anneal_model::lora::projections_mut;
+use anneal_model::lora::{projections, projections_mut};
 
 pub enum Reference<B: AutodiffBackend> {
     /// LoRA: the trained model without its adapters.
@@ -38,6 +38,31 @@ impl<B: AutodiffBackend> Reference<B> {
             Reference::AdapterOff => without_adapters(policy.valid()),
             Reference::Frozen(model) => model.as_ref().clone(),
         }
+    }
+}
+
+impl<B: AutodiffBackend> Reference<B> {
+    /// The same reference beside `replica`, a copy of the trained model on another
+    /// device ([`crate::data_parallel`]). A kept LoRA reference shares the replica's
+    /// frozen base and moves only its adapters; a full-training reference is moved
+    /// whole, once.
+    pub fn for_replica(&self, replica: &CausalLm<B>) -> Self {
+        let Reference::Frozen(kept) = self else {
+            return Reference::AdapterOff;
+        };
+        let device = replica.devices()[0].clone();
+        let adapted = projections(kept).iter().any(|(_, _, p)| p.lora.is_some());
+        if !adapted {
+            return Reference::Frozen(Box::new(kept.as_ref().clone().to_device(&device)));
+        }
+        let mut model = replica.valid();
+        for ((_, _, onto), (_, _, from)) in projections_mut(&mut model)
+            .into_iter()
+            .zip(projections(kept))
+        {
+            onto.lora = (from.lora.clone()).map(|lora| lora.to_device(&device));
+        }
+        Reference::Frozen(Box::new(model))
     }
 }
 

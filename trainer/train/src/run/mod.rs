@@ -37,6 +37,7 @@ use super::TrainError;
 use super::checkpoint::{SampleAnswer, checkpoint_name};
 use super::checkpoint_evaluation::{CheckpointEvaluation, CheckpointScores};
 use super::data::TrainingData;
+use super::data_parallel::Replicas;
 use super::device_memory::device_memory;
 use super::event_log::{EventLog, EventSink};
 use super::micro_batch::{MicroBatch, choose_micro_batch};
@@ -59,11 +60,11 @@ pub enum RunOutcome {
     Stopped { checkpoint: String, step: u64 },
 }
 
-/// Trains on backend `B` and reports to `sinks` as it goes. The model's decoder
-/// layers are split over `devices` in consecutive runs (one device: all there;
-/// see `anneal_model::llm::placement`); batches, the loss and the embeddings live
-/// on the first. Fails before loading the model when not one sample fits the
-/// devices.
+/// Trains on backend `B` and reports to `sinks` as it goes. On several `devices`, a
+/// model that fits one trains data-parallel (a copy on each, [`Replicas`]); a larger
+/// one has its decoder layers split over them in consecutive runs (see
+/// `anneal_model::llm::placement`), with batches, the loss and the embeddings on the
+/// first. Fails before loading the model when not one sample fits the devices.
 pub fn run_training<B: AutodiffBackend>(
     inputs: RunInputs,
     sinks: Vec<Box<dyn EventSink>>,
@@ -86,7 +87,9 @@ pub fn run_training<B: AutodiffBackend>(
         TrainingType::Lora if recomputed => LayerStorage::Stored,
         _ => LayerStorage::Computed,
     };
-    let (config, base) = load_model_placed::<B>(&inputs.base_model.dir, devices, dtype, storage)?;
+    let model_devices = micro_batch.model_devices(devices);
+    let dir = &inputs.base_model.dir;
+    let (config, base) = load_model_placed::<B>(dir, model_devices, dtype, storage)?;
     let continued = inputs.base_model.adapter.is_some();
     let base = match &inputs.base_model.adapter {
         Some(dir) => continued::continue_adapter(
@@ -125,7 +128,7 @@ pub fn run_training<B: AutodiffBackend>(
 
 /// The run with `objective` in micro-batches of `micro_batch`, from the loaded base model.
 fn run_objective<B: AutodiffBackend, O: Objective<B>>(
-    objective: O,
+    mut objective: O,
     inputs: &RunInputs,
     micro_batch: &MicroBatch,
     base: CausalLm<B>,
@@ -144,7 +147,10 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
     let lora = LoraSettings::from(h);
 
     let start = Start::find(inputs, &order)?;
-    let mut training = start.training(base, inputs, &order, &lora, devices)?;
+    let model_devices = micro_batch.model_devices(devices);
+    let mut training = start.training(base, inputs, &order, &lora, model_devices)?;
+    let replicas = Replicas::new(&training.model, &devices[..micro_batch.replicas]);
+    objective.replicate(&training.model, &replicas);
     let mut run = Run {
         objective: &objective,
         data: &data,
@@ -159,6 +165,7 @@ fn run_objective<B: AutodiffBackend, O: Objective<B>>(
         events: start.open_events(&inputs.location, sinks)?,
         checkpoint_evaluation: inputs.data.evaluation.as_ref(),
         device,
+        replicas,
         micro_batch_line: micro_batch.to_string(),
     };
     run.announce(&start, micro_batch);
@@ -215,6 +222,9 @@ struct Run<'a, B: AutodiffBackend, O: Objective<B>> {
     /// `checkpoints.evaluation`, read and checked before the first step.
     checkpoint_evaluation: Option<&'a CheckpointEvaluation>,
     device: &'a B::Device,
+    /// Where the step's micro-batches run: the model's device, or with data
+    /// parallelism a copy of the model on each device.
+    replicas: Replicas<B>,
     /// The micro-batch the run started with and why (the plan's prediction), for an
     /// out-of-memory failure's message.
     micro_batch_line: String,

@@ -227,10 +227,10 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             // Handles, not copies: the frozen base is shared, only LoRA's state is kept.
             let backup = lora.then(|| (model.clone(), optimizer.clone()));
             let injected = session.oom_above_micro_batch;
-            let (objective, device) = (self.objective, self.device);
+            let (objective, replicas) = (self.objective, &mut self.replicas);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 out_of_memory::inject(injected, micro_batch);
-                objective.step(model, &mut optimizer, &items, learning_rate, device)
+                objective.step(model, &mut optimizer, &items, learning_rate, replicas)
             }));
             let payload = match outcome {
                 Ok((trained, report)) => {
@@ -259,6 +259,8 @@ impl<B: AutodiffBackend, O: Objective<B>> Run<'_, B, O> {
             match retry {
                 Ok(half) => {
                     (model, optimizer) = backup.expect("kept for a LoRA run");
+                    // The failed step may have reached the replicas' update.
+                    self.replicas.sync(&model);
                     self.events.emit(EventBody::Log {
                         level: LogLevel::Warn,
                         message: format!(

@@ -1,7 +1,8 @@
 //! One optimizer step of SFT: forward and backward over the step's micro-batches
 //! (gradient accumulation), with the layers' activations kept or recomputed
 //! ([`crate::backward`]), the gradient clipped by its global norm, then AdamW
-//! ([`crate::optimizer`]) on whatever has gradients.
+//! ([`crate::optimizer`]) on whatever has gradients. With several devices the
+//! micro-batches run on replicas of the model ([`crate::data_parallel`]).
 
 use burn::optim::{GradientsAccumulator, Optimizer};
 use burn::prelude::*;
@@ -10,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::loss::masked_nll;
 use crate::backward::accumulate_backward;
 use crate::chunked_loss::hidden_scores;
+use crate::data_parallel::Replicas;
 use crate::grad_clip::clip_global_norm;
 use crate::optimizer::SftOptimizer;
 use crate::readback::Readback;
@@ -33,34 +35,57 @@ pub struct StepStats {
 
 /// Runs one step over `micro_batches` and returns the updated model.
 pub fn sft_step<B: AutodiffBackend>(
-    mut model: CausalLm<B>,
+    model: CausalLm<B>,
     optimizer: &mut SftOptimizer<B>,
     micro_batches: &[Batch<B>],
     settings: StepSettings,
 ) -> (CausalLm<B>, StepStats) {
+    let mut replicas = Replicas::single(model.devices()[0].clone());
+    sft_step_on(model, optimizer, micro_batches, settings, &mut replicas)
+}
+
+/// [`sft_step`] with the micro-batches on `replicas` (each batch already on the device
+/// [`Replicas::assign`] gives it); the replicas hold the updated weights after it.
+pub fn sft_step_on<B: AutodiffBackend>(
+    mut model: CausalLm<B>,
+    optimizer: &mut SftOptimizer<B>,
+    micro_batches: &[Batch<B>],
+    settings: StepSettings,
+    replicas: &mut Replicas<B>,
+) -> (CausalLm<B>, StepStats) {
     let total_tokens: usize = micro_batches.iter().map(|b| b.trained_tokens).sum();
-    let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
+    let mut accumulators: Vec<_> = (0..replicas.len())
+        .map(|_| GradientsAccumulator::<CausalLm<B>>::new())
+        .collect();
     // `[1]` sums on the device, read with the gradient norm once the step is done.
     let mut sums: Option<[Tensor<B::InnerBackend, 1>; 2]> = None;
-    for batch in micro_batches {
+    for (batch, replica) in micro_batches
+        .iter()
+        .zip(replicas.assign(micro_batches.len()))
+    {
         let activations = settings.activations;
-        let (nll, correct) =
-            accumulate_backward(&model, batch, activations, &mut accumulator, |hidden| {
-                let (nll, correct) = masked_nll(hidden_scores(&model, batch, hidden), batch);
-                // Each micro-batch's share of the step's mean, so the accumulated
-                // gradient is the gradient of the mean over every trained token.
-                let loss = nll.clone() / total_tokens.max(1) as f64;
-                (loss, (nll, correct))
-            });
-        let (nll, correct) = (nll.inner(), correct.inner());
+        let on = replicas.model(&model, replica);
+        let accumulator = &mut accumulators[replica];
+        let (nll, correct) = accumulate_backward(on, batch, activations, accumulator, |hidden| {
+            let (nll, correct) = masked_nll(hidden_scores(on, batch, hidden), batch);
+            // Each micro-batch's share of the step's mean, so the accumulated
+            // gradient is the gradient of the mean over every trained token.
+            let loss = nll.clone() / total_tokens.max(1) as f64;
+            (loss, (nll, correct))
+        });
+        let (nll, correct) = (
+            replicas.onto_first(nll.inner(), replica),
+            replicas.onto_first(correct.inner(), replica),
+        );
         sums = Some(match sums {
             None => [nll, correct],
             Some([nll_sum, correct_sum]) => [nll_sum + nll, correct_sum + correct],
         });
     }
-    let mut grads = accumulator.grads();
+    let mut grads = replicas.gather(&model, accumulators);
     let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, settings.max_grad_norm);
     model = optimizer.step(settings.learning_rate, model, grads);
+    replicas.sync(&model);
     let mut readback = Readback::default();
     let kept_sums = sums.map(|[nll, correct]| (readback.keep(nll), readback.keep(correct)));
     let kept_norm = grad_norm.map(|norm| readback.keep(norm));
