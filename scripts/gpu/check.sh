@@ -161,7 +161,7 @@ fi
 # an H200 with burn 0.21, the GPU idle all the while), then from the kernel cache that
 # run filled, as a pod started again on the same volume does.
 check_doctor() {
-  step "2. trainer doctor --device $MODE: the backend, a matmul against a host reference, one LoRA step"
+  step "2. trainer doctor --device $MODE: the backend, a matmul against a host reference, one LoRA step, two on two copies of the model"
   if timeout "$(seconds_for 330)" "$BIN" doctor --device "$MODE" 2>&1 | tee "$WORK/doctor.txt"; then
     local figures
     figures="$(grep -E '^ok +backend' "$WORK/doctor.txt" | cut -c18- | tr '|' '/'); matmul $(grep -oE '[0-9.e+-]+ relative \(limit [0-9e.+-]+\)' "$WORK/doctor.txt"); LoRA step $(grep -oE 'loss [0-9.]+ -> [0-9.]+' "$WORK/doctor.txt") in $(grep -oE 'in [0-9.]+ s:' "$WORK/doctor.txt" | tail -1 | cut -c4- | tr -d ':')"

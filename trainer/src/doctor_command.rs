@@ -1,6 +1,7 @@
 //! `trainer doctor [--device cpu|cuda|auto]`: is this machine ready to train? It says
-//! what the backend is, multiplies matrices on it against a host reference, and runs
-//! one LoRA training step on the bundled tiny model. Each check prints one line,
+//! what the backend is, multiplies matrices on it against a host reference, runs
+//! one LoRA training step on the bundled tiny model, and runs two on two copies of it
+//! as data parallelism does. Each check prints one line,
 //! `ok` or `FAIL` with its figures; exit 0 when all pass, 1 otherwise. The GPU check
 //! script (scripts/gpu/check.sh) runs it first.
 
@@ -11,7 +12,9 @@ use anneal_model::backend::{DeviceChoice, gpu_visible};
 
 use crate::device_arg::DeviceArg;
 
-use crate::doctor::{CheckResult, backend_info, guarded, lora_step_check, matmul_check};
+use crate::doctor::{
+    CheckResult, backend_info, guarded, lora_step_check, matmul_check, replicas_check,
+};
 
 /// A check of the backend: `true` for CUDA, `false` for the CPU.
 type Check = fn(bool) -> CheckResult;
@@ -37,10 +40,11 @@ pub fn run(args: &DoctorArgs) -> ExitCode {
     // the FAIL line quotes it, so stderr stays quiet.
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let checks: [(&'static str, Check); 3] = [
+    let checks: [(&'static str, Check); 4] = [
         ("backend", backend_info::check),
         ("matmul", matmul_check::check),
         ("lora step", lora_step_check::check),
+        ("replicas", replicas_check::check),
     ];
     let mut failed = 0;
     for (name, check) in checks {

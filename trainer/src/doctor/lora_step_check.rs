@@ -9,7 +9,7 @@ use std::time::Instant;
 use anneal_crds::hyperparameters::TargetModule;
 use anneal_model::backend::{DeviceChoice, compute_dtype};
 use anneal_model::chat::ModelTokenizer;
-use anneal_model::llm::load_model;
+use anneal_model::llm::{CausalLm, load_model};
 use anneal_model::lora::{LoraSettings, attach};
 use anneal_train::backward::LayerActivations;
 use anneal_train::optimizer::adamw;
@@ -17,6 +17,7 @@ use anneal_train::sft::data::prepare;
 use anneal_train::sft::step::sft_step;
 use anneal_train::step_settings::StepSettings;
 use anneal_train::tensor_batch::Batch;
+use anneal_train::tokenized::TokenizedSample;
 use anneal_train::train_backend::{TrainBackendJob, run_training_on};
 use burn::tensor::backend::AutodiffBackend;
 
@@ -69,15 +70,60 @@ impl TrainBackendJob for LoraStep {
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let device = devices.into_iter().next().expect("one device");
+        let TinyLora {
+            vocab,
+            model,
+            samples,
+        } = TinyLora::<B>::load(&device, SAMPLES)?;
+        let mut optimizer = adamw::<B, _>(0.0);
+        let batch = || [Batch::new(&samples.iter().collect::<Vec<_>>(), &device)];
+        // As `trainer train` steps by default: each layer recomputed in the backward pass.
+        let step = step_settings();
+
+        let start = Instant::now();
+        let (model, before) = sft_step(model, &mut optimizer, &batch(), step);
+        let seconds = start.elapsed().as_secs_f64();
+        // The second step's loss is computed before its update: the loss after one step.
+        let (_, after) = sft_step(model, &mut optimizer, &batch(), step);
+        Ok(StepFigures {
+            vocab,
+            positions: before.positions,
+            trained_tokens: before.trained_tokens,
+            seconds,
+            loss_before: before.loss,
+            loss_after: after.loss,
+        })
+    }
+}
+
+/// As `trainer train` steps by default: each layer recomputed in the backward pass.
+pub(crate) fn step_settings() -> StepSettings {
+    StepSettings {
+        learning_rate: LEARNING_RATE,
+        max_grad_norm: 1.0,
+        activations: LayerActivations::Recomputed,
+    }
+}
+
+/// The bundled tiny model with a fresh LoRA r8 on every projection (no dropout), and
+/// the first chats of its house style, tokenized.
+pub(crate) struct TinyLora<B: AutodiffBackend> {
+    pub vocab: usize,
+    pub model: CausalLm<B>,
+    pub samples: Vec<TokenizedSample>,
+}
+
+impl<B: AutodiffBackend> TinyLora<B> {
+    pub fn load(device: &B::Device, chats: usize) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
         tiny_model::write_model(dir.path())
             .map_err(|e| format!("writing the tiny model to {}: {e}", dir.path().display()))?;
+        // The frozen base in the dtype `trainer train` keeps it in (bf16 on CUDA).
         let (config, model) =
-            // The frozen base in the dtype `trainer train` keeps it in (bf16 on CUDA).
-            load_model::<B>(dir.path(), &device, compute_dtype::<B>()).map_err(|e| e.to_string())?;
+            load_model::<B>(dir.path(), device, compute_dtype::<B>()).map_err(|e| e.to_string())?;
         let tokenizer = ModelTokenizer::from_model_dir(dir.path(), &config.architecture)
             .map_err(|e| e.to_string())?;
-        let chats = tiny_model::chats(SAMPLES);
+        let chats = tiny_model::chats(chats);
         let samples = prepare(chats.as_bytes(), &tokenizer, 1024)
             .map_err(|e| e.to_string())?
             .samples;
@@ -89,28 +135,10 @@ impl TrainBackendJob for LoraStep {
             use_rslora: false,
             seed: 0,
         };
-        let model = attach(model, &settings);
-        let mut optimizer = adamw::<B, _>(0.0);
-        let batch = || [Batch::new(&samples.iter().collect::<Vec<_>>(), &device)];
-        // As `trainer train` steps by default: each layer recomputed in the backward pass.
-        let step = StepSettings {
-            learning_rate: LEARNING_RATE,
-            max_grad_norm: 1.0,
-            activations: LayerActivations::Recomputed,
-        };
-
-        let start = Instant::now();
-        let (model, before) = sft_step(model, &mut optimizer, &batch(), step);
-        let seconds = start.elapsed().as_secs_f64();
-        // The second step's loss is computed before its update: the loss after one step.
-        let (_, after) = sft_step(model, &mut optimizer, &batch(), step);
-        Ok(StepFigures {
+        Ok(TinyLora {
             vocab: config.vocab_size,
-            positions: before.positions,
-            trained_tokens: before.trained_tokens,
-            seconds,
-            loss_before: before.loss,
-            loss_after: after.loss,
+            model: attach(model, &settings),
+            samples,
         })
     }
 }

@@ -2,13 +2,15 @@
 //! ([`backend_info`], the GPU's side from [`nvidia_smi`]), a matmul against a host
 //! reference ([`matmul_check`]) and one LoRA training step on the bundled tiny model
 //! ([`lora_step_check`], with the model built into the binary by [`tiny_model`] so the
-//! check runs in a pod with no repository). The first two, at a small size, are also
+//! check runs in a pod with no repository), and the same steps on two copies of the
+//! model as data parallelism runs them ([`replicas_check`]). The first two, at a small size, are also
 //! the start check of `train` and `serve` on CUDA ([`quick_checks`]).
 
 pub mod backend_info;
 pub mod lora_step_check;
 pub mod matmul_check;
 pub mod nvidia_smi;
+pub mod replicas_check;
 pub mod tiny_model;
 
 /// One line of the report: `ok` or `FAIL`, the check's name and its figures.

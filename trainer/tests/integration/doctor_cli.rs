@@ -65,7 +65,19 @@ fn every_check_passes_on_the_cpu_with_its_figures() {
         .collect();
     assert!(losses[0] < 2048f64.ln() && losses[1] < losses[0], "{step}");
 
-    assert!(report.contains("\nall 3 checks passed\n"), "{report}");
+    // Two copies of the model give one device's figures: on the CPU exactly, as
+    // each copy holds one micro-batch and the sum is the same sum.
+    let replicas = line(&report, "replicas");
+    assert!(
+        replicas
+            .starts_with("ok    replicas   2 copies of anneal-tiny, 2 steps of 2 x 4 chats in "),
+        "{replicas}"
+    );
+    assert!(
+        replicas.ends_with("(0.0e0 apart, at most 1e-5)"),
+        "{replicas}"
+    );
+    assert!(report.contains("\nall 4 checks passed\n"), "{report}");
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -73,7 +85,7 @@ fn every_check_passes_on_the_cpu_with_its_figures() {
 fn cuda_on_a_build_without_it_fails_every_check_and_says_why() {
     let (code, report) = doctor("cuda");
     assert_eq!(code, Some(1), "{report}");
-    for check in ["backend", "matmul", "lora step"] {
+    for check in ["backend", "matmul", "lora step", "replicas"] {
         let failed = line(&report, check);
         assert!(failed.starts_with("FAIL  "), "{failed}");
         assert!(
@@ -81,5 +93,5 @@ fn cuda_on_a_build_without_it_fails_every_check_and_says_why() {
             "{failed}"
         );
     }
-    assert!(report.contains("\n3 of 3 checks failed\n"), "{report}");
+    assert!(report.contains("\n4 of 4 checks failed\n"), "{report}");
 }
