@@ -337,6 +337,8 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
             "--enable-runtime-lora",
             "--max-loras",
             "8",
+            "--adapters-file",
+            "/etc/anneal/adapters/adapters.json",
             "--served-model-name",
             "anneal-tiny",
             "--host",

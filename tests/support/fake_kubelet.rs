@@ -42,7 +42,8 @@
 //! `Recreate` would), no `minReadySeconds` or progress deadline, startup and liveness
 //! probes are not run and readiness is probed every tick rather than every
 //! `periodSeconds`; a container that exits is neither restarted nor its pod replaced
-//! (the pod stays `Succeeded`/`Failed` with its exit code); a Deployment whose pods
+//! (the pod stays `Succeeded`/`Failed` with its exit code) unless a test restarts it
+//! (`restart_container`); a Deployment whose pods
 //! have init containers or a `command` (runtime `vllm`) gets no pods. Free ports are
 //! found by binding and releasing one, so another process could take it first.
 
@@ -104,6 +105,8 @@ struct ServingPod {
     gates: Vec<String>,
     containers_ready: bool,
     ready: bool,
+    /// Times its container was restarted ([`FakeKubelet::restart_container`]).
+    restarts: u32,
 }
 
 /// The kubelet; dropping it stops its loop and kills what still runs.
@@ -112,6 +115,8 @@ pub struct FakeKubelet {
     extra_env: Arc<Mutex<Vec<(String, String)>>>,
     exits: Arc<Mutex<HashMap<String, i32>>>,
     deployments: Arc<AtomicBool>,
+    /// Deployment pods whose container the next tick restarts.
+    restarts: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
     client: Client,
     namespace: String,
@@ -139,6 +144,7 @@ impl FakeKubelet {
         let running: Arc<Mutex<HashMap<String, RunningPod>>> = Arc::default();
         let exits: Arc<Mutex<HashMap<String, i32>>> = Arc::default();
         let deployments: Arc<AtomicBool> = Arc::default();
+        let restarts: Arc<Mutex<Vec<String>>> = Arc::default();
         let extra_env = Arc::new(Mutex::new(extra_env));
         // The readiness prober's client, like every HTTP client here, needs ring installed.
         anneal_crds::storage::install_crypto_provider();
@@ -151,6 +157,7 @@ impl FakeKubelet {
             running: running.clone(),
             exits: exits.clone(),
             deployments: deployments.clone(),
+            restarts: restarts.clone(),
             started: Mutex::default(),
             backoff: Mutex::default(),
             http: reqwest::Client::builder()
@@ -171,6 +178,7 @@ impl FakeKubelet {
             extra_env,
             exits,
             deployments,
+            restarts,
             task,
             client,
             namespace: namespace.to_owned(),
@@ -252,6 +260,15 @@ impl FakeKubelet {
         }
     }
 
+    /// Restarts a Deployment pod's container, as the kubelet does after a crash or a
+    /// failed liveness probe: its process is killed and started again in the same pod
+    /// (same IP, volumes laid out afresh, so ConfigMaps as they are now),
+    /// `restartCount` goes up and the pod is not Ready until its readiness probe
+    /// passes again; its readiness gates' conditions stay as they were.
+    pub fn restart_container(&self, pod_name: &str) {
+        self.restarts.lock().unwrap().push(pod_name.to_owned());
+    }
+
     /// Names of the pods whose processes run now.
     pub fn running_pods(&self) -> Vec<String> {
         let mut names: Vec<String> = self.running.lock().unwrap().keys().cloned().collect();
@@ -293,6 +310,7 @@ struct Worker {
     running: Arc<Mutex<HashMap<String, RunningPod>>>,
     exits: Arc<Mutex<HashMap<String, i32>>>,
     deployments: Arc<AtomicBool>,
+    restarts: Arc<Mutex<Vec<String>>>,
     /// Pods started per Job (and per Deployment), so a re-created Job's pods get new
     /// names (as the random suffixes of real pod names are new).
     started: Mutex<HashMap<String, usize>>,
@@ -306,6 +324,7 @@ impl Worker {
     async fn tick(&self) -> Result<(), kube::Error> {
         let jobs_api: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        self.restart_requested(&pods_api).await?;
         let jobs = jobs_api.list(&ListParams::default()).await?.items;
         let pods = pods_api.list(&ListParams::default()).await?.items;
 
@@ -416,6 +435,41 @@ impl Worker {
         Ok(())
     }
 
+    /// Restarts the containers [`FakeKubelet::restart_container`] asked for.
+    async fn restart_requested(&self, pods_api: &Api<Pod>) -> Result<(), kube::Error> {
+        let requested = std::mem::take(&mut *self.restarts.lock().unwrap());
+        for name in requested {
+            let Some(mut process) = self.running.lock().unwrap().remove(&name) else {
+                continue;
+            };
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+            let Some(mut serving) = process.serving.take() else {
+                continue;
+            };
+            let Some(pod) = pods_api.get_opt(&name).await? else {
+                continue;
+            };
+            serving.restarts += 1;
+            serving.containers_ready = false;
+            serving.ready = false;
+            let restarts = serving.restarts;
+            let spec = pod.spec.unwrap_or_default();
+            self.spawn_container(&name, &spec, Some(serving)).await?;
+            let patch = json!({"status": {"conditions": [
+                {"type": "Ready", "status": "False", "lastTransitionTime": now()},
+                {"type": "ContainersReady", "status": "False", "lastTransitionTime": now()}],
+                "containerStatuses": [{
+                    "name": process.container, "image": "trainer", "imageID": "",
+                    "ready": false, "started": true, "restartCount": restarts,
+                    "state": {"running": {"startedAt": now()}}}]}});
+            pods_api
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Probes the readiness of each running Deployment pod and writes its
     /// `ContainersReady` and `Ready` conditions when they change; `Ready` also waits
     /// for the pod's readiness gates.
@@ -456,7 +510,8 @@ impl Worker {
                  "lastTransitionTime": now()}],
                 "containerStatuses": [{
                     "name": container, "image": "trainer", "imageID": "",
-                    "ready": containers_ready, "started": true, "restartCount": 0,
+                    "ready": containers_ready, "started": true,
+                    "restartCount": serving.restarts,
                     "state": {"running": {"startedAt": now()}}}]}});
             match pods_api
                 .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
@@ -714,6 +769,7 @@ impl Worker {
             gates,
             containers_ready: false,
             ready: false,
+            restarts: 0,
         };
         self.spawn_container(&pod_name, &spec, Some(serving))
             .await?;
@@ -857,9 +913,13 @@ impl Worker {
             }
             if let Some(config_map) = &volume.config_map {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-                let found = api.get(&config_map.name).await?;
+                // An optional ConfigMap that is not there leaves the folder empty.
+                let found = match config_map.optional {
+                    Some(true) => api.get_opt(&config_map.name).await?.unwrap_or_default(),
+                    _ => api.get(&config_map.name).await?,
+                };
                 for (key, value) in found.data.unwrap_or_default() {
-                    fs::write(folder.join(key), value).unwrap();
+                    fs::write(folder.join(key), local_text(value.into_bytes())).unwrap();
                 }
             }
         }

@@ -71,6 +71,13 @@ pub struct ServeArgs {
     /// (the chat API stays open); a ModelDeployment's pods get theirs from a Secret.
     #[arg(long, env = "ANNEAL_RUNTIME_LORA_TOKEN", hide_env_values = true)]
     pub runtime_lora_token: Option<String>,
+    /// With --enable-runtime-lora: adapters to load at start, before /health answers
+    /// 200: a JSON list of `{"lora_name", "lora_path"}`, as the load endpoint takes
+    /// them. A missing file loads none; an adapter that fails to load is logged and
+    /// left out. A ModelDeployment's pods read theirs from a ConfigMap, so a restarted
+    /// server comes back with the adapters it had.
+    #[arg(long, env = "ANNEAL_ADAPTERS_FILE", requires = "enable_runtime_lora")]
+    pub adapters_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     #[command(flatten)]
@@ -91,6 +98,7 @@ impl From<ServeArgs> for ServeOptions {
             runtime_lora: args.enable_runtime_lora,
             max_loras: args.max_loras,
             runtime_lora_token: args.runtime_lora_token.filter(|token| !token.is_empty()),
+            adapters_file: args.adapters_file,
             max_connections: args.max_connections,
             header_timeout: Duration::from_secs(args.header_timeout_seconds),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),

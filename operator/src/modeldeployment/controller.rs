@@ -16,7 +16,7 @@ use anneal_crds::modeldeployment::{DeploymentPhase, ModelDeploymentStatus};
 use anneal_crds::{FineTuneJob, ModelDeployment, jiff};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -33,9 +33,9 @@ use crate::modeldeployment::model_resolution::{
 };
 use crate::modeldeployment::replica_adapters::sync_replicas;
 use crate::modeldeployment::serving_deployment::{
-    DEPLOYMENT_LABEL, RUNTIME_LORA_TOKEN_ENV, check_servable, endpoint, loads_adapters_at_runtime,
-    plan_deployment, plan_runtime_lora_secret, plan_service, runtime_adapters,
-    runtime_lora_secret_name,
+    DEPLOYMENT_LABEL, RUNTIME_LORA_TOKEN_ENV, adapters_config_map_name, check_servable, endpoint,
+    loads_adapters_at_runtime, plan_adapters_config_map, plan_deployment, plan_runtime_lora_secret,
+    plan_service, runtime_adapters, runtime_lora_secret_name,
 };
 use crate::modeldeployment::serving_observation::{ModelState, plan_status};
 use crate::shared::conditions::{ADAPTERS_LOADED, Desired, set_condition};
@@ -228,6 +228,13 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
         }
     }
 
+    // The list of adapters the pods' server loads when it starts, before the pods.
+    if let (Resolution::Resolved(model), Some(_)) = (&resolution, &token)
+        && let Some(blocked) = write_adapters_list(deployment, model, context).await?
+    {
+        resolution = blocked;
+    }
+
     // Build (pure) and apply.
     let mut server = existing.filter(|d| owned_by(&d.metadata, deployment));
     if let Resolution::Resolved(model) = &resolution {
@@ -414,6 +421,29 @@ async fn runtime_lora_token(
     apply_child(&secrets, &secret_name, &secret).await?;
     info!(secret = %secret_name, "created the adapter-change token of the serving pods");
     Ok(Ok(token))
+}
+
+/// Writes the ConfigMap listing the adapters `model`'s pods serve, which their server
+/// loads at start; `Some` when a ConfigMap of that name is not the deployment's (it is
+/// never touched).
+async fn write_adapters_list(
+    deployment: &ModelDeployment,
+    model: &ServedModel,
+    context: &Context,
+) -> Result<Option<Resolution>> {
+    let namespace = deployment.namespace().unwrap_or_default();
+    let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace);
+    let name = adapters_config_map_name(&deployment.name_any());
+    if let Some(existing) = config_maps.get_opt(&name).await? {
+        let why = " (the list of adapters its pods load at start goes there)";
+        if let Some(in_the_way) = not_ours("ConfigMap", &name, &existing.metadata, deployment, why)
+        {
+            return Ok(Some(in_the_way));
+        }
+    }
+    let planned = plan_adapters_config_map(deployment, &runtime_adapters(deployment, model)?)?;
+    apply_child(&config_maps, &name, &planned).await?;
+    Ok(None)
 }
 
 /// The first hub source of `model` (its base, then its adapters) the hub refuses or

@@ -2,14 +2,16 @@
 //! Deployment` that runs `trainer serve` (runtime `builtin`, with the kernel cache on
 //! GPUs) or vLLM's OpenAI server (runtime `vllm`, models fetched by init containers in
 //! the fetch image), the `Service` in front of it, and for `builtin` the Secret with
-//! the token its adapter changes need. Pure functions of the deployment, its resolved
+//! the token its adapter changes need and the ConfigMap listing its adapters. Pure functions of the deployment, its resolved
 //! model and the operator's configuration, so the controller only applies what they
 //! return.
 //!
 //! A `builtin` pod starts with the base model alone and `--enable-runtime-lora`: the
 //! controller loads the adapters into every pod while it runs (`replica_adapters`),
 //! so changing them never restarts a pod, and a readiness gate keeps a new pod out of
-//! the Service until they are loaded. Only the kinds of storage the adapters come
+//! the Service until they are loaded. The pods' server also loads the adapters the
+//! mounted ConfigMap lists before it says it is healthy, so a server restarted in its
+//! pod (whose gate is already open) comes back with them. Only the kinds of storage the adapters come
 //! from are in the pod template (a claim mounted, the model cache, the credentials).
 
 use std::collections::BTreeMap;
@@ -20,9 +22,10 @@ use anneal_crds::modeldeployment::{ModelDeploymentSpec, ServingRuntime};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodReadinessGate, PodSpec, PodTemplateSpec, Probe, Secret,
-    SecretEnvSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodReadinessGate,
+    PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -64,6 +67,19 @@ pub const RUNTIME_LORA_TOKEN_ENV: &str = "ANNEAL_RUNTIME_LORA_TOKEN";
 /// Adapters a `builtin` pod holds at once, at least (more when the spec names more),
 /// so that adapters can be added without a new pod.
 const MIN_MAX_LORAS: usize = 8;
+
+/// Where a `builtin` pod finds the list of its adapters, mounted from the ConfigMap
+/// [`adapters_config_map_name`]: its server loads them at start, so a server restarted
+/// in its pod is ready again only with them.
+const ADAPTERS_DIR: &str = "/etc/anneal/adapters";
+/// The ConfigMap's key, and the file's name.
+pub const ADAPTERS_FILE_KEY: &str = "adapters.json";
+const ADAPTERS_VOLUME: &str = "adapters";
+
+/// The ConfigMap listing a deployment's adapters (runtime `builtin`).
+pub fn adapters_config_map_name(deployment: &str) -> String {
+    format!("{deployment}-adapters")
+}
 
 /// The Secret holding a deployment's adapter-change token (runtime `builtin`).
 pub fn runtime_lora_secret_name(deployment: &str) -> String {
@@ -356,6 +372,8 @@ fn builtin_plan(
             "--enable-runtime-lora".to_owned(),
             "--max-loras".to_owned(),
             MIN_MAX_LORAS.max(model.adapters.len()).to_string(),
+            "--adapters-file".to_owned(),
+            format!("{ADAPTERS_DIR}/{ADAPTERS_FILE_KEY}"),
         ]);
     }
     args.extend([
@@ -406,6 +424,28 @@ pub fn plan_runtime_lora_secret(
         )])),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
+    })
+}
+
+/// The ConfigMap listing the adapters a `builtin` deployment's pods serve, as their
+/// server's `--adapters-file` reads it: `[{"lora_name", "lora_path"}]`, what the
+/// operator loads into running pods. The kubelet refreshes the mounted copy, so a
+/// server restarted later starts with the adapters of that moment.
+pub fn plan_adapters_config_map(
+    deployment: &ModelDeployment,
+    adapters: &[RuntimeAdapter],
+) -> Result<ConfigMap, ServingPlanError> {
+    let (name, namespace) = name_and_namespace(deployment)?;
+    let listed: Vec<serde_json::Value> = (adapters.iter())
+        .map(|a| serde_json::json!({"lora_name": a.name, "lora_path": a.path}))
+        .collect();
+    Ok(ConfigMap {
+        metadata: child_metadata(deployment, &adapters_config_map_name(name), namespace),
+        data: Some(BTreeMap::from([(
+            ADAPTERS_FILE_KEY.to_owned(),
+            serde_json::Value::Array(listed).to_string(),
+        )])),
+        ..ConfigMap::default()
     })
 }
 
@@ -514,8 +554,23 @@ pub fn plan_deployment(
         &deployment.spec.resources,
         config,
     );
+    let mut volumes = volumes;
     let runtime_lora = loads_adapters_at_runtime(deployment, model);
     if runtime_lora {
+        // Optional: a pod started before the operator first wrote the list serves the
+        // base until the operator loads the adapters.
+        volumes.push(Volume {
+            name: ADAPTERS_VOLUME.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: adapters_config_map_name(name),
+                optional: Some(true),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        let mounts = container.volume_mounts.get_or_insert_default();
+        mounts.push(mount(ADAPTERS_VOLUME, ADAPTERS_DIR, true));
+        *mounts = sorted_mounts(std::mem::take(mounts));
         container
             .env_from
             .get_or_insert_default()

@@ -1,9 +1,11 @@
 //! A ModelDeployment's adapters change while its pod runs: the operator loads an added
 //! adapter into the running `trainer serve` and unloads a removed one, the pod (the
 //! same uid, never restarted) keeps serving throughout, a reply streaming on the
-//! removed adapter runs to its end, and `status.replicas` says what the pod serves.
+//! removed adapter runs to its end, and `status.replicas` says what the pod serves;
+//! and a server restarted in its pod is Ready again only with the adapters it served.
 
 use super::*;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 
@@ -156,5 +158,37 @@ spec:
         None,
         "its server never stopped"
     );
+
+    // A server restarted in its pod (a crash, a failed liveness probe) comes back with
+    // its adapters before it is Ready again, from the list the operator keeps in a
+    // ConfigMap: shown with the operator stopped, so nothing loads them afterwards.
+    let config_maps: Api<ConfigMap> = Api::namespaced(world.client(), NAMESPACE);
+    let listed = config_maps.get("tutor-adapters").await.unwrap();
+    let listed: Value = serde_json::from_str(&listed.data.unwrap()["adapters.json"]).unwrap();
+    assert_eq!(listed, json!([{"lora_name": "late", "lora_path": late}]));
     operator.stop().await;
+    world.kubelet.restart_container(&pod);
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = pods.get(&pod).await.unwrap().status.unwrap_or_default();
+        let restarted = (status.container_statuses.iter().flatten()).any(|c| c.restart_count == 1);
+        let ready =
+            (status.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True");
+        if restarted && ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted pod never became Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served_ids(&url).await, ["anneal-tiny", "late"]);
+    assert_eq!(ask(&url, "late").await, 200);
+    assert_eq!(
+        the_pod(&world).await.0,
+        pod,
+        "the same pod, its container restarted"
+    );
 }

@@ -164,6 +164,13 @@ async fn health(State(state): State<Arc<ServerState>>) -> Response {
     if state.shutting_down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    if (state.runtime_lora.as_ref()).is_some_and(|r| r.starting.load(Ordering::SeqCst)) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "loading the adapters of --adapters-file\n",
+        )
+            .into_response();
+    }
     (StatusCode::OK, "ok\n").into_response()
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::ServeError;
 use crate::connections::{ConnectionLimits, Stopped, serve_connections};
 use crate::http::{ServerState, router};
+use crate::runtime_lora::load_startup_adapters;
 
 /// Runs the HTTP server until a shutdown signal and the last reply in flight; the
 /// state (and with it the engine's queue) is dropped when this returns.
@@ -26,6 +27,7 @@ pub(crate) fn serve_http(
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Listener)?;
         let app = router(state.clone());
+        tokio::spawn(load_startup_adapters(state.clone()));
         let stopping = state.clone();
         let shutdown = async move {
             shutdown_signal().await;

@@ -171,7 +171,8 @@ fn start_http(
     // An image server with the flag answers the endpoints with what it serves instead.
     let runtime_lora = (options.runtime_lora)
         .then(|| RuntimeLora::new(prepared.work_dir.clone(), options.max_loras, models.len()))
-        .map(|runtime| runtime.with_token(options.runtime_lora_token.clone()));
+        .map(|runtime| runtime.with_token(options.runtime_lora_token.clone()))
+        .map(|runtime| runtime.with_startup_file(options.adapters_file.clone()));
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let state = Arc::new(ServerState {
         models: RwLock::new(models),

@@ -42,5 +42,8 @@ pub struct ServeOptions {
     /// When set, load and unload need `Authorization: Bearer` with this token (the
     /// endpoints sit behind the same Service as the chat API).
     pub runtime_lora_token: Option<String>,
+    /// With runtime loads on: a JSON list of `{"lora_name", "lora_path"}` loaded at
+    /// start, before `/health` answers 200.
+    pub adapters_file: Option<PathBuf>,
     pub device: DeviceChoice,
 }

@@ -11,12 +11,16 @@
 //! An unload takes the name off the list first (new requests for it get 404), then
 //! answers once the requests already running on it have finished and its weights are
 //! dropped. One change at a time.
+//!
+//! With `--adapters-file`, the adapters it lists are loaded the same way as soon as
+//! the server runs, and `/health` answers 503 until they are: a server restarted in
+//! its pod is ready again only with the adapters it served.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anneal_crds::bearer::{bearer_token_of, tokens_match};
 use anneal_sources::{FolderSource, make_local};
@@ -48,6 +52,10 @@ pub struct RuntimeLora {
     /// Folders downloaded for adapters loaded at runtime, by engine index: removed
     /// with the adapter.
     downloaded: Mutex<HashMap<usize, PathBuf>>,
+    /// `--adapters-file`: loaded at start.
+    startup: Option<PathBuf>,
+    /// Until the start's adapters are loaded, `/health` answers 503.
+    pub starting: AtomicBool,
 }
 
 impl RuntimeLora {
@@ -60,6 +68,17 @@ impl RuntimeLora {
             next_index: AtomicUsize::new(served),
             changing: tokio::sync::Mutex::new(()),
             downloaded: Mutex::new(HashMap::new()),
+            startup: None,
+            starting: AtomicBool::new(false),
+        }
+    }
+
+    /// Loads the adapters `file` lists at start, `/health` answering 503 until then.
+    pub fn with_startup_file(self, file: Option<PathBuf>) -> Self {
+        Self {
+            starting: AtomicBool::new(file.is_some()),
+            startup: file,
+            ..self
         }
     }
 
@@ -91,7 +110,7 @@ impl RuntimeLora {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoadRequest {
+pub(crate) struct LoadRequest {
     lora_name: Option<String>,
     lora_path: Option<String>,
 }
@@ -182,6 +201,15 @@ async fn load(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<String, ApiError> {
     let (runtime, request): (_, LoadRequest) = change_request(state, headers, body)?;
+    load_adapter(state, runtime, request).await
+}
+
+/// Loads one adapter as `request` names it; its name once served.
+async fn load_adapter(
+    state: &Arc<ServerState>,
+    runtime: &RuntimeLora,
+    request: LoadRequest,
+) -> Result<String, ApiError> {
     let lora_name = required(
         request.lora_name,
         "lora_name",
@@ -316,4 +344,56 @@ fn send(state: &ServerState, message: EngineMessage) -> Result<(), ApiError> {
     chat.submit
         .send(message)
         .map_err(|_| ApiError::shutting_down())
+}
+
+/// Loads the adapters of `--adapters-file` (a JSON list of load requests), then lets
+/// `/health` answer 200. A missing or unreadable file, or an adapter that fails,
+/// is said on stderr and left out: the base still serves, and whoever manages the
+/// server (the operator) loads what is missing through the endpoint.
+pub async fn load_startup_adapters(state: Arc<ServerState>) {
+    let Some(runtime) = &state.runtime_lora else {
+        return;
+    };
+    if let Some(file) = &runtime.startup
+        && !matches!(state.generator, Generator::Chat(_))
+    {
+        eprintln!(
+            "trainer serve: {} ignored: an image server takes its adapters with --adapter",
+            file.display()
+        );
+    } else if let Some(file) = &runtime.startup {
+        let listed = match std::fs::read(file) {
+            Ok(bytes) => serde_json::from_slice::<Vec<LoadRequest>>(&bytes).map_err(|e| {
+                format!(
+                    "{}: not a JSON list of {{lora_name, lora_path}}: {e}",
+                    file.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(format!("{}: {e}", file.display())),
+        };
+        match listed {
+            Ok(requests) => {
+                let count = requests.len();
+                let mut loaded = 0;
+                for request in requests {
+                    let name = request.lora_name.clone().unwrap_or_default();
+                    match load_adapter(&state, runtime, request).await {
+                        Ok(_) => loaded += 1,
+                        Err(error) => eprintln!(
+                            "trainer serve: adapter {name:?} of {} not loaded: {}",
+                            file.display(),
+                            error.message
+                        ),
+                    }
+                }
+                eprintln!(
+                    "trainer serve: loaded {loaded} of the {count} adapters of {}",
+                    file.display()
+                );
+            }
+            Err(why) => eprintln!("trainer serve: no adapters loaded at start: {why}"),
+        }
+    }
+    runtime.starting.store(false, Ordering::SeqCst);
 }

@@ -307,3 +307,70 @@ fn an_image_server_says_its_adapters_are_given_at_start() {
     );
     assert!(body.contains("--adapter"), "{body}");
 }
+
+/// `--adapters-file`: what a restarted pod's server comes back with. Its adapters are
+/// served by the time `/health` first answers 200 (polled from the start), one that
+/// cannot load is named in the log and left out, and they unload like any other.
+#[test]
+fn the_adapters_file_is_loaded_before_the_server_says_it_is_healthy() {
+    let _generator = crate::support::generator_turn();
+    let adapter = tempfile::tempdir().unwrap();
+    random_adapter(adapter.path());
+    let path = adapter.path().to_str().unwrap();
+    let listing = tempfile::tempdir().unwrap();
+    let file = listing.path().join("adapters.json");
+    let entries = json!([
+        {"lora_name": "house", "lora_path": path},
+        {"lora_name": "missing", "lora_path": "/nowhere/adapter"},
+    ]);
+    std::fs::write(&file, entries.to_string()).unwrap();
+    let file_arg = file.to_str().unwrap();
+    let server = Server::start(&["--enable-runtime-lora", "--adapters-file", file_arg]);
+    let started = Instant::now();
+    loop {
+        let (status, body) = server.call("GET", "/health", "");
+        if status == 200 {
+            break;
+        }
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "loading the adapters of --adapters-file\n")
+        );
+        assert!(started.elapsed().as_secs() < 60, "never healthy");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(model_ids(&server), ["anneal-tiny", "house"]);
+    let (_, adapted) = library_answers(adapter.path());
+    assert_eq!(answer(&server, "house"), adapted);
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains("adapter \"missing\" of ") && log.contains("loaded 1 of the 2 adapters of"),
+        "{log}"
+    );
+    let unload = r#"{"lora_name": "house"}"#;
+    assert_eq!(
+        server.call("POST", "/v1/unload_lora_adapter", unload).0,
+        200
+    );
+    assert_eq!(model_ids(&server), ["anneal-tiny"]);
+
+    // A file that is not there yet loads nothing and the server still comes up.
+    let empty = Server::start(&[
+        "--enable-runtime-lora",
+        "--adapters-file",
+        listing.path().join("absent.json").to_str().unwrap(),
+    ]);
+    empty.wait_for("healthy", |s| s.call("GET", "/health", "").0 == 200);
+    assert_eq!(model_ids(&empty), ["anneal-tiny"]);
+}
+
+#[test]
+fn an_adapters_file_needs_runtime_loads() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["serve", "--model", "m", "--adapters-file", "a.json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--enable-runtime-lora"), "{stderr}");
+}

@@ -185,6 +185,8 @@ fn builtin_runs_trainer_serve_with_the_adapter_loaded_at_runtime_on_gpus() {
             "--enable-runtime-lora",
             "--max-loras",
             "8",
+            "--adapters-file",
+            "/etc/anneal/adapters/adapters.json",
             "--served-model-name",
             "Qwen/Qwen2.5-0.5B-Instruct",
             "--host",
@@ -268,10 +270,21 @@ fn builtin_runs_trainer_serve_with_the_adapter_loaded_at_runtime_on_gpus() {
     assert_eq!(
         mounts(server),
         [
+            ("/etc/anneal/adapters", true),
             ("/tmp", false),
             ("/var/cache/anneal/kernels", false),
             ("/work", false)
         ]
+    );
+    // The list of adapters the server loads at start, from the deployment's ConfigMap:
+    // optional, so a pod is not held back before the operator first writes it.
+    let listed = (pod.volumes.iter().flatten())
+        .find(|v| v.name == "adapters")
+        .and_then(|v| v.config_map.as_ref())
+        .unwrap();
+    assert_eq!(
+        (listed.name.as_str(), listed.optional),
+        ("support-bot-adapters", Some(true))
     );
     assert_eq!(
         env_value(server, "ANNEAL_KERNEL_CACHE"),
@@ -453,8 +466,13 @@ fn a_pvc_model_is_mounted_and_zero_gpus_runs_on_the_cpu() {
     );
     assert_eq!(
         mounts(server),
-        [("/mnt/pvc/models", true), ("/tmp", false), ("/work", false)],
-        "one mount per claim"
+        [
+            ("/etc/anneal/adapters", true),
+            ("/mnt/pvc/models", true),
+            ("/tmp", false),
+            ("/work", false)
+        ],
+        "one mount per claim, and the list of adapters"
     );
     assert!(server.resources.as_ref().unwrap().limits.is_none());
     assert!(pod(&planned).tolerations.is_none());
@@ -781,4 +799,27 @@ fn a_flux_image_model_is_refused_on_vllm_and_planned_on_builtin() {
     // A language model whose organisation merely contains the letters is not refused.
     assert!(!is_flux_name("fluxai-labs/Qwen2.5-7B"));
     assert!(is_flux_name("me/my-flux-lora-base"));
+}
+
+#[test]
+fn the_adapters_list_is_what_the_operator_loads_into_running_pods() {
+    let deployment = deployment_from(BUILTIN);
+    let model = checkpoint_model("s3://models/qwen2.5-0.5b");
+    let wanted = runtime_adapters(&deployment, &model).unwrap();
+    let planned = plan_adapters_config_map(&deployment, &wanted).unwrap();
+    assert_eq!(
+        planned.metadata.name.as_deref(),
+        Some("support-bot-adapters")
+    );
+    assert_eq!(
+        planned.metadata.owner_references.as_ref().unwrap()[0].uid,
+        "7c1d-uid"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&planned.data.as_ref().unwrap()["adapters.json"]).unwrap();
+    let expected: Vec<serde_json::Value> = (wanted.iter())
+        .map(|a| serde_json::json!({"lora_name": a.name, "lora_path": a.path}))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(listed, serde_json::Value::Array(expected));
 }
