@@ -884,44 +884,10 @@ impl Worker {
             }
             value.to_owned()
         };
-        // Mounted files that name mount paths (the pod's manifest names its ConfigMap
-        // dataset's path) are rewritten too.
-        let local_text = |bytes: Vec<u8>| match String::from_utf8(bytes) {
-            Ok(mut text) => {
-                // Through placeholders, so a folder under /tmp is not rewritten again
-                // for the pod's own /tmp mount.
-                for (index, (path, _)) in mounts.iter().enumerate() {
-                    text = text.replace(path.as_str(), &format!("\u{0}{index}\u{0}"));
-                }
-                for (index, (_, folder)) in mounts.iter().enumerate() {
-                    text =
-                        text.replace(&format!("\u{0}{index}\u{0}"), &folder.display().to_string());
-                }
-                text.into_bytes()
-            }
-            Err(binary) => binary.into_bytes(),
-        };
         for volume in spec.volumes.iter().flatten() {
             let folder = volume_folder(volume);
             fs::create_dir_all(&folder).unwrap();
-            if let Some(secret) = &volume.secret {
-                let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-                let found = api.get(secret.secret_name.as_deref().unwrap()).await?;
-                for (key, value) in found.data.unwrap_or_default() {
-                    fs::write(folder.join(key), local_text(value.0)).unwrap();
-                }
-            }
-            if let Some(config_map) = &volume.config_map {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-                // An optional ConfigMap that is not there leaves the folder empty.
-                let found = match config_map.optional {
-                    Some(true) => api.get_opt(&config_map.name).await?.unwrap_or_default(),
-                    _ => api.get(&config_map.name).await?,
-                };
-                for (key, value) in found.data.unwrap_or_default() {
-                    fs::write(folder.join(key), local_text(value.into_bytes())).unwrap();
-                }
-            }
+            self.write_volume_files(volume, &folder, &mounts).await?;
         }
 
         let mut command = Command::new(&self.trainer);
@@ -969,6 +935,55 @@ impl Worker {
             },
         );
         Ok(())
+    }
+}
+
+impl Worker {
+    /// Writes a Secret or ConfigMap volume's keys as files into `folder`.
+    async fn write_volume_files(
+        &self,
+        volume: &k8s_openapi::api::core::v1::Volume,
+        folder: &Path,
+        mounts: &[(String, PathBuf)],
+    ) -> Result<(), kube::Error> {
+        if let Some(secret) = &volume.secret {
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+            let found = api.get(secret.secret_name.as_deref().unwrap()).await?;
+            for (key, value) in found.data.unwrap_or_default() {
+                fs::write(folder.join(key), local_text(value.0, mounts)).unwrap();
+            }
+        }
+        if let Some(config_map) = &volume.config_map {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+            // An optional ConfigMap that is not there leaves the folder empty.
+            let found = match config_map.optional {
+                Some(true) => api.get_opt(&config_map.name).await?.unwrap_or_default(),
+                _ => api.get(&config_map.name).await?,
+            };
+            for (key, value) in found.data.unwrap_or_default() {
+                fs::write(folder.join(key), local_text(value.into_bytes(), mounts)).unwrap();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A mounted file's `bytes` with every mount path it names rewritten to its folder
+/// (the pod's manifest names its ConfigMap dataset's path); binary files as they are.
+fn local_text(bytes: Vec<u8>, mounts: &[(String, PathBuf)]) -> Vec<u8> {
+    match String::from_utf8(bytes) {
+        Ok(mut text) => {
+            // Through placeholders, so a folder under /tmp is not rewritten again for
+            // the pod's own /tmp mount.
+            for (index, (path, _)) in mounts.iter().enumerate() {
+                text = text.replace(path.as_str(), &format!("\u{0}{index}\u{0}"));
+            }
+            for (index, (_, folder)) in mounts.iter().enumerate() {
+                text = text.replace(&format!("\u{0}{index}\u{0}"), &folder.display().to_string());
+            }
+            text.into_bytes()
+        }
+        Err(binary) => binary.into_bytes(),
     }
 }
 

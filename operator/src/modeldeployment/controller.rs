@@ -217,23 +217,7 @@ async fn apply(deployment: &ModelDeployment, context: &Context) -> Result<Action
         }
     }
 
-    // Pods whose adapters are loaded at runtime need the token before they start.
-    let mut token = None;
-    if let Resolution::Resolved(model) = &resolution
-        && loads_adapters_at_runtime(deployment, model)
-    {
-        match runtime_lora_token(deployment, context).await? {
-            Ok(issued) => token = Some(issued),
-            Err(blocked) => resolution = blocked,
-        }
-    }
-
-    // The list of adapters the pods' server loads when it starts, before the pods.
-    if let (Resolution::Resolved(model), Some(_)) = (&resolution, &token)
-        && let Some(blocked) = write_adapters_list(deployment, model, context).await?
-    {
-        resolution = blocked;
-    }
+    let token = prepare_runtime_adapters(deployment, context, &mut resolution).await?;
 
     // Build (pure) and apply.
     let mut server = existing.filter(|d| owned_by(&d.metadata, deployment));
@@ -385,6 +369,35 @@ fn adapters_loaded(replicas: &[ReplicaStatus], adapters: usize) -> Desired<'stat
         reason,
         message,
     }
+}
+
+/// What pods whose adapters are loaded at runtime need before they start: the token
+/// the operator presents to them (returned), and the list of adapters their server
+/// loads when it starts. `None` for other pods, or when a child of the same name is
+/// in the way (`resolution` then says so).
+async fn prepare_runtime_adapters(
+    deployment: &ModelDeployment,
+    context: &Context,
+    resolution: &mut Resolution,
+) -> Result<Option<String>> {
+    let Resolution::Resolved(model) = &*resolution else {
+        return Ok(None);
+    };
+    if !loads_adapters_at_runtime(deployment, model) {
+        return Ok(None);
+    }
+    let token = match runtime_lora_token(deployment, context).await? {
+        Ok(issued) => issued,
+        Err(blocked) => {
+            *resolution = blocked;
+            return Ok(None);
+        }
+    };
+    if let Some(blocked) = write_adapters_list(deployment, model, context).await? {
+        *resolution = blocked;
+        return Ok(None);
+    }
+    Ok(Some(token))
 }
 
 /// The token the operator presents to the deployment's pods to change their

@@ -43,6 +43,70 @@ async fn ask(url: &str, model: &str) -> reqwest::StatusCode {
     .status()
 }
 
+/// Drops `early` from the spec while a 900-token reply streams on it: the reply runs
+/// to its end before the pod stops serving `early`. The status once it has.
+async fn remove_while_streaming(
+    world: &World,
+    deployments: &Api<ModelDeployment>,
+    url: &str,
+    late: &str,
+) -> ModelDeploymentStatus {
+    let messages = json!([{"role": "user", "content": QUESTION}]);
+    let reader = stream_in_background(url, "early", &messages, 900).await;
+    let removed_at = Instant::now();
+    set_adapters(deployments, json!([{"name": "late", "uri": late}])).await;
+    let one = wait_for_deployment(world, "tutor", "serving the late adapter alone", |s| {
+        s.observed_generation == Some(3)
+            && s.replicas.len() == 1
+            && s.replicas[0].adapters == ["late"]
+    })
+    .await;
+    let unloaded_at = Instant::now();
+    let (streamed, finished) = reader.await.unwrap();
+    assert!(
+        removed_at < finished,
+        "the reply was no longer in flight when the adapter was removed; make it longer"
+    );
+    assert!(
+        finished <= unloaded_at,
+        "the adapter went before its reply ended"
+    );
+    assert!(streamed.trim_end().ends_with("data: [DONE]"), "{streamed}");
+    assert!(
+        streamed.contains(r#""completion_tokens":900"#),
+        "the reply did not run to its end:\n{streamed}"
+    );
+    one
+}
+
+/// The adapters the deployment's ConfigMap lists for its pods to load at start.
+async fn adapters_list(world: &World) -> Value {
+    let config_maps: Api<ConfigMap> = Api::namespaced(world.client(), NAMESPACE);
+    let listed = config_maps.get("tutor-adapters").await.unwrap();
+    serde_json::from_str(&listed.data.unwrap()["adapters.json"]).unwrap()
+}
+
+/// Restarts `pod`'s container and waits until it has restarted once and is Ready.
+async fn restart_until_ready(world: &World, pod: &str) {
+    world.kubelet.restart_container(pod);
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = pods.get(pod).await.unwrap().status.unwrap_or_default();
+        let restarted = (status.container_statuses.iter().flatten()).any(|c| c.restart_count == 1);
+        let ready =
+            (status.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True");
+        if restarted && ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted pod never became Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn adapters_are_added_and_removed_on_a_running_pod_after_its_reply_in_flight() {
     let world = World::start(&quickstart_lines(16)).await;
@@ -119,31 +183,7 @@ spec:
 
     // Removed while a long reply streams on it: the reply runs to its end, then the
     // adapter is gone.
-    let messages = json!([{"role": "user", "content": QUESTION}]);
-    let reader = stream_in_background(&url, "early", &messages, 900).await;
-    let removed_at = Instant::now();
-    set_adapters(&deployments, json!([{"name": "late", "uri": late}])).await;
-    let one = wait_for_deployment(&world, "tutor", "serving the late adapter alone", |s| {
-        s.observed_generation == Some(3)
-            && s.replicas.len() == 1
-            && s.replicas[0].adapters == ["late"]
-    })
-    .await;
-    let unloaded_at = Instant::now();
-    let (streamed, finished) = reader.await.unwrap();
-    assert!(
-        removed_at < finished,
-        "the reply was no longer in flight when the adapter was removed; make it longer"
-    );
-    assert!(
-        finished <= unloaded_at,
-        "the adapter went before its reply ended"
-    );
-    assert!(streamed.trim_end().ends_with("data: [DONE]"), "{streamed}");
-    assert!(
-        streamed.contains(r#""completion_tokens":900"#),
-        "the reply did not run to its end:\n{streamed}"
-    );
+    let one = remove_while_streaming(&world, &deployments, &url, late).await;
     assert_eq!(condition(&one, "AdaptersLoaded"), ("True", "Loaded"));
     assert_eq!(served_ids(&url).await, ["anneal-tiny", "late"]);
     assert_eq!(ask(&url, "early").await, 404);
@@ -162,28 +202,12 @@ spec:
     // A server restarted in its pod (a crash, a failed liveness probe) comes back with
     // its adapters before it is Ready again, from the list the operator keeps in a
     // ConfigMap: shown with the operator stopped, so nothing loads them afterwards.
-    let config_maps: Api<ConfigMap> = Api::namespaced(world.client(), NAMESPACE);
-    let listed = config_maps.get("tutor-adapters").await.unwrap();
-    let listed: Value = serde_json::from_str(&listed.data.unwrap()["adapters.json"]).unwrap();
-    assert_eq!(listed, json!([{"lora_name": "late", "lora_path": late}]));
+    assert_eq!(
+        adapters_list(&world).await,
+        json!([{"lora_name": "late", "lora_path": late}])
+    );
     operator.stop().await;
-    world.kubelet.restart_container(&pod);
-    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = pods.get(&pod).await.unwrap().status.unwrap_or_default();
-        let restarted = (status.container_statuses.iter().flatten()).any(|c| c.restart_count == 1);
-        let ready =
-            (status.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True");
-        if restarted && ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted pod never became Ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    restart_until_ready(&world, &pod).await;
     assert_eq!(served_ids(&url).await, ["anneal-tiny", "late"]);
     assert_eq!(ask(&url, "late").await, 200);
     assert_eq!(

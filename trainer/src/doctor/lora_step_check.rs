@@ -31,12 +31,7 @@ const LEARNING_RATE: f64 = 1e-2;
 const RANK: usize = 8;
 
 pub fn check(cuda: bool) -> CheckResult {
-    let choice = if cuda {
-        DeviceChoice::Cuda
-    } else {
-        DeviceChoice::Cpu
-    };
-    let step = match run_training_on(choice, 1, LoraStep) {
+    let step = match run_training_on(backend_of(cuda), 1, LoraStep) {
         Ok(Ok(step)) => step,
         Ok(Err(message)) => return CheckResult::fail(NAME, message),
         Err(error) => return CheckResult::fail(NAME, error.to_string()),
@@ -93,6 +88,14 @@ impl TrainBackendJob for LoraStep {
             loss_before: before.loss,
             loss_after: after.loss,
         })
+    }
+}
+
+/// The backend a check runs on: CUDA or the CPU.
+pub(crate) fn backend_of(cuda: bool) -> DeviceChoice {
+    match cuda {
+        true => DeviceChoice::Cuda,
+        false => DeviceChoice::Cpu,
     }
 }
 

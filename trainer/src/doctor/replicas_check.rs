@@ -10,7 +10,6 @@
 
 use std::time::Instant;
 
-use anneal_model::backend::DeviceChoice;
 use anneal_train::data_parallel::Replicas;
 use anneal_train::optimizer::adamw;
 use anneal_train::sft::step::sft_step_on;
@@ -19,7 +18,7 @@ use anneal_train::train_backend::{TrainBackendJob, run_training_on};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::CheckResult;
-use super::lora_step_check::{TinyLora, step_settings};
+use super::lora_step_check::{TinyLora, backend_of, step_settings};
 
 const NAME: &str = "replicas";
 const SAMPLES: usize = 4;
@@ -29,12 +28,7 @@ const CPU_TOLERANCE: f64 = 1e-5;
 const CUDA_TOLERANCE: f64 = 1e-3;
 
 pub fn check(cuda: bool) -> CheckResult {
-    let choice = if cuda {
-        DeviceChoice::Cuda
-    } else {
-        DeviceChoice::Cpu
-    };
-    let figures = match run_training_on(choice, 1, TwoWays) {
+    let figures = match run_training_on(backend_of(cuda), 1, TwoWays) {
         Ok(Ok(figures)) => figures,
         Ok(Err(message)) => return CheckResult::fail(NAME, message),
         Err(error) => return CheckResult::fail(NAME, error.to_string()),

@@ -15,6 +15,30 @@ use crate::train_run::{
     train_on,
 };
 
+/// The small job with gradient checkpointing and LoRA dropout, and in full training
+/// with neither: what the multi-device runs are checked with.
+fn two_jobs() -> [FineTuneJob; 2] {
+    let lora_with_dropout = small_job_of(
+        "lora",
+        0.003,
+        Layers {
+            dropout: 0.1,
+            gradient_checkpointing: Some(true),
+        },
+        "",
+    );
+    let full_kept = small_job_of(
+        "full",
+        0.001,
+        Layers {
+            dropout: 0.0,
+            gradient_checkpointing: Some(false),
+        },
+        "",
+    );
+    [lora_with_dropout, full_kept]
+}
+
 /// A CPU memory that holds `job` at micro-batch 1 with the tiny model's layers placed
 /// across `devices`, but not on one device: where the trainer places them.
 fn placed_but_not_whole(job: &FineTuneJob, devices: u32) -> ByteSize {
@@ -42,24 +66,7 @@ fn layers_placed_across_devices_train_and_resume_as_on_one_device() {
     let _generator = crate::support::generator_turn();
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let lora_with_dropout = small_job_of(
-        "lora",
-        0.003,
-        Layers {
-            dropout: 0.1,
-            gradient_checkpointing: Some(true),
-        },
-        "",
-    );
-    let full_kept = small_job_of(
-        "full",
-        0.001,
-        Layers {
-            dropout: 0.0,
-            gradient_checkpointing: Some(false),
-        },
-        "",
-    );
+    let [lora_with_dropout, full_kept] = two_jobs();
     for (job, weights) in [
         (&lora_with_dropout, "adapter_model.safetensors"),
         (&full_kept, "model.safetensors"),
@@ -149,24 +156,7 @@ fn a_model_that_fits_one_device_trains_data_parallel_on_two() {
     let _generator = crate::support::generator_turn();
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let lora_with_dropout = small_job_of(
-        "lora",
-        0.003,
-        Layers {
-            dropout: 0.1,
-            gradient_checkpointing: Some(true),
-        },
-        "",
-    );
-    let full_kept = small_job_of(
-        "full",
-        0.001,
-        Layers {
-            dropout: 0.0,
-            gradient_checkpointing: Some(false),
-        },
-        "",
-    );
+    let [lora_with_dropout, full_kept] = two_jobs();
     for (job, file) in [
         (&lora_with_dropout, "adapter_model.safetensors"),
         (&full_kept, "model.safetensors"),
