@@ -92,6 +92,22 @@ pub fn deployment_page(
                 li { "Ready replicas: " (row.ready_replicas) " of " (row.replicas) }
                 li { "Endpoint: " code { (endpoint) } }
             }
+            @if !row.pods.is_empty() {
+                h2 { "Pods" }
+                div.scroll { table #pods {
+                    thead { tr { th { "Pod" } th { "Adapters" } th { "As the spec says" } th { "Last change" } } }
+                    tbody {
+                        @for pod in &row.pods {
+                            tr class=[(!pod.in_sync).then_some("warn")] {
+                                td { (pod.pod) }
+                                td { (if pod.adapters.is_empty() { "-".to_owned() } else { pod.adapters.join(", ") }) }
+                                td { (if pod.in_sync { "yes" } else { "not yet" }) }
+                                td { (pod.message.as_deref().unwrap_or("-")) }
+                            }
+                        }
+                    }
+                } }
+            }
             h2 { "Playground" }
             @if !ready { p.warn { "Not ready: the playground answers once a serving pod is." } }
             (playground_form(&format!("{}/playground", row.href), models, settings, exchange))
@@ -119,7 +135,46 @@ mod tests {
             model_id: Some("ft:a".into()),
             source: "FineTuneJob story (best)".into(),
             message: None,
+            pods: Vec::new(),
         }
+    }
+
+    #[test]
+    fn each_serving_pod_says_what_it_serves() {
+        use anneal_crds::modeldeployment::ReplicaStatus;
+        let mut row = row();
+        assert!(
+            !deployment_page(&row, &[], &default_settings("ft:a"), &Exchange::default())
+                .into_string()
+                .contains("<h2>Pods</h2>"),
+            "no pods listed, no table"
+        );
+        row.pods = vec![
+            ReplicaStatus {
+                pod: "chat-7f-0".into(),
+                adapters: vec!["early".into(), "late".into()],
+                in_sync: true,
+                message: None,
+            },
+            ReplicaStatus {
+                pod: "chat-7f-1".into(),
+                adapters: Vec::new(),
+                in_sync: false,
+                message: Some("loading late (spec.model.adapters[1]): <timed out>".into()),
+            },
+        ];
+        let html = deployment_page(&row, &[], &default_settings("ft:a"), &Exchange::default())
+            .into_string();
+        assert!(
+            html.contains("<tr><td>chat-7f-0</td><td>early, late</td><td>yes</td><td>-</td></tr>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                r#"<tr class="warn"><td>chat-7f-1</td><td>-</td><td>not yet</td><td>loading late (spec.model.adapters[1]): &lt;timed out&gt;</td></tr>"#
+            ),
+            "{html}"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct DeploymentRow {
     /// What it serves: `FineTuneJob story (best)`, or the base model's name.
     pub source: String,
     pub message: Option<String>,
+    /// What each serving pod serves (`status.replicas`, runtime `builtin`).
+    pub pods: Vec<anneal_crds::modeldeployment::ReplicaStatus>,
 }
 
 /// The path of a deployment's page.
@@ -46,6 +48,7 @@ pub fn deployment_row(deployment: &ModelDeployment) -> DeploymentRow {
         model_id: status.model_id,
         source,
         message: status.message,
+        pods: status.replicas,
         namespace,
         name,
     }

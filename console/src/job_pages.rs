@@ -7,6 +7,7 @@ use maud::{Markup, html};
 use crate::actions::{PUBLISH_EXAMPLE, patch_yaml, suspend_patch};
 use crate::jobs::{JobActions, JobDetails, JobRow};
 use crate::pages::{page, page_watched};
+use anneal_crds::finetunejob::JobEstimate;
 use anneal_crds::finetunejob::JobPhase;
 
 /// The phases the filter offers, in the order a job goes through them.
@@ -239,6 +240,26 @@ fn job_actions(actions: &JobActions) -> Markup {
     }
 }
 
+/// The operator's estimate before the run: its size, and on GPUs its time and cost.
+fn estimate_table(estimate: &JobEstimate) -> Markup {
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+    html! {
+        h2 { "Estimate" }
+        table #estimate {
+            tbody {
+                tr { th { "Samples an epoch" } td { (estimate.samples_per_epoch) } }
+                tr { th { "Tokens an epoch" } td { (estimate.tokens_per_epoch) } }
+                tr { th { "Steps" } td { (estimate.steps) } }
+                tr { th { "Compute" } td { (format!("{:.3e} FLOPs", estimate.flops)) } }
+                tr { th { "Duration" } td { (or_dash(estimate.duration.clone())) } }
+                tr { th { "GPU-hours" } td { (or_dash(estimate.gpu_hours.map(|h| format!("{h:.2}")))) } }
+                tr { th { "Cost" } td { (or_dash(estimate.cost.map(|c| format!("{c:.2}")))) } }
+            }
+        }
+        p.muted { (estimate.basis) }
+    }
+}
+
 /// A cluster job's actions, conditions, Events and manifest.
 pub fn job_details(details: &JobDetails) -> Markup {
     html! {
@@ -246,6 +267,7 @@ pub fn job_details(details: &JobDetails) -> Markup {
         @if let Some(why) = &details.history_unread {
             p.muted { "The loss history is the status's latest alone: " (why) }
         }
+        @if let Some(estimate) = &details.estimate { (estimate_table(estimate)) }
         @if let Some(plan) = &details.memory_plan {
             h2 { "Memory plan" }
             pre.log #memory-plan { (plan) }

@@ -162,6 +162,8 @@ pub struct JobDetails {
     pub manifest: String,
     /// The memory plan of a GPU job, as text (`anneal_crds::memory_plan`'s table).
     pub memory_plan: Option<String>,
+    /// What the operator estimated in Validating (`status.estimate`).
+    pub estimate: Option<anneal_crds::finetunejob::JobEstimate>,
     /// What the viewer may do with it (`None`: the console is read-only).
     pub actions: Option<JobActions>,
 }

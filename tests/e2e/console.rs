@@ -194,7 +194,8 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
 }
 
 /// A GPU job's page shows the memory plan Validating judged it by, from the built-in
-/// shape of its model's name when its folder has no config.json.
+/// shape of its model's name when its folder has no config.json; a CPU job's shows
+/// the operator's estimate of its size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_gpu_jobs_page_shows_its_memory_plan() {
     let world = World::start(&quickstart_lines(4)).await;
@@ -219,10 +220,37 @@ async fn a_gpu_jobs_page_shows_its_memory_plan() {
     for row in ["base weights", "trainable state", "activations"] {
         assert!(plan.contains(row), "{row} in {plan}");
     }
-    // A CPU job has none.
+    // A CPU job has none, but the operator's estimate of its size, as its status has it.
     world.apply(&job_yaml("small", 1, 2, "")).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let estimate = loop {
+        if let Some(estimate) = world.job("small").await.status.and_then(|s| s.estimate) {
+            break estimate;
+        }
+        assert!(std::time::Instant::now() < deadline, "no estimate");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let (_, page) = get(format!("{}/jobs/{NAMESPACE}/small", operator.console_url)).await;
     assert!(!page.contains("memory-plan"), "{page}");
+    let shown = &page[page
+        .find("<table id=\"estimate\">")
+        .unwrap_or_else(|| panic!("{page}"))..];
+    for row in [
+        format!(
+            "<th>Samples an epoch</th><td>{}</td>",
+            estimate.samples_per_epoch
+        ),
+        format!(
+            "<th>Tokens an epoch</th><td>{}</td>",
+            estimate.tokens_per_epoch
+        ),
+        format!("<th>Steps</th><td>{}</td>", estimate.steps),
+        // No duration on the CPU, whose speed the operator does not know.
+        "<th>Duration</th><td>-</td>".to_owned(),
+    ] {
+        assert!(shown.contains(&row), "{row} in {shown}");
+    }
+    assert!(estimate.steps > 0);
     operator.stop().await;
 }
 

@@ -85,6 +85,7 @@ pub async fn job_page(
         history_unread: history.err(),
         manifest: job_manifest(&job),
         memory_plan,
+        estimate: job.status.as_ref().and_then(|s| s.estimate.clone()),
         actions: job_actions::job_actions(&viewer, &job, permitted),
     };
     let page = pages::run_page(&summary, Some(&details), &steps.window());
