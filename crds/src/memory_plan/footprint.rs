@@ -58,11 +58,10 @@ pub fn base_weight_bytes(inputs: &PlanInputs, layers: u64) -> u64 {
 }
 
 /// The dtype the decoder layers' weights are held in. The CPU computes in f32, but a
-/// frozen base recomputed layer by layer keeps its layers in the checkpoint's bf16
-/// there and widens one layer's weights at a time (the trainer's
-/// `LayerStorage::Stored`); everywhere else the base dtype. Like the GPU plan, it
-/// takes the checkpoint to be bf16: an f32 checkpoint's layers stay f32 in the
-/// trainer, and the plan counts them at half their bytes.
+/// frozen base recomputed layer by layer keeps its layers in the checkpoint's own
+/// half dtype there (bf16 or f16; an f32 checkpoint's stay f32) and widens one
+/// layer's weights at a time (the trainer's `LayerStorage::Stored`); everywhere else
+/// the base dtype.
 pub fn layer_weight_dtype(inputs: &PlanInputs) -> WeightDtype {
     let frozen = matches!(inputs.trained, TrainedWeights::Lora { .. });
     let cpu = inputs.device.kind == DeviceKind::Cpu;
@@ -70,7 +69,7 @@ pub fn layer_weight_dtype(inputs: &PlanInputs) -> WeightDtype {
         cpu && frozen && inputs.gradient_checkpointing,
         inputs.base_dtype,
     ) {
-        (true, WeightDtype::F32) => WeightDtype::Bf16,
+        (true, WeightDtype::F32) => inputs.shape.stored_dtype,
         (_, dtype) => dtype,
     }
 }

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::inputs::WeightDtype;
 use super::model_shape::ModelShape;
 
 /// The keys of `config.json` the plan reads.
@@ -25,6 +26,9 @@ struct HfConfig {
     tie_word_embeddings: bool,
     /// Llama's switch for q/k/v/o biases; Qwen2 always has q/k/v biases.
     attention_bias: Option<bool>,
+    /// The weights' dtype: `torch_dtype` up to transformers 4.x, `dtype` in 5.x.
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
 }
 
 /// Why a `config.json` gives no shape.
@@ -67,6 +71,13 @@ impl ModelShape {
             vocab_size: raw.vocab_size,
             tied_embeddings: raw.tie_word_embeddings,
             qkv_bias: is_qwen2 || raw.attention_bias.unwrap_or(false),
+            // Unsaid, or a dtype the trainer does not store narrower: as bf16, as the
+            // built-in shapes.
+            stored_dtype: match raw.dtype.or(raw.torch_dtype).as_deref() {
+                Some("float32") => WeightDtype::F32,
+                Some("float16") => WeightDtype::F16,
+                _ => WeightDtype::Bf16,
+            },
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The shapes of the models users name, built in so that a plan needs no download:
 //! each row is the model's Hugging Face `config.json` (base and `-Instruct` share it).
 
+use super::inputs::WeightDtype;
 use super::model_shape::ModelShape;
 
 /// Qwen2.5 at a size: every Qwen2 has q/k/v biases and 128-wide heads except 0.5B's 64.
@@ -23,6 +24,7 @@ const fn qwen25(
         vocab_size,
         tied_embeddings,
         qkv_bias: true,
+        stored_dtype: WeightDtype::Bf16,
     }
 }
 
@@ -68,6 +70,7 @@ pub const KNOWN_MODELS: [(&str, ModelShape); 8] = [
             vocab_size: 128_256,
             tied_embeddings: false,
             qkv_bias: false,
+            stored_dtype: WeightDtype::Bf16,
         },
     ),
 ];

@@ -2,6 +2,7 @@
 //! is concerned: the sizes of its linear layers, norms and embeddings, and the parameter
 //! counts that follow from them.
 
+use super::inputs::WeightDtype;
 use crate::hyperparameters::TargetModule;
 
 /// What the memory plan needs to know about a model's architecture.
@@ -19,6 +20,10 @@ pub struct ModelShape {
     pub tied_embeddings: bool,
     /// Bias vectors on the q, k and v projections (every Qwen2).
     pub qkv_bias: bool,
+    /// The dtype the checkpoint stores its weights in (`torch_dtype`): what a frozen
+    /// base's layers are held in on the CPU with recomputation. Qwen2.5 and Llama 3.1
+    /// ship bf16.
+    pub stored_dtype: WeightDtype,
 }
 
 /// One linear layer of a decoder layer: `inputs x outputs` weights.

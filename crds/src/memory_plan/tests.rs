@@ -424,3 +424,68 @@ fn several_gpus_train_a_model_that_fits_one_data_parallel() {
     let placed = plan(&seventy_two).unwrap();
     assert_eq!((placed.replicas, placed.layers_per_device), (1, 40));
 }
+
+/// On the CPU a frozen base's layers stay in the checkpoint's own dtype: bf16 and f16
+/// at 2 bytes with one layer widened to f32 beside them, an f32 checkpoint's at 4
+/// bytes with nothing to widen.
+#[test]
+fn the_cpu_holds_the_layers_in_the_checkpoints_dtype() {
+    let bf16 = plan(&half_b_lora_on_the_cpu(1024, 2)).unwrap();
+    let with = |stored_dtype| {
+        let mut inputs = half_b_lora_on_the_cpu(1024, 2);
+        inputs.shape.stored_dtype = stored_dtype;
+        plan(&inputs).unwrap()
+    };
+    let shape = known_shape("Qwen/Qwen2.5-0.5B-Instruct").unwrap();
+    let (layers, outside) = (
+        shape.layers * shape.layer_params(),
+        shape.outside_layer_params(),
+    );
+    let widened = shape.layer_params() * 4;
+    assert_eq!(
+        bf16.base_weights.bytes(),
+        layers * 2 + outside * 4 + widened
+    );
+    assert_eq!(with(WeightDtype::F16).base_weights, bf16.base_weights);
+    let f32 = with(WeightDtype::F32);
+    assert_eq!(f32.base_weights.bytes(), layers * 4 + outside * 4);
+    assert!(f32.peak > bf16.peak);
+    // On a GPU the frozen base is bf16 whatever the checkpoint stores.
+    let gpu = |stored_dtype| {
+        let mut inputs = seven_b_lora(4096, 8, one_gpu(80));
+        inputs.shape.stored_dtype = stored_dtype;
+        plan(&inputs).unwrap().base_weights
+    };
+    assert_eq!(gpu(WeightDtype::F32), gpu(WeightDtype::Bf16));
+}
+
+#[test]
+fn config_json_says_the_checkpoints_dtype() {
+    let config = |dtype_key: &str, dtype: &str| {
+        format!(
+            r#"{{"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64,
+            "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "vocab_size": 100, "{dtype_key}": "{dtype}"}}"#
+        )
+    };
+    for (key, dtype, expected) in [
+        ("torch_dtype", "float32", WeightDtype::F32),
+        ("dtype", "float16", WeightDtype::F16),
+        ("torch_dtype", "bfloat16", WeightDtype::Bf16),
+        ("torch_dtype", "float8_e4m3fn", WeightDtype::Bf16),
+    ] {
+        let shape = ModelShape::from_config_json(&config(key, dtype)).unwrap();
+        assert_eq!(shape.stored_dtype, expected, "{key}: {dtype}");
+    }
+    let bundled = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/models/anneal-tiny/config.json"
+    ))
+    .unwrap();
+    let tiny = ModelShape::from_config_json(&bundled).unwrap();
+    assert_eq!(
+        tiny.stored_dtype,
+        WeightDtype::F32,
+        "the bundled model is f32"
+    );
+}
