@@ -16,8 +16,9 @@ use crate::train_run::{
 };
 
 /// The small job with gradient checkpointing and LoRA dropout, and in full training
-/// with neither: what the multi-device runs are checked with.
-fn two_jobs() -> [FineTuneJob; 2] {
+/// with neither, each with the file its trained weights end in: what the
+/// multi-device runs are checked with.
+fn two_jobs() -> [(FineTuneJob, &'static str); 2] {
     let lora_with_dropout = small_job_of(
         "lora",
         0.003,
@@ -36,7 +37,10 @@ fn two_jobs() -> [FineTuneJob; 2] {
         },
         "",
     );
-    [lora_with_dropout, full_kept]
+    [
+        (lora_with_dropout, "adapter_model.safetensors"),
+        (full_kept, "model.safetensors"),
+    ]
 }
 
 /// A CPU memory that holds `job` at micro-batch 1 with the tiny model's layers placed
@@ -66,11 +70,7 @@ fn layers_placed_across_devices_train_and_resume_as_on_one_device() {
     let _generator = crate::support::generator_turn();
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let [lora_with_dropout, full_kept] = two_jobs();
-    for (job, weights) in [
-        (&lora_with_dropout, "adapter_model.safetensors"),
-        (&full_kept, "model.safetensors"),
-    ] {
+    for (job, weights) in &two_jobs() {
         let tight = placed_but_not_whole(job, 3);
         let run = |name: &str, devices: usize, stop_at: Option<u64>, resume: bool| {
             let out = dir.path().join(format!("{weights}-{name}"));
@@ -156,11 +156,7 @@ fn a_model_that_fits_one_device_trains_data_parallel_on_two() {
     let _generator = crate::support::generator_turn();
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let [lora_with_dropout, full_kept] = two_jobs();
-    for (job, file) in [
-        (&lora_with_dropout, "adapter_model.safetensors"),
-        (&full_kept, "model.safetensors"),
-    ] {
+    for (job, file) in &two_jobs() {
         let run = |name: &str, devices: usize, stop_at: Option<u64>, resume: bool| {
             let out = dir.path().join(format!("{file}-{name}"));
             let work = dir.path().join(format!("{file}-{name}-work-{resume}"));
