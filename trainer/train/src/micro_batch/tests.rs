@@ -98,7 +98,8 @@ fn too_little_memory_fails_with_the_plans_figures() {
     );
     assert!(
         error.to_string().starts_with(
-            "does not fit: needs 78.7 MiB per CPU at micro-batch 1 with maxTokens 256"
+            // The bundled model stores f32: its frozen layers stay f32 on the CPU.
+            "does not fit: needs 79.5 MiB per CPU at micro-batch 1 with maxTokens 256"
         ),
         "{error}"
     );
