@@ -354,46 +354,49 @@ pub async fn load_startup_adapters(state: Arc<ServerState>) {
     let Some(runtime) = &state.runtime_lora else {
         return;
     };
-    if let Some(file) = &runtime.startup
-        && !matches!(state.generator, Generator::Chat(_))
-    {
-        eprintln!(
-            "trainer serve: {} ignored: an image server takes its adapters with --adapter",
-            file.display()
-        );
-    } else if let Some(file) = &runtime.startup {
-        let listed = match std::fs::read(file) {
-            Ok(bytes) => serde_json::from_slice::<Vec<LoadRequest>>(&bytes).map_err(|e| {
-                format!(
-                    "{}: not a JSON list of {{lora_name, lora_path}}: {e}",
-                    file.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(format!("{}: {e}", file.display())),
-        };
-        match listed {
-            Ok(requests) => {
-                let count = requests.len();
-                let mut loaded = 0;
-                for request in requests {
-                    let name = request.lora_name.clone().unwrap_or_default();
-                    match load_adapter(&state, runtime, request).await {
-                        Ok(_) => loaded += 1,
-                        Err(error) => eprintln!(
-                            "trainer serve: adapter {name:?} of {} not loaded: {}",
-                            file.display(),
-                            error.message
-                        ),
-                    }
-                }
-                eprintln!(
-                    "trainer serve: loaded {loaded} of the {count} adapters of {}",
-                    file.display()
-                );
-            }
-            Err(why) => eprintln!("trainer serve: no adapters loaded at start: {why}"),
+    if let Some(file) = &runtime.startup {
+        match matches!(state.generator, Generator::Chat(_)) {
+            true => load_listed(&state, runtime, file).await,
+            false => eprintln!(
+                "trainer serve: {} ignored: an image server takes its adapters with --adapter",
+                file.display()
+            ),
         }
     }
     runtime.starting.store(false, Ordering::SeqCst);
+}
+
+/// Loads each adapter `file` lists, saying on stderr which failed and how many loaded.
+async fn load_listed(state: &Arc<ServerState>, runtime: &RuntimeLora, file: &std::path::Path) {
+    let requests = match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice::<Vec<LoadRequest>>(&bytes).map_err(|e| {
+            format!(
+                "{}: not a JSON list of {{lora_name, lora_path}}: {e}",
+                file.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("{}: {e}", file.display())),
+    };
+    let requests = match requests {
+        Ok(requests) => requests,
+        Err(why) => return eprintln!("trainer serve: no adapters loaded at start: {why}"),
+    };
+    let count = requests.len();
+    let mut loaded = 0;
+    for request in requests {
+        let name = request.lora_name.clone().unwrap_or_default();
+        match load_adapter(state, runtime, request).await {
+            Ok(_) => loaded += 1,
+            Err(error) => eprintln!(
+                "trainer serve: adapter {name:?} of {} not loaded: {}",
+                file.display(),
+                error.message
+            ),
+        }
+    }
+    eprintln!(
+        "trainer serve: loaded {loaded} of the {count} adapters of {}",
+        file.display()
+    );
 }

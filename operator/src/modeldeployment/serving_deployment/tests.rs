@@ -276,16 +276,6 @@ fn builtin_runs_trainer_serve_with_the_adapter_loaded_at_runtime_on_gpus() {
             ("/work", false)
         ]
     );
-    // The list of adapters the server loads at start, from the deployment's ConfigMap:
-    // optional, so a pod is not held back before the operator first writes it.
-    let listed = (pod.volumes.iter().flatten())
-        .find(|v| v.name == "adapters")
-        .and_then(|v| v.config_map.as_ref())
-        .unwrap();
-    assert_eq!(
-        (listed.name.as_str(), listed.optional),
-        ("support-bot-adapters", Some(true))
-    );
     assert_eq!(
         env_value(server, "ANNEAL_KERNEL_CACHE"),
         Some("/var/cache/anneal/kernels"),
@@ -805,6 +795,17 @@ fn a_flux_image_model_is_refused_on_vllm_and_planned_on_builtin() {
 fn the_adapters_list_is_what_the_operator_loads_into_running_pods() {
     let deployment = deployment_from(BUILTIN);
     let model = checkpoint_model("s3://models/qwen2.5-0.5b");
+    // The pods mount it optionally, so a pod is not held back before the operator
+    // first writes it.
+    let pods = plan_deployment(&deployment, &model, &config()).unwrap();
+    let mounted = (pod(&pods).volumes.iter().flatten())
+        .find(|v| v.name == "adapters")
+        .and_then(|v| v.config_map.as_ref())
+        .unwrap();
+    assert_eq!(
+        (mounted.name.as_str(), mounted.optional),
+        ("support-bot-adapters", Some(true))
+    );
     let wanted = runtime_adapters(&deployment, &model).unwrap();
     let planned = plan_adapters_config_map(&deployment, &wanted).unwrap();
     assert_eq!(
