@@ -4,7 +4,10 @@
 //! steps' time at the install's GPU speed and utilization, GPU-hours and cost.
 //!
 //! Bounded like the rest of Validating: the tokenizer files come from the model's
-//! `s3://` folder or hub repository (at most 32 MB each, within 20 s), and at most
+//! `s3://` folder or hub repository (at most 32 MiB of `tokenizer.json` and 2 MiB of
+//! each other file, within 20 s), one model's tokenizer is in memory at a time
+//! (220 MiB at most while it is read, 107 held: `cargo bench -p anneal-chat --bench
+//! tokenizer_memory`, within the chart's 512 MiB limit), and at most
 //! [`COUNTED_BYTES_MAX`] of each dataset is tokenized; a larger dataset's count is
 //! scaled by its size, and the basis says so. An estimate that cannot be made (a
 //! model on a claim, a dataset the operator does not read) is left out, with the
@@ -13,8 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anneal_chat::ModelTokenizer;
 use anneal_chat::dataset_tokens::count_tokens;
+use anneal_chat::{ModelFolder, ModelTokenizer};
 use anneal_crds::FineTuneJob;
 use anneal_crds::dataset::DatasetKind;
 use anneal_crds::estimate::{EpochTokens, Throughput, TrainingWork, estimate, rough_duration};
@@ -27,6 +30,7 @@ use kube::{Api, Client};
 use crate::config::OperatorConfig;
 use crate::error::Result;
 use crate::finetunejob::dataset_check::{read_head_within, storage_settings};
+use crate::finetunejob::model_shape_check::CONFIG_JSON_BYTES_MAX;
 use crate::finetunejob::storage_access::{StorageAccess, operator_storage_access};
 use crate::finetunejob::trainer_job::base_model_source;
 use crate::shared::hub_check::{operator_hub_settings, read_hub_files};
@@ -34,25 +38,29 @@ use crate::shared::hub_check::{operator_hub_settings, read_hub_files};
 /// Bytes of a dataset tokenized for the count (about two million tokens: seconds of
 /// one core); the rest is scaled from them.
 pub const COUNTED_BYTES_MAX: u64 = 8 * 1024 * 1024;
-/// A tokenizer file is a few megabytes (Qwen2.5's `tokenizer.json` is 7 MB).
+/// A tokenizer file is megabytes (Qwen2.5's `tokenizer.json` is 7 MB, Llama 3's 9 MB);
+/// loaded, it takes 3.3 times its size, and 6.8 times while it is read.
 const TOKENIZER_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// The other tokenizer files are kilobytes (Llama 3.1's `tokenizer_config.json` is 55 kB).
+const SMALL_FILE_BYTES_MAX: u64 = 2 * 1024 * 1024;
 const TOKENIZER_READ_TIMEOUT: Duration = Duration::from_secs(20);
-/// What the tokenizer and its chat format are read from, as in a model folder.
-const TOKENIZER_FILES: [&str; 5] = [
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "generation_config.json",
+/// What the tokenizer and its chat format are read from, as in a model folder, and the
+/// most read of each.
+const TOKENIZER_FILES: [(&str, u64); 5] = [
+    ("config.json", CONFIG_JSON_BYTES_MAX),
+    ("tokenizer.json", TOKENIZER_BYTES_MAX),
+    ("tokenizer_config.json", SMALL_FILE_BYTES_MAX),
+    ("chat_template.jinja", SMALL_FILE_BYTES_MAX),
+    ("generation_config.json", SMALL_FILE_BYTES_MAX),
 ];
 
-/// Estimates made at once across every job: a large model's tokenizer takes tens of
-/// megabytes loaded, twice over (with and without special-token matching), beside
-/// the dataset's 8 MiB, within the operator's memory limit.
+/// Estimates made at once across every job: a large model's tokenizer takes a hundred
+/// megabytes, beside the dataset's 8 MiB, within the operator's memory limit.
 static ESTIMATES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// The last model's tokenizer, by its source: jobs come in series on one model, and
-/// its files (7 MB for Qwen2.5's tokenizer.json) need not be read for each.
+/// its files (7 MB for Qwen2.5's tokenizer.json) need not be read for each. Another
+/// model's replaces it, after it is dropped.
 static LAST_TOKENIZER: std::sync::Mutex<Option<(String, Arc<ModelTokenizer>)>> =
     std::sync::Mutex::new(None);
 
@@ -220,11 +228,14 @@ async fn cached_tokenizer(
         ),
         _ => source,
     };
-    let last = LAST_TOKENIZER.lock().expect("tokenizer cache lock").clone();
-    if let Some((cached, tokenizer)) = last
-        && cached == source
     {
-        return Ok(tokenizer);
+        let mut last = LAST_TOKENIZER.lock().expect("tokenizer cache lock");
+        match last.as_ref() {
+            Some((cached, tokenizer)) if *cached == source => return Ok(tokenizer.clone()),
+            // Dropped before the next is read, so that two are never in memory at once
+            // (estimates take turns, so none still holds it).
+            _ => *last = None,
+        }
     }
     let tokenizer = Arc::new(model_tokenizer(job, config, settings).await?);
     *LAST_TOKENIZER.lock().expect("tokenizer cache lock") = Some((source, tokenizer.clone()));
@@ -241,23 +252,18 @@ async fn model_tokenizer(
     let source = source.trim_end_matches('/');
     let files = if let Some(Ok(reference)) = HubRef::parse(source) {
         let hub = operator_hub_settings(&reference, settings, config);
-        read_hub_files(&reference, hub, &TOKENIZER_FILES, TOKENIZER_BYTES_MAX).await?
+        read_hub_files(&reference, hub, &TOKENIZER_FILES).await?
     } else if source.starts_with("s3://") {
         let StorageAccess::Allowed(allowed) = operator_storage_access(settings.to_vec(), config)
         else {
             return Err(format!("the operator may not read {source}"));
         };
         let mut files = Vec::new();
-        for name in TOKENIZER_FILES {
+        for (name, max_bytes) in TOKENIZER_FILES {
             let uri = format!("{source}/{name}");
-            let read = read_head_within(
-                &uri,
-                allowed.clone(),
-                TOKENIZER_BYTES_MAX,
-                TOKENIZER_READ_TIMEOUT,
-            );
+            let read = read_head_within(&uri, allowed.clone(), max_bytes, TOKENIZER_READ_TIMEOUT);
             match read.await {
-                Ok(Some((bytes, _))) => files.push((name.to_owned(), bytes)),
+                Ok(Some(head)) => files.push((name.to_owned(), whole_file(&uri, head, max_bytes)?)),
                 Ok(None) => {}
                 Err(error) => return Err(format!("{uri}: {error}")),
             }
@@ -267,21 +273,35 @@ async fn model_tokenizer(
         let scheme = source.split("://").next().unwrap_or_default();
         return Err(format!("the operator does not read {scheme}:// models"));
     };
-    tokenizer_of(&files)
+    // Seconds of one core for a large vocabulary: off the reconciling threads.
+    let read = tokio::task::spawn_blocking(move || tokenizer_of(&files));
+    read.await
+        .unwrap_or_else(|panic| Err(format!("reading the tokenizer failed: {panic}")))
+        .map_err(|why| format!("{source}: {why}"))
 }
 
-/// A tokenizer from a model folder's files, laid out in a temporary folder.
-fn tokenizer_of(files: &[(String, Vec<u8>)]) -> std::result::Result<ModelTokenizer, String> {
-    let folder = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
-    for (name, bytes) in files {
-        std::fs::write(folder.path().join(name), bytes).map_err(|e| format!("{name}: {e}"))?;
+/// The bytes of a file read at most `max_bytes` of, or why a larger one is not read.
+fn whole_file(
+    uri: &str,
+    (bytes, size): (Vec<u8>, u64),
+    max_bytes: u64,
+) -> std::result::Result<Vec<u8>, String> {
+    if size > bytes.len() as u64 {
+        return Err(format!(
+            "{uri} is {size} bytes, more than the {max_bytes} the operator reads of it"
+        ));
     }
+    Ok(bytes)
+}
+
+/// A tokenizer from a model folder's files.
+fn tokenizer_of(files: &[(String, Vec<u8>)]) -> std::result::Result<ModelTokenizer, String> {
     let architecture = (files.iter())
         .find(|(name, _)| name == "config.json")
         .and_then(|(_, bytes)| serde_json::from_slice::<serde_json::Value>(bytes).ok())
         .and_then(|config| config["architectures"][0].as_str().map(str::to_owned))
         .unwrap_or_default();
-    ModelTokenizer::from_model_dir(folder.path(), &architecture).map_err(|e| e.to_string())
+    ModelTokenizer::from_folder(ModelFolder::Files(files), &architecture).map_err(|e| e.to_string())
 }
 
 /// The first [`COUNTED_BYTES_MAX`] of a dataset object and its size.
@@ -332,6 +352,41 @@ mod tests {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/anneal-tiny");
         Arc::new(ModelTokenizer::from_model_dir(&dir, "Qwen2ForCausalLM").unwrap())
+    }
+
+    #[test]
+    fn a_tokenizer_file_larger_than_the_operator_reads_is_named_not_parsed() {
+        let uri = "s3://models/big/tokenizer.json";
+        let head = vec![b'{'; 16];
+        assert_eq!(whole_file(uri, (head.clone(), 16), 16).unwrap(), head);
+        assert_eq!(
+            whole_file(uri, (head, 40_000_000), 16).unwrap_err(),
+            "s3://models/big/tokenizer.json is 40000000 bytes, more than the 16 the operator reads of it"
+        );
+    }
+
+    #[test]
+    fn a_tokenizer_is_read_from_the_files_in_memory() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/anneal-tiny");
+        let files: Vec<(String, Vec<u8>)> =
+            ["config.json", "tokenizer.json", "tokenizer_config.json"]
+                .iter()
+                .map(|name| (name.to_string(), std::fs::read(dir.join(name)).unwrap()))
+                .collect();
+        let tokenizer = tokenizer_of(&files).unwrap();
+        let text = "Where is my order?";
+        assert_eq!(
+            tokenizer.encode(text, false).unwrap(),
+            tiny_tokenizer().encode(text, false).unwrap()
+        );
+        // A broken file is named by its name in the folder, not a temporary path.
+        let broken = [("tokenizer.json".to_owned(), b"{".to_vec())];
+        let why = tokenizer_of(&broken).unwrap_err();
+        assert!(
+            why.starts_with("tokenizer.json is not a tokenizer"),
+            "{why}"
+        );
     }
 
     #[tokio::test]

@@ -101,19 +101,21 @@ async fn resolve_and_read(
 }
 
 /// Those of the small files `names` a hub model has (the tokenizer's, for a job's
-/// estimate), each at most `max_bytes`, within [`HUB_CHECK_TIMEOUT`]; or why not.
+/// estimate), each at most its bytes beside it, within [`HUB_CHECK_TIMEOUT`]; or why not.
 pub async fn read_hub_files(
     reference: &HubRef,
     settings: HubSettings,
-    names: &[&str],
-    max_bytes: u64,
+    names: &[(&str, u64)],
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
     let read = async {
         let client = HubClient::new(settings)?;
         let snapshot = client.snapshot(reference).await?;
         let files = snapshot.model_files(reference)?;
         let mut found = Vec::new();
-        for file in files.iter().filter(|f| names.contains(&f.path.as_str())) {
+        for (file, max_bytes) in files.iter().filter_map(|file| {
+            let (_, max_bytes) = names.iter().find(|(name, _)| *name == file.path)?;
+            Some((file, *max_bytes))
+        }) {
             let bytes = client
                 .read_small(reference, &snapshot, file, max_bytes)
                 .await?;

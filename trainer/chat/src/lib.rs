@@ -27,6 +27,7 @@ pub mod dataset_tokens;
 mod error;
 mod model_files;
 mod render;
+mod shared_model;
 mod template;
 #[cfg(test)]
 mod tests;
@@ -34,22 +35,24 @@ mod tests;
 use std::path::Path;
 
 use anneal_crds::dataset::ChatMessage;
-use tokenizers::Tokenizer;
 
 pub use error::ChatError;
 pub use render::EncodedChat;
 pub use template::{ChatFormat, DatedSystem, TodayDate};
 
+pub use model_files::ModelFolder;
 use model_files::{ModelFiles, TOKENIZER_FILE};
 use render::{FormatTokens, Special};
+use shared_model::SharedTokenizer;
 
 /// A model folder's tokenizer together with its special tokens and chat format.
 #[derive(Debug, Clone)]
 pub struct ModelTokenizer {
     /// As loaded (minus truncation and padding): matches special-token text, for [`Self::encode`].
-    tokenizer: Tokenizer,
-    /// The same tokenizer with special-token matching off, for message content in [`Self::encode_chat`].
-    content_tokenizer: Tokenizer,
+    tokenizer: SharedTokenizer,
+    /// The same tokenizer with special-token matching off, for message content in
+    /// [`Self::encode_chat`]; its vocabulary and merges are `tokenizer`'s, not a copy.
+    content_tokenizer: SharedTokenizer,
     tokens: FormatTokens,
     eos_token_ids: Vec<u32>,
 }
@@ -59,23 +62,32 @@ impl ModelTokenizer {
     /// else `tokenizer_config.json`'s `chat_template`), or from `architecture` (config.json's
     /// `architectures[0]`, e.g. `Qwen2ForCausalLM`) when the folder has no template.
     pub fn from_model_dir(dir: &Path, architecture: &str) -> Result<Self, ChatError> {
-        let tokenizer_path = dir.join(TOKENIZER_FILE);
+        Self::from_folder(ModelFolder::Dir(dir), architecture)
+    }
+
+    /// As [`Self::from_model_dir`], from a folder on disk or files already in memory.
+    pub fn from_folder(folder: ModelFolder, architecture: &str) -> Result<Self, ChatError> {
+        let tokenizer_path = folder.path(TOKENIZER_FILE);
         // Read the file ourselves so a missing file is reported as such, not as a parse error.
-        let bytes = std::fs::read(&tokenizer_path).map_err(|source| ChatError::Read {
-            path: tokenizer_path.clone(),
-            source,
-        })?;
-        let tokenizer =
-            Tokenizer::from_bytes(&bytes).map_err(|source| ChatError::LoadTokenizer {
+        let bytes = folder
+            .bytes(TOKENIZER_FILE)?
+            .ok_or_else(|| ChatError::Read {
                 path: tokenizer_path.clone(),
-                source,
+                source: std::io::ErrorKind::NotFound.into(),
             })?;
-        let files = ModelFiles::read(dir)?;
+        let tokenizer = serde_json::from_slice::<SharedTokenizer>(&bytes).map_err(|source| {
+            ChatError::LoadTokenizer {
+                path: tokenizer_path.clone(),
+                source: source.into(),
+            }
+        })?;
+        drop(bytes);
+        let files = ModelFiles::read(folder)?;
         Self::new(tokenizer, &tokenizer_path, files, architecture)
     }
 
     fn new(
-        mut tokenizer: Tokenizer,
+        mut tokenizer: SharedTokenizer,
         tokenizer_path: &Path,
         files: ModelFiles,
         architecture: &str,

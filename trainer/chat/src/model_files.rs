@@ -1,6 +1,7 @@
 //! Reads what the chat module needs from a Hugging Face model folder: the chat template
 //! (transformers 4.x `tokenizer_config.json` or 5.x `chat_template.jinja`) and the end-of-sequence ids.
 
+use std::borrow::Cow;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,66 @@ pub(super) const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 pub(super) const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 /// Holds the ids generation stops on.
 pub(super) const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+
+/// Where a model folder's files come from: a folder on disk, or files already in memory
+/// by their names in the folder (the operator reads them from object storage or a hub).
+#[derive(Debug, Clone, Copy)]
+pub enum ModelFolder<'a> {
+    Dir(&'a Path),
+    Files(&'a [(String, Vec<u8>)]),
+}
+
+impl ModelFolder<'_> {
+    /// How errors name the file `name`.
+    pub(super) fn path(&self, name: &str) -> PathBuf {
+        match self {
+            Self::Dir(dir) => dir.join(name),
+            Self::Files(_) => PathBuf::from(name),
+        }
+    }
+
+    /// The bytes of the file `name`, or `None` when the folder has none.
+    pub(super) fn bytes(&self, name: &str) -> Result<Option<Cow<'_, [u8]>>, ChatError> {
+        match self {
+            Self::Dir(dir) => match std::fs::read(dir.join(name)) {
+                Ok(bytes) => Ok(Some(Cow::Owned(bytes))),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(ChatError::Read {
+                    path: dir.join(name),
+                    source,
+                }),
+            },
+            Self::Files(files) => Ok(files
+                .iter()
+                .find(|(file, _)| file == name)
+                .map(|(_, bytes)| Cow::Borrowed(&bytes[..]))),
+        }
+    }
+
+    /// The text of the file `name`, or `None` when the folder has none.
+    fn text(&self, name: &str) -> Result<Option<String>, ChatError> {
+        let Some(bytes) = self.bytes(name)? else {
+            return Ok(None);
+        };
+        String::from_utf8(bytes.into_owned())
+            .map(Some)
+            .map_err(|e| ChatError::Read {
+                path: self.path(name),
+                source: std::io::Error::new(ErrorKind::InvalidData, e),
+            })
+    }
+
+    fn json(&self, name: &str) -> Result<Option<Value>, ChatError> {
+        self.text(name)?
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|source| ChatError::Json {
+                    path: self.path(name),
+                    source,
+                })
+            })
+            .transpose()
+    }
+}
 
 /// A chat template's text and where it came from, for error messages.
 #[derive(Debug, Clone)]
@@ -35,16 +96,15 @@ pub(super) struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// Reads the optional files of `dir`; a missing file is not an error, a malformed one is.
-    pub fn read(dir: &Path) -> Result<Self, ChatError> {
-        let config_path = dir.join(TOKENIZER_CONFIG_FILE);
-        let tokenizer_config = read_json(&config_path)?;
+    /// Reads the optional files of `folder`; a missing file is not an error, a malformed one is.
+    pub fn read(folder: ModelFolder) -> Result<Self, ChatError> {
+        let config_path = folder.path(TOKENIZER_CONFIG_FILE);
+        let tokenizer_config = folder.json(TOKENIZER_CONFIG_FILE)?;
         // transformers 5.x loads `chat_template.jinja` in preference to a template left in the config.
-        let jinja_path = dir.join(CHAT_TEMPLATE_FILE);
-        let template = match read_optional(&jinja_path)? {
+        let template = match folder.text(CHAT_TEMPLATE_FILE)? {
             Some(text) => Some(ChatTemplate {
                 text,
-                source: jinja_path.display().to_string(),
+                source: folder.path(CHAT_TEMPLATE_FILE).display().to_string(),
             }),
             None => match &tokenizer_config {
                 Some(config) => config_template(config, &config_path)?,
@@ -55,9 +115,11 @@ impl ModelFiles {
             Some(config) => token_content(config.get("eos_token"), &config_path, "eos_token")?,
             None => None,
         };
-        let generation_path = dir.join(GENERATION_CONFIG_FILE);
-        let generation_eos_ids = match read_json(&generation_path)? {
-            Some(config) => eos_ids(config.get("eos_token_id"), &generation_path)?,
+        let generation_eos_ids = match folder.json(GENERATION_CONFIG_FILE)? {
+            Some(config) => eos_ids(
+                config.get("eos_token_id"),
+                &folder.path(GENERATION_CONFIG_FILE),
+            )?,
             None => None,
         };
         Ok(Self {
@@ -66,29 +128,6 @@ impl ModelFiles {
             config_eos_token,
         })
     }
-}
-
-/// The text of a file, or `None` when it does not exist.
-fn read_optional(path: &Path) -> Result<Option<String>, ChatError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ChatError::Read {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, ChatError> {
-    read_optional(path)?
-        .map(|text| {
-            serde_json::from_str(&text).map_err(|source| ChatError::Json {
-                path: path.to_owned(),
-                source,
-            })
-        })
-        .transpose()
 }
 
 fn field_error(path: &Path, field: &str, problem: impl Into<String>) -> ChatError {

@@ -260,6 +260,49 @@ fn special_token_text_in_content_is_plain_text() {
 }
 
 #[test]
+fn a_bpe_model_reads_as_the_tokenizers_crate_reads_it() {
+    // The bundled model's tokenizer.json is a Qwen-style byte-level BPE with merges.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/anneal-tiny");
+    let ours = ModelTokenizer::from_model_dir(&dir, "Qwen2ForCausalLM").unwrap();
+    let theirs = Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let text = "Where is my order? It left Zürich on 3 May\n\n<|im_end|>  done";
+    let expected = theirs.encode(text, false).unwrap().get_ids().to_vec();
+    assert!(expected.len() > 10, "{expected:?}");
+    assert_eq!(ours.encode(text, false).unwrap(), expected);
+    assert_eq!(ours.vocab_size(), theirs.get_vocab_size(true));
+}
+
+#[test]
+fn a_tokenizer_of_another_model_kind_still_loads() {
+    let vocab = [("[UNK]", 0), ("hello", 1), ("world", 2)];
+    let model = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(vocab.iter().map(|(t, id)| (t.to_string(), *id)).collect())
+        .unk_token("[UNK]".to_owned())
+        .build()
+        .unwrap();
+    let mut word_level = Tokenizer::new(model);
+    word_level.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace));
+    word_level
+        .add_special_tokens(CHATML_SPECIALS.iter().map(|s| AddedToken::from(*s, true)))
+        .unwrap();
+    let dir = model_dir(&word_level, &[]);
+    let tokenizer = ModelTokenizer::from_model_dir(dir.path(), "Qwen2ForCausalLM").unwrap();
+    assert_eq!(
+        tokenizer.encode("hello world moon", false).unwrap(),
+        [1, 2, 0]
+    );
+}
+
+#[test]
+fn both_tokenizers_share_one_vocabulary_in_memory() {
+    let (_dir, tokenizer) = chatml(&[]);
+    let model = tokenizer.tokenizer.get_model();
+    assert!(model.is_shared_with(tokenizer.content_tokenizer.get_model()));
+    // A clone of the whole (the operator keeps one per model source) shares it too.
+    assert!(model.is_shared_with(tokenizer.clone().tokenizer.get_model()));
+}
+
+#[test]
 fn llama3_has_exactly_one_bos_and_trims_content() {
     let (_dir, tokenizer) = llama3(&[]);
     assert_eq!(
