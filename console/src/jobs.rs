@@ -65,7 +65,7 @@ pub fn job_row(job: &FineTuneJob) -> JobRow {
 
 fn method_label(job: &FineTuneJob) -> String {
     if job.spec.task == Task::TextToImage {
-        return "text-to-image".to_owned();
+        return Task::TextToImage.as_str().to_owned();
     }
     serde_json::to_value(job.spec.method)
         .ok()

@@ -58,6 +58,14 @@ pub enum Task {
 }
 
 impl Task {
+    /// As manifests spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Chat => "chat",
+            Task::TextToImage => "text-to-image",
+        }
+    }
+
     pub fn is_image(self) -> bool {
         self == Task::TextToImage
     }

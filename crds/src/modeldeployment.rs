@@ -8,6 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{BaseModelSpec, ResourcesSpec};
+use crate::finetunejob::Task;
 use crate::limits::{ADAPTER_URI_PATTERN, ADAPTERS_MAX, NAME_MAX, REPLICAS_MAX, URI_MAX};
 
 /// Serve a fine-tuned model.
@@ -29,6 +30,15 @@ use crate::limits::{ADAPTER_URI_PATTERN, ADAPTERS_MAX, NAME_MAX, REPLICAS_MAX, U
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentSpec {
     pub model: ModelSource,
+    /// What the model does: `chat`, or `text-to-image` (a FLUX.1 pipeline: served by
+    /// `runtime: builtin` at `/v1/images/generations`, its adapters taken at start).
+    /// Default for a `model.baseModel`: `text-to-image` when the last part of its name
+    /// contains `flux` (`black-forest-labs/FLUX.1-dev`), else `chat`; set it for a model
+    /// whose name does not say. A `model.fineTuneJob` serves what that job trained (its
+    /// `spec.task`); another value here is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "served_task_schema")]
+    pub task: Option<Task>,
     /// Name clients pass as `model`; default: the model id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = NAME_MAX))]
@@ -41,6 +51,14 @@ pub struct ModelDeploymentSpec {
     pub resources: ResourcesSpec,
     #[serde(default)]
     pub runtime: ServingRuntime,
+}
+
+/// `spec.task` in the CRD: `Task`'s values, nullable, described by the field's own
+/// comment (as an `Option` of an enum, it would carry the type's).
+fn served_task_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Task>();
+    schema.insert("nullable".to_owned(), true.into());
+    schema
 }
 
 fn default_replicas() -> u32 {

@@ -446,10 +446,12 @@ metadata: {{name: pictures, namespace: {NAMESPACE}}}
 spec:
   model:
     baseModel:
-      name: flux-tiny
+      name: product-shots
       source: "s3://{BUCKET}/models/flux-tiny"
     adapters:
       - {{name: styled, uri: "s3://{BUCKET}/loras/styled"}}
+  # A pipeline whose name does not say FLUX: the task does.
+  task: text-to-image
   runtime: builtin
   resources: {{gpus: 0}}
 "#
@@ -464,9 +466,9 @@ spec:
 
     let url = world.kubelet.deployment_url("pictures").unwrap();
     let ids = served_ids(&url).await;
-    assert_eq!(ids, ["flux-tiny", "styled"]);
+    assert_eq!(ids, ["product-shots", "styled"]);
     let mut pngs = Vec::new();
-    for model in ["flux-tiny", "styled"] {
+    for model in ["product-shots", "styled"] {
         let png = generated_png(
             &url,
             &json!({"model": model, "prompt": "a red circle", "size": "16x16",
@@ -479,7 +481,7 @@ spec:
     // The same server refuses chat, naming the endpoint it has.
     let reply = post_json(
         &format!("{url}/v1/chat/completions"),
-        &json!({"model": "flux-tiny", "messages": [{"role": "user", "content": "hi"}]}),
+        &json!({"model": "product-shots", "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
     assert_eq!(reply.status(), 400);

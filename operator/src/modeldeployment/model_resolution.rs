@@ -6,7 +6,7 @@
 
 use anneal_crds::best_checkpoint::best_checkpoint_index;
 use anneal_crds::finetunejob::{
-    CheckpointStatus, FineTuneJobStatus, JobPhase, TrainingType, fine_tuned_model_id,
+    CheckpointStatus, FineTuneJobStatus, JobPhase, Task, TrainingType, fine_tuned_model_id,
 };
 use anneal_crds::{FineTuneJob, ModelDeployment};
 
@@ -144,7 +144,8 @@ pub fn resolve_model(
                 },
                 adapters,
                 credentials_secret: config.default_credentials_secret.clone(),
-                image: is_flux_name(&base.name),
+                image: (deployment.spec.task)
+                    .map_or_else(|| is_flux_name(&base.name), Task::is_image),
                 summary,
             })
         }
@@ -165,6 +166,18 @@ fn from_job(
     config: &OperatorConfig,
 ) -> Resolution {
     let job_name = job.metadata.name.clone().unwrap_or_default();
+    if let Some(task) = deployment.spec.task
+        && task != job.spec.task
+    {
+        return Resolution::Failed {
+            reason: "InvalidSpec",
+            message: format!(
+                "spec.task: {}, but FineTuneJob {job_name} (spec.model.fineTuneJob.name) trained {} (its spec.task); leave spec.task out to serve what the job trained",
+                task.as_str(),
+                job.spec.task.as_str()
+            ),
+        };
+    }
     let status = job.status.clone().unwrap_or_default();
     if let Some(not_yet) = unless_succeeded(&job_name, &status) {
         return not_yet;
@@ -380,7 +393,8 @@ fn served_checkpoint(
 }
 
 /// Whether a base model's name is one of the FLUX image models (black-forest-labs'
-/// FLUX.1-dev, -schnell and their fine-tunes keep "flux" in their names).
+/// FLUX.1-dev, -schnell and most fine-tunes keep "flux" in their names): what a
+/// deployment without `spec.task` serves.
 pub fn is_flux_name(name: &str) -> bool {
     name.to_ascii_lowercase()
         .rsplit('/')

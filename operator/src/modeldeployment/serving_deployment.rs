@@ -32,7 +32,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use crate::config::OperatorConfig;
-use crate::modeldeployment::model_resolution::{ServedModel, Source, is_flux_name};
+use crate::modeldeployment::model_resolution::{ServedModel, Source};
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::{
     PVC_DIR, TMP_SIZE, container_security, credentials_env, device, empty_dir_limited, env,
@@ -107,7 +107,7 @@ pub enum ServingPlanError {
     #[error("metadata.{0} is missing (the ModelDeployment was not read from the API server)")]
     MissingMetadata(&'static str),
     #[error(
-        "spec.runtime vllm: {0} is a FLUX image model, which vLLM's OpenAI server does not serve; use runtime: builtin (trainer serve answers /v1/images/generations)"
+        "spec.runtime vllm: the model is a FLUX image pipeline ({0}), which vLLM's OpenAI server does not serve; use runtime: builtin (trainer serve answers /v1/images/generations)"
     )]
     ImageModelOnVllm(String),
     #[error(transparent)]
@@ -449,19 +449,29 @@ pub fn plan_adapters_config_map(
     })
 }
 
+/// What says a deployment serves an image model, for messages.
+fn why_images(deployment: &ModelDeployment) -> String {
+    let model = &deployment.spec.model;
+    match (
+        deployment.spec.task,
+        &model.base_model,
+        &model.fine_tune_job,
+    ) {
+        (Some(_), _, _) => "spec.task text-to-image".to_owned(),
+        (None, Some(base), _) => format!("spec.model.baseModel.name {}", base.name),
+        (None, None, Some(job)) => format!("FineTuneJob {} trained text-to-image", job.name),
+        (None, None, None) => "spec.model".to_owned(),
+    }
+}
+
 /// vLLM OpenAI server arguments, with the downloads its init containers do.
 fn vllm_plan(
     model: &ServedModel,
     deployment: &ModelDeployment,
 ) -> Result<PodPlan, ServingPlanError> {
     let runtime = ServingRuntime::Vllm;
-    if let Some(base) = deployment.spec.model.base_model.as_ref()
-        && is_flux_name(&base.name)
-    {
-        return Err(ServingPlanError::ImageModelOnVllm(format!(
-            "spec.model.baseModel.name {}",
-            base.name
-        )));
+    if model.image {
+        return Err(ServingPlanError::ImageModelOnVllm(why_images(deployment)));
     }
     let mut plan = PodPlan::default();
     let base = pod_source(&model.base, runtime)?;

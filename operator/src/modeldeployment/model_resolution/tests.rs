@@ -378,9 +378,55 @@ fn image_models_are_told_by_the_jobs_task_or_the_base_models_name() {
         ("flux-tiny", true),
         ("Qwen/Qwen2.5-7B-Instruct", false),
         ("fluxion-labs/Llama-3", false),
+        // Only the model's part counts, not its organisation's.
+        ("fluxai-labs/Qwen2.5-7B", false),
+        ("me/my-flux-lora-base", true),
     ] {
         assert_eq!(is_flux_name(name), flux, "{name}");
     }
+}
+
+#[test]
+fn spec_task_says_what_a_base_model_does_where_its_name_does_not() {
+    let base = |name: &str, task: &str| {
+        let deployment = parse_modeldeployment(&format!(
+            r#"
+apiVersion: anneal.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: shots, namespace: team-a}}
+spec:
+  model:
+    baseModel: {{name: {name}, source: "s3://models/x"}}
+{task}"#
+        ))
+        .unwrap();
+        resolved(resolve_model(&deployment, None, &config())).image
+    };
+    assert!(!base("acme/product-shots", ""));
+    assert!(base("acme/product-shots", "  task: text-to-image"));
+    assert!(base("black-forest-labs/FLUX.1-dev", ""));
+    assert!(!base("black-forest-labs/FLUX.1-dev", "  task: chat"));
+}
+
+#[test]
+fn spec_task_other_than_the_jobs_is_refused() {
+    let chat_job = job(JobPhase::Succeeded, &LOSSES, true);
+    let mut image = deployment("final", None);
+    image.spec.task = Some(Task::TextToImage);
+    match resolve_model(&image, Some(&chat_job), &config()) {
+        Resolution::Failed { reason, message } => {
+            assert_eq!(reason, "InvalidSpec");
+            assert_eq!(
+                message,
+                "spec.task: text-to-image, but FineTuneJob my-job (spec.model.fineTuneJob.name) trained chat (its spec.task); leave spec.task out to serve what the job trained"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same task as the job's is what leaving it out gives.
+    let mut same = deployment("final", None);
+    same.spec.task = Some(Task::Chat);
+    assert!(!resolved(resolve_model(&same, Some(&chat_job), &config())).image);
 }
 
 #[test]

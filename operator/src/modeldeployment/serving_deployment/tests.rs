@@ -775,20 +775,30 @@ fn a_flux_image_model_is_refused_on_vllm_and_planned_on_builtin() {
         "{name: black-forest-labs/FLUX.1-dev, source: \"s3://models/flux1-dev\"}",
     );
     assert!(flux.contains("FLUX.1-dev"));
-    let error = check_servable(&deployment_from(&flux), &adapters_model(), &config()).unwrap_err();
+    let image_model = ServedModel {
+        image: true,
+        ..adapters_model()
+    };
+    let error = check_servable(&deployment_from(&flux), &image_model, &config()).unwrap_err();
     assert_eq!(error.user_reason(), Some("UnsupportedRuntime"));
     let message = error.to_string();
     assert!(
         message.starts_with(
-            "spec.runtime vllm: spec.model.baseModel.name black-forest-labs/FLUX.1-dev"
+            "spec.runtime vllm: the model is a FLUX image pipeline (spec.model.baseModel.name black-forest-labs/FLUX.1-dev)"
         ) && message.contains("use runtime: builtin"),
         "{message}"
     );
+    // Told by spec.task, the message says so.
+    let mut told = deployment_from(&flux);
+    told.spec.task = Some(anneal_crds::finetunejob::Task::TextToImage);
+    let message = check_servable(&told, &image_model, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("(spec.task text-to-image)"), "{message}");
     let builtin = flux.replace("runtime: vllm", "runtime: builtin");
-    check_servable(&deployment_from(&builtin), &adapters_model(), &config()).unwrap();
-    // A language model whose organisation merely contains the letters is not refused.
-    assert!(!is_flux_name("fluxai-labs/Qwen2.5-7B"));
-    assert!(is_flux_name("me/my-flux-lora-base"));
+    check_servable(&deployment_from(&builtin), &image_model, &config()).unwrap();
+    // A chat model on vLLM is planned, whatever its name.
+    check_servable(&deployment_from(&flux), &adapters_model(), &config()).unwrap();
 }
 
 #[test]
