@@ -37,8 +37,34 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
     let operator = world.start_operator(None).await;
     let status = train_story(&world, 1, None, PROMPT).await;
     let console = &operator.console_url;
+    let best = anneal_crds::best_checkpoint::best_checkpoint_name(&status.checkpoints).unwrap();
+    let list = jobs_list_with_filters(console, &best).await;
 
-    // The list, and its filters.
+    // The job's page.
+    let (code, page) = get(format!("{console}/jobs/{NAMESPACE}/story")).await;
+    assert_eq!(code, 200, "{page}");
+    loss_history_is_drawn(&world, &page).await;
+    answers_log_and_events_are_shown(&world, &operator.report_url, &status, &page).await;
+    // Everything on it is the console's own: no script loaded, no other host.
+    for outside in [
+        "<script src",
+        r#"src="http"#,
+        r#"href="http"#,
+        "@import",
+        "url(",
+    ] {
+        assert!(
+            !page.contains(outside) && !list.contains(outside),
+            "{outside}"
+        );
+    }
+    page_follows_the_job(&world, console, &page).await;
+    read_only_and_nothing_else_served(&world, console, &page, &best).await;
+    operator.stop().await;
+}
+
+/// The jobs list shows the story job with its best checkpoint, and its filters work.
+async fn jobs_list_with_filters(console: &str, best: &str) -> String {
     let (code, list) = get(format!("{console}/")).await;
     assert_eq!(code, 200);
     assert!(
@@ -49,17 +75,17 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
         list.contains("Succeeded") && list.contains("anneal-tiny"),
         "{list}"
     );
-    let best = anneal_crds::best_checkpoint::best_checkpoint_name(&status.checkpoints).unwrap();
-    assert!(list.contains(&best), "the best checkpoint {best}: {list}");
+    assert!(list.contains(best), "the best checkpoint {best}: {list}");
     let (_, running) = get(format!("{console}/?phase=Running")).await;
     assert!(!running.contains("/jobs/team-a/story") && running.contains("0 of 1 jobs shown"));
     let (_, chosen) = get(format!("{console}/?namespace={NAMESPACE}&phase=Succeeded")).await;
     assert!(chosen.contains("1 of 1 jobs shown"), "{chosen}");
 
-    // The job's page.
-    let (code, page) = get(format!("{console}/jobs/{NAMESPACE}/story")).await;
-    assert_eq!(code, 200, "{page}");
-    // The loss curve has a point for every training loss events.jsonl holds.
+    list
+}
+
+/// The loss curve has a point for every loss the run's events.jsonl holds.
+async fn loss_history_is_drawn(world: &World, page: &str) {
     let job = world.job("story").await;
     let run = format!(
         "{}/{NAMESPACE}/story/{}",
@@ -87,6 +113,16 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
         page.matches(r#"class="valid-point""#).count(),
         history.valid_loss.len()
     );
+}
+
+/// Each checkpoint's answer to the prompt, the log the report endpoint holds, the
+/// job's Events, conditions and manifest.
+async fn answers_log_and_events_are_shown(
+    world: &World,
+    report_url: &str,
+    status: &anneal_crds::finetunejob::FineTuneJobStatus,
+    page: &str,
+) {
     // Each checkpoint is a column with its answer to the prompt, which is escaped.
     assert!(page.contains(&escaped(PROMPT)), "{page}");
     for checkpoint in &status.checkpoints {
@@ -102,10 +138,7 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
     // The log the report endpoint holds.
     let token = world.report_token("story").await;
     let logs = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/jobs/{NAMESPACE}/story/logs",
-            operator.report_url
-        ))
+        .get(format!("{}/v1/jobs/{NAMESPACE}/story/logs", report_url))
         .bearer_auth(token)
         .send()
         .await
@@ -123,21 +156,10 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
     );
     assert!(page.contains("<td>Complete</td>"), "the Complete condition");
     assert!(page.contains("kind: FineTuneJob") && page.contains("samplePrompts:"));
-    // Everything on it is the console's own: no script loaded, no other host.
-    for outside in [
-        "<script src",
-        r#"src="http"#,
-        r#"href="http"#,
-        "@import",
-        "url(",
-    ] {
-        assert!(
-            !page.contains(outside) && !list.contains(outside),
-            "{outside}"
-        );
-    }
+}
 
-    // The page follows the job: a change to it is told on its watch.
+/// A change to the job is told on the page's watch.
+async fn page_follows_the_job(world: &World, console: &str, page: &str) {
     assert!(page.contains(r#"data-watch="/jobs/team-a/story/watch""#));
     let mut watch = reqwest::get(format!("{console}/jobs/{NAMESPACE}/story/watch"))
         .await
@@ -165,7 +187,11 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
     .await
     .expect("a changed event within 10 s");
     assert!(told.contains("event: changed\ndata: "), "{told}");
+}
 
+/// Without sign-in the console is read-only; what is not there, or not the job's
+/// pictures, is not found.
+async fn read_only_and_nothing_else_served(world: &World, console: &str, page: &str, best: &str) {
     // Without sign-in the console is read-only: no actions offered, none taken.
     assert!(!page.contains("<h2>Actions</h2>"), "{page}");
     let suspend = reqwest::Client::new()
@@ -190,7 +216,6 @@ async fn the_console_shows_a_trained_job_its_history_answers_and_log() {
         let (code, _) = get(format!("{console}{path}")).await;
         assert_eq!(code, 404, "{path}");
     }
-    operator.stop().await;
 }
 
 /// A GPU job's page shows the memory plan Validating judged it by, from the built-in
@@ -281,12 +306,61 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
             ..AuthSettings::default()
         })
         .await;
-    let console = operator.console_url.clone();
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let send = |request: reqwest::RequestBuilder| async move {
+    let console = Browser::new(&operator.console_url);
+    sign_in_is_required(&console).await;
+    alice_sees_only_her_namespace(&console).await;
+    actions_are_as_the_api_server_allows(&console, &world).await;
+    a_checkpoint_is_deployed(&console, &world).await;
+    a_checkpoint_is_published(&console, &world).await;
+
+    // Signing out drops the cookie.
+    let logout = console.browser.post(format!("{}/logout", console.url));
+    let (code, location, cookie, _) = console.send(logout).await;
+    assert_eq!((code, location.as_str()), (303, "/login"));
+    assert!(cookie.starts_with("anneal-console-token=;") && cookie.contains("Max-Age=0"));
+    operator.stop().await;
+
+    // Behind an authenticating proxy, the proxy's headers name the viewer.
+    let operator = world
+        .start_operator_with_console(AuthSettings {
+            mode: ConsoleAuth::Header,
+            ..AuthSettings::default()
+        })
+        .await;
+    let console = Browser::new(&operator.console_url);
+    let proxied = (console.browser.get(format!("{}/", console.url)))
+        .header("X-Forwarded-User", "alice")
+        .header("X-Forwarded-Groups", "ml");
+    let (code, _, _, list) = console.send(proxied).await;
+    assert!(code == 200 && list.contains("/jobs/team-a/story") && !list.contains("payroll"));
+    let (code, _, _, page) = console
+        .send(console.browser.get(format!("{}/", console.url)))
+        .await;
+    assert_eq!(code, 401);
+    assert!(page.contains("no X-Forwarded-User header"), "{page}");
+    operator.stop().await;
+}
+
+/// A browser on the console that follows no redirects.
+struct Browser {
+    browser: reqwest::Client,
+    url: String,
+}
+
+impl Browser {
+    fn new(url: &str) -> Self {
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            browser,
+            url: url.to_owned(),
+        }
+    }
+
+    /// The answer's status, `location`, `set-cookie` and body.
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, String, String, String) {
         let response = request.send().await.unwrap();
         let code = response.status().as_u16();
         let header = |name: &str| {
@@ -296,28 +370,53 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
         };
         let (location, cookie) = (header("location"), header("set-cookie"));
         (code, location, cookie, response.text().await.unwrap())
-    };
+    }
 
-    // Not signed in: sent to sign in; a token the API server does not accept is refused.
-    let (code, location, _, _) = send(browser.get(format!("{console}/"))).await;
-    assert_eq!((code, location.as_str()), (303, "/login"));
-    let (code, _, _, page) = send(browser.get(format!("{console}/login"))).await;
-    assert!(code == 200 && page.contains(r#"name="token""#), "{page}");
-    let sign_in = |token: &str| {
-        browser
-            .post(format!("{console}/login"))
+    fn sign_in(&self, token: &str) -> reqwest::RequestBuilder {
+        (self.browser.post(format!("{}/login", self.url)))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("token={token}"))
-    };
-    let (code, _, cookie, page) = send(sign_in("mallory-token")).await;
+    }
+
+    /// A page as the viewer whose cookie holds `token`.
+    fn get_as(&self, token: &str, path: &str) -> reqwest::RequestBuilder {
+        (self.browser.get(format!("{}{path}", self.url)))
+            .header("cookie", format!("anneal-console-token={token}"))
+    }
+
+    /// A form posted to the story job's `path` as the viewer whose cookie holds `token`.
+    fn act(&self, path: &str, token: &str, body: &str) -> reqwest::RequestBuilder {
+        (self
+            .browser
+            .post(format!("{}/jobs/{NAMESPACE}/story/{path}", self.url)))
+        .header("cookie", format!("anneal-console-token={token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+    }
+}
+
+/// Not signed in: sent to sign in; a token the API server does not accept is refused.
+async fn sign_in_is_required(console: &Browser) {
+    let (code, location, _, _) = console
+        .send(console.browser.get(format!("{}/", console.url)))
+        .await;
+    assert_eq!((code, location.as_str()), (303, "/login"));
+    let (code, _, _, page) = console
+        .send(console.browser.get(format!("{}/login", console.url)))
+        .await;
+    assert!(code == 200 && page.contains(r#"name="token""#), "{page}");
+    let (code, _, cookie, page) = console.send(console.sign_in("mallory-token")).await;
     assert_eq!(code, 401);
     assert!(
         cookie.is_empty() && page.contains("does not accept this token"),
         "{page}"
     );
+}
 
-    // Alice signs in: her token is kept in a cookie no script reads and no other site sends.
-    let (code, location, cookie, _) = send(sign_in("alice-token")).await;
+/// Alice signs in: her token is kept in a cookie no script reads and no other site
+/// sends, and she sees her namespace's jobs only; Bob, by bearer token, sees none.
+async fn alice_sees_only_her_namespace(console: &Browser) {
+    let (code, location, cookie, _) = console.send(console.sign_in("alice-token")).await;
     assert_eq!((code, location.as_str()), (303, "/"));
     for part in [
         "anneal-console-token=alice-token",
@@ -327,11 +426,8 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
     ] {
         assert!(cookie.contains(part), "{part} in {cookie}");
     }
-    let as_alice = |path: &str| {
-        (browser.get(format!("{console}{path}")))
-            .header("cookie", "anneal-console-token=alice-token")
-    };
-    let (code, _, _, list) = send(as_alice("/")).await;
+    let as_alice = |path: &str| console.get_as("alice-token", path);
+    let (code, _, _, list) = console.send(as_alice("/")).await;
     assert_eq!(code, 200, "{list}");
     assert!(list.contains(&format!("/jobs/{NAMESPACE}/story")), "{list}");
     assert!(
@@ -342,34 +438,37 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
         list.contains("Signed in as <strong>alice</strong>"),
         "{list}"
     );
-    let (code, _, _, page) = send(as_alice(&format!("/jobs/{NAMESPACE}/story"))).await;
+    let (code, _, _, page) = console
+        .send(as_alice(&format!("/jobs/{NAMESPACE}/story")))
+        .await;
     assert!(code == 200 && page.contains("kind: FineTuneJob"), "{page}");
     // Another namespace's job is refused whether it is there or not.
     for path in ["/jobs/team-b/payroll", "/jobs/team-b/not-there"] {
-        let (code, _, _, page) = send(as_alice(path)).await;
+        let (code, _, _, page) = console.send(as_alice(path)).await;
         assert_eq!(code, 403, "{path}");
         assert!(page.contains("alice may not get the FineTuneJob"), "{page}");
         assert!(!page.contains("kind: FineTuneJob"));
     }
-
     // Nor may she follow it.
-    let (code, _, _, _) = send(as_alice("/jobs/team-b/payroll/watch")).await;
+    let (code, _, _, _) = console.send(as_alice("/jobs/team-b/payroll/watch")).await;
     assert_eq!(code, 403);
 
-    // Bob, by bearer token, may list nothing.
     let as_bob = |path: &str| {
-        browser
-            .get(format!("{console}{path}"))
-            .bearer_auth("bob-token")
+        (console.browser.get(format!("{}{path}", console.url))).bearer_auth("bob-token")
     };
-    let (code, _, _, list) = send(as_bob("/")).await;
+    let (code, _, _, list) = console.send(as_bob("/")).await;
     assert!(code == 200 && list.contains("0 of 0 jobs shown"), "{list}");
-    let (code, _, _, _) = send(as_bob(&format!("/jobs/{NAMESPACE}/story"))).await;
+    let (code, _, _, _) = console
+        .send(as_bob(&format!("/jobs/{NAMESPACE}/story")))
+        .await;
     assert_eq!(code, 403);
+}
 
-    // Actions, each as the API server allows the viewer: alice resumes the job
-    // (she may patch it), may not delete it, and deploys a checkpoint.
-    let (_, _, _, page) = send(as_alice(&format!("/jobs/{NAMESPACE}/story"))).await;
+/// Actions, each as the API server allows the viewer: alice resumes the job (she may
+/// patch it) and may not delete it; bob changes nothing, nor does another site.
+async fn actions_are_as_the_api_server_allows(console: &Browser, world: &World) {
+    let story = format!("/jobs/{NAMESPACE}/story");
+    let (_, _, _, page) = console.send(console.get_as("alice-token", &story)).await;
     assert!(
         page.contains(">Resume</button>") && page.contains("suspend: false"),
         "{page}"
@@ -378,35 +477,35 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
         !page.contains("to delete the job"),
         "alice may not delete: {page}"
     );
-    let act = |path: &str, token: &str, body: &str| {
-        (browser.post(format!("{console}/jobs/{NAMESPACE}/story/{path}")))
-            .header("cookie", format!("anneal-console-token={token}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.to_owned())
-    };
-    let (code, location, _, _) = send(act("suspend", "alice-token", "suspend=false")).await;
+    let resume = console.act("suspend", "alice-token", "suspend=false");
+    let (code, location, _, _) = console.send(resume).await;
     assert_eq!((code, location.as_str()), (303, "/jobs/team-a/story"));
     assert!(!world.job("story").await.spec.suspend, "resumed");
-    let (code, _, _, _) = send(act("suspend", "alice-token", "suspend=true")).await;
+    let suspend = console.act("suspend", "alice-token", "suspend=true");
+    let (code, _, _, _) = console.send(suspend).await;
     assert_eq!(code, 303);
     assert!(world.job("story").await.spec.suspend, "suspended again");
-    let (code, _, _, page) = send(act("delete", "alice-token", "confirm=story")).await;
+    let delete = console.act("delete", "alice-token", "confirm=story");
+    let (code, _, _, page) = console.send(delete).await;
     assert_eq!(code, 403);
     assert!(
         page.contains("alice may not delete the FineTuneJob team-a/story"),
         "{page}"
     );
-    let (code, _, _, page) = send(act("suspend", "bob-token", "suspend=false")).await;
+    let by_bob = console.act("suspend", "bob-token", "suspend=false");
+    let (code, _, _, page) = console.send(by_bob).await;
     assert_eq!(code, 403, "{page}");
     assert!(world.job("story").await.spec.suspend, "bob changed nothing");
     // Another site's page cannot make alice's browser act.
-    let (code, _, _, page) = send(
-        act("suspend", "alice-token", "suspend=false").header("origin", "https://evil.example"),
-    )
-    .await;
+    let forged = (console.act("suspend", "alice-token", "suspend=false"))
+        .header("origin", "https://evil.example");
+    let (code, _, _, page) = console.send(forged).await;
     assert!(code == 403 && page.contains("another site"), "{page}");
     assert!(world.job("story").await.spec.suspend);
-    // Deploying a checkpoint the job has: the ModelDeployment the page showed.
+}
+
+/// Deploying a checkpoint the job has: the ModelDeployment the page showed.
+async fn a_checkpoint_is_deployed(console: &Browser, world: &World) {
     let jobs: Api<FineTuneJob> = Api::namespaced(world.client(), NAMESPACE);
     let trained = json!({"status": {
         "result": {"modelId": "ft:anneal-tiny:story:ckpt-2", "uri": "s3://x/final"},
@@ -418,20 +517,23 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
     )
     .await
     .unwrap();
-    let (_, _, _, page) = send(as_alice(&format!("/jobs/{NAMESPACE}/story"))).await;
+    let story = format!("/jobs/{NAMESPACE}/story");
+    let (_, _, _, page) = console.send(console.get_as("alice-token", &story)).await;
     assert!(
         page.contains(r#"<option value="ckpt-2">"#) && page.contains("name: story-final"),
         "{page}"
     );
-    let (code, _, _, page) =
-        send(act("deploy", "alice-token", "checkpoint=ckpt-9&replicas=1")).await;
+    let deploy = |checkpoint: &str| {
+        let form = format!("checkpoint={checkpoint}&replicas=1");
+        console.send(console.act("deploy", "alice-token", &form))
+    };
+    let (code, _, _, page) = deploy("ckpt-9").await;
     assert_eq!(code, 422);
     assert!(
         page.contains("checkpoint &quot;ckpt-9&quot; is not one of the job"),
         "{page}"
     );
-    let (code, location, _, _) =
-        send(act("deploy", "alice-token", "checkpoint=ckpt-2&replicas=1")).await;
+    let (code, location, _, _) = deploy("ckpt-2").await;
     assert_eq!(
         (code, location.as_str()),
         (303, "/deployments/team-a/story-ckpt-2")
@@ -445,29 +547,27 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
         (source.name.as_str(), source.checkpoint.as_str()),
         ("story", "ckpt-2")
     );
-    let (code, _, _, _) = send(act("deploy", "alice-token", "checkpoint=ckpt-2&replicas=1")).await;
+    let (code, _, _, _) = deploy("ckpt-2").await;
     assert_eq!(code, 409, "the name is taken now");
+}
 
-    // Publishing a checkpoint adds a spec.publish entry, as the page showed it.
-    let (_, _, _, page) = send(as_alice(&format!("/jobs/{NAMESPACE}/story"))).await;
+/// Publishing a checkpoint adds a spec.publish entry, as the page showed it.
+async fn a_checkpoint_is_published(console: &Browser, world: &World) {
+    let story = format!("/jobs/{NAMESPACE}/story");
+    let (_, _, _, page) = console.send(console.get_as("alice-token", &story)).await;
     assert!(
         page.contains(r#"action="/jobs/team-a/story/publish""#)
             && page.contains("to: hf://ORG/NAME"),
         "{page}"
     );
-    let (code, _, _, page) = send(act(
-        "publish",
-        "alice-token",
-        "checkpoint=ckpt-2&to=gs%3A%2F%2Fb%2Fx",
-    ))
-    .await;
+    let publish = |token: &str, form: &str| console.send(console.act("publish", token, form));
+    let (code, _, _, page) = publish("alice-token", "checkpoint=ckpt-2&to=gs%3A%2F%2Fb%2Fx").await;
     assert_eq!(code, 422);
     assert!(page.contains("spec.publish[0].to"), "{page}");
-    let (code, location, _, _) = send(act(
-        "publish",
+    let (code, location, _, _) = publish(
         "alice-token",
         "checkpoint=ckpt-2&to=hf%3A%2F%2Facme%2Fstory-ckpt-2&merge=true",
-    ))
+    )
     .await;
     assert_eq!((code, location.as_str()), (303, "/jobs/team-a/story"));
     let published = world.job("story").await.spec.publish;
@@ -480,41 +580,9 @@ async fn signed_in_viewers_see_only_the_jobs_they_may_read() {
         ),
         ("ckpt-2", "hf://acme/story-ckpt-2", true)
     );
-    let (code, _, _, _) = send(act(
-        "publish",
-        "bob-token",
-        "checkpoint=final&to=s3%3A%2F%2Fb%2Fx",
-    ))
-    .await;
+    let (code, _, _, _) = publish("bob-token", "checkpoint=final&to=s3%3A%2F%2Fb%2Fx").await;
     assert_eq!(code, 403, "bob may not patch the job");
     assert_eq!(world.job("story").await.spec.publish.len(), 1);
-
-    // Signing out drops the cookie.
-    let (code, location, cookie, _) = send(browser.post(format!("{console}/logout"))).await;
-    assert_eq!((code, location.as_str()), (303, "/login"));
-    assert!(cookie.starts_with("anneal-console-token=;") && cookie.contains("Max-Age=0"));
-    operator.stop().await;
-
-    // Behind an authenticating proxy, the proxy's headers name the viewer.
-    let operator = world
-        .start_operator_with_console(AuthSettings {
-            mode: ConsoleAuth::Header,
-            ..AuthSettings::default()
-        })
-        .await;
-    let console = operator.console_url.clone();
-    let (code, _, _, list) = send(
-        browser
-            .get(format!("{console}/"))
-            .header("X-Forwarded-User", "alice")
-            .header("X-Forwarded-Groups", "ml"),
-    )
-    .await;
-    assert!(code == 200 && list.contains("/jobs/team-a/story") && !list.contains("payroll"));
-    let (code, _, _, page) = send(browser.get(format!("{console}/"))).await;
-    assert_eq!(code, 401);
-    assert!(page.contains("no X-Forwarded-User header"), "{page}");
-    operator.stop().await;
 }
 
 /// The text of the `data:` chunks of a streamed chat answer.

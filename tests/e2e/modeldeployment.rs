@@ -274,7 +274,17 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
     let client = serving.client();
     job(&client, "story", JobPhase::Running, &[0.9]).await;
     let applied = serve(&client, "chat", "final", 1).await;
+    waits_pending_while_the_job_trains(&serving).await;
+    let created = loads_the_final_checkpoint_when_the_job_succeeds(&client).await;
+    owned_server_and_service(&client, &applied, &created).await;
+    turns_ready_with_its_endpoint(&client).await;
+    serving.stop().await;
+}
 
+/// Pending while the job runs, with one status write and one Event however the job's
+/// progress changes, and no pods planned.
+async fn waits_pending_while_the_job_trains(serving: &Serving) {
+    let client = serving.client();
     let pending = wait_until(&client, "chat", "Pending", |s| {
         s.phase == Some(DeploymentPhase::Pending)
     })
@@ -309,10 +319,13 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
         1,
         "one Pending Event: {pending_events:?}"
     );
+}
 
-    // The job succeeds: the FineTuneJob watch brings the deployment its model.
-    set_job_status(&client, "story", JobPhase::Succeeded, &[0.9, 0.7, 0.8]).await;
-    let loading = wait_until(&client, "chat", "Loading", |s| {
+/// The job succeeds: the FineTuneJob watch brings the deployment its model, and the
+/// server Deployment runs `trainer serve` with the adapter loaded at runtime.
+async fn loads_the_final_checkpoint_when_the_job_succeeds(client: &Client) -> Deployment {
+    set_job_status(client, "story", JobPhase::Succeeded, &[0.9, 0.7, 0.8]).await;
+    let loading = wait_until(client, "chat", "Loading", |s| {
         s.phase == Some(DeploymentPhase::Loading)
     })
     .await;
@@ -327,7 +340,7 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
         condition(&loading, "AdaptersLoaded"),
         ("False", "NoServingPods")
     );
-    let created = server(&client, "chat").await.unwrap();
+    let created = server(client, "chat").await.unwrap();
     assert_eq!(
         args(&created),
         [
@@ -364,6 +377,16 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
         "s3-creds",
         "the job's storage credentials"
     );
+    created
+}
+
+/// The server Deployment and its Service belong to the ModelDeployment, and the Service
+/// selects the server's pods.
+async fn owned_server_and_service(
+    client: &Client,
+    applied: &ModelDeployment,
+    created: &Deployment,
+) {
     let uid = applied.metadata.uid.clone().unwrap();
     let owner = &created.metadata.owner_references.clone().unwrap()[0];
     assert_eq!(
@@ -387,10 +410,12 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
             .match_labels
             .as_ref()
     );
+}
 
-    // A pod turns ready.
-    pods_ready(&client, "chat", 1).await;
-    let ready = wait_until(&client, "chat", "Ready", |s| {
+/// A pod turns ready: the deployment is Ready with its endpoint, and each phase was an Event.
+async fn turns_ready_with_its_endpoint(client: &Client) {
+    pods_ready(client, "chat", 1).await;
+    let ready = wait_until(client, "chat", "Ready", |s| {
         s.phase == Some(DeploymentPhase::Ready)
     })
     .await;
@@ -409,14 +434,13 @@ async fn a_deployment_waits_for_its_job_then_serves_the_final_checkpoint_until_r
         ("True", "MinimumReplicasAvailable")
     );
     assert_eq!(ready.message.as_deref(), Some("1 of 1 serving pods ready"));
-    let reasons = event_reasons(&client, "chat", &["Pending", "Loading", "Ready"]).await;
+    let reasons = event_reasons(client, "chat", &["Pending", "Loading", "Ready"]).await;
     for phase in ["Pending", "Loading", "Ready"] {
         assert!(
             reasons.contains(&(phase.to_owned(), "Normal".to_owned())),
             "{phase} not in {reasons:?}"
         );
     }
-    serving.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

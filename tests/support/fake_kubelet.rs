@@ -56,7 +56,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus,
+};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -539,8 +541,25 @@ impl Worker {
         deployment: &Deployment,
         pods: &[Pod],
     ) -> Result<(), kube::Error> {
-        let name = deployment.name_any();
         let spec = deployment.spec.clone().unwrap_or_default();
+        let wanted = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
+        let (current, started) = self
+            .scale_to_template(deployment, &spec, pods, wanted)
+            .await?;
+        let status = deployment_status(deployment, &spec, &current, started, wanted);
+        self.write_deployment_status(deployment, status).await
+    }
+
+    /// Deletes the Deployment's pods of an earlier template and those beyond `wanted`,
+    /// and starts pods up to it where the fake can run them: the pods kept, and how
+    /// many were started.
+    async fn scale_to_template<'a>(
+        &self,
+        deployment: &Deployment,
+        spec: &DeploymentSpec,
+        pods: &'a [Pod],
+        wanted: usize,
+    ) -> Result<(Vec<&'a Pod>, usize), kube::Error> {
         let hash = template_hash(&spec.template);
         let uid = deployment.metadata.uid.clone();
         let mut own: Vec<&Pod> = pods
@@ -553,7 +572,6 @@ impl Worker {
             })
             .collect();
         own.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
-        let wanted = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
 
         // Pods of an earlier template go, then the newest beyond `replicas`.
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -575,89 +593,39 @@ impl Worker {
         let mut started = 0;
         if runnable {
             for _ in current.len()..wanted {
-                let index = self.next_index(&format!("deployment/{name}"));
+                let index = self.next_index(&format!("deployment/{}", deployment.name_any()));
                 self.start_deployment_pod(deployment, &hash, index).await?;
                 started += 1;
             }
         }
+        Ok((current.to_vec(), started))
+    }
 
-        let phase = |p: &Pod| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default()
-        };
-        let ready = |p: &Pod| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        };
-        let active: Vec<&&Pod> = current
-            .iter()
-            .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
-            .collect();
-        let replicas = (active.len() + started) as i32;
-        let ready_count = active.iter().filter(|p| ready(p)).count() as i32;
-        let wanted = wanted as i32;
-        let available = ready_count >= wanted - max_unavailable(&spec, wanted);
-        let complete = ready_count == wanted && replicas == wanted;
-        let before = deployment.status.clone().unwrap_or_default();
-        let conditions = vec![
-            deployment_condition(
-                &before,
-                "Available",
-                available,
-                if available {
-                    (
-                        "MinimumReplicasAvailable",
-                        "Deployment has minimum availability.",
-                    )
-                } else {
-                    (
-                        "MinimumReplicasUnavailable",
-                        "Deployment does not have minimum availability.",
-                    )
-                },
-            ),
-            deployment_condition(
-                &before,
-                "Progressing",
-                true,
-                if complete {
-                    (
-                        "NewReplicaSetAvailable",
-                        "The Deployment has successfully progressed.",
-                    )
-                } else {
-                    ("ReplicaSetUpdated", "The Deployment is progressing.")
-                },
-            ),
-        ];
-        let status = DeploymentStatus {
-            replicas: Some(replicas),
-            updated_replicas: Some(replicas),
-            ready_replicas: Some(ready_count),
-            available_replicas: Some(ready_count),
-            unavailable_replicas: (wanted > ready_count).then_some(wanted - ready_count),
-            observed_generation: deployment.metadata.generation,
-            conditions: Some(conditions),
-            ..before.clone()
-        };
-        if status != before {
-            // Explicit nulls, so that a merge patch removes what no longer holds.
-            let patch = json!({"status": {
-                "replicas": status.replicas, "updatedReplicas": status.updated_replicas,
-                "readyReplicas": status.ready_replicas,
-                "availableReplicas": status.available_replicas,
-                "unavailableReplicas": status.unavailable_replicas,
-                "observedGeneration": status.observed_generation,
-                "conditions": status.conditions,
-            }});
-            Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+    /// Patches the Deployment's status to `status` where it changed.
+    async fn write_deployment_status(
+        &self,
+        deployment: &Deployment,
+        status: DeploymentStatus,
+    ) -> Result<(), kube::Error> {
+        if Some(&status) == deployment.status.as_ref() {
+            return Ok(());
         }
+        // Explicit nulls, so that a merge patch removes what no longer holds.
+        let patch = json!({"status": {
+            "replicas": status.replicas, "updatedReplicas": status.updated_replicas,
+            "readyReplicas": status.ready_replicas,
+            "availableReplicas": status.available_replicas,
+            "unavailableReplicas": status.unavailable_replicas,
+            "observedGeneration": status.observed_generation,
+            "conditions": status.conditions,
+        }});
+        Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
+            .patch_status(
+                &deployment.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
         Ok(())
     }
 
@@ -1164,8 +1132,82 @@ fn template_hash(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Stri
     format!("{:016x}", hasher.finish())[..10].to_owned()
 }
 
+/// A Deployment's status from the pods of its current template (`current`, plus
+/// `started` just created), as the Deployment controller writes it.
+fn deployment_status(
+    deployment: &Deployment,
+    spec: &DeploymentSpec,
+    current: &[&Pod],
+    started: usize,
+    wanted: usize,
+) -> DeploymentStatus {
+    let phase = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default()
+    };
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let active: Vec<&&Pod> = current
+        .iter()
+        .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
+        .collect();
+    let replicas = (active.len() + started) as i32;
+    let ready_count = active.iter().filter(|p| ready(p)).count() as i32;
+    let wanted = wanted as i32;
+    let available = ready_count >= wanted - max_unavailable(spec, wanted);
+    let complete = ready_count == wanted && replicas == wanted;
+    let before = deployment.status.clone().unwrap_or_default();
+    let conditions = vec![
+        deployment_condition(
+            &before,
+            "Available",
+            available,
+            if available {
+                (
+                    "MinimumReplicasAvailable",
+                    "Deployment has minimum availability.",
+                )
+            } else {
+                (
+                    "MinimumReplicasUnavailable",
+                    "Deployment does not have minimum availability.",
+                )
+            },
+        ),
+        deployment_condition(
+            &before,
+            "Progressing",
+            true,
+            if complete {
+                (
+                    "NewReplicaSetAvailable",
+                    "The Deployment has successfully progressed.",
+                )
+            } else {
+                ("ReplicaSetUpdated", "The Deployment is progressing.")
+            },
+        ),
+    ];
+    DeploymentStatus {
+        replicas: Some(replicas),
+        updated_replicas: Some(replicas),
+        ready_replicas: Some(ready_count),
+        available_replicas: Some(ready_count),
+        unavailable_replicas: (wanted > ready_count).then_some(wanted - ready_count),
+        observed_generation: deployment.metadata.generation,
+        conditions: Some(conditions),
+        ..before
+    }
+}
+
 /// `maxUnavailable` of a rolling update, rounded down as the Deployment controller does.
-fn max_unavailable(spec: &k8s_openapi::api::apps::v1::DeploymentSpec, replicas: i32) -> i32 {
+fn max_unavailable(spec: &DeploymentSpec, replicas: i32) -> i32 {
     let strategy = spec.strategy.clone().unwrap_or_default();
     if strategy.type_.as_deref().unwrap_or("RollingUpdate") != "RollingUpdate" || replicas == 0 {
         return 0;

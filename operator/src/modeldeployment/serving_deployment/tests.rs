@@ -238,6 +238,15 @@ fn builtin_runs_trainer_serve_with_the_adapter_loaded_at_runtime_on_gpus() {
         "7c1d-uid",
         "deleted with the deployment"
     );
+}
+
+#[test]
+fn a_builtin_pod_has_its_gpus_probes_volumes_and_owner() {
+    let deployment = deployment_from(BUILTIN);
+    let model = checkpoint_model("s3://models/qwen2.5-0.5b");
+    let planned = plan_deployment(&deployment, &model, &config()).unwrap();
+    let spec = planned.spec.as_ref().unwrap();
+    let server = server(&planned);
     let gates = pod(&planned).readiness_gates.clone().unwrap();
     assert_eq!(gates[0].condition_type, "anneal.dev/adapters-loaded");
     let limits = server.resources.as_ref().unwrap().limits.clone().unwrap();
