@@ -13,14 +13,14 @@
 //!
 //! `cargo bench -p anneal-chat --bench tokenizer_memory [-- --write]`
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anneal_chat::dataset_tokens::count_tokens;
 use anneal_chat::{ModelFolder, ModelTokenizer};
 use anneal_crds::dataset::DatasetKind;
 use serde_json::{Map, Value, json};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[path = "../../../benches/results_section.rs"]
 mod results_section;

@@ -73,7 +73,7 @@ impl ModelTokenizer {
             .bytes(TOKENIZER_FILE)?
             .ok_or_else(|| ChatError::Read {
                 path: tokenizer_path.clone(),
-                source: std::io::ErrorKind::NotFound.into(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             })?;
         let tokenizer = serde_json::from_slice::<SharedTokenizer>(&bytes).map_err(|source| {
             ChatError::LoadTokenizer {
