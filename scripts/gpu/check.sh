@@ -4,15 +4,15 @@
 # internet needed once the crates are in ~/.cargo): with a prebuilt binary, within
 # ANNEAL_CHECK_BUDGET seconds, it
 #   1. builds `trainer` --release --features cuda (or takes $ANNEAL_TRAINER_BIN; one
-#      built elsewhere: CUDARC_CUDA_VERSION=13000 cargo build ... --features cuda needs
-#      no toolkit, only the GPU machine's CUDA at run time),
-#   2. runs `trainer doctor --device cuda`, cold and then from the kernel cache,
-#   3. benchmarks beside PEFT on the same GPU: a Qwen2.5-7B-shaped random bf16
+#      built elsewhere needs no toolkit, only the GPU machine's CUDA at run time:
+#      scripts/gpu/prepare.sh builds one and prints the call that carries it),
+#   2. benchmarks beside PEFT on the same GPU: a Qwen2.5-7B-shaped random bf16
 #      checkpoint made with PyTorch on the GPU, LoRA r8 on all 7 projections, 4,096
 #      tokens, the trainer planning for an 80 GiB card: tokens/s, MFU and peak GPU
 #      memory of `trainer train` and of transformers + PEFT with gradient
 #      checkpointing, bf16, sdpa (helpers: benches/scale_cpu.py), and the memory
 #      plan's predicted peak,
+#   3. runs `trainer doctor --device cuda`, cold and then from the kernel cache,
 #   4. runs transformers' parity fixtures on CUDA: `trainer generate --prompt-ids`
 #      greedy ids against trainer/tests/fixtures/reference/*/reference.json,
 #   5. trains the quick start on CUDA: the final validation loss must fall below half
@@ -27,11 +27,13 @@
 #      last epoch's mean flow-matching loss must fall below half the first's, with
 #      a sample image per prompt and epoch,
 # then prints one table, also written to $OUT/gpu-check.md when $OUT is set (with
-# every step's own output in $OUT/gpu-check-steps.log). The benchmark runs before the
-# tiny-model steps because it is the longest and the one a short lease is for; every
-# step after the build runs under a share of the time budget that is left. On the first
-# lease (H200, benches/RESULTS.md) the cold doctor alone took 5 minutes of kernel
-# compilation: ANNEAL_CHECK_STEPS splits the steps across leases.
+# every step's own output in $OUT/gpu-check-steps.log). The benchmark runs first, even
+# before the doctor, because it is the figure a short lease is for: on the first lease
+# (H200, benches/RESULTS.md) the cold doctor alone took 5 minutes of kernel compilation
+# and left the benchmark too little time. A broken CUDA path still shows at once: the
+# benchmark's `trainer train` checks the GPU before its first step. Every step after
+# the build runs under a share of the time budget that is left; ANNEAL_CHECK_STEPS
+# splits the steps across leases.
 #
 #   scripts/gpu/check.sh            # CUDA
 #   scripts/gpu/check.sh --cpu      # the same steps on the CPU at tiny sizes: the script's own proof
@@ -76,9 +78,9 @@ seconds_for() {
   echo $((limit < 10 ? 10 : limit))
 }
 # The steps to run after the build: ANNEAL_CHECK_STEPS, a comma-separated subset of
-# doctor,benchmark,parity,quickstart,images,image-job (all by default), so that one lease can
+# benchmark,doctor,parity,quickstart,images,image-job (all by default), so that one lease can
 # take some and the next the rest.
-STEPS=",${ANNEAL_CHECK_STEPS:-doctor,benchmark,parity,quickstart,images,image-job},"
+STEPS=",${ANNEAL_CHECK_STEPS:-benchmark,doctor,parity,quickstart,images,image-job},"
 # run_step NAME FUNCTION: runs the step if it was asked for and at least 30 s of the
 # budget are left; otherwise a skipped row that says why.
 run_step() {
@@ -151,45 +153,19 @@ fi
 BUDGET_START=$SECONDS
 
 # As in a GPU pod, every trainer run keeps compiled kernels and autotune results in a
-# kernel cache: the doctor's first LoRA step fills it, the later steps read it back.
+# kernel cache: the first step on a model fills it, the later ones read it back.
 if [[ $MODE == cuda ]]; then
   export ANNEAL_KERNEL_CACHE="$WORK/kernel-cache"
 fi
 
-# --- 2. doctor -----------------------------------------------------------------------
-# On CUDA it runs twice: cold, compiling every kernel of a LoRA step (minutes: 294 s on
-# an H200 with burn 0.21, the GPU idle all the while), then from the kernel cache that
-# run filled, as a pod started again on the same volume does.
-check_doctor() {
-  step "2. trainer doctor --device $MODE: the backend, a matmul against a host reference, one LoRA step, two on two copies of the model"
-  if timeout "$(seconds_for 330)" "$BIN" doctor --device "$MODE" 2>&1 | tee "$WORK/doctor.txt"; then
-    local figures
-    figures="$(grep -E '^ok +backend' "$WORK/doctor.txt" | cut -c18- | tr '|' '/'); matmul $(grep -oE '[0-9.e+-]+ relative \(limit [0-9e.+-]+\)' "$WORK/doctor.txt"); LoRA step $(grep -oE 'loss [0-9.]+ -> [0-9.]+' "$WORK/doctor.txt") in $(grep -oE 'in [0-9.]+ s:' "$WORK/doctor.txt" | tail -1 | cut -c4- | tr -d ':')"
-    if [[ $MODE == cuda ]]; then
-      step "2b. trainer doctor --device cuda again, from the kernel cache ($(du -sh "$ANNEAL_KERNEL_CACHE" 2>/dev/null | cut -f1))"
-      if timeout "$(seconds_for 120)" "$BIN" doctor --device "$MODE" > "$WORK/doctor-warm.txt" 2>&1; then
-        cat "$WORK/doctor-warm.txt"
-        figures+="; again from the kernel cache in $(grep -oE 'in [0-9.]+ s:' "$WORK/doctor-warm.txt" | tail -1 | cut -c4- | tr -d ':')"
-      else
-        cat "$WORK/doctor-warm.txt"
-        figures+="; again from the kernel cache: failed or timed out"
-      fi
-    fi
-    record doctor ok "$figures"
-  else
-    abort doctor "$( (grep -E '^FAIL' "$WORK/doctor.txt"; tail -1 "$WORK/doctor.txt"; echo 'timed out or no output') | head -1 | cut -c1-300 | tr '|' '/')"
-  fi
-}
-run_step doctor check_doctor
-
-# --- 3. beside PEFT ---------------------------------------------------------------------
+# --- 2. beside PEFT ---------------------------------------------------------------------
 check_benchmark() {
 if [[ $MODE == cuda ]]; then
   SHAPE=qwen2.5-7b TOKENS=4096 DTYPE=bfloat16
 else
   SHAPE=quick TOKENS=256 DTYPE=float32
 fi
-step "3. benchmark: $SHAPE shape, random bf16 weights, LoRA r8, batch 1 x $TOKENS tokens, 4 steps (1 warm-up): trainer train vs transformers + PEFT ($DTYPE, sdpa, gradient checkpointing)"
+step "2. benchmark: $SHAPE shape, random bf16 weights, LoRA r8, batch 1 x $TOKENS tokens, 4 steps (1 warm-up): trainer train vs transformers + PEFT ($DTYPE, sdpa, gradient checkpointing)"
 if ! "$ANNEAL_PYTHON" -c "import torch, transformers, peft" 2>/dev/null; then
   if [[ $MODE == cuda ]]; then
     record benchmark FAIL "$ANNEAL_PYTHON has no torch + transformers + PEFT (set ANNEAL_PYTHON)"
@@ -197,7 +173,8 @@ if ! "$ANNEAL_PYTHON" -c "import torch, transformers, peft" 2>/dev/null; then
     record benchmark skipped "$ANNEAL_PYTHON has no torch + transformers + PEFT"
   fi
 else
-  BENCH_SECONDS=$(seconds_for 330)
+  # Most of the budget: the 7B run compiles its kernels cold (minutes) before its first step.
+  BENCH_SECONDS=$(seconds_for 420)
   # timeout is the backstop; the script shares its limit between the two runs itself.
   if timeout $((BENCH_SECONDS + 30)) "$ANNEAL_PYTHON" - "$BIN" "$MODE" "$SHAPE" "$TOKENS" "$DTYPE" "$WORK/bench" "$BENCH_SECONDS" \
     > "$WORK/bench.txt" 2> "$WORK/bench.err" <<'PY'
@@ -272,6 +249,32 @@ PY
 fi
 }
 run_step benchmark check_benchmark
+
+# --- 3. doctor -----------------------------------------------------------------------
+# On CUDA it runs twice: cold, compiling every kernel of a LoRA step (minutes: 294 s on
+# an H200 with burn 0.21, the GPU idle all the while), then from the kernel cache that
+# run filled, as a pod started again on the same volume does.
+check_doctor() {
+  step "3. trainer doctor --device $MODE: the backend, a matmul against a host reference, one LoRA step, two on two copies of the model"
+  if timeout "$(seconds_for 330)" "$BIN" doctor --device "$MODE" 2>&1 | tee "$WORK/doctor.txt"; then
+    local figures
+    figures="$(grep -E '^ok +backend' "$WORK/doctor.txt" | cut -c18- | tr '|' '/'); matmul $(grep -oE '[0-9.e+-]+ relative \(limit [0-9e.+-]+\)' "$WORK/doctor.txt"); LoRA step $(grep -oE 'loss [0-9.]+ -> [0-9.]+' "$WORK/doctor.txt") in $(grep -oE 'in [0-9.]+ s:' "$WORK/doctor.txt" | tail -1 | cut -c4- | tr -d ':')"
+    if [[ $MODE == cuda ]]; then
+      step "3b. trainer doctor --device cuda again, from the kernel cache ($(du -sh "$ANNEAL_KERNEL_CACHE" 2>/dev/null | cut -f1))"
+      if timeout "$(seconds_for 120)" "$BIN" doctor --device "$MODE" > "$WORK/doctor-warm.txt" 2>&1; then
+        cat "$WORK/doctor-warm.txt"
+        figures+="; again from the kernel cache in $(grep -oE 'in [0-9.]+ s:' "$WORK/doctor-warm.txt" | tail -1 | cut -c4- | tr -d ':')"
+      else
+        cat "$WORK/doctor-warm.txt"
+        figures+="; again from the kernel cache: failed or timed out"
+      fi
+    fi
+    record doctor ok "$figures"
+  else
+    abort doctor "$( (grep -E '^FAIL' "$WORK/doctor.txt"; tail -1 "$WORK/doctor.txt"; echo 'timed out or no output') | head -1 | cut -c1-300 | tr '|' '/')"
+  fi
+}
+run_step doctor check_doctor
 
 # --- 4. parity with transformers ------------------------------------------------------
 check_parity() {
