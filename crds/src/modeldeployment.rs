@@ -126,6 +126,19 @@ pub enum ServingRuntime {
     Vllm,
 }
 
+impl ModelDeploymentSpec {
+    /// Why the spec's GPUs do not suit its runtime: `trainer serve` computes on one GPU,
+    /// so more would sit idle.
+    pub fn idle_gpus(&self) -> Option<String> {
+        let gpus = self.resources.gpus;
+        (self.runtime == ServingRuntime::Builtin && gpus > 1).then(|| {
+            format!(
+                "runtime builtin serves on one GPU, got {gpus}: use runtime: vllm to shard a model across GPUs (--tensor-parallel-size), or gpus: 1"
+            )
+        })
+    }
+}
+
 /// Where a deployment is in its life.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum DeploymentPhase {

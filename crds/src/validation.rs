@@ -707,6 +707,9 @@ impl ModelDeploymentSpec {
         }
         e.range("spec.replicas", Some(self.replicas), (0, REPLICAS_MAX));
         check_resources(&mut e, "spec.resources", &self.resources);
+        if let Some(problem) = self.idle_gpus() {
+            e.push("spec.resources.gpus", problem);
+        }
         e.into_result()
     }
 }

@@ -465,6 +465,14 @@ fn deployment_cases() -> Vec<Case> {
             &["spec.runtime: unknown variant `tgi`, expected `builtin` or `vllm`"],
         ),
         (
+            "trainer serve on two GPUs, one of them idle",
+            json!({"spec": {"runtime": "builtin", "resources": {"gpus": 2}}}),
+            &[],
+            &[
+                "spec.resources.gpus: runtime builtin serves on one GPU, got 2: use runtime: vllm to shard a model across GPUs (--tensor-parallel-size), or gpus: 1",
+            ],
+        ),
+        (
             "too many replicas",
             json!({"spec": {"replicas": 100}}),
             &["/spec/replicas: 100 is greater than the maximum of 64.0"],

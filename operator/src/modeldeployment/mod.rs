@@ -6,4 +6,5 @@ pub mod controller;
 pub mod model_resolution;
 pub mod replica_adapters;
 pub mod serving_deployment;
+pub mod serving_memory;
 pub mod serving_observation;

@@ -38,6 +38,9 @@ pub struct ServedModel {
     pub model_id: String,
     /// The name the base model (or a fully trained checkpoint) answers to.
     pub base_name: String,
+    /// The base model's name as users know it (`Qwen/Qwen2.5-7B-Instruct`), whose
+    /// built-in shape the GPU memory check reads.
+    pub base_model: String,
     pub base: Source,
     pub adapters: Vec<ServedAdapter>,
     /// Secret with the storage credentials of the sources, if any.
@@ -138,6 +141,7 @@ pub fn resolve_model(
             Resolution::Resolved(ServedModel {
                 model_id: base.name.clone(),
                 base_name: served_name,
+                base_model: base.name.clone(),
                 base: Source {
                     uri: base_uri,
                     field: "spec.model.baseModel.source".to_owned(),
@@ -366,6 +370,7 @@ fn served_checkpoint(
         TrainingType::Lora => Resolution::Resolved(ServedModel {
             model_id,
             base_name: base_model.name.clone(),
+            base_model: base_model.name.clone(),
             base: Source {
                 // A validated job's model always has one.
                 uri: base_model.source_uri().unwrap_or_default(),
@@ -383,6 +388,7 @@ fn served_checkpoint(
         TrainingType::Full => Resolution::Resolved(ServedModel {
             model_id,
             base_name: served_name,
+            base_model: base_model.name.clone(),
             base: checkpoint_source,
             adapters: Vec::new(),
             credentials_secret,

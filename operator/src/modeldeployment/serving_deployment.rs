@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use anneal_crds::ModelDeployment;
 use anneal_crds::common::ResourcesSpec;
+use anneal_crds::memory_plan::known_shape;
 use anneal_crds::modeldeployment::{ModelDeploymentSpec, ServingRuntime};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -33,6 +34,7 @@ use kube::Resource;
 
 use crate::config::OperatorConfig;
 use crate::modeldeployment::model_resolution::{ServedModel, Source};
+use crate::modeldeployment::serving_memory::weights_do_not_fit;
 use crate::shared::image_policy::{ImageNotAllowed, check_image};
 use crate::shared::pod_parts::{
     PVC_DIR, TMP_SIZE, container_security, credentials_env, device, empty_dir_limited, env,
@@ -110,6 +112,12 @@ pub enum ServingPlanError {
         "spec.runtime vllm: the model is a FLUX image pipeline ({0}), which vLLM's OpenAI server does not serve; use runtime: builtin (trainer serve answers /v1/images/generations)"
     )]
     ImageModelOnVllm(String),
+    /// `trainer serve` on several GPUs, all but one idle.
+    #[error("spec.resources.gpus: {0}")]
+    IdleGpus(String),
+    /// The model's weights do not fit the GPUs asked for.
+    #[error("spec.resources.gpus: {0}")]
+    InsufficientGpuMemory(String),
     #[error(transparent)]
     ImageNotAllowed(#[from] ImageNotAllowed),
 }
@@ -125,6 +133,8 @@ impl ServingPlanError {
             | Self::BadPvcUri { .. } => Some("UnsupportedSource"),
             Self::ImageNotAllowed(_) => Some("ImageNotAllowed"),
             Self::ImageModelOnVllm(_) => Some("UnsupportedRuntime"),
+            Self::IdleGpus(_) => Some("InvalidSpec"),
+            Self::InsufficientGpuMemory(_) => Some("InsufficientGpuMemory"),
             Self::MissingMetadata(_) => None,
         }
     }
@@ -206,6 +216,15 @@ pub fn check_servable(
 ) -> Result<(), ServingPlanError> {
     name_and_namespace(deployment)?;
     check_image(deployment.spec.resources.image.as_deref(), config)?;
+    if let Some(problem) = deployment.spec.idle_gpus() {
+        return Err(ServingPlanError::IdleGpus(problem));
+    }
+    if let Some(shape) = known_shape(&model.base_model)
+        && let Some(problem) =
+            weights_do_not_fit(deployment, &model.base_model, &shape, config.gpu_memory)
+    {
+        return Err(ServingPlanError::InsufficientGpuMemory(problem));
+    }
     match deployment.spec.runtime {
         ServingRuntime::Builtin => builtin_plan(model, deployment).map(drop),
         ServingRuntime::Vllm => vllm_plan(model, deployment).map(drop),

@@ -4,6 +4,7 @@ use super::*;
 use crate::modeldeployment::model_resolution::ServedAdapter;
 use crate::shared::test_snapshot::assert_snapshot;
 use anneal_crds::manifest::parse_modeldeployment;
+use anneal_crds::memory_plan::ByteSize;
 
 fn deployment_from(yaml: &str) -> ModelDeployment {
     let mut deployment = parse_modeldeployment(yaml).expect("test manifest is valid");
@@ -64,6 +65,7 @@ fn checkpoint_model(base_uri: &str) -> ServedModel {
     ServedModel {
         model_id: "ft:qwen2.5-0.5b-instruct:support:ckpt-18".to_owned(),
         base_name: "Qwen/Qwen2.5-0.5B-Instruct".to_owned(),
+        base_model: "Qwen/Qwen2.5-0.5B-Instruct".to_owned(),
         base: source(base_uri, "FineTuneJob support spec.baseModel.source"),
         adapters: vec![ServedAdapter {
             name: "support-bot".to_owned(),
@@ -82,6 +84,7 @@ fn adapters_model() -> ServedModel {
     ServedModel {
         model_id: "Qwen/Qwen2.5-7B-Instruct".to_owned(),
         base_name: "Qwen/Qwen2.5-7B-Instruct".to_owned(),
+        base_model: "Qwen/Qwen2.5-7B-Instruct".to_owned(),
         base: source("s3://models/qwen2.5-7b", "spec.model.baseModel.source"),
         adapters: vec![
             ServedAdapter {
@@ -778,6 +781,47 @@ fn container_secret(container: &Container) -> Option<&str> {
 }
 
 #[test]
+fn gpus_that_would_idle_or_cannot_hold_the_model_are_refused_before_any_pod() {
+    // Written past the webhook: the operator refuses it too.
+    let mut two = deployment_from(BUILTIN);
+    two.spec.resources.gpus = 2;
+    let error = check_servable(&two, &checkpoint_model("s3://m"), &config()).unwrap_err();
+    assert_eq!(error.user_reason(), Some("InvalidSpec"));
+    assert!(
+        error
+            .to_string()
+            .starts_with("spec.resources.gpus: runtime builtin serves on one GPU, got 2"),
+        "{error}"
+    );
+    // Qwen2.5-72B on one GPU of the install's 80 GiB.
+    let large = ServedModel {
+        base_model: "Qwen/Qwen2.5-72B-Instruct".to_owned(),
+        ..checkpoint_model("s3://models/qwen2.5-72b")
+    };
+    let config = OperatorConfig {
+        gpu_memory: ByteSize::gib(80),
+        ..config()
+    };
+    let error = check_servable(&deployment_from(BUILTIN), &large, &config).unwrap_err();
+    assert_eq!(error.user_reason(), Some("InsufficientGpuMemory"));
+    assert!(
+        error
+            .to_string()
+            .ends_with("use runtime: vllm with gpus: 2 (--tensor-parallel-size 2)"),
+        "{error}"
+    );
+    // On vLLM across two GPUs it loads; an unknown model is not judged.
+    let mut sharded = deployment_from(VLLM);
+    sharded.spec.resources.gpus = 2;
+    check_servable(&sharded, &large, &config).unwrap();
+    let unknown = ServedModel {
+        base_model: "acme/house-model-90b".to_owned(),
+        ..large
+    };
+    check_servable(&deployment_from(BUILTIN), &unknown, &config).unwrap();
+}
+
+#[test]
 fn a_flux_image_model_is_refused_on_vllm_and_planned_on_builtin() {
     let flux = VLLM.replace(
         "{name: Qwen/Qwen2.5-7B-Instruct, source: \"s3://models/qwen2.5-7b\"}",
@@ -804,7 +848,8 @@ fn a_flux_image_model_is_refused_on_vllm_and_planned_on_builtin() {
         .unwrap_err()
         .to_string();
     assert!(message.contains("(spec.task text-to-image)"), "{message}");
-    let builtin = flux.replace("runtime: vllm", "runtime: builtin");
+    let builtin =
+        (flux.replace("runtime: vllm", "runtime: builtin")).replace("gpus: 2,", "gpus: 1,");
     check_servable(&deployment_from(&builtin), &image_model, &config()).unwrap();
     // A chat model on vLLM is planned, whatever its name.
     check_servable(&deployment_from(&flux), &adapters_model(), &config()).unwrap();
