@@ -303,8 +303,11 @@ def end_ids(model: Path) -> set:
 
 for reference in sorted(Path("trainer/tests/fixtures/reference").glob("*/reference.json")):
     model = reference.parent
+    cases_of_model = json.loads(reference.read_text()).get("greedy")
+    if cases_of_model is None:
+        continue  # an image pipeline's reference (FLUX): the images step checks it
     stops = end_ids(model)
-    for index, case in enumerate(json.loads(reference.read_text())["greedy"]):
+    for index, case in enumerate(cases_of_model):
         want = list(case["output_ids"])
         # transformers keeps a stop token in its output; `generate` stops before it. The
         # stop token of such a case is one the model happens to emit, not the
