@@ -43,7 +43,19 @@ type Case = (
     &'static [&'static str],
 );
 
+/// Every FineTuneJob case, each group a function of its own.
 fn job_cases() -> Vec<Case> {
+    [
+        checkpoint_and_deadline_cases(),
+        hyperparameter_cases(),
+        source_and_dataset_cases(),
+        batch_name_and_resource_cases(),
+    ]
+    .concat()
+}
+
+/// Early stopping, checkpoint evaluation and the deadline.
+fn checkpoint_and_deadline_cases() -> Vec<Case> {
     vec![
         (
             "early stopping with patience 0",
@@ -101,6 +113,12 @@ fn job_cases() -> Vec<Case> {
             &["/spec/activeDeadlineSeconds: 30 is less than the minimum of 60.0"],
             &["spec.activeDeadlineSeconds: must be between 60 and 31536000, got 30"],
         ),
+    ]
+}
+
+/// Hyperparameters, methods, presets and targets.
+fn hyperparameter_cases() -> Vec<Case> {
+    vec![
         (
             "learning rate above 0.1",
             json!({"spec": {"hyperparameters": {"learningRate": 0.5}}}),
@@ -201,6 +219,12 @@ fn job_cases() -> Vec<Case> {
                 "spec.hyperparameters.lora.targetModules[0]: unknown variant `lm_head`, expected one of `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`",
             ],
         ),
+    ]
+}
+
+/// Model sources, starting points, datasets, tracking, notification and publishing.
+fn source_and_dataset_cases() -> Vec<Case> {
+    vec![
         (
             "unsupported source scheme",
             json!({"spec": {"baseModel": {"source": "ftp://models/qwen"}}}),
@@ -357,6 +381,12 @@ fn job_cases() -> Vec<Case> {
             &["spec.dataset: set at most one of dataset.validation and dataset.validationSplit"],
             &["spec.dataset: set at most one of dataset.validation and dataset.validationSplit"],
         ),
+    ]
+}
+
+/// Batch arithmetic, names, sample prompts, storage URIs and resources.
+fn batch_name_and_resource_cases() -> Vec<Case> {
+    vec![
         (
             "accumulation not dividing the batch",
             json!({"spec": {"hyperparameters": {"batchSize": 8, "gradientAccumulation": 3}}}),

@@ -222,8 +222,18 @@ spec:
     )
     .await;
 
-    // While the job trains, the deployment waits, saying why, with nothing to run.
-    let pending = wait_for_deployment(&world, "chat", "Pending", |s| {
+    waits_pending_while_the_job_trains(&world).await;
+    let (best, model_id) = the_best_checkpoint(&world).await;
+    let pod_name = ready_with_one_owned_pod(&world, &model_id).await;
+    let url = world.kubelet.deployment_url("chat").unwrap();
+    answers_as_trainer_generate_does(&world, &url, &model_id, &best).await;
+    stopping_finishes_the_reply_in_flight(&world, &deployments, &url, &model_id, &pod_name).await;
+    operator.stop().await;
+}
+
+/// While the job trains, the deployment waits, saying why, with nothing to run.
+async fn waits_pending_while_the_job_trains(world: &World) {
+    let pending = wait_for_deployment(world, "chat", "Pending", |s| {
         s.phase == Some(DeploymentPhase::Pending)
     })
     .await;
@@ -243,8 +253,13 @@ spec:
         world.job("story").await.status.unwrap_or_default().phase,
         Some(JobPhase::Succeeded)
     );
+}
 
-    // The job succeeds; its best checkpoint is the one with the lowest validation loss.
+/// The job succeeds; its best checkpoint is the one with the lowest validation loss,
+/// and the model id it is served as.
+async fn the_best_checkpoint(
+    world: &World,
+) -> (anneal_crds::finetunejob::CheckpointStatus, String) {
     let done = world
         .wait_for("story", TRAINING, "Succeeded", |s| {
             s.phase == Some(JobPhase::Succeeded) && s.result.is_some()
@@ -259,11 +274,18 @@ spec:
         .clone();
     let model_id = format!("ft:anneal-tiny:story:{}", best.name);
 
-    let ready = wait_for_deployment(&world, "chat", "Ready", |s| {
+    (best, model_id)
+}
+
+/// The deployment turns Ready on one pod its Deployment owns, whose status is the fake
+/// kubelet's from a pod that answered its probe; the pod's name.
+async fn ready_with_one_owned_pod(world: &World, model_id: &str) -> String {
+    let servers: Api<Deployment> = Api::namespaced(world.client(), NAMESPACE);
+    let ready = wait_for_deployment(world, "chat", "Ready", |s| {
         s.phase == Some(DeploymentPhase::Ready)
     })
     .await;
-    assert_eq!(ready.model_id.as_deref(), Some(model_id.as_str()));
+    assert_eq!(ready.model_id.as_deref(), Some(model_id));
     assert_eq!(
         ready.endpoint.as_deref(),
         Some(format!("http://chat.{NAMESPACE}.svc:8000/v1").as_str())
@@ -301,11 +323,20 @@ spec:
         server.metadata.uid.unwrap()
     );
 
-    // The client, on the pod's real port: the model is listed, and its greedy answer
-    // is what `trainer generate` says with the checkpoint from storage.
-    let url = world.kubelet.deployment_url("chat").unwrap();
-    let ids = served_ids(&url).await;
-    assert!(ids.contains(&model_id), "{ids:?}");
+    pod_name
+}
+
+/// On the pod's real port, the model is listed, and its greedy answer is what
+/// `trainer generate` says with the checkpoint from storage; the base model, served
+/// beside it, answers otherwise.
+async fn answers_as_trainer_generate_does(
+    world: &World,
+    url: &str,
+    model_id: &str,
+    best: &anneal_crds::finetunejob::CheckpointStatus,
+) {
+    let ids = served_ids(url).await;
+    assert!(ids.iter().any(|id| id == model_id), "{ids:?}");
 
     let messages = json!([{"role": "user", "content": QUESTION}]);
     let reply = post_json(
@@ -315,7 +346,7 @@ spec:
     .await;
     assert_eq!(reply.status(), 200);
     let reply: Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
-    assert_eq!(reply["model"], model_id.as_str());
+    assert_eq!(reply["model"], model_id);
     let answer = reply["choices"][0]["message"]["content"]
         .as_str()
         .unwrap()
@@ -363,15 +394,26 @@ spec:
     .unwrap();
     assert!(!expected.is_empty());
     assert_eq!(answer, expected);
+}
 
-    // Deleting the deployment deletes its Deployment, Service and pod; the server
-    // gets SIGTERM with a reply in flight, finishes it and exits 0.
-    let reader = stream_in_background(&url, &model_id, &messages, 400).await;
+/// Deleting the deployment deletes its Deployment, Service and pod; the server gets
+/// SIGTERM with a reply in flight, finishes it and exits 0.
+async fn stopping_finishes_the_reply_in_flight(
+    world: &World,
+    deployments: &Api<ModelDeployment>,
+    url: &str,
+    model_id: &str,
+    pod_name: &str,
+) {
+    let messages = json!([{"role": "user", "content": QUESTION}]);
+    let servers: Api<Deployment> = Api::namespaced(world.client(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(world.client(), NAMESPACE);
+    let reader = stream_in_background(url, model_id, &messages, 400).await;
     deployments
         .delete("chat", &Default::default())
         .await
         .unwrap();
-    let log = world.pod_dir(&pod_name).join("output.log");
+    let log = world.pod_dir(pod_name).join("output.log");
     let started = Instant::now();
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -393,7 +435,7 @@ spec:
     );
     let started = Instant::now();
     let code = loop {
-        if let Some(code) = world.kubelet.exit_code(&pod_name) {
+        if let Some(code) = world.kubelet.exit_code(pod_name) {
             break code;
         }
         assert!(started.elapsed() < SERVING, "the server did not exit");
@@ -403,9 +445,8 @@ spec:
     assert!(servers.get_opt("chat").await.unwrap().is_none());
     let services: Api<Service> = Api::namespaced(world.client(), NAMESPACE);
     assert!(services.get_opt("chat").await.unwrap().is_none());
-    assert!(pods.get_opt(&pod_name).await.unwrap().is_none());
+    assert!(pods.get_opt(pod_name).await.unwrap().is_none());
     assert!(deployments.get_opt("chat").await.unwrap().is_none());
-    operator.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
