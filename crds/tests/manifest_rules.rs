@@ -48,7 +48,8 @@ fn job_cases() -> Vec<Case> {
     [
         checkpoint_and_deadline_cases(),
         hyperparameter_cases(),
-        source_and_dataset_cases(),
+        source_cases(),
+        dataset_and_publishing_cases(),
         batch_name_and_resource_cases(),
     ]
     .concat()
@@ -222,8 +223,8 @@ fn hyperparameter_cases() -> Vec<Case> {
     ]
 }
 
-/// Model sources, starting points, datasets, tracking, notification and publishing.
-fn source_and_dataset_cases() -> Vec<Case> {
+/// Model sources and starting points.
+fn source_cases() -> Vec<Case> {
     vec![
         (
             "unsupported source scheme",
@@ -260,6 +261,13 @@ fn source_and_dataset_cases() -> Vec<Case> {
                 r#"spec.baseModel.fineTuneJob.checkpoint: must be final, best or a checkpoint's name (ckpt-N), got "latest""#,
             ],
         ),
+    ]
+}
+
+/// Packing and mixing, tracking and notification, a job's own checkpoint and hub
+/// revisions, publishing, DPO settings, misspelled or missing fields, training files.
+fn dataset_and_publishing_cases() -> Vec<Case> {
+    vec![
         (
             "packing preference pairs",
             json!({"spec": {"method": "dpo", "dataset": {"packing": true}}}),
