@@ -50,6 +50,7 @@ fn job_cases() -> Vec<Case> {
         hyperparameter_cases(),
         source_cases(),
         dataset_and_publishing_cases(),
+        field_and_method_cases(),
         batch_name_and_resource_cases(),
     ]
     .concat()
@@ -265,7 +266,7 @@ fn source_cases() -> Vec<Case> {
 }
 
 /// Packing and mixing, tracking and notification, a job's own checkpoint and hub
-/// revisions, publishing, DPO settings, misspelled or missing fields, training files.
+/// revisions, publishing.
 fn dataset_and_publishing_cases() -> Vec<Case> {
     vec![
         (
@@ -331,6 +332,12 @@ fn dataset_and_publishing_cases() -> Vec<Case> {
                 "spec.publish[0].merge: a fully trained job's checkpoints are whole models already; leave merge unset",
             ],
         ),
+    ]
+}
+
+/// Misspelled and missing fields, DPO settings, training and validation files.
+fn field_and_method_cases() -> Vec<Case> {
+    vec![
         (
             "misspelled field",
             json!({"spec": {"hyperparameters": {"learningrate": 0.001}}}),

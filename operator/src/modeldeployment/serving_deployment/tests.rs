@@ -169,11 +169,17 @@ fn the_vllm_deployment_matches_its_snapshot() {
     );
 }
 
-#[test]
-fn builtin_runs_trainer_serve_with_the_adapter_loaded_at_runtime_on_gpus() {
+/// The builtin deployment of a job's LoRA checkpoint, its model, and their plan.
+fn builtin_checkpoint_plan() -> (ModelDeployment, ServedModel, Deployment) {
     let deployment = deployment_from(BUILTIN);
     let model = checkpoint_model("s3://models/qwen2.5-0.5b");
     let planned = plan_deployment(&deployment, &model, &config()).unwrap();
+    (deployment, model, planned)
+}
+
+#[test]
+fn builtin_runs_trainer_serve_with_the_adapter_loaded_at_runtime_on_gpus() {
+    let (deployment, model, planned) = builtin_checkpoint_plan();
     let spec = planned.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
     let server = server(&planned);
@@ -245,9 +251,7 @@ fn builtin_runs_trainer_serve_with_the_adapter_loaded_at_runtime_on_gpus() {
 
 #[test]
 fn a_builtin_pod_has_its_gpus_probes_volumes_and_owner() {
-    let deployment = deployment_from(BUILTIN);
-    let model = checkpoint_model("s3://models/qwen2.5-0.5b");
-    let planned = plan_deployment(&deployment, &model, &config()).unwrap();
+    let (_, _, planned) = builtin_checkpoint_plan();
     let spec = planned.spec.as_ref().unwrap();
     let server = server(&planned);
     let gates = pod(&planned).readiness_gates.clone().unwrap();
